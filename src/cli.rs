@@ -1,0 +1,178 @@
+//! The command line: clap definitions only. `main.rs` dispatches each command to the
+//! module that owns it; nothing here does IO.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keyflip",
+    version,
+    about = "Rotates Azure Storage account keys without downtime"
+)]
+pub struct Cli {
+    /// Configuration file. Default: $KEYFLIP_CONFIG, then /etc/keyflip/keyflip.toml.
+    #[arg(long, global = true, env = "KEYFLIP_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Log format: human on a terminal, JSON for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// More log detail (-v: debug, -vv: trace). RUST_LOG overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a built-in Azure twin and run a full safe swap against it. Needs no Azure account.
+    Demo(DemoArgs),
+    /// Rotate a plan's key now, or resume unfinished rotations.
+    #[command(subcommand)]
+    Rotate(RotateCommand),
+    /// Per plan: active key, key ages, last rotation, next due time, drift.
+    Status(OutputArgs),
+    /// Past rotations with every step and its timing.
+    History(HistoryArgs),
+    /// Work with rotation plans.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// Check, without changing anything, whether keyflip can rotate each plan.
+    Doctor(DoctorArgs),
+    /// Run as a service: rotate plans on schedule, watch for drift, serve metrics.
+    Daemon,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the twin running after the demo and print how to reach it.
+    #[arg(long)]
+    pub keep_running: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RotateCommand {
+    /// Rotate now: swap to the standby key, then retire the old one after the grace period.
+    Now(RotateNowArgs),
+    /// Finish or roll back rotations a crash or signal interrupted.
+    Resume(ResumeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RotateNowArgs {
+    /// Plan name (file stem in the plans directory) or path to a plan file.
+    pub plan: String,
+    /// Print every call keyflip would make, in order, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Grace period before the old key is retired (overrides the plan), e.g. 10m, 1h.
+    #[arg(long)]
+    pub grace: Option<String>,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub yes: bool,
+    /// Incident response: which key leaked.
+    #[arg(long, value_enum)]
+    pub leaked: Option<Leaked>,
+    /// With --leaked on the active key: regenerate it first and accept an outage until
+    /// consumers are re-bound.
+    #[arg(long, requires = "leaked")]
+    pub revoke_first: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Only this plan.
+    pub plan: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Leaked {
+    Key1,
+    Key2,
+    Both,
+    Unknown,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only this plan.
+    pub plan: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Validate plan files without touching the network. Default: every plan in the plans directory.
+    Check(PlanCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanCheckArgs {
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Only this plan.
+    #[arg(long)]
+    pub plan: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoke_first_requires_leaked() {
+        assert!(Cli::try_parse_from(["keyflip", "rotate", "now", "p", "--revoke-first"]).is_err());
+        let cli = Cli::try_parse_from([
+            "keyflip",
+            "rotate",
+            "now",
+            "p",
+            "--leaked",
+            "key1",
+            "--revoke-first",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Rotate(RotateCommand::Now(a)) if a.revoke_first));
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}

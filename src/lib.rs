@@ -1,0 +1,22 @@
+//! keyflip rotates Azure Storage account keys without downtime.
+//!
+//! See `docs/ARCHITECTURE.md` for the bird's-eye view, the code map and the
+//! invariants every module keeps.
+
+pub mod azure;
+pub mod cli;
+pub mod exit;
+pub mod journal;
+pub mod key;
+pub mod plan;
+pub mod rotation;
+pub mod schedule;
+pub mod secret;
+
+/// Installs the ring crypto provider for rustls. keyflip builds reqwest with
+/// `rustls-no-provider`, and reqwest panics when the first client is built without
+/// a process-wide provider, so `main` and every test set-up call this first.
+/// Calling it again is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

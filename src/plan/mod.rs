@@ -1,0 +1,1 @@
+//! Rotation plans: the TOML files that name a storage account and every consumer of its key.

@@ -1,0 +1,1 @@
+//! The two-phase safe swap: a pure state machine that decides and an executor that acts.

@@ -1,0 +1,1 @@
+//! keyflip-twin: a local Azure-compatible HTTPS service for testing keyflip.
