@@ -5,10 +5,12 @@
 
 pub mod azure;
 pub mod cli;
+pub mod diagnostic;
 pub mod exit;
 pub mod journal;
 pub mod key;
 pub mod plan;
+pub mod resource_id;
 pub mod rotation;
 pub mod schedule;
 pub mod secret;
