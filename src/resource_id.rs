@@ -98,7 +98,7 @@ impl FromStr for ResourceId {
             ));
         }
         let tail = &parts[6..];
-        if tail.len() % 2 != 0 {
+        if !tail.len().is_multiple_of(2) {
             return Err(fail("a resource type has no name"));
         }
         Ok(ResourceId {

@@ -60,7 +60,8 @@ impl fmt::Display for StorageKey {
 impl PartialEq for StorageKey {
     /// Constant-time comparison, so equality checks do not leak key prefixes by timing.
     fn eq(&self, other: &Self) -> bool {
-        ring::constant_time::verify_slices_are_equal(self.0.as_bytes(), other.0.as_bytes()).is_ok()
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 }
 impl Eq for StorageKey {}
