@@ -20,7 +20,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::types::{ConsumerId, Holding, Mode, Observation, RefusalReason};
+use super::outcome::RefusalReason;
+use super::types::{ConsumerId, Holding, Mode, Observation};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 

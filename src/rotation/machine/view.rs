@@ -6,10 +6,10 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::outcome::{Cause, Drift, Outcome, Regeneration};
 use super::precheck::Route;
-use super::types::{
-    Cause, Command, ConsumerRef, Drift, Holding, Mode, Outcome, Regeneration, StepResult,
-};
+use super::types::{Command, ConsumerRef, Holding, Mode, StepResult};
+use super::{Entry, Machine, State};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 
@@ -126,4 +126,83 @@ pub struct View {
     pub warnings: Vec<String>,
     pub timeline: Vec<TimelineEntry>,
     pub outcome: Option<Outcome>,
+}
+
+impl Machine {
+    pub fn phase(&self) -> Phase {
+        match &self.state {
+            State::Prechecking => Phase::Prechecking,
+            State::Staging => Phase::Staging,
+            State::VerifyingKey => Phase::VerifyingKey,
+            State::Revoking { .. } => Phase::Revoking,
+            State::Binding { .. } => Phase::Binding,
+            State::VerifyingConsumers { .. } => Phase::VerifyingConsumers,
+            State::Committing => Phase::Committing,
+            State::Grace => Phase::Grace,
+            State::Retiring { .. } => Phase::Retiring,
+            State::Cleanup => Phase::Cleanup,
+            State::RollingBack { .. } => Phase::RollingBack,
+            State::Finished => match self.outcome() {
+                Some(Outcome::Completed { .. }) => Phase::Completed,
+                Some(Outcome::RolledBack { .. }) => Phase::RolledBack,
+                Some(Outcome::Refused { .. }) => Phase::Refused,
+                Some(Outcome::NeedsAttention { .. }) | None => Phase::NeedsAttention,
+            },
+        }
+    }
+
+    /// A snapshot for status and reports.
+    pub fn view(&self) -> View {
+        let timeline = self
+            .timeline
+            .iter()
+            .filter_map(|entry| match entry {
+                Entry::Issued(seq) => self.step_index(*seq).map(|i| TimelineEntry {
+                    at: self.steps[i].issued_at,
+                    what: Happening::Issued {
+                        command: self.steps[i].command.clone(),
+                    },
+                }),
+                Entry::Answered(seq) => self.step_index(*seq).and_then(|i| {
+                    self.steps[i]
+                        .answer
+                        .as_ref()
+                        .map(|(at, result)| TimelineEntry {
+                            at: Some(*at),
+                            what: Happening::Answered {
+                                seq: *seq,
+                                result: result.clone(),
+                            },
+                        })
+                }),
+                Entry::Noted(at, note) => Some(TimelineEntry {
+                    at: Some(*at),
+                    what: Happening::Noted { note: note.clone() },
+                }),
+            })
+            .collect();
+        View {
+            mode: self.mode,
+            phase: self.phase(),
+            route: self.decision.as_ref().map(|d| d.route),
+            active: self.decision.as_ref().map(|d| d.active),
+            standby: self.decision.as_ref().map(|d| d.standby),
+            target: self.target,
+            committed_at: self.committed_at,
+            consumers: self
+                .consumers
+                .iter()
+                .map(|t| ConsumerView {
+                    consumer: t.consumer.clone(),
+                    initially: t.initially.clone(),
+                    status: t.status.clone(),
+                    disabled_versions: t.disabled.clone(),
+                })
+                .collect(),
+            regenerations: self.regenerations.clone(),
+            warnings: self.warnings.clone(),
+            timeline,
+            outcome: self.outcome().cloned(),
+        }
+    }
 }
