@@ -74,7 +74,7 @@
 //! | T26 | Committing (`revoke_first`), Retiring (incident) | `Committed` / `Regenerated` | `DisableVersions` per Key Vault consumer → Cleanup, or `Finish(Completed)` if none |
 //! | T27 | Retiring | `Regenerated`, `Scheduled` | `Finish(Completed)` |
 //! | T28 | Cleanup | batch done (a `DisableFailed` is a warning: the value is dead) | `Finish(Completed)` |
-//! | T29 | RollingBack(draining) | last in-flight answer | `Bind(active)` every consumer a forward `Bind` was issued to → binding back; none → T33 |
+//! | T29 | RollingBack(draining) | last in-flight answer | `Bind(active)` every consumer a forward `Bind` was issued to → binding back; none → T34 |
 //! | T30 | RollingBack(binding back) | batch done, a `BindFailed` | `Finish(NeedsAttention: RollbackIncomplete)` |
 //! | T31 | RollingBack(binding back) | batch done, all bound | `VerifyConsumer(active)` each, plus `DisableVersions(new fp)` for Key Vault → verifying back |
 //! | T32 | RollingBack(verifying back) | batch done, all verified | `Regenerate(standby, discard)` → discarding (a `DisableFailed` is a warning) |
@@ -82,8 +82,8 @@
 //! | T34 | RollingBack(discarding) | `Regenerated`; or nothing was bound | `Finish(RolledBack)`; incident modes `Finish(NeedsAttention: LeakedKeyInUse)` |
 //! | T35 | any but Prechecking | `Reobserved`, every key as recorded (or in doubt) | nothing |
 //! | T36 | any | `Reobserved`, a key consumers rely on, or one still to be retired, changed | `Finish(NeedsAttention: Drift)`, in-doubt commands listed |
-//! | T37 | VerifyingKey, Binding, VerifyingConsumers | `Reobserved`, the standby changed before commit | roll back (cause: drift) |
-//! | T38 | any | `Reobserved`, a key this rotation already killed changed again | note it, go on |
+//! | T37 | VerifyingKey, Binding, VerifyingConsumers | `Reobserved`, the standby changed before commit (and before any revoke) | roll back (cause: drift) |
+//! | T38 | any | `Reobserved`, a key no consumer relies on changed: one this rotation already killed, the standby during a rollback, the leaked standby | note it, take it as the new `before`, go on |
 //! | T39 | finished | any event | error, nothing changes |
 //! | T40 | any | answer to an unknown or answered seq, or of the wrong kind | error, nothing changes |
 //!
