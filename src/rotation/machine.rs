@@ -229,8 +229,6 @@ enum Rollback {
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Regenerate { key: KeyName, purpose: Purpose },
-    Bind,
-    VerifyConsumer,
     Wait,
     Other,
 }

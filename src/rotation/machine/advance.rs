@@ -56,7 +56,7 @@ impl Machine {
                 if let Some(t) = consumer.and_then(|c| self.consumers.get_mut(c)) {
                     t.status = status;
                 }
-                Kind::Bind
+                Kind::Other
             }
             Action::VerifyConsumer { key, .. } => {
                 let status = match result {
@@ -69,7 +69,7 @@ impl Machine {
                 if let Some(t) = consumer.and_then(|c| self.consumers.get_mut(c)) {
                     t.status = status;
                 }
-                Kind::VerifyConsumer
+                Kind::Other
             }
             Action::DisableVersions { consumer: c, .. } => {
                 match result {
@@ -291,7 +291,7 @@ impl Machine {
                 standby: decision.standby,
             },
         );
-        let (route, active, standby) = (decision.route, decision.active, decision.standby);
+        let (route, standby) = (decision.route, decision.standby);
         self.decision = Some(decision);
         match route {
             Route::Scheduled | Route::LeakedBoth => {
@@ -304,7 +304,6 @@ impl Machine {
                 self.verify_key(at, standby, fingerprint, out)
             }
             Route::LeakedStandby => {
-                debug_assert_ne!(active, standby);
                 self.regenerate(at, standby, Purpose::Revoke, out);
                 State::Revoking { failures: 0 }
             }
