@@ -1,1 +1,334 @@
 //! The durable record of every rotation: an intent before each effect, a result after.
+//!
+//! One SQLite file in WAL mode with `synchronous=FULL`, so every call that records
+//! something has been fsynced when it returns: an executor that records an intent and
+//! then crashes mid-effect finds the intent on restart. Tables: `rotations` (one row
+//! per rotation; unfinished ones have no `finished_at`), `steps` (one row per command:
+//! intent, then result), `events` (every event the machine accepted, in order: the
+//! replay log) and `meta` (schema version, fingerprint-key check value).
+//!
+//! Promises:
+//! - Key values never enter the journal: only the machine's types, which hold
+//!   [`crate::secret::Fingerprint`]s and never a [`crate::secret::StorageKey`].
+//! - At most one unfinished rotation per storage account ([`Journal::begin`] refuses
+//!   with [`JournalError::Busy`]; a partial unique index backs it). Together with
+//!   [`lock::AccountLock`] this keeps two processes from rotating one account.
+//! - Every JSON column carries the schema it was written with, so old rows stay
+//!   readable; a journal from a newer keyflip is refused rather than misread.
+//! - A journal written under another fingerprint key is refused on open, because its
+//!   fingerprints would silently never match.
+//! - A row that cannot be decoded is an error naming the rotation and the row.
+//!
+//! How the executor uses it: `begin`; then for each command `record_intent` before
+//! performing it; for each event, `record_event` after the machine accepted it (a
+//! rejected event is never stored, so replay never meets one); `finish` when the
+//! machine issues `Finish`. On start, [`Journal::unfinished`] and
+//! [`StoredRotation::replay`] rebuild each interrupted machine.
+
+mod error;
+pub mod lock;
+mod read;
+mod record;
+mod schema;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+pub use error::JournalError;
+pub use record::{NewRotation, ResumeError, RotationRecord, StepRecord, StoredRotation};
+pub use schema::VERSION as SCHEMA_VERSION;
+
+use crate::rotation::machine::{Command, Event, Outcome};
+use crate::secret::Fingerprinter;
+use record::{encode, parse_time, time_text};
+
+/// How long a call waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An open journal. Writes take `&mut self` (each is one fsynced transaction); share
+/// it between tasks behind a mutex.
+#[derive(Debug)]
+pub struct Journal {
+    conn: Connection,
+    path: String,
+}
+
+fn outcome_kind(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Completed { .. } => "completed",
+        Outcome::RolledBack { .. } => "rolled_back",
+        Outcome::Refused { .. } => "refused",
+        Outcome::NeedsAttention { .. } => "needs_attention",
+    }
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal at `path`, switches it to WAL with full
+    /// sync, creates or migrates the schema, and checks it was written under the same
+    /// fingerprint key.
+    pub fn open(path: &Path, fingerprinter: &Fingerprinter) -> Result<Self, JournalError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let display = path.display().to_string();
+        // Created private up front: SQLite gives its -wal and -shm files the same mode.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(JournalError::Create {
+                    path: display,
+                    source,
+                });
+            }
+        }
+        let sql = |action| {
+            let path = display.clone();
+            move |source| JournalError::Sqlite {
+                path,
+                action,
+                source,
+            }
+        };
+        let mut conn = Connection::open(path).map_err(sql("open it"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql("set the busy timeout"))?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(sql("switch to WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(JournalError::NotWal {
+                path: display,
+                mode,
+            });
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sql("set synchronous=FULL"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sql("enable foreign keys"))?;
+        schema::prepare(&mut conn, &display, fingerprinter)?;
+        Ok(Self {
+            conn,
+            path: display,
+        })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Records a new rotation, refusing when the account has an unfinished one.
+    pub fn begin(&mut self, new: &NewRotation) -> Result<(), JournalError> {
+        let tx = write(&mut self.conn, &self.path, "begin a rotation")?;
+        let busy = tx
+            .query_row(
+                "SELECT id, plan, started_at FROM rotations
+                 WHERE account_lower = ?1 AND finished_at IS NULL",
+                [new.account.as_str().to_lowercase()],
+                |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?)),
+            )
+            .optional()
+            .map_err(|e| sql(&self.path, "look for unfinished rotations", e))?;
+        if let Some((rotation_id, plan, started)) = busy {
+            let started_at = parse_time(&started)
+                .map_err(|d| corrupt(&self.path, &rotation_id, "rotations, started_at", d))?;
+            return Err(JournalError::Busy {
+                rotation_id,
+                plan,
+                started_at,
+            });
+        }
+        tx.execute(
+            "INSERT INTO rotations (id, plan, account, account_lower, mode, options, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            (
+                &new.id,
+                &new.plan,
+                new.account.as_str(),
+                new.account.as_str().to_lowercase(),
+                encode(&new.mode),
+                encode(&new.options),
+                time_text(new.started_at),
+            ),
+        )
+        .map_err(|e| sql(&self.path, "record the rotation", e))?;
+        tx.commit().map_err(|e| sql(&self.path, "commit", e))
+    }
+
+    /// Records that `command` is about to be performed. Durable when it returns.
+    /// Recording the same command again (a restarted executor) is a no-op.
+    pub fn record_intent(
+        &mut self,
+        rotation_id: &str,
+        command: &Command,
+        at: DateTime<Utc>,
+    ) -> Result<(), JournalError> {
+        let tx = write(&mut self.conn, &self.path, "record an intent")?;
+        running(&tx, &self.path, rotation_id)?;
+        let json = encode(command);
+        let stored: Option<String> = tx
+            .query_row(
+                "SELECT command FROM steps WHERE rotation_id = ?1 AND seq = ?2",
+                (rotation_id, command.seq),
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| sql(&self.path, "read the step", e))?;
+        match stored {
+            Some(stored) if stored == json => return Ok(()),
+            Some(_) => {
+                return Err(JournalError::IntentConflict {
+                    rotation_id: rotation_id.to_owned(),
+                    seq: command.seq,
+                });
+            }
+            None => {}
+        }
+        tx.execute(
+            "INSERT INTO steps (rotation_id, seq, kind, consumer, command, intent_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            (
+                rotation_id,
+                command.seq,
+                command.action.name(),
+                command.action.consumer().map(|c| c.id.0.as_str()),
+                json,
+                time_text(at),
+            ),
+        )
+        .map_err(|e| sql(&self.path, "record the intent", e))?;
+        tx.commit().map_err(|e| sql(&self.path, "commit", e))
+    }
+
+    /// Appends an event the machine accepted (the replay log) and, for a result, fills
+    /// in its step. `at` is when it was recorded.
+    pub fn record_event(
+        &mut self,
+        rotation_id: &str,
+        event: &Event,
+        at: DateTime<Utc>,
+    ) -> Result<(), JournalError> {
+        let tx = write(&mut self.conn, &self.path, "record an event")?;
+        running(&tx, &self.path, rotation_id)?;
+        if let Event::Answer { seq, result, .. } = event {
+            let updated = tx
+                .execute(
+                    "UPDATE steps SET result_kind = ?3, result = ?4, result_at = ?5
+                     WHERE rotation_id = ?1 AND seq = ?2 AND result IS NULL",
+                    (
+                        rotation_id,
+                        seq,
+                        result.name(),
+                        encode(result),
+                        time_text(at),
+                    ),
+                )
+                .map_err(|e| sql(&self.path, "record the result", e))?;
+            if updated == 0 {
+                let exists = tx
+                    .query_row(
+                        "SELECT 1 FROM steps WHERE rotation_id = ?1 AND seq = ?2",
+                        (rotation_id, seq),
+                        |_| Ok(()),
+                    )
+                    .optional()
+                    .map_err(|e| sql(&self.path, "read the step", e))?;
+                let rotation_id = rotation_id.to_owned();
+                return Err(match exists {
+                    Some(()) => JournalError::AlreadyAnswered {
+                        rotation_id,
+                        seq: *seq,
+                    },
+                    None => JournalError::NoIntent {
+                        rotation_id,
+                        seq: *seq,
+                    },
+                });
+            }
+        }
+        tx.execute(
+            "INSERT INTO events (rotation_id, n, event, at)
+             VALUES (?1, (SELECT COALESCE(MAX(n), 0) + 1 FROM events WHERE rotation_id = ?1), ?2, ?3)",
+            (rotation_id, encode(event), time_text(at)),
+        )
+        .map_err(|e| sql(&self.path, "record the event", e))?;
+        tx.commit().map_err(|e| sql(&self.path, "commit", e))
+    }
+
+    /// Marks the rotation finished with its outcome.
+    pub fn finish(
+        &mut self,
+        rotation_id: &str,
+        outcome: &Outcome,
+        at: DateTime<Utc>,
+    ) -> Result<(), JournalError> {
+        let tx = write(&mut self.conn, &self.path, "finish a rotation")?;
+        running(&tx, &self.path, rotation_id)?;
+        tx.execute(
+            "UPDATE rotations SET finished_at = ?2, outcome = ?3, outcome_kind = ?4 WHERE id = ?1",
+            (
+                rotation_id,
+                time_text(at),
+                encode(outcome),
+                outcome_kind(outcome),
+            ),
+        )
+        .map_err(|e| sql(&self.path, "record the outcome", e))?;
+        tx.commit().map_err(|e| sql(&self.path, "commit", e))
+    }
+}
+
+/// Starts a write. IMMEDIATE takes the write lock up front, so a check and the write
+/// that depends on it cannot be split by another process.
+fn write<'c>(
+    conn: &'c mut Connection,
+    path: &str,
+    action: &'static str,
+) -> Result<Transaction<'c>, JournalError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| sql(path, action, e))
+}
+
+/// Fails unless the rotation exists and is unfinished.
+fn running(tx: &Transaction<'_>, path: &str, rotation_id: &str) -> Result<(), JournalError> {
+    let finished: Option<Option<String>> = tx
+        .query_row(
+            "SELECT finished_at FROM rotations WHERE id = ?1",
+            [rotation_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| sql(path, "read the rotation", e))?;
+    let rotation_id = rotation_id.to_owned();
+    match finished {
+        None => Err(JournalError::UnknownRotation { rotation_id }),
+        Some(Some(_)) => Err(JournalError::Finished { rotation_id }),
+        Some(None) => Ok(()),
+    }
+}
+
+fn sql(path: &str, action: &'static str, source: rusqlite::Error) -> JournalError {
+    JournalError::Sqlite {
+        path: path.to_owned(),
+        action,
+        source,
+    }
+}
+
+fn corrupt(path: &str, rotation_id: &str, row: &str, detail: String) -> JournalError {
+    JournalError::Corrupt {
+        path: path.to_owned(),
+        rotation_id: rotation_id.to_owned(),
+        row: row.to_owned(),
+        detail,
+    }
+}

@@ -1,0 +1,269 @@
+//! Reading the journal back: unfinished rotations for resuming, history for
+//! `keyflip history` and `status`, and what a write-only consumer was last bound to.
+//! Every decoding failure names the rotation and the row.
+
+use chrono::{DateTime, Utc};
+use rusqlite::OptionalExtension;
+
+use super::record::{decode, parse_time};
+use super::{Journal, JournalError, RotationRecord, StepRecord, StoredRotation, corrupt, sql};
+use crate::key::KeyName;
+use crate::resource_id::ResourceId;
+use crate::rotation::machine::{Action, Command, ConsumerId, Event};
+use crate::secret::Fingerprint;
+
+/// The columns of a `rotations` row, still encoded.
+struct RotationRow {
+    id: String,
+    plan: String,
+    account: String,
+    mode: String,
+    options: String,
+    started_at: String,
+    finished_at: Option<String>,
+    outcome: Option<String>,
+}
+
+const ROTATION_COLUMNS: &str = "id, plan, account, mode, options, started_at, finished_at, outcome";
+
+fn rotation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RotationRow> {
+    Ok(RotationRow {
+        id: r.get(0)?,
+        plan: r.get(1)?,
+        account: r.get(2)?,
+        mode: r.get(3)?,
+        options: r.get(4)?,
+        started_at: r.get(5)?,
+        finished_at: r.get(6)?,
+        outcome: r.get(7)?,
+    })
+}
+
+impl Journal {
+    /// Every unfinished rotation, oldest first, with its events and steps.
+    pub fn unfinished(&self) -> Result<Vec<StoredRotation>, JournalError> {
+        let rows = self.rotation_rows(
+            &format!(
+                "SELECT {ROTATION_COLUMNS} FROM rotations WHERE finished_at IS NULL
+                 ORDER BY started_at, rowid"
+            ),
+            rusqlite::params![],
+        )?;
+        rows.into_iter()
+            .map(|row| {
+                let record = self.decode_rotation(row)?;
+                let events = self.events(&record.id)?;
+                Ok(StoredRotation {
+                    id: record.id,
+                    plan: record.plan,
+                    account: record.account,
+                    mode: record.mode,
+                    options: record.options,
+                    started_at: record.started_at,
+                    events,
+                    steps: record.steps,
+                })
+            })
+            .collect()
+    }
+
+    /// Rotations newest first, optionally of one plan, each with every step.
+    pub fn history(
+        &self,
+        plan: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RotationRecord>, JournalError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.rotation_rows(
+            &format!(
+                "SELECT {ROTATION_COLUMNS} FROM rotations WHERE ?1 IS NULL OR plan = ?1
+                 ORDER BY started_at DESC, rowid DESC LIMIT ?2"
+            ),
+            rusqlite::params![plan, limit],
+        )?;
+        rows.into_iter()
+            .map(|row| self.decode_rotation(row))
+            .collect()
+    }
+
+    /// The plan's most recently finished rotation.
+    pub fn last_finished(&self, plan: &str) -> Result<Option<RotationRecord>, JournalError> {
+        let rows = self.rotation_rows(
+            &format!(
+                "SELECT {ROTATION_COLUMNS} FROM rotations
+                 WHERE plan = ?1 AND finished_at IS NOT NULL
+                 ORDER BY finished_at DESC, rowid DESC LIMIT 1"
+            ),
+            rusqlite::params![plan],
+        )?;
+        rows.into_iter()
+            .next()
+            .map(|row| self.decode_rotation(row))
+            .transpose()
+    }
+
+    /// The key keyflip last bound this consumer to, from the latest successful `Bind`:
+    /// how keyflip knows what a write-only consumer (a Databricks secret) holds.
+    pub fn last_bound(
+        &self,
+        consumer: &ConsumerId,
+    ) -> Result<Option<(KeyName, Fingerprint, DateTime<Utc>)>, JournalError> {
+        let row: Option<(String, u32, String, String)> = self
+            .conn
+            .query_row(
+                "SELECT rotation_id, seq, command, result_at FROM steps
+                 WHERE consumer = ?1 AND kind = 'bind' AND result_kind = 'bound'
+                 ORDER BY result_at DESC, rowid DESC LIMIT 1",
+                [&consumer.0],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(|e| sql(&self.path, "look up the last bind", e))?;
+        let Some((rotation_id, seq, command, result_at)) = row else {
+            return Ok(None);
+        };
+        let where_ = format!("steps, seq {seq}");
+        let command: Command =
+            decode(&command).map_err(|d| corrupt(&self.path, &rotation_id, &where_, d))?;
+        let at =
+            parse_time(&result_at).map_err(|d| corrupt(&self.path, &rotation_id, &where_, d))?;
+        match command.action {
+            Action::Bind {
+                key, fingerprint, ..
+            } => Ok(Some((key, fingerprint, at))),
+            other => Err(corrupt(
+                &self.path,
+                &rotation_id,
+                &where_,
+                format!("kind is 'bind' but the command is `{}`", other.name()),
+            )),
+        }
+    }
+
+    fn rotation_rows(
+        &self,
+        query: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<RotationRow>, JournalError> {
+        let read = |e| sql(&self.path, "read rotations", e);
+        let mut stmt = self.conn.prepare(query).map_err(read)?;
+        let rows = stmt.query_map(params, rotation_row).map_err(read)?;
+        rows.collect::<Result<_, _>>().map_err(read)
+    }
+
+    fn decode_rotation(&self, row: RotationRow) -> Result<RotationRecord, JournalError> {
+        let id = row.id;
+        let bad = |column: &str, detail: String| {
+            corrupt(&self.path, &id, &format!("rotations, {column}"), detail)
+        };
+        let account = row
+            .account
+            .parse::<ResourceId>()
+            .map_err(|e| bad("account", e.to_string()))?;
+        let mode = decode(&row.mode).map_err(|d| bad("mode", d))?;
+        let options = decode(&row.options).map_err(|d| bad("options", d))?;
+        let started_at = parse_time(&row.started_at).map_err(|d| bad("started_at", d))?;
+        let finished_at = row
+            .finished_at
+            .as_deref()
+            .map(parse_time)
+            .transpose()
+            .map_err(|d| bad("finished_at", d))?;
+        let outcome = row
+            .outcome
+            .as_deref()
+            .map(decode)
+            .transpose()
+            .map_err(|d| bad("outcome", d))?;
+        let steps = self.steps(&id)?;
+        Ok(RotationRecord {
+            id,
+            plan: row.plan,
+            account,
+            mode,
+            options,
+            started_at,
+            finished_at,
+            outcome,
+            steps,
+        })
+    }
+
+    fn steps(&self, rotation_id: &str) -> Result<Vec<StepRecord>, JournalError> {
+        let read = |e| sql(&self.path, "read steps", e);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq, command, intent_at, result, result_at FROM steps
+                 WHERE rotation_id = ?1 ORDER BY seq",
+            )
+            .map_err(read)?;
+        let rows = stmt
+            .query_map([rotation_id], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })
+            .map_err(read)?;
+        let mut steps = Vec::new();
+        for row in rows {
+            let (seq, command, intent_at, result, result_at) = row.map_err(read)?;
+            let bad = |column: &str, detail: String| {
+                corrupt(
+                    &self.path,
+                    rotation_id,
+                    &format!("steps, seq {seq}, {column}"),
+                    detail,
+                )
+            };
+            let command: Command = decode(&command).map_err(|d| bad("command", d))?;
+            if command.seq != seq {
+                return Err(bad(
+                    "command",
+                    format!("the stored command has seq {}", command.seq),
+                ));
+            }
+            steps.push(StepRecord {
+                command,
+                intent_at: parse_time(&intent_at).map_err(|d| bad("intent_at", d))?,
+                result: result
+                    .as_deref()
+                    .map(decode)
+                    .transpose()
+                    .map_err(|d| bad("result", d))?,
+                result_at: result_at
+                    .as_deref()
+                    .map(parse_time)
+                    .transpose()
+                    .map_err(|d| bad("result_at", d))?,
+            });
+        }
+        Ok(steps)
+    }
+
+    fn events(&self, rotation_id: &str) -> Result<Vec<Event>, JournalError> {
+        let read = |e| sql(&self.path, "read events", e);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT n, event FROM events WHERE rotation_id = ?1 ORDER BY n")
+            .map_err(read)?;
+        let rows = stmt
+            .query_map([rotation_id], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(read)?;
+        let mut events = Vec::new();
+        for row in rows {
+            let (n, json) = row.map_err(read)?;
+            events.push(
+                decode(&json)
+                    .map_err(|d| corrupt(&self.path, rotation_id, &format!("events, #{n}"), d))?,
+            );
+        }
+        Ok(events)
+    }
+}

@@ -1,0 +1,116 @@
+//! The journal's tables and their migrations, and the `meta` checks made on every
+//! open: the schema version, and a check value that proves the database was written
+//! with this installation's fingerprint key.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use super::JournalError;
+use crate::secret::{Fingerprinter, StorageKey};
+
+/// The schema this build writes. Older journals are migrated on open; a newer one is
+/// refused (an older keyflip must not write rows it does not understand).
+pub const VERSION: u32 = 1;
+
+/// Fingerprinted to make the `meta` check value. Not a secret: the value only proves
+/// which fingerprint key wrote the journal.
+const CHECK_INPUT: &str = "keyflip journal fingerprint-key check v1";
+
+const SCHEMA_V1: &str = "
+CREATE TABLE rotations (
+    id            TEXT PRIMARY KEY,
+    plan          TEXT NOT NULL,
+    account       TEXT NOT NULL,
+    account_lower TEXT NOT NULL,
+    mode          TEXT NOT NULL,
+    options       TEXT NOT NULL,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    outcome       TEXT,
+    outcome_kind  TEXT
+) STRICT;
+-- The journal's half of 'at most one unfinished rotation per account'.
+CREATE UNIQUE INDEX rotations_one_unfinished_per_account
+    ON rotations (account_lower) WHERE finished_at IS NULL;
+CREATE INDEX rotations_by_plan ON rotations (plan, started_at);
+
+-- One row per command: the intent, and later its result (denormalized from `events`
+-- so history and last_bound need no JSON scan).
+CREATE TABLE steps (
+    rotation_id TEXT NOT NULL REFERENCES rotations (id),
+    seq         INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    consumer    TEXT,
+    command     TEXT NOT NULL,
+    intent_at   TEXT NOT NULL,
+    result_kind TEXT,
+    result      TEXT,
+    result_at   TEXT,
+    PRIMARY KEY (rotation_id, seq)
+) STRICT;
+CREATE INDEX steps_by_consumer ON steps (consumer, result_kind, result_at);
+
+-- Every event the machine accepted, in the order it accepted them: the replay log.
+CREATE TABLE events (
+    rotation_id TEXT NOT NULL REFERENCES rotations (id),
+    n           INTEGER NOT NULL,
+    event       TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    PRIMARY KEY (rotation_id, n)
+) STRICT;
+";
+
+/// Creates or migrates the schema and checks the fingerprint key, in one transaction.
+pub fn prepare(
+    conn: &mut Connection,
+    path: &str,
+    fingerprinter: &Fingerprinter,
+) -> Result<(), JournalError> {
+    let sql = |source| JournalError::Sqlite {
+        path: path.to_owned(),
+        action: "prepare the schema",
+        source,
+    };
+    let check = fingerprinter
+        .fingerprint(&StorageKey::new(CHECK_INPUT.to_owned()))
+        .to_hex();
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;",
+    )
+    .map_err(sql)?;
+    let meta = |name: &str| -> Result<Option<String>, rusqlite::Error> {
+        tx.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .optional()
+    };
+    match meta("schema_version").map_err(sql)? {
+        None => {
+            tx.execute_batch(SCHEMA_V1).map_err(sql)?;
+            tx.execute(
+                "INSERT INTO meta (name, value) VALUES ('schema_version', ?1), ('fingerprint_check', ?2)",
+                (VERSION.to_string(), &check),
+            )
+            .map_err(sql)?;
+        }
+        Some(found) => {
+            let found_version = found.parse::<u32>().unwrap_or(u32::MAX);
+            if found_version > VERSION {
+                return Err(JournalError::NewerSchema {
+                    path: path.to_owned(),
+                    found,
+                    supported: VERSION,
+                });
+            }
+            // Migrations from older versions go here, one step per version.
+            if meta("fingerprint_check").map_err(sql)?.as_deref() != Some(check.as_str()) {
+                return Err(JournalError::FingerprintKeyMismatch {
+                    path: path.to_owned(),
+                });
+            }
+        }
+    }
+    tx.commit().map_err(sql)
+}

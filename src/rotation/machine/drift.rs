@@ -1,0 +1,145 @@
+//! After a restart: compare Azure with what the journal says, and decide whether the
+//! rotation can go on, must roll back, or must park for a human.
+
+use chrono::{DateTime, Utc};
+
+use super::outcome::*;
+use super::precheck::Route;
+use super::types::*;
+use super::view::Note;
+use super::{DriftResponse, Machine, State, index};
+use crate::key::KeyName;
+
+impl Machine {
+    pub(super) fn regenerate_in_flight(&self, key: KeyName) -> bool {
+        self.steps.iter().any(|s| {
+            s.answer.is_none()
+                && matches!(s.command.action, Action::Regenerate { key: k, .. } if k == key)
+        })
+    }
+
+    pub(super) fn killed_by_us(&self, key: KeyName) -> bool {
+        self.regenerations.iter().any(|r| {
+            r.key == key
+                && matches!(
+                    r.purpose,
+                    Purpose::Retire | Purpose::Revoke | Purpose::Discard
+                )
+        })
+    }
+
+    pub(super) fn reobserved(
+        &mut self,
+        state: State,
+        at: DateTime<Utc>,
+        obs: &Observation,
+        out: &mut Vec<Command>,
+    ) -> State {
+        let Some(last) = self.last else {
+            // Observe is still outstanding: there is nothing recorded to compare with.
+            self.note(at, Note::Reobserved { drifts: vec![] });
+            return state;
+        };
+        let mut drifts = Vec::new();
+        for key in KeyName::BOTH {
+            let expected = last[index(key)].fingerprint;
+            let found = obs.key(key).fingerprint;
+            if found != expected && !self.regenerate_in_flight(key) {
+                drifts.push(Drift {
+                    key,
+                    expected,
+                    found,
+                });
+            }
+        }
+        self.note(
+            at,
+            Note::Reobserved {
+                drifts: drifts.clone(),
+            },
+        );
+        if drifts.is_empty() {
+            return state;
+        }
+        let mut park = Vec::new();
+        let mut roll_back = false;
+        for d in &drifts {
+            match self.drift_response(&state, d.key) {
+                DriftResponse::Park(why) => park.push(why),
+                DriftResponse::RollBack => roll_back = true,
+                DriftResponse::Continue => {}
+            }
+        }
+        if !park.is_empty() {
+            let reason = Attention::Drift {
+                drifts,
+                detail: park.join("; "),
+            };
+            return self.park(at, reason, out);
+        }
+        // Carry on from what Azure holds now, so a later regeneration's `before` is right.
+        if let Some(last) = &mut self.last {
+            for d in &drifts {
+                last[index(d.key)] = *obs.key(d.key);
+            }
+        }
+        if roll_back {
+            return self.roll_back(Cause::Drift { drifts }, at, out);
+        }
+        state
+    }
+
+    pub(super) fn drift_response(&self, state: &State, key: KeyName) -> DriftResponse {
+        let Some(d) = &self.decision else {
+            return DriftResponse::Continue;
+        };
+        let committed = matches!(
+            state,
+            State::Committing | State::Grace | State::Retiring { .. } | State::Cleanup
+        );
+        if d.route == Route::LeakedStandby {
+            return if key == d.standby {
+                DriftResponse::Continue
+            } else {
+                DriftResponse::Park(format!(
+                    "consumers hold {key}, which changed outside keyflip, so they may be broken"
+                ))
+            };
+        }
+        if key == d.active {
+            if self.killed_by_us(key) {
+                DriftResponse::Continue
+            } else if committed {
+                DriftResponse::Park(format!(
+                    "{key} was to be retired by this rotation but someone else regenerated it; find out who before retiring anything"
+                ))
+            } else {
+                DriftResponse::Park(format!(
+                    "consumers hold {key}, which changed outside keyflip before commit, so nothing can roll back to it"
+                ))
+            }
+        } else if committed {
+            DriftResponse::Park(format!(
+                "consumers were moved to {key}, which changed outside keyflip after commit, so they may be broken"
+            ))
+        } else if matches!(state, State::RollingBack { .. }) {
+            DriftResponse::Continue
+        } else if self.revoke_first()
+            && self.steps.iter().any(|s| {
+                matches!(
+                    s.command.action,
+                    Action::Regenerate {
+                        purpose: Purpose::Revoke,
+                        ..
+                    }
+                )
+            })
+        {
+            DriftResponse::Park(format!(
+                "consumers are being moved to {key}, which changed outside keyflip after the leaked key was revoked, so nothing can roll back"
+            ))
+        } else {
+            DriftResponse::RollBack
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The precheck: from the first observation and the mode, decide which key is active,
+//! which route the rotation takes, or refuse with every reason that applies.
+//!
+//! The rules, by route:
+//!
+//! - **Swap** (`Scheduled`, `LeakedBoth`, and `Leaked` when the leaked key is the
+//!   active one): refuse when shared-key access is off (nothing could be verified),
+//!   a permission is missing, both keys have one fingerprint, a consumer is listed
+//!   twice, a consumer holds neither key, known consumers are split across keys, or
+//!   no consumer's key is known. `Unknown` consumers are reported, not counted.
+//! - **Leaked standby** (`Leaked { key }` where no known consumer holds `key` and at
+//!   least one holds the other): only the leaked key is regenerated and no consumer
+//!   is touched, so only missing permissions, identical keys and duplicate consumers
+//!   refuse. A consumer on neither key or disabled shared-key access does not make
+//!   killing a leaked value less urgent; both become warnings. Unknown consumers
+//!   might hold the leaked key; that risk is reported as a warning.
+//!
+//! With `Leaked` and no known consumer on either key, keyflip cannot tell whether the
+//! leaked key is in use, so it refuses rather than guess.
+
+use serde::{Deserialize, Serialize};
+
+use super::outcome::RefusalReason;
+use super::types::{ConsumerId, Holding, Mode, Observation};
+use crate::key::KeyName;
+use crate::secret::Fingerprint;
+
+/// The path a rotation takes, decided at precheck.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "route", rename_all = "snake_case")]
+pub enum Route {
+    /// Stage the standby, swap, commit, grace, retire.
+    Scheduled,
+    /// Stage the (leaked) standby, swap, commit, retire at once, disable versions.
+    LeakedBoth,
+    /// The leaked key is active: swap to the existing standby, commit, retire the
+    /// leaked key at once (or, with `revoke_first`, regenerate it before the swap).
+    LeakedActive { revoke_first: bool },
+    /// The leaked key is the standby: regenerate it, disable versions; no consumer moves.
+    LeakedStandby,
+}
+
+impl Route {
+    /// Whether the standby key is regenerated before consumers move to it.
+    pub fn stages(self) -> bool {
+        matches!(self, Route::Scheduled | Route::LeakedBoth)
+    }
+
+    pub fn revoke_first(self) -> bool {
+        matches!(self, Route::LeakedActive { revoke_first: true })
+    }
+}
+
+/// What the precheck decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub route: Route,
+    /// The key every known consumer holds now.
+    pub active: KeyName,
+    /// The other key: consumers move to it (swap routes) or it is revoked
+    /// (`LeakedStandby`).
+    pub standby: KeyName,
+    /// Fingerprints of leaked values as observed, disabled in Key Vault at the end.
+    pub leaked: Vec<Fingerprint>,
+    /// Things the report should say that did not block.
+    pub warnings: Vec<String>,
+}
+
+pub fn precheck(mode: Mode, obs: &Observation) -> Result<Decision, Vec<RefusalReason>> {
+    let mut reasons = Vec::new();
+    let mut warnings = Vec::new();
+    if !obs.missing_permissions.is_empty() {
+        reasons.push(RefusalReason::MissingPermissions {
+            missing: obs.missing_permissions.clone(),
+        });
+    }
+    if obs.key1.fingerprint == obs.key2.fingerprint {
+        reasons.push(RefusalReason::KeysIdentical);
+    }
+    for (i, c) in obs.consumers.iter().enumerate() {
+        let first = obs
+            .consumers
+            .iter()
+            .position(|o| o.consumer.id == c.consumer.id);
+        if first != Some(i) && first.is_some() {
+            reasons.push(RefusalReason::DuplicateConsumer {
+                consumer: c.consumer.id.clone(),
+            });
+        }
+    }
+
+    let holders = |key: KeyName| -> Vec<ConsumerId> {
+        obs.consumers
+            .iter()
+            .filter(|c| c.holding == Holding::Key(key))
+            .map(|c| c.consumer.id.clone())
+            .collect()
+    };
+    let (on_key1, on_key2) = (holders(KeyName::Key1), holders(KeyName::Key2));
+    let on = |key: KeyName| match key {
+        KeyName::Key1 => &on_key1,
+        KeyName::Key2 => &on_key2,
+    };
+    let unknown: Vec<ConsumerId> = obs
+        .consumers
+        .iter()
+        .filter(|c| matches!(c.holding, Holding::Unknown { .. }))
+        .map(|c| c.consumer.id.clone())
+        .collect();
+    for c in &obs.consumers {
+        if let Holding::Unknown { why } = &c.holding {
+            warnings.push(format!(
+                "{} was not checked ({why}); keyflip cannot tell which key it holds",
+                c.consumer
+            ));
+        }
+    }
+
+    if let Mode::Leaked { key: leaked, .. } = mode
+        && on(leaked).is_empty()
+        && !on(leaked.other()).is_empty()
+    {
+        for c in &obs.consumers {
+            if c.holding == Holding::Neither {
+                warnings.push(format!(
+                    "{} holds neither key; it is not touched by this incident rotation",
+                    c.consumer
+                ));
+            }
+        }
+        if !obs.shared_key_access {
+            warnings.push(
+                "shared-key access is disabled on the account; the leaked key is regenerated anyway"
+                    .to_owned(),
+            );
+        }
+        if !unknown.is_empty() {
+            warnings.push(format!(
+                "{} consumer(s) whose key is unknown may have held the leaked {leaked}",
+                unknown.len()
+            ));
+        }
+        return refuse_or(reasons, || Decision {
+            route: Route::LeakedStandby,
+            active: leaked.other(),
+            standby: leaked,
+            leaked: vec![obs.key(leaked).fingerprint],
+            warnings,
+        });
+    }
+
+    if !obs.shared_key_access {
+        reasons.push(RefusalReason::SharedKeyAccessDisabled);
+    }
+    for c in &obs.consumers {
+        if c.holding == Holding::Neither {
+            reasons.push(RefusalReason::ConsumerHoldsNeither {
+                consumer: c.consumer.clone(),
+            });
+        }
+    }
+    let active = match (on_key1.is_empty(), on_key2.is_empty()) {
+        (false, true) => KeyName::Key1,
+        (true, false) => KeyName::Key2,
+        (false, false) => {
+            reasons.push(RefusalReason::ConsumersSplit {
+                on_key1: on_key1.clone(),
+                on_key2: on_key2.clone(),
+            });
+            KeyName::Key1
+        }
+        (true, true) => {
+            reasons.push(RefusalReason::NoConsumerKeyKnown { unknown });
+            KeyName::Key1
+        }
+    };
+    let standby = active.other();
+    let (route, leaked) = match mode {
+        Mode::Scheduled => (Route::Scheduled, vec![]),
+        Mode::LeakedBoth => (
+            Route::LeakedBoth,
+            vec![obs.key(active).fingerprint, obs.key(standby).fingerprint],
+        ),
+        // Reaching here with no refusal means every known consumer holds the leaked
+        // key: the standby case returned above, and anything else was refused.
+        Mode::Leaked { key, revoke_first } => (
+            Route::LeakedActive { revoke_first },
+            vec![obs.key(key).fingerprint],
+        ),
+    };
+    refuse_or(reasons, || Decision {
+        route,
+        active,
+        standby,
+        leaked,
+        warnings,
+    })
+}
+
+fn refuse_or(
+    reasons: Vec<RefusalReason>,
+    decision: impl FnOnce() -> Decision,
+) -> Result<Decision, Vec<RefusalReason>> {
+    if reasons.is_empty() {
+        Ok(decision())
+    } else {
+        Err(reasons)
+    }
+}

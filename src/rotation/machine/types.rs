@@ -1,0 +1,460 @@
+//! The machine's vocabulary: what goes in (modes, options, observations, results),
+//! what comes out (commands, outcomes). These are journal types: they derive serde,
+//! and their JSON shape is an API boundary. A row written by this version is read as
+//! schema [`SCHEMA`]; a change to these types either stays backward compatible (new
+//! optional fields, new variants) or bumps [`SCHEMA`] with a conversion in `journal`.
+//!
+//! Keys never appear here: only [`KeyName`]s and [`Fingerprint`]s.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::outcome::Outcome;
+use crate::key::KeyName;
+use crate::secret::Fingerprint;
+
+/// The version of the JSON shape of [`Command`] and [`Event`] written by this build.
+pub const SCHEMA: u32 = 1;
+
+/// A consumer's identity, opaque to the machine: the plan gives each consumer a
+/// stable id (a Key Vault secret URL, a datastore resource id, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConsumerId(pub String);
+
+impl fmt::Display for ConsumerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumerKind {
+    KeyVaultSecret,
+    Datastore,
+    Workspace,
+    Databricks,
+}
+
+impl fmt::Display for ConsumerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConsumerKind::KeyVaultSecret => "Key Vault secret",
+            ConsumerKind::Datastore => "ML datastore",
+            ConsumerKind::Workspace => "ML workspace",
+            ConsumerKind::Databricks => "Databricks secret",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ConsumerRef {
+    pub id: ConsumerId,
+    pub kind: ConsumerKind,
+}
+
+impl fmt::Display for ConsumerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.id)
+    }
+}
+
+/// Which key a consumer holds, as the executor found out at observation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Holding {
+    Key(KeyName),
+    /// Its value matches neither key's fingerprint: it is broken already.
+    Neither,
+    /// Its value cannot be read back (a Databricks secret keyflip never wrote). It does
+    /// not count toward the active-key decision and does not block; it is reported.
+    Unknown {
+        why: String,
+    },
+}
+
+/// One key as observed: its fingerprint and `keyCreationTime` (null on accounts
+/// whose keys were never regenerated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyState {
+    pub fingerprint: Fingerprint,
+    pub created: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingPermission {
+    /// The ARM action, e.g. `Microsoft.Storage/storageAccounts/regeneratekey/action`.
+    pub action: String,
+    /// The scope it is needed on (a resource id or vault URL).
+    pub scope: String,
+    /// A built-in role that grants it, when one is known.
+    pub role_hint: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedConsumer {
+    pub consumer: ConsumerRef,
+    pub holding: Holding,
+}
+
+/// What `Observe` found. The consumer list arrives here because datastore discovery
+/// happens at observation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    pub key1: KeyState,
+    pub key2: KeyState,
+    pub shared_key_access: bool,
+    pub missing_permissions: Vec<MissingPermission>,
+    pub consumers: Vec<ObservedConsumer>,
+}
+
+impl Observation {
+    pub fn key(&self, key: KeyName) -> &KeyState {
+        match key {
+            KeyName::Key1 => &self.key1,
+            KeyName::Key2 => &self.key2,
+        }
+    }
+}
+
+/// Why the rotation runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Mode {
+    /// A planned rotation (and plain `rotate now`).
+    Scheduled,
+    /// `--leaked key1|key2`: the machine decides after observing whether `key` is the
+    /// standby or the active key.
+    Leaked { key: KeyName, revoke_first: bool },
+    /// `--leaked both|unknown`: both keys end up new, standby first, no grace.
+    LeakedBoth,
+}
+
+impl Mode {
+    pub fn is_incident(self) -> bool {
+        !matches!(self, Mode::Scheduled)
+    }
+}
+
+/// How the rotation behaves; fixed for its lifetime and journaled with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Options {
+    /// Time between commit and retiring the old key. Ignored in incident modes.
+    #[serde(rename = "grace_ms", with = "millis_delta")]
+    pub grace: TimeDelta,
+    /// How long the executor keeps probing a key on the data plane (carried in
+    /// [`Action::VerifyKey`]).
+    #[serde(rename = "verify_budget_ms", with = "millis_std")]
+    pub verify_budget: Duration,
+    /// Attempts at a regeneration that cannot roll back (retire, revoke, discard) and,
+    /// with `revoke_first`, rounds of re-binding, before parking. Zero counts as one.
+    pub retire_attempts: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            grace: TimeDelta::hours(1),
+            verify_budget: Duration::from_secs(60),
+            retire_attempts: 8,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// Make a fresh standby value to move consumers to.
+    Stage,
+    /// Kill the old key after commit.
+    Retire,
+    /// Kill a value that may have leaked in a failed rotation, after rollback.
+    Discard,
+    /// Kill a leaked key (the standby at once, or the active with `revoke_first`).
+    Revoke,
+}
+
+impl fmt::Display for Purpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Purpose::Stage => "stage",
+            Purpose::Retire => "retire",
+            Purpose::Discard => "discard",
+            Purpose::Revoke => "revoke",
+        })
+    }
+}
+
+/// A command for the executor. `seq` is assigned by the machine, in order from 1;
+/// the result event names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub seq: u32,
+    pub action: Action,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    /// Read both keys (fingerprints, `keyCreationTime`), what each consumer holds,
+    /// shared-key access and permissions. Answered by [`StepResult::Observed`].
+    Observe,
+    /// `regenerateKey`. `before` is the key as last known, so an outcome lost in a
+    /// crash is reconciled from Azure (a different fingerprint or creation time means
+    /// it happened), never re-sent blindly.
+    Regenerate {
+        key: KeyName,
+        purpose: Purpose,
+        before: KeyState,
+    },
+    /// Probe the key on the data plane until accepted or `budget` runs out.
+    VerifyKey {
+        key: KeyName,
+        fingerprint: Fingerprint,
+        #[serde(rename = "budget_ms", with = "millis_std")]
+        budget: Duration,
+    },
+    /// Make the consumer hold `key` (idempotent: check first, write if needed). The
+    /// executor must refuse to write a value whose fingerprint is not `fingerprint`.
+    Bind {
+        consumer: ConsumerRef,
+        key: KeyName,
+        fingerprint: Fingerprint,
+    },
+    /// Check that the consumer holds `key` with `fingerprint` and that it works.
+    VerifyConsumer {
+        consumer: ConsumerRef,
+        key: KeyName,
+        fingerprint: Fingerprint,
+    },
+    /// Disable every Key Vault version of the secret whose value has one of these
+    /// fingerprints.
+    DisableVersions {
+        consumer: ConsumerRef,
+        fingerprints: Vec<Fingerprint>,
+    },
+    /// A journal marker: the swap is committed; from here there is no rollback.
+    Commit,
+    /// Wait until `at` (absolute, so a restart does not lengthen a wait).
+    WaitUntil { at: DateTime<Utc> },
+    /// The rotation is over: record the outcome, write the report. Takes no result.
+    Finish { outcome: Box<Outcome> },
+}
+
+impl Action {
+    /// The action's name in errors and reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Observe => "observe",
+            Action::Regenerate { .. } => "regenerate",
+            Action::VerifyKey { .. } => "verify_key",
+            Action::Bind { .. } => "bind",
+            Action::VerifyConsumer { .. } => "verify_consumer",
+            Action::DisableVersions { .. } => "disable_versions",
+            Action::Commit => "commit",
+            Action::WaitUntil { .. } => "wait_until",
+            Action::Finish { .. } => "finish",
+        }
+    }
+
+    /// The consumer the action is about, if any.
+    pub fn consumer(&self) -> Option<&ConsumerRef> {
+        match self {
+            Action::Bind { consumer, .. }
+            | Action::VerifyConsumer { consumer, .. }
+            | Action::DisableVersions { consumer, .. } => Some(consumer),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Observe => f.write_str("observe the account and its consumers"),
+            Action::Regenerate { key, purpose, .. } => write!(f, "regenerate {key} ({purpose})"),
+            Action::VerifyKey {
+                key, fingerprint, ..
+            } => write!(f, "verify {key} ({fingerprint}) on the data plane"),
+            Action::Bind {
+                consumer,
+                key,
+                fingerprint,
+            } => write!(f, "bind {consumer} to {key} ({fingerprint})"),
+            Action::VerifyConsumer { consumer, key, .. } => {
+                write!(f, "verify {consumer} holds {key}")
+            }
+            Action::DisableVersions {
+                consumer,
+                fingerprints,
+            } => {
+                write!(f, "disable versions of {consumer} holding ")?;
+                for (i, fp) in fingerprints.iter().enumerate() {
+                    write!(f, "{}{fp}", if i == 0 { "" } else { ", " })?;
+                }
+                Ok(())
+            }
+            Action::Commit => f.write_str("commit the swap"),
+            Action::WaitUntil { at } => write!(f, "wait until {}", at.to_rfc3339()),
+            Action::Finish { outcome } => write!(f, "finish: {outcome}"),
+        }
+    }
+}
+
+/// What the machine is told.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The result of command `seq`, learned at `at`.
+    Answer {
+        seq: u32,
+        at: DateTime<Utc>,
+        result: StepResult,
+    },
+    /// After a restart, the executor observed Azure again so the machine can check it
+    /// still matches what was recorded. Answers no command.
+    Reobserved {
+        at: DateTime<Utc>,
+        observation: Observation,
+    },
+}
+
+impl Event {
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Event::Answer { at, .. } | Event::Reobserved { at, .. } => *at,
+        }
+    }
+}
+
+/// A command's result. Each answers exactly one kind of [`Action`]. Failures are
+/// definite: the executor reconciles an ambiguous outcome before reporting one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum StepResult {
+    Observed(Observation),
+    Regenerated {
+        fingerprint: Fingerprint,
+        created: Option<DateTime<Utc>>,
+    },
+    RegenerateFailed {
+        error: String,
+    },
+    KeyVerified,
+    KeyRejected {
+        reason: String,
+    },
+    Bound,
+    BindFailed {
+        reason: String,
+    },
+    ConsumerVerified,
+    ConsumerMismatch {
+        reason: String,
+    },
+    VersionsDisabled {
+        versions: Vec<String>,
+    },
+    DisableFailed {
+        reason: String,
+    },
+    Committed,
+    Waited,
+}
+
+impl StepResult {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepResult::Observed(_) => "observed",
+            StepResult::Regenerated { .. } => "regenerated",
+            StepResult::RegenerateFailed { .. } => "regenerate_failed",
+            StepResult::KeyVerified => "key_verified",
+            StepResult::KeyRejected { .. } => "key_rejected",
+            StepResult::Bound => "bound",
+            StepResult::BindFailed { .. } => "bind_failed",
+            StepResult::ConsumerVerified => "consumer_verified",
+            StepResult::ConsumerMismatch { .. } => "consumer_mismatch",
+            StepResult::VersionsDisabled { .. } => "versions_disabled",
+            StepResult::DisableFailed { .. } => "disable_failed",
+            StepResult::Committed => "committed",
+            StepResult::Waited => "waited",
+        }
+    }
+
+    /// True when this result can answer `action`.
+    pub fn answers(&self, action: &Action) -> bool {
+        matches!(
+            (action, self),
+            (Action::Observe, StepResult::Observed(_))
+                | (
+                    Action::Regenerate { .. },
+                    StepResult::Regenerated { .. } | StepResult::RegenerateFailed { .. }
+                )
+                | (
+                    Action::VerifyKey { .. },
+                    StepResult::KeyVerified | StepResult::KeyRejected { .. }
+                )
+                | (
+                    Action::Bind { .. },
+                    StepResult::Bound | StepResult::BindFailed { .. }
+                )
+                | (
+                    Action::VerifyConsumer { .. },
+                    StepResult::ConsumerVerified | StepResult::ConsumerMismatch { .. }
+                )
+                | (
+                    Action::DisableVersions { .. },
+                    StepResult::VersionsDisabled { .. } | StepResult::DisableFailed { .. }
+                )
+                | (Action::Commit, StepResult::Committed)
+                | (Action::WaitUntil { .. }, StepResult::Waited)
+        )
+    }
+
+    /// The failure's reason, for results that are failures.
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            StepResult::RegenerateFailed { error: r }
+            | StepResult::KeyRejected { reason: r }
+            | StepResult::BindFailed { reason: r }
+            | StepResult::ConsumerMismatch { reason: r }
+            | StepResult::DisableFailed { reason: r } => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Durations as whole milliseconds in JSON, so the journal format does not depend on
+/// chrono's or serde's own encodings.
+mod millis_delta {
+    use chrono::TimeDelta;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &TimeDelta, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(d.num_milliseconds())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TimeDelta, D::Error> {
+        let ms = i64::deserialize(d)?;
+        TimeDelta::try_milliseconds(ms)
+            .ok_or_else(|| serde::de::Error::custom("duration in milliseconds out of range"))
+    }
+}
+
+mod millis_std {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}

@@ -1,0 +1,208 @@
+//! A read-only picture of a rotation for `keyflip status`, progress output and reports:
+//! the phase, the active/standby decision, each consumer's state and a timeline of
+//! everything that happened. Built on demand by [`super::Machine::view`]; owned and
+//! serializable so the daemon can send it over the control socket (it holds no key).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::outcome::{Cause, Drift, Outcome, Regeneration};
+use super::precheck::Route;
+use super::types::{Command, ConsumerRef, Holding, Mode, StepResult};
+use super::{Entry, Machine, State};
+use crate::key::KeyName;
+use crate::secret::Fingerprint;
+
+/// Where a rotation is. The last four are ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Prechecking,
+    Staging,
+    VerifyingKey,
+    Revoking,
+    Binding,
+    VerifyingConsumers,
+    Committing,
+    Grace,
+    Retiring,
+    Cleanup,
+    RollingBack,
+    Completed,
+    RolledBack,
+    Refused,
+    NeedsAttention,
+}
+
+impl Phase {
+    pub fn is_end(self) -> bool {
+        matches!(
+            self,
+            Phase::Completed | Phase::RolledBack | Phase::Refused | Phase::NeedsAttention
+        )
+    }
+}
+
+/// What the machine believes about one consumer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ConsumerStatus {
+    /// No command has touched it.
+    Untouched,
+    /// A bind to `key` is in flight.
+    Binding { key: KeyName },
+    /// Bound to `key`, not yet verified.
+    Bound { key: KeyName },
+    /// A check that it holds `key` is in flight.
+    Verifying { key: KeyName },
+    /// Verified to hold `key`, and `key` works.
+    Verified { key: KeyName },
+    /// Binding to `key` failed.
+    BindFailed { key: KeyName, reason: String },
+    /// It does not hold `key` (or `key` does not work through it).
+    Mismatch { key: KeyName, reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConsumerView {
+    pub consumer: ConsumerRef,
+    /// What it held at observation.
+    pub initially: Holding,
+    pub status: ConsumerStatus,
+    /// Key Vault versions disabled by this rotation.
+    pub disabled_versions: Vec<String>,
+}
+
+/// A decision or finding worth a line in the timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "note", rename_all = "snake_case")]
+pub enum Note {
+    /// The precheck passed.
+    Decided {
+        route: Route,
+        active: KeyName,
+        standby: KeyName,
+    },
+    /// A failure before commit: consumers go back to the old key.
+    RollbackStarted { cause: Cause },
+    /// A restart's observation; `drifts` empty when Azure matched the journal.
+    Reobserved { drifts: Vec<Drift> },
+    /// Something the report should say that changed nothing.
+    Warning { text: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "what", rename_all = "snake_case")]
+pub enum Happening {
+    Issued { command: Command },
+    Answered { seq: u32, result: StepResult },
+    Noted { note: Note },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TimelineEntry {
+    /// When it happened: the time of the event that caused it. The first `Observe` is
+    /// issued before any event, so it has none.
+    pub at: Option<DateTime<Utc>>,
+    pub what: Happening,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct View {
+    pub mode: Mode,
+    pub phase: Phase,
+    /// Decided at precheck.
+    pub route: Option<Route>,
+    /// The key consumers held at precheck.
+    pub active: Option<KeyName>,
+    /// The other key: moved to in a swap, revoked when it is the leaked standby.
+    pub standby: Option<KeyName>,
+    /// The fingerprint consumers are moved to: the staged key's, or the existing
+    /// standby's in a leaked-active swap.
+    pub target: Option<Fingerprint>,
+    pub committed_at: Option<DateTime<Utc>>,
+    pub consumers: Vec<ConsumerView>,
+    pub regenerations: Vec<Regeneration>,
+    pub warnings: Vec<String>,
+    pub timeline: Vec<TimelineEntry>,
+    pub outcome: Option<Outcome>,
+}
+
+impl Machine {
+    pub fn phase(&self) -> Phase {
+        match &self.state {
+            State::Prechecking => Phase::Prechecking,
+            State::Staging => Phase::Staging,
+            State::VerifyingKey => Phase::VerifyingKey,
+            State::Revoking { .. } => Phase::Revoking,
+            State::Binding { .. } => Phase::Binding,
+            State::VerifyingConsumers { .. } => Phase::VerifyingConsumers,
+            State::Committing => Phase::Committing,
+            State::Grace => Phase::Grace,
+            State::Retiring { .. } => Phase::Retiring,
+            State::Cleanup => Phase::Cleanup,
+            State::RollingBack { .. } => Phase::RollingBack,
+            State::Finished => match self.outcome() {
+                Some(Outcome::Completed { .. }) => Phase::Completed,
+                Some(Outcome::RolledBack { .. }) => Phase::RolledBack,
+                Some(Outcome::Refused { .. }) => Phase::Refused,
+                Some(Outcome::NeedsAttention { .. }) | None => Phase::NeedsAttention,
+            },
+        }
+    }
+
+    /// A snapshot for status and reports.
+    pub fn view(&self) -> View {
+        let timeline = self
+            .timeline
+            .iter()
+            .filter_map(|entry| match entry {
+                Entry::Issued(seq) => self.step_index(*seq).map(|i| TimelineEntry {
+                    at: self.steps[i].issued_at,
+                    what: Happening::Issued {
+                        command: self.steps[i].command.clone(),
+                    },
+                }),
+                Entry::Answered(seq) => self.step_index(*seq).and_then(|i| {
+                    self.steps[i]
+                        .answer
+                        .as_ref()
+                        .map(|(at, result)| TimelineEntry {
+                            at: Some(*at),
+                            what: Happening::Answered {
+                                seq: *seq,
+                                result: result.clone(),
+                            },
+                        })
+                }),
+                Entry::Noted(at, note) => Some(TimelineEntry {
+                    at: Some(*at),
+                    what: Happening::Noted { note: note.clone() },
+                }),
+            })
+            .collect();
+        View {
+            mode: self.mode,
+            phase: self.phase(),
+            route: self.decision.as_ref().map(|d| d.route),
+            active: self.decision.as_ref().map(|d| d.active),
+            standby: self.decision.as_ref().map(|d| d.standby),
+            target: self.target,
+            committed_at: self.committed_at,
+            consumers: self
+                .consumers
+                .iter()
+                .map(|t| ConsumerView {
+                    consumer: t.consumer.clone(),
+                    initially: t.initially.clone(),
+                    status: t.status.clone(),
+                    disabled_versions: t.disabled.clone(),
+                })
+                .collect(),
+            regenerations: self.regenerations.clone(),
+            warnings: self.warnings.clone(),
+            timeline,
+            outcome: self.outcome().cloned(),
+        }
+    }
+}
