@@ -66,6 +66,8 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
         if rest.starts_with(['.', ',']) {
             return Err(DurationError::Fraction { input: owned() });
         }
+        // `90 d` reads as `90d`; it also makes `3 months` an unknown unit, not a bare number.
+        rest = rest.trim_start();
         let letters = rest.len()
             - rest
                 .trim_start_matches(|c: char| c.is_ascii_alphabetic())
@@ -143,6 +145,7 @@ mod tests {
             ("90d", 90 * 86_400),
             ("1d2h3m4s", 86_400 + 7_200 + 180 + 4),
             ("  2h ", 7_200),
+            ("90 d", 90 * 86_400),
         ];
         for (text, seconds) in cases {
             assert_eq!(parse(text), Ok(Duration::from_secs(seconds)), "{text}");
@@ -160,6 +163,9 @@ mod tests {
             matches!(parse("5ms"), Err(DurationError::UnknownUnit { unit, .. }) if unit == "ms")
         );
         assert!(matches!(parse("1w"), Err(DurationError::UnknownUnit { unit, .. }) if unit == "w"));
+        assert!(
+            matches!(parse("3 months"), Err(DurationError::UnknownUnit { unit, .. }) if unit == "months")
+        );
         assert!(matches!(
             parse("30m1h"),
             Err(DurationError::UnitOrder { .. })

@@ -26,7 +26,7 @@ pub struct Window {
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WindowError {
-    #[error("the window opens and closes at the same time ({0})")]
+    #[error("the window opens and closes at the same time ({})", .0.format("%H:%M"))]
     Empty(NaiveTime),
     #[error("the window has no days")]
     NoDays,
