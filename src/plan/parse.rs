@@ -80,7 +80,7 @@ pub(super) fn sections(d: &mut Diagnostics<'_>) -> Option<Sections> {
         for err in &syntax {
             d.toml(
                 err,
-                "fix the TOML syntax (https://toml.io); strings need double quotes",
+                "fix the TOML syntax (https://toml.io); names, durations, times and URLs are quoted strings",
             );
         }
         return None;
@@ -91,6 +91,8 @@ pub(super) fn sections(d: &mut Diagnostics<'_>) -> Option<Sections> {
     let mut out = Sections::default();
     for (key, value) in root {
         let key = key.into_inner();
+        // `key_vault = []` lists no consumer; anything else is an attempt at one.
+        let non_empty = value.get_ref().as_array().is_none_or(|a| !a.is_empty());
         match key.as_ref() {
             "description" => out.description = value_of(value, "description", d),
             "storage_account" => out.storage_account = value_of(value, "storage_account", d),
@@ -107,15 +109,15 @@ pub(super) fn sections(d: &mut Diagnostics<'_>) -> Option<Sections> {
             "rotation" => out.rotation = table_of(value, "[rotation]", d, |_, _| {}),
             "drift" => out.drift = table_of(value, "[drift]", d, |_, _| {}),
             "key_vault" => {
-                out.any_consumer_table = true;
+                out.any_consumer_table |= non_empty;
                 out.key_vault = tables_of(value, "key_vault", d);
             }
             "ml_workspace" => {
-                out.any_consumer_table = true;
+                out.any_consumer_table |= non_empty;
                 out.ml_workspace = tables_of(value, "ml_workspace", d);
             }
             "databricks" => {
-                out.any_consumer_table = true;
+                out.any_consumer_table |= non_empty;
                 out.databricks = tables_of(value, "databricks", d);
             }
             "notify" => out.notify = tables_of(value, "notify", d),

@@ -65,6 +65,29 @@ fn every_shipped_example_is_a_valid_plan() {
 }
 
 #[test]
+fn the_complete_plan_in_the_reference_is_valid() {
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/plans.md"))
+        .unwrap();
+    let after = docs.split("## A complete plan").nth(1).unwrap();
+    let block = after
+        .split("```toml\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let plan = parse(block, "docs/datasci.toml").unwrap();
+    assert_eq!(plan.consumer_ids().len(), 4);
+    assert_eq!(
+        plan.notify[0].events,
+        [NotifyEvent::Failure, NotifyEvent::NeedsAttention]
+    );
+    assert!(
+        plan.notify[0].wants(NotifyEvent::Failure) && !plan.notify[0].wants(NotifyEvent::Drift)
+    );
+}
+
+#[test]
 fn the_demo_plan_names_the_demo_world() {
     let plan = load(&examples_dir().join("demo.toml")).unwrap();
     assert_eq!(plan.name, "demo");
@@ -416,7 +439,9 @@ fn a_plan_needs_an_account_and_a_consumer_and_no_consumer_twice() {
     error_with(&e, "no `storage_account`");
     error_with(&e, "the plan has no consumers");
 
-    let e = errors(&format!("storage_account = \"{ACCOUNT}\"\n"));
+    let e = errors(&format!(
+        "storage_account = \"{ACCOUNT}\"\nkey_vault = []\n"
+    ));
     let none = error_with(&e, "the plan has no consumers");
     assert!(hint(none).contains("[[key_vault]]"), "{}", hint(none));
 

@@ -205,6 +205,18 @@ mod tests {
     }
 
     #[test]
+    fn aliases_and_names_are_accepted() {
+        assert_eq!(
+            occurrences(&spec("@daily"), UTC, "2025-06-01T12:00:00Z", 1),
+            [utc("2025-06-02T00:00:00Z")]
+        );
+        assert_eq!(
+            occurrences(&spec("0 6 * JAN mon"), UTC, "2025-06-01T12:00:00Z", 1),
+            [utc("2026-01-05T06:00:00Z")]
+        );
+    }
+
+    #[test]
     fn six_fields_carry_seconds_and_time_zone_shifts_the_instant() {
         assert_eq!(
             occurrences(&spec("30 0 3 * * SUN"), Berlin, "2025-06-01T12:00:00Z", 1),
