@@ -35,6 +35,13 @@ pub fn run(
     let mut plans = Vec::new();
     let mut errors = Vec::new();
     for target in &targets {
+        if paths.is_empty() && !target.is_dir() {
+            errors.push(PlanErrors::Unreadable {
+                path: target.display().to_string(),
+                reason: "the plans directory does not exist; set KEYFLIP_PLANS_DIR, or pass plan files or directories".into(),
+            });
+            continue;
+        }
         let files = if target.is_dir() {
             match plan_files(target) {
                 Ok(files) if files.is_empty() => {
@@ -74,15 +81,15 @@ pub fn run(
     for e in &errors {
         writeln!(err, "{e}\n")?;
     }
-    let checked = plans.len() + errors.len();
-    let s = if checked == 1 { "" } else { "s" };
     if errors.is_empty() {
-        writeln!(out, "{checked} plan{s} checked, all valid")?;
+        let s = if plans.len() == 1 { "" } else { "s" };
+        writeln!(out, "{} plan{s} checked, all valid", plans.len())?;
         Ok(Exit::Ok)
     } else {
         writeln!(
             err,
-            "{checked} plan{s} checked, {} invalid{}",
+            "{} valid, {} invalid{}",
+            plans.len(),
             errors.len(),
             where_from(paths)
         )?;

@@ -100,7 +100,7 @@ impl Plan {
 /// Why a file is not a valid plan.
 #[derive(Debug)]
 pub enum PlanErrors {
-    /// The file could not be read.
+    /// The file or directory could not be read; `reason` is a full sentence.
     Unreadable { path: String, reason: String },
     /// Every problem found in the file, in source order (never empty).
     Invalid {
@@ -129,9 +129,7 @@ impl PlanErrors {
 impl fmt::Display for PlanErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PlanErrors::Unreadable { path, reason } => {
-                write!(f, "{path}: cannot read the plan: {reason}")
-            }
+            PlanErrors::Unreadable { path, reason } => write!(f, "{path}: {reason}"),
             PlanErrors::Invalid { origin, errors } => {
                 for (i, err) in errors.iter().enumerate() {
                     if i > 0 {
@@ -166,7 +164,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
     let origin = path.display().to_string();
     let source = std::fs::read_to_string(path).map_err(|e| PlanErrors::Unreadable {
         path: origin.clone(),
-        reason: e.to_string(),
+        reason: format!("cannot read the plan: {e}"),
     })?;
     parse(&source, &origin)
 }
@@ -196,7 +194,7 @@ pub fn load_dir(dir: &Path) -> (Vec<Plan>, Vec<PlanErrors>) {
 pub fn plan_files(dir: &Path) -> Result<Vec<PathBuf>, PlanErrors> {
     let unreadable = |e: std::io::Error| PlanErrors::Unreadable {
         path: dir.display().to_string(),
-        reason: e.to_string(),
+        reason: format!("cannot list the plans directory: {e}"),
     };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(unreadable)? {

@@ -14,7 +14,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::fields::{fields_of, strip_unknown, strip_unknown_keys};
 use super::raw::{
     RawDatabricks, RawDrift, RawKeyVault, RawMlWorkspace, RawNotify, RawRotation, RawSchedule,
-    RawWindow, TABLE_ARRAYS, TOP_LEVEL, Text,
+    RawWindow, TOP_LEVEL, Text,
 };
 use crate::diagnostic::SourceError;
 
@@ -125,7 +125,6 @@ pub(super) fn sections(d: &mut Diagnostics<'_>) -> Option<Sections> {
             _ => {}
         }
     }
-    debug_assert!(TABLE_ARRAYS.iter().all(|k| TOP_LEVEL.contains(k)));
     Some(out)
 }
 

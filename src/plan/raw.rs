@@ -23,9 +23,6 @@ pub(super) const TOP_LEVEL: &[&str] = &[
     "drift",
 ];
 
-/// Top-level keys that hold arrays of tables (`[[key_vault]]`).
-pub(super) const TABLE_ARRAYS: &[&str] = &["key_vault", "ml_workspace", "databricks", "notify"];
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSchedule {

@@ -584,7 +584,7 @@ fn plan_check_prints_summaries_and_errors_and_sets_the_exit_code() {
         err.contains("bad.toml:1:19: storage_account: 'x' is not an Azure resource id"),
         "{err}"
     );
-    assert!(err.ends_with("2 plans checked, 1 invalid\n"), "{err}");
+    assert!(err.ends_with("1 valid, 1 invalid\n"), "{err}");
 }
 
 #[test]
@@ -601,7 +601,8 @@ fn plan_check_of_a_missing_path_fails() {
     assert_eq!(exit, Exit::Usage);
     let err = String::from_utf8(err).unwrap();
     assert!(
-        err.starts_with("/nonexistent/plan.toml: cannot read the plan"),
+        err.starts_with("/nonexistent/plan.toml: cannot read the plan: "),
         "{err}"
     );
+    assert!(err.ends_with("0 valid, 1 invalid\n"), "{err}");
 }
