@@ -73,7 +73,7 @@ pub enum Decision {
         cause: WaitCause,
     },
     /// Nothing will make the plan due: its cron expression has no occurrence left
-    /// (before the year 5000) and it has no `max_key_age`.
+    /// before the year 5000 (croner's limit), and it has no usable `max_key_age`.
     Never,
 }
 
@@ -119,9 +119,14 @@ pub fn decide(plan: &str, schedule: &Schedule, known: &Known, now: DateTime<Utc>
     });
     let age = schedule
         .max_key_age()
-        .map(|max_age| match known.active_key_created {
-            Some(created) => (Trigger::KeyAge { created, max_age }, created + max_age),
-            None => (Trigger::KeyAgeUnknown, known.baseline),
+        .and_then(|max_age| match known.active_key_created {
+            // Checked: the creation time comes from Azure, and a nonsense one must not
+            // overflow the calendar.
+            Some(created) => Some((
+                Trigger::KeyAge { created, max_age },
+                created.checked_add_signed(max_age)?,
+            )),
+            None => Some((Trigger::KeyAgeUnknown, known.baseline)),
         });
     let placed = [cron, age]
         .into_iter()
@@ -198,7 +203,7 @@ pub fn next_due_times(
 /// the jitter offset, which is cut short so it never crosses the window's close.
 fn place(plan: &str, schedule: &Schedule, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let Some(window) = schedule.window() else {
-        return Some(at + jitter::offset(plan, at, schedule.jitter()));
+        return at.checked_add_signed(jitter::offset(plan, at, schedule.jitter()));
     };
     let tz = schedule.timezone();
     let opening = window.next_opening(tz, at)?;
@@ -206,7 +211,7 @@ fn place(plan: &str, schedule: &Schedule, at: DateTime<Utc>) -> Option<DateTime<
         .closing(tz, opening)
         .map_or(TimeDelta::zero(), |close| close - opening);
     let limit = schedule.jitter().min(room);
-    Some(opening + jitter::offset(plan, opening, limit))
+    opening.checked_add_signed(jitter::offset(plan, opening, limit))
 }
 
 impl fmt::Display for Trigger {
@@ -241,7 +246,7 @@ impl fmt::Display for Decision {
                 };
                 write!(f, "waiting until {}: {why} {trigger}", stamp(*until))
             }
-            Decision::Never => f.write_str("never due: the cron expression has no occurrence left"),
+            Decision::Never => f.write_str("never due: no further occurrence can be computed"),
         }
     }
 }

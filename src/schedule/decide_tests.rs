@@ -414,3 +414,23 @@ fn decisions_read_well() {
     );
     assert_eq!(d.reason_code(), "not-yet");
 }
+
+#[test]
+fn a_schedule_past_the_end_of_the_calendar_is_never_due() {
+    let s = Setup::cron("0 0 1 1 *", UTC).build();
+    let k = known(Some("5000-06-01T00:00:00Z"), "5000-06-01T00:00:00Z");
+    let d = decide("p", &s, &k, utc("5000-06-02T00:00:00Z"));
+    assert_eq!(d, Decision::Never);
+    assert_eq!((d.next_check(), d.reason_code()), (None, "never"));
+    // A key creation time at the end of chrono's range does not overflow.
+    let s = Setup::max_key_age(TimeDelta::days(90)).build();
+    let k = Known {
+        last_started: None,
+        active_key_created: Some(DateTime::<Utc>::MAX_UTC - TimeDelta::days(1)),
+        baseline: utc("2025-01-01T00:00:00Z"),
+    };
+    assert_eq!(
+        decide("p", &s, &k, utc("2025-01-01T00:00:00Z")),
+        Decision::Never
+    );
+}
