@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use keyflip::cli::{Cli, Command};
+use keyflip::cli::{Cli, Command, PlanCommand};
 use keyflip::exit::Exit;
 
 fn main() -> ExitCode {
@@ -16,11 +16,21 @@ fn main() -> ExitCode {
         Command::Rotate(_) => not_yet("rotate"),
         Command::Status(_) => not_yet("status"),
         Command::History(_) => not_yet("history"),
-        Command::Plan(_) => not_yet("plan"),
+        Command::Plan(PlanCommand::Check(args)) => plan_check(&args.paths),
         Command::Doctor(_) => not_yet("doctor"),
         Command::Daemon => not_yet("daemon"),
     };
     exit.into()
+}
+
+/// `keyflip plan check`: no network, journal or socket; the clock only to show the
+/// next due times.
+fn plan_check(paths: &[std::path::PathBuf]) -> Exit {
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    keyflip::plan::check::run(paths, chrono::Utc::now(), &mut out, &mut err).unwrap_or_else(|e| {
+        eprintln!("keyflip: cannot write the report: {e}");
+        Exit::Failure
+    })
 }
 
 fn not_yet(command: &str) -> Exit {

@@ -1,1 +1,325 @@
-//! Rotation plans: the TOML files that name a storage account and every consumer of its key.
+//! Rotation plans: the TOML files in the plans directory, one per storage account,
+//! naming the account, every consumer of its key, the schedule and how to rotate.
+//!
+//! Promises: a [`Plan`] is fully validated (every id, URL, name, duration and schedule
+//! checked; at least one consumer; no consumer twice), and a file that is not a valid
+//! plan yields *every* problem found in it, each as a [`SourceError`] with file, line,
+//! column and a hint. Loading reads the file and nothing else: no network, journal or
+//! clock. The format is documented for users in `docs/plans.md`.
+
+mod build;
+pub mod check;
+mod consumer;
+pub mod duration;
+mod fields;
+mod parse;
+mod raw;
+mod settings;
+mod values;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use consumer::{
+    ConsumerId, DatabricksSecret, Datastores, KeyVaultSecret, MlWorkspace, SecretFormat,
+};
+pub use settings::{Drift, NotifyEvent, Rotation, Webhook};
+
+use crate::diagnostic::SourceError;
+use crate::resource_id::ResourceId;
+use crate::schedule::Schedule;
+
+/// A validated rotation plan.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The file stem: `rotation-plans/demo.toml` is plan `demo`.
+    pub name: String,
+    pub description: Option<String>,
+    pub storage_account: ResourceId,
+    /// `None`: the plan rotates only on demand (`keyflip rotate now`).
+    pub schedule: Option<Schedule>,
+    pub rotation: Rotation,
+    pub key_vault: Vec<KeyVaultSecret>,
+    pub ml_workspaces: Vec<MlWorkspace>,
+    pub databricks: Vec<DatabricksSecret>,
+    pub notify: Vec<Webhook>,
+    pub drift: Drift,
+    source: PlanSource,
+}
+
+/// Where a plan came from, kept so later checks (two plans on one account) can point
+/// into the file.
+#[derive(Clone)]
+struct PlanSource {
+    origin: String,
+    text: Arc<str>,
+    account_span: Range<usize>,
+    consumer_spans: Vec<(ConsumerId, Range<usize>)>,
+}
+
+impl fmt::Debug for PlanSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlanSource")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plan {
+    /// The path the plan was read from, as given.
+    pub fn origin(&self) -> &str {
+        &self.source.origin
+    }
+
+    /// Every consumer known before the rotation starts, in file order: Key Vault
+    /// secrets, resynced workspaces and named datastores, Databricks secrets.
+    /// Discovered datastores are not included; see [`Plan::discovers_datastores`].
+    pub fn consumer_ids(&self) -> Vec<ConsumerId> {
+        self.source
+            .consumer_spans
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Whether some workspace's datastores are found at rotation time.
+    pub fn discovers_datastores(&self) -> bool {
+        self.ml_workspaces
+            .iter()
+            .any(|ws| ws.datastores == Datastores::Discover)
+    }
+
+    fn error_at(&self, span: Range<usize>, message: String, hint: String) -> SourceError {
+        SourceError::at(&self.source.origin, &self.source.text, span, message).with_hint(hint)
+    }
+}
+
+/// Why a file is not a valid plan.
+#[derive(Debug)]
+pub enum PlanErrors {
+    /// The file or directory could not be read; `reason` is a full sentence.
+    Unreadable { path: String, reason: String },
+    /// Every problem found in the file, in source order (never empty).
+    Invalid {
+        origin: String,
+        errors: Vec<SourceError>,
+    },
+}
+
+impl PlanErrors {
+    pub fn origin(&self) -> &str {
+        match self {
+            PlanErrors::Unreadable { path, .. } => path,
+            PlanErrors::Invalid { origin, .. } => origin,
+        }
+    }
+
+    /// The located errors; empty for an unreadable file.
+    pub fn errors(&self) -> &[SourceError] {
+        match self {
+            PlanErrors::Unreadable { .. } => &[],
+            PlanErrors::Invalid { errors, .. } => errors,
+        }
+    }
+}
+
+impl fmt::Display for PlanErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanErrors::Unreadable { path, reason } => write!(f, "{path}: {reason}"),
+            PlanErrors::Invalid { origin, errors } => {
+                for (i, err) in errors.iter().enumerate() {
+                    if i > 0 {
+                        writeln!(f)?;
+                    }
+                    writeln!(f, "{err}")?;
+                }
+                let s = if errors.len() == 1 { "" } else { "s" };
+                write!(f, "{origin}: {} error{s}", errors.len())
+            }
+        }
+    }
+}
+
+impl std::error::Error for PlanErrors {}
+
+/// Parses plan text. `origin` is the path shown in errors; its file stem is the name.
+pub fn parse(source: &str, origin: &str) -> Result<Plan, PlanErrors> {
+    let mut d = parse::Diagnostics::new(origin, source);
+    let plan = parse::sections(&mut d).and_then(|sections| build::plan(sections, &mut d));
+    match plan {
+        Some(plan) if d.errors.is_empty() => Ok(plan),
+        _ => Err(PlanErrors::Invalid {
+            origin: origin.to_owned(),
+            errors: d.into_sorted(),
+        }),
+    }
+}
+
+/// Reads and parses one plan file.
+pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
+    let origin = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|e| PlanErrors::Unreadable {
+        path: origin.clone(),
+        reason: format!("cannot read the plan: {e}"),
+    })?;
+    parse(&source, &origin)
+}
+
+/// Every `*.toml` plan in `dir`, sorted by name, and the errors of the files that are
+/// not valid plans. Two plans of one storage account, or one consumer in two plans,
+/// make the later plan (by name) invalid.
+pub fn load_dir(dir: &Path) -> (Vec<Plan>, Vec<PlanErrors>) {
+    let files = match plan_files(dir) {
+        Ok(files) => files,
+        Err(err) => return (Vec::new(), vec![err]),
+    };
+    let mut plans = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match load(&file) {
+            Ok(plan) => plans.push(plan),
+            Err(err) => errors.push(err),
+        }
+    }
+    let (plans, conflicts) = without_conflicts(plans);
+    errors.extend(conflicts);
+    (plans, errors)
+}
+
+/// The `*.toml` files directly in `dir`, sorted.
+pub fn plan_files(dir: &Path) -> Result<Vec<PathBuf>, PlanErrors> {
+    let unreadable = |e: std::io::Error| PlanErrors::Unreadable {
+        path: dir.display().to_string(),
+        reason: format!("cannot list the plans directory: {e}"),
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let path = entry.map_err(unreadable)?.path();
+        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Splits off the plans that clash with an earlier one (by name): same storage
+/// account, or a consumer that already follows another plan's key.
+pub fn without_conflicts(mut plans: Vec<Plan>) -> (Vec<Plan>, Vec<PlanErrors>) {
+    plans.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut accounts: HashMap<String, String> = HashMap::new();
+    let mut consumers: HashMap<String, String> = HashMap::new();
+    let mut kept = Vec::new();
+    let mut errors = Vec::new();
+    for plan in plans {
+        let mut found = Vec::new();
+        let account_key = plan.storage_account.as_str().to_ascii_lowercase();
+        if let Some(other) = accounts.get(&account_key) {
+            found.push(plan.error_at(
+                plan.source.account_span.clone(),
+                format!(
+                    "storage account `{}` is already rotated by plan `{other}`",
+                    plan.storage_account.name()
+                ),
+                "one plan per storage account: move these consumers into that plan".into(),
+            ));
+        }
+        for (id, span) in &plan.source.consumer_spans {
+            if let Some(other) = consumers.get(&id.same_target_key()) {
+                let hint = if id.as_str().starts_with("workspace:") {
+                    "only the plan for the workspace's own storage account sets resync = true"
+                } else {
+                    "a consumer can hold only one account's key: keep it in one plan"
+                };
+                found.push(plan.error_at(
+                    span.clone(),
+                    format!("consumer `{id}` is also in plan `{other}`"),
+                    hint.into(),
+                ));
+            }
+        }
+        if found.is_empty() {
+            accounts.insert(account_key, plan.name.clone());
+            for (id, _) in &plan.source.consumer_spans {
+                consumers.insert(id.same_target_key(), plan.name.clone());
+            }
+            kept.push(plan);
+        } else {
+            found.sort_by_key(|e| (e.line, e.column));
+            errors.push(PlanErrors::Invalid {
+                origin: plan.source.origin.clone(),
+                errors: found,
+            });
+        }
+    }
+    (kept, errors)
+}
+
+/// Why [`find`] found no usable plan.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    #[error("no plan named `{name}` in {}{}", dir.display(), suggestion(.name, .known))]
+    NotFound {
+        name: String,
+        dir: PathBuf,
+        /// The plans that do exist there.
+        known: Vec<String>,
+    },
+    #[error("{0}")]
+    Invalid(PlanErrors),
+}
+
+fn suggestion(name: &str, known: &[String]) -> String {
+    let names: Vec<&str> = known.iter().map(String::as_str).collect();
+    match fields::closest(name, &names) {
+        Some(guess) => format!("; did you mean `{guess}`?"),
+        None if names.is_empty() => "; it has no plans".to_owned(),
+        None => format!("; plans there: {}", names.join(", ")),
+    }
+}
+
+/// A plan by name (`demo` is `dir/demo.toml`) or by path (anything with a `/` or
+/// ending in `.toml`).
+pub fn find(dir: &Path, name_or_path: &str) -> Result<Plan, FindError> {
+    let is_path = name_or_path.contains(std::path::MAIN_SEPARATOR)
+        || name_or_path.contains('/')
+        || name_or_path.ends_with(".toml");
+    let path = if is_path {
+        PathBuf::from(name_or_path)
+    } else {
+        dir.join(format!("{name_or_path}.toml"))
+    };
+    if !is_path && !path.is_file() {
+        let known = plan_files(dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .collect();
+        return Err(FindError::NotFound {
+            name: name_or_path.to_owned(),
+            dir: dir.to_owned(),
+            known,
+        });
+    }
+    load(&path).map_err(FindError::Invalid)
+}
+
+/// Where plans live when no path is given: `$KEYFLIP_PLANS_DIR`, else `rotation-plans/`
+/// in the current directory if it exists, else `/etc/keyflip/rotation-plans`.
+pub fn default_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KEYFLIP_PLANS_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let local = PathBuf::from("rotation-plans");
+    if local.is_dir() {
+        return local;
+    }
+    PathBuf::from("/etc/keyflip/rotation-plans")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,233 @@
+//! From plan text to raw sections, collecting every error on the way.
+//!
+//! The TOML is parsed once into a spanned document. Syntax errors end the pass (what
+//! follows them would be guesses). Otherwise unknown keys are reported and removed
+//! ([`super::fields`]), and each top-level section, and each table of an array section,
+//! is deserialized on its own, so an error in one does not hide errors in another.
+
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::fields::{fields_of, strip_unknown, strip_unknown_keys};
+use super::raw::{
+    RawDatabricks, RawDrift, RawKeyVault, RawMlWorkspace, RawNotify, RawRotation, RawSchedule,
+    RawWindow, TOP_LEVEL, Text,
+};
+use crate::diagnostic::SourceError;
+
+/// The errors found so far in one file.
+pub(super) struct Diagnostics<'s> {
+    pub file: &'s str,
+    pub source: &'s str,
+    pub errors: Vec<SourceError>,
+}
+
+impl<'s> Diagnostics<'s> {
+    pub fn new(file: &'s str, source: &'s str) -> Self {
+        Diagnostics {
+            file,
+            source,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn error(
+        &mut self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.errors
+            .push(SourceError::at(self.file, self.source, span, message).with_hint(hint));
+    }
+
+    fn toml(&mut self, err: &toml::de::Error, hint: impl Into<String>) {
+        self.errors
+            .push(SourceError::from_toml(self.file, self.source, err).with_hint(hint));
+    }
+
+    /// Errors in source order, the way a reader goes through the file.
+    pub fn into_sorted(mut self) -> Vec<SourceError> {
+        self.errors.sort_by_key(|e| (e.line, e.column));
+        self.errors
+    }
+}
+
+/// Every section of a plan that deserialized, in raw form.
+#[derive(Default)]
+pub(super) struct Sections {
+    pub description: Option<Text>,
+    pub storage_account: Option<Text>,
+    pub schedule: Option<Spanned<RawSchedule>>,
+    pub rotation: Option<Spanned<RawRotation>>,
+    pub key_vault: Vec<Spanned<RawKeyVault>>,
+    pub ml_workspace: Vec<Spanned<RawMlWorkspace>>,
+    pub databricks: Vec<Spanned<RawDatabricks>>,
+    pub notify: Vec<Spanned<RawNotify>>,
+    pub drift: Option<Spanned<RawDrift>>,
+    /// Whether the file has any consumer table, including ones that failed to
+    /// deserialize (so "no consumers" is not reported on top of their errors).
+    pub any_consumer_table: bool,
+}
+
+pub(super) fn sections(d: &mut Diagnostics<'_>) -> Option<Sections> {
+    let source = d.source;
+    let (root, syntax) = DeTable::parse_recoverable(source);
+    if !syntax.is_empty() {
+        for err in &syntax {
+            d.toml(
+                err,
+                "fix the TOML syntax (https://toml.io); names, durations, times and URLs are quoted strings",
+            );
+        }
+        return None;
+    }
+    let mut root = root.into_inner();
+    strip_unknown_keys(&mut root, TOP_LEVEL, "the plan", d);
+
+    let mut out = Sections::default();
+    for (key, value) in root {
+        let key = key.into_inner();
+        // `key_vault = []` lists no consumer; anything else is an attempt at one.
+        let non_empty = value.get_ref().as_array().is_none_or(|a| !a.is_empty());
+        match key.as_ref() {
+            "description" => out.description = value_of(value, "description", d),
+            "storage_account" => out.storage_account = value_of(value, "storage_account", d),
+            "schedule" => {
+                out.schedule = table_of::<RawSchedule>(value, "[schedule]", d, |table, d| {
+                    let keep = table
+                        .get_mut("window")
+                        .map(|w| inline_table(w, "window", fields_of::<RawWindow>(), d));
+                    if keep == Some(false) {
+                        table.remove("window");
+                    }
+                })
+            }
+            "rotation" => out.rotation = table_of(value, "[rotation]", d, |_, _| {}),
+            "drift" => out.drift = table_of(value, "[drift]", d, |_, _| {}),
+            "key_vault" => {
+                out.any_consumer_table |= non_empty;
+                out.key_vault = tables_of(value, "key_vault", d);
+            }
+            "ml_workspace" => {
+                out.any_consumer_table |= non_empty;
+                out.ml_workspace = tables_of(value, "ml_workspace", d);
+            }
+            "databricks" => {
+                out.any_consumer_table |= non_empty;
+                out.databricks = tables_of(value, "databricks", d);
+            }
+            "notify" => out.notify = tables_of(value, "notify", d),
+            // Unknown keys were removed above.
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// A plain top-level value such as `description`.
+fn value_of<T: for<'de> Deserialize<'de>>(
+    value: Spanned<DeValue<'_>>,
+    key: &str,
+    d: &mut Diagnostics<'_>,
+) -> Option<T> {
+    T::deserialize(ValueDeserializer::from(value))
+        .map_err(|e| d.toml(&e, format!("`{key}` takes a string; see docs/plans.md")))
+        .ok()
+}
+
+/// A `[section]` table: checked for unknown keys (then `nested` checks inner tables),
+/// then deserialized.
+fn table_of<T: for<'de> Deserialize<'de>>(
+    mut value: Spanned<DeValue<'_>>,
+    section: &str,
+    d: &mut Diagnostics<'_>,
+    nested: impl FnOnce(&mut DeTable<'_>, &mut Diagnostics<'_>),
+) -> Option<Spanned<T>> {
+    let span = value.span();
+    let DeValue::Table(table) = value.get_mut() else {
+        d.error(
+            span,
+            format!("`{}` must be a table", section.trim_matches(['[', ']'])),
+            format!("write {section} on its own line, followed by its keys"),
+        );
+        return None;
+    };
+    strip_unknown_keys(table, fields_of::<T>(), section, d);
+    nested(table, d);
+    Spanned::<T>::deserialize(ValueDeserializer::from(value))
+        .map_err(|e| {
+            let hint = if e.message().contains("expected a string") {
+                format!("quote the value: durations, times, names, URLs and ids are strings, e.g. \"30s\"; {section} is described in docs/plans.md")
+            } else {
+                format!("{section} is described in docs/plans.md")
+            };
+            d.toml(&e, hint)
+        })
+        .ok()
+}
+
+/// An array of tables such as `[[key_vault]]`: each table on its own.
+fn tables_of<T: for<'de> Deserialize<'de>>(
+    value: Spanned<DeValue<'_>>,
+    key: &str,
+    d: &mut Diagnostics<'_>,
+) -> Vec<Spanned<T>> {
+    let section = format!("[[{key}]]");
+    let span = value.span();
+    let DeValue::Array(items) = value.into_inner() else {
+        d.error(
+            span,
+            format!("`{key}` must be an array of tables"),
+            format!("write {section} with double brackets, once per {key} entry"),
+        );
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let item = item.clone();
+            if !item.get_ref().is_table() {
+                d.error(
+                    item.span(),
+                    format!("each `{key}` entry must be a table"),
+                    format!("write {section} followed by its keys"),
+                );
+                return None;
+            }
+            table_of::<T>(item, &section, d, |_, _| {})
+        })
+        .collect()
+}
+
+/// An inline table inside a section, such as `window = { start = …, end = … }`: checked
+/// for unknown keys. Returns false, after reporting it, when it is not a table at all;
+/// the caller then drops it so the section's other keys still deserialize.
+fn inline_table(
+    value: &mut Spanned<DeValue<'_>>,
+    key: &str,
+    valid: &[&str],
+    d: &mut Diagnostics<'_>,
+) -> bool {
+    let span = value.span();
+    if !value.get_ref().is_table() {
+        d.error(
+            span,
+            format!("`{key}` must be a table"),
+            format!(
+                "write {key} = {{ {} }}",
+                valid
+                    .iter()
+                    .map(|f| format!("{f} = …"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        return false;
+    }
+    strip_unknown(value.get_mut(), valid, &format!("`{key}`"), d);
+    true
+}

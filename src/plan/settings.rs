@@ -1,0 +1,390 @@
+//! The plan's settings besides its consumers: `[schedule]`, `[rotation]`,
+//! `[[notify]]` and `[drift]`, with their defaults and limits.
+
+use std::time::Duration;
+
+use chrono::{NaiveTime, TimeDelta, Weekday, WeekdaySet};
+use chrono_tz::Tz;
+use toml::Spanned;
+use url::Url;
+
+use super::fields::closest;
+use super::parse::Diagnostics;
+use super::raw::{RawDrift, RawNotify, RawRotation, RawSchedule, RawWindow, Text};
+use super::values::{Invalid, duration_in, integer_in, optional, webhook_url};
+use crate::schedule::{CronSpec, CronSpecError, Schedule, ScheduleError, Window, WindowError};
+
+/// How a rotation runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    /// Wait between commit and retiring the old key, so clients holding it finish.
+    pub grace: Duration,
+    /// How long to keep probing a new key on the data plane before giving up.
+    pub verify_budget: Duration,
+    /// Failed retire attempts before the rotation is parked as needs-attention.
+    pub retire_attempts: u32,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            grace: Duration::from_secs(3_600),
+            verify_budget: Duration::from_secs(60),
+            retire_attempts: 8,
+        }
+    }
+}
+
+/// The drift watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drift {
+    pub interval: Duration,
+    /// Move drifted consumers back onto the active key, instead of only reporting.
+    pub repair: bool,
+}
+
+impl Default for Drift {
+    fn default() -> Self {
+        Drift {
+            interval: Duration::from_secs(15 * 60),
+            repair: false,
+        }
+    }
+}
+
+/// A webhook and the events it receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Webhook {
+    pub url: Url,
+    /// Sorted, without repeats.
+    pub events: Vec<NotifyEvent>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NotifyEvent {
+    Failure,
+    NeedsAttention,
+    Incident,
+    Drift,
+}
+
+impl NotifyEvent {
+    pub const ALL: [NotifyEvent; 4] = [
+        NotifyEvent::Failure,
+        NotifyEvent::NeedsAttention,
+        NotifyEvent::Incident,
+        NotifyEvent::Drift,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::Failure => "failure",
+            NotifyEvent::NeedsAttention => "needs-attention",
+            NotifyEvent::Incident => "incident",
+            NotifyEvent::Drift => "drift",
+        }
+    }
+}
+
+impl Webhook {
+    pub fn wants(&self, event: NotifyEvent) -> bool {
+        self.events.contains(&event)
+    }
+}
+
+pub(super) fn schedule(raw: &Spanned<RawSchedule>, d: &mut Diagnostics<'_>) -> Option<Schedule> {
+    let r = raw.get_ref();
+    let cron = optional(&r.cron, |v| cron(v, d));
+    let timezone = optional(&r.timezone, |v| timezone(v, d));
+    let max_key_age = optional(&r.max_key_age, |v| {
+        let age = duration_in(v, "max_key_age", Duration::ZERO, super::duration::MAX, d)?;
+        TimeDelta::from_std(age).ok()
+    });
+    let jitter = optional(&r.jitter, |v| {
+        let jitter = duration_in(v, "jitter", Duration::ZERO, Duration::from_secs(86_400), d)?;
+        TimeDelta::from_std(jitter).ok()
+    });
+    let window = optional(&r.window, |v| window(v, d));
+    let (Ok(cron), Ok(timezone), Ok(max_key_age), Ok(jitter), Ok(window)) =
+        (cron, timezone, max_key_age, jitter, window)
+    else {
+        return None;
+    };
+    let result = Schedule::new(
+        cron,
+        timezone.unwrap_or(Tz::UTC),
+        max_key_age,
+        window,
+        jitter.unwrap_or_default(),
+    );
+    let err = match result {
+        Ok(schedule) => return Some(schedule),
+        Err(err) => err,
+    };
+    let span_of = |field: &Option<Text>| field.as_ref().map_or(raw.span(), Spanned::span);
+    let (span, hint) = match &err {
+        ScheduleError::NoTrigger => (
+            raw.span(),
+            "add cron = \"0 3 * * SUN\" or max_key_age = \"90d\"; remove [schedule] to rotate only on demand",
+        ),
+        ScheduleError::TooFrequent(_) => (
+            span_of(&r.cron),
+            "rotate at most every minute, e.g. \"*/10 * * * *\"",
+        ),
+        ScheduleError::MaxKeyAgeTooShort(_) => (
+            span_of(&r.max_key_age),
+            "use a key age of hours or days, e.g. \"90d\"",
+        ),
+        ScheduleError::JitterExceedsCron { .. } | ScheduleError::NegativeJitter => (
+            span_of(&r.jitter),
+            "shorten the jitter or space the cron occurrences further apart",
+        ),
+        ScheduleError::JitterExceedsWindow { .. } => {
+            (span_of(&r.jitter), "shorten the jitter or widen the window")
+        }
+    };
+    d.error(span, err.to_string(), hint);
+    None
+}
+
+fn cron(value: &Text, d: &mut Diagnostics<'_>) -> Option<CronSpec> {
+    match CronSpec::parse(value.get_ref()) {
+        Ok(spec) => Some(spec),
+        Err(err) => {
+            d.error(value.span(), err.to_string(), CronSpecError::HINT);
+            None
+        }
+    }
+}
+
+fn timezone(value: &Text, d: &mut Diagnostics<'_>) -> Option<Tz> {
+    let text = value.get_ref().trim();
+    if let Ok(tz) = text.parse::<Tz>() {
+        return Some(tz);
+    }
+    let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name()).collect();
+    let hint = match names
+        .iter()
+        .find(|n| n.eq_ignore_ascii_case(text))
+        .copied()
+        .or_else(|| closest(text, &names))
+    {
+        Some(guess) => format!("did you mean \"{guess}\"? Time zones are IANA names"),
+        None => {
+            "use an IANA time zone name such as \"Europe/Berlin\", \"America/New_York\" or \"UTC\""
+                .to_owned()
+        }
+    };
+    d.error(value.span(), format!("unknown time zone `{text}`"), hint);
+    None
+}
+
+fn window(raw: &Spanned<RawWindow>, d: &mut Diagnostics<'_>) -> Option<Window> {
+    let r = raw.get_ref();
+    let mut missing = |key: &str| {
+        d.error(
+            raw.span(),
+            format!("window is missing `{key}`"),
+            "write window = { start = \"01:00\", end = \"05:00\" } in local time of `timezone`",
+        );
+    };
+    if r.start.is_none() {
+        missing("start");
+    }
+    if r.end.is_none() {
+        missing("end");
+    }
+    let start = r.start.as_ref().map(|v| time_of_day(v, "start", d));
+    let end = r.end.as_ref().map(|v| time_of_day(v, "end", d));
+    let days = optional(&r.days, |v| days(v, d));
+    let (Some(Some(start)), Some(Some(end)), Ok(days)) = (start, end, days) else {
+        return None;
+    };
+    match Window::new(start, end, days.unwrap_or(WeekdaySet::ALL)) {
+        Ok(window) => Some(window),
+        Err(err) => {
+            let hint = match err {
+                WindowError::Empty(_) => {
+                    "a window needs start and end apart; omit window to allow any time"
+                }
+                WindowError::NoDays => "list at least one day, or omit days for every day",
+            };
+            d.error(raw.span(), format!("window: {err}"), hint);
+            None
+        }
+    }
+}
+
+fn time_of_day(value: &Text, key: &str, d: &mut Diagnostics<'_>) -> Option<NaiveTime> {
+    match NaiveTime::parse_from_str(value.get_ref().trim(), "%H:%M") {
+        Ok(time) => Some(time),
+        Err(_) => {
+            d.error(
+                value.span(),
+                format!("window {key} `{}` is not a time of day", value.get_ref()),
+                "write 24-hour local time as \"HH:MM\", e.g. \"01:00\" or \"22:30\"",
+            );
+            None
+        }
+    }
+}
+
+const DAY_NAMES: [(&str, &str, Weekday); 7] = [
+    ("mon", "monday", Weekday::Mon),
+    ("tue", "tuesday", Weekday::Tue),
+    ("wed", "wednesday", Weekday::Wed),
+    ("thu", "thursday", Weekday::Thu),
+    ("fri", "friday", Weekday::Fri),
+    ("sat", "saturday", Weekday::Sat),
+    ("sun", "sunday", Weekday::Sun),
+];
+
+fn days(list: &Spanned<Vec<Text>>, d: &mut Diagnostics<'_>) -> Option<WeekdaySet> {
+    if list.get_ref().is_empty() {
+        d.error(
+            list.span(),
+            "window days is empty",
+            "list days such as [\"sat\", \"sun\"], or omit days for every day",
+        );
+        return None;
+    }
+    let mut set = WeekdaySet::EMPTY;
+    let mut ok = true;
+    for item in list.get_ref() {
+        let text = item.get_ref().trim().to_ascii_lowercase();
+        match DAY_NAMES
+            .iter()
+            .find(|(short, long, _)| text == *short || text == *long)
+        {
+            Some((_, _, day)) => {
+                set.insert(*day);
+            }
+            None => {
+                d.error(
+                    item.span(),
+                    format!("unknown day `{}`", item.get_ref()),
+                    "days are mon, tue, wed, thu, fri, sat, sun",
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(set)
+}
+
+pub(super) fn rotation(raw: &Spanned<RawRotation>, d: &mut Diagnostics<'_>) -> Option<Rotation> {
+    let r = raw.get_ref();
+    let defaults = Rotation::default();
+    let grace = optional(&r.grace, |v| {
+        duration_in(
+            v,
+            "grace",
+            Duration::ZERO,
+            Duration::from_secs(30 * 86_400),
+            d,
+        )
+    });
+    let verify_budget = optional(&r.verify_budget, |v| {
+        duration_in(
+            v,
+            "verify_budget",
+            Duration::from_secs(1),
+            Duration::from_secs(3_600),
+            d,
+        )
+    });
+    let retire_attempts = optional(&r.retire_attempts, |v| {
+        integer_in(v, "retire_attempts", 1, 100, d)
+    });
+    let (Ok(grace), Ok(verify_budget), Ok(retire_attempts)) =
+        (grace, verify_budget, retire_attempts)
+    else {
+        return None;
+    };
+    Some(Rotation {
+        grace: grace.unwrap_or(defaults.grace),
+        verify_budget: verify_budget.unwrap_or(defaults.verify_budget),
+        retire_attempts: retire_attempts.unwrap_or(defaults.retire_attempts),
+    })
+}
+
+pub(super) fn drift(raw: &Spanned<RawDrift>, d: &mut Diagnostics<'_>) -> Option<Drift> {
+    let r = raw.get_ref();
+    let defaults = Drift::default();
+    let interval = optional(&r.interval, |v| {
+        duration_in(
+            v,
+            "interval",
+            Duration::from_secs(60),
+            Duration::from_secs(7 * 86_400),
+            d,
+        )
+    })
+    .ok()?;
+    Some(Drift {
+        interval: interval.unwrap_or(defaults.interval),
+        repair: r.repair.as_ref().is_some_and(|v| *v.get_ref()),
+    })
+}
+
+pub(super) fn notify(raw: &Spanned<RawNotify>, d: &mut Diagnostics<'_>) -> Option<Webhook> {
+    let r = raw.get_ref();
+    let url = match &r.webhook {
+        Some(v) => webhook_url(v, d),
+        None => {
+            d.error(
+                raw.span(),
+                "[[notify]] is missing `webhook`",
+                "add webhook = \"https://hooks.example.com/keyflip\"",
+            );
+            None
+        }
+    };
+    let events = match &r.events {
+        None => Ok(NotifyEvent::ALL.to_vec()),
+        Some(list) => events(list, d),
+    };
+    Some(Webhook {
+        url: url?,
+        events: events.ok()?,
+    })
+}
+
+fn events(list: &Spanned<Vec<Text>>, d: &mut Diagnostics<'_>) -> Result<Vec<NotifyEvent>, Invalid> {
+    let valid: Vec<&str> = NotifyEvent::ALL.iter().map(|e| e.as_str()).collect();
+    if list.get_ref().is_empty() {
+        d.error(
+            list.span(),
+            "events is empty",
+            format!("list some of {}, or omit events for all", valid.join(", ")),
+        );
+        return Err(Invalid);
+    }
+    let mut events = Vec::new();
+    let mut ok = true;
+    for item in list.get_ref() {
+        match NotifyEvent::ALL
+            .iter()
+            .find(|e| e.as_str() == item.get_ref())
+        {
+            Some(event) => events.push(*event),
+            None => {
+                let hint = match closest(item.get_ref(), &valid) {
+                    Some(guess) => {
+                        format!("did you mean \"{guess}\"? Events: {}", valid.join(", "))
+                    }
+                    None => format!("events: {}", valid.join(", ")),
+                };
+                d.error(
+                    item.span(),
+                    format!("unknown event `{}`", item.get_ref()),
+                    hint,
+                );
+                ok = false;
+            }
+        }
+    }
+    events.sort_unstable();
+    events.dedup();
+    if ok { Ok(events) } else { Err(Invalid) }
+}
