@@ -1,0 +1,9 @@
+//! Wire-level tests of keyflip-twin: every test starts a twin in-process and talks
+//! HTTPS to it with reqwest, trusting only the twin's CA, exactly as a client would.
+//! Time-dependent behaviour (token expiry, key propagation, LROs, throttling refill)
+//! is driven through the admin clock, never by sleeping.
+
+#[allow(dead_code)]
+mod common;
+
+mod storage;
