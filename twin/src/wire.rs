@@ -108,7 +108,7 @@ pub(crate) fn with_header(mut r: Resp, name: &str, value: &str) -> Resp {
     r
 }
 
-/// Escapes text for an XML element or attribute.
+/// Escapes text for an XML element (quotes stay as they are, as Azure sends them).
 pub(crate) fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -116,12 +116,15 @@ pub(crate) fn xml_escape(s: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
             c => out.push(c),
         }
     }
     out
+}
+
+/// Escapes text for a double-quoted XML attribute.
+pub(crate) fn xml_attr(s: &str) -> String {
+    xml_escape(s).replace('"', "&quot;")
 }
 
 /// Whether a string looks like a GUID (used to recognise tenant ids in paths).
@@ -156,6 +159,7 @@ mod tests {
 
     #[test]
     fn xml_is_escaped() {
-        assert_eq!(xml_escape("a<b>&'\""), "a&lt;b&gt;&amp;&apos;&quot;");
+        assert_eq!(xml_escape("a<b>&'\""), "a&lt;b&gt;&amp;'\"");
+        assert_eq!(xml_attr("a\"&"), "a&quot;&amp;");
     }
 }

@@ -20,7 +20,7 @@ use crate::ops::Op;
 use crate::server::Shared;
 use crate::server::dispatch::Handled;
 use crate::state::StorageAccount;
-use crate::wire::{self, Req, Resp, set_header, xml_escape};
+use crate::wire::{self, Req, Resp, set_header, xml_attr, xml_escape};
 use sharedkey::HeaderOrder;
 
 /// A Blob service error: XML body and `x-ms-error-code`.
@@ -206,8 +206,8 @@ fn list_containers(base_url: &str, acct: &StorageAccount, req: &Req) -> Resp {
     let modified = httpdate::fmt_http_date(std::time::SystemTime::from(acct.created));
     let mut xml = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults ServiceEndpoint=\"{}/{}/\">",
-        xml_escape(base_url),
-        xml_escape(&acct.name)
+        xml_attr(base_url),
+        xml_attr(&acct.name)
     );
     if !prefix.is_empty() {
         xml.push_str(&format!("<Prefix>{}</Prefix>", xml_escape(prefix)));

@@ -19,6 +19,40 @@ pub const DATABRICKS_SCOPE: &str = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d/.defaul
 pub const STORAGE_API: &str = "2024-01-01";
 pub const ML_API: &str = "2024-04-01";
 
+/// The demo world's TOML, for tests that extend it.
+pub const DEMO_TOML: &str = include_str!("../../worlds/demo.toml");
+
+/// The demo world plus `twin-owner`, an Owner of the subscription (for operations
+/// the least-privilege demo principals may not perform) and `twin-stranger`, a
+/// principal with no role at all.
+pub fn world_with_owner() -> World {
+    let extra = format!(
+        r#"
+[[principal]]
+name = "twin-owner"
+client_id = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+object_id = "1b2c3d4e-5f6a-4b7c-9d8e-0f1a2b3c4d5e"
+client_secret = "owner-secret"
+
+[[principal]]
+name = "twin-stranger"
+client_id = "2c3d4e5f-6a7b-4c8d-8e9f-1a2b3c4d5e6f"
+object_id = "3d4e5f6a-7b8c-4d9e-9f0a-2b3c4d5e6f7a"
+client_secret = "stranger-secret"
+
+[[role_assignment]]
+principal = "twin-owner"
+role = "Owner"
+scope = "/subscriptions/{SUB}"
+"#
+    );
+    World::from_toml_str(&format!("{DEMO_TOML}\n{extra}"), "demo+owner")
+        .expect("extended demo world")
+}
+
+pub const OWNER: &str = "twin-owner";
+pub const STRANGER: &str = "twin-stranger";
+
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
@@ -163,14 +197,31 @@ impl Env {
         path_and_query: &str,
         key: &str,
     ) -> RequestBuilder {
+        self.blob_with(method, account, path_and_query, key, &[])
+    }
+
+    /// The same, with extra `x-ms-*` headers (signed too).
+    pub fn blob_with(
+        &self,
+        method: Method,
+        account: &str,
+        path_and_query: &str,
+        key: &str,
+        extra: &[(&str, &str)],
+    ) -> RequestBuilder {
         let url = format!("{}/{account}{path_and_query}", self.ep.base_url);
         let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-        let sig = sign_shared_key(method.as_str(), account, &url, &date, key);
-        self.http
-            .request(method, url)
-            .header("x-ms-date", date)
-            .header("x-ms-version", "2023-11-03")
-            .header("authorization", format!("SharedKey {account}:{sig}"))
+        let mut headers: Vec<(String, String)> = vec![
+            ("x-ms-date".into(), date),
+            ("x-ms-version".into(), "2023-11-03".into()),
+        ];
+        headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let sig = sign_shared_key(method.as_str(), account, &url, &headers, key);
+        let mut r = self.http.request(method, url);
+        for (k, v) in &headers {
+            r = r.header(k, v);
+        }
+        r.header("authorization", format!("SharedKey {account}:{sig}"))
     }
 
     pub async fn probe(&self, account: &str, key: &str) -> StatusCode {
@@ -208,12 +259,21 @@ pub fn form(pairs: &[(&str, &str)]) -> String {
 }
 
 /// SharedKey as Microsoft's SDKs compute it for a request with no body and only
-/// `x-ms-date` and `x-ms-version`: written from CONTRACTS.md §F1, independently of
-/// the twin's verifier.
-pub fn sign_shared_key(method: &str, account: &str, url: &str, date: &str, key: &str) -> String {
+/// `x-ms-*` headers: written from CONTRACTS.md §F1, independently of the twin's
+/// verifier.
+pub fn sign_shared_key(
+    method: &str,
+    account: &str,
+    url: &str,
+    headers: &[(String, String)],
+    key: &str,
+) -> String {
     let u = url::Url::parse(url).expect("url");
+    let mut ms = headers.to_vec();
+    ms.sort();
+    let canonical: String = ms.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
     let mut sts = format!(
-        "{method}\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:2023-11-03\n/{account}{}",
+        "{method}\n\n\n\n\n\n\n\n\n\n\n\n{canonical}/{account}{}",
         u.path()
     );
     let mut q: Vec<(String, String)> = u

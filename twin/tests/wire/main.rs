@@ -3,7 +3,18 @@
 //! Time-dependent behaviour (token expiry, key propagation, LROs, throttling refill)
 //! is driven through the admin clock, never by sleeping.
 
-#[allow(dead_code)]
 mod common;
 
+mod admin;
+mod authz;
+mod bad_input;
+mod blob;
+mod databricks;
+mod entra;
+mod examples;
+mod faults;
+mod keyvault;
+mod ml;
+mod serve;
 mod storage;
+mod throttling;
