@@ -28,6 +28,8 @@ pub struct Endpoints {
     /// The audience of ARM tokens the twin issues.
     pub arm_audience: String,
     pub managed_identity: ManagedIdentityEndpoint,
+    /// Subscription id → display name (added after the first draft; optional when read).
+    #[serde(default)]
     pub subscriptions: BTreeMap<String, SubscriptionEndpoint>,
     pub storage_accounts: BTreeMap<String, StorageAccountEndpoint>,
     pub key_vaults: BTreeMap<String, KeyVaultEndpoint>,

@@ -1,6 +1,7 @@
 //! Files a twin writes into its state directory: `ca.pem`, `principals/<name>.secret`
-//! (mode 0600, the client secret and a newline) and `endpoints.json`, which is written
-//! to a temporary name and renamed so that readers never see half a file.
+//! (mode 0600, the client secret and a newline) and `endpoints.json` (mode 0600),
+//! which is written to a temporary name and renamed so that readers never see half a
+//! file.
 
 use std::fs;
 use std::io::Write as _;
@@ -47,7 +48,17 @@ pub(super) fn write_endpoints(dir: &Path, endpoints: &Endpoints) -> Result<(), T
     let path = dir.join("endpoints.json");
     let text = serde_json::to_string_pretty(endpoints)
         .map_err(|e| io_err(&path)(std::io::Error::other(e)))?;
-    fs::write(&tmp, text + "\n").map_err(io_err(&tmp))?;
+    // It holds the admin token and client secrets: owner-only, like the secret files.
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    f.write_all((text + "\n").as_bytes())
+        .map_err(io_err(&tmp))?;
+    drop(f);
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
     Ok(())
 }

@@ -55,6 +55,12 @@ async fn serve_writes_the_state_directory_and_stops_on_sigterm() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
+    let mode = std::fs::metadata(&endpoints_path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "endpoints.json holds the admin token");
 
     let http = client(&ca, false);
     let r = http
