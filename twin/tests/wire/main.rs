@@ -15,6 +15,7 @@ mod examples;
 mod faults;
 mod keyvault;
 mod ml;
+mod rust_sdk;
 mod serve;
 mod storage;
 mod throttling;
