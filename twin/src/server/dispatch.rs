@@ -306,7 +306,12 @@ fn decorate(shared: &Shared, service: Service, req: &Req, r: &mut Resp) {
             if !r.headers().contains_key(header) {
                 let segs = req.segments();
                 let sub = match (segs.first(), segs.get(1)) {
-                    (Some(s), Some(id)) if s.eq_ignore_ascii_case("subscriptions") => Some(*id),
+                    (Some(s), Some(id))
+                        if s.eq_ignore_ascii_case("subscriptions")
+                            && shared.topology.subscription(id).is_some() =>
+                    {
+                        Some(*id)
+                    }
                     _ => None,
                 };
                 let mut core = shared.core();
