@@ -36,6 +36,7 @@ mod entra;
 mod entropy;
 mod faults;
 mod keyvault;
+mod msi;
 mod ops;
 mod rbac;
 mod requestlog;

@@ -22,7 +22,7 @@ use crate::ops::{Op, Service};
 use crate::requestlog::Entry;
 use crate::throttle::Budget;
 use crate::wire::{self, Req, Resp, set_header};
-use crate::{admin, arm, blob, databricks, entra, keyvault};
+use crate::{admin, arm, blob, databricks, entra, keyvault, msi};
 
 /// Requests larger than this are refused (Databricks values are at most 128 KB).
 const BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -114,7 +114,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result
     let prefix = classify(&shared, req.segments().first().copied());
     let handled = match prefix {
         Prefix::Admin => return Ok(admin::handle(&shared, &req)),
-        Prefix::Msi => entra::msi(&shared, &req),
+        Prefix::Msi => msi::handle(&shared, &req),
         Prefix::Entra => entra::handle(&shared, &req),
         Prefix::Arm => arm::handle(&shared, &req),
         Prefix::KeyVault => keyvault::handle(&shared, &req),
