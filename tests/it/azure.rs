@@ -1,0 +1,4 @@
+//! The `azure` module against keyflip-twin (over HTTPS, the twin's admin API for
+//! faults, request log and state) and against Azurite (the SharedKey signer).
+
+mod shared_key;
