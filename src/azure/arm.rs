@@ -274,3 +274,163 @@ struct OperationError {
     code: Option<String>,
     message: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use azure_core::http::HttpClient;
+
+    use super::super::http::RetryPolicy;
+    use super::super::mock::{Mock, ok, status};
+    use super::super::roles::actions;
+    use super::*;
+
+    const RESYNC: Operation = Operation::read("test.resync", actions::ML_WORKSPACE_RESYNC_KEYS);
+
+    fn arm(mock: &Arc<Mock>) -> Arm {
+        let http: Arc<dyn HttpClient> = mock.clone();
+        let retry = RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+            max_retry_after: Duration::from_secs(1),
+        };
+        let sender = Sender::with_policies(&http, Vec::new(), "https://arm.test", retry);
+        Arm::new(
+            sender,
+            Url::parse("https://arm.test/").unwrap(),
+            Duration::from_millis(5),
+        )
+    }
+
+    async fn resync(arm: &Arm, deadline: Duration) -> Result<(), Error> {
+        let url = arm
+            .url("/subscriptions/s/x", "/resyncKeys", "2024-04-01")
+            .unwrap();
+        arm.post_long_running(&RESYNC, "/subscriptions/s/x", &url, deadline)
+            .await
+    }
+
+    #[tokio::test]
+    async fn location_is_polled_until_it_stops_answering_202() {
+        let location = [
+            ("location", "https://arm.test/ops/1?api-version=2024-04-01"),
+            ("retry-after", "0"),
+        ];
+        let mock = Mock::new(vec![
+            status(202, &location, ""),
+            status(202, &location, ""),
+            status(200, &[], ""),
+        ]);
+        resync(&arm(&mock), Duration::from_secs(5)).await.unwrap();
+        let sent = mock.sent();
+        assert_eq!(sent.len(), 3);
+        assert_eq!(sent[0].method, "POST");
+        assert_eq!(
+            sent[0].url,
+            "https://arm.test/subscriptions/s/x/resyncKeys?api-version=2024-04-01"
+        );
+        assert!(
+            sent[1..]
+                .iter()
+                .all(|s| s.method == "GET" && s.url == location[0].1)
+        );
+    }
+
+    #[tokio::test]
+    async fn async_operation_status_is_preferred_and_its_failure_reported() {
+        let headers = [
+            ("location", "https://arm.test/ops/loc"),
+            ("azure-asyncoperation", "https://arm.test/ops/async"),
+        ];
+        let mock = Mock::new(vec![
+            status(202, &headers, ""),
+            ok(r#"{"status":"InProgress"}"#),
+            ok(r#"{"status":"Failed","error":{"code":"KeyVaultUnreachable","message":"no"}}"#),
+        ]);
+        let err = resync(&arm(&mock), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::OperationFailed { status, code: Some(c), .. } if status == "Failed" && c == "KeyVaultUnreachable"),
+            "{err}"
+        );
+        assert!(
+            mock.sent()[1..]
+                .iter()
+                .all(|s| s.url == "https://arm.test/ops/async")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_location_poll_that_fails_is_an_operation_failure() {
+        let mock = Mock::new(vec![
+            status(202, &[("location", "/ops/1")], ""),
+            status(
+                400,
+                &[],
+                r#"{"error":{"code":"ResyncFailed","message":"m"}}"#,
+            ),
+        ]);
+        let err = resync(&arm(&mock), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::OperationFailed { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn polling_gives_up_at_the_deadline() {
+        let mut replies = vec![status(202, &[("location", "https://arm.test/ops/1")], "")];
+        replies
+            .extend((0..200).map(|_| status(202, &[("location", "https://arm.test/ops/1")], "")));
+        let mock = Mock::new(replies);
+        let err = resync(&arm(&mock), Duration::from_millis(60))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Deadline { .. }), "{err}");
+        assert!(err.is_transient());
+    }
+
+    #[tokio::test]
+    async fn links_to_other_hosts_are_refused() {
+        let mock = Mock::new(vec![status(
+            202,
+            &[("location", "https://elsewhere.test/ops/1")],
+            "",
+        )]);
+        let err = resync(&arm(&mock), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("does not send its ARM token elsewhere"),
+            "{err}"
+        );
+        assert_eq!(mock.sent().len(), 1);
+
+        let mock = Mock::new(vec![ok(
+            r#"{"value":[1],"nextLink":"https://elsewhere.test/next"}"#,
+        )]);
+        let url = Url::parse("https://arm.test/list").unwrap();
+        let err = arm(&mock)
+            .list::<u32>(&RESYNC, "t", url, "numbers")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::BadResponse { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn lists_follow_next_link_to_the_end() {
+        let mock = Mock::new(vec![
+            ok(r#"{"value":[1,2],"nextLink":"https://arm.test/list?page=2"}"#),
+            ok(r#"{"value":[3],"nextLink":null}"#),
+        ]);
+        let url = Url::parse("https://arm.test/list").unwrap();
+        let items = arm(&mock)
+            .list::<u32>(&RESYNC, "t", url, "numbers")
+            .await
+            .unwrap();
+        assert_eq!(items, vec![1, 2, 3]);
+    }
+}

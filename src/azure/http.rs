@@ -397,7 +397,143 @@ pub(crate) fn json<T: serde::de::DeserializeOwned>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::mock::{Mock, Reply, ok, status};
+    use super::super::roles::actions;
     use super::*;
+    use azure_core::http::Method;
+
+    fn sender(mock: &Arc<Mock>) -> Sender {
+        let http: Arc<dyn HttpClient> = mock.clone();
+        Sender::with_policies(
+            &http,
+            Vec::new(),
+            "https://management.azure.com",
+            RetryPolicy {
+                max_attempts: 3,
+                initial_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(2),
+                max_retry_after: Duration::from_secs(5),
+            },
+        )
+    }
+
+    fn get() -> Request {
+        Request::new("https://arm.test/x".parse().unwrap(), Method::Get)
+    }
+
+    const READ: Operation = Operation::read("test.read", actions::STORAGE_READ);
+    const WRITE: Operation = Operation {
+        name: "test.write",
+        action: Some(actions::STORAGE_REGENERATE_KEY),
+        idempotent: false,
+    };
+
+    #[tokio::test]
+    async fn every_request_names_keyflip_and_carries_a_client_request_id() {
+        let mock = Mock::new(vec![ok("{}"), ok("{}")]);
+        let s = sender(&mock);
+        s.send(&READ, "t", get).await.unwrap();
+        s.send(&READ, "t", get).await.unwrap();
+        let sent = mock.sent();
+        let ua = sent[0].header("user-agent").unwrap();
+        assert!(
+            ua.contains(&format!("keyflip/{}", env!("CARGO_PKG_VERSION"))),
+            "{ua}"
+        );
+        let ids: Vec<_> = sent
+            .iter()
+            .map(|s| s.header("x-ms-client-request-id").unwrap())
+            .collect();
+        assert_eq!(ids[0].len(), 36, "{ids:?}");
+        assert_ne!(ids[0], ids[1]);
+    }
+
+    #[tokio::test]
+    async fn idempotent_calls_are_retried_and_others_are_not() {
+        let mock = Mock::new(vec![status(503, &[], ""), Reply::Io, ok("{}")]);
+        assert_eq!(
+            sender(&mock).send(&READ, "t", get).await.unwrap().status,
+            200
+        );
+        assert_eq!(mock.sent().len(), 3);
+
+        let mock = Mock::new(vec![
+            status(
+                500,
+                &[],
+                r#"{"error":{"code":"InternalError","message":"boom"}}"#,
+            ),
+            ok("{}"),
+        ]);
+        let err = sender(&mock).send(&WRITE, "t", get).await.err().unwrap();
+        assert!(
+            matches!(
+                err,
+                Error::Server {
+                    status: 500,
+                    attempts: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.is_transient());
+        assert_eq!(mock.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn retries_stop_after_the_last_attempt_with_the_last_answer() {
+        let throttled = || {
+            status(
+                429,
+                &[("retry-after", "0")],
+                r#"{"error":{"code":"TooManyRequests","message":"slow down"}}"#,
+            )
+        };
+        let mock = Mock::new(vec![throttled(), throttled(), throttled(), ok("{}")]);
+        let err = sender(&mock).send(&READ, "t", get).await.err().unwrap();
+        assert!(matches!(err, Error::Throttled { attempts: 3, .. }), "{err}");
+        assert_eq!(mock.sent().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_wait_longer_than_allowed_is_returned_not_slept() {
+        let mock = Mock::new(vec![status(429, &[("retry-after", "3600")], "")]);
+        let err = sender(&mock).send(&READ, "t", get).await.err().unwrap();
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
+        assert_eq!(mock.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn statuses_become_typed_errors() {
+        let cases = [
+            (401, "Unauthorized", false),
+            (403, "Forbidden", false),
+            (404, "NotFound", false),
+            (409, "Rejected", false),
+            (400, "Rejected", false),
+        ];
+        for (code, variant, transient) in cases {
+            let mock = Mock::new(vec![status(
+                code,
+                &[("x-ms-request-id", "rid-1")],
+                r#"{"error":{"code":"C","message":"M"}}"#,
+            )]);
+            let err = sender(&mock)
+                .send(&READ, "/subscriptions/s/x", get)
+                .await
+                .err()
+                .unwrap();
+            assert!(format!("{err:?}").starts_with(variant), "{code}: {err:?}");
+            assert_eq!(err.is_transient(), transient);
+            assert_eq!(err.status(), Some(code));
+            assert_eq!(err.call().unwrap().request_id.as_deref(), Some("rid-1"));
+            assert!(
+                err.to_string().contains("test.read /subscriptions/s/x"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {

@@ -21,6 +21,8 @@ mod error;
 mod http;
 pub mod keyvault;
 pub mod ml;
+#[cfg(test)]
+mod mock;
 pub mod probe;
 pub mod roles;
 pub mod shared_key;
@@ -115,6 +117,41 @@ impl Azure {
             fingerprinter,
             options,
         })
+    }
+
+    /// A facade on a scripted transport, the public cloud and a fixed token.
+    #[cfg(test)]
+    pub(crate) fn for_tests(http: Arc<dyn HttpClient>, options: AzureOptions) -> Azure {
+        let cloud = Cloud::from_config(&crate::config::CloudConfig {
+            kind: crate::config::CloudKind::Public,
+            ca_bundle: None,
+        });
+        let credential: Arc<dyn TokenCredential> = Arc::new(mock::FixedToken);
+        Azure {
+            arm: arm::Arm::new(
+                http::Sender::bearer(
+                    &http,
+                    credential.clone(),
+                    &cloud.arm_audience,
+                    options.retry.clone(),
+                ),
+                cloud.arm_url.clone(),
+                options.lro_poll,
+            ),
+            databricks: http::Sender::bearer(
+                &http,
+                credential.clone(),
+                DATABRICKS_AUDIENCE,
+                options.retry.clone(),
+            ),
+            probe: shared_key::sender(&http),
+            cloud,
+            http,
+            credential,
+            vaults: Mutex::new(HashMap::new()),
+            fingerprinter: Arc::new(Fingerprinter::from_bytes(b"unit tests")),
+            options,
+        }
     }
 
     pub fn cloud(&self) -> &Cloud {

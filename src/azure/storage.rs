@@ -214,16 +214,21 @@ impl Azure {
     ) -> RegenerateOutcome {
         // Give a request that is still in flight inside Azure a moment to land.
         tokio::time::sleep(self.options.reconcile_delay).await;
-        let (keys, account) =
-            match tokio::try_join!(self.storage_keys(id), self.storage_account(id)) {
-                Ok(both) => both,
-                Err(reconciliation) => {
-                    return RegenerateOutcome::Unknown {
-                        cause,
-                        reconciliation,
-                    };
-                }
-            };
+        let read_back = async {
+            Ok::<_, Error>((
+                self.storage_keys(id).await?,
+                self.storage_account(id).await?,
+            ))
+        };
+        let (keys, account) = match read_back.await {
+            Ok(both) => both,
+            Err(reconciliation) => {
+                return RegenerateOutcome::Unknown {
+                    cause,
+                    reconciliation,
+                };
+            }
+        };
         let now_fp = self.fingerprinter.fingerprint(keys.value(key));
         let created_changed =
             before.created.is_some() && account.key_created(key) != before.created;
@@ -371,7 +376,9 @@ fn parse_keys(answer: &Answer) -> Result<AccountKeys, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::azure::AzureOptions;
     use crate::azure::error::Call;
+    use crate::azure::mock::{Mock, Reply, ok, status};
 
     fn answer(body: &str) -> Answer {
         Answer {
@@ -417,5 +424,143 @@ mod tests {
         assert!(err.to_string().contains("lacks key1 or key2"), "{err}");
         let err = parse_keys(&answer(r#"{"keys":"AAAA-secret"}"#)).unwrap_err();
         assert!(!err.to_string().contains("AAAA-secret"), "{err}");
+    }
+
+    const ID: &str =
+        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acct";
+
+    fn keys(key1: &str) -> Reply {
+        ok(&format!(
+            r#"{{"keys":[{{"keyName":"key1","value":"{key1}","permissions":"FULL"}},{{"keyName":"key2","value":"KEY2","permissions":"FULL"}}]}}"#
+        ))
+    }
+
+    fn account(key1_created: &str) -> Reply {
+        ok(&format!(
+            r#"{{"properties":{{"keyCreationTime":{{"key1":"{key1_created}","key2":null}}}}}}"#
+        ))
+    }
+
+    /// Regenerates key1, which was `OLD` created at `T0`, against scripted answers.
+    async fn regenerate(replies: Vec<Reply>) -> (RegenerateOutcome, usize) {
+        let mock = Mock::new(replies);
+        let azure = Azure::for_tests(
+            mock.clone(),
+            AzureOptions {
+                reconcile_delay: std::time::Duration::ZERO,
+                ..Default::default()
+            },
+        );
+        let before = KeyBefore {
+            fingerprint: azure.fingerprint(&StorageKey::new("OLD".into())),
+            created: Some("2024-01-01T00:00:00Z".parse().unwrap()),
+        };
+        let outcome = azure
+            .regenerate_storage_key(&ID.parse().unwrap(), KeyName::Key1, before)
+            .await;
+        let regenerates = mock
+            .sent()
+            .iter()
+            .filter(|s| s.url.contains("/regenerateKey"))
+            .count();
+        assert_eq!(regenerates, 1, "regenerateKey must be sent exactly once");
+        (outcome, mock.sent().len())
+    }
+
+    const T0: &str = "2024-01-01T00:00:00Z";
+    const T1: &str = "2024-06-01T00:00:00Z";
+
+    #[tokio::test]
+    async fn a_clean_answer_is_the_outcome() {
+        let (outcome, sent) = regenerate(vec![keys("NEW")]).await;
+        assert!(
+            matches!(outcome, RegenerateOutcome::Happened(k) if k.value(KeyName::Key1).expose() == "NEW")
+        );
+        assert_eq!(sent, 1);
+    }
+
+    #[tokio::test]
+    async fn a_5xx_is_reconciled_from_the_keys() {
+        let err500 = || {
+            status(
+                500,
+                &[],
+                r#"{"error":{"code":"InternalError","message":"m"}}"#,
+            )
+        };
+        // The keys changed: it happened.
+        let (outcome, _) = regenerate(vec![err500(), keys("NEW"), account(T1)]).await;
+        assert!(
+            matches!(outcome, RegenerateOutcome::Happened(k) if k.value(KeyName::Key1).expose() == "NEW")
+        );
+        // Nothing changed: it did not.
+        let (outcome, _) = regenerate(vec![err500(), keys("OLD"), account(T0)]).await;
+        assert!(
+            matches!(
+                outcome,
+                RegenerateOutcome::DidNotHappen(Error::Server { status: 500, .. })
+            ),
+            "{outcome:?}"
+        );
+        // Same value but a new creation time: Azure contradicts itself.
+        let (outcome, _) = regenerate(vec![err500(), keys("OLD"), account(T1)]).await;
+        assert!(
+            matches!(outcome, RegenerateOutcome::Unknown { .. }),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_answer_or_a_reset_is_reconciled_too() {
+        let (outcome, _) = regenerate(vec![ok("{not json"), keys("NEW"), account(T1)]).await;
+        assert!(
+            matches!(outcome, RegenerateOutcome::Happened(_)),
+            "{outcome:?}"
+        );
+        let (outcome, _) = regenerate(vec![Reply::Io, keys("OLD"), account(T0)]).await;
+        assert!(
+            matches!(
+                outcome,
+                RegenerateOutcome::DidNotHappen(Error::Network { sent: true, .. })
+            ),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_reconciliation_leaves_the_outcome_unknown() {
+        let forbidden = || {
+            status(
+                403,
+                &[],
+                r#"{"error":{"code":"AuthorizationFailed","message":"no"}}"#,
+            )
+        };
+        let (outcome, _) = regenerate(vec![Reply::Io, forbidden(), forbidden()]).await;
+        match outcome {
+            RegenerateOutcome::Unknown {
+                cause,
+                reconciliation,
+            } => {
+                assert!(matches!(cause, Error::Network { .. }), "{cause}");
+                assert!(
+                    matches!(reconciliation, Error::Forbidden { .. }),
+                    "{reconciliation}"
+                );
+            }
+            other => panic!("expected Unknown, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn definite_refusals_are_not_reconciled() {
+        for code in [400u16, 403, 404, 409, 429] {
+            let (outcome, sent) = regenerate(vec![status(code, &[], "{}")]).await;
+            assert!(
+                matches!(outcome, RegenerateOutcome::DidNotHappen(_)),
+                "{code}: {outcome:?}"
+            );
+            assert_eq!(sent, 1, "{code}: nothing but the regenerate was sent");
+        }
     }
 }

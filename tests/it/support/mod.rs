@@ -2,7 +2,7 @@
 //! configured through a real `keyflip.toml`.
 
 pub mod azurite;
-pub mod logs;
+
 
 use std::path::Path;
 use std::sync::Arc;
