@@ -91,6 +91,15 @@ impl Cloud {
         format!("{}/.default", self.arm_audience)
     }
 
+    /// The resource Key Vault tokens are issued for (`https://vault.azure.net` in the
+    /// public cloud), when the cloud's vault suffix is known. Vaults name it in their
+    /// 401 challenge too, which is what the Key Vault client uses.
+    pub fn key_vault_audience(&self) -> Option<String> {
+        self.key_vault_suffix
+            .as_deref()
+            .map(|s| format!("https://{s}"))
+    }
+
     /// The `azure_core` cloud configuration, for credentials.
     pub fn sdk_cloud(&self) -> Arc<CloudConfiguration> {
         self.sdk.clone()

@@ -137,10 +137,9 @@ impl Azure {
 
     /// The audience Key Vault tokens are for, as far as the cloud says.
     fn vault_audience(&self) -> String {
-        self.cloud.key_vault_suffix.as_deref().map_or_else(
-            || "Key Vault (from the vault's challenge)".into(),
-            |s| format!("https://{s}"),
-        )
+        self.cloud
+            .key_vault_audience()
+            .unwrap_or_else(|| "Key Vault (from the vault's challenge)".into())
     }
 
     /// Runs an SDK call with keyflip's retry rules and error mapping.

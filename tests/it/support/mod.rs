@@ -3,7 +3,6 @@
 
 pub mod azurite;
 
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
