@@ -1,0 +1,236 @@
+//! The Blob service data plane, path-style (`{base_url}/{account}/...`): Get Account
+//! Information (`?restype=account&comp=properties`, GET or HEAD, at the account,
+//! container or blob path) and List Containers (`?comp=list` at the account root),
+//! authorized with SharedKey only.
+//!
+//! A key authorizes a request when it is one of the account's current keys and its
+//! propagation delay has passed; the old value of a regenerated key is refused at
+//! once. Refusals are Azure's: 403 `AuthenticationFailed` XML naming the string the
+//! server signed, 403 `KeyBasedAuthenticationNotPermitted` when shared keys are off,
+//! 401 `NoAuthenticationInformation` without an `Authorization` header.
+
+pub(crate) mod sharedkey;
+
+use std::sync::Arc;
+
+use axum::http::Method;
+
+use crate::clock::azure_time;
+use crate::ops::Op;
+use crate::server::Shared;
+use crate::server::dispatch::Handled;
+use crate::state::StorageAccount;
+use crate::wire::{self, Req, Resp, set_header, xml_attr, xml_escape};
+use sharedkey::HeaderOrder;
+
+/// A Blob service error: XML body and `x-ms-error-code`.
+pub(crate) fn error(status: u16, code: &str, message: &str, detail: Option<&str>) -> Resp {
+    let request_id = uuid::Uuid::new_v4();
+    let time = azure_time(chrono::Utc::now());
+    let detail = detail
+        .map(|d| {
+            format!(
+                "<AuthenticationErrorDetail>{}</AuthenticationErrorDetail>",
+                xml_escape(d)
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{}</Code><Message>{}\nRequestId:{request_id}\nTime:{time}</Message>{detail}</Error>",
+        xml_escape(code),
+        xml_escape(message)
+    );
+    let mut r = wire::body(status, "application/xml", body);
+    set_header(&mut r, "x-ms-error-code", code);
+    set_header(&mut r, "x-ms-request-id", &request_id.to_string());
+    r
+}
+
+pub(crate) fn handle(_shared: &Arc<Shared>, req: &Arc<Req>) -> Handled {
+    let segs = req.segments();
+    let account = segs.first().copied().unwrap_or("").to_string();
+    let restype = req.param("restype").unwrap_or("");
+    let comp = req.param("comp").unwrap_or("");
+    let read = req.method == Method::GET || req.method == Method::HEAD;
+    let op = if read && restype == "account" && comp == "properties" {
+        Op::BlobAccountInfo
+    } else if req.method == Method::GET && comp == "list" && restype.is_empty() && segs.len() == 1 {
+        Op::BlobListContainers
+    } else {
+        return Handled::reply(
+            None,
+            None,
+            error(
+                400,
+                "UnsupportedOperation",
+                &format!(
+                    "keyflip-twin models only Get Account Information (?restype=account&comp=properties) and List Containers (?comp=list); '{} {}' is not modelled.",
+                    req.method, req.path
+                ),
+                None,
+            ),
+        );
+    };
+    let req = req.clone();
+    Handled::run(op, None, move |sh, _| {
+        let now = sh.clock.now();
+        let core = sh.core();
+        let Some(acct) = core.accounts.get(&account) else {
+            return error(
+                404,
+                "ResourceNotFound",
+                "The specified resource does not exist.",
+                None,
+            );
+        };
+        if let Err(r) = verify(acct, &req, now) {
+            return r;
+        }
+        match op {
+            Op::BlobAccountInfo => {
+                let mut r = wire::empty(200);
+                set_header(&mut r, "x-ms-sku-name", &acct.sku);
+                set_header(&mut r, "x-ms-account-kind", &acct.kind);
+                set_header(&mut r, "x-ms-is-hns-enabled", "false");
+                r
+            }
+            _ => list_containers(&sh.base_url, acct, &req),
+        }
+    })
+}
+
+fn verify(
+    acct: &StorageAccount,
+    req: &Req,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), Resp> {
+    let Some(auth) = req.header("authorization") else {
+        return Err(error(
+            401,
+            "NoAuthenticationInformation",
+            "Server failed to authenticate the request. Please refer to the information in the www-authenticate header.",
+            None,
+        ));
+    };
+    let failed = |detail: &str| {
+        error(
+            403,
+            "AuthenticationFailed",
+            "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.",
+            Some(detail),
+        )
+    };
+    let Some(cred) = auth.strip_prefix("SharedKey ") else {
+        return Err(failed(
+            "keyflip-twin authorizes the Blob service with SharedKey only (Authorization: SharedKey account:signature).",
+        ));
+    };
+    let Some((account, signature)) = cred.trim().split_once(':') else {
+        return Err(failed(
+            "The Authorization header is not of the form 'SharedKey account:signature'.",
+        ));
+    };
+    if account != acct.name {
+        return Err(failed(&format!(
+            "The account being accessed ('{}') does not match the account in the Authorization header ('{account}').",
+            acct.name
+        )));
+    }
+    if !acct.allow_shared_key_access {
+        return Err(error(
+            403,
+            "KeyBasedAuthenticationNotPermitted",
+            "Key based authentication is not permitted on this storage account.",
+            None,
+        ));
+    }
+    if req.header("x-ms-date").is_none() && req.header("date").is_none() {
+        return Err(failed("Request date header not specified."));
+    }
+    let method = req.method.as_str();
+    let sts = |order| {
+        sharedkey::string_to_sign(
+            method,
+            &req.headers,
+            &acct.name,
+            &req.path,
+            &req.query_raw,
+            order,
+        )
+    };
+    let (bytewise, collated) = (sts(HeaderOrder::Bytewise), sts(HeaderOrder::Collated));
+    let ok = acct
+        .keys
+        .iter()
+        .filter(|k| k.accepted_from <= now)
+        .any(|k| {
+            sharedkey::sign(&k.value, &bytewise).as_deref() == Some(signature)
+                || (collated != bytewise
+                    && sharedkey::sign(&k.value, &collated).as_deref() == Some(signature))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(failed(&format!(
+            "The MAC signature found in the HTTP request '{signature}' is not the same as any computed signature. Server used following string to sign: '{bytewise}'."
+        )))
+    }
+}
+
+fn list_containers(base_url: &str, acct: &StorageAccount, req: &Req) -> Resp {
+    let max = match req.param("maxresults") {
+        None => 5000,
+        Some(m) => match m.parse::<usize>() {
+            Ok(n) if (1..=5000).contains(&n) => n,
+            _ => {
+                return error(
+                    400,
+                    "OutOfRangeQueryParameterValue",
+                    &format!(
+                        "One of the query parameters specified in the request URI is outside the permissible range: maxresults={m}."
+                    ),
+                    None,
+                );
+            }
+        },
+    };
+    let prefix = req.param("prefix").unwrap_or("");
+    let marker = req.param("marker").unwrap_or("");
+    let mut names: Vec<&String> = acct
+        .containers
+        .iter()
+        .filter(|c| c.starts_with(prefix) && c.as_str() >= marker)
+        .collect();
+    names.sort();
+    let next = names.get(max).map(|n| n.to_string()).unwrap_or_default();
+    let modified = httpdate::fmt_http_date(std::time::SystemTime::from(acct.created));
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults ServiceEndpoint=\"{}/{}/\">",
+        xml_attr(base_url),
+        xml_attr(&acct.name)
+    );
+    if !prefix.is_empty() {
+        xml.push_str(&format!("<Prefix>{}</Prefix>", xml_escape(prefix)));
+    }
+    if !marker.is_empty() {
+        xml.push_str(&format!("<Marker>{}</Marker>", xml_escape(marker)));
+    }
+    if req.param("maxresults").is_some() {
+        xml.push_str(&format!("<MaxResults>{max}</MaxResults>"));
+    }
+    xml.push_str("<Containers>");
+    for name in names.iter().take(max) {
+        xml.push_str(&format!(
+            "<Container><Name>{}</Name><Properties><Last-Modified>{modified}</Last-Modified><Etag>\"0x8DC0000000000000\"</Etag><LeaseStatus>unlocked</LeaseStatus><LeaseState>available</LeaseState><DefaultEncryptionScope>$account-encryption-key</DefaultEncryptionScope><DenyEncryptionScopeOverride>false</DenyEncryptionScopeOverride><HasImmutabilityPolicy>false</HasImmutabilityPolicy><HasLegalHold>false</HasLegalHold><ImmutableStorageWithVersioningEnabled>false</ImmutableStorageWithVersioningEnabled></Properties></Container>",
+            xml_escape(name)
+        ));
+    }
+    xml.push_str("</Containers>");
+    if next.is_empty() {
+        xml.push_str("<NextMarker />");
+    } else {
+        xml.push_str(&format!("<NextMarker>{}</NextMarker>", xml_escape(&next)));
+    }
+    xml.push_str("</EnumerationResults>");
+    wire::body(200, "application/xml", xml)
+}

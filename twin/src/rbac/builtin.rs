@@ -1,0 +1,201 @@
+//! The built-in Azure roles the twin knows, with their real GUIDs and the actions
+//! that matter to keyflip (CONTRACTS.md §C3). Action lists are Azure's where they are
+//! documented; where Azure lists dozens of unrelated actions, only the relevant
+//! ones are kept, which never widens what a role may do here.
+
+use super::RoleDef;
+
+pub(crate) struct BuiltinRole {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub actions: &'static [&'static str],
+    pub not_actions: &'static [&'static str],
+    pub data_actions: &'static [&'static str],
+    pub not_data_actions: &'static [&'static str],
+}
+
+const KV_CONTROL_READ: &[&str] = &[
+    "Microsoft.Authorization/*/read",
+    "Microsoft.Insights/alertRules/*",
+    "Microsoft.Resources/deployments/*",
+    "Microsoft.Resources/subscriptions/resourceGroups/read",
+    "Microsoft.Support/*",
+    "Microsoft.KeyVault/checkNameAvailability/read",
+    "Microsoft.KeyVault/deletedVaults/read",
+    "Microsoft.KeyVault/locations/*/read",
+    "Microsoft.KeyVault/vaults/*/read",
+    "Microsoft.KeyVault/operations/read",
+];
+
+static ROLES: &[BuiltinRole] = &[
+    BuiltinRole {
+        id: "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+        name: "Owner",
+        description: "Grants full access to manage all resources, including the ability to assign roles in Azure RBAC.",
+        actions: &["*"],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    BuiltinRole {
+        id: "b24988ac-6180-42a0-ab88-20f7382dd24c",
+        name: "Contributor",
+        description: "Grants full access to manage all resources, but does not allow you to assign roles in Azure RBAC.",
+        actions: &["*"],
+        not_actions: &[
+            "Microsoft.Authorization/*/Delete",
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Authorization/elevateAccess/Action",
+            "Microsoft.Blueprint/blueprintAssignments/write",
+            "Microsoft.Blueprint/blueprintAssignments/delete",
+            "Microsoft.Compute/galleries/share/action",
+            "Microsoft.Purview/consents/write",
+            "Microsoft.Purview/consents/delete",
+        ],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    BuiltinRole {
+        id: "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+        name: "Reader",
+        description: "View all resources, but does not allow you to make any changes.",
+        actions: &["*/read"],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    BuiltinRole {
+        id: "81a9662b-bebf-436f-a333-f67b29880f12",
+        name: "Storage Account Key Operator Service Role",
+        description: "Storage Account Key Operators are allowed to list and regenerate keys on Storage Accounts",
+        actions: &[
+            "Microsoft.Storage/storageAccounts/listkeys/action",
+            "Microsoft.Storage/storageAccounts/regeneratekey/action",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    BuiltinRole {
+        id: "17d1049b-9a84-46fb-8f53-869881c3d3ab",
+        name: "Storage Account Contributor",
+        description: "Permits management of storage accounts. Provides access to the account key, which can be used to access data via Shared Key authorization.",
+        actions: &[
+            "Microsoft.Authorization/*/read",
+            "Microsoft.Insights/alertRules/*",
+            "Microsoft.Insights/diagnosticSettings/*",
+            "Microsoft.Network/virtualNetworks/subnets/joinViaServiceEndpoint/action",
+            "Microsoft.ResourceHealth/availabilityStatuses/read",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            "Microsoft.Storage/storageAccounts/*",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    BuiltinRole {
+        id: "c12c1c16-33a1-487b-954d-41c89c60f349",
+        name: "Reader and Data Access",
+        description: "Lets you view everything but will not let you delete or create a storage account or contained resource. It will also allow read/write access to all data contained in a storage account via access to storage account keys.",
+        actions: &[
+            "Microsoft.Storage/storageAccounts/listKeys/action",
+            "Microsoft.Storage/storageAccounts/ListAccountSas/action",
+            "Microsoft.Storage/storageAccounts/read",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    BuiltinRole {
+        id: "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+        name: "Key Vault Secrets Officer",
+        description: "Perform any action on the secrets of a key vault, except manage permissions. Only works for key vaults that use the 'Azure role-based access control' permission model.",
+        actions: KV_CONTROL_READ,
+        not_actions: &[],
+        data_actions: &["Microsoft.KeyVault/vaults/secrets/*"],
+        not_data_actions: &[],
+    },
+    BuiltinRole {
+        id: "4633458b-17de-408a-b874-0445c86b69e6",
+        name: "Key Vault Secrets User",
+        description: "Read secret contents. Only works for key vaults that use the 'Azure role-based access control' permission model.",
+        actions: &[],
+        not_actions: &[],
+        data_actions: &[
+            "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+            "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
+        ],
+        not_data_actions: &[],
+    },
+    BuiltinRole {
+        id: "00482a5a-887f-4fb3-b363-3b7fe8e74483",
+        name: "Key Vault Administrator",
+        description: "Perform all data plane operations on a key vault and all objects in it, including certificates, keys, and secrets. Cannot manage key vault resources or manage role assignments. Only works for key vaults that use the 'Azure role-based access control' permission model.",
+        actions: KV_CONTROL_READ,
+        not_actions: &[],
+        data_actions: &["Microsoft.KeyVault/vaults/*"],
+        not_data_actions: &[],
+    },
+    BuiltinRole {
+        id: "f6c7c914-8db3-469d-8ca1-694a8f32e121",
+        name: "AzureML Data Scientist",
+        description: "Can perform all actions within an Azure Machine Learning workspace, except for creating or deleting compute resources and modifying the workspace itself.",
+        actions: &[
+            "Microsoft.MachineLearningServices/workspaces/*/read",
+            "Microsoft.MachineLearningServices/workspaces/*/action",
+            "Microsoft.MachineLearningServices/workspaces/*/delete",
+            "Microsoft.MachineLearningServices/workspaces/*/write",
+        ],
+        not_actions: &[
+            "Microsoft.MachineLearningServices/workspaces/delete",
+            "Microsoft.MachineLearningServices/workspaces/write",
+            "Microsoft.MachineLearningServices/workspaces/computes/*/write",
+            "Microsoft.MachineLearningServices/workspaces/computes/*/delete",
+            "Microsoft.MachineLearningServices/workspaces/computes/listKeys/action",
+            "Microsoft.MachineLearningServices/workspaces/listKeys/action",
+            "Microsoft.MachineLearningServices/workspaces/hubs/write",
+            "Microsoft.MachineLearningServices/workspaces/hubs/delete",
+            "Microsoft.MachineLearningServices/workspaces/featurestores/write",
+            "Microsoft.MachineLearningServices/workspaces/featurestores/delete",
+        ],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+];
+
+/// The built-in roles as declared.
+pub(crate) fn roles() -> &'static [BuiltinRole] {
+    ROLES
+}
+
+fn to_def(r: &BuiltinRole) -> RoleDef {
+    let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    RoleDef::new(
+        r.id,
+        r.name,
+        r.description,
+        true,
+        v(r.actions),
+        v(r.not_actions),
+        v(r.data_actions),
+        v(r.not_data_actions),
+        vec!["/".to_string()],
+    )
+}
+
+/// Every built-in role as a definition.
+pub(crate) fn all() -> Vec<RoleDef> {
+    ROLES.iter().map(to_def).collect()
+}
+
+/// A built-in role by name (case-insensitive).
+#[cfg(test)]
+pub(crate) fn find(name: &str) -> Option<RoleDef> {
+    ROLES
+        .iter()
+        .find(|r| r.name.eq_ignore_ascii_case(name))
+        .map(to_def)
+}

@@ -1,0 +1,458 @@
+//! The world file: everything a twin starts with, as TOML.
+//!
+//! A world names one tenant, its subscriptions and resource groups, the resources in
+//! them (storage accounts, Key Vaults, Azure ML workspaces with datastores, Databricks
+//! workspaces with secret scopes), the principals that may sign in, custom roles and
+//! role assignments, and the run-time settings (propagation delay, throttling, LRO
+//! timing). [`World::from_toml_str`] parses *and* validates: a `World` value always
+//! refers only to things it defines, so the twin never meets a dangling reference at
+//! run time. Every error names the file, line and column. Unknown keys are errors.
+//!
+//! Key values are not part of the world unless it fixes them: the twin generates
+//! random 64-byte keys at start. Values derived from a key (`value_from`) are resolved
+//! then too.
+
+mod validate;
+
+pub(crate) use validate::check_runtime_settings as validate_settings;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// A parsed and validated world. See `twin/README.md` for the format and
+/// `twin/worlds/demo.toml` for a complete example.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct World {
+    pub(crate) tenant: TenantSpec,
+    #[serde(default)]
+    pub(crate) settings: Settings,
+    #[serde(default, rename = "subscription")]
+    pub(crate) subscriptions: Vec<SubscriptionSpec>,
+    #[serde(default, rename = "resource_group")]
+    pub(crate) resource_groups: Vec<ResourceGroupSpec>,
+    #[serde(default, rename = "storage_account")]
+    pub(crate) storage_accounts: Vec<StorageAccountSpec>,
+    #[serde(default, rename = "key_vault")]
+    pub(crate) key_vaults: Vec<KeyVaultSpec>,
+    #[serde(default, rename = "ml_workspace")]
+    pub(crate) ml_workspaces: Vec<MlWorkspaceSpec>,
+    #[serde(default, rename = "databricks_workspace")]
+    pub(crate) databricks_workspaces: Vec<DatabricksWorkspaceSpec>,
+    #[serde(default, rename = "principal")]
+    pub(crate) principals: Vec<PrincipalSpec>,
+    #[serde(default, rename = "custom_role")]
+    pub(crate) custom_roles: Vec<CustomRoleSpec>,
+    #[serde(default, rename = "role_assignment")]
+    pub(crate) role_assignments: Vec<RoleAssignmentSpec>,
+    #[serde(default)]
+    pub(crate) managed_identity: Option<ManagedIdentitySpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantSpec {
+    pub id: Spanned<String>,
+    #[serde(default = "default_tenant_name")]
+    pub display_name: String,
+}
+
+fn default_tenant_name() -> String {
+    "keyflip-twin".into()
+}
+
+/// Run-time settings; all can be changed later through `PATCH /_admin/settings`.
+/// Durations are seconds (fractions allowed), rates are tokens per second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// How long after `regenerateKey` the new value of that key is still refused.
+    pub propagation_delay_secs: f64,
+    /// `Retry-After` on ML long-running operations (Azure's documented minimum is 10).
+    pub lro_retry_after_secs: u32,
+    /// How long a workspace `resyncKeys` runs before it completes.
+    pub resync_duration_secs: f64,
+    /// Lifetime of issued access tokens.
+    pub token_lifetime_secs: u32,
+    pub arm_write_burst: u32,
+    pub arm_write_refill_per_sec: f64,
+    pub arm_read_burst: u32,
+    pub arm_read_refill_per_sec: f64,
+    /// Key Vault secret creates (`PUT`), per vault.
+    pub keyvault_write_burst: u32,
+    pub keyvault_write_refill_per_sec: f64,
+    /// Every other Key Vault transaction, per vault.
+    pub keyvault_read_burst: u32,
+    pub keyvault_read_refill_per_sec: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        // Azure's published limits: ARM writes 10/s per subscription (bucket 200),
+        // reads 25/s (bucket 250); Key Vault 300 creates and 4,000 other transactions
+        // per 10 s per vault.
+        Self {
+            propagation_delay_secs: 0.0,
+            lro_retry_after_secs: 10,
+            resync_duration_secs: 10.0,
+            token_lifetime_secs: 3600,
+            arm_write_burst: 200,
+            arm_write_refill_per_sec: 10.0,
+            arm_read_burst: 250,
+            arm_read_refill_per_sec: 25.0,
+            keyvault_write_burst: 300,
+            keyvault_write_refill_per_sec: 30.0,
+            keyvault_read_burst: 4000,
+            keyvault_read_refill_per_sec: 400.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubscriptionSpec {
+    pub id: Spanned<String>,
+    pub display_name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResourceGroupSpec {
+    pub name: Spanned<String>,
+    /// Optional when the world has exactly one subscription.
+    pub subscription: Option<Spanned<String>>,
+    pub location: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StorageAccountSpec {
+    pub name: Spanned<String>,
+    pub resource_group: Spanned<String>,
+    #[serde(default = "default_sku")]
+    pub sku: String,
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    #[serde(default = "yes")]
+    pub allow_shared_key_access: bool,
+    pub key1: Option<Spanned<String>>,
+    pub key2: Option<Spanned<String>>,
+    /// RFC 3339; defaults to the time the twin starts.
+    pub key1_created: Option<Spanned<String>>,
+    pub key2_created: Option<Spanned<String>>,
+    pub key_expiration_days: Option<u32>,
+    #[serde(default)]
+    pub containers: Vec<String>,
+}
+
+fn default_sku() -> String {
+    "Standard_LRS".into()
+}
+fn default_kind() -> String {
+    "StorageV2".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// Which storage key a value is taken from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum KeyName {
+    Key1,
+    Key2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ValueFormat {
+    RawKey,
+    ConnectionString,
+}
+
+/// A value computed from a storage account key when the twin starts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ValueFrom {
+    pub account: Spanned<String>,
+    pub key: KeyName,
+    #[serde(default = "raw_key")]
+    pub format: ValueFormat,
+}
+
+fn raw_key() -> ValueFormat {
+    ValueFormat::RawKey
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeyVaultSpec {
+    pub name: Spanned<String>,
+    pub resource_group: Spanned<String>,
+    #[serde(default, rename = "secret")]
+    pub secrets: Vec<VaultSecretSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VaultSecretSpec {
+    pub name: Spanned<String>,
+    pub value: Option<String>,
+    pub value_from: Option<ValueFrom>,
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MlWorkspaceSpec {
+    pub name: Spanned<String>,
+    pub resource_group: Spanned<String>,
+    pub storage_account: Spanned<String>,
+    pub user_storage_key: KeyName,
+    pub key_vault: Option<Spanned<String>>,
+    #[serde(default, rename = "datastore")]
+    pub datastores: Vec<DatastoreSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub(crate) enum DatastoreType {
+    AzureBlob,
+    AzureFile,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum CredentialKind {
+    AccountKey,
+    Sas,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DatastoreSpec {
+    pub name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub datastore_type: DatastoreType,
+    pub account: Spanned<String>,
+    /// AzureBlob only.
+    pub container: Option<String>,
+    /// AzureFile only.
+    pub file_share: Option<String>,
+    pub credential: CredentialKind,
+    /// For `account-key` credentials: which key of `account` the datastore holds.
+    pub key: Option<KeyName>,
+    /// For `sas` credentials.
+    pub sas_token: Option<String>,
+    #[serde(default)]
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DatabricksWorkspaceSpec {
+    pub name: Spanned<String>,
+    pub resource_group: Spanned<String>,
+    /// Principals that are users of the workspace.
+    #[serde(default)]
+    pub users: Vec<Spanned<String>>,
+    #[serde(default, rename = "scope")]
+    pub scopes: Vec<SecretScopeSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub(crate) enum ScopeBackend {
+    #[serde(rename = "DATABRICKS")]
+    Databricks,
+    #[serde(rename = "AZURE_KEYVAULT")]
+    AzureKeyVault,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub(crate) enum ScopePermission {
+    Read,
+    Write,
+    Manage,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SecretScopeSpec {
+    pub name: Spanned<String>,
+    pub backend: ScopeBackend,
+    /// AZURE_KEYVAULT scopes: the vault behind the scope.
+    pub key_vault: Option<Spanned<String>>,
+    /// Principal name → permission on this scope.
+    #[serde(default)]
+    pub acl: BTreeMap<String, ScopePermission>,
+    #[serde(default, rename = "secret")]
+    pub secrets: Vec<ScopeSecretSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScopeSecretSpec {
+    pub key: Spanned<String>,
+    pub value: Option<String>,
+    pub value_from: Option<ValueFrom>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PrincipalSpec {
+    pub name: Spanned<String>,
+    pub client_id: Spanned<String>,
+    pub object_id: Spanned<String>,
+    /// Generated at start when absent.
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub federated_credentials: Vec<FederatedCredentialSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FederatedCredentialSpec {
+    pub issuer: String,
+    pub subject: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CustomRoleSpec {
+    pub name: Spanned<String>,
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub actions: Vec<String>,
+    #[serde(default)]
+    pub not_actions: Vec<String>,
+    #[serde(default)]
+    pub data_actions: Vec<String>,
+    #[serde(default)]
+    pub not_data_actions: Vec<String>,
+    #[serde(default)]
+    pub assignable_scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RoleAssignmentSpec {
+    pub principal: Spanned<String>,
+    /// A built-in or custom role name, or a role definition GUID.
+    pub role: Spanned<String>,
+    /// A full ARM scope: a subscription, resource group or resource id.
+    pub scope: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ManagedIdentitySpec {
+    /// The value clients must send in `x-identity-header` (`IDENTITY_HEADER`).
+    pub header: String,
+    /// The principal a request without `client_id`/`object_id` gets a token for.
+    pub default_principal: Spanned<String>,
+}
+
+/// Why a world file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WorldError {
+    #[error("cannot read world file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}:{column}: {message}")]
+    Invalid {
+        origin: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+impl World {
+    /// Reads, parses and validates a world file.
+    pub fn from_toml_file(path: &Path) -> Result<World, WorldError> {
+        let src = std::fs::read_to_string(path).map_err(|source| WorldError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        World::from_toml_str(&src, &path.display().to_string())
+    }
+
+    /// Parses and validates a world; `origin` names the source in error messages.
+    pub fn from_toml_str(src: &str, origin: &str) -> Result<World, WorldError> {
+        let world: World = toml::from_str(src).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|s| line_column(src, s.start))
+                .unwrap_or((1, 1));
+            WorldError::Invalid {
+                origin: origin.to_string(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        validate::check(&world).map_err(|(span, message)| {
+            let (line, column) = line_column(src, span.start);
+            WorldError::Invalid {
+                origin: origin.to_string(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        Ok(world)
+    }
+
+    /// The demo world (`twin/worlds/demo.toml`), which keyflip's demo and tests use.
+    pub fn demo() -> World {
+        // The embedded file is checked by `tests::demo_world_is_valid`; failing here
+        // would be a build defect, not bad input.
+        #[allow(clippy::expect_used)]
+        World::from_toml_str(DEMO_TOML, "twin/worlds/demo.toml")
+            .expect("the embedded demo world is valid (checked by world::tests)")
+    }
+
+    /// The tenant id.
+    pub fn tenant_id(&self) -> &str {
+        self.tenant.id.get_ref()
+    }
+
+    /// The run-time settings the twin starts with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Replaces the settings the twin starts with.
+    pub fn set_settings(&mut self, settings: Settings) {
+        self.settings = settings;
+    }
+}
+
+pub(crate) const DEMO_TOML: &str = include_str!("../../worlds/demo.toml");
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = src.get(..offset).unwrap_or(src);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before
+        .get(line_start..)
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,552 @@
+//! Semantic checks on a parsed world: names are well formed and unique, and every
+//! reference (resource group, account, vault, principal, role, scope) points at
+//! something the world defines. Errors carry the span of the offending value so the
+//! caller can report file, line and column.
+
+use std::collections::{BTreeSet, HashSet};
+use std::ops::Range;
+
+use toml::Spanned;
+
+use super::{CredentialKind, DatastoreType, ScopeBackend, Settings, World};
+use crate::rbac::{builtin, scope_key};
+
+type Failure = (Range<usize>, String);
+
+fn fail<T>(at: &Spanned<String>, message: String) -> Result<T, Failure> {
+    Err((at.span(), message))
+}
+
+/// Names that are the first path segment of another service, so a storage account
+/// with one of them could not be reached path-style.
+const RESERVED_ACCOUNT_NAMES: &[&str] = &[
+    "msi",
+    "keyvault",
+    "databricks",
+    "subscriptions",
+    "providers",
+    "metadata",
+    "tenants",
+    "secrets",
+    "common",
+    "organizations",
+    "consumers",
+];
+
+pub(super) fn check(w: &World) -> Result<(), Failure> {
+    check_guid(&w.tenant.id, "tenant.id")?;
+    check_settings(&w.settings)?;
+    if w.subscriptions.is_empty() {
+        return Err((0..0, "the world needs at least one [[subscription]]".into()));
+    }
+    let mut subs = HashSet::new();
+    for s in &w.subscriptions {
+        check_guid(&s.id, "subscription.id")?;
+        if !subs.insert(s.id.get_ref().to_ascii_lowercase()) {
+            return fail(
+                &s.id,
+                format!("subscription {} is defined twice", s.id.get_ref()),
+            );
+        }
+    }
+    let mut groups = HashSet::new();
+    for g in &w.resource_groups {
+        check_name(&g.name, "resource group", 1, 90, |c| {
+            c.is_ascii_alphanumeric() || "-_.()".contains(c)
+        })?;
+        if !groups.insert(g.name.get_ref().to_ascii_lowercase()) {
+            return fail(
+                &g.name,
+                format!(
+                    "resource group {} is defined twice (names are unique across the world)",
+                    g.name.get_ref()
+                ),
+            );
+        }
+        match &g.subscription {
+            Some(s) if !subs.contains(&s.get_ref().to_ascii_lowercase()) => {
+                return fail(s, format!("no [[subscription]] has id {}", s.get_ref()));
+            }
+            None if w.subscriptions.len() > 1 => {
+                return fail(
+                    &g.name,
+                    "the world has several subscriptions: say which one with `subscription = \"...\"`"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+    }
+    let known_group = |r: &Spanned<String>| -> Result<(), Failure> {
+        if groups.contains(&r.get_ref().to_ascii_lowercase()) {
+            Ok(())
+        } else {
+            fail(r, format!("no [[resource_group]] is named {}", r.get_ref()))
+        }
+    };
+
+    let mut accounts = BTreeSet::new();
+    for a in &w.storage_accounts {
+        check_name(&a.name, "storage account", 3, 24, |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit()
+        })?;
+        if RESERVED_ACCOUNT_NAMES.contains(&a.name.get_ref().as_str()) {
+            return fail(
+                &a.name,
+                format!(
+                    "storage account name {} is the path prefix of another twin service; pick another name",
+                    a.name.get_ref()
+                ),
+            );
+        }
+        if !accounts.insert(a.name.get_ref().clone()) {
+            return fail(
+                &a.name,
+                format!("storage account {} is defined twice", a.name.get_ref()),
+            );
+        }
+        known_group(&a.resource_group)?;
+        for key in [&a.key1, &a.key2].into_iter().flatten() {
+            check_base64(key)?;
+        }
+        for t in [&a.key1_created, &a.key2_created].into_iter().flatten() {
+            if chrono::DateTime::parse_from_rfc3339(t.get_ref()).is_err() {
+                return fail(
+                    t,
+                    format!(
+                        "expected an RFC 3339 time such as 2026-01-31T12:00:00Z, found {:?}",
+                        t.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+    let known_account = |r: &Spanned<String>| -> Result<(), Failure> {
+        if accounts.contains(r.get_ref()) {
+            Ok(())
+        } else {
+            fail(
+                r,
+                format!("no [[storage_account]] is named {}", r.get_ref()),
+            )
+        }
+    };
+
+    let mut vaults = BTreeSet::new();
+    for v in &w.key_vaults {
+        check_name(&v.name, "key vault", 3, 24, |c| {
+            c.is_ascii_alphanumeric() || c == '-'
+        })?;
+        if !vaults.insert(v.name.get_ref().to_ascii_lowercase()) {
+            return fail(
+                &v.name,
+                format!("key vault {} is defined twice", v.name.get_ref()),
+            );
+        }
+        known_group(&v.resource_group)?;
+        let mut names = HashSet::new();
+        for s in &v.secrets {
+            check_name(&s.name, "secret", 1, 127, |c| {
+                c.is_ascii_alphanumeric() || c == '-'
+            })?;
+            if !names.insert(s.name.get_ref().to_ascii_lowercase()) {
+                return fail(
+                    &s.name,
+                    format!("secret {} is defined twice", s.name.get_ref()),
+                );
+            }
+            check_one_value(
+                &s.name,
+                s.value.is_some(),
+                s.value_from.as_ref().map(|f| &f.account),
+            )?;
+            if let Some(f) = &s.value_from {
+                known_account(&f.account)?;
+            }
+        }
+    }
+    let known_vault = |r: &Spanned<String>| -> Result<(), Failure> {
+        if vaults.contains(&r.get_ref().to_ascii_lowercase()) {
+            Ok(())
+        } else {
+            fail(r, format!("no [[key_vault]] is named {}", r.get_ref()))
+        }
+    };
+
+    let mut principals = BTreeSet::new();
+    let mut client_ids = HashSet::new();
+    for p in &w.principals {
+        check_name(&p.name, "principal", 1, 64, |c| {
+            c.is_ascii_alphanumeric() || "-_.".contains(c)
+        })?;
+        check_guid(&p.client_id, "client_id")?;
+        check_guid(&p.object_id, "object_id")?;
+        if !principals.insert(p.name.get_ref().clone()) {
+            return fail(
+                &p.name,
+                format!("principal {} is defined twice", p.name.get_ref()),
+            );
+        }
+        if !client_ids.insert(p.client_id.get_ref().to_ascii_lowercase())
+            || !client_ids.insert(p.object_id.get_ref().to_ascii_lowercase())
+        {
+            return fail(
+                &p.client_id,
+                "client and object ids must be unique across principals".into(),
+            );
+        }
+    }
+    let known_principal = |r: &Spanned<String>| -> Result<(), Failure> {
+        if principals.contains(r.get_ref()) {
+            Ok(())
+        } else {
+            fail(r, format!("no [[principal]] is named {}", r.get_ref()))
+        }
+    };
+
+    let mut workspaces = HashSet::new();
+    for m in &w.ml_workspaces {
+        check_name(&m.name, "ML workspace", 3, 33, |c| {
+            c.is_ascii_alphanumeric() || "-_".contains(c)
+        })?;
+        if !workspaces.insert(m.name.get_ref().to_ascii_lowercase()) {
+            return fail(
+                &m.name,
+                format!("ML workspace {} is defined twice", m.name.get_ref()),
+            );
+        }
+        known_group(&m.resource_group)?;
+        known_account(&m.storage_account)?;
+        if let Some(v) = &m.key_vault {
+            known_vault(v)?;
+        }
+        let mut names = HashSet::new();
+        let mut defaults = 0;
+        for d in &m.datastores {
+            check_name(&d.name, "datastore", 1, 255, |c| {
+                c.is_ascii_alphanumeric() || "-_".contains(c)
+            })?;
+            if !names.insert(d.name.get_ref().to_ascii_lowercase()) {
+                return fail(
+                    &d.name,
+                    format!("datastore {} is defined twice", d.name.get_ref()),
+                );
+            }
+            defaults += usize::from(d.default);
+            match (d.datastore_type, &d.container, &d.file_share) {
+                (DatastoreType::AzureBlob, Some(_), None)
+                | (DatastoreType::AzureFile, None, Some(_)) => {}
+                (DatastoreType::AzureBlob, _, _) => {
+                    return fail(
+                        &d.name,
+                        "an AzureBlob datastore needs `container` (and no `file_share`)".into(),
+                    );
+                }
+                (DatastoreType::AzureFile, _, _) => {
+                    return fail(
+                        &d.name,
+                        "an AzureFile datastore needs `file_share` (and no `container`)".into(),
+                    );
+                }
+            }
+            match (d.credential, d.key, &d.sas_token) {
+                (CredentialKind::AccountKey, Some(_), None) => known_account(&d.account)?,
+                (CredentialKind::Sas, None, Some(_)) => {}
+                (CredentialKind::AccountKey, _, _) => {
+                    return fail(&d.name, "credential = \"account-key\" needs `key = \"key1\"|\"key2\"` and no `sas_token`".into());
+                }
+                (CredentialKind::Sas, _, _) => {
+                    return fail(
+                        &d.name,
+                        "credential = \"sas\" needs `sas_token` and no `key`".into(),
+                    );
+                }
+            }
+        }
+        if defaults > 1 {
+            return fail(
+                &m.name,
+                "at most one datastore of a workspace can be `default = true`".into(),
+            );
+        }
+    }
+
+    let mut dbws = HashSet::new();
+    for d in &w.databricks_workspaces {
+        check_name(&d.name, "Databricks workspace", 3, 64, |c| {
+            c.is_ascii_alphanumeric() || "-_".contains(c)
+        })?;
+        if !dbws.insert(d.name.get_ref().to_ascii_lowercase()) {
+            return fail(
+                &d.name,
+                format!("Databricks workspace {} is defined twice", d.name.get_ref()),
+            );
+        }
+        known_group(&d.resource_group)?;
+        for u in &d.users {
+            known_principal(u)?;
+        }
+        let mut scopes = HashSet::new();
+        for s in &d.scopes {
+            check_name(&s.name, "secret scope", 1, 128, |c| {
+                c.is_ascii_alphanumeric() || "-_.".contains(c)
+            })?;
+            if !scopes.insert(s.name.get_ref().clone()) {
+                return fail(
+                    &s.name,
+                    format!("secret scope {} is defined twice", s.name.get_ref()),
+                );
+            }
+            for who in s.acl.keys() {
+                if !principals.contains(who) {
+                    return fail(
+                        &s.name,
+                        format!(
+                            "the acl of scope {} names {who}, which is not a [[principal]]",
+                            s.name.get_ref()
+                        ),
+                    );
+                }
+            }
+            match (s.backend, &s.key_vault) {
+                (ScopeBackend::AzureKeyVault, Some(v)) => {
+                    known_vault(v)?;
+                    if !s.secrets.is_empty() {
+                        return fail(&s.name, "an AZURE_KEYVAULT scope holds no secrets of its own; put them in the vault".into());
+                    }
+                }
+                (ScopeBackend::AzureKeyVault, None) => {
+                    return fail(
+                        &s.name,
+                        "an AZURE_KEYVAULT scope needs `key_vault = \"...\"`".into(),
+                    );
+                }
+                (ScopeBackend::Databricks, Some(v)) => {
+                    return fail(v, "only AZURE_KEYVAULT scopes take `key_vault`".into());
+                }
+                (ScopeBackend::Databricks, None) => {}
+            }
+            let mut keys = HashSet::new();
+            for k in &s.secrets {
+                check_name(&k.key, "secret key", 1, 128, |c| {
+                    c.is_ascii_alphanumeric() || "-_.".contains(c)
+                })?;
+                if !keys.insert(k.key.get_ref().clone()) {
+                    return fail(
+                        &k.key,
+                        format!("secret {} is defined twice", k.key.get_ref()),
+                    );
+                }
+                check_one_value(
+                    &k.key,
+                    k.value.is_some(),
+                    k.value_from.as_ref().map(|f| &f.account),
+                )?;
+                if let Some(f) = &k.value_from {
+                    known_account(&f.account)?;
+                }
+            }
+        }
+    }
+
+    let mut role_names: HashSet<String> = builtin::roles()
+        .iter()
+        .map(|r| r.name.to_ascii_lowercase())
+        .collect();
+    let mut role_ids: HashSet<String> = builtin::roles().iter().map(|r| r.id.to_string()).collect();
+    for r in &w.custom_roles {
+        check_guid(&r.id, "custom_role.id")?;
+        if !role_names.insert(r.name.get_ref().to_ascii_lowercase()) {
+            return fail(
+                &r.name,
+                format!("a role named {} already exists", r.name.get_ref()),
+            );
+        }
+        if !role_ids.insert(r.id.get_ref().to_ascii_lowercase()) {
+            return fail(
+                &r.id,
+                format!("a role with id {} already exists", r.id.get_ref()),
+            );
+        }
+    }
+
+    let resource_ids = world_scopes(w);
+    for a in &w.role_assignments {
+        known_principal(&a.principal)?;
+        let role = a.role.get_ref().to_ascii_lowercase();
+        if !role_names.contains(&role) && !role_ids.contains(&role) {
+            return fail(
+                &a.role,
+                format!(
+                    "no built-in or custom role is named {} (or has that id)",
+                    a.role.get_ref()
+                ),
+            );
+        }
+        if !resource_ids.contains(&scope_key(a.scope.get_ref())) {
+            return fail(
+                &a.scope,
+                format!(
+                    "scope {} is not a subscription, resource group or resource of this world (expected a full id such as /subscriptions/<id>/resourceGroups/<name>)",
+                    a.scope.get_ref()
+                ),
+            );
+        }
+    }
+    if let Some(mi) = &w.managed_identity {
+        known_principal(&mi.default_principal)?;
+    }
+    Ok(())
+}
+
+/// The scope keys (see [`scope_key`]) of everything in the world that can hold a
+/// role assignment.
+fn world_scopes(w: &World) -> HashSet<String> {
+    let mut out = HashSet::new();
+    let sub_of = |rg: &str| -> String {
+        w.resource_groups
+            .iter()
+            .find(|g| g.name.get_ref().eq_ignore_ascii_case(rg))
+            .and_then(|g| g.subscription.as_ref().map(|s| s.get_ref().clone()))
+            .or_else(|| w.subscriptions.first().map(|s| s.id.get_ref().clone()))
+            .unwrap_or_default()
+    };
+    for s in &w.subscriptions {
+        out.insert(scope_key(&format!("/subscriptions/{}", s.id.get_ref())));
+    }
+    for g in &w.resource_groups {
+        let sub = sub_of(g.name.get_ref());
+        out.insert(scope_key(&format!(
+            "/subscriptions/{sub}/resourceGroups/{}",
+            g.name.get_ref()
+        )));
+    }
+    let mut add = |rg: &str, ty: &str, name: &str| {
+        let sub = sub_of(rg);
+        out.insert(scope_key(&format!(
+            "/subscriptions/{sub}/resourceGroups/{rg}/providers/{ty}/{name}"
+        )));
+    };
+    for a in &w.storage_accounts {
+        add(
+            a.resource_group.get_ref(),
+            "Microsoft.Storage/storageAccounts",
+            a.name.get_ref(),
+        );
+    }
+    for v in &w.key_vaults {
+        add(
+            v.resource_group.get_ref(),
+            "Microsoft.KeyVault/vaults",
+            v.name.get_ref(),
+        );
+    }
+    for m in &w.ml_workspaces {
+        add(
+            m.resource_group.get_ref(),
+            "Microsoft.MachineLearningServices/workspaces",
+            m.name.get_ref(),
+        );
+    }
+    for d in &w.databricks_workspaces {
+        add(
+            d.resource_group.get_ref(),
+            "Microsoft.Databricks/workspaces",
+            d.name.get_ref(),
+        );
+    }
+    out
+}
+
+fn check_settings(s: &Settings) -> Result<(), Failure> {
+    let secs = [
+        ("propagation_delay_secs", s.propagation_delay_secs),
+        ("resync_duration_secs", s.resync_duration_secs),
+        ("arm_write_refill_per_sec", s.arm_write_refill_per_sec),
+        ("arm_read_refill_per_sec", s.arm_read_refill_per_sec),
+        (
+            "keyvault_write_refill_per_sec",
+            s.keyvault_write_refill_per_sec,
+        ),
+        (
+            "keyvault_read_refill_per_sec",
+            s.keyvault_read_refill_per_sec,
+        ),
+    ];
+    for (name, v) in secs {
+        if !v.is_finite() || v < 0.0 {
+            return Err((
+                0..0,
+                format!("settings.{name} must be a finite number >= 0, found {v}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a settings change made at run time (same rules as the world file).
+pub(crate) fn check_runtime_settings(s: &Settings) -> Result<(), String> {
+    check_settings(s).map_err(|(_, m)| m)
+}
+
+fn check_guid(v: &Spanned<String>, what: &str) -> Result<(), Failure> {
+    if uuid::Uuid::parse_str(v.get_ref()).is_ok() && v.get_ref().len() == 36 {
+        Ok(())
+    } else {
+        fail(
+            v,
+            format!(
+                "{what} must be a GUID such as 7f3c1a2e-4b5d-4c6e-8f90-1a2b3c4d5e6f, found {:?}",
+                v.get_ref()
+            ),
+        )
+    }
+}
+
+fn check_name(
+    v: &Spanned<String>,
+    what: &str,
+    min: usize,
+    max: usize,
+    allowed: impl Fn(char) -> bool,
+) -> Result<(), Failure> {
+    let n = v.get_ref();
+    let len = n.chars().count();
+    if len < min || len > max || !n.chars().all(allowed) {
+        return fail(
+            v,
+            format!(
+                "{what} name {n:?} is not valid: Azure allows {min} to {max} characters of a restricted set"
+            ),
+        );
+    }
+    Ok(())
+}
+
+fn check_base64(v: &Spanned<String>) -> Result<(), Failure> {
+    use base64::Engine as _;
+    match base64::engine::general_purpose::STANDARD.decode(v.get_ref()) {
+        Ok(bytes) if !bytes.is_empty() => Ok(()),
+        _ => fail(
+            v,
+            "a storage key must be base64 (Azure keys are 64 random bytes, 88 characters)".into(),
+        ),
+    }
+}
+
+fn check_one_value(
+    at: &Spanned<String>,
+    has_value: bool,
+    from: Option<&Spanned<String>>,
+) -> Result<(), Failure> {
+    match (has_value, from) {
+        (true, None) | (false, Some(_)) => Ok(()),
+        _ => fail(
+            at,
+            format!(
+                "{} needs exactly one of `value` and `value_from`",
+                at.get_ref()
+            ),
+        ),
+    }
+}

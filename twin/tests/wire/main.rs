@@ -1,0 +1,20 @@
+//! Wire-level tests of keyflip-twin: every test starts a twin in-process and talks
+//! HTTPS to it with reqwest, trusting only the twin's CA, exactly as a client would.
+//! Time-dependent behaviour (token expiry, key propagation, LROs, throttling refill)
+//! is driven through the admin clock, never by sleeping.
+
+mod common;
+
+mod admin;
+mod authz;
+mod bad_input;
+mod blob;
+mod databricks;
+mod entra;
+mod examples;
+mod faults;
+mod keyvault;
+mod ml;
+mod serve;
+mod storage;
+mod throttling;
