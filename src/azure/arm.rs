@@ -184,10 +184,17 @@ impl Arm {
             }
         };
         let poll_url = self.same_origin(&first.call, &link, "polling URL")?;
+        // A Location poll answers with the operation's own outcome, so its 500 is the
+        // operation failing, not the poll; only throttling and unavailability are
+        // retried there. An Azure-AsyncOperation poll reports the outcome in its body.
         let poll_op = Operation {
             name: "arm.pollOperation",
             action: op.action.clone(),
             idempotent: true,
+            retry_on: match mode {
+                Poll::Location => &[429, 503],
+                Poll::AsyncOperation => super::http::RETRY_STATUSES,
+            },
         };
         let mut wait = super::error::retry_after(&first.headers).unwrap_or(self.lro_poll);
         loop {
@@ -209,12 +216,21 @@ impl Arm {
                 Ok(answer) => answer,
                 // In Location mode the operation's own failure arrives as the poll's
                 // error status.
-                Err(Error::Rejected {
-                    call,
-                    status,
-                    code,
-                    message,
-                }) if mode == Poll::Location => {
+                Err(
+                    Error::Rejected {
+                        call,
+                        status,
+                        code,
+                        message,
+                    }
+                    | Error::Server {
+                        call,
+                        status,
+                        code,
+                        message,
+                        ..
+                    },
+                ) if mode == Poll::Location => {
                     return Err(Error::OperationFailed {
                         call,
                         status: format!("HTTP {status}"),

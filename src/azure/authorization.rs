@@ -21,6 +21,7 @@ const LIST: Operation = Operation {
     name: "authorization.permissions",
     action: None,
     idempotent: true,
+    retry_on: super::http::RETRY_STATUSES,
 };
 
 /// A required action nobody granted, with a role that would.

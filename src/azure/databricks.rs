@@ -46,16 +46,19 @@ const LIST_SCOPES: Operation = Operation {
     name: "databricks.scopes.list",
     action: None,
     idempotent: true,
+    retry_on: super::http::RETRY_STATUSES,
 };
 const PUT: Operation = Operation {
     name: "databricks.secrets.put",
     action: None,
     idempotent: true,
+    retry_on: super::http::RETRY_STATUSES,
 };
 const LIST_SECRETS: Operation = Operation {
     name: "databricks.secrets.list",
     action: None,
     idempotent: true,
+    retry_on: super::http::RETRY_STATUSES,
 };
 
 fn api_url(workspace: &Url, path: &str) -> Result<Url, Error> {

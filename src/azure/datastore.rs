@@ -128,6 +128,22 @@ impl Azure {
             .collect()
     }
 
+    /// The workspace's datastores that read `account` with an account key: the ones a
+    /// rotation of that account must update.
+    pub async fn ml_account_key_datastores(
+        &self,
+        workspace: &ResourceId,
+        account: &ResourceId,
+    ) -> Result<Vec<Datastore>, Error> {
+        let suffix = self.cloud.storage_suffix.clone();
+        Ok(self
+            .ml_datastores(workspace)
+            .await?
+            .into_iter()
+            .filter(|d| d.uses_account_key() && d.refers_to(account, suffix.as_deref()))
+            .collect())
+    }
+
     pub async fn ml_datastore(
         &self,
         workspace: &ResourceId,

@@ -37,7 +37,12 @@ pub(crate) struct Operation {
     pub action: Option<Action>,
     /// Safe to send twice. Only idempotent operations are retried.
     pub idempotent: bool,
+    /// The answers worth retrying; [`RETRY_STATUSES`] for most operations.
+    pub retry_on: &'static [u16],
 }
+
+/// Statuses Azure uses for "try again": timeout, throttling, server-side failures.
+pub(crate) const RETRY_STATUSES: &[u16] = &[408, 429, 500, 502, 503, 504];
 
 impl Operation {
     pub const fn read(name: &'static str, action: Action) -> Self {
@@ -45,6 +50,7 @@ impl Operation {
             name,
             action: Some(action),
             idempotent: true,
+            retry_on: RETRY_STATUSES,
         }
     }
 }
@@ -180,7 +186,7 @@ impl Sender {
             let wait = match &failure {
                 Failure::Status {
                     status, headers, ..
-                } if may_retry && is_retryable_status(*status) => {
+                } if may_retry && op.retry_on.contains(status) => {
                     retry_after(headers).unwrap_or_else(|| self.retry.backoff(attempt))
                 }
                 Failure::Transport { error, .. }
@@ -331,10 +337,6 @@ pub(crate) enum Failure {
     },
 }
 
-fn is_retryable_status(status: u16) -> bool {
-    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
-}
-
 /// The error a non-2xx answer means.
 pub(crate) fn status_error(
     op: &Operation,
@@ -426,6 +428,7 @@ mod tests {
         name: "test.write",
         action: Some(actions::STORAGE_REGENERATE_KEY),
         idempotent: false,
+        retry_on: RETRY_STATUSES,
     };
 
     #[tokio::test]

@@ -30,7 +30,7 @@ use futures::TryStreamExt as _;
 use url::Url;
 
 use super::error::{Call, request_id, retry_after};
-use super::http::{Operation, client_options, status_error};
+use super::http::{Operation, RETRY_STATUSES, client_options, status_error};
 use super::roles::actions;
 use super::{Azure, Error, credential};
 use crate::secret::{Fingerprint, StorageKey};
@@ -142,47 +142,47 @@ impl Azure {
             .unwrap_or_else(|| "Key Vault (from the vault's challenge)".into())
     }
 
-    /// Runs an SDK call with keyflip's retry rules and error mapping.
-    async fn kv<T, F, Fut>(
-        &self,
-        op: &Operation,
-        target: &str,
-        call: F,
-    ) -> Result<(T, Option<String>), Error>
+    /// Runs an SDK call that answers with a model, with keyflip's retry rules and
+    /// error mapping.
+    async fn kv<T, F, Fut>(&self, op: &Operation, target: &str, call: F) -> Result<T, Error>
     where
         T: serde::de::DeserializeOwned,
         F: Fn() -> Fut,
         Fut: Future<Output = azure_core::Result<Response<T>>>,
+    {
+        let response = self.kv_retry(op, target, call).await?;
+        let rid = request_id(response.headers());
+        tracing::debug!(
+            operation = op.name,
+            target,
+            status = u16::from(response.status()),
+            request_id = rid.as_deref(),
+            "azure call answered"
+        );
+        response.into_model().map_err(|e| Error::BadResponse {
+            call: Call {
+                operation: op.name,
+                target: target.to_owned(),
+                request_id: rid,
+            }
+            .into(),
+            status: 200,
+            detail: format!("the body does not have the expected shape ({:?})", e.kind()),
+        })
+    }
+
+    /// Runs an SDK call, retrying it like any idempotent call.
+    async fn kv_retry<R, F, Fut>(&self, op: &Operation, target: &str, call: F) -> Result<R, Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = azure_core::Result<R>>,
     {
         let retry = &self.options.retry;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             let error = match call().await {
-                Ok(response) => {
-                    let rid = request_id(response.headers());
-                    tracing::debug!(
-                        operation = op.name,
-                        target,
-                        status = u16::from(response.status()),
-                        request_id = rid.as_deref(),
-                        "azure call answered"
-                    );
-                    let model = response.into_model().map_err(|e| Error::BadResponse {
-                        call: Call {
-                            operation: op.name,
-                            target: target.to_owned(),
-                            request_id: rid.clone(),
-                        }
-                        .into(),
-                        status: 200,
-                        detail: format!(
-                            "the body does not have the expected shape ({:?})",
-                            e.kind()
-                        ),
-                    })?;
-                    return Ok((model, rid));
-                }
+                Ok(answer) => return Ok(answer),
                 Err(e) => e,
             };
             let left = attempt < retry.max_attempts;
@@ -191,12 +191,10 @@ impl Azure {
                     status,
                     raw_response,
                     ..
-                } if left && matches!(u16::from(*status), 408 | 429 | 500 | 502 | 503 | 504) => {
-                    raw_response
-                        .as_ref()
-                        .and_then(|r| retry_after(r.headers()))
-                        .unwrap_or_else(|| retry.backoff(attempt))
-                }
+                } if left && RETRY_STATUSES.contains(&u16::from(*status)) => raw_response
+                    .as_ref()
+                    .and_then(|r| retry_after(r.headers()))
+                    .unwrap_or_else(|| retry.backoff(attempt)),
                 ErrorKind::Io | ErrorKind::Connection if left => retry.backoff(attempt),
                 _ => return Err(self.kv_error(op, target, error, attempt)),
             };
@@ -281,7 +279,7 @@ impl Azure {
         check_name("secret name", name, 127)?;
         let client = self.vault_client(vault)?;
         let target = target(vault, name, None);
-        let (secret, _) = self
+        let secret = self
             .kv(&SET, &target, || {
                 let client = client.clone();
                 let params = SetSecretParameters {
@@ -324,7 +322,7 @@ impl Azure {
         }
         let client = self.vault_client(vault)?;
         let target = target(vault, name, version);
-        let (secret, _) = self
+        let secret = self
             .kv(&GET, &target, || {
                 let client = client.clone();
                 let options = SecretClientGetSecretOptions {
@@ -375,39 +373,15 @@ impl Azure {
         check_name("secret name", name, 127)?;
         let client = self.vault_client(vault)?;
         let target = target(vault, name, None);
-        let mut attempt = 0u32;
-        let items: Vec<SecretProperties> = loop {
-            attempt += 1;
-            let listed = async {
-                let pager = client.list_secret_properties_versions(name, None)?;
-                pager.try_collect::<Vec<_>>().await
-            }
-            .await;
-            match listed {
-                Ok(items) => break items,
-                Err(e) => {
-                    let transient = matches!(e.kind(), ErrorKind::Io | ErrorKind::Connection)
-                        || e.http_status().is_some_and(|s| {
-                            matches!(u16::from(s), 408 | 429 | 500 | 502 | 503 | 504)
-                        });
-                    if !transient || attempt >= self.options.retry.max_attempts {
-                        return Err(self.kv_error(&LIST, &target, e, attempt));
-                    }
-                    let wait = match e.kind() {
-                        ErrorKind::HttpResponse {
-                            raw_response: Some(r),
-                            ..
-                        } => retry_after(r.headers()),
-                        _ => None,
-                    }
-                    .unwrap_or_else(|| self.options.retry.backoff(attempt));
-                    if wait > self.options.retry.max_retry_after {
-                        return Err(self.kv_error(&LIST, &target, e, attempt));
-                    }
-                    tokio::time::sleep(wait).await;
+        let items: Vec<SecretProperties> = self
+            .kv_retry(&LIST, &target, || {
+                let client = client.clone();
+                async move {
+                    let pager = client.list_secret_properties_versions(name, None)?;
+                    pager.try_collect::<Vec<_>>().await
                 }
-            }
-        };
+            })
+            .await?;
         let mut versions = items
             .into_iter()
             .map(|p| {
@@ -441,7 +415,7 @@ impl Azure {
         check_name("secret version", version, 64)?;
         let client = self.vault_client(vault)?;
         let target = target(vault, name, Some(version));
-        let (secret, _) = self
+        let secret = self
             .kv(&DISABLE, &target, || {
                 let client = client.clone();
                 let params = UpdateSecretPropertiesParameters {

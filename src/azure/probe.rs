@@ -62,6 +62,7 @@ const PROBE: Operation = Operation {
     name: "blob.getAccountInformation",
     action: None,
     idempotent: true,
+    retry_on: super::http::RETRY_STATUSES,
 };
 
 impl Azure {

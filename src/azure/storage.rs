@@ -126,6 +126,7 @@ const REGENERATE: Operation = Operation {
     name: "storage.regenerateKey",
     action: Some(actions::STORAGE_REGENERATE_KEY),
     idempotent: false,
+    retry_on: super::http::RETRY_STATUSES,
 };
 const PATCH: Operation = Operation::read("storage.patch", actions::STORAGE_WRITE);
 

@@ -1,4 +1,9 @@
 //! The `azure` module against keyflip-twin (over HTTPS, the twin's admin API for
 //! faults, request log and state) and against Azurite (the SharedKey signer).
 
+mod authorization;
+mod databricks;
+mod keyvault;
+mod ml;
 mod shared_key;
+mod storage;

@@ -42,3 +42,29 @@ async fn a_closed_port_is_classified_as_refused() {
     assert_eq!(probe.outcome, ProbeOutcome::Refused, "{probe:?}");
     assert_eq!(probe.status, None);
 }
+
+#[tokio::test]
+async fn the_twin_judges_keys_the_same_way() {
+    use crate::support::twin::{ACCOUNT, OPERATOR, TestTwin};
+    use keyflip::key::KeyName;
+    let twin = TestTwin::start();
+    let azure = twin.azure(OPERATOR);
+    let id = twin.account_id(ACCOUNT);
+    let account = azure.storage_account(&id).await.unwrap();
+    let keys = azure.storage_keys(&id).await.unwrap();
+    for key in KeyName::BOTH {
+        let probe = azure
+            .probe_account_key(&account, keys.value(key))
+            .await
+            .unwrap();
+        assert_eq!(probe.outcome, ProbeOutcome::Works, "{key}: {probe:?}");
+    }
+    twin.regenerate_behind_our_back(ACCOUNT, "key2").await;
+    let stale = azure
+        .probe_account_key(&account, keys.value(KeyName::Key2))
+        .await
+        .unwrap();
+    assert_eq!(stale.outcome, ProbeOutcome::Rejected, "{stale:?}");
+    assert_eq!(stale.code.as_deref(), Some("AuthenticationFailed"));
+    assert_eq!(twin.requests_for("blob.accountInfo").await.len(), 3);
+}

@@ -2,6 +2,7 @@
 //! configured through a real `keyflip.toml`.
 
 pub mod azurite;
+pub mod twin;
 
 use std::path::Path;
 use std::sync::Arc;
