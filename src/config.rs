@@ -751,4 +751,37 @@ mod tests {
             PathBuf::from("/x.toml")
         );
     }
+
+    #[test]
+    fn the_shipped_examples_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples");
+        let load = |name: &str| {
+            let path = ConfigPath {
+                path: dir.join(name),
+                explicit: true,
+            };
+            Config::load_from(&path, &env_of(&[])).unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        let production = load("keyflip.toml");
+        assert_eq!(production.cloud.kind, CloudKind::Public);
+        assert_eq!(
+            production.credential,
+            CredentialConfig::ManagedIdentity { client_id: None }
+        );
+        let twin = load("keyflip-twin.toml");
+        let CloudKind::Custom(custom) = &twin.cloud.kind else {
+            panic!("the twin example is a custom cloud")
+        };
+        assert_eq!(custom.arm_url.as_str(), "https://127.0.0.1:47443/");
+        assert_eq!(
+            twin.cloud.ca_bundle,
+            Some(PathBuf::from("/tmp/keyflip-twin/ca.pem"))
+        );
+        assert!(matches!(
+            &twin.credential,
+            CredentialConfig::ClientSecret { secret: ClientSecretSource::File(p), .. }
+                if p == Path::new("/tmp/keyflip-twin/principals/keyflip-operator.secret")
+        ));
+        assert_eq!(twin.plans_dir, dir.join("../../rotation-plans"));
+    }
 }

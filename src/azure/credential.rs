@@ -30,6 +30,7 @@ pub fn build(
     let options = || ClientOptions {
         transport: Some(transport(http)),
         cloud: Some(cloud.sdk_cloud()),
+        user_agent: super::http::user_agent(),
         ..Default::default()
     };
     let failed = |kind: &str, e: azure_core::Error| Error::Credential {

@@ -22,6 +22,7 @@ use azure_core::http::policies::Policy;
 use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
 use azure_core::http::{
     ClientOptions, Context, HttpClient, Pipeline, PipelineSendOptions, Request, RetryOptions,
+    UserAgentOptions,
 };
 
 use super::cloud::transport;
@@ -112,12 +113,28 @@ pub(crate) struct Sender {
     audience: String,
 }
 
-/// Client options with keyflip's transport and no SDK-level retry.
+/// Client options with keyflip's transport, its User-Agent and no SDK-level retry.
 pub(crate) fn client_options(http: &Arc<dyn HttpClient>) -> ClientOptions {
     ClientOptions {
         transport: Some(transport(http)),
         retry: RetryOptions::none(),
+        user_agent: user_agent(),
         ..Default::default()
+    }
+}
+
+/// `keyflip-{version}` at the front of every SDK User-Agent (`azsdk-rust-…` follows),
+/// so Azure's logs name keyflip even for requests the SDK crates build.
+pub(crate) fn user_agent() -> UserAgentOptions {
+    let id = format!("keyflip-{}", env!("CARGO_PKG_VERSION"));
+    // The SDK panics on an application id over 24 characters or with characters
+    // outside RFC 9110's token set; a long pre-release version falls back to the name.
+    let valid = id.len() <= 24
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
+    UserAgentOptions {
+        application_id: Some(if valid { id } else { "keyflip".to_owned() }),
     }
 }
 

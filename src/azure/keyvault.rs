@@ -364,7 +364,8 @@ impl Azure {
         })
     }
 
-    /// Every version of a secret (no values), oldest first by creation time.
+    /// Every version of a secret (no values), oldest first by creation time (which
+    /// Key Vault keeps to the second).
     pub async fn secret_versions(
         &self,
         vault: &Url,
@@ -395,11 +396,8 @@ impl Azure {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        versions.sort_by(|a, b| {
-            a.created
-                .cmp(&b.created)
-                .then_with(|| a.version.cmp(&b.version))
-        });
+        // Stable: versions created within the same second keep the service's order.
+        versions.sort_by_key(|v| v.created);
         tracing::debug!(operation = LIST.name, target = %target, versions = versions.len(), "secret versions listed");
         Ok(versions)
     }

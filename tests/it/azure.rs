@@ -3,7 +3,9 @@
 
 mod authorization;
 mod databricks;
+mod examples;
 mod keyvault;
+mod logs;
 mod ml;
 mod shared_key;
 mod storage;

@@ -4,7 +4,6 @@
 //! `keyflip.toml`, the tests through the admin API (faults, request log, state).
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -45,7 +44,17 @@ impl Drop for TestTwin {
 impl TestTwin {
     /// Starts the demo world on a free port.
     pub fn start() -> TestTwin {
-        Self::start_world(World::demo())
+        Self::start_world(World::demo(), TwinOptions::default())
+    }
+
+    /// Starts the demo world writing its state directory (ca.pem, endpoints.json,
+    /// principals/*.secret) to `state_dir`, as `keyflip-twin serve --state-dir` does.
+    pub fn start_in(state_dir: &std::path::Path) -> TestTwin {
+        let options = TwinOptions {
+            state_dir: Some(state_dir.to_path_buf()),
+            ..TwinOptions::default()
+        };
+        Self::start_world(World::demo(), options)
     }
 
     /// Starts the demo world with `extra` TOML appended (e.g. another role assignment).
@@ -54,10 +63,10 @@ impl TestTwin {
         let demo = std::fs::read_to_string(path).expect("twin/worlds/demo.toml");
         let world = World::from_toml_str(&format!("{demo}\n{extra}"), "demo.toml + test")
             .unwrap_or_else(|e| panic!("the test world is invalid: {e}"));
-        Self::start_world(world)
+        Self::start_world(world, TwinOptions::default())
     }
 
-    fn start_world(world: World) -> TestTwin {
+    fn start_world(world: World, options: TwinOptions) -> TestTwin {
         keyflip::install_crypto_provider();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -68,7 +77,7 @@ impl TestTwin {
                 .build()
                 .expect("a runtime for the twin");
             runtime.block_on(async move {
-                let handle = Twin::start(world, TwinOptions::default())
+                let handle = Twin::start(world, options)
                     .await
                     .expect("the demo twin starts");
                 let _ = ready_tx.send((handle.endpoints().clone(), handle.ca_pem().to_owned()));
@@ -98,10 +107,6 @@ impl TestTwin {
             stop: Some(stop_tx),
             thread: Some(thread),
         }
-    }
-
-    pub fn ca_path(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
     }
 
     /// The keyflip.toml that points at this twin as `principal`.
@@ -197,11 +202,6 @@ client_secret_file = "principals/{principal}.secret"
     /// Adds a fault rule (see twin/src/faults.rs for the shape).
     pub async fn fault(&self, rule: Value) {
         self.admin_call(reqwest::Method::POST, "/faults", Some(&rule))
-            .await;
-    }
-
-    pub async fn clear_faults(&self) {
-        self.admin_call(reqwest::Method::DELETE, "/faults", None)
             .await;
     }
 
