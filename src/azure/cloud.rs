@@ -37,17 +37,20 @@ pub struct Cloud {
 }
 
 impl Cloud {
-    pub fn from_config(config: &CloudConfig) -> Cloud {
-        let known = |arm: &str, login: &str, kv: &str, storage: &str, sdk| Cloud {
-            arm_url: parse_static(arm),
-            arm_audience: arm.trim_end_matches('/').to_owned(),
-            authority_host: parse_static(login),
-            key_vault_suffix: Some(kv.to_owned()),
-            storage_suffix: Some(storage.to_owned()),
-            ca_bundle: config.ca_bundle.clone(),
-            sdk: Arc::new(sdk),
-            custom: false,
-        };
+    pub fn from_config(config: &CloudConfig) -> Result<Cloud, Error> {
+        let known =
+            |arm: &str, login: &str, kv: &str, storage: &str, sdk| -> Result<Cloud, Error> {
+                Ok(Cloud {
+                    arm_url: parse_builtin(arm)?,
+                    arm_audience: arm.trim_end_matches('/').to_owned(),
+                    authority_host: parse_builtin(login)?,
+                    key_vault_suffix: Some(kv.to_owned()),
+                    storage_suffix: Some(storage.to_owned()),
+                    ca_bundle: config.ca_bundle.clone(),
+                    sdk: Arc::new(sdk),
+                    custom: false,
+                })
+            };
         match &config.kind {
             CloudKind::Public => known(
                 "https://management.azure.com/",
@@ -73,7 +76,7 @@ impl Cloud {
             CloudKind::Custom(c) => {
                 let mut sdk = CustomConfiguration::default();
                 sdk.authority_host = c.authority_host.as_str().trim_end_matches('/').to_owned();
-                Cloud {
+                Ok(Cloud {
                     arm_url: c.arm_url.clone(),
                     arm_audience: c.arm_audience.clone(),
                     authority_host: c.authority_host.clone(),
@@ -82,7 +85,7 @@ impl Cloud {
                     ca_bundle: config.ca_bundle.clone(),
                     sdk: Arc::new(CloudConfiguration::Custom(sdk)),
                     custom: true,
-                }
+                })
             }
         }
     }
@@ -122,9 +125,10 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-fn parse_static(s: &str) -> Url {
-    // The fixed endpoints above are valid URLs; a test parses every one of them.
-    Url::parse(s).unwrap_or_else(|_| unreachable!("built-in endpoint {s} is a valid URL"))
+/// The fixed endpoints above are valid URLs (a test builds every named cloud), so
+/// this never fails in practice; it reports rather than panics all the same.
+fn parse_builtin(s: &str) -> Result<Url, Error> {
+    Url::parse(s).map_err(|e| Error::Invalid(format!("built-in endpoint {s} is not a URL: {e}")))
 }
 
 /// The HTTPS client every keyflip Azure client shares.
@@ -175,7 +179,8 @@ mod tests {
             let cloud = Cloud::from_config(&CloudConfig {
                 kind,
                 ca_bundle: None,
-            });
+            })
+            .unwrap();
             assert_eq!(cloud.arm_url.scheme(), "https");
             assert!(cloud.arm_scope().ends_with("/.default"));
             assert!(!cloud.arm_scope().contains("//.default"));
@@ -195,7 +200,8 @@ mod tests {
                 storage_suffix: None,
             })),
             ca_bundle: None,
-        });
+        })
+        .unwrap();
         let url = |s: &str| Url::parse(s).unwrap();
         assert!(!cloud.verify_vault_challenge(&url("https://127.0.0.1:4443/keyvault/kv")));
         assert!(!cloud.verify_vault_challenge(&url("https://[::1]:4443/keyvault/kv")));

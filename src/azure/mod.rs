@@ -90,7 +90,7 @@ impl Azure {
         options: AzureOptions,
         env: Env,
     ) -> Result<Azure, Error> {
-        let cloud = Cloud::from_config(&config.cloud);
+        let cloud = Cloud::from_config(&config.cloud)?;
         let http = cloud::http_client(&cloud)?;
         let credential = credential::build(&config.credential, &cloud, &http, env)?;
         let arm_sender = http::Sender::bearer(
@@ -125,7 +125,8 @@ impl Azure {
         let cloud = Cloud::from_config(&crate::config::CloudConfig {
             kind: crate::config::CloudKind::Public,
             ca_bundle: None,
-        });
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         let credential: Arc<dyn TokenCredential> = Arc::new(mock::FixedToken);
         Azure {
             arm: arm::Arm::new(
