@@ -220,3 +220,22 @@ async fn a_secret_file_others_can_read_is_refused_before_any_request() {
     );
     assert!(twin.requests().await.is_empty());
 }
+
+#[tokio::test]
+async fn workload_identity_exchanges_a_federated_token() {
+    let twin = TestTwin::start();
+    let token_file = twin.dir.path().join("federated-token");
+    std::fs::write(&token_file, twin.federated_token(OPERATOR).await).unwrap();
+    let e = &twin.endpoints;
+    let text = format!(
+        "[cloud]\nname = \"custom\"\narm_url = \"{}\"\narm_audience = \"{}\"\nauthority_host = \"{}\"\nca_bundle = \"ca.pem\"\n[credential]\nkind = \"workload-identity\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nfederated_token_file = \"federated-token\"\n",
+        e.arm_url, e.arm_audience, e.authority_host, e.tenant_id, e.principals[OPERATOR].client_id
+    );
+    let azure = twin.azure_from(&text, fast_options()).unwrap();
+    azure.storage_keys(&twin.account_id(ACCOUNT)).await.unwrap();
+    let tokens = twin.requests_for("entra.token").await;
+    assert!(
+        tokens.iter().any(|t| t["principal"] == OPERATOR),
+        "{tokens:?}"
+    );
+}

@@ -230,6 +230,19 @@ client_secret_file = "principals/{principal}.secret"
         self.admin_call(reqwest::Method::GET, "/state", None).await
     }
 
+    /// A federated (Kubernetes service account) token for `principal`, as a workload
+    /// identity webhook would mount it.
+    pub async fn federated_token(&self, principal: &str) -> String {
+        let answer = self
+            .admin_call(
+                reqwest::Method::POST,
+                "/federated-token",
+                Some(&serde_json::json!({"principal": principal})),
+            )
+            .await;
+        answer["token"].as_str().expect("a token").to_owned()
+    }
+
     /// Regenerates a key behind keyflip's back; returns the new value.
     pub async fn regenerate_behind_our_back(&self, account: &str, key: &str) -> String {
         let answer = self
