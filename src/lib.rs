@@ -5,6 +5,7 @@
 
 pub mod azure;
 pub mod cli;
+pub mod config;
 pub mod diagnostic;
 pub mod exit;
 pub mod journal;

@@ -1,0 +1,581 @@
+//! Sending one logical request: the `azure_core` pipeline, keyflip's retry loop, and
+//! the mapping from HTTP answers to [`Error`].
+//!
+//! Every pipeline here is built with `RetryOptions::none()`; retrying is decided by
+//! [`Sender::send`] from the operation's [`Operation::idempotent`] flag, so a
+//! non-idempotent call (`regenerateKey`) goes out exactly once. Idempotent calls are
+//! retried on 408/429/500/502/503/504 and on network errors, waiting as long as Azure
+//! asks (`Retry-After`, `retry-after-ms`, `x-ms-retry-after-ms`) or with jittered
+//! exponential backoff. Every request carries `x-ms-client-request-id` and a
+//! `User-Agent` naming keyflip and its version (both set by the pipeline). Each answer
+//! is logged with operation, target, status and request ids, never with a body, a
+//! header value other than ids, or a URL query.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use azure_core::Bytes;
+use azure_core::credentials::TokenCredential;
+use azure_core::error::ErrorKind;
+use azure_core::http::headers::{CLIENT_REQUEST_ID, Headers};
+use azure_core::http::policies::Policy;
+use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
+use azure_core::http::{
+    ClientOptions, Context, HttpClient, Pipeline, PipelineSendOptions, Request, RetryOptions,
+    UserAgentOptions,
+};
+
+use super::cloud::transport;
+use super::error::{Call, ServiceError, denial, request_id, retry_after};
+use super::roles::Action;
+use super::{Error, credential};
+
+/// What keyflip calls an operation, for logs, errors and retry decisions.
+#[derive(Clone, Debug)]
+pub(crate) struct Operation {
+    pub name: &'static str,
+    /// The RBAC action Azure checks, used to explain a 403 that does not say.
+    pub action: Option<Action>,
+    /// Safe to send twice. Only idempotent operations are retried.
+    pub idempotent: bool,
+    /// The answers worth retrying; [`RETRY_STATUSES`] for most operations.
+    pub retry_on: &'static [u16],
+}
+
+/// Statuses Azure uses for "try again": timeout, throttling, server-side failures.
+pub(crate) const RETRY_STATUSES: &[u16] = &[408, 429, 500, 502, 503, 504];
+
+impl Operation {
+    pub const fn read(name: &'static str, action: Action) -> Self {
+        Operation {
+            name,
+            action: Some(action),
+            idempotent: true,
+            retry_on: RETRY_STATUSES,
+        }
+    }
+}
+
+/// How idempotent calls are retried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Longer `Retry-After` requests are not waited out: the call fails with
+    /// [`Error::Throttled`] carrying the wait, so the caller can schedule it.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(120),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Backoff before attempt `attempt + 1`, with ±25 % jitter so that several
+    /// keyflip processes do not retry in lockstep.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .initial_backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let base = exp.min(self.max_backoff);
+        let mut byte = [0u8; 1];
+        let jitter =
+            match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte) {
+                Ok(()) => f64::from(byte[0]) / 255.0 * 0.5 + 0.75,
+                Err(_) => 1.0,
+            };
+        base.mul_f64(jitter)
+    }
+}
+
+/// An answer with a 2xx status.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: Bytes,
+    pub call: Call,
+}
+
+/// A pipeline for one audience, with keyflip's retry loop around it.
+#[derive(Clone)]
+pub(crate) struct Sender {
+    pipeline: Pipeline,
+    retry: RetryPolicy,
+    audience: String,
+}
+
+/// Client options with keyflip's transport, its User-Agent and no SDK-level retry.
+pub(crate) fn client_options(http: &Arc<dyn HttpClient>) -> ClientOptions {
+    ClientOptions {
+        transport: Some(transport(http)),
+        retry: RetryOptions::none(),
+        user_agent: user_agent(),
+        ..Default::default()
+    }
+}
+
+/// `keyflip-{version}` at the front of every SDK User-Agent (`azsdk-rust-…` follows),
+/// so Azure's logs name keyflip even for requests the SDK crates build.
+pub(crate) fn user_agent() -> UserAgentOptions {
+    let id = format!("keyflip-{}", env!("CARGO_PKG_VERSION"));
+    // The SDK panics on an application id over 24 characters or with characters
+    // outside RFC 9110's token set; a long pre-release version falls back to the name.
+    let valid = id.len() <= 24
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
+    UserAgentOptions {
+        application_id: Some(if valid { id } else { "keyflip".to_owned() }),
+    }
+}
+
+impl Sender {
+    /// A sender whose requests carry a bearer token for `audience`.
+    pub fn bearer(
+        http: &Arc<dyn HttpClient>,
+        credential: Arc<dyn TokenCredential>,
+        audience: &str,
+        retry: RetryPolicy,
+    ) -> Sender {
+        let scope = format!("{}/.default", audience.trim_end_matches('/'));
+        let auth: Arc<dyn Policy> =
+            Arc::new(BearerTokenAuthorizationPolicy::new(credential, [scope]));
+        Self::with_policies(http, vec![auth], audience, retry)
+    }
+
+    /// A sender with the given per-try policies (e.g. SharedKey signing) and no token.
+    pub fn with_policies(
+        http: &Arc<dyn HttpClient>,
+        per_try: Vec<Arc<dyn Policy>>,
+        audience: &str,
+        retry: RetryPolicy,
+    ) -> Sender {
+        let pipeline = Pipeline::new(
+            Some("keyflip"),
+            Some(env!("CARGO_PKG_VERSION")),
+            client_options(http),
+            Vec::new(),
+            per_try,
+            None,
+        );
+        Sender {
+            pipeline,
+            retry,
+            audience: audience.to_owned(),
+        }
+    }
+
+    /// Sends the request `make` builds (rebuilt for each attempt) and returns the 2xx
+    /// answer, or the error the last answer means.
+    pub async fn send(
+        &self,
+        op: &Operation,
+        target: &str,
+        make: impl Fn() -> Request,
+    ) -> Result<Answer, Error> {
+        self.send_with(op, target, Context::new(), make).await
+    }
+
+    pub async fn send_with(
+        &self,
+        op: &Operation,
+        target: &str,
+        ctx: Context<'_>,
+        make: impl Fn() -> Request,
+    ) -> Result<Answer, Error> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let failure = match self.send_once(op, target, &ctx, make()).await {
+                Ok(answer) => return Ok(answer),
+                Err(failure) => failure,
+            };
+            let may_retry = op.idempotent && attempt < self.retry.max_attempts;
+            let wait = match &failure {
+                Failure::Status {
+                    status, headers, ..
+                } if may_retry && op.retry_on.contains(status) => {
+                    retry_after(headers).unwrap_or_else(|| self.retry.backoff(attempt))
+                }
+                Failure::Transport { error, .. }
+                    if may_retry
+                        && matches!(error.kind(), ErrorKind::Io | ErrorKind::Connection) =>
+                {
+                    self.retry.backoff(attempt)
+                }
+                _ => return Err(self.error(op, failure, attempt)),
+            };
+            if wait > self.retry.max_retry_after {
+                return Err(self.error(op, failure, attempt));
+            }
+            let (status, rid) = match &failure {
+                Failure::Status { status, call, .. } => (Some(*status), call.request_id.clone()),
+                Failure::Transport { .. } => (None, None),
+            };
+            tracing::info!(
+                operation = op.name,
+                target,
+                status,
+                request_id = rid.as_deref(),
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "azure call will be retried"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One attempt, with no retry at all. `regenerateKey` uses this directly.
+    pub async fn send_once(
+        &self,
+        op: &Operation,
+        target: &str,
+        ctx: &Context<'_>,
+        mut request: Request,
+    ) -> Result<Answer, Failure> {
+        let started = Instant::now();
+        let result = self
+            .pipeline
+            .send(
+                ctx,
+                &mut request,
+                Some(PipelineSendOptions {
+                    skip_checks: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        let client_request_id = request
+            .headers()
+            .get_optional_str(&CLIENT_REQUEST_ID)
+            .map(str::to_owned);
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let mut call = Call {
+            operation: op.name,
+            target: target.to_owned(),
+            request_id: None,
+        };
+        match result {
+            Ok(raw) => {
+                let (status, headers, body) = raw.deconstruct();
+                let status = u16::from(status);
+                call.request_id = request_id(&headers);
+                tracing::debug!(
+                    operation = op.name,
+                    target,
+                    status,
+                    request_id = call.request_id.as_deref(),
+                    client_request_id = client_request_id.as_deref(),
+                    elapsed_ms,
+                    "azure call answered"
+                );
+                let body = Bytes::from(body);
+                if (200..300).contains(&status) {
+                    Ok(Answer {
+                        status,
+                        headers,
+                        body,
+                        call,
+                    })
+                } else {
+                    Err(Failure::Status {
+                        status,
+                        headers,
+                        body,
+                        call,
+                    })
+                }
+            }
+            Err(error) => {
+                tracing::debug!(
+                    operation = op.name,
+                    target,
+                    client_request_id = client_request_id.as_deref(),
+                    elapsed_ms,
+                    error = %error,
+                    "azure call failed without an answer"
+                );
+                Err(Failure::Transport { error, call })
+            }
+        }
+    }
+
+    /// The error a failed attempt means.
+    pub fn error(&self, op: &Operation, failure: Failure, attempts: u32) -> Error {
+        match failure {
+            Failure::Status {
+                status,
+                headers,
+                body,
+                call,
+            } => status_error(op, &self.audience, call, status, &headers, &body, attempts),
+            Failure::Transport { error, call } => match error.kind() {
+                ErrorKind::Connection => Error::Network {
+                    call: call.into(),
+                    sent: false,
+                    detail: error.to_string(),
+                },
+                ErrorKind::Io => Error::Network {
+                    call: call.into(),
+                    sent: true,
+                    detail: error.to_string(),
+                },
+                ErrorKind::Credential => Error::Credential {
+                    audience: self.audience.clone(),
+                    transient: credential::is_network_failure(&error),
+                    detail: error.to_string(),
+                },
+                _ => Error::Invalid(format!("{call}: the request could not be made: {error}")),
+            },
+        }
+    }
+}
+
+/// One attempt's failure, before it is turned into an [`Error`].
+pub(crate) enum Failure {
+    Status {
+        status: u16,
+        headers: Headers,
+        body: Bytes,
+        call: Call,
+    },
+    Transport {
+        error: azure_core::Error,
+        call: Call,
+    },
+}
+
+/// The error a non-2xx answer means.
+pub(crate) fn status_error(
+    op: &Operation,
+    audience: &str,
+    call: Call,
+    status: u16,
+    headers: &Headers,
+    body: &[u8],
+    attempts: u32,
+) -> Error {
+    let service = ServiceError::parse(body);
+    match status {
+        401 => Error::Unauthorized {
+            call: call.into(),
+            audience: audience.to_owned(),
+            code: service.best_code(),
+            message: service.message,
+        },
+        403 => Error::Forbidden {
+            call: call.into(),
+            denial: Box::new(denial(&service, op.action.as_ref())),
+        },
+        404 => Error::NotFound {
+            call: call.into(),
+            code: service.best_code(),
+            message: service.message,
+        },
+        429 => Error::Throttled {
+            call: call.into(),
+            attempts,
+            retry_after: retry_after(headers),
+        },
+        500..=599 => Error::Server {
+            call: call.into(),
+            status,
+            code: service.best_code(),
+            message: service.message,
+            attempts,
+        },
+        _ => Error::Rejected {
+            call: call.into(),
+            status,
+            code: service.best_code(),
+            message: service.message,
+        },
+    }
+}
+
+/// Parses a 2xx JSON body into `T`, or a [`Error::BadResponse`] naming the call.
+pub(crate) fn json<T: serde::de::DeserializeOwned>(
+    answer: &Answer,
+    expected: &str,
+) -> Result<T, Error> {
+    serde_json::from_slice(&answer.body).map_err(|e| Error::BadResponse {
+        call: answer.call.clone().into(),
+        status: answer.status,
+        detail: super::error::json_problem(&e, expected),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::mock::{Mock, Reply, ok, status};
+    use super::super::roles::actions;
+    use super::*;
+    use azure_core::http::Method;
+
+    fn sender(mock: &Arc<Mock>) -> Sender {
+        let http: Arc<dyn HttpClient> = mock.clone();
+        Sender::with_policies(
+            &http,
+            Vec::new(),
+            "https://management.azure.com",
+            RetryPolicy {
+                max_attempts: 3,
+                initial_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(2),
+                max_retry_after: Duration::from_secs(5),
+            },
+        )
+    }
+
+    fn get() -> Request {
+        Request::new("https://arm.test/x".parse().unwrap(), Method::Get)
+    }
+
+    const READ: Operation = Operation::read("test.read", actions::STORAGE_READ);
+    const WRITE: Operation = Operation {
+        name: "test.write",
+        action: Some(actions::STORAGE_REGENERATE_KEY),
+        idempotent: false,
+        retry_on: RETRY_STATUSES,
+    };
+
+    #[tokio::test]
+    async fn every_request_names_keyflip_and_carries_a_client_request_id() {
+        let mock = Mock::new(vec![ok("{}"), ok("{}")]);
+        let s = sender(&mock);
+        s.send(&READ, "t", get).await.unwrap();
+        s.send(&READ, "t", get).await.unwrap();
+        let sent = mock.sent();
+        let ua = sent[0].header("user-agent").unwrap();
+        assert!(
+            ua.contains(&format!("keyflip/{}", env!("CARGO_PKG_VERSION"))),
+            "{ua}"
+        );
+        let ids: Vec<_> = sent
+            .iter()
+            .map(|s| s.header("x-ms-client-request-id").unwrap())
+            .collect();
+        assert_eq!(ids[0].len(), 36, "{ids:?}");
+        assert_ne!(ids[0], ids[1]);
+    }
+
+    #[tokio::test]
+    async fn idempotent_calls_are_retried_and_others_are_not() {
+        let mock = Mock::new(vec![status(503, &[], ""), Reply::Io, ok("{}")]);
+        assert_eq!(
+            sender(&mock).send(&READ, "t", get).await.unwrap().status,
+            200
+        );
+        assert_eq!(mock.sent().len(), 3);
+
+        let mock = Mock::new(vec![
+            status(
+                500,
+                &[],
+                r#"{"error":{"code":"InternalError","message":"boom"}}"#,
+            ),
+            ok("{}"),
+        ]);
+        let err = sender(&mock).send(&WRITE, "t", get).await.err().unwrap();
+        assert!(
+            matches!(
+                err,
+                Error::Server {
+                    status: 500,
+                    attempts: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.is_transient());
+        assert_eq!(mock.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn retries_stop_after_the_last_attempt_with_the_last_answer() {
+        let throttled = || {
+            status(
+                429,
+                &[("retry-after", "0")],
+                r#"{"error":{"code":"TooManyRequests","message":"slow down"}}"#,
+            )
+        };
+        let mock = Mock::new(vec![throttled(), throttled(), throttled(), ok("{}")]);
+        let err = sender(&mock).send(&READ, "t", get).await.err().unwrap();
+        assert!(matches!(err, Error::Throttled { attempts: 3, .. }), "{err}");
+        assert_eq!(mock.sent().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_wait_longer_than_allowed_is_returned_not_slept() {
+        let mock = Mock::new(vec![status(429, &[("retry-after", "3600")], "")]);
+        let err = sender(&mock).send(&READ, "t", get).await.err().unwrap();
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
+        assert_eq!(mock.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn statuses_become_typed_errors() {
+        let cases = [
+            (401, "Unauthorized", false),
+            (403, "Forbidden", false),
+            (404, "NotFound", false),
+            (409, "Rejected", false),
+            (400, "Rejected", false),
+        ];
+        for (code, variant, transient) in cases {
+            let mock = Mock::new(vec![status(
+                code,
+                &[("x-ms-request-id", "rid-1")],
+                r#"{"error":{"code":"C","message":"M"}}"#,
+            )]);
+            let err = sender(&mock)
+                .send(&READ, "/subscriptions/s/x", get)
+                .await
+                .err()
+                .unwrap();
+            assert!(format!("{err:?}").starts_with(variant), "{code}: {err:?}");
+            assert_eq!(err.is_transient(), transient);
+            assert_eq!(err.status(), Some(code));
+            assert_eq!(err.call().unwrap().request_id.as_deref(), Some("rid-1"));
+            assert!(
+                err.to_string().contains("test.read /subscriptions/s/x"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+            max_retry_after: Duration::from_secs(1),
+        };
+        for (attempt, base) in [
+            (1, 100u64),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (9, 1000),
+        ] {
+            let d = p.backoff(attempt).as_millis() as u64;
+            assert!(
+                d >= base * 3 / 4 && d <= base * 5 / 4,
+                "attempt {attempt}: {d}ms not within 25% of {base}ms"
+            );
+        }
+    }
+}

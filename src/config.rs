@@ -1,0 +1,500 @@
+//! keyflip's configuration file, `keyflip.toml`: which Azure cloud to talk to, which
+//! credential to use, and where plans and state live.
+//!
+//! The file is found through `--config`, then `KEYFLIP_CONFIG`, then
+//! `/etc/keyflip/keyflip.toml`. Loading promises: every unknown key, bad value or missing
+//! setting is a [`SourceError`] naming the file, line and column; relative paths are
+//! resolved against the file's directory; standard `AZURE_*` environment variables fill
+//! in what the file leaves out (the file wins). Loading reads no secret: a client secret
+//! is read only when a credential is built ([`ClientSecretSource::read`]), and a secret
+//! file that group or others can read is refused.
+//!
+//! The format is documented for operators in `docs/configuration.md`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+use crate::diagnostic::SourceError;
+
+mod credential;
+
+use credential::RawCredential;
+pub use credential::{ClientSecretSource, CredentialConfig};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/keyflip/keyflip.toml";
+pub const DEFAULT_PLANS_DIR: &str = "/etc/keyflip/rotation-plans";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/keyflip";
+
+/// Reads an environment variable; empty values count as unset. Tests pass their own.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, as an [`Env`].
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// keyflip's whole configuration, resolved and validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The file this came from; `None` when no file exists at the default path.
+    pub source: Option<PathBuf>,
+    pub cloud: CloudConfig,
+    pub credential: CredentialConfig,
+    pub plans_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub daemon: DaemonConfig,
+}
+
+/// Which Azure cloud, plus an optional extra CA bundle (custom clouds, or a
+/// TLS-inspecting proxy in front of a public one). The bundle is added to the system
+/// roots, not substituted for them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloudConfig {
+    pub kind: CloudKind,
+    pub ca_bundle: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloudKind {
+    Public,
+    China,
+    UsGov,
+    Custom(Box<CustomCloud>),
+}
+
+/// The endpoints of a cloud keyflip does not know by name (Azure Stack, a sovereign
+/// cloud, or `keyflip-twin`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomCloud {
+    pub arm_url: Url,
+    /// The Entra ID resource that ARM tokens are issued for (the scope is this plus
+    /// `/.default`). Defaults to `arm_url` without its trailing slash.
+    pub arm_audience: String,
+    pub authority_host: Url,
+    /// DNS suffix of vault hosts (`vault.azure.net` in the public cloud), if any.
+    pub key_vault_suffix: Option<String>,
+    /// DNS suffix of storage endpoints (`core.windows.net`), if any.
+    pub storage_suffix: Option<String>,
+}
+
+/// Settings of `keyflip daemon`. Filled in by the daemon's own module; an empty table
+/// (or none) is valid.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(Box<SourceError>),
+    #[error(
+        "the client secret file {path} has mode {mode:o}, so group or others can read it; run `chmod 600 {path}` (and make sure only keyflip's user owns it)"
+    )]
+    SecretFileTooOpen { path: String, mode: u32 },
+    #[error("cannot read the client secret file {path}: {source}")]
+    SecretFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the client secret is empty ({origin}); put the secret of the app registration there")]
+    EmptySecret { origin: String },
+    #[error(
+        "the credential reads AZURE_CLIENT_SECRET, which is not set; set it, or set client_secret_file in [credential]"
+    )]
+    SecretNotInEnvironment,
+}
+
+impl From<SourceError> for ConfigError {
+    fn from(e: SourceError) -> Self {
+        ConfigError::Invalid(Box::new(e))
+    }
+}
+
+/// Where the configuration file is, and whether the user named it (a named file must
+/// exist; the default path may be absent, and then built-in defaults apply).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigPath {
+    pub path: PathBuf,
+    pub explicit: bool,
+}
+
+impl ConfigPath {
+    /// `--config`, then `KEYFLIP_CONFIG`, then the default path.
+    pub fn resolve(flag: Option<&Path>, env: Env) -> ConfigPath {
+        match (flag, env("KEYFLIP_CONFIG")) {
+            (Some(p), _) => ConfigPath {
+                path: p.to_path_buf(),
+                explicit: true,
+            },
+            (None, Some(p)) => ConfigPath {
+                path: PathBuf::from(p),
+                explicit: true,
+            },
+            (None, None) => ConfigPath {
+                path: PathBuf::from(DEFAULT_CONFIG_PATH),
+                explicit: false,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Finds and loads the configuration with the process environment.
+    pub fn load(flag: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(&ConfigPath::resolve(flag, &process_env), &process_env)
+    }
+
+    pub fn load_from(path: &ConfigPath, env: Env) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(&path.path) {
+            Ok(text) => {
+                let dir = path
+                    .path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
+                let mut config = Self::parse(&path.path.display().to_string(), &text, &dir, env)?;
+                config.source = Some(path.path.clone());
+                Ok(config)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.explicit => {
+                Self::parse("(built-in defaults)", "", Path::new("/"), env)
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Parses configuration text. `file` names it in errors; `base_dir` anchors
+    /// relative paths.
+    pub fn parse(file: &str, text: &str, base_dir: &Path, env: Env) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| SourceError::from_toml(file, text, &e))?;
+        let ctx = Ctx {
+            file,
+            text,
+            base_dir,
+        };
+        let cloud = ctx.cloud(raw.cloud)?;
+        let credential = ctx.credential(raw.credential, env)?;
+        let plans_dir = raw
+            .plans_dir
+            .map(|p| ctx.path(p.into_inner()))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PLANS_DIR));
+        let state_dir = match raw.state_dir {
+            Some(p) => ctx.path(p.into_inner()),
+            // systemd's StateDirectory= may list several directories, colon-separated.
+            None => env("STATE_DIRECTORY")
+                .and_then(|v| v.split(':').next().map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        };
+        Ok(Config {
+            source: None,
+            cloud,
+            credential,
+            plans_dir,
+            state_dir,
+            daemon: raw.daemon,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cloud: Option<Spanned<RawCloud>>,
+    credential: Option<Spanned<RawCredential>>,
+    plans_dir: Option<Spanned<PathBuf>>,
+    state_dir: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    daemon: DaemonConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCloud {
+    name: Option<Spanned<RawCloudName>>,
+    arm_url: Option<Spanned<String>>,
+    arm_audience: Option<Spanned<String>>,
+    authority_host: Option<Spanned<String>>,
+    key_vault_suffix: Option<Spanned<String>>,
+    storage_suffix: Option<Spanned<String>>,
+    ca_bundle: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawCloudName {
+    Public,
+    China,
+    Usgov,
+    Custom,
+}
+
+/// The file being parsed, for positioned errors and path resolution.
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+    base_dir: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn error(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> SourceError {
+        SourceError::at(self.file, self.text, span, message)
+    }
+
+    fn path(&self, p: PathBuf) -> PathBuf {
+        if p.is_absolute() {
+            p
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn https_url(&self, value: &Spanned<String>, key: &str) -> Result<Url, SourceError> {
+        let bad = |why: String| {
+            self.error(value.span(), format!("{key} {why}"))
+                .with_hint(format!("write it as {key} = \"https://host[:port]\""))
+        };
+        let url = Url::parse(value.get_ref())
+            .map_err(|e| bad(format!("is not a URL ({e}): '{}'", value.get_ref())))?;
+        if url.scheme() != "https" {
+            // Both the bearer-token policy and Entra ID credentials refuse plain http.
+            return Err(bad(format!(
+                "must use https, found '{}'; Azure credentials are never sent over plain http",
+                url.scheme()
+            )));
+        }
+        Ok(url)
+    }
+
+    fn cloud(&self, raw: Option<Spanned<RawCloud>>) -> Result<CloudConfig, SourceError> {
+        let Some(raw) = raw else {
+            return Ok(CloudConfig {
+                kind: CloudKind::Public,
+                ca_bundle: None,
+            });
+        };
+        let table_span = raw.span();
+        let raw = raw.into_inner();
+        let ca_bundle = raw.ca_bundle.map(|p| self.path(p.into_inner()));
+        let name = raw
+            .name
+            .as_ref()
+            .map_or(RawCloudName::Public, |n| *n.get_ref());
+        if name != RawCloudName::Custom {
+            for (key, field) in [
+                ("arm_url", &raw.arm_url),
+                ("arm_audience", &raw.arm_audience),
+                ("authority_host", &raw.authority_host),
+                ("key_vault_suffix", &raw.key_vault_suffix),
+                ("storage_suffix", &raw.storage_suffix),
+            ] {
+                if let Some(v) = field {
+                    return Err(self
+                        .error(v.span(), format!("{key} is only used with name = \"custom\""))
+                        .with_hint(
+                            "public, china and usgov have fixed endpoints; remove the key or set name = \"custom\"",
+                        ));
+                }
+            }
+        }
+        let kind = match name {
+            RawCloudName::Public => CloudKind::Public,
+            RawCloudName::China => CloudKind::China,
+            RawCloudName::Usgov => CloudKind::UsGov,
+            RawCloudName::Custom => {
+                let required = |field: &Option<Spanned<String>>, key: &str| {
+                    field.clone().ok_or_else(|| {
+                        self.error(table_span.clone(), format!("a custom cloud needs {key}"))
+                            .with_hint(format!("add {key} = \"https://...\" to [cloud]"))
+                    })
+                };
+                let arm = required(&raw.arm_url, "arm_url")?;
+                let arm_url = self.https_url(&arm, "arm_url")?;
+                let authority = required(&raw.authority_host, "authority_host")?;
+                let authority_host = self.https_url(&authority, "authority_host")?;
+                let arm_audience = match &raw.arm_audience {
+                    Some(a) => a.get_ref().trim_end_matches('/').to_owned(),
+                    None => arm_url.as_str().trim_end_matches('/').to_owned(),
+                };
+                let suffix = |v: &Option<Spanned<String>>| {
+                    v.as_ref()
+                        .map(|s| s.get_ref().trim_start_matches('.').to_owned())
+                };
+                CloudKind::Custom(Box::new(CustomCloud {
+                    arm_url,
+                    arm_audience,
+                    authority_host,
+                    key_vault_suffix: suffix(&raw.key_vault_suffix),
+                    storage_suffix: suffix(&raw.storage_suffix),
+                }))
+            }
+        };
+        Ok(CloudConfig { kind, ca_bundle })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    pub(super) fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    pub(super) fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::parse("k.toml", text, Path::new("/etc/kf"), &env_of(env))
+    }
+
+    pub(super) fn source_error(text: &str, env: &[(&str, &str)]) -> SourceError {
+        match parse(text, env) {
+            Err(ConfigError::Invalid(e)) => *e,
+            other => panic!("expected a positioned error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_file_means_public_cloud_and_managed_identity() {
+        let c = parse("", &[("STATE_DIRECTORY", "/var/lib/a:/var/lib/b")]).unwrap();
+        assert_eq!(c.cloud.kind, CloudKind::Public);
+        assert_eq!(
+            c.credential,
+            CredentialConfig::ManagedIdentity { client_id: None }
+        );
+        assert_eq!(c.plans_dir, PathBuf::from(DEFAULT_PLANS_DIR));
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/a"));
+        assert_eq!(
+            parse("", &[]).unwrap().state_dir,
+            PathBuf::from(DEFAULT_STATE_DIR)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_point_at_line_and_column() {
+        let e = source_error("plans_dir = \"p\"\n[cloud]\n  nmae = \"public\"\n", &[]);
+        assert_eq!((e.file.as_str(), e.line, e.column), ("k.toml", 3, 3));
+        assert!(e.message.contains("unknown field `nmae`"), "{}", e.message);
+
+        let e = source_error("[daemon]\nwhatever = 1\n", &[]);
+        assert_eq!(e.line, 2);
+        let e = source_error("[credential]\nkind = \"password\"\n", &[]);
+        assert!(e.message.contains("unknown variant"), "{}", e.message);
+        assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() {
+        let c = parse(
+            "plans_dir = \"plans\"\nstate_dir = \"/srv/kf\"\n[cloud]\nca_bundle = \"ca.pem\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.plans_dir, PathBuf::from("/etc/kf/plans"));
+        assert_eq!(c.state_dir, PathBuf::from("/srv/kf"));
+        assert_eq!(c.cloud.ca_bundle, Some(PathBuf::from("/etc/kf/ca.pem")));
+    }
+
+    #[test]
+    fn custom_clouds_need_https_endpoints() {
+        let c = parse(
+            "[cloud]\nname = \"custom\"\narm_url = \"https://arm.local:8443/\"\nauthority_host = \"https://login.local\"\nkey_vault_suffix = \".vault.local\"\n",
+            &[],
+        )
+        .unwrap();
+        let CloudKind::Custom(custom) = c.cloud.kind else {
+            panic!("expected custom")
+        };
+        assert_eq!(custom.arm_audience, "https://arm.local:8443");
+        assert_eq!(custom.key_vault_suffix.as_deref(), Some("vault.local"));
+
+        let e = source_error(
+            "[cloud]\nname = \"custom\"\narm_url = \"http://arm.local\"\nauthority_host = \"https://l\"\n",
+            &[],
+        );
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("must use https"), "{}", e.message);
+
+        let e = source_error("[cloud]\nname = \"custom\"\n", &[]);
+        assert!(e.message.contains("needs arm_url"), "{}", e.message);
+
+        let e = source_error("[cloud]\nname = \"china\"\narm_url = \"https://x\"\n", &[]);
+        assert!(e.message.contains("only used with name = \"custom\""));
+    }
+
+    #[test]
+    fn missing_default_file_gives_defaults_but_a_named_one_is_an_error() {
+        let env = env_of(&[]);
+        let absent = PathBuf::from("/nonexistent/keyflip.toml");
+        let defaults = Config::load_from(
+            &ConfigPath {
+                path: absent.clone(),
+                explicit: false,
+            },
+            &env,
+        )
+        .unwrap();
+        assert_eq!(defaults.source, None);
+        let err = Config::load_from(
+            &ConfigPath {
+                path: absent,
+                explicit: true,
+            },
+            &env,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+        assert_eq!(
+            ConfigPath::resolve(None, &env_of(&[("KEYFLIP_CONFIG", "/x.toml")])).path,
+            PathBuf::from("/x.toml")
+        );
+    }
+
+    #[test]
+    fn the_shipped_examples_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples");
+        let load = |name: &str| {
+            let path = ConfigPath {
+                path: dir.join(name),
+                explicit: true,
+            };
+            Config::load_from(&path, &env_of(&[])).unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        let production = load("keyflip.toml");
+        assert_eq!(production.cloud.kind, CloudKind::Public);
+        assert_eq!(
+            production.credential,
+            CredentialConfig::ManagedIdentity { client_id: None }
+        );
+        let twin = load("keyflip-twin.toml");
+        let CloudKind::Custom(custom) = &twin.cloud.kind else {
+            panic!("the twin example is a custom cloud")
+        };
+        assert_eq!(custom.arm_url.as_str(), "https://127.0.0.1:47443/");
+        assert_eq!(
+            twin.cloud.ca_bundle,
+            Some(PathBuf::from("/tmp/keyflip-twin/ca.pem"))
+        );
+        assert!(matches!(
+            &twin.credential,
+            CredentialConfig::ClientSecret { secret: ClientSecretSource::File(p), .. }
+                if p == Path::new("/tmp/keyflip-twin/principals/keyflip-operator.secret")
+        ));
+        assert_eq!(twin.plans_dir, dir.join("../../rotation-plans"));
+    }
+}

@@ -1,0 +1,11 @@
+//! The `azure` module against keyflip-twin (over HTTPS, the twin's admin API for
+//! faults, request log and state) and against Azurite (the SharedKey signer).
+
+mod authorization;
+mod databricks;
+mod examples;
+mod keyvault;
+mod logs;
+mod ml;
+mod shared_key;
+mod storage;

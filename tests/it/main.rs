@@ -1,0 +1,6 @@
+//! keyflip's integration tests: one binary (to keep link times down), one module per
+//! area. Everything talks HTTPS to real processes: an in-process keyflip-twin on its
+//! own runtime, and Azurite.
+
+mod azure;
+mod support;

@@ -1,0 +1,151 @@
+//! Microsoft's storage emulator, Azurite, started over HTTPS with a fresh account and
+//! two random keys: the independent judge of keyflip's SharedKey signer.
+//!
+//! The binary comes from `.ci/setup` (`.tools/node_modules/.bin/azurite-blob`); a
+//! missing binary fails the test with instructions rather than skipping it. The
+//! process is killed when the handle drops.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use keyflip::secret::StorageKey;
+use url::Url;
+
+pub struct Azurite {
+    child: Child,
+    pub account: String,
+    pub key1: StorageKey,
+    pub key2: StorageKey,
+    pub blob_endpoint: Url,
+    /// The CA that signed Azurite's certificate.
+    pub ca_pem_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/node_modules/.bin/azurite-blob");
+    assert!(
+        path.exists(),
+        "Azurite is not installed at {}; run .ci/setup once (it installs Azurite from npm into .tools/)",
+        path.display()
+    );
+    path
+}
+
+pub fn random_key() -> StorageKey {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 64];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).unwrap();
+    StorageKey::new(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// A CA and a server certificate for 127.0.0.1, as PEM files in `dir`.
+pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let (ca_path, cert_path, key_path) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    std::fs::write(&cert_path, leaf.pem()).unwrap();
+    std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
+    (ca_path, cert_path, key_path)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Azurite {
+    pub fn start() -> Azurite {
+        let binary = binary();
+        let dir = tempfile::tempdir().unwrap();
+        let (ca_pem_path, cert, key) = certificates(dir.path());
+        let account = "kfprobe".to_owned();
+        let (key1, key2) = (random_key(), random_key());
+        let port = free_port();
+        let mut child = Command::new(binary)
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .args([
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+                "--inMemoryPersistence",
+                "--loose",
+                "--disableProductStyleUrl",
+            ])
+            .env(
+                "AZURITE_ACCOUNTS",
+                format!("{account}:{}:{}", key1.expose(), key2.expose()),
+            )
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start azurite-blob (run .ci/setup; it needs node)");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("successfully listens") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = errors.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "Azurite exited or did not report 'successfully listens' within 60 s; stderr:\n{}",
+                errors.lock().unwrap()
+            );
+        }
+        Azurite {
+            child,
+            blob_endpoint: Url::parse(&format!("https://127.0.0.1:{port}/{account}/")).unwrap(),
+            account,
+            key1,
+            key2,
+            ca_pem_path,
+            _dir: dir,
+        }
+    }
+}
