@@ -5,11 +5,13 @@
 
 pub mod azure;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod diagnostic;
 pub mod exit;
 pub mod journal;
 pub mod key;
+pub mod logging;
 pub mod plan;
 pub mod resource_id;
 pub mod rotation;

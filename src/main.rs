@@ -11,6 +11,7 @@ use keyflip::exit::Exit;
 fn main() -> ExitCode {
     keyflip::install_crypto_provider();
     let cli = Cli::parse();
+    keyflip::logging::init(cli.log_format, cli.verbose);
     let exit = match cli.command {
         Command::Demo(_) => not_yet("demo"),
         Command::Rotate(_) => not_yet("rotate"),
