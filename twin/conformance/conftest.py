@@ -4,7 +4,8 @@ The suite drives a running keyflip-twin with Microsoft's own Python SDKs. It rea
 everything from the twin's ``endpoints.json`` (path in ``KEYFLIP_TWIN_ENDPOINTS``) and
 trusts only the twin's CA. The run is offline by construction: a guard installed
 here refuses any connection or name lookup that is not the loopback interface, so an
-SDK that silently tried to reach Azure fails the test that caused it, naming the host.
+SDK that tried to reach Azure, even one that swallowed the error, fails the test
+that caused it, naming the host (see ``offline/sitecustomize.py``).
 
 Tests change the twin's state (they regenerate keys and write secrets), so none of
 them assumes the demo world's starting values: each reads the state it depends on
@@ -14,10 +15,10 @@ from the admin API first, and compares against that.
 from __future__ import annotations
 
 import base64
-import ipaddress
+import importlib.util
 import json
 import os
-import socket
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -50,40 +51,49 @@ ENDPOINTS = _load_endpoints()
 
 # --- offline guard -----------------------------------------------------------------
 
-_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+OFFLINE_DIR = Path(__file__).resolve().parent / "offline"
 
 
-def _is_loopback(host: Any) -> bool:
-    if isinstance(host, bytes):
-        host = host.decode()
-    if not isinstance(host, str):
-        return False
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
+def _install_offline_guard() -> Path:
+    """Install the loopback-only guard here and name its log for child processes."""
+    log = os.environ.get("KEYFLIP_OFFLINE_LOG")
+    if not log:
+        fd, log = tempfile.mkstemp(prefix="keyflip-offline-", suffix=".log")
+        os.close(fd)
+        os.environ["KEYFLIP_OFFLINE_LOG"] = log
+    spec = importlib.util.spec_from_file_location("keyflip_offline_guard", OFFLINE_DIR / "sitecustomize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return Path(log)
+
+
+OFFLINE_LOG = _install_offline_guard()
+
+
+def _offline_lines() -> List[str]:
     try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
+        return OFFLINE_LOG.read_text().splitlines()
+    except FileNotFoundError:
+        return []
 
 
-_real_getaddrinfo = socket.getaddrinfo
-_real_connect = socket.socket.connect
+@pytest.fixture(autouse=True)
+def stays_offline():
+    """Fail a test during which anything tried to leave the machine, even if swallowed."""
+    before = len(_offline_lines())
+    yield
+    attempts = _offline_lines()[before:]
+    assert not attempts, "tried to reach beyond 127.0.0.1: " + "; ".join(attempts)
 
 
-def _guarded_getaddrinfo(host, *args, **kwargs):
-    if host is not None and not _is_loopback(host):
-        raise OSError(f"conformance suite is offline: refused name lookup of {host!r}")
-    return _real_getaddrinfo(host, *args, **kwargs)
-
-
-def _guarded_connect(self, address):
-    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
-        raise OSError(f"conformance suite is offline: refused connection to {address!r}")
-    return _real_connect(self, address)
-
-
-socket.getaddrinfo = _guarded_getaddrinfo
-socket.socket.connect = _guarded_connect
+def pytest_sessionfinish(session, exitstatus):
+    # Also catches attempts made while setting up wider-scoped fixtures.
+    attempts = _offline_lines()
+    if attempts:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter:
+            reporter.write_line("tried to reach beyond 127.0.0.1: " + "; ".join(attempts), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # --- environment -------------------------------------------------------------------

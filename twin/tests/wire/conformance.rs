@@ -1,8 +1,8 @@
-//! Microsoft's Python SDKs against a demo twin: starts a twin with a state directory,
-//! runs `twin/conformance` (pytest) in `.tools/venv` with the twin's `endpoints.json`
-//! and CA, prints pytest's output and requires every test to pass. A missing venv is
-//! a failure that says to run `.ci/setup`, never a skip; so is pytest collecting no
-//! test (exit code 5).
+//! Microsoft's Python SDKs and the Azure CLI against a demo twin: starts a twin with a
+//! state directory, runs `twin/conformance` (pytest) in `.tools/venv` with the twin's
+//! `endpoints.json` and CA (the suite drives `az` from `.tools/az-venv`), prints
+//! pytest's output and requires every test to pass. A missing venv is a failure that
+//! says to run `.ci/setup`, never a skip; so is pytest collecting no test (exit 5).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,7 +12,7 @@ use keyflip_twin::{Twin, TwinOptions, World};
 
 use super::common::install_crypto;
 
-/// Longer than any healthy run (about 5 s) by far; only a hung SDK call reaches it.
+/// Longer than any healthy run (about 15 s) by far; only a hung client reaches it.
 const HANG_GUARD: Duration = Duration::from_secs(300);
 
 fn repo_root() -> PathBuf {
@@ -23,15 +23,19 @@ fn repo_root() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn microsofts_python_sdks_accept_the_twin() {
+async fn microsofts_python_sdks_and_azure_cli_accept_the_twin() {
     let root = repo_root();
     let python = root.join(".tools/venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run .ci/setup to install Microsoft's Python SDKs \
-         (twin/conformance/requirements.txt) into .tools/venv",
-        python.display()
-    );
+    for (tool, reqs) in [
+        (&python, "requirements.txt"),
+        (&root.join(".tools/az-venv/bin/az"), "az-requirements.txt"),
+    ] {
+        assert!(
+            tool.exists(),
+            "{} is missing: run .ci/setup, which installs twin/conformance/{reqs}",
+            tool.display()
+        );
+    }
 
     install_crypto();
     let state = tempfile::tempdir().expect("tempdir");
