@@ -198,6 +198,10 @@ class Admin:
     def advance(self, secs: float) -> Dict[str, Any]:
         return self._call("POST", "/clock", {"advance_secs": secs})
 
+    def federated_token(self, principal: str) -> str:
+        """A client assertion from the principal's federated credential (a workload's token)."""
+        return self._call("POST", "/federated-token", {"principal": principal})["token"]
+
     def last_seq(self) -> int:
         log = self._call("GET", "/requests")
         return log[-1]["seq"] if log else 0

@@ -16,6 +16,9 @@ from azure.storage.blob import BlobServiceClient
 
 from conftest import ACCOUNT
 
+# The demo world's containers of stdatasci001 (twin/worlds/demo.toml).
+DEMO_CONTAINERS = ["azureml-blobstore-5e1f0a2b", "curated", "feature-snapshots", "public-samples", "raw", "training-data"]
+
 
 def service(ep, key, account=ACCOUNT):
     return BlobServiceClient(
@@ -45,12 +48,24 @@ def test_either_current_key_is_accepted(ep, admin):
 
 def test_container_paths_and_list_containers_are_signed_alike(ep, admin):
     client = service(ep, admin.account()["key1"])
-    names = [c.name for c in client.list_containers()]
-    assert "training-data" in names and names == sorted(names)
+    assert [c.name for c in client.list_containers()] == DEMO_CONTAINERS
     # The container path puts the account twice in the canonicalized resource.
     info = client.get_container_client("training-data").get_account_information()
     assert info["account_kind"] == "StorageV2"
     assert [c.name for c in client.list_containers(name_starts_with="feature")] == ["feature-snapshots"]
+
+
+def test_list_containers_pages_through_next_marker(ep, admin):
+    client = service(ep, admin.account()["key2"])
+    pages = [[c.name for c in page] for page in client.list_containers(results_per_page=2).by_page()]
+    assert [len(p) for p in pages] == [2, 2, 2]
+    flat = [n for p in pages for n in p]
+    assert flat == DEMO_CONTAINERS
+
+
+def test_a_blob_path_gets_account_information(ep, admin):
+    blob = service(ep, admin.account()["key1"]).get_blob_client("raw", "some/dir/file name.csv")
+    assert blob.get_account_information()["sku_name"] == "Standard_LRS"
 
 
 def test_a_wrong_key_is_refused_with_authentication_failed(ep):

@@ -4,14 +4,16 @@ Promises checked: ClientSecretCredential gets tokens for ARM and Key Vault from 
 twin's authority (no instance discovery), the tokens name the principal, tenant and
 audience asked for, a wrong secret is refused with Entra's AADSTS code, and
 ManagedIdentityCredential (App Service form) gets a token for the world's default
-identity or for the identity selected by client id.
+identity or for the identity selected by client id or resource id;
+WorkloadIdentityCredential exchanges a federated (service account) token for the
+principal it was issued for, and not for another.
 """
 
 import time
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
-from azure.identity import ManagedIdentityCredential
+from azure.identity import ManagedIdentityCredential, WorkloadIdentityCredential
 
 from conftest import ARM_SCOPE, OPERATOR, READER, VAULT_SCOPE, credential_for, jwt_claims
 
@@ -77,8 +79,55 @@ def test_managed_identity_credential_selects_an_identity_by_client_id(ep, app_se
     assert claims["oid"] == p["object_id"]
 
 
+def test_managed_identity_credential_selects_an_identity_by_resource_id(ep, sub, rg, app_service_identity):
+    # The twin matches a user-assigned identity's resource id by its last segment.
+    resource_id = (
+        f"/subscriptions/{sub}/resourceGroups/{rg}/providers/"
+        f"Microsoft.ManagedIdentity/userAssignedIdentities/{READER}"
+    )
+    cred = ManagedIdentityCredential(
+        identity_config={"resource_id": resource_id}, connection_verify=ep["ca_pem_path"]
+    )
+    claims = jwt_claims(cred.get_token(ARM_SCOPE).token)
+    assert claims["oid"] == ep["principals"][READER]["object_id"]
+
+
 def test_managed_identity_with_the_wrong_header_is_refused(ep, monkeypatch):
     monkeypatch.setenv("IDENTITY_ENDPOINT", ep["managed_identity"]["endpoint"])
     monkeypatch.setenv("IDENTITY_HEADER", "not-the-header")
     with pytest.raises(ClientAuthenticationError):
         ManagedIdentityCredential(connection_verify=ep["ca_pem_path"]).get_token(ARM_SCOPE)
+
+
+def test_workload_identity_credential_exchanges_a_federated_token(ep, admin, tmp_path):
+    # A Kubernetes service account token, as the twin's federated credential expects it.
+    assertion = admin.federated_token(OPERATOR)
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(assertion)
+    p = ep["principals"][OPERATOR]
+    cred = WorkloadIdentityCredential(
+        tenant_id=ep["tenant_id"],
+        client_id=p["client_id"],
+        token_file_path=str(token_file),
+        authority=ep["authority_host"],
+        disable_instance_discovery=True,
+        connection_verify=ep["ca_pem_path"],
+    )
+    claims = jwt_claims(cred.get_token(ARM_SCOPE).token)
+    assert (claims["oid"], claims["aud"]) == (p["object_id"], ep["arm_audience"])
+
+
+def test_workload_identity_with_another_principals_assertion_is_refused(ep, admin, tmp_path):
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(admin.federated_token(OPERATOR))
+    cred = WorkloadIdentityCredential(
+        tenant_id=ep["tenant_id"],
+        client_id=ep["principals"][READER]["client_id"],
+        token_file_path=str(token_file),
+        authority=ep["authority_host"],
+        disable_instance_discovery=True,
+        connection_verify=ep["ca_pem_path"],
+    )
+    with pytest.raises(ClientAuthenticationError) as err:
+        cred.get_token(ARM_SCOPE)
+    assert "AADSTS70021" in str(err.value)

@@ -12,7 +12,12 @@ secrets and resync with AuthorizationFailed.
 
 import pytest
 from azure.ai.ml import MLClient
-from azure.ai.ml.entities import AccountKeyConfiguration, AzureBlobDatastore
+from azure.ai.ml.entities import (
+    AccountKeyConfiguration,
+    AzureBlobDatastore,
+    AzureFileDatastore,
+    SasTokenConfiguration,
+)
 from azure.core.exceptions import HttpResponseError
 
 from conftest import ACCOUNT, WORKSPACE
@@ -91,6 +96,26 @@ def test_create_or_update_stores_a_new_account_key(ml, rg, storage_client, opera
     assert ml.datastores.get("training_data", include_secrets=True).credentials.account_key == key2
     # The other datastores keep theirs.
     assert workspace_state(admin)["datastores"]["feature_snapshots"]["key"] != key2
+
+
+def test_a_file_share_datastore_takes_a_new_key_too(ml, admin):
+    ds = ml.datastores.get("workspaceworkingdirectory")
+    assert isinstance(ds, AzureFileDatastore)
+    assert ds.file_share_name.startswith("code-")
+    key2 = admin.account()["key2"]
+    ds.credentials = AccountKeyConfiguration(account_key=key2)
+    ml.datastores.create_or_update(ds)
+    assert workspace_state(admin)["datastores"]["workspaceworkingdirectory"]["key"] == key2
+    again = ml.datastores.get("workspaceworkingdirectory", include_secrets=True)
+    assert again.credentials.account_key == key2
+
+
+def test_a_sas_datastore_reveals_its_token_only_through_list_secrets(ml, admin):
+    ds = ml.datastores.get("public_samples")
+    assert isinstance(ds.credentials, SasTokenConfiguration)
+    assert ds.credentials.sas_token is None
+    stored = workspace_state(admin)["datastores"]["public_samples"]["sasToken"]
+    assert ml.datastores.get("public_samples", include_secrets=True).credentials.sas_token == stored
 
 
 def test_create_or_update_makes_a_new_datastore(ml, admin):

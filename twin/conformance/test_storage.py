@@ -5,15 +5,17 @@ Promises checked: get_properties describes the account as the twin's state has i
 ``$expand=kerb``, as the SDK does) returns both keys with FULL permissions;
 regenerate_key changes only the named key and moves only its keyCreationTime; the
 reader principal is refused listKeys and regenerateKey with ARM's
-AuthorizationFailed, naming the action and the scope, and changes nothing.
+AuthorizationFailed, naming the action and the scope, and changes nothing; a token
+for another audience, or one past its expiry on the twin clock, is refused with
+ARM's 401 codes and a challenge.
 """
 
 from datetime import datetime
 
 import pytest
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
-from conftest import ACCOUNT
+from conftest import ACCOUNT, OPERATOR, VAULT_SCOPE, credential_for
 
 
 def parse_time(value):
@@ -105,3 +107,41 @@ def test_an_unknown_account_is_not_found(rg, storage_client, operator):
     with pytest.raises(ResourceNotFoundError) as err:
         storage_client(operator).storage_accounts.get_properties(rg, "stdoesnotexist")
     assert err.value.error.code == "ResourceNotFound"
+
+
+class FixedScope:
+    """A credential that answers every request with a token for one scope."""
+
+    def __init__(self, cred, scope):
+        self.cred, self.scope = cred, scope
+
+    def get_token(self, *scopes, **kwargs):
+        return self.cred.get_token(self.scope)
+
+    def get_token_info(self, *scopes, options=None):
+        return self.cred.get_token_info(self.scope)
+
+
+def test_a_token_for_another_audience_is_refused(rg, storage_client, operator):
+    client = storage_client(FixedScope(operator, VAULT_SCOPE))
+    with pytest.raises(ClientAuthenticationError) as err:
+        client.storage_accounts.list_keys(rg, ACCOUNT)
+    assert err.value.status_code == 401
+    assert err.value.error.code == "InvalidAuthenticationTokenAudience"
+    assert err.value.response.headers["WWW-Authenticate"].startswith("Bearer authorization_uri=")
+
+
+def test_an_expired_token_is_refused(ep, rg, storage_client, admin):
+    saved = admin.settings()
+    # Longer than azure-core's 300 s refresh window, so the SDK keeps the token.
+    admin.settings(token_lifetime_secs=400)
+    try:
+        client = storage_client(credential_for(ep, OPERATOR))
+        assert len(client.storage_accounts.list_keys(rg, ACCOUNT)["keys"]) == 2
+        admin.advance(401)
+        # The SDK still holds the token (its clock did not move); the twin's did.
+        with pytest.raises(ClientAuthenticationError) as err:
+            client.storage_accounts.list_keys(rg, ACCOUNT)
+        assert err.value.error.code == "ExpiredAuthenticationToken"
+    finally:
+        admin.settings(**saved)
