@@ -54,6 +54,9 @@ ENDPOINTS = _load_endpoints()
 OFFLINE_DIR = Path(__file__).resolve().parent / "offline"
 
 
+_OWN_LOG = not os.environ.get("KEYFLIP_OFFLINE_LOG")
+
+
 def _install_offline_guard() -> Path:
     """Install the loopback-only guard here and name its log for child processes."""
     log = os.environ.get("KEYFLIP_OFFLINE_LOG")
@@ -94,6 +97,8 @@ def pytest_sessionfinish(session, exitstatus):
         if reporter:
             reporter.write_line("tried to reach beyond 127.0.0.1: " + "; ".join(attempts), red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if _OWN_LOG:
+        OFFLINE_LOG.unlink(missing_ok=True)
 
 
 # --- environment -------------------------------------------------------------------

@@ -58,13 +58,16 @@ async fn microsofts_python_sdks_and_azure_cli_accept_the_twin() {
     let out = std::fs::File::create(&out_path).expect("pytest output file");
     let err = out.try_clone().expect("pytest output file");
     let mut child = tokio::process::Command::new(&python)
-        .args(["-m", "pytest", "twin/conformance", "-q"])
+        .args(["-m", "pytest", "twin/conformance", "-q", "--basetemp"])
+        .arg(state.path().join("pytest"))
         .current_dir(&root)
         .env(
             "KEYFLIP_TWIN_ENDPOINTS",
             state.path().join("endpoints.json"),
         )
         .env("REQUESTS_CA_BUNDLE", &ca)
+        // Where the suite's loopback-only guard records refused attempts.
+        .env("KEYFLIP_OFFLINE_LOG", state.path().join("offline.log"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
         // Nothing the SDKs or MSAL cache may land in the developer's home.
         .env("HOME", state.path())
