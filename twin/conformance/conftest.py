@@ -1,8 +1,8 @@
 """Shared fixtures for the twin's conformance suite.
 
-The suite drives a running keyflip-twin with Microsoft's own Python SDKs. It reads
-everything from the twin's ``endpoints.json`` (path in ``KEYFLIP_TWIN_ENDPOINTS``) and
-trusts only the twin's CA. The run is offline by construction: a guard installed
+The suite drives a running keyflip-twin with Microsoft's own Python SDKs and the
+Azure CLI. It reads everything from the twin's ``endpoints.json`` (path in
+``KEYFLIP_TWIN_ENDPOINTS``) and trusts only the twin's CA. The run is offline by construction: a guard installed
 here refuses any connection or name lookup that is not the loopback interface, so an
 SDK that tried to reach Azure, even one that swallowed the error, fails the test
 that caused it, naming the host (see ``offline/sitecustomize.py``).
