@@ -52,7 +52,12 @@ pub(super) fn run(
         return resource_not_found(TYPE, name, rg);
     };
     match action {
-        StorageAction::Get => wire::json(200, &account_json(&sh.base_url, account)),
+        StorageAction::Get => {
+            let geo_stats = req
+                .param("$expand")
+                .is_some_and(|e| e.eq_ignore_ascii_case("geoReplicationStats"));
+            wire::json(200, &account_json(&sh.base_url, account, geo_stats))
+        }
         StorageAction::ListKeys => wire::json(200, &keys_json(account)),
         StorageAction::Patch => {
             let body = match json_body(req) {
@@ -63,7 +68,7 @@ pub(super) fn run(
             if let Err(r) = apply_patch(&mut updated, &body) {
                 return r;
             }
-            let out = account_json(&sh.base_url, &updated);
+            let out = account_json(&sh.base_url, &updated, false);
             core.accounts.insert(updated.name.clone(), updated);
             wire::json(200, &out)
         }
@@ -164,7 +169,42 @@ pub(super) fn keys_json(a: &StorageAccount) -> Value {
     json!({"keys": keys})
 }
 
-fn account_json(base_url: &str, a: &StorageAccount) -> Value {
+/// Azure's paired region of a region, for the secondary of geo-redundant accounts.
+fn paired_region(location: &str) -> Option<&'static str> {
+    const PAIRS: &[(&str, &str)] = &[
+        ("westeurope", "northeurope"),
+        ("eastus", "westus"),
+        ("eastus2", "centralus"),
+        ("westus2", "westcentralus"),
+        ("northcentralus", "southcentralus"),
+        ("uksouth", "ukwest"),
+        ("francecentral", "francesouth"),
+        ("germanywestcentral", "germanynorth"),
+        ("swedencentral", "swedensouth"),
+        ("switzerlandnorth", "switzerlandwest"),
+        ("norwayeast", "norwaywest"),
+        ("japaneast", "japanwest"),
+        ("australiaeast", "australiasoutheast"),
+        ("southeastasia", "eastasia"),
+        ("canadacentral", "canadaeast"),
+        ("centralindia", "southindia"),
+        ("koreacentral", "koreasouth"),
+    ];
+    let l = location.to_ascii_lowercase();
+    PAIRS.iter().find_map(|&(a, b)| {
+        if a == l {
+            Some(b)
+        } else if b == l {
+            Some(a)
+        } else {
+            None
+        }
+    })
+}
+
+/// The StorageAccount model. Secondary-region fields appear only for geo-redundant
+/// SKUs, as in Azure; `geoReplicationStats` only when `$expand` asked for it.
+fn account_json(base_url: &str, a: &StorageAccount, geo_stats: bool) -> Value {
     let n = &a.name;
     let azure = |svc: &str, suffix: &str| format!("https://{n}{suffix}.{svc}.core.windows.net/");
     let tier = if a.sku.starts_with("Premium") {
@@ -176,7 +216,6 @@ fn account_json(base_url: &str, a: &StorageAccount) -> Value {
     let mut props = json!({
         "keyCreationTime": {"key1": azure_time(a.keys[0].created), "key2": azure_time(a.keys[1].created)},
         "allowSharedKeyAccess": a.allow_shared_key_access,
-        "geoReplicationStats": {"status": "Live", "lastSyncTime": created, "canFailover": true},
         "isHnsEnabled": false,
         "creationTime": created,
         "networkAcls": {"bypass": "AzureServices", "defaultAction": "Allow", "ipRules": [], "virtualNetworkRules": [], "resourceAccessRules": []},
@@ -206,20 +245,35 @@ fn account_json(base_url: &str, a: &StorageAccount) -> Value {
             "requireInfrastructureEncryption": false,
         },
         "isSftpEnabled": false,
-        "secondaryLocation": a.location,
         "statusOfPrimary": "available",
-        "statusOfSecondary": "available",
         "supportsHttpsTrafficOnly": true,
         "isSkuConversionBlocked": false,
         "accountMigrationInProgress": false,
         "minimumTlsVersion": "TLS1_2",
         "allowBlobPublicAccess": false,
     });
-    if let (Some(days), Some(obj)) = (a.key_expiration_days, props.as_object_mut()) {
-        obj.insert(
-            "keyPolicy".into(),
-            json!({"keyExpirationPeriodInDays": days}),
-        );
+    if let Some(obj) = props.as_object_mut() {
+        if let Some(days) = a.key_expiration_days {
+            obj.insert(
+                "keyPolicy".into(),
+                json!({"keyExpirationPeriodInDays": days}),
+            );
+        }
+        let geo_redundant = ["GRS", "RAGRS", "GZRS", "RAGZRS"]
+            .iter()
+            .any(|r| a.sku.rsplit('_').next() == Some(*r));
+        if geo_redundant {
+            if let Some(pair) = paired_region(&a.location) {
+                obj.insert("secondaryLocation".into(), json!(pair));
+            }
+            obj.insert("statusOfSecondary".into(), json!("available"));
+            if geo_stats {
+                obj.insert(
+                    "geoReplicationStats".into(),
+                    json!({"status": "Live", "lastSyncTime": created, "canFailover": true}),
+                );
+            }
+        }
     }
     json!({
         "id": a.id,

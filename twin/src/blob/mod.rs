@@ -14,6 +14,7 @@ pub(crate) mod sharedkey;
 use std::sync::Arc;
 
 use axum::http::Method;
+use chrono::{DateTime, Utc};
 
 use crate::clock::azure_time;
 use crate::ops::Op;
@@ -23,10 +24,17 @@ use crate::state::StorageAccount;
 use crate::wire::{self, Req, Resp, set_header, xml_attr, xml_escape};
 use sharedkey::HeaderOrder;
 
-/// A Blob service error: XML body and `x-ms-error-code`.
-pub(crate) fn error(status: u16, code: &str, message: &str, detail: Option<&str>) -> Resp {
+/// A Blob service error: XML body and `x-ms-error-code`. `now` is the twin clock's,
+/// which the message's `Time:` line shows.
+pub(crate) fn error(
+    status: u16,
+    code: &str,
+    message: &str,
+    detail: Option<&str>,
+    now: DateTime<Utc>,
+) -> Resp {
     let request_id = uuid::Uuid::new_v4();
-    let time = azure_time(chrono::Utc::now());
+    let time = azure_time(now);
     let detail = detail
         .map(|d| {
             format!(
@@ -46,7 +54,7 @@ pub(crate) fn error(status: u16, code: &str, message: &str, detail: Option<&str>
     r
 }
 
-pub(crate) fn handle(_shared: &Arc<Shared>, req: &Arc<Req>) -> Handled {
+pub(crate) fn handle(shared: &Arc<Shared>, req: &Arc<Req>) -> Handled {
     let segs = req.segments();
     let account = segs.first().copied().unwrap_or("").to_string();
     let restype = req.param("restype").unwrap_or("");
@@ -68,6 +76,7 @@ pub(crate) fn handle(_shared: &Arc<Shared>, req: &Arc<Req>) -> Handled {
                     req.method, req.path
                 ),
                 None,
+                shared.clock.now(),
             ),
         );
     };
@@ -81,9 +90,10 @@ pub(crate) fn handle(_shared: &Arc<Shared>, req: &Arc<Req>) -> Handled {
                 "ResourceNotFound",
                 "The specified resource does not exist.",
                 None,
+                now,
             );
         };
-        if let Err(r) = verify(acct, &req, now) {
+        if let Err(r) = verify(sh, acct, &req, now) {
             return r;
         }
         match op {
@@ -94,23 +104,31 @@ pub(crate) fn handle(_shared: &Arc<Shared>, req: &Arc<Req>) -> Handled {
                 set_header(&mut r, "x-ms-is-hns-enabled", "false");
                 r
             }
-            _ => list_containers(&sh.base_url, acct, &req),
+            _ => list_containers(&sh.base_url, acct, &req, now),
         }
     })
 }
 
-fn verify(
-    acct: &StorageAccount,
-    req: &Req,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), Resp> {
+fn verify(sh: &Shared, acct: &StorageAccount, req: &Req, now: DateTime<Utc>) -> Result<(), Resp> {
     let Some(auth) = req.header("authorization") else {
-        return Err(error(
+        // Azure's bearer challenge, which the message points to; clients that discover
+        // the tenant read it from `authorization_uri`.
+        let mut r = error(
             401,
             "NoAuthenticationInformation",
             "Server failed to authenticate the request. Please refer to the information in the www-authenticate header.",
             None,
-        ));
+            now,
+        );
+        set_header(
+            &mut r,
+            "www-authenticate",
+            &format!(
+                "Bearer authorization_uri={}/{}/oauth2/authorize resource_id=https://storage.azure.com",
+                sh.base_url, sh.topology.tenant_id
+            ),
+        );
+        return Err(r);
     };
     let failed = |detail: &str| {
         error(
@@ -118,6 +136,7 @@ fn verify(
             "AuthenticationFailed",
             "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature.",
             Some(detail),
+            now,
         )
     };
     let Some(cred) = auth.strip_prefix("SharedKey ") else {
@@ -142,6 +161,7 @@ fn verify(
             "KeyBasedAuthenticationNotPermitted",
             "Key based authentication is not permitted on this storage account.",
             None,
+            now,
         ));
     }
     if req.header("x-ms-date").is_none() && req.header("date").is_none() {
@@ -177,7 +197,7 @@ fn verify(
     }
 }
 
-fn list_containers(base_url: &str, acct: &StorageAccount, req: &Req) -> Resp {
+fn list_containers(base_url: &str, acct: &StorageAccount, req: &Req, now: DateTime<Utc>) -> Resp {
     let max = match req.param("maxresults") {
         None => 5000,
         Some(m) => match m.parse::<usize>() {
@@ -190,6 +210,7 @@ fn list_containers(base_url: &str, acct: &StorageAccount, req: &Req) -> Resp {
                         "One of the query parameters specified in the request URI is outside the permissible range: maxresults={m}."
                     ),
                     None,
+                    now,
                 );
             }
         },

@@ -157,14 +157,26 @@ pub(crate) async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result
                     status,
                     code,
                     retry_after,
-                }) => Some(service_error(service, status, code.as_deref(), retry_after)),
+                }) => Some(service_error(
+                    &shared,
+                    service,
+                    status,
+                    code.as_deref(),
+                    retry_after,
+                )),
                 Some(FaultAction::After {
                     status,
                     code,
                     retry_after,
                 }) => {
                     let _ = run(&shared, &Flags::default());
-                    Some(service_error(service, status, code.as_deref(), retry_after))
+                    Some(service_error(
+                        &shared,
+                        service,
+                        status,
+                        code.as_deref(),
+                        retry_after,
+                    ))
                 }
                 Some(FaultAction::LroFail { code, status }) => {
                     let flags = Flags {
@@ -216,6 +228,7 @@ fn log(shared: &Shared, req: &Req, op: Option<Op>, principal: Option<String>, st
 
 /// The error a fault answers with, shaped like the service's own errors.
 fn service_error(
+    shared: &Shared,
     service: Service,
     status: u16,
     code: Option<&str>,
@@ -235,7 +248,13 @@ fn service_error(
             });
             entra::oauth_error(status, code, 0, &message)
         }
-        Service::Blob => blob::error(status, code.unwrap_or(default_code(status)), &message, None),
+        Service::Blob => blob::error(
+            status,
+            code.unwrap_or(default_code(status)),
+            &message,
+            None,
+            shared.clock.now(),
+        ),
         Service::Databricks => {
             let fallback = match status {
                 429 => "REQUEST_LIMIT_EXCEEDED",
@@ -270,6 +289,10 @@ fn malformed(resp: Resp) -> Resp {
 
 /// Headers each service puts on every response.
 fn decorate(shared: &Shared, service: Service, req: &Req, r: &mut Resp) {
+    // The twin clock's date, like every time the twin shows (hyper would add the
+    // system clock's, which disagrees once a test has moved the twin clock).
+    let date = httpdate::fmt_http_date(std::time::SystemTime::from(shared.clock.now()));
+    set_header(r, "date", &date);
     let request_id = uuid::Uuid::new_v4().to_string();
     if !r.headers().contains_key("x-ms-request-id") {
         set_header(r, "x-ms-request-id", &request_id);

@@ -265,3 +265,52 @@ async fn settings_and_clock_changes_are_validated() {
         .expect("answer");
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn the_date_header_and_blob_error_times_follow_the_twin_clock() {
+    let env = Env::demo().await;
+    env.advance(86_400.0).await;
+    let tomorrow = std::time::SystemTime::now() + std::time::Duration::from_secs(86_000);
+    let date_of = |r: &reqwest::Response| {
+        let v = r
+            .headers()
+            .get("date")
+            .and_then(|v| v.to_str().ok())
+            .expect("a Date header");
+        httpdate::parse_http_date(v).expect("an HTTP date")
+    };
+    let arm = env
+        .http
+        .get(env.url("/metadata/endpoints?api-version=2022-09-01"));
+    let vault = env.http.get(format!(
+        "{}/secrets/x?api-version=7.6",
+        env.ep.key_vaults["kv-datasci"].url
+    ));
+    for req in [arm, vault] {
+        let r = req.send().await.expect("answer");
+        assert!(date_of(&r) >= tomorrow, "{}", r.url());
+    }
+    let r = env
+        .blob(
+            Method::GET,
+            "stdatasci001",
+            "/?restype=account&comp=properties",
+            "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+        )
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 403);
+    assert!(date_of(&r) >= tomorrow);
+    let text = r.text().await.expect("body");
+    let time = text
+        .split("\nTime:")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .expect("a Time line");
+    let time = chrono::DateTime::parse_from_rfc3339(time).expect("an RFC 3339 time");
+    assert!(
+        std::time::SystemTime::from(time) >= tomorrow,
+        "Time:{time} in {text}"
+    );
+}

@@ -265,3 +265,33 @@ async fn unmodelled_blob_operations_say_so() {
         Some("UnsupportedOperation")
     );
 }
+
+#[tokio::test]
+async fn a_request_without_authorization_gets_the_storage_bearer_challenge() {
+    // Azure answers an anonymous request with the challenge its message points to;
+    // clients with tenant discovery read the tenant from it.
+    let env = Env::demo().await;
+    let url = format!(
+        "{}?restype=account&comp=properties",
+        env.ep.storage_accounts["stdatasci001"].blob_endpoint
+    );
+    let r = env.http.get(&url).send().await.expect("answer");
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some(
+            format!(
+                "Bearer authorization_uri={}/{TENANT}/oauth2/authorize resource_id=https://storage.azure.com",
+                env.ep.authority_host
+            )
+            .as_str()
+        )
+    );
+    let text = r.text().await.expect("body");
+    assert!(
+        text.contains("Please refer to the information in the www-authenticate header."),
+        "{text}"
+    );
+}

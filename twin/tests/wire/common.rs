@@ -26,6 +26,11 @@ pub const DEMO_TOML: &str = include_str!("../../worlds/demo.toml");
 /// the least-privilege demo principals may not perform) and `twin-stranger`, a
 /// principal with no role at all.
 pub fn world_with_owner() -> World {
+    with_owner(DEMO_TOML, "demo+owner")
+}
+
+/// A world file plus the principals `world_with_owner` adds.
+pub fn with_owner(base: &str, origin: &str) -> World {
     let extra = format!(
         r#"
 [[principal]]
@@ -46,8 +51,7 @@ role = "Owner"
 scope = "/subscriptions/{SUB}"
 "#
     );
-    World::from_toml_str(&format!("{DEMO_TOML}\n{extra}"), "demo+owner")
-        .expect("extended demo world")
+    World::from_toml_str(&format!("{base}\n{extra}"), origin).expect("extended world")
 }
 
 pub const OWNER: &str = "twin-owner";

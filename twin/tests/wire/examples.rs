@@ -136,12 +136,19 @@ fn every_example_file_is_replayed() {
 
 #[tokio::test]
 async fn storage_examples() {
-    let env = Env::start(world_with_owner()).await;
+    // The examples' account is Standard_GRS, and their answer shows the stats that
+    // only $expand=geoReplicationStats brings; replay them on such an account.
+    let lrs =
+        "name = \"stdatasci001\"\nresource_group = \"rg-datascience\"\nsku = \"Standard_LRS\"";
+    assert!(DEMO_TOML.contains(lrs));
+    let grs = DEMO_TOML.replace(lrs, &lrs.replace("Standard_LRS", "Standard_GRS"));
+    let env = Env::start(with_owner(&grs, "demo+owner+grs")).await;
     let t = env.token(OWNER, ARM_SCOPE).await;
     let id = env.account_id("stdatasci001");
 
     let f = "storage/StorageAccountGetProperties.json";
-    let (s, v) = send(&env, Method::GET, &env.arm(&id, &api(f)), &t, None).await;
+    let expanded = format!("{id}?$expand=geoReplicationStats");
+    let (s, v) = send(&env, Method::GET, &env.arm(&expanded, &api(f)), &t, None).await;
     assert_eq!(s, 200);
     assert_shape(
         f,

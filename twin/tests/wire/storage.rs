@@ -326,3 +326,67 @@ async fn http2_requests_route_on_the_path() {
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn secondary_region_fields_only_for_geo_redundant_accounts() {
+    // Azure reports secondaryLocation and statusOfSecondary only for geo-redundant
+    // SKUs, and geoReplicationStats only when asked with $expand=geoReplicationStats.
+    let lrs =
+        "name = \"stexternal002\"\nresource_group = \"rg-datascience\"\nsku = \"Standard_LRS\"";
+    assert!(
+        DEMO_TOML.contains(lrs),
+        "the demo world still has stexternal002 on LRS"
+    );
+    let toml = DEMO_TOML.replace(lrs, &lrs.replace("Standard_LRS", "Standard_RAGRS"));
+    let world = keyflip_twin::World::from_toml_str(&toml, "demo+ragrs").expect("world");
+    let env = Env::start(world).await;
+    let t = env.token(OPERATOR, ARM_SCOPE).await;
+    let get = |name: &str, expand: bool| {
+        let mut path = env.account_id(name);
+        if expand {
+            path.push_str("?$expand=geoReplicationStats");
+        }
+        env.req(Method::GET, &env.arm(&path, STORAGE_API), &t)
+            .send()
+    };
+
+    let v: Value = get("stdatasci001", true)
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    let p = &v["properties"];
+    assert_eq!(v["sku"]["name"], "Standard_LRS");
+    for absent in [
+        "secondaryLocation",
+        "statusOfSecondary",
+        "geoReplicationStats",
+    ] {
+        assert!(p.get(absent).is_none(), "{absent} on an LRS account: {p:#}");
+    }
+    assert_eq!(p["primaryLocation"], "westeurope");
+    assert_eq!(p["statusOfPrimary"], "available");
+
+    let v: Value = get("stexternal002", false)
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    let p = &v["properties"];
+    assert_eq!(p["secondaryLocation"], "northeurope", "West Europe's pair");
+    assert_eq!(p["statusOfSecondary"], "available");
+    assert!(
+        p.get("geoReplicationStats").is_none(),
+        "only with $expand: {p:#}"
+    );
+
+    let v: Value = get("stexternal002", true)
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["properties"]["geoReplicationStats"]["status"], "Live");
+}
