@@ -31,9 +31,11 @@ fn describe(action: &Action) -> String {
             "verify {key} on the blob data plane (probing for up to {})",
             crate::plan::duration::format(*budget)
         ),
-        Action::Bind { consumer, key, .. } => format!("bind {consumer} to {key}"),
+        Action::Bind { consumer, key, .. } => {
+            format!("bind {} to {key}", super::describe::consumer(consumer))
+        }
         Action::VerifyConsumer { consumer, key, .. } => {
-            format!("verify {consumer} holds {key}")
+            format!("verify {} holds {key}", super::describe::consumer(consumer))
         }
         Action::DisableVersions { consumer, .. } => {
             format!("disable the versions of {consumer} that hold a leaked value")

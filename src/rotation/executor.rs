@@ -354,7 +354,7 @@ impl<'c, 'a> Run<'c, 'a> {
         self.progress.event(&ProgressEvent::StepFinished {
             rotation_id: self.id().to_owned(),
             seq: cmd.seq,
-            step: cmd.action.to_string(),
+            step: super::describe::step(&cmd.action),
             ok: result.failure().is_none(),
             detail: detail(result),
             duration: took,
@@ -367,7 +367,7 @@ impl<'c, 'a> Run<'c, 'a> {
         self.progress.event(&ProgressEvent::StepStarted {
             rotation_id: self.id().to_owned(),
             seq: cmd.seq,
-            step: cmd.action.to_string(),
+            step: super::describe::step(&cmd.action),
         });
         if let Action::WaitUntil { at } = &cmd.action {
             let why = match self.machine.phase() {

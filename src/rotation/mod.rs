@@ -3,6 +3,7 @@
 //! intent before and result after, and resumes what a crash interrupted.
 
 mod consumer;
+pub mod describe;
 mod dry_run;
 pub mod engine;
 mod executor;
