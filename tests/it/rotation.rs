@@ -1,4 +1,6 @@
 //! The rotation engine end to end against keyflip-twin: swaps, dry runs, incidents,
 //! failures and rollbacks, refusals, locking, and crashes at every durable step.
 
+mod failure;
+mod incident;
 mod swap;
