@@ -12,7 +12,9 @@
 //!   a workspace takes and a resync cannot be steered back, so it runs only once every
 //!   other consumer of the batch has moved. When one of them failed and the rotation is
 //!   rolling back, the resync is not attempted at all (its bind is answered as failed
-//!   without being sent), and the workspace never leaves the old key.
+//!   without being sent), and the workspace never leaves the old key. The same holds
+//!   for any forward bind still outstanding once a rollback has started (after a
+//!   crash, for one): it is answered as not attempted, since it would be undone.
 //! - Cancellation is checked only between journaled steps: effects in flight finish and
 //!   are recorded; reads and waits in flight are abandoned (an abandoned wait resumes
 //!   from its absolute deadline; a read is simply done again).
@@ -430,6 +432,10 @@ impl<'c, 'a> Run<'c, 'a> {
                     }
                     return self.finish(&cmd).await;
                 }
+                if self.rolling_back_past(&cmd) {
+                    self.skip(&cmd)?;
+                    continue;
+                }
                 let other_binds = self.binds_running > 0
                     || self.queue.iter().any(|c| {
                         matches!(c.action, Action::Bind { .. }) && !is_workspace_bind(&c.action)
@@ -474,6 +480,29 @@ impl<'c, 'a> Run<'c, 'a> {
         }
     }
 
+    /// A forward bind (to the standby) while the rotation is rolling back: the
+    /// machine binds every consumer back anyway, so it is not sent. This is what keeps
+    /// a deferred (or, after a crash, in-doubt) workspace resync from moving the
+    /// workspace to a key it would then have to be moved off again.
+    fn rolling_back_past(&self, cmd: &Command) -> bool {
+        let Action::Bind { key, .. } = &cmd.action else {
+            return false;
+        };
+        self.machine.phase() == Phase::RollingBack && self.machine.view().standby == Some(*key)
+    }
+
+    /// Answers a forward bind as not attempted (its intent recorded first).
+    fn skip(&mut self, cmd: &Command) -> Result<(), EngineError> {
+        self.record_intent(cmd)?;
+        self.progress_started(cmd);
+        let done = Done::ok(StepResult::BindFailed {
+            reason:
+                "not attempted: the rotation is rolling back, so this consumer stays on the old key"
+                    .into(),
+        });
+        self.answer(cmd, done, Duration::ZERO)
+    }
+
     /// The workspace binds held back until the rest of their batch answered: performed,
     /// or, when the rotation turned back meanwhile, answered as not attempted.
     fn release(
@@ -481,16 +510,9 @@ impl<'c, 'a> Run<'c, 'a> {
         deferred: &mut Vec<Command>,
         running: &mut FuturesUnordered<Running<'c>>,
     ) -> Result<(), EngineError> {
-        let standby = self.machine.view().standby;
         for cmd in std::mem::take(deferred) {
-            let forward = matches!(&cmd.action, Action::Bind { key, .. } if Some(*key) == standby);
-            if forward && self.machine.phase() == Phase::RollingBack {
-                self.record_intent(&cmd)?;
-                self.progress_started(&cmd);
-                let done = Done::ok(StepResult::BindFailed {
-                    reason: "not attempted: another consumer of the batch failed, so the rotation is rolling back and the workspace keeps the old key".into(),
-                });
-                self.answer(&cmd, done, Duration::ZERO)?;
+            if self.rolling_back_past(&cmd) {
+                self.skip(&cmd)?;
             } else {
                 self.start(cmd, running)?;
             }
