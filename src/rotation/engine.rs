@@ -309,7 +309,7 @@ impl Engine {
         progress: &dyn Progress,
         cancel: CancellationToken,
     ) -> Result<RotationReport, EngineError> {
-        super::executor::rotate(&self.inner, plan, request, progress, cancel).await
+        super::lifecycle::rotate(&self.inner, plan, request, progress, cancel).await
     }
 
     /// Reads live state and changes nothing in Azure or the journal: the decision and
@@ -332,7 +332,7 @@ impl Engine {
         progress: &dyn Progress,
         cancel: CancellationToken,
     ) -> Result<Vec<RotationReport>, EngineError> {
-        super::executor::resume(&self.inner, plans, progress, cancel).await
+        super::lifecycle::resume(&self.inner, plans, progress, cancel).await
     }
 
     /// The ids and plans of unfinished rotations (reads the journal only).
