@@ -6,7 +6,7 @@
 use keyflip::journal::lock::AccountLock;
 
 use crate::support::binary::Cli;
-use crate::support::engine::{keys_of, regenerations};
+use crate::support::engine::keys_of;
 use crate::support::twin::{ACCOUNT, READER};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +264,11 @@ async fn a_killed_process_is_finished_by_rotate_resume() {
         let (key1, key2) = keys_of(&state);
         assert_ne!(key1, before.0, "{point}");
         assert_ne!(key2, before.1, "{point}");
-        assert_eq!(regenerations(&cli.twin).await, 2, "{point}");
+        assert_eq!(
+            crate::support::engine::regenerations(&cli.twin).await,
+            2,
+            "{point}"
+        );
         let history = cli.run(&["history", "--output", "json"]).await.json();
         assert_eq!(history[0]["outcome"]["outcome"], "completed", "{point}");
         assert_eq!(
