@@ -282,3 +282,63 @@ async fn two_rotations_of_one_account_at_once_one_is_busy() {
     assert_eq!(busy.exit(), keyflip::exit::Exit::Busy);
     assert_eq!(regenerations(&h.twin).await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_seen_by_observe_and_repaired_as_a_journaled_step() {
+    let h = Harness::start().await;
+    let engine = h.engine();
+    let inventory = engine.observe(&h.plan).await.unwrap();
+    assert_eq!(inventory.active, Some(KeyName::Key1));
+    assert!(inventory.drift.is_empty(), "{:#?}", inventory.drift);
+    assert_eq!(inventory.consumers.len(), 8);
+
+    // Someone points a datastore at key2 by hand.
+    let workspace = h.twin.workspace_id(crate::support::twin::WORKSPACE);
+    let (key1, key2) = h.twin.keys(ACCOUNT).await;
+    h.twin
+        .azure(crate::support::twin::OPERATOR)
+        .set_ml_datastore_key(
+            &workspace,
+            "feature_snapshots",
+            &keyflip::secret::StorageKey::new(key2),
+        )
+        .await
+        .unwrap();
+    let inventory = engine.observe(&h.plan).await.unwrap();
+    assert_eq!(inventory.active, None, "split");
+    let id = keyflip::plan::ConsumerId::datastore(&workspace, "feature_snapshots");
+    assert!(
+        inventory
+            .drift
+            .iter()
+            .any(|c| c.consumer.id.0 == id.as_str())
+    );
+
+    let report = engine
+        .repair(
+            &h.plan,
+            &id,
+            KeyName::Key1,
+            &NoProgress,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(report.outcome, Some(Outcome::Completed { .. })),
+        "{:#?}",
+        report.outcome
+    );
+    assert_eq!(report.steps.len(), 2, "bind and verify");
+    let state = h.twin.state().await;
+    assert_eq!(
+        state["ml_workspaces"][crate::support::twin::WORKSPACE]["datastores"]["feature_snapshots"]
+            ["key"],
+        key1.as_str()
+    );
+    let inventory = engine.observe(&h.plan).await.unwrap();
+    assert_eq!(inventory.active, Some(KeyName::Key1));
+    assert!(inventory.drift.is_empty());
+    assert!(engine.unfinished().unwrap().is_empty());
+    assert_eq!(engine.history(Some("demo"), 5).unwrap().len(), 1);
+}
