@@ -6,9 +6,12 @@
 pub mod azure;
 pub mod cli;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod diagnostic;
 pub mod exit;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 pub mod journal;
 pub mod key;
 pub mod logging;

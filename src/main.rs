@@ -5,18 +5,23 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use keyflip::cli::{Cli, Command, PlanCommand};
+use keyflip::cli::{Cli, Command, PlanCommand, RotateCommand};
+use keyflip::commands;
 use keyflip::exit::Exit;
 
 fn main() -> ExitCode {
     keyflip::install_crypto_provider();
     let cli = Cli::parse();
-    keyflip::logging::init(cli.log_format, cli.verbose);
-    let exit = match cli.command {
-        Command::Demo(_) => not_yet("demo"),
-        Command::Rotate(_) => not_yet("rotate"),
-        Command::Status(_) => not_yet("status"),
-        Command::History(_) => not_yet("history"),
+    // Interactive commands show their own progress; their logs start at warnings.
+    let quiet = !matches!(cli.command, Command::Daemon);
+    keyflip::logging::init(cli.log_format, cli.verbose, quiet);
+    let config = cli.config.as_deref();
+    let exit = match &cli.command {
+        Command::Demo(args) => commands::demo::run(args),
+        Command::Rotate(RotateCommand::Now(args)) => commands::rotate::now(config, args),
+        Command::Rotate(RotateCommand::Resume(args)) => commands::rotate::resume(config, args),
+        Command::Status(args) => commands::status::run(config, args),
+        Command::History(args) => commands::history::run(config, args),
         Command::Plan(PlanCommand::Check(args)) => plan_check(&args.paths),
         Command::Doctor(_) => not_yet("doctor"),
         Command::Daemon => not_yet("daemon"),

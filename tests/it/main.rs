@@ -3,4 +3,6 @@
 //! own runtime, and Azurite.
 
 mod azure;
+mod cli;
+mod rotation;
 mod support;
