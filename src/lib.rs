@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod diagnostic;
+pub mod doctor;
 pub mod exit;
 pub mod journal;
 pub mod key;

@@ -18,7 +18,12 @@ fn main() -> ExitCode {
         Command::Status(_) => not_yet("status"),
         Command::History(_) => not_yet("history"),
         Command::Plan(PlanCommand::Check(args)) => plan_check(&args.paths),
-        Command::Doctor(_) => not_yet("doctor"),
+        Command::Doctor(args) => keyflip::doctor::run(
+            cli.config.as_deref(),
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
         Command::Daemon => not_yet("daemon"),
     };
     exit.into()
