@@ -14,7 +14,8 @@
 use std::collections::HashSet;
 
 use super::collect::{
-    DatabricksSeen, Got, KeySeen, Observed, PermissionsSeen, SecretSeen, TokenSeen, WorkspaceSeen,
+    DatabricksSeen, DatastoreSeen, Got, KeySeen, Observed, PermissionsSeen, SecretSeen, TokenSeen,
+    WorkspaceSeen,
 };
 use super::report::{
     Check, DatastoreFacts, Facts, Holding, Holds, MissingAction, ProbeFacts, Resource, Selection,
@@ -65,14 +66,26 @@ struct Verdict {
     status: Status,
     finding: Vec<String>,
     fix: Vec<String>,
+    /// The first finding describes rather than reassures, so it stays when a problem
+    /// is added.
+    keep_summary: bool,
 }
 
 impl Verdict {
+    /// An "all is well" summary, replaced by the first problem added.
     fn ok(finding: impl Into<String>) -> Verdict {
         Verdict {
             status: Status::Ok,
             finding: vec![finding.into()],
             fix: Vec::new(),
+            keep_summary: false,
+        }
+    }
+    /// A description that problems are appended to.
+    fn described(finding: impl Into<String>) -> Verdict {
+        Verdict {
+            keep_summary: true,
+            ..Verdict::ok(finding)
         }
     }
     fn problem(status: Status, finding: impl Into<String>, fix: Option<String>) -> Verdict {
@@ -80,12 +93,12 @@ impl Verdict {
             status,
             finding: vec![finding.into()],
             fix: fix.into_iter().collect(),
+            keep_summary: false,
         }
     }
     fn add(&mut self, status: Status, finding: impl Into<String>, fix: Option<String>) {
         if status > Status::Ok {
-            // A problem replaces an "all is well" summary rather than following it.
-            if self.status == Status::Ok {
+            if self.status == Status::Ok && !self.keep_summary {
                 self.finding.clear();
             }
             self.status = self.status.max(status);
@@ -464,8 +477,8 @@ impl<'a> Ctx<'a> {
             Datastores::Discover => (Selection::Discover, None),
         };
         let subject = format!("datastores of {}", id.name());
-        let all = match &ws.datastores {
-            Got::Done(all) => all,
+        let mut all: Vec<&DatastoreSeen> = match &ws.datastores {
+            Got::Done(all) => all.iter().collect(),
             other => {
                 let verdict =
                     not_done(other, &self.missing).unwrap_or_else(|| Verdict::ok("listed"));
@@ -480,6 +493,8 @@ impl<'a> Ctx<'a> {
                 );
             }
         };
+        // Azure lists datastores in no documented order; the report sorts them.
+        all.sort_by(|a, b| a.name.cmp(&b.name));
         let is_named =
             |name: &str| named.is_some_and(|n| n.iter().any(|x| x.eq_ignore_ascii_case(name)));
         let mut facts = Vec::new();
@@ -487,8 +502,8 @@ impl<'a> Ctx<'a> {
         let mut unusable = Vec::new();
         let mut neither = Vec::new();
         let mut skipped: Option<Verdict> = None;
-        for d in all {
-            let ds = d;
+        for &ds in &all {
+            let d = ds;
             let reason = if !is_named(&ds.name) || d.on_account {
                 None
             } else if !ds.uses_account_key {
@@ -559,13 +574,16 @@ impl<'a> Ctx<'a> {
             Selection::Discover => "discovered",
             Selection::Named => "named in the plan",
         };
-        let mut verdict = if keyed == 0 {
-            Verdict::ok(format!("no key-based datastore on {account}"))
-        } else {
-            Verdict::ok(format!(
-                "{keyed} key-based datastore{} on {account}, all {how}",
-                if keyed == 1 { "" } else { "s" }
-            ))
+        let mut verdict = match (keyed, missed.is_empty()) {
+            (0, _) => Verdict::described(format!("no key-based datastore on {account}")),
+            (n, true) => Verdict::described(format!(
+                "{n} key-based datastore{} on {account}, all {how}",
+                if n == 1 { "" } else { "s" }
+            )),
+            (n, false) => Verdict::described(format!(
+                "{n} key-based datastore{} on {account}",
+                if n == 1 { "" } else { "s" }
+            )),
         };
         if !missed.is_empty() {
             verdict.add(
@@ -683,7 +701,7 @@ impl<'a> Ctx<'a> {
             )
             .check(subject, facts);
         }
-        let mut verdict = Verdict::ok(format!(
+        let mut verdict = Verdict::described(format!(
             "current version holds {} ({count} version{})",
             current.holds.as_str(),
             if count == 1 { "" } else { "s" }

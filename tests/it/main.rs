@@ -3,4 +3,5 @@
 //! own runtime, and Azurite.
 
 mod azure;
+mod doctor;
 mod support;
