@@ -16,7 +16,8 @@
 //! an installation fingerprint key it fingerprints under a key made for this run), and
 //! never prints a key value. Exit status: 0 when nothing would block a rotation
 //! (warnings do not), 3 when something would, 2 for an invalid configuration or plan,
-//! 1 when keyflip itself could not run.
+//! 1 when keyflip itself could not run. With `--output json` stdout holds exactly one
+//! JSON document: the report, or `{"error": ..., "exit": N}`.
 
 pub mod assess;
 pub mod collect;
@@ -70,6 +71,11 @@ pub fn run(
         Ok(exit) => exit,
         Err((exit, message)) => {
             let _ = writeln!(err, "keyflip doctor: {message}");
+            // A machine reading stdout still gets one JSON document.
+            if args.output.output == Output::Json {
+                let doc = serde_json::json!({"error": message, "exit": exit as u8});
+                let _ = writeln!(out, "{doc}");
+            }
             exit
         }
     }

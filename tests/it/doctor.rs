@@ -4,6 +4,10 @@
 //! redacted; the JSON, which must say the same), the exit code, and from the twin's
 //! request log and state that doctor changed nothing.
 
+mod conduct;
+mod findings;
+mod principals;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -18,7 +22,7 @@ use crate::support::twin::{ACCOUNT, OPERATOR, READER, TestTwin, VAULT};
 
 /// Operations that only read. Everything doctor sends must be one of these (or a
 /// request that reached no operation, such as Key Vault's unauthenticated challenge).
-const READS: &[&str] = &[
+pub(super) const READS: &[&str] = &[
     "entra.token",
     "entra.discovery",
     "storage.get",
@@ -38,13 +42,13 @@ const READS: &[&str] = &[
 
 /// A keyflip installation pointed at a twin: keyflip.toml, a client secret file
 /// (0600), the demo plan with the twin's address, and an empty state directory.
-struct Install {
-    dir: tempfile::TempDir,
-    config: PathBuf,
+pub(super) struct Install {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) config: PathBuf,
 }
 
 impl Install {
-    fn new(twin: &TestTwin, principal: &str) -> Install {
+    pub(super) fn new(twin: &TestTwin, principal: &str) -> Install {
         let dir = tempfile::tempdir().unwrap();
         let e = &twin.endpoints;
         let secret = dir.path().join("client.secret");
@@ -100,7 +104,7 @@ client_secret_file = "client.secret"
     }
 
     /// Runs `keyflip doctor ARGS`: (exit code, stdout, stderr).
-    fn doctor(&self, args: &[&str]) -> (i32, String, String) {
+    pub(super) fn doctor(&self, args: &[&str]) -> (i32, String, String) {
         let output = Command::new(env!("CARGO_BIN_EXE_keyflip"))
             .env_clear()
             .arg("--config")
@@ -116,7 +120,7 @@ client_secret_file = "client.secret"
         )
     }
 
-    fn json(&self) -> (i32, Value) {
+    pub(super) fn json(&self) -> (i32, Value) {
         let (code, out, err) = self.doctor(&["--output", "json"]);
         let json = serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("--output json is not JSON ({e}):\n{out}\n{err}"));
@@ -126,7 +130,7 @@ client_secret_file = "client.secret"
 
 /// Runs doctor as table and as JSON, checks both say the same and that the twin saw
 /// only reads and kept its state; returns (exit code, table, JSON).
-async fn examine(twin: &TestTwin, install: &Install) -> (i32, String, Value) {
+pub(super) async fn examine(twin: &TestTwin, install: &Install) -> (i32, String, Value) {
     let before = twin.state().await;
     let since = twin.requests().await.len();
     let (code, text, err) = install.doctor(&[]);
@@ -168,7 +172,7 @@ async fn examine(twin: &TestTwin, install: &Install) -> (i32, String, Value) {
 /// Every JSON check is a table row with the same symbol, subject and finding, and its
 /// fix is printed; the table has no other rows. The two come from two runs, so what
 /// differs between runs (request ids) is redacted on both sides first.
-fn same_report(text: &str, json: &Value) {
+pub(super) fn same_report(text: &str, json: &Value) {
     let text = &normalize(text);
     let symbols = [
         ("ok", "✓"),
@@ -214,7 +218,7 @@ fn same_report(text: &str, json: &Value) {
     assert_eq!(text.contains("a rotation would be blocked"), blocked);
 }
 
-fn checks<'a>(json: &'a Value, kind: &str) -> Vec<&'a Value> {
+pub(super) fn checks<'a>(json: &'a Value, kind: &str) -> Vec<&'a Value> {
     json["plans"][0]["checks"]
         .as_array()
         .unwrap()
@@ -223,7 +227,7 @@ fn checks<'a>(json: &'a Value, kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn check<'a>(json: &'a Value, kind: &str, subject: &str) -> &'a Value {
+pub(super) fn check<'a>(json: &'a Value, kind: &str, subject: &str) -> &'a Value {
     checks(json, kind)
         .into_iter()
         .find(|c| c["subject"] == subject)
@@ -231,7 +235,7 @@ fn check<'a>(json: &'a Value, kind: &str, subject: &str) -> &'a Value {
 }
 
 /// The table with everything that changes between runs replaced.
-fn redact(text: &str, twin: &TestTwin, install: &Install) -> String {
+pub(super) fn redact(text: &str, twin: &TestTwin, install: &Install) -> String {
     normalize(
         &text
             .replace(&twin.endpoints.base_url, "https://twin")
@@ -240,7 +244,7 @@ fn redact(text: &str, twin: &TestTwin, install: &Install) -> String {
 }
 
 /// Ids, fingerprints and times replaced, word by word.
-fn normalize(text: &str) -> String {
+pub(super) fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         let words: Vec<String> = line.split(' ').map(redact_word).collect();
@@ -250,7 +254,7 @@ fn normalize(text: &str) -> String {
     out
 }
 
-fn redact_word(word: &str) -> String {
+pub(super) fn redact_word(word: &str) -> String {
     let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
     let digits = |s: &str, shape: &str| {
         s.len() == shape.len()
@@ -292,7 +296,7 @@ fn redact_word(word: &str) -> String {
 /// Compares `actual` with `tests/it/snapshots/{name}.txt`. With `UPDATE_SNAPSHOTS=1`
 /// (or when the file is missing) writes it instead; a missing file still fails, so a
 /// new snapshot is always looked at before it is trusted.
-fn snapshot(name: &str, actual: &str) {
+pub(super) fn snapshot(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/it/snapshots")
         .join(format!("{name}.txt"));
@@ -322,427 +326,4 @@ fn snapshot(name: &str, actual: &str) {
             );
         }
     }
-}
-
-#[tokio::test]
-async fn the_operator_gets_a_clean_report_and_nothing_changes() {
-    let twin = TestTwin::start();
-    let install = Install::new(&twin, OPERATOR);
-    let since = twin.requests().await.len();
-    let (code, text, json) = examine(&twin, &install).await;
-    assert_eq!(code, 0, "{text}");
-    assert_eq!(json["blocking"], false);
-    assert_eq!(json["fingerprints"]["source"], "this_run");
-    let statuses: Vec<&str> = json["plans"][0]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["status"].as_str().unwrap())
-        .collect();
-    assert!(statuses.iter().all(|s| *s == "ok"), "{text}");
-
-    // Tokens for all three audiences; every permission; shared keys; both keys work.
-    let services: Vec<&str> = checks(&json, "token")
-        .iter()
-        .map(|c| c["service"].as_str().unwrap())
-        .collect();
-    assert_eq!(services, ["arm", "key_vault", "databricks"]);
-    assert_eq!(checks(&json, "permissions").len(), 3);
-    assert!(
-        checks(&json, "permissions")
-            .iter()
-            .all(|c| c["missing"] == serde_json::json!([]))
-    );
-    assert_eq!(
-        check(&json, "storage_account", "storage account stdatasci001")["shared_key_access"],
-        true
-    );
-    let keys = checks(&json, "key");
-    let outcomes: Vec<&str> = keys
-        .iter()
-        .map(|k| k["probe"]["outcome"].as_str().unwrap())
-        .collect();
-    assert_eq!(outcomes, ["works", "works"]);
-    let key1 = keys[0]["fingerprint"].as_str().unwrap();
-    assert_ne!(key1, keys[1]["fingerprint"].as_str().unwrap());
-
-    // The four key-based datastores on stdatasci001, discovered; not the SAS one, not
-    // the one on stexternal002.
-    let ds = check(&json, "datastores", "datastores of mlw-datasci");
-    assert_eq!(ds["selection"], "discover");
-    let mut names: Vec<&str> = ds["datastores"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["name"].as_str().unwrap())
-        .collect();
-    names.sort_unstable();
-    assert_eq!(
-        names,
-        [
-            "feature_snapshots",
-            "training_data",
-            "workspaceblobstore",
-            "workspaceworkingdirectory"
-        ]
-    );
-    assert!(
-        ds["datastores"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|d| d["covered"] == true && d["holds"] == "key1" && d["fingerprint"] == key1)
-    );
-
-    // Both secrets (raw key and connection string) hold key1, by fingerprint.
-    for secret in ["stdatasci001-key", "stdatasci001-connection-string"] {
-        let s = check(&json, "key_vault_secret", &format!("{VAULT}/{secret}"));
-        let versions = s["versions"].as_array().unwrap();
-        assert_eq!(versions.len(), 1);
-        assert_eq!(versions[0]["holds"], "key1");
-        assert_eq!(versions[0]["fingerprint"], key1);
-    }
-    let dbx = check(&json, "databricks", "scope datasci in dbw-datasci");
-    assert_eq!(dbx["backend"], "databricks");
-    assert_eq!(dbx["secret_exists"], true);
-    let consumers = &checks(&json, "consumers")[0];
-    assert_eq!(consumers["active"], "key1");
-    assert_eq!(consumers["holdings"].as_array().unwrap().len(), 8);
-
-    // Never a key value, in either form.
-    let (k1, k2) = twin.keys(ACCOUNT).await;
-    for shown in [&text, &json.to_string()] {
-        assert!(!shown.contains(&k1) && !shown.contains(&k2));
-    }
-
-    // Doctor did look: the reads that answer each question are in the log.
-    let log = twin.requests().await;
-    let count = |op: &str| log[since..].iter().filter(|e| e["operation"] == op).count();
-    // Two runs (table and JSON), each probing both keys and asking about three scopes.
-    assert_eq!(count("blob.accountInfo"), 4);
-    assert_eq!(count("authz.permissions"), 6);
-    assert_eq!(count("ml.datastore.listSecrets"), 8);
-
-    snapshot("doctor_operator", &redact(&text, &twin, &install));
-}
-
-#[tokio::test]
-async fn the_reader_is_told_every_missing_action_and_the_role_that_grants_it() {
-    let twin = TestTwin::start();
-    let install = Install::new(&twin, READER);
-    let (code, text, json) = examine(&twin, &install).await;
-    assert_eq!(code, 3, "{text}");
-    let missing = |subject: &str| -> Vec<(String, String)> {
-        check(&json, "permissions", subject)["missing"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| {
-                (
-                    m["action"].as_str().unwrap().to_owned(),
-                    m["role"].as_str().unwrap_or("-").to_owned(),
-                )
-            })
-            .collect()
-    };
-    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
-        list.iter()
-            .map(|(a, r)| ((*a).to_owned(), (*r).to_owned()))
-            .collect()
-    };
-    let key_operator = "Storage Account Key Operator Service Role";
-    assert_eq!(
-        missing("storage account stdatasci001"),
-        pairs(&[
-            (
-                "Microsoft.Storage/storageAccounts/listkeys/action",
-                key_operator
-            ),
-            (
-                "Microsoft.Storage/storageAccounts/regeneratekey/action",
-                key_operator
-            ),
-        ])
-    );
-    let scientist = "AzureML Data Scientist";
-    assert_eq!(
-        missing("ML workspace mlw-datasci"),
-        pairs(&[
-            (
-                "Microsoft.MachineLearningServices/workspaces/listKeys/action",
-                "Contributor"
-            ),
-            (
-                "Microsoft.MachineLearningServices/workspaces/resynckeys/action",
-                scientist
-            ),
-            (
-                "Microsoft.MachineLearningServices/workspaces/datastores/write",
-                scientist
-            ),
-            (
-                "Microsoft.MachineLearningServices/workspaces/datastores/listsecrets/action",
-                scientist
-            ),
-        ])
-    );
-    let officer = "Key Vault Secrets Officer";
-    assert_eq!(
-        missing("key vault kv-datasci"),
-        pairs(&[
-            (
-                "Microsoft.KeyVault/vaults/secrets/setSecret/action",
-                officer
-            ),
-            ("Microsoft.KeyVault/vaults/secrets/update/action", officer),
-        ])
-    );
-    // The table names each with its role, and says where to assign them.
-    assert!(text.contains(&format!(
-        "missing Microsoft.Storage/storageAccounts/listkeys/action: granted by '{key_operator}'"
-    )));
-    assert!(text.contains(&format!(
-        "→ what to do: assign '{key_operator}' to keyflip's identity at {}",
-        TestTwin::demo_account_id(ACCOUNT)
-    )));
-    // What the missing permissions keep doctor from reading is skipped, not repeated.
-    for key in checks(&json, "key") {
-        assert_eq!(key["status"], "skipped", "{key}");
-    }
-    // The reader is not a Databricks workspace user: that blocks too, with the fix.
-    let dbx = check(&json, "databricks", "scope datasci in dbw-datasci");
-    assert_eq!(dbx["status"], "error");
-    assert!(
-        dbx["fix"]
-            .as_str()
-            .unwrap()
-            .contains("user of the workspace")
-    );
-
-    snapshot("doctor_reader", &redact(&text, &twin, &install));
-}
-
-#[tokio::test]
-async fn an_account_with_shared_keys_disabled_blocks() {
-    const ADMIN: &str = "storage-admin";
-    let twin = TestTwin::start_with(&format!(
-        "[[principal]]\nname = \"{ADMIN}\"\nclient_id = \"0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f\"\nobject_id = \"1d2e3f4a-5b6c-4d7e-8f9a-0b1c2d3e4f5a\"\n\n[[role_assignment]]\nprincipal = \"{ADMIN}\"\nrole = \"Storage Account Contributor\"\nscope = \"{}\"\n",
-        TestTwin::demo_account_id(ACCOUNT)
-    ));
-    twin.azure(ADMIN)
-        .patch_storage_account(
-            &twin.account_id(ACCOUNT),
-            &StorageAccountPatch {
-                allow_shared_key_access: Some(false),
-                key_expiration_days: None,
-            },
-        )
-        .await
-        .unwrap();
-    let install = Install::new(&twin, OPERATOR);
-    let (code, text, json) = examine(&twin, &install).await;
-    assert_eq!(code, 3, "{text}");
-    let account = check(&json, "storage_account", "storage account stdatasci001");
-    assert_eq!(account["status"], "error");
-    assert_eq!(account["shared_key_access"], false);
-    assert!(
-        account["fix"]
-            .as_str()
-            .unwrap()
-            .contains("--allow-shared-key-access true")
-    );
-    for key in checks(&json, "key") {
-        assert_eq!(key["status"], "error");
-        assert_eq!(key["probe"]["outcome"], "shared_keys_disabled");
-    }
-    // Everything else is as healthy as before.
-    let errors: Vec<&str> = json["plans"][0]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["status"] == "error")
-        .map(|c| c["check"].as_str().unwrap())
-        .collect();
-    assert_eq!(errors, ["storage_account", "key", "key"], "{text}");
-}
-
-#[tokio::test]
-async fn key_vault_versions_are_matched_to_keys_and_an_old_valid_one_only_warns() {
-    let twin = TestTwin::start();
-    let install = Install::new(&twin, OPERATOR);
-    let operator = twin.azure(OPERATOR);
-    let vault = twin.vault_url(VAULT);
-    let (key1, key2) = twin.keys(ACCOUNT).await;
-    let write = |value: String| {
-        let (operator, vault) = (&operator, &vault);
-        async move {
-            let value = StorageKey::new(value);
-            operator
-                .set_secret(
-                    vault,
-                    "stdatasci001-key",
-                    NewSecretVersion {
-                        value: &value,
-                        content_type: None,
-                        tags: BTreeMap::new(),
-                        expires: None,
-                    },
-                )
-                .await
-                .unwrap()
-        }
-    };
-
-    // Someone put key2 into the secret: the current version disagrees with the rest.
-    write(key2).await;
-    let (code, text, json) = examine(&twin, &install).await;
-    assert_eq!(code, 3, "{text}");
-    let secret = check(&json, "key_vault_secret", "kv-datasci/stdatasci001-key");
-    let holds: Vec<&str> = secret["versions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["holds"].as_str().unwrap())
-        .collect();
-    assert_eq!(holds, ["key2", "key1"], "newest first");
-    assert!(
-        secret["finding"]
-            .as_str()
-            .unwrap()
-            .contains("current version holds key2")
-    );
-    let consumers = &checks(&json, "consumers")[0];
-    assert_eq!(consumers["status"], "error");
-    assert!(
-        consumers["finding"]
-            .as_str()
-            .unwrap()
-            .starts_with("split: 6 on key1, 1 on key2")
-    );
-    assert!(text.contains("  ✗  consumers"), "{text}");
-
-    // Put back key1: consumers agree again; the version holding key2 is still enabled
-    // and key2 still works, which is worth a warning but blocks nothing.
-    write(key1).await;
-    let (code, text, json) = examine(&twin, &install).await;
-    assert_eq!(code, 0, "{text}");
-    let secret = check(&json, "key_vault_secret", "kv-datasci/stdatasci001-key");
-    assert_eq!(secret["status"], "warning");
-    assert!(
-        secret["finding"]
-            .as_str()
-            .unwrap()
-            .contains("1 older enabled version still holds key2")
-    );
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("  !  key vault") && l.contains("kv-datasci/stdatasci001-key ")),
-        "{text}"
-    );
-    assert!(
-        text.contains("nothing blocks a rotation, 1 warning"),
-        "{text}"
-    );
-}
-
-#[tokio::test]
-async fn an_unknown_plan_is_a_usage_error_before_any_request() {
-    let twin = TestTwin::start();
-    let install = Install::new(&twin, OPERATOR);
-    let since = twin.requests().await.len();
-    let (code, out, err) = install.doctor(&["--plan", "dmeo"]);
-    assert_eq!(code, 2, "{out}{err}");
-    assert!(err.contains("no plan named `dmeo`"), "{err}");
-    assert!(err.contains("did you mean `demo`?"), "{err}");
-    assert_eq!(twin.requests().await.len(), since);
-
-    let (code, out, _) = install.doctor(&["--plan", "demo"]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("keyflip doctor: 1 plan;"), "{out}");
-}
-
-#[tokio::test]
-async fn a_named_datastore_list_that_misses_key_based_ones_blocks() {
-    let twin = TestTwin::start();
-    let install = Install::new(&twin, OPERATOR);
-    let plan = install.dir.path().join("plans/demo.toml");
-    let text = std::fs::read_to_string(&plan).unwrap();
-    assert!(text.contains("discover = true"));
-    std::fs::write(
-        &plan,
-        text.replace(
-            "discover = true",
-            r#"datastores = ["training_data", "public_samples"]"#,
-        ),
-    )
-    .unwrap();
-    let (code, text, json) = examine(&twin, &install).await;
-    assert_eq!(code, 3, "{text}");
-    let ds = check(&json, "datastores", "datastores of mlw-datasci");
-    assert_eq!(ds["status"], "error");
-    assert_eq!(ds["selection"], "named");
-    assert_eq!(
-        ds["missed"],
-        serde_json::json!([
-            "feature_snapshots",
-            "workspaceblobstore",
-            "workspaceworkingdirectory"
-        ])
-    );
-    let unusable: Vec<(&str, &str)> = ds["datastores"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|d| Some((d["name"].as_str()?, d["unusable"].as_str()?)))
-        .collect();
-    assert_eq!(
-        unusable,
-        [(
-            "public_samples",
-            "it uses Sas credentials, not an account key"
-        )]
-    );
-    let fix = ds["fix"].as_str().unwrap();
-    assert!(fix.contains("discover = true"), "{fix}");
-    // Only the named, usable datastore counts as a consumer.
-    let consumers = &checks(&json, "consumers")[0];
-    let datastores: Vec<&str> = consumers["holdings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|h| {
-            h["consumer"]
-                .as_str()
-                .filter(|c| c.starts_with("datastore:"))
-        })
-        .collect();
-    assert_eq!(datastores.len(), 1);
-    assert!(datastores[0].ends_with("/datastores/training_data"));
-}
-
-#[tokio::test]
-async fn fingerprints_use_the_installation_key_when_there_is_one() {
-    let twin = TestTwin::start();
-    let install = Install::new(&twin, OPERATOR);
-    let path = install.dir.path().join("state/fingerprint.key");
-    let bytes = [7u8; 32];
-    std::fs::write(&path, bytes).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let (code, json) = install.json();
-    assert_eq!(code, 0, "{json:#}");
-    assert_eq!(json["fingerprints"]["source"], "installation");
-    assert_eq!(
-        json["fingerprints"]["path"],
-        path.display().to_string().as_str()
-    );
-    let (key1, _) = twin.keys(ACCOUNT).await;
-    let expected = keyflip::secret::Fingerprinter::from_bytes(&bytes)
-        .fingerprint(&StorageKey::new(key1))
-        .to_hex();
-    assert_eq!(checks(&json, "key")[0]["fingerprint"], expected.as_str());
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        bytes,
-        "the key is left as it was"
-    );
 }
