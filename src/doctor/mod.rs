@@ -167,26 +167,50 @@ fn plans(config: &Config, only: Option<&str>) -> Result<(Vec<Plan>, Vec<InvalidP
 }
 
 /// The installation's fingerprint key if there is one (so fingerprints match the
-/// journal and `keyflip status`), else a key for this run only: doctor creates nothing.
+/// journal and `keyflip status`), else a key for this run only. Read here rather than
+/// through [`Fingerprinter::load_or_create`], which would create a missing key file:
+/// doctor creates nothing.
 fn fingerprinter(config: &Config, err: &mut dyn Write) -> (Arc<Fingerprinter>, Fingerprints) {
+    use std::os::unix::fs::PermissionsExt as _;
     let path = config.state_dir.join("fingerprint.key");
-    if path.is_file() {
-        match Fingerprinter::load_or_create(&path) {
-            Ok(f) => {
-                return (
-                    Arc::new(f),
-                    Fingerprints {
-                        source: FingerprintSource::Installation,
-                        path: Some(path.display().to_string()),
-                    },
-                );
+    let installation = match std::fs::read(&path).map(zeroize::Zeroizing::new) {
+        Ok(bytes) => {
+            let open = std::fs::metadata(&path)
+                .map(|m| m.permissions().mode() & 0o077 != 0)
+                .unwrap_or(true);
+            if bytes.len() != 32 {
+                Err(format!(
+                    "{} is not a fingerprint key (expected 32 bytes)",
+                    path.display()
+                ))
+            } else if open {
+                Err(format!(
+                    "{} can be read by group or others; run chmod 600 on it",
+                    path.display()
+                ))
+            } else {
+                Ok(Some(Fingerprinter::from_bytes(&bytes)))
             }
-            Err(e) => {
-                let _ = writeln!(
-                    err,
-                    "keyflip doctor: {e}; fingerprints in this report use a key made for this run"
-                );
-            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    };
+    match installation {
+        Ok(Some(f)) => {
+            return (
+                Arc::new(f),
+                Fingerprints {
+                    source: FingerprintSource::Installation,
+                    path: Some(path.display().to_string()),
+                },
+            );
+        }
+        Ok(None) => {}
+        Err(why) => {
+            let _ = writeln!(
+                err,
+                "keyflip doctor: {why}; fingerprints in this report use a key made for this run"
+            );
         }
     }
     (

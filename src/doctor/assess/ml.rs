@@ -43,7 +43,8 @@ impl Ctx<'_> {
                     )),
                 )
             }
-            (None, _) => Verdict::ok("its own storage account"),
+            (None, Some(_)) => Verdict::ok("its own storage account"),
+            (None, None) => Verdict::ok("its storage account is not reported"),
         };
         match (&ws.cached_key, holds) {
             (Got::Done(None), _) => verdict.add(
@@ -120,37 +121,36 @@ impl Ctx<'_> {
         let mut unusable = Vec::new();
         let mut neither = Vec::new();
         let mut skipped: Option<Verdict> = None;
-        for &ds in &all {
-            let d = ds;
-            let reason = if !is_named(&ds.name) || d.on_account {
+        for &d in &all {
+            let reason = if !is_named(&d.name) || d.on_account {
                 None
-            } else if !ds.uses_account_key {
+            } else if !d.uses_account_key {
                 Some(format!(
                     "it uses {} credentials, not an account key",
-                    ds.credentials_type
+                    d.credentials_type
                 ))
             } else {
                 Some(format!(
                     "it reads account {}, not {account}",
-                    ds.account_name.as_deref().unwrap_or("(none)")
+                    d.account_name.as_deref().unwrap_or("(none)")
                 ))
             };
             if !d.on_account && reason.is_none() {
                 continue;
             }
-            let covered = d.on_account && (named.is_none() || is_named(&ds.name));
+            let covered = d.on_account && (named.is_none() || is_named(&d.name));
             if d.on_account && !covered {
-                missed.push(ds.name.clone());
+                missed.push(d.name.clone());
             }
             let fingerprint = d.key.done().copied();
             let holds = self.holds(fingerprint);
             if covered {
                 holdings.push(Holding {
-                    consumer: ConsumerId::datastore(id, &ds.name).to_string(),
+                    consumer: ConsumerId::datastore(id, &d.name).to_string(),
                     holds,
                 });
                 if holds == Holds::Neither {
-                    neither.push(ds.name.clone());
+                    neither.push(d.name.clone());
                 }
                 if let Some(v) = not_done(&d.key, &self.missing)
                     && skipped.as_ref().is_none_or(|s| v.status > s.status)
@@ -159,13 +159,13 @@ impl Ctx<'_> {
                 }
             }
             if let Some(r) = &reason {
-                unusable.push(format!("{} ({r})", ds.name));
+                unusable.push(format!("{} ({r})", d.name));
             }
             facts.push(DatastoreFacts {
-                name: ds.name.clone(),
-                datastore_type: Some(ds.datastore_type.clone()),
-                credentials_type: Some(ds.credentials_type.clone()),
-                account: ds.account_name.clone(),
+                name: d.name.clone(),
+                datastore_type: Some(d.datastore_type.clone()),
+                credentials_type: Some(d.credentials_type.clone()),
+                account: d.account_name.clone(),
                 covered,
                 unusable: reason,
                 holds,

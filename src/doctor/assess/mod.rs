@@ -280,6 +280,7 @@ impl<'a> Ctx<'a> {
             })
             .collect()
     }
+
     /// Every consumer's key together: one active key, or a split that no rotation can
     /// start from.
     fn consumers(&self, holdings: Vec<Holding>) -> Check {

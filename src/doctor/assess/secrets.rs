@@ -107,15 +107,13 @@ impl Ctx<'_> {
             .filter(|v| v.enabled && v.holds.key().is_some() && v.holds != current.holds)
             .collect();
         if !stale.is_empty() {
-            let keys: Vec<&str> = {
-                let mut k: Vec<&str> = stale.iter().map(|v| v.holds.as_str()).collect();
-                k.dedup();
-                k
-            };
+            let mut keys: Vec<&str> = stale.iter().map(|v| v.holds.as_str()).collect();
+            keys.sort_unstable();
+            keys.dedup();
             verdict.add(
                 Status::Warning,
                 format!(
-                    "{} older enabled version{} still hold{} {}, which works today",
+                    "{} older enabled version{} still hold{} {}, which still works",
                     stale.len(),
                     if stale.len() == 1 { "" } else { "s" },
                     if stale.len() == 1 { "s" } else { "" },

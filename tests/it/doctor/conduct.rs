@@ -119,3 +119,29 @@ async fn independent_reads_run_concurrently() {
         );
     }
 }
+
+/// No key, secret value, client secret or token reaches stdout or stderr, even at
+/// trace level.
+#[tokio::test]
+async fn no_secret_reaches_the_output_or_the_logs() {
+    let twin = TestTwin::start();
+    let install = Install::new(&twin, OPERATOR);
+    let (code, out, err) = install.doctor(&["-vv", "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.lines().count() > 10, "trace logging is on:\n{err}");
+    let (key1, key2) = twin.keys(ACCOUNT).await;
+    let client_secret = &twin.endpoints.principals[OPERATOR].client_secret;
+    for (name, secret) in [
+        ("key1", &key1),
+        ("key2", &key2),
+        ("client secret", client_secret),
+    ] {
+        assert!(!out.contains(secret.as_str()), "{name} in stdout");
+        assert!(!err.contains(secret.as_str()), "{name} in stderr");
+    }
+    // Entra ID tokens are JWTs: base64 of `{"` starts every one of them.
+    assert!(
+        !err.contains("eyJ") && !out.contains("eyJ"),
+        "a token was logged"
+    );
+}
