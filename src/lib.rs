@@ -9,6 +9,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod diagnostic;
+pub mod doctor;
 pub mod exit;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;

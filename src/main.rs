@@ -23,7 +23,12 @@ fn main() -> ExitCode {
         Command::Status(args) => commands::status::run(config, args),
         Command::History(args) => commands::history::run(config, args),
         Command::Plan(PlanCommand::Check(args)) => plan_check(&args.paths),
-        Command::Doctor(_) => not_yet("doctor"),
+        Command::Doctor(args) => keyflip::doctor::run(
+            cli.config.as_deref(),
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
         Command::Daemon => not_yet("daemon"),
     };
     exit.into()

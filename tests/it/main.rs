@@ -4,5 +4,6 @@
 
 mod azure;
 mod cli;
+mod doctor;
 mod rotation;
 mod support;

@@ -1,0 +1,120 @@
+//! A row under construction ([`Verdict`]) and how failed reads become rows: a read
+//! refused for an action the permissions check already reports missing is "skipped"
+//! (one missing role, one error); any other failure is an error with advice.
+
+use std::collections::HashSet;
+
+use super::super::collect::Got;
+use super::super::report::{Check, Facts, Status};
+use crate::azure::Error;
+
+/// A row's outcome while it is being built: the worst status wins; findings and
+/// fixes accumulate.
+pub(super) struct Verdict {
+    pub(super) status: Status,
+    pub(super) finding: Vec<String>,
+    pub(super) fix: Vec<String>,
+    /// The first finding describes rather than reassures, so it stays when a problem
+    /// is added.
+    keep_summary: bool,
+}
+
+impl Verdict {
+    /// An "all is well" summary, replaced by the first problem added.
+    pub(super) fn ok(finding: impl Into<String>) -> Verdict {
+        Verdict {
+            status: Status::Ok,
+            finding: vec![finding.into()],
+            fix: Vec::new(),
+            keep_summary: false,
+        }
+    }
+    /// A description that problems are appended to.
+    pub(super) fn described(finding: impl Into<String>) -> Verdict {
+        Verdict {
+            keep_summary: true,
+            ..Verdict::ok(finding)
+        }
+    }
+    pub(super) fn problem(
+        status: Status,
+        finding: impl Into<String>,
+        fix: Option<String>,
+    ) -> Verdict {
+        Verdict {
+            status,
+            finding: vec![finding.into()],
+            fix: fix.into_iter().collect(),
+            keep_summary: false,
+        }
+    }
+    pub(super) fn add(&mut self, status: Status, finding: impl Into<String>, fix: Option<String>) {
+        if status > Status::Ok {
+            if self.status == Status::Ok && !self.keep_summary {
+                self.finding.clear();
+            }
+            self.status = self.status.max(status);
+            self.finding.push(finding.into());
+        } else if self.status == Status::Ok {
+            self.finding.push(finding.into());
+        }
+        self.fix.extend(fix);
+    }
+    pub(super) fn check(self, subject: impl Into<String>, facts: Facts) -> Check {
+        Check {
+            subject: subject.into(),
+            status: self.status,
+            finding: self.finding.join("; "),
+            fix: (!self.fix.is_empty()).then(|| self.fix.join(" ")),
+            facts,
+        }
+    }
+}
+
+/// A failed or skipped read, as a verdict.
+pub(super) fn not_done<T>(got: &Got<T>, missing: &HashSet<String>) -> Option<Verdict> {
+    match got {
+        Got::Done(_) => None,
+        Got::NotTried(why) => Some(Verdict::problem(
+            Status::Skipped,
+            format!("not checked: {why}"),
+            None,
+        )),
+        Got::Failed(e) => Some(failure(e, missing)),
+    }
+}
+
+pub(super) fn failure(e: &Error, missing: &HashSet<String>) -> Verdict {
+    if let Some(action) = e.denial().and_then(|d| d.action.as_ref())
+        && missing.contains(action.name())
+    {
+        return Verdict::problem(
+            Status::Skipped,
+            format!(
+                "not checked: keyflip lacks {} (see permissions)",
+                action.name()
+            ),
+            None,
+        );
+    }
+    Verdict::problem(Status::Error, e.to_string(), Some(fix_for(e)))
+}
+
+/// One line of advice for an Azure error.
+pub(super) fn fix_for(e: &Error) -> String {
+    match e {
+        Error::Forbidden { call, denial } => match (denial.role, &denial.advice) {
+            (Some(role), _) => format!(
+                "assign {role} to keyflip's identity at {}.",
+                denial.scope.as_deref().unwrap_or(&call.target)
+            ),
+            (None, Some(advice)) => format!("{advice}."),
+            (None, None) => "grant keyflip's identity the permission Azure names above.".into(),
+        },
+        Error::Credential { .. } => "check [credential] in keyflip.toml and that the identity exists in the tenant and may get this token.".into(),
+        Error::Unauthorized { .. } => "check that [cloud] names the right cloud and the credential's tenant owns the resource.".into(),
+        Error::NotFound { .. } => "check the id or URL in the plan: the resource does not exist, or keyflip's identity cannot see it.".into(),
+        e if e.is_transient() => "Azure or the network failed; run keyflip doctor again (a rotation now would fail the same way).".into(),
+        _ => "a rotation would fail at this step; fix what the message says and run keyflip doctor again.".into(),
+    }
+}

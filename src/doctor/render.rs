@@ -1,0 +1,255 @@
+//! The human form of a [`Report`]: per plan, one row per check with a status column
+//! (`✓` ok, `!` warning, `✗` blocks a rotation, `-` not checked), the details that
+//! matter under it (missing actions and the role that grants each, datastores, secret
+//! versions, consumers) and, for every problem, a "what to do" line. Rendered from the
+//! same value as the JSON, so the two never disagree. Shows fingerprints, never values.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+
+use super::report::{Check, Facts, FingerprintSource, Holds, PlanReport, Report, Status};
+use crate::secret::Fingerprint;
+
+const KIND_WIDTH: usize = 13;
+const MAX_SUBJECT_WIDTH: usize = 44;
+
+/// The whole report as text.
+pub fn human(report: &Report) -> String {
+    let mut out = String::new();
+    let plans = report.plans.len();
+    let _ = writeln!(
+        out,
+        "keyflip doctor: {plans} plan{}; {}",
+        if plans == 1 { "" } else { "s" },
+        match (&report.fingerprints.source, &report.fingerprints.path) {
+            (FingerprintSource::Installation, Some(path)) =>
+                format!("fingerprints under {path}"),
+            _ => "fingerprints under a key made for this run (they match nothing outside this report)".to_owned(),
+        }
+    );
+    let _ = writeln!(
+        out,
+        "legend: ✓ ok   ! worth knowing, does not block   ✗ blocks a rotation   - not checked"
+    );
+    for plan in &report.plans {
+        out.push('\n');
+        render_plan(&mut out, plan);
+    }
+    for invalid in &report.invalid_plans {
+        let _ = writeln!(
+            out,
+            "\n✗  {} is not a valid plan:\n{}\n   what to do: fix it (keyflip plan check {} shows every error).",
+            invalid.file,
+            indent(&invalid.message, "   "),
+            invalid.file
+        );
+    }
+    out.push('\n');
+    let blocked: Vec<&str> = report
+        .plans
+        .iter()
+        .filter(|p| p.blocking)
+        .map(|p| p.plan.as_str())
+        .collect();
+    let _ = match (blocked.is_empty(), report.invalid_plans.is_empty()) {
+        (true, true) => writeln!(out, "nothing blocks a rotation"),
+        (false, _) => writeln!(out, "a rotation would be blocked: {}", blocked.join(", ")),
+        (true, false) => writeln!(out, "some plan files are not valid plans"),
+    };
+    out
+}
+
+fn render_plan(out: &mut String, plan: &PlanReport) {
+    let _ = writeln!(out, "plan {}  ({})", plan.plan, plan.file);
+    let _ = writeln!(out, "storage account {}", plan.storage_account);
+    let width = plan
+        .checks
+        .iter()
+        .map(|c| c.subject.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(MAX_SUBJECT_WIDTH);
+    for check in &plan.checks {
+        render_check(out, check, width);
+    }
+    let count = |s: Status| plan.checks.iter().filter(|c| c.status == s).count();
+    let (errors, warnings) = (count(Status::Error), count(Status::Warning));
+    let _ = writeln!(
+        out,
+        "{}: {}, {warnings} warning{}",
+        plan.plan,
+        match errors {
+            0 => "nothing blocks a rotation".to_owned(),
+            1 => "1 problem blocks a rotation".to_owned(),
+            n => format!("{n} problems block a rotation"),
+        },
+        if warnings == 1 { "" } else { "s" }
+    );
+}
+
+fn render_check(out: &mut String, check: &Check, width: usize) {
+    let _ = writeln!(
+        out,
+        "  {}  {:<KIND_WIDTH$}{:<width$}  {}",
+        check.status.symbol(),
+        kind_label(&check.facts),
+        check.subject,
+        check.finding,
+    );
+    let pad = " ".repeat(5 + KIND_WIDTH + 2);
+    for line in details(&check.facts) {
+        let _ = writeln!(out, "{pad}{line}");
+    }
+    if let Some(fix) = &check.fix {
+        let _ = writeln!(out, "{pad}→ what to do: {fix}");
+    }
+}
+
+fn kind_label(facts: &Facts) -> &'static str {
+    match facts {
+        Facts::Token { .. } => "token",
+        Facts::Permissions { .. } => "permissions",
+        Facts::StorageAccount { .. } => "account",
+        Facts::Key { .. } => "key",
+        Facts::Workspace { .. } => "workspace",
+        Facts::Datastores { .. } => "datastores",
+        Facts::KeyVaultSecret { .. } => "key vault",
+        Facts::Databricks { .. } => "databricks",
+        Facts::Consumers { .. } => "consumers",
+    }
+}
+
+/// The lines under a row: what a person needs to act on it.
+fn details(facts: &Facts) -> Vec<String> {
+    match facts {
+        Facts::Permissions {
+            missing: Some(missing),
+            ..
+        } => missing
+            .iter()
+            .map(|m| {
+                let kind = if m.data_action { " (data action)" } else { "" };
+                match (&m.role, &m.role_id) {
+                    (Some(role), Some(id)) => {
+                        format!("missing {}{kind}: granted by '{role}' ({id})", m.action)
+                    }
+                    _ => format!(
+                        "missing {}{kind}: no built-in role keyflip knows grants it",
+                        m.action
+                    ),
+                }
+            })
+            .collect(),
+        Facts::Key {
+            fingerprint: Some(fp),
+            created,
+            ..
+        } => vec![format!("{fp}  created {}", time(*created))],
+        Facts::Workspace {
+            fingerprint: Some(fp),
+            holds,
+            ..
+        } => vec![format!(
+            "cached key {fp} ({})",
+            holds.map_or("unknown", Holds::as_str)
+        )],
+        Facts::Datastores { datastores, .. } => {
+            let coverage = |d: &super::report::DatastoreFacts| match (&d.unusable, d.covered) {
+                (Some(_), _) => "cannot be updated",
+                (None, true) => "covered",
+                (None, false) => "NOT COVERED",
+            };
+            let kind = |d: &super::report::DatastoreFacts| {
+                d.datastore_type.clone().unwrap_or_else(|| "-".to_owned())
+            };
+            let name_w = datastores.iter().map(|d| d.name.len()).max().unwrap_or(0);
+            let kind_w = datastores.iter().map(|d| kind(d).len()).max().unwrap_or(0);
+            let cover_w = datastores
+                .iter()
+                .map(|d| coverage(d).len())
+                .max()
+                .unwrap_or(0);
+            datastores
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{:<name_w$}  {:<kind_w$}  {:<cover_w$}  {:<7}  {}",
+                        d.name,
+                        kind(d),
+                        coverage(d),
+                        d.holds.as_str(),
+                        fp(d.fingerprint.as_ref())
+                    )
+                })
+                .collect()
+        }
+        Facts::KeyVaultSecret { versions, .. } => versions
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}  {:<8}  {:<7}  {:<15}  created {}",
+                    v.version,
+                    if v.enabled { "enabled" } else { "disabled" },
+                    v.holds.as_str(),
+                    fp(v.fingerprint.as_ref()),
+                    time(v.created)
+                )
+            })
+            .collect(),
+        Facts::Consumers { holdings, .. } => holdings
+            .iter()
+            .map(|h| format!("{:<7}  {}", h.holds.as_str(), consumer_label(&h.consumer)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A consumer id made short enough to read in a table: `keyvault:https://host/secrets/x`
+/// becomes `key vault host/x`, ARM ids keep only their names. JSON keeps the full id.
+fn consumer_label(id: &str) -> String {
+    let last = |s: &str| {
+        s.trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(s)
+            .to_owned()
+    };
+    if let Some(ws) = id.strip_prefix("workspace:") {
+        return format!("workspace {}", last(ws));
+    }
+    if let Some(rest) = id.strip_prefix("datastore:")
+        && let Some((ws, name)) = rest.split_once("/datastores/")
+    {
+        return format!("datastore {}/{name}", last(ws));
+    }
+    if let Some(rest) = id.strip_prefix("keyvault:")
+        && let Some((vault, name)) = rest.rsplit_once("/secrets/")
+    {
+        return format!("key vault {}/{name}", last(vault));
+    }
+    if let Some(rest) = id.strip_prefix("databricks:")
+        && let Some((workspace, secret)) = rest.split_once('#')
+    {
+        return format!("databricks {} {secret}", last(workspace));
+    }
+    id.to_owned()
+}
+
+fn fp(fingerprint: Option<&Fingerprint>) -> String {
+    fingerprint.map_or_else(|| "-".to_owned(), Fingerprint::short)
+}
+
+fn time(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(
+        || "at an unknown time".to_owned(),
+        |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+    )
+}
+
+fn indent(text: &str, by: &str) -> String {
+    text.lines()
+        .map(|l| format!("{by}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

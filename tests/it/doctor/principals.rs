@@ -1,0 +1,202 @@
+//! The demo world's two principals: the operator, who may rotate, and the reader,
+//! who is told what to grant.
+
+use super::*;
+
+#[tokio::test]
+async fn the_operator_gets_a_clean_report_and_nothing_changes() {
+    let twin = TestTwin::start();
+    let install = Install::new(&twin, OPERATOR);
+    let since = twin.requests().await.len();
+    let (code, text, json) = examine(&twin, &install).await;
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(json["blocking"], false);
+    assert_eq!(json["fingerprints"]["source"], "this_run");
+    let statuses: Vec<&str> = json["plans"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert!(statuses.iter().all(|s| *s == "ok"), "{text}");
+
+    // Tokens for all three audiences; every permission; shared keys; both keys work.
+    let services: Vec<&str> = checks(&json, "token")
+        .iter()
+        .map(|c| c["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(services, ["arm", "key_vault", "databricks"]);
+    assert_eq!(checks(&json, "permissions").len(), 3);
+    assert!(
+        checks(&json, "permissions")
+            .iter()
+            .all(|c| c["missing"] == serde_json::json!([]))
+    );
+    assert_eq!(
+        check(&json, "storage_account", "storage account stdatasci001")["shared_key_access"],
+        true
+    );
+    let keys = checks(&json, "key");
+    let outcomes: Vec<&str> = keys
+        .iter()
+        .map(|k| k["probe"]["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["works", "works"]);
+    let key1 = keys[0]["fingerprint"].as_str().unwrap();
+    assert_ne!(key1, keys[1]["fingerprint"].as_str().unwrap());
+
+    // The four key-based datastores on stdatasci001, discovered; not the SAS one, not
+    // the one on stexternal002.
+    let ds = check(&json, "datastores", "datastores of mlw-datasci");
+    assert_eq!(ds["selection"], "discover");
+    let mut names: Vec<&str> = ds["datastores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "feature_snapshots",
+            "training_data",
+            "workspaceblobstore",
+            "workspaceworkingdirectory"
+        ]
+    );
+    assert!(
+        ds["datastores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["covered"] == true && d["holds"] == "key1" && d["fingerprint"] == key1)
+    );
+
+    // Both secrets (raw key and connection string) hold key1, by fingerprint.
+    for secret in ["stdatasci001-key", "stdatasci001-connection-string"] {
+        let s = check(&json, "key_vault_secret", &format!("{VAULT}/{secret}"));
+        let versions = s["versions"].as_array().unwrap();
+        assert_eq!(versions.len(), 1);
+        assert_eq!(versions[0]["holds"], "key1");
+        assert_eq!(versions[0]["fingerprint"], key1);
+    }
+    let dbx = check(&json, "databricks", "scope datasci in dbw-datasci");
+    assert_eq!(dbx["backend"], "databricks");
+    assert_eq!(dbx["secret_exists"], true);
+    let consumers = &checks(&json, "consumers")[0];
+    assert_eq!(consumers["active"], "key1");
+    assert_eq!(consumers["holdings"].as_array().unwrap().len(), 8);
+
+    // Never a key value, in either form.
+    let (k1, k2) = twin.keys(ACCOUNT).await;
+    for shown in [&text, &json.to_string()] {
+        assert!(!shown.contains(&k1) && !shown.contains(&k2));
+    }
+
+    // Doctor did look: the reads that answer each question are in the log.
+    let log = twin.requests().await;
+    let count = |op: &str| log[since..].iter().filter(|e| e["operation"] == op).count();
+    // Two runs (table and JSON), each probing both keys and asking about three scopes.
+    assert_eq!(count("blob.accountInfo"), 4);
+    assert_eq!(count("authz.permissions"), 6);
+    assert_eq!(count("ml.datastore.listSecrets"), 8);
+
+    snapshot("doctor_operator", &redact(&text, &twin, &install));
+}
+
+#[tokio::test]
+async fn the_reader_is_told_every_missing_action_and_the_role_that_grants_it() {
+    let twin = TestTwin::start();
+    let install = Install::new(&twin, READER);
+    let (code, text, json) = examine(&twin, &install).await;
+    assert_eq!(code, 3, "{text}");
+    let missing = |subject: &str| -> Vec<(String, String)> {
+        check(&json, "permissions", subject)["missing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["action"].as_str().unwrap().to_owned(),
+                    m["role"].as_str().unwrap_or("-").to_owned(),
+                )
+            })
+            .collect()
+    };
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, r)| ((*a).to_owned(), (*r).to_owned()))
+            .collect()
+    };
+    let key_operator = "Storage Account Key Operator Service Role";
+    assert_eq!(
+        missing("storage account stdatasci001"),
+        pairs(&[
+            (
+                "Microsoft.Storage/storageAccounts/listkeys/action",
+                key_operator
+            ),
+            (
+                "Microsoft.Storage/storageAccounts/regeneratekey/action",
+                key_operator
+            ),
+        ])
+    );
+    let scientist = "AzureML Data Scientist";
+    assert_eq!(
+        missing("ML workspace mlw-datasci"),
+        pairs(&[
+            (
+                "Microsoft.MachineLearningServices/workspaces/listKeys/action",
+                "Contributor"
+            ),
+            (
+                "Microsoft.MachineLearningServices/workspaces/resynckeys/action",
+                scientist
+            ),
+            (
+                "Microsoft.MachineLearningServices/workspaces/datastores/write",
+                scientist
+            ),
+            (
+                "Microsoft.MachineLearningServices/workspaces/datastores/listsecrets/action",
+                scientist
+            ),
+        ])
+    );
+    let officer = "Key Vault Secrets Officer";
+    assert_eq!(
+        missing("key vault kv-datasci"),
+        pairs(&[
+            (
+                "Microsoft.KeyVault/vaults/secrets/setSecret/action",
+                officer
+            ),
+            ("Microsoft.KeyVault/vaults/secrets/update/action", officer),
+        ])
+    );
+    // The table names each with its role, and says where to assign them.
+    assert!(text.contains(&format!(
+        "missing Microsoft.Storage/storageAccounts/listkeys/action: granted by '{key_operator}'"
+    )));
+    assert!(text.contains(&format!(
+        "→ what to do: assign '{key_operator}' to keyflip's identity at {}",
+        TestTwin::demo_account_id(ACCOUNT)
+    )));
+    // What the missing permissions keep doctor from reading is skipped, not repeated.
+    for key in checks(&json, "key") {
+        assert_eq!(key["status"], "skipped", "{key}");
+    }
+    // The reader is not a Databricks workspace user: that blocks too, with the fix.
+    let dbx = check(&json, "databricks", "scope datasci in dbw-datasci");
+    assert_eq!(dbx["status"], "error");
+    assert!(
+        dbx["fix"]
+            .as_str()
+            .unwrap()
+            .contains("user of the workspace")
+    );
+
+    snapshot("doctor_reader", &redact(&text, &twin, &install));
+}
