@@ -21,8 +21,10 @@ mod value;
 pub mod machine;
 
 pub use engine::{Engine, EngineError, EngineOptions, RotateRequest, Trigger};
+pub use observe::required_permissions;
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use report::{
     DecisionReport, DryRun, IncidentReportPaths, Inventory, KeyPair, LastRotation, PlanStatus,
     PlannedStep, RotationReport, StepReport,
 };
+pub use value::account_key;

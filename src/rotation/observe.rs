@@ -37,7 +37,9 @@ use crate::rotation::machine::{
 use crate::secret::{Fingerprint, StorageKey};
 
 /// The permission checks a plan needs: (scope, actions).
-fn permission_checks(plan: &Plan) -> Vec<(String, Vec<Action>)> {
+/// Every action a rotation of `plan` needs, by the scope it is checked at. `doctor`
+/// reports against the same list, so "would block a rotation" means the same there.
+pub fn required_permissions(plan: &Plan) -> Vec<(String, Vec<Action>)> {
     let mut checks = vec![(
         plan.storage_account.to_string(),
         vec![
@@ -134,7 +136,7 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
     let account_scope = plan.storage_account.to_string();
     let mut missing: Vec<MissingPermission> = Vec::new();
 
-    let checks = permission_checks(plan);
+    let checks = required_permissions(plan);
     let answers = join_all(
         checks
             .iter()

@@ -58,7 +58,7 @@ pub(super) fn format(
 /// `AccountKey=` part of a connection string (recognized whatever the plan says, so a
 /// consumer stored in the other format is still read right). `None` when a connection
 /// string has no account key (a SAS connection string).
-pub(super) fn account_key(value: &StorageKey) -> Option<StorageKey> {
+pub fn account_key(value: &StorageKey) -> Option<StorageKey> {
     let text = value.expose().trim();
     if !text.contains(';') && !text.contains("AccountKey=") {
         return Some(StorageKey::new(text.to_owned()));

@@ -13,7 +13,7 @@ use crate::azure::databricks::{ScopeBackend, SecretScope};
 use crate::azure::datastore::DatastoreSecret;
 use crate::azure::{Azure, Error};
 use crate::plan::{DatabricksSecret, Datastores, KeyVaultSecret, MlWorkspace, Plan};
-use crate::secret::StorageKey;
+use crate::rotation::account_key;
 
 pub(super) async fn workspace(
     azure: &Azure,
@@ -191,43 +191,4 @@ pub(super) async fn databricks(
         None => Got::NotTried("the scope does not exist".into()),
     };
     seen(Got::Done(scope), secrets)
-}
-
-/// The account key inside a stored value: the value itself for a raw key, the
-/// `AccountKey=` part of a connection string (whatever format the plan names, so a
-/// secret stored in the other format is still recognised). `None` for a connection
-/// string without an account key (a SAS connection string).
-fn account_key(value: &StorageKey) -> Option<StorageKey> {
-    let text = value.expose().trim();
-    if !text.contains(';') && !text.contains("AccountKey=") {
-        return Some(StorageKey::new(text.to_owned()));
-    }
-    text.split(';').find_map(|part| {
-        let (name, rest) = part.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("AccountKey")
-            .then(|| StorageKey::new(rest.trim().to_owned()))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const KEY: &str =
-        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-    #[test]
-    fn account_keys_come_out_of_raw_values_and_connection_strings() {
-        let raw = StorageKey::new(format!("{KEY}\n"));
-        assert_eq!(account_key(&raw), Some(StorageKey::new(KEY.into())));
-        let conn = StorageKey::new(format!(
-            "DefaultEndpointsProtocol=https;AccountName=st;AccountKey={KEY};BlobEndpoint=https://127.0.0.1:1/st/"
-        ));
-        assert_eq!(account_key(&conn), Some(StorageKey::new(KEY.into())));
-        let sas = StorageKey::new(
-            "BlobEndpoint=https://st.blob.core.windows.net/;SharedAccessSignature=sv=2022".into(),
-        );
-        assert_eq!(account_key(&sas), None);
-    }
 }

@@ -19,7 +19,7 @@ use crate::azure::databricks::{DatabricksSecret as DbxSecret, SecretScope};
 use crate::azure::keyvault::SecretVersion;
 use crate::azure::ml::Workspace;
 use crate::azure::probe::Probe;
-use crate::azure::roles::{Action, actions};
+use crate::azure::roles::Action;
 use crate::azure::storage::StorageAccount;
 use crate::azure::{Azure, DATABRICKS_AUDIENCE, Error};
 use crate::key::KeyName;
@@ -136,54 +136,22 @@ pub struct DatabricksSeen {
 
 /// The actions keyflip needs at each scope of `plan`, in report order, each scope once.
 pub fn required_permissions(plan: &Plan) -> Vec<(String, Resource, Vec<Action>)> {
-    let mut out = vec![(
-        plan.storage_account.to_string(),
-        Resource::StorageAccount,
-        vec![
-            actions::STORAGE_READ,
-            actions::STORAGE_LIST_KEYS,
-            actions::STORAGE_REGENERATE_KEY,
-        ],
-    )];
-    let mut seen = std::collections::HashSet::new();
-    seen.insert(plan.storage_account.as_str().to_ascii_lowercase());
-    for ws in &plan.ml_workspaces {
-        if !seen.insert(ws.workspace.as_str().to_ascii_lowercase()) {
-            continue;
-        }
-        let mut needed = vec![actions::ML_WORKSPACE_READ, actions::ML_WORKSPACE_LIST_KEYS];
-        if plan.ml_workspaces.iter().any(|w| {
-            w.resync
-                && w.workspace
-                    .as_str()
-                    .eq_ignore_ascii_case(ws.workspace.as_str())
-        }) {
-            needed.push(actions::ML_WORKSPACE_RESYNC_KEYS);
-        }
-        needed.extend([
-            actions::ML_DATASTORE_READ,
-            actions::ML_DATASTORE_WRITE,
-            actions::ML_DATASTORE_LIST_SECRETS,
-        ]);
-        out.push((ws.workspace.to_string(), Resource::MlWorkspace, needed));
-    }
-    for kv in &plan.key_vault {
-        if let Some(id) = &kv.vault_id
-            && seen.insert(id.as_str().to_ascii_lowercase())
-        {
-            out.push((
-                id.to_string(),
-                Resource::KeyVault,
-                vec![
-                    actions::KV_SECRET_GET,
-                    actions::KV_SECRET_SET,
-                    actions::KV_SECRET_READ_METADATA,
-                    actions::KV_SECRET_UPDATE,
-                ],
-            ));
-        }
-    }
-    out
+    crate::rotation::required_permissions(plan)
+        .into_iter()
+        .map(|(scope, actions)| {
+            let resource = if scope.eq_ignore_ascii_case(plan.storage_account.as_str()) {
+                Resource::StorageAccount
+            } else if scope
+                .to_ascii_lowercase()
+                .contains("/providers/microsoft.keyvault/")
+            {
+                Resource::KeyVault
+            } else {
+                Resource::MlWorkspace
+            };
+            (scope, resource, actions)
+        })
+        .collect()
 }
 
 /// Reads everything `doctor` needs to know about `plan`.
@@ -353,12 +321,17 @@ datastores = ["d"]
             summary,
             vec![
                 (Resource::StorageAccount, 3),
-                // read, listKeys and the three datastore actions; no resync.
-                (Resource::MlWorkspace, 5),
+                // The three datastore actions; no resync, so neither listKeys nor
+                // resyncKeys (the workspace is not a consumer).
+                (Resource::MlWorkspace, 3),
                 // One vault, named twice in different case; the third has no vault_id.
                 (Resource::KeyVault, 4),
             ]
         );
-        assert!(!checks[1].2.contains(&actions::ML_WORKSPACE_RESYNC_KEYS));
+        assert!(
+            !checks[1]
+                .2
+                .contains(&crate::azure::roles::actions::ML_WORKSPACE_RESYNC_KEYS)
+        );
     }
 }
