@@ -24,8 +24,8 @@ fn main() -> ExitCode {
         Command::History(args) => commands::history::run(config, args),
         Command::Plan(PlanCommand::Check(args)) => plan_check(&args.paths),
         Command::Doctor(args) => keyflip::doctor::run(
-            cli.config.as_deref(),
-            &args,
+            config,
+            args,
             &mut std::io::stdout().lock(),
             &mut std::io::stderr().lock(),
         ),
