@@ -12,10 +12,10 @@
 //! |---|---|
 //! | `Prechecking` | `Observe` |
 //! | `Staging` | `Regenerate(standby, stage)` |
-//! | `VerifyingKey` | `VerifyKey(standby)` |
+//! | `VerifyingKey` | `VerifyKey(standby)`; with `revoke_first` after the revoke `VerifyKey(active, fresh value)`, or a backoff wait |
 //! | `Revoking` | `Regenerate(leaked, revoke)`, or the backoff `WaitUntil` before a retry |
-//! | `Binding` | one `Bind(consumer, standby)` per consumer (with `revoke_first`: or a backoff wait) |
-//! | `VerifyingConsumers` | one `VerifyConsumer(consumer, standby)` per bound consumer |
+//! | `Binding` | one `Bind(consumer, target)` per consumer (with `revoke_first`: or a backoff wait) |
+//! | `VerifyingConsumers` | one `VerifyConsumer(consumer, target)` per bound consumer |
 //! | `Committing` | `Commit` |
 //! | `Grace` | `WaitUntil(committed + grace)` |
 //! | `Retiring` | `Regenerate(active, retire)`, or a backoff wait |
@@ -23,19 +23,29 @@
 //! | `RollingBack` | draining in-flight commands, then binds back, verifies back (+ `DisableVersions` of the new value), then `Regenerate(standby, discard)` |
 //! | `Completed`, `RolledBack`, `Refused`, `NeedsAttention` | `Finish` (the end) |
 //!
-//! Routes (decided at precheck, see `precheck`):
+//! Routes (decided at precheck, see `precheck`). The *target* is the key and value
+//! consumers move to: the standby's (staged, or as it is), or with `revoke_first` the
+//! active key's value after its revoke.
 //!
 //! - `Scheduled`: Staging → VerifyingKey → Binding → VerifyingConsumers → Committing
 //!   → Grace (skipped when grace ≤ 0) → Retiring → Completed.
 //! - `LeakedBoth`: as `Scheduled` with no grace, then Cleanup (both observed
 //!   fingerprints) → Completed.
-//! - `LeakedActive`: VerifyingKey (the existing standby) → Binding →
-//!   VerifyingConsumers → Committing → Retiring (no grace) → Cleanup → Completed.
+//! - `LeakedActive` (no ML workspace among the consumers): VerifyingKey (the existing
+//!   standby) → Binding → VerifyingConsumers → Committing → Retiring (no grace) →
+//!   Cleanup (the leaked fingerprint) → Completed.
+//! - `LeakedActive { stage_standby }` (an ML workspace is a consumer): Staging →
+//!   VerifyingKey → Binding → VerifyingConsumers → Committing → Retiring (no grace) →
+//!   Cleanup (the leaked fingerprint) → Completed. A workspace resync takes the
+//!   account's newest key, which the existing standby may not be; a staged one is.
 //! - `LeakedActive { revoke_first }`: VerifyingKey (the standby, so the only working
-//!   key is never killed when the other does not work) → Revoking → Binding →
-//!   VerifyingConsumers → Committing → Cleanup → Completed. After the revoke nothing
-//!   can roll back: failed binds and verifications are retried (backoff, up to
-//!   `retire_attempts` rounds), then the rotation parks.
+//!   key is never killed when the other does not work) → Revoking → VerifyingKey (the
+//!   revoked key's fresh value) → Binding (to that value: the same key name as
+//!   before) → VerifyingConsumers → Committing → Cleanup (the leaked, pre-revoke
+//!   fingerprint) → Completed. The standby is left as it was: after the revoke the
+//!   fresh value is the newest key, the one a workspace resync takes. After the revoke
+//!   nothing can roll back: a rejected fresh value, failed binds and verifications are
+//!   retried (backoff, up to `retire_attempts` rounds), then the rotation parks.
 //! - `LeakedStandby`: Revoking → Cleanup → Completed; no consumer is touched.
 //!
 //! # Transitions
@@ -47,16 +57,19 @@
 //! | # | in | on | then |
 //! |---|---|---|---|
 //! | T1 | Prechecking | `Observed`, precheck refuses | `Finish(Refused)` |
-//! | T2 | Prechecking | `Observed`, route stages | `Regenerate(standby, stage)` → Staging |
-//! | T3 | Prechecking | `Observed`, route `LeakedActive` | `VerifyKey(standby)` → VerifyingKey |
+//! | T2 | Prechecking | `Observed`, route stages (`Scheduled`, `LeakedBoth`, `LeakedActive { stage_standby }`) | `Regenerate(standby, stage)` → Staging |
+//! | T3 | Prechecking | `Observed`, route `LeakedActive` without `stage_standby` | `VerifyKey(standby)` → VerifyingKey |
 //! | T4 | Prechecking | `Observed`, route `LeakedStandby` | `Regenerate(leaked, revoke)` → Revoking |
 //! | T5 | Staging | `Regenerated` | `VerifyKey(standby, new fp)` → VerifyingKey |
 //! | T6 | Staging | `RegenerateFailed` | roll back (nothing to undo) |
-//! | T7 | VerifyingKey | `KeyVerified` | `Bind` every consumer → Binding |
-//! | T8 | VerifyingKey | `KeyVerified`, `revoke_first` | `Regenerate(active, revoke)` → Revoking |
-//! | T9 | VerifyingKey | `KeyRejected` | roll back |
+//! | T7 | VerifyingKey | `KeyVerified` (but T8) | `Bind(target)` every consumer → Binding |
+//! | T8 | VerifyingKey | `KeyVerified`, `revoke_first`, before the revoke | `Regenerate(active, revoke)` → Revoking |
+//! | T9 | VerifyingKey | `KeyRejected`, before any revoke | roll back |
 //! | T10 | Revoking | `Regenerated`, `LeakedStandby` | Cleanup (T26) |
-//! | T11 | Revoking | `Regenerated`, `revoke_first` | `Bind` every consumer → Binding |
+//! | T11 | Revoking | `Regenerated`, `revoke_first` | the fresh value is the target: `VerifyKey(active, fresh fp)` → VerifyingKey |
+//! | T11a | VerifyingKey (after the revoke) | `KeyRejected`, attempts left | `WaitUntil(rejected at + backoff)` |
+//! | T11b | VerifyingKey (after the revoke) | `Waited` | the same `VerifyKey` again |
+//! | T11c | VerifyingKey (after the revoke) | `KeyRejected`, `retire_attempts` reached | `Finish(NeedsAttention: KeyNotAccepted)` |
 //! | T12 | Revoking, Retiring, RollingBack(discard) | `RegenerateFailed`, attempts left | `WaitUntil(failed at + backoff)` |
 //! | T13 | Revoking, Retiring, RollingBack(discard) | `RegenerateFailed`, `retire_attempts` reached | `Finish(NeedsAttention: RetriesExhausted)` |
 //! | T14 | Revoking, Retiring, RollingBack(discard) | `Waited` (backoff) | the same `Regenerate` again, same `before` |
@@ -69,7 +82,7 @@
 //! | T21 | Binding (`revoke_first`) | `Waited` | `Bind` again each failed consumer |
 //! | T22 | Binding, VerifyingConsumers (`revoke_first`) | batch done with failures, rounds used up | `Finish(NeedsAttention: ConsumersNotMoved)` |
 //! | T23 | Committing | `Committed`, `Scheduled`, grace > 0 | `WaitUntil(committed + grace)` → Grace |
-//! | T24 | Committing | `Committed`, no grace (or `LeakedBoth`, `LeakedActive`) | `Regenerate(active, retire)` → Retiring |
+//! | T24 | Committing | `Committed`, no grace (or `LeakedBoth`, `LeakedActive` without `revoke_first`) | `Regenerate(active, retire)` → Retiring |
 //! | T25 | Grace | `Waited` | `Regenerate(active, retire)` → Retiring |
 //! | T26 | Committing (`revoke_first`), Retiring (incident) | `Committed` / `Regenerated` | `DisableVersions` per Key Vault consumer → Cleanup, or `Finish(Completed)` if none |
 //! | T27 | Retiring | `Regenerated`, `Scheduled` | `Finish(Completed)` |
@@ -82,9 +95,9 @@
 //! | T34 | RollingBack(discarding) | `Regenerated`; or nothing was bound and nothing staged | `Finish(RolledBack)`; incident modes `Finish(NeedsAttention: LeakedKeyInUse)` |
 //! | T34a | RollingBack(draining) | last in-flight answer, nothing bound, the standby staged | `Regenerate(standby, discard)` → discarding |
 //! | T35 | any but Prechecking | `Reobserved`, every key as recorded (or in doubt) | nothing |
-//! | T36 | any | `Reobserved`, a key consumers rely on, or one still to be retired, changed | `Finish(NeedsAttention: Drift)`, in-doubt commands listed |
+//! | T36 | any | `Reobserved`, a key consumers rely on (with `revoke_first`, from the revoke on: the active key), or one still to be retired, changed | `Finish(NeedsAttention: Drift)`, in-doubt commands listed |
 //! | T37 | VerifyingKey, Binding, VerifyingConsumers | `Reobserved`, the standby changed before commit (and before any revoke) | roll back (cause: drift) |
-//! | T38 | any | `Reobserved`, a key no consumer relies on changed: one this rotation already killed, the standby during a rollback, the leaked standby | note it, take it as the new `before`, go on |
+//! | T38 | any | `Reobserved`, a key no consumer relies on changed: one this rotation already retired or discarded, the standby during a rollback or once a `revoke_first` revoke was issued, the leaked standby | note it, take it as the new `before`, go on |
 //! | T39 | finished | any event | error, nothing changes |
 //! | T40 | any | answer to an unknown or answered seq, or of the wrong kind | error, nothing changes |
 //!
@@ -202,11 +215,14 @@ enum Entry {
     Noted(DateTime<Utc>, Note),
 }
 
+/// The phase and its counters. `failures` counts failed rounds of a step that retries
+/// instead of rolling back; in `VerifyingKey` only the revoked key's fresh value
+/// (`revoke_first`) is retried.
 #[derive(Clone, Debug, PartialEq)]
 enum State {
     Prechecking,
     Staging,
-    VerifyingKey,
+    VerifyingKey { failures: u32 },
     Revoking { failures: u32 },
     Binding { failures: u32 },
     VerifyingConsumers { failures: u32 },

@@ -106,6 +106,29 @@ impl Machine {
         self.route().is_some_and(Route::revoke_first)
     }
 
+    /// With `revoke_first`, whether the leaked key's revoke succeeded: from then on
+    /// nothing rolls back and consumers move to that key's fresh value.
+    pub(super) fn revoked(&self) -> bool {
+        let (active, _) = self.keys();
+        self.revoke_first()
+            && self
+                .regenerations
+                .iter()
+                .any(|r| r.key == active && r.purpose == Purpose::Revoke)
+    }
+
+    /// The key consumers move to: the standby, or with `revoke_first` the active key
+    /// (its fresh value, once revoked). With `LeakedStandby` no consumer moves; they
+    /// stay on the active key.
+    pub(super) fn moves_to(&self) -> KeyName {
+        let (active, standby) = self.keys();
+        match self.route() {
+            Some(Route::LeakedStandby) => active,
+            Some(route) if route.revoke_first() => active,
+            _ => standby,
+        }
+    }
+
     pub(super) fn keys(&self) -> (KeyName, KeyName) {
         self.decision
             .as_ref()
@@ -141,14 +164,20 @@ impl Machine {
 
             (State::Staging, R::Regenerated { fingerprint, .. }) => {
                 self.target = Some(*fingerprint);
-                self.verify_key(at, standby, *fingerprint, out)
+                self.verify_key(at, standby, *fingerprint, 0, out)
             }
-            (State::Staging, R::RegenerateFailed { .. })
-            | (State::VerifyingKey, R::KeyRejected { .. }) => {
+            (State::Staging, R::RegenerateFailed { .. }) => {
                 let cause = self.cause(i, result);
                 self.roll_back(cause, at, out)
             }
-            (State::VerifyingKey, R::KeyVerified) => {
+            (State::VerifyingKey { failures }, _) if self.revoked() => {
+                self.fresh_key_answer(failures, kind, result, at, out)
+            }
+            (State::VerifyingKey { .. }, R::KeyRejected { .. }) => {
+                let cause = self.cause(i, result);
+                self.roll_back(cause, at, out)
+            }
+            (State::VerifyingKey { .. }, R::KeyVerified) => {
                 if self.revoke_first() {
                     self.regenerate(at, active, Purpose::Revoke, out);
                     State::Revoking { failures: 0 }
@@ -161,7 +190,12 @@ impl Machine {
                 (_, R::Regenerated { .. }) if self.route() == Some(Route::LeakedStandby) => {
                     self.cleanup(at, out)
                 }
-                (_, R::Regenerated { .. }) => self.bind_forward(at, out),
+                // The leaked value is dead; consumers go to the key's fresh value once
+                // the data plane accepts it.
+                (_, R::Regenerated { fingerprint, .. }) => {
+                    self.target = Some(*fingerprint);
+                    self.verify_key(at, active, *fingerprint, 0, out)
+                }
                 (Kind::Regenerate { key, purpose }, R::RegenerateFailed { error }) => self
                     .regeneration_failed(failures + 1, key, purpose, error, at, out)
                     .unwrap_or(State::Revoking {
@@ -181,7 +215,7 @@ impl Machine {
 
             (State::Binding { failures }, _) => match kind {
                 Kind::Wait => {
-                    self.rebind_failed(at, standby, out);
+                    self.rebind_failed(at, out);
                     State::Binding { failures }
                 }
                 _ if result.failure().is_some() && !self.revoke_first() => {
@@ -198,11 +232,7 @@ impl Machine {
                     self.roll_back(cause, at, out)
                 } else if self.in_flight > 0 {
                     State::VerifyingConsumers { failures }
-                } else if self
-                    .consumers
-                    .iter()
-                    .all(|t| matches!(t.status, ConsumerStatus::Verified { key } if key == standby))
-                {
+                } else if self.all_verified_on(self.moves_to()) {
                     self.issue(Some(at), Action::Commit, None, out);
                     State::Committing
                 } else {
@@ -213,7 +243,7 @@ impl Machine {
             (State::Committing, R::Committed) => {
                 self.committed_at = Some(at);
                 match self.route() {
-                    Some(Route::LeakedActive { revoke_first: true }) => self.cleanup(at, out),
+                    Some(route) if route.revoke_first() => self.cleanup(at, out),
                     Some(Route::Scheduled) if self.options.grace > TimeDelta::zero() => {
                         let until = at
                             .checked_add_signed(self.options.grace)
@@ -294,18 +324,23 @@ impl Machine {
         let (route, standby) = (decision.route, decision.standby);
         self.decision = Some(decision);
         match route {
-            Route::Scheduled | Route::LeakedBoth => {
+            _ if route.stages() => {
                 self.regenerate(at, standby, Purpose::Stage, out);
                 State::Staging
-            }
-            Route::LeakedActive { .. } => {
-                let fingerprint = obs.key(standby).fingerprint;
-                self.target = Some(fingerprint);
-                self.verify_key(at, standby, fingerprint, out)
             }
             Route::LeakedStandby => {
                 self.regenerate(at, standby, Purpose::Revoke, out);
                 State::Revoking { failures: 0 }
+            }
+            // Consumers move to the standby as it is, except with `revoke_first`: then
+            // it is only checked, so the one working key is never killed while the
+            // other does not work, and the target is known after the revoke.
+            _ => {
+                let fingerprint = obs.key(standby).fingerprint;
+                if !route.revoke_first() {
+                    self.target = Some(fingerprint);
+                }
+                self.verify_key(at, standby, fingerprint, 0, out)
             }
         }
     }

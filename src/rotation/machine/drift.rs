@@ -18,6 +18,19 @@ impl Machine {
         })
     }
 
+    /// Whether a `Regenerate(revoke)` was issued, whatever became of it.
+    pub(super) fn revoke_issued(&self) -> bool {
+        self.steps.iter().any(|s| {
+            matches!(
+                s.command.action,
+                Action::Regenerate {
+                    purpose: Purpose::Revoke,
+                    ..
+                }
+            )
+        })
+    }
+
     pub(super) fn killed_by_us(&self, key: KeyName) -> bool {
         self.regenerations.iter().any(|r| {
             r.key == key
@@ -106,6 +119,22 @@ impl Machine {
                 ))
             };
         }
+        if d.route.revoke_first() && self.revoke_issued() {
+            // From the revoke on nothing rolls back, and consumers stay on the active
+            // key: its leaked value, then its fresh one. The standby was only the
+            // working key checked before the revoke; consumers never move to it.
+            return if key == d.standby {
+                DriftResponse::Continue
+            } else if self.killed_by_us(key) {
+                DriftResponse::Park(format!(
+                    "consumers are being moved to the value {key} got when keyflip revoked the leaked one, and {key} changed again outside keyflip, so nothing can roll back and they may be broken"
+                ))
+            } else {
+                DriftResponse::Park(format!(
+                    "consumers hold the leaked {key}, which changed outside keyflip while keyflip was revoking it; find out who regenerated it, then bind the consumers to it by hand"
+                ))
+            };
+        }
         if key == d.active {
             if self.killed_by_us(key) {
                 DriftResponse::Continue
@@ -124,20 +153,6 @@ impl Machine {
             ))
         } else if matches!(state, State::RollingBack { .. }) {
             DriftResponse::Continue
-        } else if self.revoke_first()
-            && self.steps.iter().any(|s| {
-                matches!(
-                    s.command.action,
-                    Action::Regenerate {
-                        purpose: Purpose::Revoke,
-                        ..
-                    }
-                )
-            })
-        {
-            DriftResponse::Park(format!(
-                "consumers are being moved to {key}, which changed outside keyflip after the leaked key was revoked, so nothing can roll back"
-            ))
         } else {
             DriftResponse::RollBack
         }

@@ -1,13 +1,13 @@
 //! Issuing commands and entering the phases they start: the swap's forward steps,
-//! forward-only retries with backoff, incident cleanup and the ends.
+//! forward-only retries with backoff (after a `revoke_first` revoke), incident
+//! cleanup and the ends.
 
 use chrono::{DateTime, Utc};
 
 use super::outcome::*;
-use super::precheck::Route;
 use super::types::*;
 use super::view::ConsumerStatus;
-use super::{Machine, State, retry_backoff};
+use super::{Kind, Machine, State, retry_backoff};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 
@@ -34,11 +34,14 @@ impl Machine {
         }
     }
 
+    /// Issues `VerifyKey`; `failures` is what the phase has counted so far (only the
+    /// fresh value after a revoke is retried).
     pub(super) fn verify_key(
         &mut self,
         at: DateTime<Utc>,
         key: KeyName,
         fingerprint: Fingerprint,
+        failures: u32,
         out: &mut Vec<Command>,
     ) -> State {
         let budget = self.options.verify_budget;
@@ -52,7 +55,45 @@ impl Machine {
             None,
             out,
         );
-        State::VerifyingKey
+        State::VerifyingKey { failures }
+    }
+
+    /// With `revoke_first`, after the revoke: the fresh value of the revoked key is
+    /// verified before any consumer is bound to it. Nothing can roll back, so a
+    /// rejection is retried after a backoff, and parks after `retire_attempts`.
+    pub(super) fn fresh_key_answer(
+        &mut self,
+        failures: u32,
+        kind: Kind,
+        result: &StepResult,
+        at: DateTime<Utc>,
+        out: &mut Vec<Command>,
+    ) -> State {
+        let (active, _) = self.keys();
+        let Some(fingerprint) = self.target else {
+            // The revoke's result set the target; without one there is nothing to bind.
+            return State::VerifyingKey { failures };
+        };
+        match (kind, result) {
+            (_, StepResult::KeyVerified) => self.bind_forward(at, out),
+            (_, StepResult::KeyRejected { reason }) => {
+                let failures = failures + 1;
+                if failures >= self.attempts() {
+                    let reason = Attention::KeyNotAccepted {
+                        key: active,
+                        fingerprint,
+                        attempts: failures,
+                        last_reason: reason.clone(),
+                    };
+                    return self.park(at, reason, out);
+                }
+                let until = at + retry_backoff(failures);
+                self.issue(Some(at), Action::WaitUntil { at: until }, None, out);
+                State::VerifyingKey { failures }
+            }
+            (Kind::Wait, _) => self.verify_key(at, active, fingerprint, failures, out),
+            _ => State::VerifyingKey { failures },
+        }
     }
 
     pub(super) fn bind(
@@ -99,15 +140,16 @@ impl Machine {
         );
     }
 
-    /// Binds every consumer to the standby.
+    /// Binds every consumer to the target: the standby, or with `revoke_first` the
+    /// revoked key's fresh value.
     pub(super) fn bind_forward(&mut self, at: DateTime<Utc>, out: &mut Vec<Command>) -> State {
-        let (_, standby) = self.keys();
+        let to = self.moves_to();
         let Some(fp) = self.target else {
             return self.binds_done(0, at, out);
         };
         for c in 0..self.consumers.len() {
             self.consumers[c].bound_forward = true;
-            self.bind(at, c, standby, fp, out);
+            self.bind(at, c, to, fp, out);
         }
         if self.in_flight == 0 {
             return self.binds_done(0, at, out);
@@ -117,21 +159,24 @@ impl Machine {
 
     /// With `revoke_first`, after a backoff: bind again each consumer whose bind or
     /// verification failed.
-    pub(super) fn rebind_failed(
-        &mut self,
-        at: DateTime<Utc>,
-        standby: KeyName,
-        out: &mut Vec<Command>,
-    ) {
+    pub(super) fn rebind_failed(&mut self, at: DateTime<Utc>, out: &mut Vec<Command>) {
+        let to = self.moves_to();
         let Some(fp) = self.target else { return };
         for c in 0..self.consumers.len() {
             if matches!(
                 self.consumers[c].status,
                 ConsumerStatus::BindFailed { .. } | ConsumerStatus::Mismatch { .. }
             ) {
-                self.bind(at, c, standby, fp, out);
+                self.bind(at, c, to, fp, out);
             }
         }
+    }
+
+    /// Whether every consumer is verified on `key`.
+    pub(super) fn all_verified_on(&self, key: KeyName) -> bool {
+        self.consumers
+            .iter()
+            .all(|t| t.status == ConsumerStatus::Verified { key })
     }
 
     /// Every forward bind answered, none failed outside `revoke_first`.
@@ -141,7 +186,7 @@ impl Machine {
         at: DateTime<Utc>,
         out: &mut Vec<Command>,
     ) -> State {
-        let (_, standby) = self.keys();
+        let to = self.moves_to();
         let fp = self.target;
         if self
             .consumers
@@ -152,9 +197,8 @@ impl Machine {
         }
         if let Some(fp) = fp {
             for c in 0..self.consumers.len() {
-                if matches!(self.consumers[c].status, ConsumerStatus::Bound { key } if key == standby)
-                {
-                    self.verify_consumer(at, c, standby, fp, out);
+                if self.consumers[c].status == (ConsumerStatus::Bound { key: to }) {
+                    self.verify_consumer(at, c, to, fp, out);
                 }
             }
         }
@@ -174,7 +218,7 @@ impl Machine {
         out: &mut Vec<Command>,
     ) -> State {
         if failures >= self.attempts() {
-            let (_, standby) = self.keys();
+            let to = self.moves_to();
             let consumers = self
                 .consumers
                 .iter()
@@ -187,7 +231,7 @@ impl Machine {
                 })
                 .collect();
             let reason = Attention::ConsumersNotMoved {
-                key: standby,
+                key: to,
                 consumers,
                 attempts: failures,
             };
@@ -251,13 +295,8 @@ impl Machine {
     }
 
     pub(super) fn complete(&mut self, at: DateTime<Utc>, out: &mut Vec<Command>) -> State {
-        let (active, standby) = self.keys();
         let outcome = Outcome::Completed {
-            active: if self.route() == Some(Route::LeakedStandby) {
-                active
-            } else {
-                standby
-            },
+            active: self.moves_to(),
             regenerated: self.regenerations.clone(),
             warnings: self.warnings.clone(),
         };

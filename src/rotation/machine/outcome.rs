@@ -70,7 +70,8 @@ pub struct Regeneration {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
-    /// Every consumer holds `active`, verified; the keys in `regenerated` died.
+    /// Every consumer holds `active` as it is now, verified (with `revoke_first`, the
+    /// fresh value it got at its revoke); the keys in `regenerated` died.
     Completed {
         active: KeyName,
         regenerated: Vec<Regeneration>,
@@ -102,6 +103,18 @@ impl fmt::Display for Outcome {
                 ..
             } => {
                 write!(f, "completed: consumers on {active}")?;
+                // With `revoke_first` consumers stay on the key name they had, on the
+                // value it got when its leaked one was revoked.
+                if let Some(r) = regenerated
+                    .iter()
+                    .find(|r| r.key == *active && r.purpose == Purpose::Revoke)
+                {
+                    write!(
+                        f,
+                        " (its new value {}, the leaked {} revoked)",
+                        r.after, r.before
+                    )?;
+                }
                 for r in regenerated {
                     write!(f, "; {} regenerated ({})", r.key, r.purpose)?;
                 }
@@ -215,12 +228,22 @@ pub enum Attention {
         attempts: u32,
         last_error: String,
     },
-    /// With `revoke_first`: consumers could not be moved to `key` after `attempts`
-    /// rounds; the leaked key is already dead, so they are down.
+    /// With `revoke_first`: consumers could not be moved to `key` (the revoked key's
+    /// fresh value) after `attempts` rounds; the leaked value is already dead, so they
+    /// are down.
     ConsumersNotMoved {
         key: KeyName,
         consumers: Vec<(ConsumerId, String)>,
         attempts: u32,
+    },
+    /// With `revoke_first`: the fresh value of the revoked `key` was not accepted on the
+    /// data plane after `attempts` tries, so no consumer was bound to it; the leaked
+    /// value is already dead, so consumers are down.
+    KeyNotAccepted {
+        key: KeyName,
+        fingerprint: Fingerprint,
+        attempts: u32,
+        last_reason: String,
     },
     /// The rollback could not bring every consumer back to `key`.
     RollbackIncomplete {
@@ -267,10 +290,20 @@ impl fmt::Display for Attention {
             } => {
                 write!(
                     f,
-                    "after {attempts} rounds these consumers still do not hold {key} and the leaked key is already regenerated, so they are down: "
+                    "after {attempts} rounds these consumers still do not hold {key} as it is now, and the leaked value is already dead, so they are down: "
                 )?;
                 write_pairs(f, consumers)
             }
+            Attention::KeyNotAccepted {
+                key,
+                fingerprint,
+                attempts,
+                last_reason,
+            } => write!(
+                f,
+                "{key} was regenerated to revoke the leaked value, but its new value {fingerprint} was rejected on the data plane {attempts} times (last: {last_reason}), so no consumer was moved and they are down; check the account's network rules and shared-key access, then bind the consumers to {key} by hand, or to {}, which was verified before the revoke",
+                key.other()
+            ),
             Attention::RollbackIncomplete {
                 cause,
                 key,

@@ -18,11 +18,17 @@
 //!
 //! With `Leaked` and no known consumer on either key, keyflip cannot tell whether the
 //! leaked key is in use, so it refuses rather than guess.
+//!
+//! A leaked active key without `revoke_first` stages the standby first when any
+//! consumer is an ML workspace: a workspace resync takes a key of Azure's choosing,
+//! the newest by `keyCreationTime` as far as keyflip knows, and the existing standby
+//! is often older than the leaked key. Without a workspace every consumer takes the
+//! key keyflip gives it, so the existing standby is used as it is (no regeneration).
 
 use serde::{Deserialize, Serialize};
 
 use super::outcome::RefusalReason;
-use super::types::{ConsumerId, Holding, Mode, Observation};
+use super::types::{ConsumerId, ConsumerKind, Holding, Mode, Observation};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 
@@ -34,9 +40,19 @@ pub enum Route {
     Scheduled,
     /// Stage the (leaked) standby, swap, commit, retire at once, disable versions.
     LeakedBoth,
-    /// The leaked key is active: swap to the existing standby, commit, retire the
-    /// leaked key at once (or, with `revoke_first`, regenerate it before the swap).
-    LeakedActive { revoke_first: bool },
+    /// The leaked key is active. Without `revoke_first`: swap to the standby (staged
+    /// first when `stage_standby`), commit, retire the leaked key at once. With
+    /// `revoke_first`: verify the standby, regenerate the leaked key, then bind
+    /// consumers to that key's fresh value; the standby is left as it was.
+    LeakedActive {
+        revoke_first: bool,
+        /// The standby is regenerated before consumers move to it, because an ML
+        /// workspace consumes the account: a workspace resync takes the newest key
+        /// (see `twin/README.md`), which the existing standby may not be. Rows
+        /// written before this field existed read as `false`, what they did.
+        #[serde(default)]
+        stage_standby: bool,
+    },
     /// The leaked key is the standby: regenerate it, disable versions; no consumer moves.
     LeakedStandby,
 }
@@ -44,11 +60,25 @@ pub enum Route {
 impl Route {
     /// Whether the standby key is regenerated before consumers move to it.
     pub fn stages(self) -> bool {
-        matches!(self, Route::Scheduled | Route::LeakedBoth)
+        matches!(
+            self,
+            Route::Scheduled
+                | Route::LeakedBoth
+                | Route::LeakedActive {
+                    revoke_first: false,
+                    stage_standby: true,
+                }
+        )
     }
 
     pub fn revoke_first(self) -> bool {
-        matches!(self, Route::LeakedActive { revoke_first: true })
+        matches!(
+            self,
+            Route::LeakedActive {
+                revoke_first: true,
+                ..
+            }
+        )
     }
 }
 
@@ -58,8 +88,9 @@ pub struct Decision {
     pub route: Route,
     /// The key every known consumer holds now.
     pub active: KeyName,
-    /// The other key: consumers move to it (swap routes) or it is revoked
-    /// (`LeakedStandby`).
+    /// The other key: consumers move to it (swap routes), it is revoked
+    /// (`LeakedStandby`), or it is the working key checked before a `revoke_first`
+    /// revoke and then left alone.
     pub standby: KeyName,
     /// Fingerprints of leaked values as observed, disabled in Key Vault at the end.
     pub leaked: Vec<Fingerprint>,
@@ -195,7 +226,14 @@ pub fn precheck(mode: Mode, obs: &Observation) -> Result<Decision, Vec<RefusalRe
         // Reaching here with no refusal means every known consumer holds the leaked
         // key: the standby case returned above, and anything else was refused.
         Mode::Leaked { key, revoke_first } => (
-            Route::LeakedActive { revoke_first },
+            Route::LeakedActive {
+                revoke_first,
+                stage_standby: !revoke_first
+                    && obs
+                        .consumers
+                        .iter()
+                        .any(|c| c.consumer.kind == ConsumerKind::Workspace),
+            },
             vec![obs.key(key).fingerprint],
         ),
     };

@@ -2,6 +2,7 @@
 //! module docs they exercise, and the support they share.
 
 mod incident;
+mod leaked_active;
 mod restart;
 mod rollback;
 mod swap;
@@ -34,6 +35,9 @@ pub(super) fn ds(id: &str) -> ConsumerRef {
 }
 pub(super) fn dbx(id: &str) -> ConsumerRef {
     consumer(ConsumerKind::Databricks, id)
+}
+pub(super) fn ws(id: &str) -> ConsumerRef {
+    consumer(ConsumerKind::Workspace, id)
 }
 
 pub(super) const K1: KeyName = KeyName::Key1;
@@ -68,6 +72,16 @@ pub(super) fn on_key1() -> Observation {
     ])
 }
 
+/// The usual world plus the ML workspace of the datastores, all on key1.
+pub(super) fn with_workspace() -> Observation {
+    let mut obs = on_key1();
+    obs.consumers.push(ObservedConsumer {
+        consumer: ws("ws"),
+        holding: Holding::Key(K1),
+    });
+    obs
+}
+
 pub(super) fn opts(grace_secs: i64) -> Options {
     Options {
         grace: TimeDelta::seconds(grace_secs),
@@ -75,10 +89,12 @@ pub(super) fn opts(grace_secs: i64) -> Options {
     }
 }
 
-/// A machine and a clock that advances one second per answer.
+/// A machine, a clock that advances one second per answer, and the events accepted
+/// (what a journal would hold, for replay).
 pub(super) struct Run {
     pub(super) m: Machine,
     pub(super) now: i64,
+    pub(super) events: Vec<Event>,
 }
 
 impl Run {
@@ -86,6 +102,7 @@ impl Run {
         Self {
             m: Machine::new(mode, options),
             now: 0,
+            events: Vec::new(),
         }
     }
 
@@ -96,9 +113,30 @@ impl Run {
             at: t(self.now),
             result,
         };
-        self.m
+        let cmds = self
+            .m
             .handle(&event)
-            .unwrap_or_else(|e| panic!("seq {seq}: {e}"))
+            .unwrap_or_else(|e| panic!("seq {seq}: {e}"));
+        self.events.push(event);
+        cmds
+    }
+
+    /// A restart's observation of Azure.
+    pub(super) fn reobserve(&mut self, observation: Observation) -> Vec<Command> {
+        self.now += 1;
+        let event = Event::Reobserved {
+            at: t(self.now),
+            observation,
+        };
+        let cmds = self.m.handle(&event).unwrap_or_else(|e| panic!("{e}"));
+        self.events.push(event);
+        cmds
+    }
+
+    /// A fresh machine fed every event accepted so far.
+    pub(super) fn replayed(&self) -> Machine {
+        Machine::replay(self.m.mode(), *self.m.options(), &self.events)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub(super) fn observe(&mut self, obs: Observation) -> Vec<Command> {

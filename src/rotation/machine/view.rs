@@ -113,12 +113,16 @@ pub struct View {
     pub phase: Phase,
     /// Decided at precheck.
     pub route: Option<Route>,
-    /// The key consumers held at precheck.
+    /// The key consumers held at precheck. With `revoke_first` it is also the key they
+    /// end on, with the value it got at its revoke.
     pub active: Option<KeyName>,
-    /// The other key: moved to in a swap, revoked when it is the leaked standby.
+    /// The other key: moved to in a swap, revoked when it is the leaked standby, and
+    /// with `revoke_first` only verified (the working key kept while the leaked one is
+    /// revoked), never moved to.
     pub standby: Option<KeyName>,
-    /// The fingerprint consumers are moved to: the staged key's, or the existing
-    /// standby's in a leaked-active swap.
+    /// The fingerprint consumers are moved to: the staged standby's, the existing
+    /// standby's on the leaked-active fast path, or with `revoke_first` the active
+    /// key's fresh value (`None` until its revoke succeeded).
     pub target: Option<Fingerprint>,
     pub committed_at: Option<DateTime<Utc>>,
     pub consumers: Vec<ConsumerView>,
@@ -133,7 +137,7 @@ impl Machine {
         match &self.state {
             State::Prechecking => Phase::Prechecking,
             State::Staging => Phase::Staging,
-            State::VerifyingKey => Phase::VerifyingKey,
+            State::VerifyingKey { .. } => Phase::VerifyingKey,
             State::Revoking { .. } => Phase::Revoking,
             State::Binding { .. } => Phase::Binding,
             State::VerifyingConsumers { .. } => Phase::VerifyingConsumers,

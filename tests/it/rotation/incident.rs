@@ -1,8 +1,11 @@
 //! Incident rotations (`--leaked`): each mode kills what leaked, disables Key Vault
-//! versions that hold a leaked value, and writes an incident report.
+//! versions that hold a leaked value, and writes an incident report. They run on the
+//! demo world and plan, whose ML workspace takes the account's newest key on resync.
 
 use keyflip::key::KeyName;
-use keyflip::rotation::machine::{Mode, Outcome};
+use keyflip::rotation::machine::{
+    Action, ConsumerKind, ConsumerStatus, Mode, Outcome, Purpose, Route,
+};
 use keyflip::rotation::{NoProgress, RotateRequest, RotationReport, Trigger};
 use tokio_util::sync::CancellationToken;
 
@@ -10,7 +13,7 @@ use crate::support::engine::{
     Harness, assert_consumers_valid, consumer_keys, demo_plan_text, keys_of, plan_from,
     regenerations, versions,
 };
-use crate::support::twin::TestTwin;
+use crate::support::twin::{TestTwin, WORKSPACE};
 
 fn leaked(mode: Mode) -> RotateRequest {
     RotateRequest {
@@ -27,15 +30,31 @@ async fn run(h: &Harness, mode: Mode) -> RotationReport {
         .unwrap()
 }
 
-/// The demo world with key2 regenerated after key1, as after any earlier rotation that
-/// retired it: a workspace resync, which takes the newest key, then moves to key2.
-fn standby_newer() -> TestTwin {
+/// The demo world with key1 regenerated after key2: the leaked key is the account's
+/// newest, the one a workspace resync takes unless keyflip makes a newer one.
+fn leaked_key_newest() -> TestTwin {
     let text = TestTwin::demo_world_text().replacen(
         "name = \"stdatasci001\"\n",
-        "name = \"stdatasci001\"\nkey1_created = \"2026-01-01T00:00:00Z\"\nkey2_created = \"2026-06-01T00:00:00Z\"\n",
+        "name = \"stdatasci001\"\nkey1_created = \"2026-06-01T00:00:00Z\"\nkey2_created = \"2026-01-01T00:00:00Z\"\n",
         1,
     );
     TestTwin::start_from(&text)
+}
+
+/// Where `operation` first appears in the request log.
+fn first(log: &[serde_json::Value], operation: &str) -> usize {
+    log.iter()
+        .position(|e| e["operation"] == operation)
+        .unwrap_or_else(|| panic!("no {operation} in the request log"))
+}
+
+/// Every Key Vault version holding `leaked` is disabled, every other one enabled.
+fn assert_only_leaked_versions_disabled(state: &serde_json::Value, leaked: &str) {
+    for secret in ["stdatasci001-key", "stdatasci001-connection-string"] {
+        for (version, value, enabled) in versions(state, secret) {
+            assert_eq!(enabled, value != leaked, "{secret}/{version}");
+        }
+    }
 }
 
 fn assert_report(report: &RotationReport) -> String {
@@ -97,8 +116,10 @@ async fn a_leaked_standby_is_regenerated_and_no_consumer_is_touched() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leaked_active_key_is_swapped_away_from_and_retired_at_once() {
-    let h = Harness::with_twin(standby_newer()).await;
+async fn a_leaked_active_key_is_swapped_to_a_freshly_staged_standby_and_retired_at_once() {
+    // The plain demo: the ML workspace is a consumer (resync on), so the standby is
+    // staged first, since a resync takes the newest key and the existing key2 is not.
+    let h = Harness::start().await;
     let before = keys_of(&h.twin.state().await);
     let report = run(
         &h,
@@ -119,42 +140,59 @@ async fn a_leaked_active_key_is_swapped_away_from_and_retired_at_once() {
         "{:#?}",
         report.outcome
     );
+    assert_eq!(
+        report.decision.map(|d| d.route),
+        Some(Route::LeakedActive {
+            revoke_first: false,
+            stage_standby: true
+        })
+    );
     let state = h.twin.state().await;
     let (key1, key2) = keys_of(&state);
-    assert_eq!(
-        key2, before.1,
-        "the existing standby was used, not regenerated"
-    );
+    assert_ne!(key2, before.1, "the standby was staged");
     assert_ne!(key1, before.0, "the leaked key is dead");
     for (consumer, held) in assert_consumers_valid(&state, "after") {
         assert_eq!(held, key2, "{consumer}");
     }
-    for secret in ["stdatasci001-key", "stdatasci001-connection-string"] {
-        for (version, value, enabled) in versions(&state, secret) {
-            assert_eq!(enabled, value != before.0, "{secret}/{version}");
-        }
-    }
-    assert_eq!(regenerations(&h.twin).await, 1);
+    assert_only_leaked_versions_disabled(&state, &before.0);
+    assert_eq!(regenerations(&h.twin).await, 2);
+    let regenerated: Vec<_> = report
+        .regenerated
+        .iter()
+        .map(|r| (r.key, r.purpose))
+        .collect();
+    assert_eq!(
+        regenerated,
+        vec![
+            (KeyName::Key2, Purpose::Stage),
+            (KeyName::Key1, Purpose::Retire)
+        ]
+    );
+    let log = h.twin.requests().await;
+    assert!(first(&log, "storage.regenerateKey") < first(&log, "ml.workspace.resyncKeys"));
     assert!(
         report.steps.iter().all(|s| s.kind != "wait_until"),
         "no grace"
     );
-    assert_report(&report);
+    let md = assert_report(&report);
+    assert!(
+        md.contains("key2 (stage)") && md.contains("key1 (retire)"),
+        "{md}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoke_first_kills_the_leaked_key_before_any_consumer_moves() {
-    let mut h = Harness::with_twin(standby_newer()).await;
-    // Revoking key1 first makes it the newest key, and the workspace's resync takes the
-    // newest: it could never be moved to key2 this way (keyflip would park after its
-    // retries, see the machine's T22). Datastores take the key keyflip gives them.
+async fn without_a_workspace_a_leaked_active_key_is_swapped_to_the_existing_standby() {
+    let mut h = Harness::start().await;
+    // No workspace resync: every consumer takes the key keyflip gives it, so the
+    // existing standby is used as it is.
     h.plan = plan_from(&demo_plan_text(&h.twin).replace("resync = true", "resync = false"));
     let before = keys_of(&h.twin.state().await);
     let report = run(
         &h,
         Mode::Leaked {
             key: KeyName::Key1,
-            revoke_first: true,
+            revoke_first: false,
         },
     )
     .await;
@@ -169,20 +207,166 @@ async fn revoke_first_kills_the_leaked_key_before_any_consumer_moves() {
         "{:#?}",
         report.outcome
     );
-    let log = h.twin.requests().await;
-    let at = |op: &str| log.iter().position(|e| e["operation"] == op).unwrap();
-    assert!(at("storage.regenerateKey") < at("keyvault.set"));
-    assert!(at("storage.regenerateKey") < at("ml.datastore.put"));
+    assert_eq!(
+        report.decision.map(|d| d.route),
+        Some(Route::LeakedActive {
+            revoke_first: false,
+            stage_standby: false
+        })
+    );
     let state = h.twin.state().await;
     let (key1, key2) = keys_of(&state);
-    assert_ne!(key1, before.0);
-    assert_eq!(key2, before.1);
+    assert_eq!(
+        key2, before.1,
+        "the existing standby was used, not regenerated"
+    );
+    assert_ne!(key1, before.0, "the leaked key is dead");
     for (consumer, held) in consumer_keys(&state) {
         if consumer != "workspace" {
             assert_eq!(held, key2, "{consumer}");
         }
     }
+    assert_only_leaked_versions_disabled(&state, &before.0);
+    assert_eq!(regenerations(&h.twin).await, 1);
     assert_report(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_first_kills_the_leaked_key_then_moves_every_consumer_to_its_fresh_value() {
+    // The plain demo, workspace resync included: after the revoke key1's fresh value
+    // is the newest key, the one the resync takes, and the one keyflip binds.
+    let h = Harness::start().await;
+    let before = keys_of(&h.twin.state().await);
+    let report = run(
+        &h,
+        Mode::Leaked {
+            key: KeyName::Key1,
+            revoke_first: true,
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            report.outcome,
+            Some(Outcome::Completed {
+                active: KeyName::Key1,
+                ..
+            })
+        ),
+        "{:#?}",
+        report.outcome
+    );
+    let log = h.twin.requests().await;
+    let revoke = first(&log, "storage.regenerateKey");
+    for write in [
+        "keyvault.set",
+        "ml.datastore.put",
+        "ml.workspace.resyncKeys",
+        "databricks.put",
+    ] {
+        assert!(revoke < first(&log, write), "{write} before the revoke");
+    }
+    let state = h.twin.state().await;
+    let (key1, key2) = keys_of(&state);
+    assert_ne!(key1, before.0, "the leaked value is dead");
+    assert_eq!(key2, before.1, "the standby is untouched");
+    for (consumer, held) in assert_consumers_valid(&state, "after") {
+        assert_eq!(held, key1, "{consumer} on key1's fresh value");
+    }
+    assert_only_leaked_versions_disabled(&state, &before.0);
+    assert_eq!(regenerations(&h.twin).await, 1);
+
+    // The report says which key died when and which key consumers ended on.
+    let decision = report.decision.expect("decided");
+    assert_eq!(
+        (decision.route, decision.active, decision.standby),
+        (
+            Route::LeakedActive {
+                revoke_first: true,
+                stage_standby: false
+            },
+            KeyName::Key1,
+            KeyName::Key2
+        )
+    );
+    let [revoked] = report.regenerated.as_slice() else {
+        panic!("{:#?}", report.regenerated)
+    };
+    assert_eq!(
+        (revoked.key, revoked.purpose),
+        (KeyName::Key1, Purpose::Revoke)
+    );
+    let (keys_before, keys_after) = (report.keys_before.unwrap(), report.keys_after.unwrap());
+    assert_eq!(revoked.before, keys_before.key1.fingerprint);
+    assert_eq!(revoked.after, keys_after.key1.fingerprint);
+    assert_eq!(keys_after.key2, keys_before.key2);
+    for c in &report.consumers {
+        assert_eq!(
+            c.status,
+            ConsumerStatus::Verified { key: KeyName::Key1 },
+            "{}",
+            c.consumer
+        );
+    }
+    // The standby was checked before the revoke, and the fresh value on the data
+    // plane before anyone was bound to it; every bind names that value.
+    let at = |what: fn(&Action) -> bool| {
+        report
+            .steps
+            .iter()
+            .position(|s| what(&s.command))
+            .expect("such a step")
+    };
+    let verify_standby = at(|a| {
+        matches!(
+            a,
+            Action::VerifyKey {
+                key: KeyName::Key2,
+                ..
+            }
+        )
+    });
+    let revoke = at(|a| {
+        matches!(
+            a,
+            Action::Regenerate {
+                purpose: Purpose::Revoke,
+                ..
+            }
+        )
+    });
+    let verify_fresh = at(|a| {
+        matches!(
+            a,
+            Action::VerifyKey {
+                key: KeyName::Key1,
+                ..
+            }
+        )
+    });
+    let first_bind = at(|a| matches!(a, Action::Bind { .. }));
+    assert!(verify_standby < revoke && revoke < verify_fresh && verify_fresh < first_bind);
+    for s in &report.steps {
+        if let Action::Bind {
+            key, fingerprint, ..
+        } = &s.command
+        {
+            assert_eq!(
+                (*key, *fingerprint),
+                (KeyName::Key1, revoked.after),
+                "{}",
+                s.step
+            );
+        }
+    }
+    let outcome = report.outcome.as_ref().unwrap().to_string();
+    assert!(
+        outcome.contains(&format!("its new value {}", revoked.after)),
+        "{outcome}"
+    );
+    let md = assert_report(&report);
+    assert!(md.contains("key1 (revoke)"), "{md}");
+    assert!(md.contains("now holds key1"), "{md}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,11 +408,14 @@ async fn both_keys_leaked_ends_with_two_new_keys_and_no_leaked_version_enabled()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_workspace_that_takes_the_leaked_key_again_is_caught_and_the_rotation_parks() {
-    // Both keys as old as each other: the twin's workspace resync takes key1 on a tie,
-    // which is the leaked key. Verification notices, everything goes back, and the
-    // rotation parks saying the leaked key is still in use.
-    let h = Harness::start().await;
+async fn a_workspace_ends_on_the_staged_standby_even_when_the_leaked_key_is_the_newest() {
+    // The worst case for a resync: the leaked key1 is the account's newest key. Moving
+    // to the existing key2 would have the workspace take key1 back; the staged key2 is
+    // newer still, and the workspace ends on it.
+    let h = Harness::with_twin(leaked_key_newest()).await;
+    let before = h.twin.state().await;
+    let (leaked, _) = keys_of(&before);
+    assert_eq!(before["ml_workspaces"][WORKSPACE]["userStorageKey"], leaked);
     let report = run(
         &h,
         Mode::Leaked {
@@ -237,16 +424,24 @@ async fn a_workspace_that_takes_the_leaked_key_again_is_caught_and_the_rotation_
         },
     )
     .await;
-    let Some(Outcome::NeedsAttention { reason, .. }) = &report.outcome else {
-        panic!("{:#?}", report.outcome)
-    };
-    let text = reason.to_string();
-    assert!(text.contains("leaked key1 is still in use"), "{text}");
-    assert!(
-        text.contains("ML workspace") || text.contains("workspace:"),
-        "{text}"
+    assert_eq!(
+        report.exit(),
+        keyflip::exit::Exit::Ok,
+        "{:#?}",
+        report.outcome
     );
     let state = h.twin.state().await;
-    assert_consumers_valid(&state, "after the parked incident rotation");
-    assert_eq!(report.exit(), keyflip::exit::Exit::NeedsAttention);
+    let (key1, key2) = keys_of(&state);
+    assert_ne!(key1, leaked);
+    assert_eq!(state["ml_workspaces"][WORKSPACE]["userStorageKey"], key2);
+    let workspace = report
+        .consumers
+        .iter()
+        .find(|c| c.consumer.kind == ConsumerKind::Workspace)
+        .expect("the workspace is a consumer");
+    assert_eq!(
+        workspace.status,
+        ConsumerStatus::Verified { key: KeyName::Key2 }
+    );
+    assert_consumers_valid(&state, "after");
 }

@@ -3,16 +3,11 @@
 
 use super::*;
 
-fn reobserve(r: &mut Run, key1: Fingerprint, key2: Fingerprint) -> Vec<Command> {
-    r.now += 1;
+pub(super) fn reobserve(r: &mut Run, key1: Fingerprint, key2: Fingerprint) -> Vec<Command> {
     let mut observation = on_key1();
     observation.key1.fingerprint = key1;
     observation.key2.fingerprint = key2;
-    r.m.handle(&Event::Reobserved {
-        at: t(r.now),
-        observation,
-    })
-    .unwrap()
+    r.reobserve(observation)
 }
 
 #[test]

@@ -1,0 +1,171 @@
+//! The invariants a random run is held to after every event: what each new command
+//! may be given what came before, how each outcome leaves the consumers, and that a
+//! bind never races another command for its consumer.
+
+use std::collections::{HashMap, HashSet};
+
+use super::super::*;
+
+/// The key consumers end on when the route completes: none moves off the active key
+/// when the leaked standby is revoked, and with `revoke_first` they take the active
+/// key's fresh value.
+fn ends_on(route: Route, active: KeyName, standby: KeyName) -> KeyName {
+    if route == Route::LeakedStandby || route.revoke_first() {
+        active
+    } else {
+        standby
+    }
+}
+
+/// What the invariant checks remember across events.
+#[derive(Default)]
+pub(super) struct Seen {
+    pub(super) committed: bool,
+    pub(super) failure_before_commit: bool,
+    finishes: usize,
+    pub(super) succeeded: HashMap<(KeyName, Purpose), u32>,
+    /// Key values the data plane accepted (`KeyVerified`).
+    pub(super) verified: HashSet<(KeyName, Fingerprint)>,
+}
+
+pub(super) fn check_new_commands(
+    seed: u64,
+    m: &Machine,
+    cmds: &[Command],
+    first_seq: u32,
+    seen: &mut Seen,
+) {
+    let view = m.view();
+    for (i, c) in cmds.iter().enumerate() {
+        assert_eq!(
+            c.seq,
+            first_seq + i as u32,
+            "seed {seed}: seqs are consecutive"
+        );
+        let revoke_first = view.route.is_some_and(Route::revoke_first);
+        match &c.action {
+            Action::Regenerate { key, purpose, .. } => {
+                if Some(*key) == view.active && view.route != Some(Route::LeakedStandby) {
+                    assert!(
+                        seen.committed || (revoke_first && *purpose == Purpose::Revoke),
+                        "seed {seed}: the key being retired regenerated before commit: {c:?}"
+                    );
+                }
+                assert!(
+                    !seen.succeeded.contains_key(&(*key, *purpose)),
+                    "seed {seed}: a second {purpose} of {key} after one succeeded"
+                );
+                if *purpose == Purpose::Discard {
+                    for cv in &view.consumers {
+                        assert!(
+                            matches!(cv.status, ConsumerStatus::Untouched)
+                                || cv.status == ConsumerStatus::Verified { key: key.other() },
+                            "seed {seed}: discard before {} was verified back: {:?}",
+                            cv.consumer,
+                            cv.status
+                        );
+                    }
+                }
+            }
+            // A forward bind: to the key the route moves consumers to, with the value
+            // the view names as the target, verified on the data plane first; with
+            // `revoke_first` only once the leaked value is dead.
+            Action::Bind {
+                key, fingerprint, ..
+            } if m.phase() != Phase::RollingBack => {
+                let (Some(route), Some(active), Some(standby)) =
+                    (view.route, view.active, view.standby)
+                else {
+                    panic!("seed {seed}: a bind before the precheck decided: {c:?}");
+                };
+                assert_eq!(*key, ends_on(route, active, standby), "seed {seed}: {c:?}");
+                assert_eq!(Some(*fingerprint), view.target, "seed {seed}: {c:?}");
+                assert!(
+                    seen.verified.contains(&(*key, *fingerprint)),
+                    "seed {seed}: bind to a value never verified on the data plane: {c:?}"
+                );
+                if revoke_first {
+                    assert!(
+                        seen.succeeded.contains_key(&(active, Purpose::Revoke)),
+                        "seed {seed}: revoke_first bind before the revoke: {c:?}"
+                    );
+                } else {
+                    assert!(
+                        !seen.failure_before_commit,
+                        "seed {seed}: bind to the new key after a failure: {c:?}"
+                    );
+                }
+            }
+            Action::Finish { outcome } => {
+                seen.finishes += 1;
+                assert_eq!(seen.finishes, 1, "seed {seed}: a second Finish");
+                assert_eq!(i, cmds.len() - 1, "seed {seed}: Finish is last");
+                check_outcome(seed, &view, outcome);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn check_outcome(seed: u64, view: &View, outcome: &Outcome) {
+    let (Some(route), Some(active), Some(standby)) = (view.route, view.active, view.standby) else {
+        assert!(
+            matches!(outcome, Outcome::Refused { .. }),
+            "seed {seed}: {outcome:?}"
+        );
+        return;
+    };
+    match outcome {
+        Outcome::Completed { active: now, .. } => {
+            let on = ends_on(route, active, standby);
+            assert_eq!(*now, on, "seed {seed}: {route:?} completed on {now}");
+            for c in &view.consumers {
+                let expected = if route == Route::LeakedStandby {
+                    ConsumerStatus::Untouched
+                } else {
+                    ConsumerStatus::Verified { key: on }
+                };
+                assert_eq!(
+                    c.status, expected,
+                    "seed {seed}: completed with {} not as expected",
+                    c.consumer
+                );
+            }
+        }
+        Outcome::RolledBack { .. }
+        | Outcome::NeedsAttention {
+            reason: Attention::LeakedKeyInUse { .. },
+            ..
+        } => {
+            for c in &view.consumers {
+                assert!(
+                    c.status == ConsumerStatus::Untouched
+                        || c.status == ConsumerStatus::Verified { key: active },
+                    "seed {seed}: rolled back with {} in {:?}",
+                    c.consumer,
+                    c.status
+                );
+            }
+        }
+        Outcome::Refused { .. } => panic!("seed {seed}: refused after deciding"),
+        Outcome::NeedsAttention { .. } => {}
+    }
+}
+
+/// While a `Bind` is in flight for a consumer, nothing else about that consumer is:
+/// a bind back must never race a forward bind.
+pub(super) fn check_one_bind_at_a_time(seed: u64, m: &Machine) {
+    let outstanding = m.outstanding();
+    for c in &outstanding {
+        if let Action::Bind { consumer, .. } = &c.action {
+            let others = outstanding
+                .iter()
+                .filter(|o| o.seq != c.seq && o.action.consumer() == Some(consumer))
+                .count();
+            assert_eq!(
+                others, 0,
+                "seed {seed}: {consumer} has a bind racing: {outstanding:?}"
+            );
+        }
+    }
+}
