@@ -44,6 +44,9 @@ struct Rebound {
     consumer: String,
     kind: ConsumerKind,
     key: KeyName,
+    /// The value the consumer was bound to (after `--revoke-first` the key name is
+    /// the leaked one, so only the fingerprint shows the value is new).
+    fingerprint: Option<Fingerprint>,
 }
 
 #[derive(Debug, Serialize)]
@@ -130,6 +133,16 @@ fn happening(what: &Happening) -> String {
 }
 
 fn build(record: &RotationRecord, view: &View, finished_at: DateTime<Utc>) -> IncidentReport {
+    // `target` is the value consumers were moved to: the standby's, or with
+    // `revoke_first` the active key's fresh one. A consumer verified back on the other
+    // key (a rollback) holds a value the view does not name.
+    let target_key = view.route.and_then(|route| {
+        if route.revoke_first() {
+            view.active
+        } else {
+            view.standby
+        }
+    });
     IncidentReport {
         rotation_id: record.id.clone(),
         plan: record.plan.clone(),
@@ -162,6 +175,7 @@ fn build(record: &RotationRecord, view: &View, finished_at: DateTime<Utc>) -> In
                     consumer: c.consumer.id.0.clone(),
                     kind: c.consumer.kind,
                     key,
+                    fingerprint: view.target.filter(|_| target_key == Some(key)),
                 }),
                 _ => None,
             })
@@ -227,7 +241,15 @@ fn markdown(r: &IncidentReport) -> String {
         let _ = writeln!(md, "None (no consumer had to move).");
     }
     for c in &r.consumers_rebound {
-        let _ = writeln!(md, "- {} `{}` now holds {}", c.kind, c.consumer, c.key);
+        let value = c
+            .fingerprint
+            .map(|fp| format!(" ({fp})"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "- {} `{}` now holds {}{value}",
+            c.kind, c.consumer, c.key
+        );
     }
     let _ = writeln!(
         md,

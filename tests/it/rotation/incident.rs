@@ -366,7 +366,11 @@ async fn revoke_first_kills_the_leaked_key_then_moves_every_consumer_to_its_fres
     );
     let md = assert_report(&report);
     assert!(md.contains("key1 (revoke)"), "{md}");
-    assert!(md.contains("now holds key1"), "{md}");
+    // The key name is the leaked one, so the report must name the new value.
+    assert!(
+        md.contains(&format!("now holds key1 ({})", revoked.after)),
+        "{md}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
