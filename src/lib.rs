@@ -9,6 +9,8 @@ pub mod clock;
 pub mod config;
 pub mod diagnostic;
 pub mod exit;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
 pub mod journal;
 pub mod key;
 pub mod logging;

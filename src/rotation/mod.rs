@@ -1,3 +1,21 @@
-//! The two-phase safe swap: a pure state machine that decides and an executor that acts.
+//! The two-phase safe swap: a pure state machine that decides ([`machine`]) and an
+//! engine that acts ([`engine`]): it observes Azure, performs each command, journals
+//! intent before and result after, and resumes what a crash interrupted.
+
+mod dry_run;
+pub mod engine;
+mod executor;
+mod observe;
+pub mod progress;
+mod repair;
+pub mod report;
+mod status;
 
 pub mod machine;
+
+pub use engine::{Engine, EngineError, EngineOptions, RotateRequest, Trigger};
+pub use progress::{NoProgress, Progress, ProgressEvent};
+pub use report::{
+    DecisionReport, DryRun, IncidentReportPaths, Inventory, KeyPair, LastRotation, PlanStatus,
+    PlannedStep, RotationReport, StepReport,
+};

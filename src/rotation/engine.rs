@@ -1,0 +1,400 @@
+//! The rotation engine: the one entry point the CLI and the daemon use to rotate,
+//! resume, inspect and report. It owns the Azure facade, the journal and the clock,
+//! and drives [`super::machine::Machine`] through the executor.
+//!
+//! Promises:
+//! - One driver per storage account: every run that can change Azure holds the
+//!   account's [`AccountLock`] for its whole length, and refuses with
+//!   [`EngineError::Busy`] when another process (or task) holds it or the journal has
+//!   an unfinished rotation of the account that this call was not asked to resume.
+//! - Journal before effect: every command's intent is durable before it is performed,
+//!   its result after (see `executor`). A crash at any point leaves a journal that
+//!   [`Engine::resume`] finishes from what Azure actually holds.
+//! - Every wait goes through the injected [`Clock`].
+//! - Reads that fail with 403 become missing permissions in the observation, so a
+//!   principal without rights is refused with what to grant, never crashes a run.
+//! - Nothing here holds a key longer than one step; reports, events and errors carry
+//!   names and fingerprints only.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::progress::Progress;
+use super::report::{DryRun, Inventory, PlanStatus, RotationReport};
+use crate::azure::{self, Azure};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError};
+use crate::exit::Exit;
+use crate::journal::lock::{AccountLock, LockError};
+use crate::journal::{Journal, JournalError, ResumeError};
+use crate::key::KeyName;
+use crate::plan::{ConsumerId, Plan};
+use crate::resource_id::ResourceId;
+use crate::rotation::machine::{HandleError, Mode, Options};
+use crate::secret::{FingerprintKeyError, Fingerprinter};
+
+/// How a rotation run should behave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotateRequest {
+    pub mode: Mode,
+    /// Overrides the plan's grace period (ignored by incident modes, which have none).
+    pub grace: Option<Duration>,
+    pub trigger: Trigger,
+}
+
+impl RotateRequest {
+    /// A plain `rotate now`.
+    pub fn manual() -> RotateRequest {
+        RotateRequest {
+            mode: Mode::Scheduled,
+            grace: None,
+            trigger: Trigger::Manual,
+        }
+    }
+}
+
+/// Why a rotation was started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "trigger", rename_all = "snake_case")]
+pub enum Trigger {
+    /// `keyflip rotate now`.
+    Manual,
+    /// The plan's cron schedule; `reason` is `schedule::Decision::reason_code`.
+    Schedule { reason: String },
+    /// The active key reached `max_key_age`.
+    KeyAge,
+    /// `--leaked`.
+    Incident,
+}
+
+/// Tuning that production leaves at its defaults and tests shorten.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// The first wait between two data-plane probes of a new key; doubles up to
+    /// `probe_max_backoff`.
+    pub probe_backoff: Duration,
+    pub probe_max_backoff: Duration,
+    /// How long a workspace `resyncKeys` may run before the bind counts as failed.
+    pub resync_deadline: Duration,
+    /// Clock skew tolerated between keyflip and Databricks when comparing a secret's
+    /// `last_updated_timestamp` with the time keyflip wrote it.
+    pub databricks_skew: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            probe_backoff: Duration::from_secs(1),
+            probe_max_backoff: Duration::from_secs(8),
+            resync_deadline: Duration::from_secs(600),
+            databricks_skew: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why the engine could not do what it was asked. Rotation outcomes (refused, rolled
+/// back, parked) are not errors: they are [`RotationReport`]s.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("storage account {account} is busy: {holder}")]
+    Busy { account: String, holder: String },
+    #[error(
+        "interrupted; rotation {rotation_id} is unfinished in the journal and `keyflip rotate resume` finishes it (so does the next `keyflip rotate now` or daemon start)"
+    )]
+    Interrupted { rotation_id: String },
+    #[error(
+        "rotation {rotation_id}: {step} may or may not have happened and Azure could not be asked ({detail}); nothing else was done. The rotation stays unfinished and in doubt: run `keyflip rotate resume` once Azure answers again, and keyflip will find out from the key's creation time and fingerprint"
+    )]
+    InDoubt {
+        rotation_id: String,
+        step: String,
+        detail: String,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot prepare the state directory {path}: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    FingerprintKey(#[from] FingerprintKeyError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
+    #[error(transparent)]
+    Lock(LockError),
+    #[error(transparent)]
+    Azure(#[from] azure::Error),
+    /// The plan does not fit the rotation or Azure (a journaled consumer the plan no
+    /// longer lists, a datastore without account-key credentials, ...).
+    #[error("plan {plan}: {detail}")]
+    Plan { plan: String, detail: String },
+    #[error(
+        "rotation {rotation_id}: the state machine refused an event ({error}); this is a keyflip bug, the journal is unchanged and `keyflip rotate resume` retries"
+    )]
+    Machine {
+        rotation_id: String,
+        error: HandleError,
+    },
+    #[error("cannot write the incident report {path}: {source}")]
+    Report {
+        path: String,
+        source: std::io::Error,
+    },
+    /// A fail point stopped the run dead (tests only).
+    #[cfg(feature = "failpoints")]
+    #[error("crashed at fail point {at}")]
+    Crashed { at: String },
+}
+
+impl From<LockError> for EngineError {
+    fn from(e: LockError) -> Self {
+        match e {
+            LockError::Busy { account, pid, path } => EngineError::Busy {
+                account,
+                holder: match pid {
+                    Some(pid) => {
+                        format!("another keyflip process (pid {pid}) is rotating it (lock {path})")
+                    }
+                    None => format!("another keyflip process is rotating it (lock {path})"),
+                },
+            },
+            other => EngineError::Lock(other),
+        }
+    }
+}
+
+impl EngineError {
+    pub fn exit(&self) -> Exit {
+        match self {
+            EngineError::Busy { .. } => Exit::Busy,
+            EngineError::Interrupted { .. } => Exit::Interrupted,
+            EngineError::Config(_) | EngineError::Plan { .. } => Exit::Usage,
+            _ => Exit::Failure,
+        }
+    }
+}
+
+/// The rotation engine. Cheap to clone (an `Arc` inside); `Send + Sync`.
+#[derive(Clone)]
+pub struct Engine {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) azure: Azure,
+    pub(super) journal: Mutex<Journal>,
+    pub(super) fingerprinter: Arc<Fingerprinter>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) state_dir: PathBuf,
+    pub(super) options: EngineOptions,
+    #[cfg(feature = "failpoints")]
+    pub(super) failpoint: crate::failpoint::FailPoint,
+}
+
+impl Inner {
+    pub(super) fn journal(&self) -> MutexGuard<'_, Journal> {
+        // A panic while holding the lock cannot leave SQLite half-written (each write
+        // is one transaction), so a poisoned lock is still usable.
+        self.journal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn lock(&self, account: &ResourceId) -> Result<AccountLock, EngineError> {
+        Ok(AccountLock::acquire(&self.state_dir, account)?)
+    }
+
+    pub(super) fn reports_dir(&self) -> PathBuf {
+        self.state_dir.join("reports")
+    }
+}
+
+impl Engine {
+    /// Opens `state_dir/journal.db` and `state_dir/fingerprint.key` (creating them and
+    /// the directory, mode 0700), builds the Azure facade from the configuration. Does
+    /// not touch the network.
+    pub fn open(config: &Config, clock: Arc<dyn Clock>) -> Result<Engine, EngineError> {
+        let dir = &config.state_dir;
+        create_private_dir(dir)?;
+        let fingerprinter = Arc::new(Fingerprinter::load_or_create(&dir.join("fingerprint.key"))?);
+        let journal = Journal::open(&dir.join("journal.db"), &fingerprinter)?;
+        let azure = Azure::new(config, fingerprinter.clone())?;
+        Ok(Engine::from_parts(
+            config,
+            azure,
+            journal,
+            fingerprinter,
+            clock,
+        ))
+    }
+
+    /// The same from parts (tests: a facade with short retries, a test clock).
+    pub fn from_parts(
+        config: &Config,
+        azure: Azure,
+        journal: Journal,
+        fingerprinter: Arc<Fingerprinter>,
+        clock: Arc<dyn Clock>,
+    ) -> Engine {
+        Engine::with_options(
+            config,
+            azure,
+            journal,
+            fingerprinter,
+            clock,
+            EngineOptions::default(),
+        )
+    }
+
+    pub fn with_options(
+        config: &Config,
+        azure: Azure,
+        journal: Journal,
+        fingerprinter: Arc<Fingerprinter>,
+        clock: Arc<dyn Clock>,
+        options: EngineOptions,
+    ) -> Engine {
+        Engine {
+            inner: Arc::new(Inner {
+                azure,
+                journal: Mutex::new(journal),
+                fingerprinter,
+                clock,
+                state_dir: config.state_dir.clone(),
+                options,
+                #[cfg(feature = "failpoints")]
+                failpoint: crate::failpoint::FailPoint::from_env(),
+            }),
+        }
+    }
+
+    /// Stops this engine dead at the `n`-th durable journal write (1-based) from now
+    /// on, as if the process had crashed there (tests only).
+    #[cfg(feature = "failpoints")]
+    pub fn crash_at(&self, point: crate::failpoint::CrashAt) {
+        self.inner.failpoint.arm(point);
+    }
+
+    /// Every durable journal write this engine has made, in order (tests only).
+    #[cfg(feature = "failpoints")]
+    pub fn durable_writes(&self) -> Vec<String> {
+        self.inner.failpoint.writes()
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.state_dir
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Runs one rotation of `plan` to its end (Completed, RolledBack, Refused,
+    /// NeedsAttention), or until `cancel` fires: then the effects in flight finish and
+    /// are journaled, and it returns [`EngineError::Interrupted`] (the rotation stays
+    /// unfinished and [`Engine::resume`] finishes it).
+    pub async fn rotate(
+        &self,
+        plan: &Plan,
+        request: RotateRequest,
+        progress: &dyn Progress,
+        cancel: CancellationToken,
+    ) -> Result<RotationReport, EngineError> {
+        super::executor::rotate(&self.inner, plan, request, progress, cancel).await
+    }
+
+    /// Reads live state and changes nothing in Azure or the journal: the decision and
+    /// every Azure call a rotation would make, in order.
+    pub async fn dry_run(
+        &self,
+        plan: &Plan,
+        request: RotateRequest,
+    ) -> Result<DryRun, EngineError> {
+        super::dry_run::dry_run(&self.inner, plan, &request).await
+    }
+
+    /// Finishes or rolls back every unfinished rotation in the journal whose plan is in
+    /// `plans` (the plan says how to reach each consumer; rotations of other plans are
+    /// left alone and logged), reconciling in-doubt steps with Azure first. Oldest
+    /// first; stops at the first error.
+    pub async fn resume(
+        &self,
+        plans: &[Plan],
+        progress: &dyn Progress,
+        cancel: CancellationToken,
+    ) -> Result<Vec<RotationReport>, EngineError> {
+        super::executor::resume(&self.inner, plans, progress, cancel).await
+    }
+
+    /// The ids and plans of unfinished rotations (reads the journal only).
+    pub fn unfinished(&self) -> Result<Vec<(String, String)>, EngineError> {
+        Ok(self
+            .inner
+            .journal()
+            .unfinished()?
+            .into_iter()
+            .map(|r| (r.id, r.plan))
+            .collect())
+    }
+
+    /// Live inventory of one plan (reads only).
+    pub async fn observe(&self, plan: &Plan) -> Result<Inventory, EngineError> {
+        super::observe::inventory(&self.inner, plan).await
+    }
+
+    /// Per plan: active key, key ages, last rotation and outcome, drift, and `next_due`
+    /// from the plan's schedule with the journal's last start. A plan whose live state
+    /// cannot be read gets its error in `PlanStatus::error` instead of failing all.
+    pub async fn status(&self, plans: &[Plan]) -> Result<Vec<PlanStatus>, EngineError> {
+        super::status::status(&self.inner, plans).await
+    }
+
+    /// Past rotations with every step and timing, newest first.
+    pub fn history(
+        &self,
+        plan: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RotationReport>, EngineError> {
+        super::status::history(&self.inner, plan, limit)
+    }
+
+    /// Drift repair: binds one consumer to `key` (its current value) and verifies it,
+    /// journaled as a one-step repair rotation.
+    pub async fn repair(
+        &self,
+        plan: &Plan,
+        consumer: &ConsumerId,
+        key: KeyName,
+        progress: &dyn Progress,
+        cancel: CancellationToken,
+    ) -> Result<RotationReport, EngineError> {
+        super::repair::repair(&self.inner, plan, consumer, key, progress, cancel).await
+    }
+}
+
+/// The machine options of a plan's rotation, with the request's grace override.
+pub(super) fn machine_options(plan: &Plan, request: &RotateRequest) -> Options {
+    let grace = request.grace.unwrap_or(plan.rotation.grace);
+    Options {
+        grace: chrono::TimeDelta::from_std(grace).unwrap_or(chrono::TimeDelta::MAX),
+        verify_budget: plan.rotation.verify_budget,
+        retire_attempts: plan.rotation.retire_attempts,
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), EngineError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| EngineError::StateDir {
+            path: dir.display().to_string(),
+            source,
+        })
+}

@@ -1,0 +1,105 @@
+//! What a running rotation tells the outside world while it runs: one
+//! [`ProgressEvent`] per decision, step and wait. The CLI draws them as a spinner or
+//! plain lines; the daemon logs each as one `tracing` event and updates metrics.
+//!
+//! Promise: no event carries a key value. Steps are named by the machine's commands,
+//! which hold key names and fingerprints only.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::key::KeyName;
+use crate::rotation::machine::{Mode, Outcome, Route};
+
+/// Receives progress events. Called from the task that drives the rotation; keep it
+/// quick (draw, log, count) and never block on IO that can stall.
+pub trait Progress: Send + Sync {
+    fn event(&self, event: &ProgressEvent);
+}
+
+/// Ignores every event (tests, `status`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn event(&self, _: &ProgressEvent) {}
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ProgressEvent {
+    /// A new rotation was recorded in the journal.
+    Started {
+        rotation_id: String,
+        plan: String,
+        mode: Mode,
+    },
+    /// An unfinished rotation is being picked up again after a crash or a signal.
+    Resuming {
+        rotation_id: String,
+        plan: String,
+        /// Commands whose intent was recorded without a result: reconciled first.
+        in_doubt: usize,
+    },
+    /// The precheck passed: which key consumers hold and which they move to.
+    Decided {
+        rotation_id: String,
+        route: Route,
+        active: KeyName,
+        standby: KeyName,
+    },
+    StepStarted {
+        rotation_id: String,
+        seq: u32,
+        /// What the step does, e.g. `bind Key Vault secret keyvault:…/secrets/x to key2 (fp:…)`.
+        step: String,
+    },
+    StepFinished {
+        rotation_id: String,
+        seq: u32,
+        step: String,
+        ok: bool,
+        /// The result in words (a failure's reason, the versions disabled, ...).
+        detail: Option<String>,
+        #[serde(rename = "duration_ms", with = "millis")]
+        duration: Duration,
+        /// Azure's request id of the failed call, for support tickets.
+        request_id: Option<String>,
+    },
+    /// A wait through the injected clock: grace period or retry backoff.
+    Waiting {
+        rotation_id: String,
+        until: DateTime<Utc>,
+        why: String,
+    },
+    Finished {
+        rotation_id: String,
+        outcome: Outcome,
+    },
+}
+
+impl ProgressEvent {
+    pub fn rotation_id(&self) -> &str {
+        match self {
+            ProgressEvent::Started { rotation_id, .. }
+            | ProgressEvent::Resuming { rotation_id, .. }
+            | ProgressEvent::Decided { rotation_id, .. }
+            | ProgressEvent::StepStarted { rotation_id, .. }
+            | ProgressEvent::StepFinished { rotation_id, .. }
+            | ProgressEvent::Waiting { rotation_id, .. }
+            | ProgressEvent::Finished { rotation_id, .. } => rotation_id,
+        }
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}

@@ -1,0 +1,320 @@
+//! What the engine hands back: a [`RotationReport`] per rotation (also what `history`
+//! lists), a [`DryRun`], an [`Inventory`] of one plan and a [`PlanStatus`] per plan.
+//! All are `Serialize` for `--output json` and the daemon's control socket, and hold
+//! key names and fingerprints only, never a key.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::exit::Exit;
+use crate::journal::{RotationRecord, StepRecord};
+use crate::key::KeyName;
+use crate::rotation::machine::{
+    Action, ConsumerView, Holding, KeyState, MissingPermission, Mode, ObservedConsumer, Outcome,
+    RefusalReason, Regeneration, Route, StepResult, View,
+};
+
+use super::engine::Trigger;
+
+/// Where an incident report was written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IncidentReportPaths {
+    pub markdown: PathBuf,
+    pub json: PathBuf,
+}
+
+/// The precheck's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct DecisionReport {
+    pub route: Route,
+    /// The key consumers held.
+    pub active: KeyName,
+    /// The other key.
+    pub standby: KeyName,
+}
+
+/// Both keys at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyPair {
+    pub key1: KeyState,
+    pub key2: KeyState,
+}
+
+/// One command of a rotation and what became of it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepReport {
+    pub seq: u32,
+    /// The command's kind (`observe`, `regenerate`, `bind`, ...).
+    pub kind: &'static str,
+    /// The command in words.
+    pub step: String,
+    pub command: Action,
+    pub intent_at: DateTime<Utc>,
+    pub result: Option<StepResult>,
+    pub result_at: Option<DateTime<Utc>>,
+    /// From intent to result, when both are recorded.
+    pub duration_ms: Option<i64>,
+    /// `Some(false)` for a failure result, `None` while in doubt.
+    pub ok: Option<bool>,
+}
+
+impl StepReport {
+    pub fn from_record(step: &StepRecord) -> StepReport {
+        StepReport {
+            seq: step.seq(),
+            kind: step.command.action.name(),
+            step: step.command.action.to_string(),
+            command: step.command.action.clone(),
+            intent_at: step.intent_at,
+            result: step.result.clone(),
+            result_at: step.result_at,
+            duration_ms: step
+                .result_at
+                .map(|end| (end - step.intent_at).num_milliseconds()),
+            ok: step.result.as_ref().map(|r| r.failure().is_none()),
+        }
+    }
+}
+
+/// One rotation: what `rotate`, `resume` and `history` return.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RotationReport {
+    pub rotation_id: String,
+    pub plan: String,
+    /// The storage account's ARM id.
+    pub account: String,
+    pub mode: Mode,
+    /// Why it ran, when this process started it (the journal does not keep it).
+    pub trigger: Option<Trigger>,
+    /// This run picked up an unfinished rotation.
+    pub resumed: bool,
+    /// `None` while the rotation is unfinished.
+    pub outcome: Option<Outcome>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub decision: Option<DecisionReport>,
+    /// Both keys at the first observation.
+    pub keys_before: Option<KeyPair>,
+    /// Both keys as this rotation left them (the first observation plus every
+    /// regeneration).
+    pub keys_after: Option<KeyPair>,
+    pub regenerated: Vec<Regeneration>,
+    pub consumers: Vec<ConsumerView>,
+    pub warnings: Vec<String>,
+    pub steps: Vec<StepReport>,
+    pub incident_report: Option<IncidentReportPaths>,
+}
+
+impl RotationReport {
+    /// Completed → `Ok`, Refused → `Refused`, RolledBack → `RolledBack`,
+    /// NeedsAttention → `NeedsAttention`; unfinished → `Failure`.
+    pub fn exit(&self) -> Exit {
+        match &self.outcome {
+            Some(Outcome::Completed { .. }) => Exit::Ok,
+            Some(Outcome::Refused { .. }) => Exit::Refused,
+            Some(Outcome::RolledBack { .. }) => Exit::RolledBack,
+            Some(Outcome::NeedsAttention { .. }) => Exit::NeedsAttention,
+            None => Exit::Failure,
+        }
+    }
+
+    /// Builds the report from the journal's record and the replayed machine's view
+    /// (`None` when the rotation cannot be replayed; the steps still show).
+    pub(crate) fn build(
+        record: &RotationRecord,
+        view: Option<&View>,
+        trigger: Option<Trigger>,
+        resumed: bool,
+        incident_report: Option<IncidentReportPaths>,
+    ) -> RotationReport {
+        let keys_before = record.steps.iter().find_map(|s| match &s.result {
+            Some(StepResult::Observed(obs)) => Some(KeyPair {
+                key1: obs.key1,
+                key2: obs.key2,
+            }),
+            _ => None,
+        });
+        let regenerated = view.map(|v| v.regenerations.clone()).unwrap_or_default();
+        let keys_after = keys_before.map(|mut keys| {
+            for r in &regenerated {
+                let after =
+                    record
+                        .steps
+                        .iter()
+                        .find_map(|s| match (&s.command.action, &s.result) {
+                            (
+                                Action::Regenerate { key, .. },
+                                Some(StepResult::Regenerated {
+                                    fingerprint,
+                                    created,
+                                }),
+                            ) if *key == r.key && *fingerprint == r.after => Some(*created),
+                            _ => None,
+                        });
+                let state = KeyState {
+                    fingerprint: r.after,
+                    created: after.flatten(),
+                };
+                match r.key {
+                    KeyName::Key1 => keys.key1 = state,
+                    KeyName::Key2 => keys.key2 = state,
+                }
+            }
+            keys
+        });
+        RotationReport {
+            rotation_id: record.id.clone(),
+            plan: record.plan.clone(),
+            account: record.account.to_string(),
+            mode: record.mode,
+            trigger,
+            resumed,
+            outcome: record.outcome.clone(),
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+            decision: view.and_then(|v| match (v.route, v.active, v.standby) {
+                (Some(route), Some(active), Some(standby)) => Some(DecisionReport {
+                    route,
+                    active,
+                    standby,
+                }),
+                _ => None,
+            }),
+            keys_before,
+            keys_after,
+            regenerated,
+            consumers: view.map(|v| v.consumers.clone()).unwrap_or_default(),
+            warnings: view.map(|v| v.warnings.clone()).unwrap_or_default(),
+            steps: record.steps.iter().map(StepReport::from_record).collect(),
+            incident_report,
+        }
+    }
+}
+
+/// One step a rotation would take, and the Azure calls it makes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedStep {
+    pub seq: u32,
+    pub step: String,
+    /// Every HTTP call, in order (`METHOD target`), for steps that touch Azure.
+    pub calls: Vec<String>,
+}
+
+/// What a rotation would do, decided from live state; nothing was changed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DryRun {
+    pub plan: String,
+    pub account: String,
+    pub mode: Mode,
+    pub decision: Option<DecisionReport>,
+    /// Set when the precheck would refuse; then `steps` stop at the observation.
+    pub refused: Option<Vec<RefusalReason>>,
+    pub consumers: Vec<ObservedConsumer>,
+    pub warnings: Vec<String>,
+    /// The steps in order, assuming every one succeeds.
+    pub steps: Vec<PlannedStep>,
+}
+
+impl DryRun {
+    pub fn exit(&self) -> Exit {
+        if self.refused.is_some() {
+            Exit::Refused
+        } else {
+            Exit::Ok
+        }
+    }
+}
+
+/// Live state of one plan (reads only).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Inventory {
+    pub plan: String,
+    pub account: String,
+    pub observed_at: DateTime<Utc>,
+    pub key1: KeyState,
+    pub key2: KeyState,
+    pub shared_key_access: bool,
+    pub missing_permissions: Vec<MissingPermission>,
+    /// Every consumer, discovered datastores included, with the key it holds.
+    pub consumers: Vec<ObservedConsumer>,
+    /// The key every consumer whose key is known holds; `None` when they are split
+    /// or none is known.
+    pub active: Option<KeyName>,
+    /// Consumers not on `active` (or, without an active key, every known one).
+    pub drift: Vec<ObservedConsumer>,
+}
+
+impl Inventory {
+    pub fn key(&self, key: KeyName) -> &KeyState {
+        match key {
+            KeyName::Key1 => &self.key1,
+            KeyName::Key2 => &self.key2,
+        }
+    }
+
+    /// The active key, and the consumers not on it.
+    pub(crate) fn decide_active(
+        consumers: &[ObservedConsumer],
+    ) -> (Option<KeyName>, Vec<ObservedConsumer>) {
+        let on = |k: KeyName| {
+            consumers
+                .iter()
+                .filter(|c| c.holding == Holding::Key(k))
+                .count()
+        };
+        let active = match (on(KeyName::Key1), on(KeyName::Key2)) {
+            (0, 0) => None,
+            (_, 0) => Some(KeyName::Key1),
+            (0, _) => Some(KeyName::Key2),
+            _ => None,
+        };
+        let drift = consumers
+            .iter()
+            .filter(|c| match (&c.holding, active) {
+                (Holding::Key(k), Some(a)) => *k != a,
+                (Holding::Key(_), None) => true,
+                (Holding::Neither, _) => true,
+                _ => false,
+            })
+            .cloned()
+            .collect();
+        (active, drift)
+    }
+}
+
+/// The last finished rotation of a plan.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LastRotation {
+    pub rotation_id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `completed`, `rolled_back`, `refused`, `needs_attention`.
+    pub outcome: String,
+    /// The outcome in words.
+    pub summary: String,
+}
+
+/// One plan for `keyflip status`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlanStatus {
+    pub plan: String,
+    pub account: String,
+    /// `None` when the account could not be read (see `error`) or consumers are split.
+    pub active: Option<KeyName>,
+    pub key1_created: Option<DateTime<Utc>>,
+    pub key2_created: Option<DateTime<Utc>>,
+    pub last_rotation: Option<LastRotation>,
+    /// An unfinished rotation of this plan, if any.
+    pub unfinished: Option<String>,
+    /// When the schedule makes the plan due next (now, when due already); `None`
+    /// without a schedule or when it never fires.
+    pub next_due: Option<DateTime<Utc>>,
+    /// `schedule::Decision::reason_code`, or `manual` for plans without a schedule.
+    pub due_reason: String,
+    /// Consumers not on the active key.
+    pub drift: Vec<ObservedConsumer>,
+    /// Why live state could not be read, when it could not.
+    pub error: Option<String>,
+}
