@@ -7,6 +7,7 @@ pub mod azure;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod diagnostic;
 pub mod exit;
 #[cfg(feature = "failpoints")]

@@ -5,23 +5,159 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use keyflip::cli::{Cli, Command, PlanCommand};
+use keyflip::cli::{Cli, Command, PlanCommand, RotateCommand};
 use keyflip::exit::Exit;
 
 fn main() -> ExitCode {
     keyflip::install_crypto_provider();
     let cli = Cli::parse();
     keyflip::logging::init(cli.log_format, cli.verbose);
+    let config = cli.config.as_deref();
     let exit = match cli.command {
         Command::Demo(_) => not_yet("demo"),
-        Command::Rotate(_) => not_yet("rotate"),
-        Command::Status(_) => not_yet("status"),
-        Command::History(_) => not_yet("history"),
+        Command::Rotate(RotateCommand::Now(args)) => {
+            // Try the daemon first (it owns the journal when it runs).
+            match through_daemon::rotate_now(config, &args) {
+                Some(exit) => exit,
+                None => not_yet("rotate now"),
+            }
+        }
+        Command::Rotate(RotateCommand::Resume(args)) => {
+            // Try the daemon first (it owns the journal when it runs).
+            match through_daemon::resume(config, &args) {
+                Some(exit) => exit,
+                None => not_yet("rotate resume"),
+            }
+        }
+        Command::Status(args) => {
+            // Try the daemon first (it owns the journal when it runs).
+            match through_daemon::status(config, &args) {
+                Some(exit) => exit,
+                None => not_yet("status"),
+            }
+        }
+        Command::History(args) => {
+            // Try the daemon first (it owns the journal when it runs).
+            match through_daemon::history(config, &args) {
+                Some(exit) => exit,
+                None => not_yet("history"),
+            }
+        }
         Command::Plan(PlanCommand::Check(args)) => plan_check(&args.paths),
         Command::Doctor(_) => not_yet("doctor"),
-        Command::Daemon => not_yet("daemon"),
+        Command::Daemon => daemon(config),
     };
     exit.into()
+}
+
+/// `keyflip daemon`: loads configuration and plans (every error printed, exit 2),
+/// then runs until SIGTERM/SIGINT.
+fn daemon(config: Option<&std::path::Path>) -> Exit {
+    use std::sync::Arc;
+    let env: keyflip::daemon::EnvFn = Arc::new(keyflip::config::process_env);
+    let path = keyflip::config::ConfigPath::resolve(config, &keyflip::config::process_env);
+    let loader = keyflip::daemon::file_loader(path, env.clone());
+    let (config, plans) = match loader() {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("{error}");
+            }
+            eprintln!(
+                "keyflip: the daemon did not start; fix the errors above (`keyflip plan check` shows plan errors)"
+            );
+            return Exit::Usage;
+        }
+    };
+    if plans.is_empty() {
+        tracing::warn!(plans_dir = %config.plans_dir.display(), "no plans: the daemon only serves status until plans are added and it is reloaded (SIGHUP)");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("keyflip: cannot start the async runtime: {e}");
+            return Exit::Failure;
+        }
+    };
+    let options = keyflip::daemon::DaemonOptions {
+        config,
+        plans,
+        loader,
+        clock: Arc::new(keyflip::clock::SystemClock),
+        env,
+        systemd: keyflip::daemon::systemd::SystemdNotifier::from_env(),
+        watchdog: sd_notify::watchdog_enabled(),
+        azure: Default::default(),
+        engine: Default::default(),
+        delivery: Default::default(),
+    };
+    runtime.block_on(keyflip::daemon::run(options))
+}
+
+/// The "try the daemon first" calls of `rotate now`, `rotate resume`, `status` and
+/// `history`: `None` when no daemon runs, and the command then runs standalone.
+mod through_daemon {
+    use std::path::Path;
+
+    use keyflip::cli::{HistoryArgs, Leaked, OutputArgs, ResumeArgs, RotateNowArgs};
+    use keyflip::daemon::control::client::try_daemon;
+    use keyflip::daemon::control::protocol::Request;
+    use keyflip::exit::Exit;
+    use keyflip::key::KeyName;
+    use keyflip::rotation::machine::Mode;
+
+    pub fn rotate_now(config: Option<&Path>, args: &RotateNowArgs) -> Option<Exit> {
+        let grace_secs = match args.grace.as_deref().map(keyflip::plan::duration::parse) {
+            None => None,
+            Some(Ok(d)) => Some(d.as_secs()),
+            // The standalone path reports a bad --grace with its usage error.
+            Some(Err(_)) => return None,
+        };
+        let mode = match args.leaked {
+            None => Mode::Scheduled,
+            Some(Leaked::Key1) => Mode::Leaked {
+                key: KeyName::Key1,
+                revoke_first: args.revoke_first,
+            },
+            Some(Leaked::Key2) => Mode::Leaked {
+                key: KeyName::Key2,
+                revoke_first: args.revoke_first,
+            },
+            Some(Leaked::Both | Leaked::Unknown) => Mode::LeakedBoth,
+        };
+        let request = Request::RotateNow {
+            plan: args.plan.clone(),
+            mode,
+            grace_secs,
+            dry_run: args.dry_run,
+        };
+        try_daemon(config, request, args.output.output)
+    }
+
+    pub fn resume(config: Option<&Path>, args: &ResumeArgs) -> Option<Exit> {
+        try_daemon(
+            config,
+            Request::Resume {
+                plan: args.plan.clone(),
+            },
+            args.output.output,
+        )
+    }
+
+    pub fn status(config: Option<&Path>, args: &OutputArgs) -> Option<Exit> {
+        try_daemon(config, Request::Status { plan: None }, args.output)
+    }
+
+    pub fn history(config: Option<&Path>, args: &HistoryArgs) -> Option<Exit> {
+        let request = Request::History {
+            plan: args.plan.clone(),
+            limit: 50,
+        };
+        try_daemon(config, request, args.output.output)
+    }
 }
 
 /// `keyflip plan check`: no network, journal or socket; the clock only to show the
