@@ -146,6 +146,15 @@ impl DaemonHandle {
             .unwrap_or_else(|_| Err(vec!["the daemon has stopped".into()]))
     }
 
+    /// Returns once the scheduler has handled a message; its next evaluation then
+    /// reads the clock afresh (tests use it to make the daemon look at "now").
+    pub async fn ping(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Ping(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Asks for a reload without waiting (the signal handler's form).
     pub fn request_reload(&self) {
         let _ = self.tx.send(Msg::Reload(None));
@@ -204,6 +213,9 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
                 source,
             })?;
     }
+    // The socket first: a second daemon stops here, before touching the journal.
+    let server = control::server::Server::bind(&config.daemon.socket, &config.daemon.allowed_uids)?;
+    let socket = server.path().to_path_buf();
     let fingerprinter = Arc::new(Fingerprinter::load_or_create(&dir.join("fingerprint.key"))?);
     let budgets = Arc::new(Budgets::new(config.daemon.budget, clock.clone()));
     let facade = || -> Result<Azure, DaemonError> {
@@ -223,8 +235,6 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     let reader = Arc::new(facade()?);
     let journal = Journal::open(&dir.join("journal.db"), &fingerprinter)?;
 
-    let server = control::server::Server::bind(&config.daemon.socket, &config.daemon.allowed_uids)?;
-    let socket = server.path().to_path_buf();
     let listener = match config.daemon.metrics_listen {
         Some(addr) => Some(
             metrics::bind(addr)
@@ -283,7 +293,8 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     let serving = CancellationToken::new();
     let connections = TaskTracker::new();
     let handler: Arc<dyn control::server::Handler> = Arc::new(Requests { tx: tx.clone() });
-    tokio::spawn(server.serve(handler, serving.clone(), connections.clone()));
+    let server_task = tokio::spawn(server.serve(handler, serving.clone(), connections.clone()));
+    let mut metrics_task = None;
     if let Some(listener) = listener {
         let endpoint = metrics::Endpoint {
             metrics,
@@ -291,7 +302,11 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
             budgets: Some(budgets.clone()),
             clock: clock.clone(),
         };
-        tokio::spawn(metrics::serve(listener, endpoint, serving.clone()));
+        metrics_task = Some(tokio::spawn(metrics::serve(
+            listener,
+            endpoint,
+            serving.clone(),
+        )));
     }
     if let Some(period) = watchdog {
         tokio::spawn(watchdog_pings(
@@ -304,9 +319,14 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     let done = tokio::spawn(async move {
         let exit = scheduler.run().await;
         serving.cancel();
+        // The server removes the socket file when it stops.
+        let _ = server_task.await;
         connections.close();
         // Clients get their last lines; a hung client does not hold the exit.
         let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;
+        if let Some(task) = metrics_task {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
         exit
     });
     Ok(DaemonHandle {

@@ -220,6 +220,10 @@ impl Scheduler {
             } => self.request(request, progress, reply),
             Msg::Reload(reply) => {
                 let result = self.reload();
+                // Whoever asked sees the new plan set in the snapshot once answered.
+                let now = self.ctx.clock.now();
+                self.evaluate(now);
+                self.publish(now);
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 }

@@ -3,4 +3,5 @@
 //! own runtime, and Azurite.
 
 mod azure;
+mod daemon;
 mod support;

@@ -66,7 +66,7 @@ pub async fn call(
     stream: UnixStream,
     path: &Path,
     request: &Request,
-    on_progress: &mut dyn FnMut(&serde_json::Value),
+    on_progress: &mut (dyn FnMut(&serde_json::Value) + Send),
 ) -> Result<Reply, ClientError> {
     let broken = |detail: String| ClientError::Conversation {
         path: path.display().to_string(),

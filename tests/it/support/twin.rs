@@ -205,6 +205,12 @@ client_secret_file = "principals/{principal}.secret"
             .await;
     }
 
+    /// Removes every fault rule.
+    pub async fn clear_faults(&self) {
+        self.admin_call(reqwest::Method::DELETE, "/faults", None)
+            .await;
+    }
+
     /// The request log: `{seq, operation, method, path, principal, status, at}`.
     pub async fn requests(&self) -> Vec<Value> {
         match self
