@@ -102,14 +102,11 @@ impl FailPoint {
         let fire = match s.armed.clone() {
             None => false,
             Some(CrashAt::Write(n)) => s.seen == n,
-            Some(CrashAt::Named(prefix, n)) => {
-                if name.starts_with(prefix.as_str()) {
-                    s.seen_named += 1;
-                    s.seen_named == n
-                } else {
-                    false
-                }
+            Some(CrashAt::Named(prefix, n)) if name.starts_with(prefix.as_str()) => {
+                s.seen_named += 1;
+                s.seen_named == n
             }
+            Some(CrashAt::Named(..)) => false,
         };
         if !fire {
             return Ok(());

@@ -10,9 +10,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
-/// Installs the global subscriber. Call once, early in `main`.
-pub fn init(format: LogFormat, verbose: u8) {
+/// Installs the global subscriber. Call once, early in `main`. `quiet` (interactive
+/// commands, which print their own progress) starts at warnings instead of info.
+pub fn init(format: LogFormat, verbose: u8, quiet: bool) {
     let default = match verbose {
+        0 if quiet => "warn",
         0 => "keyflip=info,warn",
         1 => "keyflip=debug,info",
         _ => "trace",

@@ -6,48 +6,48 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use keyflip::cli::{Cli, Command, PlanCommand, RotateCommand};
+use keyflip::commands;
 use keyflip::exit::Exit;
 
 fn main() -> ExitCode {
     keyflip::install_crypto_provider();
     let cli = Cli::parse();
-    keyflip::logging::init(cli.log_format, cli.verbose);
+    // Interactive commands show their own progress; their logs start at warnings.
+    let quiet = !matches!(cli.command, Command::Daemon);
+    keyflip::logging::init(cli.log_format, cli.verbose, quiet);
     let config = cli.config.as_deref();
-    let exit = match cli.command {
-        Command::Demo(_) => not_yet("demo"),
-        Command::Rotate(RotateCommand::Now(args)) => {
-            // Try the daemon first (it owns the journal when it runs).
-            match through_daemon::rotate_now(config, &args) {
-                Some(exit) => exit,
-                None => not_yet("rotate now"),
-            }
-        }
-        Command::Rotate(RotateCommand::Resume(args)) => {
-            // Try the daemon first (it owns the journal when it runs).
-            match through_daemon::resume(config, &args) {
-                Some(exit) => exit,
-                None => not_yet("rotate resume"),
-            }
-        }
-        Command::Status(args) => {
-            // Try the daemon first (it owns the journal when it runs).
-            match through_daemon::status(config, &args) {
-                Some(exit) => exit,
-                None => not_yet("status"),
-            }
-        }
-        Command::History(args) => {
-            // Try the daemon first (it owns the journal when it runs).
-            match through_daemon::history(config, &args) {
-                Some(exit) => exit,
-                None => not_yet("history"),
-            }
-        }
+    let exit = match &cli.command {
+        Command::Demo(args) => commands::demo::run(args),
+        // Each of the next four tries the daemon first (it owns the journal when it
+        // runs) and runs standalone when no daemon answers.
+        Command::Rotate(RotateCommand::Now(args)) => through_daemon::rotate_now(config, args)
+            .unwrap_or_else(|| commands::rotate::now(config, args)),
+        Command::Rotate(RotateCommand::Resume(args)) => through_daemon::resume(config, args)
+            .unwrap_or_else(|| commands::rotate::resume(config, args)),
+        Command::Status(args) => through_daemon::status(config, args)
+            .unwrap_or_else(|| commands::status::run(config, args)),
+        Command::History(args) => through_daemon::history(config, args)
+            .unwrap_or_else(|| commands::history::run(config, args)),
         Command::Plan(PlanCommand::Check(args)) => plan_check(&args.paths),
         Command::Doctor(_) => not_yet("doctor"),
         Command::Daemon => daemon(config),
     };
     exit.into()
+}
+
+/// `keyflip plan check`: no network, journal or socket; the clock only to show the
+/// next due times.
+fn plan_check(paths: &[std::path::PathBuf]) -> Exit {
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    keyflip::plan::check::run(paths, chrono::Utc::now(), &mut out, &mut err).unwrap_or_else(|e| {
+        eprintln!("keyflip: cannot write the report: {e}");
+        Exit::Failure
+    })
+}
+
+fn not_yet(command: &str) -> Exit {
+    eprintln!("keyflip: `{command}` is not built yet");
+    Exit::Failure
 }
 
 /// `keyflip daemon`: loads configuration and plans (every error printed, exit 2),
@@ -158,19 +158,4 @@ mod through_daemon {
         };
         try_daemon(config, request, args.output.output)
     }
-}
-
-/// `keyflip plan check`: no network, journal or socket; the clock only to show the
-/// next due times.
-fn plan_check(paths: &[std::path::PathBuf]) -> Exit {
-    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
-    keyflip::plan::check::run(paths, chrono::Utc::now(), &mut out, &mut err).unwrap_or_else(|e| {
-        eprintln!("keyflip: cannot write the report: {e}");
-        Exit::Failure
-    })
-}
-
-fn not_yet(command: &str) -> Exit {
-    eprintln!("keyflip: `{command}` is not built yet");
-    Exit::Failure
 }

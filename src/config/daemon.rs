@@ -40,6 +40,22 @@ pub struct DaemonConfig {
     pub budget: BudgetConfig,
 }
 
+/// The defaults an empty `[daemon]` table means, except that the socket moves into
+/// `$RUNTIME_DIRECTORY` when systemd sets it.
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            allowed_uids: Vec::new(),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            max_concurrent_rotations: 4,
+            shutdown_timeout: Duration::from_secs(60),
+            retry: RetryConfig::default(),
+            budget: BudgetConfig::default(),
+        }
+    }
+}
+
 /// What the daemon does after a failed rotation cycle (rolled back, refused, or an
 /// error before it could start).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +141,7 @@ struct RawBudget {
 
 impl Ctx<'_> {
     pub(super) fn daemon(&self, raw: RawDaemon, env: Env) -> Result<DaemonConfig, SourceError> {
+        let d = DaemonConfig::default();
         let socket = match raw.socket {
             Some(p) => self.path(p.into_inner()),
             // systemd's RuntimeDirectory= may list several directories, colon-separated.
@@ -134,7 +151,7 @@ impl Ctx<'_> {
                         .next()
                         .map(|d| PathBuf::from(d).join("keyflip.sock"))
                 })
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+                .unwrap_or(d.socket),
         };
         let allowed_uids = match raw.allowed_uids {
             None => Vec::new(),
@@ -152,7 +169,7 @@ impl Ctx<'_> {
             }
         };
         let metrics_listen = match &raw.metrics_listen {
-            None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            None => d.metrics_listen,
             Some(v) if v.get_ref().trim().eq_ignore_ascii_case("off") => None,
             Some(v) => Some(v.get_ref().trim().parse::<SocketAddr>().map_err(|_| {
                 self.error(
@@ -168,11 +185,11 @@ impl Ctx<'_> {
             })?),
         };
         let max_concurrent_rotations = match &raw.max_concurrent_rotations {
-            None => 4,
+            None => d.max_concurrent_rotations,
             Some(v) => self.integer(v, "max_concurrent_rotations", 1, 64)? as usize,
         };
         let shutdown_timeout = match &raw.shutdown_timeout {
-            None => Duration::from_secs(60),
+            None => d.shutdown_timeout,
             Some(v) => self.duration(
                 v,
                 "shutdown_timeout",
@@ -180,7 +197,7 @@ impl Ctx<'_> {
                 Duration::from_secs(3_600),
             )?,
         };
-        let defaults = RetryConfig::default();
+        let defaults = d.retry;
         let initial_backoff = match &raw.retry_backoff {
             None => defaults.initial_backoff,
             Some(v) => self.duration(

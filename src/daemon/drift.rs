@@ -124,6 +124,7 @@ pub fn assess(
                 Holding::Key(k) => k.to_string(),
                 Holding::Neither => "neither key".to_owned(),
                 Holding::Unknown { why } => format!("an unknown value ({why})"),
+                Holding::Unusable { fix } => format!("a value keyflip cannot manage ({fix})"),
             },
             active: inv.active,
         })

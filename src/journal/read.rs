@@ -86,6 +86,24 @@ impl Journal {
             .collect()
     }
 
+    /// One rotation by id, with every step.
+    pub fn rotation(&self, id: &str) -> Result<Option<RotationRecord>, JournalError> {
+        let rows = self.rotation_rows(
+            &format!("SELECT {ROTATION_COLUMNS} FROM rotations WHERE id = ?1"),
+            rusqlite::params![id],
+        )?;
+        rows.into_iter()
+            .next()
+            .map(|row| self.decode_rotation(row))
+            .transpose()
+    }
+
+    /// Every event of a rotation, finished or not, in the order the machine accepted
+    /// them: what `StoredRotation::replay` feeds a machine, for reports of past rotations.
+    pub fn events_of(&self, rotation_id: &str) -> Result<Vec<Event>, JournalError> {
+        self.events(rotation_id)
+    }
+
     /// The plan's most recently finished rotation.
     pub fn last_finished(&self, plan: &str) -> Result<Option<RotationRecord>, JournalError> {
         let rows = self.rotation_rows(

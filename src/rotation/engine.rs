@@ -142,6 +142,10 @@ pub enum EngineError {
         rotation_id: String,
         error: HandleError,
     },
+    #[error(
+        "rotation {rotation_id}: the state machine has nothing in flight and nothing to do, yet has not finished; this is a keyflip bug. The journal is consistent: `keyflip rotate resume` retries"
+    )]
+    Stalled { rotation_id: String },
     #[error("cannot write the incident report {path}: {source}")]
     Report {
         path: String,

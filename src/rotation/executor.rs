@@ -1,33 +1,593 @@
-//! Placeholder while the executor is written.
+//! The executor: drives one rotation's [`Machine`] by performing its commands.
+//!
+//! For every command: its intent is recorded in the journal (durable) before it is
+//! performed, its result after. A result goes to the machine first (a rejected event is
+//! never stored), then into the journal, and only then are the commands it issued
+//! started. Commands from
+//! one batch run concurrently (consumers are independent), as futures polled by this
+//! task, so a crash (or a fail point) drops every one of them at once.
+//!
+//! Two orderings are the executor's own:
+//! - A workspace `resyncKeys` goes last in its batch of binds: Azure chooses which key
+//!   a workspace takes and a resync cannot be steered back, so it runs only once every
+//!   other consumer of the batch has moved. When one of them failed and the rotation is
+//!   rolling back, the resync is not attempted at all (its bind is answered as failed
+//!   without being sent), and the workspace never leaves the old key.
+//! - Cancellation is checked only between journaled steps: effects in flight finish and
+//!   are recorded; reads and waits in flight are abandoned (an abandoned wait resumes
+//!   from its absolute deadline; a read is simply done again).
+//!
+//! Resuming (see `docs/ARCHITECTURE.md`, "Crash recovery"): the stored events are
+//! replayed into a fresh machine (which checks every stored intent), Azure is observed
+//! again and fed as `Reobserved`, then every outstanding command is performed; one with
+//! an intent but no result is in doubt and is reconciled (a `regenerateKey` is never
+//! sent again before Azure says it did not happen; everything else checks before it
+//! writes).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{EngineError, Inner, RotateRequest};
-use super::progress::Progress;
-use super::report::RotationReport;
+use super::engine::{EngineError, Inner, RotateRequest, Trigger, machine_options};
+use super::incident;
+use super::observe::observe;
+use super::progress::{Progress, ProgressEvent};
+use super::report::{IncidentReportPaths, RotationReport};
+use super::step::{Ctx, Done};
+use crate::journal::{NewRotation, StoredRotation};
 use crate::plan::Plan;
+use crate::rotation::machine::{
+    Action, Command, ConsumerKind, Event, Machine, Outcome, Phase, StepResult,
+};
 
-fn not_yet(plan: &Plan) -> EngineError {
-    EngineError::Plan {
+/// Called after every durable journal write; with the `failpoints` feature a test can
+/// make it stop the run dead there.
+#[cfg(feature = "failpoints")]
+pub(super) fn durable(inner: &Inner, name: impl FnOnce() -> String) -> Result<(), EngineError> {
+    inner
+        .failpoint
+        .hit(&name())
+        .map_err(|at| EngineError::Crashed { at })
+}
+
+#[cfg(not(feature = "failpoints"))]
+pub(super) fn durable(_: &Inner, _: impl FnOnce() -> String) -> Result<(), EngineError> {
+    Ok(())
+}
+
+/// Starts and runs a new rotation of `plan`.
+pub(super) async fn rotate(
+    inner: &Inner,
+    plan: &Plan,
+    request: RotateRequest,
+    progress: &dyn Progress,
+    cancel: CancellationToken,
+) -> Result<RotationReport, EngineError> {
+    let _lock = inner.lock(&plan.storage_account)?;
+    let account = plan.storage_account.as_str();
+    let unfinished = inner.journal().unfinished()?;
+    if let Some(r) = unfinished
+        .iter()
+        .find(|r| r.account.as_str().eq_ignore_ascii_case(account))
+    {
+        return Err(EngineError::Busy {
+            account: account.to_owned(),
+            holder: format!(
+                "rotation {} of plan {} (started {}) is unfinished; finish it first with `keyflip rotate resume {}`",
+                r.id,
+                r.plan,
+                r.started_at.to_rfc3339(),
+                r.plan
+            ),
+        });
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let ctx = Ctx::new(inner, plan, &id);
+    // Reads only: observed before the rotation is recorded, so a plan that points at
+    // something missing, or an unreachable Azure, leaves no unfinished rotation behind.
+    let observed_from = Instant::now();
+    let observation = observe(&ctx).await?;
+    let options = machine_options(plan, &request);
+    let machine = Machine::new(request.mode, options);
+    let started_at = inner.clock.now();
+    inner.journal().begin(&NewRotation {
+        id: id.clone(),
         plan: plan.name.clone(),
-        detail: "the executor is not built yet".into(),
+        account: plan.storage_account.clone(),
+        mode: request.mode,
+        options,
+        started_at,
+    })?;
+    durable(inner, || "begin".to_owned())?;
+    tracing::info!(rotation = %id, plan = %plan.name, mode = ?request.mode, "rotation started");
+    progress.event(&ProgressEvent::Started {
+        rotation_id: id.clone(),
+        plan: plan.name.clone(),
+        mode: request.mode,
+    });
+    let mut run = Run::new(&ctx, machine, progress, cancel);
+    let observe_cmd = run.machine.outstanding().into_iter().next();
+    if let Some(cmd) = observe_cmd {
+        run.record_intent(&cmd)?;
+        run.progress_started(&cmd);
+        run.answer(
+            &cmd,
+            Done::ok(StepResult::Observed(observation)),
+            observed_from.elapsed(),
+        )?;
+    }
+    run.drive().await?;
+    run.report(Some(request.trigger), false)
+}
+
+/// Resumes every unfinished rotation whose plan is in `plans`.
+pub(super) async fn resume(
+    inner: &Inner,
+    plans: &[Plan],
+    progress: &dyn Progress,
+    cancel: CancellationToken,
+) -> Result<Vec<RotationReport>, EngineError> {
+    let mut reports = Vec::new();
+    let stored = inner.journal().unfinished()?;
+    for s in stored {
+        let Some(plan) = plans.iter().find(|p| p.name == s.plan) else {
+            tracing::warn!(rotation = %s.id, plan = %s.plan, "unfinished rotation of a plan that was not given; left for later");
+            continue;
+        };
+        if !plan
+            .storage_account
+            .as_str()
+            .eq_ignore_ascii_case(s.account.as_str())
+        {
+            return Err(EngineError::Plan {
+                plan: plan.name.clone(),
+                detail: format!(
+                    "unfinished rotation {} is of account {}, but the plan now names {}; put the plan back as it was until the rotation has finished",
+                    s.id, s.account, plan.storage_account
+                ),
+            });
+        }
+        if cancel.is_cancelled() {
+            return Err(EngineError::Interrupted { rotation_id: s.id });
+        }
+        let _lock = inner.lock(&s.account)?;
+        // Another process may have finished it between the listing and the lock.
+        let Some(s) = inner
+            .journal()
+            .unfinished()?
+            .into_iter()
+            .find(|r| r.id == s.id)
+        else {
+            continue;
+        };
+        if super::repair::is_repair(&s) {
+            reports.push(super::repair::resume_repair(inner, plan, &s, progress, &cancel).await?);
+            continue;
+        }
+        reports.push(resume_one(inner, plan, s, progress, cancel.clone()).await?);
+    }
+    Ok(reports)
+}
+
+async fn resume_one(
+    inner: &Inner,
+    plan: &Plan,
+    stored: StoredRotation,
+    progress: &dyn Progress,
+    cancel: CancellationToken,
+) -> Result<RotationReport, EngineError> {
+    let machine = stored.replay()?;
+    let ctx = Ctx::new(inner, plan, &stored.id);
+    let in_doubt: HashSet<u32> = stored.in_doubt().iter().map(|c| c.seq).collect();
+    tracing::info!(rotation = %stored.id, plan = %plan.name, in_doubt = in_doubt.len(), phase = ?machine.phase(), "resuming an unfinished rotation");
+    progress.event(&ProgressEvent::Resuming {
+        rotation_id: stored.id.clone(),
+        plan: plan.name.clone(),
+        in_doubt: in_doubt.len(),
+    });
+    let mut run = Run::new(&ctx, machine, progress, cancel);
+    run.decided = run.machine.view().route.is_some();
+    for step in &stored.steps {
+        run.intents.insert(step.seq());
+        if let Action::Bind { consumer, .. } = &step.command.action {
+            run.bound_at.insert(consumer.id.0.clone(), step.intent_at);
+        }
+    }
+    run.in_doubt = in_doubt;
+    if !run.machine.is_finished() {
+        let observation = observe(&ctx).await?;
+        let at = inner.clock.now();
+        let event = Event::Reobserved { at, observation };
+        run.accept(&event)?;
+        inner.journal().record_event(&stored.id, &event, at)?;
+        durable(inner, || "event:reobserved".to_owned())?;
+    }
+    run.queue = run.machine.outstanding().into();
+    run.drive().await?;
+    run.report(None, true)
+}
+
+type Running<'f> = Pin<
+    Box<dyn Future<Output = (Command, Instant, Option<Result<Done, EngineError>>)> + Send + 'f>,
+>;
+
+/// One rotation being driven.
+pub(super) struct Run<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    pub(super) machine: Machine,
+    progress: &'c dyn Progress,
+    cancel: CancellationToken,
+    /// Commands whose intent is in the journal.
+    pub(super) intents: HashSet<u32>,
+    /// Commands a crashed run had started without recording their result.
+    pub(super) in_doubt: HashSet<u32>,
+    /// When each consumer's latest bind was started (Databricks is verified by it).
+    pub(super) bound_at: HashMap<String, DateTime<Utc>>,
+    pub(super) queue: VecDeque<Command>,
+    pub(super) decided: bool,
+    binds_running: usize,
+    incident_report: Option<IncidentReportPaths>,
+}
+
+/// Reads and waits; abandoned on cancellation (everything else runs to its end).
+fn abandonable(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::Observe
+            | Action::VerifyKey { .. }
+            | Action::VerifyConsumer { .. }
+            | Action::WaitUntil { .. }
+    )
+}
+
+fn is_workspace_bind(action: &Action) -> bool {
+    matches!(action, Action::Bind { consumer, .. } if consumer.kind == ConsumerKind::Workspace)
+}
+
+/// The result in words, for progress output.
+fn detail(result: &StepResult) -> Option<String> {
+    match result {
+        StepResult::VersionsDisabled { versions } if !versions.is_empty() => {
+            Some(format!("disabled version(s) {}", versions.join(", ")))
+        }
+        StepResult::Regenerated { fingerprint, .. } => Some(format!("now {fingerprint}")),
+        other => other.failure().map(str::to_owned),
     }
 }
 
-pub(super) async fn rotate(
-    _inner: &Inner,
-    plan: &Plan,
-    _request: RotateRequest,
-    _progress: &dyn Progress,
-    _cancel: CancellationToken,
-) -> Result<RotationReport, EngineError> {
-    Err(not_yet(plan))
+impl<'c, 'a> Run<'c, 'a> {
+    fn new(
+        ctx: &'c Ctx<'a>,
+        machine: Machine,
+        progress: &'c dyn Progress,
+        cancel: CancellationToken,
+    ) -> Self {
+        Run {
+            ctx,
+            machine,
+            progress,
+            cancel,
+            intents: HashSet::new(),
+            in_doubt: HashSet::new(),
+            bound_at: HashMap::new(),
+            queue: VecDeque::new(),
+            decided: false,
+            binds_running: 0,
+            incident_report: None,
+        }
+    }
+
+    fn id(&self) -> &str {
+        self.ctx.rotation_id
+    }
+
+    fn inner(&self) -> &'a Inner {
+        self.ctx.inner
+    }
+
+    /// Records `cmd`'s intent unless it is recorded already (durable on return).
+    fn record_intent(&mut self, cmd: &Command) -> Result<(), EngineError> {
+        if self.intents.contains(&cmd.seq) {
+            return Ok(());
+        }
+        let at = self.inner().clock.now();
+        self.inner().journal().record_intent(self.id(), cmd, at)?;
+        durable(self.inner(), || {
+            format!("intent:{}:{}", cmd.action.name(), cmd.seq)
+        })?;
+        self.intents.insert(cmd.seq);
+        if let Action::Bind { consumer, .. } = &cmd.action {
+            self.bound_at.insert(consumer.id.0.clone(), at);
+        }
+        Ok(())
+    }
+
+    /// Feeds an event to the machine and queues what it issues.
+    fn accept(&mut self, event: &Event) -> Result<(), EngineError> {
+        let issued = self
+            .machine
+            .handle(event)
+            .map_err(|error| EngineError::Machine {
+                rotation_id: self.id().to_owned(),
+                error,
+            })?;
+        self.queue.extend(issued);
+        if !self.decided {
+            let view = self.machine.view();
+            if let (Some(route), Some(active), Some(standby)) =
+                (view.route, view.active, view.standby)
+            {
+                self.decided = true;
+                self.progress.event(&ProgressEvent::Decided {
+                    rotation_id: self.id().to_owned(),
+                    route,
+                    active,
+                    standby,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A command's result: to the machine, then the journal, then progress.
+    fn answer(&mut self, cmd: &Command, done: Done, took: Duration) -> Result<(), EngineError> {
+        let at = self.inner().clock.now();
+        let event = Event::Answer {
+            seq: cmd.seq,
+            at,
+            result: done.result,
+        };
+        self.accept(&event)?;
+        self.inner().journal().record_event(self.id(), &event, at)?;
+        let Event::Answer { result, .. } = &event else {
+            return Ok(());
+        };
+        durable(self.inner(), || {
+            format!("result:{}:{}", result.name(), cmd.seq)
+        })?;
+        self.progress.event(&ProgressEvent::StepFinished {
+            rotation_id: self.id().to_owned(),
+            seq: cmd.seq,
+            step: super::describe::step(&cmd.action),
+            ok: result.failure().is_none(),
+            detail: detail(result),
+            duration: took,
+            request_id: done.request_id,
+        });
+        Ok(())
+    }
+
+    fn progress_started(&self, cmd: &Command) {
+        self.progress.event(&ProgressEvent::StepStarted {
+            rotation_id: self.id().to_owned(),
+            seq: cmd.seq,
+            step: super::describe::step(&cmd.action),
+        });
+        if let Action::WaitUntil { at } = &cmd.action {
+            let why = match self.machine.phase() {
+                Phase::Grace => "grace period before the old key is retired",
+                _ => "backoff before retrying",
+            };
+            self.progress.event(&ProgressEvent::Waiting {
+                rotation_id: self.id().to_owned(),
+                until: *at,
+                why: why.to_owned(),
+            });
+        }
+    }
+
+    /// Records the intent and starts performing `cmd`.
+    fn start(
+        &mut self,
+        cmd: Command,
+        running: &mut FuturesUnordered<Running<'c>>,
+    ) -> Result<(), EngineError> {
+        self.record_intent(&cmd)?;
+        self.progress_started(&cmd);
+        let in_doubt = self.in_doubt.remove(&cmd.seq);
+        let bound_at = cmd
+            .action
+            .consumer()
+            .and_then(|c| self.bound_at.get(&c.id.0).copied());
+        if matches!(cmd.action, Action::Bind { .. }) {
+            self.binds_running += 1;
+        }
+        let ctx = self.ctx;
+        let cancel = self.cancel.clone();
+        running.push(Box::pin(async move {
+            let started = Instant::now();
+            let work = perform(ctx, &cmd, in_doubt, bound_at);
+            let done = if abandonable(&cmd.action) {
+                tokio::select! {
+                    done = work => Some(done),
+                    () = cancel.cancelled() => None,
+                }
+            } else {
+                Some(work.await)
+            };
+            (cmd, started, done)
+        }));
+        Ok(())
+    }
+
+    /// Runs until the machine finishes, a fail point fires, or (after `cancel`) nothing
+    /// journaled is left in flight.
+    pub(super) async fn drive(&mut self) -> Result<Outcome, EngineError> {
+        let mut running: FuturesUnordered<Running<'c>> = FuturesUnordered::new();
+        let mut deferred: Vec<Command> = Vec::new();
+        let mut cancelled = self.cancel.is_cancelled();
+        loop {
+            while !cancelled && let Some(cmd) = self.queue.pop_front() {
+                if matches!(cmd.action, Action::Finish { .. }) {
+                    if !running.is_empty() {
+                        tracing::warn!(rotation = %self.id(), in_flight = running.len(), "the rotation finished with commands in flight; their results are not recorded");
+                    }
+                    return self.finish(&cmd).await;
+                }
+                let other_binds = self.binds_running > 0
+                    || self.queue.iter().any(|c| {
+                        matches!(c.action, Action::Bind { .. }) && !is_workspace_bind(&c.action)
+                    });
+                if is_workspace_bind(&cmd.action) && other_binds {
+                    deferred.push(cmd);
+                    continue;
+                }
+                self.start(cmd, &mut running)?;
+            }
+            if running.is_empty() {
+                if cancelled {
+                    return Err(EngineError::Interrupted {
+                        rotation_id: self.id().to_owned(),
+                    });
+                }
+                if !deferred.is_empty() {
+                    self.release(&mut deferred, &mut running)?;
+                    continue;
+                }
+                return Err(EngineError::Stalled {
+                    rotation_id: self.id().to_owned(),
+                });
+            }
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled(), if !cancelled => {
+                    tracing::info!(rotation = %self.id(), "cancelled; letting the steps in flight finish");
+                    cancelled = true;
+                }
+                Some((cmd, started, done)) = running.next() => {
+                    if matches!(cmd.action, Action::Bind { .. }) {
+                        self.binds_running -= 1;
+                    }
+                    match done {
+                        None => {}
+                        Some(Err(e)) => return Err(e),
+                        Some(Ok(done)) => self.answer(&cmd, done, started.elapsed())?,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The workspace binds held back until the rest of their batch answered: performed,
+    /// or, when the rotation turned back meanwhile, answered as not attempted.
+    fn release(
+        &mut self,
+        deferred: &mut Vec<Command>,
+        running: &mut FuturesUnordered<Running<'c>>,
+    ) -> Result<(), EngineError> {
+        let standby = self.machine.view().standby;
+        for cmd in std::mem::take(deferred) {
+            let forward = matches!(&cmd.action, Action::Bind { key, .. } if Some(*key) == standby);
+            if forward && self.machine.phase() == Phase::RollingBack {
+                self.record_intent(&cmd)?;
+                self.progress_started(&cmd);
+                let done = Done::ok(StepResult::BindFailed {
+                    reason: "not attempted: another consumer of the batch failed, so the rotation is rolling back and the workspace keeps the old key".into(),
+                });
+                self.answer(&cmd, done, Duration::ZERO)?;
+            } else {
+                self.start(cmd, running)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `Finish`: its intent, the incident report, then the outcome in the journal.
+    async fn finish(&mut self, cmd: &Command) -> Result<Outcome, EngineError> {
+        self.record_intent(cmd)?;
+        let Action::Finish { outcome } = &cmd.action else {
+            return Err(EngineError::Stalled {
+                rotation_id: self.id().to_owned(),
+            });
+        };
+        let outcome: Outcome = (**outcome).clone();
+        if self.machine.mode().is_incident() {
+            let record = self.inner().journal().rotation(self.id())?;
+            if let Some(record) = record {
+                let finished_at = self.inner().clock.now();
+                self.incident_report = Some(incident::write(
+                    self.inner(),
+                    &record,
+                    &self.machine.view(),
+                    finished_at,
+                )?);
+            }
+        }
+        let at = self.inner().clock.now();
+        self.inner().journal().finish(self.id(), &outcome, at)?;
+        durable(self.inner(), || "finish".to_owned())?;
+        tracing::info!(rotation = %self.id(), plan = %self.ctx.plan.name, outcome = %outcome, "rotation finished");
+        self.progress.event(&ProgressEvent::Finished {
+            rotation_id: self.id().to_owned(),
+            outcome: outcome.clone(),
+        });
+        Ok(outcome)
+    }
+
+    fn report(
+        &self,
+        trigger: Option<Trigger>,
+        resumed: bool,
+    ) -> Result<RotationReport, EngineError> {
+        let record =
+            self.inner()
+                .journal()
+                .rotation(self.id())?
+                .ok_or_else(|| EngineError::Stalled {
+                    rotation_id: self.id().to_owned(),
+                })?;
+        Ok(RotationReport::build(
+            &record,
+            Some(&self.machine.view()),
+            trigger,
+            resumed,
+            self.incident_report.clone(),
+        ))
+    }
 }
 
-pub(super) async fn resume(
-    _inner: &Inner,
-    _plans: &[Plan],
-    _progress: &dyn Progress,
-    _cancel: CancellationToken,
-) -> Result<Vec<RotationReport>, EngineError> {
-    Ok(Vec::new())
+/// Performs one command (never `Finish`).
+async fn perform(
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+    in_doubt: bool,
+    bound_at: Option<DateTime<Utc>>,
+) -> Result<Done, EngineError> {
+    match &cmd.action {
+        Action::Observe => Ok(Done::ok(StepResult::Observed(observe(ctx).await?))),
+        Action::Regenerate { key, before, .. } => ctx.regenerate(*key, *before, in_doubt).await,
+        Action::VerifyKey {
+            key,
+            fingerprint,
+            budget,
+        } => ctx.verify_key(*key, *fingerprint, *budget).await,
+        Action::Bind {
+            consumer,
+            key,
+            fingerprint,
+        } => ctx.bind(consumer, *key, *fingerprint).await,
+        Action::VerifyConsumer {
+            consumer,
+            key,
+            fingerprint,
+        } => ctx.verify(consumer, *key, *fingerprint, bound_at).await,
+        Action::DisableVersions {
+            consumer,
+            fingerprints,
+        } => ctx.disable_versions(consumer, fingerprints).await,
+        Action::Commit => Ok(Done::ok(StepResult::Committed)),
+        Action::WaitUntil { at } => {
+            ctx.inner.clock.sleep_until(*at).await;
+            Ok(Done::ok(StepResult::Waited))
+        }
+        Action::Finish { .. } => Err(EngineError::Stalled {
+            rotation_id: ctx.rotation_id.to_owned(),
+        }),
+    }
 }

@@ -2,14 +2,20 @@
 //! engine that acts ([`engine`]): it observes Azure, performs each command, journals
 //! intent before and result after, and resumes what a crash interrupted.
 
+mod consumer;
+pub mod describe;
 mod dry_run;
 pub mod engine;
 mod executor;
+mod incident;
 mod observe;
 pub mod progress;
 mod repair;
 pub mod report;
 mod status;
+mod step;
+mod target;
+mod value;
 
 pub mod machine;
 

@@ -1,22 +1,248 @@
-//! Placeholder while repair is written.
+//! Drift repair: bind one consumer back to a key and verify it, journaled as a small
+//! "repair" rotation of two steps (`Bind`, then `VerifyConsumer`) so that the journal
+//! still knows what every consumer was last bound to (Databricks relies on it) and
+//! history shows the repair. Repairs do not go through the state machine: nothing is
+//! regenerated, nothing rolls back. A repair interrupted by a crash is finished by
+//! `resume`, which performs both steps again (both check before they act).
+
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{EngineError, Inner};
-use super::progress::Progress;
+use super::engine::{EngineError, Inner, RotateRequest, machine_options};
+use super::executor::durable;
+use super::progress::{Progress, ProgressEvent};
 use super::report::RotationReport;
+use super::status::report_of;
+use super::step::{Ctx, Done};
+use crate::journal::{NewRotation, StoredRotation};
 use crate::key::KeyName;
 use crate::plan::{ConsumerId, Plan};
+use crate::rotation::machine::{
+    Action, Attention, Command, ConsumerKind, ConsumerRef, Event, Mode, Outcome, StepResult,
+};
+
+fn kind_of(id: &ConsumerId) -> Option<ConsumerKind> {
+    let s = id.as_str();
+    if s.starts_with("keyvault:") {
+        Some(ConsumerKind::KeyVaultSecret)
+    } else if s.starts_with("workspace:") {
+        Some(ConsumerKind::Workspace)
+    } else if s.starts_with("datastore:") {
+        Some(ConsumerKind::Datastore)
+    } else if s.starts_with("databricks:") {
+        Some(ConsumerKind::Databricks)
+    } else {
+        None
+    }
+}
+
+/// Whether a stored rotation is a repair (its first command is a `Bind`).
+pub(super) fn is_repair(stored: &StoredRotation) -> bool {
+    stored
+        .steps
+        .first()
+        .is_some_and(|s| matches!(s.command.action, Action::Bind { .. }))
+}
 
 pub(super) async fn repair(
-    _inner: &Inner,
+    inner: &Inner,
     plan: &Plan,
-    _consumer: &ConsumerId,
-    _key: KeyName,
-    _progress: &dyn Progress,
-    _cancel: CancellationToken,
+    consumer: &ConsumerId,
+    key: KeyName,
+    progress: &dyn Progress,
+    cancel: CancellationToken,
 ) -> Result<RotationReport, EngineError> {
-    Err(EngineError::Plan {
+    let kind = kind_of(consumer).ok_or_else(|| EngineError::Plan {
         plan: plan.name.clone(),
-        detail: "repair is not built yet".into(),
-    })
+        detail: format!("'{consumer}' is not a consumer id"),
+    })?;
+    let _lock = inner.lock(&plan.storage_account)?;
+    if let Some(r) = inner.journal().unfinished()?.into_iter().find(|r| {
+        r.account
+            .as_str()
+            .eq_ignore_ascii_case(plan.storage_account.as_str())
+    }) {
+        return Err(EngineError::Busy {
+            account: plan.storage_account.to_string(),
+            holder: format!("rotation {} of plan {} is unfinished", r.id, r.plan),
+        });
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let ctx = Ctx::new(inner, plan, &id);
+    let keys = ctx.keys().await?;
+    let fingerprint = ctx.fingerprint_of(&keys, key);
+    drop(keys);
+    let consumer = ConsumerRef {
+        id: crate::rotation::machine::ConsumerId(consumer.as_str().to_owned()),
+        kind,
+    };
+    inner.journal().begin(&NewRotation {
+        id: id.clone(),
+        plan: plan.name.clone(),
+        account: plan.storage_account.clone(),
+        mode: Mode::Scheduled,
+        options: machine_options(plan, &RotateRequest::manual()),
+        started_at: inner.clock.now(),
+    })?;
+    durable(inner, || "begin".to_owned())?;
+    progress.event(&ProgressEvent::Started {
+        rotation_id: id.clone(),
+        plan: plan.name.clone(),
+        mode: Mode::Scheduled,
+    });
+    let steps = [
+        Command {
+            seq: 1,
+            action: Action::Bind {
+                consumer: consumer.clone(),
+                key,
+                fingerprint,
+            },
+        },
+        Command {
+            seq: 2,
+            action: Action::VerifyConsumer {
+                consumer: consumer.clone(),
+                key,
+                fingerprint,
+            },
+        },
+    ];
+    run(&ctx, &steps, progress, &cancel).await?;
+    let record = inner.journal().rotation(&id)?;
+    match record {
+        Some(record) => report_of(inner, &record),
+        None => Err(EngineError::Stalled { rotation_id: id }),
+    }
+}
+
+/// Finishes a repair a crash interrupted: both steps again, then the outcome.
+pub(super) async fn resume_repair(
+    inner: &Inner,
+    plan: &Plan,
+    stored: &StoredRotation,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<RotationReport, EngineError> {
+    let ctx = Ctx::new(inner, plan, &stored.id);
+    let steps: Vec<Command> = stored.steps.iter().map(|s| s.command.clone()).collect();
+    let mut all = steps.clone();
+    if let Some(Action::Bind {
+        consumer,
+        key,
+        fingerprint,
+    }) = steps.first().map(|c| &c.action)
+        && steps.len() < 2
+    {
+        all.push(Command {
+            seq: 2,
+            action: Action::VerifyConsumer {
+                consumer: consumer.clone(),
+                key: *key,
+                fingerprint: *fingerprint,
+            },
+        });
+    }
+    let done: Vec<u32> = stored
+        .steps
+        .iter()
+        .filter(|s| s.result.is_some())
+        .map(|s| s.seq())
+        .collect();
+    run_from(&ctx, &all, &done, progress, cancel).await?;
+    let record = inner.journal().rotation(&stored.id)?;
+    match record {
+        Some(record) => report_of(inner, &record),
+        None => Err(EngineError::Stalled {
+            rotation_id: stored.id.clone(),
+        }),
+    }
+}
+
+async fn run(
+    ctx: &Ctx<'_>,
+    steps: &[Command],
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<(), EngineError> {
+    run_from(ctx, steps, &[], progress, cancel).await
+}
+
+async fn run_from(
+    ctx: &Ctx<'_>,
+    steps: &[Command],
+    done: &[u32],
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<(), EngineError> {
+    let inner = ctx.inner;
+    let id = ctx.rotation_id;
+    let mut failure = None;
+    let mut bound_at = None;
+    for cmd in steps {
+        if cancel.is_cancelled() {
+            return Err(EngineError::Interrupted {
+                rotation_id: id.to_owned(),
+            });
+        }
+        if done.contains(&cmd.seq) {
+            continue;
+        }
+        let at = inner.clock.now();
+        inner.journal().record_intent(id, cmd, at)?;
+        durable(inner, || {
+            format!("intent:{}:{}", cmd.action.name(), cmd.seq)
+        })?;
+        if matches!(cmd.action, Action::Bind { .. }) {
+            bound_at = Some(at);
+        }
+        let result = match &cmd.action {
+            Action::Bind {
+                consumer,
+                key,
+                fingerprint,
+            } => ctx.bind(consumer, *key, *fingerprint).await?,
+            Action::VerifyConsumer {
+                consumer,
+                key,
+                fingerprint,
+            } => ctx.verify(consumer, *key, *fingerprint, bound_at).await?,
+            _ => Done::ok(StepResult::Committed),
+        };
+        let result = result.result;
+        let event = Event::Answer {
+            seq: cmd.seq,
+            at: inner.clock.now(),
+            result: result.clone(),
+        };
+        inner.journal().record_event(id, &event, event.at())?;
+        durable(inner, || format!("result:{}:{}", result.name(), cmd.seq))?;
+        if let Some(reason) = result.failure() {
+            failure = Some(format!("{}: {reason}", cmd.action));
+            break;
+        }
+    }
+    let outcome = match (failure, steps.first().map(|c| &c.action)) {
+        (None, Some(Action::Bind { key, consumer, .. })) => Outcome::Completed {
+            active: *key,
+            regenerated: vec![],
+            warnings: vec![format!("repair: {consumer} bound to {key}")],
+        },
+        (failure, _) => Outcome::NeedsAttention {
+            reason: Attention::Drift {
+                drifts: vec![],
+                detail: format!(
+                    "the drift repair failed: {}",
+                    failure.unwrap_or_else(|| "no step to perform".into())
+                ),
+            },
+            in_doubt: vec![],
+        },
+    };
+    inner.journal().finish(id, &outcome, inner.clock.now())?;
+    durable(inner, || "finish".to_owned())?;
+    progress.event(&ProgressEvent::Finished {
+        rotation_id: id.to_owned(),
+        outcome,
+    });
+    Ok(())
 }

@@ -1,13 +1,125 @@
-//! Placeholder while status is written.
-use super::engine::{EngineError, Inner};
-use super::report::{PlanStatus, RotationReport};
-use crate::plan::Plan;
+//! `status` and `history`: live state per plan joined with the journal, and past
+//! rotations rebuilt by replaying their events (so a report of last month's rotation
+//! says exactly what the run itself said).
 
-pub(super) async fn status(
-    _inner: &Inner,
-    _plans: &[Plan],
-) -> Result<Vec<PlanStatus>, EngineError> {
-    Ok(Vec::new())
+use futures::future::join_all;
+
+use super::engine::{EngineError, Inner};
+use super::observe::inventory;
+use super::report::{IncidentReportPaths, LastRotation, PlanStatus, RotationReport};
+use crate::journal::RotationRecord;
+use crate::plan::Plan;
+use crate::rotation::machine::{Machine, Outcome};
+use crate::schedule::{self, Decision, Known};
+
+fn outcome_kind(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Completed { .. } => "completed",
+        Outcome::RolledBack { .. } => "rolled_back",
+        Outcome::Refused { .. } => "refused",
+        Outcome::NeedsAttention { .. } => "needs_attention",
+    }
+}
+
+pub(super) async fn status(inner: &Inner, plans: &[Plan]) -> Result<Vec<PlanStatus>, EngineError> {
+    let inventories = join_all(plans.iter().map(|p| inventory(inner, p))).await;
+    let now = inner.clock.now();
+    let mut out = Vec::with_capacity(plans.len());
+    for (plan, inventory) in plans.iter().zip(inventories) {
+        let (history, last) = {
+            let journal = inner.journal();
+            (
+                journal.history(Some(&plan.name), 1)?,
+                journal.last_finished(&plan.name)?,
+            )
+        };
+        let last_started = history.first().map(|r| r.started_at);
+        let unfinished = history
+            .first()
+            .filter(|r| r.finished_at.is_none())
+            .map(|r| r.id.clone());
+        let (inventory, error) = match inventory {
+            Ok(i) => (Some(i), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let active = inventory.as_ref().and_then(|i| i.active);
+        let active_key_created = match (&inventory, active) {
+            (Some(i), Some(a)) => i.key(a).created,
+            _ => None,
+        };
+        let (next_due, due_reason) = match &plan.schedule {
+            None => (None, "manual".to_owned()),
+            Some(schedule) => {
+                let decision = schedule::decide(
+                    &plan.name,
+                    schedule,
+                    &Known {
+                        last_started,
+                        active_key_created,
+                        baseline: now,
+                    },
+                    now,
+                );
+                let at = match decision {
+                    Decision::Due { .. } => Some(now),
+                    Decision::Wait { until, .. } => Some(until),
+                    Decision::Never => None,
+                };
+                (at, decision.reason_code().to_owned())
+            }
+        };
+        out.push(PlanStatus {
+            plan: plan.name.clone(),
+            account: plan.storage_account.to_string(),
+            active,
+            key1_created: inventory.as_ref().and_then(|i| i.key1.created),
+            key2_created: inventory.as_ref().and_then(|i| i.key2.created),
+            last_rotation: last.map(|r| LastRotation {
+                rotation_id: r.id.clone(),
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+                outcome: r
+                    .outcome
+                    .as_ref()
+                    .map_or("unfinished", outcome_kind)
+                    .to_owned(),
+                summary: r
+                    .outcome
+                    .as_ref()
+                    .map_or_else(|| "unfinished".to_owned(), ToString::to_string),
+            }),
+            unfinished,
+            next_due,
+            due_reason,
+            drift: inventory.map(|i| i.drift).unwrap_or_default(),
+            error,
+        });
+    }
+    Ok(out)
+}
+
+/// A report of a stored rotation, its machine rebuilt from the journal's events.
+pub(super) fn report_of(
+    inner: &Inner,
+    record: &RotationRecord,
+) -> Result<RotationReport, EngineError> {
+    let events = inner.journal().events_of(&record.id)?;
+    let view = Machine::replay(record.mode, record.options, &events)
+        .ok()
+        .map(|m| m.view());
+    let dir = inner.reports_dir();
+    let paths = IncidentReportPaths {
+        markdown: dir.join(format!("{}.md", record.id)),
+        json: dir.join(format!("{}.json", record.id)),
+    };
+    let written = paths.markdown.is_file().then_some(paths);
+    Ok(RotationReport::build(
+        record,
+        view.as_ref(),
+        None,
+        false,
+        written,
+    ))
 }
 
 pub(super) fn history(
@@ -16,8 +128,5 @@ pub(super) fn history(
     limit: usize,
 ) -> Result<Vec<RotationReport>, EngineError> {
     let records = inner.journal().history(plan, limit)?;
-    Ok(records
-        .iter()
-        .map(|r| RotationReport::build(r, None, None, false, None))
-        .collect())
+    records.iter().map(|r| report_of(inner, r)).collect()
 }

@@ -4,4 +4,5 @@
 
 mod azure;
 mod daemon;
+mod rotation;
 mod support;

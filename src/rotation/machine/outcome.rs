@@ -147,6 +147,11 @@ pub enum RefusalReason {
     NoConsumerKeyKnown {
         unknown: Vec<ConsumerId>,
     },
+    /// The consumer cannot be rotated as the plan lists it; `fix` says what to change.
+    ConsumerUnusable {
+        consumer: ConsumerRef,
+        fix: String,
+    },
 }
 
 impl fmt::Display for RefusalReason {
@@ -182,6 +187,9 @@ impl fmt::Display for RefusalReason {
                 f.write_str("; key2: ")?;
                 write_list(f, on_key2)?;
                 f.write_str("); move them all to one key first, no rotation is safe while split")
+            }
+            RefusalReason::ConsumerUnusable { consumer, fix } => {
+                write!(f, "{consumer} cannot be rotated by keyflip: {fix}")
             }
             RefusalReason::NoConsumerKeyKnown { unknown } => {
                 f.write_str("no consumer's key is known, so keyflip cannot tell the active key from the standby")?;

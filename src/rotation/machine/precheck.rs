@@ -6,13 +6,14 @@
 //! - **Swap** (`Scheduled`, `LeakedBoth`, and `Leaked` when the leaked key is the
 //!   active one): refuse when shared-key access is off (nothing could be verified),
 //!   a permission is missing, both keys have one fingerprint, a consumer is listed
-//!   twice, a consumer holds neither key, known consumers are split across keys, or
-//!   no consumer's key is known. `Unknown` consumers are reported, not counted.
+//!   twice, a consumer holds neither key or is `Unusable` as listed, known consumers
+//!   are split across keys, or no consumer's key is known. `Unknown` consumers are
+//!   reported, not counted.
 //! - **Leaked standby** (`Leaked { key }` where no known consumer holds `key` and at
 //!   least one holds the other): only the leaked key is regenerated and no consumer
 //!   is touched, so only missing permissions, identical keys and duplicate consumers
-//!   refuse. A consumer on neither key or disabled shared-key access does not make
-//!   killing a leaked value less urgent; both become warnings. Unknown consumers
+//!   refuse. A consumer on neither key (or unusable as listed) or disabled shared-key
+//!   access does not make killing a leaked value less urgent; they become warnings. Unknown consumers
 //!   might hold the leaked key; that risk is reported as a warning.
 //!
 //! With `Leaked` and no known consumer on either key, keyflip cannot tell whether the
@@ -121,11 +122,16 @@ pub fn precheck(mode: Mode, obs: &Observation) -> Result<Decision, Vec<RefusalRe
         && !on(leaked.other()).is_empty()
     {
         for c in &obs.consumers {
-            if c.holding == Holding::Neither {
-                warnings.push(format!(
+            match &c.holding {
+                Holding::Neither => warnings.push(format!(
                     "{} holds neither key; it is not touched by this incident rotation",
                     c.consumer
-                ));
+                )),
+                Holding::Unusable { fix } => warnings.push(format!(
+                    "{} cannot be rotated by keyflip ({fix}); it is not touched by this incident rotation",
+                    c.consumer
+                )),
+                _ => {}
             }
         }
         if !obs.shared_key_access {
@@ -153,10 +159,15 @@ pub fn precheck(mode: Mode, obs: &Observation) -> Result<Decision, Vec<RefusalRe
         reasons.push(RefusalReason::SharedKeyAccessDisabled);
     }
     for c in &obs.consumers {
-        if c.holding == Holding::Neither {
-            reasons.push(RefusalReason::ConsumerHoldsNeither {
+        match &c.holding {
+            Holding::Neither => reasons.push(RefusalReason::ConsumerHoldsNeither {
                 consumer: c.consumer.clone(),
-            });
+            }),
+            Holding::Unusable { fix } => reasons.push(RefusalReason::ConsumerUnusable {
+                consumer: c.consumer.clone(),
+                fix: fix.clone(),
+            }),
+            _ => {}
         }
     }
     let active = match (on_key1.is_empty(), on_key2.is_empty()) {

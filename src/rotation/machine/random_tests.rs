@@ -219,7 +219,7 @@ impl World {
             .map(|c| {
                 let held = match c.holding {
                     Holding::Key(k) => Some(keys[index(k)]),
-                    Holding::Neither => None,
+                    Holding::Neither | Holding::Unusable { .. } => None,
                     Holding::Unknown { .. } => Some(keys[0]),
                 };
                 (c.consumer.id.clone(), held)

@@ -75,6 +75,13 @@ pub enum Holding {
     Unknown {
         why: String,
     },
+    /// keyflip cannot rotate this consumer the way the plan lists it (a Databricks
+    /// scope backed by Key Vault, a datastore without account-key credentials); `fix`
+    /// says what to change. A swap refuses; an incident route that touches no consumer
+    /// only warns.
+    Unusable {
+        fix: String,
+    },
 }
 
 /// One key as observed: its fingerprint and `keyCreationTime` (null on accounts

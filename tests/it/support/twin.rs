@@ -199,15 +199,21 @@ client_secret_file = "principals/{principal}.secret"
         serde_json::from_slice(&bytes).unwrap()
     }
 
-    /// Adds a fault rule (see twin/src/faults.rs for the shape).
-    pub async fn fault(&self, rule: Value) {
-        self.admin_call(reqwest::Method::POST, "/faults", Some(&rule))
+    /// Changes twin settings (`PATCH /_admin/settings`), e.g. the propagation delay.
+    pub async fn settings(&self, changes: Value) {
+        self.admin_call(reqwest::Method::PATCH, "/settings", Some(&changes))
             .await;
     }
 
-    /// Removes every fault rule.
+    /// Clears every fault rule.
     pub async fn clear_faults(&self) {
         self.admin_call(reqwest::Method::DELETE, "/faults", None)
+            .await;
+    }
+
+    /// Adds a fault rule (see twin/src/faults.rs for the shape).
+    pub async fn fault(&self, rule: Value) {
+        self.admin_call(reqwest::Method::POST, "/faults", Some(&rule))
             .await;
     }
 

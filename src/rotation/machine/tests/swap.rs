@@ -223,3 +223,53 @@ fn unknown_consumers_do_not_decide_or_block_but_are_bound_and_reported() {
         view.warnings
     );
 }
+
+#[test]
+fn t1_an_unusable_consumer_refuses_a_swap_but_only_warns_a_leaked_standby_revoke() {
+    let unusable = Holding::Unusable {
+        fix: "the scope is backed by Key Vault; list the vault secret instead".into(),
+    };
+    let mut r = Run::new(Mode::Scheduled, Options::default());
+    r.observe(observation(vec![
+        (kv("a"), Holding::Key(K1)),
+        (dbx("w#kv/k"), unusable.clone()),
+    ]));
+    assert_eq!(
+        r.outcome(),
+        Outcome::Refused {
+            reasons: vec![RefusalReason::ConsumerUnusable {
+                consumer: dbx("w#kv/k"),
+                fix: "the scope is backed by Key Vault; list the vault secret instead".into(),
+            }]
+        }
+    );
+    assert!(r.outcome().to_string().contains("list the vault secret"));
+
+    let mut r = Run::new(
+        Mode::Leaked {
+            key: K2,
+            revoke_first: false,
+        },
+        Options::default(),
+    );
+    let c = r.observe(observation(vec![
+        (kv("a"), Holding::Key(K1)),
+        (dbx("w#kv/k"), unusable),
+    ]));
+    assert!(matches!(
+        only(&c),
+        Action::Regenerate {
+            key: K2,
+            purpose: Purpose::Revoke,
+            ..
+        }
+    ));
+    assert!(
+        r.m.view()
+            .warnings
+            .iter()
+            .any(|w| w.contains("cannot be rotated by keyflip")),
+        "{:?}",
+        r.m.view().warnings
+    );
+}

@@ -1,0 +1,219 @@
+//! `keyflip demo`: the README's first command. Starts keyflip-twin in this process
+//! with its demo world, points a configuration held in memory at it, runs a full safe
+//! swap of the demo plan (`rotation-plans/demo.toml`, built in) with a short grace
+//! period, and prints `status`. Needs no Azure account and writes nothing outside one
+//! temporary directory, which is removed at the end. `--keep-running` leaves the twin
+//! up and says how to point `keyflip` at it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyflip_twin::{Endpoints, Twin, TwinOptions, World};
+use tokio_util::sync::CancellationToken;
+
+use super::progress::Display;
+use super::{render, runtime};
+use crate::cli::{DemoArgs, Output};
+use crate::clock::SystemClock;
+use crate::config::{
+    ClientSecretSource, CloudConfig, CloudKind, Config, CredentialConfig, CustomCloud, DaemonConfig,
+};
+use crate::exit::Exit;
+use crate::rotation::machine::Mode;
+use crate::rotation::{Engine, RotateRequest, Trigger};
+
+/// The demo world's plan, as shipped in `rotation-plans/`.
+pub const DEMO_PLAN: &str = include_str!("../../rotation-plans/demo.toml");
+/// The address the shipped plan names; replaced with the running twin's.
+pub const DEMO_PLAN_BASE_URL: &str = "https://127.0.0.1:47443";
+/// The demo's grace period: long enough to see, short enough to wait for.
+pub const DEMO_GRACE: Duration = Duration::from_secs(5);
+const PRINCIPAL: &str = "keyflip-operator";
+
+#[derive(Debug, thiserror::Error)]
+enum DemoError {
+    #[error("cannot create a temporary directory for the demo: {0}")]
+    TempDir(std::io::Error),
+    #[error("cannot start keyflip-twin: {0}")]
+    Twin(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The in-memory configuration for a twin whose state directory is `twin_dir`.
+fn config(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Result<Config, DemoError> {
+    let url = |text: &str| {
+        url::Url::parse(text)
+            .map_err(|e| DemoError::Setup(format!("the twin reported a bad URL {text}: {e}")))
+    };
+    let principal = endpoints
+        .principals
+        .get(PRINCIPAL)
+        .ok_or_else(|| DemoError::Setup(format!("the demo world has no principal {PRINCIPAL}")))?;
+    Ok(Config {
+        source: None,
+        cloud: CloudConfig {
+            kind: CloudKind::Custom(Box::new(CustomCloud {
+                arm_url: url(&endpoints.arm_url)?,
+                arm_audience: endpoints.arm_audience.clone(),
+                authority_host: url(&endpoints.authority_host)?,
+                key_vault_suffix: None,
+                storage_suffix: None,
+            })),
+            ca_bundle: Some(twin_dir.join("ca.pem")),
+        },
+        credential: CredentialConfig::ClientSecret {
+            tenant_id: endpoints.tenant_id.clone(),
+            client_id: principal.client_id.clone(),
+            secret: ClientSecretSource::File(
+                twin_dir
+                    .join("principals")
+                    .join(format!("{PRINCIPAL}.secret")),
+            ),
+        },
+        plans_dir: root.join("plans"),
+        state_dir: root.join("state"),
+        daemon: DaemonConfig::default(),
+    })
+}
+
+/// A keyflip.toml equivalent to [`config`], for `--keep-running`.
+fn config_file(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> String {
+    let client = endpoints
+        .principals
+        .get(PRINCIPAL)
+        .map_or("", |p| p.client_id.as_str());
+    format!(
+        "# Written by `keyflip demo --keep-running`; valid while that demo runs.\nplans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n",
+        plans = root.join("plans").display(),
+        state = root.join("state").display(),
+        arm = endpoints.arm_url,
+        aud = endpoints.arm_audience,
+        auth = endpoints.authority_host,
+        ca = twin_dir.join("ca.pem").display(),
+        tenant = endpoints.tenant_id,
+        secret = twin_dir
+            .join("principals")
+            .join(format!("{PRINCIPAL}.secret"))
+            .display(),
+    )
+}
+
+pub fn run(args: &DemoArgs) -> Exit {
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("keyflip: cannot start the async runtime: {e}");
+            return Exit::Failure;
+        }
+    };
+    runtime.block_on(async {
+        match demo(args).await {
+            Ok(exit) => exit,
+            Err(e) => {
+                eprintln!("keyflip: the demo could not run: {e}");
+                Exit::Failure
+            }
+        }
+    })
+}
+
+async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
+    let root = tempfile::Builder::new()
+        .prefix("keyflip-demo-")
+        .tempdir()
+        .map_err(DemoError::TempDir)?;
+    let twin_dir = root.path().join("twin");
+    let twin = Twin::start(
+        World::demo(),
+        TwinOptions {
+            state_dir: Some(twin_dir.clone()),
+            ..TwinOptions::default()
+        },
+    )
+    .await
+    .map_err(|e| DemoError::Twin(e.to_string()))?;
+    let endpoints = twin.endpoints().clone();
+    let config = config(&endpoints, &twin_dir, root.path())?;
+    let plan_text = DEMO_PLAN.replace(DEMO_PLAN_BASE_URL, &endpoints.base_url);
+    let plans_dir = root.path().join("plans");
+    std::fs::create_dir_all(&plans_dir)
+        .and_then(|()| std::fs::write(plans_dir.join("demo.toml"), &plan_text))
+        .map_err(|e| DemoError::Setup(format!("cannot write the demo plan: {e}")))?;
+    let plan = crate::plan::parse(&plan_text, "rotation-plans/demo.toml")
+        .map_err(|e| DemoError::Setup(format!("the built-in demo plan is invalid: {e}")))?;
+    let engine = Engine::open(&config, Arc::new(SystemClock))
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+
+    println!("keyflip demo: a full safe swap against keyflip-twin, a local stand-in for Azure.");
+    println!(
+        "  twin:    {} (the demo world; no Azure account involved)",
+        endpoints.base_url
+    );
+    println!("  account: {}", plan.storage_account.name());
+    println!(
+        "  plan:    rotation-plans/demo.toml: {} Key Vault secrets, ML workspace {} and its account-key datastores, {} Databricks secret",
+        plan.key_vault.len(),
+        plan.ml_workspaces
+            .first()
+            .map_or("(none)", |w| w.workspace.name()),
+        plan.databricks.len()
+    );
+    println!(
+        "  grace:   {} instead of the plan's {}, so the old key is retired within seconds",
+        crate::plan::duration::format(DEMO_GRACE),
+        crate::plan::duration::format(plan.rotation.grace)
+    );
+    println!(
+        "  files:   {} (removed when the demo ends)\n",
+        root.path().display()
+    );
+
+    let display = Display::human();
+    let request = RotateRequest {
+        mode: Mode::Scheduled,
+        grace: Some(DEMO_GRACE),
+        trigger: Trigger::Manual,
+    };
+    let result = engine
+        .rotate(&plan, request, &display, CancellationToken::new())
+        .await;
+    display.done();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("keyflip: the demo rotation failed: {e}");
+            twin.shutdown().await;
+            return Ok(e.exit());
+        }
+    };
+    print!("{}", render::rotation(&report));
+    println!("\nkeyflip status:\n");
+    let status_exit =
+        super::status::print(&engine, std::slice::from_ref(&plan), Output::Human).await;
+
+    if args.keep_running {
+        let file = root.path().join("keyflip.toml");
+        std::fs::write(&file, config_file(&endpoints, &twin_dir, root.path()))
+            .map_err(|e| DemoError::Setup(format!("cannot write {}: {e}", file.display())))?;
+        println!(
+            "\nThe twin keeps running at {}. Point keyflip at it:",
+            endpoints.base_url
+        );
+        println!("  keyflip --config {} status", file.display());
+        println!(
+            "  keyflip --config {} rotate now demo --dry-run",
+            file.display()
+        );
+        println!("  keyflip --config {} history demo", file.display());
+        println!("Press Ctrl-C to stop it (its files are removed then).");
+        super::shutdown_signal().await;
+    } else {
+        println!(
+            "\nRun `keyflip demo --keep-running` to keep the twin up and try other commands against it."
+        );
+    }
+    twin.shutdown().await;
+    Ok(super::worst([report.exit(), status_exit]))
+}

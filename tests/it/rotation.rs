@@ -1,0 +1,4 @@
+//! The rotation engine end to end against keyflip-twin: swaps, dry runs, incidents,
+//! failures and rollbacks, refusals, locking, and crashes at every durable step.
+
+mod swap;

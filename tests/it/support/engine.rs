@@ -1,0 +1,175 @@
+//! The rotation engine against a demo twin: a state directory, the demo plan pointed
+//! at the twin, a test clock, and fresh engines on the same state (a restart).
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use keyflip::clock::Clock;
+use keyflip::journal::Journal;
+use keyflip::plan::Plan;
+use keyflip::rotation::{Engine, EngineOptions};
+use serde_json::{Value, json};
+
+use super::twin::{ACCOUNT, DATABRICKS, OPERATOR, TestTwin, VAULT, WORKSPACE};
+use super::{config, fast_options, fingerprinter};
+
+/// Real time plus an offset; a sleep jumps the offset forward and returns at once, so
+/// grace periods and backoffs take no real time.
+#[derive(Debug, Default)]
+pub struct JumpClock {
+    offset: Mutex<TimeDelta>,
+}
+
+impl Clock for JumpClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *self.offset.lock().unwrap()
+    }
+
+    fn sleep_until(
+        &self,
+        at: DateTime<Utc>,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>> {
+        let mut offset = self.offset.lock().unwrap();
+        let now = Utc::now() + *offset;
+        if at > now {
+            *offset += at - now;
+        }
+        Box::pin(async {})
+    }
+}
+
+pub const DEMO_PLAN: &str = include_str!("../../../rotation-plans/demo.toml");
+
+/// The demo plan text pointed at this twin.
+pub fn demo_plan_text(twin: &TestTwin) -> String {
+    DEMO_PLAN.replace("https://127.0.0.1:47443", &twin.endpoints.base_url)
+}
+
+pub fn plan_from(text: &str) -> Plan {
+    keyflip::plan::parse(text, "demo.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub struct Harness {
+    pub twin: TestTwin,
+    pub state: tempfile::TempDir,
+    pub plan: Plan,
+    pub clock: Arc<JumpClock>,
+}
+
+pub fn engine_options() -> EngineOptions {
+    EngineOptions {
+        probe_backoff: Duration::from_millis(100),
+        probe_max_backoff: Duration::from_millis(400),
+        resync_deadline: Duration::from_secs(30),
+        databricks_skew: Duration::from_secs(2),
+    }
+}
+
+impl Harness {
+    /// The demo world with its long-running operations made instant.
+    pub async fn start() -> Harness {
+        Self::with_twin(TestTwin::start()).await
+    }
+
+    pub async fn with_twin(twin: TestTwin) -> Harness {
+        twin.settings(json!({"lro_retry_after_secs": 0, "resync_duration_secs": 0.0}))
+            .await;
+        let plan = plan_from(&demo_plan_text(&twin));
+        Harness {
+            twin,
+            state: tempfile::tempdir().unwrap(),
+            plan,
+            clock: Arc::new(JumpClock::default()),
+        }
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.state.path()
+    }
+
+    /// A fresh engine on the state directory, as `principal`.
+    pub fn engine_as(&self, principal: &str) -> Engine {
+        // `state_dir` is a top-level key, so it goes before the first table.
+        let text = format!(
+            "state_dir = \"{}\"\n{}",
+            self.state_dir().display(),
+            self.twin.config_text(principal)
+        );
+        let config = config(&text, self.twin.dir.path(), &[]);
+        let fingerprinter = fingerprinter();
+        let azure = keyflip::azure::Azure::with_options(
+            &config,
+            fingerprinter.clone(),
+            fast_options(),
+            &|_: &str| None,
+        )
+        .unwrap();
+        let journal = Journal::open(&self.state_dir().join("journal.db"), &fingerprinter).unwrap();
+        Engine::with_options(
+            &config,
+            azure,
+            journal,
+            fingerprinter,
+            self.clock.clone(),
+            engine_options(),
+        )
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine_as(OPERATOR)
+    }
+}
+
+/// Every value a consumer of the demo account holds, from the twin's state: (name,
+/// the account key inside it). Databricks and the workspace included.
+pub fn consumer_keys(state: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let secrets = &state["key_vaults"][VAULT]["secrets"];
+    for name in ["stdatasci001-key", "stdatasci001-connection-string"] {
+        let versions = secrets[name].as_array().expect("versions");
+        let latest = versions.last().expect("a version");
+        out.push((
+            format!("keyvault {name}"),
+            account_key(latest["value"].as_str().unwrap()),
+        ));
+    }
+    let ws = &state["ml_workspaces"][WORKSPACE];
+    out.push((
+        "workspace".into(),
+        ws["userStorageKey"].as_str().unwrap().to_owned(),
+    ));
+    for name in [
+        "workspaceblobstore",
+        "training_data",
+        "feature_snapshots",
+        "workspaceworkingdirectory",
+    ] {
+        out.push((
+            format!("datastore {name}"),
+            ws["datastores"][name]["key"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let dbx = &state["databricks_workspaces"][DATABRICKS]["scopes"]["datasci"]["secrets"]["stdatasci001-key"]
+        ["string_value"];
+    out.push(("databricks".into(), dbx.as_str().unwrap().to_owned()));
+    out
+}
+
+/// The account key in a raw key or a connection string.
+pub fn account_key(value: &str) -> String {
+    match value.split(';').find_map(|p| p.strip_prefix("AccountKey=")) {
+        Some(k) => k.to_owned(),
+        None => value.to_owned(),
+    }
+}
+
+pub fn keys_of(state: &Value) -> (String, String) {
+    let a = &state["storage_accounts"][ACCOUNT];
+    (
+        a["key1"].as_str().unwrap().to_owned(),
+        a["key2"].as_str().unwrap().to_owned(),
+    )
+}
