@@ -45,6 +45,13 @@ impl Setup {
     }
 
     pub fn with_twin(twin: TestTwin, start: DateTime<Utc>) -> Setup {
+        // `RUST_LOG=keyflip=debug cargo test ... daemon::` shows what the daemon does.
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         std::fs::create_dir_all(twin.dir.path().join("plans")).unwrap();
         let setup = Setup {
             twin,
@@ -213,6 +220,32 @@ impl Daemon {
             s.evaluated_at.is_some_and(|t| t >= now) && s.plans.iter().all(|p| p.running.is_none())
         })
         .await
+    }
+
+    /// Lets running jobs finish, moving the clock a second at a time while they wait
+    /// for it (the shared write budget allows ten ARM writes per second of daemon
+    /// time, and a full rotation of the demo world makes more), then settles.
+    pub async fn finish_jobs(&self, setup: &Setup) -> Snapshot {
+        let now = self.clock.now();
+        self.handle.ping().await;
+        self.wait_for(&format!("an evaluation at {now}"), |s| {
+            s.evaluated_at.is_some_and(|t| t >= now)
+        })
+        .await;
+        for _ in 0..120 {
+            let idle = tokio::time::timeout(
+                Duration::from_millis(500),
+                self.wait_for("jobs to finish", |s| {
+                    s.plans.iter().all(|p| p.running.is_none())
+                }),
+            )
+            .await;
+            if idle.is_ok() {
+                return self.settle().await;
+            }
+            setup.advance(TimeDelta::seconds(1));
+        }
+        panic!("jobs do not finish: {:#?}", self.snapshot())
     }
 
     /// Sends a request over the control socket, as the CLI does.
