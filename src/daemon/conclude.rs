@@ -37,6 +37,7 @@ impl Scheduler {
             return;
         };
         entry.running = None;
+        entry.epoch += 1;
         // Look again soon: key ages and the drift baseline changed.
         entry.observe_at = entry.observe_at.min(now);
         match finished.ending {
@@ -224,7 +225,7 @@ impl Scheduler {
     }
 
     /// A drift observation came back.
-    pub fn observed(&mut self, name: &str, result: Result<Observation, String>) {
+    pub fn observed(&mut self, name: &str, epoch: u64, result: Result<Observation, String>) {
         let now = self.ctx.clock.now();
         let Some(entry) = self.plans.get_mut(name) else {
             return;
@@ -238,8 +239,10 @@ impl Scheduler {
                 return;
             }
         };
-        if entry.running.is_some() {
-            // Keys and consumers are in flux while a job runs; look again after it.
+        if entry.running.is_some() || entry.epoch != epoch {
+            // Keys and consumers were in flux while a job ran; look again after it.
+            tracing::debug!(plan = name, "drift check ignored: a job ran meanwhile");
+            entry.observe_at = entry.observe_at.min(now);
             return;
         }
         let inv = &observation.inventory;
@@ -256,11 +259,24 @@ impl Scheduler {
                     r.finished_at.unwrap_or(r.started_at) > p.at || r.finished_at.is_none()
                 })
         });
+        // The key keyflip last moved consumers to: the journal's word, not whatever
+        // the consumers happen to agree on now.
+        let expected = self.ctx.engine.history(Some(name), 20).ok().and_then(|h| {
+            h.into_iter().find_map(|r| match r.outcome {
+                Some(Outcome::Completed { active, .. }) => Some(active),
+                _ => None,
+            })
+        });
+        let Some(entry) = self.plans.get_mut(name) else {
+            return;
+        };
         let findings = drift::assess(
             previous.as_ref(),
             entry.keyflip_changed || journal_rotated,
+            expected,
             &observation,
         );
+        let active = expected.or(inv.active);
         entry.keyflip_changed = false;
         entry.observed_once = true;
         entry.active_created = inv.active.and_then(|k| inv.key(k).created);
@@ -283,6 +299,7 @@ impl Scheduler {
         self.ctx
             .metrics
             .drift_check(name, if findings.is_empty() { "ok" } else { "drift" });
+        tracing::debug!(plan = name, findings = findings.len(), active = ?active, "drift check finished");
         let plan = entry.plan.clone();
         if !new.is_empty() {
             let mut n = Notification::new(
@@ -298,7 +315,7 @@ impl Scheduler {
             tracing::info!(plan = name, "drift resolved");
         }
         entry.drift = lines;
-        let repairs: Vec<_> = match (plan.drift.repair, inv.active) {
+        let repairs: Vec<_> = match (plan.drift.repair, active) {
             (true, Some(active)) => findings
                 .iter()
                 .filter_map(Finding::repairable)

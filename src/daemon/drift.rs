@@ -2,8 +2,9 @@
 //! keyflip expects, and say so when they differ.
 //!
 //! Three kinds of finding:
-//! - **consumer**: a consumer not on the active key (or on neither key), from the
-//!   engine's [`Inventory`];
+//! - **consumer**: a consumer not on the active key (the key keyflip last moved
+//!   consumers to, from the journal) or on neither key, from the engine's
+//!   [`Inventory`];
 //! - **key regenerated**: a key whose fingerprint or `keyCreationTime` changed since
 //!   the last observation while no keyflip rotation ran (someone regenerated it in the
 //!   portal, or a script did);
@@ -108,25 +109,33 @@ impl fmt::Display for Finding {
 
 /// Compares an observation with what keyflip expects. `previous` is the last
 /// observation's keys; `keyflip_changed_keys` says a keyflip rotation ran since, so
-/// key changes are keyflip's own.
+/// key changes are keyflip's own; `active` is the key keyflip last moved consumers to
+/// (from the journal), or `None` to go by what the consumers agree on.
 pub fn assess(
     previous: Option<&ObservedKeys>,
     keyflip_changed_keys: bool,
+    active: Option<KeyName>,
     observation: &Observation,
 ) -> Vec<Finding> {
     let inv = &observation.inventory;
+    let active = active.or(inv.active);
     let mut findings: Vec<Finding> = inv
-        .drift
+        .consumers
         .iter()
-        .map(|c| Finding::Consumer {
-            consumer: c.consumer.id.0.clone(),
-            holding: match &c.holding {
+        .filter_map(|c| {
+            let holding = match &c.holding {
+                Holding::Key(k) if Some(*k) == active => return None,
                 Holding::Key(k) => k.to_string(),
                 Holding::Neither => "neither key".to_owned(),
-                Holding::Unknown { why } => format!("an unknown value ({why})"),
-                Holding::Unusable { fix } => format!("a value keyflip cannot manage ({fix})"),
-            },
-            active: inv.active,
+                // Values keyflip cannot read or manage are reported by `status`, not
+                // as drift: nothing changed behind keyflip's back.
+                Holding::Unknown { .. } | Holding::Unusable { .. } => return None,
+            };
+            Some(Finding::Consumer {
+                consumer: c.consumer.id.0.clone(),
+                holding,
+                active,
+            })
         })
         .collect();
     if let (Some(before), false) = (previous, keyflip_changed_keys) {
@@ -147,17 +156,15 @@ pub fn assess(
                 .keys()
                 .any(|t| t.to_ascii_lowercase().starts_with(KEYFLIP_TAG_PREFIX))
         };
-        // Before keyflip's first write there is nothing to be newer than.
-        let Some(last_ours) = versions
-            .iter()
-            .filter(|v| ours(v))
-            .filter_map(|v| v.created)
-            .max()
-        else {
+        // Versions come oldest first (Key Vault keeps creation times to the second,
+        // and versions of one second keep the service's order), so "newer than
+        // keyflip's last write" is "after it in the list". Before keyflip's first
+        // write there is nothing to be newer than.
+        let Some(last_ours) = versions.iter().rposition(ours) else {
             continue;
         };
-        for v in versions {
-            if v.enabled && !ours(v) && v.created.is_some_and(|c| c > last_ours) {
+        for v in &versions[last_ours + 1..] {
+            if v.enabled && !ours(v) {
                 findings.push(Finding::UnknownVersion {
                     consumer: consumer.clone(),
                     version: v.version.clone(),
@@ -274,7 +281,7 @@ mod tests {
             inventory: inventory(1, 3, Vec::new()),
             versions: Vec::new(),
         };
-        let findings = assess(Some(&before), false, &obs);
+        let findings = assess(Some(&before), false, None, &obs);
         assert_eq!(
             findings,
             vec![Finding::KeyRegenerated { key: KeyName::Key2 }]
@@ -284,9 +291,9 @@ mod tests {
                 .to_string()
                 .contains("key2 was regenerated outside keyflip")
         );
-        assert!(assess(Some(&before), true, &obs).is_empty());
+        assert!(assess(Some(&before), true, None, &obs).is_empty());
         assert!(
-            assess(None, false, &obs).is_empty(),
+            assess(None, false, None, &obs).is_empty(),
             "nothing to compare with on the first look"
         );
     }
@@ -311,7 +318,7 @@ mod tests {
                 ],
             )],
         };
-        let findings = assess(None, false, &obs);
+        let findings = assess(None, false, None, &obs);
         assert_eq!(findings.len(), 2, "{findings:?}");
         assert_eq!(
             findings[0].repairable(),
@@ -323,6 +330,33 @@ mod tests {
         );
         assert!(matches!(&findings[1], Finding::UnknownVersion { version, .. } if version == "c"));
 
+        // All consumers agree on key1, but keyflip last moved them to key2: someone
+        // put the old key back. A version written in the same second as keyflip's
+        // counts by its place in the list.
+        let back = ObservedConsumer {
+            consumer: ConsumerRef {
+                id: MachineId("keyvault:https://v/secrets/s".into()),
+                kind: ConsumerKind::KeyVaultSecret,
+            },
+            holding: Holding::Key(KeyName::Key1),
+        };
+        let mut inv = inventory(1, 2, Vec::new());
+        inv.consumers = vec![back];
+        let obs = Observation {
+            inventory: inv,
+            versions: vec![(
+                "keyvault:https://v/secrets/s".into(),
+                vec![version("b", 2, true), version("d", 2, false)],
+            )],
+        };
+        let findings = assess(None, false, Some(KeyName::Key2), &obs);
+        assert_eq!(findings.len(), 2, "{findings:?}");
+        assert_eq!(
+            findings[0].to_string(),
+            "keyvault:https://v/secrets/s holds key1, not the active key2"
+        );
+        assert!(matches!(&findings[1], Finding::UnknownVersion { version, .. } if version == "d"));
+
         // Before keyflip ever wrote the secret, older versions are not drift.
         let obs = Observation {
             inventory: inventory(1, 2, Vec::new()),
@@ -331,6 +365,6 @@ mod tests {
                 vec![version("a", 1, false), version("c", 3, false)],
             )],
         };
-        assert!(assess(None, false, &obs).is_empty());
+        assert!(assess(None, false, None, &obs).is_empty());
     }
 }

@@ -94,6 +94,7 @@ impl Scheduler {
             rotation_id: None,
             since: now,
         });
+        entry.epoch += 1;
         let plan = entry.plan.clone();
         let ctx = self.ctx.clone();
         self.ctx.tracker.spawn(run(ctx, plan, job, client));
@@ -109,7 +110,9 @@ impl Scheduler {
             + chrono::TimeDelta::from_std(entry.plan.drift.interval)
                 .unwrap_or(chrono::TimeDelta::hours(1));
         let plan = entry.plan.clone();
+        let epoch = entry.epoch;
         let ctx = self.ctx.clone();
+        tracing::debug!(plan = name, "drift check started");
         self.ctx.tracker.spawn(async move {
             let work = observe(&ctx, &plan);
             let result = tokio::select! {
@@ -118,6 +121,7 @@ impl Scheduler {
             };
             let _ = ctx.tx.send(Msg::Observed {
                 plan: plan.name.clone(),
+                epoch,
                 result,
             });
         });

@@ -53,6 +53,8 @@ pub(crate) enum Msg {
     /// A drift observation came back.
     Observed {
         plan: String,
+        /// The plan's job epoch when the observation started.
+        epoch: u64,
         result: Result<Observation, String>,
     },
     /// A control socket request.
@@ -99,6 +101,9 @@ pub(super) struct Entry {
     pub drift: Vec<String>,
     /// A keyflip job changed the keys since the last observation.
     pub keyflip_changed: bool,
+    /// Bumped whenever a job starts or ends: an observation that began in another
+    /// epoch saw keys in flux and is discarded.
+    pub epoch: u64,
     /// Removed by a reload while a job ran: dropped when the job ends.
     pub retired: bool,
     /// From the last evaluation, for the snapshot.
@@ -162,6 +167,7 @@ impl Scheduler {
             active_created: None,
             drift: Vec::new(),
             keyflip_changed: false,
+            epoch: 0,
             retired: false,
             next: None,
             reason: String::new(),
@@ -212,7 +218,11 @@ impl Scheduler {
                     activity.rotation_id = Some(rotation_id);
                 }
             }
-            Msg::Observed { plan, result } => self.observed(&plan, result),
+            Msg::Observed {
+                plan,
+                epoch,
+                result,
+            } => self.observed(&plan, epoch, result),
             Msg::Request {
                 request,
                 progress,
