@@ -309,7 +309,7 @@ impl Engine {
         progress: &dyn Progress,
         cancel: CancellationToken,
     ) -> Result<RotationReport, EngineError> {
-        super::executor::rotate(&self.inner, plan, request, progress, cancel).await
+        super::lifecycle::rotate(&self.inner, plan, request, progress, cancel).await
     }
 
     /// Reads live state and changes nothing in Azure or the journal: the decision and
@@ -332,7 +332,7 @@ impl Engine {
         progress: &dyn Progress,
         cancel: CancellationToken,
     ) -> Result<Vec<RotationReport>, EngineError> {
-        super::executor::resume(&self.inner, plans, progress, cancel).await
+        super::lifecycle::resume(&self.inner, plans, progress, cancel).await
     }
 
     /// The ids and plans of unfinished rotations (reads the journal only).
@@ -401,4 +401,59 @@ fn create_private_dir(dir: &Path) -> Result<(), EngineError> {
             path: dir.display().to_string(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rotation::NoProgress;
+
+    /// The daemon spawns these futures on a multi-threaded runtime: they must be `Send`.
+    /// (Compiles or not; never run.)
+    #[allow(dead_code)]
+    fn futures_are_send(engine: &Engine, plan: &Plan, consumer: &ConsumerId) {
+        fn send<T: Send>(_: &T) {}
+        let cancel = CancellationToken::new;
+        send(&engine.rotate(plan, RotateRequest::manual(), &NoProgress, cancel()));
+        send(&engine.resume(std::slice::from_ref(plan), &NoProgress, cancel()));
+        send(&engine.dry_run(plan, RotateRequest::manual()));
+        send(&engine.observe(plan));
+        send(&engine.status(std::slice::from_ref(plan)));
+        send(&engine.repair(plan, consumer, KeyName::Key1, &NoProgress, cancel()));
+        fn sync<T: Send + Sync + Clone>(_: &T) {}
+        sync(engine);
+    }
+
+    #[test]
+    fn errors_map_to_documented_exit_codes() {
+        let busy = EngineError::from(LockError::Busy {
+            account: "a".into(),
+            pid: Some(42),
+            path: "/l".into(),
+        });
+        assert_eq!(busy.exit(), Exit::Busy);
+        assert!(busy.to_string().contains("pid 42"), "{busy}");
+        assert_eq!(
+            EngineError::Interrupted {
+                rotation_id: "r".into()
+            }
+            .exit(),
+            Exit::Interrupted
+        );
+        assert_eq!(
+            EngineError::Plan {
+                plan: "p".into(),
+                detail: "d".into()
+            }
+            .exit(),
+            Exit::Usage
+        );
+        let in_doubt = EngineError::InDoubt {
+            rotation_id: "r".into(),
+            step: "regenerating key2".into(),
+            detail: "unreachable".into(),
+        };
+        assert_eq!(in_doubt.exit(), Exit::Failure);
+        assert!(in_doubt.to_string().contains("keyflip rotate resume"));
+    }
 }

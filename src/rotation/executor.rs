@@ -12,7 +12,9 @@
 //!   a workspace takes and a resync cannot be steered back, so it runs only once every
 //!   other consumer of the batch has moved. When one of them failed and the rotation is
 //!   rolling back, the resync is not attempted at all (its bind is answered as failed
-//!   without being sent), and the workspace never leaves the old key.
+//!   without being sent), and the workspace never leaves the old key. The same holds
+//!   for any forward bind still outstanding once a rollback has started (after a
+//!   crash, for one): it is answered as not attempted, since it would be undone.
 //! - Cancellation is checked only between journaled steps: effects in flight finish and
 //!   are recorded; reads and waits in flight are abandoned (an abandoned wait resumes
 //!   from its absolute deadline; a read is simply done again).
@@ -34,14 +36,12 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{EngineError, Inner, RotateRequest, Trigger, machine_options};
+use super::engine::{EngineError, Inner, Trigger};
 use super::incident;
 use super::observe::observe;
 use super::progress::{Progress, ProgressEvent};
 use super::report::{IncidentReportPaths, RotationReport};
 use super::step::{Ctx, Done};
-use crate::journal::{NewRotation, StoredRotation};
-use crate::plan::Plan;
 use crate::rotation::machine::{
     Action, Command, ConsumerKind, Event, Machine, Outcome, Phase, StepResult,
 };
@@ -59,158 +59,6 @@ pub(super) fn durable(inner: &Inner, name: impl FnOnce() -> String) -> Result<()
 #[cfg(not(feature = "failpoints"))]
 pub(super) fn durable(_: &Inner, _: impl FnOnce() -> String) -> Result<(), EngineError> {
     Ok(())
-}
-
-/// Starts and runs a new rotation of `plan`.
-pub(super) async fn rotate(
-    inner: &Inner,
-    plan: &Plan,
-    request: RotateRequest,
-    progress: &dyn Progress,
-    cancel: CancellationToken,
-) -> Result<RotationReport, EngineError> {
-    let _lock = inner.lock(&plan.storage_account)?;
-    let account = plan.storage_account.as_str();
-    let unfinished = inner.journal().unfinished()?;
-    if let Some(r) = unfinished
-        .iter()
-        .find(|r| r.account.as_str().eq_ignore_ascii_case(account))
-    {
-        return Err(EngineError::Busy {
-            account: account.to_owned(),
-            holder: format!(
-                "rotation {} of plan {} (started {}) is unfinished; finish it first with `keyflip rotate resume {}`",
-                r.id,
-                r.plan,
-                r.started_at.to_rfc3339(),
-                r.plan
-            ),
-        });
-    }
-    let id = uuid::Uuid::new_v4().to_string();
-    let ctx = Ctx::new(inner, plan, &id);
-    // Reads only: observed before the rotation is recorded, so a plan that points at
-    // something missing, or an unreachable Azure, leaves no unfinished rotation behind.
-    let observed_from = Instant::now();
-    let observation = observe(&ctx).await?;
-    let options = machine_options(plan, &request);
-    let machine = Machine::new(request.mode, options);
-    let started_at = inner.clock.now();
-    inner.journal().begin(&NewRotation {
-        id: id.clone(),
-        plan: plan.name.clone(),
-        account: plan.storage_account.clone(),
-        mode: request.mode,
-        options,
-        started_at,
-    })?;
-    durable(inner, || "begin".to_owned())?;
-    tracing::info!(rotation = %id, plan = %plan.name, mode = ?request.mode, "rotation started");
-    progress.event(&ProgressEvent::Started {
-        rotation_id: id.clone(),
-        plan: plan.name.clone(),
-        mode: request.mode,
-    });
-    let mut run = Run::new(&ctx, machine, progress, cancel);
-    let observe_cmd = run.machine.outstanding().into_iter().next();
-    if let Some(cmd) = observe_cmd {
-        run.record_intent(&cmd)?;
-        run.progress_started(&cmd);
-        run.answer(
-            &cmd,
-            Done::ok(StepResult::Observed(observation)),
-            observed_from.elapsed(),
-        )?;
-    }
-    run.drive().await?;
-    run.report(Some(request.trigger), false)
-}
-
-/// Resumes every unfinished rotation whose plan is in `plans`.
-pub(super) async fn resume(
-    inner: &Inner,
-    plans: &[Plan],
-    progress: &dyn Progress,
-    cancel: CancellationToken,
-) -> Result<Vec<RotationReport>, EngineError> {
-    let mut reports = Vec::new();
-    let stored = inner.journal().unfinished()?;
-    for s in stored {
-        let Some(plan) = plans.iter().find(|p| p.name == s.plan) else {
-            tracing::warn!(rotation = %s.id, plan = %s.plan, "unfinished rotation of a plan that was not given; left for later");
-            continue;
-        };
-        if !plan
-            .storage_account
-            .as_str()
-            .eq_ignore_ascii_case(s.account.as_str())
-        {
-            return Err(EngineError::Plan {
-                plan: plan.name.clone(),
-                detail: format!(
-                    "unfinished rotation {} is of account {}, but the plan now names {}; put the plan back as it was until the rotation has finished",
-                    s.id, s.account, plan.storage_account
-                ),
-            });
-        }
-        if cancel.is_cancelled() {
-            return Err(EngineError::Interrupted { rotation_id: s.id });
-        }
-        let _lock = inner.lock(&s.account)?;
-        // Another process may have finished it between the listing and the lock.
-        let Some(s) = inner
-            .journal()
-            .unfinished()?
-            .into_iter()
-            .find(|r| r.id == s.id)
-        else {
-            continue;
-        };
-        if super::repair::is_repair(&s) {
-            reports.push(super::repair::resume_repair(inner, plan, &s, progress, &cancel).await?);
-            continue;
-        }
-        reports.push(resume_one(inner, plan, s, progress, cancel.clone()).await?);
-    }
-    Ok(reports)
-}
-
-async fn resume_one(
-    inner: &Inner,
-    plan: &Plan,
-    stored: StoredRotation,
-    progress: &dyn Progress,
-    cancel: CancellationToken,
-) -> Result<RotationReport, EngineError> {
-    let machine = stored.replay()?;
-    let ctx = Ctx::new(inner, plan, &stored.id);
-    let in_doubt: HashSet<u32> = stored.in_doubt().iter().map(|c| c.seq).collect();
-    tracing::info!(rotation = %stored.id, plan = %plan.name, in_doubt = in_doubt.len(), phase = ?machine.phase(), "resuming an unfinished rotation");
-    progress.event(&ProgressEvent::Resuming {
-        rotation_id: stored.id.clone(),
-        plan: plan.name.clone(),
-        in_doubt: in_doubt.len(),
-    });
-    let mut run = Run::new(&ctx, machine, progress, cancel);
-    run.decided = run.machine.view().route.is_some();
-    for step in &stored.steps {
-        run.intents.insert(step.seq());
-        if let Action::Bind { consumer, .. } = &step.command.action {
-            run.bound_at.insert(consumer.id.0.clone(), step.intent_at);
-        }
-    }
-    run.in_doubt = in_doubt;
-    if !run.machine.is_finished() {
-        let observation = observe(&ctx).await?;
-        let at = inner.clock.now();
-        let event = Event::Reobserved { at, observation };
-        run.accept(&event)?;
-        inner.journal().record_event(&stored.id, &event, at)?;
-        durable(inner, || "event:reobserved".to_owned())?;
-    }
-    run.queue = run.machine.outstanding().into();
-    run.drive().await?;
-    run.report(None, true)
 }
 
 type Running<'f> = Pin<
@@ -262,7 +110,7 @@ fn detail(result: &StepResult) -> Option<String> {
 }
 
 impl<'c, 'a> Run<'c, 'a> {
-    fn new(
+    pub(super) fn new(
         ctx: &'c Ctx<'a>,
         machine: Machine,
         progress: &'c dyn Progress,
@@ -292,7 +140,7 @@ impl<'c, 'a> Run<'c, 'a> {
     }
 
     /// Records `cmd`'s intent unless it is recorded already (durable on return).
-    fn record_intent(&mut self, cmd: &Command) -> Result<(), EngineError> {
+    pub(super) fn record_intent(&mut self, cmd: &Command) -> Result<(), EngineError> {
         if self.intents.contains(&cmd.seq) {
             return Ok(());
         }
@@ -309,7 +157,7 @@ impl<'c, 'a> Run<'c, 'a> {
     }
 
     /// Feeds an event to the machine and queues what it issues.
-    fn accept(&mut self, event: &Event) -> Result<(), EngineError> {
+    pub(super) fn accept(&mut self, event: &Event) -> Result<(), EngineError> {
         let issued = self
             .machine
             .handle(event)
@@ -336,7 +184,12 @@ impl<'c, 'a> Run<'c, 'a> {
     }
 
     /// A command's result: to the machine, then the journal, then progress.
-    fn answer(&mut self, cmd: &Command, done: Done, took: Duration) -> Result<(), EngineError> {
+    pub(super) fn answer(
+        &mut self,
+        cmd: &Command,
+        done: Done,
+        took: Duration,
+    ) -> Result<(), EngineError> {
         let at = self.inner().clock.now();
         let event = Event::Answer {
             seq: cmd.seq,
@@ -363,7 +216,7 @@ impl<'c, 'a> Run<'c, 'a> {
         Ok(())
     }
 
-    fn progress_started(&self, cmd: &Command) {
+    pub(super) fn progress_started(&self, cmd: &Command) {
         self.progress.event(&ProgressEvent::StepStarted {
             rotation_id: self.id().to_owned(),
             seq: cmd.seq,
@@ -430,6 +283,10 @@ impl<'c, 'a> Run<'c, 'a> {
                     }
                     return self.finish(&cmd).await;
                 }
+                if self.rolling_back_past(&cmd) {
+                    self.skip(&cmd)?;
+                    continue;
+                }
                 let other_binds = self.binds_running > 0
                     || self.queue.iter().any(|c| {
                         matches!(c.action, Action::Bind { .. }) && !is_workspace_bind(&c.action)
@@ -474,6 +331,29 @@ impl<'c, 'a> Run<'c, 'a> {
         }
     }
 
+    /// A forward bind (to the standby) while the rotation is rolling back: the
+    /// machine binds every consumer back anyway, so it is not sent. This is what keeps
+    /// a deferred (or, after a crash, in-doubt) workspace resync from moving the
+    /// workspace to a key it would then have to be moved off again.
+    fn rolling_back_past(&self, cmd: &Command) -> bool {
+        let Action::Bind { key, .. } = &cmd.action else {
+            return false;
+        };
+        self.machine.phase() == Phase::RollingBack && self.machine.view().standby == Some(*key)
+    }
+
+    /// Answers a forward bind as not attempted (its intent recorded first).
+    fn skip(&mut self, cmd: &Command) -> Result<(), EngineError> {
+        self.record_intent(cmd)?;
+        self.progress_started(cmd);
+        let done = Done::ok(StepResult::BindFailed {
+            reason:
+                "not attempted: the rotation is rolling back, so this consumer stays on the old key"
+                    .into(),
+        });
+        self.answer(cmd, done, Duration::ZERO)
+    }
+
     /// The workspace binds held back until the rest of their batch answered: performed,
     /// or, when the rotation turned back meanwhile, answered as not attempted.
     fn release(
@@ -481,16 +361,9 @@ impl<'c, 'a> Run<'c, 'a> {
         deferred: &mut Vec<Command>,
         running: &mut FuturesUnordered<Running<'c>>,
     ) -> Result<(), EngineError> {
-        let standby = self.machine.view().standby;
         for cmd in std::mem::take(deferred) {
-            let forward = matches!(&cmd.action, Action::Bind { key, .. } if Some(*key) == standby);
-            if forward && self.machine.phase() == Phase::RollingBack {
-                self.record_intent(&cmd)?;
-                self.progress_started(&cmd);
-                let done = Done::ok(StepResult::BindFailed {
-                    reason: "not attempted: another consumer of the batch failed, so the rotation is rolling back and the workspace keeps the old key".into(),
-                });
-                self.answer(&cmd, done, Duration::ZERO)?;
+            if self.rolling_back_past(&cmd) {
+                self.skip(&cmd)?;
             } else {
                 self.start(cmd, running)?;
             }
@@ -530,7 +403,7 @@ impl<'c, 'a> Run<'c, 'a> {
         Ok(outcome)
     }
 
-    fn report(
+    pub(super) fn report(
         &self,
         trigger: Option<Trigger>,
         resumed: bool,

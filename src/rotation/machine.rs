@@ -79,7 +79,8 @@
 //! | T31 | RollingBack(binding back) | batch done, all bound | `VerifyConsumer(active)` each, plus `DisableVersions(new fp)` for Key Vault → verifying back |
 //! | T32 | RollingBack(verifying back) | batch done, all verified | `Regenerate(standby, discard)` → discarding (a `DisableFailed` is a warning) |
 //! | T33 | RollingBack(verifying back) | batch done, a mismatch | `Finish(NeedsAttention: RollbackIncomplete)` |
-//! | T34 | RollingBack(discarding) | `Regenerated`; or nothing was bound | `Finish(RolledBack)`; incident modes `Finish(NeedsAttention: LeakedKeyInUse)` |
+//! | T34 | RollingBack(discarding) | `Regenerated`; or nothing was bound and nothing staged | `Finish(RolledBack)`; incident modes `Finish(NeedsAttention: LeakedKeyInUse)` |
+//! | T34a | RollingBack(draining) | last in-flight answer, nothing bound, the standby staged | `Regenerate(standby, discard)` → discarding |
 //! | T35 | any but Prechecking | `Reobserved`, every key as recorded (or in doubt) | nothing |
 //! | T36 | any | `Reobserved`, a key consumers rely on, or one still to be retired, changed | `Finish(NeedsAttention: Drift)`, in-doubt commands listed |
 //! | T37 | VerifyingKey, Binding, VerifyingConsumers | `Reobserved`, the standby changed before commit (and before any revoke) | roll back (cause: drift) |
@@ -94,7 +95,8 @@
 //! forward `Bind` was issued to, whatever its result, because it may have happened.
 //! Then each is verified on the old key, and Key Vault consumers get the versions
 //! holding the new value disabled. Only when every one is back is the standby
-//! regenerated once more (`Discard`). A rollback that cannot bring everyone back
+//! regenerated once more (`Discard`); a staged standby is discarded even when no
+//! consumer had been bound (it failed verification). A rollback that cannot bring everyone back
 //! parks. The commit marker is the point after which nothing rolls back.
 //!
 //! # Replay

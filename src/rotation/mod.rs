@@ -8,6 +8,7 @@ mod dry_run;
 pub mod engine;
 mod executor;
 mod incident;
+mod lifecycle;
 mod observe;
 pub mod progress;
 mod repair;

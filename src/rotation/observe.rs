@@ -20,14 +20,15 @@ use std::collections::HashSet;
 
 use futures::future::join_all;
 
+mod databricks;
+
 use super::consumer::Held;
 use super::engine::{EngineError, Inner};
 use super::report::Inventory;
 use super::step::Ctx;
 use super::target::{Target, consumer_ref, resolve};
-use crate::azure::databricks::ScopeBackend;
+use crate::azure::Error;
 use crate::azure::roles::{Action, actions};
-use crate::azure::{self, Error};
 use crate::key::KeyName;
 use crate::plan::{self, Datastores, Plan};
 use crate::rotation::machine::{
@@ -88,7 +89,7 @@ fn permission_checks(plan: &Plan) -> Vec<(String, Vec<Action>)> {
 }
 
 /// The missing permission behind a 403, or `None` for any other error.
-fn denied(error: &Error, action: &Action, scope: &str) -> Option<MissingPermission> {
+pub(super) fn denied(error: &Error, action: &Action, scope: &str) -> Option<MissingPermission> {
     let denial = error.denial()?;
     Some(MissingPermission {
         action: denial
@@ -286,7 +287,7 @@ async fn consumers(
     Ok(out)
 }
 
-fn unknown(why: impl Into<String>) -> Holding {
+pub(super) fn unknown(why: impl Into<String>) -> Holding {
     Holding::Unknown { why: why.into() }
 }
 
@@ -311,7 +312,7 @@ async fn holding(
         }
         Target::Workspace { workspace } => (workspace.to_string(), actions::ML_WORKSPACE_LIST_KEYS),
         Target::Databricks { secret, .. } => {
-            return databricks(ctx, consumer, secret, keys).await;
+            return databricks::holding(ctx, consumer, secret, keys).await;
         }
     };
     if lacking.has(&scope, &action) {
@@ -341,7 +342,7 @@ async fn holding(
     }
 }
 
-fn of(fp: Fingerprint, keys: [Fingerprint; 2]) -> Holding {
+pub(super) fn of(fp: Fingerprint, keys: [Fingerprint; 2]) -> Holding {
     if fp == keys[0] {
         Holding::Key(KeyName::Key1)
     } else if fp == keys[1] {
@@ -349,97 +350,6 @@ fn of(fp: Fingerprint, keys: [Fingerprint; 2]) -> Holding {
     } else {
         Holding::Neither
     }
-}
-
-async fn databricks(
-    ctx: &Ctx<'_>,
-    consumer: &ConsumerRef,
-    secret: &plan::DatabricksSecret,
-    keys: [Fingerprint; 2],
-) -> Result<(Holding, Option<MissingPermission>), EngineError> {
-    let azure = &ctx.inner.azure;
-    let workspace = url::Url::parse(&secret.workspace_url).map_err(|e| EngineError::Plan {
-        plan: ctx.plan.name.clone(),
-        detail: format!("'{}' is not a URL: {e}", secret.workspace_url),
-    })?;
-    let scope_action = Action::control("Databricks secret scope READ/WRITE (scope ACL)");
-    let forbidden = |e: &azure::Error| {
-        denied(e, &scope_action, &secret.workspace_url).map(|m| {
-            (
-                unknown(format!("keyflip may not read the scope: {e}")),
-                Some(m),
-            )
-        })
-    };
-    let scopes = match azure.databricks_scopes(&workspace).await {
-        Ok(s) => s,
-        Err(e) => return forbidden(&e).ok_or_else(|| e.into()),
-    };
-    let Some(scope) = scopes.iter().find(|s| s.name == secret.scope) else {
-        return Err(EngineError::Plan {
-            plan: ctx.plan.name.clone(),
-            detail: format!(
-                "Databricks workspace {} has no secret scope '{}'; check the plan",
-                secret.workspace_url, secret.scope
-            ),
-        });
-    };
-    match &scope.backend {
-        ScopeBackend::Databricks => {}
-        ScopeBackend::AzureKeyVault { dns_name, .. } => {
-            let vault = dns_name.as_deref().unwrap_or("its Key Vault");
-            return Ok((
-                Holding::Unusable {
-                    fix: format!(
-                        "scope '{}' is backed by Key Vault ({vault}); Databricks reads that vault directly and refuses writes through its API, so list the vault's secret as a [[key_vault]] consumer and remove this [[databricks]] entry",
-                        secret.scope
-                    ),
-                },
-                None,
-            ));
-        }
-        ScopeBackend::Other(kind) => {
-            return Ok((
-                Holding::Unusable {
-                    fix: format!(
-                        "scope '{}' has backend {kind}, which keyflip cannot write",
-                        secret.scope
-                    ),
-                },
-                None,
-            ));
-        }
-    }
-    let last = ctx.inner.journal().last_bound(&consumer.id)?;
-    let Some((key, fingerprint, bound_at)) = last else {
-        return Ok((
-            unknown(
-                "keyflip has not written it yet, and Databricks secret values cannot be read back",
-            ),
-            None,
-        ));
-    };
-    let secrets = match azure.databricks_secrets(&workspace, &secret.scope).await {
-        Ok(s) => s,
-        Err(e) => return forbidden(&e).ok_or_else(|| e.into()),
-    };
-    let Some(found) = secrets.iter().find(|s| s.key == secret.key) else {
-        return Ok((Holding::Neither, None));
-    };
-    let skew = chrono::TimeDelta::from_std(ctx.inner.options.databricks_skew).unwrap_or_default();
-    if let Some(updated) = found.last_updated
-        && updated > bound_at + skew
-    {
-        return Ok((
-            unknown(format!(
-                "it was changed at {} by someone else, after keyflip wrote {key} to it at {}",
-                updated.to_rfc3339(),
-                bound_at.to_rfc3339()
-            )),
-            None,
-        ));
-    }
-    Ok((of(fingerprint, keys), None))
 }
 
 /// The live inventory of a plan for `status`, drift watch and key-age scheduling.

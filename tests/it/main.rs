@@ -3,6 +3,7 @@
 //! own runtime, and Azurite.
 
 mod azure;
+mod cli;
 mod daemon;
 mod rotation;
 mod support;

@@ -1,4 +1,8 @@
 //! The rotation engine end to end against keyflip-twin: swaps, dry runs, incidents,
 //! failures and rollbacks, refusals, locking, and crashes at every durable step.
 
+#[cfg(feature = "failpoints")]
+mod crash;
+mod failure;
+mod incident;
 mod swap;

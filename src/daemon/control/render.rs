@@ -152,6 +152,10 @@ fn rotation(out: &mut String, report: &Value, with_steps: bool) {
         return;
     }
     for step in report["steps"].as_array().into_iter().flatten() {
+        if step["kind"] == "finish" {
+            // `Finish` records the outcome and has no result of its own.
+            continue;
+        }
         let ok = match step["ok"].as_bool() {
             Some(true) => "ok",
             Some(false) => "FAILED",

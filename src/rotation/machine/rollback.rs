@@ -1,6 +1,8 @@
 //! Turning back before commit: drain what is in flight, bind every consumer that may
 //! have moved back to the old key, verify it there (disabling Key Vault versions of
-//! the new value), and only then discard the standby value that may have leaked.
+//! the new value), and only then discard the standby value that may have leaked. A
+//! staged value is discarded even when no consumer had moved yet (a key that failed
+//! verification).
 
 use chrono::{DateTime, Utc};
 
@@ -84,6 +86,15 @@ impl Machine {
         match step {
             Rollback::Draining => {
                 if back.is_empty() {
+                    // No consumer moved, but a staged value exists (it failed to verify,
+                    // or Azure drifted): it dies too, as after any failure before commit.
+                    if self.staged(standby) {
+                        self.regenerate(at, standby, Purpose::Discard, out);
+                        return State::RollingBack {
+                            cause,
+                            step: Rollback::Discarding { failures: 0 },
+                        };
+                    }
                     return self.rolled_back(cause, None, at, out);
                 }
                 for c in back {
@@ -136,6 +147,13 @@ impl Machine {
             // Discarding moves on only through `rollback_answer`.
             Rollback::Discarding { .. } => State::RollingBack { cause, step },
         }
+    }
+
+    /// Whether this rotation regenerated `key` to stage it.
+    pub(super) fn staged(&self, key: KeyName) -> bool {
+        self.regenerations
+            .iter()
+            .any(|r| r.key == key && r.purpose == Purpose::Stage)
     }
 
     /// Consumers of `back` whose last bind or verification toward `key` failed.

@@ -1,12 +1,16 @@
-//! The scheduled safe swap on the demo world.
+//! The scheduled safe swap on the demo world, its dry run, and what stops it before
+//! anything changes: split consumers, a principal that may only read, a second run.
 
 use keyflip::key::KeyName;
-use keyflip::rotation::machine::Outcome;
-use keyflip::rotation::{NoProgress, RotateRequest};
+use keyflip::rotation::machine::{Outcome, RefusalReason};
+use keyflip::rotation::{EngineError, NoProgress, RotateRequest};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::engine::{Harness, consumer_keys, keys_of};
-use crate::support::twin::VAULT;
+use crate::support::engine::{
+    Harness, assert_consumers_valid, consumer_keys, keys_of, regenerations, writes,
+};
+use crate::support::twin::{ACCOUNT, READER, VAULT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_swap_moves_every_consumer_and_retires_the_old_key() {
@@ -53,6 +57,288 @@ async fn a_full_swap_moves_every_consumer_and_retires_the_old_key() {
         report.rotation_id.as_str()
     );
     assert_eq!(latest["contentType"], "text/plain");
-    assert_eq!(h.twin.requests_for("storage.regenerateKey").await.len(), 2);
+    let cs = state["key_vaults"][VAULT]["secrets"]["stdatasci001-connection-string"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cs.contains("AccountName=stdatasci001;"),
+        "connection string shape"
+    );
+    assert!(
+        cs.contains(";BlobEndpoint=https://127.0.0.1:"),
+        "a twin endpoint is not standard"
+    );
+    assert_eq!(regenerations(&h.twin).await, 2);
     assert_eq!(report.consumers.len(), 8, "{:#?}", report.consumers);
+
+    // A second rotation goes back to key1, now knowing what Databricks holds.
+    h.sync_twin_clock().await;
+    let again = h
+        .engine()
+        .rotate(
+            &h.plan,
+            RotateRequest::manual(),
+            &NoProgress,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &again.outcome,
+            Some(Outcome::Completed {
+                active: KeyName::Key1,
+                ..
+            })
+        ),
+        "{:#?}",
+        again.outcome
+    );
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+    let history = h.engine().history(Some("demo"), 10).unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].rotation_id, again.rotation_id, "newest first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_lists_every_call_and_changes_nothing() {
+    let h = Harness::start().await;
+    let before = h.twin.state().await;
+    let dry = h
+        .engine()
+        .dry_run(&h.plan, RotateRequest::manual())
+        .await
+        .unwrap();
+    assert_eq!(h.twin.state().await, before, "nothing changed in Azure");
+    assert!(writes(&h.twin).await.is_empty(), "only reads were sent");
+    assert!(
+        h.engine().history(None, 10).unwrap().is_empty(),
+        "nothing journaled"
+    );
+    let decision = dry.decision.expect("a decision");
+    assert_eq!(
+        (decision.active, decision.standby),
+        (KeyName::Key1, KeyName::Key2)
+    );
+    let steps: Vec<&str> = dry.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(steps[1], "regenerate key2 (stage)");
+    assert_eq!(steps.iter().filter(|s| s.starts_with("bind ")).count(), 8);
+    assert!(steps.contains(&"regenerate key1 (retire)"), "{steps:#?}");
+    let calls: Vec<&String> = dry.steps.iter().flat_map(|s| &s.calls).collect();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.contains("/regenerateKey {\"keyName\":\"key2\"}"))
+    );
+    assert!(calls.iter().any(|c| c.contains("/resyncKeys")));
+    assert!(calls.iter().any(|c| c.contains("/api/2.0/secrets/put")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_vault_throttling_is_waited_out() {
+    let h = Harness::start().await;
+    h.twin
+        .fault(json!({"operation": "keyvault.set", "count": 2,
+            "action": {"kind": "status", "status": 429, "retry_after": 1}}))
+        .await;
+    let report = h
+        .engine()
+        .rotate(
+            &h.plan,
+            RotateRequest::manual(),
+            &NoProgress,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(report.outcome, Some(Outcome::Completed { .. })),
+        "{:#?}",
+        report.outcome
+    );
+    let sets = h.twin.requests_for("keyvault.set").await;
+    assert_eq!(sets.iter().filter(|e| e["status"] == 429).count(), 2);
+    assert_eq!(sets.iter().filter(|e| e["status"] == 200).count(), 2);
+    let state = h.twin.state().await;
+    let (_, key2) = keys_of(&state);
+    for (consumer, held) in consumer_keys(&state) {
+        assert_eq!(held, key2, "{consumer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_consumers_are_refused_with_nothing_changed() {
+    let h = Harness::start().await;
+    // Move one datastore to key2 behind keyflip's back.
+    let azure = h.twin.azure(crate::support::twin::OPERATOR);
+    let (_, key2) = h.twin.keys(ACCOUNT).await;
+    azure
+        .set_ml_datastore_key(
+            &h.twin.workspace_id(crate::support::twin::WORKSPACE),
+            "training_data",
+            &keyflip::secret::StorageKey::new(key2),
+        )
+        .await
+        .unwrap();
+    let before = h.twin.state().await;
+    let writes_before = writes(&h.twin).await.len();
+    let report = h
+        .engine()
+        .rotate(
+            &h.plan,
+            RotateRequest::manual(),
+            &NoProgress,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let Some(Outcome::Refused { reasons }) = &report.outcome else {
+        panic!("{:#?}", report.outcome)
+    };
+    assert!(
+        reasons.iter().any(
+            |r| matches!(r, RefusalReason::ConsumersSplit { on_key2, .. } if on_key2.len() == 1)
+        ),
+        "{reasons:#?}"
+    );
+    assert_eq!(h.twin.state().await, before);
+    assert_eq!(writes(&h.twin).await.len(), writes_before);
+    assert_eq!(report.exit(), keyflip::exit::Exit::Refused);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_is_refused_before_any_change_with_the_roles_to_grant() {
+    let h = Harness::start().await;
+    let before = h.twin.state().await;
+    let report = h
+        .engine_as(READER)
+        .rotate(
+            &h.plan,
+            RotateRequest::manual(),
+            &NoProgress,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let Some(Outcome::Refused { reasons }) = &report.outcome else {
+        panic!("{:#?}", report.outcome)
+    };
+    let text = report.outcome.as_ref().unwrap().to_string();
+    assert!(text.contains("regeneratekey/action"), "{text}");
+    assert!(
+        text.contains("Storage Account Key Operator Service Role"),
+        "{text}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| matches!(r, RefusalReason::MissingPermissions { .. })),
+    );
+    assert!(writes(&h.twin).await.is_empty(), "no write was sent");
+    assert_eq!(h.twin.state().await, before);
+    assert_consumers_valid(&before, "after the refusal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rotations_of_one_account_at_once_one_is_busy() {
+    let h = Harness::start().await;
+    // Hold the first run inside its stage step long enough for the second to start.
+    h.twin
+        .fault(json!({"operation": "storage.regenerateKey", "count": 1,
+            "action": {"kind": "latency", "ms": 1500}}))
+        .await;
+    let (a, b) = (h.engine(), h.engine());
+    let (ra, rb) = tokio::join!(
+        a.rotate(
+            &h.plan,
+            RotateRequest::manual(),
+            &NoProgress,
+            CancellationToken::new()
+        ),
+        b.rotate(
+            &h.plan,
+            RotateRequest::manual(),
+            &NoProgress,
+            CancellationToken::new()
+        ),
+    );
+    let (done, busy) = match (ra, rb) {
+        (Ok(done), Err(busy)) | (Err(busy), Ok(done)) => (done, busy),
+        (ra, rb) => panic!("expected one run and one Busy: {ra:?} / {rb:?}"),
+    };
+    assert!(matches!(done.outcome, Some(Outcome::Completed { .. })));
+    let EngineError::Busy { holder, .. } = &busy else {
+        panic!("{busy}")
+    };
+    assert!(
+        holder.contains(&format!("pid {}", std::process::id())),
+        "{holder}"
+    );
+    assert_eq!(busy.exit(), keyflip::exit::Exit::Busy);
+    assert_eq!(regenerations(&h.twin).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_seen_by_observe_and_repaired_as_a_journaled_step() {
+    let h = Harness::start().await;
+    let engine = h.engine();
+    let inventory = engine.observe(&h.plan).await.unwrap();
+    assert_eq!(inventory.active, Some(KeyName::Key1));
+    assert!(inventory.drift.is_empty(), "{:#?}", inventory.drift);
+    assert_eq!(inventory.consumers.len(), 8);
+
+    // Someone points a datastore at key2 by hand.
+    let workspace = h.twin.workspace_id(crate::support::twin::WORKSPACE);
+    let (key1, key2) = h.twin.keys(ACCOUNT).await;
+    h.twin
+        .azure(crate::support::twin::OPERATOR)
+        .set_ml_datastore_key(
+            &workspace,
+            "feature_snapshots",
+            &keyflip::secret::StorageKey::new(key2),
+        )
+        .await
+        .unwrap();
+    let inventory = engine.observe(&h.plan).await.unwrap();
+    assert_eq!(inventory.active, None, "split");
+    let id = keyflip::plan::ConsumerId::datastore(&workspace, "feature_snapshots");
+    assert!(
+        inventory
+            .drift
+            .iter()
+            .any(|c| c.consumer.id.0 == id.as_str())
+    );
+
+    let report = engine
+        .repair(
+            &h.plan,
+            &id,
+            KeyName::Key1,
+            &NoProgress,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(report.outcome, Some(Outcome::Completed { .. })),
+        "{:#?}",
+        report.outcome
+    );
+    assert_eq!(report.steps.len(), 2, "bind and verify");
+    let state = h.twin.state().await;
+    assert_eq!(
+        state["ml_workspaces"][crate::support::twin::WORKSPACE]["datastores"]["feature_snapshots"]
+            ["key"],
+        key1.as_str()
+    );
+    let inventory = engine.observe(&h.plan).await.unwrap();
+    assert_eq!(inventory.active, Some(KeyName::Key1));
+    assert!(inventory.drift.is_empty());
+    assert!(engine.unfinished().unwrap().is_empty());
+    assert_eq!(engine.history(Some("demo"), 5).unwrap().len(), 1);
 }

@@ -23,6 +23,12 @@ pub struct JumpClock {
     offset: Mutex<TimeDelta>,
 }
 
+impl JumpClock {
+    pub fn offset(&self) -> TimeDelta {
+        *self.offset.lock().unwrap()
+    }
+}
+
 impl Clock for JumpClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now() + *self.offset.lock().unwrap()
@@ -121,6 +127,17 @@ impl Harness {
     pub fn engine(&self) -> Engine {
         self.engine_as(OPERATOR)
     }
+
+    /// Moves the twin's clock to where the test clock jumped, so times the twin stamps
+    /// (Databricks' `last_updated_timestamp`) agree with keyflip's again.
+    pub async fn sync_twin_clock(&self) {
+        let ahead = self.clock.offset() - self.twin.clock_offset().await;
+        if ahead > TimeDelta::zero() {
+            self.twin
+                .advance_clock(ahead.num_milliseconds() as f64 / 1000.0)
+                .await;
+        }
+    }
 }
 
 /// Every value a consumer of the demo account holds, from the twin's state: (name,
@@ -172,4 +189,78 @@ pub fn keys_of(state: &Value) -> (String, String) {
         a["key1"].as_str().unwrap().to_owned(),
         a["key2"].as_str().unwrap().to_owned(),
     )
+}
+
+/// Operations that change something in Azure (as the twin names them).
+pub const WRITES: &[&str] = &[
+    "storage.regenerateKey",
+    "storage.patch",
+    "keyvault.set",
+    "keyvault.update",
+    "ml.datastore.put",
+    "ml.workspace.resyncKeys",
+    "databricks.put",
+];
+
+/// The request log entries that changed something.
+pub async fn writes(twin: &TestTwin) -> Vec<Value> {
+    twin.requests()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e["operation"]
+                .as_str()
+                .is_some_and(|op| WRITES.contains(&op))
+        })
+        .collect()
+}
+
+/// Successful `regenerateKey` calls.
+pub async fn regenerations(twin: &TestTwin) -> usize {
+    twin.requests_for("storage.regenerateKey")
+        .await
+        .iter()
+        .filter(|e| {
+            e["status"]
+                .as_u64()
+                .is_some_and(|s| (200..300).contains(&s))
+        })
+        .count()
+}
+
+/// Every version of a Key Vault secret of the demo account: (version, value, enabled).
+pub fn versions(state: &Value, secret: &str) -> Vec<(String, String, bool)> {
+    state["key_vaults"][VAULT]["secrets"][secret]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap().to_owned(),
+                account_key(v["value"].as_str().unwrap()),
+                v["enabled"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Asserts every consumer holds one of the account's current keys and Key Vault's
+/// latest versions are enabled; returns the consumers' keys.
+pub fn assert_consumers_valid(state: &Value, when: &str) -> Vec<(String, String)> {
+    let (key1, key2) = keys_of(state);
+    let held = consumer_keys(state);
+    for (consumer, key) in &held {
+        assert!(
+            *key == key1 || *key == key2,
+            "{when}: {consumer} holds a key that is not valid any more"
+        );
+    }
+    for secret in ["stdatasci001-key", "stdatasci001-connection-string"] {
+        let v = versions(state, secret);
+        assert!(
+            v.last().unwrap().2,
+            "{when}: the latest version of {secret} is disabled"
+        );
+    }
+    held
 }

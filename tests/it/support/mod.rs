@@ -2,6 +2,7 @@
 //! configured through a real `keyflip.toml`.
 
 pub mod azurite;
+pub mod binary;
 pub mod engine;
 pub mod logs;
 pub mod twin;

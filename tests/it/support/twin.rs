@@ -66,6 +66,19 @@ impl TestTwin {
         Self::start_world(world, TwinOptions::default())
     }
 
+    /// Starts the world in `text` (a whole world file).
+    pub fn start_from(text: &str) -> TestTwin {
+        let world = World::from_toml_str(text, "test world")
+            .unwrap_or_else(|e| panic!("the test world is invalid: {e}"));
+        Self::start_world(world, TwinOptions::default())
+    }
+
+    /// The demo world's file, for tests that start a variant of it.
+    pub fn demo_world_text() -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/twin/worlds/demo.toml");
+        std::fs::read_to_string(path).expect("twin/worlds/demo.toml")
+    }
+
     fn start_world(world: World, options: TwinOptions) -> TestTwin {
         keyflip::install_crypto_provider();
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -205,10 +218,20 @@ client_secret_file = "principals/{principal}.secret"
             .await;
     }
 
-    /// Clears every fault rule.
-    pub async fn clear_faults(&self) {
-        self.admin_call(reqwest::Method::DELETE, "/faults", None)
-            .await;
+    /// How far the twin's clock is ahead of the system clock.
+    pub async fn clock_offset(&self) -> chrono::TimeDelta {
+        let answer = self.admin_call(reqwest::Method::GET, "/clock", None).await;
+        chrono::TimeDelta::milliseconds(answer["offset_ms"].as_i64().unwrap_or(0))
+    }
+
+    /// Moves the twin's clock forward.
+    pub async fn advance_clock(&self, secs: f64) {
+        self.admin_call(
+            reqwest::Method::POST,
+            "/clock",
+            Some(&serde_json::json!({"advance_secs": secs})),
+        )
+        .await;
     }
 
     /// Adds a fault rule (see twin/src/faults.rs for the shape).

@@ -25,7 +25,7 @@ fn t6_t34_stage_failure_rolls_back_with_nothing_to_undo() {
 }
 
 #[test]
-fn t9_rejected_key_rolls_back_without_discarding_an_unused_value() {
+fn t9_t34a_rejected_key_rolls_back_and_discards_the_staged_value() {
     let mut r = Run::new(Mode::Scheduled, Options::default());
     let c = r.observe(on_key1());
     let c = r.succeed(c);
@@ -35,18 +35,60 @@ fn t9_rejected_key_rolls_back_without_discarding_an_unused_value() {
             reason: "403 after 60 s".into(),
         },
     );
-    assert!(is_finish(&c));
-    assert!(matches!(
-        r.outcome(),
-        Outcome::RolledBack {
-            discarded: None,
-            ..
-        }
-    ));
+    let staged = r.m.view().target;
+    assert!(
+        matches!(only(&c), Action::Regenerate { key: K2, purpose: Purpose::Discard, before }
+            if Some(before.fingerprint) == staged),
+        "{c:?}"
+    );
     assert!(
         !r.m.issued()
             .any(|c| matches!(c.action, Action::Bind { .. }))
     );
+    let c = r.answer(
+        c[0].seq,
+        StepResult::Regenerated {
+            fingerprint: fp(23),
+            created: Some(t(5)),
+        },
+    );
+    assert!(is_finish(&c));
+    assert!(matches!(
+        r.outcome(),
+        Outcome::RolledBack {
+            discarded: Some(K2),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn t9_t34_leaked_active_rejected_standby_is_not_discarded_it_was_not_staged() {
+    let mut r = Run::new(
+        Mode::Leaked {
+            key: K1,
+            revoke_first: false,
+        },
+        Options::default(),
+    );
+    let c = r.observe(on_key1());
+    let c = r.answer(
+        c[0].seq,
+        StepResult::KeyRejected {
+            reason: "403".into(),
+        },
+    );
+    assert!(is_finish(&c));
+    assert!(matches!(
+        r.outcome(),
+        Outcome::NeedsAttention {
+            reason: Attention::LeakedKeyInUse {
+                discarded: None,
+                ..
+            },
+            ..
+        }
+    ));
 }
 
 #[test]

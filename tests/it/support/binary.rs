@@ -1,0 +1,102 @@
+//! The `keyflip` binary against a demo twin: a keyflip.toml, the demo plan, a state
+//! directory, and runs with captured output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::engine::demo_plan_text;
+use super::twin::{OPERATOR, TestTwin};
+
+pub struct Cli {
+    pub twin: TestTwin,
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl Cli {
+    pub async fn start() -> Cli {
+        let twin = TestTwin::start();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plans")).unwrap();
+        std::fs::write(dir.path().join("plans/demo.toml"), demo_plan_text(&twin)).unwrap();
+        let cli = Cli { twin, dir };
+        cli.write_config("keyflip.toml", OPERATOR);
+        cli
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Writes a keyflip.toml for `principal` (plans and state in this directory).
+    pub fn write_config(&self, name: &str, principal: &str) -> PathBuf {
+        let text = self.twin.config_text(principal).replace(
+            "plans_dir = \"plans\"",
+            &format!(
+                "plans_dir = \"{}\"\nstate_dir = \"{}\"",
+                self.dir.path().join("plans").display(),
+                self.state_dir().display()
+            ),
+        );
+        let text = text
+            .replace(
+                "ca_bundle = \"ca.pem\"",
+                &format!(
+                    "ca_bundle = \"{}\"",
+                    self.twin.dir.path().join("ca.pem").display()
+                ),
+            )
+            .replace(
+                "client_secret_file = \"principals/",
+                &format!(
+                    "client_secret_file = \"{}/principals/",
+                    self.twin.dir.path().display()
+                ),
+            );
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn command(&self, config: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyflip"));
+        cmd.arg("--config").arg(config).args(args);
+        cmd.env_remove("KEYFLIP_FAILPOINT").env_remove("RUST_LOG");
+        cmd.stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    /// Runs keyflip with this directory's keyflip.toml.
+    pub async fn run(&self, args: &[&str]) -> Run {
+        let config = self.dir.path().join("keyflip.toml");
+        self.run_cmd(self.command(&config, args)).await
+    }
+
+    pub async fn run_cmd(&self, mut cmd: Command) -> Run {
+        let out: Output = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap()
+            .expect("keyflip runs");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
