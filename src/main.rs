@@ -103,13 +103,19 @@ mod through_daemon {
     use std::path::Path;
 
     use keyflip::cli::{HistoryArgs, Leaked, OutputArgs, ResumeArgs, RotateNowArgs};
-    use keyflip::daemon::control::client::try_daemon;
+    use keyflip::daemon::control::client::{try_daemon, try_daemon_confirmed};
     use keyflip::daemon::control::protocol::Request;
     use keyflip::exit::Exit;
     use keyflip::key::KeyName;
     use keyflip::rotation::machine::Mode;
 
     pub fn rotate_now(config: Option<&Path>, args: &RotateNowArgs) -> Option<Exit> {
+        use std::io::IsTerminal as _;
+        let ask_first = !args.dry_run && !args.yes;
+        if ask_first && !std::io::stdin().is_terminal() {
+            // The standalone path refuses this with its usage message, touching nothing.
+            return None;
+        }
         let grace_secs = match args.grace.as_deref().map(keyflip::plan::duration::parse) {
             None => None,
             Some(Ok(d)) => Some(d.as_secs()),
@@ -134,7 +140,7 @@ mod through_daemon {
             grace_secs,
             dry_run: args.dry_run,
         };
-        try_daemon(config, request, args.output.output)
+        try_daemon_confirmed(config, request, args.output.output, ask_first)
     }
 
     pub fn resume(config: Option<&Path>, args: &ResumeArgs) -> Option<Exit> {

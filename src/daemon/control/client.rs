@@ -110,6 +110,18 @@ pub async fn call(
 /// The CLI's "try the daemon first": `None` when no daemon runs (run standalone),
 /// else the exit code after the daemon answered and the answer was printed.
 pub fn try_daemon(config: Option<&Path>, request: Request, output: Output) -> Option<Exit> {
+    try_daemon_confirmed(config, request, output, false)
+}
+
+/// [`try_daemon`] for `rotate now` without `--yes` on a terminal: the daemon's dry run
+/// is shown first and the rotation is asked for only after the user says yes, as the
+/// standalone command does.
+pub fn try_daemon_confirmed(
+    config: Option<&Path>,
+    request: Request,
+    output: Output,
+    ask_first: bool,
+) -> Option<Exit> {
     // Without a readable configuration there is no socket path; the standalone path
     // reports the configuration error properly.
     let socket = crate::config::Config::load(config).ok()?.daemon.socket;
@@ -127,7 +139,7 @@ pub fn try_daemon(config: Option<&Path>, request: Request, output: Output) -> Op
         }
     };
     runtime.block_on(async {
-        let stream = match connect(&socket).await {
+        let mut stream = match connect(&socket).await {
             Ok(Some(stream)) => stream,
             Ok(None) => return None,
             Err(e) => {
@@ -135,6 +147,48 @@ pub fn try_daemon(config: Option<&Path>, request: Request, output: Output) -> Op
                 return Some(e.exit());
             }
         };
+        if ask_first
+            && let Request::RotateNow {
+                plan,
+                mode,
+                grace_secs,
+                ..
+            } = &request
+        {
+            let preview = Request::RotateNow {
+                plan: plan.clone(),
+                mode: *mode,
+                grace_secs: *grace_secs,
+                dry_run: true,
+            };
+            match call(stream, &socket, &preview, &mut |_| {}).await {
+                Ok(reply) => {
+                    eprint!("{}", render::human(&reply));
+                    if exit_from(reply.exit()) == Exit::Refused {
+                        return Some(Exit::Refused);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("keyflip: {e}");
+                    return Some(e.exit());
+                }
+            }
+            if !confirm(&format!("Rotate the key of plan {plan} now?")) {
+                eprintln!("keyflip: nothing was changed");
+                return Some(Exit::Ok);
+            }
+            stream = match connect(&socket).await {
+                Ok(Some(stream)) => stream,
+                Ok(None) => {
+                    eprintln!("keyflip: the daemon stopped; nothing was changed");
+                    return Some(Exit::Failure);
+                }
+                Err(e) => {
+                    eprintln!("keyflip: {e}");
+                    return Some(e.exit());
+                }
+            };
+        }
         let mut show = |event: &serde_json::Value| {
             if output == Output::Human
                 && let Some(line) = render::progress(event)
@@ -158,6 +212,18 @@ pub fn try_daemon(config: Option<&Path>, request: Request, output: Output) -> Op
         };
         Some(exit)
     })
+}
+
+/// Asks on the terminal; `true` for yes.
+fn confirm(question: &str) -> bool {
+    use std::io::{BufRead as _, Write as _};
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 /// The documented exit code for a number the daemon sent.
