@@ -26,7 +26,9 @@ impl Progress for DaemonProgress {
             ProgressEvent::Started {
                 rotation_id, mode, ..
             } => {
-                tracing::info!(plan, rotation_id = %rotation_id, mode = ?mode, "rotation started");
+                // The engine logs the start and the end itself; these add the daemon's
+                // field names for correlation at debug level.
+                tracing::debug!(plan, rotation_id = %rotation_id, mode = ?mode, "rotation started");
                 let _ = self.scheduler.send(Msg::RotationId {
                     plan: plan.to_owned(),
                     rotation_id: rotation_id.clone(),
@@ -37,7 +39,7 @@ impl Progress for DaemonProgress {
                 in_doubt,
                 ..
             } => {
-                tracing::info!(plan, rotation_id = %rotation_id, in_doubt, "resuming an unfinished rotation");
+                tracing::debug!(plan, rotation_id = %rotation_id, in_doubt, "resuming an unfinished rotation");
                 let _ = self.scheduler.send(Msg::RotationId {
                     plan: plan.to_owned(),
                     rotation_id: rotation_id.clone(),
@@ -88,7 +90,7 @@ impl Progress for DaemonProgress {
                 rotation_id,
                 outcome,
             } => {
-                tracing::info!(plan, rotation_id = %rotation_id, outcome = %outcome, "rotation finished");
+                tracing::debug!(plan, rotation_id = %rotation_id, outcome = %outcome, "rotation finished");
             }
         }
         if let Some(client) = &self.client {
