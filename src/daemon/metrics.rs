@@ -1,5 +1,4 @@
-//! Prometheus metrics (text exposition format 0.0.4) and the HTTP endpoint that serves
-//! them with `/healthz` and `/readyz`.
+//! Prometheus metrics (text exposition format 0.0.4); [`super::endpoint`] serves them.
 //!
 //! Counters and the step-duration histogram accumulate here as things happen; gauges
 //! (key ages, next rotation, last success, needs attention, drift) are computed at
@@ -11,21 +10,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use super::snapshot::Snapshot;
 use crate::azure::budget::Budgets;
-use crate::clock::Clock;
 
 /// Upper bounds of the step-duration histogram, in seconds. Steps range from a
 /// sub-second read to a grace period of hours.
@@ -399,74 +388,6 @@ fn seconds(d: chrono::TimeDelta) -> f64 {
 
 fn unix(at: chrono::DateTime<chrono::Utc>) -> f64 {
     at.timestamp_millis() as f64 / 1_000.0
-}
-
-/// What the endpoint reads on each request.
-#[derive(Clone)]
-pub struct Endpoint {
-    pub metrics: Arc<Metrics>,
-    pub snapshot: watch::Receiver<Snapshot>,
-    pub budgets: Option<Arc<Budgets>>,
-    pub clock: Arc<dyn Clock>,
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    endpoint: Endpoint,
-    shutdown: CancellationToken,
-) {
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(endpoint);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "the metrics endpoint stopped");
-    }
-}
-
-/// Binds the metrics address (port 0 picks a free one).
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, std::io::Error> {
-    tokio::net::TcpListener::bind(addr).await
-}
-
-async fn metrics(State(e): State<Endpoint>) -> impl IntoResponse {
-    let snapshot = e.snapshot.borrow().clone();
-    let text = e
-        .metrics
-        .render(&snapshot, e.budgets.as_deref(), e.clock.now());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-}
-
-/// Alive as long as the scheduler runs (it owns the snapshot's sender).
-async fn healthz(State(e): State<Endpoint>) -> impl IntoResponse {
-    if e.snapshot.has_changed().is_ok() {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the scheduler has stopped\n",
-        )
-    }
-}
-
-async fn readyz(State(e): State<Endpoint>) -> impl IntoResponse {
-    let s = e.snapshot.borrow();
-    match (s.ready, s.stopping) {
-        (true, false) => (StatusCode::OK, "ready\n"),
-        (_, true) => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n"),
-        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "recovering the journal\n"),
-    }
 }
 
 #[cfg(test)]

@@ -16,12 +16,15 @@
 mod conclude;
 pub mod control;
 pub mod drift;
+mod endpoint;
 mod jobs;
+mod lifecycle;
 pub mod metrics;
 pub mod notify;
 mod progress;
 mod requests;
 mod scheduler;
+mod signals;
 pub mod snapshot;
 pub mod systemd;
 
@@ -45,6 +48,7 @@ use crate::plan::Plan;
 use crate::rotation::{Engine, EngineOptions};
 use crate::secret::{FingerprintKeyError, Fingerprinter};
 
+pub use signals::run;
 pub use snapshot::{PlanSnapshot, Snapshot};
 
 use scheduler::{Context, Msg, Scheduler};
@@ -133,6 +137,14 @@ impl DaemonHandle {
     /// Begins a graceful shutdown (what SIGTERM and SIGINT do).
     pub fn shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    fn sender(&self) -> mpsc::UnboundedSender<Msg> {
+        self.tx.clone()
     }
 
     /// Reloads configuration and plans (what SIGHUP does): the number of plans now
@@ -237,7 +249,7 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
 
     let listener = match config.daemon.metrics_listen {
         Some(addr) => Some(
-            metrics::bind(addr)
+            endpoint::bind(addr)
                 .await
                 .map_err(|source| DaemonError::Metrics { addr, source })?,
         ),
@@ -296,20 +308,20 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     let server_task = tokio::spawn(server.serve(handler, serving.clone(), connections.clone()));
     let mut metrics_task = None;
     if let Some(listener) = listener {
-        let endpoint = metrics::Endpoint {
+        let endpoint = endpoint::Endpoint {
             metrics,
             snapshot: snapshot_rx.clone(),
             budgets: Some(budgets.clone()),
             clock: clock.clone(),
         };
-        metrics_task = Some(tokio::spawn(metrics::serve(
+        metrics_task = Some(tokio::spawn(endpoint::serve(
             listener,
             endpoint,
             serving.clone(),
         )));
     }
     if let Some(period) = watchdog {
-        tokio::spawn(watchdog_pings(
+        tokio::spawn(systemd::watchdog_pings(
             period,
             tx.clone(),
             systemd,
@@ -338,71 +350,6 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         socket,
         budgets,
     })
-}
-
-/// `keyflip daemon`: starts, maps SIGTERM/SIGINT to shutdown and SIGHUP to reload,
-/// and returns the exit code.
-pub async fn run(options: DaemonOptions) -> Exit {
-    use tokio::signal::unix::{SignalKind, signal};
-    let signals = (|| -> Result<_, std::io::Error> {
-        Ok((
-            signal(SignalKind::terminate())?,
-            signal(SignalKind::interrupt())?,
-            signal(SignalKind::hangup())?,
-        ))
-    })();
-    let (mut term, mut int, mut hup) = match signals {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{}", DaemonError::Signals(e));
-            return Exit::Failure;
-        }
-    };
-    let handle = match start(options).await {
-        Ok(handle) => handle,
-        Err(e) => {
-            tracing::error!(error = %e, "keyflip daemon cannot start");
-            return e.exit();
-        }
-    };
-    let shutdown = handle.shutdown.clone();
-    let tx = handle.tx.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); shutdown.cancel(); }
-                _ = int.recv() => { tracing::info!("SIGINT: shutting down"); shutdown.cancel(); }
-                _ = hup.recv() => { tracing::info!("SIGHUP: reloading configuration and plans"); let _ = tx.send(Msg::Reload(None)); }
-            }
-        }
-    });
-    handle.wait().await
-}
-
-/// Sends `WATCHDOG=1` every half period while the scheduler answers a ping within the
-/// other half: a wedged scheduler lets systemd's watchdog fire.
-async fn watchdog_pings(
-    period: Duration,
-    tx: mpsc::UnboundedSender<Msg>,
-    systemd: systemd::SystemdNotifier,
-    shutdown: CancellationToken,
-) {
-    let half = (period / 2).max(Duration::from_millis(10));
-    let mut interval = tokio::time::interval(half);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        let (ping, pong) = oneshot::channel();
-        if tx.send(Msg::Ping(ping)).is_err() {
-            return;
-        }
-        match tokio::time::timeout(half, pong).await {
-            Ok(Ok(())) => systemd.watchdog(),
-            _ => tracing::warn!("the scheduler did not answer the watchdog ping in time"),
-        }
-    }
 }
 
 /// The control socket's handler: requests go to the scheduler.

@@ -10,8 +10,13 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use sd_notify::NotifyState;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::scheduler::Msg;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SystemdNotifier {
@@ -73,6 +78,32 @@ fn send_datagram(socket: &std::path::Path, message: &[u8]) -> std::io::Result<us
         sock.send_to_addr(message, &addr)
     } else {
         sock.send_to(message, socket)
+    }
+}
+
+/// Sends `WATCHDOG=1` every half period while the scheduler answers a ping within the
+/// other half: a wedged scheduler lets systemd's watchdog fire.
+pub(super) async fn watchdog_pings(
+    period: Duration,
+    tx: mpsc::UnboundedSender<Msg>,
+    systemd: SystemdNotifier,
+    shutdown: CancellationToken,
+) {
+    let half = (period / 2).max(Duration::from_millis(10));
+    let mut interval = tokio::time::interval(half);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let (ping, pong) = oneshot::channel();
+        if tx.send(Msg::Ping(ping)).is_err() {
+            return;
+        }
+        match tokio::time::timeout(half, pong).await {
+            Ok(Ok(())) => systemd.watchdog(),
+            _ => tracing::warn!("the scheduler did not answer the watchdog ping in time"),
+        }
     }
 }
 
