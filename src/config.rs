@@ -20,9 +20,14 @@ use url::Url;
 use crate::diagnostic::SourceError;
 
 mod credential;
+mod daemon;
 
 use credential::RawCredential;
 pub use credential::{ClientSecretSource, CredentialConfig};
+use daemon::RawDaemon;
+pub use daemon::{
+    AZURE_LIMITS, BudgetConfig, DEFAULT_METRICS_LISTEN, DEFAULT_SOCKET, DaemonConfig, RetryConfig,
+};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/keyflip/keyflip.toml";
 pub const DEFAULT_PLANS_DIR: &str = "/etc/keyflip/rotation-plans";
@@ -79,12 +84,6 @@ pub struct CustomCloud {
     /// DNS suffix of storage endpoints (`core.windows.net`), if any.
     pub storage_suffix: Option<String>,
 }
-
-/// Settings of `keyflip daemon`. Filled in by the daemon's own module; an empty table
-/// (or none) is valid.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DaemonConfig {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -197,13 +196,14 @@ impl Config {
                 .and_then(|v| v.split(':').next().map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         };
+        let daemon = ctx.daemon(raw.daemon.map(Spanned::into_inner).unwrap_or_default(), env)?;
         Ok(Config {
             source: None,
             cloud,
             credential,
             plans_dir,
             state_dir,
-            daemon: raw.daemon,
+            daemon,
         })
     }
 }
@@ -215,8 +215,7 @@ struct RawConfig {
     credential: Option<Spanned<RawCredential>>,
     plans_dir: Option<Spanned<PathBuf>>,
     state_dir: Option<Spanned<PathBuf>>,
-    #[serde(default)]
-    daemon: DaemonConfig,
+    daemon: Option<Spanned<RawDaemon>>,
 }
 
 #[derive(Deserialize)]

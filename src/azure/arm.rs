@@ -47,6 +47,10 @@ impl Arm {
         &self.sender
     }
 
+    pub fn set_budgets(&mut self, budgets: std::sync::Arc<super::budget::Budgets>) {
+        self.sender.set_budgets(budgets);
+    }
+
     /// `{arm}{id}{suffix}?api-version=…`. `id` is a resource id (or any ARM path).
     pub fn url(&self, id: &str, suffix: &str, api_version: &str) -> Result<Url, Error> {
         let text = format!(

@@ -25,6 +25,7 @@ use azure_core::http::{
     UserAgentOptions,
 };
 
+use super::budget::{self, Budgets, Class};
 use super::cloud::transport;
 use super::error::{Call, ServiceError, denial, request_id, retry_after};
 use super::roles::Action;
@@ -111,6 +112,9 @@ pub(crate) struct Sender {
     pipeline: Pipeline,
     retry: RetryPolicy,
     audience: String,
+    /// ARM senders only: every attempt of a non-GET request waits for its
+    /// subscription's write budget.
+    budgets: Option<Arc<Budgets>>,
 }
 
 /// Client options with keyflip's transport, its User-Agent and no SDK-level retry.
@@ -171,7 +175,14 @@ impl Sender {
             pipeline,
             retry,
             audience: audience.to_owned(),
+            budgets: None,
         }
+    }
+
+    /// Makes every non-GET attempt to a `/subscriptions/{id}/...` URL wait for that
+    /// subscription's ARM write budget.
+    pub fn set_budgets(&mut self, budgets: Arc<Budgets>) {
+        self.budgets = Some(budgets);
     }
 
     /// Sends the request `make` builds (rebuilt for each attempt) and returns the 2xx
@@ -242,6 +253,12 @@ impl Sender {
         ctx: &Context<'_>,
         mut request: Request,
     ) -> Result<Answer, Failure> {
+        if let Some(budgets) = &self.budgets
+            && request.method() != azure_core::http::Method::Get
+            && let Some(subscription) = budget::subscription_of(request.url().path())
+        {
+            budgets.acquire(Class::ArmWrite, subscription).await;
+        }
         let started = Instant::now();
         let result = self
             .pipeline

@@ -13,6 +13,7 @@
 
 mod arm;
 pub mod authorization;
+pub mod budget;
 pub mod cloud;
 pub mod credential;
 pub mod databricks;
@@ -75,6 +76,9 @@ pub struct Azure {
     vaults: Mutex<HashMap<String, Arc<SecretClient>>>,
     fingerprinter: Arc<Fingerprinter>,
     options: AzureOptions,
+    /// Shared write budgets (ARM per subscription, Key Vault per vault), when the
+    /// daemon configured them.
+    budgets: Option<Arc<budget::Budgets>>,
 }
 
 impl Azure {
@@ -116,7 +120,20 @@ impl Azure {
             vaults: Mutex::new(HashMap::new()),
             fingerprinter,
             options,
+            budgets: None,
         })
+    }
+
+    /// Makes every ARM write and every Key Vault call wait for its share of
+    /// `budgets`, which all facades of one process share (the daemon builds one).
+    pub fn with_budgets(mut self, budgets: Arc<budget::Budgets>) -> Azure {
+        self.arm.set_budgets(budgets.clone());
+        self.budgets = Some(budgets);
+        self
+    }
+
+    pub fn budgets(&self) -> Option<&Arc<budget::Budgets>> {
+        self.budgets.as_ref()
     }
 
     /// A facade on a scripted transport, the public cloud and a fixed token.
@@ -152,6 +169,7 @@ impl Azure {
             vaults: Mutex::new(HashMap::new()),
             fingerprinter: Arc::new(Fingerprinter::from_bytes(b"unit tests")),
             options,
+            budgets: None,
         }
     }
 

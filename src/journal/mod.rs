@@ -5,7 +5,9 @@
 //! then crashes mid-effect finds the intent on restart. Tables: `rotations` (one row
 //! per rotation; unfinished ones have no `finished_at`), `steps` (one row per command:
 //! intent, then result), `events` (every event the machine accepted, in order: the
-//! replay log) and `meta` (schema version, fingerprint-key check value).
+//! replay log), `plan_state` (the daemon's memory of each plan: schedule position,
+//! failures, parked state, last observed keys) and `meta` (schema version,
+//! fingerprint-key check value).
 //!
 //! Promises:
 //! - Key values never enter the journal: only the machine's types, which hold
@@ -27,6 +29,7 @@
 
 mod error;
 pub mod lock;
+mod plan_state;
 mod read;
 mod record;
 mod schema;
@@ -41,6 +44,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 pub use error::JournalError;
+pub use plan_state::{ObservedKeys, Parked, PlanState};
 pub use record::{NewRotation, ResumeError, RotationRecord, StepRecord, StoredRotation};
 pub use schema::VERSION as SCHEMA_VERSION;
 

@@ -1,6 +1,11 @@
 //! The journal's tables and their migrations, and the `meta` checks made on every
 //! open: the schema version, and a check value that proves the database was written
 //! with this installation's fingerprint key.
+//!
+//! Versions: 1 holds rotations, steps and events; 2 adds `plan_state`, what the
+//! daemon remembers about each plan between runs (schedule position, failures, parked
+//! state, the keys last observed). A new journal is created at 1 and migrated like an
+//! old one, so the migration path is the one every file takes.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
@@ -9,7 +14,7 @@ use crate::secret::{Fingerprinter, StorageKey};
 
 /// The schema this build writes. Older journals are migrated on open; a newer one is
 /// refused (an older keyflip must not write rows it does not understand).
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Fingerprinted to make the `meta` check value. Not a secret: the value only proves
 /// which fingerprint key wrote the journal.
@@ -59,6 +64,26 @@ CREATE TABLE events (
 ) STRICT;
 ";
 
+/// Version 2: the daemon's per-plan memory. Times are fixed-width RFC 3339 UTC text
+/// like everywhere in the journal; fingerprints are hex.
+const MIGRATION_V2: &str = "
+CREATE TABLE plan_state (
+    plan           TEXT PRIMARY KEY,
+    first_seen     TEXT NOT NULL,
+    last_started   TEXT,
+    last_success   TEXT,
+    failures       INTEGER NOT NULL DEFAULT 0,
+    retry_at       TEXT,
+    parked_at      TEXT,
+    parked_reason  TEXT,
+    observed_at    TEXT,
+    key1_fp        TEXT,
+    key1_created   TEXT,
+    key2_fp        TEXT,
+    key2_created   TEXT
+) STRICT;
+";
+
 /// Creates or migrates the schema and checks the fingerprint key, in one transaction.
 pub fn prepare(
     conn: &mut Connection,
@@ -90,10 +115,11 @@ pub fn prepare(
         None => {
             tx.execute_batch(SCHEMA_V1).map_err(sql)?;
             tx.execute(
-                "INSERT INTO meta (name, value) VALUES ('schema_version', ?1), ('fingerprint_check', ?2)",
-                (VERSION.to_string(), &check),
+                "INSERT INTO meta (name, value) VALUES ('schema_version', '1'), ('fingerprint_check', ?1)",
+                [&check],
             )
             .map_err(sql)?;
+            migrate(&tx, 1).map_err(sql)?;
         }
         Some(found) => {
             let found_version = found.parse::<u32>().unwrap_or(u32::MAX);
@@ -104,13 +130,28 @@ pub fn prepare(
                     supported: VERSION,
                 });
             }
-            // Migrations from older versions go here, one step per version.
             if meta("fingerprint_check").map_err(sql)?.as_deref() != Some(check.as_str()) {
                 return Err(JournalError::FingerprintKeyMismatch {
                     path: path.to_owned(),
                 });
             }
+            migrate(&tx, found_version).map_err(sql)?;
         }
     }
     tx.commit().map_err(sql)
+}
+
+/// Brings a schema at version `from` up to [`VERSION`], one step per version, inside
+/// the caller's transaction (a failed step leaves the file as it was).
+fn migrate(tx: &rusqlite::Transaction<'_>, from: u32) -> Result<(), rusqlite::Error> {
+    if from < 2 {
+        tx.execute_batch(MIGRATION_V2)?;
+    }
+    if from < VERSION {
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'schema_version'",
+            [VERSION.to_string()],
+        )?;
+    }
+    Ok(())
 }

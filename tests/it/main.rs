@@ -4,6 +4,7 @@
 
 mod azure;
 mod cli;
+mod daemon;
 mod doctor;
 mod rotation;
 mod support;

@@ -10,6 +10,7 @@ use azure_core::http::Response;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use url::Url;
 
+use super::super::budget::Class;
 use super::super::error::{Call, request_id, retry_after};
 use super::super::http::{Operation, RETRY_STATUSES, client_options, status_error};
 use super::super::{Azure, Error, credential};
@@ -22,6 +23,12 @@ pub(super) fn check_vault(vault: &Url) -> Result<(), Error> {
             "'{vault}' is not a Key Vault URL: expected https://<vault>.vault.azure.net/ (or the vault URL of your cloud)"
         )))
     }
+}
+
+/// The vault part of a call target (`{vault}/secrets/{name}[/{version}]`): the scope
+/// of its Key Vault budget.
+fn vault_of(target: &str) -> &str {
+    target.rfind("/secrets/").map_or(target, |i| &target[..i])
 }
 
 impl Azure {
@@ -102,9 +109,19 @@ impl Azure {
         Fut: Future<Output = azure_core::Result<R>>,
     {
         let retry = &self.options.retry;
+        // Secret creates and everything else have separate per-vault budgets.
+        let class = if op.name == super::SET.name {
+            Class::KeyVaultWrite
+        } else {
+            Class::KeyVaultRead
+        };
+        let vault = vault_of(target);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            if let Some(budgets) = &self.budgets {
+                budgets.acquire(class, vault).await;
+            }
             let error = match call().await {
                 Ok(answer) => return Ok(answer),
                 Err(e) => e,

@@ -234,6 +234,12 @@ client_secret_file = "principals/{principal}.secret"
         .await;
     }
 
+    /// Removes every fault rule.
+    pub async fn clear_faults(&self) {
+        self.admin_call(reqwest::Method::DELETE, "/faults", None)
+            .await;
+    }
+
     /// Adds a fault rule (see twin/src/faults.rs for the shape).
     pub async fn fault(&self, rule: Value) {
         self.admin_call(reqwest::Method::POST, "/faults", Some(&rule))

@@ -1,0 +1,262 @@
+//! The control socket's server: a Unix socket, mode 0600, one request per connection.
+//!
+//! Promises:
+//! - The peer's uid (`SO_PEERCRED`) is checked before a single byte is read: root,
+//!   the daemon's own uid (the socket file's owner) and `allowed_uids` pass; anyone
+//!   else gets a `permission_denied` line and the connection is closed unread.
+//! - Only one daemon serves a socket path: binding refuses a path where another
+//!   daemon answers, and replaces a stale socket file nobody answers on.
+//! - A client that goes away does not stop what it asked for: a rotation belongs to
+//!   the daemon once started, and finishes (or is interrupted by shutdown) either way.
+//! - The socket file is removed when the server is dropped.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::protocol::{self, Envelope, ErrorCode, ErrorReply, Reply};
+use crate::exit::Exit;
+use crate::rotation::ProgressEvent;
+
+/// How long a connected client has to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the server hands each request to: the daemon. Progress events of a running
+/// rotation go to `progress` while the returned future runs.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        request: protocol::Request,
+        progress: mpsc::UnboundedSender<ProgressEvent>,
+    ) -> Pin<Box<dyn Future<Output = Result<Reply, ErrorReply>> + Send + 'static>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(
+        "another keyflip daemon is already listening on {path}; stop it first (systemctl stop keyflip), or set [daemon] socket to another path"
+    )]
+    AlreadyRunning { path: String },
+    #[error("cannot create the control socket {path}: {source}")]
+    Bind {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Who may use the socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allowed {
+    /// The daemon's own uid: the owner of the socket file it created.
+    pub owner: u32,
+    pub extra: Vec<u32>,
+}
+
+impl Allowed {
+    pub fn permits(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.owner || self.extra.contains(&uid)
+    }
+}
+
+/// A bound control socket.
+pub struct Server {
+    listener: UnixListener,
+    path: PathBuf,
+    allowed: Allowed,
+}
+
+impl Server {
+    /// Binds `path` (creating its directory, mode 0700, if missing) with mode 0600.
+    pub fn bind(path: &Path, extra_uids: &[u32]) -> Result<Server, ControlError> {
+        use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+        let shown = path.display().to_string();
+        let io = |source| ControlError::Bind {
+            path: shown.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ControlError::AlreadyRunning { path: shown });
+            }
+            // Left behind by a daemon that died without cleaning up.
+            std::fs::remove_file(path).map_err(io)?;
+        }
+        let listener = UnixListener::bind(path).map_err(io)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        let owner = std::fs::metadata(path).map_err(io)?.uid();
+        Ok(Server {
+            listener,
+            path: path.to_path_buf(),
+            allowed: Allowed {
+                owner,
+                extra: extra_uids.to_vec(),
+            },
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves until `shutdown`; each connection is a task on `tracker`.
+    pub async fn serve(
+        self,
+        handler: Arc<dyn Handler>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        loop {
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control socket: accept failed");
+                        // Out of file descriptors and the like: do not spin.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let handler = handler.clone();
+            let allowed = self.allowed.clone();
+            tracker.spawn(connection(stream, allowed, handler));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handler>) {
+    // The check comes first: a refused peer never gets a byte read.
+    let uid = match stream.peer_cred() {
+        Ok(cred) => cred.uid(),
+        Err(e) => {
+            tracing::warn!(error = %e, "control socket: cannot read the peer's credentials; closing");
+            return;
+        }
+    };
+    let (read, mut write) = stream.into_split();
+    if !allowed.permits(uid) {
+        tracing::warn!(
+            uid,
+            "control socket: refused a connection from a uid that may not use it"
+        );
+        let error = ErrorReply::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "uid {uid} may not use keyflip's control socket; run as root or as keyflip's user, or add the uid to [daemon] allowed_uids"
+            ),
+            Exit::Failure,
+        );
+        let _ = write
+            .write_all(protocol::line(None, None, Some(&error)).as_bytes())
+            .await;
+        let _ = write.shutdown().await;
+        return;
+    }
+    let mut reader = BufReader::new(read.take(protocol::MAX_REQUEST_BYTES as u64 + 1));
+    let mut text = String::new();
+    let request = match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut text)).await {
+        Err(_) => Err("no request line within 10 s".to_owned()),
+        Ok(Err(e)) => Err(format!("cannot read the request: {e}")),
+        Ok(Ok(_)) if text.len() > protocol::MAX_REQUEST_BYTES => Err(format!(
+            "the request is longer than {} bytes",
+            protocol::MAX_REQUEST_BYTES
+        )),
+        Ok(Ok(_)) => parse(&text),
+    };
+    let request = match request {
+        Ok(request) => request,
+        Err(message) => {
+            let code = if message.contains("protocol version") {
+                ErrorCode::UnsupportedVersion
+            } else {
+                ErrorCode::BadRequest
+            };
+            let error = ErrorReply::new(code, message, Exit::Usage);
+            let _ = write
+                .write_all(protocol::line(None, None, Some(&error)).as_bytes())
+                .await;
+            return;
+        }
+    };
+    tracing::info!(uid, request = request.name(), "control request");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let answer = handler.handle(request, tx);
+    tokio::pin!(answer);
+    let mut client_gone = false;
+    let result = loop {
+        tokio::select! {
+            Some(event) = rx.recv() => {
+                if !client_gone {
+                    client_gone = write.write_all(protocol::line(Some(&event), None, None).as_bytes()).await.is_err();
+                }
+            }
+            result = &mut answer => break result,
+        }
+    };
+    while let Ok(event) = rx.try_recv() {
+        if !client_gone {
+            client_gone = write
+                .write_all(protocol::line(Some(&event), None, None).as_bytes())
+                .await
+                .is_err();
+        }
+    }
+    let last = match &result {
+        Ok(reply) => protocol::line(None, Some(reply), None),
+        Err(error) => protocol::line(None, None, Some(error)),
+    };
+    if !client_gone && write.write_all(last.as_bytes()).await.is_err() {
+        client_gone = true;
+    }
+    if client_gone {
+        tracing::info!(
+            uid,
+            "control client left before the answer; the daemon finished the request anyway"
+        );
+    }
+}
+
+fn parse(text: &str) -> Result<protocol::Request, String> {
+    #[derive(serde::Deserialize)]
+    struct VersionOnly {
+        v: Option<u32>,
+    }
+    let version = serde_json::from_str::<VersionOnly>(text)
+        .map_err(|e| format!("the request is not a JSON object: {e}"))?
+        .v;
+    match version {
+        Some(protocol::VERSION) => {}
+        Some(v) => {
+            return Err(format!(
+                "this daemon speaks protocol version {}, the client sent version {v}; use the keyflip binary that matches the running daemon",
+                protocol::VERSION
+            ));
+        }
+        None => return Err("the request has no protocol version (\"v\")".into()),
+    }
+    serde_json::from_str::<Envelope>(text)
+        .map(|e| e.request)
+        .map_err(|e| format!("not a request this daemon knows: {e}"))
+}

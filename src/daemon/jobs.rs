@@ -1,0 +1,237 @@
+//! The work the scheduler hands out: rotations, resumes and repairs (which hold the
+//! account and change Azure), and drift observations (reads only). Each runs as its
+//! own task on the scheduler's tracker and reports back with one message.
+//!
+//! Promises: a job that changes Azure runs with a child of the shutdown token, so on
+//! SIGTERM the engine finishes the step in flight, journals it and returns
+//! `Interrupted`; an observation is simply dropped on shutdown (it changes nothing).
+//! A control client that asked for a job gets its answer from the job itself, the
+//! scheduler its state change from the [`Finished`] message.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+use url::Url;
+
+use super::control::protocol::{ErrorCode, ErrorReply, Reply};
+use super::drift::{self, Observation};
+use super::progress::DaemonProgress;
+use super::scheduler::{Context, Msg, Scheduler};
+use super::snapshot::Activity;
+use crate::exit::Exit;
+use crate::key::KeyName;
+use crate::plan::{ConsumerId, Plan};
+use crate::rotation::{EngineError, ProgressEvent, RotateRequest, RotationReport};
+
+/// What a job does.
+#[derive(Clone, Debug)]
+pub(super) enum Job {
+    Rotate(RotateRequest),
+    Resume,
+    /// Bind each consumer to the key (drift repair).
+    Repair(Vec<(ConsumerId, KeyName)>),
+}
+
+impl Job {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Job::Rotate(_) => "rotation",
+            Job::Resume => "resume",
+            Job::Repair(_) => "repair",
+        }
+    }
+}
+
+/// How a job ended.
+#[derive(Debug)]
+pub(super) enum Ending {
+    Reports(Vec<RotationReport>),
+    Interrupted,
+    /// The engine could not do it; `busy` when another process holds the account.
+    Failed {
+        busy: bool,
+        message: String,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub plan: String,
+    pub kind: &'static str,
+    pub ending: Ending,
+}
+
+/// Who asked for a job over the control socket.
+pub(super) struct Client {
+    pub progress: mpsc::UnboundedSender<ProgressEvent>,
+    pub reply: oneshot::Sender<Result<Reply, ErrorReply>>,
+}
+
+/// The error reply an engine failure means.
+pub(super) fn error_reply(e: &EngineError) -> ErrorReply {
+    let code = match e {
+        EngineError::Busy { .. } => ErrorCode::Busy,
+        EngineError::Interrupted { .. } => ErrorCode::ShuttingDown,
+        _ => ErrorCode::Failed,
+    };
+    ErrorReply::new(code, e.to_string(), e.exit())
+}
+
+pub(super) fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value)
+        .unwrap_or_else(|e| serde_json::json!({"error": format!("cannot encode: {e}")}))
+}
+
+impl Scheduler {
+    /// Marks the plan busy and starts the job.
+    pub fn start_job(&mut self, name: &str, job: Job, client: Option<Client>, now: DateTime<Utc>) {
+        let Some(entry) = self.plans.get_mut(name) else {
+            return;
+        };
+        entry.running = Some(Activity {
+            kind: job.kind(),
+            rotation_id: None,
+            since: now,
+        });
+        entry.epoch += 1;
+        let plan = entry.plan.clone();
+        let ctx = self.ctx.clone();
+        self.ctx.tracker.spawn(run(ctx, plan, job, client));
+    }
+
+    /// Starts a drift observation of the plan.
+    pub fn start_observation(&mut self, name: &str, now: DateTime<Utc>) {
+        let Some(entry) = self.plans.get_mut(name) else {
+            return;
+        };
+        entry.observing = true;
+        entry.observe_at = now
+            + chrono::TimeDelta::from_std(entry.plan.drift.interval)
+                .unwrap_or(chrono::TimeDelta::hours(1));
+        let plan = entry.plan.clone();
+        let epoch = entry.epoch;
+        let ctx = self.ctx.clone();
+        tracing::debug!(plan = name, "drift check started");
+        self.ctx.tracker.spawn(async move {
+            let work = observe(&ctx, &plan);
+            let result = tokio::select! {
+                result = work => result,
+                _ = ctx.shutdown.cancelled() => return,
+            };
+            let _ = ctx.tx.send(Msg::Observed {
+                plan: plan.name.clone(),
+                epoch,
+                result,
+            });
+        });
+    }
+}
+
+async fn run(ctx: Context, plan: Arc<Plan>, job: Job, client: Option<Client>) {
+    let (progress_tx, reply) = match client {
+        Some(c) => (Some(c.progress), Some(c.reply)),
+        None => (None, None),
+    };
+    let progress = DaemonProgress {
+        plan: plan.name.clone(),
+        metrics: ctx.metrics.clone(),
+        scheduler: ctx.tx.clone(),
+        client: progress_tx,
+    };
+    let cancel = ctx.shutdown.child_token();
+    let kind = job.kind();
+    let result: Result<Vec<RotationReport>, EngineError> = match job {
+        Job::Rotate(request) => ctx
+            .engine
+            .rotate(&plan, request, &progress, cancel)
+            .await
+            .map(|r| vec![r]),
+        Job::Resume => {
+            ctx.engine
+                .resume(std::slice::from_ref(&*plan), &progress, cancel)
+                .await
+        }
+        Job::Repair(consumers) => {
+            let mut reports = Vec::new();
+            let mut failure = None;
+            for (consumer, key) in consumers {
+                tracing::info!(plan = %plan.name, consumer = %consumer, key = %key, "repairing drift: binding the consumer to the active key");
+                match ctx
+                    .engine
+                    .repair(&plan, &consumer, key, &progress, cancel.clone())
+                    .await
+                {
+                    Ok(report) => reports.push(report),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failure {
+                Some(e) if reports.is_empty() => Err(e),
+                Some(e) => {
+                    tracing::warn!(plan = %plan.name, error = %e, "drift repair stopped early");
+                    Ok(reports)
+                }
+                None => Ok(reports),
+            }
+        }
+    };
+    if let Some(reply) = reply {
+        let answer = match (&result, kind) {
+            (Ok(reports), "rotation") if reports.len() == 1 => Ok(Reply::Rotation {
+                report: json(&reports[0]),
+                exit: reports[0].exit() as u8,
+            }),
+            (Ok(reports), _) => Ok(Reply::Resumed {
+                reports: reports.iter().map(json).collect(),
+                exit: reports
+                    .iter()
+                    .map(|r| r.exit())
+                    .find(|e| *e != Exit::Ok)
+                    .unwrap_or(Exit::Ok) as u8,
+            }),
+            (Err(e), _) => Err(error_reply(e)),
+        };
+        let _ = reply.send(answer);
+    }
+    let ending = match result {
+        Ok(reports) => Ending::Reports(reports),
+        Err(EngineError::Interrupted { rotation_id }) => {
+            tracing::info!(plan = %plan.name, rotation_id = %rotation_id, "interrupted by shutdown after the step in flight; the next start resumes it");
+            Ending::Interrupted
+        }
+        Err(e) => Ending::Failed {
+            busy: matches!(e, EngineError::Busy { .. }),
+            message: e.to_string(),
+        },
+    };
+    let _ = ctx.tx.send(Msg::Finished(Finished {
+        plan: plan.name.clone(),
+        kind,
+        ending,
+    }));
+}
+
+/// Reads the plan's live state and its Key Vault versions.
+async fn observe(ctx: &Context, plan: &Plan) -> Result<Observation, String> {
+    let inventory = ctx.engine.observe(plan).await.map_err(|e| e.to_string())?;
+    let mut versions = Vec::new();
+    for (id, vault, secret) in drift::key_vault_secrets(plan) {
+        let Ok(url) = Url::parse(&vault) else {
+            continue;
+        };
+        match ctx.reader.secret_versions(&url, &secret).await {
+            Ok(list) => versions.push((id, list)),
+            Err(e) => {
+                tracing::warn!(plan = %plan.name, consumer = %id, error = %e, "cannot list the secret's versions; skipping it in this drift check");
+            }
+        }
+    }
+    Ok(Observation {
+        inventory,
+        versions,
+    })
+}

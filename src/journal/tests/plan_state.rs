@@ -1,0 +1,108 @@
+//! The daemon's per-plan memory, and the migration that added it.
+
+use super::*;
+
+fn full_state() -> PlanState {
+    PlanState {
+        plan: "demo".into(),
+        first_seen: t(0),
+        last_started: Some(t(10)),
+        last_success: Some(t(20)),
+        failures: 2,
+        retry_at: Some(t(30)),
+        parked: Some(Parked {
+            at: t(40),
+            reason: "3 failed cycles in a row".into(),
+        }),
+        observed: Some(ObservedKeys {
+            at: t(50),
+            key1: KeyState {
+                fingerprint: fp(1),
+                created: Some(t(-100)),
+            },
+            key2: KeyState {
+                fingerprint: fp(2),
+                created: None,
+            },
+        }),
+    }
+}
+
+#[test]
+fn plan_state_round_trips_and_is_replaced_whole() {
+    let mut f = fixture();
+    assert_eq!(f.journal.plan_state("demo").unwrap(), None);
+    let state = full_state();
+    f.journal.save_plan_state(&state).unwrap();
+    f.journal
+        .save_plan_state(&PlanState::new("other", t(1)))
+        .unwrap();
+    assert_eq!(f.journal.plan_state("demo").unwrap(), Some(state.clone()));
+
+    let mut cleared = state.clone();
+    cleared.parked = None;
+    cleared.observed = None;
+    cleared.failures = 0;
+    f.journal.save_plan_state(&cleared).unwrap();
+    drop(f.journal);
+    let reopened = Journal::open(&f.path, &fingerprinter()).unwrap();
+    let names: Vec<_> = reopened
+        .plan_states()
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.plan.clone(), s))
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert_eq!(names[0].1, cleared);
+    assert_eq!(names[1].1, PlanState::new("other", t(1)));
+}
+
+#[test]
+fn a_version_1_journal_is_migrated_and_its_rotations_stay_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.db");
+    {
+        let mut f = Journal::open(&path, &fingerprinter()).unwrap();
+        f.begin(&rotation("r1", "demo", "acct", 0)).unwrap();
+    }
+    // Turn it back into what keyflip 0.1 wrote: no plan_state, schema version 1.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP TABLE plan_state; UPDATE meta SET value = '1' WHERE name = 'schema_version';",
+    )
+    .unwrap();
+    drop(conn);
+
+    let mut journal = Journal::open(&path, &fingerprinter()).unwrap();
+    let version: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION.to_string());
+    assert_eq!(SCHEMA_VERSION, 2);
+    let unfinished = journal.unfinished().unwrap();
+    assert_eq!(unfinished.len(), 1);
+    assert_eq!(unfinished[0].id, "r1");
+    journal.save_plan_state(&full_state()).unwrap();
+    assert_eq!(journal.plan_state("demo").unwrap(), Some(full_state()));
+}
+
+#[test]
+fn an_unreadable_plan_state_names_the_plan_and_column() {
+    let mut f = fixture();
+    f.journal.save_plan_state(&full_state()).unwrap();
+    rusqlite::Connection::open(&f.path)
+        .unwrap()
+        .execute("UPDATE plan_state SET key1_fp = 'zz'", [])
+        .unwrap();
+    let err = f.journal.plan_state("demo").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("plan state of demo") && text.contains("key1_fp"),
+        "{text}"
+    );
+}

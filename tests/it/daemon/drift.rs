@@ -1,0 +1,212 @@
+//! Drift watch: a key regenerated behind keyflip's back through the twin's admin API
+//! is noticed at the next interval, reported once (log, metrics, webhook), and a
+//! consumer left on a dead key is reported as well.
+
+use chrono::{TimeDelta, TimeZone as _, Utc};
+use keyflip::exit::Exit;
+
+use super::harness::{Consumers, Setup};
+use super::notify::Receiver;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_regenerated_behind_keyflips_back_is_drift() {
+    let setup = Setup::new(Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap());
+    let hook = Receiver::start().await;
+    let settings = format!(
+        "[drift]\ninterval = \"1m\"\n[[notify]]\nwebhook = \"{}\"\nevents = [\"drift\"]\n",
+        hook.url
+    );
+    setup.write_plan("demo", &setup.plan_text(Consumers::KeyVault, &settings));
+    let daemon = setup.start().await;
+    daemon
+        .wait_for("the first observation", |s| {
+            s.plan("demo").is_some_and(|p| p.keys.is_some())
+        })
+        .await;
+    let s = daemon.settle().await;
+    assert!(s.plan("demo").unwrap().drift.is_empty(), "{s:#?}");
+
+    // Someone regenerates the standby key in the portal.
+    setup
+        .twin
+        .regenerate_behind_our_back("stdatasci001", "key2")
+        .await;
+    setup.advance(TimeDelta::minutes(1));
+    let s = daemon
+        .wait_for("drift to be noticed", |s| {
+            s.plan("demo").is_some_and(|p| !p.drift.is_empty())
+        })
+        .await;
+    let drift = &s.plan("demo").unwrap().drift;
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert!(
+        drift[0].contains("key2 was regenerated outside keyflip"),
+        "{drift:?}"
+    );
+    let bodies = hook.wait_for("drift", 1).await;
+    assert_eq!(bodies[0]["plan"], "demo");
+    assert!(
+        bodies[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("key2 was regenerated"),
+        "{bodies:?}"
+    );
+    let (_, metrics) = daemon.http_get("/metrics").await;
+    assert!(
+        metrics
+            .contains("keyflip_drift_findings_total{plan=\"demo\",kind=\"key_regenerated\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("keyflip_drift{plan=\"demo\"} 1\n"),
+        "{metrics}"
+    );
+
+    // The new value is the baseline now: the next check is clean and nobody is paged
+    // again.
+    setup.advance(TimeDelta::minutes(1));
+    daemon
+        .wait_for("the next clean check", |s| {
+            s.plan("demo").is_some_and(|p| p.drift.is_empty())
+        })
+        .await;
+
+    // Now the active key: the Key Vault secret holds a dead value.
+    setup
+        .twin
+        .regenerate_behind_our_back("stdatasci001", "key1")
+        .await;
+    setup.advance(TimeDelta::minutes(1));
+    let s = daemon
+        .wait_for("drift on the active key", |s| {
+            s.plan("demo").is_some_and(|p| p.drift.len() >= 2)
+        })
+        .await;
+    let drift = s.plan("demo").unwrap().drift.join("\n");
+    assert!(
+        drift.contains("key1 was regenerated outside keyflip"),
+        "{drift}"
+    );
+    assert!(
+        drift.contains("stdatasci001-key holds neither key"),
+        "{drift}"
+    );
+    let bodies = hook.wait_for("drift", 2).await;
+    assert_eq!(
+        bodies.len(),
+        2,
+        "one notification per new drift: {bodies:?}"
+    );
+    let (k1, k2) = setup.twin.keys("stdatasci001").await;
+    let all = serde_json::to_string(&bodies).unwrap() + &drift;
+    assert!(!all.contains(&k1) && !all.contains(&k2));
+    assert_eq!(daemon.stop().await, Exit::Ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_secret_version_is_reported_and_repaired_when_the_plan_opts_in() {
+    use keyflip::azure::keyvault::NewSecretVersion;
+    use keyflip::daemon::control::protocol::{Reply, Request};
+    use keyflip::rotation::machine::Mode;
+    use keyflip::secret::StorageKey;
+
+    let setup = Setup::new(Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap());
+    let settings = "[rotation]\ngrace = \"0s\"\n[drift]\ninterval = \"1m\"\nrepair = true\n";
+    setup.write_plan("demo", &setup.plan_text(Consumers::KeyVault, settings));
+    let daemon = setup.start().await;
+    // A rotation, so keyflip has written (and tagged) a version of the secret.
+    let reply = daemon
+        .request(keyflip::daemon::control::protocol::Request::RotateNow {
+            plan: "demo".into(),
+            mode: Mode::Scheduled,
+            grace_secs: None,
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(reply, Reply::Rotation { exit: 0, .. }),
+        "{reply:?}"
+    );
+    let s = daemon
+        .wait_for("the observation after the rotation", |s| {
+            s.plan("demo")
+                .is_some_and(|p| p.running.is_none() && p.keys.is_some())
+        })
+        .await;
+    assert!(s.plan("demo").unwrap().drift.is_empty(), "{s:#?}");
+
+    // Someone puts the standby key (key1, after the rotation) into the secret by hand.
+    let (key1, key2) = setup.twin.keys("stdatasci001").await;
+    let azure = setup.twin.azure(crate::support::twin::OPERATOR);
+    let vault = setup.twin.vault_url(crate::support::twin::VAULT);
+    let foreign = azure
+        .set_secret(
+            &vault,
+            "stdatasci001-key",
+            NewSecretVersion {
+                value: &StorageKey::new(key1.clone()),
+                content_type: Some("text/plain".into()),
+                tags: Default::default(),
+                expires: None,
+            },
+        )
+        .await
+        .unwrap();
+    setup.advance(TimeDelta::minutes(1));
+
+    // Reported, then repaired: the secret holds the active key again, written by
+    // keyflip, and the next look is clean.
+    let s = daemon
+        .wait_for("drift to be found", |s| {
+            s.plan("demo").is_some_and(|p| !p.drift.is_empty())
+        })
+        .await;
+    let drift = s.plan("demo").unwrap().drift.join("\n");
+    assert!(
+        drift.contains("stdatasci001-key holds key1, not the active key2"),
+        "{drift}"
+    );
+    assert!(
+        drift.contains(&format!("has version {}", foreign.version))
+            && drift.contains("keyflip did not write"),
+        "{drift}"
+    );
+    daemon
+        .wait_for("the repair and a clean look", |s| {
+            s.plan("demo")
+                .is_some_and(|p| p.drift.is_empty() && p.running.is_none())
+        })
+        .await;
+    let state = setup.twin.state().await;
+    let latest = state["key_vaults"]["kv-datasci"]["secrets"]["stdatasci001-key"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        latest["value"].as_str().unwrap(),
+        key2,
+        "back on the active key"
+    );
+    assert!(
+        latest["tags"]["keyflip-rotation"].is_string(),
+        "{}",
+        latest["tags"]
+    );
+    let history = daemon.history("demo").await;
+    assert_eq!(
+        history.len(),
+        2,
+        "the rotation and the repair are both journaled"
+    );
+    let status = daemon
+        .request(Request::Status { plan: None })
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&status).unwrap();
+    assert!(!text.contains(&key1) && !text.contains(&key2));
+    assert_eq!(daemon.stop().await, Exit::Ok);
+}

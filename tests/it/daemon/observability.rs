@@ -1,0 +1,128 @@
+//! What the daemon shows: a rotation asked for over the control socket, reflected in
+//! `/metrics` and `status`, with no key value anywhere in replies or metrics.
+
+use chrono::{TimeZone as _, Utc};
+use keyflip::daemon::control::protocol::{Reply, Request};
+use keyflip::exit::Exit;
+use keyflip::rotation::machine::Mode;
+
+use super::harness::{Consumers, Setup};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_status_reflect_a_rotation_and_hold_no_key() {
+    let start = Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap();
+    let setup = Setup::new(start);
+    let settings = "[schedule]\ncron = \"0 3 * * *\"\n[rotation]\ngrace = \"0s\"\n[drift]\ninterval = \"7d\"\n";
+    setup.write_plan("demo", &setup.plan_text(Consumers::KeyVault, settings));
+    let (old1, old2) = setup.twin.keys("stdatasci001").await;
+    let daemon = setup.start().await;
+    daemon
+        .wait_for("the first observation", |s| {
+            s.plan("demo").is_some_and(|p| p.keys.is_some())
+        })
+        .await;
+
+    let dry = daemon
+        .request(Request::RotateNow {
+            plan: "demo".into(),
+            mode: Mode::Scheduled,
+            grace_secs: None,
+            dry_run: true,
+        })
+        .await
+        .expect("a dry run");
+    assert!(matches!(dry, Reply::DryRun { exit: 0, .. }), "{dry:?}");
+
+    let mut events = Vec::new();
+    let reply = daemon
+        .request_with(
+            Request::RotateNow {
+                plan: "demo".into(),
+                mode: Mode::Scheduled,
+                grace_secs: Some(0),
+                dry_run: false,
+            },
+            &mut |e| events.push(e.clone()),
+        )
+        .await
+        .expect("the rotation runs");
+    let Reply::Rotation { report, exit } = &reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(*exit, Exit::Ok as u8, "{report:#}");
+    assert_eq!(report["outcome"]["outcome"], "completed");
+    assert!(
+        events.iter().any(|e| e["event"] == "step_finished"),
+        "progress reaches the client"
+    );
+
+    daemon.settle().await;
+    let (status, metrics) = daemon.http_get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("keyflip_rotations_total{plan=\"demo\",outcome=\"completed\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("keyflip_rotation_step_duration_seconds_count{step=\"regenerate\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "keyflip_last_success_timestamp_seconds{{plan=\"demo\"}} {}\n",
+            start.timestamp()
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "keyflip_next_rotation_timestamp_seconds{{plan=\"demo\"}} {}\n",
+            start.timestamp() + 3 * 3600
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("keyflip_key_age_seconds{plan=\"demo\",key=\"key1\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("keyflip_plan_needs_attention{plan=\"demo\"} 0\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("keyflip_ready 1\n"), "{metrics}");
+
+    let status = daemon
+        .request(Request::Status {
+            plan: Some("demo".into()),
+        })
+        .await
+        .unwrap();
+    let Reply::Status {
+        plans,
+        daemon: info,
+    } = &status
+    else {
+        panic!("{status:?}")
+    };
+    assert_eq!(info.pid, std::process::id());
+    assert_eq!(plans[0]["next_due"], "2026-03-02T03:00:00Z");
+    assert_eq!(plans[0]["daemon"]["last_success"], "2026-03-02T00:00:00Z");
+    let history = daemon.history("demo").await;
+
+    let (new1, new2) = setup.twin.keys("stdatasci001").await;
+    assert!(new1 != old1 || new2 != old2, "a key was regenerated");
+    let everything = format!(
+        "{}\n{}\n{}\n{}\n{metrics}",
+        serde_json::to_string(&reply).unwrap(),
+        serde_json::to_string(&status).unwrap(),
+        serde_json::to_string(&events).unwrap(),
+        serde_json::to_string(&history).unwrap(),
+    );
+    for key in [&old1, &old2, &new1, &new2] {
+        assert!(
+            !everything.contains(key.as_str()),
+            "a key value leaked into a reply or metric"
+        );
+    }
+    assert_eq!(daemon.stop().await, Exit::Ok);
+}
