@@ -223,7 +223,7 @@ async fn observe(ctx: &Context, plan: &Plan) -> Result<Observation, String> {
         let Ok(url) = Url::parse(&vault) else {
             continue;
         };
-        match ctx.reader.secret_versions(&url, &secret).await {
+        match ctx.engine.azure().secret_versions(&url, &secret).await {
             Ok(list) => versions.push((id, list)),
             Err(e) => {
                 tracing::warn!(plan = %plan.name, consumer = %id, error = %e, "cannot list the secret's versions; skipping it in this drift check");

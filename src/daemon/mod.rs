@@ -230,21 +230,16 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     let socket = server.path().to_path_buf();
     let fingerprinter = Arc::new(Fingerprinter::load_or_create(&dir.join("fingerprint.key"))?);
     let budgets = Arc::new(Budgets::new(config.daemon.budget, clock.clone()));
-    let facade = || -> Result<Azure, DaemonError> {
-        Ok(
-            Azure::with_options(&config, fingerprinter.clone(), azure_options.clone(), &*env)?
-                .with_budgets(budgets.clone()),
-        )
-    };
+    let azure = Azure::with_options(&config, fingerprinter.clone(), azure_options.clone(), &*env)?
+        .with_budgets(budgets.clone());
     let engine = Engine::with_options(
         &config,
-        facade()?,
+        azure,
         Journal::open(&dir.join("journal.db"), &fingerprinter)?,
         fingerprinter.clone(),
         clock.clone(),
         engine_options,
     );
-    let reader = Arc::new(facade()?);
     let journal = Journal::open(&dir.join("journal.db"), &fingerprinter)?;
 
     let listener = match config.daemon.metrics_listen {
@@ -271,7 +266,6 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     let (snapshot_tx, snapshot_rx) = watch::channel(Snapshot::default());
     let ctx = Context {
         engine,
-        reader,
         clock: clock.clone(),
         metrics: metrics.clone(),
         notifier,

@@ -35,7 +35,6 @@ use super::metrics::Metrics;
 use super::notify::Notifier;
 use super::snapshot::{Activity, PlanSnapshot, Snapshot};
 use super::systemd::SystemdNotifier;
-use crate::azure::Azure;
 use crate::clock::Clock;
 use crate::config::{Config, DaemonConfig};
 use crate::exit::Exit;
@@ -73,9 +72,6 @@ pub(crate) enum Msg {
 #[derive(Clone)]
 pub(super) struct Context {
     pub engine: Engine,
-    /// A second facade (same budgets) for what the engine does not expose: Key Vault
-    /// version listings for drift.
-    pub reader: Arc<Azure>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub notifier: Notifier,

@@ -298,6 +298,13 @@ impl Engine {
         &self.inner.clock
     }
 
+    /// The engine's Azure facade, for reads the engine has no method for (the daemon's
+    /// drift watch lists Key Vault versions). Sharing it keeps one token cache, one
+    /// connection pool and one set of write budgets per process.
+    pub fn azure(&self) -> &Azure {
+        &self.inner.azure
+    }
+
     /// Runs one rotation of `plan` to its end (Completed, RolledBack, Refused,
     /// NeedsAttention), or until `cancel` fires: then the effects in flight finish and
     /// are journaled, and it returns [`EngineError::Interrupted`] (the rotation stays
