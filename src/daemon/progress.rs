@@ -57,12 +57,14 @@ impl Progress for DaemonProgress {
                 rotation_id,
                 seq,
                 step,
+                ..
             } => {
                 tracing::debug!(plan, rotation_id = %rotation_id, seq, step = %step, "step started");
             }
             ProgressEvent::StepFinished {
                 rotation_id,
                 seq,
+                kind,
                 step,
                 ok,
                 detail,
@@ -72,11 +74,10 @@ impl Progress for DaemonProgress {
                 let outcome = if *ok { "ok" } else { "failed" };
                 let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
                 if *ok {
-                    tracing::info!(plan, rotation_id = %rotation_id, seq, step = %step, outcome, detail = detail.as_deref(), request_id = request_id.as_deref(), duration_ms, "rotation step");
+                    tracing::info!(plan, rotation_id = %rotation_id, seq, kind, step = %step, outcome, detail = detail.as_deref(), request_id = request_id.as_deref(), duration_ms, "rotation step");
                 } else {
-                    tracing::warn!(plan, rotation_id = %rotation_id, seq, step = %step, outcome, detail = detail.as_deref(), request_id = request_id.as_deref(), duration_ms, "rotation step");
+                    tracing::warn!(plan, rotation_id = %rotation_id, seq, kind, step = %step, outcome, detail = detail.as_deref(), request_id = request_id.as_deref(), duration_ms, "rotation step");
                 }
-                let kind = step.split_whitespace().next().unwrap_or("step");
                 self.metrics.step(kind, *duration);
             }
             ProgressEvent::Waiting {

@@ -53,12 +53,16 @@ pub enum ProgressEvent {
     StepStarted {
         rotation_id: String,
         seq: u32,
+        /// The command's stable name (`regenerate`, `bind`, `verify_key`, ...): a
+        /// label for metrics and log queries, where `step` is for people.
+        kind: &'static str,
         /// What the step does, e.g. `bind Key Vault secret keyvault:…/secrets/x to key2 (fp:…)`.
         step: String,
     },
     StepFinished {
         rotation_id: String,
         seq: u32,
+        kind: &'static str,
         step: String,
         ok: bool,
         /// The result in words (a failure's reason, the versions disabled, ...).

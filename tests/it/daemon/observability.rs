@@ -63,10 +63,22 @@ async fn metrics_and_status_reflect_a_rotation_and_hold_no_key() {
         metrics.contains("keyflip_rotations_total{plan=\"demo\",outcome=\"completed\"} 1\n"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("keyflip_rotation_step_duration_seconds_count{step=\"regenerate\"}"),
-        "{metrics}"
-    );
+    // Steps are labelled by the command's stable name, one series per kind.
+    for step in [
+        "observe",
+        "regenerate",
+        "verify_key",
+        "bind",
+        "verify_consumer",
+        "commit",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "keyflip_rotation_step_duration_seconds_count{{step=\"{step}\"}}"
+            )),
+            "{step}: {metrics}"
+        );
+    }
     assert!(
         metrics.contains(&format!(
             "keyflip_last_success_timestamp_seconds{{plan=\"demo\"}} {}\n",
