@@ -46,22 +46,32 @@ fn hint(e: &SourceError) -> &str {
     e.hint.as_deref().unwrap_or_default()
 }
 
+/// `rotation-plans/` holds the demo world's plan (what a daemon pointed at a twin
+/// runs); `rotation-plans/examples/` holds production templates.
+fn examples_dirs() -> [PathBuf; 2] {
+    [examples_dir().join("examples"), examples_dir()]
+}
+
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("rotation-plans")
 }
 
 #[test]
 fn every_shipped_example_is_a_valid_plan() {
-    let (plans, errors) = load_dir(&examples_dir());
-    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    assert!(errors.is_empty(), "{}", shown.join("\n"));
-    let files = plan_files(&examples_dir()).unwrap();
-    assert_eq!(plans.len(), files.len());
-    assert!(plans.len() >= 3, "demo plus two production examples");
-    let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
-    let mut sorted = names.clone();
-    sorted.sort_unstable();
-    assert_eq!(names, sorted, "load_dir sorts by name");
+    let mut total = 0;
+    for dir in examples_dirs() {
+        let (plans, errors) = load_dir(&dir);
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(errors.is_empty(), "{}", shown.join("\n"));
+        let files = plan_files(&dir).unwrap();
+        assert_eq!(plans.len(), files.len(), "{}", dir.display());
+        let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted, "load_dir sorts by name");
+        total += plans.len();
+    }
+    assert!(total >= 3, "demo plus two production examples");
 }
 
 #[test]
@@ -545,7 +555,7 @@ fn plan_check_prints_summaries_and_errors_and_sets_the_exit_code() {
     let now: DateTime<Utc> = "2025-06-01T00:03:00Z".parse().unwrap();
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let exit = check::run(&[examples_dir()], now, &mut out, &mut err).unwrap();
+    let exit = check::run(&examples_dirs(), now, &mut out, &mut err).unwrap();
     let (out, err) = (
         String::from_utf8(out).unwrap(),
         String::from_utf8(err).unwrap(),
