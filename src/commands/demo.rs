@@ -85,7 +85,7 @@ fn config_file(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> String {
         .get(PRINCIPAL)
         .map_or("", |p| p.client_id.as_str());
     format!(
-        "# Written by `keyflip demo --keep-running`; valid while that demo runs.\nplans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n",
+        "# Written by `keyflip demo --keep-running`; valid while that demo runs.\nplans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n\n# A daemon started with this file keeps its control socket here, not in /run.\n[daemon]\nsocket = \"{socket}\"\n",
         plans = root.join("plans").display(),
         state = root.join("state").display(),
         arm = endpoints.arm_url,
@@ -97,6 +97,7 @@ fn config_file(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> String {
             .join("principals")
             .join(format!("{PRINCIPAL}.secret"))
             .display(),
+        socket = root.join("keyflip.sock").display(),
     )
 }
 
@@ -207,6 +208,10 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
             file.display()
         );
         println!("  keyflip --config {} history demo", file.display());
+        println!(
+            "  keyflip --config {} daemon      # rotates demo every 10 minutes",
+            file.display()
+        );
         println!("Press Ctrl-C to stop it (its files are removed then).");
         super::shutdown_signal().await;
     } else {
@@ -216,4 +221,25 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
     }
     twin.shutdown().await;
     Ok(super::worst([report.exit(), status_exit]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_keep_running_configuration_parses_and_keeps_the_socket_in_the_demo_directory() {
+        crate::install_crypto_provider();
+        let twin = Twin::start(World::demo(), TwinOptions::default())
+            .await
+            .unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let text = config_file(twin.endpoints(), &root.path().join("twin"), root.path());
+        let config = crate::config::Config::parse("keyflip.toml", &text, root.path(), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(config.daemon.socket, root.path().join("keyflip.sock"));
+        assert_eq!(config.plans_dir, root.path().join("plans"));
+        assert_eq!(config.state_dir, root.path().join("state"));
+        twin.shutdown().await;
+    }
 }
