@@ -278,6 +278,10 @@ impl<'c, 'a> Run<'c, 'a> {
         let mut deferred: Vec<Command> = Vec::new();
         let mut cancelled = self.cancel.is_cancelled();
         loop {
+            if running.is_empty() {
+                // A batch boundary: the next steps read the keys afresh.
+                self.ctx.forget_keys();
+            }
             while !cancelled && let Some(cmd) = self.queue.pop_front() {
                 if matches!(cmd.action, Action::Finish { .. }) {
                     if !running.is_empty() {

@@ -7,8 +7,10 @@
 //! the run with [`EngineError::InDoubt`], because reporting it either way could make
 //! keyflip regenerate a key twice or trust a key that died.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, TimeDelta, Utc};
-use tokio::sync::OnceCell;
+use tokio::sync::{Mutex, OnceCell};
 
 use super::engine::{EngineError, Inner};
 use super::value::AccountAddress;
@@ -48,6 +50,12 @@ pub(super) struct Ctx<'a> {
     pub plan: &'a Plan,
     pub rotation_id: &'a str,
     account: OnceCell<StorageAccount>,
+    /// The `listKeys` answer shared by the steps in flight together: a batch of binds
+    /// or verifications reads the same two keys, and `listKeys` counts against the
+    /// subscription's ARM write budget. The executor clears it whenever nothing is in
+    /// flight, and a regeneration never runs beside other steps nor reads it, so no
+    /// step sees keys from before a regeneration.
+    keys: Mutex<Option<Arc<AccountKeys>>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -57,6 +65,7 @@ impl<'a> Ctx<'a> {
             plan,
             rotation_id,
             account: OnceCell::new(),
+            keys: Mutex::new(None),
         }
     }
 
@@ -83,11 +92,27 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    pub async fn keys(&self) -> Result<AccountKeys, azure::Error> {
-        self.inner
-            .azure
-            .storage_keys(&self.plan.storage_account)
-            .await
+    /// Both keys, read once for the steps in flight (see `keys` above).
+    pub async fn keys(&self) -> Result<Arc<AccountKeys>, azure::Error> {
+        let mut cached = self.keys.lock().await;
+        if let Some(keys) = cached.as_ref() {
+            return Ok(keys.clone());
+        }
+        let keys = Arc::new(
+            self.inner
+                .azure
+                .storage_keys(&self.plan.storage_account)
+                .await?,
+        );
+        *cached = Some(keys.clone());
+        Ok(keys)
+    }
+
+    /// Drops the shared `listKeys` answer; the next `keys()` reads Azure again.
+    pub fn forget_keys(&self) {
+        if let Ok(mut cached) = self.keys.try_lock() {
+            *cached = None;
+        }
     }
 
     /// `regenerateKey`, sent once. With `in_doubt` (an intent without a result from a
@@ -102,7 +127,9 @@ impl<'a> Ctx<'a> {
         let azure = &self.inner.azure;
         let id = &self.plan.storage_account;
         if in_doubt {
-            let keys = self.keys().await?;
+            // Read Azure itself, never the shared answer: this decides whether a
+            // regeneration happened.
+            let keys = azure.storage_keys(id).await?;
             let account = azure.storage_account(id).await?;
             let fingerprint = self.fingerprint_of(&keys, key);
             drop(keys);
