@@ -37,7 +37,8 @@ use azure_core::credentials::TokenCredential;
 use azure_core::http::HttpClient;
 use azure_security_keyvault_secrets::SecretClient;
 
-pub use cloud::{Cloud, DATABRICKS_AUDIENCE};
+pub use cloud::Cloud;
+pub use databricks::DATABRICKS_AUDIENCE;
 pub use error::{Call, Denial, Error};
 pub use http::RetryPolicy;
 
