@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod consumer;
 pub mod daemon;
 pub mod diagnostic;
 pub mod doctor;

@@ -154,12 +154,8 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
     );
     println!("  account: {}", plan.storage_account.name());
     println!(
-        "  plan:    rotation-plans/demo.toml: {} Key Vault secrets, ML workspace {} and its account-key datastores, {} Databricks secret",
-        plan.key_vault.len(),
-        plan.ml_workspaces
-            .first()
-            .map_or("(none)", |w| w.workspace.name()),
-        plan.databricks.len()
+        "  plan:    rotation-plans/demo.toml: {}",
+        crate::consumer::summary(&plan)
     );
     println!(
         "  grace:   {} instead of the plan's {}, so the old key is retired within seconds",

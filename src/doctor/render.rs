@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
-use super::report::{Check, Facts, FingerprintSource, Holds, PlanReport, Report, Status};
+use super::report::{Check, Facts, FingerprintSource, PlanReport, Report, Status};
+use crate::consumer::ConsumerId;
 use crate::secret::Fingerprint;
 
 const KIND_WIDTH: usize = 13;
@@ -112,11 +113,8 @@ fn kind_label(facts: &Facts) -> &'static str {
         Facts::Permissions { .. } => "permissions",
         Facts::StorageAccount { .. } => "account",
         Facts::Key { .. } => "key",
-        Facts::Workspace { .. } => "workspace",
-        Facts::Datastores { .. } => "datastores",
-        Facts::KeyVaultSecret { .. } => "key vault",
-        Facts::Databricks { .. } => "databricks",
         Facts::Consumers { .. } => "consumers",
+        Facts::Consumer(f) => f.label(),
     }
 }
 
@@ -146,61 +144,11 @@ fn details(facts: &Facts) -> Vec<String> {
             created,
             ..
         } => vec![format!("{fp}  created {}", time(*created))],
-        Facts::Workspace {
-            fingerprint: Some(fp),
-            holds,
-            ..
-        } => vec![format!(
-            "cached key {fp} ({})",
-            holds.map_or("unknown", Holds::as_str)
-        )],
-        Facts::Datastores { datastores, .. } => {
-            let coverage = |d: &super::report::DatastoreFacts| match (&d.unusable, d.covered) {
-                (Some(_), _) => "cannot be updated",
-                (None, true) => "covered",
-                (None, false) => "NOT COVERED",
-            };
-            let kind = |d: &super::report::DatastoreFacts| {
-                d.datastore_type.clone().unwrap_or_else(|| "-".to_owned())
-            };
-            let name_w = datastores.iter().map(|d| d.name.len()).max().unwrap_or(0);
-            let kind_w = datastores.iter().map(|d| kind(d).len()).max().unwrap_or(0);
-            let cover_w = datastores
-                .iter()
-                .map(|d| coverage(d).len())
-                .max()
-                .unwrap_or(0);
-            datastores
-                .iter()
-                .map(|d| {
-                    format!(
-                        "{:<name_w$}  {:<kind_w$}  {:<cover_w$}  {:<7}  {}",
-                        d.name,
-                        kind(d),
-                        coverage(d),
-                        d.holds.as_str(),
-                        fp(d.fingerprint.as_ref())
-                    )
-                })
-                .collect()
-        }
-        Facts::KeyVaultSecret { versions, .. } => versions
-            .iter()
-            .map(|v| {
-                format!(
-                    "{}  {:<8}  {:<7}  {:<15}  created {}",
-                    v.version,
-                    if v.enabled { "enabled" } else { "disabled" },
-                    v.holds.as_str(),
-                    fp(v.fingerprint.as_ref()),
-                    time(v.created)
-                )
-            })
-            .collect(),
         Facts::Consumers { holdings, .. } => holdings
             .iter()
             .map(|h| format!("{:<7}  {}", h.holds.as_str(), consumer_label(&h.consumer)))
             .collect(),
+        Facts::Consumer(f) => f.details(),
         _ => Vec::new(),
     }
 }
@@ -208,39 +156,17 @@ fn details(facts: &Facts) -> Vec<String> {
 /// A consumer id made short enough to read in a table: `keyvault:https://host/secrets/x`
 /// becomes `key vault host/x`, ARM ids keep only their names. JSON keeps the full id.
 fn consumer_label(id: &str) -> String {
-    let last = |s: &str| {
-        s.trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or(s)
-            .to_owned()
-    };
-    if let Some(ws) = id.strip_prefix("workspace:") {
-        return format!("workspace {}", last(ws));
+    match id.parse::<ConsumerId>() {
+        Ok(c) => format!("{} {}", c.kind().word(), c.short()),
+        Err(_) => id.to_owned(),
     }
-    if let Some(rest) = id.strip_prefix("datastore:")
-        && let Some((ws, name)) = rest.split_once("/datastores/")
-    {
-        return format!("datastore {}/{name}", last(ws));
-    }
-    if let Some(rest) = id.strip_prefix("keyvault:")
-        && let Some((vault, name)) = rest.rsplit_once("/secrets/")
-    {
-        return format!("key vault {}/{name}", last(vault));
-    }
-    if let Some(rest) = id.strip_prefix("databricks:")
-        && let Some((workspace, secret)) = rest.split_once('#')
-    {
-        return format!("databricks {} {secret}", last(workspace));
-    }
-    id.to_owned()
 }
 
-fn fp(fingerprint: Option<&Fingerprint>) -> String {
+pub(crate) fn fp(fingerprint: Option<&Fingerprint>) -> String {
     fingerprint.map_or_else(|| "-".to_owned(), Fingerprint::short)
 }
 
-fn time(t: Option<DateTime<Utc>>) -> String {
+pub(crate) fn time(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(
         || "at an unknown time".to_owned(),
         |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),

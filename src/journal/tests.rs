@@ -13,9 +13,9 @@ pub(super) use super::*;
 pub(super) use crate::key::KeyName;
 pub(super) use crate::resource_id::ResourceId;
 pub(super) use crate::rotation::machine::{
-    Action, Attention, Cause, ConsumerId, ConsumerKind, ConsumerRef, Drift, Holding, KeyState,
-    Machine, MissingPermission, Mode, Observation, ObservedConsumer, Options, Purpose,
-    RefusalReason, Regeneration, StepResult,
+    Action, Attention, Cause, ConsumerId, ConsumerRef, Drift, Holding, KeyState, Machine,
+    MissingPermission, Mode, Observation, ObservedConsumer, Options, Purpose, RefusalReason,
+    Regeneration, StepResult,
 };
 pub(super) use crate::secret::Fingerprint;
 
@@ -66,10 +66,11 @@ pub(super) fn rotation(id: &str, plan: &str, acct: &str, started: i64) -> NewRot
 }
 
 pub(super) fn kv() -> ConsumerRef {
-    ConsumerRef {
-        id: ConsumerId("https://vault/secrets/storage-key".into()),
-        kind: ConsumerKind::KeyVaultSecret,
-    }
+    ConsumerRef::new(ConsumerId::key_vault("https://vault", "storage-key"))
+}
+
+pub(super) fn dbx() -> ConsumerRef {
+    ConsumerRef::new(ConsumerId::databricks("https://dbx", "scope", "key"))
 }
 
 pub(super) fn observation() -> Observation {
@@ -94,10 +95,7 @@ pub(super) fn observation() -> Observation {
                 holding: Holding::Key(KeyName::Key1),
             },
             ObservedConsumer {
-                consumer: ConsumerRef {
-                    id: ConsumerId("dbx/scope/key".into()),
-                    kind: ConsumerKind::Databricks,
-                },
+                consumer: dbx(),
                 holding: Holding::Unknown {
                     why: "write-only".into(),
                 },
@@ -150,8 +148,8 @@ pub(super) fn every_outcome() -> Vec<Outcome> {
             reasons: vec![
                 RefusalReason::SharedKeyAccessDisabled,
                 RefusalReason::ConsumersSplit {
-                    on_key1: vec![ConsumerId("a".into())],
-                    on_key2: vec![ConsumerId("b".into())],
+                    on_key1: vec![kv().id],
+                    on_key2: vec![dbx().id],
                 },
                 RefusalReason::NoConsumerKeyKnown { unknown: vec![] },
             ],
@@ -162,7 +160,7 @@ pub(super) fn every_outcome() -> Vec<Outcome> {
                     drifts: vec![drift],
                 },
                 key: KeyName::Key1,
-                not_back: vec![(ConsumerId("a".into()), "500".into())],
+                not_back: vec![(kv().id, "500".into())],
             },
             in_doubt: vec![Command {
                 seq: 7,

@@ -109,8 +109,8 @@ fn where_from(paths: &[PathBuf]) -> String {
 pub fn summary(plan: &Plan, now: DateTime<Utc>) -> String {
     let count = plan.consumer_ids().len();
     let mut consumers = format!("{count} consumer{}", if count == 1 { "" } else { "s" });
-    if plan.discovers_datastores() {
-        consumers.push_str(" + discovered datastores");
+    if let Some(what) = crate::consumer::discovers(plan) {
+        consumers.push_str(&format!(" + discovered {what}"));
     }
     let grace = super::duration::format(plan.rotation.grace);
     let (schedule, next) = match &plan.schedule {

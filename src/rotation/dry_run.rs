@@ -11,7 +11,7 @@ use super::engine::{EngineError, Inner, RotateRequest, machine_options};
 use super::observe::observe;
 use super::report::{DecisionReport, DryRun, PlannedStep};
 use super::step::Ctx;
-use super::target::{Target, resolve};
+use crate::consumer::{self, resolve};
 use crate::plan::Plan;
 use crate::rotation::machine::{Action, Command, Event, Machine, Outcome, StepResult};
 use crate::secret::{Fingerprint, StorageKey};
@@ -32,10 +32,10 @@ fn describe(action: &Action) -> String {
             crate::plan::duration::format(*budget)
         ),
         Action::Bind { consumer, key, .. } => {
-            format!("bind {} to {key}", super::describe::consumer(consumer))
+            format!("bind {} to {key}", consumer.id.describe())
         }
         Action::VerifyConsumer { consumer, key, .. } => {
-            format!("verify {} holds {key}", super::describe::consumer(consumer))
+            format!("verify {} holds {key}", consumer.id.describe())
         }
         Action::DisableVersions { consumer, .. } => {
             format!("disable the versions of {consumer} that hold a leaked value")
@@ -49,40 +49,17 @@ fn describe(action: &Action) -> String {
 fn calls(plan: &Plan, cmd: &Command) -> Vec<String> {
     let account = plan.storage_account.as_str();
     let keys = format!("POST {account}/listKeys");
-    let consumer = |c| resolve(plan, c).ok();
-    let read = |t: &Target<'_>| match t {
-        Target::KeyVault { secret, vault } => format!(
-            "GET {}/secrets/{}",
-            vault.as_str().trim_end_matches('/'),
-            secret.secret
-        ),
-        Target::Datastore { workspace, name } => {
-            format!("POST {workspace}/datastores/{name}/listSecrets")
-        }
-        Target::Workspace { workspace } => format!("POST {workspace}/listKeys"),
-        Target::Databricks { secret, workspace } => format!(
-            "GET {}/api/2.0/secrets/list?scope={}",
-            workspace.as_str().trim_end_matches('/'),
-            secret.scope
-        ),
-    };
+    let consumer = |c: &crate::rotation::machine::ConsumerRef| resolve(plan, &c.id).ok();
     match &cmd.action {
         Action::Observe => {
             let mut out = vec![
                 format!(
-                    "GET {account}/providers/Microsoft.Authorization/permissions (and at each workspace and vault)"
+                    "GET {account}/providers/Microsoft.Authorization/permissions (and at each consumer's scope)"
                 ),
                 format!("GET {account}"),
                 keys,
             ];
-            for ws in &plan.ml_workspaces {
-                if ws.datastores == crate::plan::Datastores::Discover {
-                    out.push(format!(
-                        "GET {}/datastores (discover account-key datastores)",
-                        ws.workspace
-                    ));
-                }
-            }
+            out.extend(consumer::observe_calls(plan));
             out.push("read what each consumer holds".to_owned());
             out
         }
@@ -100,53 +77,17 @@ fn calls(plan: &Plan, cmd: &Command) -> Vec<String> {
             consumer: c, key, ..
         } => {
             let Some(t) = consumer(c) else { return vec![] };
-            let mut out = vec![read(&t), keys];
-            match &t {
-                Target::KeyVault { secret, vault } => out.push(format!(
-                    "PUT {}/secrets/{} (a new version: {}, content type {}, tags keyflip-key={key}, keyflip-rotation, CredentialId={key})",
-                    vault.as_str().trim_end_matches('/'),
-                    secret.secret,
-                    secret.format.as_str(),
-                    secret.content_type
-                )),
-                Target::Datastore { workspace, name } => {
-                    out.push(format!("GET {workspace}/datastores/{name}"));
-                    out.push(format!("PUT {workspace}/datastores/{name} (credentials.secrets.key = {key}, validated by the service)"));
-                }
-                Target::Workspace { workspace } => out.push(format!(
-                    "POST {workspace}/resyncKeys (then poll its Location until done)"
-                )),
-                Target::Databricks { secret, workspace } => out.push(format!(
-                    "POST {}/api/2.0/secrets/put (scope {}, key {}, {})",
-                    workspace.as_str().trim_end_matches('/'),
-                    secret.scope,
-                    secret.key,
-                    secret.format.as_str()
-                )),
-            }
+            let mut out = vec![t.read_call(), keys];
+            out.extend(t.write_calls(*key));
             out
         }
         Action::VerifyConsumer { consumer: c, .. } => match consumer(c) {
-            Some(t) => vec![keys, read(&t)],
+            Some(t) => vec![keys, t.read_call()],
             None => vec![],
         },
-        Action::DisableVersions { consumer: c, .. } => match consumer(c) {
-            Some(Target::KeyVault { secret, vault }) => {
-                let base = format!(
-                    "{}/secrets/{}",
-                    vault.as_str().trim_end_matches('/'),
-                    secret.secret
-                );
-                vec![
-                    format!("GET {base}/versions"),
-                    format!("GET {base}/<version> (each enabled version)"),
-                    format!(
-                        "PATCH {base}/<version> {{\"attributes\":{{\"enabled\":false}}}} (each holding a leaked value)"
-                    ),
-                ]
-            }
-            _ => vec![],
-        },
+        Action::DisableVersions { consumer: c, .. } => {
+            consumer(c).map(|t| t.disable_calls()).unwrap_or_default()
+        }
         Action::Commit | Action::WaitUntil { .. } | Action::Finish { .. } => vec![],
     }
 }

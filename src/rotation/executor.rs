@@ -8,13 +8,14 @@
 //! task, so a crash (or a fail point) drops every one of them at once.
 //!
 //! Two orderings are the executor's own:
-//! - A workspace `resyncKeys` goes last in its batch of binds: Azure chooses which key
-//!   a workspace takes and a resync cannot be steered back, so it runs only once every
-//!   other consumer of the batch has moved. When one of them failed and the rotation is
-//!   rolling back, the resync is not attempted at all (its bind is answered as failed
-//!   without being sent), and the workspace never leaves the old key. The same holds
-//!   for any forward bind still outstanding once a rollback has started (after a
-//!   crash, for one): it is answered as not attempted, since it would be undone.
+//! - A consumer that binds last ([`bind_last`](crate::consumer::Capabilities::bind_last), an ML workspace's
+//!   `resyncKeys`: Azure chooses which key a workspace takes and a resync cannot be
+//!   steered back) is bound only once every other bind of its batch has answered.
+//!   When one of them failed and the rotation is rolling back, it is not bound at all
+//!   (its bind is answered as failed without being sent), and it never leaves the old
+//!   key. The same holds for any forward bind still outstanding once a rollback has
+//!   started (after a crash, for one): it is answered as not attempted, since it
+//!   would be undone.
 //! - Cancellation is checked only between journaled steps: effects in flight finish and
 //!   are recorded; reads and waits in flight are abandoned (an abandoned wait resumes
 //!   from its absolute deadline; a read is simply done again).
@@ -42,9 +43,8 @@ use super::observe::observe;
 use super::progress::{Progress, ProgressEvent};
 use super::report::{IncidentReportPaths, RotationReport};
 use super::step::{Ctx, Done};
-use crate::rotation::machine::{
-    Action, Command, ConsumerKind, Event, Machine, Outcome, Phase, StepResult,
-};
+use crate::consumer::ConsumerId;
+use crate::rotation::machine::{Action, Command, Event, Machine, Outcome, Phase, StepResult};
 
 /// Called after every durable journal write; with the `failpoints` feature a test can
 /// make it stop the run dead there.
@@ -75,8 +75,9 @@ pub(super) struct Run<'c, 'a> {
     pub(super) intents: HashSet<u32>,
     /// Commands a crashed run had started without recording their result.
     pub(super) in_doubt: HashSet<u32>,
-    /// When each consumer's latest bind was started (Databricks is verified by it).
-    pub(super) bound_at: HashMap<String, DateTime<Utc>>,
+    /// When each consumer's latest bind was started (a consumer whose value cannot be
+    /// read back is verified by it).
+    pub(super) bound_at: HashMap<ConsumerId, DateTime<Utc>>,
     pub(super) queue: VecDeque<Command>,
     pub(super) decided: bool,
     binds_running: usize,
@@ -94,8 +95,9 @@ fn abandonable(action: &Action) -> bool {
     )
 }
 
-fn is_workspace_bind(action: &Action) -> bool {
-    matches!(action, Action::Bind { consumer, .. } if consumer.kind == ConsumerKind::Workspace)
+/// A bind of a consumer that must be bound after the rest of its batch.
+fn binds_last(action: &Action) -> bool {
+    matches!(action, Action::Bind { consumer, .. } if consumer.capabilities.bind_last)
 }
 
 /// The result in words, for progress output.
@@ -151,7 +153,7 @@ impl<'c, 'a> Run<'c, 'a> {
         })?;
         self.intents.insert(cmd.seq);
         if let Action::Bind { consumer, .. } = &cmd.action {
-            self.bound_at.insert(consumer.id.0.clone(), at);
+            self.bound_at.insert(consumer.id.clone(), at);
         }
         Ok(())
     }
@@ -249,7 +251,7 @@ impl<'c, 'a> Run<'c, 'a> {
         let bound_at = cmd
             .action
             .consumer()
-            .and_then(|c| self.bound_at.get(&c.id.0).copied());
+            .and_then(|c| self.bound_at.get(&c.id).copied());
         if matches!(cmd.action, Action::Bind { .. }) {
             self.binds_running += 1;
         }
@@ -294,10 +296,11 @@ impl<'c, 'a> Run<'c, 'a> {
                     continue;
                 }
                 let other_binds = self.binds_running > 0
-                    || self.queue.iter().any(|c| {
-                        matches!(c.action, Action::Bind { .. }) && !is_workspace_bind(&c.action)
-                    });
-                if is_workspace_bind(&cmd.action) && other_binds {
+                    || self
+                        .queue
+                        .iter()
+                        .any(|c| matches!(c.action, Action::Bind { .. }) && !binds_last(&c.action));
+                if binds_last(&cmd.action) && other_binds {
                     deferred.push(cmd);
                     continue;
                 }
@@ -339,8 +342,8 @@ impl<'c, 'a> Run<'c, 'a> {
 
     /// A forward bind (to the standby) while the rotation is rolling back: the
     /// machine binds every consumer back anyway, so it is not sent. This is what keeps
-    /// a deferred (or, after a crash, in-doubt) workspace resync from moving the
-    /// workspace to a key it would then have to be moved off again.
+    /// a deferred (or, after a crash, in-doubt) bind-last consumer (a workspace resync)
+    /// from moving to a key it would then have to be moved off again.
     fn rolling_back_past(&self, cmd: &Command) -> bool {
         let Action::Bind { key, .. } = &cmd.action else {
             return false;
@@ -360,7 +363,7 @@ impl<'c, 'a> Run<'c, 'a> {
         self.answer(cmd, done, Duration::ZERO)
     }
 
-    /// The workspace binds held back until the rest of their batch answered: performed,
+    /// The bind-last binds held back until the rest of their batch answered: performed,
     /// or, when the rotation turned back meanwhile, answered as not attempted.
     fn release(
         &mut self,

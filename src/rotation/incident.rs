@@ -172,8 +172,8 @@ fn build(record: &RotationRecord, view: &View, finished_at: DateTime<Utc>) -> In
             .iter()
             .filter_map(|c| match c.status {
                 ConsumerStatus::Verified { key } | ConsumerStatus::Bound { key } => Some(Rebound {
-                    consumer: c.consumer.id.0.clone(),
-                    kind: c.consumer.kind,
+                    consumer: c.consumer.id.to_string(),
+                    kind: c.consumer.kind(),
                     key,
                     fingerprint: view.target.filter(|_| target_key == Some(key)),
                 }),
@@ -185,7 +185,7 @@ fn build(record: &RotationRecord, view: &View, finished_at: DateTime<Utc>) -> In
             .iter()
             .filter(|c| !c.disabled_versions.is_empty())
             .map(|c| Disabled {
-                consumer: c.consumer.id.0.clone(),
+                consumer: c.consumer.id.to_string(),
                 versions: c.disabled_versions.clone(),
             })
             .collect(),

@@ -9,14 +9,12 @@ pub mod engine;
 mod executor;
 mod incident;
 mod lifecycle;
-mod observe;
+pub(crate) mod observe;
 pub mod progress;
 mod repair;
 pub mod report;
 mod status;
-mod step;
-mod target;
-mod value;
+pub(crate) mod step;
 
 pub mod machine;
 
@@ -27,4 +25,3 @@ pub use report::{
     DecisionReport, DryRun, IncidentReportPaths, Inventory, KeyPair, LastRotation, PlanStatus,
     PlannedStep, RotationReport, StepReport,
 };
-pub use value::account_key;

@@ -13,17 +13,17 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{Mutex, OnceCell};
 
 use super::engine::{EngineError, Inner};
-use super::value::AccountAddress;
 use crate::azure::storage::{AccountKeys, KeyBefore, RegenerateOutcome, StorageAccount};
-use crate::azure::{self, probe::ProbeOutcome};
+use crate::azure::{self, Azure, probe::ProbeOutcome};
+use crate::consumer::{AccountAddress, ConsumerId};
 use crate::key::KeyName;
 use crate::plan::Plan;
 use crate::rotation::machine::{KeyState, StepResult};
-use crate::secret::Fingerprint;
+use crate::secret::{Fingerprint, StorageKey};
 
 /// A step's result, and the Azure request id behind a failure.
 #[derive(Debug)]
-pub(super) struct Done {
+pub(crate) struct Done {
     pub result: StepResult,
     pub request_id: Option<String>,
 }
@@ -44,9 +44,10 @@ impl Done {
     }
 }
 
-/// What every step of one rotation shares.
-pub(super) struct Ctx<'a> {
-    pub inner: &'a Inner,
+/// What every step of one rotation shares. The consumer kinds (`crate::consumer`)
+/// reach Azure, the clock and the journal through its methods.
+pub(crate) struct Ctx<'a> {
+    pub(super) inner: &'a Inner,
     pub plan: &'a Plan,
     pub rotation_id: &'a str,
     account: OnceCell<StorageAccount>,
@@ -59,7 +60,7 @@ pub(super) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(inner: &'a Inner, plan: &'a Plan, rotation_id: &'a str) -> Ctx<'a> {
+    pub(super) fn new(inner: &'a Inner, plan: &'a Plan, rotation_id: &'a str) -> Ctx<'a> {
         Ctx {
             inner,
             plan,
@@ -71,6 +72,35 @@ impl<'a> Ctx<'a> {
 
     pub fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
+    }
+
+    pub fn azure(&self) -> &'a Azure {
+        &self.inner.azure
+    }
+
+    /// The fingerprint of a value under the installation's fingerprint key.
+    pub fn fingerprint(&self, key: &StorageKey) -> Fingerprint {
+        self.inner.fingerprinter.fingerprint(key)
+    }
+
+    /// How long a workspace `resyncKeys` may run before the bind counts as failed.
+    pub fn resync_deadline(&self) -> std::time::Duration {
+        self.inner.options.resync_deadline
+    }
+
+    /// The clock skew tolerated when a service's update time is compared with when
+    /// keyflip wrote (consumers whose value cannot be read back).
+    pub fn update_skew(&self) -> TimeDelta {
+        TimeDelta::from_std(self.inner.options.update_skew).unwrap_or_default()
+    }
+
+    /// The key keyflip last bound `consumer` to, and when, from the journal: how
+    /// keyflip knows what a consumer whose value cannot be read back holds.
+    pub fn last_bound(
+        &self,
+        consumer: &ConsumerId,
+    ) -> Result<Option<(KeyName, Fingerprint, DateTime<Utc>)>, EngineError> {
+        Ok(self.inner.journal().last_bound(consumer)?)
     }
 
     pub fn fingerprint_of(&self, keys: &AccountKeys, key: KeyName) -> Fingerprint {

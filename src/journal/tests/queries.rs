@@ -5,10 +5,7 @@ use super::*;
 #[test]
 fn last_bound_is_the_latest_successful_bind() {
     let mut f = fixture();
-    let dbx = ConsumerRef {
-        id: ConsumerId("dbx/scope/key".into()),
-        kind: ConsumerKind::Databricks,
-    };
+    let dbx = dbx();
     assert_eq!(f.journal.last_bound(&dbx.id).unwrap(), None);
     let bind = |seq, key, n| Command {
         seq,

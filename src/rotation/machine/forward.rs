@@ -267,7 +267,8 @@ impl Machine {
         None
     }
 
-    /// Incident cleanup: disable every Key Vault version holding a leaked value.
+    /// Incident cleanup: disable every version holding a leaked value, in each
+    /// consumer that keeps old versions (Key Vault).
     pub(super) fn cleanup(&mut self, at: DateTime<Utc>, out: &mut Vec<Command>) -> State {
         let leaked = self
             .decision
@@ -275,7 +276,7 @@ impl Machine {
             .map(|d| d.leaked.clone())
             .unwrap_or_default();
         for c in 0..self.consumers.len() {
-            if self.consumers[c].consumer.kind == ConsumerKind::KeyVaultSecret {
+            if self.consumers[c].consumer.capabilities.keeps_old_versions {
                 let consumer = self.consumers[c].consumer.clone();
                 self.issue(
                     Some(at),

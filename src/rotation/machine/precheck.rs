@@ -20,15 +20,16 @@
 //! leaked key is in use, so it refuses rather than guess.
 //!
 //! A leaked active key without `revoke_first` stages the standby first when any
-//! consumer is an ML workspace: a workspace resync takes a key of Azure's choosing,
-//! the newest by `keyCreationTime` as far as keyflip knows, and the existing standby
-//! is often older than the leaked key. Without a workspace every consumer takes the
-//! key keyflip gives it, so the existing standby is used as it is (no regeneration).
+//! consumer takes the newest key on resync (an ML workspace: a resync takes a key of
+//! Azure's choosing, the newest by `keyCreationTime` as far as keyflip knows), since
+//! the existing standby is often older than the leaked key. Without one every
+//! consumer takes the key keyflip gives it, so the existing standby is used as it is
+//! (no regeneration).
 
 use serde::{Deserialize, Serialize};
 
 use super::outcome::RefusalReason;
-use super::types::{ConsumerId, ConsumerKind, Holding, Mode, Observation};
+use super::types::{ConsumerId, Holding, Mode, Observation};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 
@@ -232,7 +233,7 @@ pub fn precheck(mode: Mode, obs: &Observation) -> Result<Decision, Vec<RefusalRe
                     && obs
                         .consumers
                         .iter()
-                        .any(|c| c.consumer.kind == ConsumerKind::Workspace),
+                        .any(|c| c.consumer.capabilities.takes_newest_key_on_resync),
             },
             vec![obs.key(key).fingerprint],
         ),

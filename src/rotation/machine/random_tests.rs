@@ -260,7 +260,7 @@ fn run(seed: u64) -> Reached {
         view.route,
         obs.consumers
             .iter()
-            .map(|c| c.consumer.kind)
+            .map(|c| c.consumer.kind())
             .collect::<Vec<_>>(),
         m.outcome().map_or("unfinished".into(), ToString::to_string)
     );

@@ -114,7 +114,7 @@ impl Machine {
                 for c in back {
                     self.verify_consumer(at, c, active, old, out);
                     if let Some(new) = new
-                        && self.consumers[c].consumer.kind == ConsumerKind::KeyVaultSecret
+                        && self.consumers[c].consumer.capabilities.keeps_old_versions
                     {
                         let consumer = self.consumers[c].consumer.clone();
                         self.issue(

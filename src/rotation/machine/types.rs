@@ -19,47 +19,75 @@ use crate::secret::Fingerprint;
 /// The version of the JSON shape of [`Command`] and [`Event`] written by this build.
 pub const SCHEMA: u32 = 1;
 
-/// A consumer's identity, opaque to the machine: the plan gives each consumer a
-/// stable id (a Key Vault secret URL, a datastore resource id, ...).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ConsumerId(pub String);
+pub use crate::consumer::{Capabilities, ConsumerId, ConsumerKind};
 
-impl fmt::Display for ConsumerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsumerKind {
-    KeyVaultSecret,
-    Datastore,
-    Workspace,
-    Databricks,
-}
-
-impl fmt::Display for ConsumerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ConsumerKind::KeyVaultSecret => "Key Vault secret",
-            ConsumerKind::Datastore => "ML datastore",
-            ConsumerKind::Workspace => "ML workspace",
-            ConsumerKind::Databricks => "Databricks secret",
-        })
-    }
-}
-
+/// A consumer as the machine sees it: its id, which the machine only compares, prints
+/// and journals, and its [`Capabilities`], which change what the machine issues for
+/// it (never its kind). Journaled as `{"id", "kind", "capabilities"}`; a row written
+/// before capabilities were journaled gets its kind's, which is what that keyflip
+/// did, so old rotations replay as they ran.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "StoredConsumerRef", try_from = "StoredConsumerRef")]
 pub struct ConsumerRef {
     pub id: ConsumerId,
-    pub kind: ConsumerKind,
+    pub capabilities: Capabilities,
+}
+
+impl ConsumerRef {
+    /// The consumer with its kind's capabilities.
+    pub fn new(id: ConsumerId) -> ConsumerRef {
+        ConsumerRef {
+            capabilities: id.kind().capabilities(),
+            id,
+        }
+    }
+
+    pub fn kind(&self) -> ConsumerKind {
+        self.id.kind()
+    }
 }
 
 impl fmt::Display for ConsumerRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind, self.id)
+        write!(f, "{} {}", self.kind(), self.id)
+    }
+}
+
+/// [`ConsumerRef`] as journaled.
+#[derive(Serialize, Deserialize)]
+struct StoredConsumerRef {
+    id: ConsumerId,
+    kind: ConsumerKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    capabilities: Option<Capabilities>,
+}
+
+impl From<ConsumerRef> for StoredConsumerRef {
+    fn from(c: ConsumerRef) -> Self {
+        StoredConsumerRef {
+            kind: c.kind(),
+            id: c.id,
+            capabilities: Some(c.capabilities),
+        }
+    }
+}
+
+impl TryFrom<StoredConsumerRef> for ConsumerRef {
+    type Error = String;
+
+    fn try_from(c: StoredConsumerRef) -> Result<Self, Self::Error> {
+        if c.kind != c.id.kind() {
+            return Err(format!(
+                "consumer {} is recorded as a {}, but its id is a {}'s",
+                c.id,
+                c.kind,
+                c.id.kind()
+            ));
+        }
+        Ok(ConsumerRef {
+            capabilities: c.capabilities.unwrap_or_else(|| c.kind.capabilities()),
+            id: c.id,
+        })
     }
 }
 
@@ -70,14 +98,15 @@ pub enum Holding {
     Key(KeyName),
     /// Its value matches neither key's fingerprint: it is broken already.
     Neither,
-    /// Its value cannot be read back (a Databricks secret keyflip never wrote). It does
-    /// not count toward the active-key decision and does not block; it is reported.
+    /// Its value cannot be read (one that cannot be read back and keyflip never
+    /// wrote, or a read keyflip may not make). It does not count toward the
+    /// active-key decision and does not block; it is reported.
     Unknown {
         why: String,
     },
-    /// keyflip cannot rotate this consumer the way the plan lists it (a Databricks
-    /// scope backed by Key Vault, a datastore without account-key credentials); `fix`
-    /// says what to change. A swap refuses; an incident route that touches no consumer
+    /// keyflip cannot rotate this consumer the way the plan lists it (it stores no
+    /// account key, or cannot be written where the plan says); `fix` says what to
+    /// change. A swap refuses; an incident route that touches no consumer
     /// only warns.
     Unusable {
         fix: String,

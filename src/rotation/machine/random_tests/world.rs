@@ -122,12 +122,12 @@ impl World {
                 let held = self.holds.get(&consumer.id).copied().flatten();
                 // A workspace is told to resync and takes the key Azure picks; the
                 // executor checks first, so one holding the target is not resynced.
-                let now = if consumer.kind == ConsumerKind::Workspace && held != Some(*fingerprint)
-                {
-                    self.keys[self.newest()]
-                } else {
-                    *fingerprint
-                };
+                let now =
+                    if consumer.kind() == ConsumerKind::Workspace && held != Some(*fingerprint) {
+                        self.keys[self.newest()]
+                    } else {
+                        *fingerprint
+                    };
                 self.holds.insert(consumer.id.clone(), Some(now));
                 StepResult::Bound
             }

@@ -360,7 +360,7 @@ fn t20_t21_t22_revoke_first_retries_binds_forward_then_parks() {
     assert_eq!((key, attempts), (K1, 3));
     assert_eq!(
         consumers,
-        vec![(ConsumerId("ws/ds-b".into()), "still throttled".into())]
+        vec![(ds("ws/ds-b").id, "still throttled".into())]
     );
 }
 

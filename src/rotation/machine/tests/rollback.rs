@@ -188,10 +188,7 @@ fn t30_a_failed_bind_back_parks() {
         panic!("{:?}", r.outcome())
     };
     assert_eq!(key, K1);
-    assert_eq!(
-        not_back,
-        vec![(ConsumerId("ws/ds-a".into()), "vault down".into())]
-    );
+    assert_eq!(not_back, vec![(ds("ws/ds-a").id, "vault down".into())]);
     assert!(!regenerations(&r.m).contains(&(K2, Purpose::Discard)));
 }
 

@@ -148,8 +148,8 @@ fn t1_refuses_with_every_reason_and_changes_nothing() {
     assert!(reasons.contains(&RefusalReason::SharedKeyAccessDisabled));
     assert!(reasons.contains(&RefusalReason::ConsumerHoldsNeither { consumer: ds("c") }));
     assert!(reasons.contains(&RefusalReason::ConsumersSplit {
-        on_key1: vec![ConsumerId("a".into())],
-        on_key2: vec![ConsumerId("b".into())],
+        on_key1: vec![kv("a").id],
+        on_key2: vec![ds("b").id],
     }));
     let text = r.outcome().to_string();
     assert!(
@@ -170,7 +170,7 @@ fn t1_refuses_when_no_consumer_key_is_known_or_keys_are_identical() {
         r.outcome(),
         Outcome::Refused {
             reasons: vec![RefusalReason::NoConsumerKeyKnown {
-                unknown: vec![ConsumerId("scope/key".into())]
+                unknown: vec![dbx("scope/key").id]
             }]
         }
     );
@@ -185,7 +185,7 @@ fn t1_refuses_when_no_consumer_key_is_known_or_keys_are_identical() {
     };
     assert!(reasons.contains(&RefusalReason::KeysIdentical));
     assert!(reasons.contains(&RefusalReason::DuplicateConsumer {
-        consumer: ConsumerId("kv/storage-key".into())
+        consumer: kv("kv/storage-key").id
     }));
 }
 
