@@ -4,6 +4,7 @@ mod integrity;
 mod plan_state;
 mod queries;
 mod round_trip;
+mod written_before;
 
 pub(super) use std::path::{Path, PathBuf};
 
