@@ -141,7 +141,7 @@ pub(crate) enum Confirmation {
 
 /// One consumer's steps: what it holds, writing it, confirming a write, disabling old
 /// versions, and the calls a dry run lists. Every kind implements it for its
-/// [`Target`]; only the defaults are shared.
+/// [`Target`](super::Target); only the defaults are shared.
 pub(crate) trait Kind {
     /// The read behind [`Kind::held`] as (scope, action), so that observation skips
     /// a read whose permission is known missing and names the permission when Azure

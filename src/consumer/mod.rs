@@ -5,7 +5,7 @@
 //!
 //! A kind's module owns everything about it: its plan table (the raw TOML and its
 //! validation, built with `crate::plan::fragment`), its [`ConsumerId`] form, finding
-//! the plan entry behind an id ([`resolve`]), what it holds, writing and verifying
+//! the plan entry behind an id (`resolve`), what it holds, writing and verifying
 //! it, disabling old versions, its short description, the calls a dry run lists, and
 //! what `doctor` reads and says about it. Azure's wire formats stay in
 //! `crate::azure`, which the kind modules call.
@@ -15,10 +15,10 @@
 //! observation, `doctor`, drift watch and repair call these and never match on a
 //! kind; the pure machine sees a consumer's [`Capabilities`], never its kind.
 //!
-//! Adding a kind: a module here with its id, its [`Profile`], a [`Target`] implementing
-//! [`Kind`] and, when it has a plan table of its own, an [`Entry`] implementing
-//! [`Table`]; one variant in each enum below and one line in each macro; its Azure
-//! calls in `crate::azure`.
+//! Adding a kind: a module here with its id, its `Profile`, a `Target` implementing
+//! `Kind` and, when it has a plan table of its own, an [`Entry`] implementing `Table`;
+//! one variant in each enum below and one line in each macro; its Azure calls in
+//! `crate::azure`.
 
 pub mod databricks;
 pub mod datastore;

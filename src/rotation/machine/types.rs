@@ -267,8 +267,8 @@ pub enum Action {
         key: KeyName,
         fingerprint: Fingerprint,
     },
-    /// Disable every Key Vault version of the secret whose value has one of these
-    /// fingerprints.
+    /// Disable every version of the consumer whose value has one of these
+    /// fingerprints (issued for consumers that keep old versions: Key Vault).
     DisableVersions {
         consumer: ConsumerRef,
         fingerprints: Vec<Fingerprint>,
