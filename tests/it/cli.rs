@@ -251,7 +251,8 @@ async fn a_killed_process_is_finished_by_rotate_resume() {
                 .await;
             assert!(
                 run.stdout
-                    .contains("resuming it instead of starting another"),
+                    .contains("had an unfinished rotation")
+                    && run.stdout.contains("resumed instead of starting another"),
                 "{}",
                 run.stdout
             );
