@@ -140,7 +140,10 @@ pub fn run(config_flag: Option<&Path>, command: &Command) -> Exit {
         };
         let exit = run_with(&runner, &request, output, ask_first).await;
         if let Runner::Daemon(daemon) = &runner {
-            eprintln!("{}", daemon.which());
+            eprintln!(
+                "{}",
+                daemon.which(matches!(request, Request::Status { .. }))
+            );
         }
         exit
     })
@@ -289,9 +292,9 @@ impl DaemonRunner {
     }
 
     /// The line saying a daemon did the work.
-    fn which(&self) -> String {
+    fn which(&self, with_summary: bool) -> String {
         match &*self.info.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(info) => render::through_daemon(info),
+            Some(info) => render::through_daemon(info, with_summary),
             None => format!(
                 "keyflip: answered by the running keyflip daemon on {}",
                 self.socket.display()

@@ -92,12 +92,18 @@ pub fn human(answer: &Answer) -> String {
 }
 
 /// The line saying a running daemon did the work (on stderr, so stdout is the same
-/// whichever process answered).
-pub fn through_daemon(info: &DaemonInfo) -> String {
-    format!(
-        "keyflip: answered by the running keyflip daemon (pid {}, version {}): {}",
-        info.pid, info.version, info.summary
-    )
+/// whichever process answered). `status` adds the daemon's one-line summary; after a
+/// rotation it would still say "rotating", as the daemon answers before it notes the
+/// end.
+pub fn through_daemon(info: &DaemonInfo, with_summary: bool) -> String {
+    let mut line = format!(
+        "keyflip: answered by the running keyflip daemon (pid {}, version {})",
+        info.pid, info.version
+    );
+    if with_summary {
+        let _ = write!(line, ": {}", info.summary);
+    }
+    line
 }
 
 /// An error: the line for stderr, and for `--output json` the document for stdout.

@@ -250,8 +250,7 @@ async fn a_killed_process_is_finished_by_rotate_resume() {
                 .run(&["rotate", "now", "demo", "--yes", "--grace", "1s"])
                 .await;
             assert!(
-                run.stdout
-                    .contains("had an unfinished rotation")
+                run.stdout.contains("had an unfinished rotation")
                     && run.stdout.contains("resumed instead of starting another"),
                 "{}",
                 run.stdout

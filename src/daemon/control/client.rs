@@ -125,3 +125,67 @@ pub async fn call(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt as _;
+    use tokio::net::UnixListener;
+
+    use super::*;
+
+    /// A daemon that answers every request with `lines`, then hangs up.
+    async fn daemon_saying(lines: &'static str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyflip.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 512];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream.write_all(lines.as_bytes()).await;
+        });
+        (dir, path)
+    }
+
+    #[tokio::test]
+    async fn a_daemon_of_another_version_is_named_with_both_versions() {
+        let (_dir, path) = daemon_saying(
+            "{\"v\":1,\"error\":{\"code\":\"unsupported_version\",\"message\":\"this daemon speaks protocol version 1\",\"exit\":2}}\n",
+        )
+        .await;
+        let stream = connect(&path).await.unwrap().expect("listening");
+        let err = call(stream, &path, &Request::Status { plan: None }, &mut |_| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Version { daemon: 1 }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("version 1") && text.contains("version 2"),
+            "{text}"
+        );
+        assert_eq!(CommandError::from(err).exit, Exit::Usage);
+    }
+
+    #[tokio::test]
+    async fn progress_reaches_the_caller_in_order_before_the_answer() {
+        let (_dir, path) = daemon_saying(concat!(
+            "{\"v\":2,\"progress\":{\"event\":\"resuming\",\"rotation_id\":\"r1\",\"plan\":\"demo\",\"in_doubt\":1}}\n",
+            "{\"v\":2,\"progress\":{\"event\":\"waiting\",\"rotation_id\":\"r1\",\"until\":\"2026-03-01T00:00:00Z\",\"why\":\"grace\"}}\n",
+            "{\"v\":2,\"error\":{\"code\":\"busy\",\"message\":\"plan `demo` is busy\",\"exit\":6}}\n",
+        ))
+        .await;
+        let stream = connect(&path).await.unwrap().expect("listening");
+        let mut seen = Vec::new();
+        let err = call(stream, &path, &Request::Resume { plan: None }, &mut |e| {
+            seen.push(e.rotation_id().to_owned());
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(seen, ["r1", "r1"]);
+        let error = CommandError::from(err);
+        assert_eq!(
+            (error.exit, error.message.as_str()),
+            (Exit::Busy, "plan `demo` is busy")
+        );
+    }
+}
