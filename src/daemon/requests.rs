@@ -101,47 +101,78 @@ impl Scheduler {
                     let _ = reply.send(answer);
                 });
             }
-            Request::RotateNow { plan, mode, .. } => {
-                if let Err(e) = self.loaded(plan) {
+            Request::RotateNow { plan, .. } => match self.rotate_now_job(&request, plan) {
+                Ok(job) => {
+                    let client = Client {
+                        progress,
+                        reply,
+                        asked: Asked::RotateNow,
+                    };
+                    let now = self.ctx.clock.now();
+                    self.start_job(plan, job, Some(client), now);
+                }
+                Err(e) => {
                     let _ = reply.send(Err(e));
-                    return;
                 }
-                if let Some(busy) = self.plans.get(plan).and_then(|e| e.running.as_ref()) {
-                    let _ = reply.send(Err(busy_reply(
-                        plan,
-                        busy.kind,
-                        busy.rotation_id.as_deref(),
-                    )));
-                    return;
-                }
-                let unfinished = match self.ctx.engine.unfinished() {
-                    Ok(u) => u,
-                    Err(e) => {
-                        let _ = reply.send(Err(error_reply(&e)));
-                        return;
-                    }
-                };
-                let now = self.ctx.clock.now();
-                let job = if unfinished.iter().any(|(_, p)| p == plan) {
-                    tracing::info!(plan = %plan, "rotate now over the control socket: finishing the plan's unfinished rotation instead of starting another");
-                    Job::Resume
-                } else {
-                    if let Some(entry) = self.plans.get_mut(plan) {
-                        entry.state.last_started = Some(now);
-                    }
-                    self.save(plan);
-                    tracing::info!(plan = %plan, mode = ?mode, "rotation requested over the control socket");
-                    Job::Rotate(request.rotation().unwrap_or_else(RotateRequest::manual))
-                };
-                let client = Client {
-                    progress,
-                    reply,
-                    asked: Asked::RotateNow,
-                };
-                self.start_job(plan, job, Some(client), now);
-            }
+            },
             Request::Resume { plan } => self.resume(plan.as_deref(), progress, reply),
         }
+    }
+
+    /// The plans with an unfinished rotation in the journal.
+    fn unfinished_plans(&self) -> Result<Vec<String>, CommandError> {
+        Ok(self
+            .ctx
+            .engine
+            .unfinished()
+            .map_err(|e| error_reply(&e))?
+            .into_iter()
+            .map(|(_, plan)| plan)
+            .collect())
+    }
+
+    /// `busy` when a job runs for the plan.
+    fn idle(&self, plan: &str) -> Result<(), CommandError> {
+        match self.plans.get(plan).and_then(|e| e.running.as_ref()) {
+            Some(a) => Err(busy_reply(plan, a.kind, a.rotation_id.as_deref())),
+            None => Ok(()),
+        }
+    }
+
+    /// The job a `rotate now` of `plan` starts: the plan's unfinished rotation
+    /// finished, else a new rotation (recorded as the plan's last start).
+    fn rotate_now_job(&mut self, request: &Request, plan: &str) -> Result<Job, CommandError> {
+        self.loaded(plan)?;
+        self.idle(plan)?;
+        if self.unfinished_plans()?.iter().any(|p| p == plan) {
+            tracing::info!(plan = %plan, "rotate now over the control socket: finishing the plan's unfinished rotation instead of starting another");
+            return Ok(Job::Resume);
+        }
+        let now = self.ctx.clock.now();
+        if let Some(entry) = self.plans.get_mut(plan) {
+            entry.state.last_started = Some(now);
+        }
+        self.save(plan);
+        let rotation = request.rotation().unwrap_or_else(RotateRequest::manual);
+        tracing::info!(plan = %plan, mode = ?rotation.mode, "rotation requested over the control socket");
+        Ok(Job::Rotate(rotation))
+    }
+
+    /// The plans `resume` finishes: those of `plan` (or all) with an unfinished
+    /// rotation, each idle.
+    fn resume_plans(&self, plan: Option<&str>) -> Result<Vec<String>, CommandError> {
+        let unfinished = self.unfinished_plans()?;
+        let mut pending: Vec<String> = self
+            .targets(plan)?
+            .into_iter()
+            .filter(|p| unfinished.contains(&p.name))
+            .map(|p| p.name)
+            .collect();
+        pending.dedup();
+        for name in &pending {
+            self.idle(name)?;
+        }
+        Ok(pending)
     }
 
     /// Finishes the unfinished rotations of one plan or all: one job per plan (each
@@ -152,35 +183,13 @@ impl Scheduler {
         progress: mpsc::UnboundedSender<ProgressEvent>,
         reply: ReplyTx,
     ) {
-        let targets = match self.targets(plan) {
+        let pending = match self.resume_plans(plan) {
             Ok(p) => p,
             Err(e) => {
                 let _ = reply.send(Err(e));
                 return;
             }
         };
-        let unfinished = match self.ctx.engine.unfinished() {
-            Ok(u) => u,
-            Err(e) => {
-                let _ = reply.send(Err(error_reply(&e)));
-                return;
-            }
-        };
-        let mut pending: Vec<String> = targets
-            .iter()
-            .filter(|p| unfinished.iter().any(|(_, name)| *name == p.name))
-            .map(|p| p.name.clone())
-            .collect();
-        pending.dedup();
-        if let Some(busy) = pending.iter().find_map(|name| {
-            self.plans
-                .get(name)
-                .and_then(|e| e.running.as_ref())
-                .map(|a| busy_reply(name, a.kind, a.rotation_id.as_deref()))
-        }) {
-            let _ = reply.send(Err(busy));
-            return;
-        }
         let now = self.ctx.clock.now();
         match pending.as_slice() {
             [] => {
