@@ -12,7 +12,7 @@ use axum::http::Method;
 use serde_json::{Map, Value, json};
 
 use super::web::display_location;
-use super::{authorize, check_group, error, json_body, resource_not_found, throttle};
+use super::{authorize, check_group, json_body, resource_not_found, throttle};
 use crate::auth::Caller;
 use crate::clock::azure_time;
 use crate::ops::Op;
@@ -74,14 +74,7 @@ pub(super) fn route(
             factory,
             action,
         }),
-        None => Err(error(
-            405,
-            "MethodNotAllowed",
-            &format!(
-                "The HTTP method '{}' is not supported at '{}' by keyflip-twin.",
-                req.method, req.path
-            ),
-        )),
+        None => Err(super::route::method_not_allowed(req)),
     })
 }
 

@@ -181,7 +181,7 @@ impl Route {
     }
 }
 
-fn method_not_allowed(req: &Req) -> Resp {
+pub(super) fn method_not_allowed(req: &Req) -> Resp {
     error(
         405,
         "MethodNotAllowed",

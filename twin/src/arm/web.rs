@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use axum::http::Method;
 use serde_json::{Map, Value, json};
 
-use super::{authorize, check_group, error, json_body, resource_not_found, throttle};
+use super::{authorize, check_group, json_body, resource_not_found, throttle};
 use crate::auth::Caller;
 use crate::ops::Op;
 use crate::server::Shared;
@@ -99,14 +99,7 @@ pub(super) fn route(
             slot,
             action,
         }),
-        None => Err(error(
-            405,
-            "MethodNotAllowed",
-            &format!(
-                "The HTTP method '{}' is not supported at '{}' by keyflip-twin.",
-                req.method, req.path
-            ),
-        )),
+        None => Err(super::route::method_not_allowed(req)),
     })
 }
 
