@@ -4,7 +4,7 @@
 //! serializable so the daemon can send it over the control socket (it holds no key).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::outcome::{Cause, Drift, Outcome, Regeneration};
 use super::precheck::Route;
@@ -44,7 +44,7 @@ impl Phase {
 }
 
 /// What the machine believes about one consumer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ConsumerStatus {
     /// No command has touched it.
@@ -63,7 +63,7 @@ pub enum ConsumerStatus {
     Mismatch { key: KeyName, reason: String },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerView {
     pub consumer: ConsumerRef,
     /// What it held at observation.
