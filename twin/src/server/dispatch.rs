@@ -144,7 +144,16 @@ pub(crate) async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result
         next,
     } = handled;
     let outcome = match next {
-        Next::Reply(r) => Some(r),
+        Next::Reply(r) => {
+            // A Key Vault challenge answers the operation the request named, so a
+            // latency rule on it costs this round trip too (issue 9).
+            if let (Some(o), Service::KeyVault, 401) = (op, service, r.status().as_u16())
+                && let Some(ms) = shared.faults.take_latency(o, &req.path, None)
+            {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Some(r)
+        }
         Next::Run(run) => {
             let fault = op.and_then(|o| shared.faults.take(o, &req.path, principal.as_deref()));
             match fault {

@@ -173,8 +173,14 @@ impl Twin {
 
         let server = axum_server::Handle::new();
         let config = axum_server::tls_rustls::RustlsConfig::from_config(tls.config);
-        let serving = axum_server::tls_rustls::from_tcp_rustls(listener, config)
+        // TCP_NODELAY: without it, the second small write of a burst of answers on
+        // one connection waits for the client's delayed ACK (~40 ms on Linux), which
+        // penalises the concurrent calls keyflip makes (`benches/nodelay.rs`).
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+            .acceptor(axum_server::accept::NoDelayAcceptor::new());
+        let serving = axum_server::from_tcp(listener)
             .map_err(listen_err)?
+            .acceptor(acceptor)
             .handle(server.clone());
         let task = tokio::spawn(serving.serve(MakeTwin(shared)));
         if server.listening().await.is_none() {
