@@ -156,6 +156,12 @@ fn settings(sh: &Shared, req: &Req) -> Resp {
         _ => return error(500, "InternalError", "cannot read the current settings"),
     };
     for (k, v) in patch {
+        // One key at a time, so a refusal names the setting at fault.
+        let mut one = merged.clone();
+        one.insert(k.clone(), v.clone());
+        if let Err(e) = serde_json::from_value::<Settings>(Value::Object(one)) {
+            return bad(&format!("invalid settings: {k}: {e}"));
+        }
         merged.insert(k, v);
     }
     let new: Settings = match serde_json::from_value(Value::Object(merged)) {

@@ -143,6 +143,17 @@ impl World {
                 message: e.message().trim().to_string(),
             }
         })?;
+        checks::check_settings(&world.settings).map_err(|e| {
+            let (line, column) = settings_key_offset(src, e.field)
+                .map(|o| line_column(src, o))
+                .unwrap_or((1, 1));
+            WorldError::Invalid {
+                origin: origin.to_string(),
+                line,
+                column,
+                message: e.message,
+            }
+        })?;
         validate::check(&world).map_err(|(span, message)| {
             let (line, column) = line_column(src, span.start);
             WorldError::Invalid {
@@ -181,6 +192,29 @@ impl World {
 }
 
 pub(crate) const DEMO_TOML: &str = include_str!("../../worlds/demo.toml");
+
+/// Where `key` is set in the world's `[settings]` table (the start of its value),
+/// for errors about a setting: `Settings` is a plain struct (the admin API patches
+/// it), so it carries no spans of its own.
+fn settings_key_offset(src: &str, key: &str) -> Option<usize> {
+    let mut in_settings = false;
+    let mut offset = 0;
+    for line in src.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            in_settings = t.starts_with("[settings]");
+        } else if in_settings
+            && let Some(rest) = t.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            let eq = line.len() - rest.trim_start().len();
+            let value = line[eq + 1..].len() - line[eq + 1..].trim_start().len();
+            return Some(offset + eq + 1 + value);
+        }
+        offset += line.len();
+    }
+    None
+}
 
 /// 1-based line and column (in characters) of a byte offset.
 fn line_column(src: &str, offset: usize) -> (usize, usize) {
