@@ -99,6 +99,20 @@ pub(crate) fn handle(sh: &Arc<Shared>, req: &Arc<Req>) -> Resp {
         (["settings"], &Method::GET) => wire::json(200, &json!(sh.core().settings)),
         (["settings"], &Method::PATCH) => settings(sh, req),
         (["federated-token"], &Method::POST) => federated_token(sh, req),
+        (["clients"], &Method::GET) => {
+            wire::json(200, &crate::monitor::clients::admin_list(&sh.core()))
+        }
+        (["clients", name], &Method::PATCH) => {
+            let mut core = sh.core();
+            let result =
+                crate::monitor::clients::admin_patch(&mut core, name, &req.body, sh.clock.now());
+            sh.clients_due.set(&core);
+            match result {
+                Ok(v) => wire::json(200, &v),
+                Err((404, m)) => error(404, "NotFound", &m),
+                Err((_, m)) => bad(&m),
+            }
+        }
         (["clock"], &Method::GET) => clock(sh),
         (["clock"], &Method::POST) => {
             #[derive(Deserialize)]

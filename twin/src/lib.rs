@@ -36,6 +36,7 @@ mod entra;
 mod entropy;
 mod faults;
 mod keyvault;
+mod monitor;
 mod msi;
 mod ops;
 mod rbac;
@@ -49,9 +50,9 @@ mod wire;
 mod world;
 
 pub use endpoints::{
-    AdminEndpoint, DatabricksWorkspaceEndpoint, Endpoints, KeyVaultEndpoint,
-    ManagedIdentityEndpoint, MlWorkspaceEndpoint, PrincipalEndpoint, StorageAccountEndpoint,
-    SubscriptionEndpoint,
+    AdminEndpoint, DatabricksWorkspaceEndpoint, Endpoints, KeyVaultEndpoint, LogAnalyticsEndpoint,
+    LogAnalyticsWorkspaceEndpoint, ManagedIdentityEndpoint, MlWorkspaceEndpoint, PrincipalEndpoint,
+    StorageAccountEndpoint, SubscriptionEndpoint,
 };
 pub use server::{Twin, TwinError, TwinHandle, TwinOptions};
 pub use world::{Settings, World, WorldError};

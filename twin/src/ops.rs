@@ -12,6 +12,7 @@ pub(crate) enum Service {
     KeyVault,
     Blob,
     Databricks,
+    LogAnalytics,
 }
 
 macro_rules! ops {
@@ -68,6 +69,11 @@ ops! {
     DatabricksScopes = "databricks.scopes" / Databricks,
     DatabricksPut = "databricks.put" / Databricks,
     DatabricksList = "databricks.list" / Databricks,
+    DiagnosticSettingsList = "monitor.diagnosticSettings.list" / Arm,
+    DiagnosticSettingsGet = "monitor.diagnosticSettings.get" / Arm,
+    DiagnosticSettingsPut = "monitor.diagnosticSettings.put" / Arm,
+    DiagnosticSettingsDelete = "monitor.diagnosticSettings.delete" / Arm,
+    LogAnalyticsQuery = "loganalytics.query" / LogAnalytics,
 }
 
 impl fmt::Display for Op {

@@ -10,6 +10,7 @@
 
 mod authz;
 mod datastore;
+mod diagnostics;
 mod meta;
 mod route;
 mod storage;

@@ -7,7 +7,7 @@
 
 use axum::http::Method;
 
-use super::{authz, datastore, error, meta, storage, workspace};
+use super::{authz, datastore, diagnostics, error, meta, storage, workspace};
 use crate::auth::Caller;
 use crate::ops::Op;
 use crate::server::Shared;
@@ -49,6 +49,7 @@ pub(crate) enum Route {
         sub: String,
         id: String,
     },
+    Diagnostics(diagnostics::DiagRoute),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +83,7 @@ enum Family {
     Authorization,
     Storage,
     MachineLearning,
+    Insights,
 }
 
 impl Family {
@@ -93,6 +95,7 @@ impl Family {
             Family::Authorization => ("2015-07-01", "2026-12-31"),
             Family::Storage => ("2016-01-01", "2026-12-31"),
             Family::MachineLearning => ("2018-03-01", "2026-12-31"),
+            Family::Insights => ("2015-07-01", "2026-12-31"),
         }
     }
 }
@@ -123,6 +126,7 @@ impl Route {
                 DatastoreAction::ListSecrets(_) => Op::MlDatastoreListSecrets,
             },
             Route::Poll { .. } => Op::MlOperationPoll,
+            Route::Diagnostics(d) => d.op(),
         }
     }
 
@@ -135,6 +139,7 @@ impl Route {
             Route::Workspace { .. } | Route::Datastore { .. } | Route::Poll { .. } => {
                 Family::MachineLearning
             }
+            Route::Diagnostics(_) => Family::Insights,
         }
     }
 
@@ -165,6 +170,7 @@ impl Route {
                 action,
             } => datastore::run(sh, req, caller, sub, rg, ws, action),
             Route::Poll { sub, id } => workspace::poll(sh, req, caller, sub, id),
+            Route::Diagnostics(d) => diagnostics::run(sh, req, caller, d),
         }
     }
 }
@@ -185,7 +191,7 @@ fn not_served(req: &Req) -> Resp {
         404,
         "NotFound",
         &format!(
-            "No HTTP resource was found that matches the request URI '{}'. keyflip-twin models storage accounts, ML workspaces and datastores, permissions and role definitions.",
+            "No HTTP resource was found that matches the request URI '{}'. keyflip-twin models storage accounts and the diagnostic settings of their services, ML workspaces and datastores, permissions and role definitions.",
             req.path
         ),
     )
@@ -231,6 +237,11 @@ pub(crate) fn parse(req: &Req) -> Result<Route, Resp> {
             ),
             _ => Err(not_served(req)),
         };
+    }
+    if let Some(r) = diagnostics::parse(&l, &segs, m) {
+        return r
+            .map(Route::Diagnostics)
+            .map_err(|()| method_not_allowed(req));
     }
     match l.as_slice() {
         [

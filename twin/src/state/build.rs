@@ -371,6 +371,17 @@ pub(crate) fn build(world: &World, base_url: &str, now: DateTime<Utc>) -> Result
         rbac.assign(oid, role, a.scope.get_ref());
     }
 
+    let monitor = crate::monitor::build(
+        world,
+        &accounts,
+        &|rg: &str| {
+            groups
+                .iter()
+                .find(|g| g.name.eq_ignore_ascii_case(rg))
+                .map(|g| (g.subscription.clone(), g.name.clone(), g.location.clone()))
+        },
+        now,
+    )?;
     let (identity_header, msi_default) = match &world.managed_identity {
         Some(mi) => (
             mi.header.clone(),
@@ -395,6 +406,7 @@ pub(crate) fn build(world: &World, base_url: &str, now: DateTime<Utc>) -> Result
             databricks,
             lros: HashMap::new(),
             throttles: Throttles::default(),
+            monitor,
         },
         identity_header,
         msi_default,

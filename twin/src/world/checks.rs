@@ -72,6 +72,13 @@ pub(super) fn world_scopes(w: &World) -> HashSet<String> {
             d.name.get_ref(),
         );
     }
+    for l in &w.log_analytics_workspaces {
+        add(
+            l.resource_group.get_ref(),
+            "Microsoft.OperationalInsights/workspaces",
+            l.name.get_ref(),
+        );
+    }
     out
 }
 
@@ -99,6 +106,7 @@ pub(crate) fn check_settings(s: &Settings) -> Result<(), SettingsError> {
     let delays = [
         ("propagation_delay_secs", s.propagation_delay_secs),
         ("resync_duration_secs", s.resync_duration_secs),
+        ("log_ingestion_delay_secs", s.log_ingestion_delay_secs),
     ];
     for (name, v) in delays {
         if !v.is_finite() || !(0.0..=MAX_DELAY_SECS).contains(&v) {

@@ -13,9 +13,13 @@
 //! then too.
 
 mod checks;
+mod monitor;
 mod spec;
 mod validate;
 
+pub(crate) use monitor::{
+    ClientOperation, ClientSpec, DiagnosticSettingSpec, LogAnalyticsWorkspaceSpec, parse_caller,
+};
 pub(crate) use spec::*;
 
 pub(crate) use checks::check_runtime_settings as validate_settings;
@@ -52,6 +56,12 @@ pub struct World {
     pub(crate) role_assignments: Vec<RoleAssignmentSpec>,
     #[serde(default)]
     pub(crate) managed_identity: Option<ManagedIdentitySpec>,
+    #[serde(default, rename = "log_analytics_workspace")]
+    pub(crate) log_analytics_workspaces: Vec<LogAnalyticsWorkspaceSpec>,
+    #[serde(default, rename = "diagnostic_setting")]
+    pub(crate) diagnostic_settings: Vec<DiagnosticSettingSpec>,
+    #[serde(default, rename = "client")]
+    pub(crate) clients: Vec<ClientSpec>,
 }
 
 /// Run-time settings; all can be changed later through `PATCH /_admin/settings`.
@@ -77,6 +87,9 @@ pub struct Settings {
     /// Every other Key Vault transaction, per vault.
     pub keyvault_read_burst: u32,
     pub keyvault_read_refill_per_sec: f64,
+    /// How long after a request its resource-log row becomes visible to queries
+    /// (Azure Monitor's ingestion latency).
+    pub log_ingestion_delay_secs: f64,
 }
 
 impl Default for Settings {
@@ -97,6 +110,7 @@ impl Default for Settings {
             keyvault_write_refill_per_sec: 30.0,
             keyvault_read_burst: 4000,
             keyvault_read_refill_per_sec: 400.0,
+            log_ingestion_delay_secs: 0.0,
         }
     }
 }

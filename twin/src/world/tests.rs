@@ -242,3 +242,87 @@ fn files_are_read_and_missing_files_named() {
     let e = World::from_toml_file(&missing).expect_err("missing");
     assert!(e.to_string().contains("nope.toml"), "{e}");
 }
+
+/// The monitor sections: workspaces, diagnostic settings and simulated clients, each
+/// reference checked and each refusal at the value at fault.
+#[test]
+fn monitor_sections_are_checked() {
+    let base = format!(
+        "{MINIMAL}\n[[storage_account]]\nname = \"acct\"\nresource_group = \"rg\"\n\n[[log_analytics_workspace]]\nname = \"logs\"\nresource_group = \"rg\"\nworkspace_id = \"4e1d2c3b-5a6f-4b7c-8d9e-0f1a2b3c4d5e\"\n"
+    );
+    let setting = |extra: &str| {
+        format!(
+            "{base}\n[[diagnostic_setting]]\nname = \"s\"\naccount = \"acct\"\nworkspace = \"logs\"\n{extra}\n"
+        )
+    };
+    World::from_toml_str(&setting("categories = [\"StorageRead\"]"), "w.toml").expect("valid");
+    World::from_toml_str(
+        &setting("category_groups = [\"allLogs\"]\nservice = \"queue\""),
+        "w.toml",
+    )
+    .expect("valid");
+    for (extra, needle) in [
+        ("categories = [\"AuditEvent\"]", "AuditEvent"),
+        ("category_groups = [\"everything\"]", "everything"),
+        ("", "categories"),
+        ("categories = [\"StorageRead\"]\nservice = \"disk\"", "disk"),
+    ] {
+        let (_, _, message) = invalid(&setting(extra));
+        assert!(message.contains(needle), "{extra}: {message}");
+    }
+    let (line, column, message) = invalid(&format!(
+        "{base}\n[[diagnostic_setting]]\nname = \"s\"\naccount = \"acct\"\nworkspace = \"nope\"\ncategories = [\"StorageRead\"]\n"
+    ));
+    assert!(
+        message.contains("no [[log_analytics_workspace]] is named nope"),
+        "{message}"
+    );
+    assert_eq!((line, column), (base.lines().count() + 5, 13));
+    // One sink may not receive one category from two settings of one resource.
+    let (_, _, message) = invalid(&format!(
+        "{}\n[[diagnostic_setting]]\nname = \"t\"\naccount = \"acct\"\nworkspace = \"logs\"\ncategory_groups = [\"audit\"]\ncategories = []\n",
+        setting("categories = [\"StorageWrite\"]")
+    ));
+    assert!(
+        message.contains("already receives StorageWrite"),
+        "{message}"
+    );
+
+    let client = |extra: &str| {
+        format!(
+            "{base}\n[[client]]\nname = \"c\"\naccount = \"acct\"\nkey = \"key2\"\ncaller_ip = \"10.0.0.1\"\n{extra}\n"
+        )
+    };
+    World::from_toml_str(&client(""), "w.toml").expect("valid");
+    World::from_toml_str(
+        &client("interval_secs = 1.5\noperation = \"GetAccountInformation\"\nenabled = false"),
+        "w.toml",
+    )
+    .expect("valid");
+    for (extra, needle) in [
+        ("interval_secs = 0.0", "interval_secs"),
+        ("interval_secs = 1e308", "interval_secs"),
+        ("user_agent = \"\"", "user_agent"),
+        ("operation = \"PutBlob\"", "PutBlob"),
+    ] {
+        let (_, _, message) = invalid(&client(extra));
+        assert!(message.contains(needle), "{extra}: {message}");
+    }
+    let (_, _, message) =
+        invalid(&client("").replace("caller_ip = \"10.0.0.1\"", "caller_ip = \"ten.zero\""));
+    assert!(message.contains("caller_ip"), "{message}");
+    let (_, _, message) = invalid(&client("").replace("account = \"acct\"", "account = \"other\""));
+    assert!(
+        message.contains("no [[storage_account]] is named other"),
+        "{message}"
+    );
+    let (_, _, message) = invalid(&format!(
+        "{base}\n[settings]\nlog_ingestion_delay_secs = -5\n"
+    ));
+    assert!(message.contains("log_ingestion_delay_secs"), "{message}");
+
+    let mut w = World::from_toml_str(&client(""), "w.toml").expect("valid");
+    assert!(w.set_client_enabled("c", false));
+    assert!(!w.clients[0].enabled);
+    assert!(!w.set_client_enabled("d", true));
+}

@@ -413,5 +413,6 @@ pub(super) fn check(w: &World) -> Result<(), Failure> {
     if let Some(mi) = &w.managed_identity {
         known_principal(&mi.default_principal)?;
     }
+    super::monitor::check(w, &accounts, &groups)?;
     Ok(())
 }

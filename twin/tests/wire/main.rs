@@ -16,6 +16,7 @@ mod examples;
 mod faults;
 mod keyvault;
 mod ml;
+mod monitor;
 mod rust_sdk;
 mod serve;
 mod storage;
