@@ -2,10 +2,11 @@
 //! and testing keyflip without Azure.
 //!
 //! One HTTPS listener on 127.0.0.1 serves Entra ID (token endpoint, discovery, JWKS,
-//! App Service managed identity), Azure Resource Manager (storage accounts, ML
-//! workspaces and datastores, permissions, role definitions), Key Vault secrets, the
-//! Blob data plane with SharedKey, and the Databricks Secrets API, routed by the first
-//! path segment. It checks tokens and RBAC like Azure, throttles like Azure, and its
+//! App Service managed identity), Azure Resource Manager (storage accounts and their
+//! diagnostic settings, ML workspaces and datastores, permissions, role definitions),
+//! Key Vault secrets, the Blob data plane with SharedKey (which writes
+//! `StorageBlobLogs`), the Log Analytics query API, and the Databricks Secrets API,
+//! routed by the first path segment. It checks tokens and RBAC like Azure, throttles like Azure, and its
 //! admin API injects the faults Azure produces. `twin/README.md` documents the wire.
 //!
 //! The library API is deliberately small:

@@ -26,7 +26,7 @@ use crate::auth::{self, AuthFailure, Caller};
 use crate::ops::Op;
 use crate::server::Shared;
 use crate::server::dispatch::Handled;
-use crate::token::Audience;
+use crate::token::{Audience, LOG_ANALYTICS_AUDIENCE, TokenProblem};
 use crate::wire::{self, Req, Resp};
 
 /// An error in the query API's shape.
@@ -97,6 +97,17 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Arc<Req>) -> Handled {
             );
         }
         Err(AuthFailure::Problem(p)) => {
+            let why = match p {
+                TokenProblem::Expired { .. } => "The token has expired.".to_string(),
+                TokenProblem::NotYetValid => "The token is not valid yet.".to_string(),
+                TokenProblem::WrongAudience { found } => format!(
+                    "The token is for '{found}'; the query API takes tokens for '{LOG_ANALYTICS_AUDIENCE}'."
+                ),
+                TokenProblem::WrongIssuer { found } => {
+                    format!("The token's issuer '{found}' is not this tenant.")
+                }
+                _ => "The token was not issued by this tenant's authority.".to_string(),
+            };
             return Handled::reply(
                 Some(Op::LogAnalyticsQuery),
                 None,
@@ -104,7 +115,7 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Arc<Req>) -> Handled {
                     403,
                     "InvalidTokenError",
                     "The provided authentication is not valid for this resource",
-                    Some(json!({"code": "TokenProblem", "message": format!("{p:?}")})),
+                    Some(json!({"code": "InvalidTokenError", "message": why})),
                 ),
             );
         }

@@ -733,3 +733,26 @@ async fn a_world_can_start_with_the_client_off() {
     assert_eq!(status, 200);
     assert_eq!(v["tables"][0]["rows"], json!([[0]]));
 }
+
+/// Faults on the query API answer in its own error shape.
+#[tokio::test]
+async fn faults_on_the_query_api_use_its_error_shape() {
+    let env = Env::demo().await;
+    let la = env.token(OPERATOR, LA_SCOPE).await;
+    env.fault(json!({"operation": "loganalytics.query", "action": {"kind": "status", "status": 503, "retry_after": 7}}))
+        .await;
+    let url = env.url(&format!("/v1/workspaces/{WORKSPACE_ID}/query"));
+    let r = env
+        .req(Method::POST, &url, &la)
+        .json(&json!({"query": "StorageBlobLogs | count"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "7");
+    let (_, v) = body(r).await;
+    assert_eq!(v["error"]["code"], "ServerBusy");
+    assert!(v["error"]["correlationId"].is_string());
+    let (status, _) = query(&env, &la, json!({"query": "StorageBlobLogs | count"})).await;
+    assert_eq!(status, 200);
+}

@@ -341,7 +341,9 @@ fn compile_call(name: &str, args: &[Expr], cx: &Ctx<'_>) -> Result<(C, Type), Qu
                     Type::DateTime,
                 ))
             }
-            _ => arity(name, args, 1, op).map(|_| unreachable_pair()),
+            _ => Err(QueryError::semantic(format!(
+                "'{op}' operator: Function 'now' expects 0 or 1 argument(s)."
+            ))),
         },
         "timespan" | "time" => {
             arity(name, args, 1, op)?;
@@ -388,11 +390,6 @@ fn compile_call(name: &str, args: &[Expr], cx: &Ctx<'_>) -> Result<(C, Type), Qu
         }
         other => Err(QueryError::unsupported(format!("the function '{other}()'"))),
     }
-}
-
-/// Never reached: `arity` returns an error for every case that calls this.
-fn unreachable_pair() -> (C, Type) {
-    (C::Lit(Value::Null), Type::Dynamic)
 }
 
 fn compile_binary(bop: BinOp, a: &Expr, b: &Expr, cx: &Ctx<'_>) -> Result<(C, Type), QueryError> {
