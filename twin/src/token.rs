@@ -28,6 +28,8 @@ pub(crate) const FEDERATED_AUDIENCE: &str = "api://AzureADTokenExchange";
 pub(crate) const ARM_AUDIENCE: &str = "https://management.azure.com";
 pub(crate) const VAULT_AUDIENCE: &str = "https://vault.azure.net";
 pub(crate) const STORAGE_AUDIENCE: &str = "https://storage.azure.com";
+/// The Log Analytics query API ("Access the Azure Monitor Log Analytics API").
+pub(crate) const LOG_ANALYTICS_AUDIENCE: &str = "https://api.loganalytics.io";
 
 /// The resource a token is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +38,7 @@ pub(crate) enum Audience {
     KeyVault,
     Databricks,
     Storage,
+    LogAnalytics,
 }
 
 impl Audience {
@@ -46,6 +49,7 @@ impl Audience {
             Audience::KeyVault => VAULT_AUDIENCE,
             Audience::Databricks => DATABRICKS_APP_ID,
             Audience::Storage => STORAGE_AUDIENCE,
+            Audience::LogAnalytics => LOG_ANALYTICS_AUDIENCE,
         }
     }
 
@@ -75,6 +79,9 @@ impl Audience {
             Some(Audience::Databricks)
         } else if is(STORAGE_AUDIENCE) {
             Some(Audience::Storage)
+        } else if is(LOG_ANALYTICS_AUDIENCE) || is("https://api.loganalytics.azure.com") {
+            // Both hosts serve the API; tokens carry the classic audience.
+            Some(Audience::LogAnalytics)
         } else {
             None
         }

@@ -12,8 +12,14 @@ use serde_json::Value;
 
 pub(crate) type Resp = Response<Body>;
 
+/// The client's address, put into each request's extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub std::net::SocketAddr);
+
 #[derive(Debug)]
 pub(crate) struct Req {
+    /// Where the request came from (for `CallerIpAddress` in resource logs).
+    pub peer: Option<std::net::SocketAddr>,
     pub method: Method,
     pub path: String,
     pub query_raw: String,
@@ -32,6 +38,7 @@ impl Req {
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
         Self {
+            peer: parts.extensions.get::<Peer>().map(|p| p.0),
             method: parts.method,
             path,
             query_raw,

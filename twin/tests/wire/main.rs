@@ -17,6 +17,7 @@ mod examples;
 mod faults;
 mod keyvault;
 mod ml;
+mod monitor;
 mod rust_sdk;
 mod serve;
 mod storage;
