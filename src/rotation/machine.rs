@@ -100,6 +100,7 @@
 //! | T38 | any | `Reobserved`, a key no consumer relies on changed: one this rotation already retired or discarded, the standby during a rollback or once a `revoke_first` revoke was issued, the leaked standby | note it, take it as the new `before`, go on |
 //! | T39 | finished | any event | error, nothing changes |
 //! | T40 | any | answer to an unknown or answered seq, or of the wrong kind | error, nothing changes |
+//! | T41 | any | an answer its stage does not expect, a stage that cannot act on what it holds (see "Failing closed"), or nothing left in flight | `Finish(NeedsAttention: InternalError)`, naming it |
 //!
 //! # Rollback
 //!
@@ -111,6 +112,27 @@
 //! regenerated once more (`Discard`); a staged standby is discarded even when no
 //! consumer had been bound (it failed verification). A rollback that cannot bring everyone back
 //! parks. The commit marker is the point after which nothing rolls back.
+//!
+//! # Failing closed
+//!
+//! Before the precheck passes the machine knows nothing to act on; after it, the
+//! decision and each key as last known live in `Decided`, beside the stage, and each
+//! stage carries what it acts on (the value being verified, the target consumers move
+//! to, the proofs below). No step reads a value that might be missing, so none picks a
+//! default for one.
+//!
+//! `Commit` is issued only with an `AllVerified`, and the retire (the point of no
+//! return) only with the `Committed` made from it. Both are zero-sized values that
+//! only the `proof` module can make: `AllVerified` only by a check of the step log
+//! itself (every consumer's latest bind or verification is a `VerifyConsumer` of the
+//! key and value consumers move to, answered `ConsumerVerified`), so a path that skips
+//! verification does not compile.
+//!
+//! Whatever the machine cannot explain (T41: an answer its stage does not expect, a
+//! failure outside `revoke_first` that did not roll back, a rollback that does not
+//! know the value consumers were bound to, a stage with nothing in flight) parks the
+//! rotation as `NeedsAttention: InternalError` naming it. The random-run test holds
+//! every reachable path to never ending there.
 //!
 //! # Replay
 //!
@@ -128,6 +150,7 @@ mod drift;
 mod forward;
 mod outcome;
 mod precheck;
+mod proof;
 mod rollback;
 mod types;
 mod view;
@@ -146,7 +169,7 @@ pub use view::{ConsumerStatus, ConsumerView, Happening, Note, Phase, TimelineEnt
 
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
-use precheck::Decision;
+use proof::{AllVerified, Committed};
 
 /// The first wait between retries of a step that cannot roll back.
 pub const RETRY_FIRST_BACKOFF: TimeDelta = TimeDelta::seconds(10);
@@ -215,31 +238,150 @@ enum Entry {
     Noted(DateTime<Utc>, Note),
 }
 
-/// The phase and its counters. `failures` counts failed rounds of a step that retries
-/// instead of rolling back; in `VerifyingKey` only the revoked key's fresh value
-/// (`revoke_first`) is retried.
+/// What a passed precheck decided, and each key as last known: everything the steps
+/// after it act on. Only the precheck makes one, and every later stage lives beside
+/// it in [`State::Decided`], so no step can meet a rotation that was not decided.
+#[derive(Clone, Debug, PartialEq)]
+struct Decided {
+    route: Route,
+    /// The key every known consumer held at observation.
+    active: KeyName,
+    /// The other key: moved to, revoked (the leaked standby), or with `revoke_first`
+    /// only checked before the revoke.
+    standby: KeyName,
+    /// Fingerprints of leaked values as first observed, disabled in Key Vault at the end.
+    leaked: Vec<Fingerprint>,
+    /// Each key as last known (index 0 = key1): observed, then from `Regenerated` and
+    /// from drift a restart found and accepted.
+    last: [KeyState; 2],
+}
+
+impl Decided {
+    /// The key consumers end on: the standby, or with `revoke_first` (and for the
+    /// leaked standby, where nobody moves) the active key.
+    fn moves_to(&self) -> KeyName {
+        match self.route {
+            Route::LeakedStandby
+            | Route::LeakedActive {
+                revoke_first: true, ..
+            } => self.active,
+            Route::Scheduled
+            | Route::LeakedBoth
+            | Route::LeakedActive {
+                revoke_first: false,
+                ..
+            } => self.standby,
+        }
+    }
+
+    fn last(&self, key: KeyName) -> KeyState {
+        self.last[index(key)]
+    }
+}
+
+/// Where a rotation stands.
 #[derive(Clone, Debug, PartialEq)]
 enum State {
+    /// `Observe` is in flight; nothing is decided yet.
     Prechecking,
+    /// The precheck passed: what it decided, and the stage reached since.
+    Decided { decided: Box<Decided>, stage: Stage },
+    /// Finished before anything was decided (refused).
+    Ended,
+}
+
+/// A decided rotation's stage, with what that stage needs to act: the value being
+/// verified or moved to, and the proofs that let it commit and retire. `failures`
+/// counts failed rounds of a step that retries instead of rolling back.
+#[derive(Clone, Debug, PartialEq)]
+enum Stage {
     Staging,
-    VerifyingKey { failures: u32 },
-    Revoking { failures: u32 },
-    Binding { failures: u32 },
-    VerifyingConsumers { failures: u32 },
-    Committing,
-    Grace,
-    Retiring { failures: u32 },
+    /// `VerifyKey(check's key, value)` in flight, or the backoff before it again.
+    VerifyingKey {
+        check: KeyCheck,
+        value: Fingerprint,
+        failures: u32,
+    },
+    Revoking {
+        failures: u32,
+    },
+    /// Consumers are being bound to `target` (or, with `revoke_first`, a backoff wait).
+    Binding {
+        target: Fingerprint,
+        failures: u32,
+    },
+    VerifyingConsumers {
+        target: Fingerprint,
+        failures: u32,
+    },
+    /// `Commit` in flight; only a check of every consumer reaches here.
+    Committing {
+        verified: AllVerified,
+    },
+    Grace {
+        committed: Committed,
+    },
+    Retiring {
+        committed: Committed,
+        failures: u32,
+    },
     Cleanup,
-    RollingBack { cause: Cause, step: Rollback },
+    RollingBack {
+        cause: Cause,
+        step: Rollback,
+    },
     Finished,
+}
+
+impl Stage {
+    /// The value consumers were bound to, once a forward `Bind` may have been issued.
+    fn moved_to(&self) -> Option<Fingerprint> {
+        match self {
+            Stage::Binding { target, .. } | Stage::VerifyingConsumers { target, .. } => {
+                Some(*target)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Which value a `VerifyKey` checks, and so what its answer leads to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum KeyCheck {
+    /// The value consumers move to (staged, or the existing standby): a rejection
+    /// rolls back.
+    Target,
+    /// With `revoke_first`: the standby, so the only working key is never revoked while
+    /// the other does not work. Consumers do not move to it.
+    BeforeRevoke,
+    /// With `revoke_first`: the revoked key's fresh value. Nothing rolls back any more,
+    /// so a rejection is retried after a backoff.
+    Fresh,
+}
+
+impl KeyCheck {
+    fn key(self, d: &Decided) -> KeyName {
+        match self {
+            KeyCheck::Target | KeyCheck::BeforeRevoke => d.standby,
+            KeyCheck::Fresh => d.active,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Rollback {
-    Draining,
-    BindingBack,
+    /// Letting in-flight commands answer. `moved_to` is the value consumers were bound
+    /// to, when a forward `Bind` was issued.
+    Draining {
+        moved_to: Option<Fingerprint>,
+    },
+    BindingBack {
+        moved_to: Fingerprint,
+    },
     VerifyingBack,
-    Discarding { failures: u32 },
+    Discarding {
+        failures: u32,
+    },
 }
 
 /// What the answered command was, copied out so the step list is not borrowed
@@ -267,12 +409,6 @@ pub struct Machine {
     /// Issued, unanswered commands other than `Finish`.
     in_flight: usize,
     state: State,
-    decision: Option<Decision>,
-    /// Each key as last known (index 0 = key1), from observation and `Regenerated`.
-    last: Option<[KeyState; 2]>,
-    /// The fingerprint consumers move to.
-    target: Option<Fingerprint>,
-    committed_at: Option<DateTime<Utc>>,
     consumers: Vec<Track>,
     regenerations: Vec<Regeneration>,
     warnings: Vec<String>,
@@ -297,10 +433,6 @@ impl Machine {
             steps: Vec::with_capacity(16),
             in_flight: 0,
             state: State::Prechecking,
-            decision: None,
-            last: None,
-            target: None,
-            committed_at: None,
             consumers: Vec::new(),
             regenerations: Vec::new(),
             warnings: Vec::new(),
@@ -363,7 +495,14 @@ impl Machine {
     }
 
     pub fn is_finished(&self) -> bool {
-        self.state == State::Finished
+        matches!(
+            self.state,
+            State::Ended
+                | State::Decided {
+                    stage: Stage::Finished,
+                    ..
+                }
+        )
     }
 
     /// The outcome, once finished.
@@ -387,16 +526,56 @@ impl Machine {
                 self.steps[i].answer = Some((*at, result.clone()));
                 self.in_flight -= 1;
                 self.timeline.push(Entry::Answered(*seq));
-                let kind = self.record(i, *at, result);
-                let state = std::mem::replace(&mut self.state, State::Finished);
-                self.state = self.advance(state, i, kind, *at, result, &mut out);
+                let state = std::mem::replace(&mut self.state, State::Ended);
+                self.state = match (state, result) {
+                    (State::Prechecking, StepResult::Observed(obs)) => {
+                        self.precheck(*at, obs, &mut out)
+                    }
+                    (State::Decided { mut decided, stage }, _) => {
+                        let kind = self.record(&mut decided, i, *at, result);
+                        let stage = self.advance(&decided, stage, i, kind, *at, result, &mut out);
+                        State::Decided { decided, stage }
+                    }
+                    // Only `Observe` is issued before the precheck, and only `Observed`
+                    // answers it; an ended machine was refused above.
+                    _ => {
+                        let what = format!(
+                            "`{}` answered step {seq} before the precheck decided anything",
+                            result.name()
+                        );
+                        self.impossible(*at, what, &mut out);
+                        State::Ended
+                    }
+                };
             }
             Event::Reobserved { at, observation } => {
-                let state = std::mem::replace(&mut self.state, State::Finished);
+                let state = std::mem::replace(&mut self.state, State::Ended);
                 self.state = self.reobserved(state, *at, observation, &mut out);
             }
         }
+        self.never_stuck(event.at(), &mut out);
         Ok(out)
+    }
+
+    /// Every stage but the end waits for an answer. With nothing in flight none can
+    /// come: the rotation would stall, so it parks.
+    fn never_stuck(&mut self, at: DateTime<Utc>, out: &mut Vec<Command>) {
+        if self.is_finished() || self.in_flight > 0 {
+            return;
+        }
+        let what = format!(
+            "the rotation is {:?} with no command in flight, so nothing can move it on",
+            self.phase()
+        );
+        self.impossible(at, what, out);
+        let state = std::mem::replace(&mut self.state, State::Ended);
+        self.state = match state {
+            State::Decided { decided, .. } => State::Decided {
+                decided,
+                stage: Stage::Finished,
+            },
+            _ => State::Ended,
+        };
     }
 
     fn step_index(&self, seq: u32) -> Option<usize> {

@@ -261,6 +261,9 @@ pub enum Attention {
     /// After a restart Azure did not match the journal in a way keyflip cannot safely
     /// continue from.
     Drift { drifts: Vec<Drift>, detail: String },
+    /// The machine reached a state it must never reach (`what` names it) and stopped
+    /// there rather than pick a default: a bug in keyflip, not a problem in Azure.
+    InternalError { what: String },
 }
 
 impl fmt::Display for Attention {
@@ -334,6 +337,10 @@ impl fmt::Display for Attention {
                 write_list(f, drifts)?;
                 write!(f, "; {detail}")
             }
+            Attention::InternalError { what } => write!(
+                f,
+                "keyflip stopped this rotation at a state it must never reach ({what}); this is a bug in keyflip, and nothing was done after it. `keyflip history PLAN` shows every step taken and what each consumer was moved to: put any consumer that does not hold a working key back on one by hand, then report the bug with that history"
+            ),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Unit tests of the machine, named after the transition rows (T1..T40) of the
 //! module docs they exercise, and the support they share.
 
+mod fail_closed;
 mod incident;
 mod leaked_active;
 mod restart;

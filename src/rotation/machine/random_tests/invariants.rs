@@ -148,6 +148,12 @@ fn check_outcome(seed: u64, view: &View, outcome: &Outcome) {
             }
         }
         Outcome::Refused { .. } => panic!("seed {seed}: refused after deciding"),
+        // Every path a run can take is one the machine knows: none may end as a state
+        // it must never reach.
+        Outcome::NeedsAttention {
+            reason: Attention::InternalError { what },
+            ..
+        } => panic!("seed {seed}: internal error: {what}"),
         Outcome::NeedsAttention { .. } => {}
     }
 }
