@@ -4,6 +4,7 @@ mod integrity;
 mod plan_state;
 mod queries;
 mod round_trip;
+mod schema_1;
 
 pub(super) use std::path::{Path, PathBuf};
 
@@ -13,14 +14,19 @@ pub(super) use super::*;
 pub(super) use crate::key::KeyName;
 pub(super) use crate::resource_id::ResourceId;
 pub(super) use crate::rotation::machine::{
-    Action, Attention, Cause, ConsumerId, ConsumerKind, ConsumerRef, Drift, Holding, KeyState,
-    Machine, MissingPermission, Mode, Observation, ObservedConsumer, Options, Purpose,
-    RefusalReason, Regeneration, StepResult,
+    Action, Attention, Cause, ConsumerId, ConsumerKind, ConsumerRef, Drift, Failure, FailureKind,
+    Holding, KeyState, Machine, MissingPermission, Mode, Observation, ObservedConsumer, Options,
+    Purpose, RefusalReason, Regeneration, StepResult, Warning, WarningKind,
 };
 pub(super) use crate::secret::Fingerprint;
 
 pub(super) fn fingerprinter() -> Fingerprinter {
     Fingerprinter::from_bytes(b"journal test fingerprint key")
+}
+
+/// A failure with this message (the journal stores whatever kind it is given).
+pub(super) fn why(message: &str) -> Failure {
+    Failure::new(FailureKind::Transient, message)
 }
 
 pub(super) fn fp(n: u32) -> Fingerprint {
@@ -122,7 +128,7 @@ pub(super) fn every_outcome() -> Vec<Outcome> {
             key: KeyName::Key2,
             fingerprint: fp(22),
         },
-        reason: "409".into(),
+        reason: why("409"),
     };
     let drift = Drift {
         key: KeyName::Key1,
@@ -139,7 +145,7 @@ pub(super) fn every_outcome() -> Vec<Outcome> {
                 before: fp(2),
                 after: fp(22),
             }],
-            warnings: vec!["w".into()],
+            warnings: vec![Warning::new(WarningKind::ConsumerNotChecked, "w")],
         },
         Outcome::RolledBack {
             cause: cause.clone(),
@@ -162,7 +168,7 @@ pub(super) fn every_outcome() -> Vec<Outcome> {
                     drifts: vec![drift],
                 },
                 key: KeyName::Key1,
-                not_back: vec![(ConsumerId("a".into()), "500".into())],
+                not_back: vec![(ConsumerId("a".into()), why("500"))],
             },
             in_doubt: vec![Command {
                 seq: 7,
@@ -174,7 +180,7 @@ pub(super) fn every_outcome() -> Vec<Outcome> {
                 key: KeyName::Key1,
                 purpose: Purpose::Retire,
                 attempts: 8,
-                last_error: "503".into(),
+                last_error: why("503"),
             },
             in_doubt: vec![],
         },

@@ -15,14 +15,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::engine::EngineError;
-use super::step::{Ctx, Done};
+use super::step::{Ctx, Done, azure_failure};
 use super::target::{Target, resolve};
 use super::value;
 use crate::azure::Error;
 use crate::azure::datastore::DatastoreSecret;
 use crate::azure::keyvault::NewSecretVersion;
 use crate::key::KeyName;
-use crate::rotation::machine::{ConsumerRef, StepResult};
+use crate::rotation::machine::{ConsumerRef, Failure, FailureKind, StepResult};
 use crate::secret::{Fingerprint, StorageKey};
 
 /// What a consumer holds, as far as Azure tells.
@@ -95,7 +95,7 @@ impl Ctx<'_> {
         fingerprint: Fingerprint,
     ) -> Result<Done, EngineError> {
         let target = resolve(self.plan, consumer)?;
-        let failed = |reason: String| Done::ok(StepResult::BindFailed { reason });
+        let failed = |reason: Failure| Done::ok(StepResult::BindFailed { reason });
         if self.holds(&target, fingerprint).await == Some(true) {
             tracing::debug!(rotation = self.rotation_id, consumer = %consumer.id, "already holds the key; nothing to write");
             return Ok(Done::ok(StepResult::Bound));
@@ -105,7 +105,7 @@ impl Ctx<'_> {
             Err(e) => {
                 return Ok(Done::failed(
                     StepResult::BindFailed {
-                        reason: format!("cannot read the keys: {e}"),
+                        reason: azure_failure("cannot read the keys: ", &e),
                     },
                     &e,
                 ));
@@ -114,8 +114,11 @@ impl Ctx<'_> {
         let value = keys.value(key).clone();
         drop(keys);
         if self.fp(&value) != fingerprint {
-            return Ok(failed(format!(
-                "{key} no longer has fingerprint {fingerprint} (it changed outside this rotation); nothing was written"
+            return Ok(failed(Failure::new(
+                FailureKind::KeyChanged,
+                format!(
+                    "{key} no longer has fingerprint {fingerprint} (it changed outside this rotation); nothing was written"
+                ),
             )));
         }
         let written = self.write(&target, key, &value).await;
@@ -130,7 +133,7 @@ impl Ctx<'_> {
                 }
                 Ok(Done::failed(
                     StepResult::BindFailed {
-                        reason: e.to_string(),
+                        reason: azure_failure("", &e),
                     },
                     &e,
                 ))
@@ -204,11 +207,15 @@ impl Ctx<'_> {
         bound_at: Option<DateTime<Utc>>,
     ) -> Result<Done, EngineError> {
         let target = resolve(self.plan, consumer)?;
-        let mismatch = |reason: String| Ok(Done::ok(StepResult::ConsumerMismatch { reason }));
+        let mismatch = |kind: FailureKind, message: String| {
+            Ok(Done::ok(StepResult::ConsumerMismatch {
+                reason: Failure::new(kind, message),
+            }))
+        };
         let unreadable = |e: Error| {
             Ok(Done::failed(
                 StepResult::ConsumerMismatch {
-                    reason: format!("cannot read it: {e}"),
+                    reason: azure_failure("cannot read it: ", &e),
                 },
                 &e,
             ))
@@ -216,9 +223,12 @@ impl Ctx<'_> {
         match self.keys().await {
             Ok(keys) if self.fingerprint_of(&keys, key) == fingerprint => {}
             Ok(_) => {
-                return mismatch(format!(
-                    "{key} no longer has fingerprint {fingerprint}; it changed outside this rotation"
-                ));
+                return mismatch(
+                    FailureKind::KeyChanged,
+                    format!(
+                        "{key} no longer has fingerprint {fingerprint}; it changed outside this rotation"
+                    ),
+                );
             }
             Err(e) => return unreadable(e),
         }
@@ -233,21 +243,24 @@ impl Ctx<'_> {
                 Err(e) => return unreadable(e),
             };
             let Some(found) = secrets.iter().find(|s| s.key == secret.key) else {
-                return mismatch(format!(
-                    "scope {} has no secret {}",
-                    secret.scope, secret.key
-                ));
+                return mismatch(
+                    FailureKind::WrongValue,
+                    format!("scope {} has no secret {}", secret.scope, secret.key),
+                );
             };
             let skew = TimeDelta::from_std(self.inner.options.databricks_skew).unwrap_or_default();
             return match (found.last_updated, bound_at) {
                 (Some(updated), Some(bound)) if updated + skew >= bound => {
                     Ok(Done::ok(StepResult::ConsumerVerified))
                 }
-                (updated, bound) => mismatch(format!(
-                    "its last update ({}) is not after keyflip wrote it ({}); Databricks values cannot be read back, so the write is not confirmed",
-                    updated.map_or("unknown".into(), |t| t.to_rfc3339()),
-                    bound.map_or("never".into(), |t| t.to_rfc3339()),
-                )),
+                (updated, bound) => mismatch(
+                    FailureKind::WrongValue,
+                    format!(
+                        "its last update ({}) is not after keyflip wrote it ({}); Databricks values cannot be read back, so the write is not confirmed",
+                        updated.map_or("unknown".into(), |t| t.to_rfc3339()),
+                        bound.map_or("never".into(), |t| t.to_rfc3339()),
+                    ),
+                ),
             };
         }
         match self.held(&target).await {
@@ -260,11 +273,12 @@ impl Ctx<'_> {
                         .map_or("neither key".to_owned(), |k| k.to_string()),
                     Err(_) => "another value".to_owned(),
                 };
-                mismatch(format!(
-                    "it holds {which} ({fp}), not {key} ({fingerprint})"
-                ))
+                mismatch(
+                    FailureKind::WrongValue,
+                    format!("it holds {which} ({fp}), not {key} ({fingerprint})"),
+                )
             }
-            Ok(Held::NoKey(why)) => mismatch(why),
+            Ok(Held::NoKey(why)) => mismatch(FailureKind::WrongValue, why),
             Ok(Held::WriteOnly) => Ok(Done::ok(StepResult::ConsumerVerified)),
             Err(e) => unreadable(e),
         }
@@ -284,7 +298,7 @@ impl Ctx<'_> {
         let failed = |e: Error| {
             Ok(Done::failed(
                 StepResult::DisableFailed {
-                    reason: e.to_string(),
+                    reason: azure_failure("", &e),
                 },
                 &e,
             ))

@@ -43,7 +43,7 @@ use super::progress::{Progress, ProgressEvent};
 use super::report::{IncidentReportPaths, RotationReport};
 use super::step::{Ctx, Done};
 use crate::rotation::machine::{
-    Action, Command, ConsumerKind, Event, Machine, Outcome, Phase, StepResult,
+    Action, Command, ConsumerKind, Event, Failure, FailureKind, Machine, Outcome, Phase, StepResult,
 };
 
 /// Called after every durable journal write; with the `failpoints` feature a test can
@@ -105,7 +105,7 @@ fn detail(result: &StepResult) -> Option<String> {
             Some(format!("disabled version(s) {}", versions.join(", ")))
         }
         StepResult::Regenerated { fingerprint, .. } => Some(format!("now {fingerprint}")),
-        other => other.failure().map(str::to_owned),
+        other => other.failure().map(ToString::to_string),
     }
 }
 
@@ -353,9 +353,10 @@ impl<'c, 'a> Run<'c, 'a> {
         self.record_intent(cmd)?;
         self.progress_started(cmd);
         let done = Done::ok(StepResult::BindFailed {
-            reason:
-                "not attempted: the rotation is rolling back, so this consumer stays on the old key"
-                    .into(),
+            reason: Failure::new(
+                FailureKind::NotAttempted,
+                "not attempted: the rotation is rolling back, so this consumer stays on the old key",
+            ),
         });
         self.answer(cmd, done, Duration::ZERO)
     }

@@ -147,6 +147,7 @@
 
 mod advance;
 mod drift;
+mod failure;
 mod forward;
 mod outcome;
 mod precheck;
@@ -162,6 +163,7 @@ mod tests;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+pub use failure::{Failure, FailureKind, Warning, WarningKind};
 pub use outcome::*;
 pub use precheck::Route;
 pub use types::*;
@@ -411,7 +413,7 @@ pub struct Machine {
     state: State,
     consumers: Vec<Track>,
     regenerations: Vec<Regeneration>,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
     timeline: Vec<Entry>,
 }
 
@@ -628,8 +630,8 @@ impl Machine {
         self.timeline.push(Entry::Noted(at, note));
     }
 
-    fn warn(&mut self, at: DateTime<Utc>, text: String) {
-        self.warnings.push(text.clone());
-        self.note(at, Note::Warning { text });
+    fn warn(&mut self, at: DateTime<Utc>, warning: Warning) {
+        self.warnings.push(warning.clone());
+        self.note(at, Note::Warning { warning });
     }
 }

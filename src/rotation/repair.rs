@@ -18,6 +18,7 @@ use crate::key::KeyName;
 use crate::plan::{ConsumerId, Plan};
 use crate::rotation::machine::{
     Action, Attention, Command, ConsumerKind, ConsumerRef, Event, Mode, Outcome, StepResult,
+    Warning, WarningKind,
 };
 
 fn kind_of(id: &ConsumerId) -> Option<ConsumerKind> {
@@ -225,7 +226,10 @@ async fn run_from(
         (None, Some(Action::Bind { key, consumer, .. })) => Outcome::Completed {
             active: *key,
             regenerated: vec![],
-            warnings: vec![format!("repair: {consumer} bound to {key}")],
+            warnings: vec![Warning::new(
+                WarningKind::Repaired,
+                format!("repair: {consumer} bound to {key}"),
+            )],
         },
         (failure, _) => Outcome::NeedsAttention {
             reason: Attention::Drift {

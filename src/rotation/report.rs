@@ -13,7 +13,7 @@ use crate::journal::{RotationRecord, StepRecord};
 use crate::key::KeyName;
 use crate::rotation::machine::{
     Action, ConsumerView, Holding, KeyState, MissingPermission, Mode, ObservedConsumer, Outcome,
-    RefusalReason, Regeneration, Route, StepResult, View,
+    RefusalReason, Regeneration, Route, StepResult, View, Warning,
 };
 
 use super::engine::Trigger;
@@ -102,7 +102,7 @@ pub struct RotationReport {
     pub keys_after: Option<KeyPair>,
     pub regenerated: Vec<Regeneration>,
     pub consumers: Vec<ConsumerView>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     pub steps: Vec<StepReport>,
     pub incident_report: Option<IncidentReportPaths>,
 }
@@ -212,7 +212,7 @@ pub struct DryRun {
     /// Set when the precheck would refuse; then `steps` stop at the observation.
     pub refused: Option<Vec<RefusalReason>>,
     pub consumers: Vec<ObservedConsumer>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// The steps in order, assuming every one succeeds.
     pub steps: Vec<PlannedStep>,
 }

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::failure::{Failure, Warning, WarningKind};
 use super::outcome::*;
 use super::precheck::{self, Route};
 use super::proof::Committed;
@@ -85,7 +86,10 @@ impl Machine {
                         }
                     }
                     StepResult::DisableFailed { reason } => {
-                        warning = Some(format!("could not disable versions of {c}: {reason}"));
+                        warning = Some(Warning::new(
+                            WarningKind::VersionsNotDisabled,
+                            format!("could not disable versions of {c}: {reason}"),
+                        ));
                     }
                     _ => {}
                 }
@@ -94,8 +98,8 @@ impl Machine {
             Action::WaitUntil { .. } => Kind::Wait,
             _ => Kind::Other,
         };
-        if let Some(text) = warning {
-            self.warn(at, text);
+        if let Some(warning) = warning {
+            self.warn(at, warning);
         }
         kind
     }
@@ -104,11 +108,11 @@ impl Machine {
         self.options.retire_attempts.max(1)
     }
 
-    pub(super) fn cause(&self, i: usize, result: &StepResult) -> Cause {
+    pub(super) fn cause(&self, i: usize, reason: &Failure) -> Cause {
         Cause::Failed {
             seq: self.steps[i].command.seq,
             action: self.steps[i].command.action.clone(),
-            reason: result.failure().unwrap_or_default().to_owned(),
+            reason: reason.clone(),
         }
     }
 
@@ -130,8 +134,8 @@ impl Machine {
             (Stage::Staging, _, R::Regenerated { fingerprint, .. }) => {
                 self.verify_key(d, at, KeyCheck::Target, *fingerprint, 0, out)
             }
-            (Stage::Staging, _, R::RegenerateFailed { .. }) => {
-                let cause = self.cause(i, result);
+            (Stage::Staging, _, R::RegenerateFailed { error }) => {
+                let cause = self.cause(i, error);
                 self.roll_back(d, cause, None, at, out)
             }
 
@@ -144,8 +148,8 @@ impl Machine {
                 kind,
                 _,
             ) => self.fresh_key_answer(d, value, failures, kind, result, at, out),
-            (Stage::VerifyingKey { .. }, _, R::KeyRejected { .. }) => {
-                let cause = self.cause(i, result);
+            (Stage::VerifyingKey { .. }, _, R::KeyRejected { reason }) => {
+                let cause = self.cause(i, reason);
                 self.roll_back(d, cause, None, at, out)
             }
             (
@@ -203,8 +207,8 @@ impl Machine {
                 self.rebind_failed(d, target, at, out);
                 Stage::Binding { target, failures }
             }
-            (Stage::Binding { target, .. }, _, R::BindFailed { .. }) if !revoke_first => {
-                let cause = self.cause(i, result);
+            (Stage::Binding { target, .. }, _, R::BindFailed { reason }) if !revoke_first => {
+                let cause = self.cause(i, reason);
                 self.roll_back(d, cause, Some(target), at, out)
             }
             (Stage::Binding { target, failures }, _, R::Bound | R::BindFailed { .. }) => {
@@ -215,10 +219,10 @@ impl Machine {
                 }
             }
 
-            (Stage::VerifyingConsumers { target, .. }, _, R::ConsumerMismatch { .. })
+            (Stage::VerifyingConsumers { target, .. }, _, R::ConsumerMismatch { reason })
                 if !revoke_first =>
             {
-                let cause = self.cause(i, result);
+                let cause = self.cause(i, reason);
                 self.roll_back(d, cause, Some(target), at, out)
             }
             (

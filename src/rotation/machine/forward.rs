@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::failure::Failure;
 use super::outcome::*;
 use super::proof::{AllVerified, Committed};
 use super::types::*;
@@ -321,7 +322,7 @@ impl Machine {
         failures: u32,
         key: KeyName,
         purpose: Purpose,
-        error: &str,
+        error: &Failure,
         at: DateTime<Utc>,
         out: &mut Vec<Command>,
     ) -> Option<Stage> {
@@ -330,7 +331,7 @@ impl Machine {
                 key,
                 purpose,
                 attempts: failures,
-                last_error: error.to_owned(),
+                last_error: error.clone(),
             };
             return Some(self.park(at, reason, out));
         }

@@ -7,6 +7,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::failure::{Failure, Warning};
 use super::types::{Action, Command, ConsumerId, ConsumerRef, MissingPermission, Purpose};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
@@ -37,7 +38,7 @@ pub enum Cause {
     Failed {
         seq: u32,
         action: Action,
-        reason: String,
+        reason: Failure,
     },
     /// Azure no longer matched the journal after a restart.
     Drift { drifts: Vec<Drift> },
@@ -75,14 +76,14 @@ pub enum Outcome {
     Completed {
         active: KeyName,
         regenerated: Vec<Regeneration>,
-        warnings: Vec<String>,
+        warnings: Vec<Warning>,
     },
     /// A failure before commit; every consumer is back on the old key, verified, and
     /// `discarded` (when set) was regenerated so a value that may have leaked died.
     RolledBack {
         cause: Cause,
         discarded: Option<KeyName>,
-        warnings: Vec<String>,
+        warnings: Vec<Warning>,
     },
     /// The precheck found reasons not to start; nothing was changed.
     Refused { reasons: Vec<RefusalReason> },
@@ -226,14 +227,14 @@ pub enum Attention {
         key: KeyName,
         purpose: Purpose,
         attempts: u32,
-        last_error: String,
+        last_error: Failure,
     },
     /// With `revoke_first`: consumers could not be moved to `key` (the revoked key's
     /// fresh value) after `attempts` rounds; the leaked value is already dead, so they
     /// are down.
     ConsumersNotMoved {
         key: KeyName,
-        consumers: Vec<(ConsumerId, String)>,
+        consumers: Vec<(ConsumerId, Failure)>,
         attempts: u32,
     },
     /// With `revoke_first`: the fresh value of the revoked `key` was not accepted on the
@@ -243,13 +244,13 @@ pub enum Attention {
         key: KeyName,
         fingerprint: Fingerprint,
         attempts: u32,
-        last_reason: String,
+        last_reason: Failure,
     },
     /// The rollback could not bring every consumer back to `key`.
     RollbackIncomplete {
         cause: Cause,
         key: KeyName,
-        not_back: Vec<(ConsumerId, String)>,
+        not_back: Vec<(ConsumerId, Failure)>,
     },
     /// An incident rotation rolled back (or could not start the swap), so the leaked
     /// `key` is still in use.
@@ -352,7 +353,7 @@ fn write_list<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::
     Ok(())
 }
 
-fn write_pairs(f: &mut fmt::Formatter<'_>, items: &[(ConsumerId, String)]) -> fmt::Result {
+fn write_pairs(f: &mut fmt::Formatter<'_>, items: &[(ConsumerId, Failure)]) -> fmt::Result {
     for (i, (id, why)) in items.iter().enumerate() {
         write!(f, "{}{id} ({why})", if i == 0 { "" } else { "; " })?;
     }

@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::failure::Failure;
 use super::outcome::*;
 use super::types::*;
 use super::view::{ConsumerStatus, Note};
@@ -183,7 +184,7 @@ impl Machine {
         &self,
         back: &[usize],
         key: KeyName,
-    ) -> Result<Vec<(ConsumerId, String)>, String> {
+    ) -> Result<Vec<(ConsumerId, Failure)>, String> {
         let mut not_back = Vec::new();
         for &c in back {
             let t = &self.consumers[c];
@@ -209,7 +210,7 @@ impl Machine {
         &mut self,
         d: &Decided,
         cause: Cause,
-        not_back: Vec<(ConsumerId, String)>,
+        not_back: Vec<(ConsumerId, Failure)>,
         at: DateTime<Utc>,
         out: &mut Vec<Command>,
     ) -> Stage {

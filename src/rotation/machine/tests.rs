@@ -212,8 +212,14 @@ pub(super) fn regenerations(m: &Machine) -> Vec<(KeyName, Purpose)> {
         .collect()
 }
 
+/// A failure with this message. The machine does not branch on failure kinds, so
+/// tests use one.
+pub(super) fn why(message: &str) -> Failure {
+    Failure::new(FailureKind::Transient, message)
+}
+
 pub(super) fn failed(reason: &str) -> StepResult {
     StepResult::BindFailed {
-        reason: reason.to_owned(),
+        reason: why(reason),
     }
 }

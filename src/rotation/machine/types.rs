@@ -12,12 +12,16 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::failure::Failure;
 use super::outcome::Outcome;
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 
 /// The version of the JSON shape of [`Command`] and [`Event`] written by this build.
-pub const SCHEMA: u32 = 1;
+/// Schema 2 made failure reasons and warnings [`Failure`]s and `Warning`s (a kind and
+/// a message) where schema 1 held plain strings; those strings still read, as kind
+/// `Unclassified`.
+pub const SCHEMA: u32 = 2;
 
 /// A consumer's identity, opaque to the machine: the plan gives each consumer a
 /// stable id (a Key Vault secret URL, a datastore resource id, ...).
@@ -349,25 +353,25 @@ pub enum StepResult {
         created: Option<DateTime<Utc>>,
     },
     RegenerateFailed {
-        error: String,
+        error: Failure,
     },
     KeyVerified,
     KeyRejected {
-        reason: String,
+        reason: Failure,
     },
     Bound,
     BindFailed {
-        reason: String,
+        reason: Failure,
     },
     ConsumerVerified,
     ConsumerMismatch {
-        reason: String,
+        reason: Failure,
     },
     VersionsDisabled {
         versions: Vec<String>,
     },
     DisableFailed {
-        reason: String,
+        reason: Failure,
     },
     Committed,
     Waited,
@@ -423,7 +427,7 @@ impl StepResult {
     }
 
     /// The failure's reason, for results that are failures.
-    pub fn failure(&self) -> Option<&str> {
+    pub fn failure(&self) -> Option<&Failure> {
         match self {
             StepResult::RegenerateFailed { error: r }
             | StepResult::KeyRejected { reason: r }

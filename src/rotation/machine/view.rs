@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::failure::{Failure, Warning};
 use super::outcome::{Cause, Drift, Outcome, Regeneration};
 use super::precheck::Route;
 use super::types::{Action, Command, ConsumerRef, Holding, Mode, StepResult};
@@ -58,9 +59,9 @@ pub enum ConsumerStatus {
     /// Verified to hold `key`, and `key` works.
     Verified { key: KeyName },
     /// Binding to `key` failed.
-    BindFailed { key: KeyName, reason: String },
+    BindFailed { key: KeyName, reason: Failure },
     /// It does not hold `key` (or `key` does not work through it).
-    Mismatch { key: KeyName, reason: String },
+    Mismatch { key: KeyName, reason: Failure },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -88,7 +89,7 @@ pub enum Note {
     /// A restart's observation; `drifts` empty when Azure matched the journal.
     Reobserved { drifts: Vec<Drift> },
     /// Something the report should say that changed nothing.
-    Warning { text: String },
+    Warning { warning: Warning },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -127,7 +128,7 @@ pub struct View {
     pub committed_at: Option<DateTime<Utc>>,
     pub consumers: Vec<ConsumerView>,
     pub regenerations: Vec<Regeneration>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     pub timeline: Vec<TimelineEntry>,
     pub outcome: Option<Outcome>,
 }

@@ -3,7 +3,7 @@
 //! in the failure dies.
 
 use keyflip::key::KeyName;
-use keyflip::rotation::machine::Outcome;
+use keyflip::rotation::machine::{Cause, FailureKind, Outcome};
 use keyflip::rotation::{NoProgress, RotateRequest};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +36,10 @@ async fn a_key_that_never_verifies_rolls_back_and_is_discarded() {
     };
     assert_eq!(*discarded, Some(KeyName::Key2));
     assert!(cause.to_string().contains("verification budget"), "{cause}");
+    assert!(
+        matches!(cause, Cause::Failed { reason, .. } if reason.kind == FailureKind::KeyNotAccepted),
+        "{cause:?}"
+    );
     let state = h.twin.state().await;
     let (key1, key2) = keys_of(&state);
     assert_eq!(key1, before.0, "the old key was kept");
@@ -78,6 +82,11 @@ async fn one_datastore_failing_to_update_rolls_every_consumer_back() {
         panic!("{:#?}", report.outcome)
     };
     assert!(cause.to_string().contains("training_data"), "{cause}");
+    // A 400 from Azure: the request as made is refused, retrying will not help.
+    assert!(
+        matches!(cause, Cause::Failed { reason, .. } if reason.kind == FailureKind::Rejected),
+        "{cause:?}"
+    );
     assert_eq!(*discarded, Some(KeyName::Key2));
     let state = h.twin.state().await;
     let (key1, key2) = keys_of(&state);

@@ -102,7 +102,7 @@ impl World {
         );
         let fail = fallible && rng.percent(self.fault_percent);
         self.disturbed |= fail;
-        let reason = || "injected".to_owned();
+        let reason = || Failure::new(FailureKind::Transient, "injected");
         match &c.action {
             Action::Observe => StepResult::Observed(obs.clone()),
             Action::Regenerate { key, .. } if !fail => StepResult::Regenerated {
@@ -143,9 +143,12 @@ impl World {
                 StepResult::ConsumerVerified
             }
             Action::VerifyConsumer { consumer, .. } if !fail => StepResult::ConsumerMismatch {
-                reason: format!(
-                    "{consumer} holds {:?}",
-                    self.holds.get(&consumer.id).copied().flatten()
+                reason: Failure::new(
+                    FailureKind::WrongValue,
+                    format!(
+                        "{consumer} holds {:?}",
+                        self.holds.get(&consumer.id).copied().flatten()
+                    ),
                 ),
             },
             Action::VerifyConsumer { .. } => StepResult::ConsumerMismatch { reason: reason() },

@@ -90,7 +90,7 @@ fn a_failed_bind_that_did_not_roll_back_parks() {
     // marked failed without that having happened.
     r.m.consumers[0].status = ConsumerStatus::BindFailed {
         key: K2,
-        reason: "forced".into(),
+        reason: why("forced"),
     };
     r.answer(binds[1].seq, StepResult::Bound);
     let c = r.answer(binds[2].seq, StepResult::Bound);

@@ -26,7 +26,7 @@ fn staged_k2() -> Fingerprint {
 
 fn rejected() -> StepResult {
     StepResult::KeyRejected {
-        reason: "403 AuthenticationFailed".into(),
+        reason: why("403 AuthenticationFailed"),
     }
 }
 
@@ -332,7 +332,7 @@ fn t20_t21_t22_revoke_first_retries_binds_forward_then_parks() {
     let w = r.answer(
         c[2].seq,
         StepResult::ConsumerMismatch {
-            reason: "old value".into(),
+            reason: why("old value"),
         },
     );
     assert_eq!(
@@ -360,7 +360,7 @@ fn t20_t21_t22_revoke_first_retries_binds_forward_then_parks() {
     assert_eq!((key, attempts), (K1, 3));
     assert_eq!(
         consumers,
-        vec![(ConsumerId("ws/ds-b".into()), "still throttled".into())]
+        vec![(ConsumerId("ws/ds-b".into()), why("still throttled"))]
     );
 }
 
