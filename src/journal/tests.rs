@@ -192,5 +192,20 @@ pub(super) fn every_outcome() -> Vec<Outcome> {
             },
             in_doubt: vec![],
         },
+        Outcome::NeedsAttention {
+            reason: Attention::ResyncFailed {
+                key: KeyName::Key2,
+                consumers: vec![(ConsumerId("workspace:w".into()), why("409"))],
+                attempts: 8,
+                leaked: Some(KeyName::Key1),
+            },
+            in_doubt: vec![],
+        },
+        Outcome::NeedsAttention {
+            reason: Attention::InternalError {
+                what: "nothing in flight".into(),
+            },
+            in_doubt: vec![],
+        },
     ]
 }

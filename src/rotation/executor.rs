@@ -8,13 +8,13 @@
 //! task, so a crash (or a fail point) drops every one of them at once.
 //!
 //! Two orderings are the executor's own:
-//! - A workspace `resyncKeys` goes last in its batch of binds: Azure chooses which key
-//!   a workspace takes and a resync cannot be steered back, so it runs only once every
-//!   other consumer of the batch has moved. When one of them failed and the rotation is
-//!   rolling back, the resync is not attempted at all (its bind is answered as failed
-//!   without being sent), and the workspace never leaves the old key. The same holds
-//!   for any forward bind still outstanding once a rollback has started (after a
-//!   crash, for one): it is answered as not attempted, since it would be undone.
+//! - The machine itself issues a workspace `resyncKeys` (a consumer `steered_by_azure`)
+//!   only once every other consumer was bound and verified, and after it nothing rolls
+//!   back. Only `revoke_first`, where nothing rolls back at all, binds a workspace in
+//!   one batch with the rest; there the resync still goes last in its batch, once every
+//!   other bind has answered. Any forward bind still outstanding once a rollback has
+//!   started (after a crash, for one) is answered as not attempted instead of being
+//!   sent, since it would be undone.
 //! - Cancellation is checked only between journaled steps: effects in flight finish and
 //!   are recorded; reads and waits in flight are abandoned (an abandoned wait resumes
 //!   from its absolute deadline; a read is simply done again).
@@ -43,7 +43,8 @@ use super::progress::{Progress, ProgressEvent};
 use super::report::{IncidentReportPaths, RotationReport};
 use super::step::{Ctx, Done};
 use crate::rotation::machine::{
-    Action, Command, ConsumerKind, Event, Failure, FailureKind, Machine, Outcome, Phase, StepResult,
+    Action, Command, Event, Failure, FailureKind, Machine, Outcome, Phase, StepResult,
+    steered_by_azure,
 };
 
 /// Called after every durable journal write; with the `failpoints` feature a test can
@@ -95,7 +96,7 @@ fn abandonable(action: &Action) -> bool {
 }
 
 fn is_workspace_bind(action: &Action) -> bool {
-    matches!(action, Action::Bind { consumer, .. } if consumer.kind == ConsumerKind::Workspace)
+    matches!(action, Action::Bind { consumer, .. } if steered_by_azure(consumer))
 }
 
 /// The result in words, for progress output.
@@ -338,9 +339,8 @@ impl<'c, 'a> Run<'c, 'a> {
     }
 
     /// A forward bind (to the standby) while the rotation is rolling back: the
-    /// machine binds every consumer back anyway, so it is not sent. This is what keeps
-    /// a deferred (or, after a crash, in-doubt) workspace resync from moving the
-    /// workspace to a key it would then have to be moved off again.
+    /// machine binds every consumer back anyway, so it is not sent (after a crash, an
+    /// in-doubt one would only have to be undone).
     fn rolling_back_past(&self, cmd: &Command) -> bool {
         let Action::Bind { key, .. } = &cmd.action else {
             return false;

@@ -14,8 +14,8 @@
 //! | `Staging` | `Regenerate(standby, stage)` |
 //! | `VerifyingKey` | `VerifyKey(standby)`; with `revoke_first` after the revoke `VerifyKey(active, fresh value)`, or a backoff wait |
 //! | `Revoking` | `Regenerate(leaked, revoke)`, or the backoff `WaitUntil` before a retry |
-//! | `Binding` | one `Bind(consumer, target)` per consumer (with `revoke_first`: or a backoff wait) |
-//! | `VerifyingConsumers` | one `VerifyConsumer(consumer, target)` per bound consumer |
+//! | `Binding` | one `Bind(consumer, target)` per consumer of the round (where the round only goes forward: or a backoff wait) |
+//! | `VerifyingConsumers` | one `VerifyConsumer(consumer, target)` per consumer bound in the round |
 //! | `Committing` | `Commit` |
 //! | `Grace` | `WaitUntil(committed + grace)` |
 //! | `Retiring` | `Regenerate(active, retire)`, or a backoff wait |
@@ -25,19 +25,23 @@
 //!
 //! Routes (decided at precheck, see `precheck`). The *target* is the key and value
 //! consumers move to: the standby's (staged, or as it is), or with `revoke_first` the
-//! active key's value after its revoke.
+//! active key's value after its revoke. *Swap* below is Binding → VerifyingConsumers
+//! for every consumer whose key keyflip chooses, then, when there is an ML workspace
+//! (a consumer [`steered_by_azure`]), Binding → VerifyingConsumers again for it: its
+//! resync, issued only once every other consumer was verified on the target (see
+//! "The resync goes last").
 //!
-//! - `Scheduled`: Staging → VerifyingKey → Binding → VerifyingConsumers → Committing
-//!   → Grace (skipped when grace ≤ 0) → Retiring → Completed.
+//! - `Scheduled`: Staging → VerifyingKey → swap → Committing → Grace (skipped when
+//!   grace ≤ 0) → Retiring → Completed.
 //! - `LeakedBoth`: as `Scheduled` with no grace, then Cleanup (both observed
 //!   fingerprints) → Completed.
 //! - `LeakedActive` (no ML workspace among the consumers): VerifyingKey (the existing
-//!   standby) → Binding → VerifyingConsumers → Committing → Retiring (no grace) →
-//!   Cleanup (the leaked fingerprint) → Completed.
+//!   standby) → swap (one round) → Committing → Retiring (no grace) → Cleanup (the
+//!   leaked fingerprint) → Completed.
 //! - `LeakedActive { stage_standby }` (an ML workspace is a consumer): Staging →
-//!   VerifyingKey → Binding → VerifyingConsumers → Committing → Retiring (no grace) →
-//!   Cleanup (the leaked fingerprint) → Completed. A workspace resync takes the
-//!   account's newest key, which the existing standby may not be; a staged one is.
+//!   VerifyingKey → swap (the workspace's resync last) → Committing → Retiring (no
+//!   grace) → Cleanup (the leaked fingerprint) → Completed. A workspace resync takes
+//!   the account's newest key, which the existing standby may not be; a staged one is.
 //! - `LeakedActive { revoke_first }`: VerifyingKey (the standby, so the only working
 //!   key is never killed when the other does not work) → Revoking → VerifyingKey (the
 //!   revoked key's fresh value) → Binding (to that value: the same key name as
@@ -45,7 +49,9 @@
 //!   fingerprint) → Completed. The standby is left as it was: after the revoke the
 //!   fresh value is the newest key, the one a workspace resync takes. After the revoke
 //!   nothing can roll back: a rejected fresh value, failed binds and verifications are
-//!   retried (backoff, up to `retire_attempts` rounds), then the rotation parks.
+//!   retried (backoff, up to `retire_attempts` rounds), then the rotation parks. So
+//!   every consumer, a workspace included, is bound in one round: holding the
+//!   workspace back would keep it down longer and protect nothing.
 //! - `LeakedStandby`: Revoking → Cleanup → Completed; no consumer is touched.
 //!
 //! # Transitions
@@ -62,7 +68,7 @@
 //! | T4 | Prechecking | `Observed`, route `LeakedStandby` | `Regenerate(leaked, revoke)` → Revoking |
 //! | T5 | Staging | `Regenerated` | `VerifyKey(standby, new fp)` → VerifyingKey |
 //! | T6 | Staging | `RegenerateFailed` | roll back (nothing to undo) |
-//! | T7 | VerifyingKey | `KeyVerified` (but T8) | `Bind(target)` every consumer → Binding |
+//! | T7 | VerifyingKey | `KeyVerified` (but T8) | `Bind(target)` every consumer not steered by Azure (every consumer with `revoke_first`) → Binding (first round); none → as T17 |
 //! | T8 | VerifyingKey | `KeyVerified`, `revoke_first`, before the revoke | `Regenerate(active, revoke)` → Revoking |
 //! | T9 | VerifyingKey | `KeyRejected`, before any revoke | roll back |
 //! | T10 | Revoking | `Regenerated`, `LeakedStandby` | Cleanup (T26) |
@@ -74,13 +80,14 @@
 //! | T13 | Revoking, Retiring, RollingBack(discard) | `RegenerateFailed`, `retire_attempts` reached | `Finish(NeedsAttention: RetriesExhausted)` |
 //! | T14 | Revoking, Retiring, RollingBack(discard) | `Waited` (backoff) | the same `Regenerate` again, same `before` |
 //! | T15 | Binding | `Bound`, batch not done | wait |
-//! | T16 | Binding | `BindFailed` | roll back |
-//! | T17 | Binding | batch done, all bound | `VerifyConsumer` every bound consumer → VerifyingConsumers |
-//! | T18 | VerifyingConsumers | `ConsumerMismatch` | roll back |
-//! | T19 | VerifyingConsumers | batch done, all verified | `Commit` → Committing |
-//! | T20 | Binding, VerifyingConsumers (`revoke_first`) | batch done with failures, rounds left | `WaitUntil(backoff)` → Binding |
-//! | T21 | Binding (`revoke_first`) | `Waited` | `Bind` again each failed consumer |
-//! | T22 | Binding, VerifyingConsumers (`revoke_first`) | batch done with failures, rounds used up | `Finish(NeedsAttention: ConsumersNotMoved)` |
+//! | T16 | Binding (first round, not `revoke_first`) | `BindFailed` | roll back |
+//! | T17 | Binding | batch done, all bound | `VerifyConsumer` every consumer bound in the round → VerifyingConsumers |
+//! | T18 | VerifyingConsumers (first round, not `revoke_first`) | `ConsumerMismatch` | roll back |
+//! | T19 | VerifyingConsumers (first round) | batch done, all verified, consumers steered by Azure (ML workspaces) waiting | `Bind(target)` each of them, its resync → Binding (resync round) |
+//! | T19a | VerifyingConsumers (last round) | batch done, every consumer verified (checked from the step log) | `Commit` → Committing |
+//! | T20 | Binding, VerifyingConsumers (`revoke_first`, or the resync round) | batch done with failures, rounds left | `WaitUntil(backoff)` → Binding |
+//! | T21 | Binding (same) | `Waited` | `Bind` again each failed consumer |
+//! | T22 | Binding, VerifyingConsumers (same) | batch done with failures, rounds used up | `Finish(NeedsAttention: ConsumersNotMoved)` with `revoke_first`, `Finish(NeedsAttention: ResyncFailed)` in the resync round |
 //! | T23 | Committing | `Committed`, `Scheduled`, grace > 0 | `WaitUntil(committed + grace)` → Grace |
 //! | T24 | Committing | `Committed`, no grace (or `LeakedBoth`, `LeakedActive` without `revoke_first`) | `Regenerate(active, retire)` → Retiring |
 //! | T25 | Grace | `Waited` | `Regenerate(active, retire)` → Retiring |
@@ -96,22 +103,39 @@
 //! | T34a | RollingBack(draining) | last in-flight answer, nothing bound, the standby staged | `Regenerate(standby, discard)` → discarding |
 //! | T35 | any but Prechecking | `Reobserved`, every key as recorded (or in doubt) | nothing |
 //! | T36 | any | `Reobserved`, a key consumers rely on (with `revoke_first`, from the revoke on: the active key), or one still to be retired, changed | `Finish(NeedsAttention: Drift)`, in-doubt commands listed |
-//! | T37 | VerifyingKey, Binding, VerifyingConsumers | `Reobserved`, the standby changed before commit (and before any revoke) | roll back (cause: drift) |
+//! | T37 | VerifyingKey, Binding, VerifyingConsumers (first round) | `Reobserved`, the standby changed before commit (and before any revoke) | roll back (cause: drift) |
+//! | T37a | Binding, VerifyingConsumers (resync round) | `Reobserved`, the standby changed | `Finish(NeedsAttention: Drift)`: a resync cannot be rolled back |
 //! | T38 | any | `Reobserved`, a key no consumer relies on changed: one this rotation already retired or discarded, the standby during a rollback or once a `revoke_first` revoke was issued, the leaked standby | note it, take it as the new `before`, go on |
 //! | T39 | finished | any event | error, nothing changes |
 //! | T40 | any | answer to an unknown or answered seq, or of the wrong kind | error, nothing changes |
 //! | T41 | any | an answer its stage does not expect, a stage that cannot act on what it holds (see "Failing closed"), or nothing left in flight | `Finish(NeedsAttention: InternalError)`, naming it |
 //!
+//! # The resync goes last
+//!
+//! An ML workspace is not given a key: it is told to resync, and takes the key Azure
+//! picks (the account's newest, as far as keyflip knows). A rollback's resync would
+//! take the newest key again, the new one, so a workspace that resynced forward can
+//! never be brought back. Its bind is therefore the last step before commit: issued
+//! only once every other consumer was bound *and verified* on the target, which the
+//! staging made the newest key. Before it, any failure rolls back with the workspace
+//! untouched. From it on, nothing rolls back: a failed resync or verification is
+//! retried with the retire backoff, and after `retire_attempts` rounds the rotation
+//! parks (`ResyncFailed`) with every other consumer on the target, which works, and
+//! both keys valid. [`steered_by_azure`] is the one place that says which consumers
+//! these are.
+//!
 //! # Rollback
 //!
-//! A failure before commit first lets every in-flight command answer (so a late
-//! forward `Bind` cannot land after the bind back), then binds back every consumer a
-//! forward `Bind` was issued to, whatever its result, because it may have happened.
-//! Then each is verified on the old key, and Key Vault consumers get the versions
-//! holding the new value disabled. Only when every one is back is the standby
-//! regenerated once more (`Discard`); a staged standby is discarded even when no
-//! consumer had been bound (it failed verification). A rollback that cannot bring everyone back
-//! parks. The commit marker is the point after which nothing rolls back.
+//! A failure before commit and before any resync first lets every in-flight command
+//! answer (so a late forward `Bind` cannot land after the bind back), then binds back
+//! every consumer a forward `Bind` was issued to, whatever its result, because it may
+//! have happened. Then each is verified on the old key, and Key Vault consumers get
+//! the versions holding the new value disabled. Only when every one is back is the
+//! standby regenerated once more (`Discard`); a staged standby is discarded even when
+//! no consumer had been bound (it failed verification). A rollback that cannot bring
+//! everyone back parks. A workspace resync is never part of a rollback: none was
+//! issued before one starts. The first resync (or, without one, the commit marker) is
+//! the point after which nothing rolls back.
 //!
 //! # Failing closed
 //!
@@ -129,7 +153,7 @@
 //! verification does not compile.
 //!
 //! Whatever the machine cannot explain (T41: an answer its stage does not expect, a
-//! failure outside `revoke_first` that did not roll back, a rollback that does not
+//! failure where the swap can still roll back that did not, a rollback that does not
 //! know the value consumers were bound to, a stage with nothing in flight) parks the
 //! rotation as `NeedsAttention: InternalError` naming it. The random-run test holds
 //! every reachable path to never ending there.
@@ -172,6 +196,15 @@ pub use view::{ConsumerStatus, ConsumerView, Happening, Note, Phase, TimelineEnt
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 use proof::{AllVerified, Committed};
+
+/// Whether Azure, not keyflip, picks the key this consumer takes when it is bound: an
+/// ML workspace's `resyncKeys` makes it take the account's newest key (as far as
+/// keyflip knows; Azure does not document the choice). Such a bind cannot be steered
+/// back, so it waits until every other consumer was bound and verified, and once it
+/// was issued nothing rolls back. The one place that decides it.
+pub fn steered_by_azure(consumer: &ConsumerRef) -> bool {
+    consumer.kind == ConsumerKind::Workspace
+}
 
 /// The first wait between retries of a step that cannot roll back.
 pub const RETRY_FIRST_BACKOFF: TimeDelta = TimeDelta::seconds(10);
@@ -307,13 +340,16 @@ enum Stage {
     Revoking {
         failures: u32,
     },
-    /// Consumers are being bound to `target` (or, with `revoke_first`, a backoff wait).
+    /// `round`'s consumers are being bound to `target` (or, when that round only goes
+    /// forward, a backoff wait before binding the failed ones again).
     Binding {
         target: Fingerprint,
+        round: Round,
         failures: u32,
     },
     VerifyingConsumers {
         target: Fingerprint,
+        round: Round,
         failures: u32,
     },
     /// `Commit` in flight; only a check of every consumer reaches here.
@@ -344,6 +380,30 @@ impl Stage {
             }
             _ => None,
         }
+    }
+}
+
+/// Which consumers a round of binds and verifications moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Round {
+    /// Every consumer whose key keyflip chooses; with `revoke_first` every consumer.
+    Steerable,
+    /// After the first round was verified: consumers Azure steers (an ML workspace's
+    /// resync). From its first bind on nothing rolls back.
+    Resync,
+}
+
+impl Decided {
+    /// Whether the consumer waits for the resync round: Azure picks its key, and the
+    /// route can still roll back (with `revoke_first` nothing can, and a consumer held
+    /// back would only stay down longer).
+    fn held_back(&self, consumer: &ConsumerRef) -> bool {
+        steered_by_azure(consumer) && !self.route.revoke_first()
+    }
+
+    /// Whether a failure in `round` goes forward (retry, then park) instead of back.
+    fn forward_only(&self, round: Round) -> bool {
+        self.route.revoke_first() || round == Round::Resync
     }
 }
 

@@ -11,7 +11,7 @@ use super::precheck::{self, Route};
 use super::proof::Committed;
 use super::types::*;
 use super::view::{ConsumerStatus, Note};
-use super::{Decided, KeyCheck, Kind, Machine, Stage, State, Track, index};
+use super::{Decided, KeyCheck, Kind, Machine, Round, Stage, State, Track, index};
 
 impl Machine {
     /// Bookkeeping that does not depend on the stage: key and consumer facts.
@@ -171,7 +171,7 @@ impl Machine {
                 },
                 _,
                 R::KeyVerified,
-            ) => self.bind_forward(d, value, at, out),
+            ) => self.bind_round(d, value, Round::Steerable, at, out),
 
             (Stage::Revoking { .. }, _, R::Regenerated { fingerprint, .. }) => match d.route {
                 Route::LeakedStandby => self.cleanup(d, at, out),
@@ -203,37 +203,73 @@ impl Machine {
                 Stage::Revoking { failures }
             }
 
-            (Stage::Binding { target, failures }, Kind::Wait, R::Waited) => {
+            (
+                Stage::Binding {
+                    target,
+                    round,
+                    failures,
+                },
+                Kind::Wait,
+                R::Waited,
+            ) => {
                 self.rebind_failed(d, target, at, out);
-                Stage::Binding { target, failures }
-            }
-            (Stage::Binding { target, .. }, _, R::BindFailed { reason }) if !revoke_first => {
-                let cause = self.cause(i, reason);
-                self.roll_back(d, cause, Some(target), at, out)
-            }
-            (Stage::Binding { target, failures }, _, R::Bound | R::BindFailed { .. }) => {
-                if self.in_flight > 0 {
-                    Stage::Binding { target, failures }
-                } else {
-                    self.binds_done(d, target, failures, at, out)
+                Stage::Binding {
+                    target,
+                    round,
+                    failures,
                 }
             }
-
-            (Stage::VerifyingConsumers { target, .. }, _, R::ConsumerMismatch { reason })
-                if !revoke_first =>
+            (Stage::Binding { target, round, .. }, _, R::BindFailed { reason })
+                if !d.forward_only(round) =>
             {
                 let cause = self.cause(i, reason);
                 self.roll_back(d, cause, Some(target), at, out)
             }
             (
-                Stage::VerifyingConsumers { target, failures },
+                Stage::Binding {
+                    target,
+                    round,
+                    failures,
+                },
+                _,
+                R::Bound | R::BindFailed { .. },
+            ) => {
+                if self.in_flight > 0 {
+                    Stage::Binding {
+                        target,
+                        round,
+                        failures,
+                    }
+                } else {
+                    self.binds_done(d, target, round, failures, at, out)
+                }
+            }
+
+            (
+                Stage::VerifyingConsumers { target, round, .. },
+                _,
+                R::ConsumerMismatch { reason },
+            ) if !d.forward_only(round) => {
+                let cause = self.cause(i, reason);
+                self.roll_back(d, cause, Some(target), at, out)
+            }
+            (
+                Stage::VerifyingConsumers {
+                    target,
+                    round,
+                    failures,
+                },
                 _,
                 R::ConsumerVerified | R::ConsumerMismatch { .. },
             ) => {
                 if self.in_flight > 0 {
-                    Stage::VerifyingConsumers { target, failures }
+                    Stage::VerifyingConsumers {
+                        target,
+                        round,
+                        failures,
+                    }
                 } else {
-                    self.verifications_done(d, target, failures, at, out)
+                    self.verifications_done(d, target, round, failures, at, out)
                 }
             }
 
@@ -421,9 +457,11 @@ impl Stage {
                 format!("verifying {value} on the data plane ({check:?})")
             }
             Stage::Revoking { .. } => "revoking the leaked key".to_owned(),
-            Stage::Binding { target, .. } => format!("binding consumers to {target}"),
-            Stage::VerifyingConsumers { target, .. } => {
-                format!("verifying consumers on {target}")
+            Stage::Binding { target, round, .. } => {
+                format!("binding consumers to {target} ({round:?} round)")
+            }
+            Stage::VerifyingConsumers { target, round, .. } => {
+                format!("verifying consumers on {target} ({round:?} round)")
             }
             Stage::Committing { .. } => "committing".to_owned(),
             Stage::Grace { .. } => "waiting out the grace period".to_owned(),

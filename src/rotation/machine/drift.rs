@@ -7,7 +7,7 @@ use super::outcome::*;
 use super::precheck::Route;
 use super::types::*;
 use super::view::Note;
-use super::{Decided, DriftResponse, Machine, Stage, State, index};
+use super::{Decided, DriftResponse, Machine, Round, Stage, State, index};
 use crate::key::KeyName;
 
 impl Machine {
@@ -151,6 +151,19 @@ impl Machine {
         } else if committed {
             DriftResponse::Park(format!(
                 "consumers were moved to {key}, which changed outside keyflip after commit, so they may be broken"
+            ))
+        } else if matches!(
+            stage,
+            Stage::Binding {
+                round: Round::Resync,
+                ..
+            } | Stage::VerifyingConsumers {
+                round: Round::Resync,
+                ..
+            }
+        ) {
+            DriftResponse::Park(format!(
+                "consumers were moved to {key} and an ML workspace resync was issued, which cannot be steered back, so nothing rolls back; {key} changed outside keyflip, so they may be broken"
             ))
         } else if matches!(stage, Stage::RollingBack { .. }) {
             DriftResponse::Continue

@@ -10,7 +10,7 @@ use super::outcome::*;
 use super::proof::{AllVerified, Committed};
 use super::types::*;
 use super::view::ConsumerStatus;
-use super::{Decided, KeyCheck, Kind, Machine, Stage, Track, retry_backoff};
+use super::{Decided, KeyCheck, Kind, Machine, Round, Stage, Track, retry_backoff};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 
@@ -92,7 +92,7 @@ impl Machine {
         out: &mut Vec<Command>,
     ) -> Stage {
         match (kind, result) {
-            (_, StepResult::KeyVerified) => self.bind_forward(d, value, at, out),
+            (_, StepResult::KeyVerified) => self.bind_round(d, value, Round::Steerable, at, out),
             (_, StepResult::KeyRejected { reason }) => {
                 let failures = failures + 1;
                 if failures >= self.attempts() {
@@ -170,31 +170,37 @@ impl Machine {
         );
     }
 
-    /// Binds every consumer to `target`, a value the data plane just accepted: the
-    /// standby's, or with `revoke_first` the revoked key's fresh value.
-    pub(super) fn bind_forward(
+    /// Binds `round`'s consumers to `target`, a value the data plane accepted: the
+    /// standby's, or with `revoke_first` the revoked key's fresh value. A round with
+    /// no consumer is done at once.
+    pub(super) fn bind_round(
         &mut self,
         d: &Decided,
         target: Fingerprint,
+        round: Round,
         at: DateTime<Utc>,
         out: &mut Vec<Command>,
     ) -> Stage {
         let to = d.moves_to();
         for c in 0..self.consumers.len() {
-            self.consumers[c].bound_forward = true;
-            self.bind(at, c, to, target, out);
+            let held_back = d.held_back(&self.consumers[c].consumer);
+            if held_back == (round == Round::Resync) {
+                self.consumers[c].bound_forward = true;
+                self.bind(at, c, to, target, out);
+            }
         }
         if self.in_flight == 0 {
-            return self.binds_done(d, target, 0, at, out);
+            return self.binds_done(d, target, round, 0, at, out);
         }
         Stage::Binding {
             target,
+            round,
             failures: 0,
         }
     }
 
-    /// With `revoke_first`, after a backoff: bind again each consumer whose bind or
-    /// verification failed.
+    /// After a backoff in a round that only goes forward: bind again each consumer
+    /// whose bind or verification failed.
     pub(super) fn rebind_failed(
         &mut self,
         d: &Decided,
@@ -210,12 +216,14 @@ impl Machine {
         }
     }
 
-    /// Every forward bind answered: verify the ones that hold `target` now, or retry
-    /// the failed ones (only with `revoke_first`; otherwise a failure rolled back).
+    /// Every bind of the round answered: verify the ones that hold `target` now, or
+    /// retry the failed ones (where the round only goes forward; otherwise a failure
+    /// rolled back when it answered).
     pub(super) fn binds_done(
         &mut self,
         d: &Decided,
         target: Fingerprint,
+        round: Round,
         failures: u32,
         at: DateTime<Utc>,
         out: &mut Vec<Command>,
@@ -226,7 +234,7 @@ impl Machine {
             .iter()
             .any(|t| matches!(t.status, ConsumerStatus::BindFailed { .. }))
         {
-            return self.forward_retry(d, target, failures + 1, at, out);
+            return self.forward_retry(d, target, round, failures + 1, at, out);
         }
         for c in 0..self.consumers.len() {
             if self.consumers[c].status == (ConsumerStatus::Bound { key: to }) {
@@ -234,23 +242,34 @@ impl Machine {
             }
         }
         if self.in_flight == 0 {
-            return self.verifications_done(d, target, failures, at, out);
+            return self.verifications_done(d, target, round, failures, at, out);
         }
-        Stage::VerifyingConsumers { target, failures }
+        Stage::VerifyingConsumers {
+            target,
+            round,
+            failures,
+        }
     }
 
-    /// Every verification answered: commit, which only a check of every consumer
-    /// allows, or retry the failed ones (only with `revoke_first`).
+    /// Every verification of the round answered. After the first round, the
+    /// consumers Azure steers (a workspace resync) are bound: only now, with every
+    /// other consumer verified on `target`, because nothing can roll them back. After
+    /// the last, commit, which only a check of every consumer allows. A failure is
+    /// retried where the round only goes forward.
     pub(super) fn verifications_done(
         &mut self,
         d: &Decided,
         target: Fingerprint,
+        round: Round,
         failures: u32,
         at: DateTime<Utc>,
         out: &mut Vec<Command>,
     ) -> Stage {
         if self.consumers.iter().any(Track::failed) {
-            return self.forward_retry(d, target, failures + 1, at, out);
+            return self.forward_retry(d, target, round, failures + 1, at, out);
+        }
+        if round == Round::Steerable && self.consumers.iter().any(|t| d.held_back(&t.consumer)) {
+            return self.bind_round(d, target, Round::Resync, at, out);
         }
         match AllVerified::check(&self.steps, &self.consumers, d.moves_to(), target) {
             Ok(verified) => self.commit(at, verified, out),
@@ -270,22 +289,24 @@ impl Machine {
         Stage::Committing { verified }
     }
 
-    /// With `revoke_first` (the only route where forward failures do not roll back):
-    /// back off and bind again, or park after `retire_attempts` rounds. Elsewhere a
-    /// failure rolled back when it was answered, so one found here is a lost track.
+    /// In a round that only goes forward (`revoke_first`, or the resync round): back
+    /// off and bind the failed consumers again, or park after `retire_attempts`
+    /// rounds. Elsewhere a failure rolled back when it was answered, so one found here
+    /// is a lost track.
     pub(super) fn forward_retry(
         &mut self,
         d: &Decided,
         target: Fingerprint,
+        round: Round,
         failures: u32,
         at: DateTime<Utc>,
         out: &mut Vec<Command>,
     ) -> Stage {
-        if !d.route.revoke_first() {
+        if !d.forward_only(round) {
             return self.impossible(
                 at,
                 format!(
-                    "a consumer failed to move in route {:?} and the rotation did not roll back",
+                    "a consumer failed to move in the {round:?} round of route {:?} and the rotation did not roll back",
                     d.route
                 ),
                 out,
@@ -303,16 +324,29 @@ impl Machine {
                     _ => None,
                 })
                 .collect();
-            let reason = Attention::ConsumersNotMoved {
-                key: d.moves_to(),
-                consumers,
-                attempts: failures,
+            let reason = if d.route.revoke_first() {
+                Attention::ConsumersNotMoved {
+                    key: d.moves_to(),
+                    consumers,
+                    attempts: failures,
+                }
+            } else {
+                Attention::ResyncFailed {
+                    key: d.moves_to(),
+                    consumers,
+                    attempts: failures,
+                    leaked: self.mode.is_incident().then_some(d.active),
+                }
             };
             return self.park(at, reason, out);
         }
         let until = at + retry_backoff(failures);
         self.issue(Some(at), Action::WaitUntil { at: until }, None, out);
-        Stage::Binding { target, failures }
+        Stage::Binding {
+            target,
+            round,
+            failures,
+        }
     }
 
     /// After the `failures`-th failure of a regeneration that cannot roll back:

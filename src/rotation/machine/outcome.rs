@@ -246,6 +246,16 @@ pub enum Attention {
         attempts: u32,
         last_reason: Failure,
     },
+    /// Every other consumer was verified on `key`, but these consumers, whose key Azure
+    /// picks when they resync (ML workspaces), were not after `attempts` rounds. A
+    /// resync cannot be steered back, so nothing rolled back; nothing was retired. In
+    /// an incident, `leaked` is the leaked key, still valid.
+    ResyncFailed {
+        key: KeyName,
+        consumers: Vec<(ConsumerId, Failure)>,
+        attempts: u32,
+        leaked: Option<KeyName>,
+    },
     /// The rollback could not bring every consumer back to `key`.
     RollbackIncomplete {
         cause: Cause,
@@ -308,6 +318,31 @@ impl fmt::Display for Attention {
                 "{key} was regenerated to revoke the leaked value, but its new value {fingerprint} was rejected on the data plane {attempts} times (last: {last_reason}), so no consumer was moved and they are down; check the account's network rules and shared-key access, then bind the consumers to {key} by hand, or to {}, which was verified before the revoke",
                 key.other()
             ),
+            Attention::ResyncFailed {
+                key,
+                consumers,
+                attempts,
+                leaked,
+            } => {
+                write!(
+                    f,
+                    "every other consumer holds {key} and was verified, but after {attempts} rounds these consumers, whose key Azure picks when they resync, still do not: "
+                )?;
+                write_pairs(f, consumers)?;
+                write!(
+                    f,
+                    "; a resync cannot be steered back, so nothing was rolled back and nothing retired: both keys still work. Fix the cause, run `az ml workspace sync-keys` for each workspace (a resync takes the account's newest key, {key}), then "
+                )?;
+                match leaked {
+                    Some(old) => write!(
+                        f,
+                        "`keyflip rotate now PLAN --leaked {old}`: the leaked {old} is still valid, and once every consumer holds {key} that revokes it without touching them"
+                    ),
+                    None => f.write_str(
+                        "`keyflip rotate now PLAN`, which rotates from every consumer on that key",
+                    ),
+                }
+            }
             Attention::RollbackIncomplete {
                 cause,
                 key,

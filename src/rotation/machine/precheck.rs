@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use super::failure::{Warning, WarningKind};
 use super::outcome::RefusalReason;
-use super::types::{ConsumerId, ConsumerKind, Holding, Mode, Observation};
+use super::steered_by_azure;
+use super::types::{ConsumerId, Holding, Mode, Observation};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 
@@ -242,10 +243,7 @@ pub fn precheck(mode: Mode, obs: &Observation) -> Result<Decision, Vec<RefusalRe
             Route::LeakedActive {
                 revoke_first,
                 stage_standby: !revoke_first
-                    && obs
-                        .consumers
-                        .iter()
-                        .any(|c| c.consumer.kind == ConsumerKind::Workspace),
+                    && obs.consumers.iter().any(|c| steered_by_azure(&c.consumer)),
             },
             vec![obs.key(key).fingerprint],
         ),

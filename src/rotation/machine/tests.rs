@@ -5,6 +5,7 @@ mod fail_closed;
 mod incident;
 mod leaked_active;
 mod restart;
+mod resync;
 mod rollback;
 mod swap;
 
