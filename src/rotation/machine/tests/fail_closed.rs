@@ -3,7 +3,7 @@
 //! what was impossible. None commits, retires or picks a default instead.
 
 use super::*;
-use crate::rotation::machine::{Rollback, Stage, State, Track};
+use crate::rotation::machine::{Decided, Rollback, Stage, State, Track};
 
 fn stage_mut(m: &mut Machine) -> &mut Stage {
     match &mut m.state {
@@ -149,5 +149,52 @@ fn a_rollback_that_does_not_know_the_value_consumers_moved_to_parks() {
         !r.m.issued()
             .any(|c| matches!(c.action, Action::Bind { key: K1, .. })),
         "no bind back to a value it cannot name the new one of"
+    );
+}
+
+fn decided_mut(m: &mut Machine) -> &mut Decided {
+    match &mut m.state {
+        State::Decided { decided, .. } => decided,
+        other => panic!("not decided: {other:?}"),
+    }
+}
+
+#[test]
+fn a_revoke_answered_in_a_route_that_revokes_nothing_parks() {
+    let mut r = Run::new(Mode::Scheduled, opts(0));
+    let c = r.observe(on_key1());
+    // The stage regeneration answers while the machine believes it is revoking.
+    *stage_mut(&mut r.m) = Stage::Revoking { failures: 0 };
+    let c = r.succeed(c);
+    assert_parked_internally(&r, &c, "a revoke answered in route Scheduled");
+}
+
+#[test]
+fn a_commit_in_the_leaked_standby_route_parks_instead_of_retiring() {
+    let mut r = Run::new(Mode::Scheduled, opts(0));
+    let c = r.observe(on_key1());
+    let c = r.succeed_until(c, |a| matches!(a, Action::Commit));
+    // The route no longer matches the swap that was verified: retiring "the active
+    // key" of a leaked-standby route would kill the key every consumer holds.
+    decided_mut(&mut r.m).route = Route::LeakedStandby;
+    let c = r.succeed(c);
+    assert!(is_finish(&c), "{c:#?}");
+    let Outcome::NeedsAttention {
+        reason: Attention::InternalError { what },
+        ..
+    } = r.outcome()
+    else {
+        panic!("{:?}", r.outcome())
+    };
+    assert!(what.contains("committed a swap it never makes"), "{what}");
+    assert!(
+        !r.m.issued().any(|c| matches!(
+            c.action,
+            Action::Regenerate {
+                purpose: Purpose::Retire,
+                ..
+            }
+        )),
+        "nothing retired"
     );
 }
