@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use keyflip::cli::{Cli, Command, PlanCommand, RotateCommand};
+use keyflip::cli::{Cli, Command, PlanCommand};
 use keyflip::commands;
 use keyflip::exit::Exit;
 
@@ -18,16 +18,11 @@ fn main() -> ExitCode {
     let config = cli.config.as_deref();
     let exit = match &cli.command {
         Command::Demo(args) => commands::demo::run(args),
-        // Each of the next four tries the daemon first (it owns the journal when it
-        // runs) and runs standalone when no daemon answers.
-        Command::Rotate(RotateCommand::Now(args)) => through_daemon::rotate_now(config, args)
-            .unwrap_or_else(|| commands::rotate::now(config, args)),
-        Command::Rotate(RotateCommand::Resume(args)) => through_daemon::resume(config, args)
-            .unwrap_or_else(|| commands::rotate::resume(config, args)),
-        Command::Status(args) => through_daemon::status(config, args)
-            .unwrap_or_else(|| commands::status::run(config, args)),
-        Command::History(args) => through_daemon::history(config, args)
-            .unwrap_or_else(|| commands::history::run(config, args)),
+        // Each becomes one typed request, performed by a running daemon (it owns the
+        // journal) or else standalone, and printed the same either way.
+        Command::Rotate(_) | Command::Status(_) | Command::History(_) => {
+            commands::run(config, &cli.command)
+        }
         Command::Plan(PlanCommand::Check(args)) => plan_check(&args.paths),
         Command::Doctor(args) => keyflip::doctor::run(
             config,
@@ -95,73 +90,4 @@ fn daemon(config: Option<&std::path::Path>) -> Exit {
         delivery: Default::default(),
     };
     runtime.block_on(keyflip::daemon::run(options))
-}
-
-/// The "try the daemon first" calls of `rotate now`, `rotate resume`, `status` and
-/// `history`: `None` when no daemon runs, and the command then runs standalone.
-mod through_daemon {
-    use std::path::Path;
-
-    use keyflip::cli::{HistoryArgs, Leaked, OutputArgs, ResumeArgs, RotateNowArgs};
-    use keyflip::daemon::control::client::{try_daemon, try_daemon_confirmed};
-    use keyflip::daemon::control::protocol::Request;
-    use keyflip::exit::Exit;
-    use keyflip::key::KeyName;
-    use keyflip::rotation::machine::Mode;
-
-    pub fn rotate_now(config: Option<&Path>, args: &RotateNowArgs) -> Option<Exit> {
-        use std::io::IsTerminal as _;
-        let ask_first = !args.dry_run && !args.yes;
-        if ask_first && !std::io::stdin().is_terminal() {
-            // The standalone path refuses this with its usage message, touching nothing.
-            return None;
-        }
-        let grace_secs = match args.grace.as_deref().map(keyflip::plan::duration::parse) {
-            None => None,
-            Some(Ok(d)) => Some(d.as_secs()),
-            // The standalone path reports a bad --grace with its usage error.
-            Some(Err(_)) => return None,
-        };
-        let mode = match args.leaked {
-            None => Mode::Scheduled,
-            Some(Leaked::Key1) => Mode::Leaked {
-                key: KeyName::Key1,
-                revoke_first: args.revoke_first,
-            },
-            Some(Leaked::Key2) => Mode::Leaked {
-                key: KeyName::Key2,
-                revoke_first: args.revoke_first,
-            },
-            Some(Leaked::Both | Leaked::Unknown) => Mode::LeakedBoth,
-        };
-        let request = Request::RotateNow {
-            plan: args.plan.clone(),
-            mode,
-            grace_secs,
-            dry_run: args.dry_run,
-        };
-        try_daemon_confirmed(config, request, args.output.output, ask_first)
-    }
-
-    pub fn resume(config: Option<&Path>, args: &ResumeArgs) -> Option<Exit> {
-        try_daemon(
-            config,
-            Request::Resume {
-                plan: args.plan.clone(),
-            },
-            args.output.output,
-        )
-    }
-
-    pub fn status(config: Option<&Path>, args: &OutputArgs) -> Option<Exit> {
-        try_daemon(config, Request::Status { plan: None }, args.output)
-    }
-
-    pub fn history(config: Option<&Path>, args: &HistoryArgs) -> Option<Exit> {
-        let request = Request::History {
-            plan: args.plan.clone(),
-            limit: 50,
-        };
-        try_daemon(config, request, args.output.output)
-    }
 }

@@ -191,8 +191,13 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
     };
     print!("{}", render::rotation(&report));
     println!("\nkeyflip status:\n");
-    let status_exit =
-        super::status::print(&engine, std::slice::from_ref(&plan), Output::Human).await;
+    let status_exit = match super::perform::status(&engine, std::slice::from_ref(&plan)).await {
+        Ok(answer) => {
+            print!("{}", render::human(&answer));
+            answer.exit()
+        }
+        Err(e) => super::fail(Output::Human, &e),
+    };
 
     if args.keep_running {
         let file = root.path().join("keyflip.toml");

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::control::protocol::{ErrorCode, ErrorReply};
+use super::control::protocol::{CommandError, ErrorCode};
 use super::scheduler::{Entry, Msg, Scheduler};
 use crate::exit::Exit;
 
@@ -124,7 +124,7 @@ impl Scheduler {
         match msg {
             Msg::Finished(finished) => self.conclude(finished),
             Msg::Request { reply, .. } => {
-                let _ = reply.send(Err(ErrorReply::new(
+                let _ = reply.send(Err(CommandError::new(
                     ErrorCode::ShuttingDown,
                     "the daemon is shutting down",
                     Exit::Failure,

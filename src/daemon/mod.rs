@@ -298,7 +298,10 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     // waiting for a rotation still gets its answer during the drain.
     let serving = CancellationToken::new();
     let connections = TaskTracker::new();
-    let handler: Arc<dyn control::server::Handler> = Arc::new(Requests { tx: tx.clone() });
+    let handler: Arc<dyn control::server::Handler> = Arc::new(Requests {
+        tx: tx.clone(),
+        snapshot: snapshot_rx.clone(),
+    });
     let server_task = tokio::spawn(server.serve(handler, serving.clone(), connections.clone()));
     let mut metrics_task = None;
     if let Some(listener) = listener {
@@ -349,6 +352,7 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
 /// The control socket's handler: requests go to the scheduler.
 struct Requests {
     tx: mpsc::UnboundedSender<Msg>,
+    snapshot: watch::Receiver<Snapshot>,
 }
 
 impl control::server::Handler for Requests {
@@ -359,7 +363,7 @@ impl control::server::Handler for Requests {
     ) -> std::pin::Pin<
         Box<
             dyn std::future::Future<
-                    Output = Result<control::protocol::Reply, control::protocol::ErrorReply>,
+                    Output = Result<control::protocol::Answer, control::protocol::CommandError>,
                 > + Send
                 + 'static,
         >,
@@ -367,7 +371,7 @@ impl control::server::Handler for Requests {
         let tx = self.tx.clone();
         Box::pin(async move {
             let gone = || {
-                control::protocol::ErrorReply::new(
+                control::protocol::CommandError::new(
                     control::protocol::ErrorCode::ShuttingDown,
                     "the daemon is shutting down",
                     Exit::Failure,
@@ -382,5 +386,13 @@ impl control::server::Handler for Requests {
             .map_err(|_| gone())?;
             answer.await.unwrap_or_else(|_| Err(gone()))
         })
+    }
+
+    fn info(&self) -> control::protocol::DaemonInfo {
+        control::protocol::DaemonInfo {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            summary: self.snapshot.borrow().summary(),
+        }
     }
 }

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Loader;
-use super::control::protocol::{ErrorReply, Reply, Request};
+use super::control::protocol::{Answer, CommandError, Request};
 use super::drift::Observation;
 use super::jobs::{Finished, Job};
 use super::metrics::Metrics;
@@ -60,7 +60,7 @@ pub(crate) enum Msg {
     Request {
         request: Request,
         progress: mpsc::UnboundedSender<ProgressEvent>,
-        reply: oneshot::Sender<Result<Reply, ErrorReply>>,
+        reply: oneshot::Sender<Result<Answer, CommandError>>,
     },
     /// Reload configuration and plans (SIGHUP): the plan count, or every error.
     Reload(Option<oneshot::Sender<Result<usize, Vec<String>>>>),

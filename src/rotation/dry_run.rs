@@ -219,6 +219,12 @@ pub(super) async fn dry_run(
             Some(Outcome::Refused { reasons }) => Some(reasons.clone()),
             _ => None,
         },
+        unfinished: inner
+            .journal()
+            .unfinished()?
+            .into_iter()
+            .find(|r| r.plan == plan.name)
+            .map(|r| r.id),
         consumers: observation.consumers,
         warnings: view.warnings,
         steps,

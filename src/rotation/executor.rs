@@ -208,7 +208,7 @@ impl<'c, 'a> Run<'c, 'a> {
         self.progress.event(&ProgressEvent::StepFinished {
             rotation_id: self.id().to_owned(),
             seq: cmd.seq,
-            kind: cmd.action.name(),
+            kind: cmd.action.name().to_owned(),
             step: super::describe::step(&cmd.action),
             ok: result.failure().is_none(),
             detail: detail(result),
@@ -222,7 +222,7 @@ impl<'c, 'a> Run<'c, 'a> {
         self.progress.event(&ProgressEvent::StepStarted {
             rotation_id: self.id().to_owned(),
             seq: cmd.seq,
-            kind: cmd.action.name(),
+            kind: cmd.action.name().to_owned(),
             step: super::describe::step(&cmd.action),
         });
         if let Action::WaitUntil { at } = &cmd.action {

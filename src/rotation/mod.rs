@@ -24,7 +24,7 @@ pub use engine::{Engine, EngineError, EngineOptions, RotateRequest, Trigger};
 pub use observe::required_permissions;
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use report::{
-    DecisionReport, DryRun, IncidentReportPaths, Inventory, KeyPair, LastRotation, PlanStatus,
-    PlannedStep, RotationReport, StepReport,
+    DecisionReport, DryRun, IncidentReportPaths, Inventory, KeyPair, LastRotation, ParkedStatus,
+    PlanStatus, PlannedStep, RotationReport, RunningJob, ScheduleStatus, StepReport,
 };
 pub use value::account_key;

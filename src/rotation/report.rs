@@ -1,12 +1,14 @@
 //! What the engine hands back: a [`RotationReport`] per rotation (also what `history`
 //! lists), a [`DryRun`], an [`Inventory`] of one plan and a [`PlanStatus`] per plan.
-//! All are `Serialize` for `--output json` and the daemon's control socket, and hold
-//! key names and fingerprints only, never a key.
+//! All are `Serialize` for `--output json`, and the ones a command prints are also
+//! `Deserialize`: the daemon's control socket carries them as they are, so a command
+//! prints the same whichever process did the work. They hold key names and
+//! fingerprints only, never a key.
 
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::exit::Exit;
 use crate::journal::{RotationRecord, StepRecord};
@@ -19,14 +21,14 @@ use crate::rotation::machine::{
 use super::engine::Trigger;
 
 /// Where an incident report was written.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentReportPaths {
     pub markdown: PathBuf,
     pub json: PathBuf,
 }
 
 /// The precheck's decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionReport {
     pub route: Route,
     /// The key consumers held.
@@ -36,18 +38,18 @@ pub struct DecisionReport {
 }
 
 /// Both keys at one moment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyPair {
     pub key1: KeyState,
     pub key2: KeyState,
 }
 
 /// One command of a rotation and what became of it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepReport {
     pub seq: u32,
     /// The command's kind (`observe`, `regenerate`, `bind`, ...).
-    pub kind: &'static str,
+    pub kind: String,
     /// The command in words.
     pub step: String,
     pub command: Action,
@@ -64,7 +66,7 @@ impl StepReport {
     pub fn from_record(step: &StepRecord) -> StepReport {
         StepReport {
             seq: step.seq(),
-            kind: step.command.action.name(),
+            kind: step.command.action.name().to_owned(),
             step: step.command.action.to_string(),
             command: step.command.action.clone(),
             intent_at: step.intent_at,
@@ -79,7 +81,7 @@ impl StepReport {
 }
 
 /// One rotation: what `rotate`, `resume` and `history` return.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RotationReport {
     pub rotation_id: String,
     pub plan: String,
@@ -194,7 +196,7 @@ impl RotationReport {
 }
 
 /// One step a rotation would take, and the Azure calls it makes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedStep {
     pub seq: u32,
     pub step: String,
@@ -203,7 +205,7 @@ pub struct PlannedStep {
 }
 
 /// What a rotation would do, decided from live state; nothing was changed.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DryRun {
     pub plan: String,
     pub account: String,
@@ -211,6 +213,10 @@ pub struct DryRun {
     pub decision: Option<DecisionReport>,
     /// Set when the precheck would refuse; then `steps` stop at the observation.
     pub refused: Option<Vec<RefusalReason>>,
+    /// An unfinished rotation of the plan: `rotate now` finishes it instead of
+    /// starting the one shown here.
+    #[serde(default)]
+    pub unfinished: Option<String>,
     pub consumers: Vec<ObservedConsumer>,
     pub warnings: Vec<Warning>,
     /// The steps in order, assuming every one succeeds.
@@ -228,7 +234,7 @@ impl DryRun {
 }
 
 /// Live state of one plan (reads only).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Inventory {
     pub plan: String,
     pub account: String,
@@ -285,7 +291,7 @@ impl Inventory {
 }
 
 /// The last finished rotation of a plan.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LastRotation {
     pub rotation_id: String,
     pub started_at: DateTime<Utc>,
@@ -297,7 +303,7 @@ pub struct LastRotation {
 }
 
 /// One plan for `keyflip status`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlanStatus {
     pub plan: String,
     pub account: String,
@@ -317,4 +323,62 @@ pub struct PlanStatus {
     pub drift: Vec<ObservedConsumer>,
     /// Why live state could not be read, when it could not.
     pub error: Option<String>,
+    /// What the scheduler knows of the plan.
+    #[serde(default)]
+    pub schedule: ScheduleStatus,
+}
+
+impl PlanStatus {
+    /// A plan whose live state and journal could not be read at all.
+    pub fn unreadable(plan: &str, account: &str, error: String) -> PlanStatus {
+        PlanStatus {
+            plan: plan.to_owned(),
+            account: account.to_owned(),
+            active: None,
+            key1_created: None,
+            key2_created: None,
+            last_rotation: None,
+            unfinished: None,
+            next_due: None,
+            due_reason: "unknown".to_owned(),
+            drift: Vec::new(),
+            error: Some(error),
+            schedule: ScheduleStatus::default(),
+        }
+    }
+}
+
+/// What the daemon's scheduler knows of a plan. Failures, the retry time and parking
+/// are the journal's `plan_state`, so a standalone `status` shows them too (as the
+/// daemon left them); what a job is running now and the drift watch's findings only a
+/// running daemon knows, and they are empty otherwise.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleStatus {
+    /// The job the daemon runs for the plan right now.
+    pub running: Option<RunningJob>,
+    /// Failed cycles in a row; reset by a completed rotation.
+    pub failures: u32,
+    /// When the daemon retries after a failure.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// The daemon stopped rotating the plan until a rotation succeeds.
+    pub parked: Option<ParkedStatus>,
+    /// The drift watch's current findings, one line each.
+    pub findings: Vec<String>,
+}
+
+/// A job the daemon runs for a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningJob {
+    /// `rotation`, `resume` or `repair`.
+    pub kind: String,
+    /// Known once the engine has recorded the rotation.
+    pub rotation_id: Option<String>,
+    pub since: DateTime<Utc>,
+}
+
+/// Why and since when a plan is parked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedStatus {
+    pub at: DateTime<Utc>,
+    pub reason: String,
 }

@@ -7,6 +7,7 @@ use keyflip::journal::lock::AccountLock;
 
 use crate::support::binary::Cli;
 use crate::support::engine::keys_of;
+use crate::support::redact::stable_progress;
 use crate::support::twin::{ACCOUNT, READER};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,39 +168,6 @@ fn regex_lite(text: &str, is: impl Fn(&str) -> bool, with: &str) -> String {
         .join("\n")
 }
 
-/// Progress lines of concurrent steps come in completion order: sort that block, and
-/// drop step numbers (they follow from the machine, which its own tests pin).
-fn stable(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines
-        .iter()
-        .position(|l| l.starts_with("decided:"))
-        .map_or(0, |i| i + 1);
-    let end = lines
-        .iter()
-        .position(|l| l.starts_with("finished:"))
-        .unwrap_or(lines.len());
-    let mut block: Vec<String> = lines[start..end]
-        .iter()
-        .map(|l| {
-            let t = l.trim_start();
-            match t.split_once(' ') {
-                Some((status, rest)) if status == "ok" || status == "FAIL" => {
-                    let rest = rest.trim_start();
-                    let rest = rest.split_once(' ').map_or(rest, |(_, r)| r);
-                    format!("  {status} {rest}")
-                }
-                _ => (*l).to_owned(),
-            }
-        })
-        .collect();
-    block.sort();
-    let mut out: Vec<String> = lines[..start].iter().map(|s| (*s).to_owned()).collect();
-    out.extend(block);
-    out.extend(lines[end..].iter().map(|s| (*s).to_owned()));
-    out.join("\n") + "\n"
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn human_output_matches_the_snapshot() {
     let cli = Cli::start().await;
@@ -207,7 +175,7 @@ async fn human_output_matches_the_snapshot() {
         .run(&["rotate", "now", "demo", "--yes", "--grace", "1s"])
         .await;
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
-    let got = stable(&redact(&run.stdout, &cli.twin.endpoints.base_url));
+    let got = stable_progress(&redact(&run.stdout, &cli.twin.endpoints.base_url));
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/it/snapshots/rotate-now.txt"
@@ -250,8 +218,8 @@ async fn a_killed_process_is_finished_by_rotate_resume() {
                 .run(&["rotate", "now", "demo", "--yes", "--grace", "1s"])
                 .await;
             assert!(
-                run.stdout
-                    .contains("resuming it instead of starting another"),
+                run.stdout.contains("had an unfinished rotation")
+                    && run.stdout.contains("resumed instead of starting another"),
                 "{}",
                 run.stdout
             );

@@ -4,6 +4,7 @@
 
 mod azure;
 mod cli;
+mod command_path;
 mod daemon;
 mod doctor;
 mod rotation;

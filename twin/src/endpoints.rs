@@ -35,6 +35,12 @@ pub struct Endpoints {
     pub key_vaults: BTreeMap<String, KeyVaultEndpoint>,
     pub ml_workspaces: BTreeMap<String, MlWorkspaceEndpoint>,
     pub databricks_workspaces: BTreeMap<String, DatabricksWorkspaceEndpoint>,
+    /// App Service sites (added later; optional when read).
+    #[serde(default)]
+    pub web_apps: BTreeMap<String, WebAppEndpoint>,
+    /// Data Factories (added later; optional when read).
+    #[serde(default)]
+    pub data_factories: BTreeMap<String, DataFactoryEndpoint>,
     pub principals: BTreeMap<String, PrincipalEndpoint>,
     pub admin: AdminEndpoint,
 }
@@ -76,6 +82,21 @@ pub struct DatabricksWorkspaceEndpoint {
     pub id: String,
     /// The workspace URL: `base_url/databricks/{name}`.
     pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebAppEndpoint {
+    /// ARM resource id of the site.
+    pub id: String,
+    /// The site's `kind` (`functionapp`, `app`, `app,linux`, ...).
+    pub kind: String,
+    /// Deployment slot names (the production slot is the site itself).
+    pub slots: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataFactoryEndpoint {
+    pub id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,6 +198,27 @@ pub(crate) fn build(i: Inputs<'_>) -> Endpoints {
                     },
                 )
             })
+            .collect(),
+        web_apps: i
+            .core
+            .web_apps
+            .values()
+            .map(|w| {
+                (
+                    w.name.clone(),
+                    WebAppEndpoint {
+                        id: w.id.clone(),
+                        kind: w.kind.clone(),
+                        slots: w.slots.values().map(|s| s.name.clone()).collect(),
+                    },
+                )
+            })
+            .collect(),
+        data_factories: i
+            .core
+            .factories
+            .values()
+            .map(|f| (f.name.clone(), DataFactoryEndpoint { id: f.id.clone() }))
             .collect(),
         principals: i
             .directory

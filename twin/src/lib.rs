@@ -3,7 +3,8 @@
 //!
 //! One HTTPS listener on 127.0.0.1 serves Entra ID (token endpoint, discovery, JWKS,
 //! App Service managed identity), Azure Resource Manager (storage accounts, ML
-//! workspaces and datastores, permissions, role definitions), Key Vault secrets, the
+//! workspaces and datastores, App Service settings, Data Factory linked services,
+//! permissions, role definitions), Key Vault secrets, the
 //! Blob data plane with SharedKey, and the Databricks Secrets API, routed by the first
 //! path segment. It checks tokens and RBAC like Azure, throttles like Azure, and its
 //! admin API injects the faults Azure produces. `twin/README.md` documents the wire.
@@ -49,9 +50,9 @@ mod wire;
 mod world;
 
 pub use endpoints::{
-    AdminEndpoint, DatabricksWorkspaceEndpoint, Endpoints, KeyVaultEndpoint,
+    AdminEndpoint, DataFactoryEndpoint, DatabricksWorkspaceEndpoint, Endpoints, KeyVaultEndpoint,
     ManagedIdentityEndpoint, MlWorkspaceEndpoint, PrincipalEndpoint, StorageAccountEndpoint,
-    SubscriptionEndpoint,
+    SubscriptionEndpoint, WebAppEndpoint,
 };
 pub use server::{Twin, TwinError, TwinHandle, TwinOptions};
 pub use world::{Settings, World, WorldError};

@@ -68,6 +68,17 @@ ops! {
     DatabricksScopes = "databricks.scopes" / Databricks,
     DatabricksPut = "databricks.put" / Databricks,
     DatabricksList = "databricks.list" / Databricks,
+    WebSiteGet = "web.site.get" / Arm,
+    WebAppSettingsList = "web.appSettings.list" / Arm,
+    WebAppSettingsPut = "web.appSettings.put" / Arm,
+    WebConnectionStringsList = "web.connectionStrings.list" / Arm,
+    WebConnectionStringsPut = "web.connectionStrings.put" / Arm,
+    WebSlotConfigNamesGet = "web.slotConfigNames.get" / Arm,
+    WebSlotConfigNamesPut = "web.slotConfigNames.put" / Arm,
+    DataFactoryGet = "datafactory.factory.get" / Arm,
+    LinkedServiceList = "datafactory.linkedService.list" / Arm,
+    LinkedServiceGet = "datafactory.linkedService.get" / Arm,
+    LinkedServicePut = "datafactory.linkedService.put" / Arm,
 }
 
 impl fmt::Display for Op {

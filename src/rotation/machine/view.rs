@@ -4,7 +4,7 @@
 //! serializable so the daemon can send it over the control socket (it holds no key).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::failure::{Failure, Warning};
 use super::outcome::{Cause, Drift, Outcome, Regeneration};
@@ -45,7 +45,7 @@ impl Phase {
 }
 
 /// What the machine believes about one consumer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ConsumerStatus {
     /// No command has touched it.
@@ -64,7 +64,7 @@ pub enum ConsumerStatus {
     Mismatch { key: KeyName, reason: Failure },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerView {
     pub consumer: ConsumerRef,
     /// What it held at observation.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use chrono::{TimeDelta, TimeZone as _, Utc};
-use keyflip::daemon::control::protocol::{Reply, Request};
+use keyflip::daemon::control::protocol::{Answer, Request};
 use keyflip::exit::Exit;
 use keyflip::key::KeyName;
 use keyflip::rotation::machine::Mode;
@@ -146,13 +146,13 @@ async fn webhooks_hear_failures_parking_and_incidents() {
                 key: KeyName::Key2,
                 revoke_first: false,
             },
-            grace_secs: None,
+            grace: None,
             dry_run: false,
         })
         .await
         .expect("the incident rotation runs");
     assert!(
-        matches!(reply, Reply::Rotation { exit: 0, .. }),
+        matches!(&reply, Answer::Rotation { report } if report.exit() == keyflip::exit::Exit::Ok),
         "{reply:?}"
     );
     let bodies = hook.wait_for("incident", 1).await;

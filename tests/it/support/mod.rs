@@ -5,6 +5,7 @@ pub mod azurite;
 pub mod binary;
 pub mod engine;
 pub mod logs;
+pub mod redact;
 pub mod twin;
 
 use std::path::Path;

@@ -7,7 +7,7 @@
 
 use axum::http::Method;
 
-use super::{authz, datastore, error, meta, storage, workspace};
+use super::{authz, datafactory, datastore, error, meta, storage, web, workspace};
 use crate::auth::Caller;
 use crate::ops::Op;
 use crate::server::Shared;
@@ -49,6 +49,8 @@ pub(crate) enum Route {
         sub: String,
         id: String,
     },
+    Web(web::WebRoute),
+    DataFactory(datafactory::DfRoute),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +84,8 @@ enum Family {
     Authorization,
     Storage,
     MachineLearning,
+    Web,
+    DataFactory,
 }
 
 impl Family {
@@ -93,6 +97,8 @@ impl Family {
             Family::Authorization => ("2015-07-01", "2026-12-31"),
             Family::Storage => ("2016-01-01", "2026-12-31"),
             Family::MachineLearning => ("2018-03-01", "2026-12-31"),
+            Family::Web => ("2016-03-01", "2026-12-31"),
+            Family::DataFactory => ("2017-09-01", "2026-12-31"),
         }
     }
 }
@@ -123,6 +129,8 @@ impl Route {
                 DatastoreAction::ListSecrets(_) => Op::MlDatastoreListSecrets,
             },
             Route::Poll { .. } => Op::MlOperationPoll,
+            Route::Web(r) => r.op(),
+            Route::DataFactory(r) => r.op(),
         }
     }
 
@@ -135,6 +143,8 @@ impl Route {
             Route::Workspace { .. } | Route::Datastore { .. } | Route::Poll { .. } => {
                 Family::MachineLearning
             }
+            Route::Web(_) => Family::Web,
+            Route::DataFactory(_) => Family::DataFactory,
         }
     }
 
@@ -165,11 +175,13 @@ impl Route {
                 action,
             } => datastore::run(sh, req, caller, sub, rg, ws, action),
             Route::Poll { sub, id } => workspace::poll(sh, req, caller, sub, id),
+            Route::Web(r) => web::run(sh, req, caller, r),
+            Route::DataFactory(r) => datafactory::run(sh, req, caller, r),
         }
     }
 }
 
-fn method_not_allowed(req: &Req) -> Resp {
+pub(super) fn method_not_allowed(req: &Req) -> Resp {
     error(
         405,
         "MethodNotAllowed",
@@ -185,7 +197,7 @@ fn not_served(req: &Req) -> Resp {
         404,
         "NotFound",
         &format!(
-            "No HTTP resource was found that matches the request URI '{}'. keyflip-twin models storage accounts, ML workspaces and datastores, permissions and role definitions.",
+            "No HTTP resource was found that matches the request URI '{}'. keyflip-twin models storage accounts, ML workspaces and datastores, App Service sites and their settings, Data Factory linked services, permissions and role definitions.",
             req.path
         ),
     )
@@ -306,6 +318,34 @@ pub(crate) fn parse(req: &Req) -> Result<Route, Resp> {
                 _ => Err(not_served(req)),
             }
         }
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.web",
+            "sites",
+            _,
+            rest @ ..,
+        ] => match web::route(req, (s(1), s(3), s(7)), &segs[8..], rest) {
+            Some(r) => r.map(Route::Web),
+            None => Err(not_served(req)),
+        },
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.datafactory",
+            "factories",
+            _,
+            rest @ ..,
+        ] => match datafactory::route(req, (s(1), s(3), s(7)), &segs[8..], rest) {
+            Some(r) => r.map(Route::DataFactory),
+            None => Err(not_served(req)),
+        },
         [
             "subscriptions",
             _,

@@ -164,6 +164,50 @@ static ROLES: &[BuiltinRole] = &[
         data_actions: &[],
         not_data_actions: &[],
     },
+    // Microsoft Learn, "Azure built-in roles for Web and Mobile" (updated 2024-08-07).
+    BuiltinRole {
+        id: "de139f84-1756-47ae-9be6-808fbbe84772",
+        name: "Website Contributor",
+        description: "Lets you manage websites (not web plans), but not access to them.",
+        actions: &[
+            "Microsoft.Authorization/*/read",
+            "Microsoft.Insights/alertRules/*",
+            "Microsoft.Insights/components/*",
+            "Microsoft.ResourceHealth/availabilityStatuses/read",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            "Microsoft.Support/*",
+            "Microsoft.Web/certificates/*",
+            "Microsoft.Web/listSitesAssignedToHostName/read",
+            "Microsoft.Web/register/action",
+            "Microsoft.Web/serverFarms/join/action",
+            "Microsoft.Web/serverFarms/read",
+            "Microsoft.Web/sites/*",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    // Microsoft Learn, "Azure built-in roles for Analytics".
+    BuiltinRole {
+        id: "673868aa-7521-48a0-acc6-0f60742d39f5",
+        name: "Data Factory Contributor",
+        description: "Create and manage data factories, as well as child resources within them.",
+        actions: &[
+            "Microsoft.Authorization/*/read",
+            "Microsoft.DataFactory/dataFactories/*",
+            "Microsoft.DataFactory/factories/*",
+            "Microsoft.Insights/alertRules/*",
+            "Microsoft.ResourceHealth/availabilityStatuses/read",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            "Microsoft.Support/*",
+            "Microsoft.EventGrid/eventSubscriptions/write",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
 ];
 
 /// The built-in roles as declared.

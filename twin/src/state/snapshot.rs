@@ -1,7 +1,7 @@
 //! The admin state snapshot (`GET /_admin/state`): every value tests need to check
 //! invariants (account keys and their creation times, every Key Vault secret version,
-//! workspace and datastore keys, Databricks secrets). The values are the twin's own
-//! fake keys.
+//! workspace and datastore keys, Databricks secrets, App Service settings and
+//! restarts, Data Factory linked services). The values are the twin's own fake keys.
 
 use serde_json::{Map, Value, json};
 
@@ -126,7 +126,19 @@ pub(crate) fn snapshot(core: &Core, base_url: &str) -> Value {
             (d.name.clone(), json!({"id": d.id, "scopes": scopes}))
         })
         .collect();
+    let web_apps: Map<String, Value> = core
+        .web_apps
+        .values()
+        .map(|w| (w.name.clone(), super::web::snapshot(w)))
+        .collect();
+    let factories: Map<String, Value> = core
+        .factories
+        .values()
+        .map(|f| (f.name.clone(), super::datafactory::snapshot(f)))
+        .collect();
     json!({
+        "web_apps": web_apps,
+        "data_factories": factories,
         "storage_accounts": accounts,
         "key_vaults": vaults,
         "ml_workspaces": workspaces,

@@ -72,6 +72,28 @@ pub(super) fn world_scopes(w: &World) -> HashSet<String> {
             d.name.get_ref(),
         );
     }
+    for s in &w.web_apps {
+        add(
+            s.resource_group.get_ref(),
+            "Microsoft.Web/sites",
+            s.name.get_ref(),
+        );
+        for slot in &s.slots {
+            let site_and_slot = format!("{}/slots/{}", s.name.get_ref(), slot.name.get_ref());
+            add(
+                s.resource_group.get_ref(),
+                "Microsoft.Web/sites",
+                &site_and_slot,
+            );
+        }
+    }
+    for f in &w.data_factories {
+        add(
+            f.resource_group.get_ref(),
+            "Microsoft.DataFactory/factories",
+            f.name.get_ref(),
+        );
+    }
     out
 }
 

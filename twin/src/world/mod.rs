@@ -2,7 +2,8 @@
 //!
 //! A world names one tenant, its subscriptions and resource groups, the resources in
 //! them (storage accounts, Key Vaults, Azure ML workspaces with datastores, Databricks
-//! workspaces with secret scopes), the principals that may sign in, custom roles and
+//! workspaces with secret scopes, App Service sites with slots, Data Factories with
+//! linked services), the principals that may sign in, custom roles and
 //! role assignments, and the run-time settings (propagation delay, throttling, LRO
 //! timing). [`World::from_toml_str`] parses *and* validates: a `World` value always
 //! refers only to things it defines, so the twin never meets a dangling reference at
@@ -13,10 +14,14 @@
 //! then too.
 
 mod checks;
+mod datafactory;
 mod spec;
 mod validate;
+mod web;
 
+pub(crate) use datafactory::{DataFactorySpec, LinkedServiceSpec};
 pub(crate) use spec::*;
+pub(crate) use web::{CONNECTION_STRING_TYPES, SettingSpec, WebAppSpec};
 
 pub(crate) use checks::check_runtime_settings as validate_settings;
 
@@ -44,6 +49,10 @@ pub struct World {
     pub(crate) ml_workspaces: Vec<MlWorkspaceSpec>,
     #[serde(default, rename = "databricks_workspace")]
     pub(crate) databricks_workspaces: Vec<DatabricksWorkspaceSpec>,
+    #[serde(default, rename = "web_app")]
+    pub(crate) web_apps: Vec<WebAppSpec>,
+    #[serde(default, rename = "data_factory")]
+    pub(crate) data_factories: Vec<DataFactorySpec>,
     #[serde(default, rename = "principal")]
     pub(crate) principals: Vec<PrincipalSpec>,
     #[serde(default, rename = "custom_role")]

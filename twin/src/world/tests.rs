@@ -141,3 +141,104 @@ fn files_are_read_and_missing_files_named() {
     let e = World::from_toml_file(&missing).expect_err("missing");
     assert!(e.to_string().contains("nope.toml"), "{e}");
 }
+
+#[test]
+fn web_apps_and_factories_refer_only_to_what_the_world_defines() {
+    let base = format!(
+        "{MINIMAL}\n[[storage_account]]\nname = \"acct\"\nresource_group = \"rg\"\n\n[[key_vault]]\nname = \"kv-a\"\nresource_group = \"rg\"\n"
+    );
+    let ok = format!(
+        r#"{base}
+[[web_app]]
+name = "func"
+resource_group = "rg"
+kind = "functionapp"
+[[web_app.app_setting]]
+name = "AzureWebJobsStorage"
+value_from = {{ account = "acct", key = "key1", format = "connection-string" }}
+[[web_app.connection_string]]
+name = "Db"
+type = "SQLAzure"
+value = "Server=x"
+[[web_app.slot]]
+name = "staging"
+[[web_app.slot.app_setting]]
+name = "Ref"
+key_vault_reference = {{ vault = "kv-a", secret = "s" }}
+
+[[data_factory]]
+name = "adf"
+resource_group = "rg"
+[[data_factory.linked_service]]
+name = "kvls"
+type = "AzureKeyVault"
+key_vault = "kv-a"
+[[data_factory.linked_service]]
+name = "blob"
+type = "AzureBlobStorage"
+key_vault_secret = {{ linked_service = "kvls", secret = "s" }}
+[[data_factory.linked_service]]
+name = "gen2"
+type = "AzureBlobFS"
+account = "acct"
+value_from = {{ account = "acct", key = "key2" }}
+
+[[role_assignment]]
+principal = "p"
+role = "Website Contributor"
+scope = "/subscriptions/3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a/resourceGroups/rg/providers/Microsoft.Web/sites/func/slots/staging"
+
+[[role_assignment]]
+principal = "p"
+role = "673868aa-7521-48a0-acc6-0f60742d39f5"
+scope = "/subscriptions/3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a/resourceGroups/rg/providers/Microsoft.DataFactory/factories/adf"
+"#
+    );
+    let w = World::from_toml_str(&ok, "w.toml").expect("valid");
+    assert_eq!(w.web_apps[0].slots.len(), 1);
+    assert_eq!(w.data_factories[0].linked_services.len(), 3);
+
+    for (bad, wanted) in [
+        (
+            ok.replace(
+                "account = \"acct\", key = \"key1\"",
+                "account = \"nope\", key = \"key1\"",
+            ),
+            "no [[storage_account]] is named nope",
+        ),
+        (
+            ok.replace("vault = \"kv-a\", secret", "vault = \"kv-b\", secret"),
+            "no [[key_vault]] is named kv-b",
+        ),
+        (
+            ok.replace("linked_service = \"kvls\"", "linked_service = \"blob\""),
+            "not an AzureKeyVault linked service",
+        ),
+        (
+            ok.replace("type = \"SQLAzure\"", "type = \"Oracle\""),
+            "connection string type",
+        ),
+        (
+            ok.replace("kind = \"functionapp\"", "kind = \"api\""),
+            "kind \"api\"",
+        ),
+        (
+            ok.replace("name = \"staging\"", "name = \"production\""),
+            "slot production",
+        ),
+        (
+            ok.replace(
+                "value = \"Server=x\"",
+                "value = \"Server=x\"\nvalue_from = { account = \"acct\", key = \"key1\" }",
+            ),
+            "exactly one of",
+        ),
+        (
+            ok.replace("account = \"acct\"\nvalue_from", "value_from"),
+            "needs `account",
+        ),
+    ] {
+        let (_, _, message) = invalid(&bad);
+        assert!(message.contains(wanted), "{message} (wanted {wanted})");
+    }
+}

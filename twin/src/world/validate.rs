@@ -346,6 +346,9 @@ pub(super) fn check(w: &World) -> Result<(), Failure> {
         }
     }
 
+    super::web::check(&w.web_apps, &groups, &accounts, &vaults)?;
+    super::datafactory::check(&w.data_factories, &groups, &accounts, &vaults)?;
+
     let mut role_names: HashSet<String> = builtin::roles()
         .iter()
         .map(|r| r.name.to_ascii_lowercase())
