@@ -4,19 +4,19 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-use keyflip::cli::{Cli, Command, PlanCommand, RotateCommand};
+use keyflip::cli::{Command, PlanCommand, RotateCommand};
 use keyflip::commands;
 use keyflip::exit::Exit;
 
 fn main() -> ExitCode {
     keyflip::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = keyflip::manual::parse();
     // Interactive commands show their own progress; their logs start at warnings.
     let quiet = !matches!(cli.command, Command::Daemon);
     keyflip::logging::init(cli.log_format, cli.verbose, quiet);
     let config = cli.config.as_deref();
     let exit = match &cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo(args) => commands::demo::run(args),
         // Each of the next four tries the daemon first (it owns the journal when it
         // runs) and runs standalone when no daemon answers.
@@ -36,6 +36,9 @@ fn main() -> ExitCode {
             &mut std::io::stderr().lock(),
         ),
         Command::Daemon => daemon(config),
+        Command::Version(args) => commands::version::run(args),
+        Command::Completions(args) => commands::completions::completions(args),
+        Command::Manpages(args) => commands::completions::manpages(args),
     };
     exit.into()
 }

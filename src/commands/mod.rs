@@ -5,12 +5,15 @@
 //! else; errors go to stderr with what to do next. Each command returns the process's
 //! [`Exit`] code.
 
+pub mod completions;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod history;
 pub mod progress;
 pub mod render;
 pub mod rotate;
 pub mod status;
+pub mod version;
 
 use std::io::IsTerminal as _;
 use std::path::Path;

@@ -6,5 +6,6 @@ mod azure;
 mod cli;
 mod daemon;
 mod doctor;
+mod install;
 mod rotation;
 mod support;
