@@ -2,6 +2,7 @@
 //! faults, request log and state) and against Azurite (the SharedKey signer).
 
 mod authorization;
+mod clouds;
 mod credentials;
 mod databricks;
 mod examples;
