@@ -341,6 +341,7 @@ async fn the_facade_names_the_link_the_chain_chose() {
         &env,
     )
     .unwrap();
+    let (captured, _guard) = crate::support::logs::capture();
     assert!(
         azure
             .credential_in_use()
@@ -362,4 +363,85 @@ async fn the_facade_names_the_link_the_chain_chose() {
             .credential_in_use()
             .starts_with("default chain: environment")
     );
+    let logs = captured.text();
+    assert!(
+        logs.contains("INFO") && logs.contains("default credential chain: using environment"),
+        "{logs}"
+    );
+    // Chosen at once: no later link was tried, so none is reported unavailable.
+    assert!(!logs.contains("link unavailable"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_logs_which_credential_it_uses() {
+    use std::io::BufRead as _;
+    let cli = Cli::start().await;
+    let run = cli.dir.path().join("run");
+    let config = config_with(
+        &cli,
+        "daemon.toml",
+        &format!(
+            "[credential]\nkind = \"default\"\n\n[daemon]\nsocket = \"{}\"\nmetrics_listen = \"off\"\n",
+            run.join("keyflip.sock").display()
+        ),
+    );
+    let e = &cli.twin.endpoints;
+    let mut cmd = cli.command(&config, &["--log-format", "json", "-v", "daemon"]);
+    for name in CHAIN_VARS {
+        cmd.env_remove(name);
+    }
+    cmd.env("PATH", "/usr/bin:/bin")
+        .env("IDENTITY_ENDPOINT", &e.managed_identity.endpoint)
+        .env("IDENTITY_HEADER", &e.managed_identity.header)
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // The reader drains stderr to the end: a daemon whose stderr pipe fills up
+    // blocks on its next log line and never gets to handle SIGTERM.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(line) => {
+                let done = line.contains("default credential chain: using");
+                seen.push(line);
+                if done {
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM stops the daemon cleanly");
+    let seen = seen.join("\n");
+    // At start-up: the chain as built, each link's source or why it is unavailable.
+    assert!(
+        seen.contains("the first link that gives a token is logged when chosen"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("environment: unavailable (AZURE_TENANT_ID and AZURE_CLIENT_ID not set)"),
+        "{seen}"
+    );
+    // Then the link chosen at the first token, and (at debug) why the others were skipped.
+    assert!(
+        seen.contains("default credential chain: using managed identity"),
+        "{seen}"
+    );
+    assert!(seen.contains("App Service endpoint"), "{seen}");
+    assert!(seen.contains("link unavailable"), "{seen}");
 }
