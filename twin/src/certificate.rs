@@ -7,9 +7,10 @@
 //! with `alg` `PS256` or `RS256`) or `x5t` (SHA-1, the older form) is accepted when:
 //! the thumbprint names a certificate registered on the principal the `client_id`
 //! names (else AADSTS700027, "certificate ... is not registered"); the signature
-//! verifies with that certificate's key (AADSTS7000274-style "signature validation"
-//! failure otherwise); `iss` and `sub` are the client id; `aud` is this token
-//! endpoint's URL; `exp` is in the future and `nbf` not. These are the rules
+//! verifies with that certificate's key (else AADSTS700027, "failed signature
+//! validation"); `iss` and `sub` are the client id (else 700023); `aud` is this token
+//! endpoint's URL (else 700024); `exp` is in the future and `nbf` at most five minutes
+//! ahead (else 700024). These are the rules
 //! learn.microsoft.com/entra/identity-platform/certificate-credentials documents.
 
 use base64::Engine as _;
