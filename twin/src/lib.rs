@@ -31,6 +31,7 @@ mod admin;
 mod arm;
 mod auth;
 mod blob;
+mod certificate;
 mod clock;
 mod databricks;
 mod endpoints;

@@ -31,6 +31,18 @@ pub(crate) const STORAGE_AUDIENCE: &str = "https://storage.azure.com";
 /// The Log Analytics query API ("Access the Azure Monitor Log Analytics API").
 pub(crate) const LOG_ANALYTICS_AUDIENCE: &str = "https://api.loganalytics.io";
 
+/// The ARM and Key Vault resources of the national clouds (Azure US Government,
+/// Azure operated by 21Vianet), accepted as aliases of the public ones so a client
+/// configured for those clouds can be pointed at the twin. The twin is one cloud; it
+/// mints its own audience names whatever was asked.
+const NATIONAL_ARM: [&str; 4] = [
+    "https://management.usgovcloudapi.net",
+    "https://management.core.usgovcloudapi.net",
+    "https://management.chinacloudapi.cn",
+    "https://management.core.chinacloudapi.cn",
+];
+const NATIONAL_VAULT: [&str; 2] = ["https://vault.usgovcloudapi.net", "https://vault.azure.cn"];
+
 /// The resource a token is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Audience {
@@ -61,6 +73,11 @@ impl Audience {
             Audience::Arm => {
                 aud.eq_ignore_ascii_case(ARM_AUDIENCE)
                     || aud.eq_ignore_ascii_case("https://management.core.windows.net")
+                    || NATIONAL_ARM.iter().any(|n| aud.eq_ignore_ascii_case(n))
+            }
+            Audience::KeyVault => {
+                aud.eq_ignore_ascii_case(VAULT_AUDIENCE)
+                    || NATIONAL_VAULT.iter().any(|n| aud.eq_ignore_ascii_case(n))
             }
             other => aud.eq_ignore_ascii_case(other.claim()),
         }
@@ -71,9 +88,13 @@ impl Audience {
     pub fn for_resource(resource: &str, base_url: &str) -> Option<Audience> {
         let r = resource.trim_end_matches('/');
         let is = |s: &str| r.eq_ignore_ascii_case(s.trim_end_matches('/'));
-        if is(ARM_AUDIENCE) || is("https://management.core.windows.net") || is(base_url) {
+        if is(ARM_AUDIENCE)
+            || is("https://management.core.windows.net")
+            || is(base_url)
+            || NATIONAL_ARM.iter().any(|n| is(n))
+        {
             Some(Audience::Arm)
-        } else if is(VAULT_AUDIENCE) {
+        } else if is(VAULT_AUDIENCE) || NATIONAL_VAULT.iter().any(|n| is(n)) {
             Some(Audience::KeyVault)
         } else if is(DATABRICKS_APP_ID) {
             Some(Audience::Databricks)

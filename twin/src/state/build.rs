@@ -378,6 +378,12 @@ pub(crate) fn build(world: &World, base_url: &str, now: DateTime<Utc>) -> Result
                 .iter()
                 .map(|f| (f.issuer.clone(), f.subject.clone()))
                 .collect(),
+            // Validated when the world was loaded.
+            certificates: p
+                .certificates
+                .iter()
+                .filter_map(|c| crate::certificate::RegisteredCert::from_pem(c.get_ref()).ok())
+                .collect(),
         })
         .collect();
 

@@ -32,6 +32,8 @@ pub(crate) struct Principal {
     pub client_secret: String,
     /// (issuer, subject) pairs accepted as client assertions.
     pub federated: Vec<(String, String)>,
+    /// Certificates accepted for client assertions (`private_key_jwt`).
+    pub certificates: Vec<crate::certificate::RegisteredCert>,
 }
 
 /// Every principal; immutable.

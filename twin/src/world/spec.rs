@@ -220,6 +220,10 @@ pub(crate) struct PrincipalSpec {
     pub client_secret: Option<String>,
     #[serde(default)]
     pub federated_credentials: Vec<FederatedCredentialSpec>,
+    /// Certificates (PEM, public part) a client assertion may be signed with, as an
+    /// app registration's `keyCredentials`.
+    #[serde(default)]
+    pub certificates: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -427,3 +427,19 @@ fn monitor_sections_are_checked() {
     assert!(!w.clients[0].enabled);
     assert!(!w.set_client_enabled("d", true));
 }
+
+#[test]
+fn principal_certificates_must_be_pem_certificates() {
+    let src = format!(
+        "{MINIMAL}\n[[principal]]\nname = \"q\"\nclient_id = \"1b4e2f17-6a3c-4d8e-b5f1-2c7a0d9e8f34\"\nobject_id = \"12a9c4d6-1b3f-4a5e-8c7d-9f0b1a2c3d4e\"\ncertificates = [\"not a certificate\"]\n"
+    );
+    let (line, _, message) = invalid(&src);
+    assert!(
+        message.contains("a certificate of principal q is unusable"),
+        "{message}"
+    );
+    assert!(line > 1);
+    // The demo world's registered certificate parses.
+    let w = World::from_toml_str(DEMO_TOML, "demo.toml").expect("the demo world parses");
+    assert!(w.principals.iter().any(|p| !p.certificates.is_empty()));
+}

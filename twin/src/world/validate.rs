@@ -198,6 +198,17 @@ pub(super) fn check(w: &World) -> Result<(), Failure> {
         })?;
         check_guid(&p.client_id, "client_id")?;
         check_guid(&p.object_id, "object_id")?;
+        for cert in &p.certificates {
+            if let Err(why) = crate::certificate::RegisteredCert::from_pem(cert.get_ref()) {
+                return fail(
+                    cert,
+                    format!(
+                        "a certificate of principal {} is unusable: {why}",
+                        p.name.get_ref()
+                    ),
+                );
+            }
+        }
         if !principals.insert(p.name.get_ref().clone()) {
             return fail(
                 &p.name,

@@ -9,6 +9,7 @@ mod admin;
 mod authz;
 mod bad_input;
 mod blob;
+mod certificate;
 mod conformance;
 mod databricks;
 mod datafactory;
