@@ -119,14 +119,7 @@ pub fn error(error: &CommandError, output: Output) -> (String, Option<String>) {
 }
 
 fn mode_text(mode: Mode) -> String {
-    match mode {
-        Mode::Scheduled => "safe swap".to_owned(),
-        Mode::Leaked { key, revoke_first } => format!(
-            "incident: {key} leaked{}",
-            if revoke_first { ", revoke first" } else { "" }
-        ),
-        Mode::LeakedBoth => "incident: both keys leaked".to_owned(),
-    }
+    mode.to_string()
 }
 
 /// Whole milliseconds (what the control socket carries) in seconds, one decimal.
@@ -194,10 +187,43 @@ fn key_line(name: KeyName, before: &KeyState, after: &KeyState) -> String {
     }
 }
 
-fn refusal(out: &mut String, reasons: &[RefusalReason]) {
+fn refusal(out: &mut String, reasons: &[RefusalReason], plan: &str) {
     let _ = writeln!(out, "refused, nothing was changed:");
     for r in reasons {
-        let _ = writeln!(out, "  - {r}");
+        let _ = writeln!(out, "  - {}", describe::for_plan(&r.to_string(), plan));
+    }
+}
+
+/// Why a rotation ran, who asked, what it took over or followed: one line each.
+fn origin_lines(out: &mut String, report: &RotationReport) {
+    if let Some(trigger) = &report.trigger {
+        let _ = write!(out, "  trigger:   {trigger}");
+        if let Some(by) = &report.requested_by {
+            let _ = write!(out, ", asked by {by}");
+        }
+        out.push('\n');
+    }
+    if let Some(id) = &report.follows {
+        let _ = writeln!(
+            out,
+            "  follows:   rotation {id}, which this command finished first"
+        );
+    }
+    if let Some(e) = &report.escalation {
+        let _ = writeln!(
+            out,
+            "  taken over at {} by an incident ({}){}: {}",
+            time(e.at),
+            e.mode,
+            e.by.as_ref()
+                .map(|b| format!(", asked by {b}"))
+                .unwrap_or_default(),
+            if e.handled_here {
+                "this rotation handled it, with no grace period"
+            } else {
+                "this rotation wound down and a follow-up rotation handled it"
+            }
+        );
     }
 }
 
@@ -240,22 +266,35 @@ pub fn rotation(report: &RotationReport) -> String {
         report.plan,
         if report.resumed { " (resumed)" } else { "" }
     );
+    origin_lines(&mut out, report);
     match &report.outcome {
         Some(Outcome::Refused { reasons }) => {
-            refusal(&mut out, reasons);
+            refusal(&mut out, reasons, &report.plan);
             return out;
         }
         Some(other @ (Outcome::RolledBack { .. } | Outcome::NeedsAttention { .. })) => {
-            let _ = writeln!(out, "  {other}");
+            let _ = writeln!(
+                out,
+                "  {}",
+                describe::for_plan(&other.to_string(), &report.plan)
+            );
         }
         _ => {}
     }
     if let Some(d) = &report.decision {
-        let _ = writeln!(
-            out,
-            "  decision:  consumers were on {}; {} was the standby",
-            d.active, d.standby
-        );
+        if d.route == crate::rotation::machine::Route::Adopt {
+            let _ = writeln!(
+                out,
+                "  decision:  every consumer moves to {}, which works now",
+                d.standby
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  decision:  consumers were on {}; {} was the standby",
+                d.active, d.standby
+            );
+        }
     }
     if let (Some(before), Some(after)) = (&report.keys_before, &report.keys_after) {
         let _ = writeln!(
@@ -362,7 +401,7 @@ pub fn dry_run(d: &DryRun) -> String {
     }
     if let Some(reasons) = &d.refused {
         out.push('\n');
-        refusal(&mut out, reasons);
+        refusal(&mut out, reasons, &d.plan);
         return out;
     }
     if let Some(dec) = &d.decision {
@@ -393,6 +432,9 @@ pub fn status(plans: &[PlanStatus], now: DateTime<Utc>) -> String {
     for p in plans {
         let account = p.account.rsplit('/').next().unwrap_or(&p.account);
         let _ = writeln!(out, "{} ({account})", p.plan);
+        if let Some(description) = &p.description {
+            let _ = writeln!(out, "  description:   {description}");
+        }
         if let Some(e) = &p.error {
             let _ = writeln!(out, "  error:         {e}");
         }
@@ -460,7 +502,7 @@ pub fn status(plans: &[PlanStatus], now: DateTime<Utc>) -> String {
                 out,
                 "  NEEDS ATTENTION since {}: {} (no automatic rotations until `keyflip rotate now` or `keyflip rotate resume` succeeds)",
                 time(parked.at),
-                parked.reason
+                describe::for_plan(&parked.reason, &p.plan)
             );
         } else if schedule.failures > 0 {
             let _ = writeln!(
@@ -511,7 +553,8 @@ pub fn history(reports: &[RotationReport]) -> String {
                 .map(|f| format!(", took {}", age(f - r.started_at)))
                 .unwrap_or_default()
         );
-        let _ = writeln!(out, "  {outcome}");
+        let _ = writeln!(out, "  {}", describe::for_plan(&outcome, &r.plan));
+        origin_lines(&mut out, r);
         for s in &r.steps {
             let status = match s.ok {
                 Some(true) => "ok  ",

@@ -39,7 +39,7 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{EngineError, Inner, Trigger};
+use super::engine::{EngineError, Inner};
 use super::incident;
 use super::observe::observe;
 use super::progress::{Progress, ProgressEvent};
@@ -189,6 +189,18 @@ impl<'c, 'a> Run<'c, 'a> {
         Ok(())
     }
 
+    /// An amendment (an incident taking over, a shorter grace): to the machine, then
+    /// the journal. The caller checked it is accepted.
+    pub(super) fn amend(&mut self, event: &Event) -> Result<(), EngineError> {
+        self.accept(event)?;
+        let at = event.at();
+        self.inner().journal().record_event(self.id(), event, at)?;
+        durable(self.inner(), || match event {
+            Event::Escalated { .. } => "event:escalated".to_owned(),
+            _ => "event:grace".to_owned(),
+        })
+    }
+
     /// A command's result: to the machine, then the journal, then progress.
     pub(super) fn answer(
         &mut self,
@@ -230,14 +242,14 @@ impl<'c, 'a> Run<'c, 'a> {
             kind: cmd.action.name().to_owned(),
             step: super::describe::step(&cmd.action),
         });
-        if let Action::WaitUntil { at } = &cmd.action {
+        if let Some(at) = self.machine.deadline(cmd) {
             let why = match self.machine.phase() {
                 Phase::Grace => "grace period before the old key is retired",
                 _ => "backoff before retrying",
             };
             self.progress.event(&ProgressEvent::Waiting {
                 rotation_id: self.id().to_owned(),
-                until: *at,
+                until: at,
                 why: why.to_owned(),
             });
         }
@@ -256,6 +268,8 @@ impl<'c, 'a> Run<'c, 'a> {
             .action
             .consumer()
             .and_then(|c| self.bound_at.get(&c.id).copied());
+        // A grace the rotation's amendments shortened ends earlier than the command says.
+        let until = self.machine.deadline(&cmd);
         if matches!(cmd.action, Action::Bind { .. }) {
             self.binds_running += 1;
         }
@@ -263,7 +277,7 @@ impl<'c, 'a> Run<'c, 'a> {
         let cancel = self.cancel.clone();
         running.push(Box::pin(async move {
             let started = Instant::now();
-            let work = perform(ctx, &cmd, in_doubt, bound_at);
+            let work = perform(ctx, &cmd, in_doubt, bound_at, until);
             let done = if abandonable(&cmd.action) {
                 tokio::select! {
                     done = work => Some(done),
@@ -394,6 +408,8 @@ impl<'c, 'a> Run<'c, 'a> {
             });
         };
         let outcome: Outcome = (**outcome).clone();
+        // An incident that took this rotation over and left it to a follow-up gets its
+        // report from the follow-up, which names this rotation.
         if self.machine.mode().is_incident() {
             let record = self.inner().journal().rotation(self.id())?;
             if let Some(record) = record {
@@ -417,11 +433,7 @@ impl<'c, 'a> Run<'c, 'a> {
         Ok(outcome)
     }
 
-    pub(super) fn report(
-        &self,
-        trigger: Option<Trigger>,
-        resumed: bool,
-    ) -> Result<RotationReport, EngineError> {
+    pub(super) fn report(&self, resumed: bool) -> Result<RotationReport, EngineError> {
         let record =
             self.inner()
                 .journal()
@@ -432,7 +444,6 @@ impl<'c, 'a> Run<'c, 'a> {
         Ok(RotationReport::build(
             &record,
             Some(&self.machine.view()),
-            trigger,
             resumed,
             self.incident_report.clone(),
         ))
@@ -445,6 +456,7 @@ async fn perform(
     cmd: &Command,
     in_doubt: bool,
     bound_at: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
 ) -> Result<Done, EngineError> {
     match &cmd.action {
         Action::Observe => Ok(Done::ok(StepResult::Observed(observe(ctx).await?))),
@@ -470,7 +482,7 @@ async fn perform(
         } => ctx.disable_versions(consumer, fingerprints).await,
         Action::Commit => Ok(Done::ok(StepResult::Committed)),
         Action::WaitUntil { at } => {
-            ctx.inner.clock.sleep_until(*at).await;
+            ctx.inner.clock.sleep_until(until.unwrap_or(*at)).await;
             Ok(Done::ok(StepResult::Waited))
         }
         Action::Finish { .. } => Err(EngineError::Stalled {

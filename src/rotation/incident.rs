@@ -88,7 +88,7 @@ fn leaked(mode: Mode) -> String {
             format!("{key}{}", if revoke_first { " (revoke first)" } else { "" })
         }
         Mode::LeakedBoth => "both keys (or unknown)".to_owned(),
-        Mode::Scheduled => "none".to_owned(),
+        Mode::Scheduled | Mode::Adopt { .. } => "none".to_owned(),
     }
 }
 
@@ -129,6 +129,26 @@ fn happening(what: &Happening) -> String {
                     .join("; ")
             ),
             Note::Warning { warning } => format!("warning: {warning}"),
+            Note::Escalated {
+                mode,
+                by,
+                handled_here,
+            } => format!(
+                "an incident took this rotation over ({mode}{}): {}",
+                by.as_ref()
+                    .map(|b| format!(", asked by {b}"))
+                    .unwrap_or_default(),
+                if *handled_here {
+                    "it finishes the incident itself, with no grace period"
+                } else {
+                    "it winds down, and a follow-up rotation handles the incident"
+                }
+            ),
+            Note::GraceShortened { grace_ms, by } => format!(
+                "grace period shortened to {}s{}",
+                grace_ms / 1000,
+                by.as_ref().map(|b| format!(" by {b}")).unwrap_or_default()
+            ),
         },
     }
 }

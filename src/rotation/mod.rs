@@ -10,6 +10,7 @@ mod executor;
 mod incident;
 mod lifecycle;
 pub(crate) mod observe;
+pub mod origin;
 pub mod progress;
 mod repair;
 pub mod report;
@@ -18,8 +19,9 @@ pub(crate) mod step;
 
 pub mod machine;
 
-pub use engine::{Engine, EngineError, EngineOptions, RotateRequest, Trigger};
+pub use engine::{Engine, EngineError, EngineOptions, RotateRequest};
 pub use observe::required_permissions;
+pub use origin::{Origin, Requester, Trigger};
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use report::{
     DecisionReport, DryRun, IncidentReportPaths, Inventory, KeyPair, LastRotation, ParkedStatus,

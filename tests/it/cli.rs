@@ -145,8 +145,27 @@ fn redact(text: &str, base_url: &str) -> String {
             (Some(a), Some(b)) if b > a => format!("{}took DURATION{}", &line[..a], &line[b..]),
             _ => line.to_owned(),
         })
+        .map(|line| caller(&line))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `asked by uid 1000 (alice)` depends on who runs the tests: `asked by CALLER`.
+fn caller(line: &str) -> String {
+    let Some(at) = line.find("asked by uid ") else {
+        return line.to_owned();
+    };
+    let rest = &line[at + "asked by uid ".len()..];
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let mut rest = &rest[digits..];
+    if rest.starts_with(" (")
+        && let Some(end) = rest.find(')')
+    {
+        rest = &rest[end + 1..];
+    }
+    format!("{}asked by CALLER{rest}", &line[..at])
 }
 
 fn regex_lite(text: &str, is: impl Fn(&str) -> bool, with: &str) -> String {

@@ -6,10 +6,11 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::amend::Escalation;
 use super::failure::{Failure, Warning};
 use super::outcome::{Cause, Drift, Outcome, Regeneration};
 use super::precheck::Route;
-use super::types::{Action, Command, ConsumerRef, Holding, Mode, StepResult};
+use super::types::{Action, Command, ConsumerRef, Holding, Mode, Requester, StepResult};
 use super::{Decided, Entry, Machine, Stage, State};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
@@ -90,6 +91,18 @@ pub enum Note {
     Reobserved { drifts: Vec<Drift> },
     /// Something the report should say that changed nothing.
     Warning { warning: Warning },
+    /// An incident took this rotation over: finished here, or wound down for a
+    /// follow-up rotation.
+    Escalated {
+        mode: Mode,
+        by: Option<Requester>,
+        handled_here: bool,
+    },
+    /// The grace period was shortened to `grace_ms`.
+    GraceShortened {
+        grace_ms: i64,
+        by: Option<Requester>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -110,7 +123,11 @@ pub struct TimelineEntry {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct View {
+    /// The mode the rotation runs in now (an incident that took it over and handles
+    /// it here changes it).
     pub mode: Mode,
+    /// The incident that took the rotation over, if one did.
+    pub escalation: Option<Escalation>,
     pub phase: Phase,
     /// Decided at precheck.
     pub route: Option<Route>,
@@ -187,7 +204,7 @@ impl Machine {
     }
 
     /// When `Commit` answered.
-    fn committed_at(&self) -> Option<DateTime<Utc>> {
+    pub(super) fn committed_at(&self) -> Option<DateTime<Utc>> {
         self.steps
             .iter()
             .find_map(|s| match (&s.command.action, &s.answer) {
@@ -228,6 +245,7 @@ impl Machine {
             .collect();
         View {
             mode: self.mode,
+            escalation: self.escalation.clone(),
             phase: self.phase(),
             route: self.decided().map(|d| d.route),
             active: self.decided().map(|d| d.active),

@@ -122,6 +122,7 @@ async fn a_foreign_secret_version_is_reported_and_repaired_when_the_plan_opts_in
             mode: Mode::Scheduled,
             grace: None,
             dry_run: false,
+            by: Default::default(),
         })
         .await
         .unwrap();

@@ -148,6 +148,7 @@ async fn webhooks_hear_failures_parking_and_incidents() {
             },
             grace: None,
             dry_run: false,
+            by: Default::default(),
         })
         .await
         .expect("the incident rotation runs");
