@@ -209,6 +209,17 @@ fn origin_lines(out: &mut String, report: &RotationReport) {
             "  follows:   rotation {id}, which this command finished first"
         );
     }
+    for g in &report.grace_shortened {
+        let _ = writeln!(
+            out,
+            "  grace period shortened to {}s at {}{}",
+            g.grace_ms / 1000,
+            time(g.at),
+            g.by.as_ref()
+                .map(|b| format!(", asked by {b}"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(e) = &report.escalation {
         let _ = writeln!(
             out,

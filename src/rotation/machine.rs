@@ -227,7 +227,9 @@ pub use failure::{Failure, FailureKind, Warning, WarningKind};
 pub use outcome::*;
 pub use precheck::Route;
 pub use types::*;
-pub use view::{ConsumerStatus, ConsumerView, Happening, Note, Phase, TimelineEntry, View};
+pub use view::{
+    ConsumerStatus, ConsumerView, GraceShortening, Happening, Note, Phase, TimelineEntry, View,
+};
 
 use crate::key::KeyName;
 use crate::secret::Fingerprint;

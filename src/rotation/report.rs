@@ -19,7 +19,7 @@ use crate::rotation::machine::{
 };
 
 use super::origin::{Requester, Trigger};
-use crate::rotation::machine::Escalation;
+use crate::rotation::machine::{Escalation, GraceShortening};
 
 /// Where an incident report was written.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +116,9 @@ pub struct RotationReport {
     /// this rotation handled it or a follow-up did.
     #[serde(default)]
     pub escalation: Option<Escalation>,
+    /// Each time a person shortened the grace period, and who.
+    #[serde(default)]
+    pub grace_shortened: Vec<GraceShortening>,
     /// This run picked up an unfinished rotation.
     pub resumed: bool,
     /// `None` while the rotation is unfinished.
@@ -200,6 +203,7 @@ impl RotationReport {
             requested_by: record.origin.as_ref().and_then(|o| o.by.clone()),
             follows: record.origin.as_ref().and_then(|o| o.follows.clone()),
             escalation: view.and_then(|v| v.escalation.clone()),
+            grace_shortened: view.map(|v| v.grace_shortened.clone()).unwrap_or_default(),
             resumed,
             outcome: record.outcome.clone(),
             started_at: record.started_at,

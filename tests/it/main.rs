@@ -9,4 +9,5 @@ mod daemon;
 mod doctor;
 mod install;
 mod rotation;
+mod runbook;
 mod support;

@@ -105,6 +105,16 @@ pub enum Note {
     },
 }
 
+/// A grace period shortened by a person (`rotate resume --grace`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraceShortening {
+    pub at: DateTime<Utc>,
+    /// The grace period from then on.
+    pub grace_ms: i64,
+    #[serde(default)]
+    pub by: Option<Requester>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "what", rename_all = "snake_case")]
 pub enum Happening {
@@ -128,6 +138,8 @@ pub struct View {
     pub mode: Mode,
     /// The incident that took the rotation over, if one did.
     pub escalation: Option<Escalation>,
+    /// Each time a person shortened the grace period.
+    pub grace_shortened: Vec<GraceShortening>,
     pub phase: Phase,
     /// Decided at precheck.
     pub route: Option<Route>,
@@ -246,6 +258,20 @@ impl Machine {
         View {
             mode: self.mode,
             escalation: self.escalation.clone(),
+            grace_shortened: self
+                .timeline
+                .iter()
+                .filter_map(|e| match e {
+                    Entry::Noted(at, Note::GraceShortened { grace_ms, by }) => {
+                        Some(GraceShortening {
+                            at: *at,
+                            grace_ms: *grace_ms,
+                            by: by.clone(),
+                        })
+                    }
+                    _ => None,
+                })
+                .collect(),
             phase: self.phase(),
             route: self.decided().map(|d| d.route),
             active: self.decided().map(|d| d.active),
