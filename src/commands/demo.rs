@@ -13,6 +13,7 @@ use keyflip_twin::{Endpoints, Twin, TwinOptions, World};
 use tokio_util::sync::CancellationToken;
 
 use super::progress::Display;
+use super::term::Term;
 use super::{render, runtime};
 use crate::cli::{DemoArgs, Output};
 use crate::clock::SystemClock;
@@ -147,31 +148,43 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
     let engine = Engine::open(&config, Arc::new(SystemClock))
         .map_err(|e| DemoError::Setup(e.to_string()))?;
 
-    println!("keyflip demo: a full safe swap against keyflip-twin, a local stand-in for Azure.");
-    println!(
+    let json = args.output.output == Output::Json;
+    let term = Term::stdout();
+    // The story goes to stdout for people; with --output json stdout holds only the
+    // document, so the story goes to stderr.
+    let say = |line: String| {
+        let line = term.wrap("", "           ", &line);
+        if json {
+            eprint!("{line}");
+        } else {
+            print!("{line}");
+        }
+    };
+    say("keyflip demo: a full safe swap against keyflip-twin, a local stand-in for Azure.".into());
+    say(format!(
         "  twin:    {} (the demo world; no Azure account involved)",
         endpoints.base_url
-    );
-    println!("  account: {}", plan.storage_account.name());
-    println!(
+    ));
+    say(format!("  account: {}", plan.storage_account.name()));
+    say(format!(
         "  plan:    rotation-plans/demo.toml: {} Key Vault secrets, ML workspace {} and its account-key datastores, {} Databricks secret",
         plan.key_vault.len(),
         plan.ml_workspaces
             .first()
             .map_or("(none)", |w| w.workspace.name()),
         plan.databricks.len()
-    );
-    println!(
+    ));
+    say(format!(
         "  grace:   {} instead of the plan's {}, so the old key is retired within seconds",
         crate::plan::duration::format(DEMO_GRACE),
         crate::plan::duration::format(plan.rotation.grace)
-    );
-    println!(
+    ));
+    say(format!(
         "  files:   {} (removed when the demo ends)\n",
         root.path().display()
-    );
+    ));
 
-    let display = Display::human();
+    let display = Display::for_output(args.output.output, term);
     let request = RotateRequest {
         mode: Mode::Scheduled,
         grace: Some(DEMO_GRACE),
@@ -184,44 +197,63 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
     let report = match result {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("keyflip: the demo rotation failed: {e}");
+            let error = super::CommandError::from(&e);
+            let exit = super::fail(args.output.output, &error);
             twin.shutdown().await;
-            return Ok(e.exit());
+            return Ok(exit);
         }
     };
-    print!("{}", render::rotation(&report));
-    println!("\nkeyflip status:\n");
-    let status_exit = match super::perform::status(&engine, std::slice::from_ref(&plan)).await {
-        Ok(answer) => {
-            print!("{}", render::human(&answer));
-            answer.exit()
-        }
-        Err(e) => super::fail(Output::Human, &e),
+    let status = super::perform::status(&engine, std::slice::from_ref(&plan)).await;
+    let status_exit = match &status {
+        Ok(answer) => answer.exit(),
+        Err(e) => e.exit,
     };
+    if json {
+        let status = match &status {
+            Ok(super::Answer::Status { at, plans }) => {
+                serde_json::json!({"at": at, "plans": plans})
+            }
+            Ok(_) => serde_json::Value::Null,
+            Err(e) => serde_json::json!({"error": e.message, "exit": e.exit as u8}),
+        };
+        print!(
+            "{}",
+            render::json::document(serde_json::json!({
+                "rotation": render::json::rotation(&report),
+                "status": status,
+            }))
+        );
+    } else {
+        print!("{}", render::rotation(&report, &term));
+        println!("\nkeyflip status:\n");
+        match &status {
+            Ok(answer) => print!("{}", render::human(answer, &term, render::Shape::default())),
+            Err(e) => {
+                super::fail(Output::Human, e);
+            }
+        }
+    }
 
     if args.keep_running {
         let file = root.path().join("keyflip.toml");
         std::fs::write(&file, config_file(&endpoints, &twin_dir, root.path()))
             .map_err(|e| DemoError::Setup(format!("cannot write {}: {e}", file.display())))?;
-        println!(
-            "\nThe twin keeps running at {}. Point keyflip at it:",
+        say(format!(
+            "\nThe twin keeps running at {}. Point keyflip at it in another shell:",
             endpoints.base_url
-        );
-        println!("  keyflip --config {} status", file.display());
-        println!(
-            "  keyflip --config {} rotate now demo --dry-run",
-            file.display()
-        );
-        println!("  keyflip --config {} history demo", file.display());
-        println!(
-            "  keyflip --config {} daemon      # rotates demo every 10 minutes",
-            file.display()
-        );
-        println!("Press Ctrl-C to stop it (its files are removed then).");
+        ));
+        say(format!("  export KEYFLIP_CONFIG={}", file.display()));
+        say("  keyflip doctor                      # passes: every check ok".into());
+        say("  keyflip status".into());
+        say("  keyflip rotate now demo --dry-run".into());
+        say("  keyflip history demo".into());
+        say("  keyflip daemon                      # rotates demo every 10 minutes".into());
+        say("Press Ctrl-C to stop it (its files are removed then).".into());
         super::shutdown_signal().await;
     } else {
-        println!(
+        say(
             "\nRun `keyflip demo --keep-running` to keep the twin up and try other commands against it."
+                .into(),
         );
     }
     twin.shutdown().await;

@@ -73,13 +73,26 @@ impl Journal {
         plan: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RotationRecord>, JournalError> {
+        self.history_since(plan, None, limit)
+    }
+
+    /// [`Journal::history`] of rotations started at or after `since`.
+    pub fn history_since(
+        &self,
+        plan: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<RotationRecord>, JournalError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Times are stored in one fixed-width RFC 3339 form, so text order is time order.
+        let since = since.map(super::record::time_text);
         let rows = self.rotation_rows(
             &format!(
-                "SELECT {ROTATION_COLUMNS} FROM rotations WHERE ?1 IS NULL OR plan = ?1
+                "SELECT {ROTATION_COLUMNS} FROM rotations WHERE (?1 IS NULL OR plan = ?1)
+                 AND (?3 IS NULL OR started_at >= ?3)
                  ORDER BY started_at DESC, rowid DESC LIMIT ?2"
             ),
-            rusqlite::params![plan, limit],
+            rusqlite::params![plan, limit, since],
         )?;
         rows.into_iter()
             .map(|row| self.decode_rotation(row))

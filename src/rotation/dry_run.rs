@@ -9,11 +9,11 @@ use chrono::TimeDelta;
 
 use super::engine::{EngineError, Inner, RotateRequest, machine_options};
 use super::observe::observe;
-use super::report::{DecisionReport, DryRun, PlannedStep};
+use super::report::{CallService, DecisionReport, DryRun, PlannedCall, PlannedStep};
 use super::step::Ctx;
 use super::target::{Target, resolve};
 use crate::plan::Plan;
-use crate::rotation::machine::{Action, Command, Event, Machine, Outcome, StepResult};
+use crate::rotation::machine::{Action, Command, ConsumerRef, Event, Machine, Outcome, StepResult};
 use crate::secret::{Fingerprint, StorageKey};
 
 /// A placeholder for the n-th value a regeneration would produce: the fingerprint of
@@ -37,97 +37,175 @@ fn describe(action: &Action) -> String {
         Action::VerifyConsumer { consumer, key, .. } => {
             format!("verify {} holds {key}", super::describe::consumer(consumer))
         }
-        Action::DisableVersions { consumer, .. } => {
-            format!("disable the versions of {consumer} that hold a leaked value")
-        }
+        Action::DisableVersions { consumer, .. } => format!(
+            "disable the versions of {} that hold a leaked value",
+            super::describe::consumer(consumer)
+        ),
         Action::WaitUntil { .. } => "wait out the grace period".to_owned(),
         Action::Finish { outcome } => format!("finish: {outcome}"),
         other => other.to_string(),
     }
 }
 
-fn calls(plan: &Plan, cmd: &Command) -> Vec<String> {
-    let account = plan.storage_account.as_str();
-    let keys = format!("POST {account}/listKeys");
-    let consumer = |c| resolve(plan, c).ok();
-    let read = |t: &Target<'_>| match t {
-        Target::KeyVault { secret, vault } => format!(
-            "GET {}/secrets/{}",
-            vault.as_str().trim_end_matches('/'),
-            secret.secret
+fn call(method: &str, service: CallService, target: impl Into<String>) -> PlannedCall {
+    PlannedCall {
+        method: method.to_owned(),
+        service,
+        target: target.into(),
+        note: None,
+    }
+}
+
+fn noted(mut c: PlannedCall, note: impl Into<String>) -> PlannedCall {
+    c.note = Some(note.into());
+    c
+}
+
+/// The read that tells what a consumer holds.
+fn read(t: &Target<'_>) -> PlannedCall {
+    match t {
+        Target::KeyVault { secret, vault } => call(
+            "GET",
+            CallService::KeyVault,
+            format!(
+                "{}/secrets/{}",
+                vault.as_str().trim_end_matches('/'),
+                secret.secret
+            ),
         ),
-        Target::Datastore { workspace, name } => {
-            format!("POST {workspace}/datastores/{name}/listSecrets")
+        Target::Datastore { workspace, name } => call(
+            "POST",
+            CallService::Arm,
+            format!("{workspace}/datastores/{name}/listSecrets"),
+        ),
+        Target::Workspace { workspace } => {
+            call("POST", CallService::Arm, format!("{workspace}/listKeys"))
         }
-        Target::Workspace { workspace } => format!("POST {workspace}/listKeys"),
-        Target::Databricks { secret, workspace } => format!(
-            "GET {}/api/2.0/secrets/list?scope={}",
-            workspace.as_str().trim_end_matches('/'),
-            secret.scope
+        Target::Databricks { secret, workspace } => call(
+            "GET",
+            CallService::Databricks,
+            format!(
+                "{}/api/2.0/secrets/list?scope={}",
+                workspace.as_str().trim_end_matches('/'),
+                secret.scope
+            ),
         ),
-    };
+    }
+}
+
+fn calls(plan: &Plan, observed: &[ConsumerRef], cmd: &Command) -> Vec<PlannedCall> {
+    let account = plan.storage_account.as_str();
+    let keys = || call("POST", CallService::Arm, format!("{account}/listKeys"));
+    let consumer = |c| resolve(plan, c).ok();
     match &cmd.action {
         Action::Observe => {
             let mut out = vec![
-                format!(
-                    "GET {account}/providers/Microsoft.Authorization/permissions (and at each workspace and vault)"
+                noted(
+                    call(
+                        "GET",
+                        CallService::Arm,
+                        format!("{account}/providers/Microsoft.Authorization/permissions"),
+                    ),
+                    "and at each workspace and vault",
                 ),
-                format!("GET {account}"),
-                keys,
+                call("GET", CallService::Arm, account),
+                keys(),
             ];
             for ws in &plan.ml_workspaces {
                 if ws.datastores == crate::plan::Datastores::Discover {
-                    out.push(format!(
-                        "GET {}/datastores (discover account-key datastores)",
-                        ws.workspace
+                    out.push(noted(
+                        call(
+                            "GET",
+                            CallService::Arm,
+                            format!("{}/datastores", ws.workspace),
+                        ),
+                        "discover account-key datastores",
                     ));
                 }
             }
-            out.push("read what each consumer holds".to_owned());
+            out.extend(observed.iter().filter_map(consumer).map(|t| read(&t)));
             out
         }
         Action::Regenerate { key, .. } => vec![
-            format!("POST {account}/regenerateKey {{\"keyName\":\"{key}\"}}"),
-            format!("GET {account} (keyCreationTime)"),
+            noted(
+                call("POST", CallService::Arm, format!("{account}/regenerateKey")),
+                format!("{{\"keyName\":\"{key}\"}}"),
+            ),
+            noted(call("GET", CallService::Arm, account), "keyCreationTime"),
         ],
         Action::VerifyKey { key, .. } => vec![
-            keys,
-            format!(
-                "GET <blob endpoint>/?restype=account&comp=properties signed with {key} (SharedKey), until accepted"
+            keys(),
+            noted(
+                call(
+                    "GET",
+                    CallService::Blob,
+                    "<blob endpoint>/?restype=account&comp=properties",
+                ),
+                format!("signed with {key} (SharedKey), repeated until accepted"),
             ),
         ],
         Action::Bind {
             consumer: c, key, ..
         } => {
             let Some(t) = consumer(c) else { return vec![] };
-            let mut out = vec![read(&t), keys];
+            let mut out = vec![read(&t), keys()];
             match &t {
-                Target::KeyVault { secret, vault } => out.push(format!(
-                    "PUT {}/secrets/{} (a new version: {}, content type {}, tags keyflip-key={key}, keyflip-rotation, CredentialId={key})",
-                    vault.as_str().trim_end_matches('/'),
-                    secret.secret,
-                    secret.format.as_str(),
-                    secret.content_type
+                Target::KeyVault { secret, vault } => out.push(noted(
+                    call(
+                        "PUT",
+                        CallService::KeyVault,
+                        format!(
+                            "{}/secrets/{}",
+                            vault.as_str().trim_end_matches('/'),
+                            secret.secret
+                        ),
+                    ),
+                    format!(
+                        "a new version: {}, content type {}, tags keyflip-key={key}, keyflip-rotation, CredentialId={key}",
+                        secret.format.as_str(),
+                        secret.content_type
+                    ),
                 )),
                 Target::Datastore { workspace, name } => {
-                    out.push(format!("GET {workspace}/datastores/{name}"));
-                    out.push(format!("PUT {workspace}/datastores/{name} (credentials.secrets.key = {key}, validated by the service)"));
+                    out.push(call(
+                        "GET",
+                        CallService::Arm,
+                        format!("{workspace}/datastores/{name}"),
+                    ));
+                    out.push(noted(
+                        call(
+                            "PUT",
+                            CallService::Arm,
+                            format!("{workspace}/datastores/{name}"),
+                        ),
+                        format!("credentials.secrets.key = {key}, validated by the service"),
+                    ));
                 }
-                Target::Workspace { workspace } => out.push(format!(
-                    "POST {workspace}/resyncKeys (then poll its Location until done)"
+                Target::Workspace { workspace } => out.push(noted(
+                    call("POST", CallService::Arm, format!("{workspace}/resyncKeys")),
+                    "then poll its Location until done",
                 )),
-                Target::Databricks { secret, workspace } => out.push(format!(
-                    "POST {}/api/2.0/secrets/put (scope {}, key {}, {})",
-                    workspace.as_str().trim_end_matches('/'),
-                    secret.scope,
-                    secret.key,
-                    secret.format.as_str()
+                Target::Databricks { secret, workspace } => out.push(noted(
+                    call(
+                        "POST",
+                        CallService::Databricks,
+                        format!(
+                            "{}/api/2.0/secrets/put",
+                            workspace.as_str().trim_end_matches('/')
+                        ),
+                    ),
+                    format!(
+                        "scope {}, key {}, {}",
+                        secret.scope,
+                        secret.key,
+                        secret.format.as_str()
+                    ),
                 )),
             }
             out
         }
         Action::VerifyConsumer { consumer: c, .. } => match consumer(c) {
-            Some(t) => vec![keys, read(&t)],
+            Some(t) => vec![keys(), read(&t)],
             None => vec![],
         },
         Action::DisableVersions { consumer: c, .. } => match consumer(c) {
@@ -138,16 +216,40 @@ fn calls(plan: &Plan, cmd: &Command) -> Vec<String> {
                     secret.secret
                 );
                 vec![
-                    format!("GET {base}/versions"),
-                    format!("GET {base}/<version> (each enabled version)"),
-                    format!(
-                        "PATCH {base}/<version> {{\"attributes\":{{\"enabled\":false}}}} (each holding a leaked value)"
+                    call("GET", CallService::KeyVault, format!("{base}/versions")),
+                    noted(
+                        call("GET", CallService::KeyVault, format!("{base}/<version>")),
+                        "each enabled version",
+                    ),
+                    noted(
+                        call("PATCH", CallService::KeyVault, format!("{base}/<version>")),
+                        "{\"attributes\":{\"enabled\":false}}, each holding a leaked value",
                     ),
                 ]
             }
             _ => vec![],
         },
         Action::Commit | Action::WaitUntil { .. } | Action::Finish { .. } => vec![],
+    }
+}
+
+/// A planned step: the command's words, what it acts on, its calls.
+fn planned(plan: &Plan, observed: &[ConsumerRef], cmd: &Command) -> PlannedStep {
+    let (key, purpose) = match &cmd.action {
+        Action::Regenerate { key, purpose, .. } => (Some(*key), Some(*purpose)),
+        Action::VerifyKey { key, .. }
+        | Action::Bind { key, .. }
+        | Action::VerifyConsumer { key, .. } => (Some(*key), None),
+        _ => (None, None),
+    };
+    PlannedStep {
+        seq: cmd.seq,
+        step: describe(&cmd.action),
+        kind: cmd.action.name().to_owned(),
+        key,
+        purpose,
+        consumer: cmd.action.consumer().cloned(),
+        calls: calls(plan, observed, cmd),
     }
 }
 
@@ -158,17 +260,19 @@ pub(super) async fn dry_run(
 ) -> Result<DryRun, EngineError> {
     let ctx = Ctx::new(inner, plan, "dry-run");
     let observation = observe(&ctx).await?;
-    let mut machine = Machine::new(request.mode, machine_options(plan, request));
+    let observed: Vec<ConsumerRef> = observation
+        .consumers
+        .iter()
+        .map(|c| c.consumer.clone())
+        .collect();
+    let options = machine_options(plan, request);
+    let mut machine = Machine::new(request.mode, options);
     let mut now = inner.clock.now();
     let mut queue: VecDeque<Command> = machine.outstanding().into();
     let mut steps = Vec::new();
     let mut fresh = 0u32;
     while let Some(cmd) = queue.pop_front() {
-        steps.push(PlannedStep {
-            seq: cmd.seq,
-            step: describe(&cmd.action),
-            calls: calls(plan, &cmd),
-        });
+        steps.push(planned(plan, &observed, &cmd));
         let result = match &cmd.action {
             Action::Observe => StepResult::Observed(observation.clone()),
             Action::Regenerate { .. } => {
@@ -207,6 +311,12 @@ pub(super) async fn dry_run(
         plan: plan.name.clone(),
         account: plan.storage_account.to_string(),
         mode: request.mode,
+        // Incident modes retire at once, whatever the plan says.
+        grace_ms: if request.mode.is_incident() {
+            0
+        } else {
+            u64::try_from(options.grace.num_milliseconds()).unwrap_or(0)
+        },
         decision: match (view.route, view.active, view.standby) {
             (Some(route), Some(active), Some(standby)) => Some(DecisionReport {
                 route,

@@ -371,7 +371,17 @@ impl Engine {
         plan: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RotationReport>, EngineError> {
-        super::status::history(&self.inner, plan, limit)
+        super::status::history(&self.inner, plan, None, limit)
+    }
+
+    /// [`Engine::history`] of rotations started at or after `since`.
+    pub fn history_since(
+        &self,
+        plan: Option<&str>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        limit: usize,
+    ) -> Result<Vec<RotationReport>, EngineError> {
+        super::status::history(&self.inner, plan, since, limit)
     }
 
     /// Drift repair: binds one consumer to `key` (its current value) and verifies it,

@@ -165,7 +165,10 @@ async fn resume_one(
         inner.journal().record_event(&stored.id, &event, at)?;
         durable(inner, || "event:reobserved".to_owned())?;
     }
-    run.queue = run.machine.outstanding().into();
+    // Everything outstanding, replacing what the re-observation queued.
+    let outstanding = run.machine.outstanding();
+    run.queue.clear();
+    run.enqueue(outstanding);
     run.drive().await?;
     run.report(None, true)
 }

@@ -14,8 +14,8 @@ use crate::exit::Exit;
 use crate::journal::{RotationRecord, StepRecord};
 use crate::key::KeyName;
 use crate::rotation::machine::{
-    Action, ConsumerView, Holding, KeyState, MissingPermission, Mode, ObservedConsumer, Outcome,
-    RefusalReason, Regeneration, Route, StepResult, View,
+    Action, ConsumerRef, ConsumerView, Holding, KeyState, MissingPermission, Mode,
+    ObservedConsumer, Outcome, Purpose, RefusalReason, Regeneration, Route, StepResult, View,
 };
 
 use super::engine::Trigger;
@@ -199,9 +199,58 @@ impl RotationReport {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedStep {
     pub seq: u32,
+    /// The step in words (without fingerprints: a dry run's new values are made up).
     pub step: String,
-    /// Every HTTP call, in order (`METHOD target`), for steps that touch Azure.
-    pub calls: Vec<String>,
+    /// The command's kind (`observe`, `regenerate`, `bind`, ...).
+    pub kind: String,
+    /// The key the step regenerates, verifies or binds to.
+    pub key: Option<KeyName>,
+    /// Why a regeneration happens.
+    pub purpose: Option<Purpose>,
+    /// The consumer the step is about.
+    pub consumer: Option<ConsumerRef>,
+    /// Every HTTP call, in order, for steps that touch Azure.
+    pub calls: Vec<PlannedCall>,
+}
+
+/// One HTTP call a step makes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedCall {
+    pub method: String,
+    pub service: CallService,
+    /// An ARM resource path (`/subscriptions/…`) or a URL.
+    pub target: String,
+    /// The body or what the call is for, when it matters.
+    pub note: Option<String>,
+}
+
+impl PlannedCall {
+    /// An ARM call other than GET: what the subscription's write budget counts
+    /// (POST actions such as `listKeys` count as writes).
+    pub fn is_arm_write(&self) -> bool {
+        self.service == CallService::Arm && self.method != "GET"
+    }
+}
+
+impl std::fmt::Display for PlannedCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.target)?;
+        if let Some(note) = &self.note {
+            write!(f, " ({note})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which service a call goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallService {
+    Arm,
+    KeyVault,
+    Databricks,
+    /// The storage account's blob data plane (SharedKey-signed).
+    Blob,
 }
 
 /// What a rotation would do, decided from live state; nothing was changed.
@@ -210,6 +259,8 @@ pub struct DryRun {
     pub plan: String,
     pub account: String,
     pub mode: Mode,
+    /// The grace period this rotation would wait (zero for incidents).
+    pub grace_ms: u64,
     pub decision: Option<DecisionReport>,
     /// Set when the precheck would refuse; then `steps` stop at the observation.
     pub refused: Option<Vec<RefusalReason>>,

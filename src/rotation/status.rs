@@ -149,8 +149,9 @@ pub(super) fn report_of(
 pub(super) fn history(
     inner: &Inner,
     plan: Option<&str>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
     limit: usize,
 ) -> Result<Vec<RotationReport>, EngineError> {
-    let records = inner.journal().history(plan, limit)?;
+    let records = inner.journal().history_since(plan, since, limit)?;
     records.iter().map(|r| report_of(inner, r)).collect()
 }

@@ -7,5 +7,6 @@ mod cli;
 mod command_path;
 mod daemon;
 mod doctor;
+mod output;
 mod rotation;
 mod support;
