@@ -59,7 +59,9 @@ fn config(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Result<Config,
                 arm_url: url(&endpoints.arm_url)?,
                 arm_audience: endpoints.arm_audience.clone(),
                 authority_host: url(&endpoints.authority_host)?,
-                key_vault_suffix: None,
+                // The twin's Entra ID issues Key Vault tokens for the public cloud's
+                // audience, so doctor can check the Key Vault token too.
+                key_vault_suffix: Some("vault.azure.net".to_owned()),
                 storage_suffix: None,
             })),
             ca_bundle: Some(twin_dir.join("ca.pem")),
@@ -80,13 +82,13 @@ fn config(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Result<Config,
 }
 
 /// A keyflip.toml equivalent to [`config`], for `--keep-running`.
-fn config_file(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> String {
+pub fn config_file(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> String {
     let client = endpoints
         .principals
         .get(PRINCIPAL)
         .map_or("", |p| p.client_id.as_str());
     format!(
-        "# Written by `keyflip demo --keep-running`; valid while that demo runs.\nplans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n\n# A daemon started with this file keeps its control socket here, not in /run.\n[daemon]\nsocket = \"{socket}\"\n",
+        "# Written by `keyflip demo --keep-running`; valid while that demo runs.\nplans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nkey_vault_suffix = \"vault.azure.net\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n\n# A daemon started with this file keeps its control socket here, not in /run.\n[daemon]\nsocket = \"{socket}\"\n",
         plans = root.join("plans").display(),
         state = root.join("state").display(),
         arm = endpoints.arm_url,
@@ -153,7 +155,15 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
     // The story goes to stdout for people; with --output json stdout holds only the
     // document, so the story goes to stderr.
     let say = |line: String| {
-        let line = term.wrap("", "           ", &line);
+        // `  twin:    …` lines hang under their value; others under two spaces.
+        let blank = if line.starts_with('\n') { "\n" } else { "" };
+        let line = line.trim_start_matches('\n');
+        let lead = line.len() - line.trim_start_matches(' ').len();
+        let hang = if lead > 0 { lead + 9 } else { 2 };
+        let line = format!(
+            "{blank}{}",
+            term.wrap(&line[..lead], &" ".repeat(hang), &line[lead..])
+        );
         if json {
             eprint!("{line}");
         } else {

@@ -21,6 +21,7 @@
 
 pub mod assess;
 pub mod collect;
+pub mod remedy;
 pub mod render;
 pub mod report;
 
@@ -107,10 +108,16 @@ fn run_inner(
                 format!("cannot start the async runtime: {e}"),
             )
         })?;
-    let reports = runtime.block_on(examine(&azure, &plans));
-    let report = Report::new(fingerprints, reports, invalid);
+    let (identity, mut reports) =
+        runtime.block_on(async { futures::join!(azure.identity(), examine(&azure, &plans)) });
+    // A token that cannot be had shows in the token rows; here it only leaves the
+    // identity unnamed.
+    let identity = identity.ok();
+    remedy::fill(&mut reports, identity.as_ref());
+    let mut report = Report::new(fingerprints, reports, invalid);
+    report.identity = identity;
     let text = match args.output.output {
-        Output::Human => render::human(&report),
+        Output::Human => render::human(&report, &crate::commands::term::Term::stdout()),
         Output::Json => serde_json::to_string_pretty(&report)
             .map(|j| j + "\n")
             .map_err(|e| {

@@ -32,6 +32,26 @@ pub fn consumer(c: &ConsumerRef) -> String {
     format!("{} {}", c.kind, name.unwrap_or_else(|| id.to_owned()))
 }
 
+/// A consumer's short label from its id alone (its kind is the id's prefix), for
+/// reports that keep ids as text (`doctor`). An id of no known kind is shown whole.
+pub fn consumer_id(id: &str) -> String {
+    let kind = [
+        ("keyvault:", ConsumerKind::KeyVaultSecret),
+        ("workspace:", ConsumerKind::Workspace),
+        ("datastore:", ConsumerKind::Datastore),
+        ("databricks:", ConsumerKind::Databricks),
+    ]
+    .into_iter()
+    .find_map(|(prefix, kind)| id.starts_with(prefix).then_some(kind));
+    match kind {
+        Some(kind) => consumer(&ConsumerRef {
+            id: crate::rotation::machine::ConsumerId(id.to_owned()),
+            kind,
+        }),
+        None => id.to_owned(),
+    }
+}
+
 /// A command in short words (fingerprints kept: they are how keys are told apart).
 pub fn step(action: &Action) -> String {
     match action {
@@ -105,5 +125,10 @@ mod tests {
             "Databricks secret dbw scope/key"
         );
         assert_eq!(c(ConsumerKind::Workspace, "odd"), "ML workspace odd");
+        assert_eq!(
+            consumer_id("keyvault:https://h:1/keyvault/kv-datasci/secrets/k"),
+            "Key Vault secret kv-datasci/k"
+        );
+        assert_eq!(consumer_id("something:else"), "something:else");
     }
 }

@@ -184,3 +184,70 @@ async fn ascii_without_a_utf8_locale_and_json_documents_carry_a_version() {
     assert_eq!(summary["consumers_moved"]["datastore"], 4, "{summary:#}");
     assert!(summary["arm_writes"].as_u64().unwrap() > 10, "{summary:#}");
 }
+
+/// `demo --keep-running` writes a configuration that `doctor` passes with no warning,
+/// and says how to use it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_configuration_passes_doctor_without_a_warning() {
+    let twin = crate::support::twin::TestTwin::start();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("plans")).unwrap();
+    std::fs::write(
+        root.path().join("plans/demo.toml"),
+        crate::support::engine::demo_plan_text(&twin),
+    )
+    .unwrap();
+    let config = root.path().join("keyflip.toml");
+    std::fs::write(
+        &config,
+        keyflip::commands::demo::config_file(&twin.endpoints, twin.dir.path(), root.path()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyflip"))
+        .env_clear()
+        .env("KEYFLIP_CONFIG", &config)
+        .env("LANG", "C.UTF-8")
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("demo: nothing blocks a rotation, 0 warnings"),
+        "{text}"
+    );
+    assert!(!text.contains("  !  "), "{text}");
+}
+
+/// The demo itself, at both widths, with its temporary directory and port redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_reads_well_at_80_and_60_columns() {
+    for width in WIDTHS {
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_keyflip"))
+                .env_clear()
+                .env("LANG", "C.UTF-8")
+                .env("COLUMNS", width.to_string())
+                .arg("demo")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert_fits("demo", &text, width);
+        let dir = text
+            .split_whitespace()
+            .find(|w| w.contains("/keyflip-demo-"))
+            .expect("the demo names its directory")
+            .to_owned();
+        let port = text
+            .split_whitespace()
+            .find(|w| w.starts_with("https://127.0.0.1:"))
+            .expect("the demo names its twin")
+            .to_owned();
+        let text = redact(&text, &[(&dir, "DIR"), (&port, "https://TWIN")]);
+        snapshot(&format!("demo-{width}"), &text);
+    }
+}

@@ -195,9 +195,7 @@ pub fn refusal(out: &mut String, reasons: &[RefusalReason], refs: &[&ConsumerRef
                     ));
                 }
             }
-            other => {
-                out.push_str(&term.wrap("    - ", "      ", &shorten(other, refs)))
-            }
+            other => out.push_str(&term.wrap("    - ", "      ", &shorten(other, refs))),
         }
     }
 }
