@@ -63,6 +63,15 @@ impl Request {
         }
     }
 
+    /// Whether performing it may change keys or consumers (a rotation or a resume),
+    /// rather than only read.
+    pub fn changes_keys(&self) -> bool {
+        matches!(
+            self,
+            Request::RotateNow { dry_run: false, .. } | Request::Resume { .. }
+        )
+    }
+
     /// The engine's request for a `rotate now`; `None` for other requests.
     pub fn rotation(&self) -> Option<RotateRequest> {
         match self {

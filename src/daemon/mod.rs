@@ -251,10 +251,24 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         None => None,
     };
     let metrics_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+    // The one start-up line: where everything is, so an operator reading the journal
+    // knows which configuration runs without asking.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.source.as_ref().map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string()),
+        plans_dir = %config.plans_dir.display(),
+        plans = plans.len(),
+        state_dir = %dir.display(),
+        socket = %socket.display(),
+        metrics = %metrics_addr.map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics")),
+        credential = %credential_label(&config.credential),
+        "keyflip daemon started"
+    );
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let metrics = Arc::new(metrics::Metrics::default());
+    metrics.started(clock.now());
     let notifier = notify::Notifier::new(
         config.cloud.ca_bundle.as_deref(),
         delivery,
@@ -347,6 +361,29 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         socket,
         budgets,
     })
+}
+
+/// The configured identity in words, for the start-up line (no token is asked for:
+/// the daemon touches no network before it schedules).
+fn credential_label(credential: &crate::config::CredentialConfig) -> String {
+    use crate::config::CredentialConfig as C;
+    match credential {
+        C::ManagedIdentity { client_id: None } => "system-assigned managed identity".to_owned(),
+        C::ManagedIdentity {
+            client_id: Some(id),
+        } => format!("user-assigned managed identity {id}"),
+        C::WorkloadIdentity {
+            client_id,
+            tenant_id,
+            ..
+        } => format!("workload identity of app {client_id} in tenant {tenant_id}"),
+        C::ClientSecret {
+            client_id,
+            tenant_id,
+            ..
+        } => format!("client secret of app {client_id} in tenant {tenant_id}"),
+        C::AzureCli { .. } => "the Azure CLI's signed-in account".to_owned(),
+    }
 }
 
 /// The control socket's handler: requests go to the scheduler.

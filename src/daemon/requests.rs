@@ -155,7 +155,7 @@ impl Scheduler {
         }
         self.save(plan);
         let rotation = request.rotation().unwrap_or_else(RotateRequest::manual);
-        tracing::info!(plan = %plan, mode = ?rotation.mode, "rotation requested over the control socket");
+        tracing::info!(plan = %plan, mode = %crate::commands::render::mode_text(rotation.mode), "rotation requested over the control socket");
         Ok(Job::Rotate(rotation))
     }
 

@@ -47,7 +47,11 @@ const PLANS_AT_ONCE: usize = 4;
 /// Examines `plans` (in their order) and returns one report per plan.
 pub async fn examine(azure: &Azure, plans: &[Plan]) -> Vec<PlanReport> {
     futures::stream::iter(plans.iter().map(|plan| async move {
-        let seen = collect::observe(azure, plan).await;
+        let seen = tracing::Instrument::instrument(
+            collect::observe(azure, plan),
+            crate::logging::plan_span(&plan.name),
+        )
+        .await;
         PlanReport::new(
             plan.name.clone(),
             plan.origin().to_owned(),

@@ -133,6 +133,36 @@ impl Journal {
             .transpose()
     }
 
+    /// When the plan's last completed rotation ended (drift repairs, whose first step
+    /// is a bind rather than an observation, are not rotations): the daemon's
+    /// last-success time survives a restart and counts rotations run without it.
+    pub fn last_success(&self, plan: &str) -> Result<Option<DateTime<Utc>>, JournalError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT r.finished_at FROM rotations r
+                 WHERE r.plan = ?1 AND r.outcome_kind = 'completed'
+                 AND EXISTS (SELECT 1 FROM steps s
+                             WHERE s.rotation_id = r.id AND s.seq = 1 AND s.kind = 'observe')
+                 ORDER BY r.finished_at DESC LIMIT 1",
+                rusqlite::params![plan],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| sql(&self.path, "look up the last completed rotation", e))?;
+        text.map(|t| {
+            parse_time(&t).map_err(|d| {
+                corrupt(
+                    &self.path,
+                    &format!("plan {plan}"),
+                    "rotations, finished_at",
+                    d,
+                )
+            })
+        })
+        .transpose()
+    }
+
     /// The key keyflip last bound this consumer to, from the latest successful `Bind`:
     /// how keyflip knows what a write-only consumer (a Databricks secret) holds.
     pub fn last_bound(

@@ -26,7 +26,7 @@ use std::sync::Arc;
 pub use consumer::{
     ConsumerId, DatabricksSecret, Datastores, KeyVaultSecret, MlWorkspace, SecretFormat,
 };
-pub use settings::{Drift, NotifyEvent, Rotation, Webhook};
+pub use settings::{Drift, NotifyEvent, Rotation, Webhook, WebhookFormat};
 
 use crate::diagnostic::SourceError;
 use crate::resource_id::ResourceId;

@@ -651,3 +651,39 @@ fn plan_check_of_a_missing_path_fails() {
     );
     assert!(err.ends_with("0 valid, 1 invalid\n"), "{err}");
 }
+
+#[test]
+fn webhooks_take_a_format_a_signing_key_file_and_the_new_events() {
+    let text = format!(
+        "{}\n[[notify]]\nwebhook = \"https://hooks.slack.com/services/T/B/x\"\nformat = \"slack\"\nevents = [\"completed\", \"rolled-back\", \"usage-gate-hold\"]\n\n[[notify]]\nwebhook = \"https://hooks.example.com/k\"\nsecret_file = \"/etc/keyflip/webhook.secret\"\n",
+        minimal()
+    );
+    let plan = parse(&text, "plans/x.toml").unwrap();
+    let (slack, json) = (&plan.notify[0], &plan.notify[1]);
+    assert_eq!(slack.format, WebhookFormat::Slack);
+    assert!(slack.wants(NotifyEvent::Completed) && !slack.wants(NotifyEvent::Drift));
+    assert_eq!(json.format, WebhookFormat::Json);
+    assert_eq!(
+        json.secret_file.as_deref(),
+        Some(Path::new("/etc/keyflip/webhook.secret"))
+    );
+    // Without `events`: everything but routine completions; `failure` covers
+    // rollbacks.
+    assert!(!json.wants(NotifyEvent::Completed) && json.wants(NotifyEvent::RolledBack));
+    let failure_only = Webhook {
+        events: vec![NotifyEvent::Failure],
+        ..json.clone()
+    };
+    assert!(failure_only.wants(NotifyEvent::RolledBack));
+
+    let bad = format!(
+        "{}\n[[notify]]\nwebhook = \"https://h.example.com/k\"\nformat = \"discord\"\nsecret_file = \"webhook.secret\"\n",
+        minimal()
+    );
+    let err = parse(&bad, "plans/x.toml").unwrap_err().to_string();
+    assert!(err.contains("unknown webhook format `discord`"), "{err}");
+    assert!(
+        err.contains("secret_file `webhook.secret` is not an absolute path"),
+        "{err}"
+    );
+}

@@ -25,7 +25,10 @@ fn outcome_kind(outcome: &Outcome) -> &'static str {
 }
 
 pub(super) async fn status(inner: &Inner, plans: &[Plan]) -> Result<Vec<PlanStatus>, EngineError> {
-    let inventories = join_all(plans.iter().map(|p| inventory(inner, p))).await;
+    let inventories = join_all(plans.iter().map(|p| {
+        tracing::Instrument::instrument(inventory(inner, p), crate::logging::plan_span(&p.name))
+    }))
+    .await;
     let now = inner.clock.now();
     let mut out = Vec::with_capacity(plans.len());
     for (plan, inventory) in plans.iter().zip(inventories) {

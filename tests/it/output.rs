@@ -251,3 +251,86 @@ async fn the_demo_reads_well_at_80_and_60_columns() {
         snapshot(&format!("demo-{width}"), &text);
     }
 }
+
+/// A JSON object whose keys are all different (serde_json keeps the last of two).
+struct UniqueKeys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UniqueKeys, A::Error> {
+                let mut keys: Vec<String> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let _: serde::de::IgnoredAny = map.next_value()?;
+                    if keys.contains(&key) {
+                        return Err(serde::de::Error::custom(format!("key {key} twice")));
+                    }
+                    keys.push(key);
+                }
+                Ok(UniqueKeys(keys))
+            }
+        }
+        d.deserialize_map(Keys)
+    }
+}
+
+/// `--log-format json`: every line is one flat object with each key once, every
+/// Azure call line names the plan and the rotation, and values are worded, not Rust
+/// `Debug` output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_have_unique_keys_and_name_the_plan_and_rotation() {
+    let cli = Cli::start().await;
+    let run = cli
+        .run(&[
+            "-v",
+            "--log-format",
+            "json",
+            "rotate",
+            "now",
+            "demo",
+            "--yes",
+            "--grace",
+            "1s",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let report: serde_json::Value = run.json();
+    let rotation_id = report["rotation_id"].as_str().unwrap();
+    let mut azure_lines = 0;
+    for line in run.stderr.lines() {
+        let keys: UniqueKeys = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one flat object with unique keys ({e}): {line}"));
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(keys.0.iter().any(|k| k == key), "no {key}: {line}");
+        }
+        assert!(
+            !keys.0.iter().any(|k| k == "rotation"),
+            "rotation_id, not rotation: {line}"
+        );
+        if value.get("operation").is_some() {
+            azure_lines += 1;
+            assert_eq!(value["plan"], "demo", "{line}");
+            assert_eq!(value["rotation_id"], rotation_id, "{line}");
+            assert!(value.get("resource").is_some(), "{line}");
+        }
+        for debug in ["Some(", "None", "Key1", "Key2", "Scheduled", " { "] {
+            assert!(!line.contains(debug), "Rust Debug text ({debug}) in {line}");
+        }
+    }
+    assert!(
+        azure_lines > 20,
+        "Azure call lines were logged:\n{}",
+        run.stderr
+    );
+}
