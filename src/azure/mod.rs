@@ -14,6 +14,8 @@
 mod arm;
 pub mod authorization;
 pub mod budget;
+pub mod certificate;
+pub mod chain;
 pub mod cloud;
 pub mod credential;
 pub mod databricks;
@@ -37,7 +39,8 @@ use azure_core::credentials::TokenCredential;
 use azure_core::http::HttpClient;
 use azure_security_keyvault_secrets::SecretClient;
 
-pub use cloud::{Cloud, DATABRICKS_AUDIENCE};
+pub use cloud::Cloud;
+pub use databricks::DATABRICKS_AUDIENCE;
 pub use error::{Call, Denial, Error};
 pub use http::RetryPolicy;
 
@@ -48,7 +51,7 @@ use crate::secret::{Fingerprint, Fingerprinter, StorageKey};
 /// people (`doctor`, the daemon's start-up line) and for `az role assignment create`.
 /// Never a secret: claims only, the token itself is not kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Identity {
+pub struct Principal {
     /// The principal's object id: what a role assignment names.
     pub object_id: Option<String>,
     /// The application (client) id of a service principal or managed identity.
@@ -61,9 +64,9 @@ pub struct Identity {
     pub user: Option<String>,
 }
 
-impl Identity {
+impl Principal {
     /// The claims of a JWT's payload; an unreadable token gives an empty identity.
-    pub fn from_jwt(token: &str) -> Identity {
+    pub fn from_jwt(token: &str) -> Principal {
         use base64::Engine as _;
         let claims: serde_json::Value = token
             .split('.')
@@ -84,7 +87,7 @@ impl Identity {
             _ if claim("oid").is_some() => Some("ServicePrincipal".to_owned()),
             _ => None,
         };
-        Identity {
+        Principal {
             object_id: claim("oid"),
             app_id: claim("appid").or_else(|| claim("azp")),
             tenant_id: claim("tid"),
@@ -144,6 +147,8 @@ pub struct Azure {
     cloud: Cloud,
     http: Arc<dyn HttpClient>,
     credential: Arc<dyn TokenCredential>,
+    /// How to name the credential in use (`doctor`, the daemon's start-up log).
+    identity: credential::Identity,
     arm: arm::Arm,
     databricks: http::Sender,
     probe: http::Sender,
@@ -170,7 +175,10 @@ impl Azure {
     ) -> Result<Azure, Error> {
         let cloud = Cloud::from_config(&config.cloud)?;
         let http = cloud::http_client(&cloud)?;
-        let credential = credential::build(&config.credential, &cloud, &http, env)?;
+        let credential::Built {
+            credential,
+            identity,
+        } = credential::build(&config.credential, &cloud, &http, env)?;
         let arm_sender = http::Sender::bearer(
             &http,
             credential.clone(),
@@ -189,6 +197,7 @@ impl Azure {
             cloud,
             http,
             credential,
+            identity,
             databricks,
             probe,
             vaults: Mutex::new(HashMap::new()),
@@ -240,6 +249,7 @@ impl Azure {
             cloud,
             http,
             credential,
+            identity: credential::Identity::Fixed("a fixed test token".into()),
             vaults: Mutex::new(HashMap::new()),
             fingerprinter: Arc::new(Fingerprinter::from_bytes(b"unit tests")),
             options,
@@ -251,6 +261,21 @@ impl Azure {
         &self.cloud
     }
 
+    /// The credential in use, for people: "client secret of app …", or the default
+    /// chain's choice once it has made one.
+    pub fn credential_in_use(&self) -> String {
+        self.identity.describe()
+    }
+
+    /// The default chain's links as built (what each would use, or why it cannot),
+    /// for the start-up log; empty for a fixed credential.
+    pub fn credential_chain(&self) -> Vec<String> {
+        match &self.identity {
+            credential::Identity::Chain(chain) => chain.describe(),
+            credential::Identity::Fixed(_) => Vec::new(),
+        }
+    }
+
     /// The fingerprint of a key under this installation's fingerprint key.
     pub fn fingerprint(&self, key: &StorageKey) -> Fingerprint {
         self.fingerprinter.fingerprint(key)
@@ -259,7 +284,7 @@ impl Azure {
     /// Who keyflip authenticates as: the claims of its own ARM token. They are read,
     /// not verified (a person reads them; Azure authorizes every call anyway), and
     /// the token is dropped at once.
-    pub async fn identity(&self) -> Result<Identity, Error> {
+    pub async fn principal(&self) -> Result<Principal, Error> {
         let audience = self.cloud.arm_audience.clone();
         let scope = format!("{}/.default", audience.trim_end_matches('/'));
         let token = self
@@ -271,7 +296,7 @@ impl Azure {
                 transient: credential::is_network_failure(&e),
                 detail: e.to_string(),
             })?;
-        Ok(Identity::from_jwt(token.token.secret()))
+        Ok(Principal::from_jwt(token.token.secret()))
     }
 
     /// Asks Entra ID for a token for `audience` (e.g. [`Cloud::arm_audience`],

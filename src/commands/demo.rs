@@ -177,12 +177,8 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
     ));
     say(format!("  account: {}", plan.storage_account.name()));
     say(format!(
-        "  plan:    rotation-plans/demo.toml: {} Key Vault secrets, ML workspace {} and its account-key datastores, {} Databricks secret",
-        plan.key_vault.len(),
-        plan.ml_workspaces
-            .first()
-            .map_or("(none)", |w| w.workspace.name()),
-        plan.databricks.len()
+        "  plan:    rotation-plans/demo.toml: {}",
+        crate::consumer::summary(&plan)
     ));
     say(format!(
         "  grace:   {} instead of the plan's {}, so the old key is retired within seconds",

@@ -274,7 +274,7 @@ impl Scheduler {
             (true, Some(active)) => findings
                 .iter()
                 .filter_map(Finding::repairable)
-                .filter_map(|id| drift::plan_consumer(&plan, id))
+                .filter_map(|id| crate::consumer::listed(&plan, id))
                 .map(|id| (id, active))
                 .collect(),
             _ => Vec::new(),

@@ -232,6 +232,17 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     let budgets = Arc::new(Budgets::new(config.daemon.budget, clock.clone()));
     let azure = Azure::with_options(&config, fingerprinter.clone(), azure_options.clone(), &*env)?
         .with_budgets(budgets.clone());
+    // Which identity the daemon uses (for the start-up line); the default chain also
+    // logs the link it picks at the first token request (the first drift check).
+    let chain = azure.credential_chain();
+    let credential = if chain.is_empty() {
+        azure.credential_in_use().to_string()
+    } else {
+        format!(
+            "default chain ({}); the first link that gives a token is logged when chosen",
+            chain.join("; ")
+        )
+    };
     let engine = Engine::with_options(
         &config,
         azure,
@@ -261,7 +272,7 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         state_dir = %dir.display(),
         socket = %socket.display(),
         metrics = %metrics_addr.map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics")),
-        credential = %credential_label(&config.credential),
+        credential = %credential,
         "keyflip daemon started"
     );
 
@@ -361,29 +372,6 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         socket,
         budgets,
     })
-}
-
-/// The configured identity in words, for the start-up line (no token is asked for:
-/// the daemon touches no network before it schedules).
-fn credential_label(credential: &crate::config::CredentialConfig) -> String {
-    use crate::config::CredentialConfig as C;
-    match credential {
-        C::ManagedIdentity { client_id: None } => "system-assigned managed identity".to_owned(),
-        C::ManagedIdentity {
-            client_id: Some(id),
-        } => format!("user-assigned managed identity {id}"),
-        C::WorkloadIdentity {
-            client_id,
-            tenant_id,
-            ..
-        } => format!("workload identity of app {client_id} in tenant {tenant_id}"),
-        C::ClientSecret {
-            client_id,
-            tenant_id,
-            ..
-        } => format!("client secret of app {client_id} in tenant {tenant_id}"),
-        C::AzureCli { .. } => "the Azure CLI's signed-in account".to_owned(),
-    }
 }
 
 /// The control socket's handler: requests go to the scheduler.

@@ -78,12 +78,16 @@ pub fn outcome_label(outcome: &Outcome) -> &'static str {
     }
 }
 
-/// `text` as a sentence: a capital first letter and a full stop.
+/// `text` as a sentence: a capital first letter (unless the first word is a name
+/// such as `key2`) and a full stop.
 fn sentence(text: &str) -> String {
     let text = text.trim().trim_end_matches(['.', ';']);
+    let first = text.split([' ', ',', ':']).next().unwrap_or_default();
+    let word = first.chars().all(|c| c.is_ascii_lowercase());
     let mut chars = text.chars();
     let mut out: String = match chars.next() {
-        Some(c) => c.to_uppercase().chain(chars).collect(),
+        Some(c) if word => c.to_uppercase().chain(chars).collect(),
+        Some(_) => text.to_owned(),
         None => return String::new(),
     };
     out.push('.');
@@ -644,6 +648,10 @@ mod tests {
     #[test]
     fn sentences_start_with_a_capital_and_end_with_a_full_stop() {
         assert_eq!(sentence("step 4 failed: 403;"), "Step 4 failed: 403.");
+        assert_eq!(
+            sentence("key2 was regenerated outside keyflip"),
+            "key2 was regenerated outside keyflip."
+        );
         assert_eq!(slack_escape("a <b> & c"), "a &lt;b&gt; &amp; c");
         assert_eq!(cut("abcdef", 4), "abc…");
     }

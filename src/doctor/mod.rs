@@ -5,10 +5,11 @@
 //! get a token for every audience the plan needs; does its identity hold every action
 //! the plan needs on each resource (with the built-in role that would grant each
 //! missing one); does the account allow shared keys and do both keys work on the data
-//! plane; which datastores on the account use key credentials and whether the plan
-//! covers them; which Key Vault secret versions hold which key (by fingerprint); are
-//! the Databricks scopes there and Databricks-backed; do the consumers agree on one
-//! key. [`collect`] reads (concurrently), [`assess`] judges, [`report`] is the result,
+//! plane; what each consumer holds and whether a rotation can write it (each kind's
+//! reads and rows are its module's in `crate::consumer`: which datastores use the
+//! account's key and whether the plan covers them, which secret versions hold which
+//! key, whether a secret scope can be written); do the consumers agree on one key.
+//! [`collect`] reads (concurrently), [`assess`] judges, [`report`] is the result,
 //! [`render`] prints it for people and serde for machines.
 //!
 //! Promises: doctor changes nothing, in Azure or on this machine. It sends only reads
@@ -113,7 +114,7 @@ fn run_inner(
             )
         })?;
     let (identity, mut reports) =
-        runtime.block_on(async { futures::join!(azure.identity(), examine(&azure, &plans)) });
+        runtime.block_on(async { futures::join!(azure.principal(), examine(&azure, &plans)) });
     // A token that cannot be had shows in the token rows; here it only leaves the
     // identity unnamed.
     let identity = identity.ok();

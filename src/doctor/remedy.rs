@@ -1,9 +1,9 @@
 //! What to paste to fix missing permissions: one `az role assignment create` per
 //! built-in role and scope, for the identity doctor ran as, and where the narrowest
-//! built-in role is broader than keyflip needs (it can delete the storage account, the
-//! ML workspace or the vault: `Contributor` for an ML workspace's `listKeys`), a custom
-//! role with exactly the missing actions instead, as the JSON `az role definition
-//! create` takes.
+//! built-in role is broader than keyflip needs (it can delete the resource it is
+//! assigned at: `Contributor` for an ML workspace's `listKeys`), a custom role with
+//! exactly the missing actions instead, as the JSON `az role definition create`
+//! takes.
 //!
 //! Custom roles are assignable at resource groups (and above), not at one resource,
 //! so the role's `AssignableScopes` is the resource's group and the assignment is made
@@ -12,29 +12,31 @@
 use serde_json::{Value, json};
 
 use super::report::{Facts, MissingAction, PlanReport, Resource};
-use crate::azure::Identity;
+use crate::azure::Principal;
 use crate::azure::roles::{Action, BUILTIN_ROLES, BuiltinRole};
 
-/// Actions that delete what keyflip works on: a role granting one is broader than a
-/// key rotator should hold.
-const DESTRUCTIVE: [&str; 3] = [
-    "Microsoft.Storage/storageAccounts/delete",
-    "Microsoft.MachineLearningServices/workspaces/delete",
-    "Microsoft.KeyVault/vaults/delete",
-];
+/// The action that deletes the resource an ARM id names
+/// (`Microsoft.MachineLearningServices/workspaces/delete`); `None` for other text.
+fn delete_action(scope: &str) -> Option<String> {
+    let at = scope.rfind("/providers/")?;
+    let parts: Vec<&str> = scope[at + "/providers/".len()..].split('/').collect();
+    // The namespace, then type/name pairs: the types make the action.
+    let (namespace, rest) = parts.split_first()?;
+    let types: Vec<&str> = rest.iter().step_by(2).copied().collect();
+    (!types.is_empty()).then(|| format!("{namespace}/{}/delete", types.join("/")))
+}
 
-/// Whether `role` can delete a storage account, an ML workspace or a vault.
-pub fn is_broad(role: &BuiltinRole) -> bool {
-    DESTRUCTIVE
-        .iter()
-        .any(|a| role.grants(&Action::Control(std::borrow::Cow::Borrowed(a))))
+/// Whether `role`, assigned at `scope`, could delete what it names: broader than a
+/// key rotator should hold.
+pub fn is_broad(role: &BuiltinRole, scope: &str) -> bool {
+    delete_action(scope).is_some_and(|a| role.grants(&Action::Control(std::borrow::Cow::Owned(a))))
 }
 
 /// `--assignee-object-id … --assignee-principal-type …` when the object id is known
 /// (no Microsoft Graph lookup needed), else `--assignee <app id>`.
-pub fn assignee(identity: Option<&Identity>) -> String {
+pub fn assignee(identity: Option<&Principal>) -> String {
     match identity {
-        Some(Identity {
+        Some(Principal {
             object_id: Some(oid),
             principal_type,
             ..
@@ -42,7 +44,7 @@ pub fn assignee(identity: Option<&Identity>) -> String {
             "--assignee-object-id {oid} --assignee-principal-type {}",
             principal_type.as_deref().unwrap_or("ServicePrincipal")
         ),
-        Some(Identity {
+        Some(Principal {
             app_id: Some(app), ..
         }) => format!("--assignee {app}"),
         _ => "--assignee <keyflip's app or object id>".to_owned(),
@@ -60,27 +62,14 @@ fn resource_group(scope: &str) -> Option<&str> {
     Some(&scope[..end])
 }
 
-fn resource_word(resource: Resource) -> &'static str {
-    match resource {
-        Resource::StorageAccount => "storage account",
-        Resource::MlWorkspace => "ML workspace",
-        Resource::KeyVault => "key vault",
-    }
-}
-
 /// The custom role's name: stable, so pasting twice updates rather than duplicates.
 pub fn custom_role_name(resource: Resource) -> String {
-    format!("keyflip {} key rotation", resource_word(resource))
+    format!("keyflip {} key rotation", resource.label)
 }
 
 /// The file name the instructions write the custom role to.
 pub fn custom_role_file(resource: Resource) -> String {
-    format!(
-        "keyflip-{}.json",
-        resource_word(resource)
-            .to_ascii_lowercase()
-            .replace(' ', "-")
-    )
+    format!("keyflip-{}.json", resource.name.replace('_', "-"))
 }
 
 /// The commands (and custom role) for one permissions check.
@@ -88,7 +77,7 @@ pub fn remedy(
     scope: &str,
     resource: Resource,
     missing: &[MissingAction],
-    identity: Option<&Identity>,
+    identity: Option<&Principal>,
 ) -> (Vec<String>, Option<Value>) {
     let who = assignee(identity);
     let mut commands = Vec::new();
@@ -100,7 +89,7 @@ pub fn remedy(
             .as_deref()
             .and_then(|id| BUILTIN_ROLES.iter().find(|r| r.id == id));
         match role {
-            Some(r) if is_broad(r) => custom.push(m),
+            Some(r) if is_broad(r, scope) => custom.push(m),
             Some(r) if !narrow.contains(&r.id) => narrow.push(r.id),
             _ => {}
         }
@@ -137,7 +126,7 @@ pub fn remedy(
 }
 
 /// Fills in every permissions check's commands and custom role.
-pub fn fill(plans: &mut [PlanReport], identity: Option<&Identity>) {
+pub fn fill(plans: &mut [PlanReport], identity: Option<&Principal>) {
     for plan in plans {
         for check in &mut plan.checks {
             if let Facts::Permissions {
@@ -175,14 +164,14 @@ mod tests {
 
     #[test]
     fn narrow_roles_are_assigned_and_broad_ones_become_a_custom_role() {
-        let id = Identity {
+        let id = Principal {
             object_id: Some("oid-1".into()),
             principal_type: Some("ServicePrincipal".into()),
-            ..Identity::default()
+            ..Principal::default()
         };
         let (commands, role) = remedy(
             WS,
-            Resource::MlWorkspace,
+            crate::consumer::workspace::RESOURCE,
             &[
                 missing(
                     "Microsoft.MachineLearningServices/workspaces/listKeys/action",
@@ -226,7 +215,13 @@ mod tests {
             .iter()
             .find(|r| r.name == "Storage Account Key Operator Service Role")
             .unwrap();
-        assert!(is_broad(contributor) && !is_broad(operator));
+        assert!(is_broad(contributor, WS) && !is_broad(operator, WS));
+        let account =
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st";
+        assert_eq!(
+            delete_action(account).as_deref(),
+            Some("Microsoft.Storage/storageAccounts/delete")
+        );
         assert_eq!(assignee(None), "--assignee <keyflip's app or object id>");
     }
 }

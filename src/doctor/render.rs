@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 
 use super::remedy::custom_role_file;
-use super::report::{Check, Facts, FingerprintSource, Holds, PlanReport, Report, Status};
+use super::report::{Check, Facts, FingerprintSource, PlanReport, Report, Status};
 use crate::commands::term::{Mark, Term};
 use crate::secret::Fingerprint;
 
@@ -160,6 +160,7 @@ fn render_check(out: &mut String, check: &Check, width: usize, term: &Term) {
         custom_role,
         resource,
         missing,
+        scope,
         ..
     } = &check.facts
     {
@@ -172,18 +173,14 @@ fn render_check(out: &mut String, check: &Check, width: usize, term: &Term) {
                     .iter()
                     .find(|r| r.id == id)
             })
-            .filter(|r| super::remedy::is_broad(r))
+            .filter(|r| super::remedy::is_broad(r, scope))
             .map(|r| r.name)
             .collect();
         broad.dedup();
         let why = format!(
             "'{}' can delete the {}; instead, a custom role with exactly the actions only it grants (save as {}):",
             broad.join("' and '"),
-            match resource {
-                super::report::Resource::StorageAccount => "storage account",
-                super::report::Resource::MlWorkspace => "ML workspace",
-                super::report::Resource::KeyVault => "key vault",
-            },
+            resource.label,
             custom_role_file(*resource)
         );
         paste_block(out, commands, custom_role.as_ref(), &why, &pad, term);
@@ -254,11 +251,8 @@ fn kind_label(facts: &Facts) -> &'static str {
         Facts::Permissions { .. } => "permissions",
         Facts::StorageAccount { .. } => "account",
         Facts::Key { .. } => "key",
-        Facts::Workspace { .. } => "workspace",
-        Facts::Datastores { .. } => "datastores",
-        Facts::KeyVaultSecret { .. } => "key vault",
-        Facts::Databricks { .. } => "databricks",
         Facts::Consumers { .. } => "consumers",
+        Facts::Consumer(f) => f.label(),
     }
 }
 
@@ -288,57 +282,6 @@ fn details(facts: &Facts) -> Vec<String> {
             created,
             ..
         } => vec![format!("{fp}  created {}", time(*created))],
-        Facts::Workspace {
-            fingerprint: Some(fp),
-            holds,
-            ..
-        } => vec![format!(
-            "cached key {fp} ({})",
-            holds.map_or("unknown", Holds::as_str)
-        )],
-        Facts::Datastores { datastores, .. } => {
-            let coverage = |d: &super::report::DatastoreFacts| match (&d.unusable, d.covered) {
-                (Some(_), _) => "cannot be updated",
-                (None, true) => "covered",
-                (None, false) => "NOT COVERED",
-            };
-            let kind = |d: &super::report::DatastoreFacts| {
-                d.datastore_type.clone().unwrap_or_else(|| "-".to_owned())
-            };
-            let name_w = datastores.iter().map(|d| d.name.len()).max().unwrap_or(0);
-            let kind_w = datastores.iter().map(|d| kind(d).len()).max().unwrap_or(0);
-            let cover_w = datastores
-                .iter()
-                .map(|d| coverage(d).len())
-                .max()
-                .unwrap_or(0);
-            datastores
-                .iter()
-                .map(|d| {
-                    format!(
-                        "{:<name_w$}  {:<kind_w$}  {:<cover_w$}  {:<7}  {}",
-                        d.name,
-                        kind(d),
-                        coverage(d),
-                        d.holds.as_str(),
-                        fp(d.fingerprint.as_ref())
-                    )
-                })
-                .collect()
-        }
-        Facts::KeyVaultSecret { versions, .. } => versions
-            .iter()
-            .map(|v| {
-                format!(
-                    "{}  {:<8}  {:<7}  {:<15}  created {}",
-                    v.version,
-                    if v.enabled { "enabled" } else { "disabled" },
-                    v.holds.as_str(),
-                    fp(v.fingerprint.as_ref()),
-                    time(v.created)
-                )
-            })
-            .collect(),
         Facts::Consumers { holdings, .. } => holdings
             .iter()
             .map(|h| {
@@ -349,15 +292,16 @@ fn details(facts: &Facts) -> Vec<String> {
                 )
             })
             .collect(),
+        Facts::Consumer(f) => f.details(),
         _ => Vec::new(),
     }
 }
 
-fn fp(fingerprint: Option<&Fingerprint>) -> String {
+pub(crate) fn fp(fingerprint: Option<&Fingerprint>) -> String {
     fingerprint.map_or_else(|| "-".to_owned(), Fingerprint::short)
 }
 
-fn time(t: Option<DateTime<Utc>>) -> String {
+pub(crate) fn time(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(
         || "at an unknown time".to_owned(),
         |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),

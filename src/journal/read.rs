@@ -164,7 +164,7 @@ impl Journal {
     }
 
     /// The key keyflip last bound this consumer to, from the latest successful `Bind`:
-    /// how keyflip knows what a write-only consumer (a Databricks secret) holds.
+    /// how keyflip knows what a consumer whose value cannot be read back holds.
     pub fn last_bound(
         &self,
         consumer: &ConsumerId,
@@ -175,7 +175,7 @@ impl Journal {
                 "SELECT rotation_id, seq, command, result_at FROM steps
                  WHERE consumer = ?1 AND kind = 'bind' AND result_kind = 'bound'
                  ORDER BY result_at DESC, rowid DESC LIMIT 1",
-                [&consumer.0],
+                [consumer.to_string()],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()

@@ -28,7 +28,9 @@ struct PlanDoc {
     file: String,
     account: String,
     consumers: usize,
-    discovers_datastores: bool,
+    /// What observing the plan discovers besides its listed consumers
+    /// (`datastores`), if anything.
+    discovers: Option<&'static str>,
     /// The schedule in words; `null` for a plan rotated on demand only.
     schedule: Option<String>,
     grace_ms: u64,
@@ -199,7 +201,7 @@ fn plan_doc(plan: &Plan, now: DateTime<Utc>) -> PlanDoc {
         file: plan.origin().to_owned(),
         account: plan.storage_account.to_string(),
         consumers: plan.consumer_ids().len(),
-        discovers_datastores: plan.discovers_datastores(),
+        discovers: crate::consumer::discovers(plan),
         schedule: plan.schedule.as_ref().map(ToString::to_string),
         grace_ms: u64::try_from(plan.rotation.grace.as_millis()).unwrap_or(u64::MAX),
         next: plan
@@ -215,8 +217,8 @@ fn plan_doc(plan: &Plan, now: DateTime<Utc>) -> PlanDoc {
 pub fn summary(plan: &Plan, now: DateTime<Utc>) -> Vec<String> {
     let count = plan.consumer_ids().len();
     let mut consumers = format!("{count} consumer{}", if count == 1 { "" } else { "s" });
-    if plan.discovers_datastores() {
-        consumers.push_str(" + discovered datastores");
+    if let Some(what) = crate::consumer::discovers(plan) {
+        consumers.push_str(&format!(" + discovered {what}"));
     }
     let grace = super::duration::format(plan.rotation.grace);
     let (schedule, next) = match &plan.schedule {

@@ -7,6 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::*;
+use crate::consumer::key_vault::KeyVaultSecret;
+use crate::consumer::workspace::MlWorkspace;
+use crate::consumer::{Entry, SecretFormat, discovers};
 use crate::exit::Exit;
 
 const ACCOUNT: &str =
@@ -23,6 +26,28 @@ secret = "stacct01-key"
 format = "raw-key"
 "#
     )
+}
+
+/// The plan's `[[key_vault]]` tables.
+fn key_vault(plan: &Plan) -> Vec<&KeyVaultSecret> {
+    plan.consumers
+        .iter()
+        .filter_map(|e| match e {
+            Entry::KeyVault(kv) => Some(kv),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The plan's `[[ml_workspace]]` tables.
+fn ml_workspaces(plan: &Plan) -> Vec<&MlWorkspace> {
+    plan.consumers
+        .iter()
+        .filter_map(|e| match e {
+            Entry::MlWorkspace(ws) => Some(ws),
+            _ => None,
+        })
+        .collect()
 }
 
 fn errors(source: &str) -> Vec<SourceError> {
@@ -117,8 +142,8 @@ fn the_demo_plan_names_the_demo_world() {
             "databricks:https://127.0.0.1:47443/databricks/dbw-datasci#datasci/stdatasci001-key",
         ]
     );
-    assert!(plan.discovers_datastores());
-    assert_eq!(plan.key_vault[1].format, SecretFormat::ConnectionString);
+    assert_eq!(discovers(&plan), Some("datastores"));
+    assert_eq!(key_vault(&plan)[1].format, SecretFormat::ConnectionString);
     assert_eq!(plan.rotation.grace, Duration::from_secs(30));
     let schedule = plan.schedule.as_ref().unwrap();
     assert_eq!(schedule.cron().unwrap().source(), "*/10 * * * *");
@@ -130,7 +155,7 @@ fn the_demo_plan_names_the_demo_world() {
     )
     .unwrap();
     assert_eq!(
-        moved.key_vault[0].vault,
+        key_vault(&moved)[0].vault,
         "https://127.0.0.1:50123/keyvault/kv-datasci"
     );
 }
@@ -147,30 +172,14 @@ fn a_minimal_plan_gets_the_documented_defaults() {
     assert_eq!(plan.rotation.retire_attempts, 8);
     assert_eq!(plan.drift.interval, Duration::from_secs(900));
     assert!(!plan.drift.repair);
-    assert_eq!(plan.key_vault[0].content_type, "text/plain");
-    assert!(plan.key_vault[0].tags.is_empty());
+    assert_eq!(key_vault(&plan)[0].content_type, "text/plain");
+    assert!(key_vault(&plan)[0].tags.is_empty());
     assert!(plan.notify.is_empty());
 }
 
 #[test]
 fn consumer_ids_have_the_documented_forms() {
-    let ws: ResourceId = WORKSPACE.parse().unwrap();
-    assert_eq!(
-        ConsumerId::key_vault("https://kv.vault.azure.net/", "s").as_str(),
-        "keyvault:https://kv.vault.azure.net/secrets/s"
-    );
-    assert_eq!(
-        ConsumerId::workspace(&ws).as_str(),
-        format!("workspace:{WORKSPACE}")
-    );
-    assert_eq!(
-        ConsumerId::datastore(&ws, "training_data").as_str(),
-        format!("datastore:{WORKSPACE}/datastores/training_data")
-    );
-    assert_eq!(
-        ConsumerId::databricks("https://adb-1.2.azuredatabricks.net/", "scope", "key").as_str(),
-        "databricks:https://adb-1.2.azuredatabricks.net#scope/key"
-    );
+    // The forms themselves are `crate::consumer`'s (tested there).
     // A trailing slash in the plan does not change the id.
     let plan = parse(
         &minimal().replace("https://kv.vault.azure.net", "https://KV.vault.azure.net/"),
@@ -178,7 +187,7 @@ fn consumer_ids_have_the_documented_forms() {
     )
     .unwrap();
     assert_eq!(
-        plan.key_vault[0].id().as_str(),
+        key_vault(&plan)[0].id().to_string(),
         "keyvault:https://kv.vault.azure.net/secrets/stacct01-key"
     );
 }
@@ -194,7 +203,7 @@ datastores = ["training_data", "feature_snapshots"]
 "#
     );
     let plan = parse(&source, "ml.toml").unwrap();
-    assert!(plan.ml_workspaces[0].resync, "resync defaults to true");
+    assert!(ml_workspaces(&plan)[0].resync, "resync defaults to true");
     let ids: Vec<String> = plan.consumer_ids().iter().map(|c| c.to_string()).collect();
     assert_eq!(
         ids,

@@ -9,9 +9,9 @@ use chrono::TimeDelta;
 
 use super::engine::{EngineError, Inner, RotateRequest, machine_options};
 use super::observe::observe;
-use super::report::{CallService, DecisionReport, DryRun, PlannedCall, PlannedStep};
+use super::report::{DecisionReport, DryRun, PlannedCall, PlannedStep};
 use super::step::Ctx;
-use super::target::{Target, resolve};
+use crate::consumer::{self, resolve};
 use crate::plan::Plan;
 use crate::rotation::machine::{Action, Command, ConsumerRef, Event, Machine, Outcome, StepResult};
 use crate::secret::{Fingerprint, StorageKey};
@@ -32,205 +32,72 @@ fn describe(action: &Action) -> String {
             crate::plan::duration::format(*budget)
         ),
         Action::Bind { consumer, key, .. } => {
-            format!("bind {} to {key}", super::describe::consumer(consumer))
+            format!("bind {} to {key}", consumer.id.describe())
         }
         Action::VerifyConsumer { consumer, key, .. } => {
-            format!("verify {} holds {key}", super::describe::consumer(consumer))
+            format!("verify {} holds {key}", consumer.id.describe())
         }
-        Action::DisableVersions { consumer, .. } => format!(
-            "disable the versions of {} that hold a leaked value",
-            super::describe::consumer(consumer)
-        ),
+        Action::DisableVersions { consumer, .. } => {
+            format!("disable the versions of {consumer} that hold a leaked value")
+        }
         Action::WaitUntil { .. } => "wait out the grace period".to_owned(),
         Action::Finish { outcome } => format!("finish: {outcome}"),
         other => other.to_string(),
     }
 }
 
-fn call(method: &str, service: CallService, target: impl Into<String>) -> PlannedCall {
-    PlannedCall {
-        method: method.to_owned(),
-        service,
-        target: target.into(),
-        note: None,
-    }
-}
-
-fn noted(mut c: PlannedCall, note: impl Into<String>) -> PlannedCall {
-    c.note = Some(note.into());
-    c
-}
-
-/// The read that tells what a consumer holds.
-fn read(t: &Target<'_>) -> PlannedCall {
-    match t {
-        Target::KeyVault { secret, vault } => call(
-            "GET",
-            CallService::KeyVault,
-            format!(
-                "{}/secrets/{}",
-                vault.as_str().trim_end_matches('/'),
-                secret.secret
-            ),
-        ),
-        Target::Datastore { workspace, name } => call(
-            "POST",
-            CallService::Arm,
-            format!("{workspace}/datastores/{name}/listSecrets"),
-        ),
-        Target::Workspace { workspace } => {
-            call("POST", CallService::Arm, format!("{workspace}/listKeys"))
-        }
-        Target::Databricks { secret, workspace } => call(
-            "GET",
-            CallService::Databricks,
-            format!(
-                "{}/api/2.0/secrets/list?scope={}",
-                workspace.as_str().trim_end_matches('/'),
-                secret.scope
-            ),
-        ),
-    }
-}
-
-fn calls(plan: &Plan, observed: &[ConsumerRef], cmd: &Command) -> Vec<PlannedCall> {
+/// The calls of a step as the consumer kinds word them (`METHOD target (note)`).
+fn call_texts(plan: &Plan, observed: &[ConsumerRef], cmd: &Command) -> Vec<String> {
     let account = plan.storage_account.as_str();
-    let keys = || call("POST", CallService::Arm, format!("{account}/listKeys"));
-    let consumer = |c| resolve(plan, c).ok();
+    let keys = format!("POST {account}/listKeys");
+    let consumer = |c: &crate::rotation::machine::ConsumerRef| resolve(plan, &c.id).ok();
     match &cmd.action {
         Action::Observe => {
             let mut out = vec![
-                noted(
-                    call(
-                        "GET",
-                        CallService::Arm,
-                        format!("{account}/providers/Microsoft.Authorization/permissions"),
-                    ),
-                    "and at each workspace and vault",
+                format!(
+                    "GET {account}/providers/Microsoft.Authorization/permissions (and at each consumer's scope)"
                 ),
-                call("GET", CallService::Arm, account),
-                keys(),
+                format!("GET {account}"),
+                keys,
             ];
-            for ws in &plan.ml_workspaces {
-                if ws.datastores == crate::plan::Datastores::Discover {
-                    out.push(noted(
-                        call(
-                            "GET",
-                            CallService::Arm,
-                            format!("{}/datastores", ws.workspace),
-                        ),
-                        "discover account-key datastores",
-                    ));
-                }
-            }
-            out.extend(observed.iter().filter_map(consumer).map(|t| read(&t)));
+            out.extend(consumer::observe_calls(plan));
+            out.extend(observed.iter().filter_map(consumer).map(|t| t.read_call()));
             out
         }
         Action::Regenerate { key, .. } => vec![
-            noted(
-                call("POST", CallService::Arm, format!("{account}/regenerateKey")),
-                format!("{{\"keyName\":\"{key}\"}}"),
-            ),
-            noted(call("GET", CallService::Arm, account), "keyCreationTime"),
+            format!("POST {account}/regenerateKey {{\"keyName\":\"{key}\"}}"),
+            format!("GET {account} (keyCreationTime)"),
         ],
         Action::VerifyKey { key, .. } => vec![
-            keys(),
-            noted(
-                call(
-                    "GET",
-                    CallService::Blob,
-                    "<blob endpoint>/?restype=account&comp=properties",
-                ),
-                format!("signed with {key} (SharedKey), repeated until accepted"),
+            keys,
+            format!(
+                "GET <blob endpoint>/?restype=account&comp=properties signed with {key} (SharedKey), until accepted"
             ),
         ],
         Action::Bind {
             consumer: c, key, ..
         } => {
             let Some(t) = consumer(c) else { return vec![] };
-            let mut out = vec![read(&t), keys()];
-            match &t {
-                Target::KeyVault { secret, vault } => out.push(noted(
-                    call(
-                        "PUT",
-                        CallService::KeyVault,
-                        format!(
-                            "{}/secrets/{}",
-                            vault.as_str().trim_end_matches('/'),
-                            secret.secret
-                        ),
-                    ),
-                    format!(
-                        "a new version: {}, content type {}, tags keyflip-key={key}, keyflip-rotation, CredentialId={key}",
-                        secret.format.as_str(),
-                        secret.content_type
-                    ),
-                )),
-                Target::Datastore { workspace, name } => {
-                    out.push(call(
-                        "GET",
-                        CallService::Arm,
-                        format!("{workspace}/datastores/{name}"),
-                    ));
-                    out.push(noted(
-                        call(
-                            "PUT",
-                            CallService::Arm,
-                            format!("{workspace}/datastores/{name}"),
-                        ),
-                        format!("credentials.secrets.key = {key}, validated by the service"),
-                    ));
-                }
-                Target::Workspace { workspace } => out.push(noted(
-                    call("POST", CallService::Arm, format!("{workspace}/resyncKeys")),
-                    "then poll its Location until done",
-                )),
-                Target::Databricks { secret, workspace } => out.push(noted(
-                    call(
-                        "POST",
-                        CallService::Databricks,
-                        format!(
-                            "{}/api/2.0/secrets/put",
-                            workspace.as_str().trim_end_matches('/')
-                        ),
-                    ),
-                    format!(
-                        "scope {}, key {}, {}",
-                        secret.scope,
-                        secret.key,
-                        secret.format.as_str()
-                    ),
-                )),
-            }
+            let mut out = vec![t.read_call(), keys];
+            out.extend(t.write_calls(*key));
             out
         }
         Action::VerifyConsumer { consumer: c, .. } => match consumer(c) {
-            Some(t) => vec![keys(), read(&t)],
+            Some(t) => vec![keys, t.read_call()],
             None => vec![],
         },
-        Action::DisableVersions { consumer: c, .. } => match consumer(c) {
-            Some(Target::KeyVault { secret, vault }) => {
-                let base = format!(
-                    "{}/secrets/{}",
-                    vault.as_str().trim_end_matches('/'),
-                    secret.secret
-                );
-                vec![
-                    call("GET", CallService::KeyVault, format!("{base}/versions")),
-                    noted(
-                        call("GET", CallService::KeyVault, format!("{base}/<version>")),
-                        "each enabled version",
-                    ),
-                    noted(
-                        call("PATCH", CallService::KeyVault, format!("{base}/<version>")),
-                        "{\"attributes\":{\"enabled\":false}}, each holding a leaked value",
-                    ),
-                ]
-            }
-            _ => vec![],
-        },
+        Action::DisableVersions { consumer: c, .. } => {
+            consumer(c).map(|t| t.disable_calls()).unwrap_or_default()
+        }
         Action::Commit | Action::WaitUntil { .. } | Action::Finish { .. } => vec![],
     }
+}
+
+fn calls(plan: &Plan, observed: &[ConsumerRef], cmd: &Command) -> Vec<PlannedCall> {
+    call_texts(plan, observed, cmd)
+        .iter()
+        .map(|text| PlannedCall::from_text(text))
+        .collect()
 }
 
 /// A planned step: the command's words, what it acts on, its calls.

@@ -29,13 +29,14 @@ use super::report::{DryRun, Inventory, PlanStatus, RotationReport};
 use crate::azure::{self, Azure};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
+use crate::consumer::ConsumerId;
 use crate::exit::Exit;
 use crate::journal::lock::{AccountLock, LockError};
 use crate::journal::{Journal, JournalError, ResumeError};
 use crate::key::KeyName;
-use crate::plan::{ConsumerId, Plan};
+use crate::plan::Plan;
 use crate::resource_id::ResourceId;
-use crate::rotation::machine::{HandleError, Mode, Options};
+use crate::rotation::machine::{HandleError, Mode, Options, ResyncOrder};
 use crate::secret::{FingerprintKeyError, Fingerprinter};
 
 /// How a rotation run should behave.
@@ -81,9 +82,9 @@ pub struct EngineOptions {
     pub probe_max_backoff: Duration,
     /// How long a workspace `resyncKeys` may run before the bind counts as failed.
     pub resync_deadline: Duration,
-    /// Clock skew tolerated between keyflip and Databricks when comparing a secret's
-    /// `last_updated_timestamp` with the time keyflip wrote it.
-    pub databricks_skew: Duration,
+    /// Clock skew tolerated between keyflip and a service whose values cannot be read
+    /// back, when its update time of a value is compared with the time keyflip wrote it.
+    pub update_skew: Duration,
 }
 
 impl Default for EngineOptions {
@@ -92,7 +93,7 @@ impl Default for EngineOptions {
             probe_backoff: Duration::from_secs(1),
             probe_max_backoff: Duration::from_secs(8),
             resync_deadline: Duration::from_secs(600),
-            databricks_skew: Duration::from_secs(2),
+            update_skew: Duration::from_secs(2),
         }
     }
 }
@@ -414,6 +415,7 @@ pub(super) fn machine_options(plan: &Plan, request: &RotateRequest) -> Options {
         grace: chrono::TimeDelta::from_std(grace).unwrap_or(chrono::TimeDelta::MAX),
         verify_budget: plan.rotation.verify_budget,
         retire_attempts: plan.rotation.retire_attempts,
+        resync: ResyncOrder::Last,
     }
 }
 

@@ -165,7 +165,7 @@ async fn resume_one(
     for step in &stored.steps {
         run.intents.insert(step.seq());
         if let Action::Bind { consumer, .. } = &step.command.action {
-            run.bound_at.insert(consumer.id.0.clone(), step.intent_at);
+            run.bound_at.insert(consumer.id.clone(), step.intent_at);
         }
     }
     run.in_doubt = in_doubt;

@@ -9,14 +9,12 @@ pub mod engine;
 mod executor;
 mod incident;
 mod lifecycle;
-mod observe;
+pub(crate) mod observe;
 pub mod progress;
 mod repair;
 pub mod report;
 mod status;
-mod step;
-mod target;
-mod value;
+pub(crate) mod step;
 
 pub mod machine;
 
@@ -29,4 +27,3 @@ pub use report::{
     ParkedStatus, PlanStatus, PlannedCall, PlannedStep, RotationReport, RunningJob, ScheduleStatus,
     StepReport,
 };
-pub use value::account_key;

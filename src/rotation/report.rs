@@ -16,6 +16,7 @@ use crate::key::KeyName;
 use crate::rotation::machine::{
     Action, ConsumerRef, ConsumerView, Holding, KeyState, MissingPermission, Mode,
     ObservedConsumer, Outcome, Purpose, RefusalReason, Regeneration, Route, StepResult, View,
+    Warning,
 };
 
 use super::engine::Trigger;
@@ -104,7 +105,7 @@ pub struct RotationReport {
     pub keys_after: Option<KeyPair>,
     pub regenerated: Vec<Regeneration>,
     pub consumers: Vec<ConsumerView>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     pub steps: Vec<StepReport>,
     pub incident_report: Option<IncidentReportPaths>,
 }
@@ -230,6 +231,45 @@ impl PlannedCall {
     pub fn is_arm_write(&self) -> bool {
         self.service == CallService::Arm && self.method != "GET"
     }
+
+    /// A call as the consumer kinds word it: `METHOD target` and anything after the
+    /// target as its note (`PUT …/secrets/x (a new version: …)`). The service follows
+    /// from the target: an ARM id, a Databricks API path, the blob endpoint, or
+    /// another URL (Key Vault's).
+    pub fn from_text(text: &str) -> PlannedCall {
+        const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+        let (method, rest) = match text.split_once(' ') {
+            Some((m, rest)) if METHODS.contains(&m) => (m.to_owned(), rest),
+            _ => (String::new(), text),
+        };
+        let (target, note) = match rest.split_once(' ') {
+            Some((t, n)) => (t.to_owned(), Some(n.trim())),
+            None => (rest.to_owned(), None),
+        };
+        let note = note.filter(|n| !n.is_empty()).map(|n| {
+            let inner = n.strip_prefix('(').and_then(|n| n.strip_suffix(')'));
+            match inner {
+                Some(inner) if !inner.contains(['(', ')']) => inner.to_owned(),
+                _ => n.to_owned(),
+            }
+        });
+        let service = if target.starts_with("/subscriptions/") || target.starts_with("/providers/")
+        {
+            CallService::Arm
+        } else if target.contains("/api/2.0/") {
+            CallService::Databricks
+        } else if target.starts_with("<blob endpoint>") {
+            CallService::Blob
+        } else {
+            CallService::KeyVault
+        };
+        PlannedCall {
+            method,
+            service,
+            target,
+            note,
+        }
+    }
 }
 
 impl std::fmt::Display for PlannedCall {
@@ -269,7 +309,7 @@ pub struct DryRun {
     #[serde(default)]
     pub unfinished: Option<String>,
     pub consumers: Vec<ObservedConsumer>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// The steps in order, assuming every one succeeds.
     pub steps: Vec<PlannedStep>,
 }

@@ -7,6 +7,7 @@ mod cli;
 mod command_path;
 mod daemon;
 mod doctor;
+mod install;
 mod output;
 mod rotation;
 mod support;

@@ -93,7 +93,7 @@ pub fn summary(d: &DryRun) -> Summary {
     for s in d.steps.iter().filter(|s| s.kind == "bind") {
         if let Some(c) = &s.consumer {
             *consumers_moved
-                .entry(kind_key(c.kind).to_owned())
+                .entry(kind_key(c.kind()).to_owned())
                 .or_default() += 1;
         }
     }
@@ -144,9 +144,9 @@ fn consumers_text(d: &DryRun) -> String {
     for s in d.steps.iter().filter(|s| s.kind == "bind") {
         if let Some(c) = &s.consumer {
             key = key.or(s.key);
-            match by_kind.iter_mut().find(|(k, _)| *k == c.kind) {
+            match by_kind.iter_mut().find(|(k, _)| *k == c.kind()) {
                 Some((_, n)) => *n += 1,
-                None => by_kind.push((c.kind, 1)),
+                None => by_kind.push((c.kind(), 1)),
             }
         }
     }

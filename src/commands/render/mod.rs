@@ -140,12 +140,12 @@ pub fn shorten(text: impl std::fmt::Display, consumers: &[&ConsumerRef]) -> Stri
     let mut text = text.to_string();
     // Longest ids first, so a datastore id is not cut by its workspace's.
     let mut sorted: Vec<&&ConsumerRef> = consumers.iter().collect();
-    sorted.sort_by_key(|c| std::cmp::Reverse(c.id.0.len()));
+    sorted.sort_by_key(|c| std::cmp::Reverse(c.id.to_string().len()));
     for c in sorted {
         let label = describe::consumer(c);
         text = text
             .replace(&c.to_string(), &label)
-            .replace(&c.id.0, &label);
+            .replace(&c.id.to_string(), &label);
     }
     text
 }
@@ -202,24 +202,22 @@ pub fn refusal(out: &mut String, reasons: &[RefusalReason], refs: &[&ConsumerRef
 
 /// Whether `text` names the consumer `c` (by its full id).
 pub fn names(text: &str, c: &ConsumerRef) -> bool {
-    text.contains(&c.id.0)
+    text.contains(&c.id.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rotation::machine::{ConsumerId, ConsumerKind};
+    use crate::rotation::machine::ConsumerId;
 
     #[test]
     fn consumers_in_reasons_get_their_short_label() {
-        let ws = ConsumerRef {
-            id: ConsumerId("workspace:/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/mlw".into()),
-            kind: ConsumerKind::Workspace,
-        };
-        let ds = ConsumerRef {
-            id: ConsumerId("datastore:/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/mlw/datastores/td".into()),
-            kind: ConsumerKind::Datastore,
-        };
+        let id: crate::resource_id::ResourceId =
+            "/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/mlw"
+                .parse()
+                .unwrap();
+        let ws = ConsumerRef::new(ConsumerId::workspace(&id));
+        let ds = ConsumerRef::new(ConsumerId::datastore(&id, "td"));
         let text = format!("{ds} holds neither key; {} and {} are split", ws.id, ds.id);
         let short = shorten(&text, &[&ws, &ds]);
         assert_eq!(

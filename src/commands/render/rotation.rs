@@ -307,7 +307,7 @@ fn consumers(
             .iter()
             .filter(|c| {
                 matches!(c.status, ConsumerStatus::Verified { .. })
-                    && (c.consumer.kind == ConsumerKind::Databricks) == kind
+                    && (c.consumer.kind() == ConsumerKind::Databricks) == kind
             })
             .count()
     };

@@ -347,7 +347,7 @@ mod tests {
     use chrono::TimeZone as _;
 
     use super::*;
-    use crate::rotation::machine::{ConsumerId, ConsumerKind, Holding, ObservedConsumer};
+    use crate::rotation::machine::{ConsumerId, Holding, ObservedConsumer};
     use crate::rotation::{LastRotation, ParkedStatus, RunningJob, ScheduleStatus};
 
     fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
@@ -422,10 +422,7 @@ mod tests {
     fn the_detail_shows_key_ages_the_schedule_and_drift_in_words() {
         let mut p = plan_status("demo");
         p.drift = vec![ObservedConsumer {
-            consumer: ConsumerRef {
-                id: ConsumerId("keyvault:https://kv.example/secrets/s1".into()),
-                kind: ConsumerKind::KeyVaultSecret,
-            },
+            consumer: ConsumerRef::new(ConsumerId::key_vault("https://kv.example", "s1")),
             holding: Holding::Neither,
         }];
         p.schedule = ScheduleStatus {

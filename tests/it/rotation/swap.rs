@@ -320,13 +320,8 @@ async fn drift_is_seen_by_observe_and_repaired_as_a_journaled_step() {
         .unwrap();
     let inventory = engine.observe(&h.plan).await.unwrap();
     assert_eq!(inventory.active, None, "split");
-    let id = keyflip::plan::ConsumerId::datastore(&workspace, "feature_snapshots");
-    assert!(
-        inventory
-            .drift
-            .iter()
-            .any(|c| c.consumer.id.0 == id.as_str())
-    );
+    let id = keyflip::consumer::ConsumerId::datastore(&workspace, "feature_snapshots");
+    assert!(inventory.drift.iter().any(|c| c.consumer.id == id));
 
     let report = engine
         .repair(

@@ -78,17 +78,12 @@ impl Cli {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyflip"));
         cmd.arg("--config").arg(config).args(args);
         cmd.env_remove("KEYFLIP_FAILPOINT").env_remove("RUST_LOG");
-        // The same terminal for every run, whatever the machine's: 80 columns, UTF-8.
-        for name in [
-            "LC_ALL",
-            "LC_CTYPE",
-            "COLUMNS",
-            "NO_COLOR",
-            "KEYFLIP_PLANS_DIR",
-        ] {
+        // The same terminal for every run, whatever the machine's: UTF-8, and so wide
+        // that nothing wraps (tests that look at wrapping set COLUMNS themselves).
+        for name in ["LC_ALL", "LC_CTYPE", "NO_COLOR", "KEYFLIP_PLANS_DIR"] {
             cmd.env_remove(name);
         }
-        cmd.env("LANG", "C.UTF-8");
+        cmd.env("LANG", "C.UTF-8").env("COLUMNS", "1000");
         cmd.stdin(std::process::Stdio::null());
         cmd
     }

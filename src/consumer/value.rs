@@ -1,15 +1,58 @@
-//! How a consumer stores the key: the raw base64 key, or a storage connection
-//! string. Writing builds the value straight into a [`StorageKey`]; reading takes the
-//! key back out of either form. No function here returns or logs a value in the clear.
+//! How a consumer stores the key, for the kinds that store it as text (secrets): the
+//! raw base64 key, or a storage connection string. Writing
+//! builds the value straight into a [`StorageKey`]; reading takes the key back out of
+//! either form. No function here returns or logs a value in the clear.
 
 use url::Url;
 
-use crate::plan::SecretFormat;
+use crate::plan::fragment::{Diagnostics, Text};
 use crate::secret::StorageKey;
+
+/// How a consumer stores the key (`format` in the plan).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretFormat {
+    /// The base64 key alone.
+    RawKey,
+    /// `DefaultEndpointsProtocol=https;AccountName=…;AccountKey=…;EndpointSuffix=…`.
+    ConnectionString,
+}
+
+impl SecretFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretFormat::RawKey => "raw-key",
+            SecretFormat::ConnectionString => "connection-string",
+        }
+    }
+
+    /// The Key Vault content type used when the plan sets none.
+    pub fn default_content_type(self) -> &'static str {
+        match self {
+            SecretFormat::RawKey => "text/plain",
+            SecretFormat::ConnectionString => "application/x-azure-storage-connection-string",
+        }
+    }
+}
+
+/// A plan's `format = "…"`.
+pub(crate) fn secret_format(value: &Text, d: &mut Diagnostics<'_>) -> Option<SecretFormat> {
+    match value.get_ref().as_str() {
+        "raw-key" => Some(SecretFormat::RawKey),
+        "connection-string" => Some(SecretFormat::ConnectionString),
+        other => {
+            d.error(
+                value.span(),
+                format!("unknown format `{other}`"),
+                "format is \"raw-key\" (the key alone) or \"connection-string\"",
+            );
+            None
+        }
+    }
+}
 
 /// What a connection string needs to know about the account.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct AccountAddress {
+pub(crate) struct AccountAddress {
     pub name: String,
     pub blob_endpoint: Option<Url>,
 }
@@ -19,7 +62,7 @@ pub(super) struct AccountAddress {
 /// (`EndpointSuffix=core.windows.net` when the blob host is
 /// `{account}.blob.{suffix}`), and with an explicit `BlobEndpoint=` otherwise (custom
 /// domains, emulators, keyflip-twin).
-pub(super) fn format(
+pub(crate) fn format(
     format: SecretFormat,
     account: &AccountAddress,
     key: &StorageKey,
