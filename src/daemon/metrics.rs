@@ -179,31 +179,16 @@ impl Metrics {
         let mut out = String::new();
         let plans: BTreeSet<&str> = snapshot.plans.iter().map(|p| p.name.as_str()).collect();
         self.with(|c| {
-            // Per-plan counters: every plan loaded now, and any that counted before a
-            // reload removed it (a counter never goes back to missing).
-            let per_plan = |map: &BTreeMap<(String, &'static str), u64>| -> BTreeSet<String> {
-                plans
-                    .iter()
-                    .map(|p| (*p).to_owned())
-                    .chain(map.keys().map(|(p, _)| p.clone()))
-                    .collect()
-            };
-            let mut f = Family::new(
+            per_plan_counter(
                 &mut out,
-                "keyflip_rotations_total",
-                "counter",
-                "Rotation runs by plan and how they ended.",
+                (
+                    "keyflip_rotations_total",
+                    "Rotation runs by plan and how they ended.",
+                ),
+                ("outcome", &OUTCOMES),
+                &plans,
+                &c.rotations,
             );
-            for plan in per_plan(&c.rotations) {
-                for outcome in OUTCOMES {
-                    let n = c
-                        .rotations
-                        .get(&(plan.clone(), outcome))
-                        .copied()
-                        .unwrap_or(0);
-                    f.sample(&[("plan", &plan), ("outcome", outcome)], n as f64);
-                }
-            }
             let mut f = Family::new(
                 &mut out,
                 "keyflip_incident_rotations_total",
@@ -244,38 +229,26 @@ impl Metrics {
                 f.part("_sum", &[("step", kind)], h.sum);
                 f.part("_count", &[("step", kind)], h.count as f64);
             }
-            let mut f = Family::new(
+            per_plan_counter(
                 &mut out,
-                "keyflip_drift_checks_total",
-                "counter",
-                "Drift checks by plan and result (ok, drift, error).",
+                (
+                    "keyflip_drift_checks_total",
+                    "Drift checks by plan and result (ok, drift, error).",
+                ),
+                ("result", &DRIFT_RESULTS),
+                &plans,
+                &c.drift_checks,
             );
-            for plan in per_plan(&c.drift_checks) {
-                for result in DRIFT_RESULTS {
-                    let n = c
-                        .drift_checks
-                        .get(&(plan.clone(), result))
-                        .copied()
-                        .unwrap_or(0);
-                    f.sample(&[("plan", &plan), ("result", result)], n as f64);
-                }
-            }
-            let mut f = Family::new(
+            per_plan_counter(
                 &mut out,
-                "keyflip_drift_findings_total",
-                "counter",
-                "New drift findings by plan and kind.",
+                (
+                    "keyflip_drift_findings_total",
+                    "New drift findings by plan and kind.",
+                ),
+                ("kind", &DRIFT_KINDS),
+                &plans,
+                &c.drift_findings,
             );
-            for plan in per_plan(&c.drift_findings) {
-                for kind in DRIFT_KINDS {
-                    let n = c
-                        .drift_findings
-                        .get(&(plan.clone(), kind))
-                        .copied()
-                        .unwrap_or(0);
-                    f.sample(&[("plan", &plan), ("kind", kind)], n as f64);
-                }
-            }
             let mut f = Family::new(
                 &mut out,
                 "keyflip_notifications_total",
@@ -446,6 +419,30 @@ impl Metrics {
             f64::from(u8::from(snapshot.ready && !snapshot.stopping)),
         );
         out
+    }
+}
+
+/// A counter labelled by plan and one more label: every plan loaded now and any that
+/// counted before a reload removed it (a counter never goes back to missing), times
+/// every value the label can take, at zero until counted.
+fn per_plan_counter(
+    out: &mut String,
+    (name, help): (&'static str, &str),
+    (label, values): (&str, &[&'static str]),
+    plans: &BTreeSet<&str>,
+    counts: &BTreeMap<(String, &'static str), u64>,
+) {
+    let all: BTreeSet<&str> = plans
+        .iter()
+        .copied()
+        .chain(counts.keys().map(|(p, _)| p.as_str()))
+        .collect();
+    let mut f = Family::new(out, name, "counter", help);
+    for plan in all {
+        for value in values {
+            let n = counts.get(&(plan.to_owned(), *value)).copied().unwrap_or(0);
+            f.sample(&[("plan", plan), (label, value)], n as f64);
+        }
     }
 }
 

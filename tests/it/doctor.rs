@@ -122,25 +122,11 @@ client_secret_file = "client.secret"
         )
     }
 
-    /// Runs `keyflip doctor ARGS`: (exit code, stdout, stderr).
+    /// Runs `keyflip doctor ARGS`: (exit code, stdout, stderr). Rows on one line each,
+    /// with Unicode marks, for `same_report`; the snapshots at 80 and 60 columns are in
+    /// `doctor::principals`.
     pub(super) fn doctor(&self, args: &[&str]) -> (i32, String, String) {
-        let output = Command::new(env!("CARGO_BIN_EXE_keyflip"))
-            .env_clear()
-            // Rows on one line each, with Unicode marks, for `same_report`; the
-            // snapshots at 80 and 60 columns are in `doctor::principals`.
-            .env("COLUMNS", "1000")
-            .env("LANG", "C.UTF-8")
-            .arg("--config")
-            .arg(&self.config)
-            .arg("doctor")
-            .args(args)
-            .output()
-            .expect("keyflip runs");
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8(output.stdout).unwrap(),
-            String::from_utf8(output.stderr).unwrap(),
-        )
+        self.doctor_at(args, 1000)
     }
 
     pub(super) fn json(&self) -> (i32, Value) {
