@@ -75,11 +75,12 @@ impl Scheduler {
                 }
                 Ok(plans) => self.status(plans, reply),
             },
-            Request::History { plan, limit } => {
+            Request::History { plan, limit, since } => {
                 let ctx = self.ctx.clone();
-                let (plan, limit) = (plan.clone(), *limit);
+                let (plan, limit, since) = (plan.clone(), *limit, *since);
                 self.ctx.tracker.spawn(async move {
-                    let _ = reply.send(perform::history(&ctx.engine, plan.as_deref(), limit));
+                    let _ =
+                        reply.send(perform::history(&ctx.engine, plan.as_deref(), since, limit));
                 });
             }
             Request::RotateNow {

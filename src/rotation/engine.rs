@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::progress::Progress;
 use super::report::{DryRun, Inventory, PlanStatus, RotationReport};
@@ -374,7 +375,9 @@ impl Engine {
         progress: &dyn Progress,
         cancel: CancellationToken,
     ) -> Result<RotationReport, EngineError> {
-        super::lifecycle::rotate(&self.inner, plan, request, progress, cancel).await
+        super::lifecycle::rotate(&self.inner, plan, request, progress, cancel)
+            .instrument(crate::logging::plan_span(&plan.name))
+            .await
     }
 
     /// `rotate now` as a person asks it: a new rotation, or, when the plan has an
@@ -400,7 +403,9 @@ impl Engine {
         plan: &Plan,
         request: RotateRequest,
     ) -> Result<DryRun, EngineError> {
-        super::dry_run::dry_run(&self.inner, plan, &request).await
+        super::dry_run::dry_run(&self.inner, plan, &request)
+            .instrument(crate::logging::plan_span(&plan.name))
+            .await
     }
 
     /// Finishes or rolls back every unfinished rotation in the journal whose plan is in
@@ -442,7 +447,9 @@ impl Engine {
 
     /// Live inventory of one plan (reads only).
     pub async fn observe(&self, plan: &Plan) -> Result<Inventory, EngineError> {
-        super::observe::inventory(&self.inner, plan).await
+        super::observe::inventory(&self.inner, plan)
+            .instrument(crate::logging::plan_span(&plan.name))
+            .await
     }
 
     /// Per plan: active key, key ages, last rotation and outcome, drift, and `next_due`
@@ -458,7 +465,17 @@ impl Engine {
         plan: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RotationReport>, EngineError> {
-        super::status::history(&self.inner, plan, limit)
+        super::status::history(&self.inner, plan, None, limit)
+    }
+
+    /// [`Engine::history`] of rotations started at or after `since`.
+    pub fn history_since(
+        &self,
+        plan: Option<&str>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        limit: usize,
+    ) -> Result<Vec<RotationReport>, EngineError> {
+        super::status::history(&self.inner, plan, since, limit)
     }
 }
 

@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::engine::{Amend, EngineError, Inner, RotateRequest, machine_options};
 use super::executor::{Run, durable};
@@ -149,6 +150,8 @@ async fn begin_and_run(
     cancel: CancellationToken,
 ) -> Result<RotationReport, EngineError> {
     let id = uuid::Uuid::new_v4().to_string();
+    // Every Azure call from here on names the rotation, the first observation's too.
+    crate::logging::record_rotation(&id);
     let ctx = Ctx::new(inner, plan, &id);
     // Reads only: observed before the rotation is recorded, so a plan that points at
     // something missing, or an unreachable Azure, leaves no unfinished rotation behind.
@@ -167,7 +170,7 @@ async fn begin_and_run(
         origin: request.origin(follows),
     })?;
     durable(inner, || "begin".to_owned())?;
-    tracing::info!(rotation = %id, plan = %plan.name, mode = ?request.mode, trigger = %request.trigger, "rotation started");
+    tracing::info!(rotation_id = %id, plan = %plan.name, mode = %request.mode, trigger = %request.trigger, "rotation started");
     progress.event(&ProgressEvent::Started {
         rotation_id: id.clone(),
         plan: plan.name.clone(),
@@ -250,6 +253,7 @@ pub(super) async fn resume(
         else {
             continue;
         };
+        let span = crate::logging::rotation_span(&plan.name, &s.id);
         if super::repair::is_repair(&s) {
             if amend.grace.is_some() {
                 return Err(EngineError::Amend {
@@ -258,7 +262,11 @@ pub(super) async fn resume(
                     reason: "it is a drift repair, which has no grace period".to_owned(),
                 });
             }
-            reports.push(super::repair::resume_repair(inner, plan, &s, progress, &cancel).await?);
+            reports.push(
+                super::repair::resume_repair(inner, plan, &s, progress, &cancel)
+                    .instrument(span)
+                    .await?,
+            );
             continue;
         }
         let amendments = Amendments {
@@ -266,7 +274,9 @@ pub(super) async fn resume(
             incident: None,
             by: amend.by.clone(),
         };
-        let (report, _) = resume_one(inner, plan, s, &amendments, progress, cancel.clone()).await?;
+        let (report, _) = resume_one(inner, plan, s, &amendments, progress, cancel.clone())
+            .instrument(span)
+            .await?;
         reports.push(report);
     }
     Ok(reports)
@@ -305,7 +315,7 @@ async fn resume_one(
     }
     let ctx = Ctx::new(inner, plan, &stored.id);
     let in_doubt: HashSet<u32> = stored.in_doubt().iter().map(|c| c.seq).collect();
-    tracing::info!(rotation = %stored.id, plan = %plan.name, in_doubt = in_doubt.len(), phase = ?machine.phase(), "resuming an unfinished rotation");
+    tracing::info!(rotation_id = %stored.id, plan = %plan.name, in_doubt = in_doubt.len(), "resuming an unfinished rotation");
     progress.event(&ProgressEvent::Resuming {
         rotation_id: stored.id.clone(),
         plan: plan.name.clone(),
@@ -349,7 +359,10 @@ async fn resume_one(
             tracing::warn!(rotation = %stored.id, plan = %plan.name, incident = %mode, handled_here = follow.is_none(), "an incident took over the unfinished rotation");
         }
     }
-    run.queue = run.machine.outstanding().into();
+    // Everything outstanding, replacing what the re-observation and amendments queued.
+    let outstanding = run.machine.outstanding();
+    run.queue.clear();
+    run.enqueue(outstanding);
     run.drive().await?;
     Ok((run.report(true)?, follow))
 }

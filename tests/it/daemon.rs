@@ -11,3 +11,4 @@ mod observability;
 mod schedule;
 mod socket;
 mod takeover;
+mod telemetry;

@@ -8,6 +8,7 @@ mod command_path;
 mod daemon;
 mod doctor;
 mod install;
+mod output;
 mod rotation;
 mod runbook;
 mod support;

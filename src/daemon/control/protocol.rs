@@ -1,10 +1,10 @@
 //! The control socket's wire format, version [`VERSION`]: one JSON object per line.
 //!
 //! The client sends one request line: the version and a [`Request`], the very value
-//! the command line became (`{"v":3,"request":"status","plan":null}`). It reads lines
-//! until a final one: zero or more `{"v":3,"progress":{...}}` (the rotation's
-//! [`ProgressEvent`]s, while it runs), then `{"v":3,"ok":{"daemon":{...},"answer":
-//! {...}}}` (an [`Answer`] with the daemon's [`DaemonInfo`]) or `{"v":3,"error":
+//! the command line became (`{"v":4,"request":"status","plan":null}`). It reads lines
+//! until a final one: zero or more `{"v":4,"progress":{...}}` (the rotation's
+//! [`ProgressEvent`]s, while it runs), then `{"v":4,"ok":{"daemon":{...},"answer":
+//! {...}}}` (an [`Answer`] with the daemon's [`DaemonInfo`]) or `{"v":4,"error":
 //! {"code":...,"message":...,"exit":N}}` (a [`CommandError`]). Requests, answers,
 //! progress events and errors are the typed values the standalone command uses, so
 //! one renderer prints both. A refused peer gets the error line without the server
@@ -13,9 +13,11 @@
 //! both versions; a client reading a line of another version says the same.
 //!
 //! Version history: 1 carried reports as untyped JSON and `grace_secs`; 2 carries the
-//! typed request (`grace_ms`), answers and errors; 3 adds who asks (`by`: uid, user,
-//! `--reason`, `--ticket`; the daemon stamps the peer's uid), `--adopt`, `rotate
-//! resume --grace`, and reports' trigger, requester and takeover. The error line's shape is the same
+//! typed request (`grace_ms`), answers and errors; 3 adds `history`'s `since`, the
+//! `issued` progress event and a dry run's typed calls and grace; 4 adds who asks
+//! (`by`: uid, user, `--reason`, `--ticket`; the daemon stamps the peer's uid),
+//! `--adopt`, `rotate resume --grace`, and reports' trigger, requester and takeover.
+//! The error line's shape is the same
 //! in both, so either side can read the other's version refusal.
 //!
 //! Promises: no line carries a key value (answers are built from reports and statuses
@@ -31,7 +33,7 @@ pub use crate::commands::request::Request;
 use crate::rotation::ProgressEvent;
 
 /// The protocol version this build speaks. A server answers only its own version.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Longest request line the server reads.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -156,6 +158,7 @@ mod tests {
             Request::History {
                 plan: Some("demo".into()),
                 limit: 5,
+                since: Some(chrono::DateTime::UNIX_EPOCH),
             },
             Request::RotateNow {
                 plan: "demo".into(),
@@ -187,11 +190,11 @@ mod tests {
             let back: Envelope = serde_json::from_str(&text).unwrap();
             assert_eq!(back.request, request, "{text}");
         }
-        let text = r#"{"v":3,"request":"status","plan":null}"#;
+        let text = r#"{"v":4,"request":"status","plan":null}"#;
         assert!(serde_json::from_str::<Envelope>(text).is_ok());
         for bad in [
-            r#"{"v":3,"request":"delete_everything"}"#,
-            r#"{"v":3,"request":"status","plan":null,"extra":1}"#,
+            r#"{"v":4,"request":"delete_everything"}"#,
+            r#"{"v":4,"request":"status","plan":null,"extra":1}"#,
             r#"{"request":"status","plan":null}"#,
         ] {
             assert!(serde_json::from_str::<Envelope>(bad).is_err(), "{bad}");

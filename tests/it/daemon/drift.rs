@@ -102,7 +102,7 @@ async fn a_key_regenerated_behind_keyflips_back_is_drift() {
     // names the command that mends it.
     let summary = bodies[1]["summary"].as_str().unwrap();
     assert!(
-        summary.starts_with("consumers are down on demo: 1 consumer(s) hold neither key")
+        summary.starts_with("Consumers are down on demo: 1 consumer(s) hold neither key")
             && summary.contains("key1 regenerated outside keyflip")
             && summary.contains("`keyflip rotate now demo --adopt`"),
         "{summary}"

@@ -56,7 +56,7 @@ async fn consumers_down_after_an_outside_regeneration_are_refused_with_adopt_nam
         .run(&["history", "demo", "--output", "json"])
         .await
         .json();
-    let adopted: Vec<_> = history
+    let adopted: Vec<_> = history["rotations"]
         .as_array()
         .unwrap()
         .iter()

@@ -28,7 +28,7 @@ async fn stopped_in_grace() -> (Cli, (String, String)) {
 async fn history(cli: &Cli) -> Vec<Value> {
     let run = cli.run(&["history", "demo", "--output", "json"]).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    run.json().as_array().unwrap().clone()
+    run.json()["rotations"].as_array().unwrap().clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
