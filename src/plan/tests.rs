@@ -475,7 +475,11 @@ fn key_vault_tags_are_refused_past_azures_limit_of_fifteen() {
     assert_eq!(hint(over), "keep at most 12 tags here");
     let line = plan(13, "");
     let column = line.lines().nth(6).unwrap().find("t12").unwrap() + 1;
-    assert_eq!((over.line, over.column), (7, column), "points at the 13th tag");
+    assert_eq!(
+        (over.line, over.column),
+        (7, column),
+        "points at the 13th tag"
+    );
     // keyflip's own CredentialId would overwrite the plan's: refused by name.
     let e = errors(&plan(1, ", CredentialId = \"x\""));
     error_with(&e, "tag `CredentialId` is written by keyflip");

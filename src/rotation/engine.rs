@@ -393,7 +393,9 @@ impl Engine {
         progress: &dyn Progress,
         cancel: CancellationToken,
     ) -> Result<RotationReport, EngineError> {
-        super::lifecycle::rotate_now(&self.inner, plan, request, progress, cancel).await
+        super::lifecycle::rotate_now(&self.inner, plan, request, progress, cancel)
+            .instrument(crate::logging::plan_span(&plan.name))
+            .await
     }
 
     /// Reads live state and changes nothing in Azure or the journal: the decision and

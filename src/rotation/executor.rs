@@ -323,7 +323,7 @@ impl<'c, 'a> Run<'c, 'a> {
             while !cancelled && let Some(cmd) = self.queue.pop_front() {
                 if matches!(cmd.action, Action::Finish { .. }) {
                     if !running.is_empty() {
-                        tracing::warn!(rotation = %self.id(), in_flight = running.len(), "the rotation finished with commands in flight; their results are not recorded");
+                        tracing::warn!(rotation_id = %self.id(), in_flight = running.len(), "the rotation finished with commands in flight; their results are not recorded");
                     }
                     return self.finish(&cmd).await;
                 }
@@ -359,7 +359,7 @@ impl<'c, 'a> Run<'c, 'a> {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled(), if !cancelled => {
-                    tracing::info!(rotation = %self.id(), "cancelled; letting the steps in flight finish");
+                    tracing::info!(rotation_id = %self.id(), "cancelled; letting the steps in flight finish");
                     cancelled = true;
                 }
                 Some((cmd, started, done)) = running.next() => {
@@ -443,7 +443,7 @@ impl<'c, 'a> Run<'c, 'a> {
         let at = self.inner().clock.now();
         self.inner().journal().finish(self.id(), &outcome, at)?;
         durable(self.inner(), || "finish".to_owned())?;
-        tracing::info!(rotation = %self.id(), plan = %self.ctx.plan.name, outcome = %outcome, "rotation finished");
+        tracing::info!(rotation_id = %self.id(), plan = %self.ctx.plan.name, outcome = %outcome, "rotation finished");
         self.progress.event(&ProgressEvent::Finished {
             rotation_id: self.id().to_owned(),
             outcome: outcome.clone(),

@@ -92,7 +92,7 @@ pub(super) async fn rotate_now(
     }
     let id = stored.id.clone();
     let mode = request.mode;
-    tracing::info!(rotation = %id, plan = %plan.name, mode = %mode, "rotate now: the plan has an unfinished rotation; finishing it first");
+    tracing::info!(rotation_id = %id, plan = %plan.name, mode = %mode, "rotate now: the plan has an unfinished rotation; finishing it first");
     let (report, follow) = if super::repair::is_repair(&stored) {
         if request.grace.is_some() {
             return Err(EngineError::Amend {
@@ -224,7 +224,7 @@ pub(super) async fn resume(
     }
     for s in stored {
         let Some(plan) = plans.iter().find(|p| p.name == s.plan) else {
-            tracing::warn!(rotation = %s.id, plan = %s.plan, "unfinished rotation of a plan that was not given; left for later");
+            tracing::warn!(rotation_id = %s.id, plan = %s.plan, "unfinished rotation of a plan that was not given; left for later");
             continue;
         };
         if !plan
@@ -342,7 +342,7 @@ async fn resume_one(
         && !run.machine.is_finished()
     {
         run.amend(&event)?;
-        tracing::info!(rotation = %stored.id, plan = %plan.name, "grace period shortened");
+        tracing::info!(rotation_id = %stored.id, plan = %plan.name, "grace period shortened");
     }
     let mut follow = amend.incident;
     if let Some(mode) = amend.incident {
@@ -356,7 +356,7 @@ async fn resume_one(
             };
             run.amend(&event)?;
             follow = run.machine.follow_up();
-            tracing::warn!(rotation = %stored.id, plan = %plan.name, incident = %mode, handled_here = follow.is_none(), "an incident took over the unfinished rotation");
+            tracing::warn!(rotation_id = %stored.id, plan = %plan.name, incident = %mode, handled_here = follow.is_none(), "an incident took over the unfinished rotation");
         }
     }
     // Everything outstanding, replacing what the re-observation and amendments queued.

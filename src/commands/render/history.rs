@@ -39,7 +39,7 @@ pub fn history(reports: &[RotationReport], term: &Term) -> String {
         out.push_str(&term.wrap(
             "  ",
             "    ",
-            &shorten(&describe::for_plan(&outcome, &r.plan), &refs),
+            &shorten(describe::for_plan(&outcome, &r.plan), &refs),
         ));
         super::rotation::origin_lines(&mut out, r, term);
         for s in &r.steps {

@@ -198,7 +198,7 @@ pub fn refusal(
             other => out.push_str(&term.wrap(
                 "    - ",
                 "      ",
-                &shorten(&describe::for_plan(&other.to_string(), plan), refs),
+                &shorten(describe::for_plan(&other.to_string(), plan), refs),
             )),
         }
     }

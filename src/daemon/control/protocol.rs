@@ -215,7 +215,7 @@ mod tests {
         };
         let text = ServerLine::ok(done.clone()).text();
         assert!(
-            text.ends_with('\n') && text.starts_with("{\"v\":3,\"ok\":"),
+            text.ends_with('\n') && text.starts_with("{\"v\":4,\"ok\":"),
             "{text}"
         );
         let parsed: ServerLine = serde_json::from_str(&text).unwrap();
@@ -226,7 +226,7 @@ mod tests {
         let text = ServerLine::error(error.clone()).text();
         assert_eq!(
             text,
-            "{\"v\":3,\"error\":{\"code\":\"busy\",\"message\":\"busy\",\"exit\":6}}\n"
+            "{\"v\":4,\"error\":{\"code\":\"busy\",\"message\":\"busy\",\"exit\":6}}\n"
         );
         let parsed: ServerLine = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed.error, Some(error));

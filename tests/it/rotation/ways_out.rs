@@ -407,3 +407,37 @@ async fn no_consumer_key_known_is_refused_then_adopted() {
     let report = rotate(&cli, &["--grace", "0s"], 0).await;
     assert_eq!(report["outcome"]["outcome"], "completed", "{report:#}");
 }
+
+/// Azure's limit of 15 tags on a Key Vault secret (issue 12, part 5), enforced before
+/// the point of no return: 12 tags of the plan's plus keyflip's own 3 rotate (the twin
+/// refuses a 16th as Azure does, so one more of keyflip's own would roll back); 13 are
+/// refused by `plan check` and by `rotate now` before anything is read or regenerated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_vault_tags_past_azures_limit_are_refused_before_any_key_changes() {
+    let with_tags = |n: usize| {
+        move |t: String| {
+            let tags: Vec<String> = (0..n).map(|i| format!("team{i:02} = \"x\"")).collect();
+            t.replacen(
+                "format = \"raw-key\"\n",
+                &format!("format = \"raw-key\"\ntags = {{ {} }}\n", tags.join(", ")),
+                1,
+            )
+        }
+    };
+    let cli = Cli::start_with_plan(with_tags(12)).await;
+    let report = rotate(&cli, &["--grace", "0s"], 0).await;
+    assert_eq!(report["outcome"]["outcome"], "completed", "{report:#}");
+
+    let cli = Cli::start_with_plan(with_tags(13)).await;
+    let check = cli.run(&["plan", "check"]).await;
+    assert_ne!(check.code, Some(0), "{}", check.stdout);
+    let said = check.stdout.clone() + &check.stderr;
+    assert!(
+        said.contains("13 tags, but Key Vault allows at most 15 on a secret"),
+        "{said}"
+    );
+    let run = cli.run(&["rotate", "now", "demo", "--yes"]).await;
+    assert_eq!(run.code, Some(2), "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("at most 15"), "{}", run.stderr);
+    assert_eq!(regenerations(&cli.twin).await, 0, "nothing was regenerated");
+}
