@@ -3,9 +3,11 @@
 
 mod authorization;
 mod databricks;
+mod datafactory;
 mod examples;
 mod keyvault;
 mod logs;
 mod ml;
 mod shared_key;
 mod storage;
+mod web;
