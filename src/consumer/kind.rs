@@ -182,7 +182,9 @@ pub(crate) trait Kind {
     ) -> Result<(), azure::Error>;
 
     /// For a kind whose value cannot be read back: whether it holds what keyflip wrote
-    /// at `bound_at`. `None`: compare what it holds (the default).
+    /// at `bound_at`. A kind may also check here what the value alone cannot show (an
+    /// App Service connection string's key on the data plane). `None`: compare what
+    /// it holds (the default).
     async fn confirm_write(
         &self,
         _ctx: &Ctx<'_>,
