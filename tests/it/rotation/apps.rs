@@ -1,0 +1,286 @@
+//! App Service settings and Data Factory linked services in whole rotations: a Key
+//! Vault reference is no consumer and is refused when listed; a linked service someone
+//! else wrote after keyflip is unknown (its value reads back masked) and is rewritten;
+//! a failed or unclear settings write; a connection string keeps everything but its
+//! key.
+
+use keyflip::consumer::ConsumerId;
+use keyflip::key::KeyName;
+use keyflip::rotation::machine::{Holding, Outcome, RefusalReason};
+use keyflip::rotation::{NoProgress, RotateRequest};
+use keyflip::secret::StorageKey;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::engine::{
+    Harness, account_key, assert_consumers_valid, demo_plan_text, keys_of, plan_from, writes,
+};
+use crate::support::twin::{
+    ACCOUNT, DATA_FACTORY, FUNCTION_APP, LINKED_SERVICE, OPERATOR, TestTwin,
+};
+
+async fn rotate(h: &Harness) -> keyflip::rotation::RotationReport {
+    h.engine()
+        .rotate(
+            &h.plan,
+            RotateRequest::manual(),
+            &NoProgress,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_key_vault_reference_refuses_the_swap_with_the_fix() {
+    let mut h = Harness::start().await;
+    // The staging slot's AzureWebJobsStorage reads stdatasci001-connection-string.
+    h.plan = plan_from(&demo_plan_text(&h.twin).replace(
+        "app_settings = [\"AzureWebJobsStorage\"]",
+        "app_settings = [\"AzureWebJobsStorage\"]\nslots = [\"staging\"]",
+    ));
+    let before = h.twin.state().await;
+    let report = rotate(&h).await;
+    let Some(Outcome::Refused { reasons }) = &report.outcome else {
+        panic!("{:#?}", report.outcome)
+    };
+    let fix = reasons
+        .iter()
+        .find_map(|r| match r {
+            RefusalReason::ConsumerUnusable { consumer, fix }
+                if consumer.id.to_string().contains("/slots/staging/") =>
+            {
+                Some(fix.clone())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{reasons:#?}"));
+    assert!(fix.contains("Key Vault reference"), "{fix}");
+    assert!(fix.contains("stdatasci001-connection-string"), "{fix}");
+    assert!(fix.contains("[[key_vault]]"), "{fix}");
+    assert!(writes(&h.twin).await.is_empty(), "nothing was written");
+    assert_eq!(h.twin.state().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_service_changed_behind_keyflips_back_is_unknown_then_rewritten() {
+    let h = Harness::start().await;
+    let id = ConsumerId::data_factory(&h.twin.factory_id(DATA_FACTORY), LINKED_SERVICE);
+    let holding = |inventory: &keyflip::rotation::Inventory| {
+        inventory
+            .consumers
+            .iter()
+            .find(|c| c.consumer.id == id)
+            .map(|c| c.holding.clone())
+            .expect("the linked service is a consumer")
+    };
+    // Before keyflip ever wrote it: its SecureString cannot be read.
+    let first = h.engine().observe(&h.plan).await.unwrap();
+    assert!(
+        matches!(&holding(&first), Holding::Unknown { why } if why.contains("never returns")),
+        "{:?}",
+        holding(&first)
+    );
+    assert!(matches!(
+        rotate(&h).await.outcome,
+        Some(Outcome::Completed {
+            active: KeyName::Key2,
+            ..
+        })
+    ));
+    let after = h.engine().observe(&h.plan).await.unwrap();
+    assert_eq!(
+        holding(&after),
+        Holding::Key(KeyName::Key2),
+        "known by its etag"
+    );
+
+    // Someone saves the linked service again (the same key, even): a new etag.
+    let (_, key2) = h.twin.keys(ACCOUNT).await;
+    let blob = h.twin.endpoints.storage_accounts[ACCOUNT]
+        .blob_endpoint
+        .clone();
+    h.twin
+        .azure(OPERATOR)
+        .set_linked_service_secret(&h.twin.factory_id(DATA_FACTORY), LINKED_SERVICE, |_| {
+            StorageKey::new(format!(
+                "DefaultEndpointsProtocol=https;AccountName={ACCOUNT};AccountKey={key2};BlobEndpoint={blob}"
+            ))
+        })
+        .await
+        .unwrap();
+    let changed = h.engine().observe(&h.plan).await.unwrap();
+    assert!(
+        matches!(&holding(&changed), Holding::Unknown { why } if why.contains("changed after keyflip wrote it")),
+        "{:?}",
+        holding(&changed)
+    );
+    assert_eq!(changed.active, Some(KeyName::Key2), "the others decide");
+
+    // The next rotation does not count it, writes it, and knows it again.
+    h.sync_twin_clock().await;
+    let again = rotate(&h).await;
+    assert!(
+        matches!(
+            again.outcome,
+            Some(Outcome::Completed {
+                active: KeyName::Key1,
+                ..
+            })
+        ),
+        "{:#?}",
+        again.outcome
+    );
+    let state = h.twin.state().await;
+    let (key1, _) = keys_of(&state);
+    for (consumer, held) in assert_consumers_valid(&state, "after the second rotation") {
+        assert_eq!(held, key1, "{consumer}");
+    }
+    let last = h.engine().observe(&h.plan).await.unwrap();
+    assert_eq!(holding(&last), Holding::Key(KeyName::Key1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settings_write_that_fails_rolls_back_with_the_app_untouched() {
+    let mut h = Harness::start().await;
+    // Without the workspace resync: it goes last too and, once it has taken the new
+    // key (the newest), a resync cannot take it back; when it runs relative to the
+    // other binds is the rotation machine's to decide, not this test's.
+    h.plan = plan_from(&demo_plan_text(&h.twin).replace("resync = true", "resync = false"));
+    h.twin
+        .fault(json!({"operation": "web.appSettings.put", "count": 0,
+            "action": {"kind": "status", "status": 409, "code": "Conflict"}}))
+        .await;
+    let before = keys_of(&h.twin.state().await);
+    let report = rotate(&h).await;
+    let Some(Outcome::RolledBack { cause, .. }) = &report.outcome else {
+        panic!("{:#?}", report.outcome)
+    };
+    assert!(cause.to_string().contains("AzureWebJobsStorage"), "{cause}");
+    let state = h.twin.state().await;
+    let (key1, _) = keys_of(&state);
+    assert_eq!(key1, before.0);
+    for (consumer, held) in assert_consumers_valid(&state, "after the rollback") {
+        assert_eq!(held, key1, "{consumer} is back on the old key");
+    }
+    assert_eq!(
+        state["web_apps"][FUNCTION_APP]["restarts"], 0,
+        "never restarted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settings_write_whose_answer_is_lost_is_read_back_not_resent() {
+    let h = Harness::start().await;
+    // The PUT is applied, then answered with a 500.
+    h.twin
+        .fault(json!({"operation": "web.appSettings.put", "count": 1,
+            "action": {"kind": "after", "status": 500}}))
+        .await;
+    let report = rotate(&h).await;
+    assert!(
+        matches!(report.outcome, Some(Outcome::Completed { .. })),
+        "{:#?}",
+        report.outcome
+    );
+    let state = h.twin.state().await;
+    assert_eq!(
+        h.twin.requests_for("web.appSettings.put").await.len(),
+        1,
+        "a settings PUT is never resent blindly"
+    );
+    assert_eq!(state["web_apps"][FUNCTION_APP]["restarts"], 1);
+    let (_, key2) = keys_of(&state);
+    for (consumer, held) in assert_consumers_valid(&state, "after the swap") {
+        assert_eq!(held, key2, "{consumer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_string_keeps_its_type_endpoints_and_slot() {
+    let site = "/subscriptions/3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a/resourceGroups/rg-datascience/providers/Microsoft.Web/sites/app-datasci-report";
+    let twin = TestTwin::start_with(&format!(
+        r#"[[web_app]]
+name = "app-datasci-report"
+resource_group = "rg-datascience"
+
+[[web_app.app_setting]]
+name = "THEME"
+value = "dark"
+
+[[web_app.connection_string]]
+name = "Storage"
+type = "Custom"
+value_from = {{ account = "stdatasci001", key = "key1", format = "connection-string" }}
+
+[[web_app.slot]]
+name = "blue"
+
+[[web_app.slot.connection_string]]
+name = "Storage"
+type = "Custom"
+value_from = {{ account = "stdatasci001", key = "key1", format = "connection-string" }}
+
+[[web_app.slot.connection_string]]
+name = "Reports"
+type = "SQLAzure"
+value = "Server=tcp:sql.example;Database=reports"
+
+[[role_assignment]]
+principal = "keyflip-operator"
+role = "Website Contributor"
+scope = "{site}"
+"#
+    ));
+    let mut h = Harness::with_twin(twin).await;
+    h.plan = plan_from(&format!(
+        "{}\n[[app_service]]\nsite = \"{site}\"\nconnection_strings = [\"Storage\"]\nslots = [\"blue\"]\n",
+        demo_plan_text(&h.twin)
+    ));
+    let before = h.twin.state().await;
+    let report = rotate(&h).await;
+    assert!(
+        matches!(
+            report.outcome,
+            Some(Outcome::Completed {
+                active: KeyName::Key2,
+                ..
+            })
+        ),
+        "{:#?}",
+        report.outcome
+    );
+    assert_eq!(report.consumers.len(), 12, "{:#?}", report.consumers);
+    let state = h.twin.state().await;
+    let (_, key2) = keys_of(&state);
+    let app = &state["web_apps"]["app-datasci-report"];
+    for (place, config) in [("site", app), ("slot blue", &app["slots"]["blue"])] {
+        let cs = &config["connectionStrings"]["Storage"];
+        assert_eq!(cs["type"], "Custom", "{place}");
+        let value = cs["value"].as_str().unwrap();
+        assert_eq!(account_key(value), key2, "{place}");
+        let old = before["web_apps"]["app-datasci-report"]
+            .pointer(if place == "site" {
+                "/connectionStrings/Storage/value"
+            } else {
+                "/slots/blue/connectionStrings/Storage/value"
+            })
+            .and_then(|v| v.as_str())
+            .unwrap();
+        assert_eq!(
+            value.replace(&key2, "K"),
+            old.replace(&account_key(old), "K"),
+            "{place}: everything but the key is as it was"
+        );
+        assert_eq!(config["restarts"], 1, "{place}: one write, one restart");
+    }
+    assert_eq!(
+        app["slots"]["blue"]["connectionStrings"]["Reports"]["type"],
+        "SQLAzure"
+    );
+    assert_eq!(
+        app["slots"]["blue"]["connectionStrings"]["Reports"]["value"],
+        "Server=tcp:sql.example;Database=reports"
+    );
+    assert_eq!(app["appSettings"]["THEME"], "dark");
+}
