@@ -31,7 +31,7 @@ pub use doctor::{AppServiceFacts, AppServiceSeen, SettingFacts};
 use super::value::account_key;
 use super::{
     Capabilities, Confirmation, ConsumerId, Entry, Held, Kind, ONE_PLAN, Permission, Profile,
-    Section, Seen, Table, entries, listed_twice,
+    Section, Seen, Table, entries, listed_twice, names,
 };
 use crate::azure::probe::ProbeOutcome;
 use crate::azure::roles::{Action, actions};
@@ -40,7 +40,7 @@ use crate::azure::{self, Azure, Cloud};
 use crate::doctor::report::{Resource, Service};
 use crate::key::KeyName;
 use crate::plan::Plan;
-use crate::plan::fragment::{Diagnostics, Text, arm_id, name, required};
+use crate::plan::fragment::{Diagnostics, Text, arm_id, required};
 use crate::resource_id::ResourceId;
 use crate::rotation::EngineError;
 use crate::rotation::machine::MissingPermission;
@@ -227,38 +227,6 @@ fn parse_tables(
     entries::<RawAppService>(value, SECTION.key, d, |raw, d| {
         table(raw, d).map(Entry::AppService)
     })
-}
-
-/// A list of names, each valid and listed once (ignoring case, as App Service does).
-fn names(
-    list: Option<&Spanned<Vec<Text>>>,
-    key: &str,
-    allowed: fn(char) -> bool,
-    max: usize,
-    rule: &str,
-    d: &mut Diagnostics<'_>,
-) -> Option<Vec<String>> {
-    let Some(list) = list else {
-        return Some(Vec::new());
-    };
-    let mut out: Vec<String> = Vec::new();
-    let mut ok = true;
-    for item in list.get_ref() {
-        let Some(n) = name(item, key, allowed, (1, max), rule, d) else {
-            ok = false;
-            continue;
-        };
-        if out.iter().any(|seen| seen.eq_ignore_ascii_case(&n)) {
-            d.error(
-                item.span(),
-                format!("`{n}` is listed twice in {key}"),
-                "remove the repeated name",
-            );
-            ok = false;
-        }
-        out.push(n);
-    }
-    ok.then_some(out)
 }
 
 fn table(raw: &Spanned<RawAppService>, d: &mut Diagnostics<'_>) -> Option<AppServiceSettings> {

@@ -34,7 +34,7 @@ pub use doctor::{DataFactoryFacts, DataFactorySeen, LinkedServiceFacts};
 use super::value::{self, SecretFormat, account_key};
 use super::{
     Capabilities, Confirmation, ConsumerId, Entry, Held, Kind, ONE_PLAN, Permission, Profile,
-    Section, Seen, Table, entries, listed_twice,
+    Section, Seen, Table, entries, listed_twice, names,
 };
 use crate::azure::datafactory::{Credential, LinkedService};
 use crate::azure::roles::{Action, actions};
@@ -42,7 +42,7 @@ use crate::azure::{self, Azure, Cloud};
 use crate::doctor::report::{Resource, Service};
 use crate::key::KeyName;
 use crate::plan::Plan;
-use crate::plan::fragment::{Diagnostics, Text, arm_id, name, required};
+use crate::plan::fragment::{Diagnostics, Text, arm_id, required};
 use crate::resource_id::ResourceId;
 use crate::rotation::EngineError;
 use crate::rotation::machine::{Holding, MissingPermission};
@@ -172,36 +172,19 @@ fn table(
         );
         return None;
     }
-    let mut names: Vec<String> = Vec::new();
-    let mut ok = true;
-    for item in list.get_ref() {
-        // The spec's pattern, less the characters it forbids anywhere:
-        // ^[A-Za-z0-9_][^<>*#.%&:\\+?/]*$.
-        let Some(n) = name(
-            item,
-            "linked service",
-            |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ' '),
-            (1, 260),
-            "letters, digits, `_`, `-` and spaces",
-            d,
-        ) else {
-            ok = false;
-            continue;
-        };
-        if names.iter().any(|seen| seen.eq_ignore_ascii_case(&n)) {
-            d.error(
-                item.span(),
-                format!("linked service `{n}` is listed twice"),
-                "remove the repeated name",
-            );
-            ok = false;
-        }
-        names.push(n);
-    }
-    let factory = factory?;
-    ok.then_some(DataFactoryLinkedServices {
-        factory,
-        linked_services: names,
+    // The spec's pattern, less the characters it forbids anywhere:
+    // ^[A-Za-z0-9_][^<>*#.%&:\\+?/]*$.
+    let names = names(
+        Some(list),
+        "linked_services",
+        |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ' '),
+        260,
+        "letters, digits, `_`, `-` and spaces",
+        d,
+    );
+    Some(DataFactoryLinkedServices {
+        factory: factory?,
+        linked_services: names?,
     })
 }
 

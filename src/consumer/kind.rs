@@ -18,7 +18,7 @@ use crate::azure::{self, Azure, Cloud};
 use crate::doctor::report::{Resource, Service};
 use crate::key::KeyName;
 use crate::plan::Plan;
-use crate::plan::fragment::{Diagnostics, tables_of};
+use crate::plan::fragment::{Diagnostics, Text, name, tables_of};
 use crate::resource_id::ResourceId;
 use crate::rotation::EngineError;
 use crate::rotation::machine::{Holding, MissingPermission};
@@ -288,6 +288,39 @@ pub(crate) fn entries<T: for<'de> Deserialize<'de>>(
         .iter()
         .filter_map(|raw| validate(raw, d).map(|entry| (entry, raw.span())))
         .collect()
+}
+
+/// A plan table's list of names (`key = [...]`), each valid and listed once (ignoring
+/// case, as the services do); an absent list is empty.
+pub(crate) fn names(
+    list: Option<&Spanned<Vec<Text>>>,
+    key: &str,
+    allowed: fn(char) -> bool,
+    max: usize,
+    rule: &str,
+    d: &mut Diagnostics<'_>,
+) -> Option<Vec<String>> {
+    let Some(list) = list else {
+        return Some(Vec::new());
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut ok = true;
+    for item in list.get_ref() {
+        let Some(n) = name(item, key, allowed, (1, max), rule, d) else {
+            ok = false;
+            continue;
+        };
+        if out.iter().any(|seen| seen.eq_ignore_ascii_case(&n)) {
+            d.error(
+                item.span(),
+                format!("`{n}` is listed twice in {key}"),
+                "remove the repeated name",
+            );
+            ok = false;
+        }
+        out.push(n);
+    }
+    ok.then_some(out)
 }
 
 /// A URL the plan gave (validated when the plan was read), as a [`url::Url`].

@@ -42,7 +42,7 @@ use toml::de::DeValue;
 pub use kind::Capabilities;
 pub(crate) use kind::{
     Confirmation, Held, Kind, ONE_PLAN, Permission, Profile, Table, entries, last_segment,
-    listed_twice, plan_url, resource_name,
+    listed_twice, names, plan_url, resource_name,
 };
 pub(crate) use value::AccountAddress;
 pub use value::{SecretFormat, account_key};

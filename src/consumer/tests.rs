@@ -336,7 +336,7 @@ linked_services = ["ok", "OK"]
         "t.toml:10:17: app_settings `bad/name` is not a valid name",
         "t.toml:11:1: unknown key `slotz` in [[app_service]]",
         "t.toml:14:19: `linked_services` is empty",
-        "t.toml:17:26: linked service `OK` is listed twice",
+        "t.toml:17:26: `OK` is listed twice in linked_services",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in\n{err}");
     }

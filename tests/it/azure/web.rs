@@ -48,19 +48,20 @@ async fn update(
         .await
 }
 
+fn setting(value: &str) -> Setting {
+    Setting {
+        value: StorageKey::new(value.to_owned()),
+        conn_type: None,
+    }
+}
+
 /// A deployment adds or changes one setting: list, change, PUT the whole collection.
 async fn deploy(azure: &Azure, site: &SiteRef, name: &str, value: &str) {
     let mut settings = azure
         .web_settings(site, Collection::AppSettings)
         .await
         .unwrap();
-    settings.0.insert(
-        name.to_owned(),
-        Setting {
-            value: StorageKey::new(value.to_owned()),
-            conn_type: None,
-        },
-    );
+    settings.0.insert(name.to_owned(), setting(value));
     azure
         .put_web_settings(site, Collection::AppSettings, &settings)
         .await
@@ -126,13 +127,7 @@ async fn a_write_that_undoes_keyflips_right_after_its_put_is_written_again() {
         while keyflip_puts(&twin).await == 0 {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        stale.0.insert(
-            "BUILD".into(),
-            Setting {
-                value: StorageKey::new("2026.12.2".into()),
-                conn_type: None,
-            },
-        );
+        stale.0.insert("BUILD".into(), setting("2026.12.2"));
         deployer
             .put_web_settings(&site, Collection::AppSettings, &stale)
             .await
