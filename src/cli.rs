@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "keyflip",
     version,
+    long_version = crate::build_info::LONG_VERSION,
     about = "Rotates Azure Storage account keys without downtime"
 )]
 pub struct Cli {
@@ -31,6 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a built-in Azure twin and run a full safe swap against it. Needs no Azure account.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Rotate a plan's key now, or resume unfinished rotations.
     #[command(subcommand)]
@@ -46,6 +48,30 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Run as a service: rotate plans on schedule, watch for drift, serve metrics.
     Daemon,
+    /// Version, git commit, target and Azure SDK crate versions of this build.
+    Version(OutputArgs),
+    /// Print a shell completion script on stdout.
+    Completions(CompletionsArgs),
+    /// Write one man page per command into a directory.
+    Manpages(ManpagesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    pub shell: Shell,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct ManpagesArgs {
+    /// Directory to write keyflip.1, keyflip-rotate-now.1, ... into (created if missing).
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 //! invariants every module keeps.
 
 pub mod azure;
+pub mod build_info;
 pub mod cli;
 pub mod clock;
 pub mod commands;
@@ -18,6 +19,7 @@ pub mod failpoint;
 pub mod journal;
 pub mod key;
 pub mod logging;
+pub mod manual;
 pub mod plan;
 pub mod resource_id;
 pub mod rotation;

@@ -4,19 +4,19 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-use keyflip::cli::{Cli, Command, PlanCommand};
+use keyflip::cli::{Command, PlanCommand};
 use keyflip::commands;
 use keyflip::exit::Exit;
 
 fn main() -> ExitCode {
     keyflip::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = keyflip::manual::parse();
     // Interactive commands show their own progress; their logs start at warnings.
     let quiet = !matches!(cli.command, Command::Daemon);
     keyflip::logging::init(cli.log_format, cli.verbose, quiet);
     let config = cli.config.as_deref();
     let exit = match &cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo(args) => commands::demo::run(args),
         // Each becomes one typed request, performed by a running daemon (it owns the
         // journal) or else standalone, and printed the same either way.
@@ -31,6 +31,9 @@ fn main() -> ExitCode {
             &mut std::io::stderr().lock(),
         ),
         Command::Daemon => daemon(config),
+        Command::Version(args) => commands::version::run(args),
+        Command::Completions(args) => commands::completions::completions(args),
+        Command::Manpages(args) => commands::completions::manpages(args),
     };
     exit.into()
 }

@@ -15,6 +15,8 @@
 mod arm;
 pub mod authorization;
 pub mod budget;
+pub mod certificate;
+pub mod chain;
 pub mod cloud;
 pub mod credential;
 pub mod databricks;
@@ -74,6 +76,8 @@ pub struct Azure {
     cloud: Cloud,
     http: Arc<dyn HttpClient>,
     credential: Arc<dyn TokenCredential>,
+    /// How to name the credential in use (`doctor`, the daemon's start-up log).
+    identity: credential::Identity,
     arm: arm::Arm,
     databricks: http::Sender,
     probe: http::Sender,
@@ -105,7 +109,10 @@ impl Azure {
     ) -> Result<Azure, Error> {
         let cloud = Cloud::from_config(&config.cloud)?;
         let http = cloud::http_client(&cloud)?;
-        let credential = credential::build(&config.credential, &cloud, &http, env)?;
+        let credential::Built {
+            credential,
+            identity,
+        } = credential::build(&config.credential, &cloud, &http, env)?;
         let arm_sender = http::Sender::bearer(
             &http,
             credential.clone(),
@@ -124,6 +131,7 @@ impl Azure {
             cloud,
             http,
             credential,
+            identity,
             databricks,
             probe,
             vaults: Mutex::new(HashMap::new()),
@@ -176,6 +184,7 @@ impl Azure {
             cloud,
             http,
             credential,
+            identity: credential::Identity::Fixed("a fixed test token".into()),
             vaults: Mutex::new(HashMap::new()),
             fingerprinter: Arc::new(Fingerprinter::from_bytes(b"unit tests")),
             options,
@@ -186,6 +195,21 @@ impl Azure {
 
     pub fn cloud(&self) -> &Cloud {
         &self.cloud
+    }
+
+    /// The credential in use, for people: "client secret of app …", or the default
+    /// chain's choice once it has made one.
+    pub fn credential_in_use(&self) -> String {
+        self.identity.describe()
+    }
+
+    /// The default chain's links as built (what each would use, or why it cannot),
+    /// for the start-up log; empty for a fixed credential.
+    pub fn credential_chain(&self) -> Vec<String> {
+        match &self.identity {
+            credential::Identity::Chain(chain) => chain.describe(),
+            credential::Identity::Fixed(_) => Vec::new(),
+        }
     }
 
     /// The fingerprint of a key under this installation's fingerprint key.

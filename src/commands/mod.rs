@@ -18,11 +18,14 @@
 //! belongs to the daemon and runs on when the client goes.
 
 pub mod answer;
+pub mod completions;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod perform;
 pub mod progress;
 pub mod render;
 pub mod request;
+pub mod version;
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};

@@ -620,7 +620,10 @@ mod tests {
     fn consumer_states_are_worded_not_debug_printed() {
         let text = consumer_status(&ConsumerStatus::Mismatch {
             key: KeyName::Key2,
-            reason: "holds key1".into(),
+            reason: crate::rotation::machine::Failure::new(
+                crate::rotation::machine::FailureKind::WrongValue,
+                "holds key1",
+            ),
         });
         assert_eq!(text, "does not hold key2: holds key1");
         assert!(!text.contains('{'));

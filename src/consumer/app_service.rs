@@ -43,7 +43,7 @@ use crate::plan::Plan;
 use crate::plan::fragment::{Diagnostics, Text, arm_id, required};
 use crate::resource_id::ResourceId;
 use crate::rotation::EngineError;
-use crate::rotation::machine::MissingPermission;
+use crate::rotation::machine::{Failure, FailureKind, MissingPermission};
 use crate::rotation::observe::Lacking;
 use crate::rotation::step::Ctx;
 use crate::secret::StorageKey;
@@ -534,7 +534,12 @@ impl Kind for Target<'_> {
     ) -> Option<Confirmation> {
         let value = match self.value(ctx).await {
             Ok(Ok(v)) => v,
-            Ok(Err(why)) => return Some(Confirmation::Mismatch(why)),
+            Ok(Err(why)) => {
+                return Some(Confirmation::Mismatch(Failure::new(
+                    FailureKind::WrongValue,
+                    why,
+                )));
+            }
             Err(e) => return Some(Confirmation::Unreadable(e)),
         };
         let (
@@ -553,9 +558,12 @@ impl Kind for Target<'_> {
         };
         match ctx.azure().probe_account_key(account, &key).await {
             Ok(probe) if probe.outcome == ProbeOutcome::Works => None,
-            Ok(probe) => Some(Confirmation::Mismatch(format!(
-                "the key in its connection string does not work on the blob data plane: {} ({})",
-                probe.outcome, probe.detail
+            Ok(probe) => Some(Confirmation::Mismatch(Failure::new(
+                FailureKind::WrongValue,
+                format!(
+                    "the key in its connection string does not work on the blob data plane: {} ({})",
+                    probe.outcome, probe.detail
+                ),
             ))),
             Err(e) => Some(Confirmation::Unreadable(e)),
         }

@@ -37,7 +37,7 @@ use crate::plan::Plan;
 use crate::plan::fragment::{Diagnostics, Text, arm_id, https_url, name, optional, required};
 use crate::resource_id::ResourceId;
 use crate::rotation::EngineError;
-use crate::rotation::machine::{Holding, MissingPermission};
+use crate::rotation::machine::{Failure, FailureKind, Holding, MissingPermission};
 use crate::rotation::observe::{Lacking, denied, of, unknown};
 use crate::rotation::step::Ctx;
 use crate::secret::{Fingerprint, StorageKey};
@@ -384,19 +384,22 @@ impl Kind for Target<'_> {
             Err(e) => return Some(Confirmation::Unreadable(e)),
         };
         let Some(found) = secrets.iter().find(|s| s.key == secret.key) else {
-            return Some(Confirmation::Mismatch(format!(
-                "scope {} has no secret {}",
-                secret.scope, secret.key
+            return Some(Confirmation::Mismatch(Failure::new(
+                FailureKind::WrongValue,
+                format!("scope {} has no secret {}", secret.scope, secret.key),
             )));
         };
         Some(match (found.last_updated, bound_at) {
             (Some(updated), Some(bound)) if updated + ctx.update_skew() >= bound => {
                 Confirmation::Confirmed
             }
-            (updated, bound) => Confirmation::Mismatch(format!(
-                "its last update ({}) is not after keyflip wrote it ({}); Databricks values cannot be read back, so the write is not confirmed",
-                updated.map_or("unknown".into(), |t| t.to_rfc3339()),
-                bound.map_or("never".into(), |t| t.to_rfc3339()),
+            (updated, bound) => Confirmation::Mismatch(Failure::new(
+                FailureKind::WrongValue,
+                format!(
+                    "its last update ({}) is not after keyflip wrote it ({}); Databricks values cannot be read back, so the write is not confirmed",
+                    updated.map_or("unknown".into(), |t| t.to_rfc3339()),
+                    bound.map_or("never".into(), |t| t.to_rfc3339()),
+                ),
             )),
         })
     }

@@ -21,7 +21,7 @@ use crate::plan::Plan;
 use crate::plan::fragment::{Diagnostics, Text, name, tables_of};
 use crate::resource_id::ResourceId;
 use crate::rotation::EngineError;
-use crate::rotation::machine::{Holding, MissingPermission};
+use crate::rotation::machine::{Failure, Holding, MissingPermission};
 use crate::rotation::observe::Lacking;
 use crate::rotation::step::Ctx;
 use crate::secret::{Fingerprint, StorageKey};
@@ -66,7 +66,10 @@ pub struct Capabilities {
     pub keeps_old_versions: bool,
     /// Binding it makes Azure pick the key it takes, the account's newest as far as
     /// keyflip knows (an ML workspace's `resyncKeys`): a route that swaps to an older
-    /// existing standby would leave it behind.
+    /// existing standby would leave it behind. Such a bind cannot be steered back, so
+    /// the machine issues it only once every other consumer was bound and verified,
+    /// and nothing rolls back after it
+    /// ([`steered_by_azure`](crate::rotation::machine::steered_by_azure)).
     #[serde(default)]
     pub takes_newest_key_on_resync: bool,
     /// Bound only once every other bind of its batch has answered, and not at all
@@ -133,8 +136,8 @@ pub(crate) enum Held {
 #[derive(Debug)]
 pub(crate) enum Confirmation {
     Confirmed,
-    /// It is not; the reason says why.
-    Mismatch(String),
+    /// It is not; the reason says why (the kind: the value is not confirmed).
+    Mismatch(Failure),
     /// Azure could not be asked.
     Unreadable(azure::Error),
 }

@@ -122,7 +122,7 @@ impl Scheduler {
                                 .iter()
                                 .map(|p| format!("incident report: {}", p.markdown.display())),
                         )
-                        .chain(report.warnings.iter().cloned())
+                        .chain(report.warnings.iter().map(ToString::to_string))
                         .collect();
                     self.ctx.notifier.send(&plan, NotifyEvent::Incident, n);
                 }
@@ -164,7 +164,9 @@ impl Scheduler {
                 .map_or("error", outcome_label)
                 .to_owned(),
         );
-        n.details = report.map(|r| r.warnings.clone()).unwrap_or_default();
+        n.details = report
+            .map(|r| r.warnings.iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
         self.ctx.notifier.send(&plan, NotifyEvent::Failure, n);
         if failures >= retry.park_after {
             self.park(

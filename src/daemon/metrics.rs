@@ -339,6 +339,14 @@ impl Metrics {
             );
             sample(&mut out, "keyflip_drift", &labels, p.drift.len() as f64);
         }
+        let build = crate::build_info::BuildInfo::current();
+        family(
+            &mut out,
+            "keyflip_build_info",
+            "gauge",
+            "Always 1; the labels say which build runs (as `keyflip version`).",
+        );
+        sample(&mut out, "keyflip_build_info", &build.metric_labels(), 1.0);
         family(
             &mut out,
             "keyflip_ready",
@@ -482,5 +490,20 @@ mod tests {
             !text.contains(&"ab".repeat(16)),
             "fingerprints stay out of metrics"
         );
+        let build = crate::build_info::BuildInfo::current();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("keyflip_build_info{"))
+            .unwrap_or_else(|| panic!("no keyflip_build_info in {text}"));
+        assert!(line.ends_with("} 1"), "{line}");
+        for (label, value) in [
+            ("version", build.version),
+            ("commit", build.commit),
+            ("dirty", build.dirty),
+            ("target", build.target),
+            ("azure_identity", build.azure_sdk[1].version),
+        ] {
+            assert!(line.contains(&format!("{label}=\"{value}\"")), "{line}");
+        }
     }
 }

@@ -232,6 +232,18 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     let budgets = Arc::new(Budgets::new(config.daemon.budget, clock.clone()));
     let azure = Azure::with_options(&config, fingerprinter.clone(), azure_options.clone(), &*env)?
         .with_budgets(budgets.clone());
+    // Which identity the daemon uses; the default chain also logs the link it picks
+    // at the first token request (the first drift check), at info.
+    let chain = azure.credential_chain();
+    if chain.is_empty() {
+        tracing::info!(credential = %azure.credential_in_use(), "credential");
+    } else {
+        tracing::info!(
+            credential = "default chain",
+            links = %chain.join("; "),
+            "credential: the default chain; the first link that gives a token is logged when chosen"
+        );
+    }
     let engine = Engine::with_options(
         &config,
         azure,

@@ -199,6 +199,9 @@ pub enum Facts {
         service: Service,
         /// `null` when the cloud does not say (a custom cloud without `key_vault_suffix`).
         audience: Option<String>,
+        /// The credential used, for people: "client secret of app …", or for the
+        /// default chain the link it chose ("default chain: managed identity (…)").
+        credential: String,
     },
     /// Does keyflip's identity hold every action it needs at this scope?
     Permissions {

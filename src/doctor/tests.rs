@@ -166,6 +166,7 @@ pub(super) fn healthy(plan: &Plan) -> Observed {
             service,
             audience: Some(format!("{service:?}")),
             result: Got::Done(()),
+            credential: "client secret of app test".into(),
         })
         .collect(),
         permissions: required_permissions(plan)

@@ -10,11 +10,11 @@
 use chrono::{DateTime, Utc};
 
 use super::engine::EngineError;
-use super::step::{Ctx, Done};
+use super::step::{Ctx, Done, azure_failure};
 use crate::azure::Error;
 use crate::consumer::{Confirmation, Held, Target, resolve};
 use crate::key::KeyName;
-use crate::rotation::machine::{ConsumerRef, StepResult};
+use crate::rotation::machine::{ConsumerRef, Failure, FailureKind, StepResult};
 use crate::secret::Fingerprint;
 
 impl Ctx<'_> {
@@ -35,7 +35,7 @@ impl Ctx<'_> {
         fingerprint: Fingerprint,
     ) -> Result<Done, EngineError> {
         let target = resolve(self.plan, &consumer.id)?;
-        let failed = |reason: String| Done::ok(StepResult::BindFailed { reason });
+        let failed = |reason: Failure| Done::ok(StepResult::BindFailed { reason });
         if self.holds(&target, fingerprint).await == Some(true) {
             tracing::debug!(rotation = self.rotation_id, consumer = %consumer.id, "already holds the key; nothing to write");
             return Ok(Done::ok(StepResult::Bound));
@@ -45,7 +45,7 @@ impl Ctx<'_> {
             Err(e) => {
                 return Ok(Done::failed(
                     StepResult::BindFailed {
-                        reason: format!("cannot read the keys: {e}"),
+                        reason: azure_failure("cannot read the keys: ", &e),
                     },
                     &e,
                 ));
@@ -54,8 +54,11 @@ impl Ctx<'_> {
         let value = keys.value(key).clone();
         drop(keys);
         if self.fingerprint(&value) != fingerprint {
-            return Ok(failed(format!(
-                "{key} no longer has fingerprint {fingerprint} (it changed outside this rotation); nothing was written"
+            return Ok(failed(Failure::new(
+                FailureKind::KeyChanged,
+                format!(
+                    "{key} no longer has fingerprint {fingerprint} (it changed outside this rotation); nothing was written"
+                ),
             )));
         }
         let written = target.write(self, key, &value).await;
@@ -70,7 +73,7 @@ impl Ctx<'_> {
                 }
                 Ok(Done::failed(
                     StepResult::BindFailed {
-                        reason: e.to_string(),
+                        reason: azure_failure("", &e),
                     },
                     &e,
                 ))
@@ -89,11 +92,12 @@ impl Ctx<'_> {
         bound_at: Option<DateTime<Utc>>,
     ) -> Result<Done, EngineError> {
         let target = resolve(self.plan, &consumer.id)?;
-        let mismatch = |reason: String| Ok(Done::ok(StepResult::ConsumerMismatch { reason }));
+        let mismatch = |reason: Failure| Ok(Done::ok(StepResult::ConsumerMismatch { reason }));
+        let wrong = |message: String| mismatch(Failure::new(FailureKind::WrongValue, message));
         let unreadable = |e: Error| {
             Ok(Done::failed(
                 StepResult::ConsumerMismatch {
-                    reason: format!("cannot read it: {e}"),
+                    reason: azure_failure("cannot read it: ", &e),
                 },
                 &e,
             ))
@@ -101,8 +105,11 @@ impl Ctx<'_> {
         match self.keys().await {
             Ok(keys) if self.fingerprint_of(&keys, key) == fingerprint => {}
             Ok(_) => {
-                return mismatch(format!(
-                    "{key} no longer has fingerprint {fingerprint}; it changed outside this rotation"
+                return mismatch(Failure::new(
+                    FailureKind::KeyChanged,
+                    format!(
+                        "{key} no longer has fingerprint {fingerprint}; it changed outside this rotation"
+                    ),
                 ));
             }
             Err(e) => return unreadable(e),
@@ -123,11 +130,11 @@ impl Ctx<'_> {
                         .map_or("neither key".to_owned(), |k| k.to_string()),
                     Err(_) => "another value".to_owned(),
                 };
-                mismatch(format!(
+                wrong(format!(
                     "it holds {which} ({fp}), not {key} ({fingerprint})"
                 ))
             }
-            Ok(Held::NoKey(why)) => mismatch(why),
+            Ok(Held::NoKey(why)) => wrong(why),
             Ok(Held::WriteOnly) => Ok(Done::ok(StepResult::ConsumerVerified)),
             Err(e) => unreadable(e),
         }
@@ -145,7 +152,7 @@ impl Ctx<'_> {
             Ok(versions) => Ok(Done::ok(StepResult::VersionsDisabled { versions })),
             Err(e) => Ok(Done::failed(
                 StepResult::DisableFailed {
-                    reason: e.to_string(),
+                    reason: azure_failure("", &e),
                 },
                 &e,
             )),

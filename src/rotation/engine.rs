@@ -35,7 +35,7 @@ use crate::journal::{Journal, JournalError, ResumeError};
 use crate::key::KeyName;
 use crate::plan::Plan;
 use crate::resource_id::ResourceId;
-use crate::rotation::machine::{HandleError, Mode, Options};
+use crate::rotation::machine::{HandleError, Mode, Options, ResyncOrder};
 use crate::secret::{FingerprintKeyError, Fingerprinter};
 
 /// How a rotation run should behave.
@@ -396,6 +396,7 @@ pub(super) fn machine_options(plan: &Plan, request: &RotateRequest) -> Options {
         grace: chrono::TimeDelta::from_std(grace).unwrap_or(chrono::TimeDelta::MAX),
         verify_budget: plan.rotation.verify_budget,
         retire_attempts: plan.rotation.retire_attempts,
+        resync: ResyncOrder::Last,
     }
 }
 

@@ -8,14 +8,16 @@
 //! task, so a crash (or a fail point) drops every one of them at once.
 //!
 //! Two orderings are the executor's own:
-//! - A consumer that binds last ([`bind_last`](crate::consumer::Capabilities::bind_last), an ML workspace's
-//!   `resyncKeys`: Azure chooses which key a workspace takes and a resync cannot be
-//!   steered back) is bound only once every other bind of its batch has answered.
-//!   When one of them failed and the rotation is rolling back, it is not bound at all
-//!   (its bind is answered as failed without being sent), and it never leaves the old
-//!   key. The same holds for any forward bind still outstanding once a rollback has
-//!   started (after a crash, for one): it is answered as not attempted, since it
-//!   would be undone.
+//! - The machine itself issues the bind of a consumer
+//!   [`steered_by_azure`](crate::rotation::machine::steered_by_azure) (an ML
+//!   workspace's `resyncKeys`: Azure chooses which key it takes and a resync cannot be
+//!   steered back) only once every other consumer was bound and verified, and after it
+//!   nothing rolls back. Only `revoke_first`, where nothing rolls back at all, binds a
+//!   workspace in one batch with the rest. There, and for any consumer that binds last
+//!   ([`bind_last`](crate::consumer::Capabilities::bind_last)), the bind waits until
+//!   every other bind of its batch has answered. Any forward bind still outstanding
+//!   once a rollback has started (a deferred one, or after a crash an in-doubt one) is
+//!   answered as not attempted instead of being sent, since it would be undone.
 //! - Cancellation is checked only between journaled steps: effects in flight finish and
 //!   are recorded; reads and waits in flight are abandoned (an abandoned wait resumes
 //!   from its absolute deadline; a read is simply done again).
@@ -44,7 +46,9 @@ use super::progress::{Progress, ProgressEvent};
 use super::report::{IncidentReportPaths, RotationReport};
 use super::step::{Ctx, Done};
 use crate::consumer::ConsumerId;
-use crate::rotation::machine::{Action, Command, Event, Machine, Outcome, Phase, StepResult};
+use crate::rotation::machine::{
+    Action, Command, Event, Failure, FailureKind, Machine, Outcome, Phase, StepResult,
+};
 
 /// Called after every durable journal write; with the `failpoints` feature a test can
 /// make it stop the run dead there.
@@ -107,7 +111,7 @@ fn detail(result: &StepResult) -> Option<String> {
             Some(format!("disabled version(s) {}", versions.join(", ")))
         }
         StepResult::Regenerated { fingerprint, .. } => Some(format!("now {fingerprint}")),
-        other => other.failure().map(str::to_owned),
+        other => other.failure().map(ToString::to_string),
     }
 }
 
@@ -356,9 +360,10 @@ impl<'c, 'a> Run<'c, 'a> {
         self.record_intent(cmd)?;
         self.progress_started(cmd);
         let done = Done::ok(StepResult::BindFailed {
-            reason:
-                "not attempted: the rotation is rolling back, so this consumer stays on the old key"
-                    .into(),
+            reason: Failure::new(
+                FailureKind::NotAttempted,
+                "not attempted: the rotation is rolling back, so this consumer stays on the old key",
+            ),
         });
         self.answer(cmd, done, Duration::ZERO)
     }

@@ -21,6 +21,7 @@ use crate::journal::RotationRecord;
 use crate::key::KeyName;
 use crate::rotation::machine::{
     ConsumerKind, ConsumerStatus, Happening, Mode, Note, Outcome, Purpose, StepResult, View,
+    Warning,
 };
 use crate::secret::Fingerprint;
 
@@ -75,7 +76,7 @@ struct IncidentReport {
     keys_regenerated: Vec<KeyDeath>,
     consumers_rebound: Vec<Rebound>,
     versions_disabled: Vec<Disabled>,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
     sas_warning: &'static str,
     advice: &'static str,
     timeline: Vec<Moment>,
@@ -127,7 +128,7 @@ fn happening(what: &Happening) -> String {
                     .collect::<Vec<_>>()
                     .join("; ")
             ),
-            Note::Warning { text } => format!("warning: {text}"),
+            Note::Warning { warning } => format!("warning: {warning}"),
         },
     }
 }

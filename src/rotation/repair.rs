@@ -19,7 +19,7 @@ use crate::journal::{NewRotation, StoredRotation};
 use crate::key::KeyName;
 use crate::plan::Plan;
 use crate::rotation::machine::{
-    Action, Attention, Command, ConsumerRef, Event, Mode, Outcome, StepResult,
+    Action, Attention, Command, ConsumerRef, Event, Mode, Outcome, StepResult, Warning, WarningKind,
 };
 
 /// Whether a stored rotation is a repair (its first command is a `Bind`).
@@ -207,7 +207,10 @@ async fn run_from(
         (None, Some(Action::Bind { key, consumer, .. })) => Outcome::Completed {
             active: *key,
             regenerated: vec![],
-            warnings: vec![format!("repair: {consumer} bound to {key}")],
+            warnings: vec![Warning::new(
+                WarningKind::Repaired,
+                format!("repair: {consumer} bound to {key}"),
+            )],
         },
         (failure, _) => Outcome::NeedsAttention {
             reason: Attention::Drift {

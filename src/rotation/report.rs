@@ -15,7 +15,7 @@ use crate::journal::{RotationRecord, StepRecord};
 use crate::key::KeyName;
 use crate::rotation::machine::{
     Action, ConsumerView, Holding, KeyState, MissingPermission, Mode, ObservedConsumer, Outcome,
-    RefusalReason, Regeneration, Route, StepResult, View,
+    RefusalReason, Regeneration, Route, StepResult, View, Warning,
 };
 
 use super::engine::Trigger;
@@ -104,7 +104,7 @@ pub struct RotationReport {
     pub keys_after: Option<KeyPair>,
     pub regenerated: Vec<Regeneration>,
     pub consumers: Vec<ConsumerView>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     pub steps: Vec<StepReport>,
     pub incident_report: Option<IncidentReportPaths>,
 }
@@ -218,7 +218,7 @@ pub struct DryRun {
     #[serde(default)]
     pub unfinished: Option<String>,
     pub consumers: Vec<ObservedConsumer>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// The steps in order, assuming every one succeeds.
     pub steps: Vec<PlannedStep>,
 }

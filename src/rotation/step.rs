@@ -19,7 +19,7 @@ use crate::consumer::{AccountAddress, ConsumerId};
 use crate::journal::{JournalError, WriteMark};
 use crate::key::KeyName;
 use crate::plan::Plan;
-use crate::rotation::machine::{KeyState, StepResult};
+use crate::rotation::machine::{Failure, FailureKind, KeyState, StepResult};
 use crate::secret::{Fingerprint, StorageKey};
 
 /// A step's result, and the Azure request id behind a failure.
@@ -43,6 +43,30 @@ impl Done {
             request_id: error.call().and_then(|c| c.request_id.clone()),
         }
     }
+}
+
+/// A failure from an Azure error: the kind its variant stands for, its text as the
+/// message (after `context`, when given).
+pub(super) fn azure_failure(context: &str, e: &azure::Error) -> Failure {
+    let kind = match e {
+        azure::Error::Credential {
+            transient: true, ..
+        }
+        | azure::Error::Throttled { .. }
+        | azure::Error::Network { .. }
+        | azure::Error::Server { .. }
+        | azure::Error::Deadline { .. } => FailureKind::Transient,
+        azure::Error::Credential { .. }
+        | azure::Error::Unauthorized { .. }
+        | azure::Error::Forbidden { .. } => FailureKind::Denied,
+        azure::Error::NotFound { .. } => FailureKind::NotFound,
+        azure::Error::Rejected { .. } | azure::Error::OperationFailed { .. } => {
+            FailureKind::Rejected
+        }
+        azure::Error::BadResponse { .. } => FailureKind::BadReply,
+        azure::Error::Config(_) | azure::Error::Invalid(_) => FailureKind::Config,
+    };
+    Failure::new(kind, format!("{context}{e}"))
 }
 
 /// What every step of one rotation shares. The consumer kinds (`crate::consumer`)
@@ -244,7 +268,7 @@ impl<'a> Ctx<'a> {
             }
             RegenerateOutcome::DidNotHappen(error) => Ok(Done::failed(
                 StepResult::RegenerateFailed {
-                    error: error.to_string(),
+                    error: azure_failure("", &error),
                 },
                 &error,
             )),
@@ -268,21 +292,24 @@ impl<'a> Ctx<'a> {
         fingerprint: Fingerprint,
         budget: std::time::Duration,
     ) -> Result<Done, EngineError> {
-        let rejected = |reason: String| Ok(Done::ok(StepResult::KeyRejected { reason }));
+        let rejected = |reason: Failure| Ok(Done::ok(StepResult::KeyRejected { reason }));
         let keys = match self.keys().await {
             Ok(keys) => keys,
             Err(e) => {
                 return Ok(Done::failed(
                     StepResult::KeyRejected {
-                        reason: format!("cannot read the keys: {e}"),
+                        reason: azure_failure("cannot read the keys: ", &e),
                     },
                     &e,
                 ));
             }
         };
         if self.fingerprint_of(&keys, key) != fingerprint {
-            return rejected(format!(
-                "{key} no longer has fingerprint {fingerprint}; it was regenerated outside this rotation"
+            return rejected(Failure::new(
+                FailureKind::KeyChanged,
+                format!(
+                    "{key} no longer has fingerprint {fingerprint}; it was regenerated outside this rotation"
+                ),
             ));
         }
         let account = match self.account().await {
@@ -290,7 +317,7 @@ impl<'a> Ctx<'a> {
             Err(e) => {
                 return Ok(Done::failed(
                     StepResult::KeyRejected {
-                        reason: format!("cannot read the account: {e}"),
+                        reason: azure_failure("cannot read the account: ", &e),
                     },
                     &e,
                 ));
@@ -309,7 +336,7 @@ impl<'a> Ctx<'a> {
                 .await
             {
                 Ok(probe) => probe,
-                Err(e) => return rejected(e.to_string()),
+                Err(e) => return rejected(azure_failure("", &e)),
             };
             match probe.outcome {
                 ProbeOutcome::Works => {
@@ -319,9 +346,12 @@ impl<'a> Ctx<'a> {
                 ProbeOutcome::SharedKeysDisabled => {
                     return Ok(Done {
                         result: StepResult::KeyRejected {
-                            reason: format!(
-                                "shared-key access is disabled on the account: {}",
-                                probe.detail
+                            reason: Failure::new(
+                                FailureKind::SharedKeyAccessDisabled,
+                                format!(
+                                    "shared-key access is disabled on the account: {}",
+                                    probe.detail
+                                ),
                             ),
                         },
                         request_id: probe.request_id,
@@ -333,15 +363,18 @@ impl<'a> Ctx<'a> {
             if next > deadline {
                 return Ok(Done {
                     result: StepResult::KeyRejected {
-                        reason: format!(
-                            "the blob service did not accept {key} within the verification budget of {} ({probes} probes; last: {} {}{})",
-                            crate::plan::duration::format(budget),
-                            probe.outcome,
-                            probe
-                                .status
-                                .map(|s| format!("HTTP {s} "))
-                                .unwrap_or_default(),
-                            probe.detail
+                        reason: Failure::new(
+                            FailureKind::KeyNotAccepted,
+                            format!(
+                                "the blob service did not accept {key} within the verification budget of {} ({probes} probes; last: {} {}{})",
+                                crate::plan::duration::format(budget),
+                                probe.outcome,
+                                probe
+                                    .status
+                                    .map(|s| format!("HTTP {s} "))
+                                    .unwrap_or_default(),
+                                probe.detail
+                            ),
                         ),
                     },
                     request_id: probe.request_id,

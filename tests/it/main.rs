@@ -7,5 +7,6 @@ mod cli;
 mod command_path;
 mod daemon;
 mod doctor;
+mod install;
 mod rotation;
 mod support;

@@ -161,7 +161,7 @@ def test_the_reader_is_refused_keys(ep, rg, tmp_path_factory, admin):
     done = reader.run("storage", "account", "keys", "list", "-g", rg, "-n", ACCOUNT, "--output", "json")
     assert done.returncode != 0
     assert "AuthorizationFailed" in done.stderr
-    assert "Microsoft.Storage/storageAccounts/listkeys/action" in done.stderr
+    assert "Microsoft.Storage/storageAccounts/listKeys/action" in done.stderr
     assert before["key1"] not in done.stdout + done.stderr
 
 

@@ -12,6 +12,7 @@ pub(crate) enum Service {
     KeyVault,
     Blob,
     Databricks,
+    LogAnalytics,
 }
 
 macro_rules! ops {
@@ -79,6 +80,11 @@ ops! {
     LinkedServiceList = "datafactory.linkedService.list" / Arm,
     LinkedServiceGet = "datafactory.linkedService.get" / Arm,
     LinkedServicePut = "datafactory.linkedService.put" / Arm,
+    DiagnosticSettingsList = "monitor.diagnosticSettings.list" / Arm,
+    DiagnosticSettingsGet = "monitor.diagnosticSettings.get" / Arm,
+    DiagnosticSettingsPut = "monitor.diagnosticSettings.put" / Arm,
+    DiagnosticSettingsDelete = "monitor.diagnosticSettings.delete" / Arm,
+    LogAnalyticsQuery = "loganalytics.query" / LogAnalytics,
 }
 
 impl fmt::Display for Op {

@@ -15,7 +15,9 @@ mod verdict;
 use std::collections::HashSet;
 
 use super::collect::{Got, KeySeen, Observed, PermissionsSeen, TokenSeen};
-use super::report::{Check, Facts, Holding, Holds, MissingAction, ProbeFacts, Resource, Status};
+use super::report::{
+    Check, Facts, Holding, Holds, MissingAction, ProbeFacts, Resource, Service, Status,
+};
 use crate::azure::probe::ProbeOutcome;
 use crate::key::KeyName;
 use crate::plan::Plan;
@@ -52,8 +54,14 @@ fn token(t: &TokenSeen) -> Check {
     let facts = Facts::Token {
         service: t.service,
         audience: t.audience.clone(),
+        credential: t.credential.clone(),
     };
     let verdict = match (&t.result, &t.audience) {
+        // The credential is named once, on the ARM row every plan has.
+        (Got::Done(()), Some(audience)) if t.service == Service::ARM => Verdict::ok(format!(
+            "token acquired for {audience} with {}",
+            t.credential
+        )),
         (Got::Done(()), Some(audience)) => Verdict::ok(format!("token acquired for {audience}")),
         (Got::Done(()), None) => Verdict::ok("token acquired"),
         (Got::Failed(e), _) => Verdict::problem(Status::Error, e.to_string(), Some(fix_for(e))),

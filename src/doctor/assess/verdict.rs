@@ -85,15 +85,17 @@ pub(crate) fn not_done<T>(got: &Got<T>, missing: &HashSet<String>) -> Option<Ver
 }
 
 pub(crate) fn failure(e: &Error, missing: &HashSet<String>) -> Verdict {
+    // Azure treats action names case-insensitively, and its refusals spell them in
+    // the operation's own casing (`listKeys`), not the role definitions' (`listkeys`);
+    // the report names the action as keyflip's own list spells it.
     if let Some(action) = e.denial().and_then(|d| d.action.as_ref())
-        && missing.contains(action.name())
+        && let Some(name) = missing
+            .iter()
+            .find(|m| m.eq_ignore_ascii_case(action.name()))
     {
         return Verdict::problem(
             Status::Skipped,
-            format!(
-                "not checked: keyflip lacks {} (see permissions)",
-                action.name()
-            ),
+            format!("not checked: keyflip lacks {name} (see permissions)"),
             None,
         );
     }

@@ -71,6 +71,8 @@ pub struct TokenSeen {
     pub service: Service,
     pub audience: Option<String>,
     pub result: Got<()>,
+    /// The credential that gave (or failed to give) the token, for people.
+    pub credential: String,
 }
 
 #[derive(Debug)]
@@ -173,6 +175,8 @@ async fn tokens(azure: &Azure, plan: &Plan) -> Vec<TokenSeen> {
             service,
             audience,
             result,
+            // After the request: the default chain has made its choice by now.
+            credential: azure.credential_in_use(),
         }
     }))
     .await

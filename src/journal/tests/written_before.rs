@@ -1,13 +1,15 @@
 //! Journals written by an earlier keyflip stay readable and replay as they ran. The
 //! rows are real: `journal-11b36f7.sql` holds what keyflip at commit 11b36f7 (before
-//! consumer ids were typed and consumers carried capabilities) wrote for a demo
+//! consumer ids were typed and consumers carried capabilities, and under record schema
+//! 1: warnings as plain text, the workspace resynced with the rest) wrote for a demo
 //! rotation, a leaked-active incident (the standby staged first because of the ML
 //! workspace, Key Vault versions disabled) and a leaked-standby incident.
 
 use std::collections::HashSet;
 
+use super::super::record::same_outcome;
 use super::*;
-use crate::rotation::machine::{ConsumerKind, Route};
+use crate::rotation::machine::{ConsumerKind, ResyncOrder, Route};
 
 const ROWS: &str = include_str!("journal-11b36f7.sql");
 const DATABRICKS: &str =
@@ -47,9 +49,63 @@ fn rotations_written_before_typed_ids_replay_to_the_outcome_they_recorded() {
         // Replay checks every stored command equals the one the machine issues now,
         // consumers (ids, kinds, capabilities) included.
         let machine = replayed(&f, record);
-        assert!(record.outcome.is_some());
-        assert_eq!(machine.outcome(), record.outcome.as_ref(), "{}", record.id);
+        let (Some(stored), Some(replayed)) = (&record.outcome, machine.outcome()) else {
+            panic!(
+                "{}: {:?} / {:?}",
+                record.id,
+                record.outcome,
+                machine.outcome()
+            )
+        };
+        // Schema 1 stored warnings as plain text (kind unclassified); replay names
+        // their kinds. Everything else is equal.
+        assert!(
+            same_outcome(stored, replayed),
+            "{}: {stored:?} / {replayed:?}",
+            record.id
+        );
+        if let Outcome::Completed { warnings, .. } = replayed {
+            assert!(
+                warnings.iter().all(|w| w.kind != WarningKind::Unclassified),
+                "{warnings:?}"
+            );
+        }
     }
+    // These rows ran before a workspace's resync went last: its options name no
+    // resync order, so they replay with the workspace bound in one round with the
+    // rest, as it was.
+    for record in &history {
+        assert_eq!(
+            record.options.resync,
+            ResyncOrder::WithTheRest,
+            "{}",
+            record.id
+        );
+    }
+    // The demo swap's warning: the Databricks secret keyflip had not written yet.
+    let demo = history
+        .iter()
+        .find(|r| r.id == "90fdfbbe-5f20-4497-8caa-c581f2d3698b")
+        .unwrap();
+    let Some(Outcome::Completed { warnings, .. }) = replayed(&f, demo).outcome().cloned() else {
+        panic!("{:?}", demo.outcome)
+    };
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].kind, WarningKind::ConsumerNotChecked);
+    assert!(warnings[0].message.contains(DATABRICKS), "{warnings:?}");
+    let seq_of = |first: fn(&Action) -> bool| {
+        demo.steps
+            .iter()
+            .find(|s| first(&s.command.action))
+            .map(StepRecord::seq)
+            .unwrap()
+    };
+    assert!(
+        seq_of(
+            |a| matches!(a, Action::Bind { consumer, .. } if consumer.kind() == ConsumerKind::Workspace)
+        ) < seq_of(|a| matches!(a, Action::VerifyConsumer { .. })),
+        "the demo rows bound the workspace with the rest"
+    );
 
     let kinds: HashSet<ConsumerKind> = history
         .iter()

@@ -1,9 +1,11 @@
 //! Unit tests of the machine, named after the transition rows (T1..T40) of the
 //! module docs they exercise, and the support they share.
 
+mod fail_closed;
 mod incident;
 mod leaked_active;
 mod restart;
+mod resync;
 mod rollback;
 mod swap;
 
@@ -238,8 +240,14 @@ pub(super) fn regenerations(m: &Machine) -> Vec<(KeyName, Purpose)> {
         .collect()
 }
 
+/// A failure with this message. The machine does not branch on failure kinds, so
+/// tests use one.
+pub(super) fn why(message: &str) -> Failure {
+    Failure::new(FailureKind::Transient, message)
+}
+
 pub(super) fn failed(reason: &str) -> StepResult {
     StepResult::BindFailed {
-        reason: reason.to_owned(),
+        reason: why(reason),
     }
 }

@@ -12,12 +12,16 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::failure::Failure;
 use super::outcome::Outcome;
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 
 /// The version of the JSON shape of [`Command`] and [`Event`] written by this build.
-pub const SCHEMA: u32 = 1;
+/// Schema 2 made failure reasons and warnings [`Failure`]s and `Warning`s (a kind and
+/// a message) where schema 1 held plain strings; those strings still read, as kind
+/// `Unclassified`.
+pub const SCHEMA: u32 = 2;
 
 pub use crate::consumer::{Capabilities, ConsumerId, ConsumerKind};
 
@@ -189,6 +193,10 @@ pub struct Options {
     /// Attempts at a regeneration that cannot roll back (retire, revoke, discard) and,
     /// with `revoke_first`, rounds of re-binding, before parking. Zero counts as one.
     pub retire_attempts: u32,
+    /// When consumers Azure steers (an ML workspace's resync) are bound. A row without
+    /// it was journaled by a keyflip that bound them with the rest, and replays so.
+    #[serde(default = "ResyncOrder::with_the_rest")]
+    pub resync: ResyncOrder,
 }
 
 impl Default for Options {
@@ -197,7 +205,29 @@ impl Default for Options {
             grace: TimeDelta::hours(1),
             verify_budget: Duration::from_secs(60),
             retire_attempts: 8,
+            resync: ResyncOrder::Last,
         }
+    }
+}
+
+/// When the swap binds the consumers Azure steers
+/// ([`steered_by_azure`](super::steered_by_azure)): fixed for a rotation's lifetime,
+/// so a rotation replays in the order it ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResyncOrder {
+    /// Only once every other consumer was bound and verified; from that bind on
+    /// nothing rolls back. Every new rotation.
+    Last,
+    /// In one round with every other consumer, which rolls back (resync included) on a
+    /// failure: what keyflip did before record schema 2. Only rotations journaled then
+    /// take it, so that they replay, and resume, as they began.
+    WithTheRest,
+}
+
+impl ResyncOrder {
+    fn with_the_rest() -> ResyncOrder {
+        ResyncOrder::WithTheRest
     }
 }
 
@@ -378,25 +408,25 @@ pub enum StepResult {
         created: Option<DateTime<Utc>>,
     },
     RegenerateFailed {
-        error: String,
+        error: Failure,
     },
     KeyVerified,
     KeyRejected {
-        reason: String,
+        reason: Failure,
     },
     Bound,
     BindFailed {
-        reason: String,
+        reason: Failure,
     },
     ConsumerVerified,
     ConsumerMismatch {
-        reason: String,
+        reason: Failure,
     },
     VersionsDisabled {
         versions: Vec<String>,
     },
     DisableFailed {
-        reason: String,
+        reason: Failure,
     },
     Committed,
     Waited,
@@ -452,7 +482,7 @@ impl StepResult {
     }
 
     /// The failure's reason, for results that are failures.
-    pub fn failure(&self) -> Option<&str> {
+    pub fn failure(&self) -> Option<&Failure> {
         match self {
             StepResult::RegenerateFailed { error: r }
             | StepResult::KeyRejected { reason: r }

@@ -9,8 +9,9 @@
 //! the rotation means to (twice), and the keys that changed are the ones it means to
 //! change, so no key was regenerated twice; the rotation completes or rolls back.
 //! Every consumer kind is in the demo plan, so each is crashed around: a rollback
-//! early in the binds (a datastore refuses its key) and one late (the workspace resync
-//! fails after the Function app's setting was written, so it is written back too).
+//! early in the binds (a datastore refuses its key) and one late, among the binds that
+//! go last (a second site refuses its settings write after the Function app's setting
+//! was written, so that is written back too).
 
 use futures::StreamExt as _;
 use keyflip::failpoint::CrashAt;
@@ -19,8 +20,10 @@ use keyflip::rotation::{EngineError, NoProgress, RotateRequest};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::engine::{Harness, assert_consumers_valid, keys_of, regenerations};
-use crate::support::twin::FUNCTION_APP;
+use crate::support::engine::{
+    Harness, assert_consumers_valid, demo_plan_text, keys_of, plan_from, regenerations,
+};
+use crate::support::twin::{FUNCTION_APP, TestTwin};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Expect {
@@ -28,13 +31,33 @@ enum Expect {
     Completed,
     /// A rollback: key1 kept, key2 staged and discarded, consumers on key1.
     RolledBack,
-    /// The same, from a failure among the binds that go last (the workspace resync),
-    /// after the App Service setting was moved: it is moved back, a second restart.
+    /// The same, from a failure among the binds that go last (another site's settings
+    /// write), after the Function app's setting was moved: it is moved back, a second
+    /// restart.
     RolledBackLate,
 }
 
+/// A second site whose storage setting the late rollback case fails to write.
+const REPORT_APP: &str = "app-datasci-report";
+
 async fn setup(expect: Expect) -> Harness {
-    let h = Harness::start().await;
+    let h = match expect {
+        Expect::RolledBackLate => {
+            let site = format!(
+                "/subscriptions/3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a/resourceGroups/rg-datascience/providers/Microsoft.Web/sites/{REPORT_APP}"
+            );
+            let twin = TestTwin::start_with(&format!(
+                "[[web_app]]\nname = \"{REPORT_APP}\"\nresource_group = \"rg-datascience\"\n\n[[web_app.app_setting]]\nname = \"STORAGE_KEY\"\nvalue_from = {{ account = \"stdatasci001\", key = \"key1\", format = \"raw-key\" }}\n\n[[role_assignment]]\nprincipal = \"keyflip-operator\"\nrole = \"Website Contributor\"\nscope = \"{site}\"\n"
+            ));
+            let mut h = Harness::with_twin(twin).await;
+            h.plan = plan_from(&format!(
+                "{}\n[[app_service]]\nsite = \"{site}\"\napp_settings = [\"STORAGE_KEY\"]\n",
+                demo_plan_text(&h.twin)
+            ));
+            h
+        }
+        _ => Harness::start().await,
+    };
     match expect {
         Expect::Completed => {}
         Expect::RolledBack => {
@@ -46,11 +69,9 @@ async fn setup(expect: Expect) -> Harness {
                 .await;
         }
         Expect::RolledBackLate => {
-            // Every resync fails and the workspace keeps key1, so binding it back needs
-            // none (and one re-sent after a crash fails too).
             h.twin
-                .fault(json!({"operation": "ml.workspace.resyncKeys", "count": 0,
-                    "action": {"kind": "lro_fail", "code": "InternalServerError"}}))
+                .fault(json!({"operation": "web.appSettings.put", "target": format!("/sites/{REPORT_APP}/"),
+                    "count": 0, "action": {"kind": "status", "status": 409, "code": "Conflict"}}))
                 .await;
         }
     }

@@ -11,6 +11,7 @@
 mod authz;
 mod datafactory;
 mod datastore;
+mod diagnostics;
 mod meta;
 mod route;
 mod storage;

@@ -7,7 +7,7 @@
 
 use axum::http::Method;
 
-use super::{authz, datafactory, datastore, error, meta, storage, web, workspace};
+use super::{authz, datafactory, datastore, diagnostics, error, meta, storage, web, workspace};
 use crate::auth::Caller;
 use crate::ops::Op;
 use crate::server::Shared;
@@ -51,6 +51,7 @@ pub(crate) enum Route {
     },
     Web(web::WebRoute),
     DataFactory(datafactory::DfRoute),
+    Diagnostics(diagnostics::DiagRoute),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +87,7 @@ enum Family {
     MachineLearning,
     Web,
     DataFactory,
+    Insights,
 }
 
 impl Family {
@@ -99,6 +101,7 @@ impl Family {
             Family::MachineLearning => ("2018-03-01", "2026-12-31"),
             Family::Web => ("2016-03-01", "2026-12-31"),
             Family::DataFactory => ("2017-09-01", "2026-12-31"),
+            Family::Insights => ("2015-07-01", "2026-12-31"),
         }
     }
 }
@@ -131,6 +134,7 @@ impl Route {
             Route::Poll { .. } => Op::MlOperationPoll,
             Route::Web(r) => r.op(),
             Route::DataFactory(r) => r.op(),
+            Route::Diagnostics(d) => d.op(),
         }
     }
 
@@ -145,6 +149,7 @@ impl Route {
             }
             Route::Web(_) => Family::Web,
             Route::DataFactory(_) => Family::DataFactory,
+            Route::Diagnostics(_) => Family::Insights,
         }
     }
 
@@ -177,6 +182,7 @@ impl Route {
             Route::Poll { sub, id } => workspace::poll(sh, req, caller, sub, id),
             Route::Web(r) => web::run(sh, req, caller, r),
             Route::DataFactory(r) => datafactory::run(sh, req, caller, r),
+            Route::Diagnostics(d) => diagnostics::run(sh, req, caller, d),
         }
     }
 }
@@ -197,7 +203,7 @@ fn not_served(req: &Req) -> Resp {
         404,
         "NotFound",
         &format!(
-            "No HTTP resource was found that matches the request URI '{}'. keyflip-twin models storage accounts, ML workspaces and datastores, App Service sites and their settings, Data Factory linked services, permissions and role definitions.",
+            "No HTTP resource was found that matches the request URI '{}'. keyflip-twin models storage accounts and the diagnostic settings of their services, ML workspaces and datastores, App Service sites and their settings, Data Factory linked services, permissions and role definitions.",
             req.path
         ),
     )
@@ -243,6 +249,11 @@ pub(crate) fn parse(req: &Req) -> Result<Route, Resp> {
             ),
             _ => Err(not_served(req)),
         };
+    }
+    if let Some(r) = diagnostics::parse(&l, &segs, m) {
+        return r
+            .map(Route::Diagnostics)
+            .map_err(|()| method_not_allowed(req));
     }
     match l.as_slice() {
         [

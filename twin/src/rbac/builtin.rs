@@ -208,6 +208,67 @@ static ROLES: &[BuiltinRole] = &[
         data_actions: &[],
         not_data_actions: &[],
     },
+    // Azure Monitor roles (issue 10): who may read a workspace's logs and the
+    // diagnostic settings, and who may change them.
+    BuiltinRole {
+        id: "73c42c96-874c-492b-b04d-ab87d138a893",
+        name: "Log Analytics Reader",
+        description: "Log Analytics Reader can view and search all monitoring data as well as and view monitoring settings, including viewing the configuration of Azure diagnostics on all Azure resources.",
+        actions: &[
+            "*/read",
+            "Microsoft.OperationalInsights/workspaces/analytics/query/action",
+            "Microsoft.OperationalInsights/workspaces/search/action",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &["Microsoft.OperationalInsights/workspaces/sharedKeys/read"],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    BuiltinRole {
+        id: "92aaf0da-9dab-42b6-94a3-d43ce8d16293",
+        name: "Log Analytics Contributor",
+        description: "Log Analytics Contributor can read all monitoring data and edit monitoring settings. Editing monitoring settings includes adding the VM extension to VMs; reading storage account keys to be able to configure collection of logs from Azure Storage; adding solutions; and configuring Azure diagnostics on all Azure resources.",
+        actions: &[
+            "*/read",
+            "Microsoft.Insights/diagnosticSettings/*",
+            "Microsoft.OperationalInsights/*",
+            "Microsoft.OperationsManagement/*",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Resources/subscriptions/resourcegroups/deployments/*",
+            "Microsoft.Storage/storageAccounts/listKeys/action",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    BuiltinRole {
+        id: "43d0d8ad-25c7-4714-9337-8ba259a9fe05",
+        name: "Monitoring Reader",
+        description: "Can read all monitoring data.",
+        actions: &[
+            "*/read",
+            "Microsoft.OperationalInsights/workspaces/search/action",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    BuiltinRole {
+        id: "749f88d5-cbae-40b8-bcfc-e573ddc772fa",
+        name: "Monitoring Contributor",
+        description: "Can read all monitoring data and update monitoring settings.",
+        actions: &[
+            "*/read",
+            "Microsoft.Insights/DiagnosticSettings/*",
+            "Microsoft.OperationalInsights/workspaces/search/action",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
 ];
 
 /// The built-in roles as declared.

@@ -91,8 +91,8 @@ pub(crate) fn build(world: &World, base_url: &str, now: DateTime<Utc>) -> Result
                 subscription: g.subscription.clone(),
                 group: g.name.clone(),
                 location: g.location.clone(),
-                sku: a.sku.clone(),
-                kind: a.kind.clone(),
+                sku: a.sku.get_ref().clone(),
+                kind: a.kind.get_ref().clone(),
                 created: now,
                 allow_shared_key_access: a.allow_shared_key_access,
                 key_expiration_days: a.key_expiration_days,
@@ -378,6 +378,12 @@ pub(crate) fn build(world: &World, base_url: &str, now: DateTime<Utc>) -> Result
                 .iter()
                 .map(|f| (f.issuer.clone(), f.subject.clone()))
                 .collect(),
+            // Validated when the world was loaded.
+            certificates: p
+                .certificates
+                .iter()
+                .filter_map(|c| crate::certificate::RegisteredCert::from_pem(c.get_ref()).ok())
+                .collect(),
         })
         .collect();
 
@@ -419,6 +425,17 @@ pub(crate) fn build(world: &World, base_url: &str, now: DateTime<Utc>) -> Result
         rbac.assign(oid, role, a.scope.get_ref());
     }
 
+    let monitor = crate::monitor::build(
+        world,
+        &accounts,
+        &|rg: &str| {
+            groups
+                .iter()
+                .find(|g| g.name.eq_ignore_ascii_case(rg))
+                .map(|g| (g.subscription.clone(), g.name.clone(), g.location.clone()))
+        },
+        now,
+    )?;
     let (identity_header, msi_default) = match &world.managed_identity {
         Some(mi) => (
             mi.header.clone(),
@@ -446,6 +463,7 @@ pub(crate) fn build(world: &World, base_url: &str, now: DateTime<Utc>) -> Result
             base_url: base_url.to_string(),
             lros: HashMap::new(),
             throttles: Throttles::default(),
+            monitor,
         },
         identity_header,
         msi_default,

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use crate::throttle::Throttles;
 use crate::world::{ScopeBackend, ScopePermission, Settings};
 
-pub(crate) use build::build;
+pub(crate) use build::{arm_id, build};
 
 /// One principal that can sign in.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub(crate) struct Principal {
     pub client_secret: String,
     /// (issuer, subject) pairs accepted as client assertions.
     pub federated: Vec<(String, String)>,
+    /// Certificates accepted for client assertions (`private_key_jwt`).
+    pub certificates: Vec<crate::certificate::RegisteredCert>,
 }
 
 /// Every principal; immutable.
@@ -284,6 +286,8 @@ pub(crate) struct Core {
     pub base_url: String,
     pub lros: HashMap<String, Lro>,
     pub throttles: Throttles,
+    /// Log Analytics workspaces, diagnostic settings, resource logs, simulated clients.
+    pub monitor: crate::monitor::Monitor,
 }
 
 impl Core {

@@ -136,6 +136,33 @@ pub(crate) fn snapshot(core: &Core, base_url: &str) -> Value {
         .values()
         .map(|f| (f.name.clone(), super::datafactory::snapshot(f)))
         .collect();
+    // Configuration only: resource-log rows and simulated clients change with every
+    // data-plane request, and a snapshot must stay equal across reads.
+    let log_analytics: Map<String, Value> = core
+        .monitor
+        .workspaces
+        .values()
+        .map(|w| {
+            (
+                w.name.clone(),
+                json!({"id": w.id, "workspaceId": w.customer_id}),
+            )
+        })
+        .collect();
+    let settings: Vec<Value> = core
+        .monitor
+        .settings
+        .iter()
+        .map(|d| {
+            json!({
+                "account": d.account,
+                "service": d.service,
+                "name": d.name,
+                "workspace": d.workspace.as_ref().and_then(|w| core.monitor.workspaces.get(w)).map(|w| &w.name),
+                "categories": d.categories,
+            })
+        })
+        .collect();
     json!({
         "web_apps": web_apps,
         "data_factories": factories,
@@ -143,5 +170,7 @@ pub(crate) fn snapshot(core: &Core, base_url: &str) -> Value {
         "key_vaults": vaults,
         "ml_workspaces": workspaces,
         "databricks_workspaces": databricks,
+        "log_analytics_workspaces": log_analytics,
+        "diagnostic_settings": settings,
     })
 }

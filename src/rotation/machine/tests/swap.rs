@@ -218,7 +218,10 @@ fn unknown_consumers_do_not_decide_or_block_but_are_bound_and_reported() {
     let view = r.m.view();
     assert_eq!((view.active, view.standby), (Some(K2), Some(K1)));
     assert!(
-        view.warnings[0].contains("never written by keyflip"),
+        view.warnings[0].kind == WarningKind::ConsumerNotChecked
+            && view.warnings[0]
+                .message
+                .contains("never written by keyflip"),
         "{:?}",
         view.warnings
     );
@@ -268,7 +271,8 @@ fn t1_an_unusable_consumer_refuses_a_swap_but_only_warns_a_leaked_standby_revoke
         r.m.view()
             .warnings
             .iter()
-            .any(|w| w.contains("cannot be rotated by keyflip")),
+            .any(|w| w.kind == WarningKind::ConsumerNotTouched
+                && w.message.contains("cannot be rotated by keyflip")),
         "{:?}",
         r.m.view().warnings
     );
