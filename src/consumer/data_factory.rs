@@ -45,7 +45,7 @@ use crate::plan::Plan;
 use crate::plan::fragment::{Diagnostics, Text, arm_id, required};
 use crate::resource_id::ResourceId;
 use crate::rotation::EngineError;
-use crate::rotation::machine::{Holding, MissingPermission};
+use crate::rotation::machine::{Failure, FailureKind, Holding, MissingPermission};
 use crate::rotation::observe::{Lacking, denied, of, unknown};
 use crate::rotation::step::Ctx;
 use crate::secret::{Fingerprint, StorageKey};
@@ -433,19 +433,31 @@ impl Kind for Target<'_> {
             })
     }
 
-    /// Nothing beyond the etag comparison [`Kind::held`] makes; this only says what
-    /// that comparison could and could not check.
+    /// The etag must still be that of keyflip's write: a linked service someone else
+    /// wrote since is not confirmed, whatever it holds (`Kind::held` reports it as
+    /// unreadable, which would otherwise pass). With it, [`Kind::held`] gives the key
+    /// that write held, which is then compared (`None`). What this cannot check: the
+    /// value itself (Data Factory returns it masked) and whether Data Factory connects
+    /// with it.
     async fn confirm_write(
         &self,
         ctx: &Ctx<'_>,
         _bound_at: Option<DateTime<Utc>>,
     ) -> Option<Confirmation> {
-        tracing::info!(
-            rotation = ctx.rotation_id,
-            linked_service = %self.id,
-            "verifying by etag: checked that the linked service is still keyflip's write of the key; not checked: the value itself (Data Factory returns SecureStrings masked) and whether Data Factory connects with it"
-        );
-        None
+        match self.found(ctx).await {
+            Ok(Found::Key(_)) => {
+                tracing::info!(
+                    rotation = ctx.rotation_id,
+                    linked_service = %self.id,
+                    "verified by etag: the linked service is still keyflip's write; not checked: the value itself (Data Factory returns SecureStrings masked) and whether Data Factory connects with it"
+                );
+                None
+            }
+            Ok(Found::Unknown(why) | Found::Unusable(why)) => Some(Confirmation::Mismatch(
+                Failure::new(FailureKind::WrongValue, why),
+            )),
+            Err(e) => Some(Confirmation::Unreadable(e)),
+        }
     }
 
     fn read_call(&self) -> String {

@@ -142,11 +142,7 @@ async fn a_linked_service_changed_behind_keyflips_back_is_unknown_then_rewritten
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settings_write_that_fails_rolls_back_with_the_app_untouched() {
-    let mut h = Harness::start().await;
-    // Without the workspace resync: it goes last too and, once it has taken the new
-    // key (the newest), a resync cannot take it back; when it runs relative to the
-    // other binds is the rotation machine's to decide, not this test's.
-    h.plan = plan_from(&demo_plan_text(&h.twin).replace("resync = true", "resync = false"));
+    let h = Harness::start().await;
     h.twin
         .fault(json!({"operation": "web.appSettings.put", "count": 0,
             "action": {"kind": "status", "status": 409, "code": "Conflict"}}))
@@ -283,4 +279,54 @@ scope = "{site}"
         "Server=tcp:sql.example;Database=reports"
     );
     assert_eq!(app["appSettings"]["THEME"], "dark");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_service_written_by_someone_else_before_it_is_verified_is_not_verified() {
+    const DEPLOYER: &str = "deployer";
+    let factory_id = "/subscriptions/3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a/resourceGroups/rg-datascience/providers/Microsoft.DataFactory/factories/adf-datasci";
+    let twin = TestTwin::start_with(&format!(
+        "[[principal]]\nname = \"{DEPLOYER}\"\nclient_id = \"7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\"\nobject_id = \"8b2c3d4e-5f6a-4b7c-9d8e-0f1a2b3c4d5e\"\n\n[[role_assignment]]\nprincipal = \"{DEPLOYER}\"\nrole = \"Data Factory Contributor\"\nscope = \"{factory_id}\"\n"
+    ));
+    let h = Harness::with_twin(twin).await;
+    // keyflip's reads of the linked service wait half a second; the fourth is its
+    // verification (after the observation, the check before writing, and the read of
+    // the read-modify-write).
+    h.twin
+        .fault(
+            json!({"operation": "datafactory.linkedService.get", "principal": OPERATOR,
+            "count": 0, "action": {"kind": "latency", "ms": 500}}),
+        )
+        .await;
+    let before = keys_of(&h.twin.state().await);
+    let blob = h.twin.endpoints.storage_accounts[ACCOUNT]
+        .blob_endpoint
+        .clone();
+    let (report, ()) = tokio::join!(rotate(&h), async {
+        h.twin.fired("datafactory.linkedService.get", 4).await;
+        // Someone saves the linked service while keyflip is about to verify it.
+        let (_, key2) = h.twin.keys(ACCOUNT).await;
+        h.twin
+            .azure(DEPLOYER)
+            .set_linked_service_secret(&h.twin.factory_id(DATA_FACTORY), LINKED_SERVICE, |_| {
+                StorageKey::new(format!(
+                    "DefaultEndpointsProtocol=https;AccountName={ACCOUNT};AccountKey={key2};BlobEndpoint={blob}"
+                ))
+            })
+            .await
+            .unwrap();
+    });
+    let Some(Outcome::RolledBack { cause, .. }) = &report.outcome else {
+        panic!("{:#?}", report.outcome)
+    };
+    let cause = cause.to_string();
+    assert!(cause.contains("changed after keyflip wrote it"), "{cause}");
+    assert!(cause.contains(LINKED_SERVICE), "{cause}");
+    // The rollback wrote it back to the old key, which it holds now.
+    let state = h.twin.state().await;
+    let (key1, _) = keys_of(&state);
+    assert_eq!(key1, before.0);
+    for (consumer, held) in assert_consumers_valid(&state, "after the rollback") {
+        assert_eq!(held, key1, "{consumer} is on the old key");
+    }
 }
