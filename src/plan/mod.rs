@@ -23,7 +23,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use settings::{Drift, NotifyEvent, Rotation, Webhook};
+pub use settings::{Drift, NotifyEvent, Rotation, Webhook, WebhookFormat};
 
 use crate::consumer::{ConsumerId, Entry};
 use crate::diagnostic::SourceError;
@@ -292,19 +292,6 @@ pub fn find(dir: &Path, name_or_path: &str) -> Result<Plan, FindError> {
         });
     }
     load(&path).map_err(FindError::Invalid)
-}
-
-/// Where plans live when no path is given: `$KEYFLIP_PLANS_DIR`, else `rotation-plans/`
-/// in the current directory if it exists, else `/etc/keyflip/rotation-plans`.
-pub fn default_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KEYFLIP_PLANS_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let local = PathBuf::from("rotation-plans");
-    if local.is_dir() {
-        return local;
-    }
-    PathBuf::from("/etc/keyflip/rotation-plans")
 }
 
 #[cfg(test)]

@@ -8,5 +8,6 @@ mod command_path;
 mod daemon;
 mod doctor;
 mod install;
+mod output;
 mod rotation;
 mod support;
