@@ -61,6 +61,7 @@ pub(super) const PROFILE: Profile = Profile {
     parse: |rest| SettingId::parse(rest).map(|id| ConsumerId::AppService(Box::new(id))),
     listed_twice,
     in_two_plans: ONE_PLAN,
+    confirmed_by: None,
 };
 
 pub(super) const SECTION: Section = Section {
@@ -447,6 +448,14 @@ pub(super) fn resolve<'p>(plan: &'p Plan, id: &SettingId) -> Option<Target<'p>> 
 }
 
 impl Target<'_> {
+    /// The site or slot a write restarts, in words.
+    fn place(&self) -> String {
+        match &self.id.site.slot {
+            Some(slot) => format!("slot {slot} of {}", self.id.site.site.name()),
+            None => self.id.site.site.name().to_owned(),
+        }
+    }
+
     fn base(&self) -> String {
         format!(
             "{}/config/{}",
@@ -569,16 +578,20 @@ impl Kind for Target<'_> {
         }
     }
 
+    fn write_effect(&self) -> Option<String> {
+        Some(format!(
+            "restarts {} (App Service restarts an app whenever its settings are written, and again if a rollback writes them back)",
+            self.place()
+        ))
+    }
+
     fn read_call(&self) -> String {
         format!("POST {}/list", self.base())
     }
 
     fn write_calls(&self, key: KeyName) -> Vec<String> {
         let base = self.base();
-        let place = match &self.id.site.slot {
-            Some(slot) => format!("slot {slot} of {}", self.id.site.site.name()),
-            None => self.id.site.site.name().to_owned(),
-        };
+        let place = self.place();
         vec![
             format!("POST {base}/list, twice (a change between the two starts over)"),
             format!(

@@ -60,6 +60,7 @@ pub(super) const PROFILE: Profile = Profile {
     parse: |rest| LinkedServiceId::parse(rest).map(|id| ConsumerId::DataFactory(Box::new(id))),
     listed_twice,
     in_two_plans: ONE_PLAN,
+    confirmed_by: Some("by its etag (Data Factory never returns a SecureString's value)"),
 };
 
 pub(super) const SECTION: Section = Section {

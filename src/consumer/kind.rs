@@ -43,6 +43,9 @@ pub(crate) struct Profile {
     pub(super) parse: fn(&str) -> Option<ConsumerId>,
     pub(super) listed_twice: fn(&ConsumerId, &ConsumerId) -> String,
     pub(super) in_two_plans: &'static str,
+    /// How a write is confirmed when the value cannot be read back, for reports
+    /// (`by its timestamp (...)`); `None`: verified by reading the value back.
+    pub(super) confirmed_by: Option<&'static str>,
 }
 
 /// The usual plan error for an id listed twice.
@@ -204,6 +207,13 @@ pub(crate) trait Kind {
         _fingerprints: &[Fingerprint],
     ) -> Result<Vec<String>, azure::Error> {
         Ok(Vec::new())
+    }
+
+    /// What writing it does besides changing the value, in words a dry run shows
+    /// before anything is written (`restarts func-x (...)`); `None` for most kinds.
+    /// Binds with the same words are counted together.
+    fn write_effect(&self) -> Option<String> {
+        None
     }
 
     /// The call [`Kind::held`] sends, for a dry run's listing.

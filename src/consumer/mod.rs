@@ -270,6 +270,12 @@ impl ConsumerKind {
         self.profile().word
     }
 
+    /// How a verified write is confirmed when the value cannot be read back (`by its
+    /// timestamp (...)`); `None` when it is read back.
+    pub fn confirmed_by(self) -> Option<&'static str> {
+        self.profile().confirmed_by
+    }
+
     /// Why a consumer that is in two plans may be in only one.
     pub(crate) fn in_two_plans(self) -> &'static str {
         self.profile().in_two_plans
@@ -554,6 +560,10 @@ impl Target<'_> {
         fingerprints: &[Fingerprint],
     ) -> Result<Vec<String>, azure::Error> {
         each_target!(self, t => t.disable_versions(ctx, fingerprints).await)
+    }
+
+    pub(crate) fn write_effect(&self) -> Option<String> {
+        each_target!(self, t => t.write_effect())
     }
 
     pub(crate) fn read_call(&self) -> String {

@@ -177,7 +177,17 @@ async fn a_dry_run_lists_every_call_and_changes_nothing() {
     assert_eq!(dry.grace_ms, 30_000, "the plan's grace");
     assert!(calls.iter().any(|c| c.contains("/resyncKeys")));
     assert!(calls.iter().any(|c| c.contains("/api/2.0/secrets/put")));
-    // The restart a settings write causes is said where the write is listed.
+    // The restart a settings write causes is said in the summary, once per site with
+    // its number of writes, and where the write is listed.
+    assert_eq!(dry.effects.len(), 1, "{:#?}", dry.effects);
+    assert!(
+        dry.effects[0]
+            .effect
+            .starts_with("restarts func-datasci-ingest ("),
+        "{:?}",
+        dry.effects
+    );
+    assert_eq!(dry.effects[0].writes, 1);
     assert!(
         calls.iter().any(|c| c.starts_with("PUT ")
             && c.contains("/sites/func-datasci-ingest/config/appsettings")
