@@ -1,8 +1,9 @@
 //! App Service settings and Data Factory linked services in whole rotations: a Key
 //! Vault reference is no consumer and is refused when listed; a linked service someone
 //! else wrote after keyflip is unknown (its value reads back masked) and is rewritten;
-//! a failed or unclear settings write; a connection string keeps everything but its
-//! key.
+//! a failed or unclear settings write; a failed or unclear linked service write (its
+//! value reads back masked, so the rollback writes it and journals the etag); a
+//! connection string keeps everything but its key.
 
 use keyflip::consumer::ConsumerId;
 use keyflip::key::KeyName;
@@ -329,4 +330,83 @@ async fn a_linked_service_written_by_someone_else_before_it_is_verified_is_not_v
     for (consumer, held) in assert_consumers_valid(&state, "after the rollback") {
         assert_eq!(held, key1, "{consumer} is on the old key");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_service_write_that_fails_rolls_back_and_its_old_key_is_known_again() {
+    let h = Harness::start().await;
+    h.twin
+        .fault(
+            json!({"operation": "datafactory.linkedService.put", "count": 1,
+            "action": {"kind": "status", "status": 400, "code": "BadRequest"}}),
+        )
+        .await;
+    let before = keys_of(&h.twin.state().await);
+    let report = rotate(&h).await;
+    let Some(Outcome::RolledBack { cause, .. }) = &report.outcome else {
+        panic!("{:#?}", report.outcome)
+    };
+    assert!(cause.to_string().contains(LINKED_SERVICE), "{cause}");
+    let state = h.twin.state().await;
+    let (key1, _) = keys_of(&state);
+    assert_eq!(key1, before.0, "the old key is kept");
+    for (consumer, held) in assert_consumers_valid(&state, "after the rollback") {
+        assert_eq!(held, key1, "{consumer} is back on the old key");
+    }
+    // The App Service setting goes last in its batch: the rotation had turned back.
+    assert_eq!(state["web_apps"][FUNCTION_APP]["restarts"], 0);
+    // Its value reads back masked, so the rollback wrote the old key (the second PUT)
+    // and journaled that write's etag: the next observation knows it holds key1.
+    assert_eq!(
+        h.twin
+            .requests_for("datafactory.linkedService.put")
+            .await
+            .len(),
+        2
+    );
+    let id = ConsumerId::data_factory(&h.twin.factory_id(DATA_FACTORY), LINKED_SERVICE);
+    let dry = h
+        .engine()
+        .dry_run(&h.plan, RotateRequest::manual())
+        .await
+        .unwrap();
+    let found = dry.consumers.iter().find(|c| c.consumer.id == id).unwrap();
+    assert_eq!(found.holding, Holding::Key(KeyName::Key1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_service_write_whose_answer_is_lost_ends_on_one_key_with_its_etag_known() {
+    let h = Harness::start().await;
+    // The PUT is applied, then answered with a 500: keyflip does not learn the etag.
+    h.twin
+        .fault(
+            json!({"operation": "datafactory.linkedService.put", "count": 1,
+            "action": {"kind": "after", "status": 500}}),
+        )
+        .await;
+    let report = rotate(&h).await;
+    let state = h.twin.state().await;
+    let (key1, key2) = keys_of(&state);
+    let (want, on) = match &report.outcome {
+        Some(Outcome::Completed { .. }) => (key2, KeyName::Key2),
+        Some(Outcome::RolledBack { .. }) => (key1, KeyName::Key1),
+        other => panic!("{other:#?}"),
+    };
+    for (consumer, held) in assert_consumers_valid(&state, "at the end") {
+        assert_eq!(held, want, "{consumer}: {:#?}", report.outcome);
+    }
+    // Whatever the outcome, keyflip's last write is the linked service's etag now, so
+    // the next rotation knows which key it holds.
+    let id = ConsumerId::data_factory(&h.twin.factory_id(DATA_FACTORY), LINKED_SERVICE);
+    let dry = h
+        .engine()
+        .dry_run(&h.plan, RotateRequest::manual())
+        .await
+        .unwrap();
+    let found = dry
+        .consumers
+        .iter()
+        .find(|c| c.consumer.id == id)
+        .expect("the linked service is observed");
+    assert_eq!(found.holding, Holding::Key(on), "{:#?}", report.outcome);
 }
