@@ -53,7 +53,7 @@ pub struct RotationRecord {
     pub mode: Mode,
     pub options: Options,
     pub started_at: DateTime<Utc>,
-    /// Why it ran and who asked; `None` for rotations journaled before schema 3.
+    /// Why it ran and who asked; `None` for rotations journaled before schema 4.
     pub origin: Option<Origin>,
     /// `None` while the rotation is unfinished.
     pub finished_at: Option<DateTime<Utc>>,

@@ -1,5 +1,5 @@
 //! Why a rotation ran and who asked: its [`Origin`], journaled with the rotation when it
-//! begins (`rotations.origin`, journal schema 3), so `history`, reports and incident
+//! begins (`rotations.origin`, journal schema 4), so `history`, reports and incident
 //! reports can say it whichever process reads them, and so can a rotation a daemon
 //! started and a CLI resumed.
 //!

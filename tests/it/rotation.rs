@@ -2,6 +2,7 @@
 //! failures and rollbacks, refusals, locking, and crashes at every durable step.
 
 mod adopt;
+mod apps;
 #[cfg(feature = "failpoints")]
 mod crash;
 mod failure;

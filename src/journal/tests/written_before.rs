@@ -17,7 +17,7 @@ const DATABRICKS: &str =
 
 fn loaded() -> Fixture {
     let f = fixture();
-    // The rows name no columns: they fill the ten `rotations` had then (schema 3 added
+    // The rows name no columns: they fill the ten `rotations` had then (schema 4 added
     // `origin`, NULL for them).
     let rows = ROWS.replace(
         "INSERT INTO rotations VALUES(",

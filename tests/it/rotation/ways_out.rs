@@ -387,7 +387,9 @@ async fn no_consumer_key_known_is_refused_then_adopted() {
     let cli = Cli::start_with_plan(|t| {
         let start = t.find("[[key_vault]]").unwrap();
         let end = t.find("[[databricks]]").unwrap();
-        format!("{}{}", &t[..start], &t[end..])
+        let after = t.find("[[app_service]]").unwrap();
+        let drift = t.find("[drift]").unwrap();
+        format!("{}{}{}", &t[..start], &t[end..after], &t[drift..])
     })
     .await;
     let report = rotate(&cli, &[], 3).await;
