@@ -311,10 +311,23 @@ impl Notification {
     }
 
     /// New drift findings (`first` the first of them); `all` every current one.
-    pub fn drift(plan: &Plan, first: &str, all: Vec<String>, at: DateTime<Utc>) -> Notification {
+    /// `outage`: some consumer holds neither key, so something is down now and the
+    /// alert is critical, not a warning.
+    pub fn drift(
+        plan: &Plan,
+        first: &str,
+        outage: bool,
+        all: Vec<String>,
+        at: DateTime<Utc>,
+    ) -> Notification {
+        let severity = if outage {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
         let mut n = Self::base(
             NotifyEvent::Drift,
-            Severity::Warning,
+            severity,
             plan,
             at,
             "drift",
