@@ -83,6 +83,11 @@ pub struct CustomCloud {
     pub key_vault_suffix: Option<String>,
     /// DNS suffix of storage endpoints (`core.windows.net`), if any.
     pub storage_suffix: Option<String>,
+    /// The blob endpoint of every storage account, with `{account}` for its name
+    /// (`https://{account}.blob.local.azurestack.external/`, or path-style
+    /// `https://127.0.0.1:47443/{account}/` for keyflip-twin). ARM's answer must match
+    /// it before keyflip signs a request for it.
+    pub blob_endpoint: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +232,7 @@ struct RawCloud {
     authority_host: Option<Spanned<String>>,
     key_vault_suffix: Option<Spanned<String>>,
     storage_suffix: Option<Spanned<String>>,
+    blob_endpoint: Option<Spanned<String>>,
     ca_bundle: Option<Spanned<PathBuf>>,
 }
 
@@ -273,7 +279,53 @@ impl Ctx<'_> {
                 url.scheme()
             )));
         }
+        if !url.username().is_empty() || url.password().is_some() {
+            // User-info would travel with every request and displace the token.
+            return Err(bad(
+                "must not carry a user name or password (user@host); keyflip authenticates with [credential]".into(),
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad(
+                "must not have a query (?...) or fragment (#...); keyflip appends its own paths and api-version".into(),
+            ));
+        }
         Ok(url)
+    }
+
+    /// `[cloud] blob_endpoint`: an HTTPS URL with `{account}` once, as the first label
+    /// of the host or as a whole path segment.
+    fn blob_pattern(&self, value: &Spanned<String>) -> Result<String, SourceError> {
+        let text = value.get_ref();
+        let bad = |why: &str| {
+            self.error(value.span(), format!("blob_endpoint {why}"))
+                .with_hint("write it as blob_endpoint = \"https://{account}.blob.example.org/\" or \"https://host:port/{account}/\"")
+        };
+        if text.matches("{account}").count() != 1 {
+            return Err(bad("must contain {account} exactly once"));
+        }
+        let url = Url::parse(&text.replace("{account}", "kfaccount"))
+            .map_err(|e| bad(&format!("is not a URL ({e})")))?;
+        let in_host = url
+            .host_str()
+            .is_some_and(|h| h.split('.').next() == Some("kfaccount"));
+        let in_path = url.path().split('/').any(|s| s == "kfaccount");
+        if url.scheme() != "https" {
+            return Err(bad(
+                "must use https: keyflip never sends a signed request in the clear",
+            ));
+        }
+        if !(in_host || in_path)
+            || !url.username().is_empty()
+            || url.password().is_some()
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(bad(
+                "must put {account} as the first label of the host or as a path segment, with no user-info, query or fragment",
+            ));
+        }
+        Ok(text.clone())
     }
 
     fn cloud(&self, raw: Option<Spanned<RawCloud>>) -> Result<CloudConfig, SourceError> {
@@ -297,6 +349,7 @@ impl Ctx<'_> {
                 ("authority_host", &raw.authority_host),
                 ("key_vault_suffix", &raw.key_vault_suffix),
                 ("storage_suffix", &raw.storage_suffix),
+                ("blob_endpoint", &raw.blob_endpoint),
             ] {
                 if let Some(v) = field {
                     return Err(self
@@ -336,6 +389,11 @@ impl Ctx<'_> {
                     authority_host,
                     key_vault_suffix: suffix(&raw.key_vault_suffix),
                     storage_suffix: suffix(&raw.storage_suffix),
+                    blob_endpoint: raw
+                        .blob_endpoint
+                        .as_ref()
+                        .map(|p| self.blob_pattern(p))
+                        .transpose()?,
                 }))
             }
         };
@@ -432,8 +490,72 @@ pub(crate) mod tests {
         let e = source_error("[cloud]\nname = \"custom\"\n", &[]);
         assert!(e.message.contains("needs arm_url"), "{}", e.message);
 
+        // User-info would displace the bearer token; a query would ride on every call.
+        for (arm, why) in [
+            ("https://user:pw@arm.local/", "user name or password"),
+            ("https://arm.local/?x=1", "query"),
+            ("https://arm.local/#f", "fragment"),
+        ] {
+            let e = source_error(
+                &format!(
+                    "[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\nauthority_host = \"https://l\"\n"
+                ),
+                &[],
+            );
+            assert_eq!(e.line, 3, "{arm}");
+            assert!(e.message.contains(why), "{arm}: {}", e.message);
+        }
+        let e = source_error(
+            "[cloud]\nname = \"custom\"\narm_url = \"https://a\"\nauthority_host = \"https://u@l\"\n",
+            &[],
+        );
+        assert_eq!(e.line, 4);
+
         let e = source_error("[cloud]\nname = \"china\"\narm_url = \"https://x\"\n", &[]);
         assert!(e.message.contains("only used with name = \"custom\""));
+    }
+
+    #[test]
+    fn blob_endpoint_patterns_name_the_account_once_over_https() {
+        let custom = |pattern: &str| {
+            parse(
+                &format!(
+                    "[cloud]\nname = \"custom\"\narm_url = \"https://a/\"\nauthority_host = \"https://l\"\nblob_endpoint = \"{pattern}\"\n"
+                ),
+                &[],
+            )
+        };
+        for good in [
+            "https://{account}.blob.stack.local/",
+            "https://127.0.0.1:47443/{account}/",
+        ] {
+            let c = custom(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            let CloudKind::Custom(c) = c.cloud.kind else {
+                panic!("custom")
+            };
+            assert_eq!(c.blob_endpoint.as_deref(), Some(good));
+        }
+        for (bad, why) in [
+            ("https://blob.stack.local/", "exactly once"),
+            ("https://{account}.{account}.x/", "exactly once"),
+            ("http://{account}.blob.stack.local/", "https"),
+            ("https://x{account}.blob.stack.local/", "first label"),
+            ("https://{account}.blob.stack.local/?sv=1", "query"),
+        ] {
+            match custom(bad) {
+                Err(ConfigError::Invalid(e)) => {
+                    assert_eq!(e.line, 5, "{bad}");
+                    assert!(e.message.contains(why), "{bad}: {}", e.message);
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let e = source_error("[cloud]\nblob_endpoint = \"https://{account}.x/\"\n", &[]);
+        assert!(
+            e.message.contains("only used with name = \"custom\""),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -171,6 +171,13 @@ pub enum Error {
         .waited.as_secs()
     )]
     Deadline { call: Box<Call>, waited: Duration },
+    #[error(
+        "{call}: {refused}; an answer from Azure pointed elsewhere (nextLink, Location, Azure-AsyncOperation or an endpoint) and nothing was sent there"
+    )]
+    ForeignOrigin {
+        call: Box<Call>,
+        refused: Box<super::origin::Refused>,
+    },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("{0}")]
@@ -204,6 +211,7 @@ impl Error {
             | Error::Rejected { .. }
             | Error::BadResponse { .. }
             | Error::OperationFailed { .. }
+            | Error::ForeignOrigin { .. }
             | Error::Config(_)
             | Error::Invalid(_) => false,
         }
@@ -229,6 +237,7 @@ impl Error {
             | Error::Rejected { call, .. }
             | Error::BadResponse { call, .. }
             | Error::OperationFailed { call, .. }
+            | Error::ForeignOrigin { call, .. }
             | Error::Deadline { call, .. } => Some(call),
             Error::Credential { .. } | Error::Config(_) | Error::Invalid(_) => None,
         }

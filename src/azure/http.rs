@@ -28,8 +28,9 @@ use azure_core::http::{
 use super::budget::{self, Budgets, Class};
 use super::cloud::transport;
 use super::error::{Call, ServiceError, denial, request_id, retry_after};
+use super::origin::{Destination, OriginPolicy};
 use super::roles::Action;
-use super::{Error, credential};
+use super::{Error, credential, origin};
 
 /// What keyflip calls an operation, for logs, errors and retry decisions.
 #[derive(Clone, Debug)]
@@ -117,12 +118,18 @@ pub(crate) struct Sender {
     budgets: Option<Arc<Budgets>>,
 }
 
-/// Client options with keyflip's transport, its User-Agent and no SDK-level retry.
-pub(crate) fn client_options(http: &Arc<dyn HttpClient>) -> ClientOptions {
+/// Client options with keyflip's transport, its User-Agent, no SDK-level retry, and
+/// the [`OriginPolicy`] that keeps the client's requests on `destination`.
+pub(crate) fn client_options(
+    http: &Arc<dyn HttpClient>,
+    service: &'static str,
+    destination: Destination,
+) -> ClientOptions {
     ClientOptions {
         transport: Some(transport(http)),
         retry: RetryOptions::none(),
         user_agent: user_agent(),
+        per_call_policies: vec![OriginPolicy::new(service, destination)],
         ..Default::default()
     }
 }
@@ -142,18 +149,28 @@ pub(crate) fn user_agent() -> UserAgentOptions {
     }
 }
 
+/// Which service a sender talks to, and where its requests may go.
+#[derive(Clone, Debug)]
+pub(crate) struct Service {
+    /// For messages: `ARM`, `Databricks`, `Blob`.
+    pub name: &'static str,
+    pub destination: Destination,
+}
+
 impl Sender {
-    /// A sender whose requests carry a bearer token for `audience`.
+    /// A sender whose requests carry a bearer token for `audience` and go only to
+    /// `service`'s destination.
     pub fn bearer(
         http: &Arc<dyn HttpClient>,
         credential: Arc<dyn TokenCredential>,
         audience: &str,
+        service: Service,
         retry: RetryPolicy,
     ) -> Sender {
         let scope = format!("{}/.default", audience.trim_end_matches('/'));
         let auth: Arc<dyn Policy> =
             Arc::new(BearerTokenAuthorizationPolicy::new(credential, [scope]));
-        Self::with_policies(http, vec![auth], audience, retry)
+        Self::with_policies(http, vec![auth], audience, service, retry)
     }
 
     /// A sender with the given per-try policies (e.g. SharedKey signing) and no token.
@@ -161,12 +178,13 @@ impl Sender {
         http: &Arc<dyn HttpClient>,
         per_try: Vec<Arc<dyn Policy>>,
         audience: &str,
+        service: Service,
         retry: RetryPolicy,
     ) -> Sender {
         let pipeline = Pipeline::new(
             Some("keyflip"),
             Some(env!("CARGO_PKG_VERSION")),
-            client_options(http),
+            client_options(http, service.name, service.destination),
             Vec::new(),
             per_try,
             None,
@@ -351,7 +369,15 @@ impl Sender {
                     transient: credential::is_network_failure(&error),
                     detail: error.to_string(),
                 },
-                _ => Error::Invalid(format!("{call}: the request could not be made: {error}")),
+                _ => match origin::refused(&error) {
+                    Some(refused) => Error::ForeignOrigin {
+                        call: call.into(),
+                        refused: Box::new(refused.clone()),
+                    },
+                    None => {
+                        Error::Invalid(format!("{call}: the request could not be made: {error}"))
+                    }
+                },
             },
         }
     }
@@ -444,6 +470,10 @@ mod tests {
             &http,
             Vec::new(),
             "https://management.azure.com",
+            Service {
+                name: "ARM",
+                destination: Destination::origin_of(&url::Url::parse("https://arm.test/").unwrap()),
+            },
             RetryPolicy {
                 max_attempts: 3,
                 initial_backoff: Duration::from_millis(1),
@@ -569,6 +599,31 @@ mod tests {
                 err.to_string().contains("test.read /subscriptions/s/x"),
                 "{err}"
             );
+        }
+    }
+
+    /// The origin policy sits in the pipeline itself, so whatever URL a caller builds
+    /// from an answer, nothing reaches the network unless it is the sender's origin.
+    #[tokio::test]
+    async fn requests_to_another_origin_never_reach_the_network() {
+        for url in [
+            "https://elsewhere.test/x",
+            "http://arm.test/x",
+            "https://arm.test:8443/x",
+            "https://u:p@arm.test/x",
+        ] {
+            let mock = Mock::new(vec![ok("{}")]);
+            let err = sender(&mock)
+                .send(&READ, "t", || {
+                    Request::new(url.parse().unwrap(), Method::Get)
+                })
+                .await
+                .err()
+                .unwrap();
+            assert!(matches!(err, Error::ForeignOrigin { .. }), "{url}: {err}");
+            assert!(!err.is_transient());
+            assert!(err.to_string().contains("https://arm.test"), "{err}");
+            assert!(mock.sent().is_empty(), "{url} was sent");
         }
     }
 

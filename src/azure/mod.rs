@@ -24,6 +24,7 @@ pub mod keyvault;
 pub mod ml;
 #[cfg(test)]
 mod mock;
+pub mod origin;
 pub mod probe;
 pub mod roles;
 pub mod shared_key;
@@ -43,6 +44,13 @@ pub use http::RetryPolicy;
 
 use crate::config::{Config, Env, process_env};
 use crate::secret::{Fingerprint, Fingerprinter, StorageKey};
+
+fn arm_service(cloud: &Cloud) -> http::Service {
+    http::Service {
+        name: "ARM",
+        destination: origin::Destination::origin_of(&cloud.arm_url),
+    }
+}
 
 /// Tuning for [`Azure`]. The defaults suit production; tests shorten the waits.
 #[derive(Clone, Debug)]
@@ -71,7 +79,8 @@ pub struct Azure {
     http: Arc<dyn HttpClient>,
     credential: Arc<dyn TokenCredential>,
     arm: arm::Arm,
-    databricks: http::Sender,
+    /// One sender per Databricks workspace (by origin): each may send only there.
+    databricks: Mutex<HashMap<String, http::Sender>>,
     probe: http::Sender,
     vaults: Mutex<HashMap<String, Arc<SecretClient>>>,
     fingerprinter: Arc<Fingerprinter>,
@@ -101,21 +110,16 @@ impl Azure {
             &http,
             credential.clone(),
             &cloud.arm_audience,
+            arm_service(&cloud),
             options.retry.clone(),
         );
-        let databricks = http::Sender::bearer(
-            &http,
-            credential.clone(),
-            DATABRICKS_AUDIENCE,
-            options.retry.clone(),
-        );
-        let probe = shared_key::sender(&http);
+        let probe = shared_key::sender(&http, cloud.blob_endpoints.clone());
         Ok(Azure {
             arm: arm::Arm::new(arm_sender, cloud.arm_url.clone(), options.lro_poll),
             cloud,
             http,
             credential,
-            databricks,
+            databricks: Mutex::new(HashMap::new()),
             probe,
             vaults: Mutex::new(HashMap::new()),
             fingerprinter,
@@ -151,18 +155,14 @@ impl Azure {
                     &http,
                     credential.clone(),
                     &cloud.arm_audience,
+                    arm_service(&cloud),
                     options.retry.clone(),
                 ),
                 cloud.arm_url.clone(),
                 options.lro_poll,
             ),
-            databricks: http::Sender::bearer(
-                &http,
-                credential.clone(),
-                DATABRICKS_AUDIENCE,
-                options.retry.clone(),
-            ),
-            probe: shared_key::sender(&http),
+            databricks: Mutex::new(HashMap::new()),
+            probe: shared_key::sender(&http, cloud.blob_endpoints.clone()),
             cloud,
             http,
             credential,
@@ -175,6 +175,29 @@ impl Azure {
 
     pub fn cloud(&self) -> &Cloud {
         &self.cloud
+    }
+
+    /// The sender for one Databricks workspace: its token goes to that origin only.
+    fn databricks(&self, workspace: &url::Url) -> Result<http::Sender, Error> {
+        let key = workspace.origin().ascii_serialization();
+        let mut cache = self.databricks.lock().map_err(|_| {
+            Error::Invalid("the Databricks client cache was poisoned by a panic".into())
+        })?;
+        Ok(cache
+            .entry(key)
+            .or_insert_with(|| {
+                http::Sender::bearer(
+                    &self.http,
+                    self.credential.clone(),
+                    DATABRICKS_AUDIENCE,
+                    http::Service {
+                        name: "Databricks",
+                        destination: origin::Destination::origin_of(workspace),
+                    },
+                    self.options.retry.clone(),
+                )
+            })
+            .clone())
     }
 
     /// The fingerprint of a key under this installation's fingerprint key.

@@ -7,5 +7,6 @@ mod examples;
 mod keyvault;
 mod logs;
 mod ml;
+mod origin;
 mod shared_key;
 mod storage;

@@ -45,7 +45,11 @@ impl Azure {
             &key,
             self.credential.clone(),
             Some(SecretClientOptions {
-                client_options: client_options(&self.http),
+                client_options: client_options(
+                    &self.http,
+                    "Key Vault",
+                    super::super::origin::Destination::origin_of(vault),
+                ),
                 verify_challenge_resource: Some(self.cloud.verify_vault_challenge(vault)),
                 ..Default::default()
             }),
@@ -201,6 +205,15 @@ impl Azure {
                 transient: credential::is_network_failure(&error),
                 detail: error.to_string(),
             },
+            ErrorKind::Other if super::super::origin::refused(&error).is_some() => {
+                match super::super::origin::refused(&error) {
+                    Some(refused) => Error::ForeignOrigin {
+                        call: call.into(),
+                        refused: Box::new(refused.clone()),
+                    },
+                    None => Error::Invalid(format!("{call}: {error}")),
+                }
+            }
             ErrorKind::DataConversion => Error::BadResponse {
                 call: call.into(),
                 status: 200,
