@@ -304,7 +304,11 @@ async fn relink(resp: Resp, req: &Req, to: &str, async_operation: bool) -> Resp 
             u.query().map(|q| format!("?{q}")).unwrap_or_default()
         ),
         // A relative link: keep it relative to the new origin.
-        Err(_) => format!("{}/{}", to.trim_end_matches('/'), link.trim_start_matches('/')),
+        Err(_) => format!(
+            "{}/{}",
+            to.trim_end_matches('/'),
+            link.trim_start_matches('/')
+        ),
     };
     let (mut parts, body) = resp.into_parts();
     for name in ["location", "azure-asyncoperation"] {
