@@ -201,7 +201,11 @@ impl Config {
                 .and_then(|v| v.split(':').next().map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         };
-        let daemon = ctx.daemon(raw.daemon.map(Spanned::into_inner).unwrap_or_default(), env)?;
+        let daemon = ctx.daemon(
+            raw.daemon.map(Spanned::into_inner).unwrap_or_default(),
+            &state_dir,
+            env,
+        )?;
         Ok(Config {
             source: None,
             cloud,

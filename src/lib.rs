@@ -18,6 +18,7 @@ pub mod journal;
 pub mod key;
 pub mod logging;
 pub mod plan;
+pub mod process;
 pub mod resource_id;
 pub mod rotation;
 pub mod schedule;

@@ -176,6 +176,7 @@ impl Fingerprinter {
                 file.write_all(bytes.as_ref())
                     .and_then(|()| file.sync_all())
                     .map_err(err)?;
+                crate::journal::owner::hand_over(path).map_err(err)?;
                 Ok(Self::from_bytes(bytes.as_ref()))
             }
             Err(e) => Err(err(e)),

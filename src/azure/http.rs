@@ -129,7 +129,7 @@ pub(crate) fn client_options(
         transport: Some(transport(http)),
         retry: RetryOptions::none(),
         user_agent: user_agent(),
-        per_call_policies: vec![OriginPolicy::new(service, destination)],
+        per_call_policies: vec![OriginPolicy::policy(service, destination)],
         ..Default::default()
     }
 }

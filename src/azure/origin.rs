@@ -79,7 +79,7 @@ pub(crate) struct OriginPolicy {
 }
 
 impl OriginPolicy {
-    pub fn new(service: &'static str, destination: Destination) -> Arc<dyn Policy> {
+    pub fn policy(service: &'static str, destination: Destination) -> Arc<dyn Policy> {
         Arc::new(OriginPolicy {
             service,
             destination,

@@ -8,4 +8,5 @@ mod command_path;
 mod daemon;
 mod doctor;
 mod rotation;
+mod security;
 mod support;

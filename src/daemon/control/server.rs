@@ -5,10 +5,13 @@
 //!   the daemon's own uid (the socket file's owner) and `allowed_uids` pass; anyone
 //!   else gets a `permission_denied` line and the connection is closed unread.
 //! - Only one daemon serves a socket path: binding refuses a path where another
-//!   daemon answers, and replaces a stale socket file nobody answers on.
+//!   daemon answers, and replaces a stale socket file nobody answers on. Nothing but
+//!   a socket is ever removed: a path that holds a file, a directory or a link is
+//!   refused with what it is (a mistyped path must not cost the journal).
 //! - A client that goes away does not stop what it asked for: a rotation belongs to
 //!   the daemon once started, and finishes (or is interrupted by shutdown) either way.
-//! - The socket file is removed when the server is dropped.
+//! - The socket file is removed when the server is dropped, if it is still the one
+//!   this server created (same device and inode).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -51,6 +54,10 @@ pub enum ControlError {
         "another keyflip daemon is already listening on {path}; stop it first (systemctl stop keyflip), or set [daemon] socket to another path"
     )]
     AlreadyRunning { path: String },
+    #[error(
+        "the control socket path {path} is a {kind}, not a socket; keyflip removes only a stale socket there, never anything else: set [daemon] socket to another path"
+    )]
+    NotASocket { path: String, kind: &'static str },
     #[error("cannot create the control socket {path}: {source}")]
     Bind {
         path: String,
@@ -76,13 +83,17 @@ impl Allowed {
 pub struct Server {
     listener: UnixListener,
     path: PathBuf,
+    /// Device and inode of the socket file this server created.
+    inode: (u64, u64),
     allowed: Allowed,
 }
 
 impl Server {
     /// Binds `path` (creating its directory, mode 0700, if missing) with mode 0600.
     pub fn bind(path: &Path, extra_uids: &[u32]) -> Result<Server, ControlError> {
-        use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+        use std::os::unix::fs::{
+            DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _,
+        };
         let shown = path.display().to_string();
         let io = |source| ControlError::Bind {
             path: shown.clone(),
@@ -95,18 +106,39 @@ impl Server {
                 .create(dir)
                 .map_err(io)?;
         }
-        if path.exists() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(ControlError::AlreadyRunning { path: shown });
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(ControlError::AlreadyRunning { path: shown });
+                }
+                // Left behind by a daemon that died without cleaning up.
+                std::fs::remove_file(path).map_err(io)?;
             }
-            // Left behind by a daemon that died without cleaning up.
-            std::fs::remove_file(path).map_err(io)?;
+            Ok(meta) => {
+                let t = meta.file_type();
+                return Err(ControlError::NotASocket {
+                    path: shown,
+                    kind: if t.is_dir() {
+                        "directory"
+                    } else if t.is_symlink() {
+                        "symbolic link"
+                    } else if t.is_file() {
+                        "regular file"
+                    } else {
+                        "special file"
+                    },
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
         }
         let listener = UnixListener::bind(path).map_err(io)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-        let owner = std::fs::metadata(path).map_err(io)?.uid();
+        let meta = std::fs::symlink_metadata(path).map_err(io)?;
+        let owner = meta.uid();
         Ok(Server {
             listener,
+            inode: (meta.dev(), meta.ino()),
             path: path.to_path_buf(),
             allowed: Allowed {
                 owner,
@@ -148,7 +180,14 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+        // Only our own socket: another daemon may have replaced it meanwhile.
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
+            && meta.file_type().is_socket()
+            && (meta.dev(), meta.ino()) == self.inode
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod binary;
 pub mod engine;
 pub mod logs;
 pub mod redact;
+pub mod service;
 pub mod twin;
 
 use std::path::Path;
