@@ -98,6 +98,32 @@ pub(super) fn check_settings(s: &Settings) -> Result<(), Failure> {
             ));
         }
     }
+    // Durations beyond a day overflow nothing, but no test needs them and a huge one
+    // (1e308) would overflow the clock arithmetic.
+    for (name, v) in [
+        ("propagation_delay_secs", s.propagation_delay_secs),
+        ("resync_duration_secs", s.resync_duration_secs),
+    ] {
+        if v > 86_400.0 {
+            return Err((
+                0..0,
+                format!("settings.{name} must be at most 86400 (a day), found {v}"),
+            ));
+        }
+    }
+    // A burst of 0 would refuse every request; a token lifetime of 0 issues tokens
+    // that are already expired.
+    for (name, v) in [
+        ("token_lifetime_secs", s.token_lifetime_secs),
+        ("arm_write_burst", s.arm_write_burst),
+        ("arm_read_burst", s.arm_read_burst),
+        ("keyvault_write_burst", s.keyvault_write_burst),
+        ("keyvault_read_burst", s.keyvault_read_burst),
+    ] {
+        if v == 0 {
+            return Err((0..0, format!("settings.{name} must be at least 1, found 0")));
+        }
+    }
     Ok(())
 }
 

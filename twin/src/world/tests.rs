@@ -129,6 +129,20 @@ fn bad_settings_are_refused() {
     let src = format!("{MINIMAL}\n[settings]\npropagation_delay_secs = -1.0\n");
     let (_, _, message) = invalid(&src);
     assert!(message.contains("propagation_delay_secs"), "{message}");
+    for (setting, why) in [
+        ("propagation_delay_secs = 1e308", "at most 86400"),
+        ("arm_write_burst = 0", "at least 1"),
+        ("keyvault_read_burst = 0", "at least 1"),
+        ("token_lifetime_secs = 0", "at least 1"),
+    ] {
+        let (_, _, message) = invalid(&format!("{MINIMAL}\n[settings]\n{setting}\n"));
+        assert!(message.contains(why), "{setting}: {message}");
+    }
+    let src = format!(
+        "{MINIMAL}\n[[storage_account]]\nname = \"acctsku\"\nresource_group = \"rg\"\nsku = \"Standard_XYZ\"\n"
+    );
+    let (_, _, message) = invalid(&src);
+    assert!(message.contains("Standard_LRS"), "{message}");
 }
 
 #[test]

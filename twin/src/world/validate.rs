@@ -30,6 +30,18 @@ const RESERVED_ACCOUNT_NAMES: &[&str] = &[
     "consumers",
 ];
 
+/// Azure's storage account SKU names (Microsoft.Storage `SkuName`).
+const STORAGE_SKUS: &[&str] = &[
+    "Standard_LRS",
+    "Standard_GRS",
+    "Standard_RAGRS",
+    "Standard_ZRS",
+    "Premium_LRS",
+    "Premium_ZRS",
+    "Standard_GZRS",
+    "Standard_RAGZRS",
+];
+
 pub(super) fn check(w: &World) -> Result<(), Failure> {
     check_guid(&w.tenant.id, "tenant.id")?;
     check_settings(&w.settings)?;
@@ -87,6 +99,17 @@ pub(super) fn check(w: &World) -> Result<(), Failure> {
         check_name(&a.name, "storage account", 3, 24, |c| {
             c.is_ascii_lowercase() || c.is_ascii_digit()
         })?;
+        if !STORAGE_SKUS.contains(&a.sku.as_str()) {
+            return fail(
+                &a.name,
+                format!(
+                    "storage account {} has sku {:?}; expected one of {}",
+                    a.name.get_ref(),
+                    a.sku,
+                    STORAGE_SKUS.join(", ")
+                ),
+            );
+        }
         if RESERVED_ACCOUNT_NAMES.contains(&a.name.get_ref().as_str()) {
             return fail(
                 &a.name,
