@@ -95,7 +95,7 @@ pub enum ConfigError {
     #[error("cannot read the configuration file {path}: {source}")]
     Read {
         path: String,
-        source: std::io::Error,
+        source: crate::input::InputError,
     },
     #[error("{0}")]
     Invalid(Box<SourceError>),
@@ -157,7 +157,7 @@ impl Config {
     }
 
     pub fn load_from(path: &ConfigPath, env: Env) -> Result<Config, ConfigError> {
-        match std::fs::read_to_string(&path.path) {
+        match crate::input::read_text(&path.path, crate::input::MAX_CONFIG_BYTES) {
             Ok(text) => {
                 let dir = path
                     .path
@@ -168,7 +168,7 @@ impl Config {
                 config.source = Some(path.path.clone());
                 Ok(config)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.explicit => {
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) && !path.explicit => {
                 Self::parse("(built-in defaults)", "", Path::new("/"), env)
             }
             Err(source) => Err(ConfigError::Read {
@@ -179,8 +179,22 @@ impl Config {
     }
 
     /// Parses configuration text. `file` names it in errors; `base_dir` anchors
-    /// relative paths.
+    /// relative paths. No error echoes a value from the file: the excerpt shows the
+    /// key and hides the value (a mistyped `client_secret = "..."` line would
+    /// otherwise print the secret on a terminal and, on a daemon reload, in its log).
     pub fn parse(file: &str, text: &str, base_dir: &Path, env: Env) -> Result<Config, ConfigError> {
+        Self::parse_shown(file, text, base_dir, env).map_err(|e| match e {
+            ConfigError::Invalid(e) => ConfigError::Invalid(Box::new(e.masked(|_| true))),
+            other => other,
+        })
+    }
+
+    fn parse_shown(
+        file: &str,
+        text: &str,
+        base_dir: &Path,
+        env: Env,
+    ) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| SourceError::from_toml(file, text, &e))?;
         let ctx = Ctx {
@@ -274,8 +288,7 @@ impl Ctx<'_> {
             self.error(value.span(), format!("{key} {why}"))
                 .with_hint(format!("write it as {key} = \"https://host[:port]\""))
         };
-        let url = Url::parse(value.get_ref())
-            .map_err(|e| bad(format!("is not a URL ({e}): '{}'", value.get_ref())))?;
+        let url = Url::parse(value.get_ref()).map_err(|e| bad(format!("is not a URL ({e})")))?;
         if url.scheme() != "https" {
             // Both the bearer-token policy and Entra ID credentials refuse plain http.
             return Err(bad(format!(
@@ -457,6 +470,24 @@ pub(crate) mod tests {
         let e = source_error("[credential]\nkind = \"password\"\n", &[]);
         assert!(e.message.contains("unknown variant"), "{}", e.message);
         assert_eq!(e.line, 2);
+    }
+
+    /// The error a daemon logs on a rejected SIGHUP reload is this one, so the mistyped
+    /// secret reaches neither the terminal nor the journal's log.
+    #[test]
+    fn a_mistyped_secret_line_is_never_echoed() {
+        for text in [
+            "[credential]\nkind = \"client-secret\"\nclient_secret = \"Xy7-s3cr3t-V4lue\"\n",
+            "[credential]\nkind = \"client-secret\"\nXy7-s3cr3t-V4lue\n",
+            "[daemon]\npark_after_failures = \"Xy7-s3cr3t-V4lue\"\n",
+        ] {
+            let e = parse(text, &[]).unwrap_err().to_string();
+            assert!(!e.contains("s3cr3t"), "{e}");
+            assert!(
+                e.contains("<value hidden>") || e.contains("<line hidden>"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

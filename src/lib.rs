@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod exit;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
+pub mod input;
 pub mod journal;
 pub mod key;
 pub mod logging;

@@ -13,7 +13,8 @@
 //!   which the TLS stack would otherwise read to *replace or extend* the system roots,
 //!   are removed from the environment: extra trust is `[cloud] ca_bundle` in
 //!   `keyflip.toml`, a root-owned file, not whatever environment a shell or a
-//!   drop-in left behind. Their presence is reported so nobody is surprised.
+//!   drop-in left behind. Their removal is logged (at `info`), and a certificate
+//!   that fails says to use `ca_bundle`.
 //!
 //! [`harden`] must run while the process has one thread (first thing in `main`):
 //! changing the environment is not thread-safe.
@@ -104,8 +105,10 @@ impl Hardening {
         for problem in &self.problems {
             tracing::warn!("{problem}");
         }
+        // Info, not a warning: many hosts set SSL_CERT_FILE to the system bundle anyway.
+        // A certificate that then fails names ca_bundle as the way to trust it.
         if !self.ignored_trust_env.is_empty() {
-            tracing::warn!(
+            tracing::info!(
                 variables = %self.ignored_trust_env.join(", "),
                 "ignored: keyflip trusts the system's roots plus [cloud] ca_bundle only; put extra CA certificates there"
             );

@@ -200,7 +200,16 @@ impl Arm {
                     waited: elapsed,
                 });
             }
-            tokio::time::sleep(wait.min(deadline - elapsed)).await;
+            // The operation was accepted; only the wait for its end is given up.
+            tokio::select! {
+                () = tokio::time::sleep(wait.min(deadline - elapsed)) => {}
+                () = self.sender.interrupted() => {
+                    return Err(Error::Interrupted {
+                        call: first.call.clone().into(),
+                        sent: true,
+                    });
+                }
+            }
             if started.elapsed() >= deadline {
                 continue;
             }

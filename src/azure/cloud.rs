@@ -2,7 +2,9 @@
 //!
 //! Promises: every client keyflip builds uses one `reqwest` client (ring-only rustls,
 //! no redirects, bounded connect and read timeouts) that trusts the system roots plus
-//! the configured CA bundle; `azure_identity` gets the cloud's authority host through
+//! the configured CA bundle (never `SSL_CERT_FILE`: `process::harden` removes it); a
+//! certificate it refuses is a permanent [`CertificateRejected`] naming the problem,
+//! never retried as if it were a network error; `azure_identity` gets the cloud's authority host through
 //! `azure_core::cloud`; Key Vault's challenge-resource check is switched off only for a
 //! custom cloud's loopback vault host.
 
@@ -290,6 +292,95 @@ fn parse_builtin(s: &str) -> Result<Url, Error> {
     Url::parse(s).map_err(|e| Error::Invalid(format!("built-in endpoint {s} is not a URL: {e}")))
 }
 
+/// A server certificate the TLS stack refused. It is permanent (a retry meets the
+/// same certificate), so it travels as an `azure_core` error of kind `Other`, which
+/// neither keyflip nor the SDK retries, and becomes [`Error::Certificate`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the server certificate of {origin} is not accepted: {problem}; if this endpoint is right (a private CA, a TLS-inspecting proxy), add its CA certificate to [cloud] ca_bundle in keyflip.toml (keyflip does not read SSL_CERT_FILE or SSL_CERT_DIR)"
+)]
+pub struct CertificateRejected {
+    pub origin: String,
+    pub problem: String,
+}
+
+/// What is wrong with a certificate, in words, if `error` is a certificate problem.
+fn certificate_problem(error: &rustls::Error) -> Option<String> {
+    use rustls::CertificateError as C;
+    match error {
+        rustls::Error::InvalidCertificate(c) => Some(match c {
+            C::UnknownIssuer => {
+                "it is signed by a certificate authority keyflip does not trust".to_owned()
+            }
+            C::Expired | C::ExpiredContext { .. } => "it has expired".to_owned(),
+            C::NotValidYet | C::NotValidYetContext { .. } => "it is not valid yet".to_owned(),
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "it is not valid for this host name".to_owned()
+            }
+            C::Revoked => "it has been revoked".to_owned(),
+            C::BadSignature => "its signature does not verify".to_owned(),
+            other => format!("it is invalid ({other:?})"),
+        }),
+        rustls::Error::NoCertificatesPresented => {
+            Some("the server presented no certificate".to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// Walks an error's causes. `io::Error` hides the error it wraps from `source()`
+/// (it returns that error's own source), so it is unwrapped by hand.
+fn find_in_chain<'a, T: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut next = Some(error);
+    for _ in 0..32 {
+        let e = next?;
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        next = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+/// The certificate refusal inside an `azure_core` error, however deeply the SDK
+/// wrapped it (a token request inside a credential inside a client call).
+pub(crate) fn certificate_rejected(error: &azure_core::Error) -> Option<&CertificateRejected> {
+    find_in_chain::<CertificateRejected>(error)
+}
+
+/// keyflip's transport: reqwest, with certificate refusals made permanent and named.
+#[derive(Debug)]
+struct Https(reqwest::Client);
+
+#[async_trait::async_trait]
+impl HttpClient for Https {
+    async fn execute_request(
+        &self,
+        request: &azure_core::http::Request,
+    ) -> azure_core::Result<azure_core::http::AsyncRawResponse> {
+        let result = HttpClient::execute_request(&self.0, request).await;
+        result.map_err(
+            |e| match find_in_chain::<rustls::Error>(&e).and_then(certificate_problem) {
+                Some(problem) => azure_core::Error::new(
+                    azure_core::error::ErrorKind::Other,
+                    CertificateRejected {
+                        origin: super::origin::shown_origin(request.url()),
+                        problem,
+                    },
+                ),
+                None => e,
+            },
+        )
+    }
+}
+
 /// The HTTPS client every keyflip Azure client shares.
 pub fn http_client(cloud: &Cloud) -> Result<Arc<dyn HttpClient>, Error> {
     let mut builder = reqwest::Client::builder()
@@ -297,12 +388,13 @@ pub fn http_client(cloud: &Cloud) -> Result<Arc<dyn HttpClient>, Error> {
         .read_timeout(Duration::from_secs(60))
         .redirect(reqwest::redirect::Policy::none());
     if let Some(path) = &cloud.ca_bundle {
-        let pem = std::fs::read(path).map_err(|e| {
-            Error::Invalid(format!(
-                "cannot read the CA bundle {} named by [cloud] ca_bundle: {e}",
-                path.display()
-            ))
-        })?;
+        let pem =
+            crate::input::read_bytes(path, crate::input::MAX_CA_BUNDLE_BYTES).map_err(|e| {
+                Error::Invalid(format!(
+                    "cannot read the CA bundle {} named by [cloud] ca_bundle: {e}",
+                    path.display()
+                ))
+            })?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
             Error::Invalid(format!(
                 "the CA bundle {} is not a PEM certificate bundle: {e}",
@@ -320,7 +412,7 @@ pub fn http_client(cloud: &Cloud) -> Result<Arc<dyn HttpClient>, Error> {
     let client = builder
         .build()
         .map_err(|e| Error::Invalid(format!("cannot build the HTTPS client: {e}")))?;
-    Ok(Arc::new(client))
+    Ok(Arc::new(Https(client)))
 }
 
 pub(crate) fn transport(http: &Arc<dyn HttpClient>) -> Transport {

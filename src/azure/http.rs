@@ -10,9 +10,18 @@
 //! `User-Agent` naming keyflip and its version (both set by the pipeline). Each answer
 //! is logged with operation, target, status and request ids, never with a body, a
 //! header value other than ids, or a URL query.
+//!
+//! Interruption (a signal, a daemon shutdown) ends every wait at once: a backoff
+//! between attempts, a write budget, and an attempt that has not reached the network
+//! yet (still getting its token). A [`Dispatch`] policy, last before the transport,
+//! marks the moment a request may leave; after that the attempt runs to its answer,
+//! so a write that may have happened is never abandoned unrecorded.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use azure_core::Bytes;
 use azure_core::credentials::TokenCredential;
@@ -25,12 +34,12 @@ use azure_core::http::{
     UserAgentOptions,
 };
 
+use super::Error;
 use super::budget::{self, Budgets, Class};
 use super::cloud::transport;
 use super::error::{Call, ServiceError, denial, request_id, retry_after};
 use super::origin::{Destination, OriginPolicy};
 use super::roles::Action;
-use super::{Error, credential, origin};
 
 /// What keyflip calls an operation, for logs, errors and retry decisions.
 #[derive(Clone, Debug)]
@@ -116,6 +125,47 @@ pub(crate) struct Sender {
     /// ARM senders only: every attempt of a non-GET request waits for its
     /// subscription's write budget.
     budgets: Option<Arc<Budgets>>,
+    /// Ends this sender's waits (see the module docs).
+    interrupt: CancellationToken,
+}
+
+/// Why a call stopped without an answer: the process is being interrupted. Carried
+/// inside an `azure_core` error of kind `Other` (nothing retries it).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("interrupted before the request was sent")]
+pub(crate) struct Interrupted;
+
+fn interrupted() -> azure_core::Error {
+    azure_core::Error::new(ErrorKind::Other, Interrupted)
+}
+
+/// Set once an attempt passes the last policy before the transport.
+#[derive(Debug, Default)]
+struct Dispatched(AtomicBool);
+
+/// The per-try policy that marks an attempt as dispatched (see the module docs).
+#[derive(Debug)]
+struct Dispatch;
+
+#[async_trait::async_trait]
+impl Policy for Dispatch {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> azure_core::http::policies::PolicyResult {
+        if let Some(flag) = ctx.value::<Arc<Dispatched>>() {
+            flag.0.store(true, Ordering::SeqCst);
+        }
+        match next.split_first() {
+            Some((first, rest)) => first.send(ctx, request, rest).await,
+            None => Err(azure_core::Error::with_message(
+                ErrorKind::Other,
+                "the dispatch marker is the last policy of its pipeline",
+            )),
+        }
+    }
 }
 
 /// Client options with keyflip's transport, its User-Agent, no SDK-level retry, and
@@ -176,11 +226,12 @@ impl Sender {
     /// A sender with the given per-try policies (e.g. SharedKey signing) and no token.
     pub fn with_policies(
         http: &Arc<dyn HttpClient>,
-        per_try: Vec<Arc<dyn Policy>>,
+        mut per_try: Vec<Arc<dyn Policy>>,
         audience: &str,
         service: Service,
         retry: RetryPolicy,
     ) -> Sender {
+        per_try.push(Arc::new(Dispatch));
         let pipeline = Pipeline::new(
             Some("keyflip"),
             Some(env!("CARGO_PKG_VERSION")),
@@ -194,7 +245,18 @@ impl Sender {
             retry,
             audience: audience.to_owned(),
             budgets: None,
+            interrupt: CancellationToken::new(),
         }
+    }
+
+    /// Makes `token` end this sender's waits.
+    pub fn set_interrupt(&mut self, token: CancellationToken) {
+        self.interrupt = token;
+    }
+
+    /// Resolves when this sender is interrupted.
+    pub async fn interrupted(&self) {
+        self.interrupt.cancelled().await;
     }
 
     /// Makes every non-GET attempt to a `/subscriptions/{id}/...` URL wait for that
@@ -259,7 +321,13 @@ impl Sender {
                 wait_ms = wait.as_millis() as u64,
                 "azure call will be retried"
             );
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.interrupt.cancelled() => {
+                    let call = Call { operation: op.name, target: target.to_owned(), request_id: None };
+                    return Err(self.error(op, Failure::Transport { error: interrupted(), call }, attempt));
+                }
+            }
         }
     }
 
@@ -271,24 +339,51 @@ impl Sender {
         ctx: &Context<'_>,
         mut request: Request,
     ) -> Result<Answer, Failure> {
+        let stop = || Failure::Transport {
+            error: interrupted(),
+            call: Call {
+                operation: op.name,
+                target: target.to_owned(),
+                request_id: None,
+            },
+        };
         if let Some(budgets) = &self.budgets
             && request.method() != azure_core::http::Method::Get
             && let Some(subscription) = budget::subscription_of(request.url().path())
         {
-            budgets.acquire(Class::ArmWrite, subscription).await;
+            tokio::select! {
+                () = budgets.acquire(Class::ArmWrite, subscription) => {}
+                () = self.interrupt.cancelled() => return Err(stop()),
+            }
         }
         let started = Instant::now();
-        let result = self
-            .pipeline
-            .send(
-                ctx,
+        let dispatched = Arc::new(Dispatched::default());
+        let ctx = ctx.clone().with_value(dispatched.clone());
+        let result = {
+            let send = self.pipeline.send(
+                &ctx,
                 &mut request,
                 Some(PipelineSendOptions {
                     skip_checks: true,
                     ..Default::default()
                 }),
-            )
-            .await;
+            );
+            tokio::pin!(send);
+            let mut keep_going = false;
+            loop {
+                tokio::select! {
+                    result = &mut send => break result,
+                    () = self.interrupt.cancelled(), if !keep_going => {
+                        // Still getting a token: nothing has left, so stop. Once
+                        // dispatched, the request may be on the wire: wait for its answer.
+                        if !dispatched.0.load(Ordering::SeqCst) {
+                            return Err(stop());
+                        }
+                        keep_going = true;
+                    }
+                }
+            }
+        };
         let client_request_id = request
             .headers()
             .get_optional_str(&CLIENT_REQUEST_ID)
@@ -364,20 +459,15 @@ impl Sender {
                     sent: true,
                     detail: error.to_string(),
                 },
-                ErrorKind::Credential => Error::Credential {
-                    audience: self.audience.clone(),
-                    transient: credential::is_network_failure(&error),
-                    detail: error.to_string(),
+                ErrorKind::Credential => Error::credential(&self.audience, &error),
+                _ if error.downcast_ref::<Interrupted>().is_some() => Error::Interrupted {
+                    call: call.into(),
+                    sent: false,
                 },
-                _ => match origin::refused(&error) {
-                    Some(refused) => Error::ForeignOrigin {
-                        call: call.into(),
-                        refused: Box::new(refused.clone()),
-                    },
-                    None => {
-                        Error::Invalid(format!("{call}: the request could not be made: {error}"))
-                    }
-                },
+                _ => {
+                    let fallback = format!("{call}: the request could not be made: {error}");
+                    Error::refused(call, &error, fallback)
+                }
             },
         }
     }

@@ -37,6 +37,7 @@ use std::time::Duration;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::HttpClient;
 use azure_security_keyvault_secrets::SecretClient;
+use tokio_util::sync::CancellationToken;
 
 pub use cloud::{Cloud, DATABRICKS_AUDIENCE};
 pub use error::{Call, Denial, Error};
@@ -88,6 +89,9 @@ pub struct Azure {
     /// Shared write budgets (ARM per subscription, Key Vault per vault), when the
     /// daemon configured them.
     budgets: Option<Arc<budget::Budgets>>,
+    /// Cancelled when keyflip is interrupted: every wait of every call ends (see
+    /// [`Azure::interrupt`]).
+    interrupt: CancellationToken,
 }
 
 impl Azure {
@@ -106,15 +110,19 @@ impl Azure {
         let cloud = Cloud::from_config(&config.cloud)?;
         let http = cloud::http_client(&cloud)?;
         let credential = credential::build(&config.credential, &cloud, &http, env)?;
-        let arm_sender = http::Sender::bearer(
+        let interrupt = CancellationToken::new();
+        let mut arm_sender = http::Sender::bearer(
             &http,
             credential.clone(),
             &cloud.arm_audience,
             arm_service(&cloud),
             options.retry.clone(),
         );
-        let probe = shared_key::sender(&http, cloud.blob_endpoints.clone());
+        arm_sender.set_interrupt(interrupt.clone());
+        let mut probe = shared_key::sender(&http, cloud.blob_endpoints.clone());
+        probe.set_interrupt(interrupt.clone());
         Ok(Azure {
+            interrupt,
             arm: arm::Arm::new(arm_sender, cloud.arm_url.clone(), options.lro_poll),
             cloud,
             http,
@@ -170,7 +178,16 @@ impl Azure {
             fingerprinter: Arc::new(Fingerprinter::from_bytes(b"unit tests")),
             options,
             budgets: None,
+            interrupt: CancellationToken::new(),
         }
+    }
+
+    /// The token that interrupts this facade: once cancelled, every call stops waiting
+    /// (retry backoff, write budgets, long-running operation polls, token requests of
+    /// attempts not yet sent) and fails with [`Error::Interrupted`]; an attempt already
+    /// on the wire still gets its answer. A signal handler or shutdown cancels it.
+    pub fn interrupt(&self) -> CancellationToken {
+        self.interrupt.clone()
     }
 
     pub fn cloud(&self) -> &Cloud {
@@ -186,7 +203,7 @@ impl Azure {
         Ok(cache
             .entry(key)
             .or_insert_with(|| {
-                http::Sender::bearer(
+                let mut sender = http::Sender::bearer(
                     &self.http,
                     self.credential.clone(),
                     DATABRICKS_AUDIENCE,
@@ -195,7 +212,9 @@ impl Azure {
                         destination: origin::Destination::origin_of(workspace),
                     },
                     self.options.retry.clone(),
-                )
+                );
+                sender.set_interrupt(self.interrupt.clone());
+                sender
             })
             .clone())
     }
@@ -215,11 +234,7 @@ impl Azure {
                 tracing::debug!(audience, "token acquired");
                 Ok(())
             }
-            Err(e) => Err(Error::Credential {
-                audience: audience.to_owned(),
-                transient: credential::is_network_failure(&e),
-                detail: e.to_string(),
-            }),
+            Err(e) => Err(Error::credential(audience, &e)),
         }
     }
 }

@@ -201,7 +201,10 @@ impl ClientSecretSource {
                         mode: mode & 0o777,
                     });
                 }
-                let value = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+                let value = Zeroizing::new(
+                    crate::input::read_text(path, crate::input::MAX_SECRET_BYTES)
+                        .map_err(|e| io(std::io::Error::other(e)))?,
+                );
                 (value, format!("file {shown}"))
             }
             ClientSecretSource::Environment => (

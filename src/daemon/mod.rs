@@ -232,6 +232,7 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     let budgets = Arc::new(Budgets::new(config.daemon.budget, clock.clone()));
     let azure = Azure::with_options(&config, fingerprinter.clone(), azure_options.clone(), &*env)?
         .with_budgets(budgets.clone());
+    let interrupt = azure.interrupt();
     let engine = Engine::with_options(
         &config,
         azure,
@@ -253,6 +254,15 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     let metrics_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
 
     let shutdown = CancellationToken::new();
+    // A shutdown ends every wait of the Azure calls in flight too (token requests,
+    // backoffs, budgets, polls); requests already sent still get their answers.
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            interrupt.cancel();
+        }
+    });
     let tracker = TaskTracker::new();
     let metrics = Arc::new(metrics::Metrics::default());
     let notifier = notify::Notifier::new(

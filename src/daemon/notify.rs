@@ -109,7 +109,7 @@ impl Notifier {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("keyflip/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = ca_bundle {
-            let pem = std::fs::read(path)
+            let pem = crate::input::read_bytes(path, crate::input::MAX_CA_BUNDLE_BYTES)
                 .map_err(|e| format!("cannot read the CA bundle {}: {e}", path.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("the CA bundle {} is not PEM: {e}", path.display()))?;

@@ -179,6 +179,7 @@ impl EngineError {
         match self {
             EngineError::Busy { .. } => Exit::Busy,
             EngineError::Interrupted { .. } => Exit::Interrupted,
+            EngineError::Azure(e) if e.is_interrupted() => Exit::Interrupted,
             EngineError::Config(_) | EngineError::Plan { .. } => Exit::Usage,
             _ => Exit::Failure,
         }

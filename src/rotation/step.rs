@@ -26,6 +26,10 @@ use crate::secret::Fingerprint;
 pub(super) struct Done {
     pub result: StepResult,
     pub request_id: Option<String>,
+    /// The step stopped because keyflip is being interrupted, not because Azure
+    /// refused: its result is not recorded (the step stays in doubt and a resume
+    /// reconciles it).
+    pub interrupted: bool,
 }
 
 impl Done {
@@ -33,6 +37,7 @@ impl Done {
         Done {
             result,
             request_id: None,
+            interrupted: false,
         }
     }
 
@@ -40,6 +45,7 @@ impl Done {
         Done {
             result,
             request_id: error.call().and_then(|c| c.request_id.clone()),
+            interrupted: error.is_interrupted(),
         }
     }
 }
@@ -268,6 +274,7 @@ impl<'a> Ctx<'a> {
                             ),
                         },
                         request_id: probe.request_id,
+                        interrupted: false,
                     });
                 }
                 _ => {}
@@ -288,6 +295,7 @@ impl<'a> Ctx<'a> {
                         ),
                     },
                     request_id: probe.request_id,
+                    interrupted: false,
                 });
             }
             clock.sleep_until(next).await;

@@ -3,6 +3,10 @@
 //! keyflip, who owns the state directory, what the unit file promises, and what a
 //! user sees for every bad input.
 
+mod bad_input;
 mod process;
+mod signals;
+mod snapshot;
 mod state_owner;
+mod tls;
 mod unit_file;

@@ -13,7 +13,7 @@ use url::Url;
 use super::super::budget::Class;
 use super::super::error::{Call, request_id, retry_after};
 use super::super::http::{Operation, RETRY_STATUSES, client_options, status_error};
-use super::super::{Azure, Error, credential};
+use super::super::{Azure, Error};
 
 pub(super) fn check_vault(vault: &Url) -> Result<(), Error> {
     if vault.scheme() == "https" && vault.host().is_some() && vault.query().is_none() {
@@ -123,8 +123,20 @@ impl Azure {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            let interrupted = || Error::Interrupted {
+                call: Call {
+                    operation: op.name,
+                    target: target.to_owned(),
+                    request_id: None,
+                }
+                .into(),
+                sent: false,
+            };
             if let Some(budgets) = &self.budgets {
-                budgets.acquire(class, vault).await;
+                tokio::select! {
+                    () = budgets.acquire(class, vault) => {}
+                    () = self.interrupt.cancelled() => return Err(interrupted()),
+                }
             }
             let error = match call().await {
                 Ok(answer) => return Ok(answer),
@@ -153,7 +165,10 @@ impl Azure {
                 wait_ms = wait.as_millis() as u64,
                 "azure call will be retried"
             );
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.interrupt.cancelled() => return Err(interrupted()),
+            }
         }
     }
 
@@ -200,25 +215,17 @@ impl Azure {
                 sent: true,
                 detail: error.to_string(),
             },
-            ErrorKind::Credential => Error::Credential {
-                audience: self.vault_audience(),
-                transient: credential::is_network_failure(&error),
-                detail: error.to_string(),
-            },
-            ErrorKind::Other if super::super::origin::refused(&error).is_some() => {
-                match super::super::origin::refused(&error) {
-                    Some(refused) => Error::ForeignOrigin {
-                        call: call.into(),
-                        refused: Box::new(refused.clone()),
-                    },
-                    None => Error::Invalid(format!("{call}: {error}")),
-                }
+            ErrorKind::Credential => Error::credential(&self.vault_audience(), &error),
+            ErrorKind::Other => {
+                let fallback = format!("{call}: {error}");
+                Error::refused(call, &error, fallback)
             }
             ErrorKind::DataConversion => Error::BadResponse {
                 call: call.into(),
                 status: 200,
                 detail: "the answer could not be read as Key Vault JSON".into(),
             },
+            #[allow(unreachable_patterns)] // ErrorKind may grow (it has the `http` feature).
             _ => Error::Invalid(format!("{call}: {error}")),
         }
     }

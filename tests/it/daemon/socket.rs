@@ -219,3 +219,41 @@ async fn a_socket_path_that_is_not_a_socket_is_never_removed() {
             .expect_err("a socket on the journal is refused");
     assert!(errors[0].contains("socket is the journal"), "{errors:?}");
 }
+
+/// A request line written by hand with an absurd grace (`u64::MAX` ms once
+/// overflowed the scheduler's clock arithmetic and took the daemon down) is refused
+/// as a bad request; the daemon goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_grace_over_the_socket_is_refused_and_the_daemon_lives_on() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let setup = Setup::new(Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap());
+    setup.write_plan(
+        "manual",
+        &setup.plan_text(Consumers::KeyVault, "[drift]\ninterval = \"7d\"\n"),
+    );
+    let daemon = setup.start().await;
+    let stream = tokio::net::UnixStream::connect(setup.socket())
+        .await
+        .unwrap();
+    let (read, mut write) = stream.into_split();
+    let line = format!(
+        "{{\"v\":2,\"request\":\"rotate_now\",\"plan\":\"manual\",\"mode\":{{\"mode\":\"scheduled\"}},\"grace_ms\":{},\"dry_run\":false}}\n",
+        u64::MAX
+    );
+    write.write_all(line.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::io::BufReader::new(read)
+        .read_line(&mut answer)
+        .await
+        .unwrap();
+    assert!(
+        answer.contains("\"bad_request\"") && answer.contains("longest grace period"),
+        "{answer}"
+    );
+    match daemon.request(Request::Status { plan: None }).await {
+        Ok(Answer::Status { plans, .. }) => assert_eq!(plans.len(), 1),
+        other => panic!("status after the bad request: {other:?}"),
+    }
+    assert!(daemon.history("manual").await.is_empty());
+    assert_eq!(daemon.stop().await, keyflip::exit::Exit::Ok);
+}

@@ -25,7 +25,6 @@ pub fn euid() -> u32 {
 
 pub struct Service {
     /// The twin this installation talks to; it stops when the service is dropped.
-    #[allow(dead_code)]
     pub twin: TestTwin,
     pub dir: tempfile::TempDir,
 }
