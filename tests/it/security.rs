@@ -3,6 +3,7 @@
 //! keyflip, who owns the state directory, what the unit file promises, and what a
 //! user sees for every bad input.
 
+mod abuse;
 mod bad_input;
 mod process;
 mod signals;

@@ -12,6 +12,12 @@
 //!   the daemon once started, and finishes (or is interrupted by shutdown) either way.
 //! - The socket file is removed when the server is dropped, if it is still the one
 //!   this server created (same device and inode).
+//! - What one client can hold is bounded: at most [`MAX_CONNECTIONS`] connections at
+//!   once (more wait in the kernel's listen queue, holding no descriptor of the
+//!   daemon's), a request line of at most `MAX_REQUEST_BYTES` read within
+//!   `REQUEST_TIMEOUT`, and every line written within [`WRITE_TIMEOUT`] (a client
+//!   that stops reading is treated as gone; its rotation runs on). So a connection
+//!   costs at most one descriptor and about 80 KiB, and abuse cannot grow the daemon.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -33,6 +39,20 @@ use crate::rotation::ProgressEvent;
 
 /// How long a connected client has to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Control connections served at once.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// How long one line to a client may take to write.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes `text`; false when the client did not take it within [`WRITE_TIMEOUT`].
+async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, text: &str) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, write.write_all(text.as_bytes())).await,
+        Ok(Ok(()))
+    )
+}
 
 /// What the server hands each request to: the daemon. Progress events of a running
 /// rotation go to `progress` while the returned future runs.
@@ -158,7 +178,16 @@ impl Server {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
+            // A slot first: while every slot is taken, nothing more is accepted.
+            let slot = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
             let stream = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => match accepted {
@@ -173,7 +202,10 @@ impl Server {
             };
             let handler = handler.clone();
             let allowed = self.allowed.clone();
-            tracker.spawn(connection(stream, allowed, handler));
+            tracker.spawn(async move {
+                connection(stream, allowed, handler).await;
+                drop(slot);
+            });
         }
     }
 }
@@ -213,9 +245,7 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
             ),
             Exit::Failure,
         );
-        let _ = write
-            .write_all(ServerLine::error(error).text().as_bytes())
-            .await;
+        send(&mut write, &ServerLine::error(error).text()).await;
         let _ = write.shutdown().await;
         return;
     }
@@ -234,9 +264,7 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
     let request = match request {
         Ok(request) => request,
         Err(error) => {
-            let _ = write
-                .write_all(ServerLine::error(error).text().as_bytes())
-                .await;
+            send(&mut write, &ServerLine::error(error).text()).await;
             return;
         }
     };
@@ -249,7 +277,7 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
         tokio::select! {
             Some(event) = rx.recv() => {
                 if !client_gone {
-                    client_gone = write.write_all(ServerLine::progress(event).text().as_bytes()).await.is_err();
+                    client_gone = !send(&mut write, &ServerLine::progress(event).text()).await;
                 }
             }
             result = &mut answer => break result,
@@ -257,10 +285,7 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
     };
     while let Ok(event) = rx.try_recv() {
         if !client_gone {
-            client_gone = write
-                .write_all(ServerLine::progress(event).text().as_bytes())
-                .await
-                .is_err();
+            client_gone = !send(&mut write, &ServerLine::progress(event).text()).await;
         }
     }
     let last = match result {
@@ -271,7 +296,7 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
         Err(error) => ServerLine::error(error),
     }
     .text();
-    if !client_gone && write.write_all(last.as_bytes()).await.is_err() {
+    if !client_gone && !send(&mut write, &last).await {
         client_gone = true;
     }
     if client_gone {

@@ -73,9 +73,12 @@ impl Service {
                 &format!("client_secret_file = \"principals/{OPERATOR}.secret\""),
                 "client_secret_file = \"operator.secret\"",
             );
-        let text = format!(
-            "{text}\n[daemon]\nsocket = \"run/keyflip.sock\"\nmetrics_listen = \"off\"\n{daemon}\n"
-        );
+        let metrics = if daemon.contains("metrics_listen") {
+            ""
+        } else {
+            "metrics_listen = \"off\"\n"
+        };
+        let text = format!("{text}\n[daemon]\nsocket = \"run/keyflip.sock\"\n{metrics}{daemon}\n");
         std::fs::write(root.join("keyflip.toml"), text).unwrap();
         std::fs::set_permissions(
             root.join("keyflip.toml"),
@@ -127,10 +130,16 @@ impl Service {
     /// Starts `keyflip daemon` as the service user and waits until its control socket
     /// answers.
     pub fn daemon(&self) -> DaemonProcess {
+        self.daemon_with(|_| {})
+    }
+
+    /// The same, after `tweak` adjusted the command (limits, environment).
+    pub fn daemon_with(&self, tweak: impl FnOnce(&mut Command)) -> DaemonProcess {
         let log = self.path("daemon.log");
         let file = std::fs::File::create(&log).unwrap();
-        let child = self
-            .command(&["daemon"], true)
+        let mut command = self.command(&["daemon"], true);
+        tweak(&mut command);
+        let child = command
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -181,7 +190,6 @@ impl DaemonProcess {
     }
 
     /// A line of `/proc/PID/status` (e.g. `VmRSS`), without its name.
-    #[allow(dead_code)]
     pub fn status(&self, field: &str) -> Option<String> {
         proc_status(self.pid(), field)
     }
@@ -213,7 +221,6 @@ impl Drop for DaemonProcess {
 }
 
 /// A field of `/proc/PID/status`.
-#[allow(dead_code)]
 pub fn proc_status(pid: u32, field: &str) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     text.lines()
