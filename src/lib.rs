@@ -14,6 +14,8 @@ pub mod doctor;
 pub mod exit;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod input;
 pub mod journal;
 pub mod key;

@@ -382,10 +382,10 @@ impl HttpClient for Https {
 }
 
 /// The HTTPS client every keyflip Azure client shares.
-pub fn http_client(cloud: &Cloud) -> Result<Arc<dyn HttpClient>, Error> {
+pub fn http_client(cloud: &Cloud, read_timeout: Duration) -> Result<Arc<dyn HttpClient>, Error> {
     let mut builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(20))
-        .read_timeout(Duration::from_secs(60))
+        .connect_timeout(Duration::from_secs(20).min(read_timeout))
+        .read_timeout(read_timeout)
         .redirect(reqwest::redirect::Policy::none());
     if let Some(path) = &cloud.ca_bundle {
         let pem =

@@ -22,8 +22,10 @@ mod error;
 mod http;
 pub mod keyvault;
 pub mod ml;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(test), allow(dead_code))]
 mod mock;
+pub mod operations;
 pub mod origin;
 pub mod probe;
 pub mod roles;
@@ -62,6 +64,8 @@ pub struct AzureOptions {
     /// How long to wait, after an ambiguous `regenerateKey` failure, before reading the
     /// keys back (a request still in flight inside Azure may land meanwhile).
     pub reconcile_delay: Duration,
+    /// How long an answer may be silent before the attempt fails (a hung connection).
+    pub read_timeout: Duration,
 }
 
 impl Default for AzureOptions {
@@ -70,6 +74,7 @@ impl Default for AzureOptions {
             retry: RetryPolicy::default(),
             lro_poll: Duration::from_secs(10),
             reconcile_delay: Duration::from_secs(3),
+            read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -108,7 +113,7 @@ impl Azure {
         env: Env,
     ) -> Result<Azure, Error> {
         let cloud = Cloud::from_config(&config.cloud)?;
-        let http = cloud::http_client(&cloud)?;
+        let http = cloud::http_client(&cloud, options.read_timeout)?;
         let credential = credential::build(&config.credential, &cloud, &http, env)?;
         let interrupt = CancellationToken::new();
         let mut arm_sender = http::Sender::bearer(
@@ -148,8 +153,9 @@ impl Azure {
         self.budgets.as_ref()
     }
 
-    /// A facade on a scripted transport, the public cloud and a fixed token.
-    #[cfg(test)]
+    /// A facade on a scripted transport, the public cloud and a fixed token (unit
+    /// tests, and the fuzzer's answers from Azure).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn for_tests(http: Arc<dyn HttpClient>, options: AzureOptions) -> Azure {
         let cloud = Cloud::from_config(&crate::config::CloudConfig {
             kind: crate::config::CloudKind::Public,

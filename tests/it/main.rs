@@ -7,6 +7,9 @@ mod cli;
 mod command_path;
 mod daemon;
 mod doctor;
+mod faults;
+#[cfg(feature = "fuzzing")]
+mod fuzz;
 mod rotation;
 mod security;
 mod support;

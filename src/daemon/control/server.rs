@@ -259,7 +259,7 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
             "the request is longer than {} bytes",
             protocol::MAX_REQUEST_BYTES
         ))),
-        Ok(Ok(_)) => parse(&text),
+        Ok(Ok(_)) => parse_request(&text),
     };
     let request = match request {
         Ok(request) => request,
@@ -307,7 +307,8 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
     }
 }
 
-fn parse(text: &str) -> Result<protocol::Request, CommandError> {
+/// A request line as the daemon reads it (after its version), or the error sent back.
+pub fn parse_request(text: &str) -> Result<protocol::Request, CommandError> {
     let bad = |message: String| CommandError::new(ErrorCode::BadRequest, message, Exit::Usage);
     let version = serde_json::from_str::<protocol::VersionOnly>(text)
         .map_err(|e| bad(format!("the request is not a JSON object: {e}")))?

@@ -28,6 +28,7 @@ pub fn fast_options() -> AzureOptions {
         },
         lro_poll: Duration::from_millis(50),
         reconcile_delay: Duration::ZERO,
+        ..Default::default()
     }
 }
 

@@ -242,6 +242,11 @@ client_secret_file = "principals/{principal}.secret"
             .await;
     }
 
+    /// The fault rules, with their `fired` counts.
+    pub async fn faults(&self) -> Value {
+        self.admin_call(reqwest::Method::GET, "/faults", None).await
+    }
+
     /// Adds a fault rule (see twin/src/faults.rs for the shape).
     pub async fn fault(&self, rule: Value) {
         self.admin_call(reqwest::Method::POST, "/faults", Some(&rule))
