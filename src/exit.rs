@@ -48,3 +48,10 @@ impl From<Exit> for ExitCode {
         ExitCode::from(e as u8)
     }
 }
+
+impl Exit {
+    /// The numeric code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}

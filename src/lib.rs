@@ -4,10 +4,12 @@
 //! invariants every module keeps.
 
 pub mod azure;
+pub mod build_info;
 pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod consumer;
 pub mod daemon;
 pub mod diagnostic;
 pub mod doctor;
@@ -20,6 +22,7 @@ pub mod input;
 pub mod journal;
 pub mod key;
 pub mod logging;
+pub mod manual;
 pub mod plan;
 pub mod process;
 pub mod resource_id;

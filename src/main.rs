@@ -5,8 +5,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-use keyflip::cli::{Cli, Command, PlanCommand};
+use keyflip::cli::{Command, PlanCommand};
 use keyflip::commands;
 use keyflip::exit::Exit;
 
@@ -15,7 +14,7 @@ fn main() -> ExitCode {
     // no same-uid /proc/PID/mem, descriptors for rotations, trust from keyflip.toml.
     let hardening = keyflip::process::harden();
     keyflip::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = keyflip::manual::parse();
     // Interactive commands show their own progress; their logs start at warnings.
     let quiet = !matches!(cli.command, Command::Daemon);
     keyflip::logging::init(cli.log_format, cli.verbose, quiet);
@@ -23,13 +22,14 @@ fn main() -> ExitCode {
     hardening.log();
     let config = cli.config.as_deref();
     let exit = match &cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo(args) => commands::demo::run(args),
         // Each becomes one typed request, performed by a running daemon (it owns the
         // journal) or else standalone, and printed the same either way.
         Command::Rotate(_) | Command::Status(_) | Command::History(_) => {
             commands::run(config, &cli.command)
         }
-        Command::Plan(PlanCommand::Check(args)) => plan_check(&args.paths),
+        Command::Plan(PlanCommand::Check(args)) => plan_check(config, args),
         Command::Doctor(args) => keyflip::doctor::run(
             config,
             args,
@@ -37,15 +37,38 @@ fn main() -> ExitCode {
             &mut std::io::stderr().lock(),
         ),
         Command::Daemon => daemon(config),
+        Command::Version(args) => commands::version::run(args),
+        Command::Completions(args) => commands::completions::completions(args),
+        Command::Manpages(args) => commands::completions::manpages(args),
     };
     exit.into()
 }
 
-/// `keyflip plan check`: no network, journal or socket; the clock only to show the
-/// next due times.
-fn plan_check(paths: &[std::path::PathBuf]) -> Exit {
+/// `keyflip plan check`: no network, journal or socket; the configuration only for
+/// its plans directory (the one every command uses), the clock only to show the next
+/// due times.
+fn plan_check(config: Option<&std::path::Path>, args: &keyflip::cli::PlanCheckArgs) -> Exit {
+    let output = args.output.output;
+    let config = match keyflip::config::Config::load(config) {
+        Ok(config) => config,
+        Err(e) => {
+            return commands::fail(output, &commands::CommandError::usage(e));
+        }
+    };
+    let show = keyflip::plan::check::Show {
+        output,
+        term: commands::term::Term::stdout(),
+    };
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
-    keyflip::plan::check::run(paths, chrono::Utc::now(), &mut out, &mut err).unwrap_or_else(|e| {
+    keyflip::plan::check::run(
+        &args.paths,
+        &config.plans_dir,
+        chrono::Utc::now(),
+        show,
+        &mut out,
+        &mut err,
+    )
+    .unwrap_or_else(|e| {
         eprintln!("keyflip: cannot write the report: {e}");
         Exit::Failure
     })

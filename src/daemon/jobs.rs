@@ -12,15 +12,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
-use url::Url;
 
 use super::control::protocol::{Answer, CommandError, ErrorCode};
-use super::drift::{self, Observation};
+use super::drift::Observation;
 use super::progress::DaemonProgress;
 use super::scheduler::{Context, Msg, Scheduler};
 use super::snapshot::Activity;
+use crate::consumer::{self, ConsumerId};
 use crate::key::KeyName;
-use crate::plan::{ConsumerId, Plan};
+use crate::plan::Plan;
 use crate::rotation::{EngineError, ProgressEvent, RotateRequest, RotationReport};
 
 /// What a job does.
@@ -215,16 +215,13 @@ async fn run(ctx: Context, plan: Arc<Plan>, job: Job, client: Option<Client>) {
     }));
 }
 
-/// Reads the plan's live state and its Key Vault versions.
+/// Reads the plan's live state and the versions of its consumers that keep them.
 async fn observe(ctx: &Context, plan: &Plan) -> Result<Observation, String> {
     let inventory = ctx.engine.observe(plan).await.map_err(|e| e.to_string())?;
     let mut versions = Vec::new();
-    for (id, vault, secret) in drift::key_vault_secrets(plan) {
-        let Ok(url) = Url::parse(&vault) else {
-            continue;
-        };
-        match ctx.engine.azure().secret_versions(&url, &secret).await {
-            Ok(list) => versions.push((id, list)),
+    for (id, found) in consumer::versions(ctx.engine.azure(), plan).await {
+        match found {
+            Ok(list) => versions.push((id.to_string(), list)),
             Err(e) => {
                 tracing::warn!(plan = %plan.name, consumer = %id, error = %e, "cannot list the secret's versions; skipping it in this drift check");
             }

@@ -233,6 +233,17 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     let azure = Azure::with_options(&config, fingerprinter.clone(), azure_options.clone(), &*env)?
         .with_budgets(budgets.clone());
     let interrupt = azure.interrupt();
+    // Which identity the daemon uses (for the start-up line); the default chain also
+    // logs the link it picks at the first token request (the first drift check).
+    let chain = azure.credential_chain();
+    let credential = if chain.is_empty() {
+        azure.credential_in_use().to_string()
+    } else {
+        format!(
+            "default chain ({}); the first link that gives a token is logged when chosen",
+            chain.join("; ")
+        )
+    };
     let engine = Engine::with_options(
         &config,
         azure,
@@ -252,6 +263,19 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         None => None,
     };
     let metrics_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+    // The one start-up line: where everything is, so an operator reading the journal
+    // knows which configuration runs without asking.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.source.as_ref().map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string()),
+        plans_dir = %config.plans_dir.display(),
+        plans = plans.len(),
+        state_dir = %dir.display(),
+        socket = %socket.display(),
+        metrics = %metrics_addr.map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics")),
+        credential = %credential,
+        "keyflip daemon started"
+    );
 
     let shutdown = CancellationToken::new();
     // A shutdown ends every wait of the Azure calls in flight too (token requests,
@@ -265,6 +289,7 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     });
     let tracker = TaskTracker::new();
     let metrics = Arc::new(metrics::Metrics::default());
+    metrics.started(clock.now());
     let notifier = notify::Notifier::new(
         config.cloud.ca_bundle.as_deref(),
         delivery,

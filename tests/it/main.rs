@@ -10,6 +10,8 @@ mod doctor;
 mod faults;
 #[cfg(feature = "fuzzing")]
 mod fuzz;
+mod install;
+mod output;
 mod rotation;
 mod security;
 mod support;

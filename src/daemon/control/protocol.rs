@@ -1,10 +1,10 @@
 //! The control socket's wire format, version [`VERSION`]: one JSON object per line.
 //!
 //! The client sends one request line: the version and a [`Request`], the very value
-//! the command line became (`{"v":2,"request":"status","plan":null}`). It reads lines
-//! until a final one: zero or more `{"v":2,"progress":{...}}` (the rotation's
-//! [`ProgressEvent`]s, while it runs), then `{"v":2,"ok":{"daemon":{...},"answer":
-//! {...}}}` (an [`Answer`] with the daemon's [`DaemonInfo`]) or `{"v":2,"error":
+//! the command line became (`{"v":3,"request":"status","plan":null}`). It reads lines
+//! until a final one: zero or more `{"v":3,"progress":{...}}` (the rotation's
+//! [`ProgressEvent`]s, while it runs), then `{"v":3,"ok":{"daemon":{...},"answer":
+//! {...}}}` (an [`Answer`] with the daemon's [`DaemonInfo`]) or `{"v":3,"error":
 //! {"code":...,"message":...,"exit":N}}` (a [`CommandError`]). Requests, answers,
 //! progress events and errors are the typed values the standalone command uses, so
 //! one renderer prints both. A refused peer gets the error line without the server
@@ -13,7 +13,8 @@
 //! both versions; a client reading a line of another version says the same.
 //!
 //! Version history: 1 carried reports as untyped JSON and `grace_secs`; 2 carries the
-//! typed request (`grace_ms`), answers and errors. The error line's shape is the same
+//! typed request (`grace_ms`), answers and errors; 3 adds `history`'s `since`, the
+//! `issued` progress event and a dry run's typed calls and grace. The error line's shape is the same
 //! in both, so either side can read the other's version refusal.
 //!
 //! Promises: no line carries a key value (answers are built from reports and statuses
@@ -29,7 +30,7 @@ pub use crate::commands::request::Request;
 use crate::rotation::ProgressEvent;
 
 /// The protocol version this build speaks. A server answers only its own version.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Longest request line the server reads.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -154,6 +155,7 @@ mod tests {
             Request::History {
                 plan: Some("demo".into()),
                 limit: 5,
+                since: Some(chrono::DateTime::UNIX_EPOCH),
             },
             Request::RotateNow {
                 plan: "demo".into(),
@@ -175,11 +177,11 @@ mod tests {
             let back: Envelope = serde_json::from_str(&text).unwrap();
             assert_eq!(back.request, request, "{text}");
         }
-        let text = r#"{"v":2,"request":"status","plan":null}"#;
+        let text = r#"{"v":3,"request":"status","plan":null}"#;
         assert!(serde_json::from_str::<Envelope>(text).is_ok());
         for bad in [
-            r#"{"v":2,"request":"delete_everything"}"#,
-            r#"{"v":2,"request":"status","plan":null,"extra":1}"#,
+            r#"{"v":3,"request":"delete_everything"}"#,
+            r#"{"v":3,"request":"status","plan":null,"extra":1}"#,
             r#"{"request":"status","plan":null}"#,
         ] {
             assert!(serde_json::from_str::<Envelope>(bad).is_err(), "{bad}");
@@ -200,7 +202,7 @@ mod tests {
         };
         let text = ServerLine::ok(done.clone()).text();
         assert!(
-            text.ends_with('\n') && text.starts_with("{\"v\":2,\"ok\":"),
+            text.ends_with('\n') && text.starts_with("{\"v\":3,\"ok\":"),
             "{text}"
         );
         let parsed: ServerLine = serde_json::from_str(&text).unwrap();
@@ -211,7 +213,7 @@ mod tests {
         let text = ServerLine::error(error.clone()).text();
         assert_eq!(
             text,
-            "{\"v\":2,\"error\":{\"code\":\"busy\",\"message\":\"busy\",\"exit\":6}}\n"
+            "{\"v\":3,\"error\":{\"code\":\"busy\",\"message\":\"busy\",\"exit\":6}}\n"
         );
         let parsed: ServerLine = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed.error, Some(error));

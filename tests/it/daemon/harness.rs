@@ -145,7 +145,7 @@ impl Setup {
                 probe_backoff: Duration::from_millis(20),
                 probe_max_backoff: Duration::from_millis(100),
                 resync_deadline: Duration::from_secs(30),
-                databricks_skew: Duration::from_secs(2),
+                update_skew: Duration::from_secs(2),
             },
             delivery: keyflip::daemon::notify::DeliveryOptions {
                 attempts: 2,
@@ -278,6 +278,7 @@ impl Daemon {
             .request(Request::History {
                 plan: Some(plan.to_owned()),
                 limit: 100,
+                since: None,
             })
             .await
         {

@@ -112,6 +112,14 @@ async fn metrics_and_status_reflect_a_rotation_and_hold_no_key() {
         "{metrics}"
     );
     assert!(metrics.contains("keyflip_ready 1\n"), "{metrics}");
+    let build = keyflip::build_info::BuildInfo::current();
+    assert!(
+        metrics.contains(&format!(
+            "keyflip_build_info{{version=\"{}\",commit=\"{}\",dirty=\"{}\",target=\"{}\",",
+            build.version, build.commit, build.dirty, build.target
+        )),
+        "{metrics}"
+    );
 
     let status = daemon
         .request(Request::Status {

@@ -5,6 +5,7 @@ pub mod azurite;
 pub mod binary;
 pub mod engine;
 pub mod logs;
+pub mod proxy;
 pub mod redact;
 pub mod service;
 pub mod twin;

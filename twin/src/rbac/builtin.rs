@@ -1,5 +1,5 @@
 //! The built-in Azure roles the twin knows, with their real GUIDs and the actions
-//! that matter to keyflip (CONTRACTS.md §C3). Action lists are Azure's where they are
+//! that matter to keyflip (Microsoft Learn, "Azure built-in roles"). Action lists are Azure's where they are
 //! documented; where Azure lists dozens of unrelated actions, only the relevant
 //! ones are kept, which never widens what a role may do here.
 
@@ -161,6 +161,111 @@ static ROLES: &[BuiltinRole] = &[
             "Microsoft.MachineLearningServices/workspaces/featurestores/write",
             "Microsoft.MachineLearningServices/workspaces/featurestores/delete",
         ],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    // Microsoft Learn, "Azure built-in roles for Web and Mobile" (updated 2024-08-07).
+    BuiltinRole {
+        id: "de139f84-1756-47ae-9be6-808fbbe84772",
+        name: "Website Contributor",
+        description: "Lets you manage websites (not web plans), but not access to them.",
+        actions: &[
+            "Microsoft.Authorization/*/read",
+            "Microsoft.Insights/alertRules/*",
+            "Microsoft.Insights/components/*",
+            "Microsoft.ResourceHealth/availabilityStatuses/read",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            "Microsoft.Support/*",
+            "Microsoft.Web/certificates/*",
+            "Microsoft.Web/listSitesAssignedToHostName/read",
+            "Microsoft.Web/register/action",
+            "Microsoft.Web/serverFarms/join/action",
+            "Microsoft.Web/serverFarms/read",
+            "Microsoft.Web/sites/*",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    // Microsoft Learn, "Azure built-in roles for Analytics".
+    BuiltinRole {
+        id: "673868aa-7521-48a0-acc6-0f60742d39f5",
+        name: "Data Factory Contributor",
+        description: "Create and manage data factories, as well as child resources within them.",
+        actions: &[
+            "Microsoft.Authorization/*/read",
+            "Microsoft.DataFactory/dataFactories/*",
+            "Microsoft.DataFactory/factories/*",
+            "Microsoft.Insights/alertRules/*",
+            "Microsoft.ResourceHealth/availabilityStatuses/read",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            "Microsoft.Support/*",
+            "Microsoft.EventGrid/eventSubscriptions/write",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    // Azure Monitor roles (issue 10): who may read a workspace's logs and the
+    // diagnostic settings, and who may change them.
+    BuiltinRole {
+        id: "73c42c96-874c-492b-b04d-ab87d138a893",
+        name: "Log Analytics Reader",
+        description: "Log Analytics Reader can view and search all monitoring data as well as and view monitoring settings, including viewing the configuration of Azure diagnostics on all Azure resources.",
+        actions: &[
+            "*/read",
+            "Microsoft.OperationalInsights/workspaces/analytics/query/action",
+            "Microsoft.OperationalInsights/workspaces/search/action",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &["Microsoft.OperationalInsights/workspaces/sharedKeys/read"],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    BuiltinRole {
+        id: "92aaf0da-9dab-42b6-94a3-d43ce8d16293",
+        name: "Log Analytics Contributor",
+        description: "Log Analytics Contributor can read all monitoring data and edit monitoring settings. Editing monitoring settings includes adding the VM extension to VMs; reading storage account keys to be able to configure collection of logs from Azure Storage; adding solutions; and configuring Azure diagnostics on all Azure resources.",
+        actions: &[
+            "*/read",
+            "Microsoft.Insights/diagnosticSettings/*",
+            "Microsoft.OperationalInsights/*",
+            "Microsoft.OperationsManagement/*",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Resources/subscriptions/resourcegroups/deployments/*",
+            "Microsoft.Storage/storageAccounts/listKeys/action",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    BuiltinRole {
+        id: "43d0d8ad-25c7-4714-9337-8ba259a9fe05",
+        name: "Monitoring Reader",
+        description: "Can read all monitoring data.",
+        actions: &[
+            "*/read",
+            "Microsoft.OperationalInsights/workspaces/search/action",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    BuiltinRole {
+        id: "749f88d5-cbae-40b8-bcfc-e573ddc772fa",
+        name: "Monitoring Contributor",
+        description: "Can read all monitoring data and update monitoring settings.",
+        actions: &[
+            "*/read",
+            "Microsoft.Insights/DiagnosticSettings/*",
+            "Microsoft.OperationalInsights/workspaces/search/action",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &[],
         data_actions: &[],
         not_data_actions: &[],
     },
