@@ -464,12 +464,14 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
 
 /// The signing key in `path`: its bytes, a trailing newline dropped.
 fn signing_key(path: &std::path::Path) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
-    let mut bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
-        format!(
-            "cannot read the webhook secret file {}: {e}",
-            path.display()
-        )
-    })?);
+    let mut bytes = zeroize::Zeroizing::new(
+        crate::input::read_bytes(path, crate::input::MAX_SECRET_BYTES).map_err(|e| {
+            format!(
+                "cannot read the webhook secret file {}: {e}",
+                path.display()
+            )
+        })?,
+    );
     while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         bytes.pop();
     }
