@@ -5,6 +5,7 @@
 
 mod abuse;
 mod bad_input;
+mod kill_loop;
 mod process;
 mod signals;
 mod snapshot;
