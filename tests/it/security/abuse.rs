@@ -175,7 +175,7 @@ async fn abuse(socket: std::path::PathBuf, n: usize, what: &'static str) -> usiz
                 "oversized" => vec![b'{'; 1024 * 1024],
                 "nested" => format!("{}\n", "[".repeat(60_000)).into_bytes(),
                 "huge-plan-name" => format!(
-                    "{{\"v\":2,\"request\":\"status\",\"plan\":\"{}\"}}\n",
+                    "{{\"v\":3,\"request\":\"status\",\"plan\":\"{}\"}}\n",
                     &big[..60_000]
                 )
                 .into_bytes(),
@@ -185,14 +185,14 @@ async fn abuse(socket: std::path::PathBuf, n: usize, what: &'static str) -> usiz
                     v
                 }
                 "wrong-version" => b"{\"v\":1,\"request\":\"status\"}\n".to_vec(),
-                "unknown-request" => b"{\"v\":2,\"request\":\"format_disk\"}\n".to_vec(),
+                "unknown-request" => b"{\"v\":3,\"request\":\"format_disk\"}\n".to_vec(),
                 // Valid requests whose answers are never read.
-                "status-unread" => b"{\"v\":2,\"request\":\"status\",\"plan\":null}\n".to_vec(),
+                "status-unread" => b"{\"v\":3,\"request\":\"status\",\"plan\":null}\n".to_vec(),
                 "history-unread" => {
-                    b"{\"v\":2,\"request\":\"history\",\"plan\":null,\"limit\":50}\n".to_vec()
+                    b"{\"v\":3,\"request\":\"history\",\"plan\":null,\"limit\":50}\n".to_vec()
                 }
-                "dry-run-unread" => b"{\"v\":2,\"request\":\"rotate_now\",\"plan\":\"demo\",\"mode\":{\"mode\":\"scheduled\"},\"grace_ms\":null,\"dry_run\":true}\n".to_vec(),
-                "absurd-grace" => format!("{{\"v\":2,\"request\":\"rotate_now\",\"plan\":\"demo\",\"mode\":{{\"mode\":\"scheduled\"}},\"grace_ms\":{},\"dry_run\":false}}\n", u64::MAX).into_bytes(),
+                "dry-run-unread" => b"{\"v\":3,\"request\":\"rotate_now\",\"plan\":\"demo\",\"mode\":{\"mode\":\"scheduled\"},\"grace_ms\":null,\"dry_run\":true}\n".to_vec(),
+                "absurd-grace" => format!("{{\"v\":3,\"request\":\"rotate_now\",\"plan\":\"demo\",\"mode\":{{\"mode\":\"scheduled\"}},\"grace_ms\":{},\"dry_run\":false}}\n", u64::MAX).into_bytes(),
                 "connect-close" => Vec::new(),
                 other => panic!("unknown abuse {other}"),
             };
@@ -299,7 +299,11 @@ async fn control_socket_abuse_is_bounded_and_rotations_go_on() {
     let (code, out, err) = service.run(&["history", "demo", "--output", "json"], false);
     assert_eq!(code, Some(0), "{err}");
     let history: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(history.as_array().map(Vec::len), Some(1), "{out}");
+    assert_eq!(
+        history["rotations"].as_array().map(Vec::len),
+        Some(1),
+        "{out}"
+    );
     assert!(!daemon.log().contains("internal error"), "{}", daemon.log());
     assert_eq!(daemon.terminate(Duration::from_secs(30)), Some(0));
 }
