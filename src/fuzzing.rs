@@ -114,7 +114,12 @@ impl HttpClient for Answering {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
         let mut headers = Headers::new();
         let vault = request.url().host_str() == Some("kv.vault.azure.net");
-        if vault && request.headers().get_optional_str(&"authorization".into()).is_none() {
+        if vault
+            && request
+                .headers()
+                .get_optional_str(&"authorization".into())
+                .is_none()
+        {
             headers.insert(
                 "www-authenticate",
                 "Bearer authorization=\"https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000\", resource=\"https://vault.azure.net\"",
@@ -192,9 +197,8 @@ pub fn azure_responses(data: &[u8]) {
         ..Default::default()
     };
     let azure = Azure::for_tests(http, options);
-    let account = id(
-        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st01",
-    );
+    let account =
+        id("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st01");
     let workspace = id(
         "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w",
     );

@@ -133,6 +133,10 @@ mod tests {
             }
         }
         // Every listed operation but the token request is declared somewhere.
-        assert_eq!(found, ALL.len() - 1, "ALL lists an operation no source declares");
+        assert_eq!(
+            found,
+            ALL.len() - 1,
+            "ALL lists an operation no source declares"
+        );
     }
 }

@@ -8,7 +8,8 @@
 //! rotation that rolled back left the key consumers used untouched.
 //!
 //! An operation added to `ALL` without a line in [`twin_operation`] fails here; one no
-//! rotation calls must say so in [`NOT_IN_A_ROTATION`]. The run prints the number of
+//! rotation calls must say so in [`NOT_IN_A_ROTATION`]; one only incident rotations
+//! call is listed in [`INCIDENT_ONLY`], whose cells rotate with `--leaked key1`. The run prints the number of
 //! cells and their outcomes. It uses short timeouts (a hang costs 300 ms per attempt)
 //! and runs cells concurrently, each on its own twin.
 
@@ -18,8 +19,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use keyflip::azure::operations::{ALL, Listed};
 use keyflip::azure::{AzureOptions, RetryPolicy};
-use keyflip::rotation::machine::Outcome;
-use keyflip::rotation::{NoProgress, RotateRequest};
+use keyflip::key::KeyName;
+use keyflip::rotation::machine::{Mode, Outcome};
+use keyflip::rotation::{NoProgress, RotateRequest, Trigger};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -59,13 +61,34 @@ fn twin_operation(keyflip: &str) -> Option<&'static str> {
 /// Operations a rotation of the demo plan never calls, and why (their cells run and
 /// must show the fault unused).
 const NOT_IN_A_ROTATION: &[(&str, &str)] = &[
-    ("storage.patch", "changes account settings; no rotation does"),
-    ("ml.datastore.get", "rotations list datastores instead"),
     (
-        "keyvault.disableVersion",
-        "disables leaked versions in incident rotations only",
+        "storage.patch",
+        "changes account settings; no rotation does",
+    ),
+    (
+        "ml.workspace.get",
+        "rotations read a workspace's keys (listKeys), only doctor reads its properties",
     ),
 ];
+
+/// Operations only an incident rotation calls (listing a secret's versions and
+/// disabling those holding the leaked key): their cells run `--leaked key1`.
+const INCIDENT_ONLY: &[&str] = &["keyvault.listVersions", "keyvault.disableVersion"];
+
+fn request_for(op: &Listed) -> RotateRequest {
+    if INCIDENT_ONLY.contains(&op.name) {
+        RotateRequest {
+            mode: Mode::Leaked {
+                key: KeyName::Key1,
+                revoke_first: false,
+            },
+            grace: None,
+            trigger: Trigger::Manual,
+        }
+    } else {
+        RotateRequest::manual()
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -164,7 +187,11 @@ async fn run(cell: &Cell) -> Result<Ending, String> {
         "{} × {:?} {}",
         cell.op.name,
         cell.kind,
-        if cell.persistent { "persistent" } else { "once" }
+        if cell.persistent {
+            "persistent"
+        } else {
+            "once"
+        }
     );
     let before = keys_of(&h.twin.state().await);
     h.twin
@@ -178,7 +205,7 @@ async fn run(cell: &Cell) -> Result<Ending, String> {
         Duration::from_secs(120),
         h.engine_with(OPERATOR, options()).rotate(
             &h.plan,
-            RotateRequest::manual(),
+            request_for(&cell.op),
             &NoProgress,
             CancellationToken::new(),
         ),
@@ -217,18 +244,24 @@ async fn run(cell: &Cell) -> Result<Ending, String> {
     let (key1, key2) = keys_of(&state);
     for (consumer, key) in consumer_keys(&state) {
         if key != key1 && key != key2 {
-            return Err(format!("{name}: {consumer} holds a key that no longer works ({end:?})"));
+            return Err(format!(
+                "{name}: {consumer} holds a key that no longer works ({end:?})"
+            ));
         }
     }
     for secret in ["stdatasci001-key", "stdatasci001-connection-string"] {
         if !versions(&state, secret).last().is_some_and(|v| v.2) {
-            return Err(format!("{name}: the latest version of {secret} is disabled"));
+            return Err(format!(
+                "{name}: the latest version of {secret} is disabled"
+            ));
         }
     }
     let rolled_back = matches!(&end, Ending::RolledBack)
         || matches!(&end, Ending::ResumedThen(e) if **e == Ending::RolledBack);
     if rolled_back && key1 != before.0 {
-        return Err(format!("{name}: rolled back, yet the key in use (key1) was regenerated"));
+        return Err(format!(
+            "{name}: rolled back, yet the key in use (key1) was regenerated"
+        ));
     }
     Ok(end)
 }
@@ -271,12 +304,26 @@ async fn every_operation_meets_every_fault_and_consumers_keep_a_working_key() {
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let mut called: BTreeMap<&str, bool> = BTreeMap::new();
     let mut failures = Vec::new();
+    let mut parked = Vec::new();
     for (i, result) in results {
         let cell = &cells[i];
         match result {
             Ok(end) => {
                 *called.entry(cell.op.name).or_default() |= end != Ending::NotCalled;
                 *outcomes.entry(format!("{end:?}")).or_default() += 1;
+                if end == Ending::NeedsAttention {
+                    // Parked with every consumer on a working key: named for people.
+                    parked.push(format!(
+                        "{} × {:?} {}",
+                        cell.op.name,
+                        cell.kind,
+                        if cell.persistent {
+                            "persistent"
+                        } else {
+                            "once"
+                        }
+                    ));
+                }
             }
             Err(e) => failures.push(e),
         }
@@ -290,7 +337,14 @@ async fn every_operation_meets_every_fault_and_consumers_keep_a_working_key() {
     for (end, n) in &outcomes {
         eprintln!("  {n:4}  {end}");
     }
-    assert!(failures.is_empty(), "{} cells broke an invariant:\n{}", failures.len(), failures.join("\n"));
+    parked.sort();
+    eprintln!("  parked (needs attention): {}", parked.join("; "));
+    assert!(
+        failures.is_empty(),
+        "{} cells broke an invariant:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     for (op, was_called) in called {
         let excused = NOT_IN_A_ROTATION.iter().any(|(name, _)| *name == op);
         assert!(
