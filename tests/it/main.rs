@@ -7,8 +7,12 @@ mod cli;
 mod command_path;
 mod daemon;
 mod doctor;
+mod faults;
+#[cfg(feature = "fuzzing")]
+mod fuzz;
 mod install;
 mod output;
 mod rotation;
 mod runbook;
+mod security;
 mod support;
