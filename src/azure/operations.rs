@@ -57,6 +57,19 @@ pub const ALL: &[Listed] = &[
     op("databricks.scopes.list"),
     op("databricks.secrets.put"),
     op("databricks.secrets.list"),
+    op("web.appSettings.list"),
+    Listed {
+        sent_once: true,
+        ..op("web.appSettings.put")
+    },
+    op("web.connectionStrings.list"),
+    Listed {
+        sent_once: true,
+        ..op("web.connectionStrings.put")
+    },
+    op("datafactory.linkedService.get"),
+    op("datafactory.linkedService.list"),
+    op("datafactory.linkedService.put"),
 ];
 
 #[cfg(test)]

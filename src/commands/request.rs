@@ -586,7 +586,8 @@ mod tests {
         );
         // The wire: what a hand-written socket request could carry.
         let line = format!(
-            r#"{{"v":4,"request":"rotate_now","plan":"demo","mode":{{"mode":"scheduled"}},"grace_ms":{},"dry_run":false}}"#,
+            r#"{{"v":{},"request":"rotate_now","plan":"demo","mode":{{"mode":"scheduled"}},"grace_ms":{},"dry_run":false}}"#,
+            crate::daemon::control::protocol::VERSION,
             u64::MAX
         );
         let err =

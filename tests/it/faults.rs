@@ -54,6 +54,14 @@ fn twin_operation(keyflip: &str) -> Option<&'static str> {
         "databricks.scopes.list" => "databricks.scopes",
         "databricks.secrets.put" => "databricks.put",
         "databricks.secrets.list" => "databricks.list",
+        // The twin names App Service and Data Factory operations as keyflip does.
+        "web.appSettings.list" => "web.appSettings.list",
+        "web.appSettings.put" => "web.appSettings.put",
+        "web.connectionStrings.list" => "web.connectionStrings.list",
+        "web.connectionStrings.put" => "web.connectionStrings.put",
+        "datafactory.linkedService.get" => "datafactory.linkedService.get",
+        "datafactory.linkedService.list" => "datafactory.linkedService.list",
+        "datafactory.linkedService.put" => "datafactory.linkedService.put",
         _ => return None,
     })
 }
@@ -68,6 +76,15 @@ const NOT_IN_A_ROTATION: &[(&str, &str)] = &[
     (
         "ml.workspace.get",
         "rotations read a workspace's keys (listKeys), only doctor reads its properties",
+    ),
+    (
+        "web.connectionStrings.list",
+        "the demo's app consumer is an app setting; a connection-string consumer takes the same read-modify-write in azure/web.rs, covered by tests/it/rotation/apps.rs",
+    ),
+    ("web.connectionStrings.put", "as web.connectionStrings.list"),
+    (
+        "datafactory.linkedService.list",
+        "only doctor lists a factory's linked services; a rotation reads the one it binds",
     ),
 ];
 

@@ -237,7 +237,8 @@ async fn an_absurd_grace_over_the_socket_is_refused_and_the_daemon_lives_on() {
         .unwrap();
     let (read, mut write) = stream.into_split();
     let line = format!(
-        "{{\"v\":3,\"request\":\"rotate_now\",\"plan\":\"manual\",\"mode\":{{\"mode\":\"scheduled\"}},\"grace_ms\":{},\"dry_run\":false}}\n",
+        "{{\"v\":{},\"request\":\"rotate_now\",\"plan\":\"manual\",\"mode\":{{\"mode\":\"scheduled\"}},\"grace_ms\":{},\"dry_run\":false}}\n",
+        keyflip::daemon::control::protocol::VERSION,
         u64::MAX
     );
     write.write_all(line.as_bytes()).await.unwrap();

@@ -196,6 +196,9 @@ async fn abuse(socket: std::path::PathBuf, n: usize, what: &'static str) -> usiz
                 "connect-close" => Vec::new(),
                 other => panic!("unknown abuse {other}"),
             };
+            // Every well-formed request speaks the daemon's protocol version, or it
+            // would be refused before reaching the handler it means to abuse.
+            let payload = at_current_version(payload);
             let _ = s.write_all(&payload).await;
             if what != "connect-close" {
                 // Hold the connection a while without reading.
@@ -306,4 +309,14 @@ async fn control_socket_abuse_is_bounded_and_rotations_go_on() {
     );
     assert!(!daemon.log().contains("internal error"), "{}", daemon.log());
     assert_eq!(daemon.terminate(Duration::from_secs(30)), Some(0));
+}
+
+/// Rewrites `"v":3` (the version these lines were written for) to the protocol's
+/// current version; the wrong-version case (`"v":1`) is left alone.
+fn at_current_version(payload: Vec<u8>) -> Vec<u8> {
+    let Ok(text) = String::from_utf8(payload.clone()) else {
+        return payload;
+    };
+    let current = format!("\"v\":{},", keyflip::daemon::control::protocol::VERSION);
+    text.replacen("\"v\":3,", &current, 1).into_bytes()
 }
