@@ -120,7 +120,7 @@ impl Azure {
         loop {
             attempt += 1;
             if let Some(budgets) = &self.budgets {
-                budgets.acquire(class, vault).await;
+                budgets.acquire(class, false, vault).await;
             }
             let error = match call().await {
                 Ok(answer) => return Ok(answer),
