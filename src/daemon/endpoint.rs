@@ -11,11 +11,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
-use super::snapshot::Snapshot;
+use super::snapshot::SnapshotWatch;
 use crate::azure::budget::Budgets;
 use crate::clock::Clock;
 
@@ -23,7 +22,7 @@ use crate::clock::Clock;
 #[derive(Clone)]
 pub struct Endpoint {
     pub metrics: Arc<Metrics>,
-    pub snapshot: watch::Receiver<Snapshot>,
+    pub snapshot: SnapshotWatch,
     pub budgets: Option<Arc<Budgets>>,
     pub clock: Arc<dyn Clock>,
 }
@@ -53,7 +52,7 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, std::io::
 }
 
 async fn metrics(State(e): State<Endpoint>) -> impl IntoResponse {
-    let snapshot = e.snapshot.borrow().clone();
+    let snapshot = e.snapshot.peek();
     let text = e
         .metrics
         .render(&snapshot, e.budgets.as_deref(), e.clock.now());
@@ -68,7 +67,7 @@ async fn metrics(State(e): State<Endpoint>) -> impl IntoResponse {
 
 /// Alive as long as the scheduler runs (it owns the snapshot's sender).
 async fn healthz(State(e): State<Endpoint>) -> impl IntoResponse {
-    if e.snapshot.has_changed().is_ok() {
+    if e.snapshot.alive() {
         (StatusCode::OK, "ok\n")
     } else {
         (
@@ -79,8 +78,7 @@ async fn healthz(State(e): State<Endpoint>) -> impl IntoResponse {
 }
 
 async fn readyz(State(e): State<Endpoint>) -> impl IntoResponse {
-    let s = e.snapshot.borrow();
-    match (s.ready, s.stopping) {
+    match e.snapshot.readiness() {
         (true, false) => (StatusCode::OK, "ready\n"),
         (_, true) => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n"),
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "recovering the journal\n"),

@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
-use url::Url;
 
 use super::control::protocol::{ErrorCode, ErrorReply, Reply};
-use super::drift::{self, Observation};
+use super::observe::{self, Baseline};
 use super::progress::DaemonProgress;
-use super::scheduler::{Context, Msg, Scheduler};
+use super::scheduler::{Context, Msg, Scheduler, TimerKind};
 use super::snapshot::Activity;
+use crate::azure::budget::{self, Lane};
 use crate::exit::Exit;
 use crate::key::KeyName;
 use crate::plan::{ConsumerId, Plan};
@@ -86,45 +86,95 @@ pub(super) fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
 impl Scheduler {
     /// Marks the plan busy and starts the job.
     pub fn start_job(&mut self, name: &str, job: Job, client: Option<Client>, now: DateTime<Utc>) {
-        let Some(entry) = self.plans.get_mut(name) else {
+        let lane = self.lane_of(name, &job);
+        self.disarm_check(name);
+        let Some(entry) = self.plans.get(name) else {
             return;
         };
+        let old_timer = entry.due_timer;
+        let old_queued = entry.queued.as_ref().map(|(since, _)| *since);
+        if let Some(at) = old_timer {
+            self.timers.remove(&(at, TimerKind::Due, name.to_owned()));
+        }
+        if let Some(since) = old_queued {
+            self.due.remove(&(since, name.to_owned()));
+        }
+        let Some(entry) = self.entry_mut(name) else {
+            return;
+        };
+        entry.due_timer = None;
+        entry.queued = None;
+        entry.next = None;
+        entry.reason = "running";
         entry.running = Some(Activity {
             kind: job.kind(),
             rotation_id: None,
             since: now,
+            waiting_until: None,
         });
         entry.epoch += 1;
         let plan = entry.plan.clone();
+        self.jobs += 1;
+        self.busy += 1;
         let ctx = self.ctx.clone();
-        self.ctx.tracker.spawn(run(ctx, plan, job, client));
+        self.ctx
+            .tracker
+            .spawn(budget::in_lane(lane, run(ctx, plan, job, client)));
     }
 
-    /// Starts a drift observation of the plan.
+    /// Which budget lane a job's calls take: an incident (a `--leaked` rotation, or the
+    /// resume of one) goes ahead of everything.
+    fn lane_of(&self, name: &str, job: &Job) -> Lane {
+        match job {
+            Job::Rotate(request) if request.mode.is_incident() => Lane::Incident,
+            Job::Rotate(_) | Job::Repair(_) => Lane::Scheduled,
+            Job::Resume => {
+                let incident = self
+                    .ctx
+                    .engine
+                    .history(Some(name), 1)
+                    .ok()
+                    .and_then(|h| h.into_iter().next())
+                    .is_some_and(|r| r.finished_at.is_none() && r.mode.is_incident());
+                if incident {
+                    Lane::Incident
+                } else {
+                    Lane::Scheduled
+                }
+            }
+        }
+    }
+
+    /// Starts a check of the plan (quick or full, see `observe`), in the background lane.
     pub fn start_observation(&mut self, name: &str, now: DateTime<Utc>) {
-        let Some(entry) = self.plans.get_mut(name) else {
+        let Some(entry) = self.entry_mut(name) else {
             return;
         };
         entry.observing = true;
-        entry.observe_at = now
-            + chrono::TimeDelta::from_std(entry.plan.drift.interval)
-                .unwrap_or(chrono::TimeDelta::hours(1));
+        let base = Baseline {
+            keys: entry.state.observed,
+            kv_seen: entry.kv_seen.clone(),
+            full: entry.needs_full || entry.keyflip_changed,
+        };
         let plan = entry.plan.clone();
         let epoch = entry.epoch;
+        self.checks += 1;
         let ctx = self.ctx.clone();
-        tracing::debug!(plan = name, "drift check started");
-        self.ctx.tracker.spawn(async move {
-            let work = observe(&ctx, &plan);
-            let result = tokio::select! {
-                result = work => result,
-                _ = ctx.shutdown.cancelled() => return,
-            };
-            let _ = ctx.tx.send(Msg::Observed {
-                plan: plan.name.clone(),
-                epoch,
-                result,
-            });
-        });
+        tracing::debug!(plan = name, at = %now, "check started");
+        self.ctx
+            .tracker
+            .spawn(budget::in_lane(Lane::Background, async move {
+                let work = observe::check(&ctx, &plan, base);
+                let result = tokio::select! {
+                    result = work => result,
+                    _ = ctx.shutdown.cancelled() => return,
+                };
+                let _ = ctx.tx.send(Msg::Observed {
+                    plan: plan.name.clone(),
+                    epoch,
+                    result,
+                });
+            }));
     }
 }
 
@@ -213,25 +263,4 @@ async fn run(ctx: Context, plan: Arc<Plan>, job: Job, client: Option<Client>) {
         kind,
         ending,
     }));
-}
-
-/// Reads the plan's live state and its Key Vault versions.
-async fn observe(ctx: &Context, plan: &Plan) -> Result<Observation, String> {
-    let inventory = ctx.engine.observe(plan).await.map_err(|e| e.to_string())?;
-    let mut versions = Vec::new();
-    for (id, vault, secret) in drift::key_vault_secrets(plan) {
-        let Ok(url) = Url::parse(&vault) else {
-            continue;
-        };
-        match ctx.engine.azure().secret_versions(&url, &secret).await {
-            Ok(list) => versions.push((id, list)),
-            Err(e) => {
-                tracing::warn!(plan = %plan.name, consumer = %id, error = %e, "cannot list the secret's versions; skipping it in this drift check");
-            }
-        }
-    }
-    Ok(Observation {
-        inventory,
-        versions,
-    })
 }

@@ -7,11 +7,11 @@
 //! dropped only when the job ends. The drain starts nothing, lets each job finish its
 //! step in flight within `shutdown_timeout`, and still records what jobs report.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::control::protocol::{ErrorCode, ErrorReply};
-use super::scheduler::{Entry, Msg, Scheduler};
+use super::scheduler::{Msg, Scheduler, TimerKind};
 use crate::exit::Exit;
 
 impl Scheduler {
@@ -53,32 +53,55 @@ impl Scheduler {
             );
         }
         let now = self.ctx.clock.now();
-        let mut next: BTreeMap<String, Entry> = BTreeMap::new();
+        let mut keep: BTreeSet<String> = BTreeSet::new();
+        let mut fresh = Vec::new();
         for plan in plans {
             let name = plan.name.clone();
-            let entry = match self.plans.remove(&name) {
-                Some(mut entry) => {
+            keep.insert(name.clone());
+            match self.entry_mut(&name) {
+                Some(entry) => {
                     entry.plan = Arc::new(plan);
                     entry.retired = false;
-                    entry
                 }
                 None => {
                     tracing::info!(plan = %name, "new plan");
-                    self.entry_for(plan, now)
+                    fresh.push(plan);
                 }
-            };
-            next.insert(name, entry);
+            }
         }
-        for (name, mut entry) in std::mem::take(&mut self.plans) {
+        let gone: Vec<String> = self
+            .plans
+            .keys()
+            .filter(|n| !keep.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.disarm_check(&name);
+            let Some(entry) = self.entry_mut(&name) else {
+                continue;
+            };
             if entry.running.is_some() {
                 tracing::info!(plan = %name, "plan removed; its running job finishes first");
                 entry.retired = true;
-                next.insert(name, entry);
-            } else {
-                tracing::info!(plan = %name, "plan removed");
+                continue;
             }
+            let (timer, queued) = (entry.due_timer, entry.queued.as_ref().map(|q| q.0));
+            if let Some(at) = timer {
+                self.timers.remove(&(at, TimerKind::Due, name.clone()));
+            }
+            if let Some(since) = queued {
+                self.due.remove(&(since, name.clone()));
+            }
+            self.plans.remove(&name);
+            tracing::info!(plan = %name, "plan removed");
         }
-        self.plans = next;
+        // Kept plans may have a new schedule: decide again (new plans decide on insert).
+        for name in keep.iter() {
+            self.decide(name, now);
+        }
+        for entry in self.entries_for(fresh, now) {
+            self.insert(entry, now);
+        }
         self.config = config;
         let count = self.plans.values().filter(|e| !e.retired).count();
         self.ctx.metrics.reload("applied");
@@ -136,7 +159,15 @@ impl Scheduler {
             Msg::Ping(reply) => {
                 let _ = reply.send(());
             }
-            Msg::Reload(None) | Msg::RotationId { .. } | Msg::Observed { .. } => {}
+            Msg::Waiting { plan, until } => {
+                if let Some(a) = self.entry_mut(&plan).and_then(|e| e.running.as_mut()) {
+                    a.waiting_until = Some(until);
+                }
+            }
+            Msg::Reload(None)
+            | Msg::RotationId { .. }
+            | Msg::Observed { .. }
+            | Msg::Working { .. } => {}
         }
     }
 }

@@ -21,6 +21,7 @@ mod jobs;
 mod lifecycle;
 pub mod metrics;
 pub mod notify;
+mod observe;
 mod progress;
 mod requests;
 mod scheduler;
@@ -28,13 +29,13 @@ mod signals;
 pub mod snapshot;
 pub mod systemd;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -49,7 +50,7 @@ use crate::rotation::{Engine, EngineOptions};
 use crate::secret::{FingerprintKeyError, Fingerprinter};
 
 pub use signals::run;
-pub use snapshot::{PlanSnapshot, Snapshot};
+pub use snapshot::{PlanSnapshot, Snapshot, SnapshotWatch};
 
 use scheduler::{Context, Msg, Scheduler};
 
@@ -126,7 +127,7 @@ impl DaemonError {
 pub struct DaemonHandle {
     shutdown: CancellationToken,
     tx: mpsc::UnboundedSender<Msg>,
-    snapshot: watch::Receiver<Snapshot>,
+    snapshot: SnapshotWatch,
     done: tokio::task::JoinHandle<Exit>,
     metrics_addr: Option<SocketAddr>,
     socket: PathBuf,
@@ -172,7 +173,7 @@ impl DaemonHandle {
         let _ = self.tx.send(Msg::Reload(None));
     }
 
-    pub fn snapshot(&self) -> watch::Receiver<Snapshot> {
+    pub fn snapshot(&self) -> SnapshotWatch {
         self.snapshot.clone()
     }
 
@@ -263,7 +264,7 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     )
     .map_err(DaemonError::Notify)?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let (snapshot_tx, snapshot_rx) = watch::channel(Snapshot::default());
+    let (publisher, snapshot_rx) = snapshot::Publisher::new();
     let ctx = Context {
         engine,
         clock: clock.clone(),
@@ -279,18 +280,23 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         config,
         plans: BTreeMap::new(),
         rx,
-        snapshot: snapshot_tx,
+        snapshot: publisher,
         systemd: systemd.clone(),
         loader,
         ready: false,
         stopping: false,
         last_summary: String::new(),
+        timers: BTreeSet::new(),
+        due: BTreeSet::new(),
+        checks_due: BTreeSet::new(),
+        jobs: 0,
+        busy: 0,
+        checks: 0,
+        dirty: BTreeSet::new(),
     };
     let now = clock.now();
-    for plan in plans {
-        let name = plan.name.clone();
-        let entry = scheduler.entry_for(plan, now);
-        scheduler.plans.insert(name, entry);
+    for entry in scheduler.entries_for(plans, now) {
+        scheduler.insert(entry, now);
     }
     scheduler.publish(now);
 

@@ -14,21 +14,7 @@ fn entry(schedule: &str) -> Entry {
         "storage_account = \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acct\"\n{schedule}\n[[key_vault]]\nvault = \"https://kv.vault.azure.net\"\nsecret = \"s\"\nformat = \"raw-key\"\n"
     );
     let plan = crate::plan::parse(&text, "demo.toml").unwrap_or_else(|e| panic!("{e}"));
-    Entry {
-        plan: Arc::new(plan),
-        state: PlanState::new("demo", t(0, 0)),
-        running: None,
-        observing: false,
-        observe_at: t(0, 0),
-        observed_once: false,
-        active_created: None,
-        drift: Vec::new(),
-        keyflip_changed: false,
-        epoch: 0,
-        retired: false,
-        next: None,
-        reason: String::new(),
-    }
+    new_entry(plan, PlanState::new("demo", t(0, 0)), t(0, 0))
 }
 
 fn at(next: Next) -> Option<DateTime<Utc>> {
@@ -86,6 +72,7 @@ fn parked_running_and_unobserved_key_age_plans_do_not_start() {
         kind: "rotation",
         rotation_id: None,
         since: t(0, 0),
+        waiting_until: None,
     });
     assert!(matches!(next(&e, t(5, 0)), Next::Idle("running")));
 
@@ -94,10 +81,9 @@ fn parked_running_and_unobserved_key_age_plans_do_not_start() {
         next(&e, t(5, 0)),
         Next::Idle("waiting-for-observation")
     ));
-    e.observed_once = true;
-    e.active_created = Some(t(0, 0) - chrono::TimeDelta::days(31));
+    e.active_created = KeyAge::Known(Some(t(0, 0) - chrono::TimeDelta::days(31)));
     assert!(matches!(next(&e, t(5, 0)), Next::Start(Trigger::KeyAge, _)));
-    e.active_created = Some(t(0, 0));
+    e.active_created = KeyAge::Known(Some(t(0, 0)));
     assert_eq!(
         at(next(&e, t(5, 0))),
         Some(t(0, 0) + chrono::TimeDelta::days(30))

@@ -7,6 +7,8 @@
 //! upsert in one fsynced transaction); fingerprints only, never a key; a row that
 //! cannot be decoded is [`JournalError::Corrupt`] naming the plan and the column.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use rusqlite::OptionalExtension;
 
@@ -132,39 +134,75 @@ impl Journal {
 
     /// Stores the plan's state, replacing what was there.
     pub fn save_plan_state(&mut self, state: &PlanState) -> Result<(), JournalError> {
+        self.save_plan_states(std::slice::from_ref(state))
+    }
+
+    /// Stores several plans' states in one transaction (one fsync, however many).
+    pub fn save_plan_states(&mut self, states: &[PlanState]) -> Result<(), JournalError> {
         let tx = write(&mut self.conn, &self.path, "save the plan state")?;
-        let observed = state.observed.as_ref();
-        let key = |k: Option<&KeyState>| {
-            (
-                k.map(|k| k.fingerprint.to_hex()),
-                k.and_then(|k| k.created).map(time_text),
-            )
-        };
-        let (key1_fp, key1_created) = key(observed.map(|o| &o.key1));
-        let (key2_fp, key2_created) = key(observed.map(|o| &o.key2));
-        tx.execute(
-            &format!(
-                "INSERT OR REPLACE INTO plan_state ({COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-            ),
-            rusqlite::params![
-                state.plan,
-                time_text(state.first_seen),
-                state.last_started.map(time_text),
-                state.last_success.map(time_text),
-                i64::from(state.failures),
-                state.retry_at.map(time_text),
-                state.parked.as_ref().map(|p| time_text(p.at)),
-                state.parked.as_ref().map(|p| p.reason.as_str()),
-                observed.map(|o| time_text(o.at)),
-                key1_fp,
-                key1_created,
-                key2_fp,
-                key2_created,
-            ],
-        )
-        .map_err(|e| sql(&self.path, "save the plan state", e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "INSERT OR REPLACE INTO plan_state ({COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                ))
+                .map_err(|e| sql(&self.path, "save the plan state", e))?;
+            for state in states {
+                let observed = state.observed.as_ref();
+                let key = |k: Option<&KeyState>| {
+                    (
+                        k.map(|k| k.fingerprint.to_hex()),
+                        k.and_then(|k| k.created).map(time_text),
+                    )
+                };
+                let (key1_fp, key1_created) = key(observed.map(|o| &o.key1));
+                let (key2_fp, key2_created) = key(observed.map(|o| &o.key2));
+                stmt.execute(rusqlite::params![
+                    state.plan,
+                    time_text(state.first_seen),
+                    state.last_started.map(time_text),
+                    state.last_success.map(time_text),
+                    i64::from(state.failures),
+                    state.retry_at.map(time_text),
+                    state.parked.as_ref().map(|p| time_text(p.at)),
+                    state.parked.as_ref().map(|p| p.reason.as_str()),
+                    observed.map(|o| time_text(o.at)),
+                    key1_fp,
+                    key1_created,
+                    key2_fp,
+                    key2_created,
+                ])
+                .map_err(|e| sql(&self.path, "save the plan state", e))?;
+            }
+        }
         tx.commit().map_err(|e| sql(&self.path, "commit", e))
+    }
+
+    /// When each plan's latest rotation started, in one query: where a plan the daemon
+    /// has not seen before counts cron occurrences from.
+    pub fn last_starts(&self) -> Result<HashMap<String, DateTime<Utc>>, JournalError> {
+        let read = |e| sql(&self.path, "read the last rotation of each plan", e);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT plan, MAX(started_at) FROM rotations GROUP BY plan")
+            .map_err(read)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(read)?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (plan, at) = row.map_err(read)?;
+            let at = parse_time(&at).map_err(|d| {
+                corrupt(
+                    &self.path,
+                    &format!("(rotations of {plan})"),
+                    "rotations, started_at",
+                    d,
+                )
+            })?;
+            out.insert(plan, at);
+        }
+        Ok(out)
     }
 
     fn decode_state(&self, r: Row) -> Result<PlanState, JournalError> {

@@ -60,19 +60,6 @@ async fn the_shared_budget_spaces_arm_writes_across_concurrent_plans() {
         ),
     );
     let daemon = setup.start().await;
-    // Both plans are observed at start (listKeys is a POST, so a write); with one
-    // write a second, the second observation waits for the clock.
-    let mut warmup = 0;
-    while !daemon.snapshot().plans.iter().all(|p| p.keys.is_some()) {
-        assert!(
-            warmup < 30,
-            "the first observations do not finish: {:#?}",
-            daemon.snapshot()
-        );
-        setup.advance(TimeDelta::seconds(1));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        warmup += 1;
-    }
     daemon.settle().await;
     let before = arm_writes(&setup).await.len();
 
