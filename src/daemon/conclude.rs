@@ -72,8 +72,7 @@ impl Scheduler {
             && entry.retired
         {
             self.save(&name);
-            self.plans.remove(&name);
-            self.dirty.insert(name);
+            self.remove_plan(&name);
             return;
         }
         self.save(&name);
@@ -392,12 +391,20 @@ impl Scheduler {
         }
         entry.drift = findings.clone();
         let repairs: Vec<_> = match (plan.drift.repair, active) {
-            (true, Some(active)) => findings
-                .iter()
-                .filter_map(Finding::repairable)
-                .filter_map(|id| drift::plan_consumer(&plan, id))
-                .map(|id| (id, active))
-                .collect(),
+            (true, Some(active)) if findings.iter().any(|f| f.repairable().is_some()) => {
+                match plan.load() {
+                    Ok(full) => findings
+                        .iter()
+                        .filter_map(Finding::repairable)
+                        .filter_map(|id| drift::plan_consumer(&full, id))
+                        .map(|id| (id, active))
+                        .collect(),
+                    Err(e) => {
+                        tracing::error!(plan = name, error = %e, "cannot repair drift");
+                        Vec::new()
+                    }
+                }
+            }
             _ => Vec::new(),
         };
         self.save(name);

@@ -52,7 +52,7 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, std::io::
 }
 
 async fn metrics(State(e): State<Endpoint>) -> impl IntoResponse {
-    let snapshot = e.snapshot.peek();
+    let snapshot = e.snapshot.peek().await;
     let text = e
         .metrics
         .render(&snapshot, e.budgets.as_deref(), e.clock.now());

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::control::protocol::{ErrorCode, ErrorReply, Reply};
 use super::observe::{self, Baseline};
 use super::progress::DaemonProgress;
-use super::scheduler::{Context, Msg, Scheduler, TimerKind};
+use super::scheduler::{Context, Msg, Scheduler};
 use super::snapshot::Activity;
 use crate::azure::budget::{self, Lane};
 use crate::exit::Exit;
@@ -88,38 +88,48 @@ impl Scheduler {
     pub fn start_job(&mut self, name: &str, job: Job, client: Option<Client>, now: DateTime<Utc>) {
         let lane = self.lane_of(name, &job);
         self.disarm_check(name);
-        let Some(entry) = self.plans.get(name) else {
-            return;
-        };
-        let old_timer = entry.due_timer;
-        let old_queued = entry.queued.as_ref().map(|(since, _)| *since);
-        if let Some(at) = old_timer {
-            self.timers.remove(&(at, TimerKind::Due, name.to_owned()));
-        }
-        if let Some(since) = old_queued {
-            self.due.remove(&(since, name.to_owned()));
-        }
+        self.unfile(name);
         let Some(entry) = self.entry_mut(name) else {
             return;
         };
-        entry.due_timer = None;
-        entry.queued = None;
         entry.next = None;
         entry.reason = "running";
-        entry.running = Some(Activity {
+        entry.running = Some(Box::new(Activity {
             kind: job.kind(),
             rotation_id: None,
             since: now,
             waiting_until: None,
-        });
+        }));
         entry.epoch += 1;
-        let plan = entry.plan.clone();
+        let plan = entry.plan.load();
         self.jobs += 1;
         self.busy += 1;
         let ctx = self.ctx.clone();
-        self.ctx
-            .tracker
-            .spawn(budget::in_lane(lane, run(ctx, plan, job, client)));
+        let kind = job.kind();
+        let name = name.to_owned();
+        self.ctx.tracker.spawn(budget::in_lane(lane, async move {
+            match plan {
+                Ok(plan) => run(ctx, plan, job, client).await,
+                Err(message) => {
+                    tracing::error!(plan = %name, error = %message, "the job cannot start");
+                    if let Some(c) = client {
+                        let _ = c.reply.send(Err(ErrorReply::new(
+                            ErrorCode::Failed,
+                            message.clone(),
+                            Exit::Failure,
+                        )));
+                    }
+                    let _ = ctx.tx.send(Msg::Finished(Finished {
+                        plan: name,
+                        kind,
+                        ending: Ending::Failed {
+                            busy: false,
+                            message,
+                        },
+                    }));
+                }
+            }
+        }));
     }
 
     /// Which budget lane a job's calls take: an incident (a `--leaked` rotation, or the
@@ -156,21 +166,27 @@ impl Scheduler {
             kv_seen: entry.kv_seen.clone(),
             full: entry.needs_full || entry.keyflip_changed,
         };
-        let plan = entry.plan.clone();
+        let plan = entry.plan.load();
         let epoch = entry.epoch;
         self.checks += 1;
         let ctx = self.ctx.clone();
-        tracing::debug!(plan = name, at = %now, "check started");
+        let name = name.to_owned();
+        tracing::debug!(plan = %name, at = %now, "check started");
         self.ctx
             .tracker
             .spawn(budget::in_lane(Lane::Background, async move {
-                let work = observe::check(&ctx, &plan, base);
-                let result = tokio::select! {
-                    result = work => result,
-                    _ = ctx.shutdown.cancelled() => return,
+                let result = match plan {
+                    Ok(plan) => {
+                        let work = observe::check(&ctx, &plan, base);
+                        tokio::select! {
+                            result = work => result,
+                            _ = ctx.shutdown.cancelled() => return,
+                        }
+                    }
+                    Err(e) => Err(e),
                 };
                 let _ = ctx.tx.send(Msg::Observed {
-                    plan: plan.name.clone(),
+                    plan: name,
                     epoch,
                     result,
                 });

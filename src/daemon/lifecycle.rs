@@ -8,10 +8,9 @@
 //! step in flight within `shutdown_timeout`, and still records what jobs report.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use super::control::protocol::{ErrorCode, ErrorReply};
-use super::scheduler::{Msg, Scheduler, TimerKind};
+use super::scheduler::{Msg, Scheduler};
 use crate::exit::Exit;
 
 impl Scheduler {
@@ -55,17 +54,17 @@ impl Scheduler {
         let now = self.ctx.clock.now();
         let mut keep: BTreeSet<String> = BTreeSet::new();
         let mut fresh = Vec::new();
-        for plan in plans {
-            let name = plan.name.clone();
+        for loaded in plans {
+            let name = loaded.name().to_owned();
             keep.insert(name.clone());
             match self.entry_mut(&name) {
                 Some(entry) => {
-                    entry.plan = Arc::new(plan);
+                    entry.plan = loaded.0;
                     entry.retired = false;
                 }
                 None => {
                     tracing::info!(plan = %name, "new plan");
-                    fresh.push(plan);
+                    fresh.push(loaded);
                 }
             }
         }
@@ -76,7 +75,6 @@ impl Scheduler {
             .cloned()
             .collect();
         for name in gone {
-            self.disarm_check(&name);
             let Some(entry) = self.entry_mut(&name) else {
                 continue;
             };
@@ -85,14 +83,7 @@ impl Scheduler {
                 entry.retired = true;
                 continue;
             }
-            let (timer, queued) = (entry.due_timer, entry.queued.as_ref().map(|q| q.0));
-            if let Some(at) = timer {
-                self.timers.remove(&(at, TimerKind::Due, name.clone()));
-            }
-            if let Some(since) = queued {
-                self.due.remove(&(since, name.clone()));
-            }
-            self.plans.remove(&name);
+            self.remove_plan(&name);
             tracing::info!(plan = %name, "plan removed");
         }
         // Kept plans may have a new schedule: decide again (new plans decide on insert).
@@ -107,6 +98,7 @@ impl Scheduler {
         self.ctx.metrics.reload("applied");
         tracing::info!(plans = count, "configuration and plans reloaded");
         self.start_resumes(now);
+        super::release_heap();
         Ok(count)
     }
 
@@ -158,6 +150,9 @@ impl Scheduler {
             }
             Msg::Ping(reply) => {
                 let _ = reply.send(());
+            }
+            Msg::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot_now());
             }
             Msg::Waiting { plan, until } => {
                 if let Some(a) = self.entry_mut(&plan).and_then(|e| e.running.as_mut()) {

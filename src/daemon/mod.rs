@@ -18,6 +18,7 @@ pub mod control;
 pub mod drift;
 mod endpoint;
 mod jobs;
+mod kept;
 mod lifecycle;
 pub mod metrics;
 pub mod notify;
@@ -35,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -45,17 +46,17 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigPath};
 use crate::exit::Exit;
 use crate::journal::{Journal, JournalError};
-use crate::plan::Plan;
 use crate::rotation::{Engine, EngineOptions};
 use crate::secret::{FingerprintKeyError, Fingerprinter};
 
+pub use kept::LoadedPlan;
 pub use signals::run;
 pub use snapshot::{PlanSnapshot, Snapshot, SnapshotWatch};
 
 use scheduler::{Context, Msg, Scheduler};
 
 /// Reads the configuration and every plan, or says everything that is wrong.
-pub type Loader = Arc<dyn Fn() -> Result<(Config, Vec<Plan>), Vec<String>> + Send + Sync>;
+pub type Loader = Arc<dyn Fn() -> Result<(Config, Vec<LoadedPlan>), Vec<String>> + Send + Sync>;
 
 /// An environment for building credentials (the process's, or a test's).
 pub type EnvFn = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -65,7 +66,7 @@ pub type EnvFn = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 pub fn file_loader(path: ConfigPath, env: EnvFn) -> Loader {
     Arc::new(move || {
         let config = Config::load_from(&path, &*env).map_err(|e| vec![e.to_string()])?;
-        let (plans, errors) = crate::plan::load_dir(&config.plans_dir);
+        let (plans, errors) = kept::load_plans(&config.plans_dir);
         if !errors.is_empty() {
             return Err(errors.iter().map(ToString::to_string).collect());
         }
@@ -76,7 +77,7 @@ pub fn file_loader(path: ConfigPath, env: EnvFn) -> Loader {
 /// Everything the daemon needs besides what the configuration says.
 pub struct DaemonOptions {
     pub config: Config,
-    pub plans: Vec<Plan>,
+    pub plans: Vec<LoadedPlan>,
     /// Re-reads configuration and plans on reload.
     pub loader: Loader,
     pub clock: Arc<dyn Clock>,
@@ -264,7 +265,8 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     )
     .map_err(DaemonError::Notify)?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let (publisher, snapshot_rx) = snapshot::Publisher::new();
+    let (header, header_rx) = watch::channel(snapshot::Header::default());
+    let snapshot_rx = SnapshotWatch::new(header_rx, tx.clone());
     let ctx = Context {
         engine,
         clock: clock.clone(),
@@ -280,7 +282,9 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         config,
         plans: BTreeMap::new(),
         rx,
-        snapshot: publisher,
+        header,
+        counts: snapshot::Counts::default(),
+        evaluated_at: None,
         systemd: systemd.clone(),
         loader,
         ready: false,
@@ -299,6 +303,7 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         scheduler.insert(entry, now);
     }
     scheduler.publish(now);
+    release_heap();
 
     // The socket and the metrics endpoint stop with the daemon, not before: a client
     // waiting for a rotation still gets its answer during the drain.
@@ -350,6 +355,17 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         socket,
         budgets,
     })
+}
+
+/// Hands memory freed after parsing every plan back to the kernel. The parsed plans
+/// are dropped once the scheduler has kept what it needs, but glibc's allocator keeps
+/// freed heap for reuse, so without this the start-up peak would stay resident.
+pub(crate) fn release_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the kernel; no pointer is involved.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The control socket's handler: requests go to the scheduler.

@@ -25,8 +25,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_util::task::TaskTracker;
 
+use super::kept::KeptPlan;
 use super::metrics::Metrics;
-use crate::plan::{NotifyEvent, Plan};
+use crate::plan::NotifyEvent;
 
 pub const SCHEMA: &str = "keyflip.notification/v1";
 
@@ -46,9 +47,9 @@ pub struct Notification {
 }
 
 impl Notification {
-    pub fn new(
+    pub(super) fn new(
         event: NotifyEvent,
-        plan: &Plan,
+        plan: &KeptPlan,
         at: DateTime<Utc>,
         summary: String,
     ) -> Notification {
@@ -56,7 +57,7 @@ impl Notification {
             schema: SCHEMA,
             event: event.as_str(),
             plan: plan.name.clone(),
-            account: plan.storage_account.to_string(),
+            account: plan.account().to_owned(),
             at,
             summary,
             rotation_id: None,
@@ -128,7 +129,7 @@ impl Notifier {
 
     /// Posts `notification` to every webhook of `plan` that wants `event`, in the
     /// background.
-    pub fn send(&self, plan: &Plan, event: NotifyEvent, notification: Notification) {
+    pub(super) fn send(&self, plan: &KeptPlan, event: NotifyEvent, notification: Notification) {
         let body = Arc::new(notification);
         for hook in plan.notify.iter().filter(|h| h.wants(event)) {
             let this = self.clone();

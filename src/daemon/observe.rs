@@ -46,8 +46,9 @@ pub enum Checked {
 #[derive(Clone, Debug, Default)]
 pub(super) struct Baseline {
     pub keys: Option<ObservedKeys>,
-    /// Per Key Vault consumer, the newest version id the last full check saw.
-    pub kv_seen: Vec<(String, String)>,
+    /// Per Key Vault consumer, the newest version the last full check saw
+    /// ([`version_key`]).
+    pub kv_seen: Box<[u64]>,
     /// Read everything regardless.
     pub full: bool,
 }
@@ -76,7 +77,7 @@ pub(super) async fn check(ctx: &Context, plan: &Plan, base: Baseline) -> Result<
 
 /// Whether a Key Vault secret has a version newer than the last full check saw that
 /// keyflip did not write. A secret that cannot be listed counts as changed.
-async fn kv_changed(ctx: &Context, plan: &Plan, seen: &[(String, String)]) -> bool {
+async fn kv_changed(ctx: &Context, plan: &Plan, seen: &[u64]) -> bool {
     for (id, vault, secret) in drift::key_vault_secrets(plan) {
         let Ok(url) = Url::parse(&vault) else {
             continue;
@@ -92,7 +93,7 @@ async fn kv_changed(ctx: &Context, plan: &Plan, seen: &[(String, String)]) -> bo
             .tags
             .keys()
             .any(|t| t.to_ascii_lowercase().starts_with(KEYFLIP_TAG_PREFIX));
-        let known = seen.iter().any(|(c, v)| *c == id && *v == newest.version);
+        let known = seen.contains(&version_key(&id, &newest.version));
         if !ours && !known {
             return true;
         }
@@ -122,7 +123,7 @@ async fn full(ctx: &Context, plan: &Plan) -> Result<Observation, String> {
 }
 
 /// The newest enabled version of each Key Vault consumer in a full observation.
-pub(super) fn newest_versions(observation: &Observation) -> Vec<(String, String)> {
+pub(super) fn newest_versions(observation: &Observation) -> Box<[u64]> {
     observation
         .versions
         .iter()
@@ -131,7 +132,18 @@ pub(super) fn newest_versions(observation: &Observation) -> Vec<(String, String)
                 .iter()
                 .rev()
                 .find(|v| v.enabled)
-                .map(|v| (id.clone(), v.version.clone()))
+                .map(|v| version_key(id, &v.version))
         })
         .collect()
+}
+
+/// A consumer's version as eight bytes (FNV-1a of both): only compared for equality,
+/// and a collision would only skip one quick check's escalation.
+pub(super) fn version_key(consumer: &str, version: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in consumer.bytes().chain([0]).chain(version.bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }

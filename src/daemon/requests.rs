@@ -45,16 +45,23 @@ impl Scheduler {
             .filter(|e| !e.retired)
             .map(|e| e.plan.name.as_str())
             .collect();
+        // The daemon keeps idle plans as their source text; these parse them again.
+        let load = |e: &super::scheduler::Entry| -> Result<Plan, ErrorReply> {
+            e.plan
+                .load()
+                .map(|p| (*p).clone())
+                .map_err(|m| ErrorReply::new(ErrorCode::Failed, m, Exit::Failure))
+        };
         let find = |name: &Option<String>| -> Result<Vec<Plan>, ErrorReply> {
             match name {
-                None => Ok(self
+                None => self
                     .plans
                     .values()
                     .filter(|e| !e.retired)
-                    .map(|e| (*e.plan).clone())
-                    .collect()),
+                    .map(|e| load(e))
+                    .collect(),
                 Some(n) => match self.plans.get(n).filter(|e| !e.retired) {
-                    Some(e) => Ok(vec![(*e.plan).clone()]),
+                    Some(e) => Ok(vec![load(e)?]),
                     None => Err(unknown_plan(n, known.clone())),
                 },
             }
@@ -100,7 +107,13 @@ impl Scheduler {
                 };
                 if dry_run {
                     let ctx = self.ctx.clone();
-                    let plan = entry.plan.clone();
+                    let plan = match load(entry) {
+                        Ok(plan) => plan,
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                            return;
+                        }
+                    };
                     self.ctx.tracker.spawn(async move {
                         let work = ctx.engine.dry_run(&plan, request);
                         let answer = tokio::select! {
@@ -240,7 +253,7 @@ impl Scheduler {
     /// Status: the engine's live view of each plan, with the daemon's schedule state.
     fn status(&mut self, plans: Vec<Plan>, reply: ReplyTx) {
         let ctx = self.ctx.clone();
-        let snapshot = self.snapshot.borrow().clone();
+        let snapshot = self.snapshot_now();
         let daemon = DaemonInfo {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -42,16 +42,16 @@ use super::Loader;
 use super::control::protocol::{ErrorReply, Reply, Request};
 use super::drift::Finding;
 use super::jobs::{Finished, Job};
+use super::kept::{KeptPlan, LoadedPlan};
 use super::metrics::Metrics;
 use super::notify::Notifier;
 use super::observe::Checked;
-use super::snapshot::{Activity, PlanSnapshot, Publisher};
+use super::snapshot::{Activity, Counts, Header, PlanSnapshot, Share, Snapshot};
 use super::systemd::SystemdNotifier;
 use crate::clock::Clock;
 use crate::config::{Config, DaemonConfig};
 use crate::exit::Exit;
 use crate::journal::{Journal, PlanState};
-use crate::plan::Plan;
 use crate::rotation::{Engine, ProgressEvent, Trigger};
 use crate::schedule::{self, Decision, Known};
 
@@ -86,6 +86,8 @@ pub(crate) enum Msg {
     Reload(Option<oneshot::Sender<Result<usize, Vec<String>>>>),
     /// The watchdog asks whether the loop still turns.
     Ping(oneshot::Sender<()>),
+    /// Someone wants the whole picture (a scrape, a test).
+    Snapshot(oneshot::Sender<Snapshot>),
 }
 
 /// What jobs and request tasks share.
@@ -114,9 +116,11 @@ pub(super) enum KeyAge {
 
 /// One plan as the scheduler knows it.
 pub(super) struct Entry {
-    pub plan: Arc<Plan>,
+    pub plan: KeptPlan,
+    /// The plan's name, shared with its timers and queue entries.
+    pub key: Arc<str>,
     pub state: PlanState,
-    pub running: Option<Activity>,
+    pub running: Option<Box<Activity>>,
     pub observing: bool,
     /// When the next check is due; in the timer queue unless running or observing.
     pub observe_at: Option<DateTime<Utc>>,
@@ -124,8 +128,8 @@ pub(super) struct Entry {
     pub observe_failures: u32,
     /// The next check must read everything (a job ended without a full picture).
     pub needs_full: bool,
-    /// Per Key Vault consumer, the newest version id at the last full check.
-    pub kv_seen: Vec<(String, String)>,
+    /// Per Key Vault consumer, the newest version at the last full check (hashed).
+    pub kv_seen: Box<[u64]>,
     pub active_created: KeyAge,
     /// Current drift findings.
     pub drift: Vec<Finding>,
@@ -143,6 +147,8 @@ pub(super) struct Entry {
     pub due_timer: Option<DateTime<Utc>>,
     /// In the queue of due plans waiting for a slot, since then.
     pub queued: Option<(DateTime<Utc>, Trigger)>,
+    /// Its part in the published summary, as last counted.
+    pub share: Share,
 }
 
 /// What a plan does next, from one decision.
@@ -162,26 +168,30 @@ pub(super) struct Scheduler {
     pub ctx: Context,
     pub journal: Journal,
     pub config: Config,
-    pub plans: BTreeMap<String, Entry>,
+    /// Boxed: a map node then holds pointers, not half-empty slots of whole entries.
+    pub plans: BTreeMap<String, Box<Entry>>,
     pub rx: mpsc::UnboundedReceiver<Msg>,
-    pub snapshot: Publisher,
+    /// What every evaluation publishes; rows are assembled on request.
+    pub header: watch::Sender<Header>,
+    pub counts: Counts,
+    pub evaluated_at: Option<DateTime<Utc>>,
     pub systemd: SystemdNotifier,
     pub loader: Loader,
     pub ready: bool,
     pub stopping: bool,
     pub last_summary: String,
     /// Every plan's next decision and next check, earliest first.
-    pub timers: BTreeSet<(DateTime<Utc>, TimerKind, String)>,
+    pub timers: BTreeSet<(DateTime<Utc>, TimerKind, Arc<str>)>,
     /// Due plans waiting for a slot, in the order they became due.
-    pub due: BTreeSet<(DateTime<Utc>, String)>,
+    pub due: BTreeSet<(DateTime<Utc>, Arc<str>)>,
     /// Checks due, waiting for one of [`MAX_CHECKS`].
-    pub checks_due: BTreeSet<(DateTime<Utc>, String)>,
+    pub checks_due: BTreeSet<(DateTime<Utc>, Arc<str>)>,
     /// Jobs running, and those among them doing Azure work (not waiting).
     pub jobs: usize,
     pub busy: usize,
     pub checks: usize,
     /// Plans whose published row is stale.
-    pub dirty: BTreeSet<String>,
+    pub dirty: BTreeSet<Arc<str>>,
 }
 
 impl Scheduler {
@@ -193,7 +203,7 @@ impl Scheduler {
     /// start counting now, after each plan's last rotation if the journal has one).
     /// One read of every stored state and one transaction for the new ones, however
     /// many plans there are.
-    pub fn entries_for(&mut self, plans: Vec<Plan>, now: DateTime<Utc>) -> Vec<Entry> {
+    pub fn entries_for(&mut self, plans: Vec<LoadedPlan>, now: DateTime<Utc>) -> Vec<Entry> {
         let mut stored: HashMap<String, PlanState> = match self.journal.plan_states() {
             Ok(states) => states.into_iter().map(|s| (s.plan.clone(), s)).collect(),
             Err(e) => {
@@ -204,7 +214,7 @@ impl Scheduler {
         let mut fresh = Vec::new();
         let mut last_starts: Option<HashMap<String, DateTime<Utc>>> = None;
         let mut entries = Vec::with_capacity(plans.len());
-        for plan in plans {
+        for LoadedPlan(plan) in plans {
             let state = match stored.remove(&plan.name) {
                 Some(state) => state,
                 None => {
@@ -233,7 +243,7 @@ impl Scheduler {
     /// Adds an entry and arms its timers.
     pub fn insert(&mut self, entry: Entry, now: DateTime<Utc>) {
         let name = entry.plan.name.clone();
-        self.plans.insert(name.clone(), entry);
+        self.plans.insert(name.clone(), Box::new(entry));
         self.arm_check(&name, now);
         self.decide(&name, now);
     }
@@ -252,7 +262,7 @@ impl Scheduler {
     pub fn entry_mut(&mut self, name: &str) -> Option<&mut Entry> {
         let entry = self.plans.get_mut(name)?;
         if !self.dirty.contains(name) {
-            self.dirty.insert(name.to_owned());
+            self.dirty.insert(entry.key.clone());
         }
         Some(entry)
     }
@@ -319,6 +329,9 @@ impl Scheduler {
             Msg::Ping(reply) => {
                 let _ = reply.send(());
             }
+            Msg::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot_now());
+            }
         }
     }
 
@@ -346,13 +359,13 @@ impl Scheduler {
             self.timers.pop_first();
             match kind {
                 TimerKind::Due => {
-                    if let Some(e) = self.plans.get_mut(&name) {
+                    if let Some(e) = self.plans.get_mut(&*name) {
                         e.due_timer = None;
                     }
                     self.decide(&name, now);
                 }
                 TimerKind::Check => {
-                    let Some(e) = self.plans.get_mut(&name) else {
+                    let Some(e) = self.plans.get_mut(&*name) else {
                         continue;
                     };
                     if e.running.is_none() && !e.observing && !e.retired {
@@ -374,7 +387,7 @@ impl Scheduler {
             let Some((_, name)) = self.due.pop_first() else {
                 break;
             };
-            let Some(entry) = self.plans.get_mut(&name) else {
+            let Some(entry) = self.plans.get_mut(&*name) else {
                 continue;
             };
             let Some((_, trigger)) = entry.queued.take() else {
@@ -391,7 +404,7 @@ impl Scheduler {
                     .map(|u| u.into_iter().map(|(_, plan)| plan).collect())
                     .unwrap_or_default()
             });
-            let job = if unfinished.contains(&name) {
+            let job = if unfinished.iter().any(|u| **u == *name) {
                 Job::Resume
             } else {
                 Job::Rotate(crate::rotation::RotateRequest {
@@ -410,7 +423,7 @@ impl Scheduler {
             let Some((_, name)) = self.checks_due.pop_first() else {
                 break;
             };
-            let Some(entry) = self.plans.get(&name) else {
+            let Some(entry) = self.plans.get(&*name) else {
                 continue;
             };
             if entry.running.is_some() || entry.observing || entry.retired {
@@ -430,31 +443,23 @@ impl Scheduler {
             return;
         }
         let decision = next(entry, now);
-        let old_timer = entry.due_timer;
-        let old_queued = entry.queued.as_ref().map(|(since, _)| *since);
-        if let Some(at) = old_timer {
-            self.timers.remove(&(at, TimerKind::Due, name.to_owned()));
-        }
-        if let Some(since) = old_queued {
-            self.due.remove(&(since, name.to_owned()));
-        }
+        self.unfile(name);
         let Some(entry) = self.entry_mut(name) else {
             return;
         };
-        entry.due_timer = None;
-        entry.queued = None;
+        let key = entry.key.clone();
         match decision {
             Next::Start(trigger, since) => {
                 entry.next = Some(since.min(now));
                 entry.reason = "due";
                 entry.queued = Some((since, trigger));
-                self.due.insert((since, name.to_owned()));
+                self.due.insert((since, key));
             }
             Next::At(at, reason) => {
                 entry.next = Some(at);
                 entry.reason = reason;
                 entry.due_timer = Some(at);
-                self.timers.insert((at, TimerKind::Due, name.to_owned()));
+                self.timers.insert((at, TimerKind::Due, key));
             }
             Next::Idle(reason) => {
                 entry.next = None;
@@ -472,16 +477,45 @@ impl Scheduler {
             return;
         }
         let at = entry.observe_at.unwrap_or(now);
-        self.timers.insert((at, TimerKind::Check, name.to_owned()));
+        self.timers
+            .insert((at, TimerKind::Check, entry.key.clone()));
     }
 
     /// Takes the plan's check timer out of the queue.
     pub fn disarm_check(&mut self, name: &str) {
-        let Some(at) = self.plans.get(name).and_then(|e| e.observe_at) else {
+        let Some(entry) = self.plans.get(name) else {
             return;
         };
-        self.timers.remove(&(at, TimerKind::Check, name.to_owned()));
-        self.checks_due.remove(&(at, name.to_owned()));
+        let Some(at) = entry.observe_at else {
+            return;
+        };
+        let key = entry.key.clone();
+        self.timers.remove(&(at, TimerKind::Check, key.clone()));
+        self.checks_due.remove(&(at, key));
+    }
+
+    /// Takes the plan's schedule timer and due-queue entry out.
+    pub fn unfile(&mut self, name: &str) {
+        let Some(entry) = self.plans.get_mut(name) else {
+            return;
+        };
+        let key = entry.key.clone();
+        if let Some(at) = entry.due_timer.take() {
+            self.timers.remove(&(at, TimerKind::Due, key.clone()));
+        }
+        if let Some((since, _)) = entry.queued.take() {
+            self.due.remove(&(since, key));
+        }
+    }
+
+    /// Forgets a plan: its timers, queue entries and part in the summary.
+    pub fn remove_plan(&mut self, name: &str) {
+        self.disarm_check(name);
+        self.unfile(name);
+        if let Some(entry) = self.plans.remove(name) {
+            self.counts
+                .apply(&entry.key, &entry.share, &Share::default());
+        }
     }
 
     /// Jobs running now (rotations, resumes, repairs), waiting ones included.
@@ -518,17 +552,51 @@ impl Scheduler {
     /// when it changed.
     pub fn publish(&mut self, now: DateTime<Utc>) {
         for name in std::mem::take(&mut self.dirty) {
-            match self.plans.get(&name).filter(|e| !e.retired) {
-                Some(e) => self.snapshot.set_row(row(e)),
-                None => self.snapshot.remove_row(&name),
-            }
+            let Some(entry) = self.plans.get_mut(&*name) else {
+                continue;
+            };
+            let share = if entry.retired {
+                Share::default()
+            } else {
+                Share {
+                    counted: true,
+                    parked: entry.state.parked.is_some(),
+                    drifted: !entry.drift.is_empty(),
+                    running: entry.running.is_some(),
+                    next_due: entry.next,
+                }
+            };
+            self.counts.apply(&name, &entry.share, &share);
+            entry.share = share;
         }
-        let summary = self.snapshot.publish(now, self.ready, self.stopping);
+        self.evaluated_at = Some(now);
+        let summary = self.counts.summary(self.ready, self.stopping);
+        self.header.send_replace(Header {
+            evaluated_at: Some(now),
+            ready: self.ready,
+            stopping: self.stopping,
+            summary: summary.clone(),
+        });
         if summary != self.last_summary {
             if self.ready {
                 self.systemd.status(&summary);
             }
             self.last_summary = summary;
+        }
+    }
+
+    /// The whole picture now: one row per plan, assembled from the entries.
+    pub fn snapshot_now(&self) -> Snapshot {
+        Snapshot {
+            evaluated_at: self.evaluated_at,
+            ready: self.ready,
+            stopping: self.stopping,
+            plans: self
+                .plans
+                .values()
+                .filter(|e| !e.retired)
+                .map(|e| row(e))
+                .collect(),
         }
     }
 }
@@ -537,10 +605,10 @@ impl Scheduler {
 fn row(e: &Entry) -> PlanSnapshot {
     PlanSnapshot {
         name: e.plan.name.clone(),
-        account: e.plan.storage_account.to_string(),
+        account: e.plan.account().to_owned(),
         next_due: e.next,
         due_reason: e.reason.to_owned(),
-        running: e.running.clone(),
+        running: e.running.as_deref().cloned(),
         checking: e.observing,
         last_started: e.state.last_started,
         last_success: e.state.last_success,
@@ -556,7 +624,7 @@ fn row(e: &Entry) -> PlanSnapshot {
 /// plan's place in its drift interval (a hash of its name), or when the last one
 /// recorded plus the interval says, or at once when key-age scheduling needs one: so
 /// the checks of a restart are spread over the interval, not fired together.
-pub(super) fn new_entry(plan: Plan, state: PlanState, now: DateTime<Utc>) -> Entry {
+pub(super) fn new_entry(plan: KeptPlan, state: PlanState, now: DateTime<Utc>) -> Entry {
     let interval = check_interval(&plan);
     let active_created = match &state.observed {
         Some(o) => KeyAge::Known(match (o.key1.created, o.key2.created) {
@@ -576,14 +644,15 @@ pub(super) fn new_entry(plan: Plan, state: PlanState, now: DateTime<Utc>) -> Ent
         _ => spread(&plan.name, interval, now),
     };
     Entry {
-        plan: Arc::new(plan),
+        key: Arc::from(plan.name.as_str()),
+        plan,
         state,
         running: None,
         observing: false,
         observe_at: Some(observe_at),
         observe_failures: 0,
         needs_full: false,
-        kv_seen: Vec::new(),
+        kv_seen: Box::new([]),
         active_created,
         drift: Vec::new(),
         keyflip_changed: false,
@@ -593,11 +662,12 @@ pub(super) fn new_entry(plan: Plan, state: PlanState, now: DateTime<Utc>) -> Ent
         reason: "",
         due_timer: None,
         queued: None,
+        share: Share::default(),
     }
 }
 
 /// The plan's drift interval as a time span.
-pub(super) fn check_interval(plan: &Plan) -> TimeDelta {
+pub(super) fn check_interval(plan: &KeptPlan) -> TimeDelta {
     TimeDelta::from_std(plan.drift.interval).unwrap_or(TimeDelta::hours(1))
 }
 

@@ -2,21 +2,22 @@
 //! header (last evaluation, ready, stopping, the one-line summary), read by the
 //! metrics endpoint, `status` replies, systemd's `STATUS=` line and tests.
 //!
-//! The scheduler keeps the rows in a shared [`Table`] and updates only the rows of
-//! plans that changed, with the summary's counts kept alongside, so publishing after an
-//! event costs the same with ten plans or ten thousand. A reader who wants the whole
-//! picture assembles a [`Snapshot`] (one pass over the rows); waiting for a change is
-//! waiting on the header's `watch` channel.
+//! The scheduler publishes only the header after each evaluation, with the summary's
+//! counts kept up to date plan by plan ([`Counts`]), so an event costs the same with
+//! ten plans or ten thousand. The rows are assembled from the scheduler's own state
+//! when someone asks ([`SnapshotWatch::snapshot`]: a scrape, `status`, a test), one
+//! pass over the plans per request; the daemon keeps no second copy of them.
 //!
 //! Promise: a snapshot holds names, times, counts and fingerprints, never a key.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::scheduler::Msg;
 use crate::journal::{ObservedKeys, Parked};
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -77,56 +78,71 @@ impl Snapshot {
     pub fn summary(&self) -> String {
         let mut counts = Counts::default();
         for p in &self.plans {
-            counts.add(p, 1);
+            let share = Share {
+                counted: true,
+                parked: p.parked.is_some(),
+                drifted: !p.drift.is_empty(),
+                running: p.running.is_some(),
+                next_due: p.next_due,
+            };
+            counts.apply(&Arc::from(p.name.as_str()), &Share::default(), &share);
         }
         counts.summary(self.ready, self.stopping)
     }
 }
 
-/// What the summary line needs, kept up to date row by row.
+/// One plan's part in the summary, as last counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Share {
+    pub counted: bool,
+    pub parked: bool,
+    pub drifted: bool,
+    pub running: bool,
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// What the summary line needs, kept up to date plan by plan.
 #[derive(Clone, Debug, Default)]
-struct Counts {
+pub(super) struct Counts {
     plans: usize,
     parked: usize,
     drifted: usize,
-    running: BTreeSet<String>,
-    next_due: BTreeSet<(DateTime<Utc>, String)>,
+    running: BTreeSet<Arc<str>>,
+    next_due: BTreeSet<(DateTime<Utc>, Arc<str>)>,
 }
 
 impl Counts {
-    /// Adds (`sign` 1) or removes (-1) a row's share.
-    fn add(&mut self, p: &PlanSnapshot, sign: i8) {
-        let step = |n: &mut usize| {
-            *n = if sign > 0 {
-                *n + 1
-            } else {
-                n.saturating_sub(1)
-            }
+    /// Replaces `name`'s share `old` with `new`.
+    pub fn apply(&mut self, name: &Arc<str>, old: &Share, new: &Share) {
+        if old == new {
+            return;
+        }
+        let flip = |n: &mut usize, was: bool, is: bool| match (was, is) {
+            (false, true) => *n += 1,
+            (true, false) => *n = n.saturating_sub(1),
+            _ => {}
         };
-        step(&mut self.plans);
-        if p.parked.is_some() {
-            step(&mut self.parked);
-        }
-        if !p.drift.is_empty() {
-            step(&mut self.drifted);
-        }
-        if p.running.is_some() {
-            if sign > 0 {
-                self.running.insert(p.name.clone());
+        flip(&mut self.plans, old.counted, new.counted);
+        flip(&mut self.parked, old.parked, new.parked);
+        flip(&mut self.drifted, old.drifted, new.drifted);
+        if old.running != new.running {
+            if new.running {
+                self.running.insert(name.clone());
             } else {
-                self.running.remove(&p.name);
+                self.running.remove(name);
             }
         }
-        if let Some(t) = p.next_due {
-            if sign > 0 {
-                self.next_due.insert((t, p.name.clone()));
-            } else {
-                self.next_due.remove(&(t, p.name.clone()));
+        if old.next_due != new.next_due {
+            if let Some(t) = old.next_due {
+                self.next_due.remove(&(t, name.clone()));
+            }
+            if let Some(t) = new.next_due {
+                self.next_due.insert((t, name.clone()));
             }
         }
     }
 
-    fn summary(&self, ready: bool, stopping: bool) -> String {
+    pub fn summary(&self, ready: bool, stopping: bool) -> String {
         if !ready {
             return "starting: recovering the journal".to_owned();
         }
@@ -141,7 +157,7 @@ impl Counts {
         if self.running.is_empty() {
             line.push_str(", none rotating");
         } else {
-            let names: Vec<&str> = self.running.iter().map(String::as_str).collect();
+            let names: Vec<&str> = self.running.iter().map(|n| &**n).collect();
             line.push_str(&format!(", rotating {}", names.join(" ")));
         }
         if let Some((at, name)) = self.next_due.first() {
@@ -160,136 +176,56 @@ impl Counts {
     }
 }
 
-/// Every plan's row, by name, and the summary's counts.
-#[derive(Debug, Default)]
-pub struct Table {
-    rows: BTreeMap<String, PlanSnapshot>,
-    counts: Counts,
-}
-
-impl Table {
-    fn upsert(&mut self, row: PlanSnapshot) {
-        if let Some(old) = self.rows.get(&row.name) {
-            if *old == row {
-                return;
-            }
-            let old = old.clone();
-            self.counts.add(&old, -1);
-        }
-        self.counts.add(&row, 1);
-        self.rows.insert(row.name.clone(), row);
-    }
-
-    fn remove(&mut self, name: &str) {
-        if let Some(old) = self.rows.remove(name) {
-            self.counts.add(&old, -1);
-        }
-    }
-}
-
 /// The header every evaluation publishes.
 #[derive(Clone, Debug, Default, PartialEq)]
-struct Header {
-    evaluated_at: Option<DateTime<Utc>>,
-    ready: bool,
-    stopping: bool,
-    summary: String,
+pub(super) struct Header {
+    pub evaluated_at: Option<DateTime<Utc>>,
+    pub ready: bool,
+    pub stopping: bool,
+    pub summary: String,
 }
 
-/// The scheduler's side: rows and header.
-pub(super) struct Publisher {
-    header: watch::Sender<Header>,
-    table: Arc<RwLock<Table>>,
-}
-
-impl Publisher {
-    pub fn new() -> (Publisher, SnapshotWatch) {
-        let (tx, rx) = watch::channel(Header::default());
-        let table = Arc::new(RwLock::new(Table::default()));
-        (
-            Publisher {
-                header: tx,
-                table: table.clone(),
-            },
-            SnapshotWatch { header: rx, table },
-        )
-    }
-
-    pub fn set_row(&self, row: PlanSnapshot) {
-        self.table
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .upsert(row);
-    }
-
-    pub fn remove_row(&self, name: &str) {
-        self.table
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-    }
-
-    /// Publishes the header; the summary line it carries.
-    pub fn publish(&self, evaluated_at: DateTime<Utc>, ready: bool, stopping: bool) -> String {
-        let summary = self
-            .table
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .counts
-            .summary(ready, stopping);
-        self.header.send_replace(Header {
-            evaluated_at: Some(evaluated_at),
-            ready,
-            stopping,
-            summary: summary.clone(),
-        });
-        summary
-    }
-
-    /// The whole picture now (one pass over the rows).
-    pub fn borrow(&self) -> Snapshot {
-        assemble(&self.header.borrow(), &self.table)
-    }
-}
-
-fn assemble(header: &Header, table: &RwLock<Table>) -> Snapshot {
-    let table = table.read().unwrap_or_else(|e| e.into_inner());
-    Snapshot {
-        evaluated_at: header.evaluated_at,
-        ready: header.ready,
-        stopping: header.stopping,
-        plans: table.rows.values().cloned().collect(),
-    }
-}
-
-/// A reader's side: the current snapshot, one plan's row, and waiting for the next
-/// evaluation.
+/// A reader's side: waiting for the next evaluation, the summary, and the whole
+/// picture on request.
 #[derive(Clone, Debug)]
 pub struct SnapshotWatch {
     header: watch::Receiver<Header>,
-    table: Arc<RwLock<Table>>,
+    tx: mpsc::UnboundedSender<Msg>,
+    /// The last snapshot assembled, what readers get once the scheduler has stopped.
+    last: Arc<Mutex<Snapshot>>,
 }
 
 impl SnapshotWatch {
-    /// The whole picture now; marks it seen for [`SnapshotWatch::changed`].
-    pub fn snapshot(&mut self) -> Snapshot {
-        let header = self.header.borrow_and_update().clone();
-        assemble(&header, &self.table)
+    pub(super) fn new(header: watch::Receiver<Header>, tx: mpsc::UnboundedSender<Msg>) -> Self {
+        SnapshotWatch {
+            header,
+            tx,
+            last: Arc::new(Mutex::new(Snapshot::default())),
+        }
     }
 
-    /// The whole picture now, without marking it seen.
-    pub fn peek(&self) -> Snapshot {
-        assemble(&self.header.borrow(), &self.table)
+    /// The whole picture now, from the scheduler; marks the evaluation seen for
+    /// [`SnapshotWatch::changed`].
+    pub async fn snapshot(&mut self) -> Snapshot {
+        self.header.borrow_and_update();
+        self.peek().await
     }
 
-    /// One plan's row.
-    pub fn plan(&self, name: &str) -> Option<PlanSnapshot> {
-        self.table
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .rows
-            .get(name)
-            .cloned()
+    /// The whole picture now, without marking anything seen.
+    pub async fn peek(&self) -> Snapshot {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Msg::Snapshot(reply)).is_ok()
+            && let Ok(snapshot) = answer.await
+        {
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = snapshot.clone();
+            return snapshot;
+        }
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let header = self.header.borrow();
+        last.evaluated_at = header.evaluated_at;
+        last.ready = header.ready;
+        last.stopping = header.stopping;
+        last
     }
 
     /// `(ready, stopping)` of the last evaluation.
@@ -320,67 +256,76 @@ mod tests {
 
     use super::*;
 
-    fn row(name: &str) -> PlanSnapshot {
-        PlanSnapshot {
+    #[test]
+    fn counts_kept_share_by_share_give_the_summary_a_full_pass_gives() {
+        let t = |h| Utc.with_ymd_and_hms(2026, 3, 2, h, 0, 0).unwrap();
+        let mut counts = Counts::default();
+        let share = |next: Option<u32>, drifted, running, parked| Share {
+            counted: true,
+            parked,
+            drifted,
+            running,
+            next_due: next.map(t),
+        };
+        let a = share(Some(5), false, false, false);
+        let b = share(Some(3), true, false, false);
+        let c = share(None, false, true, true);
+        let name = |n: &str| -> Arc<str> { Arc::from(n) };
+        counts.apply(&name("a"), &Share::default(), &a);
+        counts.apply(&name("b"), &Share::default(), &b);
+        counts.apply(&name("c"), &Share::default(), &c);
+        // b stops drifting and becomes due later; d comes and goes.
+        let b2 = share(Some(7), false, false, false);
+        counts.apply(&name("b"), &b, &b2);
+        let d = share(Some(1), true, true, true);
+        counts.apply(&name("d"), &Share::default(), &d);
+        counts.apply(&name("d"), &d, &Share::default());
+        let line = counts.summary(true, false);
+        assert_eq!(
+            line,
+            "3 plans, rotating c, next a at 2026-03-02T05:00:00Z, 1 need attention"
+        );
+        let row = |name: &str, s: &Share| PlanSnapshot {
             name: name.into(),
-            account: format!("/subscriptions/s/x/{name}"),
-            next_due: None,
+            account: String::new(),
+            next_due: s.next_due,
             due_reason: String::new(),
-            running: None,
+            running: s.running.then(|| Activity {
+                kind: "rotation",
+                rotation_id: None,
+                since: t(1),
+                waiting_until: None,
+            }),
             checking: false,
             last_started: None,
             last_success: None,
             failures: 0,
             retry_at: None,
-            parked: None,
+            parked: s.parked.then(|| Parked {
+                at: t(1),
+                reason: "r".into(),
+            }),
             keys: None,
-            drift: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn the_kept_counts_give_the_summary_a_full_pass_gives() {
-        let t = |h| Utc.with_ymd_and_hms(2026, 3, 2, h, 0, 0).unwrap();
-        let (publisher, mut watch) = Publisher::new();
-        let mut a = row("a");
-        a.next_due = Some(t(5));
-        let mut b = row("b");
-        b.next_due = Some(t(3));
-        b.drift = vec!["x".into()];
-        let mut c = row("c");
-        c.running = Some(Activity {
-            kind: "rotation",
-            rotation_id: None,
-            since: t(1),
-            waiting_until: None,
-        });
-        c.parked = Some(Parked {
-            at: t(1),
-            reason: "r".into(),
-        });
-        for r in [a.clone(), b.clone(), c.clone()] {
-            publisher.set_row(r);
-        }
-        // Rows change: b is no longer drifting and becomes due later; c goes away.
-        b.drift.clear();
-        b.next_due = Some(t(7));
-        publisher.set_row(b);
-        publisher.set_row(a);
-        publisher.remove_row("c");
-        publisher.set_row(c);
-        let line = publisher.publish(t(2), true, false);
-        let full = watch.snapshot();
-        assert_eq!(line, full.summary());
+            drift: if s.drifted {
+                vec!["x".into()]
+            } else {
+                Vec::new()
+            },
+        };
+        let full = Snapshot {
+            evaluated_at: Some(t(2)),
+            ready: true,
+            stopping: false,
+            plans: vec![row("a", &a), row("b", &b2), row("c", &c)],
+        };
+        assert_eq!(full.summary(), line);
         assert_eq!(
-            line,
-            "3 plans, rotating c, next a at 2026-03-02T05:00:00Z, 1 need attention"
-        );
-        assert_eq!(watch.summary(), line);
-        assert_eq!(full.plans.len(), 3);
-        assert_eq!(watch.plan("b").unwrap().next_due, Some(t(7)));
-        assert_eq!(
-            publisher.publish(t(2), false, false),
+            counts.summary(false, false),
             "starting: recovering the journal"
+        );
+        assert_eq!(
+            counts.summary(true, true),
+            "stopping: waiting for 1 step(s) in flight"
         );
     }
 }

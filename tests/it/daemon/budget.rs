@@ -72,22 +72,27 @@ async fn the_shared_budget_spaces_arm_writes_across_concurrent_plans() {
     };
     let mut steps = 0u32;
     let mut overlapped = false;
-    while !both_done(&daemon.snapshot()) {
+    while !both_done(&daemon.snapshot().await) {
         assert!(
             steps < 600,
             "the rotations do not finish: {:#?}",
-            daemon.snapshot()
+            daemon.snapshot().await
         );
-        overlapped |= daemon.snapshot().plans.iter().all(|p| p.running.is_some());
+        overlapped |= daemon
+            .snapshot()
+            .await
+            .plans
+            .iter()
+            .all(|p| p.running.is_some());
         let seen = arm_writes(&setup).await.len();
         // Let the daemon use what the current second allows before moving on.
         let _ = tokio::time::timeout(Duration::from_millis(300), async {
-            while arm_writes(&setup).await.len() == seen && !both_done(&daemon.snapshot()) {
+            while arm_writes(&setup).await.len() == seen && !both_done(&daemon.snapshot().await) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
         .await;
-        if both_done(&daemon.snapshot()) {
+        if both_done(&daemon.snapshot().await) {
             break;
         }
         setup.advance(TimeDelta::seconds(1));

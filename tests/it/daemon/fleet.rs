@@ -154,7 +154,7 @@ async fn rotations_waiting_out_their_grace_hold_no_concurrency_slot() {
         300,
         "all four to stage their standby key",
         || async {
-            let s = daemon.snapshot();
+            let s = daemon.snapshot().await;
             let working = s
                 .plans
                 .iter()
@@ -294,7 +294,15 @@ async fn a_check_that_finds_nothing_changed_spends_no_arm_write() {
         setup.twin.requests_for("storage.get").await.len() >= gets + 2,
         "but they did look at the account"
     );
-    assert!(daemon.snapshot().plan("demo").unwrap().drift.is_empty());
+    assert!(
+        daemon
+            .snapshot()
+            .await
+            .plan("demo")
+            .unwrap()
+            .drift
+            .is_empty()
+    );
     assert_eq!(daemon.stop().await, Exit::Ok);
 }
 
@@ -352,6 +360,7 @@ async fn an_incident_goes_ahead_of_queued_routine_work() {
     .await;
     let busy = daemon
         .snapshot()
+        .await
         .plans
         .iter()
         .filter(|p| p.name != "leak" && p.running.is_some())
@@ -371,7 +380,17 @@ async fn an_incident_goes_ahead_of_queued_routine_work() {
         matches!(reply, Reply::Rotation { exit: 0, .. }),
         "{reply:?}"
     );
-    daemon.finish_jobs(&setup).await;
+    // The routine rotations finish at one write a second.
+    step_until(&setup, 600, "the routine rotations", || async {
+        daemon
+            .snapshot()
+            .await
+            .plans
+            .iter()
+            .all(|p| p.running.is_none())
+    })
+    .await;
+    daemon.settle().await;
     for i in 0..6 {
         assert_eq!(
             outcomes(&daemon.history(&format!("p{i}")).await),

@@ -193,8 +193,8 @@ pub struct Daemon {
 const PATIENCE: Duration = Duration::from_secs(60);
 
 impl Daemon {
-    pub fn snapshot(&self) -> Snapshot {
-        self.handle.snapshot().peek()
+    pub async fn snapshot(&self) -> Snapshot {
+        self.handle.snapshot().peek().await
     }
 
     /// Waits until `cond` holds for a published snapshot.
@@ -203,13 +203,13 @@ impl Daemon {
         let result = tokio::time::timeout(PATIENCE, async {
             loop {
                 {
-                    let s = rx.snapshot();
+                    let s = rx.snapshot().await;
                     if cond(&s) {
                         return s;
                     }
                 }
                 if rx.changed().await.is_err() {
-                    let s = rx.peek();
+                    let s = rx.peek().await;
                     panic!("the daemon stopped while waiting for {what}: {s:#?}");
                 }
             }
@@ -217,7 +217,7 @@ impl Daemon {
         .await;
         match result {
             Ok(s) => s,
-            Err(_) => panic!("timed out waiting for {what}: {:#?}", self.snapshot()),
+            Err(_) => panic!("timed out waiting for {what}: {:#?}", self.snapshot().await),
         }
     }
 
@@ -257,7 +257,7 @@ impl Daemon {
             }
             setup.advance(TimeDelta::seconds(1));
         }
-        panic!("jobs do not finish: {:#?}", self.snapshot())
+        panic!("jobs do not finish: {:#?}", self.snapshot().await)
     }
 
     /// Sends a request over the control socket, as the CLI does.
