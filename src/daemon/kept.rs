@@ -87,6 +87,25 @@ impl KeptPlan {
         }
     }
 
+    /// A deep copy made by the calling thread, schedules shared through `schedules`:
+    /// the loader's worker threads allocate in arenas of their own, among the garbage
+    /// of parsing; copies made by one thread keep the long-lived data together, so the
+    /// workers' arenas empty completely and go back to the kernel.
+    fn rehome(&self, schedules: &mut Schedules) -> KeptPlan {
+        KeptPlan {
+            name: self.name.as_str().to_owned(),
+            schedule: self.schedule.as_deref().map(|s| schedules.share(s)),
+            drift: self.drift,
+            notify: self.notify.to_vec().into_boxed_slice(),
+            account: match &self.account {
+                Account::InText(range) => Account::InText(range.clone()),
+                Account::Own(id) => Account::Own(id.as_ref().into()),
+            },
+            origin: self.origin.as_ref().into(),
+            text: Arc::from(self.text.as_ref()),
+        }
+    }
+
     /// The storage account's ARM id.
     pub fn account(&self) -> &str {
         match &self.account {
@@ -138,6 +157,7 @@ pub(super) fn load_plans(dir: &Path) -> (Vec<LoadedPlan>, Vec<PlanErrors>) {
             .collect()
     });
     let mut conflicts = plan::Conflicts::default();
+    let mut schedules = Schedules::default();
     let mut plans = Vec::with_capacity(files.len());
     let mut errors = Vec::new();
     for item in parsed.into_iter().flatten() {
@@ -145,7 +165,7 @@ pub(super) fn load_plans(dir: &Path) -> (Vec<LoadedPlan>, Vec<PlanErrors>) {
             Err(e) => errors.push(e),
             Ok((kept, keys)) => {
                 if conflicts.admit_keys(&kept.name, &keys) {
-                    plans.push(LoadedPlan(kept));
+                    plans.push(LoadedPlan(kept.rehome(&mut schedules)));
                 } else {
                     // Rare: parse it again for the error that says where.
                     match kept.load() {

@@ -178,6 +178,14 @@ impl Journal {
         tx.commit().map_err(|e| sql(&self.path, "commit", e))
     }
 
+    /// Frees SQLite's page cache of this connection (the daemon reads every plan's
+    /// state once at start, then single rows): it is refilled as needed.
+    pub fn shrink_memory(&self) {
+        if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory;") {
+            tracing::debug!(error = %e, "cannot shrink the journal's page cache");
+        }
+    }
+
     /// When each plan's latest rotation started, in one query: where a plan the daemon
     /// has not seen before counts cron occurrences from.
     pub fn last_starts(&self) -> Result<HashMap<String, DateTime<Utc>>, JournalError> {
