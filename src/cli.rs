@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "keyflip",
     version,
+    long_version = crate::build_info::LONG_VERSION,
     about = "Rotates Azure Storage account keys without downtime"
 )]
 pub struct Cli {
@@ -31,12 +32,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a built-in Azure twin and run a full safe swap against it. Needs no Azure account.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Rotate a plan's key now, or resume unfinished rotations.
     #[command(subcommand)]
     Rotate(RotateCommand),
-    /// Per plan: active key, key ages, last rotation, next due time, drift.
-    Status(OutputArgs),
+    /// Per plan: active key, key ages, last rotation, next due time, state.
+    Status(StatusArgs),
     /// Past rotations with every step and its timing.
     History(HistoryArgs),
     /// Work with rotation plans.
@@ -46,6 +48,30 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Run as a service: rotate plans on schedule, watch for drift, serve metrics.
     Daemon,
+    /// Version, git commit, target and Azure SDK crate versions of this build.
+    Version(OutputArgs),
+    /// Print a shell completion script on stdout.
+    Completions(CompletionsArgs),
+    /// Write one man page per command into a directory.
+    Manpages(ManpagesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    pub shell: Shell,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct ManpagesArgs {
+    /// Directory to write keyflip.1, keyflip-rotate-now.1, ... into (created if missing).
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -53,6 +79,8 @@ pub struct DemoArgs {
     /// Keep the twin running after the demo and print how to reach it.
     #[arg(long)]
     pub keep_running: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,9 +95,12 @@ pub enum RotateCommand {
 pub struct RotateNowArgs {
     /// Plan name (file stem in the plans directory) or path to a plan file.
     pub plan: String,
-    /// Print every call keyflip would make, in order, and change nothing.
+    /// Print what a rotation would do (a summary, then every step) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: list every Azure call under its step.
+    #[arg(long, requires = "dry_run")]
+    pub show_calls: bool,
     /// Grace period before the old key is retired (overrides the plan), e.g. 10m, 1h.
     #[arg(long)]
     pub grace: Option<String>,
@@ -107,6 +138,22 @@ pub enum Leaked {
 pub struct HistoryArgs {
     /// Only this plan.
     pub plan: Option<String>,
+    /// At most this many rotations, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Only rotations started since then: a duration back from now (7d, 12h) or a
+    /// date/time in UTC (2026-03-01, 2026-03-01T12:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One plan, in detail.
+    #[arg(long)]
+    pub plan: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -119,7 +166,11 @@ pub enum PlanCommand {
 
 #[derive(Debug, Args)]
 pub struct PlanCheckArgs {
+    /// Plan files or directories. Default: the plans directory (keyflip.toml's
+    /// plans_dir, else $KEYFLIP_PLANS_DIR, else /etc/keyflip/rotation-plans).
     pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]

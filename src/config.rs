@@ -23,7 +23,7 @@ mod credential;
 mod daemon;
 
 use credential::RawCredential;
-pub use credential::{ClientSecretSource, CredentialConfig};
+pub use credential::{ClientSecretSource, CredentialConfig, PrivateFileError, check_private_file};
 use daemon::RawDaemon;
 pub use daemon::{
     AZURE_LIMITS, BudgetConfig, DEFAULT_METRICS_LISTEN, DEFAULT_SOCKET, DaemonConfig, RetryConfig,
@@ -95,9 +95,13 @@ pub enum ConfigError {
     #[error("{0}")]
     Invalid(Box<SourceError>),
     #[error(
-        "the client secret file {path} has mode {mode:o}, so group or others can read it; run `chmod 600 {path}` (and make sure only keyflip's user owns it)"
+        "the {what} file {path} has mode {mode:o}, so group or others can read it; run `chmod 600 {path}` (and make sure only keyflip's user owns it), or hand it to the service with systemd's LoadCredential= (files under $CREDENTIALS_DIRECTORY are accepted as systemd creates them)"
     )]
-    SecretFileTooOpen { path: String, mode: u32 },
+    SecretFileTooOpen {
+        what: &'static str,
+        path: String,
+        mode: u32,
+    },
     #[error("cannot read the client secret file {path}: {source}")]
     SecretFile {
         path: String,
@@ -183,11 +187,14 @@ impl Config {
             text,
             base_dir,
         };
-        let cloud = ctx.cloud(raw.cloud)?;
+        let cloud = ctx.cloud(raw.cloud, env)?;
         let credential = ctx.credential(raw.credential, env)?;
+        // The one rule every command follows: the file's plans_dir, else
+        // $KEYFLIP_PLANS_DIR, else the default (the file wins, as for AZURE_*).
         let plans_dir = raw
             .plans_dir
             .map(|p| ctx.path(p.into_inner()))
+            .or_else(|| env("KEYFLIP_PLANS_DIR").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PLANS_DIR));
         let state_dir = match raw.state_dir {
             Some(p) => ctx.path(p.into_inner()),
@@ -281,10 +288,83 @@ impl Ctx<'_> {
         Ok(url)
     }
 
-    fn cloud(&self, raw: Option<Spanned<RawCloud>>) -> Result<CloudConfig, SourceError> {
+    /// `[cloud]`, reconciled with `AZURE_AUTHORITY_HOST` (Microsoft's SDKs read it to
+    /// pick the cloud's Entra ID authority): without a `name` in the file it selects
+    /// the named cloud whose authority it is; with one, it must agree with it, so a
+    /// token is never asked of one cloud for another cloud's resources.
+    fn cloud(&self, raw: Option<Spanned<RawCloud>>, env: Env) -> Result<CloudConfig, SourceError> {
+        let authority_env = env("AZURE_AUTHORITY_HOST");
+        let named_in_file = raw
+            .as_ref()
+            .and_then(|r| r.get_ref().name.as_ref().map(Spanned::span));
+        let config = self.cloud_from_file(raw, authority_env.as_deref())?;
+        let Some(value) = authority_env else {
+            return Ok(config);
+        };
+        let span = named_in_file.unwrap_or(0..0);
+        let host = authority_host_of(&value).map_err(|why| {
+            self.error(span.clone(), why)
+                .with_hint("unset AZURE_AUTHORITY_HOST, or set it to https://login.microsoftonline.com, https://login.microsoftonline.us or https://login.chinacloudapi.cn")
+        })?;
+        let expected = match &config.kind {
+            CloudKind::Public => "login.microsoftonline.com".to_owned(),
+            CloudKind::UsGov => "login.microsoftonline.us".to_owned(),
+            CloudKind::China => "login.chinacloudapi.cn".to_owned(),
+            CloudKind::Custom(c) => c
+                .authority_host
+                .host_str()
+                .map(|h| match c.authority_host.port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.to_owned(),
+                })
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+        };
+        if host != expected {
+            return Err(self
+                .error(
+                    span,
+                    format!(
+                        "AZURE_AUTHORITY_HOST is {value}, but the configured cloud's Entra ID authority is https://{expected}"
+                    ),
+                )
+                .with_hint(
+                    "a token from one cloud does not work in another: unset AZURE_AUTHORITY_HOST or make [cloud] name match it",
+                ));
+        }
+        Ok(config)
+    }
+
+    fn cloud_from_file(
+        &self,
+        raw: Option<Spanned<RawCloud>>,
+        authority_env: Option<&str>,
+    ) -> Result<CloudConfig, SourceError> {
+        // Without a cloud name in the file, AZURE_AUTHORITY_HOST picks a named cloud.
+        let from_env = || -> Result<CloudKind, SourceError> {
+            let Some(value) = authority_env else {
+                return Ok(CloudKind::Public);
+            };
+            let host = authority_host_of(value).map_err(|why| self.error(0..0, why))?;
+            match host.as_str() {
+                "login.microsoftonline.com" => Ok(CloudKind::Public),
+                "login.microsoftonline.us" => Ok(CloudKind::UsGov),
+                "login.chinacloudapi.cn" => Ok(CloudKind::China),
+                _ => Err(self
+                    .error(
+                        0..0,
+                        format!(
+                            "AZURE_AUTHORITY_HOST is {value}, which is not the Entra ID authority of a cloud keyflip knows"
+                        ),
+                    )
+                    .with_hint(
+                        "for another cloud set [cloud] name = \"custom\" with arm_url and authority_host (docs/configuration.md)",
+                    )),
+            }
+        };
         let Some(raw) = raw else {
             return Ok(CloudConfig {
-                kind: CloudKind::Public,
+                kind: from_env()?,
                 ca_bundle: None,
             });
         };
@@ -313,6 +393,7 @@ impl Ctx<'_> {
             }
         }
         let kind = match name {
+            RawCloudName::Public if raw.name.is_none() => from_env()?,
             RawCloudName::Public => CloudKind::Public,
             RawCloudName::China => CloudKind::China,
             RawCloudName::Usgov => CloudKind::UsGov,
@@ -348,6 +429,31 @@ impl Ctx<'_> {
     }
 }
 
+/// The lower-case `host[:port]` of an authority given as `https://host/` or `host`
+/// (Microsoft's SDKs accept both); plain `http` is refused.
+fn authority_host_of(value: &str) -> Result<String, String> {
+    let with_scheme = if value.contains("://") {
+        value.to_owned()
+    } else {
+        format!("https://{value}")
+    };
+    let url = Url::parse(&with_scheme)
+        .map_err(|e| format!("AZURE_AUTHORITY_HOST={value} is not a URL: {e}"))?;
+    if url.scheme() != "https" {
+        return Err(format!(
+            "AZURE_AUTHORITY_HOST={value} is not https; keyflip never sends a credential over plain HTTP"
+        ));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("AZURE_AUTHORITY_HOST={value} names no host"))?
+        .to_ascii_lowercase();
+    Ok(match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::HashMap;
@@ -374,6 +480,129 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn azure_authority_host_picks_or_checks_the_cloud() {
+        let kind = |text: &str, host: &str| parse(text, &[("AZURE_AUTHORITY_HOST", host)]);
+        // No cloud name in the file: the authority picks the named cloud.
+        for (host, expected) in [
+            ("https://login.microsoftonline.us/", CloudKind::UsGov),
+            ("login.chinacloudapi.cn", CloudKind::China),
+            ("https://LOGIN.microsoftonline.com", CloudKind::Public),
+        ] {
+            assert_eq!(kind("", host).unwrap().cloud.kind, expected, "{host}");
+            assert_eq!(
+                kind("[cloud]\nca_bundle = \"ca.pem\"\n", host)
+                    .unwrap()
+                    .cloud
+                    .kind,
+                expected
+            );
+        }
+        // A name in the file must agree with it.
+        assert_eq!(
+            kind(
+                "[cloud]\nname = \"usgov\"\n",
+                "https://login.microsoftonline.us"
+            )
+            .unwrap()
+            .cloud
+            .kind,
+            CloudKind::UsGov
+        );
+        let e = source_error(
+            "[cloud]\nname = \"china\"\n",
+            &[("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us")],
+        );
+        assert_eq!(e.line, 2);
+        assert!(
+            e.message.contains("https://login.chinacloudapi.cn"),
+            "{}",
+            e.message
+        );
+        // Unknown authorities and plain http are refused.
+        let e = source_error("", &[("AZURE_AUTHORITY_HOST", "https://login.example.org")]);
+        assert!(e.hint.unwrap().contains("custom"));
+        let e = source_error(
+            "",
+            &[("AZURE_AUTHORITY_HOST", "http://login.microsoftonline.com")],
+        );
+        assert!(e.message.contains("not https"), "{}", e.message);
+        // A custom cloud's authority, port included, must be the one named.
+        let custom = "[cloud]\nname = \"custom\"\narm_url = \"https://127.0.0.1:4443/\"\nauthority_host = \"https://127.0.0.1:4443\"\n";
+        assert!(kind(custom, "https://127.0.0.1:4443/").is_ok());
+        assert!(kind(custom, "https://127.0.0.1:9999/").is_err());
+    }
+
+    #[test]
+    fn the_default_chain_and_certificates_are_credential_kinds() {
+        let c = parse("[credential]\nkind = \"default\"\n", &[]).unwrap();
+        assert_eq!(
+            c.credential,
+            CredentialConfig::Default {
+                managed_identity_client_id: None,
+                links: crate::azure::chain::LinkKind::ALL.to_vec(),
+            }
+        );
+        let c = parse(
+            "[credential]\nkind = \"default\"\nclient_id = \"mi\"\n",
+            &[("AZURE_TOKEN_CREDENTIALS", "prod")],
+        )
+        .unwrap();
+        assert!(matches!(
+            c.credential,
+            CredentialConfig::Default { managed_identity_client_id: Some(ref id), ref links } if id == "mi" && links.len() == 3
+        ));
+        let e = source_error(
+            "[credential]\nkind = \"default\"\n",
+            &[("AZURE_TOKEN_CREDENTIALS", "browser")],
+        );
+        assert!(
+            e.message.contains("AZURE_TOKEN_CREDENTIALS=browser"),
+            "{}",
+            e.message
+        );
+
+        let c = parse(
+            "[credential]\nkind = \"client-certificate\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_certificate_file = \"cert.pem\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.credential,
+            CredentialConfig::ClientCertificate {
+                tenant_id: "t".into(),
+                client_id: "c".into(),
+                certificate_file: "/etc/kf/cert.pem".into(),
+            }
+        );
+        let c = parse(
+            "[credential]\nkind = \"client-certificate\"\n",
+            &[
+                ("AZURE_TENANT_ID", "t"),
+                ("AZURE_CLIENT_ID", "c"),
+                (
+                    "AZURE_CLIENT_CERTIFICATE_PATH",
+                    "/run/credentials/keyflip.service/cert",
+                ),
+            ],
+        )
+        .unwrap();
+        assert!(matches!(
+            c.credential,
+            CredentialConfig::ClientCertificate { ref certificate_file, .. } if certificate_file.ends_with("keyflip.service/cert")
+        ));
+        let e = source_error(
+            "[credential]\nkind = \"client-certificate\"\ntenant_id = \"t\"\nclient_id = \"c\"\n",
+            &[],
+        );
+        assert!(e.hint.unwrap().contains("AZURE_CLIENT_CERTIFICATE_PATH"));
+        let e = source_error(
+            "[credential]\nkind = \"client-secret\"\nclient_certificate_file = \"c.pem\"\n",
+            &[],
+        );
+        assert!(e.message.contains("not used with kind = \"client-secret\""));
+    }
+
+    #[test]
     fn an_empty_file_means_public_cloud_and_managed_identity() {
         let c = parse("", &[("STATE_DIRECTORY", "/var/lib/a:/var/lib/b")]).unwrap();
         assert_eq!(c.cloud.kind, CloudKind::Public);
@@ -383,6 +612,16 @@ pub(crate) mod tests {
         );
         assert_eq!(c.plans_dir, PathBuf::from(DEFAULT_PLANS_DIR));
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/a"));
+        // One rule for the plans directory: the file, then $KEYFLIP_PLANS_DIR.
+        let env = &[("KEYFLIP_PLANS_DIR", "/srv/plans")];
+        assert_eq!(
+            parse("", env).unwrap().plans_dir,
+            PathBuf::from("/srv/plans")
+        );
+        assert_eq!(
+            parse("plans_dir = \"/etc/kf/p\"\n", env).unwrap().plans_dir,
+            PathBuf::from("/etc/kf/p")
+        );
         assert_eq!(
             parse("", &[]).unwrap().state_dir,
             PathBuf::from(DEFAULT_STATE_DIR)

@@ -26,8 +26,32 @@ pub enum Exit {
     Interrupted = 130,
 }
 
+impl Exit {
+    /// The exit code a number stands for (the control socket sends codes as
+    /// numbers); a number keyflip does not use is a failure.
+    pub fn from_code(code: u8) -> Exit {
+        match code {
+            0 => Exit::Ok,
+            2 => Exit::Usage,
+            3 => Exit::Refused,
+            4 => Exit::RolledBack,
+            5 => Exit::NeedsAttention,
+            6 => Exit::Busy,
+            130 => Exit::Interrupted,
+            _ => Exit::Failure,
+        }
+    }
+}
+
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> Self {
         ExitCode::from(e as u8)
+    }
+}
+
+impl Exit {
+    /// The numeric code.
+    pub fn code(self) -> u8 {
+        self as u8
     }
 }

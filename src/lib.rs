@@ -4,10 +4,12 @@
 //! invariants every module keeps.
 
 pub mod azure;
+pub mod build_info;
 pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod consumer;
 pub mod daemon;
 pub mod diagnostic;
 pub mod doctor;
@@ -17,6 +19,7 @@ pub mod failpoint;
 pub mod journal;
 pub mod key;
 pub mod logging;
+pub mod manual;
 pub mod plan;
 pub mod resource_id;
 pub mod rotation;

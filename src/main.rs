@@ -4,31 +4,26 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-use keyflip::cli::{Cli, Command, PlanCommand, RotateCommand};
+use keyflip::cli::{Command, PlanCommand};
 use keyflip::commands;
 use keyflip::exit::Exit;
 
 fn main() -> ExitCode {
     keyflip::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = keyflip::manual::parse();
     // Interactive commands show their own progress; their logs start at warnings.
     let quiet = !matches!(cli.command, Command::Daemon);
     keyflip::logging::init(cli.log_format, cli.verbose, quiet);
     let config = cli.config.as_deref();
     let exit = match &cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo(args) => commands::demo::run(args),
-        // Each of the next four tries the daemon first (it owns the journal when it
-        // runs) and runs standalone when no daemon answers.
-        Command::Rotate(RotateCommand::Now(args)) => through_daemon::rotate_now(config, args)
-            .unwrap_or_else(|| commands::rotate::now(config, args)),
-        Command::Rotate(RotateCommand::Resume(args)) => through_daemon::resume(config, args)
-            .unwrap_or_else(|| commands::rotate::resume(config, args)),
-        Command::Status(args) => through_daemon::status(config, args)
-            .unwrap_or_else(|| commands::status::run(config, args)),
-        Command::History(args) => through_daemon::history(config, args)
-            .unwrap_or_else(|| commands::history::run(config, args)),
-        Command::Plan(PlanCommand::Check(args)) => plan_check(&args.paths),
+        // Each becomes one typed request, performed by a running daemon (it owns the
+        // journal) or else standalone, and printed the same either way.
+        Command::Rotate(_) | Command::Status(_) | Command::History(_) => {
+            commands::run(config, &cli.command)
+        }
+        Command::Plan(PlanCommand::Check(args)) => plan_check(config, args),
         Command::Doctor(args) => keyflip::doctor::run(
             config,
             args,
@@ -36,15 +31,38 @@ fn main() -> ExitCode {
             &mut std::io::stderr().lock(),
         ),
         Command::Daemon => daemon(config),
+        Command::Version(args) => commands::version::run(args),
+        Command::Completions(args) => commands::completions::completions(args),
+        Command::Manpages(args) => commands::completions::manpages(args),
     };
     exit.into()
 }
 
-/// `keyflip plan check`: no network, journal or socket; the clock only to show the
-/// next due times.
-fn plan_check(paths: &[std::path::PathBuf]) -> Exit {
+/// `keyflip plan check`: no network, journal or socket; the configuration only for
+/// its plans directory (the one every command uses), the clock only to show the next
+/// due times.
+fn plan_check(config: Option<&std::path::Path>, args: &keyflip::cli::PlanCheckArgs) -> Exit {
+    let output = args.output.output;
+    let config = match keyflip::config::Config::load(config) {
+        Ok(config) => config,
+        Err(e) => {
+            return commands::fail(output, &commands::CommandError::usage(e));
+        }
+    };
+    let show = keyflip::plan::check::Show {
+        output,
+        term: commands::term::Term::stdout(),
+    };
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
-    keyflip::plan::check::run(paths, chrono::Utc::now(), &mut out, &mut err).unwrap_or_else(|e| {
+    keyflip::plan::check::run(
+        &args.paths,
+        &config.plans_dir,
+        chrono::Utc::now(),
+        show,
+        &mut out,
+        &mut err,
+    )
+    .unwrap_or_else(|e| {
         eprintln!("keyflip: cannot write the report: {e}");
         Exit::Failure
     })
@@ -95,73 +113,4 @@ fn daemon(config: Option<&std::path::Path>) -> Exit {
         delivery: Default::default(),
     };
     runtime.block_on(keyflip::daemon::run(options))
-}
-
-/// The "try the daemon first" calls of `rotate now`, `rotate resume`, `status` and
-/// `history`: `None` when no daemon runs, and the command then runs standalone.
-mod through_daemon {
-    use std::path::Path;
-
-    use keyflip::cli::{HistoryArgs, Leaked, OutputArgs, ResumeArgs, RotateNowArgs};
-    use keyflip::daemon::control::client::{try_daemon, try_daemon_confirmed};
-    use keyflip::daemon::control::protocol::Request;
-    use keyflip::exit::Exit;
-    use keyflip::key::KeyName;
-    use keyflip::rotation::machine::Mode;
-
-    pub fn rotate_now(config: Option<&Path>, args: &RotateNowArgs) -> Option<Exit> {
-        use std::io::IsTerminal as _;
-        let ask_first = !args.dry_run && !args.yes;
-        if ask_first && !std::io::stdin().is_terminal() {
-            // The standalone path refuses this with its usage message, touching nothing.
-            return None;
-        }
-        let grace_secs = match args.grace.as_deref().map(keyflip::plan::duration::parse) {
-            None => None,
-            Some(Ok(d)) => Some(d.as_secs()),
-            // The standalone path reports a bad --grace with its usage error.
-            Some(Err(_)) => return None,
-        };
-        let mode = match args.leaked {
-            None => Mode::Scheduled,
-            Some(Leaked::Key1) => Mode::Leaked {
-                key: KeyName::Key1,
-                revoke_first: args.revoke_first,
-            },
-            Some(Leaked::Key2) => Mode::Leaked {
-                key: KeyName::Key2,
-                revoke_first: args.revoke_first,
-            },
-            Some(Leaked::Both | Leaked::Unknown) => Mode::LeakedBoth,
-        };
-        let request = Request::RotateNow {
-            plan: args.plan.clone(),
-            mode,
-            grace_secs,
-            dry_run: args.dry_run,
-        };
-        try_daemon_confirmed(config, request, args.output.output, ask_first)
-    }
-
-    pub fn resume(config: Option<&Path>, args: &ResumeArgs) -> Option<Exit> {
-        try_daemon(
-            config,
-            Request::Resume {
-                plan: args.plan.clone(),
-            },
-            args.output.output,
-        )
-    }
-
-    pub fn status(config: Option<&Path>, args: &OutputArgs) -> Option<Exit> {
-        try_daemon(config, Request::Status { plan: None }, args.output)
-    }
-
-    pub fn history(config: Option<&Path>, args: &HistoryArgs) -> Option<Exit> {
-        let request = Request::History {
-            plan: args.plan.clone(),
-            limit: 50,
-        };
-        try_daemon(config, request, args.output.output)
-    }
 }

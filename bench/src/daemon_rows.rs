@@ -161,8 +161,7 @@ pub async fn daemon(
             .samples(reloads.iter().copied())
             .note(format!("{reload_note}daemon exit {exit} on SIGTERM")),
     ];
-    if let (Some(cpu_cold), Some(cpu_warm)) =
-        (cpu_ready.first().copied(), median(&cpu_ready[1..]))
+    if let (Some(cpu_cold), Some(cpu_warm)) = (cpu_ready.first().copied(), median(&cpu_ready[1..]))
     {
         rows[0].note = format!("CPU until READY {cpu_warm:.0} ms (median)");
         rows[1].note = format!("CPU until READY {cpu_cold:.0} ms");

@@ -18,10 +18,6 @@ use url::Url;
 use super::Error;
 use crate::config::{CloudConfig, CloudKind};
 
-/// The Entra ID application id of Azure Databricks: tokens for its REST API carry this
-/// audience in every cloud.
-pub const DATABRICKS_AUDIENCE: &str = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d";
-
 /// A cloud's resolved endpoints.
 #[derive(Clone, Debug)]
 pub struct Cloud {

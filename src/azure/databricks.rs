@@ -3,7 +3,7 @@
 //! `last_updated_timestamp`; values cannot be read back outside a cluster).
 //!
 //! Requests carry an Entra ID token for the AzureDatabricks application
-//! ([`DATABRICKS_AUDIENCE`](super::DATABRICKS_AUDIENCE)). Databricks permissions are
+//! ([`DATABRICKS_AUDIENCE`]). Databricks permissions are
 //! scope ACLs, not Azure RBAC, so a 403 says which ACL to grant instead of a role.
 //! Key Vault-backed scopes cannot be written here (Databricks answers `BAD_REQUEST`):
 //! rotate their vault secret instead.
@@ -16,6 +16,10 @@ use url::Url;
 use super::http::{Operation, json};
 use super::{Azure, Error};
 use crate::secret::StorageKey;
+
+/// The Entra ID application id of Azure Databricks: tokens for its REST API carry this
+/// audience in every cloud.
+pub const DATABRICKS_AUDIENCE: &str = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d";
 
 /// Where a scope keeps its secrets.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,27 +1,54 @@
-//! The commands behind `keyflip rotate`, `status`, `history` and `demo`: load the
-//! configuration and plans, call the [`Engine`](crate::rotation::Engine), and show the
-//! result. Human output goes to stdout (progress as a spinner on a terminal, plain
-//! lines otherwise); `--output json` prints one JSON document on stdout and nothing
-//! else; errors go to stderr with what to do next. Each command returns the process's
-//! [`Exit`] code.
+//! The command path of `keyflip rotate now`, `rotate resume`, `status` and `history`,
+//! one for whichever process does the work, and `demo`.
+//!
+//! 1. [`request`]: the command line becomes a typed [`Request`] in one place, checked
+//!    there.
+//! 2. [`run`] finds who performs it: a running daemon (its control socket answers;
+//!    it owns the journal) or this process ([`perform::Standalone`]).
+//! 3. Both come back with an [`Answer`] (or a [`CommandError`]) holding the engine's
+//!    typed reports, and progress events while a rotation runs.
+//! 4. [`render`] prints them: human text or one JSON document on stdout, progress as
+//!    a spinner on a terminal or plain lines otherwise, errors on stderr (and as
+//!    `{"error", "exit"}` on stdout for JSON). When a daemon answered, one more line
+//!    on stderr says so; stdout is the same either way.
+//!
+//! `rotate now` without `--yes` shows the dry run's summary first and asks on a
+//! terminal (answering no exits 2, nothing changed), and refuses with a usage error
+//! anywhere else. Ctrl-C or SIGTERM stop a standalone
+//! rotation between journaled steps (it resumes later); a rotation a daemon runs
+//! belongs to the daemon and runs on when the client goes.
 
+pub mod answer;
+pub mod completions;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod history;
+pub mod perform;
 pub mod progress;
 pub mod render;
-pub mod rotate;
-pub mod status;
+pub mod request;
+pub mod term;
+pub mod version;
 
-use std::io::IsTerminal as _;
-use std::path::Path;
-use std::sync::Arc;
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use crate::cli::Output;
-use crate::clock::SystemClock;
+use tokio::net::UnixStream;
+use tokio_util::sync::CancellationToken;
+
+pub use answer::{Answer, CommandError, ErrorCode};
+pub use request::{InvalidArgs, Invocation, Request};
+
+use crate::cli::{Command, Output};
 use crate::config::Config;
+use crate::daemon::control::client;
+use crate::daemon::control::protocol::DaemonInfo;
 use crate::exit::Exit;
-use crate::plan::{self, Plan};
-use crate::rotation::{Engine, EngineError};
+use crate::rotation::Progress;
+use perform::Standalone;
+use progress::Display;
+use render::Shape;
+use term::Term;
 
 /// A runtime for one command.
 pub fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
@@ -30,40 +57,14 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
         .build()
 }
 
-/// Prints `error` the way each output mode wants, and returns its exit code.
-pub fn fail(output: Output, error: &dyn std::fmt::Display, exit: Exit) -> Exit {
-    eprintln!("keyflip: {error}");
-    if output == Output::Json {
-        let doc = serde_json::json!({"error": error.to_string(), "exit": exit as u8});
-        println!("{doc}");
+/// Prints `error` the way `output` wants, and returns its exit code.
+pub fn fail(output: Output, error: &CommandError) -> Exit {
+    let (line, doc) = render::error(error, output);
+    eprintln!("{line}");
+    if let Some(doc) = doc {
+        print!("{doc}");
     }
-    exit
-}
-
-pub fn engine_error(output: Output, error: &EngineError) -> Exit {
-    fail(output, error, error.exit())
-}
-
-/// The configuration and an engine on its state directory, with the wall clock.
-pub fn open(config_flag: Option<&Path>, output: Output) -> Result<(Config, Engine), Exit> {
-    let config = Config::load(config_flag).map_err(|e| fail(output, &e, Exit::Usage))?;
-    let engine =
-        Engine::open(&config, Arc::new(SystemClock)).map_err(|e| engine_error(output, &e))?;
-    Ok((config, engine))
-}
-
-/// One plan by name or path.
-pub fn find_plan(config: &Config, name: &str, output: Output) -> Result<Plan, Exit> {
-    plan::find(&config.plans_dir, name).map_err(|e| fail(output, &e, Exit::Usage))
-}
-
-/// Every valid plan in the plans directory; invalid ones are reported on stderr.
-pub fn all_plans(config: &Config) -> Vec<Plan> {
-    let (plans, errors) = plan::load_dir(&config.plans_dir);
-    for e in errors {
-        eprintln!("keyflip: skipping an invalid plan:\n{e}");
-    }
-    plans
+    error.exit
 }
 
 /// Whether a person is at the keyboard (stdin and stdout are terminals).
@@ -102,4 +103,254 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
     }
+}
+
+/// Runs `rotate now`, `rotate resume`, `status` or `history` from the command line to
+/// its exit code: the whole command path, standalone or through a daemon.
+pub fn run(config_flag: Option<&Path>, command: &Command) -> Exit {
+    let Invocation {
+        request,
+        output,
+        yes,
+        shape,
+    } = match Invocation::from_cli(command) {
+        Some(Ok(invocation)) => invocation,
+        Some(Err(e)) => return fail(e.output, &CommandError::usage(e.message)),
+        None => {
+            return fail(
+                Output::Human,
+                &CommandError::usage("this command is not performed through the command path"),
+            );
+        }
+    };
+    let ask_first = matches!(request, Request::RotateNow { dry_run: false, .. }) && !yes;
+    if ask_first && !interactive() {
+        return fail(
+            output,
+            &CommandError::usage(
+                "`rotate now` changes storage keys and asks for confirmation, but this is not a terminal; pass --yes to rotate without asking (or --dry-run to see what it would do)",
+            ),
+        );
+    }
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                output,
+                &CommandError::failed(format!("cannot start the async runtime: {e}")),
+            );
+        }
+    };
+    runtime.block_on(async {
+        let runner = match Runner::find(config_flag).await {
+            Ok(runner) => runner,
+            Err(e) => return fail(output, &e),
+        };
+        let exit = run_with(&runner, &request, output, shape, ask_first).await;
+        if let Runner::Daemon(daemon) = &runner {
+            eprintln!(
+                "{}",
+                daemon.which(matches!(request, Request::Status { .. }))
+            );
+        }
+        exit
+    })
+}
+
+async fn run_with(
+    runner: &Runner,
+    request: &Request,
+    output: Output,
+    shape: Shape,
+    ask_first: bool,
+) -> Exit {
+    let term = Term::stdout();
+    if ask_first {
+        match runner
+            .perform(&request.as_dry_run(), &Display::Silent)
+            .await
+        {
+            // `rotate now` finishes the unfinished rotation: nothing new to confirm.
+            Ok(Answer::DryRun { dry_run }) if dry_run.unfinished.is_some() => {}
+            Ok(Answer::DryRun { dry_run }) => {
+                // The summary, not the step-by-step detail: what a person decides on.
+                eprint!(
+                    "{}",
+                    render::dry_run::render(
+                        &dry_run,
+                        &Term::stderr(),
+                        render::dry_run::Detail::Summary
+                    )
+                );
+                if dry_run.refused.is_some() {
+                    return Exit::Refused;
+                }
+                let account = dry_run
+                    .account
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(&dry_run.account);
+                if !confirm(&format!(
+                    "\n{} the keys of {account} now?",
+                    if dry_run.mode.is_incident() {
+                        "Run this incident rotation on"
+                    } else {
+                        "Rotate"
+                    }
+                )) {
+                    eprintln!(
+                        "keyflip: not confirmed; nothing was changed (`--dry-run --show-calls` shows every call, `--yes` skips this question)"
+                    );
+                    return Exit::Usage;
+                }
+            }
+            Ok(other) => {
+                return fail(
+                    output,
+                    &CommandError::failed(format!(
+                        "asked for a dry run, got a {} answer; nothing was changed",
+                        other.kind()
+                    )),
+                );
+            }
+            Err(e) => return fail(output, &e),
+        }
+    }
+    let display = Display::for_output(output, term);
+    let result = runner.perform(request, &display).await;
+    display.done();
+    match result {
+        Ok(answer) => {
+            print!("{}", render::answer(&answer, output, &term, shape));
+            answer.exit()
+        }
+        Err(e) => fail(output, &e),
+    }
+}
+
+/// Asks on the terminal; `true` for yes.
+fn confirm(question: &str) -> bool {
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+/// Who performs a command's requests.
+enum Runner {
+    /// A daemon answers on the control socket.
+    Daemon(DaemonRunner),
+    /// No daemon: this process, on the journal directly.
+    Standalone(Box<Standalone>),
+}
+
+impl Runner {
+    /// The daemon when one answers on the configured socket, else this process.
+    async fn find(config_flag: Option<&Path>) -> Result<Runner, CommandError> {
+        let config = Config::load(config_flag).map_err(CommandError::usage)?;
+        let socket = config.daemon.socket.clone();
+        if socket.exists() {
+            match client::connect(&socket).await {
+                Ok(Some(stream)) => {
+                    return Ok(Runner::Daemon(DaemonRunner {
+                        socket,
+                        first: Mutex::new(Some(stream)),
+                        info: Mutex::new(None),
+                    }));
+                }
+                Ok(None) => {}
+                // Not standalone: two processes would fight over the journal.
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Runner::Standalone(Box::new(Standalone::open(config)?)))
+    }
+
+    async fn perform(
+        &self,
+        request: &Request,
+        progress: &dyn Progress,
+    ) -> Result<Answer, CommandError> {
+        match self {
+            Runner::Daemon(daemon) => daemon.perform(request, progress).await,
+            Runner::Standalone(standalone) => {
+                let cancel = CancellationToken::new();
+                let work = standalone.perform(request, progress, cancel.clone());
+                match request {
+                    Request::RotateNow { dry_run: false, .. } | Request::Resume { .. } => {
+                        with_signals(cancel, work).await
+                    }
+                    _ => work.await,
+                }
+            }
+        }
+    }
+}
+
+/// A running daemon as the runner: one connection per request (the first one opened
+/// when it was found).
+struct DaemonRunner {
+    socket: PathBuf,
+    first: Mutex<Option<UnixStream>>,
+    info: Mutex<Option<DaemonInfo>>,
+}
+
+impl DaemonRunner {
+    async fn perform(
+        &self,
+        request: &Request,
+        progress: &dyn Progress,
+    ) -> Result<Answer, CommandError> {
+        let first = self.first.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let stream = match first {
+            Some(stream) => stream,
+            None => client::connect(&self.socket).await?.ok_or_else(|| {
+                CommandError::failed(format!(
+                    "the daemon on {} stopped answering; nothing was changed",
+                    self.socket.display()
+                ))
+            })?,
+        };
+        // The display draws the daemon's events as it draws a standalone run's.
+        let done = client::call(stream, &self.socket, request, &mut |event| {
+            progress.event(&event);
+        })
+        .await?;
+        *self.info.lock().unwrap_or_else(|e| e.into_inner()) = Some(done.daemon);
+        Ok(done.answer)
+    }
+
+    /// The line saying a daemon did the work.
+    fn which(&self, with_summary: bool) -> String {
+        match &*self.info.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(info) => render::through_daemon(info, with_summary),
+            None => format!(
+                "keyflip: answered by the running keyflip daemon on {}",
+                self.socket.display()
+            ),
+        }
+    }
+}
+
+/// Runs `work` until it ends or a signal cancels it (between journaled steps).
+async fn with_signals<T>(
+    cancel: CancellationToken,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let watcher = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            eprintln!("keyflip: stopping after the steps in flight (press Ctrl-C again to abort)");
+            cancel.cancel();
+            shutdown_signal().await;
+            std::process::exit(Exit::Interrupted as i32);
+        })
+    };
+    let out = work.await;
+    watcher.abort();
+    out
 }

@@ -31,6 +31,21 @@ pub enum CredentialConfig {
     AzureCli {
         tenant_id: Option<String>,
     },
+    /// A certificate (PEM with its private key) registered on the app registration.
+    ClientCertificate {
+        tenant_id: String,
+        client_id: String,
+        certificate_file: PathBuf,
+    },
+    /// The chain Microsoft's SDKs call `DefaultAzureCredential`
+    /// ([`crate::azure::chain`]): environment, workload identity, managed identity,
+    /// Azure CLI. Each link reads the `AZURE_*` variables when the credential is built.
+    Default {
+        /// The user-assigned managed identity (else `AZURE_CLIENT_ID`).
+        managed_identity_client_id: Option<String>,
+        /// The links to try, narrowed by `AZURE_TOKEN_CREDENTIALS`.
+        links: Vec<crate::azure::chain::LinkKind>,
+    },
 }
 
 /// Where a client secret comes from. The value itself is read only when needed.
@@ -49,6 +64,7 @@ pub(super) struct RawCredential {
     client_id: Option<Spanned<String>>,
     client_secret_file: Option<Spanned<PathBuf>>,
     federated_token_file: Option<Spanned<PathBuf>>,
+    client_certificate_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +74,8 @@ enum RawCredentialKind {
     WorkloadIdentity,
     ClientSecret,
     AzureCli,
+    ClientCertificate,
+    Default,
 }
 
 impl RawCredentialKind {
@@ -67,6 +85,8 @@ impl RawCredentialKind {
             RawCredentialKind::WorkloadIdentity => "workload-identity",
             RawCredentialKind::ClientSecret => "client-secret",
             RawCredentialKind::AzureCli => "azure-cli",
+            RawCredentialKind::ClientCertificate => "client-certificate",
+            RawCredentialKind::Default => "default",
         }
     }
 }
@@ -87,11 +107,14 @@ impl Ctx<'_> {
         let kind_span = raw.kind.span();
 
         // Refuse keys the chosen kind would silently ignore.
-        let unused: [(&str, Option<std::ops::Range<usize>>, bool); 4] = [
+        let unused: [(&str, Option<std::ops::Range<usize>>, bool); 5] = [
             (
                 "tenant_id",
                 raw.tenant_id.as_ref().map(Spanned::span),
-                kind != RawCredentialKind::ManagedIdentity,
+                !matches!(
+                    kind,
+                    RawCredentialKind::ManagedIdentity | RawCredentialKind::Default
+                ),
             ),
             (
                 "client_id",
@@ -107,6 +130,11 @@ impl Ctx<'_> {
                 "federated_token_file",
                 raw.federated_token_file.as_ref().map(Spanned::span),
                 kind == RawCredentialKind::WorkloadIdentity,
+            ),
+            (
+                "client_certificate_file",
+                raw.client_certificate_file.as_ref().map(Spanned::span),
+                kind == RawCredentialKind::ClientCertificate,
             ),
         ];
         for (key, span, allowed) in unused {
@@ -144,6 +172,37 @@ impl Ctx<'_> {
                 CredentialConfig::ManagedIdentity { client_id: client }
             }
             RawCredentialKind::AzureCli => CredentialConfig::AzureCli { tenant_id: tenant },
+            RawCredentialKind::Default => {
+                let links = crate::azure::chain::LinkKind::selected_by(
+                    env("AZURE_TOKEN_CREDENTIALS").as_deref(),
+                )
+                .map_err(|why| {
+                    self.error(kind_span.clone(), why).with_hint(
+                        "unset AZURE_TOKEN_CREDENTIALS to try every link, or fix its value",
+                    )
+                })?;
+                CredentialConfig::Default {
+                    // Only the file's value here: the chain reads AZURE_CLIENT_ID itself.
+                    managed_identity_client_id: raw.client_id.map(Spanned::into_inner),
+                    links,
+                }
+            }
+            RawCredentialKind::ClientCertificate => {
+                let file = raw
+                    .client_certificate_file
+                    .map(|p| self.path(p.into_inner()))
+                    .or_else(|| env("AZURE_CLIENT_CERTIFICATE_PATH").map(PathBuf::from));
+                CredentialConfig::ClientCertificate {
+                    tenant_id: needed(tenant, "tenant_id", "AZURE_TENANT_ID")?,
+                    client_id: needed(client, "client_id", "AZURE_CLIENT_ID")?,
+                    certificate_file: needed(
+                        file.map(|p| p.display().to_string()),
+                        "client_certificate_file",
+                        "AZURE_CLIENT_CERTIFICATE_PATH",
+                    )?
+                    .into(),
+                }
+            }
             RawCredentialKind::WorkloadIdentity => {
                 let token_file = raw
                     .federated_token_file
@@ -182,11 +241,47 @@ impl Ctx<'_> {
     }
 }
 
+/// Why [`check_private_file`] refused a file.
+#[derive(Debug)]
+pub enum PrivateFileError {
+    Io(std::io::Error),
+    TooOpen(ConfigError),
+}
+
+/// Whether a file holding a credential (`what`: "client secret", "client
+/// certificate") is private enough to use: not readable by group or others, or one
+/// systemd placed in `$CREDENTIALS_DIRECTORY` with `LoadCredential=` (systemd makes it
+/// mode 0400 plus an ACL for the service's user, so `stat` shows it group-readable,
+/// and only the service can reach that directory).
+pub fn check_private_file(
+    path: &std::path::Path,
+    what: &'static str,
+    env: Env,
+) -> Result<(), PrivateFileError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)
+        .map_err(PrivateFileError::Io)?
+        .permissions()
+        .mode();
+    let from_systemd = env("CREDENTIALS_DIRECTORY").is_some_and(|dir| {
+        let dir = std::fs::canonicalize(dir);
+        let file = std::fs::canonicalize(path);
+        matches!((dir, file), (Ok(dir), Ok(file)) if file.starts_with(&dir))
+    });
+    if mode & 0o077 != 0 && !from_systemd {
+        return Err(PrivateFileError::TooOpen(ConfigError::SecretFileTooOpen {
+            what,
+            path: path.display().to_string(),
+            mode: mode & 0o777,
+        }));
+    }
+    Ok(())
+}
+
 impl ClientSecretSource {
     /// Reads the secret. A file must not be readable by group or others; surrounding
     /// whitespace (a trailing newline from `echo`) is dropped.
     pub fn read(&self, env: Env) -> Result<Zeroizing<String>, ConfigError> {
-        use std::os::unix::fs::PermissionsExt as _;
         let (value, origin) = match self {
             ClientSecretSource::File(path) => {
                 let shown = path.display().to_string();
@@ -194,13 +289,10 @@ impl ClientSecretSource {
                     path: shown.clone(),
                     source,
                 };
-                let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-                if mode & 0o077 != 0 {
-                    return Err(ConfigError::SecretFileTooOpen {
-                        path: shown,
-                        mode: mode & 0o777,
-                    });
-                }
+                check_private_file(path, "client secret", env).map_err(|e| match e {
+                    PrivateFileError::Io(source) => io(source),
+                    PrivateFileError::TooOpen(e) => e,
+                })?;
                 let value = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
                 (value, format!("file {shown}"))
             }
@@ -307,5 +399,30 @@ mod tests {
         assert!(!err.to_string().contains("hunter2"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(source.read(&env_of(&[])).unwrap().as_str(), "hunter2");
+    }
+
+    #[test]
+    fn files_systemd_loaded_as_credentials_are_accepted() {
+        use std::os::unix::fs::PermissionsExt as _;
+        // systemd's LoadCredential= makes the file 0400 with an ACL for the service's
+        // user, which stat shows as 0440; only the service reaches the directory.
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("credentials/keyflip.service");
+        std::fs::create_dir_all(&creds).unwrap();
+        let path = creds.join("client-secret");
+        std::fs::write(&path, "hunter2").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o440)).unwrap();
+        let source = ClientSecretSource::File(path.clone());
+        assert!(
+            source.read(&env_of(&[])).is_err(),
+            "outside the credentials directory"
+        );
+        let env = [("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())];
+        assert_eq!(source.read(&env_of(&env)).unwrap().as_str(), "hunter2");
+        // Another service's credentials directory does not count.
+        let other = dir.path().join("credentials/other.service");
+        std::fs::create_dir_all(&other).unwrap();
+        let env = [("CREDENTIALS_DIRECTORY", other.to_str().unwrap())];
+        assert!(source.read(&env_of(&env)).is_err());
     }
 }

@@ -22,7 +22,6 @@ use chrono::{DateTime, Utc};
 use crate::azure::keyvault::SecretVersion;
 use crate::journal::ObservedKeys;
 use crate::key::KeyName;
-use crate::plan::{ConsumerId, Datastores, Plan};
 use crate::rotation::Inventory;
 use crate::rotation::machine::Holding;
 
@@ -34,7 +33,8 @@ pub const KEYFLIP_TAG_PREFIX: &str = "keyflip-";
 #[derive(Clone, Debug)]
 pub struct Observation {
     pub inventory: Inventory,
-    /// Per Key Vault consumer id, its versions oldest first.
+    /// Per consumer that keeps versions (Key Vault), its id and its versions oldest
+    /// first.
     pub versions: Vec<(String, Vec<SecretVersion>)>,
 }
 
@@ -132,7 +132,7 @@ pub fn assess(
                 Holding::Unknown { .. } | Holding::Unusable { .. } => return None,
             };
             Some(Finding::Consumer {
-                consumer: c.consumer.id.0.clone(),
+                consumer: c.consumer.id.to_string(),
                 holding,
                 active,
             })
@@ -176,36 +176,6 @@ pub fn assess(
     findings
 }
 
-/// The plan's Key Vault consumers: (consumer id, vault URL, secret name).
-pub fn key_vault_secrets(plan: &Plan) -> Vec<(String, String, String)> {
-    plan.key_vault
-        .iter()
-        .map(|kv| {
-            (
-                kv.id().as_str().to_owned(),
-                kv.vault.clone(),
-                kv.secret.clone(),
-            )
-        })
-        .collect()
-}
-
-/// The plan's id for a consumer the inventory names, including discovered datastores
-/// (which the plan file does not list).
-pub fn plan_consumer(plan: &Plan, id: &str) -> Option<ConsumerId> {
-    if let Some(known) = plan.consumer_ids().into_iter().find(|c| c.as_str() == id) {
-        return Some(known);
-    }
-    plan.ml_workspaces
-        .iter()
-        .filter(|ws| ws.datastores == Datastores::Discover)
-        .find_map(|ws| {
-            let prefix = format!("datastore:{}/datastores/", ws.workspace);
-            id.strip_prefix(&prefix)
-                .map(|name| ConsumerId::datastore(&ws.workspace, name))
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -213,9 +183,7 @@ mod tests {
     use chrono::{TimeDelta, TimeZone as _};
 
     use super::*;
-    use crate::rotation::machine::{
-        ConsumerId as MachineId, ConsumerKind, ConsumerRef, KeyState, ObservedConsumer,
-    };
+    use crate::rotation::machine::{ConsumerRef, KeyState, ObservedConsumer};
     use crate::secret::Fingerprint;
 
     fn fp(n: u8) -> Fingerprint {
@@ -301,10 +269,7 @@ mod tests {
     #[test]
     fn consumers_off_the_active_key_and_foreign_versions_are_drift() {
         let off = ObservedConsumer {
-            consumer: ConsumerRef {
-                id: MachineId("keyvault:https://v/secrets/s".into()),
-                kind: ConsumerKind::KeyVaultSecret,
-            },
+            consumer: ConsumerRef::new("keyvault:https://v/secrets/s".parse().unwrap()),
             holding: Holding::Key(KeyName::Key2),
         };
         let obs = Observation {
@@ -334,10 +299,7 @@ mod tests {
         // put the old key back. A version written in the same second as keyflip's
         // counts by its place in the list.
         let back = ObservedConsumer {
-            consumer: ConsumerRef {
-                id: MachineId("keyvault:https://v/secrets/s".into()),
-                kind: ConsumerKind::KeyVaultSecret,
-            },
+            consumer: ConsumerRef::new("keyvault:https://v/secrets/s".parse().unwrap()),
             holding: Holding::Key(KeyName::Key1),
         };
         let mut inv = inventory(1, 2, Vec::new());

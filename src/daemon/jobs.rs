@@ -13,15 +13,16 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use super::control::protocol::{ErrorCode, ErrorReply, Reply};
+use super::control::protocol::{Answer, CommandError, ErrorCode};
 use super::observe::{self, Baseline};
 use super::progress::DaemonProgress;
 use super::scheduler::{Context, Msg, Scheduler};
 use super::snapshot::Activity;
 use crate::azure::budget::{self, Lane};
+use crate::consumer::ConsumerId;
 use crate::exit::Exit;
 use crate::key::KeyName;
-use crate::plan::{ConsumerId, Plan};
+use crate::plan::Plan;
 use crate::rotation::{EngineError, ProgressEvent, RotateRequest, RotationReport};
 
 /// What a job does.
@@ -65,22 +66,29 @@ pub(crate) struct Finished {
 /// Who asked for a job over the control socket.
 pub(super) struct Client {
     pub progress: mpsc::UnboundedSender<ProgressEvent>,
-    pub reply: oneshot::Sender<Result<Reply, ErrorReply>>,
+    pub reply: oneshot::Sender<Result<Answer, CommandError>>,
+    /// What the client asked for, which shapes its answer.
+    pub asked: Asked,
 }
 
-/// The error reply an engine failure means.
-pub(super) fn error_reply(e: &EngineError) -> ErrorReply {
-    let code = match e {
-        EngineError::Busy { .. } => ErrorCode::Busy,
-        EngineError::Interrupted { .. } => ErrorCode::ShuttingDown,
-        _ => ErrorCode::Failed,
-    };
-    ErrorReply::new(code, e.to_string(), e.exit())
+/// The request behind a job a client waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Asked {
+    /// `rotate now`: one rotation's report (a new one, or the unfinished one it
+    /// finished instead).
+    RotateNow,
+    /// `rotate resume`: every report.
+    Resume,
 }
 
-pub(super) fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value)
-        .unwrap_or_else(|e| serde_json::json!({"error": format!("cannot encode: {e}")}))
+/// The error an engine failure means to a control client: the standalone command's
+/// error, except that an interruption here is the daemon shutting down.
+pub(super) fn error_reply(e: &EngineError) -> CommandError {
+    let mut error = CommandError::from(e);
+    if matches!(e, EngineError::Interrupted { .. }) {
+        error.code = ErrorCode::ShuttingDown;
+    }
+    error
 }
 
 impl Scheduler {
@@ -113,7 +121,7 @@ impl Scheduler {
                 Err(message) => {
                     tracing::error!(plan = %name, error = %message, "the job cannot start");
                     if let Some(c) = client {
-                        let _ = c.reply.send(Err(ErrorReply::new(
+                        let _ = c.reply.send(Err(CommandError::new(
                             ErrorCode::Failed,
                             message.clone(),
                             Exit::Failure,
@@ -196,7 +204,7 @@ impl Scheduler {
 
 async fn run(ctx: Context, plan: Arc<Plan>, job: Job, client: Option<Client>) {
     let (progress_tx, reply) = match client {
-        Some(c) => (Some(c.progress), Some(c.reply)),
+        Some(c) => (Some(c.progress), Some((c.reply, c.asked))),
         None => (None, None),
     };
     let progress = DaemonProgress {
@@ -245,19 +253,13 @@ async fn run(ctx: Context, plan: Arc<Plan>, job: Job, client: Option<Client>) {
             }
         }
     };
-    if let Some(reply) = reply {
-        let answer = match (&result, kind) {
-            (Ok(reports), "rotation") if reports.len() == 1 => Ok(Reply::Rotation {
-                report: json(&reports[0]),
-                exit: reports[0].exit() as u8,
-            }),
-            (Ok(reports), _) => Ok(Reply::Resumed {
-                reports: reports.iter().map(json).collect(),
-                exit: reports
-                    .iter()
-                    .map(|r| r.exit())
-                    .find(|e| *e != Exit::Ok)
-                    .unwrap_or(Exit::Ok) as u8,
+    if let Some((reply, asked)) = reply {
+        let answer = match (&result, asked) {
+            (Ok(reports), Asked::RotateNow) => {
+                crate::commands::perform::rotation_answer(&plan.name, reports.clone())
+            }
+            (Ok(reports), Asked::Resume) => Ok(Answer::Resumed {
+                reports: reports.clone(),
             }),
             (Err(e), _) => Err(error_reply(e)),
         };

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use super::control::protocol::{ErrorCode, ErrorReply};
+use super::control::protocol::{CommandError, ErrorCode};
 use super::scheduler::{Msg, Scheduler};
 use crate::exit::Exit;
 
@@ -140,7 +140,7 @@ impl Scheduler {
         match msg {
             Msg::Finished(finished) => self.conclude(finished),
             Msg::Request { reply, .. } => {
-                let _ = reply.send(Err(ErrorReply::new(
+                let _ = reply.send(Err(CommandError::new(
                     ErrorCode::ShuttingDown,
                     "the daemon is shutting down",
                     Exit::Failure,

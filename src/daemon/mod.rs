@@ -235,6 +235,17 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     let budgets = Arc::new(Budgets::new(config.daemon.budget, clock.clone()));
     let azure = Azure::with_options(&config, fingerprinter.clone(), azure_options.clone(), &*env)?
         .with_budgets(budgets.clone());
+    // Which identity the daemon uses (for the start-up line); the default chain also
+    // logs the link it picks at the first token request (the first drift check).
+    let chain = azure.credential_chain();
+    let credential = if chain.is_empty() {
+        azure.credential_in_use().to_string()
+    } else {
+        format!(
+            "default chain ({}); the first link that gives a token is logged when chosen",
+            chain.join("; ")
+        )
+    };
     let engine = Engine::with_options(
         &config,
         azure,
@@ -254,10 +265,24 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         None => None,
     };
     let metrics_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+    // The one start-up line: where everything is, so an operator reading the journal
+    // knows which configuration runs without asking.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.source.as_ref().map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string()),
+        plans_dir = %config.plans_dir.display(),
+        plans = plans.len(),
+        state_dir = %dir.display(),
+        socket = %socket.display(),
+        metrics = %metrics_addr.map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics")),
+        credential = %credential,
+        "keyflip daemon started"
+    );
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let metrics = Arc::new(metrics::Metrics::default());
+    metrics.started(clock.now());
     let notifier = notify::Notifier::new(
         config.cloud.ca_bundle.as_deref(),
         delivery,
@@ -311,7 +336,10 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     // waiting for a rotation still gets its answer during the drain.
     let serving = CancellationToken::new();
     let connections = TaskTracker::new();
-    let handler: Arc<dyn control::server::Handler> = Arc::new(Requests { tx: tx.clone() });
+    let handler: Arc<dyn control::server::Handler> = Arc::new(Requests {
+        tx: tx.clone(),
+        snapshot: snapshot_rx.clone(),
+    });
     let server_task = tokio::spawn(server.serve(handler, serving.clone(), connections.clone()));
     let mut metrics_task = None;
     if let Some(listener) = listener {
@@ -386,6 +414,7 @@ pub(crate) fn release_heap() {
 /// The control socket's handler: requests go to the scheduler.
 struct Requests {
     tx: mpsc::UnboundedSender<Msg>,
+    snapshot: SnapshotWatch,
 }
 
 impl control::server::Handler for Requests {
@@ -396,7 +425,7 @@ impl control::server::Handler for Requests {
     ) -> std::pin::Pin<
         Box<
             dyn std::future::Future<
-                    Output = Result<control::protocol::Reply, control::protocol::ErrorReply>,
+                    Output = Result<control::protocol::Answer, control::protocol::CommandError>,
                 > + Send
                 + 'static,
         >,
@@ -404,7 +433,7 @@ impl control::server::Handler for Requests {
         let tx = self.tx.clone();
         Box::pin(async move {
             let gone = || {
-                control::protocol::ErrorReply::new(
+                control::protocol::CommandError::new(
                     control::protocol::ErrorCode::ShuttingDown,
                     "the daemon is shutting down",
                     Exit::Failure,
@@ -419,5 +448,13 @@ impl control::server::Handler for Requests {
             .map_err(|_| gone())?;
             answer.await.unwrap_or_else(|_| Err(gone()))
         })
+    }
+
+    fn info(&self) -> control::protocol::DaemonInfo {
+        control::protocol::DaemonInfo {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            summary: self.snapshot.summary(),
+        }
     }
 }

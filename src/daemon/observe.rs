@@ -26,10 +26,10 @@
 //! key or a split.
 
 use chrono::{DateTime, Utc};
-use url::Url;
 
-use super::drift::{self, KEYFLIP_TAG_PREFIX, Observation};
+use super::drift::{KEYFLIP_TAG_PREFIX, Observation};
 use super::scheduler::Context;
+use crate::consumer;
 use crate::journal::ObservedKeys;
 use crate::plan::Plan;
 
@@ -78,11 +78,9 @@ pub(super) async fn check(ctx: &Context, plan: &Plan, base: Baseline) -> Result<
 /// Whether a Key Vault secret has a version newer than the last full check saw that
 /// keyflip did not write. A secret that cannot be listed counts as changed.
 async fn kv_changed(ctx: &Context, plan: &Plan, seen: &[u64]) -> bool {
-    for (id, vault, secret) in drift::key_vault_secrets(plan) {
-        let Ok(url) = Url::parse(&vault) else {
-            continue;
-        };
-        let versions = match ctx.engine.azure().secret_versions(&url, &secret).await {
+    for (id, found) in consumer::versions(ctx.engine.azure(), plan).await {
+        let id = id.to_string();
+        let versions = match found {
             Ok(v) => v,
             Err(_) => return true,
         };
@@ -105,12 +103,9 @@ async fn kv_changed(ctx: &Context, plan: &Plan, seen: &[u64]) -> bool {
 async fn full(ctx: &Context, plan: &Plan) -> Result<Observation, String> {
     let inventory = ctx.engine.observe(plan).await.map_err(|e| e.to_string())?;
     let mut versions = Vec::new();
-    for (id, vault, secret) in drift::key_vault_secrets(plan) {
-        let Ok(url) = Url::parse(&vault) else {
-            continue;
-        };
-        match ctx.engine.azure().secret_versions(&url, &secret).await {
-            Ok(list) => versions.push((id, list)),
+    for (id, found) in consumer::versions(ctx.engine.azure(), plan).await {
+        match found {
+            Ok(list) => versions.push((id.to_string(), list)),
             Err(e) => {
                 tracing::warn!(plan = %plan.name, consumer = %id, error = %e, "cannot list the secret's versions; skipping it in this drift check");
             }

@@ -1,330 +1,308 @@
-//! Control socket requests, as the scheduler answers them.
+//! Control socket requests, as the scheduler answers them: the same typed
+//! [`Request`] the command line became, answered with the same [`Answer`] a
+//! standalone run builds (through `commands::perform` for dry runs, `status` and
+//! `history`), so the client prints it with the one renderer.
 //!
 //! Reads (`status`, `history`, dry runs) run as tasks, so a slow Azure never stalls the
 //! scheduler; they are dropped on shutdown. `rotate now` and `resume` become jobs
 //! owned by the scheduler (the client only waits for them): a plan that is already
-//! busy is refused with `busy`. An explicit `rotate now` is not held back by
+//! busy is refused with `busy`, and `rotate now` of a plan with an unfinished rotation
+//! finishes that one, as standalone. An explicit `rotate now` is not held back by
 //! `max_concurrent_rotations`: an operator responding to a leak must not queue behind
 //! a fleet rotation.
 
-use std::time::Duration;
-
 use tokio::sync::{mpsc, oneshot};
 
-use super::control::protocol::{DaemonInfo, ErrorCode, ErrorReply, Reply, Request};
-use super::jobs::{Client, Job, error_reply, json};
-use super::scheduler::Scheduler;
+use super::control::protocol::{Answer, CommandError, ErrorCode, Request};
+use super::jobs::{Asked, Client, Job, error_reply};
+use super::kept::KeptPlan;
+use super::scheduler::{Scheduler, row};
 use super::snapshot::PlanSnapshot;
+use crate::commands::perform;
 use crate::exit::Exit;
-use crate::plan::Plan;
-use crate::rotation::{ProgressEvent, RotateRequest, Trigger};
+use crate::plan::{FindError, Plan};
+use crate::rotation::{
+    ParkedStatus, PlanStatus, ProgressEvent, RotateRequest, RunningJob, ScheduleStatus,
+};
 
-type ReplyTx = oneshot::Sender<Result<Reply, ErrorReply>>;
-
-fn unknown_plan(name: &str, known: Vec<&str>) -> ErrorReply {
-    ErrorReply::new(
-        ErrorCode::UnknownPlan,
-        format!(
-            "the daemon has no plan named `{name}`; its plans: {}",
-            known.join(", ")
-        ),
-        Exit::Usage,
-    )
-}
+type ReplyTx = oneshot::Sender<Result<Answer, CommandError>>;
 
 impl Scheduler {
+    /// The loaded plan `name`, or the error a standalone run gives for a plan that is
+    /// not in the plans directory.
+    fn loaded(&self, name: &str) -> Result<&KeptPlan, CommandError> {
+        match self.plans.get(name).filter(|e| !e.retired) {
+            Some(entry) => Ok(&entry.plan),
+            None => Err(CommandError::from(FindError::NotFound {
+                name: name.to_owned(),
+                dir: self.config.plans_dir.clone(),
+                known: self
+                    .plans
+                    .values()
+                    .filter(|e| !e.retired)
+                    .map(|e| e.plan.name.clone())
+                    .collect(),
+            })),
+        }
+    }
+
+    /// One loaded plan, or all of them, parsed again from the text the daemon keeps
+    /// of idle plans.
+    fn targets(&self, name: Option<&str>) -> Result<Vec<Plan>, CommandError> {
+        match name {
+            Some(name) => Ok(vec![parse(self.loaded(name)?)?]),
+            None => self
+                .plans
+                .values()
+                .filter(|e| !e.retired)
+                .map(|e| parse(&e.plan))
+                .collect(),
+        }
+    }
+
     pub fn request(
         &mut self,
         request: Request,
         progress: mpsc::UnboundedSender<ProgressEvent>,
         reply: ReplyTx,
     ) {
-        let known: Vec<&str> = self
-            .plans
-            .values()
-            .filter(|e| !e.retired)
-            .map(|e| e.plan.name.as_str())
-            .collect();
-        // The daemon keeps idle plans as their source text; these parse them again.
-        let load = |e: &super::scheduler::Entry| -> Result<Plan, ErrorReply> {
-            e.plan
-                .load()
-                .map(|p| (*p).clone())
-                .map_err(|m| ErrorReply::new(ErrorCode::Failed, m, Exit::Failure))
-        };
-        let find = |name: &Option<String>| -> Result<Vec<Plan>, ErrorReply> {
-            match name {
-                None => self
-                    .plans
-                    .values()
-                    .filter(|e| !e.retired)
-                    .map(|e| load(e))
-                    .collect(),
-                Some(n) => match self.plans.get(n).filter(|e| !e.retired) {
-                    Some(e) => Ok(vec![load(e)?]),
-                    None => Err(unknown_plan(n, known.clone())),
-                },
-            }
-        };
-        match request {
-            Request::Status { plan } => match find(&plan) {
+        match &request {
+            Request::Status { plan } => match self.targets(plan.as_deref()) {
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
                 Ok(plans) => self.status(plans, reply),
             },
-            Request::History { plan, limit } => {
+            Request::History { plan, limit, since } => {
                 let ctx = self.ctx.clone();
+                let (plan, limit, since) = (plan.clone(), *limit, *since);
                 self.ctx.tracker.spawn(async move {
-                    let answer = ctx
-                        .engine
-                        .history(plan.as_deref(), limit)
-                        .map(|reports| Reply::History {
-                            rotations: reports.iter().map(json).collect(),
-                        })
-                        .map_err(|e| error_reply(&e));
-                    let _ = reply.send(answer);
+                    let _ =
+                        reply.send(perform::history(&ctx.engine, plan.as_deref(), since, limit));
                 });
             }
             Request::RotateNow {
                 plan,
-                mode,
-                grace_secs,
-                dry_run,
+                dry_run: true,
+                ..
             } => {
-                let Some(entry) = self.plans.get(&plan).filter(|e| !e.retired) else {
-                    let _ = reply.send(Err(unknown_plan(&plan, known)));
-                    return;
-                };
-                let request = RotateRequest {
-                    mode,
-                    grace: grace_secs.map(Duration::from_secs),
-                    trigger: if mode.is_incident() {
-                        Trigger::Incident
-                    } else {
-                        Trigger::Manual
-                    },
-                };
-                if dry_run {
-                    let ctx = self.ctx.clone();
-                    let plan = match load(entry) {
-                        Ok(plan) => plan,
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                            return;
-                        }
-                    };
-                    self.ctx.tracker.spawn(async move {
-                        let work = ctx.engine.dry_run(&plan, request);
-                        let answer = tokio::select! {
-                            r = work => r,
-                            _ = ctx.shutdown.cancelled() => return,
-                        };
-                        let _ = reply.send(
-                            answer
-                                .map(|d| Reply::DryRun {
-                                    exit: d.exit() as u8,
-                                    dry_run: json(&d),
-                                })
-                                .map_err(|e| error_reply(&e)),
-                        );
-                    });
-                    return;
-                }
-                if let Some(busy) = &entry.running {
-                    let _ = reply.send(Err(busy_reply(
-                        &plan,
-                        busy.kind,
-                        busy.rotation_id.as_deref(),
-                    )));
-                    return;
-                }
-                let now = self.ctx.clock.now();
-                let unfinished = self.ctx.engine.unfinished().unwrap_or_default();
-                if let Some((id, _)) = unfinished.iter().find(|(_, p)| *p == plan) {
-                    let _ = reply.send(Err(ErrorReply::new(
-                        ErrorCode::Busy,
-                        format!("plan `{plan}` has an unfinished rotation {id}; finish it first with `keyflip rotate resume {plan}`"),
-                        Exit::Busy,
-                    )));
-                    return;
-                }
-                if let Some(entry) = self.plans.get_mut(&plan) {
-                    entry.state.last_started = Some(now);
-                }
-                self.save(&plan);
-                tracing::info!(plan = %plan, mode = ?mode, "rotation requested over the control socket");
-                self.start_job(
-                    &plan,
-                    Job::Rotate(request),
-                    Some(Client { progress, reply }),
-                    now,
-                );
-            }
-            Request::Resume { plan } => {
-                let targets = match find(&plan) {
+                let plan = match self.loaded(plan).and_then(parse) {
                     Ok(p) => p,
                     Err(e) => {
                         let _ = reply.send(Err(e));
                         return;
                     }
                 };
-                let unfinished = match self.ctx.engine.unfinished() {
-                    Ok(u) => u,
-                    Err(e) => {
-                        let _ = reply.send(Err(error_reply(&e)));
-                        return;
-                    }
+                let rotation = request.rotation().unwrap_or_else(RotateRequest::manual);
+                let ctx = self.ctx.clone();
+                self.ctx.tracker.spawn(async move {
+                    let work = perform::dry_run(&ctx.engine, &plan, rotation);
+                    let answer = tokio::select! {
+                        r = work => r,
+                        _ = ctx.shutdown.cancelled() => return,
+                    };
+                    let _ = reply.send(answer);
+                });
+            }
+            Request::RotateNow { plan, .. } => match self.rotate_now_job(&request, plan) {
+                Ok(job) => {
+                    let client = Client {
+                        progress,
+                        reply,
+                        asked: Asked::RotateNow,
+                    };
+                    let now = self.ctx.clock.now();
+                    self.start_job(plan, job, Some(client), now);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Request::Resume { plan } => self.resume(plan.as_deref(), progress, reply),
+        }
+    }
+
+    /// The plans with an unfinished rotation in the journal.
+    fn unfinished_plans(&self) -> Result<Vec<String>, CommandError> {
+        Ok(self
+            .ctx
+            .engine
+            .unfinished()
+            .map_err(|e| error_reply(&e))?
+            .into_iter()
+            .map(|(_, plan)| plan)
+            .collect())
+    }
+
+    /// `busy` when a job runs for the plan.
+    fn idle(&self, plan: &str) -> Result<(), CommandError> {
+        match self.plans.get(plan).and_then(|e| e.running.as_ref()) {
+            Some(a) => Err(busy_reply(plan, a.kind, a.rotation_id.as_deref())),
+            None => Ok(()),
+        }
+    }
+
+    /// The job a `rotate now` of `plan` starts: the plan's unfinished rotation
+    /// finished, else a new rotation (recorded as the plan's last start).
+    fn rotate_now_job(&mut self, request: &Request, plan: &str) -> Result<Job, CommandError> {
+        self.loaded(plan)?;
+        self.idle(plan)?;
+        if self.unfinished_plans()?.iter().any(|p| p == plan) {
+            tracing::info!(plan = %plan, "rotate now over the control socket: finishing the plan's unfinished rotation instead of starting another");
+            return Ok(Job::Resume);
+        }
+        let now = self.ctx.clock.now();
+        if let Some(entry) = self.plans.get_mut(plan) {
+            entry.state.last_started = Some(now);
+        }
+        self.save(plan);
+        let rotation = request.rotation().unwrap_or_else(RotateRequest::manual);
+        tracing::info!(plan = %plan, mode = %crate::commands::render::mode_text(rotation.mode), "rotation requested over the control socket");
+        Ok(Job::Rotate(rotation))
+    }
+
+    /// The plans `resume` finishes: those of `plan` (or all) with an unfinished
+    /// rotation, each idle.
+    fn resume_plans(&self, plan: Option<&str>) -> Result<Vec<String>, CommandError> {
+        let unfinished = self.unfinished_plans()?;
+        let mut pending: Vec<String> = self
+            .targets(plan)?
+            .into_iter()
+            .filter(|p| unfinished.contains(&p.name))
+            .map(|p| p.name)
+            .collect();
+        pending.dedup();
+        for name in &pending {
+            self.idle(name)?;
+        }
+        Ok(pending)
+    }
+
+    /// Finishes the unfinished rotations of one plan or all: one job per plan (each
+    /// frees its plan when done); the client gets the reports of all.
+    fn resume(
+        &mut self,
+        plan: Option<&str>,
+        progress: mpsc::UnboundedSender<ProgressEvent>,
+        reply: ReplyTx,
+    ) {
+        let pending = match self.resume_plans(plan) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let now = self.ctx.clock.now();
+        match pending.as_slice() {
+            [] => {
+                let _ = reply.send(Ok(Answer::Resumed {
+                    reports: Vec::new(),
+                }));
+            }
+            [one] => {
+                let one = one.clone();
+                let client = Client {
+                    progress,
+                    reply,
+                    asked: Asked::Resume,
                 };
-                let mut pending: Vec<String> = targets
-                    .iter()
-                    .filter(|p| unfinished.iter().any(|(_, name)| *name == p.name))
-                    .map(|p| p.name.clone())
-                    .collect();
-                pending.dedup();
-                if let Some(busy) = pending.iter().find_map(|name| {
-                    self.plans
-                        .get(name)
-                        .and_then(|e| e.running.as_ref())
-                        .map(|a| busy_reply(name, a.kind, a.rotation_id.as_deref()))
-                }) {
-                    let _ = reply.send(Err(busy));
-                    return;
+                self.start_job(&one, Job::Resume, Some(client), now);
+            }
+            _ => {
+                let mut answers = Vec::new();
+                for name in &pending {
+                    let (tx, rx) = oneshot::channel();
+                    answers.push(rx);
+                    let client = Client {
+                        progress: progress.clone(),
+                        reply: tx,
+                        asked: Asked::Resume,
+                    };
+                    self.start_job(name, Job::Resume, Some(client), now);
                 }
-                match pending.as_slice() {
-                    [] => {
-                        let _ = reply.send(Ok(Reply::Resumed {
-                            reports: Vec::new(),
-                            exit: Exit::Ok as u8,
-                        }));
-                    }
-                    [one] => {
-                        let now = self.ctx.clock.now();
-                        let one = one.clone();
-                        self.start_job(&one, Job::Resume, Some(Client { progress, reply }), now);
-                    }
-                    _ => {
-                        // One job per plan (each frees its plan when done); the client
-                        // gets the reports of all.
-                        let now = self.ctx.clock.now();
-                        let mut answers = Vec::new();
-                        for name in &pending {
-                            let (tx, rx) = oneshot::channel();
-                            answers.push(rx);
-                            self.start_job(
-                                name,
-                                Job::Resume,
-                                Some(Client {
-                                    progress: progress.clone(),
-                                    reply: tx,
-                                }),
-                                now,
-                            );
-                        }
-                        self.ctx.tracker.spawn(async move {
-                            let mut reports = Vec::new();
-                            let mut exit = Exit::Ok as u8;
-                            for rx in answers {
-                                match rx.await {
-                                    Ok(Ok(Reply::Resumed {
-                                        reports: r,
-                                        exit: e,
-                                    })) => {
-                                        reports.extend(r);
-                                        if exit == Exit::Ok as u8 {
-                                            exit = e;
-                                        }
-                                    }
-                                    Ok(Err(e)) => {
-                                        let _ = reply.send(Err(e));
-                                        return;
-                                    }
-                                    _ => {}
-                                }
+                self.ctx.tracker.spawn(async move {
+                    let mut reports = Vec::new();
+                    for rx in answers {
+                        match rx.await {
+                            Ok(Ok(Answer::Resumed { reports: r })) => reports.extend(r),
+                            Ok(Err(e)) => {
+                                let _ = reply.send(Err(e));
+                                return;
                             }
-                            let _ = reply.send(Ok(Reply::Resumed { reports, exit }));
-                        });
+                            _ => {}
+                        }
                     }
-                }
+                    let _ = reply.send(Ok(Answer::Resumed { reports }));
+                });
             }
         }
     }
 
-    /// Status: the engine's live view of each plan, with the daemon's schedule state.
+    /// Status: the engine's status of each plan (as standalone), with what the
+    /// scheduler knows live in place of what the journal remembers.
     fn status(&mut self, plans: Vec<Plan>, reply: ReplyTx) {
         let ctx = self.ctx.clone();
-        let snapshot = self.snapshot_now();
-        let daemon = DaemonInfo {
-            pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            summary: snapshot.summary(),
-        };
+        // Rows of the asked plans only, assembled now (the scheduler keeps no copy).
+        let rows: Vec<PlanSnapshot> = plans
+            .iter()
+            .filter_map(|p| self.plans.get(&p.name))
+            .map(|e| row(e))
+            .collect();
         self.ctx.tracker.spawn(async move {
-            let work = ctx.engine.status(&plans);
-            let statuses = tokio::select! {
+            let work = perform::status(&ctx.engine, &plans);
+            let answer = tokio::select! {
                 r = work => r,
                 _ = ctx.shutdown.cancelled() => return,
             };
-            let statuses = match statuses {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "status: cannot read live state");
-                    Vec::new()
-                }
-            };
-            let values = plans
-                .iter()
-                .map(|plan| {
-                    let mut value = statuses
-                        .iter()
-                        .find(|s| s.plan == plan.name)
-                        .map(json)
-                        .unwrap_or_else(|| {
-                            serde_json::json!({
-                                "plan": plan.name,
-                                "account": plan.storage_account.to_string(),
-                                "error": "live state could not be read",
-                            })
-                        });
-                    if let (Some(p), Some(map)) = (snapshot.plan(&plan.name), value.as_object_mut())
-                    {
-                        merge(map, p);
+            let answer = answer.map(|answer| match answer {
+                Answer::Status { at, mut plans } => {
+                    for status in &mut plans {
+                        if let Some(p) = rows.iter().find(|r| r.name == status.plan) {
+                            overlay(status, p);
+                        }
                     }
-                    value
-                })
-                .collect();
-            let _ = reply.send(Ok(Reply::Status {
-                daemon,
-                plans: values,
-            }));
+                    Answer::Status { at, plans }
+                }
+                other => other,
+            });
+            let _ = reply.send(answer);
         });
     }
 }
 
-/// The daemon's own knowledge of a plan, over the engine's: its next due time and
-/// reason win (the daemon knows retries, parking and jitter), and a `daemon` object
-/// holds the rest.
-fn merge(map: &mut serde_json::Map<String, serde_json::Value>, p: &PlanSnapshot) {
-    map.insert("next_due".into(), json(&p.next_due));
-    map.insert("due_reason".into(), json(&p.due_reason));
-    map.insert(
-        "daemon".into(),
-        serde_json::json!({
-            "running": p.running.as_ref().map(|a| a.rotation_id.clone().unwrap_or_else(|| a.kind.to_owned())),
-            "activity": p.running,
-            "last_started": p.last_started,
-            "last_success": p.last_success,
-            "failures": p.failures,
-            "retry_at": p.retry_at,
-            "parked": p.parked.as_ref().map(|x| serde_json::json!({"at": x.at, "reason": x.reason})),
-            "drift": p.drift,
+/// The scheduler's knowledge of a plan over the engine's: its next due time and
+/// reason win (the daemon knows retries, parking, jitter and its own last start), and
+/// what runs now and the drift watch's findings only it knows.
+fn overlay(status: &mut PlanStatus, p: &PlanSnapshot) {
+    status.next_due = p.next_due;
+    status.due_reason = p.due_reason.clone();
+    status.schedule = ScheduleStatus {
+        running: p.running.as_ref().map(|a| RunningJob {
+            kind: a.kind.to_owned(),
+            rotation_id: a.rotation_id.clone(),
+            since: a.since,
         }),
-    );
+        failures: p.failures,
+        retry_at: p.retry_at.filter(|_| p.failures > 0),
+        parked: p.parked.as_ref().map(|x| ParkedStatus {
+            at: x.at,
+            reason: x.reason.clone(),
+        }),
+        findings: p.drift.clone(),
+    };
 }
 
-fn busy_reply(plan: &str, kind: &str, rotation_id: Option<&str>) -> ErrorReply {
+/// A kept plan parsed again; an error would mean parsing is not deterministic.
+fn parse(kept: &KeptPlan) -> Result<Plan, CommandError> {
+    kept.load()
+        .map(|p| (*p).clone())
+        .map_err(|m| CommandError::new(ErrorCode::Failed, m, Exit::Failure))
+}
+
+fn busy_reply(plan: &str, kind: &str, rotation_id: Option<&str>) -> CommandError {
     let what = rotation_id.map_or_else(String::new, |id| format!(" ({id})"));
-    ErrorReply::new(
+    CommandError::new(
         ErrorCode::Busy,
         format!("plan `{plan}` is busy: a {kind}{what} is running; wait for it (`keyflip status`)"),
         Exit::Busy,

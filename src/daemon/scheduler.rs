@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Loader;
-use super::control::protocol::{ErrorReply, Reply, Request};
+use super::control::protocol::{Answer, CommandError, Request};
 use super::drift::Finding;
 use super::jobs::{Finished, Job};
 use super::kept::{KeptPlan, LoadedPlan};
@@ -80,7 +80,7 @@ pub(crate) enum Msg {
     Request {
         request: Request,
         progress: mpsc::UnboundedSender<ProgressEvent>,
-        reply: oneshot::Sender<Result<Reply, ErrorReply>>,
+        reply: oneshot::Sender<Result<Answer, CommandError>>,
     },
     /// Reload configuration and plans (SIGHUP): the plan count, or every error.
     Reload(Option<oneshot::Sender<Result<usize, Vec<String>>>>),
@@ -211,11 +211,17 @@ impl Scheduler {
                 HashMap::new()
             }
         };
+        // The journal's last completed rotations, so last-success survives a restart
+        // and counts rotations run while the daemon was not.
+        let successes = self.journal.last_successes().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the plans' last successes");
+            HashMap::new()
+        });
         let mut fresh = Vec::new();
         let mut last_starts: Option<HashMap<String, DateTime<Utc>>> = None;
         let mut entries = Vec::with_capacity(plans.len());
         for LoadedPlan(plan) in plans {
-            let state = match stored.remove(&plan.name) {
+            let mut state = match stored.remove(&plan.name) {
                 Some(state) => state,
                 None => {
                     let starts = last_starts.get_or_insert_with(|| {
@@ -230,6 +236,7 @@ impl Scheduler {
                     state
                 }
             };
+            state.last_success = state.last_success.max(successes.get(&plan.name).copied());
             entries.push(new_entry(plan, state, now));
         }
         if !fresh.is_empty()
@@ -274,7 +281,8 @@ impl Scheduler {
         self.ready = true;
         self.publish(now);
         self.systemd.ready(&self.last_summary);
-        tracing::info!(plans = self.plans.len(), summary = %self.last_summary, "keyflip daemon ready");
+        // The start-up summary is `daemon::start`'s one info line; this is its end.
+        tracing::debug!(plans = self.plans.len(), summary = %self.last_summary, "keyflip daemon ready");
         loop {
             let now = self.ctx.clock.now();
             self.fire(now);
@@ -602,7 +610,7 @@ impl Scheduler {
 }
 
 /// The published row of one plan.
-fn row(e: &Entry) -> PlanSnapshot {
+pub(super) fn row(e: &Entry) -> PlanSnapshot {
     PlanSnapshot {
         name: e.plan.name.clone(),
         account: e.plan.account().to_owned(),
@@ -616,6 +624,11 @@ fn row(e: &Entry) -> PlanSnapshot {
         retry_at: e.state.retry_at,
         parked: e.state.parked.clone(),
         keys: e.state.observed,
+        active_key_created: match e.active_created {
+            KeyAge::Known(at) => at,
+            KeyAge::Unknown => None,
+        },
+        max_key_age: e.plan.schedule.as_ref().and_then(|s| s.max_key_age()),
         drift: e.drift.iter().map(ToString::to_string).collect(),
     }
 }

@@ -5,10 +5,11 @@
 //! get a token for every audience the plan needs; does its identity hold every action
 //! the plan needs on each resource (with the built-in role that would grant each
 //! missing one); does the account allow shared keys and do both keys work on the data
-//! plane; which datastores on the account use key credentials and whether the plan
-//! covers them; which Key Vault secret versions hold which key (by fingerprint); are
-//! the Databricks scopes there and Databricks-backed; do the consumers agree on one
-//! key. [`collect`] reads (concurrently), [`assess`] judges, [`report`] is the result,
+//! plane; what each consumer holds and whether a rotation can write it (each kind's
+//! reads and rows are its module's in `crate::consumer`: which datastores use the
+//! account's key and whether the plan covers them, which secret versions hold which
+//! key, whether a secret scope can be written); do the consumers agree on one key.
+//! [`collect`] reads (concurrently), [`assess`] judges, [`report`] is the result,
 //! [`render`] prints it for people and serde for machines.
 //!
 //! Promises: doctor changes nothing, in Azure or on this machine. It sends only reads
@@ -21,6 +22,7 @@
 
 pub mod assess;
 pub mod collect;
+pub mod remedy;
 pub mod render;
 pub mod report;
 
@@ -46,7 +48,11 @@ const PLANS_AT_ONCE: usize = 4;
 /// Examines `plans` (in their order) and returns one report per plan.
 pub async fn examine(azure: &Azure, plans: &[Plan]) -> Vec<PlanReport> {
     futures::stream::iter(plans.iter().map(|plan| async move {
-        let seen = collect::observe(azure, plan).await;
+        let seen = tracing::Instrument::instrument(
+            collect::observe(azure, plan),
+            crate::logging::plan_span(&plan.name),
+        )
+        .await;
         PlanReport::new(
             plan.name.clone(),
             plan.origin().to_owned(),
@@ -107,10 +113,16 @@ fn run_inner(
                 format!("cannot start the async runtime: {e}"),
             )
         })?;
-    let reports = runtime.block_on(examine(&azure, &plans));
-    let report = Report::new(fingerprints, reports, invalid);
+    let (identity, mut reports) =
+        runtime.block_on(async { futures::join!(azure.principal(), examine(&azure, &plans)) });
+    // A token that cannot be had shows in the token rows; here it only leaves the
+    // identity unnamed.
+    let identity = identity.ok();
+    remedy::fill(&mut reports, identity.as_ref());
+    let mut report = Report::new(fingerprints, reports, invalid);
+    report.identity = identity;
     let text = match args.output.output {
-        Output::Human => render::human(&report),
+        Output::Human => render::human(&report, &crate::commands::term::Term::stdout()),
         Output::Json => serde_json::to_string_pretty(&report)
             .map(|j| j + "\n")
             .map_err(|e| {

@@ -6,8 +6,9 @@
 //! never renamed. Nothing here can hold a key: values are [`Fingerprint`]s.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
+pub use crate::consumer::Facts as ConsumerFacts;
 use crate::exit::Exit;
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
@@ -20,6 +21,8 @@ pub const FORMAT: u32 = 1;
 pub struct Report {
     /// [`FORMAT`].
     pub version: u32,
+    /// Who doctor ran as, from its own token (`null` when no token could be had).
+    pub identity: Option<crate::azure::Principal>,
     /// True when something in some plan would block a rotation.
     pub blocking: bool,
     pub fingerprints: Fingerprints,
@@ -36,6 +39,7 @@ impl Report {
     ) -> Report {
         Report {
             version: FORMAT,
+            identity: None,
             blocking: plans.iter().any(|p| p.blocking),
             fingerprints,
             plans,
@@ -81,7 +85,7 @@ pub struct InvalidPlan {
 }
 
 /// Every check of one plan, in a fixed order: tokens, permissions, storage account and
-/// keys, ML workspaces and datastores, Key Vault secrets, Databricks secrets, and the
+/// keys, each consumer table's rows (in `crate::consumer`'s report order), and the
 /// consumers' keys taken together.
 #[derive(Clone, Debug, Serialize)]
 pub struct PlanReport {
@@ -157,8 +161,8 @@ pub enum Holds {
     Key2,
     /// A value that is neither of the account's current keys.
     Neither,
-    /// The value could not be read (a disabled version, a Databricks secret, a read
-    /// that failed).
+    /// The value could not be read (a disabled version, a value that cannot be read
+    /// back, a read that failed).
     Unknown,
 }
 
@@ -198,6 +202,9 @@ pub enum Facts {
         service: Service,
         /// `null` when the cloud does not say (a custom cloud without `key_vault_suffix`).
         audience: Option<String>,
+        /// The credential used, for people: "client secret of app …", or for the
+        /// default chain the link it chose ("default chain: managed identity (…)").
+        credential: String,
     },
     /// Does keyflip's identity hold every action it needs at this scope?
     Permissions {
@@ -206,6 +213,12 @@ pub enum Facts {
         required: Vec<String>,
         /// `null` when the permissions could not be read.
         missing: Option<Vec<MissingAction>>,
+        /// Ready-to-paste `az` commands that grant what is missing, for the identity
+        /// doctor ran as.
+        commands: Vec<String>,
+        /// Where the narrowest built-in role is broader than needed: a custom role
+        /// with exactly the missing actions (`az role definition create` JSON).
+        custom_role: Option<serde_json::Value>,
     },
     /// The storage account, and whether it allows shared keys.
     StorageAccount {
@@ -221,46 +234,20 @@ pub enum Facts {
         created: Option<DateTime<Utc>>,
         probe: Option<ProbeFacts>,
     },
-    /// An ML workspace that is resynced: its own storage account and cached key.
-    Workspace {
-        id: String,
-        storage_account: Option<String>,
-        holds: Option<Holds>,
-        fingerprint: Option<Fingerprint>,
-    },
-    /// The key-based datastores of a workspace on this account.
-    Datastores {
-        workspace: String,
-        selection: Selection,
-        /// Key-based datastores on this account (and named ones that are not).
-        datastores: Vec<DatastoreFacts>,
-        /// Key-based datastores on this account that a named list leaves out.
-        missed: Vec<String>,
-    },
-    /// A Key Vault secret and which key each version holds.
-    KeyVaultSecret {
-        vault: String,
-        secret: String,
-        format: &'static str,
-        /// Newest first. Empty when the versions could not be listed.
-        versions: Vec<VersionFacts>,
-    },
-    /// A Databricks secret: the scope exists and is Databricks-backed.
-    Databricks {
-        workspace_url: String,
-        scope: String,
-        key: String,
-        /// `databricks`, `azure_keyvault`, another backend, or `null` (scope not found
-        /// or not listed).
-        backend: Option<String>,
-        secret_exists: Option<bool>,
-        last_updated: Option<DateTime<Utc>>,
-    },
     /// Every consumer's key, taken together: one active key, or a split.
     Consumers {
         active: Option<KeyName>,
         holdings: Vec<Holding>,
     },
+    /// One consumer's own row, by kind (its kind's module says what it holds).
+    #[serde(untagged)]
+    Consumer(ConsumerFacts),
+}
+
+impl From<ConsumerFacts> for Facts {
+    fn from(f: ConsumerFacts) -> Facts {
+        Facts::Consumer(f)
+    }
 }
 
 impl Facts {
@@ -270,39 +257,57 @@ impl Facts {
             Facts::Permissions { .. } => "permissions",
             Facts::StorageAccount { .. } => "storage_account",
             Facts::Key { .. } => "key",
-            Facts::Workspace { .. } => "workspace",
-            Facts::Datastores { .. } => "datastores",
-            Facts::KeyVaultSecret { .. } => "key_vault_secret",
-            Facts::Databricks { .. } => "databricks",
             Facts::Consumers { .. } => "consumers",
+            Facts::Consumer(f) => f.kind(),
         }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Service {
-    Arm,
-    KeyVault,
-    Databricks,
+/// A service keyflip needs a token for, named in JSON by `name` (`arm`, `key_vault`,
+/// ...). Consumer kinds name their own (`crate::consumer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub name: &'static str,
+    pub label: &'static str,
 }
 
 impl Service {
+    pub const ARM: Service = Service {
+        name: "arm",
+        label: "Azure Resource Manager",
+    };
+
     pub fn label(self) -> &'static str {
-        match self {
-            Service::Arm => "Azure Resource Manager",
-            Service::KeyVault => "Key Vault",
-            Service::Databricks => "Azure Databricks",
-        }
+        self.label
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Resource {
-    StorageAccount,
-    MlWorkspace,
-    KeyVault,
+impl Serialize for Service {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name)
+    }
+}
+
+/// What a permission scope is, named in JSON by `name` (`storage_account`,
+/// `ml_workspace`, `key_vault`, ...). Consumer kinds name their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resource {
+    pub name: &'static str,
+    /// In a row's subject: `key vault kv-datasci`.
+    pub label: &'static str,
+}
+
+impl Resource {
+    pub const STORAGE_ACCOUNT: Resource = Resource {
+        name: "storage_account",
+        label: "storage account",
+    };
+}
+
+impl Serialize for Resource {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -324,42 +329,9 @@ pub struct ProbeFacts {
     pub request_id: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Selection {
-    /// `datastores = [...]`.
-    Named,
-    /// `discover = true`.
-    Discover,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DatastoreFacts {
-    pub name: String,
-    /// `AzureBlob`, `AzureFile`, ...; `null` for a named datastore that does not exist.
-    pub datastore_type: Option<String>,
-    pub credentials_type: Option<String>,
-    pub account: Option<String>,
-    /// A rotation updates it (named in the plan, or discovered).
-    pub covered: bool,
-    /// The plan names it but a rotation could not update it: the reason.
-    pub unusable: Option<String>,
-    pub holds: Holds,
-    pub fingerprint: Option<Fingerprint>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct VersionFacts {
-    pub version: String,
-    pub enabled: bool,
-    pub created: Option<DateTime<Utc>>,
-    pub holds: Holds,
-    pub fingerprint: Option<Fingerprint>,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Holding {
-    /// The consumer id (`keyvault:…`, `workspace:…`, `datastore:…`, `databricks:…`).
+    /// The consumer id (see `crate::consumer::ConsumerId`).
     pub consumer: String,
     pub holds: Holds,
 }

@@ -20,9 +20,14 @@ use crate::azure::probe::{Probe, ProbeOutcome};
 use crate::azure::roles::{actions, role_granting};
 use crate::azure::storage::StorageAccount;
 use crate::azure::{Call, Denial, Error};
+use crate::consumer::databricks::DatabricksSeen;
+use crate::consumer::datastore::{DatastoreSeen, Datastores};
+use crate::consumer::key_vault::SecretSeen;
+use crate::consumer::workspace::{MlWorkspace, WorkspaceSeen};
+use crate::consumer::{Entry, Seen};
 use crate::exit::Exit;
 use crate::key::KeyName;
-use crate::plan::{Datastores, Plan};
+use crate::plan::Plan;
 use crate::secret::{Fingerprint, Fingerprinter, StorageKey};
 
 pub(super) const ACCOUNT: &str =
@@ -51,6 +56,39 @@ format = "raw-key"
 "#
     );
     crate::plan::parse(&text, "plans/t.toml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The plan's `[[ml_workspace]]` table.
+pub(super) fn workspace_table(plan: &Plan) -> &MlWorkspace {
+    plan.consumers
+        .iter()
+        .find_map(|e| match e {
+            Entry::MlWorkspace(ws) => Some(ws),
+            _ => None,
+        })
+        .expect("the test plan has a workspace")
+}
+
+/// What was read about the Key Vault secret.
+pub(super) fn secret_seen(seen: &mut Observed) -> &mut SecretSeen {
+    seen.consumers
+        .iter_mut()
+        .find_map(|s| match s {
+            Seen::KeyVault(s) => Some(s),
+            _ => None,
+        })
+        .expect("the test plan has a Key Vault secret")
+}
+
+/// What was read about the Databricks secret.
+pub(super) fn databricks_seen(seen: &mut Observed) -> &mut DatabricksSeen {
+    seen.consumers
+        .iter_mut()
+        .find_map(|s| match s {
+            Seen::Databricks(s) => Some(s),
+            _ => None,
+        })
+        .expect("the test plan has a Databricks secret")
 }
 
 pub(super) fn fp(value: &str) -> Fingerprint {
@@ -118,14 +156,19 @@ pub(super) fn forbidden(action: crate::azure::roles::Action) -> Error {
 pub(super) fn healthy(plan: &Plan) -> Observed {
     let account: crate::resource_id::ResourceId = ACCOUNT.parse().unwrap();
     Observed {
-        tokens: [Service::Arm, Service::KeyVault, Service::Databricks]
-            .into_iter()
-            .map(|service| TokenSeen {
-                service,
-                audience: Some(format!("{service:?}")),
-                result: Got::Done(()),
-            })
-            .collect(),
+        tokens: [
+            Service::ARM,
+            crate::consumer::key_vault::SERVICE,
+            crate::consumer::databricks::SERVICE,
+        ]
+        .into_iter()
+        .map(|service| TokenSeen {
+            service,
+            audience: Some(format!("{service:?}")),
+            result: Got::Done(()),
+            credential: "client secret of app test".into(),
+        })
+        .collect(),
         permissions: required_permissions(plan)
             .into_iter()
             .map(|(scope, resource, required)| PermissionsSeen {
@@ -158,36 +201,53 @@ pub(super) fn healthy(plan: &Plan) -> Observed {
                 probe: works(),
             },
         ]),
-        workspaces: vec![WorkspaceSeen {
-            plan: plan.ml_workspaces[0].clone(),
-            workspace: Got::Done(Workspace {
-                id: WORKSPACE.parse().unwrap(),
-                storage_account: Some(account),
-                key_vault: None,
-            }),
-            cached_key: Got::Done(Some(fp("k1"))),
-            datastores: Got::Done(vec![
-                datastore("workspaceblobstore", true, Got::Done(fp("k1"))),
-                datastore("training_data", true, Got::Done(fp("k1"))),
-                datastore("public_samples", false, Got::NotTried("sas".into())),
-            ]),
-        }],
-        secrets: vec![SecretSeen {
-            plan: plan.key_vault[0].clone(),
-            versions: Got::Done(vec![(version("v1", true, 0), Got::Done(Some(fp("k1"))))]),
-        }],
-        databricks: vec![DatabricksSeen {
-            plan: plan.databricks[0].clone(),
-            scope: Got::Done(Some(SecretScope {
-                name: "datasci".into(),
-                backend: ScopeBackend::Databricks,
+        // In report order: workspaces first.
+        consumers: vec![
+            Seen::MlWorkspace(Box::new(WorkspaceSeen {
+                plan: workspace_table(plan).clone(),
+                workspace: Got::Done(Workspace {
+                    id: WORKSPACE.parse().unwrap(),
+                    storage_account: Some(account),
+                    key_vault: None,
+                }),
+                cached_key: Got::Done(Some(fp("k1"))),
+                datastores: Got::Done(vec![
+                    datastore("workspaceblobstore", true, Got::Done(fp("k1"))),
+                    datastore("training_data", true, Got::Done(fp("k1"))),
+                    datastore("public_samples", false, Got::NotTried("sas".into())),
+                ]),
             })),
-            secrets: Got::Done(vec![DbxSecret {
-                key: "stacct01-key".into(),
-                last_updated: at(0),
-            }]),
-        }],
+            Seen::KeyVault(SecretSeen {
+                plan: table(plan, |e| match e {
+                    Entry::KeyVault(kv) => Some(kv.clone()),
+                    _ => None,
+                }),
+                versions: Got::Done(vec![(version("v1", true, 0), Got::Done(Some(fp("k1"))))]),
+            }),
+            Seen::Databricks(DatabricksSeen {
+                plan: table(plan, |e| match e {
+                    Entry::Databricks(d) => Some(d.clone()),
+                    _ => None,
+                }),
+                scope: Got::Done(Some(SecretScope {
+                    name: "datasci".into(),
+                    backend: ScopeBackend::Databricks,
+                })),
+                secrets: Got::Done(vec![DbxSecret {
+                    key: "stacct01-key".into(),
+                    last_updated: at(0),
+                }]),
+            }),
+        ],
     }
+}
+
+/// The plan's first consumer table that `pick` takes.
+fn table<T>(plan: &Plan, pick: impl Fn(&Entry) -> Option<T>) -> T {
+    plan.consumers
+        .iter()
+        .find_map(pick)
+        .expect("the test plan has the table")
 }
 
 pub(super) fn report(plan: &Plan, seen: &Observed) -> PlanReport {

@@ -204,7 +204,7 @@ impl Journal {
                 rotation_id,
                 command.seq,
                 command.action.name(),
-                command.action.consumer().map(|c| c.id.0.as_str()),
+                command.action.consumer().map(|c| c.id.to_string()),
                 json,
                 time_text(at),
             ),

@@ -213,6 +213,47 @@ impl Journal {
         Ok(out)
     }
 
+    /// When each plan's last completed rotation ended, in one query (drift repairs,
+    /// whose first step is a bind rather than an observation, are not rotations): as
+    /// [`Journal::last_success`] for every plan, so the daemon's last-success times
+    /// survive a restart and count rotations run without it.
+    pub fn last_successes(&self) -> Result<HashMap<String, DateTime<Utc>>, JournalError> {
+        let read = |e| {
+            sql(
+                &self.path,
+                "read the last completed rotation of each plan",
+                e,
+            )
+        };
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT r.plan, MAX(r.finished_at) FROM rotations r
+                 WHERE r.outcome_kind = 'completed' AND r.finished_at IS NOT NULL
+                 AND EXISTS (SELECT 1 FROM steps s
+                             WHERE s.rotation_id = r.id AND s.seq = 1 AND s.kind = 'observe')
+                 GROUP BY r.plan",
+            )
+            .map_err(read)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(read)?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (plan, at) = row.map_err(read)?;
+            let at = parse_time(&at).map_err(|d| {
+                corrupt(
+                    &self.path,
+                    &format!("plan {plan}"),
+                    "rotations, finished_at",
+                    d,
+                )
+            })?;
+            out.insert(plan, at);
+        }
+        Ok(out)
+    }
+
     fn decode_state(&self, r: Row) -> Result<PlanState, JournalError> {
         let plan = r.plan;
         let bad = |column: &str, detail: String| {

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::resource_id::ResourceId;
 use crate::rotation::machine::{
-    Command, Event, HandleError, Machine, Mode, Options, Outcome, SCHEMA, StepResult,
+    Action, Command, Event, HandleError, Machine, Mode, Options, Outcome, SCHEMA, StepResult,
+    WarningKind,
 };
 
 /// What `Journal::begin` records about a new rotation.
@@ -97,7 +98,7 @@ impl StoredRotation {
         })?;
         for step in &self.steps {
             let replayed = machine.command(step.seq());
-            if replayed != Some(&step.command) {
+            if !replayed.is_some_and(|r| same_command(&step.command, r)) {
                 return Err(ResumeError::Diverged {
                     rotation_id: self.id.clone(),
                     seq: step.seq(),
@@ -111,6 +112,44 @@ impl StoredRotation {
         }
         Ok(machine)
     }
+}
+
+/// Whether a stored intent is the command replay issues with its `seq`: equal, or a
+/// `Finish` whose outcome is [`same_outcome`].
+fn same_command(stored: &Command, replayed: &Command) -> bool {
+    if stored == replayed {
+        return true;
+    }
+    let (Action::Finish { outcome: stored }, Action::Finish { outcome: replayed }) =
+        (&stored.action, &replayed.action)
+    else {
+        return false;
+    };
+    same_outcome(stored, replayed)
+}
+
+/// Whether a stored outcome is the one replay reaches. An outcome journaled under
+/// record schema 1 holds its warnings as plain strings, which read as kind
+/// `Unclassified`; the replayed outcome names their kinds. Such an outcome is the
+/// same when it matches with the replayed warnings' kinds left out. Everything else
+/// in it (failure reasons included: they come from stored results, which read the
+/// same way) must still be equal.
+pub(super) fn same_outcome(stored: &Outcome, replayed: &Outcome) -> bool {
+    if stored == replayed {
+        return true;
+    }
+    let unclassified = |outcome: &Outcome| {
+        let mut outcome = outcome.clone();
+        if let Outcome::Completed { warnings, .. } | Outcome::RolledBack { warnings, .. } =
+            &mut outcome
+        {
+            for w in warnings {
+                w.kind = WarningKind::Unclassified;
+            }
+        }
+        outcome
+    };
+    *stored == unclassified(stored) && *stored == unclassified(replayed)
 }
 
 /// A stored rotation that cannot be rebuilt by replay.
@@ -164,7 +203,10 @@ pub(super) fn decode<T: DeserializeOwned>(json: &str) -> Result<T, String> {
     let envelope: EnvelopeIn =
         serde_json::from_str(json).map_err(|e| format!("not a keyflip JSON record: {e}"))?;
     match envelope.schema {
-        1 => serde_json::from_value(envelope.body).map_err(|e| e.to_string()),
+        // Schema 1 differs only in holding plain strings where failure reasons and
+        // warnings now have a kind and a message; `Failure` and `Warning` read such a
+        // string as kind `Unclassified` with it as the message.
+        1 | SCHEMA => serde_json::from_value(envelope.body).map_err(|e| e.to_string()),
         n => Err(format!(
             "written with record schema {n}, newer than this keyflip reads (up to {SCHEMA}); upgrade keyflip"
         )),

@@ -4,6 +4,8 @@ mod integrity;
 mod plan_state;
 mod queries;
 mod round_trip;
+mod schema_1;
+mod written_before;
 
 pub(super) use std::path::{Path, PathBuf};
 
@@ -13,14 +15,19 @@ pub(super) use super::*;
 pub(super) use crate::key::KeyName;
 pub(super) use crate::resource_id::ResourceId;
 pub(super) use crate::rotation::machine::{
-    Action, Attention, Cause, ConsumerId, ConsumerKind, ConsumerRef, Drift, Holding, KeyState,
-    Machine, MissingPermission, Mode, Observation, ObservedConsumer, Options, Purpose,
-    RefusalReason, Regeneration, StepResult,
+    Action, Attention, Cause, ConsumerId, ConsumerRef, Drift, Failure, FailureKind, Holding,
+    KeyState, Machine, MissingPermission, Mode, Observation, ObservedConsumer, Options, Purpose,
+    RefusalReason, Regeneration, StepResult, Warning, WarningKind,
 };
 pub(super) use crate::secret::Fingerprint;
 
 pub(super) fn fingerprinter() -> Fingerprinter {
     Fingerprinter::from_bytes(b"journal test fingerprint key")
+}
+
+/// A failure with this message (the journal stores whatever kind it is given).
+pub(super) fn why(message: &str) -> Failure {
+    Failure::new(FailureKind::Transient, message)
 }
 
 pub(super) fn fp(n: u32) -> Fingerprint {
@@ -66,10 +73,19 @@ pub(super) fn rotation(id: &str, plan: &str, acct: &str, started: i64) -> NewRot
 }
 
 pub(super) fn kv() -> ConsumerRef {
-    ConsumerRef {
-        id: ConsumerId("https://vault/secrets/storage-key".into()),
-        kind: ConsumerKind::KeyVaultSecret,
-    }
+    ConsumerRef::new(ConsumerId::key_vault("https://vault", "storage-key"))
+}
+
+pub(super) fn ws() -> ConsumerRef {
+    ConsumerRef::new(ConsumerId::workspace(
+        &"/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/w"
+            .parse()
+            .unwrap(),
+    ))
+}
+
+pub(super) fn dbx() -> ConsumerRef {
+    ConsumerRef::new(ConsumerId::databricks("https://dbx", "scope", "key"))
 }
 
 pub(super) fn observation() -> Observation {
@@ -94,10 +110,7 @@ pub(super) fn observation() -> Observation {
                 holding: Holding::Key(KeyName::Key1),
             },
             ObservedConsumer {
-                consumer: ConsumerRef {
-                    id: ConsumerId("dbx/scope/key".into()),
-                    kind: ConsumerKind::Databricks,
-                },
+                consumer: dbx(),
                 holding: Holding::Unknown {
                     why: "write-only".into(),
                 },
@@ -122,7 +135,7 @@ pub(super) fn every_outcome() -> Vec<Outcome> {
             key: KeyName::Key2,
             fingerprint: fp(22),
         },
-        reason: "409".into(),
+        reason: why("409"),
     };
     let drift = Drift {
         key: KeyName::Key1,
@@ -139,7 +152,7 @@ pub(super) fn every_outcome() -> Vec<Outcome> {
                 before: fp(2),
                 after: fp(22),
             }],
-            warnings: vec!["w".into()],
+            warnings: vec![Warning::new(WarningKind::ConsumerNotChecked, "w")],
         },
         Outcome::RolledBack {
             cause: cause.clone(),
@@ -150,8 +163,8 @@ pub(super) fn every_outcome() -> Vec<Outcome> {
             reasons: vec![
                 RefusalReason::SharedKeyAccessDisabled,
                 RefusalReason::ConsumersSplit {
-                    on_key1: vec![ConsumerId("a".into())],
-                    on_key2: vec![ConsumerId("b".into())],
+                    on_key1: vec![kv().id],
+                    on_key2: vec![dbx().id],
                 },
                 RefusalReason::NoConsumerKeyKnown { unknown: vec![] },
             ],
@@ -162,7 +175,7 @@ pub(super) fn every_outcome() -> Vec<Outcome> {
                     drifts: vec![drift],
                 },
                 key: KeyName::Key1,
-                not_back: vec![(ConsumerId("a".into()), "500".into())],
+                not_back: vec![(kv().id, why("500"))],
             },
             in_doubt: vec![Command {
                 seq: 7,
@@ -174,7 +187,7 @@ pub(super) fn every_outcome() -> Vec<Outcome> {
                 key: KeyName::Key1,
                 purpose: Purpose::Retire,
                 attempts: 8,
-                last_error: "503".into(),
+                last_error: why("503"),
             },
             in_doubt: vec![],
         },
@@ -183,6 +196,21 @@ pub(super) fn every_outcome() -> Vec<Outcome> {
                 key: KeyName::Key1,
                 cause,
                 discarded: None,
+            },
+            in_doubt: vec![],
+        },
+        Outcome::NeedsAttention {
+            reason: Attention::ResyncFailed {
+                key: KeyName::Key2,
+                consumers: vec![(ws().id, why("409"))],
+                attempts: 8,
+                leaked: Some(KeyName::Key1),
+            },
+            in_doubt: vec![],
+        },
+        Outcome::NeedsAttention {
+            reason: Attention::InternalError {
+                what: "nothing in flight".into(),
             },
             in_doubt: vec![],
         },

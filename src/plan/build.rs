@@ -6,11 +6,11 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::consumer::{self, ConsumerId};
 use super::parse::{Diagnostics, Sections};
 use super::settings::{self, Drift};
 use super::values::{arm_id, optional};
 use super::{Plan, PlanSource};
+use crate::consumer::{ConsumerId, SECTIONS};
 
 pub(super) fn plan(sections: Sections, d: &mut Diagnostics<'_>) -> Option<Plan> {
     let name = plan_name(d);
@@ -37,54 +37,28 @@ pub(super) fn plan(sections: Sections, d: &mut Diagnostics<'_>) -> Option<Plan> 
         .map(|n| settings::notify(n, d))
         .collect();
 
-    let mut spans: Vec<(ConsumerId, Range<usize>)> = Vec::new();
-    let mut consumers_ok = true;
-    let key_vault: Vec<_> = sections
-        .key_vault
+    // Every id a table names, for the duplicate check; whether each is a consumer.
+    let mut claims: Vec<(ConsumerId, bool, Range<usize>)> = Vec::new();
+    for (entry, span) in &sections.consumers {
+        for (id, consumer) in entry.claims() {
+            claims.push((id, consumer, span.clone()));
+        }
+    }
+    let spans: Vec<(ConsumerId, Range<usize>)> = claims
         .iter()
-        .filter_map(|raw| {
-            let kv = consumer::key_vault(raw, d);
-            consumers_ok &= kv.is_some();
-            if let Some(kv) = &kv {
-                spans.push((kv.id(), raw.span()));
-            }
-            kv
-        })
-        .collect();
-    let ml_workspaces: Vec<_> = sections
-        .ml_workspace
-        .iter()
-        .filter_map(|raw| {
-            let ws = consumer::ml_workspace(raw, d);
-            consumers_ok &= ws.is_some();
-            if let Some(ws) = &ws {
-                // The workspace itself is a unique entry whether or not it is resynced.
-                spans.push((ConsumerId::workspace(&ws.workspace), raw.span()));
-                for id in ws.datastore_ids() {
-                    spans.push((id, raw.span()));
-                }
-            }
-            ws
-        })
-        .collect();
-    let databricks: Vec<_> = sections
-        .databricks
-        .iter()
-        .filter_map(|raw| {
-            let db = consumer::databricks(raw, d);
-            consumers_ok &= db.is_some();
-            if let Some(db) = &db {
-                spans.push((db.id(), raw.span()));
-            }
-            db
-        })
+        .map(|(id, _, span)| (id.clone(), span.clone()))
         .collect();
 
     if !sections.any_consumer_table {
+        let tables: Vec<String> = SECTIONS.iter().map(|s| format!("[[{}]]", s.key)).collect();
+        let tables = match tables.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => tables.join(""),
+        };
         d.error(
             account_span.clone(),
             "the plan has no consumers",
-            "add at least one [[key_vault]], [[ml_workspace]] or [[databricks]] table: a key nobody uses needs no rotation plan",
+            format!("add at least one {tables} table: a key nobody uses needs no rotation plan"),
         );
     }
     let duplicates_ok = no_duplicates(&spans, d);
@@ -92,23 +66,23 @@ pub(super) fn plan(sections: Sections, d: &mut Diagnostics<'_>) -> Option<Plan> 
     let schedule = schedule.ok()?;
     let (rotation, drift) = (rotation.ok()?, drift.ok()?);
     let notify: Option<Vec<_>> = notify.into_iter().collect();
-    if !(consumers_ok && duplicates_ok && sections.any_consumer_table) {
+    if !(duplicates_ok && sections.any_consumer_table) {
         return None;
     }
-    // Only the workspace entries that are resynced are consumers in their own right.
-    spans.retain(|(id, _)| {
-        !id.as_str().starts_with("workspace:")
-            || ml_workspaces.iter().any(|ws| ws.id().as_ref() == Some(id))
-    });
+    // Only what is a consumer in its own right (not a workspace that is not resynced)
+    // follows the plan's key.
+    let spans = claims
+        .into_iter()
+        .filter(|(_, consumer, _)| *consumer)
+        .map(|(id, _, span)| (id, span))
+        .collect();
     Some(Plan {
         name: name?,
         description: sections.description.map(|v| v.into_inner()),
         storage_account: account?,
         schedule,
         rotation: rotation.unwrap_or_default(),
-        key_vault,
-        ml_workspaces,
-        databricks,
+        consumers: sections.consumers.into_iter().map(|(e, _)| e).collect(),
         notify: notify?,
         drift: drift.unwrap_or(Drift::default()),
         source: PlanSource {
@@ -163,14 +137,9 @@ fn no_duplicates(spans: &[(ConsumerId, Range<usize>)], d: &mut Diagnostics<'_>) 
         let line = line_of(d.source, span.start);
         match first.get(&id.same_target_key()) {
             Some((first_line, first_id)) => {
-                let what = if id.as_str().starts_with("workspace:") {
-                    format!("workspace `{first_id}` has two [[ml_workspace]] tables")
-                } else {
-                    format!("consumer `{id}` is listed twice")
-                };
                 d.error(
                     span.clone(),
-                    what,
+                    id.kind().listed_twice(id, first_id),
                     format!("it is first listed on line {first_line}; keep one of the two"),
                 );
                 ok = false;

@@ -9,9 +9,9 @@
 
 mod build;
 pub mod check;
-mod consumer;
 pub mod duration;
 mod fields;
+pub(crate) mod fragment;
 mod parse;
 mod raw;
 mod settings;
@@ -23,11 +23,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use consumer::{
-    ConsumerId, DatabricksSecret, Datastores, KeyVaultSecret, MlWorkspace, SecretFormat,
-};
-pub use settings::{Drift, NotifyEvent, Rotation, Webhook};
+pub use settings::{Drift, NotifyEvent, Rotation, Webhook, WebhookFormat};
 
+use crate::consumer::{ConsumerId, Entry};
 use crate::diagnostic::SourceError;
 use crate::resource_id::ResourceId;
 use crate::schedule::Schedule;
@@ -42,9 +40,9 @@ pub struct Plan {
     /// `None`: the plan rotates only on demand (`keyflip rotate now`).
     pub schedule: Option<Schedule>,
     pub rotation: Rotation,
-    pub key_vault: Vec<KeyVaultSecret>,
-    pub ml_workspaces: Vec<MlWorkspace>,
-    pub databricks: Vec<DatabricksSecret>,
+    /// The consumer tables, by kind in `crate::consumer`'s order, each kind's tables in
+    /// file order.
+    pub consumers: Vec<Entry>,
     pub notify: Vec<Webhook>,
     pub drift: Drift,
     source: PlanSource,
@@ -80,22 +78,15 @@ impl Plan {
         &self.source.text
     }
 
-    /// Every consumer known before the rotation starts, in file order: Key Vault
-    /// secrets, resynced workspaces and named datastores, Databricks secrets.
-    /// Discovered datastores are not included; see [`Plan::discovers_datastores`].
+    /// Every consumer known before the rotation starts, in plan order (the consumer
+    /// tables in `crate::consumer`'s order). Consumers found at rotation time are not
+    /// included; see [`crate::consumer::discovers`].
     pub fn consumer_ids(&self) -> Vec<ConsumerId> {
         self.source
             .consumer_spans
             .iter()
             .map(|(id, _)| id.clone())
             .collect()
-    }
-
-    /// Whether some workspace's datastores are found at rotation time.
-    pub fn discovers_datastores(&self) -> bool {
-        self.ml_workspaces
-            .iter()
-            .any(|ws| ws.datastores == Datastores::Discover)
     }
 
     fn error_at(&self, span: Range<usize>, message: String, hint: String) -> SourceError {
@@ -296,15 +287,10 @@ impl Conflicts {
         }
         for (id, span) in &plan.source.consumer_spans {
             if let Some(other) = self.consumers.get(&id.same_target_key()) {
-                let hint = if id.as_str().starts_with("workspace:") {
-                    "only the plan for the workspace's own storage account sets resync = true"
-                } else {
-                    "a consumer can hold only one account's key: keep it in one plan"
-                };
                 found.push(plan.error_at(
                     span.clone(),
                     format!("consumer `{id}` is also in plan `{other}`"),
-                    hint.into(),
+                    id.kind().in_two_plans().into(),
                 ));
             }
         }
@@ -372,19 +358,6 @@ pub fn find(dir: &Path, name_or_path: &str) -> Result<Plan, FindError> {
         });
     }
     load(&path).map_err(FindError::Invalid)
-}
-
-/// Where plans live when no path is given: `$KEYFLIP_PLANS_DIR`, else `rotation-plans/`
-/// in the current directory if it exists, else `/etc/keyflip/rotation-plans`.
-pub fn default_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KEYFLIP_PLANS_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let local = PathBuf::from("rotation-plans");
-    if local.is_dir() {
-        return local;
-    }
-    PathBuf::from("/etc/keyflip/rotation-plans")
 }
 
 #[cfg(test)]

@@ -12,14 +12,12 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::fields::{fields_of, strip_unknown, strip_unknown_keys};
-use super::raw::{
-    RawDatabricks, RawDrift, RawKeyVault, RawMlWorkspace, RawNotify, RawRotation, RawSchedule,
-    RawWindow, TOP_LEVEL, Text,
-};
+use super::raw::{RawDrift, RawNotify, RawRotation, RawSchedule, RawWindow, Text, top_level};
+use crate::consumer::{Entry, SECTIONS};
 use crate::diagnostic::SourceError;
 
 /// The errors found so far in one file.
-pub(super) struct Diagnostics<'s> {
+pub(crate) struct Diagnostics<'s> {
     pub file: &'s str,
     pub source: &'s str,
     pub errors: Vec<SourceError>,
@@ -63,9 +61,9 @@ pub(super) struct Sections {
     pub storage_account: Option<Text>,
     pub schedule: Option<Spanned<RawSchedule>>,
     pub rotation: Option<Spanned<RawRotation>>,
-    pub key_vault: Vec<Spanned<RawKeyVault>>,
-    pub ml_workspace: Vec<Spanned<RawMlWorkspace>>,
-    pub databricks: Vec<Spanned<RawDatabricks>>,
+    /// Every consumer table that is valid, with its span: the tables of each section
+    /// in file order, the sections in [`SECTIONS`] order.
+    pub consumers: Vec<(Entry, Range<usize>)>,
     pub notify: Vec<Spanned<RawNotify>>,
     pub drift: Option<Spanned<RawDrift>>,
     /// Whether the file has any consumer table, including ones that failed to
@@ -86,9 +84,11 @@ pub(super) fn sections(d: &mut Diagnostics<'_>) -> Option<Sections> {
         return None;
     }
     let mut root = root.into_inner();
-    strip_unknown_keys(&mut root, TOP_LEVEL, "the plan", d);
+    strip_unknown_keys(&mut root, &top_level(), "the plan", d);
 
     let mut out = Sections::default();
+    let mut consumers: Vec<Vec<(Entry, Range<usize>)>> =
+        SECTIONS.iter().map(|_| Vec::new()).collect();
     for (key, value) in root {
         let key = key.into_inner();
         // `key_vault = []` lists no consumer; anything else is an attempt at one.
@@ -108,23 +108,17 @@ pub(super) fn sections(d: &mut Diagnostics<'_>) -> Option<Sections> {
             }
             "rotation" => out.rotation = table_of(value, "[rotation]", d, |_, _| {}),
             "drift" => out.drift = table_of(value, "[drift]", d, |_, _| {}),
-            "key_vault" => {
-                out.any_consumer_table |= non_empty;
-                out.key_vault = tables_of(value, "key_vault", d);
-            }
-            "ml_workspace" => {
-                out.any_consumer_table |= non_empty;
-                out.ml_workspace = tables_of(value, "ml_workspace", d);
-            }
-            "databricks" => {
-                out.any_consumer_table |= non_empty;
-                out.databricks = tables_of(value, "databricks", d);
-            }
             "notify" => out.notify = tables_of(value, "notify", d),
-            // Unknown keys were removed above.
-            _ => {}
+            other => {
+                // A consumer table; unknown keys were removed above.
+                if let Some(i) = SECTIONS.iter().position(|s| s.key == other) {
+                    out.any_consumer_table |= non_empty;
+                    consumers[i] = (SECTIONS[i].parse)(value, d);
+                }
+            }
         }
     }
+    out.consumers = consumers.into_iter().flatten().collect();
     Some(out)
 }
 
@@ -171,7 +165,7 @@ fn table_of<T: for<'de> Deserialize<'de>>(
 }
 
 /// An array of tables such as `[[key_vault]]`: each table on its own.
-fn tables_of<T: for<'de> Deserialize<'de>>(
+pub(crate) fn tables_of<T: for<'de> Deserialize<'de>>(
     value: Spanned<DeValue<'_>>,
     key: &str,
     d: &mut Diagnostics<'_>,

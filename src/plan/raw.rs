@@ -1,27 +1,24 @@
 //! The plan file as deserialized, before validation: every value keeps its span so
 //! that semantic errors can point at it, and every field is optional so that a
 //! missing one is reported with the others instead of stopping deserialization.
-//! Only this module knows the TOML shape; the rest of keyflip sees `Plan`.
-
-use std::collections::BTreeMap;
+//! Only this module knows the TOML shape of the plan's settings; each consumer
+//! table's shape is its kind's (`crate::consumer`). The rest of keyflip sees `Plan`.
 
 use serde::Deserialize;
 use toml::Spanned;
 
-pub(super) type Text = Spanned<String>;
+use crate::consumer::SECTIONS;
 
-/// The top-level keys, in the order `docs/plans.md` documents them.
-pub(super) const TOP_LEVEL: &[&str] = &[
-    "description",
-    "storage_account",
-    "schedule",
-    "rotation",
-    "key_vault",
-    "ml_workspace",
-    "databricks",
-    "notify",
-    "drift",
-];
+pub(crate) type Text = Spanned<String>;
+
+/// The top-level keys, in the order `docs/plans.md` documents them: the settings
+/// around the consumer tables.
+pub(super) fn top_level() -> Vec<&'static str> {
+    let mut keys = vec!["description", "storage_account", "schedule", "rotation"];
+    keys.extend(SECTIONS.iter().map(|s| s.key));
+    keys.extend(["notify", "drift"]);
+    keys
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,40 +48,11 @@ pub(super) struct RawRotation {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawKeyVault {
-    pub vault: Option<Text>,
-    pub secret: Option<Text>,
-    pub format: Option<Text>,
-    pub content_type: Option<Text>,
-    pub expires_after_days: Option<Spanned<i64>>,
-    pub tags: Option<BTreeMap<Text, Text>>,
-    pub vault_id: Option<Text>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawMlWorkspace {
-    pub workspace: Option<Text>,
-    pub resync: Option<Spanned<bool>>,
-    pub datastores: Option<Spanned<Vec<Text>>>,
-    pub discover: Option<Spanned<bool>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawDatabricks {
-    pub workspace_url: Option<Text>,
-    pub workspace_id: Option<Text>,
-    pub scope: Option<Text>,
-    pub key: Option<Text>,
-    pub format: Option<Text>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawNotify {
     pub webhook: Option<Text>,
     pub events: Option<Spanned<Vec<Text>>>,
+    pub format: Option<Text>,
+    pub secret_file: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

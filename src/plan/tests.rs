@@ -7,6 +7,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::*;
+use crate::consumer::key_vault::KeyVaultSecret;
+use crate::consumer::workspace::MlWorkspace;
+use crate::consumer::{Entry, SecretFormat, discovers};
 use crate::exit::Exit;
 
 const ACCOUNT: &str =
@@ -23,6 +26,28 @@ secret = "stacct01-key"
 format = "raw-key"
 "#
     )
+}
+
+/// The plan's `[[key_vault]]` tables.
+fn key_vault(plan: &Plan) -> Vec<&KeyVaultSecret> {
+    plan.consumers
+        .iter()
+        .filter_map(|e| match e {
+            Entry::KeyVault(kv) => Some(kv),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The plan's `[[ml_workspace]]` tables.
+fn ml_workspaces(plan: &Plan) -> Vec<&MlWorkspace> {
+    plan.consumers
+        .iter()
+        .filter_map(|e| match e {
+            Entry::MlWorkspace(ws) => Some(ws),
+            _ => None,
+        })
+        .collect()
 }
 
 fn errors(source: &str) -> Vec<SourceError> {
@@ -117,8 +142,8 @@ fn the_demo_plan_names_the_demo_world() {
             "databricks:https://127.0.0.1:47443/databricks/dbw-datasci#datasci/stdatasci001-key",
         ]
     );
-    assert!(plan.discovers_datastores());
-    assert_eq!(plan.key_vault[1].format, SecretFormat::ConnectionString);
+    assert_eq!(discovers(&plan), Some("datastores"));
+    assert_eq!(key_vault(&plan)[1].format, SecretFormat::ConnectionString);
     assert_eq!(plan.rotation.grace, Duration::from_secs(30));
     let schedule = plan.schedule.as_ref().unwrap();
     assert_eq!(schedule.cron().unwrap().source(), "*/10 * * * *");
@@ -130,7 +155,7 @@ fn the_demo_plan_names_the_demo_world() {
     )
     .unwrap();
     assert_eq!(
-        moved.key_vault[0].vault,
+        key_vault(&moved)[0].vault,
         "https://127.0.0.1:50123/keyvault/kv-datasci"
     );
 }
@@ -147,30 +172,14 @@ fn a_minimal_plan_gets_the_documented_defaults() {
     assert_eq!(plan.rotation.retire_attempts, 8);
     assert_eq!(plan.drift.interval, Duration::from_secs(900));
     assert!(!plan.drift.repair);
-    assert_eq!(plan.key_vault[0].content_type, "text/plain");
-    assert!(plan.key_vault[0].tags.is_empty());
+    assert_eq!(key_vault(&plan)[0].content_type, "text/plain");
+    assert!(key_vault(&plan)[0].tags.is_empty());
     assert!(plan.notify.is_empty());
 }
 
 #[test]
 fn consumer_ids_have_the_documented_forms() {
-    let ws: ResourceId = WORKSPACE.parse().unwrap();
-    assert_eq!(
-        ConsumerId::key_vault("https://kv.vault.azure.net/", "s").as_str(),
-        "keyvault:https://kv.vault.azure.net/secrets/s"
-    );
-    assert_eq!(
-        ConsumerId::workspace(&ws).as_str(),
-        format!("workspace:{WORKSPACE}")
-    );
-    assert_eq!(
-        ConsumerId::datastore(&ws, "training_data").as_str(),
-        format!("datastore:{WORKSPACE}/datastores/training_data")
-    );
-    assert_eq!(
-        ConsumerId::databricks("https://adb-1.2.azuredatabricks.net/", "scope", "key").as_str(),
-        "databricks:https://adb-1.2.azuredatabricks.net#scope/key"
-    );
+    // The forms themselves are `crate::consumer`'s (tested there).
     // A trailing slash in the plan does not change the id.
     let plan = parse(
         &minimal().replace("https://kv.vault.azure.net", "https://KV.vault.azure.net/"),
@@ -178,7 +187,7 @@ fn consumer_ids_have_the_documented_forms() {
     )
     .unwrap();
     assert_eq!(
-        plan.key_vault[0].id().as_str(),
+        key_vault(&plan)[0].id().to_string(),
         "keyvault:https://kv.vault.azure.net/secrets/stacct01-key"
     );
 }
@@ -194,7 +203,7 @@ datastores = ["training_data", "feature_snapshots"]
 "#
     );
     let plan = parse(&source, "ml.toml").unwrap();
-    assert!(plan.ml_workspaces[0].resync, "resync defaults to true");
+    assert!(ml_workspaces(&plan)[0].resync, "resync defaults to true");
     let ids: Vec<String> = plan.consumer_ids().iter().map(|c| c.to_string()).collect();
     assert_eq!(
         ids,
@@ -550,29 +559,53 @@ fn find_takes_a_name_or_a_path() {
     ));
 }
 
+/// Wide enough that no summary line wraps, ASCII marks.
+fn show() -> check::Show {
+    check::Show {
+        output: crate::cli::Output::Human,
+        term: crate::commands::term::Term::PLAIN.with_width(400),
+    }
+}
+
 #[test]
 fn plan_check_prints_summaries_and_errors_and_sets_the_exit_code() {
     let now: DateTime<Utc> = "2025-06-01T00:03:00Z".parse().unwrap();
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let exit = check::run(&examples_dirs(), now, &mut out, &mut err).unwrap();
+    let exit = check::run(
+        &examples_dirs(),
+        Path::new("/nowhere"),
+        now,
+        show(),
+        &mut out,
+        &mut err,
+    )
+    .unwrap();
     let (out, err) = (
         String::from_utf8(out).unwrap(),
         String::from_utf8(err).unwrap(),
     );
     assert_eq!(exit, Exit::Ok, "{out}{err}");
     assert!(err.is_empty(), "{err}");
-    let demo = out.lines().find(|l| l.starts_with("ok  demo  ")).unwrap();
+    let demo = out.find("ok  demo  (").unwrap();
+    let demo: Vec<&str> = out[demo..].lines().take(4).collect();
+    assert!(demo[0].ends_with("rotation-plans/demo.toml)"), "{out}");
     assert_eq!(
-        demo,
-        "ok  demo  account stdatasci001  4 consumers + discovered datastores  \
-         cron \"*/10 * * * *\" UTC, grace 30s  \
-         next: 2025-06-01 00:10 UTC, 2025-06-01 00:20 UTC, 2025-06-01 00:30 UTC"
+        demo[1..],
+        [
+            "      account stdatasci001, 4 consumers + discovered datastores",
+            "      cron \"*/10 * * * *\" UTC, grace 30s",
+            "      next: 2025-06-01 00:10 UTC, 2025-06-01 00:20 UTC, 2025-06-01 00:30 UTC",
+        ]
     );
-    let age_only = out.lines().find(|l| l.contains("stordersprod")).unwrap();
+    let age_only = out.find("account stordersprod").unwrap();
     assert!(
-        age_only.ends_with("next: when the active key is 60d old"),
-        "{age_only}"
+        out[age_only..]
+            .lines()
+            .nth(2)
+            .unwrap()
+            .ends_with("next: when the active key is 60d old"),
+        "{out}"
     );
     assert!(out.ends_with("3 plans checked, all valid\n"), "{out}");
 
@@ -580,14 +613,23 @@ fn plan_check_prints_summaries_and_errors_and_sets_the_exit_code() {
     let good = write(dir.path(), "good.toml", &minimal());
     let bad = write(dir.path(), "bad.toml", "storage_account = \"x\"\n");
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let exit = check::run(&[good, bad], now, &mut out, &mut err).unwrap();
+    let exit = check::run(
+        &[good, bad],
+        Path::new("/nowhere"),
+        now,
+        show(),
+        &mut out,
+        &mut err,
+    )
+    .unwrap();
     let (out, err) = (
         String::from_utf8(out).unwrap(),
         String::from_utf8(err).unwrap(),
     );
     assert_eq!(exit, Exit::Usage);
     assert!(
-        out.starts_with("ok  good  account stacct01  1 consumer  on demand only"),
+        out.starts_with("ok  good  (")
+            && out.contains("\n      account stacct01, 1 consumer\n      on demand only"),
         "{out}"
     );
     assert!(
@@ -603,7 +645,9 @@ fn plan_check_of_a_missing_path_fails() {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let exit = check::run(
         &[PathBuf::from("/nonexistent/plan.toml")],
+        Path::new("/nowhere"),
         now,
+        show(),
         &mut out,
         &mut err,
     )
@@ -615,4 +659,40 @@ fn plan_check_of_a_missing_path_fails() {
         "{err}"
     );
     assert!(err.ends_with("0 valid, 1 invalid\n"), "{err}");
+}
+
+#[test]
+fn webhooks_take_a_format_a_signing_key_file_and_the_new_events() {
+    let text = format!(
+        "{}\n[[notify]]\nwebhook = \"https://hooks.slack.com/services/T/B/x\"\nformat = \"slack\"\nevents = [\"completed\", \"rolled-back\", \"usage-gate-hold\"]\n\n[[notify]]\nwebhook = \"https://hooks.example.com/k\"\nsecret_file = \"/etc/keyflip/webhook.secret\"\n",
+        minimal()
+    );
+    let plan = parse(&text, "plans/x.toml").unwrap();
+    let (slack, json) = (&plan.notify[0], &plan.notify[1]);
+    assert_eq!(slack.format, WebhookFormat::Slack);
+    assert!(slack.wants(NotifyEvent::Completed) && !slack.wants(NotifyEvent::Drift));
+    assert_eq!(json.format, WebhookFormat::Json);
+    assert_eq!(
+        json.secret_file.as_deref(),
+        Some(Path::new("/etc/keyflip/webhook.secret"))
+    );
+    // Without `events`: everything but routine completions; `failure` covers
+    // rollbacks.
+    assert!(!json.wants(NotifyEvent::Completed) && json.wants(NotifyEvent::RolledBack));
+    let failure_only = Webhook {
+        events: vec![NotifyEvent::Failure],
+        ..json.clone()
+    };
+    assert!(failure_only.wants(NotifyEvent::RolledBack));
+
+    let bad = format!(
+        "{}\n[[notify]]\nwebhook = \"https://h.example.com/k\"\nformat = \"discord\"\nsecret_file = \"webhook.secret\"\n",
+        minimal()
+    );
+    let err = parse(&bad, "plans/x.toml").unwrap_err().to_string();
+    assert!(err.contains("unknown webhook format `discord`"), "{err}");
+    assert!(
+        err.contains("secret_file `webhook.secret` is not an absolute path"),
+        "{err}"
+    );
 }

@@ -15,7 +15,7 @@ use super::raw::Text;
 use crate::resource_id::ResourceId;
 
 /// The value of a required key, or an error at the table's span naming the key.
-pub(super) fn required<'a, T>(
+pub(crate) fn required<'a, T>(
     field: &'a Option<Spanned<T>>,
     key: &str,
     section: &str,
@@ -64,7 +64,7 @@ pub(super) fn duration_in(
 }
 
 /// An integer between `min` and `max` inclusive.
-pub(super) fn integer_in(
+pub(crate) fn integer_in(
     value: &Spanned<i64>,
     key: &str,
     min: i64,
@@ -88,7 +88,7 @@ pub(super) fn integer_in(
 /// An `https://` URL with a host and no query, fragment or credentials, returned
 /// without a trailing slash (`https://kv.vault.azure.net/` and
 /// `https://kv.vault.azure.net` name the same vault, and ids must not differ).
-pub(super) fn https_url(
+pub(crate) fn https_url(
     value: &Text,
     key: &str,
     example: &str,
@@ -161,7 +161,7 @@ fn parse_url(value: &Text, key: &str, example: &str, d: &mut Diagnostics<'_>) ->
 }
 
 /// An Azure resource id whose type is `expected` (e.g. `Microsoft.Storage/storageAccounts`).
-pub(super) fn arm_id(
+pub(crate) fn arm_id(
     value: &Text,
     key: &str,
     expected: &str,
@@ -197,7 +197,7 @@ pub(super) fn arm_id(
 
 /// A name made of `allowed` characters, `min..=max` long. `rule` describes the
 /// characters for the hint.
-pub(super) fn name(
+pub(crate) fn name(
     value: &Text,
     key: &str,
     allowed: impl Fn(char) -> bool,
@@ -219,11 +219,11 @@ pub(super) fn name(
 }
 
 /// Marks a value that was reported as invalid.
-pub(super) struct Invalid;
+pub(crate) struct Invalid;
 
 /// Checks an optional value: `Ok(None)` when absent, `Ok(Some(_))` when valid and
 /// `Err(Invalid)` when reported, so callers check everything before giving up.
-pub(super) fn optional<T, U>(
+pub(crate) fn optional<T, U>(
     field: &Option<T>,
     check: impl FnOnce(&T) -> Option<U>,
 ) -> Result<Option<U>, Invalid> {

@@ -9,11 +9,11 @@ use chrono::TimeDelta;
 
 use super::engine::{EngineError, Inner, RotateRequest, machine_options};
 use super::observe::observe;
-use super::report::{DecisionReport, DryRun, PlannedStep};
+use super::report::{DecisionReport, DryRun, PlannedCall, PlannedStep};
 use super::step::Ctx;
-use super::target::{Target, resolve};
+use crate::consumer::{self, resolve};
 use crate::plan::Plan;
-use crate::rotation::machine::{Action, Command, Event, Machine, Outcome, StepResult};
+use crate::rotation::machine::{Action, Command, ConsumerRef, Event, Machine, Outcome, StepResult};
 use crate::secret::{Fingerprint, StorageKey};
 
 /// A placeholder for the n-th value a regeneration would produce: the fingerprint of
@@ -32,10 +32,10 @@ fn describe(action: &Action) -> String {
             crate::plan::duration::format(*budget)
         ),
         Action::Bind { consumer, key, .. } => {
-            format!("bind {} to {key}", super::describe::consumer(consumer))
+            format!("bind {} to {key}", consumer.id.describe())
         }
         Action::VerifyConsumer { consumer, key, .. } => {
-            format!("verify {} holds {key}", super::describe::consumer(consumer))
+            format!("verify {} holds {key}", consumer.id.describe())
         }
         Action::DisableVersions { consumer, .. } => {
             format!("disable the versions of {consumer} that hold a leaked value")
@@ -46,44 +46,22 @@ fn describe(action: &Action) -> String {
     }
 }
 
-fn calls(plan: &Plan, cmd: &Command) -> Vec<String> {
+/// The calls of a step as the consumer kinds word them (`METHOD target (note)`).
+fn call_texts(plan: &Plan, observed: &[ConsumerRef], cmd: &Command) -> Vec<String> {
     let account = plan.storage_account.as_str();
     let keys = format!("POST {account}/listKeys");
-    let consumer = |c| resolve(plan, c).ok();
-    let read = |t: &Target<'_>| match t {
-        Target::KeyVault { secret, vault } => format!(
-            "GET {}/secrets/{}",
-            vault.as_str().trim_end_matches('/'),
-            secret.secret
-        ),
-        Target::Datastore { workspace, name } => {
-            format!("POST {workspace}/datastores/{name}/listSecrets")
-        }
-        Target::Workspace { workspace } => format!("POST {workspace}/listKeys"),
-        Target::Databricks { secret, workspace } => format!(
-            "GET {}/api/2.0/secrets/list?scope={}",
-            workspace.as_str().trim_end_matches('/'),
-            secret.scope
-        ),
-    };
+    let consumer = |c: &crate::rotation::machine::ConsumerRef| resolve(plan, &c.id).ok();
     match &cmd.action {
         Action::Observe => {
             let mut out = vec![
                 format!(
-                    "GET {account}/providers/Microsoft.Authorization/permissions (and at each workspace and vault)"
+                    "GET {account}/providers/Microsoft.Authorization/permissions (and at each consumer's scope)"
                 ),
                 format!("GET {account}"),
                 keys,
             ];
-            for ws in &plan.ml_workspaces {
-                if ws.datastores == crate::plan::Datastores::Discover {
-                    out.push(format!(
-                        "GET {}/datastores (discover account-key datastores)",
-                        ws.workspace
-                    ));
-                }
-            }
-            out.push("read what each consumer holds".to_owned());
+            out.extend(consumer::observe_calls(plan));
+            out.extend(observed.iter().filter_map(consumer).map(|t| t.read_call()));
             out
         }
         Action::Regenerate { key, .. } => vec![
@@ -100,54 +78,45 @@ fn calls(plan: &Plan, cmd: &Command) -> Vec<String> {
             consumer: c, key, ..
         } => {
             let Some(t) = consumer(c) else { return vec![] };
-            let mut out = vec![read(&t), keys];
-            match &t {
-                Target::KeyVault { secret, vault } => out.push(format!(
-                    "PUT {}/secrets/{} (a new version: {}, content type {}, tags keyflip-key={key}, keyflip-rotation, CredentialId={key})",
-                    vault.as_str().trim_end_matches('/'),
-                    secret.secret,
-                    secret.format.as_str(),
-                    secret.content_type
-                )),
-                Target::Datastore { workspace, name } => {
-                    out.push(format!("GET {workspace}/datastores/{name}"));
-                    out.push(format!("PUT {workspace}/datastores/{name} (credentials.secrets.key = {key}, validated by the service)"));
-                }
-                Target::Workspace { workspace } => out.push(format!(
-                    "POST {workspace}/resyncKeys (then poll its Location until done)"
-                )),
-                Target::Databricks { secret, workspace } => out.push(format!(
-                    "POST {}/api/2.0/secrets/put (scope {}, key {}, {})",
-                    workspace.as_str().trim_end_matches('/'),
-                    secret.scope,
-                    secret.key,
-                    secret.format.as_str()
-                )),
-            }
+            let mut out = vec![t.read_call(), keys];
+            out.extend(t.write_calls(*key));
             out
         }
         Action::VerifyConsumer { consumer: c, .. } => match consumer(c) {
-            Some(t) => vec![keys, read(&t)],
+            Some(t) => vec![keys, t.read_call()],
             None => vec![],
         },
-        Action::DisableVersions { consumer: c, .. } => match consumer(c) {
-            Some(Target::KeyVault { secret, vault }) => {
-                let base = format!(
-                    "{}/secrets/{}",
-                    vault.as_str().trim_end_matches('/'),
-                    secret.secret
-                );
-                vec![
-                    format!("GET {base}/versions"),
-                    format!("GET {base}/<version> (each enabled version)"),
-                    format!(
-                        "PATCH {base}/<version> {{\"attributes\":{{\"enabled\":false}}}} (each holding a leaked value)"
-                    ),
-                ]
-            }
-            _ => vec![],
-        },
+        Action::DisableVersions { consumer: c, .. } => {
+            consumer(c).map(|t| t.disable_calls()).unwrap_or_default()
+        }
         Action::Commit | Action::WaitUntil { .. } | Action::Finish { .. } => vec![],
+    }
+}
+
+fn calls(plan: &Plan, observed: &[ConsumerRef], cmd: &Command) -> Vec<PlannedCall> {
+    call_texts(plan, observed, cmd)
+        .iter()
+        .map(|text| PlannedCall::from_text(text))
+        .collect()
+}
+
+/// A planned step: the command's words, what it acts on, its calls.
+fn planned(plan: &Plan, observed: &[ConsumerRef], cmd: &Command) -> PlannedStep {
+    let (key, purpose) = match &cmd.action {
+        Action::Regenerate { key, purpose, .. } => (Some(*key), Some(*purpose)),
+        Action::VerifyKey { key, .. }
+        | Action::Bind { key, .. }
+        | Action::VerifyConsumer { key, .. } => (Some(*key), None),
+        _ => (None, None),
+    };
+    PlannedStep {
+        seq: cmd.seq,
+        step: describe(&cmd.action),
+        kind: cmd.action.name().to_owned(),
+        key,
+        purpose,
+        consumer: cmd.action.consumer().cloned(),
+        calls: calls(plan, observed, cmd),
     }
 }
 
@@ -158,17 +127,19 @@ pub(super) async fn dry_run(
 ) -> Result<DryRun, EngineError> {
     let ctx = Ctx::new(inner, plan, "dry-run");
     let observation = observe(&ctx).await?;
-    let mut machine = Machine::new(request.mode, machine_options(plan, request));
+    let observed: Vec<ConsumerRef> = observation
+        .consumers
+        .iter()
+        .map(|c| c.consumer.clone())
+        .collect();
+    let options = machine_options(plan, request);
+    let mut machine = Machine::new(request.mode, options);
     let mut now = inner.clock.now();
     let mut queue: VecDeque<Command> = machine.outstanding().into();
     let mut steps = Vec::new();
     let mut fresh = 0u32;
     while let Some(cmd) = queue.pop_front() {
-        steps.push(PlannedStep {
-            seq: cmd.seq,
-            step: describe(&cmd.action),
-            calls: calls(plan, &cmd),
-        });
+        steps.push(planned(plan, &observed, &cmd));
         let result = match &cmd.action {
             Action::Observe => StepResult::Observed(observation.clone()),
             Action::Regenerate { .. } => {
@@ -207,6 +178,12 @@ pub(super) async fn dry_run(
         plan: plan.name.clone(),
         account: plan.storage_account.to_string(),
         mode: request.mode,
+        // Incident modes retire at once, whatever the plan says.
+        grace_ms: if request.mode.is_incident() {
+            0
+        } else {
+            u64::try_from(options.grace.num_milliseconds()).unwrap_or(0)
+        },
         decision: match (view.route, view.active, view.standby) {
             (Some(route), Some(active), Some(standby)) => Some(DecisionReport {
                 route,
@@ -219,6 +196,12 @@ pub(super) async fn dry_run(
             Some(Outcome::Refused { reasons }) => Some(reasons.clone()),
             _ => None,
         },
+        unfinished: inner
+            .journal()
+            .unfinished()?
+            .into_iter()
+            .find(|r| r.plan == plan.name)
+            .map(|r| r.id),
         consumers: observation.consumers,
         warnings: view.warnings,
         steps,

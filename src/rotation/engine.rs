@@ -20,21 +20,23 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::progress::Progress;
 use super::report::{DryRun, Inventory, PlanStatus, RotationReport};
 use crate::azure::{self, Azure};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
+use crate::consumer::ConsumerId;
 use crate::exit::Exit;
 use crate::journal::lock::{AccountLock, LockError};
 use crate::journal::{Journal, JournalError, ResumeError};
 use crate::key::KeyName;
-use crate::plan::{ConsumerId, Plan};
+use crate::plan::Plan;
 use crate::resource_id::ResourceId;
-use crate::rotation::machine::{HandleError, Mode, Options};
+use crate::rotation::machine::{HandleError, Mode, Options, ResyncOrder};
 use crate::secret::{FingerprintKeyError, Fingerprinter};
 
 /// How a rotation run should behave.
@@ -58,7 +60,7 @@ impl RotateRequest {
 }
 
 /// Why a rotation was started.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "trigger", rename_all = "snake_case")]
 pub enum Trigger {
     /// `keyflip rotate now`.
@@ -80,9 +82,9 @@ pub struct EngineOptions {
     pub probe_max_backoff: Duration,
     /// How long a workspace `resyncKeys` may run before the bind counts as failed.
     pub resync_deadline: Duration,
-    /// Clock skew tolerated between keyflip and Databricks when comparing a secret's
-    /// `last_updated_timestamp` with the time keyflip wrote it.
-    pub databricks_skew: Duration,
+    /// Clock skew tolerated between keyflip and a service whose values cannot be read
+    /// back, when its update time of a value is compared with the time keyflip wrote it.
+    pub update_skew: Duration,
 }
 
 impl Default for EngineOptions {
@@ -91,7 +93,7 @@ impl Default for EngineOptions {
             probe_backoff: Duration::from_secs(1),
             probe_max_backoff: Duration::from_secs(8),
             resync_deadline: Duration::from_secs(600),
-            databricks_skew: Duration::from_secs(2),
+            update_skew: Duration::from_secs(2),
         }
     }
 }
@@ -316,7 +318,9 @@ impl Engine {
         progress: &dyn Progress,
         cancel: CancellationToken,
     ) -> Result<RotationReport, EngineError> {
-        super::lifecycle::rotate(&self.inner, plan, request, progress, cancel).await
+        super::lifecycle::rotate(&self.inner, plan, request, progress, cancel)
+            .instrument(crate::logging::plan_span(&plan.name))
+            .await
     }
 
     /// Reads live state and changes nothing in Azure or the journal: the decision and
@@ -326,7 +330,9 @@ impl Engine {
         plan: &Plan,
         request: RotateRequest,
     ) -> Result<DryRun, EngineError> {
-        super::dry_run::dry_run(&self.inner, plan, &request).await
+        super::dry_run::dry_run(&self.inner, plan, &request)
+            .instrument(crate::logging::plan_span(&plan.name))
+            .await
     }
 
     /// Finishes or rolls back every unfinished rotation in the journal whose plan is in
@@ -355,7 +361,9 @@ impl Engine {
 
     /// Live inventory of one plan (reads only).
     pub async fn observe(&self, plan: &Plan) -> Result<Inventory, EngineError> {
-        super::observe::inventory(&self.inner, plan).await
+        super::observe::inventory(&self.inner, plan)
+            .instrument(crate::logging::plan_span(&plan.name))
+            .await
     }
 
     /// Per plan: active key, key ages, last rotation and outcome, drift, and `next_due`
@@ -371,7 +379,17 @@ impl Engine {
         plan: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RotationReport>, EngineError> {
-        super::status::history(&self.inner, plan, limit)
+        super::status::history(&self.inner, plan, None, limit)
+    }
+
+    /// [`Engine::history`] of rotations started at or after `since`.
+    pub fn history_since(
+        &self,
+        plan: Option<&str>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        limit: usize,
+    ) -> Result<Vec<RotationReport>, EngineError> {
+        super::status::history(&self.inner, plan, since, limit)
     }
 
     /// Drift repair: binds one consumer to `key` (its current value) and verifies it,
@@ -384,7 +402,9 @@ impl Engine {
         progress: &dyn Progress,
         cancel: CancellationToken,
     ) -> Result<RotationReport, EngineError> {
-        super::repair::repair(&self.inner, plan, consumer, key, progress, cancel).await
+        super::repair::repair(&self.inner, plan, consumer, key, progress, cancel)
+            .instrument(crate::logging::plan_span(&plan.name))
+            .await
     }
 }
 
@@ -395,6 +415,7 @@ pub(super) fn machine_options(plan: &Plan, request: &RotateRequest) -> Options {
         grace: chrono::TimeDelta::from_std(grace).unwrap_or(chrono::TimeDelta::MAX),
         verify_budget: plan.rotation.verify_budget,
         retire_attempts: plan.rotation.retire_attempts,
+        resync: ResyncOrder::Last,
     }
 }
 

@@ -8,13 +8,16 @@
 //! task, so a crash (or a fail point) drops every one of them at once.
 //!
 //! Two orderings are the executor's own:
-//! - A workspace `resyncKeys` goes last in its batch of binds: Azure chooses which key
-//!   a workspace takes and a resync cannot be steered back, so it runs only once every
-//!   other consumer of the batch has moved. When one of them failed and the rotation is
-//!   rolling back, the resync is not attempted at all (its bind is answered as failed
-//!   without being sent), and the workspace never leaves the old key. The same holds
-//!   for any forward bind still outstanding once a rollback has started (after a
-//!   crash, for one): it is answered as not attempted, since it would be undone.
+//! - The machine itself issues the bind of a consumer
+//!   [`steered_by_azure`](crate::rotation::machine::steered_by_azure) (an ML
+//!   workspace's `resyncKeys`: Azure chooses which key it takes and a resync cannot be
+//!   steered back) only once every other consumer was bound and verified, and after it
+//!   nothing rolls back. Only `revoke_first`, where nothing rolls back at all, binds a
+//!   workspace in one batch with the rest. There, and for any consumer that binds last
+//!   ([`bind_last`](crate::consumer::Capabilities::bind_last)), the bind waits until
+//!   every other bind of its batch has answered. Any forward bind still outstanding
+//!   once a rollback has started (a deferred one, or after a crash an in-doubt one) is
+//!   answered as not attempted instead of being sent, since it would be undone.
 //! - Cancellation is checked only between journaled steps: effects in flight finish and
 //!   are recorded; reads and waits in flight are abandoned (an abandoned wait resumes
 //!   from its absolute deadline; a read is simply done again).
@@ -42,8 +45,9 @@ use super::observe::observe;
 use super::progress::{Progress, ProgressEvent};
 use super::report::{IncidentReportPaths, RotationReport};
 use super::step::{Ctx, Done};
+use crate::consumer::ConsumerId;
 use crate::rotation::machine::{
-    Action, Command, ConsumerKind, Event, Machine, Outcome, Phase, StepResult,
+    Action, Command, Event, Failure, FailureKind, Machine, Outcome, Phase, StepResult,
 };
 
 /// Called after every durable journal write; with the `failpoints` feature a test can
@@ -75,8 +79,9 @@ pub(super) struct Run<'c, 'a> {
     pub(super) intents: HashSet<u32>,
     /// Commands a crashed run had started without recording their result.
     pub(super) in_doubt: HashSet<u32>,
-    /// When each consumer's latest bind was started (Databricks is verified by it).
-    pub(super) bound_at: HashMap<String, DateTime<Utc>>,
+    /// When each consumer's latest bind was started (a consumer whose value cannot be
+    /// read back is verified by it).
+    pub(super) bound_at: HashMap<ConsumerId, DateTime<Utc>>,
     pub(super) queue: VecDeque<Command>,
     pub(super) decided: bool,
     binds_running: usize,
@@ -94,8 +99,9 @@ fn abandonable(action: &Action) -> bool {
     )
 }
 
-fn is_workspace_bind(action: &Action) -> bool {
-    matches!(action, Action::Bind { consumer, .. } if consumer.kind == ConsumerKind::Workspace)
+/// A bind of a consumer that must be bound after the rest of its batch.
+fn binds_last(action: &Action) -> bool {
+    matches!(action, Action::Bind { consumer, .. } if consumer.capabilities.bind_last)
 }
 
 /// The result in words, for progress output.
@@ -105,7 +111,7 @@ fn detail(result: &StepResult) -> Option<String> {
             Some(format!("disabled version(s) {}", versions.join(", ")))
         }
         StepResult::Regenerated { fingerprint, .. } => Some(format!("now {fingerprint}")),
-        other => other.failure().map(str::to_owned),
+        other => other.failure().map(ToString::to_string),
     }
 }
 
@@ -151,9 +157,26 @@ impl<'c, 'a> Run<'c, 'a> {
         })?;
         self.intents.insert(cmd.seq);
         if let Action::Bind { consumer, .. } = &cmd.action {
-            self.bound_at.insert(consumer.id.0.clone(), at);
+            self.bound_at.insert(consumer.id.clone(), at);
         }
         Ok(())
+    }
+
+    /// Queues commands and tells progress which steps are coming, so a display can
+    /// print a batch in order whatever order its steps finish in.
+    pub(super) fn enqueue(&mut self, commands: Vec<Command>) {
+        let seqs: Vec<u32> = commands
+            .iter()
+            .filter(|c| !matches!(c.action, Action::Finish { .. }))
+            .map(|c| c.seq)
+            .collect();
+        if !seqs.is_empty() {
+            self.progress.event(&ProgressEvent::Issued {
+                rotation_id: self.id().to_owned(),
+                seqs,
+            });
+        }
+        self.queue.extend(commands);
     }
 
     /// Feeds an event to the machine and queues what it issues.
@@ -165,7 +188,7 @@ impl<'c, 'a> Run<'c, 'a> {
                 rotation_id: self.id().to_owned(),
                 error,
             })?;
-        self.queue.extend(issued);
+        self.enqueue(issued);
         if !self.decided {
             let view = self.machine.view();
             if let (Some(route), Some(active), Some(standby)) =
@@ -191,6 +214,7 @@ impl<'c, 'a> Run<'c, 'a> {
         took: Duration,
     ) -> Result<(), EngineError> {
         let at = self.inner().clock.now();
+        let note = done.note;
         let event = Event::Answer {
             seq: cmd.seq,
             at,
@@ -207,10 +231,10 @@ impl<'c, 'a> Run<'c, 'a> {
         self.progress.event(&ProgressEvent::StepFinished {
             rotation_id: self.id().to_owned(),
             seq: cmd.seq,
-            kind: cmd.action.name(),
+            kind: cmd.action.name().to_owned(),
             step: super::describe::step(&cmd.action),
             ok: result.failure().is_none(),
-            detail: detail(result),
+            detail: note.or_else(|| detail(result)),
             duration: took,
             request_id: done.request_id,
         });
@@ -221,7 +245,7 @@ impl<'c, 'a> Run<'c, 'a> {
         self.progress.event(&ProgressEvent::StepStarted {
             rotation_id: self.id().to_owned(),
             seq: cmd.seq,
-            kind: cmd.action.name(),
+            kind: cmd.action.name().to_owned(),
             step: super::describe::step(&cmd.action),
         });
         if let Action::WaitUntil { at } = &cmd.action {
@@ -249,7 +273,7 @@ impl<'c, 'a> Run<'c, 'a> {
         let bound_at = cmd
             .action
             .consumer()
-            .and_then(|c| self.bound_at.get(&c.id.0).copied());
+            .and_then(|c| self.bound_at.get(&c.id).copied());
         if matches!(cmd.action, Action::Bind { .. }) {
             self.binds_running += 1;
         }
@@ -294,10 +318,11 @@ impl<'c, 'a> Run<'c, 'a> {
                     continue;
                 }
                 let other_binds = self.binds_running > 0
-                    || self.queue.iter().any(|c| {
-                        matches!(c.action, Action::Bind { .. }) && !is_workspace_bind(&c.action)
-                    });
-                if is_workspace_bind(&cmd.action) && other_binds {
+                    || self
+                        .queue
+                        .iter()
+                        .any(|c| matches!(c.action, Action::Bind { .. }) && !binds_last(&c.action));
+                if binds_last(&cmd.action) && other_binds {
                     deferred.push(cmd);
                     continue;
                 }
@@ -339,8 +364,8 @@ impl<'c, 'a> Run<'c, 'a> {
 
     /// A forward bind (to the standby) while the rotation is rolling back: the
     /// machine binds every consumer back anyway, so it is not sent. This is what keeps
-    /// a deferred (or, after a crash, in-doubt) workspace resync from moving the
-    /// workspace to a key it would then have to be moved off again.
+    /// a deferred (or, after a crash, in-doubt) bind-last consumer (a workspace resync)
+    /// from moving to a key it would then have to be moved off again.
     fn rolling_back_past(&self, cmd: &Command) -> bool {
         let Action::Bind { key, .. } = &cmd.action else {
             return false;
@@ -353,14 +378,15 @@ impl<'c, 'a> Run<'c, 'a> {
         self.record_intent(cmd)?;
         self.progress_started(cmd);
         let done = Done::ok(StepResult::BindFailed {
-            reason:
-                "not attempted: the rotation is rolling back, so this consumer stays on the old key"
-                    .into(),
+            reason: Failure::new(
+                FailureKind::NotAttempted,
+                "not attempted: the rotation is rolling back, so this consumer stays on the old key",
+            ),
         });
         self.answer(cmd, done, Duration::ZERO)
     }
 
-    /// The workspace binds held back until the rest of their batch answered: performed,
+    /// The bind-last binds held back until the rest of their batch answered: performed,
     /// or, when the rotation turned back meanwhile, answered as not attempted.
     fn release(
         &mut self,

@@ -21,6 +21,7 @@ use crate::journal::RotationRecord;
 use crate::key::KeyName;
 use crate::rotation::machine::{
     ConsumerKind, ConsumerStatus, Happening, Mode, Note, Outcome, Purpose, StepResult, View,
+    Warning,
 };
 use crate::secret::Fingerprint;
 
@@ -75,7 +76,7 @@ struct IncidentReport {
     keys_regenerated: Vec<KeyDeath>,
     consumers_rebound: Vec<Rebound>,
     versions_disabled: Vec<Disabled>,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
     sas_warning: &'static str,
     advice: &'static str,
     timeline: Vec<Moment>,
@@ -127,7 +128,7 @@ fn happening(what: &Happening) -> String {
                     .collect::<Vec<_>>()
                     .join("; ")
             ),
-            Note::Warning { text } => format!("warning: {text}"),
+            Note::Warning { warning } => format!("warning: {warning}"),
         },
     }
 }
@@ -172,8 +173,8 @@ fn build(record: &RotationRecord, view: &View, finished_at: DateTime<Utc>) -> In
             .iter()
             .filter_map(|c| match c.status {
                 ConsumerStatus::Verified { key } | ConsumerStatus::Bound { key } => Some(Rebound {
-                    consumer: c.consumer.id.0.clone(),
-                    kind: c.consumer.kind,
+                    consumer: c.consumer.id.to_string(),
+                    kind: c.consumer.kind(),
                     key,
                     fingerprint: view.target.filter(|_| target_key == Some(key)),
                 }),
@@ -185,7 +186,7 @@ fn build(record: &RotationRecord, view: &View, finished_at: DateTime<Utc>) -> In
             .iter()
             .filter(|c| !c.disabled_versions.is_empty())
             .map(|c| Disabled {
-                consumer: c.consumer.id.0.clone(),
+                consumer: c.consumer.id.to_string(),
                 versions: c.disabled_versions.clone(),
             })
             .collect(),

@@ -14,8 +14,8 @@
 //! | `Staging` | `Regenerate(standby, stage)` |
 //! | `VerifyingKey` | `VerifyKey(standby)`; with `revoke_first` after the revoke `VerifyKey(active, fresh value)`, or a backoff wait |
 //! | `Revoking` | `Regenerate(leaked, revoke)`, or the backoff `WaitUntil` before a retry |
-//! | `Binding` | one `Bind(consumer, target)` per consumer (with `revoke_first`: or a backoff wait) |
-//! | `VerifyingConsumers` | one `VerifyConsumer(consumer, target)` per bound consumer |
+//! | `Binding` | one `Bind(consumer, target)` per consumer of the round (where the round only goes forward: or a backoff wait) |
+//! | `VerifyingConsumers` | one `VerifyConsumer(consumer, target)` per consumer bound in the round |
 //! | `Committing` | `Commit` |
 //! | `Grace` | `WaitUntil(committed + grace)` |
 //! | `Retiring` | `Regenerate(active, retire)`, or a backoff wait |
@@ -25,19 +25,23 @@
 //!
 //! Routes (decided at precheck, see `precheck`). The *target* is the key and value
 //! consumers move to: the standby's (staged, or as it is), or with `revoke_first` the
-//! active key's value after its revoke.
+//! active key's value after its revoke. *Swap* below is Binding → VerifyingConsumers
+//! for every consumer whose key keyflip chooses, then, when there is an ML workspace
+//! (a consumer [`steered_by_azure`]), Binding → VerifyingConsumers again for it: its
+//! resync, issued only once every other consumer was verified on the target (see
+//! "The resync goes last").
 //!
-//! - `Scheduled`: Staging → VerifyingKey → Binding → VerifyingConsumers → Committing
-//!   → Grace (skipped when grace ≤ 0) → Retiring → Completed.
+//! - `Scheduled`: Staging → VerifyingKey → swap → Committing → Grace (skipped when
+//!   grace ≤ 0) → Retiring → Completed.
 //! - `LeakedBoth`: as `Scheduled` with no grace, then Cleanup (both observed
 //!   fingerprints) → Completed.
 //! - `LeakedActive` (no ML workspace among the consumers): VerifyingKey (the existing
-//!   standby) → Binding → VerifyingConsumers → Committing → Retiring (no grace) →
-//!   Cleanup (the leaked fingerprint) → Completed.
+//!   standby) → swap (one round) → Committing → Retiring (no grace) → Cleanup (the
+//!   leaked fingerprint) → Completed.
 //! - `LeakedActive { stage_standby }` (an ML workspace is a consumer): Staging →
-//!   VerifyingKey → Binding → VerifyingConsumers → Committing → Retiring (no grace) →
-//!   Cleanup (the leaked fingerprint) → Completed. A workspace resync takes the
-//!   account's newest key, which the existing standby may not be; a staged one is.
+//!   VerifyingKey → swap (the workspace's resync last) → Committing → Retiring (no
+//!   grace) → Cleanup (the leaked fingerprint) → Completed. A workspace resync takes
+//!   the account's newest key, which the existing standby may not be; a staged one is.
 //! - `LeakedActive { revoke_first }`: VerifyingKey (the standby, so the only working
 //!   key is never killed when the other does not work) → Revoking → VerifyingKey (the
 //!   revoked key's fresh value) → Binding (to that value: the same key name as
@@ -45,7 +49,9 @@
 //!   fingerprint) → Completed. The standby is left as it was: after the revoke the
 //!   fresh value is the newest key, the one a workspace resync takes. After the revoke
 //!   nothing can roll back: a rejected fresh value, failed binds and verifications are
-//!   retried (backoff, up to `retire_attempts` rounds), then the rotation parks.
+//!   retried (backoff, up to `retire_attempts` rounds), then the rotation parks. So
+//!   every consumer, a workspace included, is bound in one round: holding the
+//!   workspace back would keep it down longer and protect nothing.
 //! - `LeakedStandby`: Revoking → Cleanup → Completed; no consumer is touched.
 //!
 //! # Transitions
@@ -62,7 +68,7 @@
 //! | T4 | Prechecking | `Observed`, route `LeakedStandby` | `Regenerate(leaked, revoke)` → Revoking |
 //! | T5 | Staging | `Regenerated` | `VerifyKey(standby, new fp)` → VerifyingKey |
 //! | T6 | Staging | `RegenerateFailed` | roll back (nothing to undo) |
-//! | T7 | VerifyingKey | `KeyVerified` (but T8) | `Bind(target)` every consumer → Binding |
+//! | T7 | VerifyingKey | `KeyVerified` (but T8) | `Bind(target)` every consumer not steered by Azure (every consumer with `revoke_first`) → Binding (first round); none → as T17 |
 //! | T8 | VerifyingKey | `KeyVerified`, `revoke_first`, before the revoke | `Regenerate(active, revoke)` → Revoking |
 //! | T9 | VerifyingKey | `KeyRejected`, before any revoke | roll back |
 //! | T10 | Revoking | `Regenerated`, `LeakedStandby` | Cleanup (T26) |
@@ -74,13 +80,14 @@
 //! | T13 | Revoking, Retiring, RollingBack(discard) | `RegenerateFailed`, `retire_attempts` reached | `Finish(NeedsAttention: RetriesExhausted)` |
 //! | T14 | Revoking, Retiring, RollingBack(discard) | `Waited` (backoff) | the same `Regenerate` again, same `before` |
 //! | T15 | Binding | `Bound`, batch not done | wait |
-//! | T16 | Binding | `BindFailed` | roll back |
-//! | T17 | Binding | batch done, all bound | `VerifyConsumer` every bound consumer → VerifyingConsumers |
-//! | T18 | VerifyingConsumers | `ConsumerMismatch` | roll back |
-//! | T19 | VerifyingConsumers | batch done, all verified | `Commit` → Committing |
-//! | T20 | Binding, VerifyingConsumers (`revoke_first`) | batch done with failures, rounds left | `WaitUntil(backoff)` → Binding |
-//! | T21 | Binding (`revoke_first`) | `Waited` | `Bind` again each failed consumer |
-//! | T22 | Binding, VerifyingConsumers (`revoke_first`) | batch done with failures, rounds used up | `Finish(NeedsAttention: ConsumersNotMoved)` |
+//! | T16 | Binding (first round, not `revoke_first`) | `BindFailed` | roll back |
+//! | T17 | Binding | batch done, all bound | `VerifyConsumer` every consumer bound in the round → VerifyingConsumers |
+//! | T18 | VerifyingConsumers (first round, not `revoke_first`) | `ConsumerMismatch` | roll back |
+//! | T19 | VerifyingConsumers (first round) | batch done, all verified, consumers steered by Azure (ML workspaces) waiting | `Bind(target)` each of them, its resync → Binding (resync round) |
+//! | T19a | VerifyingConsumers (last round) | batch done, every consumer verified (checked from the step log) | `Commit` → Committing |
+//! | T20 | Binding, VerifyingConsumers (`revoke_first`, or the resync round) | batch done with failures, rounds left | `WaitUntil(backoff)` → Binding |
+//! | T21 | Binding (same) | `Waited` | `Bind` again each failed consumer |
+//! | T22 | Binding, VerifyingConsumers (same) | batch done with failures, rounds used up | `Finish(NeedsAttention: ConsumersNotMoved)` with `revoke_first`, `Finish(NeedsAttention: ResyncFailed)` in the resync round |
 //! | T23 | Committing | `Committed`, `Scheduled`, grace > 0 | `WaitUntil(committed + grace)` → Grace |
 //! | T24 | Committing | `Committed`, no grace (or `LeakedBoth`, `LeakedActive` without `revoke_first`) | `Regenerate(active, retire)` → Retiring |
 //! | T25 | Grace | `Waited` | `Regenerate(active, retire)` → Retiring |
@@ -96,21 +103,62 @@
 //! | T34a | RollingBack(draining) | last in-flight answer, nothing bound, the standby staged | `Regenerate(standby, discard)` → discarding |
 //! | T35 | any but Prechecking | `Reobserved`, every key as recorded (or in doubt) | nothing |
 //! | T36 | any | `Reobserved`, a key consumers rely on (with `revoke_first`, from the revoke on: the active key), or one still to be retired, changed | `Finish(NeedsAttention: Drift)`, in-doubt commands listed |
-//! | T37 | VerifyingKey, Binding, VerifyingConsumers | `Reobserved`, the standby changed before commit (and before any revoke) | roll back (cause: drift) |
+//! | T37 | VerifyingKey, Binding, VerifyingConsumers (first round) | `Reobserved`, the standby changed before commit (and before any revoke) | roll back (cause: drift) |
+//! | T37a | Binding, VerifyingConsumers (resync round) | `Reobserved`, the standby changed | `Finish(NeedsAttention: Drift)`: a resync cannot be rolled back |
 //! | T38 | any | `Reobserved`, a key no consumer relies on changed: one this rotation already retired or discarded, the standby during a rollback or once a `revoke_first` revoke was issued, the leaked standby | note it, take it as the new `before`, go on |
 //! | T39 | finished | any event | error, nothing changes |
 //! | T40 | any | answer to an unknown or answered seq, or of the wrong kind | error, nothing changes |
+//! | T41 | any | an answer its stage does not expect, a stage that cannot act on what it holds (see "Failing closed"), or nothing left in flight | `Finish(NeedsAttention: InternalError)`, naming it |
+//!
+//! # The resync goes last
+//!
+//! An ML workspace is not given a key: it is told to resync, and takes the key Azure
+//! picks (the account's newest, as far as keyflip knows). A rollback's resync would
+//! take the newest key again, the new one, so a workspace that resynced forward can
+//! never be brought back. Its bind is therefore the last step before commit: issued
+//! only once every other consumer was bound *and verified* on the target, which the
+//! staging made the newest key. Before it, any failure rolls back with the workspace
+//! untouched. From it on, nothing rolls back: a failed resync or verification is
+//! retried with the retire backoff, and after `retire_attempts` rounds the rotation
+//! parks (`ResyncFailed`) with every other consumer on the target, which works, and
+//! both keys valid. [`steered_by_azure`] is the one place that says which consumers
+//! these are. The order is an option journaled with the rotation: one journaled before
+//! it existed ran with the workspace in the first round, and replays and resumes that
+//! way ([`ResyncOrder::WithTheRest`]).
 //!
 //! # Rollback
 //!
-//! A failure before commit first lets every in-flight command answer (so a late
-//! forward `Bind` cannot land after the bind back), then binds back every consumer a
-//! forward `Bind` was issued to, whatever its result, because it may have happened.
-//! Then each is verified on the old key, and Key Vault consumers get the versions
-//! holding the new value disabled. Only when every one is back is the standby
-//! regenerated once more (`Discard`); a staged standby is discarded even when no
-//! consumer had been bound (it failed verification). A rollback that cannot bring everyone back
-//! parks. The commit marker is the point after which nothing rolls back.
+//! A failure before commit and before any resync first lets every in-flight command
+//! answer (so a late forward `Bind` cannot land after the bind back), then binds back
+//! every consumer a forward `Bind` was issued to, whatever its result, because it may
+//! have happened. Then each is verified on the old key, and Key Vault consumers get
+//! the versions holding the new value disabled. Only when every one is back is the
+//! standby regenerated once more (`Discard`); a staged standby is discarded even when
+//! no consumer had been bound (it failed verification). A rollback that cannot bring
+//! everyone back parks. A workspace resync is never part of a rollback: none was
+//! issued before one starts. The first resync (or, without one, the commit marker) is
+//! the point after which nothing rolls back.
+//!
+//! # Failing closed
+//!
+//! Before the precheck passes the machine knows nothing to act on; after it, the
+//! decision and each key as last known live in `Decided`, beside the stage, and each
+//! stage carries what it acts on (the value being verified, the target consumers move
+//! to, the proofs below). No step reads a value that might be missing, so none picks a
+//! default for one.
+//!
+//! `Commit` is issued only with an `AllVerified`, and the retire (the point of no
+//! return) only with the `Committed` made from it. Both are zero-sized values that
+//! only the `proof` module can make: `AllVerified` only by a check of the step log
+//! itself (every consumer's latest bind or verification is a `VerifyConsumer` of the
+//! key and value consumers move to, answered `ConsumerVerified`), so a path that skips
+//! verification does not compile.
+//!
+//! Whatever the machine cannot explain (T41: an answer its stage does not expect, a
+//! failure where the swap can still roll back that did not, a rollback that does not
+//! know the value consumers were bound to, a stage with nothing in flight) parks the
+//! rotation as `NeedsAttention: InternalError` naming it. The random-run test holds
+//! every reachable path to never ending there.
 //!
 //! # Replay
 //!
@@ -125,9 +173,11 @@
 
 mod advance;
 mod drift;
+mod failure;
 mod forward;
 mod outcome;
 mod precheck;
+mod proof;
 mod rollback;
 mod types;
 mod view;
@@ -139,6 +189,7 @@ mod tests;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+pub use failure::{Failure, FailureKind, Warning, WarningKind};
 pub use outcome::*;
 pub use precheck::Route;
 pub use types::*;
@@ -146,7 +197,19 @@ pub use view::{ConsumerStatus, ConsumerView, Happening, Note, Phase, TimelineEnt
 
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
-use precheck::Decision;
+use proof::{AllVerified, Committed};
+
+/// Whether Azure, not keyflip, picks the key this consumer takes when it is bound: a
+/// consumer that takes the newest key on resync
+/// ([`Capabilities::takes_newest_key_on_resync`]: an ML workspace's `resyncKeys` makes
+/// it take the account's newest key, as far as keyflip knows; Azure does not document
+/// the choice). Such a bind cannot be steered back, so it waits until every other
+/// consumer was bound and verified, and once it was issued nothing rolls back (a
+/// rotation journaled before record schema 2 replays with [`ResyncOrder::WithTheRest`]
+/// instead). The one place that decides it.
+pub fn steered_by_azure(consumer: &ConsumerRef) -> bool {
+    consumer.capabilities.takes_newest_key_on_resync
+}
 
 /// The first wait between retries of a step that cannot roll back.
 pub const RETRY_FIRST_BACKOFF: TimeDelta = TimeDelta::seconds(10);
@@ -215,31 +278,179 @@ enum Entry {
     Noted(DateTime<Utc>, Note),
 }
 
-/// The phase and its counters. `failures` counts failed rounds of a step that retries
-/// instead of rolling back; in `VerifyingKey` only the revoked key's fresh value
-/// (`revoke_first`) is retried.
+/// What a passed precheck decided, and each key as last known: everything the steps
+/// after it act on. Only the precheck makes one, and every later stage lives beside
+/// it in [`State::Decided`], so no step can meet a rotation that was not decided.
+#[derive(Clone, Debug, PartialEq)]
+struct Decided {
+    route: Route,
+    /// The key every known consumer held at observation.
+    active: KeyName,
+    /// The other key: moved to, revoked (the leaked standby), or with `revoke_first`
+    /// only checked before the revoke.
+    standby: KeyName,
+    /// Fingerprints of leaked values as first observed, disabled in Key Vault at the end.
+    leaked: Vec<Fingerprint>,
+    /// Each key as last known (index 0 = key1): observed, then from `Regenerated` and
+    /// from drift a restart found and accepted.
+    last: [KeyState; 2],
+    /// When the consumers Azure steers are bound (from the options).
+    resync: ResyncOrder,
+}
+
+impl Decided {
+    /// The key consumers end on: the standby, or with `revoke_first` (and for the
+    /// leaked standby, where nobody moves) the active key.
+    fn moves_to(&self) -> KeyName {
+        match self.route {
+            Route::LeakedStandby
+            | Route::LeakedActive {
+                revoke_first: true, ..
+            } => self.active,
+            Route::Scheduled
+            | Route::LeakedBoth
+            | Route::LeakedActive {
+                revoke_first: false,
+                ..
+            } => self.standby,
+        }
+    }
+
+    fn last(&self, key: KeyName) -> KeyState {
+        self.last[index(key)]
+    }
+}
+
+/// Where a rotation stands.
 #[derive(Clone, Debug, PartialEq)]
 enum State {
+    /// `Observe` is in flight; nothing is decided yet.
     Prechecking,
+    /// The precheck passed: what it decided, and the stage reached since.
+    Decided { decided: Box<Decided>, stage: Stage },
+    /// Finished before anything was decided (refused).
+    Ended,
+}
+
+/// A decided rotation's stage, with what that stage needs to act: the value being
+/// verified or moved to, and the proofs that let it commit and retire. `failures`
+/// counts failed rounds of a step that retries instead of rolling back.
+#[derive(Clone, Debug, PartialEq)]
+enum Stage {
     Staging,
-    VerifyingKey { failures: u32 },
-    Revoking { failures: u32 },
-    Binding { failures: u32 },
-    VerifyingConsumers { failures: u32 },
-    Committing,
-    Grace,
-    Retiring { failures: u32 },
+    /// `VerifyKey(check's key, value)` in flight, or the backoff before it again.
+    VerifyingKey {
+        check: KeyCheck,
+        value: Fingerprint,
+        failures: u32,
+    },
+    Revoking {
+        failures: u32,
+    },
+    /// `round`'s consumers are being bound to `target` (or, when that round only goes
+    /// forward, a backoff wait before binding the failed ones again).
+    Binding {
+        target: Fingerprint,
+        round: Round,
+        failures: u32,
+    },
+    VerifyingConsumers {
+        target: Fingerprint,
+        round: Round,
+        failures: u32,
+    },
+    /// `Commit` in flight; only a check of every consumer reaches here.
+    Committing {
+        verified: AllVerified,
+    },
+    Grace {
+        committed: Committed,
+    },
+    Retiring {
+        committed: Committed,
+        failures: u32,
+    },
     Cleanup,
-    RollingBack { cause: Cause, step: Rollback },
+    RollingBack {
+        cause: Cause,
+        step: Rollback,
+    },
     Finished,
+}
+
+impl Stage {
+    /// The value consumers were bound to, once a forward `Bind` may have been issued.
+    fn moved_to(&self) -> Option<Fingerprint> {
+        match self {
+            Stage::Binding { target, .. } | Stage::VerifyingConsumers { target, .. } => {
+                Some(*target)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Which consumers a round of binds and verifications moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Round {
+    /// Every consumer whose key keyflip chooses; with `revoke_first` every consumer.
+    Steerable,
+    /// After the first round was verified: consumers Azure steers (an ML workspace's
+    /// resync). From its first bind on nothing rolls back.
+    Resync,
+}
+
+impl Decided {
+    /// Whether the consumer waits for the resync round: Azure picks its key, and the
+    /// route can still roll back (with `revoke_first` nothing can, and a consumer held
+    /// back would only stay down longer).
+    fn held_back(&self, consumer: &ConsumerRef) -> bool {
+        steered_by_azure(consumer) && !self.route.revoke_first() && self.resync == ResyncOrder::Last
+    }
+
+    /// Whether a failure in `round` goes forward (retry, then park) instead of back.
+    fn forward_only(&self, round: Round) -> bool {
+        self.route.revoke_first() || round == Round::Resync
+    }
+}
+
+/// Which value a `VerifyKey` checks, and so what its answer leads to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum KeyCheck {
+    /// The value consumers move to (staged, or the existing standby): a rejection
+    /// rolls back.
+    Target,
+    /// With `revoke_first`: the standby, so the only working key is never revoked while
+    /// the other does not work. Consumers do not move to it.
+    BeforeRevoke,
+    /// With `revoke_first`: the revoked key's fresh value. Nothing rolls back any more,
+    /// so a rejection is retried after a backoff.
+    Fresh,
+}
+
+impl KeyCheck {
+    fn key(self, d: &Decided) -> KeyName {
+        match self {
+            KeyCheck::Target | KeyCheck::BeforeRevoke => d.standby,
+            KeyCheck::Fresh => d.active,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Rollback {
-    Draining,
-    BindingBack,
+    /// Letting in-flight commands answer. `moved_to` is the value consumers were bound
+    /// to, when a forward `Bind` was issued.
+    Draining {
+        moved_to: Option<Fingerprint>,
+    },
+    BindingBack {
+        moved_to: Fingerprint,
+    },
     VerifyingBack,
-    Discarding { failures: u32 },
+    Discarding {
+        failures: u32,
+    },
 }
 
 /// What the answered command was, copied out so the step list is not borrowed
@@ -267,15 +478,9 @@ pub struct Machine {
     /// Issued, unanswered commands other than `Finish`.
     in_flight: usize,
     state: State,
-    decision: Option<Decision>,
-    /// Each key as last known (index 0 = key1), from observation and `Regenerated`.
-    last: Option<[KeyState; 2]>,
-    /// The fingerprint consumers move to.
-    target: Option<Fingerprint>,
-    committed_at: Option<DateTime<Utc>>,
     consumers: Vec<Track>,
     regenerations: Vec<Regeneration>,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
     timeline: Vec<Entry>,
 }
 
@@ -297,10 +502,6 @@ impl Machine {
             steps: Vec::with_capacity(16),
             in_flight: 0,
             state: State::Prechecking,
-            decision: None,
-            last: None,
-            target: None,
-            committed_at: None,
             consumers: Vec::new(),
             regenerations: Vec::new(),
             warnings: Vec::new(),
@@ -363,7 +564,14 @@ impl Machine {
     }
 
     pub fn is_finished(&self) -> bool {
-        self.state == State::Finished
+        matches!(
+            self.state,
+            State::Ended
+                | State::Decided {
+                    stage: Stage::Finished,
+                    ..
+                }
+        )
     }
 
     /// The outcome, once finished.
@@ -387,16 +595,56 @@ impl Machine {
                 self.steps[i].answer = Some((*at, result.clone()));
                 self.in_flight -= 1;
                 self.timeline.push(Entry::Answered(*seq));
-                let kind = self.record(i, *at, result);
-                let state = std::mem::replace(&mut self.state, State::Finished);
-                self.state = self.advance(state, i, kind, *at, result, &mut out);
+                let state = std::mem::replace(&mut self.state, State::Ended);
+                self.state = match (state, result) {
+                    (State::Prechecking, StepResult::Observed(obs)) => {
+                        self.precheck(*at, obs, &mut out)
+                    }
+                    (State::Decided { mut decided, stage }, _) => {
+                        let kind = self.record(&mut decided, i, *at, result);
+                        let stage = self.advance(&decided, stage, i, kind, *at, result, &mut out);
+                        State::Decided { decided, stage }
+                    }
+                    // Only `Observe` is issued before the precheck, and only `Observed`
+                    // answers it; an ended machine was refused above.
+                    _ => {
+                        let what = format!(
+                            "`{}` answered step {seq} before the precheck decided anything",
+                            result.name()
+                        );
+                        self.impossible(*at, what, &mut out);
+                        State::Ended
+                    }
+                };
             }
             Event::Reobserved { at, observation } => {
-                let state = std::mem::replace(&mut self.state, State::Finished);
+                let state = std::mem::replace(&mut self.state, State::Ended);
                 self.state = self.reobserved(state, *at, observation, &mut out);
             }
         }
+        self.never_stuck(event.at(), &mut out);
         Ok(out)
+    }
+
+    /// Every stage but the end waits for an answer. With nothing in flight none can
+    /// come: the rotation would stall, so it parks.
+    fn never_stuck(&mut self, at: DateTime<Utc>, out: &mut Vec<Command>) {
+        if self.is_finished() || self.in_flight > 0 {
+            return;
+        }
+        let what = format!(
+            "the rotation is {:?} with no command in flight, so nothing can move it on",
+            self.phase()
+        );
+        self.impossible(at, what, out);
+        let state = std::mem::replace(&mut self.state, State::Ended);
+        self.state = match state {
+            State::Decided { decided, .. } => State::Decided {
+                decided,
+                stage: Stage::Finished,
+            },
+            _ => State::Ended,
+        };
     }
 
     fn step_index(&self, seq: u32) -> Option<usize> {
@@ -449,8 +697,8 @@ impl Machine {
         self.timeline.push(Entry::Noted(at, note));
     }
 
-    fn warn(&mut self, at: DateTime<Utc>, text: String) {
-        self.warnings.push(text.clone());
-        self.note(at, Note::Warning { text });
+    fn warn(&mut self, at: DateTime<Utc>, warning: Warning) {
+        self.warnings.push(warning.clone());
+        self.note(at, Note::Warning { warning });
     }
 }

@@ -9,22 +9,21 @@ pub mod engine;
 mod executor;
 mod incident;
 mod lifecycle;
-mod observe;
+pub(crate) mod observe;
 pub mod progress;
 mod repair;
 pub mod report;
 mod status;
-mod step;
-mod target;
-mod value;
+pub(crate) mod step;
 
 pub mod machine;
 
 pub use engine::{Engine, EngineError, EngineOptions, RotateRequest, Trigger};
+pub use incident::{SAS_WARNING, SHARED_KEY_ADVICE};
 pub use observe::required_permissions;
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use report::{
-    DecisionReport, DryRun, IncidentReportPaths, Inventory, KeyPair, LastRotation, PlanStatus,
-    PlannedStep, RotationReport, StepReport,
+    CallService, DecisionReport, DryRun, IncidentReportPaths, Inventory, KeyPair, LastRotation,
+    ParkedStatus, PlanStatus, PlannedCall, PlannedStep, RotationReport, RunningJob, ScheduleStatus,
+    StepReport,
 };
-pub use value::account_key;

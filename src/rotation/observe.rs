@@ -10,88 +10,50 @@
 //! already known to be missing is not even sent. Other failures (an account or a
 //! secret that does not exist, Azure unreachable) are errors: nothing can be decided.
 //!
-//! A Databricks secret cannot be read back: what it holds comes from the journal (the
-//! key keyflip last bound it to), unless its `last_updated_timestamp` says someone
-//! wrote it after keyflip did, which makes it unknown. A Key Vault-backed Databricks
-//! scope is not a Databricks consumer at all (Databricks reads the vault), which the
-//! precheck refuses with the fix.
+//! What each consumer holds is its kind's to say (`crate::consumer`); most read it
+//! ([`by_reading`]), a kind whose value cannot be read back answers from the journal.
 
 use std::collections::HashSet;
 
 use futures::future::join_all;
 
-mod databricks;
-
-use super::consumer::Held;
 use super::engine::{EngineError, Inner};
 use super::report::Inventory;
 use super::step::Ctx;
-use super::target::{Target, consumer_ref, resolve};
 use crate::azure::Error;
 use crate::azure::roles::{Action, actions};
+use crate::consumer::{self, Held, Kind};
 use crate::key::KeyName;
-use crate::plan::{self, Datastores, Plan};
+use crate::plan::Plan;
 use crate::rotation::machine::{
-    ConsumerKind, ConsumerRef, Holding, KeyState, MissingPermission, Observation, ObservedConsumer,
+    ConsumerRef, Holding, KeyState, MissingPermission, Observation, ObservedConsumer,
 };
 use crate::secret::{Fingerprint, StorageKey};
 
-/// The permission checks a plan needs: (scope, actions).
-/// Every action a rotation of `plan` needs, by the scope it is checked at. `doctor`
-/// reports against the same list, so "would block a rotation" means the same there.
+/// Every action a rotation of `plan` needs, by the scope it is checked at: the
+/// storage account's, then the consumers' (each scope once). `doctor` reports against
+/// the same list, so "would block a rotation" means the same there.
 pub fn required_permissions(plan: &Plan) -> Vec<(String, Vec<Action>)> {
-    let mut checks = vec![(
-        plan.storage_account.to_string(),
-        vec![
-            actions::STORAGE_READ,
-            actions::STORAGE_LIST_KEYS,
-            actions::STORAGE_REGENERATE_KEY,
-        ],
-    )];
-    for ws in &plan.ml_workspaces {
-        let mut needed = Vec::new();
-        if ws.resync {
-            needed.extend([
-                actions::ML_WORKSPACE_LIST_KEYS,
-                actions::ML_WORKSPACE_RESYNC_KEYS,
-            ]);
-        }
-        let has_datastores = match &ws.datastores {
-            Datastores::Named(names) => !names.is_empty(),
-            Datastores::Discover => true,
-        };
-        if has_datastores {
-            needed.extend([
-                actions::ML_DATASTORE_READ,
-                actions::ML_DATASTORE_WRITE,
-                actions::ML_DATASTORE_LIST_SECRETS,
-            ]);
-        }
-        if !needed.is_empty() {
-            checks.push((ws.workspace.to_string(), needed));
-        }
-    }
-    let mut vaults = HashSet::new();
-    for kv in &plan.key_vault {
-        if let Some(id) = &kv.vault_id
-            && vaults.insert(id.as_str().to_ascii_lowercase())
-        {
-            checks.push((
-                id.to_string(),
-                vec![
-                    actions::KV_SECRET_GET,
-                    actions::KV_SECRET_SET,
-                    actions::KV_SECRET_READ_METADATA,
-                    actions::KV_SECRET_UPDATE,
-                ],
-            ));
-        }
-    }
+    let mut checks = vec![(plan.storage_account.to_string(), account_actions())];
+    checks.extend(
+        consumer::permissions(plan)
+            .into_iter()
+            .map(|p| (p.scope, p.actions)),
+    );
     checks
 }
 
+/// What a rotation needs on the storage account itself.
+pub(crate) fn account_actions() -> Vec<Action> {
+    vec![
+        actions::STORAGE_READ,
+        actions::STORAGE_LIST_KEYS,
+        actions::STORAGE_REGENERATE_KEY,
+    ]
+}
+
 /// The missing permission behind a 403, or `None` for any other error.
-pub(super) fn denied(error: &Error, action: &Action, scope: &str) -> Option<MissingPermission> {
+pub(crate) fn denied(error: &Error, action: &Action, scope: &str) -> Option<MissingPermission> {
     let denial = error.denial()?;
     Some(MissingPermission {
         action: denial
@@ -107,10 +69,10 @@ pub(super) fn denied(error: &Error, action: &Action, scope: &str) -> Option<Miss
 }
 
 /// Known-missing permissions, so reads that would be refused are not sent.
-struct Lacking(HashSet<(String, String)>);
+pub(crate) struct Lacking(HashSet<(String, String)>);
 
 impl Lacking {
-    fn has(&self, scope: &str, action: &Action) -> bool {
+    pub(crate) fn has(&self, scope: &str, action: &Action) -> bool {
         self.0.contains(&(
             scope.to_ascii_lowercase(),
             action.name().to_ascii_lowercase(),
@@ -204,7 +166,7 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
         }
     };
 
-    let consumers = consumers(ctx, &lacking, &mut missing).await?;
+    let consumers = consumer::consumers(ctx, &lacking, &mut missing).await?;
     let holdings = join_all(
         consumers
             .iter()
@@ -226,70 +188,7 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
     })
 }
 
-/// Every consumer in plan order: Key Vault secrets, then per workspace the workspace
-/// itself (when resynced) and its datastores (named, or discovered and sorted by
-/// name), then Databricks secrets.
-async fn consumers(
-    ctx: &Ctx<'_>,
-    lacking: &Lacking,
-    missing: &mut Vec<MissingPermission>,
-) -> Result<Vec<ConsumerRef>, EngineError> {
-    let plan = ctx.plan;
-    let mut out: Vec<ConsumerRef> = plan
-        .key_vault
-        .iter()
-        .map(|kv| consumer_ref(&kv.id(), ConsumerKind::KeyVaultSecret))
-        .collect();
-    for ws in &plan.ml_workspaces {
-        if let Some(id) = ws.id() {
-            out.push(consumer_ref(&id, ConsumerKind::Workspace));
-        }
-        let names = match &ws.datastores {
-            Datastores::Named(names) => names.clone(),
-            Datastores::Discover => {
-                let scope = ws.workspace.to_string();
-                if lacking.has(&scope, &actions::ML_DATASTORE_READ) {
-                    Vec::new()
-                } else {
-                    match ctx
-                        .inner
-                        .azure
-                        .ml_account_key_datastores(&ws.workspace, &plan.storage_account)
-                        .await
-                    {
-                        Ok(found) => {
-                            let mut names: Vec<String> =
-                                found.into_iter().map(|d| d.name).collect();
-                            names.sort();
-                            names
-                        }
-                        Err(e) => match denied(&e, &actions::ML_DATASTORE_READ, &scope) {
-                            Some(m) => {
-                                missing.push(m);
-                                Vec::new()
-                            }
-                            None => return Err(e.into()),
-                        },
-                    }
-                }
-            }
-        };
-        out.extend(names.iter().map(|name| {
-            consumer_ref(
-                &plan::ConsumerId::datastore(&ws.workspace, name),
-                ConsumerKind::Datastore,
-            )
-        }));
-    }
-    out.extend(
-        plan.databricks
-            .iter()
-            .map(|d| consumer_ref(&d.id(), ConsumerKind::Databricks)),
-    );
-    Ok(out)
-}
-
-pub(super) fn unknown(why: impl Into<String>) -> Holding {
+pub(crate) fn unknown(why: impl Into<String>) -> Holding {
     Holding::Unknown { why: why.into() }
 }
 
@@ -300,42 +199,28 @@ async fn holding(
     keys: [Fingerprint; 2],
     lacking: &Lacking,
 ) -> Result<(Holding, Option<MissingPermission>), EngineError> {
-    let target = resolve(ctx.plan, consumer)?;
-    let (scope, action) = match &target {
-        Target::KeyVault { secret, vault } => (
-            secret
-                .vault_id
-                .as_ref()
-                .map_or_else(|| vault.to_string(), ToString::to_string),
-            actions::KV_SECRET_GET,
-        ),
-        Target::Datastore { workspace, .. } => {
-            (workspace.to_string(), actions::ML_DATASTORE_LIST_SECRETS)
-        }
-        Target::Workspace { workspace } => (workspace.to_string(), actions::ML_WORKSPACE_LIST_KEYS),
-        Target::Databricks { secret, .. } => {
-            return databricks::holding(ctx, consumer, secret, keys).await;
-        }
-    };
+    let target = consumer::resolve(ctx.plan, &consumer.id)?;
+    target.observe(ctx, &consumer.id, keys, lacking).await
+}
+
+/// What a consumer whose value can be read holds: not read when its permission is
+/// known to be missing; a refused read is a missing permission, not an error.
+pub(crate) async fn by_reading<K: Kind + ?Sized>(
+    target: &K,
+    ctx: &Ctx<'_>,
+    keys: [Fingerprint; 2],
+    lacking: &Lacking,
+) -> Result<(Holding, Option<MissingPermission>), EngineError> {
+    let (scope, action) = target.read_permission();
     if lacking.has(&scope, &action) {
         return Ok((
             unknown(format!("keyflip may not read it: it lacks {action}")),
             None,
         ));
     }
-    match ctx.held(&target).await {
+    match target.held(ctx).await {
         Ok(Held::Key(fp)) => Ok((of(fp, keys), None)),
-        Ok(Held::NoKey(why)) => Ok((
-            match target {
-                Target::Workspace { .. } => Holding::Neither,
-                _ => Holding::Unusable {
-                    fix: format!(
-                        "{why}; keyflip rotates only consumers that store the account key: remove it from the plan"
-                    ),
-                },
-            },
-            None,
-        )),
+        Ok(Held::NoKey(why)) => Ok((target.holding_without_key(why), None)),
         Ok(Held::WriteOnly) => Ok((unknown("its value cannot be read back"), None)),
         Err(e) => match denied(&e, &action, &scope) {
             Some(m) => Ok((unknown(format!("keyflip may not read it: {e}")), Some(m))),
@@ -344,7 +229,7 @@ async fn holding(
     }
 }
 
-pub(super) fn of(fp: Fingerprint, keys: [Fingerprint; 2]) -> Holding {
+pub(crate) fn of(fp: Fingerprint, keys: [Fingerprint; 2]) -> Holding {
     if fp == keys[0] {
         Holding::Key(KeyName::Key1)
     } else if fp == keys[1] {

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::key::KeyName;
 use crate::rotation::machine::{Mode, Outcome, Route};
@@ -27,7 +27,7 @@ impl Progress for NoProgress {
     fn event(&self, _: &ProgressEvent) {}
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ProgressEvent {
     /// A new rotation was recorded in the journal.
@@ -50,19 +50,22 @@ pub enum ProgressEvent {
         active: KeyName,
         standby: KeyName,
     },
+    /// Steps the machine issued, to run next (some at once, some after others): a
+    /// display prints their results in this order.
+    Issued { rotation_id: String, seqs: Vec<u32> },
     StepStarted {
         rotation_id: String,
         seq: u32,
         /// The command's stable name (`regenerate`, `bind`, `verify_key`, ...): a
         /// label for metrics and log queries, where `step` is for people.
-        kind: &'static str,
+        kind: String,
         /// What the step does, e.g. `bind Key Vault secret keyvault:…/secrets/x to key2 (fp:…)`.
         step: String,
     },
     StepFinished {
         rotation_id: String,
         seq: u32,
-        kind: &'static str,
+        kind: String,
         step: String,
         ok: bool,
         /// The result in words (a failure's reason, the versions disabled, ...).
@@ -90,6 +93,7 @@ impl ProgressEvent {
             ProgressEvent::Started { rotation_id, .. }
             | ProgressEvent::Resuming { rotation_id, .. }
             | ProgressEvent::Decided { rotation_id, .. }
+            | ProgressEvent::Issued { rotation_id, .. }
             | ProgressEvent::StepStarted { rotation_id, .. }
             | ProgressEvent::StepFinished { rotation_id, .. }
             | ProgressEvent::Waiting { rotation_id, .. }
@@ -101,9 +105,13 @@ impl ProgressEvent {
 mod millis {
     use std::time::Duration;
 
-    use serde::Serializer;
+    use serde::{Deserialize as _, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
     }
 }

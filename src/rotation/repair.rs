@@ -1,6 +1,7 @@
 //! Drift repair: bind one consumer back to a key and verify it, journaled as a small
 //! "repair" rotation of two steps (`Bind`, then `VerifyConsumer`) so that the journal
-//! still knows what every consumer was last bound to (Databricks relies on it) and
+//! still knows what every consumer was last bound to (a consumer whose value cannot
+//! be read back relies on it) and
 //! history shows the repair. Repairs do not go through the state machine: nothing is
 //! regenerated, nothing rolls back. A repair interrupted by a crash is finished by
 //! `resume`, which performs both steps again (both check before they act).
@@ -13,27 +14,13 @@ use super::progress::{Progress, ProgressEvent};
 use super::report::RotationReport;
 use super::status::report_of;
 use super::step::{Ctx, Done};
+use crate::consumer::ConsumerId;
 use crate::journal::{NewRotation, StoredRotation};
 use crate::key::KeyName;
-use crate::plan::{ConsumerId, Plan};
+use crate::plan::Plan;
 use crate::rotation::machine::{
-    Action, Attention, Command, ConsumerKind, ConsumerRef, Event, Mode, Outcome, StepResult,
+    Action, Attention, Command, ConsumerRef, Event, Mode, Outcome, StepResult, Warning, WarningKind,
 };
-
-fn kind_of(id: &ConsumerId) -> Option<ConsumerKind> {
-    let s = id.as_str();
-    if s.starts_with("keyvault:") {
-        Some(ConsumerKind::KeyVaultSecret)
-    } else if s.starts_with("workspace:") {
-        Some(ConsumerKind::Workspace)
-    } else if s.starts_with("datastore:") {
-        Some(ConsumerKind::Datastore)
-    } else if s.starts_with("databricks:") {
-        Some(ConsumerKind::Databricks)
-    } else {
-        None
-    }
-}
 
 /// Whether a stored rotation is a repair (its first command is a `Bind`).
 pub(super) fn is_repair(stored: &StoredRotation) -> bool {
@@ -51,10 +38,8 @@ pub(super) async fn repair(
     progress: &dyn Progress,
     cancel: CancellationToken,
 ) -> Result<RotationReport, EngineError> {
-    let kind = kind_of(consumer).ok_or_else(|| EngineError::Plan {
-        plan: plan.name.clone(),
-        detail: format!("'{consumer}' is not a consumer id"),
-    })?;
+    // Fails early, before anything is journaled, for a consumer the plan does not have.
+    crate::consumer::resolve(plan, consumer)?;
     let _lock = inner.lock(&plan.storage_account)?;
     if let Some(r) = inner.journal().unfinished()?.into_iter().find(|r| {
         r.account
@@ -67,14 +52,12 @@ pub(super) async fn repair(
         });
     }
     let id = uuid::Uuid::new_v4().to_string();
+    crate::logging::record_rotation(&id);
     let ctx = Ctx::new(inner, plan, &id);
     let keys = ctx.keys().await?;
     let fingerprint = ctx.fingerprint_of(&keys, key);
     drop(keys);
-    let consumer = ConsumerRef {
-        id: crate::rotation::machine::ConsumerId(consumer.as_str().to_owned()),
-        kind,
-    };
+    let consumer = ConsumerRef::new(consumer.clone());
     inner.journal().begin(&NewRotation {
         id: id.clone(),
         plan: plan.name.clone(),
@@ -225,7 +208,10 @@ async fn run_from(
         (None, Some(Action::Bind { key, consumer, .. })) => Outcome::Completed {
             active: *key,
             regenerated: vec![],
-            warnings: vec![format!("repair: {consumer} bound to {key}")],
+            warnings: vec![Warning::new(
+                WarningKind::Repaired,
+                format!("repair: {consumer} bound to {key}"),
+            )],
         },
         (failure, _) => Outcome::NeedsAttention {
             reason: Attention::Drift {

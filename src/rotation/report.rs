@@ -1,32 +1,35 @@
 //! What the engine hands back: a [`RotationReport`] per rotation (also what `history`
 //! lists), a [`DryRun`], an [`Inventory`] of one plan and a [`PlanStatus`] per plan.
-//! All are `Serialize` for `--output json` and the daemon's control socket, and hold
-//! key names and fingerprints only, never a key.
+//! All are `Serialize` for `--output json`, and the ones a command prints are also
+//! `Deserialize`: the daemon's control socket carries them as they are, so a command
+//! prints the same whichever process did the work. They hold key names and
+//! fingerprints only, never a key.
 
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::exit::Exit;
 use crate::journal::{RotationRecord, StepRecord};
 use crate::key::KeyName;
 use crate::rotation::machine::{
-    Action, ConsumerView, Holding, KeyState, MissingPermission, Mode, ObservedConsumer, Outcome,
-    RefusalReason, Regeneration, Route, StepResult, View,
+    Action, ConsumerRef, ConsumerView, Holding, KeyState, MissingPermission, Mode,
+    ObservedConsumer, Outcome, Purpose, RefusalReason, Regeneration, Route, StepResult, View,
+    Warning,
 };
 
 use super::engine::Trigger;
 
 /// Where an incident report was written.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentReportPaths {
     pub markdown: PathBuf,
     pub json: PathBuf,
 }
 
 /// The precheck's decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionReport {
     pub route: Route,
     /// The key consumers held.
@@ -36,18 +39,18 @@ pub struct DecisionReport {
 }
 
 /// Both keys at one moment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyPair {
     pub key1: KeyState,
     pub key2: KeyState,
 }
 
 /// One command of a rotation and what became of it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepReport {
     pub seq: u32,
     /// The command's kind (`observe`, `regenerate`, `bind`, ...).
-    pub kind: &'static str,
+    pub kind: String,
     /// The command in words.
     pub step: String,
     pub command: Action,
@@ -64,7 +67,7 @@ impl StepReport {
     pub fn from_record(step: &StepRecord) -> StepReport {
         StepReport {
             seq: step.seq(),
-            kind: step.command.action.name(),
+            kind: step.command.action.name().to_owned(),
             step: step.command.action.to_string(),
             command: step.command.action.clone(),
             intent_at: step.intent_at,
@@ -79,7 +82,7 @@ impl StepReport {
 }
 
 /// One rotation: what `rotate`, `resume` and `history` return.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RotationReport {
     pub rotation_id: String,
     pub plan: String,
@@ -102,7 +105,7 @@ pub struct RotationReport {
     pub keys_after: Option<KeyPair>,
     pub regenerated: Vec<Regeneration>,
     pub consumers: Vec<ConsumerView>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     pub steps: Vec<StepReport>,
     pub incident_report: Option<IncidentReportPaths>,
 }
@@ -194,25 +197,119 @@ impl RotationReport {
 }
 
 /// One step a rotation would take, and the Azure calls it makes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedStep {
     pub seq: u32,
+    /// The step in words (without fingerprints: a dry run's new values are made up).
     pub step: String,
-    /// Every HTTP call, in order (`METHOD target`), for steps that touch Azure.
-    pub calls: Vec<String>,
+    /// The command's kind (`observe`, `regenerate`, `bind`, ...).
+    pub kind: String,
+    /// The key the step regenerates, verifies or binds to.
+    pub key: Option<KeyName>,
+    /// Why a regeneration happens.
+    pub purpose: Option<Purpose>,
+    /// The consumer the step is about.
+    pub consumer: Option<ConsumerRef>,
+    /// Every HTTP call, in order, for steps that touch Azure.
+    pub calls: Vec<PlannedCall>,
+}
+
+/// One HTTP call a step makes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedCall {
+    pub method: String,
+    pub service: CallService,
+    /// An ARM resource path (`/subscriptions/…`) or a URL.
+    pub target: String,
+    /// The body or what the call is for, when it matters.
+    pub note: Option<String>,
+}
+
+impl PlannedCall {
+    /// An ARM call other than GET: what the subscription's write budget counts
+    /// (POST actions such as `listKeys` count as writes).
+    pub fn is_arm_write(&self) -> bool {
+        self.service == CallService::Arm && self.method != "GET"
+    }
+
+    /// A call as the consumer kinds word it: `METHOD target` and anything after the
+    /// target as its note (`PUT …/secrets/x (a new version: …)`). The service follows
+    /// from the target: an ARM id, a Databricks API path, the blob endpoint, or
+    /// another URL (Key Vault's).
+    pub fn from_text(text: &str) -> PlannedCall {
+        const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+        let (method, rest) = match text.split_once(' ') {
+            Some((m, rest)) if METHODS.contains(&m) => (m.to_owned(), rest),
+            _ => (String::new(), text),
+        };
+        let (target, note) = match rest.split_once(' ') {
+            Some((t, n)) => (t.to_owned(), Some(n.trim())),
+            None => (rest.to_owned(), None),
+        };
+        let note = note.filter(|n| !n.is_empty()).map(|n| {
+            let inner = n.strip_prefix('(').and_then(|n| n.strip_suffix(')'));
+            match inner {
+                Some(inner) if !inner.contains(['(', ')']) => inner.to_owned(),
+                _ => n.to_owned(),
+            }
+        });
+        let service = if target.starts_with("/subscriptions/") || target.starts_with("/providers/")
+        {
+            CallService::Arm
+        } else if target.contains("/api/2.0/") {
+            CallService::Databricks
+        } else if target.starts_with("<blob endpoint>") {
+            CallService::Blob
+        } else {
+            CallService::KeyVault
+        };
+        PlannedCall {
+            method,
+            service,
+            target,
+            note,
+        }
+    }
+}
+
+impl std::fmt::Display for PlannedCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.target)?;
+        if let Some(note) = &self.note {
+            write!(f, " ({note})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which service a call goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallService {
+    Arm,
+    KeyVault,
+    Databricks,
+    /// The storage account's blob data plane (SharedKey-signed).
+    Blob,
 }
 
 /// What a rotation would do, decided from live state; nothing was changed.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DryRun {
     pub plan: String,
     pub account: String,
     pub mode: Mode,
+    /// The grace period this rotation would wait (zero for incidents).
+    pub grace_ms: u64,
     pub decision: Option<DecisionReport>,
     /// Set when the precheck would refuse; then `steps` stop at the observation.
     pub refused: Option<Vec<RefusalReason>>,
+    /// An unfinished rotation of the plan: `rotate now` finishes it instead of
+    /// starting the one shown here.
+    #[serde(default)]
+    pub unfinished: Option<String>,
     pub consumers: Vec<ObservedConsumer>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// The steps in order, assuming every one succeeds.
     pub steps: Vec<PlannedStep>,
 }
@@ -228,7 +325,7 @@ impl DryRun {
 }
 
 /// Live state of one plan (reads only).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Inventory {
     pub plan: String,
     pub account: String,
@@ -285,7 +382,7 @@ impl Inventory {
 }
 
 /// The last finished rotation of a plan.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LastRotation {
     pub rotation_id: String,
     pub started_at: DateTime<Utc>,
@@ -297,7 +394,7 @@ pub struct LastRotation {
 }
 
 /// One plan for `keyflip status`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlanStatus {
     pub plan: String,
     pub account: String,
@@ -317,4 +414,62 @@ pub struct PlanStatus {
     pub drift: Vec<ObservedConsumer>,
     /// Why live state could not be read, when it could not.
     pub error: Option<String>,
+    /// What the scheduler knows of the plan.
+    #[serde(default)]
+    pub schedule: ScheduleStatus,
+}
+
+impl PlanStatus {
+    /// A plan whose live state and journal could not be read at all.
+    pub fn unreadable(plan: &str, account: &str, error: String) -> PlanStatus {
+        PlanStatus {
+            plan: plan.to_owned(),
+            account: account.to_owned(),
+            active: None,
+            key1_created: None,
+            key2_created: None,
+            last_rotation: None,
+            unfinished: None,
+            next_due: None,
+            due_reason: "unknown".to_owned(),
+            drift: Vec::new(),
+            error: Some(error),
+            schedule: ScheduleStatus::default(),
+        }
+    }
+}
+
+/// What the daemon's scheduler knows of a plan. Failures, the retry time and parking
+/// are the journal's `plan_state`, so a standalone `status` shows them too (as the
+/// daemon left them); what a job is running now and the drift watch's findings only a
+/// running daemon knows, and they are empty otherwise.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleStatus {
+    /// The job the daemon runs for the plan right now.
+    pub running: Option<RunningJob>,
+    /// Failed cycles in a row; reset by a completed rotation.
+    pub failures: u32,
+    /// When the daemon retries after a failure.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// The daemon stopped rotating the plan until a rotation succeeds.
+    pub parked: Option<ParkedStatus>,
+    /// The drift watch's current findings, one line each.
+    pub findings: Vec<String>,
+}
+
+/// A job the daemon runs for a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningJob {
+    /// `rotation`, `resume` or `repair`.
+    pub kind: String,
+    /// Known once the engine has recorded the rotation.
+    pub rotation_id: Option<String>,
+    pub since: DateTime<Utc>,
+}
+
+/// Why and since when a plan is parked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedStatus {
+    pub at: DateTime<Utc>,
+    pub reason: String,
 }

@@ -1,12 +1,15 @@
-//! `status` and `history`: live state per plan joined with the journal, and past
-//! rotations rebuilt by replaying their events (so a report of last month's rotation
-//! says exactly what the run itself said).
+//! `status` and `history`: live state per plan joined with the journal (its rotations
+//! and the daemon's `plan_state`), and past rotations rebuilt by replaying their
+//! events (so a report of last month's rotation says exactly what the run itself
+//! said).
 
 use futures::future::join_all;
 
 use super::engine::{EngineError, Inner};
 use super::observe::inventory;
-use super::report::{IncidentReportPaths, LastRotation, PlanStatus, RotationReport};
+use super::report::{
+    IncidentReportPaths, LastRotation, ParkedStatus, PlanStatus, RotationReport, ScheduleStatus,
+};
 use crate::journal::RotationRecord;
 use crate::plan::Plan;
 use crate::rotation::machine::{Machine, Outcome};
@@ -22,15 +25,19 @@ fn outcome_kind(outcome: &Outcome) -> &'static str {
 }
 
 pub(super) async fn status(inner: &Inner, plans: &[Plan]) -> Result<Vec<PlanStatus>, EngineError> {
-    let inventories = join_all(plans.iter().map(|p| inventory(inner, p))).await;
+    let inventories = join_all(plans.iter().map(|p| {
+        tracing::Instrument::instrument(inventory(inner, p), crate::logging::plan_span(&p.name))
+    }))
+    .await;
     let now = inner.clock.now();
     let mut out = Vec::with_capacity(plans.len());
     for (plan, inventory) in plans.iter().zip(inventories) {
-        let (history, last) = {
+        let (history, last, state) = {
             let journal = inner.journal();
             (
                 journal.history(Some(&plan.name), 1)?,
                 journal.last_finished(&plan.name)?,
+                journal.plan_state(&plan.name)?,
             )
         };
         let last_started = history.first().map(|r| r.started_at);
@@ -47,16 +54,26 @@ pub(super) async fn status(inner: &Inner, plans: &[Plan]) -> Result<Vec<PlanStat
             (Some(i), Some(a)) => i.key(a).created,
             _ => None,
         };
+        // The daemon's memory of the plan (`plan_state`) decides as the scheduler
+        // does: parked plans wait for a person, a failed cycle for its retry time, and
+        // cron counts from the daemon's last start (or from when it first saw the plan).
+        let parked = state.as_ref().and_then(|s| s.parked.as_ref());
+        let retry_at = state
+            .as_ref()
+            .filter(|s| s.failures > 0)
+            .and_then(|s| s.retry_at);
         let (next_due, due_reason) = match &plan.schedule {
             None => (None, "manual".to_owned()),
+            Some(_) if parked.is_some() => (None, "parked".to_owned()),
+            Some(_) if retry_at.is_some() => (retry_at.map(|at| at.max(now)), "retry".to_owned()),
             Some(schedule) => {
                 let decision = schedule::decide(
                     &plan.name,
                     schedule,
                     &Known {
-                        last_started,
+                        last_started: last_started.max(state.as_ref().and_then(|s| s.last_started)),
                         active_key_created,
-                        baseline: now,
+                        baseline: state.as_ref().map_or(now, |s| s.first_seen),
                     },
                     now,
                 );
@@ -93,6 +110,16 @@ pub(super) async fn status(inner: &Inner, plans: &[Plan]) -> Result<Vec<PlanStat
             due_reason,
             drift: inventory.map(|i| i.drift).unwrap_or_default(),
             error,
+            schedule: ScheduleStatus {
+                running: None,
+                failures: state.as_ref().map_or(0, |s| s.failures),
+                retry_at,
+                parked: parked.map(|p| ParkedStatus {
+                    at: p.at,
+                    reason: p.reason.clone(),
+                }),
+                findings: Vec::new(),
+            },
         });
     }
     Ok(out)
@@ -125,8 +152,9 @@ pub(super) fn report_of(
 pub(super) fn history(
     inner: &Inner,
     plan: Option<&str>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
     limit: usize,
 ) -> Result<Vec<RotationReport>, EngineError> {
-    let records = inner.journal().history(plan, limit)?;
+    let records = inner.journal().history_since(plan, since, limit)?;
     records.iter().map(|r| report_of(inner, r)).collect()
 }

@@ -13,19 +13,21 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{Mutex, OnceCell};
 
 use super::engine::{EngineError, Inner};
-use super::value::AccountAddress;
 use crate::azure::storage::{AccountKeys, KeyBefore, RegenerateOutcome, StorageAccount};
-use crate::azure::{self, probe::ProbeOutcome};
+use crate::azure::{self, Azure, probe::ProbeOutcome};
+use crate::consumer::{AccountAddress, ConsumerId};
 use crate::key::KeyName;
 use crate::plan::Plan;
-use crate::rotation::machine::{KeyState, StepResult};
-use crate::secret::Fingerprint;
+use crate::rotation::machine::{Failure, FailureKind, KeyState, StepResult};
+use crate::secret::{Fingerprint, StorageKey};
 
-/// A step's result, and the Azure request id behind a failure.
+/// A step's result, the Azure request id behind a failure, and what progress output
+/// should say about it beyond the result (not journaled).
 #[derive(Debug)]
-pub(super) struct Done {
+pub(crate) struct Done {
     pub result: StepResult,
     pub request_id: Option<String>,
+    pub note: Option<String>,
 }
 
 impl Done {
@@ -33,6 +35,7 @@ impl Done {
         Done {
             result,
             request_id: None,
+            note: None,
         }
     }
 
@@ -40,13 +43,45 @@ impl Done {
         Done {
             result,
             request_id: error.call().and_then(|c| c.request_id.clone()),
+            note: None,
         }
+    }
+
+    /// With a note for progress output (a probe's attempt count).
+    pub fn noted(mut self, note: String) -> Done {
+        self.note = Some(note);
+        self
     }
 }
 
-/// What every step of one rotation shares.
-pub(super) struct Ctx<'a> {
-    pub inner: &'a Inner,
+/// A failure from an Azure error: the kind its variant stands for, its text as the
+/// message (after `context`, when given).
+pub(super) fn azure_failure(context: &str, e: &azure::Error) -> Failure {
+    let kind = match e {
+        azure::Error::Credential {
+            transient: true, ..
+        }
+        | azure::Error::Throttled { .. }
+        | azure::Error::Network { .. }
+        | azure::Error::Server { .. }
+        | azure::Error::Deadline { .. } => FailureKind::Transient,
+        azure::Error::Credential { .. }
+        | azure::Error::Unauthorized { .. }
+        | azure::Error::Forbidden { .. } => FailureKind::Denied,
+        azure::Error::NotFound { .. } => FailureKind::NotFound,
+        azure::Error::Rejected { .. } | azure::Error::OperationFailed { .. } => {
+            FailureKind::Rejected
+        }
+        azure::Error::BadResponse { .. } => FailureKind::BadReply,
+        azure::Error::Config(_) | azure::Error::Invalid(_) => FailureKind::Config,
+    };
+    Failure::new(kind, format!("{context}{e}"))
+}
+
+/// What every step of one rotation shares. The consumer kinds (`crate::consumer`)
+/// reach Azure, the clock and the journal through its methods.
+pub(crate) struct Ctx<'a> {
+    pub(super) inner: &'a Inner,
     pub plan: &'a Plan,
     pub rotation_id: &'a str,
     account: OnceCell<StorageAccount>,
@@ -59,7 +94,7 @@ pub(super) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(inner: &'a Inner, plan: &'a Plan, rotation_id: &'a str) -> Ctx<'a> {
+    pub(super) fn new(inner: &'a Inner, plan: &'a Plan, rotation_id: &'a str) -> Ctx<'a> {
         Ctx {
             inner,
             plan,
@@ -71,6 +106,35 @@ impl<'a> Ctx<'a> {
 
     pub fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
+    }
+
+    pub fn azure(&self) -> &'a Azure {
+        &self.inner.azure
+    }
+
+    /// The fingerprint of a value under the installation's fingerprint key.
+    pub fn fingerprint(&self, key: &StorageKey) -> Fingerprint {
+        self.inner.fingerprinter.fingerprint(key)
+    }
+
+    /// How long a workspace `resyncKeys` may run before the bind counts as failed.
+    pub fn resync_deadline(&self) -> std::time::Duration {
+        self.inner.options.resync_deadline
+    }
+
+    /// The clock skew tolerated when a service's update time is compared with when
+    /// keyflip wrote (consumers whose value cannot be read back).
+    pub fn update_skew(&self) -> TimeDelta {
+        TimeDelta::from_std(self.inner.options.update_skew).unwrap_or_default()
+    }
+
+    /// The key keyflip last bound `consumer` to, and when, from the journal: how
+    /// keyflip knows what a consumer whose value cannot be read back holds.
+    pub fn last_bound(
+        &self,
+        consumer: &ConsumerId,
+    ) -> Result<Option<(KeyName, Fingerprint, DateTime<Utc>)>, EngineError> {
+        Ok(self.inner.journal().last_bound(consumer)?)
     }
 
     pub fn fingerprint_of(&self, keys: &AccountKeys, key: KeyName) -> Fingerprint {
@@ -187,7 +251,7 @@ impl<'a> Ctx<'a> {
             }
             RegenerateOutcome::DidNotHappen(error) => Ok(Done::failed(
                 StepResult::RegenerateFailed {
-                    error: error.to_string(),
+                    error: azure_failure("", &error),
                 },
                 &error,
             )),
@@ -211,21 +275,24 @@ impl<'a> Ctx<'a> {
         fingerprint: Fingerprint,
         budget: std::time::Duration,
     ) -> Result<Done, EngineError> {
-        let rejected = |reason: String| Ok(Done::ok(StepResult::KeyRejected { reason }));
+        let rejected = |reason: Failure| Ok(Done::ok(StepResult::KeyRejected { reason }));
         let keys = match self.keys().await {
             Ok(keys) => keys,
             Err(e) => {
                 return Ok(Done::failed(
                     StepResult::KeyRejected {
-                        reason: format!("cannot read the keys: {e}"),
+                        reason: azure_failure("cannot read the keys: ", &e),
                     },
                     &e,
                 ));
             }
         };
         if self.fingerprint_of(&keys, key) != fingerprint {
-            return rejected(format!(
-                "{key} no longer has fingerprint {fingerprint}; it was regenerated outside this rotation"
+            return rejected(Failure::new(
+                FailureKind::KeyChanged,
+                format!(
+                    "{key} no longer has fingerprint {fingerprint}; it was regenerated outside this rotation"
+                ),
             ));
         }
         let account = match self.account().await {
@@ -233,7 +300,7 @@ impl<'a> Ctx<'a> {
             Err(e) => {
                 return Ok(Done::failed(
                     StepResult::KeyRejected {
-                        reason: format!("cannot read the account: {e}"),
+                        reason: azure_failure("cannot read the account: ", &e),
                     },
                     &e,
                 ));
@@ -252,22 +319,29 @@ impl<'a> Ctx<'a> {
                 .await
             {
                 Ok(probe) => probe,
-                Err(e) => return rejected(e.to_string()),
+                Err(e) => return rejected(azure_failure("", &e)),
             };
             match probe.outcome {
                 ProbeOutcome::Works => {
                     tracing::info!(rotation = self.rotation_id, key = %key, probes, "key accepted on the data plane");
-                    return Ok(Done::ok(StepResult::KeyVerified));
+                    return Ok(Done::ok(StepResult::KeyVerified).noted(format!(
+                        "accepted after {probes} probe{}",
+                        if probes == 1 { "" } else { "s" }
+                    )));
                 }
                 ProbeOutcome::SharedKeysDisabled => {
                     return Ok(Done {
                         result: StepResult::KeyRejected {
-                            reason: format!(
-                                "shared-key access is disabled on the account: {}",
-                                probe.detail
+                            reason: Failure::new(
+                                FailureKind::SharedKeyAccessDisabled,
+                                format!(
+                                    "shared-key access is disabled on the account: {}",
+                                    probe.detail
+                                ),
                             ),
                         },
                         request_id: probe.request_id,
+                        note: None,
                     });
                 }
                 _ => {}
@@ -276,18 +350,22 @@ impl<'a> Ctx<'a> {
             if next > deadline {
                 return Ok(Done {
                     result: StepResult::KeyRejected {
-                        reason: format!(
-                            "the blob service did not accept {key} within the verification budget of {} ({probes} probes; last: {} {}{})",
-                            crate::plan::duration::format(budget),
-                            probe.outcome,
-                            probe
-                                .status
-                                .map(|s| format!("HTTP {s} "))
-                                .unwrap_or_default(),
-                            probe.detail
+                        reason: Failure::new(
+                            FailureKind::KeyNotAccepted,
+                            format!(
+                                "the blob service did not accept {key} within the verification budget of {} ({probes} probes; last: {} {}{})",
+                                crate::plan::duration::format(budget),
+                                probe.outcome,
+                                probe
+                                    .status
+                                    .map(|s| format!("HTTP {s} "))
+                                    .unwrap_or_default(),
+                                probe.detail
+                            ),
                         ),
                     },
                     request_id: probe.request_id,
+                    note: None,
                 });
             }
             clock.sleep_until(next).await;

@@ -2,6 +2,8 @@
 //! faults, request log and state) and against Azurite (the SharedKey signer).
 
 mod authorization;
+mod clouds;
+mod credentials;
 mod databricks;
 mod examples;
 mod keyvault;

@@ -11,3 +11,4 @@ mod notify;
 mod observability;
 mod schedule;
 mod socket;
+mod telemetry;

@@ -4,7 +4,10 @@
 
 mod azure;
 mod cli;
+mod command_path;
 mod daemon;
 mod doctor;
+mod install;
+mod output;
 mod rotation;
 mod support;

@@ -7,7 +7,11 @@ principal logs in and sees its subscription; ``az storage account keys list`` an
 ``renew`` agree with the twin's state (only the renewed key changes); ``az keyvault
 secret set``/``show`` reach the path-based vault (through ``--vault-name HOST:PORT/keyvault/NAME``
 and a ``/`` Key Vault DNS suffix, or through ``--id``); the reader is refused keys
-with AuthorizationFailed.
+with AuthorizationFailed; ``az functionapp config appsettings list/set`` (site and
+slot) and ``az webapp config connection-string set/list`` read and replace the
+settings the twin holds, marking sticky settings as ``slotSetting``, and the reader
+is refused the settings list. (``az datafactory`` is an extension that does not
+install from PyPI; test_datafactory.py covers ``linked-service show`` with the SDK.)
 """
 
 import json
@@ -157,5 +161,49 @@ def test_the_reader_is_refused_keys(ep, rg, tmp_path_factory, admin):
     done = reader.run("storage", "account", "keys", "list", "-g", rg, "-n", ACCOUNT, "--output", "json")
     assert done.returncode != 0
     assert "AuthorizationFailed" in done.stderr
-    assert "Microsoft.Storage/storageAccounts/listkeys/action" in done.stderr
+    assert "Microsoft.Storage/storageAccounts/listKeys/action" in done.stderr
     assert before["key1"] not in done.stdout + done.stderr
+
+
+SITE = "func-datasci-ingest"
+
+
+def test_functionapp_appsettings_list_and_set(rg, az, admin):
+    before = admin.state()["web_apps"][SITE]
+    listed = az.json("functionapp", "config", "appsettings", "list", "-g", rg, "-n", SITE)
+    assert {s["name"]: s["value"] for s in listed} == before["appSettings"]
+    sticky = {s["name"] for s in listed if s["slotSetting"]}
+    assert sticky == set(before["slotConfigNames"]["appSettingNames"]) & set(before["appSettings"])
+    assert "AzureWebJobsStorage" in sticky
+
+    done = az.json("functionapp", "config", "appsettings", "set", "-g", rg, "-n", SITE,
+                   "--settings", "FROM_AZ_CLI=1")
+    # The CLI redacts values in what it prints after a set.
+    assert {s["name"] for s in done} == set(before["appSettings"]) | {"FROM_AZ_CLI"}
+    after = admin.state()["web_apps"][SITE]
+    assert after["appSettings"] == dict(before["appSettings"], FROM_AZ_CLI="1")
+    assert after["restarts"] == before["restarts"] + 1
+
+    slot = az.json("functionapp", "config", "appsettings", "list", "-g", rg, "-n", SITE, "--slot", "staging")
+    assert {s["name"]: s["value"] for s in slot} == after["slots"]["staging"]["appSettings"]
+
+
+def test_webapp_connection_string_set_and_list(rg, az, admin):
+    az.json("webapp", "config", "connection-string", "set", "-g", rg, "-n", SITE,
+            "--connection-string-type", "Custom", "--settings", "FromAzCli=UseDevelopmentStorage=true")
+    listed = az.json("webapp", "config", "connection-string", "list", "-g", rg, "-n", SITE)
+    held = admin.state()["web_apps"][SITE]["connectionStrings"]
+    assert {c["name"]: (c["value"], c["type"]) for c in listed} == {
+        name: (c["value"], c["type"]) for name, c in held.items()
+    }
+    assert held["FromAzCli"] == {"value": "UseDevelopmentStorage=true", "type": "Custom"}
+
+
+def test_the_reader_is_refused_app_settings(ep, rg, tmp_path_factory, admin):
+    reader = logged_in(ep, tmp_path_factory, READER)
+    secret = admin.state()["web_apps"][SITE]["appSettings"]["AzureWebJobsStorage"]
+    done = reader.run("functionapp", "config", "appsettings", "list", "-g", rg, "-n", SITE, "--output", "json")
+    assert done.returncode != 0
+    assert "AuthorizationFailed" in done.stderr
+    assert "Microsoft.Web/sites/config/list/action" in done.stderr
+    assert secret not in done.stdout + done.stderr

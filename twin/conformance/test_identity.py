@@ -6,10 +6,14 @@ audience asked for, a wrong secret is refused with Entra's AADSTS code, and
 ManagedIdentityCredential (App Service form) gets a token for the world's default
 identity or for the identity selected by client id or resource id;
 WorkloadIdentityCredential exchanges a federated (service account) token for the
-principal it was issued for, and not for another.
+principal it was issued for, and not for another; CertificateCredential signs its
+client assertion with the certificate registered on the principal (twin/worlds/certs)
+and gets a token, while a certificate not registered on the app is refused with
+AADSTS700027.
 """
 
 import time
+from pathlib import Path
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
@@ -131,3 +135,45 @@ def test_workload_identity_with_another_principals_assertion_is_refused(ep, admi
     with pytest.raises(ClientAuthenticationError) as err:
         cred.get_token(ARM_SCOPE)
     assert "AADSTS70021" in str(err.value)
+
+
+# --- client certificates -------------------------------------------------------------
+
+CERTS = Path(__file__).resolve().parent.parent / "worlds" / "certs"
+
+
+def certificate_credential(ep, principal, pem):
+    from azure.identity import CertificateCredential
+
+    return CertificateCredential(
+        ep["tenant_id"],
+        ep["principals"][principal]["client_id"],
+        certificate_path=str(CERTS / pem),
+        authority=ep["authority_host"],
+        disable_instance_discovery=True,
+        connection_verify=ep["ca_pem_path"],
+    )
+
+
+def test_certificate_credential_gets_a_token_with_the_registered_certificate(ep, admin):
+    seq = admin.last_seq()
+    cred = certificate_credential(ep, OPERATOR, "keyflip-operator.pem")
+    claims = jwt_claims(cred.get_token(ARM_SCOPE).token)
+    assert claims["oid"] == ep["principals"][OPERATOR]["object_id"]
+    assert claims["appidacr"] == "2", "a certificate, not a secret"
+    ops = [(r["operation"], r["status"]) for r in admin.requests_since(seq)]
+    assert ("entra.token", 200) in ops, ops
+
+
+def test_certificate_credential_with_an_unregistered_certificate_is_refused(ep):
+    cred = certificate_credential(ep, OPERATOR, "unregistered.pem")
+    with pytest.raises(ClientAuthenticationError) as err:
+        cred.get_token(ARM_SCOPE)
+    assert "AADSTS700027" in str(err.value)
+
+
+def test_certificate_credential_for_an_app_without_that_certificate_is_refused(ep):
+    cred = certificate_credential(ep, READER, "keyflip-operator.pem")
+    with pytest.raises(ClientAuthenticationError) as err:
+        cred.get_token(ARM_SCOPE)
+    assert "AADSTS700027" in str(err.value)

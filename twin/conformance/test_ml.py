@@ -158,14 +158,15 @@ def test_the_reader_is_refused_secrets_and_resync(ep, sub, rg, reader, admin):
     before = workspace_state(admin)["userStorageKey"]
     ws_id = ep["ml_workspaces"][WORKSPACE]["id"]
     for call, action in (
-        (lambda: ml.datastores.get("training_data", include_secrets=True), "workspaces/datastores/listsecrets/action"),
-        (lambda: ml.workspaces.begin_sync_keys(WORKSPACE).result(), "workspaces/resynckeys/action"),
+        (lambda: ml.datastores.get("training_data", include_secrets=True), "workspaces/datastores/listSecrets/action"),
+        (lambda: ml.workspaces.begin_sync_keys(WORKSPACE).result(), "workspaces/resyncKeys/action"),
         (lambda: ml.workspaces.get_keys(WORKSPACE), "workspaces/listKeys/action"),
     ):
         with pytest.raises(HttpResponseError) as err:
             call()
         assert err.value.status_code == 403
         assert err.value.error.code == "AuthorizationFailed"
-        assert f"Microsoft.MachineLearningServices/{action}".lower() in err.value.error.message.lower()
+        # Spelled as Azure spells the operation (issue 12).
+        assert f"Microsoft.MachineLearningServices/{action}" in err.value.error.message
         assert ws_id.lower() in err.value.error.message.lower()
     assert workspace_state(admin)["userStorageKey"] == before

@@ -86,10 +86,10 @@ def test_the_reader_is_refused_keys_with_authorization_failed(ep, rg, storage_cl
     scope = ep["storage_accounts"][ACCOUNT]["id"]
     # ...but not its keys, and may not regenerate them.
     for call, action in (
-        (lambda: client.storage_accounts.list_keys(rg, ACCOUNT), "listkeys/action"),
+        (lambda: client.storage_accounts.list_keys(rg, ACCOUNT), "listKeys/action"),
         (
             lambda: client.storage_accounts.regenerate_key(rg, ACCOUNT, {"keyName": "key1"}),
-            "regeneratekey/action",
+            "regenerateKey/action",
         ),
     ):
         with pytest.raises(HttpResponseError) as err:

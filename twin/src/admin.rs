@@ -99,6 +99,20 @@ pub(crate) fn handle(sh: &Arc<Shared>, req: &Arc<Req>) -> Resp {
         (["settings"], &Method::GET) => wire::json(200, &json!(sh.core().settings)),
         (["settings"], &Method::PATCH) => settings(sh, req),
         (["federated-token"], &Method::POST) => federated_token(sh, req),
+        (["clients"], &Method::GET) => {
+            wire::json(200, &crate::monitor::clients::admin_list(&sh.core()))
+        }
+        (["clients", name], &Method::PATCH) => {
+            let mut core = sh.core();
+            let result =
+                crate::monitor::clients::admin_patch(&mut core, name, &req.body, sh.clock.now());
+            sh.clients_due.set(&core);
+            match result {
+                Ok(v) => wire::json(200, &v),
+                Err((404, m)) => error(404, "NotFound", &m),
+                Err((_, m)) => bad(&m),
+            }
+        }
         (["clock"], &Method::GET) => clock(sh),
         (["clock"], &Method::POST) => {
             #[derive(Deserialize)]
@@ -156,6 +170,12 @@ fn settings(sh: &Shared, req: &Req) -> Resp {
         _ => return error(500, "InternalError", "cannot read the current settings"),
     };
     for (k, v) in patch {
+        // One key at a time, so a refusal names the setting at fault.
+        let mut one = merged.clone();
+        one.insert(k.clone(), v.clone());
+        if let Err(e) = serde_json::from_value::<Settings>(Value::Object(one)) {
+            return bad(&format!("invalid settings: {k}: {e}"));
+        }
         merged.insert(k, v);
     }
     let new: Settings = match serde_json::from_value(Value::Object(merged)) {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::state::{Core, Directory, Topology};
-use crate::token::ARM_AUDIENCE;
+use crate::token::{ARM_AUDIENCE, LOG_ANALYTICS_AUDIENCE};
 
 /// The contents of `endpoints.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,8 +35,40 @@ pub struct Endpoints {
     pub key_vaults: BTreeMap<String, KeyVaultEndpoint>,
     pub ml_workspaces: BTreeMap<String, MlWorkspaceEndpoint>,
     pub databricks_workspaces: BTreeMap<String, DatabricksWorkspaceEndpoint>,
+    /// App Service sites (added later; optional when read).
+    #[serde(default)]
+    pub web_apps: BTreeMap<String, WebAppEndpoint>,
+    /// Data Factories (added later; optional when read).
+    #[serde(default)]
+    pub data_factories: BTreeMap<String, DataFactoryEndpoint>,
     pub principals: BTreeMap<String, PrincipalEndpoint>,
     pub admin: AdminEndpoint,
+    /// The Log Analytics query API on this port (added with issue 10; optional when
+    /// read).
+    #[serde(default)]
+    pub log_analytics: Option<LogAnalyticsEndpoint>,
+    /// Workspace name → ARM `id` and the `workspace_id` the query API takes.
+    #[serde(default)]
+    pub log_analytics_workspaces: BTreeMap<String, LogAnalyticsWorkspaceEndpoint>,
+}
+
+/// Where the Log Analytics query API is: `POST {url}/v1/workspaces/{workspace_id}/query`
+/// with a token for `audience`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogAnalyticsEndpoint {
+    /// The endpoint a client is configured with (= `base_url`; Microsoft's
+    /// `LogsQueryClient(endpoint=...)` adds `/v1`).
+    pub url: String,
+    /// The token audience (`https://api.loganalytics.io`; scope `{audience}/.default`).
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogAnalyticsWorkspaceEndpoint {
+    /// ARM id (what a diagnostic setting's `workspaceId` names).
+    pub id: String,
+    /// The workspace ID (`customerId`) the query API takes.
+    pub workspace_id: String,
 }
 
 /// The App Service managed identity endpoint (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`).
@@ -76,6 +108,21 @@ pub struct DatabricksWorkspaceEndpoint {
     pub id: String,
     /// The workspace URL: `base_url/databricks/{name}`.
     pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebAppEndpoint {
+    /// ARM resource id of the site.
+    pub id: String,
+    /// The site's `kind` (`functionapp`, `app`, `app,linux`, ...).
+    pub kind: String,
+    /// Deployment slot names (the production slot is the site itself).
+    pub slots: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataFactoryEndpoint {
+    pub id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +225,27 @@ pub(crate) fn build(i: Inputs<'_>) -> Endpoints {
                 )
             })
             .collect(),
+        web_apps: i
+            .core
+            .web_apps
+            .values()
+            .map(|w| {
+                (
+                    w.name.clone(),
+                    WebAppEndpoint {
+                        id: w.id.clone(),
+                        kind: w.kind.clone(),
+                        slots: w.slots.values().map(|s| s.name.clone()).collect(),
+                    },
+                )
+            })
+            .collect(),
+        data_factories: i
+            .core
+            .factories
+            .values()
+            .map(|f| (f.name.clone(), DataFactoryEndpoint { id: f.id.clone() }))
+            .collect(),
         principals: i
             .directory
             .principals
@@ -197,5 +265,24 @@ pub(crate) fn build(i: Inputs<'_>) -> Endpoints {
             url: format!("{base}/_admin"),
             token: i.admin_token.to_string(),
         },
+        log_analytics: Some(LogAnalyticsEndpoint {
+            url: base.to_string(),
+            audience: LOG_ANALYTICS_AUDIENCE.to_string(),
+        }),
+        log_analytics_workspaces: i
+            .core
+            .monitor
+            .workspaces
+            .values()
+            .map(|w| {
+                (
+                    w.name.clone(),
+                    LogAnalyticsWorkspaceEndpoint {
+                        id: w.id.clone(),
+                        workspace_id: w.customer_id.clone(),
+                    },
+                )
+            })
+            .collect(),
     }
 }

@@ -142,9 +142,11 @@ struct Credentials {
     assertion: Option<(String, String)>,
     scope: Option<String>,
     grant_type: Option<String>,
+    /// The URLs of this token endpoint a client assertion may name as `aud`.
+    endpoints: Vec<String>,
 }
 
-fn credentials(req: &Req) -> Credentials {
+fn credentials(req: &Req, base_url: &str) -> Credentials {
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&req.body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -168,7 +170,15 @@ fn credentials(req: &Req) -> Credentials {
         (None, Some(a)) => Some((String::new(), a)),
         _ => None,
     };
+    // The endpoint as this twin names itself, and as the client addressed it (a
+    // national cloud's login host routed here).
+    let path = req.path.trim_end_matches('/').to_owned();
+    let mut endpoints = vec![format!("{base_url}{path}")];
+    if let Some(host) = &req.authority {
+        endpoints.push(format!("https://{host}{path}"));
+    }
     Credentials {
+        endpoints,
         client_id: get("client_id").or_else(|| basic.as_ref().map(|b| b.0.clone())),
         secret: get("client_secret").or_else(|| basic.map(|b| b.1)),
         assertion,
@@ -198,7 +208,7 @@ fn token_request(shared: &Arc<Shared>, req: &Arc<Req>) -> Handled {
     if !form_ok {
         return Handled::reply(op, None, missing("grant_type"));
     }
-    let c = credentials(req);
+    let c = credentials(req, &shared.base_url);
     let Some(grant) = c.grant_type.clone() else {
         return Handled::reply(op, None, missing("grant_type"));
     };
@@ -284,6 +294,24 @@ fn issue(sh: &Shared, p: &Principal, c: &Credentials) -> Resp {
                 );
             }
             Proof::Secret
+        }
+        (None, Some((kind, assertion)))
+            if crate::certificate::is_certificate_assertion(assertion) =>
+        {
+            if kind != ASSERTION_TYPE {
+                return oauth_error(
+                    400,
+                    "invalid_request",
+                    50027,
+                    &format!("client_assertion_type must be '{ASSERTION_TYPE}'."),
+                );
+            }
+            if let Err(r) =
+                crate::certificate::check(p, assertion, &c.endpoints, sh.clock.now().timestamp())
+            {
+                return r;
+            }
+            Proof::Assertion
         }
         (None, Some((kind, assertion))) => {
             if let Err(r) = check_assertion(sh, p, kind, assertion) {

@@ -166,12 +166,35 @@ impl Faults {
 
     /// Fires the first rule that matches this request, if any.
     pub fn take(&self, op: Op, path: &str, principal: Option<&str>) -> Option<FaultAction> {
+        self.fire(op, path, principal, |_| true)
+    }
+
+    /// Fires the first *latency* rule that matches, for answers given before an
+    /// operation runs (a Key Vault challenge): they cost a round trip like any other
+    /// answer, but nothing else a rule does applies to them.
+    pub fn take_latency(&self, op: Op, path: &str, principal: Option<&str>) -> Option<u64> {
+        match self.fire(op, path, principal, |a| {
+            matches!(a, FaultAction::Latency { .. })
+        })? {
+            FaultAction::Latency { ms } => Some(ms),
+            _ => None,
+        }
+    }
+
+    fn fire(
+        &self,
+        op: Op,
+        path: &str,
+        principal: Option<&str>,
+        kind: impl Fn(&FaultAction) -> bool,
+    ) -> Option<FaultAction> {
         if self.len.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let mut rules = self.rules.lock().ok()?;
         let i = rules.iter().position(|f| {
             f.op == op
+                && kind(&f.action)
                 && f.target.as_deref().is_none_or(|t| path.contains(t))
                 && f.principal.as_deref().is_none_or(|p| Some(p) == principal)
         })?;
@@ -231,6 +254,34 @@ mod tests {
         }
         f.clear();
         assert_eq!(f.take(Op::KeyVaultGet, "/", None), None);
+    }
+
+    #[test]
+    fn latency_only_lookups_skip_other_actions_and_count_as_firings() {
+        let f = Faults::default();
+        add(
+            &f,
+            r#"{"operation":"keyvault.get","count":1,"action":{"kind":"status","status":503}}"#,
+        )
+        .expect("valid");
+        add(
+            &f,
+            r#"{"operation":"keyvault.get","count":2,"action":{"kind":"latency","ms":7}}"#,
+        )
+        .expect("valid");
+        assert_eq!(f.take_latency(Op::KeyVaultSet, "/", None), None);
+        assert_eq!(f.take_latency(Op::KeyVaultGet, "/", None), Some(7));
+        // The status rule is still there for the authenticated request.
+        assert_eq!(
+            f.take(Op::KeyVaultGet, "/", None),
+            Some(FaultAction::Status {
+                status: 503,
+                code: None,
+                retry_after: None
+            })
+        );
+        assert_eq!(f.take_latency(Op::KeyVaultGet, "/", None), Some(7));
+        assert_eq!(f.take_latency(Op::KeyVaultGet, "/", None), None);
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //! and testing keyflip without Azure.
 //!
 //! One HTTPS listener on 127.0.0.1 serves Entra ID (token endpoint, discovery, JWKS,
-//! App Service managed identity), Azure Resource Manager (storage accounts, ML
-//! workspaces and datastores, permissions, role definitions), Key Vault secrets, the
-//! Blob data plane with SharedKey, and the Databricks Secrets API, routed by the first
-//! path segment. It checks tokens and RBAC like Azure, throttles like Azure, and its
+//! App Service managed identity), Azure Resource Manager (storage accounts and their
+//! diagnostic settings, ML workspaces and datastores, App Service settings, Data Factory
+//! linked services, permissions, role definitions), Key Vault secrets, the Blob data
+//! plane with SharedKey (which writes `StorageBlobLogs`), the Log Analytics query API,
+//! and the Databricks Secrets API, routed by the first path segment. It checks tokens
+//! and RBAC like Azure, throttles like Azure, and its
 //! admin API injects the faults Azure produces. `twin/README.md` documents the wire.
 //!
 //! The library API is deliberately small:
@@ -29,6 +31,7 @@ mod admin;
 mod arm;
 mod auth;
 mod blob;
+mod certificate;
 mod clock;
 mod databricks;
 mod endpoints;
@@ -36,6 +39,7 @@ mod entra;
 mod entropy;
 mod faults;
 mod keyvault;
+mod monitor;
 mod msi;
 mod ops;
 mod rbac;
@@ -49,9 +53,10 @@ mod wire;
 mod world;
 
 pub use endpoints::{
-    AdminEndpoint, DatabricksWorkspaceEndpoint, Endpoints, KeyVaultEndpoint,
-    ManagedIdentityEndpoint, MlWorkspaceEndpoint, PrincipalEndpoint, StorageAccountEndpoint,
-    SubscriptionEndpoint,
+    AdminEndpoint, DataFactoryEndpoint, DatabricksWorkspaceEndpoint, Endpoints, KeyVaultEndpoint,
+    LogAnalyticsEndpoint, LogAnalyticsWorkspaceEndpoint, ManagedIdentityEndpoint,
+    MlWorkspaceEndpoint, PrincipalEndpoint, StorageAccountEndpoint, SubscriptionEndpoint,
+    WebAppEndpoint,
 };
 pub use server::{Twin, TwinError, TwinHandle, TwinOptions};
 pub use world::{Settings, World, WorldError};

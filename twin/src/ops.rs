@@ -12,6 +12,7 @@ pub(crate) enum Service {
     KeyVault,
     Blob,
     Databricks,
+    LogAnalytics,
 }
 
 macro_rules! ops {
@@ -68,6 +69,22 @@ ops! {
     DatabricksScopes = "databricks.scopes" / Databricks,
     DatabricksPut = "databricks.put" / Databricks,
     DatabricksList = "databricks.list" / Databricks,
+    WebSiteGet = "web.site.get" / Arm,
+    WebAppSettingsList = "web.appSettings.list" / Arm,
+    WebAppSettingsPut = "web.appSettings.put" / Arm,
+    WebConnectionStringsList = "web.connectionStrings.list" / Arm,
+    WebConnectionStringsPut = "web.connectionStrings.put" / Arm,
+    WebSlotConfigNamesGet = "web.slotConfigNames.get" / Arm,
+    WebSlotConfigNamesPut = "web.slotConfigNames.put" / Arm,
+    DataFactoryGet = "datafactory.factory.get" / Arm,
+    LinkedServiceList = "datafactory.linkedService.list" / Arm,
+    LinkedServiceGet = "datafactory.linkedService.get" / Arm,
+    LinkedServicePut = "datafactory.linkedService.put" / Arm,
+    DiagnosticSettingsList = "monitor.diagnosticSettings.list" / Arm,
+    DiagnosticSettingsGet = "monitor.diagnosticSettings.get" / Arm,
+    DiagnosticSettingsPut = "monitor.diagnosticSettings.put" / Arm,
+    DiagnosticSettingsDelete = "monitor.diagnosticSettings.delete" / Arm,
+    LogAnalyticsQuery = "loganalytics.query" / LogAnalytics,
 }
 
 impl fmt::Display for Op {

@@ -1,5 +1,5 @@
 //! TLS for the twin's one listener: a throw-away certificate authority and a leaf
-//! certificate for `127.0.0.1` and `localhost`, both generated at start with rcgen,
+//! certificate for `127.0.0.1`, `localhost` and the named clouds' login and ARM hosts, both generated at start with rcgen,
 //! and a rustls server configuration on the ring provider offering HTTP/2 and
 //! HTTP/1.1. Clients trust the CA (`ca.pem`); webpki refuses a CA certificate used
 //! directly as a server certificate, hence the separate leaf.
@@ -12,6 +12,20 @@ use rcgen::{
 };
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// The Entra ID and ARM hosts of Azure's named clouds. The leaf certificate names
+/// them too, so a client configured for one of those clouds can be routed to the twin
+/// (through a proxy, as keyflip's sovereign-cloud tests do) and check the cloud's real
+/// host names over TLS. Harmless elsewhere: the CA is generated at every start and
+/// only clients handed `ca.pem` trust it.
+const CLOUD_HOSTS: [&str; 6] = [
+    "login.microsoftonline.com",
+    "management.azure.com",
+    "login.microsoftonline.us",
+    "management.usgovcloudapi.net",
+    "login.chinacloudapi.cn",
+    "management.chinacloudapi.cn",
+];
 
 /// The generated CA (PEM) and the server configuration.
 pub(crate) struct Tls {
@@ -40,9 +54,10 @@ pub(crate) fn generate() -> Result<Tls, String> {
     let issuer = Issuer::new(ca_params, ca_key);
 
     let leaf_key = KeyPair::generate().map_err(|e| err("generate the server key", &e))?;
+    let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    names.extend(CLOUD_HOSTS.iter().map(|h| (*h).to_string()));
     let mut leaf_params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .map_err(|e| err("build the server certificate", &e))?;
+        CertificateParams::new(names).map_err(|e| err("build the server certificate", &e))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "127.0.0.1");
     leaf_params.distinguished_name = dn;

@@ -28,6 +28,20 @@ pub(crate) const FEDERATED_AUDIENCE: &str = "api://AzureADTokenExchange";
 pub(crate) const ARM_AUDIENCE: &str = "https://management.azure.com";
 pub(crate) const VAULT_AUDIENCE: &str = "https://vault.azure.net";
 pub(crate) const STORAGE_AUDIENCE: &str = "https://storage.azure.com";
+/// The Log Analytics query API ("Access the Azure Monitor Log Analytics API").
+pub(crate) const LOG_ANALYTICS_AUDIENCE: &str = "https://api.loganalytics.io";
+
+/// The ARM and Key Vault resources of the national clouds (Azure US Government,
+/// Azure operated by 21Vianet), accepted as aliases of the public ones so a client
+/// configured for those clouds can be pointed at the twin. The twin is one cloud; it
+/// mints its own audience names whatever was asked.
+const NATIONAL_ARM: [&str; 4] = [
+    "https://management.usgovcloudapi.net",
+    "https://management.core.usgovcloudapi.net",
+    "https://management.chinacloudapi.cn",
+    "https://management.core.chinacloudapi.cn",
+];
+const NATIONAL_VAULT: [&str; 2] = ["https://vault.usgovcloudapi.net", "https://vault.azure.cn"];
 
 /// The resource a token is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +50,7 @@ pub(crate) enum Audience {
     KeyVault,
     Databricks,
     Storage,
+    LogAnalytics,
 }
 
 impl Audience {
@@ -46,6 +61,7 @@ impl Audience {
             Audience::KeyVault => VAULT_AUDIENCE,
             Audience::Databricks => DATABRICKS_APP_ID,
             Audience::Storage => STORAGE_AUDIENCE,
+            Audience::LogAnalytics => LOG_ANALYTICS_AUDIENCE,
         }
     }
 
@@ -57,6 +73,11 @@ impl Audience {
             Audience::Arm => {
                 aud.eq_ignore_ascii_case(ARM_AUDIENCE)
                     || aud.eq_ignore_ascii_case("https://management.core.windows.net")
+                    || NATIONAL_ARM.iter().any(|n| aud.eq_ignore_ascii_case(n))
+            }
+            Audience::KeyVault => {
+                aud.eq_ignore_ascii_case(VAULT_AUDIENCE)
+                    || NATIONAL_VAULT.iter().any(|n| aud.eq_ignore_ascii_case(n))
             }
             other => aud.eq_ignore_ascii_case(other.claim()),
         }
@@ -67,14 +88,21 @@ impl Audience {
     pub fn for_resource(resource: &str, base_url: &str) -> Option<Audience> {
         let r = resource.trim_end_matches('/');
         let is = |s: &str| r.eq_ignore_ascii_case(s.trim_end_matches('/'));
-        if is(ARM_AUDIENCE) || is("https://management.core.windows.net") || is(base_url) {
+        if is(ARM_AUDIENCE)
+            || is("https://management.core.windows.net")
+            || is(base_url)
+            || NATIONAL_ARM.iter().any(|n| is(n))
+        {
             Some(Audience::Arm)
-        } else if is(VAULT_AUDIENCE) {
+        } else if is(VAULT_AUDIENCE) || NATIONAL_VAULT.iter().any(|n| is(n)) {
             Some(Audience::KeyVault)
         } else if is(DATABRICKS_APP_ID) {
             Some(Audience::Databricks)
         } else if is(STORAGE_AUDIENCE) {
             Some(Audience::Storage)
+        } else if is(LOG_ANALYTICS_AUDIENCE) || is("https://api.loganalytics.azure.com") {
+            // Both hosts serve the API; tokens carry the classic audience.
+            Some(Audience::LogAnalytics)
         } else {
             None
         }

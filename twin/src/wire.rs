@@ -12,14 +12,22 @@ use serde_json::Value;
 
 pub(crate) type Resp = Response<Body>;
 
+/// The client's address, put into each request's extensions by the server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub std::net::SocketAddr);
+
 #[derive(Debug)]
 pub(crate) struct Req {
+    /// Where the request came from (for `CallerIpAddress` in resource logs).
+    pub peer: Option<std::net::SocketAddr>,
     pub method: Method,
     pub path: String,
     pub query_raw: String,
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// `host[:port]` the client addressed (HTTP/2 `:authority`, else `Host`).
+    pub authority: Option<String>,
 }
 
 impl Req {
@@ -31,7 +39,20 @@ impl Req {
         let query = url::form_urlencoded::parse(query_raw.as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get("host")
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
         Self {
+            peer: parts.extensions.get::<Peer>().map(|p| p.0),
+            authority,
             method: parts.method,
             path,
             query_raw,

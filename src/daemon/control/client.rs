@@ -1,22 +1,21 @@
-//! The control socket's client: how `keyflip rotate now`, `status`, `history` and
-//! `rotate resume` reach a running daemon, so that one process owns the journal.
+//! The control socket's client: how `keyflip rotate now`, `rotate resume`, `status`
+//! and `history` reach a running daemon, so that one process owns the journal.
 //!
-//! [`try_daemon`] is the one call the CLI arms make first: it answers `None` when no
-//! daemon listens (no socket file, or nobody accepting on it), and the command then
-//! runs standalone; otherwise it sends the request, shows progress on stderr, prints
-//! the answer on stdout (human or JSON) and returns the exit code. A daemon that
-//! refuses the caller is an error, not a reason to go standalone: two processes would
-//! then fight over the journal.
+//! [`connect`] answers `None` when no daemon listens (no socket file, or nobody
+//! accepting on it), and the command then runs standalone. [`call`] sends one
+//! [`Request`] and hands every progress event to the caller as it arrives, then
+//! returns the daemon's typed answer or error; printing is the caller's (the command's
+//! one renderer). A daemon that refuses the caller is an error, not a reason to go
+//! standalone: two processes would then fight over the journal.
 
 use std::path::Path;
 
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixStream;
 
-use super::protocol::{self, ClientLine, Envelope, ErrorReply, Reply, Request};
-use super::render;
-use crate::cli::Output;
+use super::protocol::{self, CommandError, Done, Envelope, Request, ServerLine, VersionOnly};
 use crate::exit::Exit;
+use crate::rotation::ProgressEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -29,15 +28,33 @@ pub enum ClientError {
     },
     #[error("talking to the daemon on {path} failed: {detail}")]
     Conversation { path: String, detail: String },
-    #[error("the daemon answered: {}", .0.message)]
-    Daemon(ErrorReply),
+    #[error("{}", protocol::version_mismatch(*.daemon, protocol::VERSION))]
+    Version { daemon: u32 },
+    /// The daemon could not do it; printed like the same error standalone.
+    #[error("{0}")]
+    Daemon(CommandError),
 }
 
 impl ClientError {
     pub fn exit(&self) -> Exit {
         match self {
-            ClientError::Daemon(e) => exit_from(e.exit),
+            ClientError::Daemon(e) => e.exit,
+            ClientError::Version { .. } => Exit::Usage,
             _ => Exit::Failure,
+        }
+    }
+}
+
+impl From<ClientError> for CommandError {
+    fn from(e: ClientError) -> CommandError {
+        match e {
+            ClientError::Daemon(e) => e,
+            ClientError::Version { .. } => CommandError::new(
+                protocol::ErrorCode::UnsupportedVersion,
+                e.to_string(),
+                Exit::Usage,
+            ),
+            other => CommandError::failed(other),
         }
     }
 }
@@ -61,13 +78,14 @@ pub async fn connect(path: &Path) -> Result<Option<UnixStream>, ClientError> {
     }
 }
 
-/// Sends `request` and reads the answer; `on_progress` sees each progress event.
+/// Sends `request` on `stream` and reads the answer; `on_progress` sees each progress
+/// event in order.
 pub async fn call(
     stream: UnixStream,
     path: &Path,
     request: &Request,
-    on_progress: &mut (dyn FnMut(&serde_json::Value) + Send),
-) -> Result<Reply, ClientError> {
+    on_progress: &mut (dyn FnMut(ProgressEvent) + Send),
+) -> Result<Done, ClientError> {
     let broken = |detail: String| ClientError::Conversation {
         path: path.display().to_string(),
         detail,
@@ -89,153 +107,85 @@ pub async fn call(
             .await
             .map_err(|e| broken(format!("cannot read the answer: {e}")))?
             .ok_or_else(|| broken("the daemon closed the connection without an answer".into()))?;
-        let parsed: ClientLine = serde_json::from_str(&line)
-            .map_err(|e| broken(format!("the answer is not protocol JSON: {e}")))?;
-        if parsed.v != protocol::VERSION {
-            return Err(broken(format!(
-                "the daemon speaks protocol version {}, this keyflip {}",
-                parsed.v,
-                protocol::VERSION
-            )));
+        let version = serde_json::from_str::<VersionOnly>(&line)
+            .map_err(|e| broken(format!("the answer is not protocol JSON: {e}")))?
+            .v;
+        match version {
+            Some(protocol::VERSION) => {}
+            Some(daemon) => return Err(ClientError::Version { daemon }),
+            None => return Err(broken("an answer line without a protocol version".into())),
         }
+        let parsed: ServerLine = serde_json::from_str(&line)
+            .map_err(|e| broken(format!("the answer is not protocol JSON: {e}")))?;
         match (parsed.progress, parsed.ok, parsed.error) {
             (_, _, Some(error)) => return Err(ClientError::Daemon(error)),
-            (_, Some(reply), None) => return Ok(reply),
-            (Some(event), None, None) => on_progress(&event),
+            (_, Some(done), None) => return Ok(done),
+            (Some(event), None, None) => on_progress(event),
             (None, None, None) => return Err(broken("an empty answer line".into())),
         }
     }
 }
 
-/// The CLI's "try the daemon first": `None` when no daemon runs (run standalone),
-/// else the exit code after the daemon answered and the answer was printed.
-pub fn try_daemon(config: Option<&Path>, request: Request, output: Output) -> Option<Exit> {
-    try_daemon_confirmed(config, request, output, false)
-}
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt as _;
+    use tokio::net::UnixListener;
 
-/// [`try_daemon`] for `rotate now` without `--yes` on a terminal: the daemon's dry run
-/// is shown first and the rotation is asked for only after the user says yes, as the
-/// standalone command does.
-pub fn try_daemon_confirmed(
-    config: Option<&Path>,
-    request: Request,
-    output: Output,
-    ask_first: bool,
-) -> Option<Exit> {
-    // Without a readable configuration there is no socket path; the standalone path
-    // reports the configuration error properly.
-    let socket = crate::config::Config::load(config).ok()?.daemon.socket;
-    if !socket.exists() {
-        return None;
+    use super::*;
+
+    /// A daemon that answers every request with `lines`, then hangs up.
+    async fn daemon_saying(lines: &'static str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyflip.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 512];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream.write_all(lines.as_bytes()).await;
+        });
+        (dir, path)
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("keyflip: cannot start the async runtime: {e}");
-            return Some(Exit::Failure);
-        }
-    };
-    runtime.block_on(async {
-        let mut stream = match connect(&socket).await {
-            Ok(Some(stream)) => stream,
-            Ok(None) => return None,
-            Err(e) => {
-                eprintln!("keyflip: {e}");
-                return Some(e.exit());
-            }
-        };
-        if ask_first
-            && let Request::RotateNow {
-                plan,
-                mode,
-                grace_secs,
-                ..
-            } = &request
-        {
-            let preview = Request::RotateNow {
-                plan: plan.clone(),
-                mode: *mode,
-                grace_secs: *grace_secs,
-                dry_run: true,
-            };
-            match call(stream, &socket, &preview, &mut |_| {}).await {
-                Ok(reply) => {
-                    eprint!("{}", render::human(&reply));
-                    if exit_from(reply.exit()) == Exit::Refused {
-                        return Some(Exit::Refused);
-                    }
-                }
-                Err(e) => {
-                    eprintln!("keyflip: {e}");
-                    return Some(e.exit());
-                }
-            }
-            if !confirm(&format!("Rotate the key of plan {plan} now?")) {
-                eprintln!("keyflip: nothing was changed");
-                return Some(Exit::Ok);
-            }
-            stream = match connect(&socket).await {
-                Ok(Some(stream)) => stream,
-                Ok(None) => {
-                    eprintln!("keyflip: the daemon stopped; nothing was changed");
-                    return Some(Exit::Failure);
-                }
-                Err(e) => {
-                    eprintln!("keyflip: {e}");
-                    return Some(e.exit());
-                }
-            };
-        }
-        let mut show = |event: &serde_json::Value| {
-            if output == Output::Human
-                && let Some(line) = render::progress(event)
-            {
-                eprintln!("{line}");
-            }
-        };
-        let exit = match call(stream, &socket, &request, &mut show).await {
-            Ok(reply) => {
-                let text = match output {
-                    Output::Json => render::json(&reply),
-                    Output::Human => render::human(&reply),
-                };
-                print!("{text}");
-                exit_from(reply.exit())
-            }
-            Err(e) => {
-                eprintln!("keyflip: {e}");
-                e.exit()
-            }
-        };
-        Some(exit)
-    })
-}
 
-/// Asks on the terminal; `true` for yes.
-fn confirm(question: &str) -> bool {
-    use std::io::{BufRead as _, Write as _};
-    eprint!("{question} [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    if std::io::stdin().lock().read_line(&mut answer).is_err() {
-        return false;
+    #[tokio::test]
+    async fn a_daemon_of_another_version_is_named_with_both_versions() {
+        let (_dir, path) = daemon_saying(
+            "{\"v\":1,\"error\":{\"code\":\"unsupported_version\",\"message\":\"this daemon speaks protocol version 1\",\"exit\":2}}\n",
+        )
+        .await;
+        let stream = connect(&path).await.unwrap().expect("listening");
+        let err = call(stream, &path, &Request::Status { plan: None }, &mut |_| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Version { daemon: 1 }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("version 1") && text.contains("version 3"),
+            "{text}"
+        );
+        assert_eq!(CommandError::from(err).exit, Exit::Usage);
     }
-    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
-}
 
-/// The documented exit code for a number the daemon sent.
-pub fn exit_from(code: u8) -> Exit {
-    match code {
-        0 => Exit::Ok,
-        2 => Exit::Usage,
-        3 => Exit::Refused,
-        4 => Exit::RolledBack,
-        5 => Exit::NeedsAttention,
-        6 => Exit::Busy,
-        130 => Exit::Interrupted,
-        _ => Exit::Failure,
+    #[tokio::test]
+    async fn progress_reaches_the_caller_in_order_before_the_answer() {
+        let (_dir, path) = daemon_saying(concat!(
+            "{\"v\":3,\"progress\":{\"event\":\"resuming\",\"rotation_id\":\"r1\",\"plan\":\"demo\",\"in_doubt\":1}}\n",
+            "{\"v\":3,\"progress\":{\"event\":\"waiting\",\"rotation_id\":\"r1\",\"until\":\"2026-03-01T00:00:00Z\",\"why\":\"grace\"}}\n",
+            "{\"v\":3,\"error\":{\"code\":\"busy\",\"message\":\"plan `demo` is busy\",\"exit\":6}}\n",
+        ))
+        .await;
+        let stream = connect(&path).await.unwrap().expect("listening");
+        let mut seen = Vec::new();
+        let err = call(stream, &path, &Request::Resume { plan: None }, &mut |e| {
+            seen.push(e.rotation_id().to_owned());
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(seen, ["r1", "r1"]);
+        let error = CommandError::from(err);
+        assert_eq!(
+            (error.exit, error.message.as_str()),
+            (Exit::Busy, "plan `demo` is busy")
+        );
     }
 }

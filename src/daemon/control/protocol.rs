@@ -1,26 +1,36 @@
 //! The control socket's wire format, version [`VERSION`]: one JSON object per line.
 //!
-//! The client sends one [`Request`] line (`{"v":1,"request":"status",...}`) and
-//! reads lines until a final one: zero or more `{"v":1,"progress":{...}}` (a rotation's
-//! [`ProgressEvent`]s, while it runs), then `{"v":1,"ok":{...}}` or
-//! `{"v":1,"error":{...}}`. A refused peer gets the error line without the server
+//! The client sends one request line: the version and a [`Request`], the very value
+//! the command line became (`{"v":3,"request":"status","plan":null}`). It reads lines
+//! until a final one: zero or more `{"v":3,"progress":{...}}` (the rotation's
+//! [`ProgressEvent`]s, while it runs), then `{"v":3,"ok":{"daemon":{...},"answer":
+//! {...}}}` (an [`Answer`] with the daemon's [`DaemonInfo`]) or `{"v":3,"error":
+//! {"code":...,"message":...,"exit":N}}` (a [`CommandError`]). Requests, answers,
+//! progress events and errors are the typed values the standalone command uses, so
+//! one renderer prints both. A refused peer gets the error line without the server
 //! reading anything. The request enum is closed: anything else is a `bad_request`
 //! error, and a request of another version an `unsupported_version` error naming
-//! both versions.
+//! both versions; a client reading a line of another version says the same.
 //!
-//! Promises: no reply carries a key value (replies are built from reports and
-//! statuses that hold names and fingerprints only); [`Reply`]'s `Debug` prints its
-//! kind only, so a reply logged by mistake cannot leak what it holds.
+//! Version history: 1 carried reports as untyped JSON and `grace_secs`; 2 carries the
+//! typed request (`grace_ms`), answers and errors; 3 adds `history`'s `since`, the
+//! `issued` progress event and a dry run's typed calls and grace. The error line's shape is the same
+//! in both, so either side can read the other's version refusal.
+//!
+//! Promises: no line carries a key value (answers are built from reports and statuses
+//! that hold names and fingerprints only); [`Done`]'s and [`Answer`]'s `Debug` print
+//! the kind only, so a reply logged by mistake cannot leak what it holds.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::exit::Exit;
-use crate::rotation::machine::Mode;
+pub use crate::commands::answer::{Answer, CommandError, ErrorCode};
+pub use crate::commands::request::Request;
+use crate::rotation::ProgressEvent;
 
 /// The protocol version this build speaks. A server answers only its own version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 3;
 
 /// Longest request line the server reads.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -33,132 +43,7 @@ pub struct Envelope {
     pub request: Request,
 }
 
-/// Everything the daemon can be asked. Closed: new requests need a new variant here
-/// and in the server's dispatch.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "request", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Request {
-    /// Per plan: the engine's status plus the daemon's schedule state.
-    Status { plan: Option<String> },
-    /// Past rotations, newest first.
-    History { plan: Option<String>, limit: usize },
-    /// Rotate a plan now (or only show what a rotation would do).
-    RotateNow {
-        plan: String,
-        mode: Mode,
-        /// Overrides the plan's grace period.
-        grace_secs: Option<u64>,
-        dry_run: bool,
-    },
-    /// Finish or roll back unfinished rotations (of one plan, or all).
-    Resume { plan: Option<String> },
-}
-
-impl Request {
-    /// A short name for logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Request::Status { .. } => "status",
-            Request::History { .. } => "history",
-            Request::RotateNow { dry_run: true, .. } => "rotate-now (dry run)",
-            Request::RotateNow { .. } => "rotate-now",
-            Request::Resume { .. } => "resume",
-        }
-    }
-}
-
-/// Why a request failed. `exit` is what the CLI exits with, so a command run through
-/// the daemon exits like the same command run standalone.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorReply {
-    pub code: ErrorCode,
-    pub message: String,
-    pub exit: u8,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// The peer's uid may not use the socket.
-    PermissionDenied,
-    UnsupportedVersion,
-    BadRequest,
-    UnknownPlan,
-    /// The plan is rotating, resuming or being repaired already.
-    Busy,
-    ShuttingDown,
-    /// The engine failed (Azure, journal, ...); the message says how.
-    Failed,
-}
-
-impl ErrorReply {
-    pub fn new(code: ErrorCode, message: impl Into<String>, exit: Exit) -> ErrorReply {
-        ErrorReply {
-            code,
-            message: message.into(),
-            exit: exit as u8,
-        }
-    }
-}
-
-/// A successful answer. The payloads are the engine's serializable reports, kept as
-/// JSON so the protocol does not change when a report gains a field.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Reply {
-    Status {
-        daemon: DaemonInfo,
-        plans: Vec<serde_json::Value>,
-    },
-    History {
-        rotations: Vec<serde_json::Value>,
-    },
-    /// A finished rotation run (`rotate now`), with the exit code it means.
-    Rotation {
-        report: serde_json::Value,
-        exit: u8,
-    },
-    DryRun {
-        dry_run: serde_json::Value,
-        exit: u8,
-    },
-    Resumed {
-        reports: Vec<serde_json::Value>,
-        exit: u8,
-    },
-}
-
-impl Reply {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Reply::Status { .. } => "status",
-            Reply::History { .. } => "history",
-            Reply::Rotation { .. } => "rotation",
-            Reply::DryRun { .. } => "dry_run",
-            Reply::Resumed { .. } => "resumed",
-        }
-    }
-
-    /// The exit code the CLI ends with.
-    pub fn exit(&self) -> u8 {
-        match self {
-            Reply::Status { .. } | Reply::History { .. } => Exit::Ok as u8,
-            Reply::Rotation { exit, .. }
-            | Reply::DryRun { exit, .. }
-            | Reply::Resumed { exit, .. } => *exit,
-        }
-    }
-}
-
-/// Only the kind: the payloads are reports that must never end up in a log by way of
-/// a stray `{:?}`, however harmless they are meant to be.
-impl fmt::Debug for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Reply::{}(..)", self.kind())
-    }
-}
-
-/// The daemon's own state, in a status reply.
+/// The daemon that answered: the line a command prints to say who did the work.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DaemonInfo {
     pub pid: u32,
@@ -167,31 +52,37 @@ pub struct DaemonInfo {
     pub summary: String,
 }
 
-/// A line from the server.
-#[derive(Serialize)]
-pub struct ServerLine<'a> {
-    pub v: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub progress: Option<&'a crate::rotation::ProgressEvent>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ok: Option<&'a Reply>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<&'a ErrorReply>,
+/// A successful final line: who answered and the answer.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    pub daemon: DaemonInfo,
+    pub answer: Answer,
 }
 
-/// A line as the client reads it: progress events stay JSON (the client only shows
-/// them).
-#[derive(Deserialize)]
-pub struct ClientLine {
-    pub v: u32,
-    pub progress: Option<serde_json::Value>,
-    pub ok: Option<Reply>,
-    pub error: Option<ErrorReply>,
-}
-
-impl fmt::Debug for ClientLine {
+impl fmt::Debug for Done {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientLine")
+        f.debug_struct("Done")
+            .field("daemon", &self.daemon)
+            .field("answer", &self.answer)
+            .finish()
+    }
+}
+
+/// One line from the server: exactly one of `progress`, `ok`, `error`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ServerLine {
+    pub v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ProgressEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<Done>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<CommandError>,
+}
+
+impl fmt::Debug for ServerLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerLine")
             .field("v", &self.v)
             .field("progress", &self.progress.is_some())
             .field("ok", &self.ok)
@@ -200,28 +91,62 @@ impl fmt::Debug for ClientLine {
     }
 }
 
-/// One server line as text, newline included.
-pub fn line(
-    progress: Option<&crate::rotation::ProgressEvent>,
-    ok: Option<&Reply>,
-    error: Option<&ErrorReply>,
-) -> String {
-    let mut text = serde_json::to_string(&ServerLine {
-        v: VERSION,
-        progress,
-        ok,
-        error,
-    })
-    // These types serialize infallibly (string keys, no custom impls that fail).
-    .unwrap_or_else(|e| format!("{{\"v\":{VERSION},\"error\":{{\"code\":\"failed\",\"message\":\"cannot encode the reply: {e}\",\"exit\":1}}}}"));
-    text.push('\n');
-    text
+impl ServerLine {
+    pub fn progress(event: ProgressEvent) -> ServerLine {
+        ServerLine {
+            v: VERSION,
+            progress: Some(event),
+            ok: None,
+            error: None,
+        }
+    }
+
+    pub fn ok(done: Done) -> ServerLine {
+        ServerLine {
+            v: VERSION,
+            progress: None,
+            ok: Some(done),
+            error: None,
+        }
+    }
+
+    pub fn error(error: CommandError) -> ServerLine {
+        ServerLine {
+            v: VERSION,
+            progress: None,
+            ok: None,
+            error: Some(error),
+        }
+    }
+
+    /// The line as text, newline included.
+    pub fn text(&self) -> String {
+        let mut text = serde_json::to_string(self)
+            // These types serialize infallibly (string keys, no custom impls that fail).
+            .unwrap_or_else(|e| format!("{{\"v\":{VERSION},\"error\":{{\"code\":\"failed\",\"message\":\"cannot encode the reply: {e}\",\"exit\":1}}}}"));
+        text.push('\n');
+        text
+    }
+}
+
+/// Only the version of a line, read first so a line of another version is named as
+/// such rather than failing to parse.
+#[derive(Deserialize)]
+pub struct VersionOnly {
+    pub v: Option<u32>,
+}
+
+/// What a peer of another protocol version is told (by either side).
+pub fn version_mismatch(daemon: u32, client: u32) -> String {
+    format!(
+        "the running daemon speaks control protocol version {daemon} and this keyflip speaks version {client}; use the keyflip binary that matches the running daemon, or restart the daemon after upgrading"
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::KeyName;
+    use crate::exit::Exit;
 
     #[test]
     fn requests_round_trip_and_unknown_ones_are_refused() {
@@ -230,14 +155,15 @@ mod tests {
             Request::History {
                 plan: Some("demo".into()),
                 limit: 5,
+                since: Some(chrono::DateTime::UNIX_EPOCH),
             },
             Request::RotateNow {
                 plan: "demo".into(),
-                mode: Mode::Leaked {
-                    key: KeyName::Key2,
+                mode: crate::rotation::machine::Mode::Leaked {
+                    key: crate::key::KeyName::Key2,
                     revoke_first: false,
                 },
-                grace_secs: Some(60),
+                grace: Some(std::time::Duration::from_secs(60)),
                 dry_run: false,
             },
             Request::Resume { plan: None },
@@ -251,11 +177,11 @@ mod tests {
             let back: Envelope = serde_json::from_str(&text).unwrap();
             assert_eq!(back.request, request, "{text}");
         }
-        let text = r#"{"v":1,"request":"status","plan":null}"#;
+        let text = r#"{"v":3,"request":"status","plan":null}"#;
         assert!(serde_json::from_str::<Envelope>(text).is_ok());
         for bad in [
-            r#"{"v":1,"request":"delete_everything"}"#,
-            r#"{"v":1,"request":"status","plan":null,"extra":1}"#,
+            r#"{"v":3,"request":"delete_everything"}"#,
+            r#"{"v":3,"request":"status","plan":null,"extra":1}"#,
             r#"{"request":"status","plan":null}"#,
         ] {
             assert!(serde_json::from_str::<Envelope>(bad).is_err(), "{bad}");
@@ -263,15 +189,43 @@ mod tests {
     }
 
     #[test]
-    fn reply_debug_shows_the_kind_only() {
-        let reply = Reply::Rotation {
-            report: serde_json::json!({"anything": "that must not be printed"}),
-            exit: 0,
+    fn lines_round_trip_and_debug_shows_the_kind_only() {
+        let done = Done {
+            daemon: DaemonInfo {
+                pid: 7,
+                version: "0.1.0".into(),
+                summary: "1 plan".into(),
+            },
+            answer: Answer::History {
+                rotations: Vec::new(),
+            },
         };
-        assert_eq!(format!("{reply:?}"), "Reply::rotation(..)");
-        let text = line(None, Some(&reply), None);
-        let parsed: ClientLine = serde_json::from_str(&text).unwrap();
-        assert_eq!(parsed.ok, Some(reply));
-        assert!(!format!("{parsed:?}").contains("must not"));
+        let text = ServerLine::ok(done.clone()).text();
+        assert!(
+            text.ends_with('\n') && text.starts_with("{\"v\":3,\"ok\":"),
+            "{text}"
+        );
+        let parsed: ServerLine = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed.ok, Some(done));
+        assert!(format!("{parsed:?}").contains("Answer::history(..)"));
+
+        let error = CommandError::new(ErrorCode::Busy, "busy", Exit::Busy);
+        let text = ServerLine::error(error.clone()).text();
+        assert_eq!(
+            text,
+            "{\"v\":3,\"error\":{\"code\":\"busy\",\"message\":\"busy\",\"exit\":6}}\n"
+        );
+        let parsed: ServerLine = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed.error, Some(error));
+    }
+
+    /// A version-1 daemon's refusal of this client is still read as a refusal.
+    #[test]
+    fn a_version_one_refusal_parses() {
+        let v1 = r#"{"v":1,"error":{"code":"unsupported_version","message":"this daemon speaks protocol version 1, the client sent version 2","exit":2}}"#;
+        let version: VersionOnly = serde_json::from_str(v1).unwrap();
+        assert_eq!(version.v, Some(1));
+        let line: ServerLine = serde_json::from_str(v1).unwrap();
+        assert_eq!(line.error.unwrap().code, ErrorCode::UnsupportedVersion);
     }
 }

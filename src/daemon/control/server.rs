@@ -22,7 +22,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::protocol::{self, Envelope, ErrorCode, ErrorReply, Reply};
+use super::protocol::{
+    self, Answer, CommandError, DaemonInfo, Done, Envelope, ErrorCode, ServerLine,
+};
 use crate::exit::Exit;
 use crate::rotation::ProgressEvent;
 
@@ -36,7 +38,11 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         request: protocol::Request,
         progress: mpsc::UnboundedSender<ProgressEvent>,
-    ) -> Pin<Box<dyn Future<Output = Result<Reply, ErrorReply>> + Send + 'static>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Answer, CommandError>> + Send + 'static>>;
+
+    /// Who is answering, sent with every answer (not with errors: a refused peer
+    /// learns nothing about the daemon).
+    fn info(&self) -> DaemonInfo;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +167,7 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
             uid,
             "control socket: refused a connection from a uid that may not use it"
         );
-        let error = ErrorReply::new(
+        let error = CommandError::new(
             ErrorCode::PermissionDenied,
             format!(
                 "uid {uid} may not use keyflip's control socket; run as root or as keyflip's user, or add the uid to [daemon] allowed_uids"
@@ -169,38 +175,38 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
             Exit::Failure,
         );
         let _ = write
-            .write_all(protocol::line(None, None, Some(&error)).as_bytes())
+            .write_all(ServerLine::error(error).text().as_bytes())
             .await;
         let _ = write.shutdown().await;
         return;
     }
     let mut reader = BufReader::new(read.take(protocol::MAX_REQUEST_BYTES as u64 + 1));
     let mut text = String::new();
+    let bad = |message: String| CommandError::new(ErrorCode::BadRequest, message, Exit::Usage);
     let request = match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut text)).await {
-        Err(_) => Err("no request line within 10 s".to_owned()),
-        Ok(Err(e)) => Err(format!("cannot read the request: {e}")),
-        Ok(Ok(_)) if text.len() > protocol::MAX_REQUEST_BYTES => Err(format!(
+        Err(_) => Err(bad("no request line within 10 s".to_owned())),
+        Ok(Err(e)) => Err(bad(format!("cannot read the request: {e}"))),
+        Ok(Ok(_)) if text.len() > protocol::MAX_REQUEST_BYTES => Err(bad(format!(
             "the request is longer than {} bytes",
             protocol::MAX_REQUEST_BYTES
-        )),
+        ))),
         Ok(Ok(_)) => parse(&text),
     };
     let request = match request {
         Ok(request) => request,
-        Err(message) => {
-            let code = if message.contains("protocol version") {
-                ErrorCode::UnsupportedVersion
-            } else {
-                ErrorCode::BadRequest
-            };
-            let error = ErrorReply::new(code, message, Exit::Usage);
+        Err(error) => {
             let _ = write
-                .write_all(protocol::line(None, None, Some(&error)).as_bytes())
+                .write_all(ServerLine::error(error).text().as_bytes())
                 .await;
             return;
         }
     };
-    tracing::info!(uid, request = request.name(), "control request");
+    // Reads (status, history, dry runs) are routine; what changes keys is worth info.
+    if request.changes_keys() {
+        tracing::info!(uid, request = request.name(), "control request");
+    } else {
+        tracing::debug!(uid, request = request.name(), "control request");
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let answer = handler.handle(request, tx);
     tokio::pin!(answer);
@@ -209,7 +215,7 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
         tokio::select! {
             Some(event) = rx.recv() => {
                 if !client_gone {
-                    client_gone = write.write_all(protocol::line(Some(&event), None, None).as_bytes()).await.is_err();
+                    client_gone = write.write_all(ServerLine::progress(event).text().as_bytes()).await.is_err();
                 }
             }
             result = &mut answer => break result,
@@ -218,45 +224,47 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
     while let Ok(event) = rx.try_recv() {
         if !client_gone {
             client_gone = write
-                .write_all(protocol::line(Some(&event), None, None).as_bytes())
+                .write_all(ServerLine::progress(event).text().as_bytes())
                 .await
                 .is_err();
         }
     }
-    let last = match &result {
-        Ok(reply) => protocol::line(None, Some(reply), None),
-        Err(error) => protocol::line(None, None, Some(error)),
-    };
+    let last = match result {
+        Ok(answer) => ServerLine::ok(Done {
+            daemon: handler.info(),
+            answer,
+        }),
+        Err(error) => ServerLine::error(error),
+    }
+    .text();
     if !client_gone && write.write_all(last.as_bytes()).await.is_err() {
         client_gone = true;
     }
     if client_gone {
-        tracing::info!(
+        tracing::debug!(
             uid,
             "control client left before the answer; the daemon finished the request anyway"
         );
     }
 }
 
-fn parse(text: &str) -> Result<protocol::Request, String> {
-    #[derive(serde::Deserialize)]
-    struct VersionOnly {
-        v: Option<u32>,
-    }
-    let version = serde_json::from_str::<VersionOnly>(text)
-        .map_err(|e| format!("the request is not a JSON object: {e}"))?
+fn parse(text: &str) -> Result<protocol::Request, CommandError> {
+    let bad = |message: String| CommandError::new(ErrorCode::BadRequest, message, Exit::Usage);
+    let version = serde_json::from_str::<protocol::VersionOnly>(text)
+        .map_err(|e| bad(format!("the request is not a JSON object: {e}")))?
         .v;
     match version {
         Some(protocol::VERSION) => {}
         Some(v) => {
-            return Err(format!(
-                "this daemon speaks protocol version {}, the client sent version {v}; use the keyflip binary that matches the running daemon",
-                protocol::VERSION
+            return Err(CommandError::new(
+                ErrorCode::UnsupportedVersion,
+                protocol::version_mismatch(protocol::VERSION, v),
+                Exit::Usage,
             ));
         }
-        None => return Err("the request has no protocol version (\"v\")".into()),
+        None => return Err(bad("the request has no protocol version (\"v\")".into())),
     }
     serde_json::from_str::<Envelope>(text)
         .map(|e| e.request)
-        .map_err(|e| format!("not a request this daemon knows: {e}"))
+        .map_err(|e| bad(format!("not a request this daemon knows: {e}")))
 }

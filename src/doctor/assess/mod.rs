@@ -4,26 +4,26 @@
 //!
 //! What blocks (an error): a token or permission keyflip needs; an account that
 //! cannot be read or disallows shared keys; a key that does not work on the data
-//! plane, or two identical keys; a named datastore a rotation cannot update, or a
-//! key-based datastore on the account that a named list leaves out (retiring the old
-//! key would break it); a Key Vault secret whose current version is unreadable or
-//! holds neither key; a Databricks scope that is missing or Key Vault-backed;
-//! consumers split across both keys. A read refused for lack of a permission that the
+//! plane, or two identical keys; a consumer a rotation cannot update or that holds
+//! neither key, or one on the account that the plan leaves out (retiring the old key
+//! would break it), as each kind's rows say (`crate::consumer`); consumers split
+//! across both keys. A read refused for lack of a permission that the
 //! permissions check already reports is "skipped", so one missing role is one error.
 
-mod ml;
-mod secrets;
 mod verdict;
 
 use std::collections::HashSet;
 
-use super::collect::{DatastoreSeen, Got, KeySeen, Observed, PermissionsSeen, TokenSeen};
-use super::report::{Check, Facts, Holding, Holds, MissingAction, ProbeFacts, Resource, Status};
+use super::collect::{Got, KeySeen, Observed, PermissionsSeen, TokenSeen};
+use super::report::{
+    Check, Facts, Holding, Holds, MissingAction, ProbeFacts, Resource, Service, Status,
+};
 use crate::azure::probe::ProbeOutcome;
 use crate::key::KeyName;
 use crate::plan::Plan;
 use crate::secret::Fingerprint;
-use verdict::{Verdict, fix_for, not_done};
+use verdict::fix_for;
+pub(crate) use verdict::{Verdict, not_done};
 
 /// Every row for `plan`, in report order.
 pub fn assess(plan: &Plan, seen: &Observed) -> Vec<Check> {
@@ -33,43 +33,45 @@ pub fn assess(plan: &Plan, seen: &Observed) -> Vec<Check> {
     checks.push(ctx.account());
     checks.extend(ctx.keys());
     let mut holdings = Vec::new();
-    for ws in &seen.workspaces {
-        if ws.plan.resync {
-            checks.push(ctx.workspace(ws, &mut holdings));
-        }
-        checks.push(ctx.datastores(ws, &mut holdings));
-    }
-    for secret in &seen.secrets {
-        checks.push(ctx.secret(secret, &mut holdings));
-    }
-    for d in &seen.databricks {
-        checks.push(ctx.databricks(d, &mut holdings));
+    for consumer in &seen.consumers {
+        checks.extend(consumer.checks(&ctx, &mut holdings));
     }
     checks.push(ctx.consumers(holdings));
     checks
 }
 
 /// What every row needs: the plan, the keys' fingerprints, the missing actions.
-struct Ctx<'a> {
-    plan: &'a Plan,
+pub(crate) struct Ctx<'a> {
+    pub(crate) plan: &'a Plan,
     seen: &'a Observed,
-    keys: Option<&'a [KeySeen]>,
-    missing: HashSet<String>,
+    /// Both keys, when they could be read.
+    pub(crate) keys: Option<&'a [KeySeen]>,
+    /// The actions the permissions check found missing.
+    pub(crate) missing: HashSet<String>,
 }
 
 fn token(t: &TokenSeen) -> Check {
     let facts = Facts::Token {
         service: t.service,
         audience: t.audience.clone(),
+        credential: t.credential.clone(),
     };
     let verdict = match (&t.result, &t.audience) {
+        // The credential is named once, on the ARM row every plan has.
+        (Got::Done(()), Some(audience)) if t.service == Service::ARM => Verdict::ok(format!(
+            "token acquired for {audience} with {}",
+            t.credential
+        )),
         (Got::Done(()), Some(audience)) => Verdict::ok(format!("token acquired for {audience}")),
         (Got::Done(()), None) => Verdict::ok("token acquired"),
         (Got::Failed(e), _) => Verdict::problem(Status::Error, e.to_string(), Some(fix_for(e))),
         (Got::NotTried(why), _) => Verdict::problem(
             Status::Warning,
             format!("not checked: {why}"),
-            Some("the Key Vault checks below still show whether keyflip can reach the vault; set key_vault_suffix to check the token itself.".into()),
+            Some(format!(
+                "the {} rows below still show whether keyflip can reach the service.",
+                t.service.label()
+            )),
         ),
     };
     verdict.check(t.service.label(), facts)
@@ -77,11 +79,7 @@ fn token(t: &TokenSeen) -> Check {
 
 fn resource_label(resource: Resource, scope: &str) -> String {
     let name = scope.rsplit('/').next().unwrap_or(scope);
-    match resource {
-        Resource::StorageAccount => format!("storage account {name}"),
-        Resource::MlWorkspace => format!("ML workspace {name}"),
-        Resource::KeyVault => format!("key vault {name}"),
-    }
+    format!("{} {name}", resource.label)
 }
 
 fn permissions(p: &PermissionsSeen) -> Check {
@@ -117,6 +115,8 @@ fn permissions(p: &PermissionsSeen) -> Check {
             resource: p.resource,
             required,
             missing,
+            commands: Vec::new(),
+            custom_role: None,
         },
     )
 }
@@ -175,7 +175,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Which of the account's keys `fingerprint` is (`Unknown` when either is unknown).
-    fn holds(&self, fingerprint: Option<Fingerprint>) -> Holds {
+    pub(crate) fn holds(&self, fingerprint: Option<Fingerprint>) -> Holds {
         match (fingerprint, self.keys) {
             (Some(fp), Some(keys)) => keys
                 .iter()
@@ -185,7 +185,8 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn file(&self) -> &str {
+    /// The plan file, for advice that says where to change it.
+    pub(crate) fn file(&self) -> &str {
         self.plan.origin()
     }
 

@@ -10,10 +10,10 @@ use crate::azure::Error;
 
 /// A row's outcome while it is being built: the worst status wins; findings and
 /// fixes accumulate.
-pub(super) struct Verdict {
-    pub(super) status: Status,
-    pub(super) finding: Vec<String>,
-    pub(super) fix: Vec<String>,
+pub(crate) struct Verdict {
+    pub(crate) status: Status,
+    pub(crate) finding: Vec<String>,
+    pub(crate) fix: Vec<String>,
     /// The first finding describes rather than reassures, so it stays when a problem
     /// is added.
     keep_summary: bool,
@@ -21,7 +21,7 @@ pub(super) struct Verdict {
 
 impl Verdict {
     /// An "all is well" summary, replaced by the first problem added.
-    pub(super) fn ok(finding: impl Into<String>) -> Verdict {
+    pub(crate) fn ok(finding: impl Into<String>) -> Verdict {
         Verdict {
             status: Status::Ok,
             finding: vec![finding.into()],
@@ -30,13 +30,13 @@ impl Verdict {
         }
     }
     /// A description that problems are appended to.
-    pub(super) fn described(finding: impl Into<String>) -> Verdict {
+    pub(crate) fn described(finding: impl Into<String>) -> Verdict {
         Verdict {
             keep_summary: true,
             ..Verdict::ok(finding)
         }
     }
-    pub(super) fn problem(
+    pub(crate) fn problem(
         status: Status,
         finding: impl Into<String>,
         fix: Option<String>,
@@ -48,7 +48,7 @@ impl Verdict {
             keep_summary: false,
         }
     }
-    pub(super) fn add(&mut self, status: Status, finding: impl Into<String>, fix: Option<String>) {
+    pub(crate) fn add(&mut self, status: Status, finding: impl Into<String>, fix: Option<String>) {
         if status > Status::Ok {
             if self.status == Status::Ok && !self.keep_summary {
                 self.finding.clear();
@@ -60,19 +60,19 @@ impl Verdict {
         }
         self.fix.extend(fix);
     }
-    pub(super) fn check(self, subject: impl Into<String>, facts: Facts) -> Check {
+    pub(crate) fn check(self, subject: impl Into<String>, facts: impl Into<Facts>) -> Check {
         Check {
             subject: subject.into(),
             status: self.status,
             finding: self.finding.join("; "),
             fix: (!self.fix.is_empty()).then(|| self.fix.join(" ")),
-            facts,
+            facts: facts.into(),
         }
     }
 }
 
 /// A failed or skipped read, as a verdict.
-pub(super) fn not_done<T>(got: &Got<T>, missing: &HashSet<String>) -> Option<Verdict> {
+pub(crate) fn not_done<T>(got: &Got<T>, missing: &HashSet<String>) -> Option<Verdict> {
     match got {
         Got::Done(_) => None,
         Got::NotTried(why) => Some(Verdict::problem(
@@ -84,16 +84,18 @@ pub(super) fn not_done<T>(got: &Got<T>, missing: &HashSet<String>) -> Option<Ver
     }
 }
 
-pub(super) fn failure(e: &Error, missing: &HashSet<String>) -> Verdict {
+pub(crate) fn failure(e: &Error, missing: &HashSet<String>) -> Verdict {
+    // Azure treats action names case-insensitively, and its refusals spell them in
+    // the operation's own casing (`listKeys`), not the role definitions' (`listkeys`);
+    // the report names the action as keyflip's own list spells it.
     if let Some(action) = e.denial().and_then(|d| d.action.as_ref())
-        && missing.contains(action.name())
+        && let Some(name) = missing
+            .iter()
+            .find(|m| m.eq_ignore_ascii_case(action.name()))
     {
         return Verdict::problem(
             Status::Skipped,
-            format!(
-                "not checked: keyflip lacks {} (see permissions)",
-                action.name()
-            ),
+            format!("not checked: keyflip lacks {name} (see permissions)"),
             None,
         );
     }
@@ -101,7 +103,7 @@ pub(super) fn failure(e: &Error, missing: &HashSet<String>) -> Verdict {
 }
 
 /// One line of advice for an Azure error.
-pub(super) fn fix_for(e: &Error) -> String {
+pub(crate) fn fix_for(e: &Error) -> String {
     match e {
         Error::Forbidden { call, denial } => match (denial.role, &denial.advice) {
             (Some(role), _) => format!(

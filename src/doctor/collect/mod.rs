@@ -5,25 +5,21 @@
 //! (`listKeys`, `listSecrets`, the permissions API's GET, Blob Get Account
 //! Information); nothing is written, regenerated, resynced or disabled. Independent
 //! reads run concurrently; a read whose token could not be acquired is not sent. Key
-//! values are fingerprinted where they are read and dropped at once. The consumers'
-//! reads live in [`consumers`].
-
-mod consumers;
+//! values are fingerprinted where they are read and dropped at once. Each consumer
+//! kind's reads are its module's (`crate::consumer`).
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 
 use super::report::{Resource, Service};
 use crate::azure::authorization::MissingAction;
-use crate::azure::databricks::{DatabricksSecret as DbxSecret, SecretScope};
-use crate::azure::keyvault::SecretVersion;
-use crate::azure::ml::Workspace;
 use crate::azure::probe::Probe;
 use crate::azure::roles::Action;
 use crate::azure::storage::StorageAccount;
-use crate::azure::{Azure, DATABRICKS_AUDIENCE, Error};
+use crate::azure::{Azure, Error};
+use crate::consumer::{self, Seen};
 use crate::key::KeyName;
-use crate::plan::{DatabricksSecret, KeyVaultSecret, MlWorkspace, Plan};
+use crate::plan::Plan;
 use crate::secret::Fingerprint;
 
 /// How many of a secret's newest enabled versions are read and fingerprinted. A
@@ -32,7 +28,7 @@ use crate::secret::Fingerprint;
 pub const VERSIONS_READ: usize = 25;
 
 /// How many reads of one kind (secret versions, datastore secrets) run at once.
-const CONCURRENCY: usize = 8;
+pub const CONCURRENCY: usize = 8;
 
 /// The result of one read.
 #[derive(Debug)]
@@ -44,7 +40,7 @@ pub enum Got<T> {
 }
 
 impl<T> Got<T> {
-    fn from(result: Result<T, Error>) -> Got<T> {
+    pub(crate) fn from(result: Result<T, Error>) -> Got<T> {
         match result {
             Ok(v) => Got::Done(v),
             Err(e) => Got::Failed(e),
@@ -66,9 +62,8 @@ pub struct Observed {
     pub account: Got<StorageAccount>,
     /// Both keys, key1 first.
     pub keys: Got<Vec<KeySeen>>,
-    pub workspaces: Vec<WorkspaceSeen>,
-    pub secrets: Vec<SecretSeen>,
-    pub databricks: Vec<DatabricksSeen>,
+    /// Each consumer table, in report order.
+    pub consumers: Vec<Seen>,
 }
 
 #[derive(Debug)]
@@ -76,6 +71,8 @@ pub struct TokenSeen {
     pub service: Service,
     pub audience: Option<String>,
     pub result: Got<()>,
+    /// The credential that gave (or failed to give) the token, for people.
+    pub credential: String,
 }
 
 #[derive(Debug)]
@@ -94,64 +91,20 @@ pub struct KeySeen {
     pub probe: Got<Probe>,
 }
 
-#[derive(Debug)]
-pub struct WorkspaceSeen {
-    pub plan: MlWorkspace,
-    /// Read only when the plan resyncs the workspace.
-    pub workspace: Got<Workspace>,
-    /// The fingerprint of the workspace's cached storage key (`None`: it has none).
-    pub cached_key: Got<Option<Fingerprint>>,
-    pub datastores: Got<Vec<DatastoreSeen>>,
-}
-
-/// What `doctor` needs of a datastore (never a secret).
-#[derive(Debug)]
-pub struct DatastoreSeen {
-    pub name: String,
-    pub datastore_type: String,
-    pub credentials_type: String,
-    pub account_name: Option<String>,
-    pub uses_account_key: bool,
-    /// Whether it is a key-based datastore on the plan's account.
-    pub on_account: bool,
-    /// The fingerprint of its stored account key (read for key-based datastores on
-    /// the account and for named ones).
-    pub key: Got<Fingerprint>,
-}
-
-#[derive(Debug)]
-pub struct SecretSeen {
-    pub plan: KeyVaultSecret,
-    /// Every version, newest first, each with the fingerprint of the account key its
-    /// value holds (`None`: the value holds no account key).
-    pub versions: Got<Vec<(SecretVersion, Got<Option<Fingerprint>>)>>,
-}
-
-#[derive(Debug)]
-pub struct DatabricksSeen {
-    pub plan: DatabricksSecret,
-    pub scope: Got<Option<SecretScope>>,
-    pub secrets: Got<Vec<DbxSecret>>,
-}
-
 /// The actions keyflip needs at each scope of `plan`, in report order, each scope once.
+/// The same checks as a rotation's (`crate::rotation::required_permissions`).
 pub fn required_permissions(plan: &Plan) -> Vec<(String, Resource, Vec<Action>)> {
-    crate::rotation::required_permissions(plan)
-        .into_iter()
-        .map(|(scope, actions)| {
-            let resource = if scope.eq_ignore_ascii_case(plan.storage_account.as_str()) {
-                Resource::StorageAccount
-            } else if scope
-                .to_ascii_lowercase()
-                .contains("/providers/microsoft.keyvault/")
-            {
-                Resource::KeyVault
-            } else {
-                Resource::MlWorkspace
-            };
-            (scope, resource, actions)
-        })
-        .collect()
+    let mut checks = vec![(
+        plan.storage_account.to_string(),
+        Resource::STORAGE_ACCOUNT,
+        crate::rotation::observe::account_actions(),
+    )];
+    checks.extend(
+        consumer::permissions(plan)
+            .into_iter()
+            .map(|p| (p.scope, p.resource, p.actions)),
+    );
+    checks
 }
 
 /// Reads everything `doctor` needs to know about `plan`.
@@ -166,11 +119,7 @@ pub async fn observe(azure: &Azure, plan: &Plan) -> Observed {
             _ => Ok(()),
         }
     };
-    let (arm, vault, dbx) = (
-        usable(Service::Arm),
-        usable(Service::KeyVault),
-        usable(Service::Databricks),
-    );
+    let arm = usable(Service::ARM);
     let permissions = async {
         join_all(
             required_permissions(plan)
@@ -194,55 +143,40 @@ pub async fn observe(azure: &Azure, plan: &Plan) -> Observed {
         .await
     };
     let storage = storage(azure, plan, arm.clone());
-    let workspaces = join_all(
-        plan.ml_workspaces
-            .iter()
-            .map(|ws| consumers::workspace(azure, plan, ws, arm.clone())),
-    );
-    let secrets = join_all(
-        plan.key_vault
-            .iter()
-            .map(|kv| consumers::secret(azure, kv, vault.clone())),
-    );
-    let databricks = join_all(
-        plan.databricks
-            .iter()
-            .map(|d| consumers::databricks(azure, d, dbx.clone())),
-    );
-    let (permissions, (account, keys), workspaces, secrets, databricks) =
-        futures::join!(permissions, storage, workspaces, secrets, databricks);
+    let consumers = consumer::examine(azure, plan, usable);
+    let (permissions, (account, keys), consumers) = futures::join!(permissions, storage, consumers);
     Observed {
         tokens,
         permissions,
         account,
         keys,
-        workspaces,
-        secrets,
-        databricks,
+        consumers,
     }
 }
 
 /// The audiences the plan needs, each asked for once, concurrently.
 async fn tokens(azure: &Azure, plan: &Plan) -> Vec<TokenSeen> {
     let cloud = azure.cloud();
-    let mut wanted = vec![(Service::Arm, Some(cloud.arm_audience.clone()))];
-    if !plan.key_vault.is_empty() {
-        wanted.push((Service::KeyVault, cloud.key_vault_audience()));
-    }
-    if !plan.databricks.is_empty() {
-        wanted.push((Service::Databricks, Some(DATABRICKS_AUDIENCE.to_owned())));
+    let mut wanted = vec![(Service::ARM, Ok(cloud.arm_audience.clone()))];
+    for (service, audience) in consumer::tokens(plan, cloud) {
+        if !wanted.iter().any(|(s, _)| *s == service) {
+            wanted.push((service, audience));
+        }
     }
     join_all(wanted.into_iter().map(|(service, audience)| async move {
-        let result = match &audience {
-            Some(a) => Got::from(azure.check_token(a).await),
-            None => Got::NotTried(
-                "the cloud has no Key Vault suffix, so the audience is unknown; set key_vault_suffix in [cloud]".into(),
-            ),
+        let (audience, result) = match audience {
+            Ok(a) => {
+                let result = Got::from(azure.check_token(&a).await);
+                (Some(a), result)
+            }
+            Err(why) => (None, Got::NotTried(why)),
         };
         TokenSeen {
             service,
             audience,
             result,
+            // After the request: the default chain has made its choice by now.
+            credential: azure.credential_in_use(),
         }
     }))
     .await
@@ -285,53 +219,4 @@ async fn storage(
         }
     };
     (account, keys)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_scope_is_checked_once_with_what_the_plan_needs() {
-        let text = r#"storage_account = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/stacct"
-[[key_vault]]
-vault = "https://kv.vault.azure.net"
-secret = "a"
-format = "raw-key"
-vault_id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv"
-[[key_vault]]
-vault = "https://kv.vault.azure.net"
-secret = "b"
-format = "raw-key"
-vault_id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/KV"
-[[key_vault]]
-vault = "https://other.vault.azure.net"
-secret = "c"
-format = "raw-key"
-[[ml_workspace]]
-workspace = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w"
-resync = false
-datastores = ["d"]
-"#;
-        let plan = crate::plan::parse(text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
-        let checks = required_permissions(&plan);
-        let summary: Vec<(Resource, usize)> =
-            checks.iter().map(|(_, r, a)| (*r, a.len())).collect();
-        assert_eq!(
-            summary,
-            vec![
-                (Resource::StorageAccount, 3),
-                // The three datastore actions; no resync, so neither listKeys nor
-                // resyncKeys (the workspace is not a consumer).
-                (Resource::MlWorkspace, 3),
-                // One vault, named twice in different case; the third has no vault_id.
-                (Resource::KeyVault, 4),
-            ]
-        );
-        assert!(
-            !checks[1]
-                .2
-                .contains(&crate::azure::roles::actions::ML_WORKSPACE_RESYNC_KEYS)
-        );
-    }
 }

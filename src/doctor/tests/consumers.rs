@@ -2,6 +2,8 @@
 //! consumers' keys together.
 
 use super::*;
+use crate::consumer::datastore::DatastoresFacts;
+use crate::consumer::key_vault::SecretFacts;
 
 #[test]
 fn a_healthy_plan_has_nothing_to_report_and_names_the_active_key() {
@@ -45,7 +47,7 @@ fn a_healthy_plan_has_nothing_to_report_and_names_the_active_key() {
 fn a_named_list_that_misses_a_key_based_datastore_or_names_an_unusable_one_blocks() {
     let plan = plan(r#"datastores = ["workspaceblobstore", "public_samples", "gone"]"#);
     assert!(matches!(
-        plan.ml_workspaces[0].datastores,
+        workspace_table(&plan).datastores,
         Datastores::Named(_)
     ));
     let r = report(&plan, &healthy(&plan));
@@ -73,9 +75,9 @@ fn a_named_list_that_misses_a_key_based_datastore_or_names_an_unusable_one_block
         "{fix}"
     );
     match &ds.facts {
-        Facts::Datastores {
+        Facts::Consumer(ConsumerFacts::Datastores(DatastoresFacts {
             missed, datastores, ..
-        } => {
+        })) => {
             assert_eq!(missed, &vec!["training_data".to_owned()]);
             let covered: Vec<&str> = datastores
                 .iter()
@@ -92,7 +94,7 @@ fn a_named_list_that_misses_a_key_based_datastore_or_names_an_unusable_one_block
 fn a_secret_on_the_other_key_splits_the_consumers_and_old_versions_only_warn() {
     let plan = plan("discover = true");
     let mut seen = healthy(&plan);
-    seen.secrets[0].versions = Got::Done(vec![
+    secret_seen(&mut seen).versions = Got::Done(vec![
         (version("v3", true, 20), Got::Done(Some(fp("k2")))),
         (version("v2", false, 10), Got::NotTried("disabled".into())),
         (version("v1", true, 0), Got::Done(Some(fp("k1")))),
@@ -108,7 +110,7 @@ fn a_secret_on_the_other_key_splits_the_consumers_and_old_versions_only_warn() {
         secret.finding
     );
     match &secret.facts {
-        Facts::KeyVaultSecret { versions, .. } => {
+        Facts::Consumer(ConsumerFacts::KeyVaultSecret(SecretFacts { versions, .. })) => {
             let seen: Vec<(&str, Holds)> = versions
                 .iter()
                 .map(|v| (v.version.as_str(), v.holds))
@@ -133,7 +135,7 @@ fn a_secret_on_the_other_key_splits_the_consumers_and_old_versions_only_warn() {
     );
 
     // The same old version under a current version on key1 is only a warning.
-    seen.secrets[0].versions = Got::Done(vec![
+    secret_seen(&mut seen).versions = Got::Done(vec![
         (version("v3", true, 20), Got::Done(Some(fp("k1")))),
         (version("v2", true, 10), Got::Done(Some(fp("k2")))),
     ]);
@@ -146,7 +148,7 @@ fn a_secret_on_the_other_key_splits_the_consumers_and_old_versions_only_warn() {
 fn a_current_version_that_is_disabled_or_holds_neither_key_blocks() {
     let plan = plan("discover = true");
     let mut seen = healthy(&plan);
-    seen.secrets[0].versions = Got::Done(vec![(
+    secret_seen(&mut seen).versions = Got::Done(vec![(
         version("v1", false, 0),
         Got::NotTried("disabled".into()),
     )]);
@@ -154,13 +156,13 @@ fn a_current_version_that_is_disabled_or_holds_neither_key_blocks() {
         row(&report(&plan, &seen), "key_vault_secret").status,
         Status::Error
     );
-    seen.secrets[0].versions =
+    secret_seen(&mut seen).versions =
         Got::Done(vec![(version("v1", true, 0), Got::Done(Some(fp("old"))))]);
     let r = report(&plan, &seen);
     assert_eq!(row(&r, "key_vault_secret").status, Status::Error);
     assert!(row(&r, "consumers").finding.contains("1 on neither key"));
     // A connection string without an account key holds neither key either.
-    seen.secrets[0].versions = Got::Done(vec![(version("v1", true, 0), Got::Done(None))]);
+    secret_seen(&mut seen).versions = Got::Done(vec![(version("v1", true, 0), Got::Done(None))]);
     assert_eq!(
         row(&report(&plan, &seen), "key_vault_secret").status,
         Status::Error
@@ -171,14 +173,14 @@ fn a_current_version_that_is_disabled_or_holds_neither_key_blocks() {
 fn a_key_vault_backed_or_missing_scope_blocks_with_the_fix() {
     let plan = plan("discover = true");
     let mut seen = healthy(&plan);
-    seen.databricks[0].scope = Got::Done(Some(SecretScope {
+    databricks_seen(&mut seen).scope = Got::Done(Some(SecretScope {
         name: "datasci".into(),
         backend: ScopeBackend::AzureKeyVault {
             resource_id: Some(VAULT_ID.into()),
             dns_name: Some("https://kv.vault.azure.net/".into()),
         },
     }));
-    seen.databricks[0].secrets = Got::NotTried("not Databricks-backed".into());
+    databricks_seen(&mut seen).secrets = Got::NotTried("not Databricks-backed".into());
     let r = report(&plan, &seen);
     let d = row(&r, "databricks");
     assert_eq!(d.status, Status::Error);
@@ -190,7 +192,7 @@ fn a_key_vault_backed_or_missing_scope_blocks_with_the_fix() {
             .contains("[[key_vault]]")
     );
 
-    seen.databricks[0].scope = Got::Done(None);
+    databricks_seen(&mut seen).scope = Got::Done(None);
     let d = report(&plan, &seen);
     assert!(
         row(&d, "databricks")

@@ -5,10 +5,7 @@ use super::*;
 #[test]
 fn last_bound_is_the_latest_successful_bind() {
     let mut f = fixture();
-    let dbx = ConsumerRef {
-        id: ConsumerId("dbx/scope/key".into()),
-        kind: ConsumerKind::Databricks,
-    };
+    let dbx = dbx();
     assert_eq!(f.journal.last_bound(&dbx.id).unwrap(), None);
     let bind = |seq, key, n| Command {
         seq,
@@ -40,9 +37,7 @@ fn last_bound_is_the_latest_successful_bind() {
     f.journal
         .record_intent("r2", &bind(2, KeyName::Key2, 23), t(13))
         .unwrap();
-    let failed = StepResult::BindFailed {
-        reason: "500".into(),
-    };
+    let failed = StepResult::BindFailed { reason: why("500") };
     f.journal
         .record_event("r2", &answer(2, 14, failed), t(14))
         .unwrap();

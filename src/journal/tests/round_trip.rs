@@ -44,43 +44,21 @@ fn every_command_and_event_type_round_trips() {
         ),
         (
             regenerate,
-            StepResult::RegenerateFailed {
-                error: "503".into(),
-            },
+            StepResult::RegenerateFailed { error: why("503") },
         ),
         (verify_key.clone(), StepResult::KeyVerified),
-        (
-            verify_key,
-            StepResult::KeyRejected {
-                reason: "403".into(),
-            },
-        ),
+        (verify_key, StepResult::KeyRejected { reason: why("403") }),
         (bind.clone(), StepResult::Bound),
-        (
-            bind,
-            StepResult::BindFailed {
-                reason: "409".into(),
-            },
-        ),
+        (bind, StepResult::BindFailed { reason: why("409") }),
         (verify.clone(), StepResult::ConsumerVerified),
-        (
-            verify,
-            StepResult::ConsumerMismatch {
-                reason: "old".into(),
-            },
-        ),
+        (verify, StepResult::ConsumerMismatch { reason: why("old") }),
         (
             disable.clone(),
             StepResult::VersionsDisabled {
                 versions: vec!["abc".into()],
             },
         ),
-        (
-            disable,
-            StepResult::DisableFailed {
-                reason: "403".into(),
-            },
-        ),
+        (disable, StepResult::DisableFailed { reason: why("403") }),
         (Action::Commit, StepResult::Committed),
         (Action::WaitUntil { at: t(3600) }, StepResult::Waited),
     ];
@@ -203,7 +181,7 @@ fn an_intent_is_durable_and_visible_to_another_connection_when_recorded() {
         )
         .unwrap();
     assert!(
-        stored.contains("\"schema\":1") && stored.contains("\"observe\""),
+        stored.contains("\"schema\":2") && stored.contains("\"observe\""),
         "{stored}"
     );
 }

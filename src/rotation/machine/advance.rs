@@ -1,18 +1,27 @@
-//! The forward path: what each result leads to, phase by phase, and the helpers that
-//! issue commands. The transition table in the parent module's docs is the map.
+//! The forward path: what each result leads to, stage by stage. The transition table
+//! in the parent module's docs is the map. A result no stage expects, or a stage that
+//! cannot act on what it holds, parks the rotation as an internal error: the machine
+//! never picks a default it cannot justify.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::failure::{Failure, Warning, WarningKind};
 use super::outcome::*;
 use super::precheck::{self, Route};
+use super::proof::Committed;
 use super::types::*;
 use super::view::{ConsumerStatus, Note};
-use super::{Kind, Machine, State, Track, index};
-use crate::key::KeyName;
+use super::{Decided, KeyCheck, Kind, Machine, Round, Stage, State, Track, index};
 
 impl Machine {
-    /// Bookkeeping that does not depend on the phase: key and consumer facts.
-    pub(super) fn record(&mut self, i: usize, at: DateTime<Utc>, result: &StepResult) -> Kind {
+    /// Bookkeeping that does not depend on the stage: key and consumer facts.
+    pub(super) fn record(
+        &mut self,
+        d: &mut Decided,
+        i: usize,
+        at: DateTime<Utc>,
+        result: &StepResult,
+    ) -> Kind {
         let consumer = self.steps[i].consumer;
         let mut warning = None;
         let kind = match &self.steps[i].command.action {
@@ -26,12 +35,10 @@ impl Machine {
                     created,
                 } = result
                 {
-                    if let Some(last) = &mut self.last {
-                        last[index(*key)] = KeyState {
-                            fingerprint: *fingerprint,
-                            created: *created,
-                        };
-                    }
+                    d.last[index(*key)] = KeyState {
+                        fingerprint: *fingerprint,
+                        created: *created,
+                    };
                     self.regenerations.push(Regeneration {
                         key: *key,
                         purpose: *purpose,
@@ -79,7 +86,10 @@ impl Machine {
                         }
                     }
                     StepResult::DisableFailed { reason } => {
-                        warning = Some(format!("could not disable versions of {c}: {reason}"));
+                        warning = Some(Warning::new(
+                            WarningKind::VersionsNotDisabled,
+                            format!("could not disable versions of {c}: {reason}"),
+                        ));
                     }
                     _ => {}
                 }
@@ -88,8 +98,8 @@ impl Machine {
             Action::WaitUntil { .. } => Kind::Wait,
             _ => Kind::Other,
         };
-        if let Some(text) = warning {
-            self.warn(at, text);
+        if let Some(warning) = warning {
+            self.warn(at, warning);
         }
         kind
     }
@@ -98,193 +108,268 @@ impl Machine {
         self.options.retire_attempts.max(1)
     }
 
-    pub(super) fn route(&self) -> Option<Route> {
-        self.decision.as_ref().map(|d| d.route)
-    }
-
-    pub(super) fn revoke_first(&self) -> bool {
-        self.route().is_some_and(Route::revoke_first)
-    }
-
-    /// With `revoke_first`, whether the leaked key's revoke succeeded: from then on
-    /// nothing rolls back and consumers move to that key's fresh value.
-    pub(super) fn revoked(&self) -> bool {
-        let (active, _) = self.keys();
-        self.revoke_first()
-            && self
-                .regenerations
-                .iter()
-                .any(|r| r.key == active && r.purpose == Purpose::Revoke)
-    }
-
-    /// The key consumers move to: the standby, or with `revoke_first` the active key
-    /// (its fresh value, once revoked). With `LeakedStandby` no consumer moves; they
-    /// stay on the active key.
-    pub(super) fn moves_to(&self) -> KeyName {
-        let (active, standby) = self.keys();
-        match self.route() {
-            Some(Route::LeakedStandby) => active,
-            Some(route) if route.revoke_first() => active,
-            _ => standby,
-        }
-    }
-
-    pub(super) fn keys(&self) -> (KeyName, KeyName) {
-        self.decision
-            .as_ref()
-            .map_or((KeyName::Key1, KeyName::Key2), |d| (d.active, d.standby))
-    }
-
-    pub(super) fn last_state(&self, key: KeyName) -> Option<KeyState> {
-        self.last.map(|l| l[index(key)])
-    }
-
-    pub(super) fn cause(&self, i: usize, result: &StepResult) -> Cause {
+    pub(super) fn cause(&self, i: usize, reason: &Failure) -> Cause {
         Cause::Failed {
             seq: self.steps[i].command.seq,
             action: self.steps[i].command.action.clone(),
-            reason: result.failure().unwrap_or_default().to_owned(),
+            reason: reason.clone(),
         }
     }
 
-    /// The phase-dependent reaction to command `i`'s result.
+    /// The stage-dependent reaction to command `i`'s result.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn advance(
         &mut self,
-        state: State,
+        d: &Decided,
+        stage: Stage,
         i: usize,
         kind: Kind,
         at: DateTime<Utc>,
         result: &StepResult,
         out: &mut Vec<Command>,
-    ) -> State {
+    ) -> Stage {
         use StepResult as R;
-        let (active, standby) = self.keys();
-        match (state, result) {
-            (State::Prechecking, R::Observed(obs)) => self.precheck(at, obs, out),
-
-            (State::Staging, R::Regenerated { fingerprint, .. }) => {
-                self.target = Some(*fingerprint);
-                self.verify_key(at, standby, *fingerprint, 0, out)
+        let revoke_first = d.route.revoke_first();
+        match (stage, kind, result) {
+            (Stage::Staging, _, R::Regenerated { fingerprint, .. }) => {
+                self.verify_key(d, at, KeyCheck::Target, *fingerprint, 0, out)
             }
-            (State::Staging, R::RegenerateFailed { .. }) => {
-                let cause = self.cause(i, result);
-                self.roll_back(cause, at, out)
-            }
-            (State::VerifyingKey { failures }, _) if self.revoked() => {
-                self.fresh_key_answer(failures, kind, result, at, out)
-            }
-            (State::VerifyingKey { .. }, R::KeyRejected { .. }) => {
-                let cause = self.cause(i, result);
-                self.roll_back(cause, at, out)
-            }
-            (State::VerifyingKey { .. }, R::KeyVerified) => {
-                if self.revoke_first() {
-                    self.regenerate(at, active, Purpose::Revoke, out);
-                    State::Revoking { failures: 0 }
-                } else {
-                    self.bind_forward(at, out)
-                }
+            (Stage::Staging, _, R::RegenerateFailed { error }) => {
+                let cause = self.cause(i, error);
+                self.roll_back(d, cause, None, at, out)
             }
 
-            (State::Revoking { failures }, _) => match (kind, result) {
-                (_, R::Regenerated { .. }) if self.route() == Some(Route::LeakedStandby) => {
-                    self.cleanup(at, out)
-                }
+            (
+                Stage::VerifyingKey {
+                    check: KeyCheck::Fresh,
+                    value,
+                    failures,
+                },
+                kind,
+                _,
+            ) => self.fresh_key_answer(d, value, failures, kind, result, at, out),
+            (Stage::VerifyingKey { .. }, _, R::KeyRejected { reason }) => {
+                let cause = self.cause(i, reason);
+                self.roll_back(d, cause, None, at, out)
+            }
+            (
+                Stage::VerifyingKey {
+                    check: KeyCheck::BeforeRevoke,
+                    ..
+                },
+                _,
+                R::KeyVerified,
+            ) => {
+                self.regenerate(d, at, d.active, Purpose::Revoke, out);
+                Stage::Revoking { failures: 0 }
+            }
+            (
+                Stage::VerifyingKey {
+                    check: KeyCheck::Target,
+                    value,
+                    ..
+                },
+                _,
+                R::KeyVerified,
+            ) => self.bind_round(d, value, Round::Steerable, at, out),
+
+            (Stage::Revoking { .. }, _, R::Regenerated { fingerprint, .. }) => match d.route {
+                Route::LeakedStandby => self.cleanup(d, at, out),
                 // The leaked value is dead; consumers go to the key's fresh value once
                 // the data plane accepts it.
-                (_, R::Regenerated { fingerprint, .. }) => {
-                    self.target = Some(*fingerprint);
-                    self.verify_key(at, active, *fingerprint, 0, out)
-                }
-                (Kind::Regenerate { key, purpose }, R::RegenerateFailed { error }) => self
-                    .regeneration_failed(failures + 1, key, purpose, error, at, out)
-                    .unwrap_or(State::Revoking {
-                        failures: failures + 1,
-                    }),
-                (Kind::Wait, _) => {
-                    let key = if self.route() == Some(Route::LeakedStandby) {
-                        standby
-                    } else {
-                        active
-                    };
-                    self.regenerate(at, key, Purpose::Revoke, out);
-                    State::Revoking { failures }
-                }
-                _ => State::Revoking { failures },
+                _ if revoke_first => self.verify_key(d, at, KeyCheck::Fresh, *fingerprint, 0, out),
+                route => self.impossible(
+                    at,
+                    format!("a revoke answered in route {route:?}, which revokes nothing"),
+                    out,
+                ),
             },
-
-            (State::Binding { failures }, _) => match kind {
-                Kind::Wait => {
-                    self.rebind_failed(at, out);
-                    State::Binding { failures }
-                }
-                _ if result.failure().is_some() && !self.revoke_first() => {
-                    let cause = self.cause(i, result);
-                    self.roll_back(cause, at, out)
-                }
-                _ if self.in_flight > 0 => State::Binding { failures },
-                _ => self.binds_done(failures, at, out),
-            },
-
-            (State::VerifyingConsumers { failures }, _) => {
-                if result.failure().is_some() && !self.revoke_first() {
-                    let cause = self.cause(i, result);
-                    self.roll_back(cause, at, out)
-                } else if self.in_flight > 0 {
-                    State::VerifyingConsumers { failures }
-                } else if self.all_verified_on(self.moves_to()) {
-                    self.issue(Some(at), Action::Commit, None, out);
-                    State::Committing
+            (
+                Stage::Revoking { failures },
+                Kind::Regenerate { key, purpose },
+                R::RegenerateFailed { error },
+            ) => self
+                .regeneration_failed(failures + 1, key, purpose, error, at, out)
+                .unwrap_or(Stage::Revoking {
+                    failures: failures + 1,
+                }),
+            (Stage::Revoking { failures }, Kind::Wait, R::Waited) => {
+                let key = if d.route == Route::LeakedStandby {
+                    d.standby
                 } else {
-                    self.forward_retry(failures + 1, at, out)
+                    d.active
+                };
+                self.regenerate(d, at, key, Purpose::Revoke, out);
+                Stage::Revoking { failures }
+            }
+
+            (
+                Stage::Binding {
+                    target,
+                    round,
+                    failures,
+                },
+                Kind::Wait,
+                R::Waited,
+            ) => {
+                self.rebind_failed(d, target, at, out);
+                Stage::Binding {
+                    target,
+                    round,
+                    failures,
+                }
+            }
+            (Stage::Binding { target, round, .. }, _, R::BindFailed { reason })
+                if !d.forward_only(round) =>
+            {
+                let cause = self.cause(i, reason);
+                self.roll_back(d, cause, Some(target), at, out)
+            }
+            (
+                Stage::Binding {
+                    target,
+                    round,
+                    failures,
+                },
+                _,
+                R::Bound | R::BindFailed { .. },
+            ) => {
+                if self.in_flight > 0 {
+                    Stage::Binding {
+                        target,
+                        round,
+                        failures,
+                    }
+                } else {
+                    self.binds_done(d, target, round, failures, at, out)
                 }
             }
 
-            (State::Committing, R::Committed) => {
-                self.committed_at = Some(at);
-                match self.route() {
-                    Some(route) if route.revoke_first() => self.cleanup(at, out),
-                    Some(Route::Scheduled) if self.options.grace > TimeDelta::zero() => {
+            (
+                Stage::VerifyingConsumers { target, round, .. },
+                _,
+                R::ConsumerMismatch { reason },
+            ) if !d.forward_only(round) => {
+                let cause = self.cause(i, reason);
+                self.roll_back(d, cause, Some(target), at, out)
+            }
+            (
+                Stage::VerifyingConsumers {
+                    target,
+                    round,
+                    failures,
+                },
+                _,
+                R::ConsumerVerified | R::ConsumerMismatch { .. },
+            ) => {
+                if self.in_flight > 0 {
+                    Stage::VerifyingConsumers {
+                        target,
+                        round,
+                        failures,
+                    }
+                } else {
+                    self.verifications_done(d, target, round, failures, at, out)
+                }
+            }
+
+            (Stage::Committing { verified }, _, R::Committed) => {
+                let committed = Committed::new(verified);
+                match d.route {
+                    Route::LeakedActive {
+                        revoke_first: true, ..
+                    } => self.cleanup(d, at, out),
+                    Route::Scheduled if self.options.grace > TimeDelta::zero() => {
                         let until = at
                             .checked_add_signed(self.options.grace)
                             .unwrap_or(DateTime::<Utc>::MAX_UTC);
                         self.issue(Some(at), Action::WaitUntil { at: until }, None, out);
-                        State::Grace
+                        Stage::Grace { committed }
                     }
-                    _ => {
-                        self.regenerate(at, active, Purpose::Retire, out);
-                        State::Retiring { failures: 0 }
+                    Route::Scheduled
+                    | Route::LeakedBoth
+                    | Route::LeakedActive {
+                        revoke_first: false,
+                        ..
+                    } => {
+                        self.retire(d, at, &committed, out);
+                        Stage::Retiring {
+                            committed,
+                            failures: 0,
+                        }
                     }
+                    Route::LeakedStandby => self.impossible(
+                        at,
+                        "the leaked-standby route committed a swap it never makes".to_owned(),
+                        out,
+                    ),
                 }
             }
-            (State::Grace, R::Waited) => {
-                self.regenerate(at, active, Purpose::Retire, out);
-                State::Retiring { failures: 0 }
-            }
-
-            (State::Retiring { failures }, _) => match (kind, result) {
-                (_, R::Regenerated { .. }) if self.mode.is_incident() => self.cleanup(at, out),
-                (_, R::Regenerated { .. }) => self.complete(at, out),
-                (Kind::Regenerate { key, purpose }, R::RegenerateFailed { error }) => self
-                    .regeneration_failed(failures + 1, key, purpose, error, at, out)
-                    .unwrap_or(State::Retiring {
-                        failures: failures + 1,
-                    }),
-                (Kind::Wait, _) => {
-                    self.regenerate(at, active, Purpose::Retire, out);
-                    State::Retiring { failures }
+            (Stage::Grace { committed }, _, R::Waited) => {
+                self.retire(d, at, &committed, out);
+                Stage::Retiring {
+                    committed,
+                    failures: 0,
                 }
-                _ => State::Retiring { failures },
-            },
-
-            (State::Cleanup, _) if self.in_flight == 0 => self.complete(at, out),
-
-            (State::RollingBack { cause, step }, _) => {
-                self.rollback_answer(cause, step, kind, result, at, out)
             }
 
-            // A result this phase has no further use for; `record` kept its facts.
-            (state, _) => state,
+            (Stage::Retiring { .. }, _, R::Regenerated { .. }) if self.mode.is_incident() => {
+                self.cleanup(d, at, out)
+            }
+            (Stage::Retiring { .. }, _, R::Regenerated { .. }) => self.complete(d, at, out),
+            (
+                Stage::Retiring {
+                    committed,
+                    failures,
+                },
+                Kind::Regenerate { key, purpose },
+                R::RegenerateFailed { error },
+            ) => self
+                .regeneration_failed(failures + 1, key, purpose, error, at, out)
+                .unwrap_or(Stage::Retiring {
+                    committed,
+                    failures: failures + 1,
+                }),
+            (
+                Stage::Retiring {
+                    committed,
+                    failures,
+                },
+                Kind::Wait,
+                R::Waited,
+            ) => {
+                self.retire(d, at, &committed, out);
+                Stage::Retiring {
+                    committed,
+                    failures,
+                }
+            }
+
+            (Stage::Cleanup, _, R::VersionsDisabled { .. } | R::DisableFailed { .. }) => {
+                if self.in_flight > 0 {
+                    Stage::Cleanup
+                } else {
+                    self.complete(d, at, out)
+                }
+            }
+
+            (Stage::RollingBack { cause, step }, kind, _) => {
+                self.rollback_answer(d, cause, step, kind, result, at, out)
+            }
+
+            // Each stage has exactly the commands it issued in flight, so anything
+            // else means the machine lost track: stop rather than guess.
+            (stage, _, _) => {
+                let command = &self.steps[i].command;
+                let what = format!(
+                    "`{}` answered step {} ({}) while {}",
+                    result.name(),
+                    command.seq,
+                    command.action,
+                    stage.describe()
+                );
+                self.impossible(at, what, out)
+            }
         }
     }
 
@@ -305,10 +390,12 @@ impl Machine {
                 disabled: Vec::new(),
             })
             .collect();
-        self.last = Some([obs.key1, obs.key2]);
         let decision = match precheck::precheck(self.mode, obs) {
             Ok(decision) => decision,
-            Err(reasons) => return self.finish(at, Outcome::Refused { reasons }, out),
+            Err(reasons) => {
+                self.finish(at, Outcome::Refused { reasons }, out);
+                return State::Ended;
+            }
         };
         for text in &decision.warnings {
             self.warn(at, text.clone());
@@ -321,27 +408,68 @@ impl Machine {
                 standby: decision.standby,
             },
         );
-        let (route, standby) = (decision.route, decision.standby);
-        self.decision = Some(decision);
-        match route {
-            _ if route.stages() => {
-                self.regenerate(at, standby, Purpose::Stage, out);
-                State::Staging
+        let d = Decided {
+            route: decision.route,
+            active: decision.active,
+            standby: decision.standby,
+            leaked: decision.leaked,
+            last: [obs.key1, obs.key2],
+            resync: self.options.resync,
+        };
+        let existing = d.last(d.standby).fingerprint;
+        let stage = match d.route {
+            Route::Scheduled
+            | Route::LeakedBoth
+            | Route::LeakedActive {
+                revoke_first: false,
+                stage_standby: true,
+            } => {
+                self.regenerate(&d, at, d.standby, Purpose::Stage, out);
+                Stage::Staging
             }
             Route::LeakedStandby => {
-                self.regenerate(at, standby, Purpose::Revoke, out);
-                State::Revoking { failures: 0 }
+                self.regenerate(&d, at, d.standby, Purpose::Revoke, out);
+                Stage::Revoking { failures: 0 }
             }
-            // Consumers move to the standby as it is, except with `revoke_first`: then
-            // it is only checked, so the one working key is never killed while the
-            // other does not work, and the target is known after the revoke.
-            _ => {
-                let fingerprint = obs.key(standby).fingerprint;
-                if !route.revoke_first() {
-                    self.target = Some(fingerprint);
-                }
-                self.verify_key(at, standby, fingerprint, 0, out)
+            // The standby is only checked, so the one working key is never killed while
+            // the other does not work; the target is known after the revoke.
+            Route::LeakedActive {
+                revoke_first: true, ..
+            } => self.verify_key(&d, at, KeyCheck::BeforeRevoke, existing, 0, out),
+            // Consumers move to the standby as it is.
+            Route::LeakedActive {
+                revoke_first: false,
+                stage_standby: false,
+            } => self.verify_key(&d, at, KeyCheck::Target, existing, 0, out),
+        };
+        State::Decided {
+            decided: Box::new(d),
+            stage,
+        }
+    }
+}
+
+impl Stage {
+    /// The stage in words, for an internal-error report.
+    fn describe(&self) -> String {
+        match self {
+            Stage::Staging => "staging the standby".to_owned(),
+            Stage::VerifyingKey { check, value, .. } => {
+                format!("verifying {value} on the data plane ({check:?})")
             }
+            Stage::Revoking { .. } => "revoking the leaked key".to_owned(),
+            Stage::Binding { target, round, .. } => {
+                format!("binding consumers to {target} ({round:?} round)")
+            }
+            Stage::VerifyingConsumers { target, round, .. } => {
+                format!("verifying consumers on {target} ({round:?} round)")
+            }
+            Stage::Committing { .. } => "committing".to_owned(),
+            Stage::Grace { .. } => "waiting out the grace period".to_owned(),
+            Stage::Retiring { .. } => "retiring the old key".to_owned(),
+            Stage::Cleanup => "disabling leaked Key Vault versions".to_owned(),
+            Stage::RollingBack { step, .. } => format!("rolling back ({step:?})"),
+            Stage::Finished => "finished".to_owned(),
         }
     }
 }

@@ -7,7 +7,7 @@ use super::outcome::*;
 use super::precheck::Route;
 use super::types::*;
 use super::view::Note;
-use super::{DriftResponse, Machine, State, index};
+use super::{Decided, DriftResponse, Machine, Round, Stage, State, index};
 use crate::key::KeyName;
 
 impl Machine {
@@ -48,14 +48,14 @@ impl Machine {
         obs: &Observation,
         out: &mut Vec<Command>,
     ) -> State {
-        let Some(last) = self.last else {
+        let State::Decided { mut decided, stage } = state else {
             // Observe is still outstanding: there is nothing recorded to compare with.
             self.note(at, Note::Reobserved { drifts: vec![] });
             return state;
         };
         let mut drifts = Vec::new();
         for key in KeyName::BOTH {
-            let expected = last[index(key)].fingerprint;
+            let expected = decided.last(key).fingerprint;
             let found = obs.key(key).fingerprint;
             if found != expected && !self.regenerate_in_flight(key) {
                 drifts.push(Drift {
@@ -72,12 +72,12 @@ impl Machine {
             },
         );
         if drifts.is_empty() {
-            return state;
+            return State::Decided { decided, stage };
         }
         let mut park = Vec::new();
         let mut roll_back = false;
         for d in &drifts {
-            match self.drift_response(&state, d.key) {
+            match self.drift_response(&decided, &stage, d.key) {
                 DriftResponse::Park(why) => park.push(why),
                 DriftResponse::RollBack => roll_back = true,
                 DriftResponse::Continue => {}
@@ -88,27 +88,28 @@ impl Machine {
                 drifts,
                 detail: park.join("; "),
             };
-            return self.park(at, reason, out);
+            let stage = self.park(at, reason, out);
+            return State::Decided { decided, stage };
         }
         // Carry on from what Azure holds now, so a later regeneration's `before` is right.
-        if let Some(last) = &mut self.last {
-            for d in &drifts {
-                last[index(d.key)] = *obs.key(d.key);
-            }
+        for d in &drifts {
+            decided.last[index(d.key)] = *obs.key(d.key);
         }
-        if roll_back {
-            return self.roll_back(Cause::Drift { drifts }, at, out);
-        }
-        state
+        let stage = if roll_back {
+            self.roll_back(&decided, Cause::Drift { drifts }, stage.moved_to(), at, out)
+        } else {
+            stage
+        };
+        State::Decided { decided, stage }
     }
 
-    pub(super) fn drift_response(&self, state: &State, key: KeyName) -> DriftResponse {
-        let Some(d) = &self.decision else {
-            return DriftResponse::Continue;
-        };
+    pub(super) fn drift_response(&self, d: &Decided, stage: &Stage, key: KeyName) -> DriftResponse {
         let committed = matches!(
-            state,
-            State::Committing | State::Grace | State::Retiring { .. } | State::Cleanup
+            stage,
+            Stage::Committing { .. }
+                | Stage::Grace { .. }
+                | Stage::Retiring { .. }
+                | Stage::Cleanup
         );
         if d.route == Route::LeakedStandby {
             return if key == d.standby {
@@ -151,7 +152,20 @@ impl Machine {
             DriftResponse::Park(format!(
                 "consumers were moved to {key}, which changed outside keyflip after commit, so they may be broken"
             ))
-        } else if matches!(state, State::RollingBack { .. }) {
+        } else if matches!(
+            stage,
+            Stage::Binding {
+                round: Round::Resync,
+                ..
+            } | Stage::VerifyingConsumers {
+                round: Round::Resync,
+                ..
+            }
+        ) {
+            DriftResponse::Park(format!(
+                "consumers were moved to {key} and an ML workspace resync was issued, which cannot be steered back, so nothing rolls back; {key} changed outside keyflip, so they may be broken"
+            ))
+        } else if matches!(stage, Stage::RollingBack { .. }) {
             DriftResponse::Continue
         } else {
             DriftResponse::RollBack

@@ -7,6 +7,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::failure::{Failure, Warning};
 use super::types::{Action, Command, ConsumerId, ConsumerRef, MissingPermission, Purpose};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
@@ -37,7 +38,7 @@ pub enum Cause {
     Failed {
         seq: u32,
         action: Action,
-        reason: String,
+        reason: Failure,
     },
     /// Azure no longer matched the journal after a restart.
     Drift { drifts: Vec<Drift> },
@@ -75,14 +76,14 @@ pub enum Outcome {
     Completed {
         active: KeyName,
         regenerated: Vec<Regeneration>,
-        warnings: Vec<String>,
+        warnings: Vec<Warning>,
     },
     /// A failure before commit; every consumer is back on the old key, verified, and
     /// `discarded` (when set) was regenerated so a value that may have leaked died.
     RolledBack {
         cause: Cause,
         discarded: Option<KeyName>,
-        warnings: Vec<String>,
+        warnings: Vec<Warning>,
     },
     /// The precheck found reasons not to start; nothing was changed.
     Refused { reasons: Vec<RefusalReason> },
@@ -226,14 +227,14 @@ pub enum Attention {
         key: KeyName,
         purpose: Purpose,
         attempts: u32,
-        last_error: String,
+        last_error: Failure,
     },
     /// With `revoke_first`: consumers could not be moved to `key` (the revoked key's
     /// fresh value) after `attempts` rounds; the leaked value is already dead, so they
     /// are down.
     ConsumersNotMoved {
         key: KeyName,
-        consumers: Vec<(ConsumerId, String)>,
+        consumers: Vec<(ConsumerId, Failure)>,
         attempts: u32,
     },
     /// With `revoke_first`: the fresh value of the revoked `key` was not accepted on the
@@ -243,13 +244,23 @@ pub enum Attention {
         key: KeyName,
         fingerprint: Fingerprint,
         attempts: u32,
-        last_reason: String,
+        last_reason: Failure,
+    },
+    /// Every other consumer was verified on `key`, but these consumers, whose key Azure
+    /// picks when they resync (ML workspaces), were not after `attempts` rounds. A
+    /// resync cannot be steered back, so nothing rolled back; nothing was retired. In
+    /// an incident, `leaked` is the leaked key, still valid.
+    ResyncFailed {
+        key: KeyName,
+        consumers: Vec<(ConsumerId, Failure)>,
+        attempts: u32,
+        leaked: Option<KeyName>,
     },
     /// The rollback could not bring every consumer back to `key`.
     RollbackIncomplete {
         cause: Cause,
         key: KeyName,
-        not_back: Vec<(ConsumerId, String)>,
+        not_back: Vec<(ConsumerId, Failure)>,
     },
     /// An incident rotation rolled back (or could not start the swap), so the leaked
     /// `key` is still in use.
@@ -261,6 +272,9 @@ pub enum Attention {
     /// After a restart Azure did not match the journal in a way keyflip cannot safely
     /// continue from.
     Drift { drifts: Vec<Drift>, detail: String },
+    /// The machine reached a state it must never reach (`what` names it) and stopped
+    /// there rather than pick a default: a bug in keyflip, not a problem in Azure.
+    InternalError { what: String },
 }
 
 impl fmt::Display for Attention {
@@ -304,6 +318,31 @@ impl fmt::Display for Attention {
                 "{key} was regenerated to revoke the leaked value, but its new value {fingerprint} was rejected on the data plane {attempts} times (last: {last_reason}), so no consumer was moved and they are down; check the account's network rules and shared-key access, then bind the consumers to {key} by hand, or to {}, which was verified before the revoke",
                 key.other()
             ),
+            Attention::ResyncFailed {
+                key,
+                consumers,
+                attempts,
+                leaked,
+            } => {
+                write!(
+                    f,
+                    "every other consumer holds {key} and was verified, but after {attempts} rounds these consumers, whose key Azure picks when they resync, still do not: "
+                )?;
+                write_pairs(f, consumers)?;
+                write!(
+                    f,
+                    "; a resync cannot be steered back, so nothing was rolled back and nothing retired: both keys still work. Fix the cause, run `az ml workspace sync-keys` for each workspace (a resync takes the account's newest key, {key}), then "
+                )?;
+                match leaked {
+                    Some(old) => write!(
+                        f,
+                        "`keyflip rotate now PLAN --leaked {old}`: the leaked {old} is still valid, and once every consumer holds {key} that revokes it without touching them"
+                    ),
+                    None => f.write_str(
+                        "`keyflip rotate now PLAN`, which rotates from every consumer on that key",
+                    ),
+                }
+            }
             Attention::RollbackIncomplete {
                 cause,
                 key,
@@ -334,6 +373,10 @@ impl fmt::Display for Attention {
                 write_list(f, drifts)?;
                 write!(f, "; {detail}")
             }
+            Attention::InternalError { what } => write!(
+                f,
+                "keyflip stopped this rotation at a state it must never reach ({what}); this is a bug in keyflip, and nothing was done after it. `keyflip history PLAN` shows every step taken and what each consumer was moved to: put any consumer that does not hold a working key back on one by hand, then report the bug with that history"
+            ),
         }
     }
 }
@@ -345,7 +388,7 @@ fn write_list<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::
     Ok(())
 }
 
-fn write_pairs(f: &mut fmt::Formatter<'_>, items: &[(ConsumerId, String)]) -> fmt::Result {
+fn write_pairs(f: &mut fmt::Formatter<'_>, items: &[(ConsumerId, Failure)]) -> fmt::Result {
     for (i, (id, why)) in items.iter().enumerate() {
         write!(f, "{}{id} ({why})", if i == 0 { "" } else { "; " })?;
     }

@@ -20,15 +20,18 @@
 //! leaked key is in use, so it refuses rather than guess.
 //!
 //! A leaked active key without `revoke_first` stages the standby first when any
-//! consumer is an ML workspace: a workspace resync takes a key of Azure's choosing,
-//! the newest by `keyCreationTime` as far as keyflip knows, and the existing standby
-//! is often older than the leaked key. Without a workspace every consumer takes the
-//! key keyflip gives it, so the existing standby is used as it is (no regeneration).
+//! consumer takes the newest key on resync (an ML workspace: a resync takes a key of
+//! Azure's choosing, the newest by `keyCreationTime` as far as keyflip knows), since
+//! the existing standby is often older than the leaked key. Without one every
+//! consumer takes the key keyflip gives it, so the existing standby is used as it is
+//! (no regeneration).
 
 use serde::{Deserialize, Serialize};
 
+use super::failure::{Warning, WarningKind};
 use super::outcome::RefusalReason;
-use super::types::{ConsumerId, ConsumerKind, Holding, Mode, Observation};
+use super::steered_by_azure;
+use super::types::{ConsumerId, Holding, Mode, Observation};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 
@@ -95,7 +98,7 @@ pub struct Decision {
     /// Fingerprints of leaked values as observed, disabled in Key Vault at the end.
     pub leaked: Vec<Fingerprint>,
     /// Things the report should say that did not block.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 pub fn precheck(mode: Mode, obs: &Observation) -> Result<Decision, Vec<RefusalReason>> {
@@ -141,9 +144,12 @@ pub fn precheck(mode: Mode, obs: &Observation) -> Result<Decision, Vec<RefusalRe
         .collect();
     for c in &obs.consumers {
         if let Holding::Unknown { why } = &c.holding {
-            warnings.push(format!(
-                "{} was not checked ({why}); keyflip cannot tell which key it holds",
-                c.consumer
+            warnings.push(Warning::new(
+                WarningKind::ConsumerNotChecked,
+                format!(
+                    "{} was not checked ({why}); keyflip cannot tell which key it holds",
+                    c.consumer
+                ),
             ));
         }
     }
@@ -154,27 +160,36 @@ pub fn precheck(mode: Mode, obs: &Observation) -> Result<Decision, Vec<RefusalRe
     {
         for c in &obs.consumers {
             match &c.holding {
-                Holding::Neither => warnings.push(format!(
-                    "{} holds neither key; it is not touched by this incident rotation",
-                    c.consumer
+                Holding::Neither => warnings.push(Warning::new(
+                    WarningKind::ConsumerNotTouched,
+                    format!(
+                        "{} holds neither key; it is not touched by this incident rotation",
+                        c.consumer
+                    ),
                 )),
-                Holding::Unusable { fix } => warnings.push(format!(
-                    "{} cannot be rotated by keyflip ({fix}); it is not touched by this incident rotation",
-                    c.consumer
+                Holding::Unusable { fix } => warnings.push(Warning::new(
+                    WarningKind::ConsumerNotTouched,
+                    format!(
+                        "{} cannot be rotated by keyflip ({fix}); it is not touched by this incident rotation",
+                        c.consumer
+                    ),
                 )),
                 _ => {}
             }
         }
         if !obs.shared_key_access {
-            warnings.push(
-                "shared-key access is disabled on the account; the leaked key is regenerated anyway"
-                    .to_owned(),
-            );
+            warnings.push(Warning::new(
+                WarningKind::SharedKeyAccessDisabled,
+                "shared-key access is disabled on the account; the leaked key is regenerated anyway",
+            ));
         }
         if !unknown.is_empty() {
-            warnings.push(format!(
-                "{} consumer(s) whose key is unknown may have held the leaked {leaked}",
-                unknown.len()
+            warnings.push(Warning::new(
+                WarningKind::LeakedKeyMayBeInUse,
+                format!(
+                    "{} consumer(s) whose key is unknown may have held the leaked {leaked}",
+                    unknown.len()
+                ),
             ));
         }
         return refuse_or(reasons, || Decision {
@@ -229,10 +244,7 @@ pub fn precheck(mode: Mode, obs: &Observation) -> Result<Decision, Vec<RefusalRe
             Route::LeakedActive {
                 revoke_first,
                 stage_standby: !revoke_first
-                    && obs
-                        .consumers
-                        .iter()
-                        .any(|c| c.consumer.kind == ConsumerKind::Workspace),
+                    && obs.consumers.iter().any(|c| steered_by_azure(&c.consumer)),
             },
             vec![obs.key(key).fingerprint],
         ),

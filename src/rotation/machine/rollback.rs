@@ -6,41 +6,48 @@
 
 use chrono::{DateTime, Utc};
 
+use super::failure::Failure;
 use super::outcome::*;
 use super::types::*;
 use super::view::{ConsumerStatus, Note};
-use super::{Kind, Machine, Rollback, State};
+use super::{Decided, Kind, Machine, Rollback, Stage};
 use crate::key::KeyName;
+use crate::secret::Fingerprint;
 
 impl Machine {
+    /// Starts the rollback. `moved_to` is the value consumers were being bound to, once
+    /// a forward `Bind` may have been issued.
     pub(super) fn roll_back(
         &mut self,
+        d: &Decided,
         cause: Cause,
+        moved_to: Option<Fingerprint>,
         at: DateTime<Utc>,
         out: &mut Vec<Command>,
-    ) -> State {
+    ) -> Stage {
         self.note(
             at,
             Note::RollbackStarted {
                 cause: cause.clone(),
             },
         );
-        self.rollback_continue(cause, Rollback::Draining, at, out)
+        self.rollback_continue(d, cause, Rollback::Draining { moved_to }, at, out)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn rollback_answer(
         &mut self,
+        d: &Decided,
         cause: Cause,
         step: Rollback,
         kind: Kind,
         result: &StepResult,
         at: DateTime<Utc>,
         out: &mut Vec<Command>,
-    ) -> State {
-        let (_, standby) = self.keys();
+    ) -> Stage {
         match (step, kind, result) {
             (Rollback::Discarding { .. }, _, StepResult::Regenerated { .. }) => {
-                self.rolled_back(cause, Some(standby), at, out)
+                self.rolled_back(d, cause, Some(d.standby), at, out)
             }
             (
                 Rollback::Discarding { failures },
@@ -48,104 +55,119 @@ impl Machine {
                 StepResult::RegenerateFailed { error },
             ) => self
                 .regeneration_failed(failures + 1, key, purpose, error, at, out)
-                .unwrap_or(State::RollingBack {
+                .unwrap_or(Stage::RollingBack {
                     cause,
                     step: Rollback::Discarding {
                         failures: failures + 1,
                     },
                 }),
-            (Rollback::Discarding { failures }, Kind::Wait, _) => {
-                self.regenerate(at, standby, Purpose::Discard, out);
-                State::RollingBack {
+            (Rollback::Discarding { failures }, Kind::Wait, StepResult::Waited) => {
+                self.regenerate(d, at, d.standby, Purpose::Discard, out);
+                Stage::RollingBack {
                     cause,
                     step: Rollback::Discarding { failures },
                 }
             }
-            _ => self.rollback_continue(cause, step, at, out),
+            (Rollback::Discarding { .. }, _, _) => self.impossible(
+                at,
+                format!("`{}` answered while discarding the standby", result.name()),
+                out,
+            ),
+            _ => self.rollback_continue(d, cause, step, at, out),
         }
     }
 
     /// Moves the rollback on once nothing is in flight.
     pub(super) fn rollback_continue(
         &mut self,
+        d: &Decided,
         cause: Cause,
         step: Rollback,
         at: DateTime<Utc>,
         out: &mut Vec<Command>,
-    ) -> State {
+    ) -> Stage {
         if self.in_flight > 0 {
-            return State::RollingBack { cause, step };
+            return Stage::RollingBack { cause, step };
         }
-        let (active, standby) = self.keys();
-        let Some(old) = self.last_state(active).map(|k| k.fingerprint) else {
-            return self.rolled_back(cause, None, at, out);
-        };
+        let (active, standby) = (d.active, d.standby);
+        let old = d.last(active).fingerprint;
         let back: Vec<usize> = (0..self.consumers.len())
             .filter(|&c| self.consumers[c].bound_forward)
             .collect();
         match step {
-            Rollback::Draining => {
+            Rollback::Draining { moved_to } => {
                 if back.is_empty() {
                     // No consumer moved, but a staged value exists (it failed to verify,
                     // or Azure drifted): it dies too, as after any failure before commit.
                     if self.staged(standby) {
-                        self.regenerate(at, standby, Purpose::Discard, out);
-                        return State::RollingBack {
+                        self.regenerate(d, at, standby, Purpose::Discard, out);
+                        return Stage::RollingBack {
                             cause,
                             step: Rollback::Discarding { failures: 0 },
                         };
                     }
-                    return self.rolled_back(cause, None, at, out);
+                    return self.rolled_back(d, cause, None, at, out);
                 }
+                let Some(moved_to) = moved_to else {
+                    return self.impossible(
+                        at,
+                        "consumers were bound forward but the rollback does not know to which value"
+                            .to_owned(),
+                        out,
+                    );
+                };
                 for c in back {
                     self.bind(at, c, active, old, out);
                 }
-                State::RollingBack {
+                Stage::RollingBack {
                     cause,
-                    step: Rollback::BindingBack,
+                    step: Rollback::BindingBack { moved_to },
                 }
             }
-            Rollback::BindingBack => {
-                let not_back = self.not_back(&back, active);
-                if !not_back.is_empty() {
-                    return self.rollback_incomplete(cause, not_back, at, out);
+            Rollback::BindingBack { moved_to } => {
+                match self.not_back(&back, active) {
+                    Ok(not_back) if not_back.is_empty() => {}
+                    Ok(not_back) => return self.rollback_incomplete(d, cause, not_back, at, out),
+                    Err(what) => return self.impossible(at, what, out),
                 }
-                let new = self.target;
                 for c in back {
                     self.verify_consumer(at, c, active, old, out);
-                    if let Some(new) = new
-                        && self.consumers[c].consumer.kind == ConsumerKind::KeyVaultSecret
-                    {
+                    if self.consumers[c].consumer.capabilities.keeps_old_versions {
                         let consumer = self.consumers[c].consumer.clone();
                         self.issue(
                             Some(at),
                             Action::DisableVersions {
                                 consumer,
-                                fingerprints: vec![new],
+                                fingerprints: vec![moved_to],
                             },
                             Some(c),
                             out,
                         );
                     }
                 }
-                State::RollingBack {
+                Stage::RollingBack {
                     cause,
                     step: Rollback::VerifyingBack,
                 }
             }
             Rollback::VerifyingBack => {
-                let not_back = self.not_back(&back, active);
-                if !not_back.is_empty() {
-                    return self.rollback_incomplete(cause, not_back, at, out);
+                match self.not_back(&back, active) {
+                    Ok(not_back) if not_back.is_empty() => {}
+                    Ok(not_back) => return self.rollback_incomplete(d, cause, not_back, at, out),
+                    Err(what) => return self.impossible(at, what, out),
                 }
-                self.regenerate(at, standby, Purpose::Discard, out);
-                State::RollingBack {
+                self.regenerate(d, at, standby, Purpose::Discard, out);
+                Stage::RollingBack {
                     cause,
                     step: Rollback::Discarding { failures: 0 },
                 }
             }
             // Discarding moves on only through `rollback_answer`.
-            Rollback::Discarding { .. } => State::RollingBack { cause, step },
+            Rollback::Discarding { .. } => self.impossible(
+                at,
+                "the discard of the standby is not in flight while discarding".to_owned(),
+                out,
+            ),
         }
     }
 
@@ -156,38 +178,45 @@ impl Machine {
             .any(|r| r.key == key && r.purpose == Purpose::Stage)
     }
 
-    /// Consumers of `back` whose last bind or verification toward `key` failed.
-    pub(super) fn not_back(&self, back: &[usize], key: KeyName) -> Vec<(ConsumerId, String)> {
-        back.iter()
-            .filter_map(|&c| {
-                let t = &self.consumers[c];
-                match &t.status {
-                    ConsumerStatus::Bound { key: k } | ConsumerStatus::Verified { key: k }
-                        if *k == key =>
-                    {
-                        None
-                    }
-                    ConsumerStatus::BindFailed { reason, .. }
-                    | ConsumerStatus::Mismatch { reason, .. } => {
-                        Some((t.consumer.id.clone(), reason.clone()))
-                    }
-                    other => Some((t.consumer.id.clone(), format!("{other:?}"))),
+    /// Consumers of `back` whose last bind or verification toward `key` failed; an
+    /// error names one whose state no answer can explain.
+    pub(super) fn not_back(
+        &self,
+        back: &[usize],
+        key: KeyName,
+    ) -> Result<Vec<(ConsumerId, Failure)>, String> {
+        let mut not_back = Vec::new();
+        for &c in back {
+            let t = &self.consumers[c];
+            match &t.status {
+                ConsumerStatus::Bound { key: k } | ConsumerStatus::Verified { key: k }
+                    if *k == key => {}
+                ConsumerStatus::BindFailed { reason, .. }
+                | ConsumerStatus::Mismatch { reason, .. } => {
+                    not_back.push((t.consumer.id.clone(), reason.clone()));
                 }
-            })
-            .collect()
+                other => {
+                    return Err(format!(
+                        "{} is {other:?} after every command of the rollback answered",
+                        t.consumer
+                    ));
+                }
+            }
+        }
+        Ok(not_back)
     }
 
     pub(super) fn rollback_incomplete(
         &mut self,
+        d: &Decided,
         cause: Cause,
-        not_back: Vec<(ConsumerId, String)>,
+        not_back: Vec<(ConsumerId, Failure)>,
         at: DateTime<Utc>,
         out: &mut Vec<Command>,
-    ) -> State {
-        let (active, _) = self.keys();
+    ) -> Stage {
         let reason = Attention::RollbackIncomplete {
             cause,
-            key: active,
+            key: d.active,
             not_back,
         };
         self.park(at, reason, out)
@@ -195,15 +224,15 @@ impl Machine {
 
     pub(super) fn rolled_back(
         &mut self,
+        d: &Decided,
         cause: Cause,
         discarded: Option<KeyName>,
         at: DateTime<Utc>,
         out: &mut Vec<Command>,
-    ) -> State {
-        let (active, _) = self.keys();
+    ) -> Stage {
         if self.mode.is_incident() {
             let reason = Attention::LeakedKeyInUse {
-                key: active,
+                key: d.active,
                 cause,
                 discarded,
             };

@@ -1,9 +1,11 @@
 //! Unit tests of the machine, named after the transition rows (T1..T40) of the
 //! module docs they exercise, and the support they share.
 
+mod fail_closed;
 mod incident;
 mod leaked_active;
 mod restart;
+mod resync;
 mod rollback;
 mod swap;
 
@@ -20,11 +22,25 @@ pub(super) fn t(secs: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap() + TimeDelta::seconds(secs)
 }
 
-pub(super) fn consumer(kind: ConsumerKind, id: &str) -> ConsumerRef {
-    ConsumerRef {
-        id: ConsumerId(id.to_owned()),
-        kind,
-    }
+/// A consumer of `kind` whose id ends in `name` (`kv/storage-key`, `ws/ds-a`): the
+/// machine only compares ids, so any name makes a distinct consumer.
+pub(super) fn consumer(kind: ConsumerKind, name: &str) -> ConsumerRef {
+    let (first, rest) = name.split_once('/').unwrap_or((name, name));
+    let workspace = |ws: &str| -> crate::resource_id::ResourceId {
+        format!("/subscriptions/s/resourceGroups/g/providers/Microsoft.MachineLearningServices/workspaces/{ws}")
+            .parse()
+            .expect("a workspace id")
+    };
+    ConsumerRef::new(match kind {
+        ConsumerKind::KeyVaultSecret => {
+            ConsumerId::key_vault(&format!("https://{first}.vault.azure.net"), rest)
+        }
+        ConsumerKind::Datastore => ConsumerId::datastore(&workspace(first), rest),
+        ConsumerKind::Workspace => ConsumerId::workspace(&workspace(name)),
+        ConsumerKind::Databricks => {
+            ConsumerId::databricks("https://adb-1.2.azuredatabricks.net", first, rest)
+        }
+    })
 }
 
 pub(super) fn kv(id: &str) -> ConsumerRef {
@@ -211,8 +227,14 @@ pub(super) fn regenerations(m: &Machine) -> Vec<(KeyName, Purpose)> {
         .collect()
 }
 
+/// A failure with this message. The machine does not branch on failure kinds, so
+/// tests use one.
+pub(super) fn why(message: &str) -> Failure {
+    Failure::new(FailureKind::Transient, message)
+}
+
 pub(super) fn failed(reason: &str) -> StepResult {
     StepResult::BindFailed {
-        reason: reason.to_owned(),
+        reason: why(reason),
     }
 }

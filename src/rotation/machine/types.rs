@@ -12,54 +12,86 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::failure::Failure;
 use super::outcome::Outcome;
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 
 /// The version of the JSON shape of [`Command`] and [`Event`] written by this build.
-pub const SCHEMA: u32 = 1;
+/// Schema 2 made failure reasons and warnings [`Failure`]s and `Warning`s (a kind and
+/// a message) where schema 1 held plain strings; those strings still read, as kind
+/// `Unclassified`.
+pub const SCHEMA: u32 = 2;
 
-/// A consumer's identity, opaque to the machine: the plan gives each consumer a
-/// stable id (a Key Vault secret URL, a datastore resource id, ...).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ConsumerId(pub String);
+pub use crate::consumer::{Capabilities, ConsumerId, ConsumerKind};
 
-impl fmt::Display for ConsumerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsumerKind {
-    KeyVaultSecret,
-    Datastore,
-    Workspace,
-    Databricks,
-}
-
-impl fmt::Display for ConsumerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ConsumerKind::KeyVaultSecret => "Key Vault secret",
-            ConsumerKind::Datastore => "ML datastore",
-            ConsumerKind::Workspace => "ML workspace",
-            ConsumerKind::Databricks => "Databricks secret",
-        })
-    }
-}
-
+/// A consumer as the machine sees it: its id, which the machine only compares, prints
+/// and journals, and its [`Capabilities`], which change what the machine issues for
+/// it (never its kind). Journaled as `{"id", "kind", "capabilities"}`; a row written
+/// before capabilities were journaled gets its kind's, which is what that keyflip
+/// did, so old rotations replay as they ran.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "StoredConsumerRef", try_from = "StoredConsumerRef")]
 pub struct ConsumerRef {
     pub id: ConsumerId,
-    pub kind: ConsumerKind,
+    pub capabilities: Capabilities,
+}
+
+impl ConsumerRef {
+    /// The consumer with its kind's capabilities.
+    pub fn new(id: ConsumerId) -> ConsumerRef {
+        ConsumerRef {
+            capabilities: id.kind().capabilities(),
+            id,
+        }
+    }
+
+    pub fn kind(&self) -> ConsumerKind {
+        self.id.kind()
+    }
 }
 
 impl fmt::Display for ConsumerRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind, self.id)
+        write!(f, "{} {}", self.kind(), self.id)
+    }
+}
+
+/// [`ConsumerRef`] as journaled.
+#[derive(Serialize, Deserialize)]
+struct StoredConsumerRef {
+    id: ConsumerId,
+    kind: ConsumerKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    capabilities: Option<Capabilities>,
+}
+
+impl From<ConsumerRef> for StoredConsumerRef {
+    fn from(c: ConsumerRef) -> Self {
+        StoredConsumerRef {
+            kind: c.kind(),
+            id: c.id,
+            capabilities: Some(c.capabilities),
+        }
+    }
+}
+
+impl TryFrom<StoredConsumerRef> for ConsumerRef {
+    type Error = String;
+
+    fn try_from(c: StoredConsumerRef) -> Result<Self, Self::Error> {
+        if c.kind != c.id.kind() {
+            return Err(format!(
+                "consumer {} is recorded as a {}, but its id is a {}'s",
+                c.id,
+                c.kind,
+                c.id.kind()
+            ));
+        }
+        Ok(ConsumerRef {
+            capabilities: c.capabilities.unwrap_or_else(|| c.kind.capabilities()),
+            id: c.id,
+        })
     }
 }
 
@@ -70,14 +102,15 @@ pub enum Holding {
     Key(KeyName),
     /// Its value matches neither key's fingerprint: it is broken already.
     Neither,
-    /// Its value cannot be read back (a Databricks secret keyflip never wrote). It does
-    /// not count toward the active-key decision and does not block; it is reported.
+    /// Its value cannot be read (one that cannot be read back and keyflip never
+    /// wrote, or a read keyflip may not make). It does not count toward the
+    /// active-key decision and does not block; it is reported.
     Unknown {
         why: String,
     },
-    /// keyflip cannot rotate this consumer the way the plan lists it (a Databricks
-    /// scope backed by Key Vault, a datastore without account-key credentials); `fix`
-    /// says what to change. A swap refuses; an incident route that touches no consumer
+    /// keyflip cannot rotate this consumer the way the plan lists it (it stores no
+    /// account key, or cannot be written where the plan says); `fix` says what to
+    /// change. A swap refuses; an incident route that touches no consumer
     /// only warns.
     Unusable {
         fix: String,
@@ -160,6 +193,10 @@ pub struct Options {
     /// Attempts at a regeneration that cannot roll back (retire, revoke, discard) and,
     /// with `revoke_first`, rounds of re-binding, before parking. Zero counts as one.
     pub retire_attempts: u32,
+    /// When consumers Azure steers (an ML workspace's resync) are bound. A row without
+    /// it was journaled by a keyflip that bound them with the rest, and replays so.
+    #[serde(default = "ResyncOrder::with_the_rest")]
+    pub resync: ResyncOrder,
 }
 
 impl Default for Options {
@@ -168,7 +205,29 @@ impl Default for Options {
             grace: TimeDelta::hours(1),
             verify_budget: Duration::from_secs(60),
             retire_attempts: 8,
+            resync: ResyncOrder::Last,
         }
+    }
+}
+
+/// When the swap binds the consumers Azure steers
+/// ([`steered_by_azure`](super::steered_by_azure)): fixed for a rotation's lifetime,
+/// so a rotation replays in the order it ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResyncOrder {
+    /// Only once every other consumer was bound and verified; from that bind on
+    /// nothing rolls back. Every new rotation.
+    Last,
+    /// In one round with every other consumer, which rolls back (resync included) on a
+    /// failure: what keyflip did before record schema 2. Only rotations journaled then
+    /// take it, so that they replay, and resume, as they began.
+    WithTheRest,
+}
+
+impl ResyncOrder {
+    fn with_the_rest() -> ResyncOrder {
+        ResyncOrder::WithTheRest
     }
 }
 
@@ -238,8 +297,8 @@ pub enum Action {
         key: KeyName,
         fingerprint: Fingerprint,
     },
-    /// Disable every Key Vault version of the secret whose value has one of these
-    /// fingerprints.
+    /// Disable every version of the consumer whose value has one of these
+    /// fingerprints (issued for consumers that keep old versions: Key Vault).
     DisableVersions {
         consumer: ConsumerRef,
         fingerprints: Vec<Fingerprint>,
@@ -349,25 +408,25 @@ pub enum StepResult {
         created: Option<DateTime<Utc>>,
     },
     RegenerateFailed {
-        error: String,
+        error: Failure,
     },
     KeyVerified,
     KeyRejected {
-        reason: String,
+        reason: Failure,
     },
     Bound,
     BindFailed {
-        reason: String,
+        reason: Failure,
     },
     ConsumerVerified,
     ConsumerMismatch {
-        reason: String,
+        reason: Failure,
     },
     VersionsDisabled {
         versions: Vec<String>,
     },
     DisableFailed {
-        reason: String,
+        reason: Failure,
     },
     Committed,
     Waited,
@@ -423,7 +482,7 @@ impl StepResult {
     }
 
     /// The failure's reason, for results that are failures.
-    pub fn failure(&self) -> Option<&str> {
+    pub fn failure(&self) -> Option<&Failure> {
         match self {
             StepResult::RegenerateFailed { error: r }
             | StepResult::KeyRejected { reason: r }

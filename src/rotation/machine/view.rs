@@ -4,12 +4,13 @@
 //! serializable so the daemon can send it over the control socket (it holds no key).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::failure::{Failure, Warning};
 use super::outcome::{Cause, Drift, Outcome, Regeneration};
 use super::precheck::Route;
-use super::types::{Command, ConsumerRef, Holding, Mode, StepResult};
-use super::{Entry, Machine, State};
+use super::types::{Action, Command, ConsumerRef, Holding, Mode, StepResult};
+use super::{Decided, Entry, Machine, Stage, State};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 
@@ -44,7 +45,7 @@ impl Phase {
 }
 
 /// What the machine believes about one consumer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum ConsumerStatus {
     /// No command has touched it.
@@ -58,12 +59,12 @@ pub enum ConsumerStatus {
     /// Verified to hold `key`, and `key` works.
     Verified { key: KeyName },
     /// Binding to `key` failed.
-    BindFailed { key: KeyName, reason: String },
+    BindFailed { key: KeyName, reason: Failure },
     /// It does not hold `key` (or `key` does not work through it).
-    Mismatch { key: KeyName, reason: String },
+    Mismatch { key: KeyName, reason: Failure },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerView {
     pub consumer: ConsumerRef,
     /// What it held at observation.
@@ -88,7 +89,7 @@ pub enum Note {
     /// A restart's observation; `drifts` empty when Azure matched the journal.
     Reobserved { drifts: Vec<Drift> },
     /// Something the report should say that changed nothing.
-    Warning { text: String },
+    Warning { warning: Warning },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -127,32 +128,72 @@ pub struct View {
     pub committed_at: Option<DateTime<Utc>>,
     pub consumers: Vec<ConsumerView>,
     pub regenerations: Vec<Regeneration>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     pub timeline: Vec<TimelineEntry>,
     pub outcome: Option<Outcome>,
 }
 
 impl Machine {
     pub fn phase(&self) -> Phase {
-        match &self.state {
-            State::Prechecking => Phase::Prechecking,
-            State::Staging => Phase::Staging,
-            State::VerifyingKey { .. } => Phase::VerifyingKey,
-            State::Revoking { .. } => Phase::Revoking,
-            State::Binding { .. } => Phase::Binding,
-            State::VerifyingConsumers { .. } => Phase::VerifyingConsumers,
-            State::Committing => Phase::Committing,
-            State::Grace => Phase::Grace,
-            State::Retiring { .. } => Phase::Retiring,
-            State::Cleanup => Phase::Cleanup,
-            State::RollingBack { .. } => Phase::RollingBack,
-            State::Finished => match self.outcome() {
-                Some(Outcome::Completed { .. }) => Phase::Completed,
-                Some(Outcome::RolledBack { .. }) => Phase::RolledBack,
-                Some(Outcome::Refused { .. }) => Phase::Refused,
-                Some(Outcome::NeedsAttention { .. }) | None => Phase::NeedsAttention,
-            },
+        let stage = match &self.state {
+            State::Prechecking => return Phase::Prechecking,
+            State::Ended => return self.end_phase(),
+            State::Decided { stage, .. } => stage,
+        };
+        match stage {
+            Stage::Staging => Phase::Staging,
+            Stage::VerifyingKey { .. } => Phase::VerifyingKey,
+            Stage::Revoking { .. } => Phase::Revoking,
+            Stage::Binding { .. } => Phase::Binding,
+            Stage::VerifyingConsumers { .. } => Phase::VerifyingConsumers,
+            Stage::Committing { .. } => Phase::Committing,
+            Stage::Grace { .. } => Phase::Grace,
+            Stage::Retiring { .. } => Phase::Retiring,
+            Stage::Cleanup => Phase::Cleanup,
+            Stage::RollingBack { .. } => Phase::RollingBack,
+            Stage::Finished => self.end_phase(),
         }
+    }
+
+    fn end_phase(&self) -> Phase {
+        match self.outcome() {
+            Some(Outcome::Completed { .. }) => Phase::Completed,
+            Some(Outcome::RolledBack { .. }) => Phase::RolledBack,
+            Some(Outcome::Refused { .. }) => Phase::Refused,
+            Some(Outcome::NeedsAttention { .. }) | None => Phase::NeedsAttention,
+        }
+    }
+
+    fn decided(&self) -> Option<&Decided> {
+        match &self.state {
+            State::Decided { decided, .. } => Some(decided),
+            State::Prechecking | State::Ended => None,
+        }
+    }
+
+    /// The value consumers move to, as last sent to the data plane for checking: the
+    /// latest `VerifyKey` of the key they end on.
+    fn target(&self) -> Option<Fingerprint> {
+        let to = self.decided()?.moves_to();
+        self.steps
+            .iter()
+            .rev()
+            .find_map(|s| match s.command.action {
+                Action::VerifyKey {
+                    key, fingerprint, ..
+                } if key == to => Some(fingerprint),
+                _ => None,
+            })
+    }
+
+    /// When `Commit` answered.
+    fn committed_at(&self) -> Option<DateTime<Utc>> {
+        self.steps
+            .iter()
+            .find_map(|s| match (&s.command.action, &s.answer) {
+                (Action::Commit, Some((at, _))) => Some(*at),
+                _ => None,
+            })
     }
 
     /// A snapshot for status and reports.
@@ -188,11 +229,11 @@ impl Machine {
         View {
             mode: self.mode,
             phase: self.phase(),
-            route: self.decision.as_ref().map(|d| d.route),
-            active: self.decision.as_ref().map(|d| d.active),
-            standby: self.decision.as_ref().map(|d| d.standby),
-            target: self.target,
-            committed_at: self.committed_at,
+            route: self.decided().map(|d| d.route),
+            active: self.decided().map(|d| d.active),
+            standby: self.decided().map(|d| d.standby),
+            target: self.target(),
+            committed_at: self.committed_at(),
             consumers: self
                 .consumers
                 .iter()

@@ -109,7 +109,7 @@ async fn a_key_regenerated_behind_keyflips_back_is_drift() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_secret_version_is_reported_and_repaired_when_the_plan_opts_in() {
     use keyflip::azure::keyvault::NewSecretVersion;
-    use keyflip::daemon::control::protocol::{Reply, Request};
+    use keyflip::daemon::control::protocol::{Answer, Request};
     use keyflip::rotation::machine::Mode;
     use keyflip::secret::StorageKey;
 
@@ -122,13 +122,13 @@ async fn a_foreign_secret_version_is_reported_and_repaired_when_the_plan_opts_in
         .request(keyflip::daemon::control::protocol::Request::RotateNow {
             plan: "demo".into(),
             mode: Mode::Scheduled,
-            grace_secs: None,
+            grace: None,
             dry_run: false,
         })
         .await
         .unwrap();
     assert!(
-        matches!(reply, Reply::Rotation { exit: 0, .. }),
+        matches!(&reply, Answer::Rotation { report } if report.exit() == keyflip::exit::Exit::Ok),
         "{reply:?}"
     );
     let s = daemon

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone as _, Timelike as _, Utc};
-use keyflip::daemon::control::protocol::{Reply, Request};
+use keyflip::daemon::control::protocol::{Answer, Request};
 use keyflip::exit::Exit;
 use keyflip::key::KeyName;
 use keyflip::rotation::machine::Mode;
@@ -307,7 +307,7 @@ async fn a_check_that_finds_nothing_changed_spends_no_arm_write() {
 }
 
 /// Runs `--leaked key1 --revoke-first` on `plan` through the control socket.
-async fn incident(daemon: &Daemon, plan: &str) -> Reply {
+async fn incident(daemon: &Daemon, plan: &str) -> Answer {
     daemon
         .request(Request::RotateNow {
             plan: plan.into(),
@@ -315,7 +315,7 @@ async fn incident(daemon: &Daemon, plan: &str) -> Reply {
                 key: KeyName::Key1,
                 revoke_first: true,
             },
-            grace_secs: None,
+            grace: None,
             dry_run: false,
         })
         .await
@@ -377,7 +377,7 @@ async fn an_incident_goes_ahead_of_queued_routine_work() {
     .await;
     let reply = request.await.unwrap();
     assert!(
-        matches!(reply, Reply::Rotation { exit: 0, .. }),
+        matches!(&reply, Answer::Rotation { report } if report.exit() == Exit::Ok),
         "{reply:?}"
     );
     // The routine rotations finish at one write a second.

@@ -15,10 +15,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use keyflip::clock::{Clock as _, ManualClock};
 use keyflip::config::ConfigPath;
 use keyflip::daemon::control::client;
-use keyflip::daemon::control::protocol::{Reply, Request};
+use keyflip::daemon::control::protocol::{Answer, Request};
 use keyflip::daemon::{DaemonHandle, DaemonOptions, Snapshot};
 use keyflip::exit::Exit;
-use keyflip::rotation::EngineOptions;
+use keyflip::rotation::{EngineOptions, ProgressEvent};
 use serde_json::Value;
 
 use crate::support::fast_options;
@@ -155,7 +155,7 @@ impl Setup {
                 probe_backoff: Duration::from_millis(20),
                 probe_max_backoff: Duration::from_millis(100),
                 resync_deadline: Duration::from_secs(30),
-                databricks_skew: Duration::from_secs(2),
+                update_skew: Duration::from_secs(2),
             },
             delivery: keyflip::daemon::notify::DeliveryOptions {
                 attempts: 2,
@@ -261,32 +261,43 @@ impl Daemon {
     }
 
     /// Sends a request over the control socket, as the CLI does.
-    pub async fn request(&self, request: Request) -> Result<Reply, client::ClientError> {
+    pub async fn request(&self, request: Request) -> Result<Answer, client::ClientError> {
         self.request_with(request, &mut |_| {}).await
     }
 
     pub async fn request_with(
         &self,
         request: Request,
-        on_progress: &mut (dyn FnMut(&Value) + Send),
-    ) -> Result<Reply, client::ClientError> {
+        on_progress: &mut (dyn FnMut(ProgressEvent) + Send),
+    ) -> Result<Answer, client::ClientError> {
         let stream = client::connect(&self.socket)
             .await
             .expect("the socket opens")
             .expect("a daemon listens");
-        client::call(stream, &self.socket, &request, on_progress).await
+        let done = client::call(stream, &self.socket, &request, on_progress).await?;
+        assert_eq!(
+            done.daemon.pid,
+            std::process::id(),
+            "the daemon says who it is"
+        );
+        Ok(done.answer)
     }
 
-    /// The plan's rotations, newest first, as `keyflip history` gets them.
+    /// The plan's rotations, newest first, as `keyflip history --output json` prints
+    /// them.
     pub async fn history(&self, plan: &str) -> Vec<Value> {
         match self
             .request(Request::History {
                 plan: Some(plan.to_owned()),
                 limit: 100,
+                since: None,
             })
             .await
         {
-            Ok(Reply::History { rotations }) => rotations,
+            Ok(Answer::History { rotations }) => rotations
+                .iter()
+                .map(|r| serde_json::to_value(r).unwrap())
+                .collect(),
             other => panic!("history: {other:?}"),
         }
     }

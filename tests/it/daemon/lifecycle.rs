@@ -9,6 +9,7 @@ use keyflip::daemon::control::client::ClientError;
 use keyflip::daemon::control::protocol::{ErrorCode, Request};
 use keyflip::daemon::systemd::SystemdNotifier;
 use keyflip::exit::Exit;
+use keyflip::rotation::ProgressEvent;
 use keyflip::rotation::machine::Mode;
 use serde_json::json;
 
@@ -174,7 +175,7 @@ async fn shutdown_mid_rotation_exits_cleanly_and_the_next_start_finishes_it() {
     let request = Request::RotateNow {
         plan: "demo".into(),
         mode: Mode::Scheduled,
-        grace_secs: None,
+        grace: None,
         dry_run: false,
     };
     let client = {
@@ -186,14 +187,15 @@ async fn shutdown_mid_rotation_exits_cleanly_and_the_next_start_finishes_it() {
                 .await
                 .unwrap()
                 .unwrap();
-            let mut on_progress = |event: &serde_json::Value| {
-                if event["event"] == "started" {
-                    rotation_id = event["rotation_id"].as_str().unwrap().to_owned();
+            let mut on_progress = |event: ProgressEvent| {
+                if let ProgressEvent::Started {
+                    rotation_id: id, ..
+                } = &event
+                {
+                    rotation_id = id.clone();
                 }
-                if event["event"] == "step_started"
-                    && event["step"]
-                        .as_str()
-                        .is_some_and(|s| s.starts_with("bind"))
+                if let ProgressEvent::StepStarted { step, .. } = &event
+                    && step.starts_with("bind")
                     && let Some(tx) = binding_tx.take()
                 {
                     let _ = tx.send(rotation_id.clone());
@@ -216,7 +218,7 @@ async fn shutdown_mid_rotation_exits_cleanly_and_the_next_start_finishes_it() {
     match client.await.unwrap() {
         Err(ClientError::Daemon(e)) => {
             assert_eq!(e.code, ErrorCode::ShuttingDown, "{e:?}");
-            assert_eq!(e.exit, Exit::Interrupted as u8);
+            assert_eq!(e.exit, Exit::Interrupted);
         }
         other => panic!("the client should hear of the interruption: {other:?}"),
     }

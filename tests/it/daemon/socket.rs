@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::{TimeZone as _, Utc};
-use keyflip::daemon::control::protocol::{Reply, Request};
+use keyflip::daemon::control::protocol::{Answer, Request};
 
 use super::harness::{Consumers, Setup};
 
@@ -81,7 +81,7 @@ async fn another_uid_is_refused_before_the_server_reads() {
 
     // Root (the daemon's own uid here) is served.
     match daemon.request(Request::Status { plan: None }).await {
-        Ok(Reply::Status { plans, .. }) => assert_eq!(plans.len(), 1),
+        Ok(Answer::Status { plans, .. }) => assert_eq!(plans.len(), 1),
         other => panic!("status: {other:?}"),
     }
 
@@ -102,7 +102,7 @@ async fn another_uid_is_refused_before_the_server_reads() {
     );
 
     // A client that asks for a rotation is refused the same way, and nothing runs.
-    let rotate = r#"{"v":1,"request":"rotate_now","plan":"manual","mode":{"mode":"scheduled"},"grace_secs":null,"dry_run":false}"#;
+    let rotate = r#"{"v":2,"request":"rotate_now","plan":"manual","mode":{"mode":"scheduled"},"grace_ms":null,"dry_run":false}"#;
     let answer = as_nobody(&socket, Some(rotate));
     assert!(answer.contains("\"permission_denied\""), "{answer}");
     let s = daemon.settle().await;

@@ -441,7 +441,7 @@ async fn a_workspace_ends_on_the_staged_standby_even_when_the_leaked_key_is_the_
     let workspace = report
         .consumers
         .iter()
-        .find(|c| c.consumer.kind == ConsumerKind::Workspace)
+        .find(|c| c.consumer.kind() == ConsumerKind::Workspace)
         .expect("the workspace is a consumer");
     assert_eq!(
         workspace.status,

@@ -70,7 +70,7 @@ pub fn engine_options() -> EngineOptions {
         probe_backoff: Duration::from_millis(100),
         probe_max_backoff: Duration::from_millis(400),
         resync_deadline: Duration::from_secs(30),
-        databricks_skew: Duration::from_secs(2),
+        update_skew: Duration::from_secs(2),
     }
 }
 

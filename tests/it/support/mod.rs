@@ -5,6 +5,8 @@ pub mod azurite;
 pub mod binary;
 pub mod engine;
 pub mod logs;
+pub mod proxy;
+pub mod redact;
 pub mod twin;
 
 use std::path::Path;

@@ -45,7 +45,7 @@ pub(super) fn run(
         DatastoreAction::Get(n) => ("read", false, format!("{ws_scope}/datastores/{n}")),
         DatastoreAction::Put(n) => ("write", true, format!("{ws_scope}/datastores/{n}")),
         DatastoreAction::ListSecrets(n) => (
-            "listsecrets/action",
+            "listSecrets/action",
             true,
             format!("{ws_scope}/datastores/{n}"),
         ),
@@ -199,9 +199,21 @@ fn list(sh: &Shared, req: &Req, ws: &Workspace) -> Resp {
     let default_only = req
         .param("isDefault")
         .map(|v| v.eq_ignore_ascii_case("true"));
+    // `names`: the spec's array parameter; Microsoft's Python client sends it
+    // comma-joined (`names=a,b`), others repeat it (`names=a&names=b`). Datastore
+    // names are case-insensitive, as GET treats them.
+    let names: Vec<String> = req
+        .query
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("names"))
+        .flat_map(|(_, v)| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
     let all: Vec<&Datastore> = ws
         .order
         .iter()
+        .filter(|k| names.is_empty() || names.contains(k))
         .filter_map(|k| ws.datastores.get(k))
         .filter(|d| match default_only {
             Some(want) => {
@@ -221,13 +233,21 @@ fn list(sh: &Shared, req: &Req, ws: &Workspace) -> Resp {
         .map(|d| datastore_json(ws, d))
         .collect();
     let next = if skip + count < all.len() {
-        let api = req.param("api-version").unwrap_or("2024-04-01");
-        json!(format!(
-            "{}{}?api-version={api}&$skip={}&count={count}",
-            sh.base_url,
-            req.path,
-            skip + count
-        ))
+        // The next page keeps the filters of this one.
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair(
+            "api-version",
+            req.param("api-version").unwrap_or("2024-04-01"),
+        );
+        q.append_pair("$skip", &(skip + count).to_string());
+        q.append_pair("count", &count.to_string());
+        if let Some(d) = req.param("isDefault") {
+            q.append_pair("isDefault", d);
+        }
+        if !names.is_empty() {
+            q.append_pair("names", &names.join(","));
+        }
+        json!(format!("{}{}?{}", sh.base_url, req.path, q.finish()))
     } else {
         Value::Null
     };

@@ -9,10 +9,13 @@
 //! `AuthorizationFailed` body), find the resource (404 with ARM's codes), act.
 
 mod authz;
+mod datafactory;
 mod datastore;
+mod diagnostics;
 mod meta;
 mod route;
 mod storage;
+mod web;
 mod workspace;
 
 use std::sync::Arc;

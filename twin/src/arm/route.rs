@@ -7,7 +7,7 @@
 
 use axum::http::Method;
 
-use super::{authz, datastore, error, meta, storage, workspace};
+use super::{authz, datafactory, datastore, diagnostics, error, meta, storage, web, workspace};
 use crate::auth::Caller;
 use crate::ops::Op;
 use crate::server::Shared;
@@ -49,6 +49,9 @@ pub(crate) enum Route {
         sub: String,
         id: String,
     },
+    Web(web::WebRoute),
+    DataFactory(datafactory::DfRoute),
+    Diagnostics(diagnostics::DiagRoute),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +85,9 @@ enum Family {
     Authorization,
     Storage,
     MachineLearning,
+    Web,
+    DataFactory,
+    Insights,
 }
 
 impl Family {
@@ -93,6 +99,9 @@ impl Family {
             Family::Authorization => ("2015-07-01", "2026-12-31"),
             Family::Storage => ("2016-01-01", "2026-12-31"),
             Family::MachineLearning => ("2018-03-01", "2026-12-31"),
+            Family::Web => ("2016-03-01", "2026-12-31"),
+            Family::DataFactory => ("2017-09-01", "2026-12-31"),
+            Family::Insights => ("2015-07-01", "2026-12-31"),
         }
     }
 }
@@ -123,6 +132,9 @@ impl Route {
                 DatastoreAction::ListSecrets(_) => Op::MlDatastoreListSecrets,
             },
             Route::Poll { .. } => Op::MlOperationPoll,
+            Route::Web(r) => r.op(),
+            Route::DataFactory(r) => r.op(),
+            Route::Diagnostics(d) => d.op(),
         }
     }
 
@@ -135,6 +147,9 @@ impl Route {
             Route::Workspace { .. } | Route::Datastore { .. } | Route::Poll { .. } => {
                 Family::MachineLearning
             }
+            Route::Web(_) => Family::Web,
+            Route::DataFactory(_) => Family::DataFactory,
+            Route::Diagnostics(_) => Family::Insights,
         }
     }
 
@@ -165,11 +180,14 @@ impl Route {
                 action,
             } => datastore::run(sh, req, caller, sub, rg, ws, action),
             Route::Poll { sub, id } => workspace::poll(sh, req, caller, sub, id),
+            Route::Web(r) => web::run(sh, req, caller, r),
+            Route::DataFactory(r) => datafactory::run(sh, req, caller, r),
+            Route::Diagnostics(d) => diagnostics::run(sh, req, caller, d),
         }
     }
 }
 
-fn method_not_allowed(req: &Req) -> Resp {
+pub(super) fn method_not_allowed(req: &Req) -> Resp {
     error(
         405,
         "MethodNotAllowed",
@@ -185,7 +203,7 @@ fn not_served(req: &Req) -> Resp {
         404,
         "NotFound",
         &format!(
-            "No HTTP resource was found that matches the request URI '{}'. keyflip-twin models storage accounts, ML workspaces and datastores, permissions and role definitions.",
+            "No HTTP resource was found that matches the request URI '{}'. keyflip-twin models storage accounts and the diagnostic settings of their services, ML workspaces and datastores, App Service sites and their settings, Data Factory linked services, permissions and role definitions.",
             req.path
         ),
     )
@@ -231,6 +249,11 @@ pub(crate) fn parse(req: &Req) -> Result<Route, Resp> {
             ),
             _ => Err(not_served(req)),
         };
+    }
+    if let Some(r) = diagnostics::parse(&l, &segs, m) {
+        return r
+            .map(Route::Diagnostics)
+            .map_err(|()| method_not_allowed(req));
     }
     match l.as_slice() {
         [
@@ -306,6 +329,34 @@ pub(crate) fn parse(req: &Req) -> Result<Route, Resp> {
                 _ => Err(not_served(req)),
             }
         }
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.web",
+            "sites",
+            _,
+            rest @ ..,
+        ] => match web::route(req, (s(1), s(3), s(7)), &segs[8..], rest) {
+            Some(r) => r.map(Route::Web),
+            None => Err(not_served(req)),
+        },
+        [
+            "subscriptions",
+            _,
+            "resourcegroups",
+            _,
+            "providers",
+            "microsoft.datafactory",
+            "factories",
+            _,
+            rest @ ..,
+        ] => match datafactory::route(req, (s(1), s(3), s(7)), &segs[8..], rest) {
+            Some(r) => r.map(Route::DataFactory),
+            None => Err(not_served(req)),
+        },
         [
             "subscriptions",
             _,

@@ -31,8 +31,8 @@ pub(super) fn run(
     let verb = match action {
         StorageAction::Get => "read",
         StorageAction::Patch => "write",
-        StorageAction::ListKeys => "listkeys/action",
-        StorageAction::Regenerate => "regeneratekey/action",
+        StorageAction::ListKeys => "listKeys/action",
+        StorageAction::Regenerate => "regenerateKey/action",
     };
     let mut core = sh.core();
     if let Err(r) = throttle(sh, &mut core, sub, write, caller) {

@@ -34,7 +34,7 @@ pub(super) fn run(
     let (verb, write) = match action {
         WorkspaceAction::Get => ("read", false),
         WorkspaceAction::ListKeys => ("listKeys/action", true),
-        WorkspaceAction::Resync => ("resynckeys/action", true),
+        WorkspaceAction::Resync => ("resyncKeys/action", true),
     };
     let now = sh.clock.now();
     let mut core = sh.core();

@@ -30,6 +30,10 @@ use crate::token::{Audience, TokenProblem, VAULT_AUDIENCE};
 use crate::wire::{self, Req, Resp, with_header};
 
 /// A Key Vault error body.
+/// Key Vault's limit on tags per secret ("Secret tags: up to 15", Microsoft Learn,
+/// About Azure Key Vault secrets).
+pub(crate) const MAX_SECRET_TAGS: usize = 15;
+
 pub(crate) fn error(status: u16, code: &str, message: &str) -> Resp {
     wire::json(
         status,

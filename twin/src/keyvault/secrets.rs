@@ -203,6 +203,14 @@ fn common(b: &Map<String, Value>) -> Result<Common, Resp> {
         }
         Some(_) => return Err(bad("'tags' must be an object of strings.")),
     };
+    // Key Vault refuses a 16th tag with this body (recorded from the service,
+    // hashicorp/terraform-provider-azurerm#16780 and #16947).
+    if tags
+        .as_ref()
+        .is_some_and(|t| t.len() > super::MAX_SECRET_TAGS)
+    {
+        return Err(bad("Property has invalid value\r\n"));
+    }
     let content_type = match b.get("contentType") {
         None => None,
         Some(Value::Null) => Some(None),

@@ -292,6 +292,32 @@ mod tests {
     }
 
     #[test]
+    fn monitor_roles_read_logs_and_only_contributors_write_diagnostic_settings() {
+        let query = "Microsoft.OperationalInsights/workspaces/query/StorageBlobLogs/read";
+        let write = "Microsoft.Insights/diagnosticSettings/write";
+        for (name, can_write) in [
+            ("Reader", false),
+            ("Log Analytics Reader", false),
+            ("Monitoring Reader", false),
+            ("Log Analytics Contributor", true),
+            ("Monitoring Contributor", true),
+            ("Storage Account Contributor", true),
+        ] {
+            let r = builtin::find(name).expect("built-in");
+            assert!(
+                r.allows(query, false) || name == "Storage Account Contributor",
+                "{name}"
+            );
+            assert_eq!(r.allows(write, false), can_write, "{name}");
+        }
+        let la = builtin::find("Log Analytics Reader").expect("built-in");
+        assert!(!la.allows(
+            "Microsoft.OperationalInsights/workspaces/sharedKeys/read",
+            false
+        ));
+    }
+
+    #[test]
     fn matching_ignores_case_and_not_actions_win() {
         let r = role(
             &["Microsoft.Storage/*"],

@@ -22,7 +22,7 @@ use crate::ops::{Op, Service};
 use crate::requestlog::Entry;
 use crate::throttle::Budget;
 use crate::wire::{self, Req, Resp, set_header};
-use crate::{admin, arm, blob, databricks, entra, keyvault, msi};
+use crate::{admin, arm, blob, databricks, entra, keyvault, monitor, msi};
 
 /// Requests larger than this are refused (Databricks values are at most 128 KB).
 const BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -79,6 +79,7 @@ enum Prefix {
     KeyVault,
     Databricks,
     Blob,
+    LogAnalytics,
     Unknown,
 }
 
@@ -91,6 +92,9 @@ fn classify(shared: &Shared, first: Option<&str>) -> Prefix {
         "msi" => Prefix::Msi,
         "keyvault" | "secrets" => Prefix::KeyVault,
         "databricks" => Prefix::Databricks,
+        // The Log Analytics query API (`/v1/workspaces/{id}/query`); no storage
+        // account can be called `v1` (names have 3 to 24 characters).
+        "v1" => Prefix::LogAnalytics,
         "subscriptions" | "providers" | "metadata" | "tenants" => Prefix::Arm,
         "common" | "organizations" | "consumers" => Prefix::Entra,
         s if wire::is_guid(s) || s == shared.topology.tenant_id => Prefix::Entra,
@@ -111,6 +115,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result
         }
     };
     let req = Arc::new(Req::new(parts, bytes));
+    // Simulated clients' requests that came due happen before this one (admin calls
+    // included: a regeneration must not reach back into the past).
+    monitor::tick(&shared);
     let prefix = classify(&shared, req.segments().first().copied());
     let handled = match prefix {
         Prefix::Admin => return Ok(admin::handle(&shared, &req)),
@@ -120,12 +127,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result
         Prefix::KeyVault => keyvault::handle(&shared, &req),
         Prefix::Databricks => databricks::handle(&shared, &req),
         Prefix::Blob => blob::handle(&shared, &req),
+        Prefix::LogAnalytics => monitor::query::handle(&shared, &req),
         Prefix::Unknown => Handled::reply(
             None,
             None,
             wire::json(
                 404,
-                &json!({"error": {"code": "NotFound", "message": format!("keyflip-twin serves nothing at '{}'. Services live under /{{tenant}}/, /msi/, /subscriptions/, /providers/, /metadata/, /keyvault/{{vault}}/, /databricks/{{workspace}}/, /{{storage-account}}/ and /_admin/.", req.path)}}),
+                &json!({"error": {"code": "NotFound", "message": format!("keyflip-twin serves nothing at '{}'. Services live under /{{tenant}}/, /msi/, /subscriptions/, /providers/, /metadata/, /keyvault/{{vault}}/, /databricks/{{workspace}}/, /v1/ (Log Analytics), /{{storage-account}}/ and /_admin/.", req.path)}}),
             ),
         ),
     };
@@ -136,6 +144,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result
         (None, Prefix::KeyVault) => Service::KeyVault,
         (None, Prefix::Databricks) => Service::Databricks,
         (None, Prefix::Blob) => Service::Blob,
+        (None, Prefix::LogAnalytics) => Service::LogAnalytics,
         (None, _) => Service::Arm,
     };
     let Handled {
@@ -144,7 +153,16 @@ pub(crate) async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result
         next,
     } = handled;
     let outcome = match next {
-        Next::Reply(r) => Some(r),
+        Next::Reply(r) => {
+            // A Key Vault challenge answers the operation the request named, so a
+            // latency rule on it costs this round trip too (issue 9).
+            if let (Some(o), Service::KeyVault, 401) = (op, service, r.status().as_u16())
+                && let Some(ms) = shared.faults.take_latency(o, &req.path, None)
+            {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Some(r)
+        }
         Next::Run(run) => {
             let fault = op.and_then(|o| shared.faults.take(o, &req.path, principal.as_deref()));
             match fault {
@@ -263,6 +281,9 @@ fn service_error(
             };
             databricks::error(status, code.unwrap_or(fallback), &message)
         }
+        Service::LogAnalytics => {
+            monitor::query::error(status, code.unwrap_or(default_code(status)), &message, None)
+        }
     };
     if let Some(secs) = retry_after {
         set_header(&mut r, "retry-after", &secs.to_string());
@@ -373,6 +394,6 @@ fn decorate(shared: &Shared, service: Service, req: &Req, r: &mut Resp) {
                 set_header(r, "client-request-id", &id);
             }
         }
-        Service::Databricks => {}
+        Service::Databricks | Service::LogAnalytics => {}
     }
 }

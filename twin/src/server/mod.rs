@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub identity_header: String,
     pub msi_default: Option<String>,
     pub shutdown: watch::Receiver<bool>,
+    /// When the next simulated client request is due (`monitor::clients`).
+    pub clients_due: crate::monitor::Due,
 }
 
 impl Shared {
@@ -169,12 +171,19 @@ impl Twin {
             identity_header: built.identity_header,
             msi_default: built.msi_default,
             shutdown: stopped,
+            clients_due: crate::monitor::Due::default(),
         });
 
         let server = axum_server::Handle::new();
         let config = axum_server::tls_rustls::RustlsConfig::from_config(tls.config);
-        let serving = axum_server::tls_rustls::from_tcp_rustls(listener, config)
+        // TCP_NODELAY: without it, the second small write of a burst of answers on
+        // one connection waits for the client's delayed ACK (~40 ms on Linux), which
+        // penalises the concurrent calls keyflip makes (`benches/nodelay.rs`).
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+            .acceptor(axum_server::accept::NoDelayAcceptor::new());
+        let serving = axum_server::from_tcp(listener)
             .map_err(listen_err)?
+            .acceptor(acceptor)
             .handle(server.clone());
         let task = tokio::spawn(serving.serve(MakeTwin(shared)));
         if server.listening().await.is_none() {
@@ -240,7 +249,7 @@ impl std::fmt::Display for Dropped {
 impl std::error::Error for Dropped {}
 
 #[derive(Clone)]
-struct TwinService(Arc<Shared>);
+struct TwinService(Arc<Shared>, SocketAddr);
 
 impl tower::Service<Request<Incoming>> for TwinService {
     type Response = Resp;
@@ -251,7 +260,8 @@ impl tower::Service<Request<Incoming>> for TwinService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(crate::wire::Peer(self.1));
         Box::pin(dispatch::serve(self.0.clone(), req))
     }
 }
@@ -268,7 +278,7 @@ impl tower::Service<SocketAddr> for MakeTwin {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _peer: SocketAddr) -> Self::Future {
-        std::future::ready(Ok(TwinService(self.0.clone())))
+    fn call(&mut self, peer: SocketAddr) -> Self::Future {
+        std::future::ready(Ok(TwinService(self.0.clone(), peer)))
     }
 }

@@ -91,8 +91,8 @@ pub(crate) fn build(world: &World, base_url: &str, now: DateTime<Utc>) -> Result
                 subscription: g.subscription.clone(),
                 group: g.name.clone(),
                 location: g.location.clone(),
-                sku: a.sku.clone(),
-                kind: a.kind.clone(),
+                sku: a.sku.get_ref().clone(),
+                kind: a.kind.get_ref().clone(),
                 created: now,
                 allow_shared_key_access: a.allow_shared_key_access,
                 key_expiration_days: a.key_expiration_days,
@@ -317,6 +317,54 @@ pub(crate) fn build(world: &World, base_url: &str, now: DateTime<Utc>) -> Result
         );
     }
 
+    let vault_url = |name: &str| {
+        let shown = vaults
+            .get(&name.to_ascii_lowercase())
+            .map(|v: &Vault| v.name.clone())
+            .unwrap_or_else(|| name.to_string());
+        format!("{base_url}/keyvault/{shown}")
+    };
+    let cx = web::BuildCtx {
+        value_of: &resolve,
+        vault_url: &vault_url,
+        vaults: &vaults,
+        base: base_url,
+        now,
+    };
+    let place = |rg: &str, provider_type: &str, name: &str| -> Result<web::Place, String> {
+        let g = group(rg)?;
+        Ok(web::Place {
+            id: arm_id(&g.subscription, &g.name, provider_type, name),
+            subscription: g.subscription.clone(),
+            group: g.name.clone(),
+            location: g.location.clone(),
+        })
+    };
+    let mut web_apps = BTreeMap::new();
+    for s in &world.web_apps {
+        let at = place(
+            s.resource_group.get_ref(),
+            "Microsoft.Web/sites",
+            s.name.get_ref(),
+        )?;
+        web_apps.insert(
+            s.name.get_ref().to_ascii_lowercase(),
+            web::build(s, at, &cx)?,
+        );
+    }
+    let mut factories = BTreeMap::new();
+    for f in &world.data_factories {
+        let at = place(
+            f.resource_group.get_ref(),
+            "Microsoft.DataFactory/factories",
+            f.name.get_ref(),
+        )?;
+        factories.insert(
+            f.name.get_ref().to_ascii_lowercase(),
+            datafactory::build(f, at, &cx)?,
+        );
+    }
+
     let principals: Vec<Principal> = world
         .principals
         .iter()
@@ -329,6 +377,12 @@ pub(crate) fn build(world: &World, base_url: &str, now: DateTime<Utc>) -> Result
                 .federated_credentials
                 .iter()
                 .map(|f| (f.issuer.clone(), f.subject.clone()))
+                .collect(),
+            // Validated when the world was loaded.
+            certificates: p
+                .certificates
+                .iter()
+                .filter_map(|c| crate::certificate::RegisteredCert::from_pem(c.get_ref()).ok())
                 .collect(),
         })
         .collect();
@@ -371,6 +425,17 @@ pub(crate) fn build(world: &World, base_url: &str, now: DateTime<Utc>) -> Result
         rbac.assign(oid, role, a.scope.get_ref());
     }
 
+    let monitor = crate::monitor::build(
+        world,
+        &accounts,
+        &|rg: &str| {
+            groups
+                .iter()
+                .find(|g| g.name.eq_ignore_ascii_case(rg))
+                .map(|g| (g.subscription.clone(), g.name.clone(), g.location.clone()))
+        },
+        now,
+    )?;
     let (identity_header, msi_default) = match &world.managed_identity {
         Some(mi) => (
             mi.header.clone(),
@@ -393,8 +458,12 @@ pub(crate) fn build(world: &World, base_url: &str, now: DateTime<Utc>) -> Result
             vaults,
             workspaces,
             databricks,
+            web_apps,
+            factories,
+            base_url: base_url.to_string(),
             lros: HashMap::new(),
             throttles: Throttles::default(),
+            monitor,
         },
         identity_header,
         msi_default,

@@ -1,6 +1,7 @@
 //! The twin's live state: the directory of principals, the resource topology, and
 //! the mutable resources (storage keys, Key Vault secret versions, ML workspaces and
-//! datastores, Databricks secrets, long-running operations, throttling buckets).
+//! datastores, Databricks secrets, App Service settings, Data Factory linked services,
+//! long-running operations, throttling buckets).
 //!
 //! Mutable state lives in one [`Core`] behind one mutex: every operation is a short
 //! in-memory critical section, so a single lock keeps multi-resource invariants
@@ -8,7 +9,9 @@
 //! consistent without measurable contention.
 
 mod build;
+pub(crate) mod datafactory;
 pub(crate) mod snapshot;
+pub(crate) mod web;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,7 +21,7 @@ use serde_json::{Map, Value};
 use crate::throttle::Throttles;
 use crate::world::{ScopeBackend, ScopePermission, Settings};
 
-pub(crate) use build::build;
+pub(crate) use build::{arm_id, build};
 
 /// One principal that can sign in.
 #[derive(Debug, Clone)]
@@ -29,6 +32,8 @@ pub(crate) struct Principal {
     pub client_secret: String,
     /// (issuer, subject) pairs accepted as client assertions.
     pub federated: Vec<(String, String)>,
+    /// Certificates accepted for client assertions (`private_key_jwt`).
+    pub certificates: Vec<crate::certificate::RegisteredCert>,
 }
 
 /// Every principal; immutable.
@@ -273,14 +278,29 @@ pub(crate) struct Core {
     pub vaults: BTreeMap<String, Vault>,
     pub workspaces: BTreeMap<String, Workspace>,
     pub databricks: BTreeMap<String, DatabricksWorkspace>,
+    /// Lower-case site name → App Service site.
+    pub web_apps: BTreeMap<String, web::WebApp>,
+    /// Lower-case factory name → Data Factory.
+    pub factories: BTreeMap<String, datafactory::Factory>,
+    /// The twin's base URL (Key Vault references name vaults by URL).
+    pub base_url: String,
     pub lros: HashMap<String, Lro>,
     pub throttles: Throttles,
+    /// Log Analytics workspaces, diagnostic settings, resource logs, simulated clients.
+    pub monitor: crate::monitor::Monitor,
 }
 
 impl Core {
-    /// Completes every long-running operation that is due: a succeeded resync sets
-    /// the workspace's cached key.
+    /// Completes every long-running operation that is due (a succeeded resync sets
+    /// the workspace's cached key) and refetches Key Vault references App Service has
+    /// cached for 24 hours.
     pub fn settle(&mut self, now: DateTime<Utc>) {
+        for app in self.web_apps.values_mut() {
+            app.production.refresh(now, &self.vaults, &self.base_url);
+            for slot in app.slots.values_mut() {
+                slot.config.refresh(now, &self.vaults, &self.base_url);
+            }
+        }
         for lro in self.lros.values_mut() {
             if lro.settled || lro.due > now {
                 continue;

@@ -1,7 +1,7 @@
 //! The admin state snapshot (`GET /_admin/state`): every value tests need to check
 //! invariants (account keys and their creation times, every Key Vault secret version,
-//! workspace and datastore keys, Databricks secrets). The values are the twin's own
-//! fake keys.
+//! workspace and datastore keys, Databricks secrets, App Service settings and
+//! restarts, Data Factory linked services). The values are the twin's own fake keys.
 
 use serde_json::{Map, Value, json};
 
@@ -126,10 +126,51 @@ pub(crate) fn snapshot(core: &Core, base_url: &str) -> Value {
             (d.name.clone(), json!({"id": d.id, "scopes": scopes}))
         })
         .collect();
+    let web_apps: Map<String, Value> = core
+        .web_apps
+        .values()
+        .map(|w| (w.name.clone(), super::web::snapshot(w)))
+        .collect();
+    let factories: Map<String, Value> = core
+        .factories
+        .values()
+        .map(|f| (f.name.clone(), super::datafactory::snapshot(f)))
+        .collect();
+    // Configuration only: resource-log rows and simulated clients change with every
+    // data-plane request, and a snapshot must stay equal across reads.
+    let log_analytics: Map<String, Value> = core
+        .monitor
+        .workspaces
+        .values()
+        .map(|w| {
+            (
+                w.name.clone(),
+                json!({"id": w.id, "workspaceId": w.customer_id}),
+            )
+        })
+        .collect();
+    let settings: Vec<Value> = core
+        .monitor
+        .settings
+        .iter()
+        .map(|d| {
+            json!({
+                "account": d.account,
+                "service": d.service,
+                "name": d.name,
+                "workspace": d.workspace.as_ref().and_then(|w| core.monitor.workspaces.get(w)).map(|w| &w.name),
+                "categories": d.categories,
+            })
+        })
+        .collect();
     json!({
+        "web_apps": web_apps,
+        "data_factories": factories,
         "storage_accounts": accounts,
         "key_vaults": vaults,
         "ml_workspaces": workspaces,
         "databricks_workspaces": databricks,
+        "log_analytics_workspaces": log_analytics,
+        "diagnostic_settings": settings,
     })
 }

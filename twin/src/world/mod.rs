@@ -2,7 +2,8 @@
 //!
 //! A world names one tenant, its subscriptions and resource groups, the resources in
 //! them (storage accounts, Key Vaults, Azure ML workspaces with datastores, Databricks
-//! workspaces with secret scopes), the principals that may sign in, custom roles and
+//! workspaces with secret scopes, App Service sites with slots, Data Factories with
+//! linked services), the principals that may sign in, custom roles and
 //! role assignments, and the run-time settings (propagation delay, throttling, LRO
 //! timing). [`World::from_toml_str`] parses *and* validates: a `World` value always
 //! refers only to things it defines, so the twin never meets a dangling reference at
@@ -13,10 +14,18 @@
 //! then too.
 
 mod checks;
+mod datafactory;
+mod monitor;
 mod spec;
 mod validate;
+mod web;
 
+pub(crate) use datafactory::{DataFactorySpec, LinkedServiceSpec};
+pub(crate) use monitor::{
+    ClientOperation, ClientSpec, DiagnosticSettingSpec, LogAnalyticsWorkspaceSpec, parse_caller,
+};
 pub(crate) use spec::*;
+pub(crate) use web::{CONNECTION_STRING_TYPES, SettingSpec, WebAppSpec};
 
 pub(crate) use checks::check_runtime_settings as validate_settings;
 
@@ -44,6 +53,10 @@ pub struct World {
     pub(crate) ml_workspaces: Vec<MlWorkspaceSpec>,
     #[serde(default, rename = "databricks_workspace")]
     pub(crate) databricks_workspaces: Vec<DatabricksWorkspaceSpec>,
+    #[serde(default, rename = "web_app")]
+    pub(crate) web_apps: Vec<WebAppSpec>,
+    #[serde(default, rename = "data_factory")]
+    pub(crate) data_factories: Vec<DataFactorySpec>,
     #[serde(default, rename = "principal")]
     pub(crate) principals: Vec<PrincipalSpec>,
     #[serde(default, rename = "custom_role")]
@@ -52,6 +65,12 @@ pub struct World {
     pub(crate) role_assignments: Vec<RoleAssignmentSpec>,
     #[serde(default)]
     pub(crate) managed_identity: Option<ManagedIdentitySpec>,
+    #[serde(default, rename = "log_analytics_workspace")]
+    pub(crate) log_analytics_workspaces: Vec<LogAnalyticsWorkspaceSpec>,
+    #[serde(default, rename = "diagnostic_setting")]
+    pub(crate) diagnostic_settings: Vec<DiagnosticSettingSpec>,
+    #[serde(default, rename = "client")]
+    pub(crate) clients: Vec<ClientSpec>,
 }
 
 /// Run-time settings; all can be changed later through `PATCH /_admin/settings`.
@@ -77,6 +96,9 @@ pub struct Settings {
     /// Every other Key Vault transaction, per vault.
     pub keyvault_read_burst: u32,
     pub keyvault_read_refill_per_sec: f64,
+    /// How long after a request its resource-log row becomes visible to queries
+    /// (Azure Monitor's ingestion latency).
+    pub log_ingestion_delay_secs: f64,
 }
 
 impl Default for Settings {
@@ -97,6 +119,7 @@ impl Default for Settings {
             keyvault_write_refill_per_sec: 30.0,
             keyvault_read_burst: 4000,
             keyvault_read_refill_per_sec: 400.0,
+            log_ingestion_delay_secs: 0.0,
         }
     }
 }
@@ -143,6 +166,17 @@ impl World {
                 message: e.message().trim().to_string(),
             }
         })?;
+        checks::check_settings(&world.settings).map_err(|e| {
+            let (line, column) = settings_key_offset(src, e.field)
+                .map(|o| line_column(src, o))
+                .unwrap_or((1, 1));
+            WorldError::Invalid {
+                origin: origin.to_string(),
+                line,
+                column,
+                message: e.message,
+            }
+        })?;
         validate::check(&world).map_err(|(span, message)| {
             let (line, column) = line_column(src, span.start);
             WorldError::Invalid {
@@ -181,6 +215,29 @@ impl World {
 }
 
 pub(crate) const DEMO_TOML: &str = include_str!("../../worlds/demo.toml");
+
+/// Where `key` is set in the world's `[settings]` table (the start of its value),
+/// for errors about a setting: `Settings` is a plain struct (the admin API patches
+/// it), so it carries no spans of its own.
+fn settings_key_offset(src: &str, key: &str) -> Option<usize> {
+    let mut in_settings = false;
+    let mut offset = 0;
+    for line in src.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            in_settings = t.starts_with("[settings]");
+        } else if in_settings
+            && let Some(rest) = t.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            let eq = line.len() - rest.trim_start().len();
+            let value = line[eq + 1..].len() - line[eq + 1..].trim_start().len();
+            return Some(offset + eq + 1 + value);
+        }
+        offset += line.len();
+    }
+    None
+}
 
 /// 1-based line and column (in characters) of a byte offset.
 fn line_column(src: &str, offset: usize) -> (usize, usize) {

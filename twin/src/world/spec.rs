@@ -41,9 +41,9 @@ pub(crate) struct StorageAccountSpec {
     pub name: Spanned<String>,
     pub resource_group: Spanned<String>,
     #[serde(default = "default_sku")]
-    pub sku: String,
+    pub sku: Spanned<String>,
     #[serde(default = "default_kind")]
-    pub kind: String,
+    pub kind: Spanned<String>,
     #[serde(default = "yes")]
     pub allow_shared_key_access: bool,
     pub key1: Option<Spanned<String>>,
@@ -56,11 +56,11 @@ pub(crate) struct StorageAccountSpec {
     pub containers: Vec<String>,
 }
 
-fn default_sku() -> String {
-    "Standard_LRS".into()
+fn default_sku() -> Spanned<String> {
+    Spanned::new(0..0, "Standard_LRS".into())
 }
-fn default_kind() -> String {
-    "StorageV2".into()
+fn default_kind() -> Spanned<String> {
+    Spanned::new(0..0, "StorageV2".into())
 }
 fn yes() -> bool {
     true
@@ -220,6 +220,10 @@ pub(crate) struct PrincipalSpec {
     pub client_secret: Option<String>,
     #[serde(default)]
     pub federated_credentials: Vec<FederatedCredentialSpec>,
+    /// Certificates (PEM, public part) a client assertion may be signed with, as an
+    /// app registration's `keyCredentials`.
+    #[serde(default)]
+    pub certificates: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

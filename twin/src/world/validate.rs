@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, HashSet};
 use toml::Spanned;
 
 use super::checks::{
-    Failure, check_base64, check_guid, check_name, check_one_value, check_settings, fail,
-    world_scopes,
+    Failure, STORAGE_KINDS, STORAGE_SKUS, check_base64, check_guid, check_name, check_one_of,
+    check_one_value, fail, world_scopes,
 };
 use super::{CredentialKind, DatastoreType, ScopeBackend, World};
 use crate::rbac::{builtin, scope_key};
@@ -31,8 +31,8 @@ const RESERVED_ACCOUNT_NAMES: &[&str] = &[
 ];
 
 pub(super) fn check(w: &World) -> Result<(), Failure> {
+    // Settings are checked by the caller, which can point at the key in the source.
     check_guid(&w.tenant.id, "tenant.id")?;
-    check_settings(&w.settings)?;
     if w.subscriptions.is_empty() {
         return Err((0..0, "the world needs at least one [[subscription]]".into()));
     }
@@ -103,6 +103,15 @@ pub(super) fn check(w: &World) -> Result<(), Failure> {
             );
         }
         known_group(&a.resource_group)?;
+        check_one_of(&a.sku, "sku", STORAGE_SKUS)?;
+        check_one_of(&a.kind, "kind", STORAGE_KINDS)?;
+        if a.key_expiration_days == Some(0) {
+            return fail(
+                &a.name,
+                "key_expiration_days must be at least 1 (Azure's keyPolicy takes 1 or more days)"
+                    .into(),
+            );
+        }
         for key in [&a.key1, &a.key2].into_iter().flatten() {
             check_base64(key)?;
         }
@@ -160,6 +169,17 @@ pub(super) fn check(w: &World) -> Result<(), Failure> {
             if let Some(f) = &s.value_from {
                 known_account(&f.account)?;
             }
+            if s.tags.len() > crate::keyvault::MAX_SECRET_TAGS {
+                return fail(
+                    &s.name,
+                    format!(
+                        "secret {} has {} tags; Key Vault allows at most {} on a secret",
+                        s.name.get_ref(),
+                        s.tags.len(),
+                        crate::keyvault::MAX_SECRET_TAGS
+                    ),
+                );
+            }
         }
     }
     let known_vault = |r: &Spanned<String>| -> Result<(), Failure> {
@@ -178,6 +198,17 @@ pub(super) fn check(w: &World) -> Result<(), Failure> {
         })?;
         check_guid(&p.client_id, "client_id")?;
         check_guid(&p.object_id, "object_id")?;
+        for cert in &p.certificates {
+            if let Err(why) = crate::certificate::RegisteredCert::from_pem(cert.get_ref()) {
+                return fail(
+                    cert,
+                    format!(
+                        "a certificate of principal {} is unusable: {why}",
+                        p.name.get_ref()
+                    ),
+                );
+            }
+        }
         if !principals.insert(p.name.get_ref().clone()) {
             return fail(
                 &p.name,
@@ -346,6 +377,9 @@ pub(super) fn check(w: &World) -> Result<(), Failure> {
         }
     }
 
+    super::web::check(&w.web_apps, &groups, &accounts, &vaults)?;
+    super::datafactory::check(&w.data_factories, &groups, &accounts, &vaults)?;
+
     let mut role_names: HashSet<String> = builtin::roles()
         .iter()
         .map(|r| r.name.to_ascii_lowercase())
@@ -393,5 +427,6 @@ pub(super) fn check(w: &World) -> Result<(), Failure> {
     if let Some(mi) = &w.managed_identity {
         known_principal(&mi.default_principal)?;
     }
+    super::monitor::check(w, &accounts, &groups)?;
     Ok(())
 }

@@ -217,6 +217,9 @@ async fn settings_and_clock_changes_are_validated() {
         json!({"no_such_setting": 1}),
         json!({"arm_write_burst": "many"}),
         json!([]),
+        json!({"arm_write_burst": 0}),
+        json!({"token_lifetime_secs": 0}),
+        json!({"propagation_delay_secs": 1e308}),
     ] {
         let r = env
             .admin(Method::PATCH, "/settings")
@@ -225,7 +228,17 @@ async fn settings_and_clock_changes_are_validated() {
             .await
             .expect("answer");
         assert_eq!(r.status(), 400, "{bad}");
+        if let Some(field) = bad.as_object().and_then(|o| o.keys().next()) {
+            let v: Value = r.json().await.expect("json");
+            let message = v["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(field.as_str()), "{bad}: {message}");
+        }
     }
+    assert_eq!(
+        env.admin_json(Method::GET, "/settings", None).await["propagation_delay_secs"],
+        12.5,
+        "refused changes change nothing"
+    );
     let c = env
         .admin_json(Method::POST, "/clock", Some(json!({"advance_secs": 60})))
         .await;

@@ -194,3 +194,58 @@ async fn subscriptions_tenants_and_cloud_metadata() {
         assert!(v["galleryEndpoint"].is_string() && v["graphEndpoint"].is_string());
     }
 }
+
+/// Issue 12: `AuthorizationFailed` spells each action as Azure does, with the
+/// operation's own casing (`listKeys`, `regenerateKey`, `resyncKeys`, `listSecrets`),
+/// as recorded in Azure's refusals.
+#[tokio::test]
+async fn authorization_failed_spells_actions_as_azure_does() {
+    let env = Env::demo().await;
+    let reader = env.token(READER, ARM_SCOPE).await;
+    let account = env.account_id("stdatasci001");
+    let ws = env.workspace_id();
+    for (path, api, body_json, action) in [
+        (
+            format!("{account}/listKeys"),
+            STORAGE_API,
+            None,
+            "Microsoft.Storage/storageAccounts/listKeys/action",
+        ),
+        (
+            format!("{account}/regenerateKey"),
+            STORAGE_API,
+            Some(json!({"keyName": "key1"})),
+            "Microsoft.Storage/storageAccounts/regenerateKey/action",
+        ),
+        (
+            format!("{ws}/listKeys"),
+            ML_API,
+            None,
+            "Microsoft.MachineLearningServices/workspaces/listKeys/action",
+        ),
+        (
+            format!("{ws}/resyncKeys"),
+            ML_API,
+            None,
+            "Microsoft.MachineLearningServices/workspaces/resyncKeys/action",
+        ),
+        (
+            format!("{ws}/datastores/training_data/listSecrets"),
+            ML_API,
+            None,
+            "Microsoft.MachineLearningServices/workspaces/datastores/listSecrets/action",
+        ),
+    ] {
+        let mut r = env.req(Method::POST, &env.arm(&path, api), &reader);
+        if let Some(b) = body_json {
+            r = r.json(&b);
+        }
+        let (status, v) = body(r.send().await.expect("answer")).await;
+        assert_eq!(status, 403, "{path}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("perform action '{action}' over scope")),
+            "{path}: {message}"
+        );
+    }
+}

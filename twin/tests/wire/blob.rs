@@ -295,3 +295,125 @@ async fn a_request_without_authorization_gets_the_storage_bearer_challenge() {
         "{text}"
     );
 }
+
+/// Issue 12: a SharedKey request dated more than 15 minutes before the twin clock is
+/// refused as Azure refuses it (403 AuthenticationFailed, "Request date header too
+/// old: '<date as sent>'"); a malformed date too; a date in the future is accepted,
+/// as Azure does. The twin clock decides: moving it makes a signed request stale.
+#[tokio::test]
+async fn stale_and_malformed_request_dates_are_refused_like_azure() {
+    let env = Env::demo().await;
+    let key = key_of(&env.state().await, "stdatasci001", "key1");
+    let twin_now = || async {
+        let c = env.admin_json(Method::GET, "/clock", None).await;
+        chrono::DateTime::parse_from_rfc3339(c["now"].as_str().expect("now"))
+            .expect("rfc3339")
+            .with_timezone(&chrono::Utc)
+    };
+    let http_date =
+        |t: chrono::DateTime<chrono::Utc>| httpdate::fmt_http_date(std::time::SystemTime::from(t));
+    let probe = |date: String| {
+        env.blob_dated(
+            Method::GET,
+            "stdatasci001",
+            "/?restype=account&comp=properties",
+            &key,
+            &date,
+        )
+        .send()
+    };
+    let detail = |text: &str| {
+        text.split("<AuthenticationErrorDetail>")
+            .nth(1)
+            .and_then(|d| d.split("</AuthenticationErrorDetail>").next())
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    let now = twin_now().await;
+    let fresh = http_date(now - chrono::TimeDelta::minutes(14));
+    assert_eq!(probe(fresh).await.expect("answer").status(), 200);
+    let future = http_date(now + chrono::TimeDelta::hours(2));
+    assert_eq!(probe(future).await.expect("answer").status(), 200);
+
+    let stale = http_date(now - chrono::TimeDelta::minutes(16));
+    let r = probe(stale.clone()).await.expect("answer");
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.headers()
+            .get("x-ms-error-code")
+            .and_then(|v| v.to_str().ok()),
+        Some("AuthenticationFailed")
+    );
+    let text = r.text().await.expect("body");
+    assert!(text.contains("<Code>AuthenticationFailed</Code>"), "{text}");
+    assert_eq!(
+        detail(&text),
+        format!("Request date header too old: '{stale}'")
+    );
+
+    let r = probe("yesterday, around noon".into())
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.expect("body");
+    assert_eq!(
+        detail(&text),
+        "The Date header in the request is incorrect."
+    );
+
+    // Signed now, sent after the twin clock moved 16 minutes on: stale.
+    let signed_now = http_date(twin_now().await);
+    env.advance(16.0 * 60.0).await;
+    let r = probe(signed_now.clone()).await.expect("answer");
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        detail(&r.text().await.expect("body")),
+        format!("Request date header too old: '{signed_now}'")
+    );
+}
+
+/// `Date` instead of `x-ms-date` is judged the same way (it is then part of the
+/// string to sign).
+#[tokio::test]
+async fn the_date_header_is_checked_when_x_ms_date_is_absent() {
+    use base64::Engine as _;
+    let env = Env::demo().await;
+    let key = key_of(&env.state().await, "stdatasci001", "key1");
+    let c = env.admin_json(Method::GET, "/clock", None).await;
+    let now = chrono::DateTime::parse_from_rfc3339(c["now"].as_str().expect("now"))
+        .expect("rfc3339")
+        .with_timezone(&chrono::Utc);
+    let send = |date: String| {
+        let sts = format!(
+            "GET\n\n\n\n\n\n{date}\n\n\n\n\n\nx-ms-version:2023-11-03\n/stdatasci001/stdatasci001/\ncomp:properties\nrestype:account"
+        );
+        let k = base64::engine::general_purpose::STANDARD
+            .decode(&key)
+            .expect("key");
+        let tag = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &k),
+            sts.as_bytes(),
+        );
+        let sig = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
+        env.http
+            .get(env.url("/stdatasci001/?restype=account&comp=properties"))
+            .header("date", date)
+            .header("x-ms-version", "2023-11-03")
+            .header("authorization", format!("SharedKey stdatasci001:{sig}"))
+            .send()
+    };
+    let fresh = httpdate::fmt_http_date(std::time::SystemTime::from(now));
+    assert_eq!(send(fresh).await.expect("answer").status(), 200);
+    let stale = httpdate::fmt_http_date(std::time::SystemTime::from(
+        now - chrono::TimeDelta::minutes(20),
+    ));
+    let r = send(stale.clone()).await.expect("answer");
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.text()
+            .await
+            .expect("body")
+            .contains(&format!("Request date header too old: '{stale}'"))
+    );
+}

@@ -349,3 +349,46 @@ async fn each_service_answers_faults_in_its_own_error_shape() {
         (503, Some("ServerBusy"))
     );
 }
+
+/// Issue 9: a Key Vault challenge is an answer like any other, so injected latency
+/// on the operation delays it too (and counts as a firing); other fault actions
+/// still wait for the authenticated request.
+#[tokio::test]
+async fn latency_rules_delay_the_key_vault_challenge_too() {
+    let env = Env::demo().await;
+    // Rules fire in the order they were added: the 503 comes first.
+    env.fault(json!({"operation": "keyvault.get", "action": {"kind": "status", "status": 503}}))
+        .await;
+    let id = env
+        .fault(json!({"operation": "keyvault.get", "count": 0, "action": {"kind": "latency", "ms": 300}}))
+        .await;
+    let url = format!(
+        "{}/secrets/stdatasci001-key?api-version=7.5",
+        env.ep.key_vaults["kv-datasci"].url
+    );
+    let start = std::time::Instant::now();
+    let r = env.http.get(&url).send().await.expect("answer");
+    assert_eq!(r.status(), 401, "the challenge");
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(300),
+        "the challenge came back after {:?}, before the injected 300 ms",
+        start.elapsed()
+    );
+    let rules = env.admin_json(Method::GET, "/faults", None).await;
+    let rules = rules.as_array().expect("rules");
+    let fired = |rule_id: &str| {
+        rules
+            .iter()
+            .find(|r| r["id"] == rule_id)
+            .map(|r| r["fired"].clone())
+    };
+    assert_eq!(fired(&id), Some(json!(1)), "{rules:?}");
+    // The 503 rule did not fire on the challenge: the authenticated request gets it.
+    let kv = env.token(OPERATOR, VAULT_SCOPE).await;
+    let r = env
+        .req(Method::GET, &url, &kv)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 503);
+}

@@ -363,3 +363,53 @@ async fn bad_requests_get_key_vault_errors() {
         .expect("answer");
     assert_eq!(r.status(), 404);
 }
+
+/// Issue 12: Key Vault holds at most 15 tags on a secret; a 16th is refused with the
+/// body Azure sends, on set and on update, and nothing changes.
+#[tokio::test]
+async fn more_than_fifteen_tags_are_refused_on_set_and_update() {
+    let env = Env::demo().await;
+    let t = env.token(OPERATOR, VAULT_SCOPE).await;
+    let tags = |n: usize| -> Value {
+        Value::Object(
+            (0..n)
+                .map(|i| (format!("tag{i}"), json!("v")))
+                .collect::<serde_json::Map<_, _>>(),
+        )
+    };
+    let url = secret_url(&env, "tagged");
+    let (status, v) = body(
+        env.req(Method::PUT, &url, &t)
+            .json(&json!({"value": "x", "tags": tags(15)}))
+            .send()
+            .await
+            .expect("answer"),
+    )
+    .await;
+    assert_eq!(status, 200, "15 tags are allowed: {v}");
+    assert_eq!(v["tags"].as_object().map(|m| m.len()), Some(15));
+    let refused =
+        json!({"error": {"code": "BadParameter", "message": "Property has invalid value\r\n"}});
+    let (status, v) = body(
+        env.req(Method::PUT, &url, &t)
+            .json(&json!({"value": "y", "tags": tags(16)}))
+            .send()
+            .await
+            .expect("answer"),
+    )
+    .await;
+    assert_eq!((status.as_u16(), &v), (400, &refused));
+    let (status, v) = body(
+        env.req(Method::PATCH, &url, &t)
+            .json(&json!({"tags": tags(16)}))
+            .send()
+            .await
+            .expect("answer"),
+    )
+    .await;
+    assert_eq!((status.as_u16(), &v), (400, &refused));
+    let versions = &env.state().await["key_vaults"]["kv-datasci"]["secrets"]["tagged"];
+    assert_eq!(versions.as_array().map(Vec::len), Some(1), "no new version");
+    assert_eq!(versions[0]["value"], "x");
+    assert_eq!(versions[0]["tags"].as_object().map(|m| m.len()), Some(15));
+}

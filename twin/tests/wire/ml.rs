@@ -382,3 +382,49 @@ async fn datastore_put_validates_the_key_unless_told_not_to() {
     .await;
     assert_eq!(status, 400);
 }
+
+/// Issue 12: the datastore list honours `names` (comma-joined as Microsoft's Python
+/// client sends it, or repeated), case-insensitively, and its nextLink keeps it.
+#[tokio::test]
+async fn datastore_list_honours_the_names_filter() {
+    let env = Env::demo().await;
+    let t = env.token(OPERATOR, ARM_SCOPE).await;
+    let list = |query: &str| {
+        let url = env.arm(&format!("{}/datastores", env.workspace_id()), ML_API) + query;
+        let req = env.req(Method::GET, &url, &t);
+        async move { body(req.send().await.expect("answer")).await }
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v["value"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|d| d["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (status, v) = list("&names=training_data,PUBLIC_SAMPLES").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(names(&v), vec!["training_data", "public_samples"]);
+    let (_, v) = list("&names=training_data&names=workspaceblobstore").await;
+    assert_eq!(names(&v), vec!["workspaceblobstore", "training_data"]);
+    let (_, v) = list("&names=nope").await;
+    assert_eq!(names(&v), Vec::<String>::new());
+    let (_, v) = list("&names=training_data,feature_snapshots,external_reference&count=2").await;
+    assert_eq!(names(&v), vec!["training_data", "feature_snapshots"]);
+    let next = v["nextLink"].as_str().expect("a second page").to_string();
+    let (_, v) = body(
+        env.req(Method::GET, &next, &t)
+            .send()
+            .await
+            .expect("answer"),
+    )
+    .await;
+    assert_eq!(
+        names(&v),
+        vec!["external_reference"],
+        "the filter survives paging"
+    );
+    assert!(v["nextLink"].is_null());
+}

@@ -191,7 +191,7 @@ async fn refusals_use_azure_exact_authorization_failed_body() {
     assert_eq!(
         v,
         json!({"error": {"code": "AuthorizationFailed", "message": format!(
-            "The client '{oid}' with object id '{oid}' does not have authorization to perform action 'Microsoft.Storage/storageAccounts/listkeys/action' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials."
+            "The client '{oid}' with object id '{oid}' does not have authorization to perform action 'Microsoft.Storage/storageAccounts/listKeys/action' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials."
         )}})
     );
     // The reader may read the account.

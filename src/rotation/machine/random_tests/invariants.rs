@@ -21,7 +21,11 @@ fn ends_on(route: Route, active: KeyName, standby: KeyName) -> KeyName {
 #[derive(Default)]
 pub(super) struct Seen {
     pub(super) committed: bool,
-    pub(super) failure_before_commit: bool,
+    /// A failure (or a drift rollback) before commit and before any workspace resync
+    /// was issued: from then on nothing moves forward.
+    pub(super) failure_before_resync: bool,
+    /// A forward bind of an ML workspace (its resync) was issued.
+    pub(super) resync_issued: bool,
     finishes: usize,
     pub(super) succeeded: HashMap<(KeyName, Purpose), u32>,
     /// Key values the data plane accepted (`KeyVerified`).
@@ -69,9 +73,13 @@ pub(super) fn check_new_commands(
             }
             // A forward bind: to the key the route moves consumers to, with the value
             // the view names as the target, verified on the data plane first; with
-            // `revoke_first` only once the leaked value is dead.
+            // `revoke_first` only once the leaked value is dead. Otherwise never after
+            // a failure, except that a workspace resync (which cannot be steered back)
+            // is retried; and a resync only once every other consumer is verified.
             Action::Bind {
-                key, fingerprint, ..
+                consumer,
+                key,
+                fingerprint,
             } if m.phase() != Phase::RollingBack => {
                 let (Some(route), Some(active), Some(standby)) =
                     (view.route, view.active, view.standby)
@@ -91,9 +99,26 @@ pub(super) fn check_new_commands(
                     );
                 } else {
                     assert!(
-                        !seen.failure_before_commit,
+                        !seen.failure_before_resync,
                         "seed {seed}: bind to the new key after a failure: {c:?}"
                     );
+                    let resync = consumer.kind() == ConsumerKind::Workspace;
+                    assert!(
+                        resync || !seen.resync_issued,
+                        "seed {seed}: a bind other than a resync after a resync: {c:?}"
+                    );
+                    if resync {
+                        for cv in &view.consumers {
+                            assert!(
+                                cv.consumer.kind() == ConsumerKind::Workspace
+                                    || cv.status == ConsumerStatus::Verified { key: *key },
+                                "seed {seed}: a resync while {} is {:?}",
+                                cv.consumer,
+                                cv.status
+                            );
+                        }
+                        seen.resync_issued = true;
+                    }
                 }
             }
             Action::Finish { outcome } => {
@@ -148,6 +173,12 @@ fn check_outcome(seed: u64, view: &View, outcome: &Outcome) {
             }
         }
         Outcome::Refused { .. } => panic!("seed {seed}: refused after deciding"),
+        // Every path a run can take is one the machine knows: none may end as a state
+        // it must never reach.
+        Outcome::NeedsAttention {
+            reason: Attention::InternalError { what },
+            ..
+        } => panic!("seed {seed}: internal error: {what}"),
         Outcome::NeedsAttention { .. } => {}
     }
 }

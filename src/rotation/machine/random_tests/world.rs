@@ -22,6 +22,9 @@ pub(super) struct World {
     /// A failure was injected, or a key changed behind keyflip's back: the run may
     /// end any way the machine allows. Otherwise it must do its job.
     pub(super) disturbed: bool,
+    /// How many failures were injected and keys changed so far, so a run can tell
+    /// whether anything went wrong after a given point (a rollback's start).
+    pub(super) disturbances: u32,
 }
 
 impl World {
@@ -46,6 +49,7 @@ impl World {
             next_fp: 1000,
             fault_percent,
             disturbed: false,
+            disturbances: 0,
         }
     }
 
@@ -60,6 +64,7 @@ impl World {
     pub(super) fn drift(&mut self, rng: &mut Rng, at: DateTime<Utc>) {
         self.regenerate(rng.below(2), at);
         self.disturbed = true;
+        self.disturbances += 1;
     }
 
     /// What `Observe` would find now: `obs` with the keys as they are.
@@ -102,7 +107,8 @@ impl World {
         );
         let fail = fallible && rng.percent(self.fault_percent);
         self.disturbed |= fail;
-        let reason = || "injected".to_owned();
+        self.disturbances += u32::from(fail);
+        let reason = || Failure::new(FailureKind::Transient, "injected");
         match &c.action {
             Action::Observe => StepResult::Observed(obs.clone()),
             Action::Regenerate { key, .. } if !fail => StepResult::Regenerated {
@@ -122,12 +128,12 @@ impl World {
                 let held = self.holds.get(&consumer.id).copied().flatten();
                 // A workspace is told to resync and takes the key Azure picks; the
                 // executor checks first, so one holding the target is not resynced.
-                let now = if consumer.kind == ConsumerKind::Workspace && held != Some(*fingerprint)
-                {
-                    self.keys[self.newest()]
-                } else {
-                    *fingerprint
-                };
+                let now =
+                    if consumer.kind() == ConsumerKind::Workspace && held != Some(*fingerprint) {
+                        self.keys[self.newest()]
+                    } else {
+                        *fingerprint
+                    };
                 self.holds.insert(consumer.id.clone(), Some(now));
                 StepResult::Bound
             }
@@ -143,9 +149,12 @@ impl World {
                 StepResult::ConsumerVerified
             }
             Action::VerifyConsumer { consumer, .. } if !fail => StepResult::ConsumerMismatch {
-                reason: format!(
-                    "{consumer} holds {:?}",
-                    self.holds.get(&consumer.id).copied().flatten()
+                reason: Failure::new(
+                    FailureKind::WrongValue,
+                    format!(
+                        "{consumer} holds {:?}",
+                        self.holds.get(&consumer.id).copied().flatten()
+                    ),
                 ),
             },
             Action::VerifyConsumer { .. } => StepResult::ConsumerMismatch { reason: reason() },
@@ -164,6 +173,24 @@ impl World {
     /// mode) no leaked value alive in the account or in a touched consumer. A rolled
     /// back one leaves them on the old key.
     pub(super) fn check_end(&self, seed: u64, view: &View, leaked: &[Fingerprint]) {
+        // Parked after a resync that would not take: every other consumer is on the
+        // new key as Azure has it, which works.
+        if let Some(Outcome::NeedsAttention {
+            reason: Attention::ResyncFailed { key, .. },
+            ..
+        }) = &view.outcome
+        {
+            for c in &view.consumers {
+                if c.consumer.kind() != ConsumerKind::Workspace {
+                    assert_eq!(
+                        self.holds.get(&c.consumer.id).copied().flatten(),
+                        Some(self.keys[index(*key)]),
+                        "seed {seed}: {} is not on {key} after the resync parked",
+                        c.consumer
+                    );
+                }
+            }
+        }
         let on = match &view.outcome {
             Some(Outcome::Completed { active, .. }) => *active,
             Some(Outcome::RolledBack { .. }) => match view.active {

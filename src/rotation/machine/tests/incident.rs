@@ -145,12 +145,7 @@ fn incident_rollback_parks_saying_the_leaked_key_is_in_use() {
     // The standby does not work: nothing changes and the leak is still open.
     let mut r = Run::new(mode, Options::default());
     let c = r.observe(on_key1());
-    r.answer(
-        c[0].seq,
-        StepResult::KeyRejected {
-            reason: "403".into(),
-        },
-    );
+    r.answer(c[0].seq, StepResult::KeyRejected { reason: why("403") });
     assert!(matches!(
         r.outcome(),
         Outcome::NeedsAttention {
@@ -178,12 +173,16 @@ fn t28_disable_failure_in_cleanup_completes_with_a_warning() {
     let c = r.answer(
         c[0].seq,
         StepResult::DisableFailed {
-            reason: "forbidden".into(),
+            reason: why("forbidden"),
         },
     );
     assert!(is_finish(&c));
     let Outcome::Completed { warnings, .. } = r.outcome() else {
         panic!()
     };
-    assert!(warnings.iter().any(|w| w.contains("forbidden")));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.kind == WarningKind::VersionsNotDisabled && w.message.contains("forbidden"))
+    );
 }

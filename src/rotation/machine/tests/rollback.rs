@@ -6,12 +6,7 @@ use super::*;
 fn t6_t34_stage_failure_rolls_back_with_nothing_to_undo() {
     let mut r = Run::new(Mode::Scheduled, Options::default());
     let c = r.observe(on_key1());
-    let c = r.answer(
-        c[0].seq,
-        StepResult::RegenerateFailed {
-            error: "403".into(),
-        },
-    );
+    let c = r.answer(c[0].seq, StepResult::RegenerateFailed { error: why("403") });
     assert!(is_finish(&c));
     let Outcome::RolledBack {
         cause: Cause::Failed { seq, reason, .. },
@@ -21,7 +16,7 @@ fn t6_t34_stage_failure_rolls_back_with_nothing_to_undo() {
     else {
         panic!("{:?}", r.outcome())
     };
-    assert_eq!((seq, reason.as_str()), (2, "403"));
+    assert_eq!((seq, reason), (2, why("403")));
 }
 
 #[test]
@@ -32,7 +27,7 @@ fn t9_t34a_rejected_key_rolls_back_and_discards_the_staged_value() {
     let c = r.answer(
         c[0].seq,
         StepResult::KeyRejected {
-            reason: "403 after 60 s".into(),
+            reason: why("403 after 60 s"),
         },
     );
     let staged = r.m.view().target;
@@ -72,12 +67,7 @@ fn t9_t34_leaked_active_rejected_standby_is_not_discarded_it_was_not_staged() {
         Options::default(),
     );
     let c = r.observe(on_key1());
-    let c = r.answer(
-        c[0].seq,
-        StepResult::KeyRejected {
-            reason: "403".into(),
-        },
-    );
+    let c = r.answer(c[0].seq, StepResult::KeyRejected { reason: why("403") });
     assert!(is_finish(&c));
     assert!(matches!(
         r.outcome(),
@@ -157,7 +147,7 @@ fn t18_consumer_mismatch_rolls_back() {
     r.answer(
         verifies[1].seq,
         StepResult::ConsumerMismatch {
-            reason: "holds old".into(),
+            reason: why("holds old"),
         },
     );
     let back = r.answer(verifies[2].seq, StepResult::ConsumerVerified);
@@ -188,10 +178,7 @@ fn t30_a_failed_bind_back_parks() {
         panic!("{:?}", r.outcome())
     };
     assert_eq!(key, K1);
-    assert_eq!(
-        not_back,
-        vec![(ConsumerId("ws/ds-a".into()), "vault down".into())]
-    );
+    assert_eq!(not_back, vec![(ds("ws/ds-a").id, why("vault down"))]);
     assert!(!regenerations(&r.m).contains(&(K2, Purpose::Discard)));
 }
 
@@ -209,12 +196,10 @@ fn t33_a_consumer_not_verified_back_parks_without_discarding() {
         let result = match c.action {
             Action::VerifyConsumer { .. } if c.action.consumer() == Some(&ds("ws/ds-b")) => {
                 StepResult::ConsumerMismatch {
-                    reason: "still new".into(),
+                    reason: why("still new"),
                 }
             }
-            Action::DisableVersions { .. } => StepResult::DisableFailed {
-                reason: "403".into(),
-            },
+            Action::DisableVersions { .. } => StepResult::DisableFailed { reason: why("403") },
             _ => success(c),
         };
         last = r.answer(c.seq, result);
@@ -237,15 +222,13 @@ fn t32_disable_failure_in_rollback_is_a_warning_and_discard_still_happens() {
     let c = r.succeed_until(c, |a| matches!(a, Action::VerifyConsumer { .. }));
     let mut next = vec![];
     for v in &c {
-        next.extend(r.answer(v.seq, StepResult::ConsumerMismatch { reason: "x".into() }));
+        next.extend(r.answer(v.seq, StepResult::ConsumerMismatch { reason: why("x") }));
     }
     let checks = r.succeed(next);
     let mut last = vec![];
     for c in &checks {
         let result = match c.action {
-            Action::DisableVersions { .. } => StepResult::DisableFailed {
-                reason: "403".into(),
-            },
+            Action::DisableVersions { .. } => StepResult::DisableFailed { reason: why("403") },
             _ => success(c),
         };
         last = r.answer(c.seq, result);
@@ -261,7 +244,8 @@ fn t32_disable_failure_in_rollback_is_a_warning_and_discard_still_happens() {
     let Outcome::RolledBack { warnings, .. } = r.outcome() else {
         panic!()
     };
-    assert!(warnings[0].contains("403"), "{warnings:?}");
+    assert_eq!(warnings[0].kind, WarningKind::VersionsNotDisabled);
+    assert!(warnings[0].message.contains("403"), "{warnings:?}");
 }
 
 #[test]
@@ -284,7 +268,7 @@ fn t12_t13_t14_retire_backs_off_10s_doubling_to_5min_then_parks() {
         c = r.answer(
             c[0].seq,
             StepResult::RegenerateFailed {
-                error: format!("503 #{attempt}"),
+                error: why(&format!("503 #{attempt}")),
             },
         );
         if attempt == 8 {
@@ -306,7 +290,7 @@ fn t12_t13_t14_retire_backs_off_10s_doubling_to_5min_then_parks() {
                 key: K1,
                 purpose: Purpose::Retire,
                 attempts: 8,
-                last_error: "503 #8".into()
+                last_error: why("503 #8")
             },
             in_doubt: vec![]
         }
@@ -332,12 +316,7 @@ fn retire_succeeds_after_a_retry() {
             }
         )
     });
-    let c = r.answer(
-        c[0].seq,
-        StepResult::RegenerateFailed {
-            error: "503".into(),
-        },
-    );
+    let c = r.answer(c[0].seq, StepResult::RegenerateFailed { error: why("503") });
     let c = r.succeed(c);
     let c = r.succeed(c);
     assert!(is_finish(&c));
@@ -363,12 +342,7 @@ fn t12_t14_discard_and_revoke_retry_like_retire() {
             ..
         }
     ));
-    let w = r.answer(
-        c[0].seq,
-        StepResult::RegenerateFailed {
-            error: "503".into(),
-        },
-    );
+    let w = r.answer(c[0].seq, StepResult::RegenerateFailed { error: why("503") });
     assert!(matches!(only(&w), Action::WaitUntil { .. }));
     let c = r.succeed(w);
     assert!(matches!(
@@ -390,12 +364,7 @@ fn t12_t14_discard_and_revoke_retry_like_retire() {
         },
     );
     let c = r.observe(on_key1());
-    let c = r.answer(
-        c[0].seq,
-        StepResult::RegenerateFailed {
-            error: "403".into(),
-        },
-    );
+    let c = r.answer(c[0].seq, StepResult::RegenerateFailed { error: why("403") });
     assert!(is_finish(&c));
     assert!(
         r.outcome()

@@ -148,8 +148,8 @@ fn t1_refuses_with_every_reason_and_changes_nothing() {
     assert!(reasons.contains(&RefusalReason::SharedKeyAccessDisabled));
     assert!(reasons.contains(&RefusalReason::ConsumerHoldsNeither { consumer: ds("c") }));
     assert!(reasons.contains(&RefusalReason::ConsumersSplit {
-        on_key1: vec![ConsumerId("a".into())],
-        on_key2: vec![ConsumerId("b".into())],
+        on_key1: vec![kv("a").id],
+        on_key2: vec![ds("b").id],
     }));
     let text = r.outcome().to_string();
     assert!(
@@ -170,7 +170,7 @@ fn t1_refuses_when_no_consumer_key_is_known_or_keys_are_identical() {
         r.outcome(),
         Outcome::Refused {
             reasons: vec![RefusalReason::NoConsumerKeyKnown {
-                unknown: vec![ConsumerId("scope/key".into())]
+                unknown: vec![dbx("scope/key").id]
             }]
         }
     );
@@ -185,7 +185,7 @@ fn t1_refuses_when_no_consumer_key_is_known_or_keys_are_identical() {
     };
     assert!(reasons.contains(&RefusalReason::KeysIdentical));
     assert!(reasons.contains(&RefusalReason::DuplicateConsumer {
-        consumer: ConsumerId("kv/storage-key".into())
+        consumer: kv("kv/storage-key").id
     }));
 }
 
@@ -218,7 +218,10 @@ fn unknown_consumers_do_not_decide_or_block_but_are_bound_and_reported() {
     let view = r.m.view();
     assert_eq!((view.active, view.standby), (Some(K2), Some(K1)));
     assert!(
-        view.warnings[0].contains("never written by keyflip"),
+        view.warnings[0].kind == WarningKind::ConsumerNotChecked
+            && view.warnings[0]
+                .message
+                .contains("never written by keyflip"),
         "{:?}",
         view.warnings
     );
@@ -268,7 +271,8 @@ fn t1_an_unusable_consumer_refuses_a_swap_but_only_warns_a_leaked_standby_revoke
         r.m.view()
             .warnings
             .iter()
-            .any(|w| w.contains("cannot be rotated by keyflip")),
+            .any(|w| w.kind == WarningKind::ConsumerNotTouched
+                && w.message.contains("cannot be rotated by keyflip")),
         "{:?}",
         r.m.view().warnings
     );
