@@ -49,6 +49,22 @@ const OPERATIONS: &[&str] = &[
     "databricks.scopes",
     "databricks.put",
     "databricks.list",
+    "web.site.get",
+    "web.appSettings.list",
+    "web.appSettings.put",
+    "web.connectionStrings.list",
+    "web.connectionStrings.put",
+    "web.slotConfigNames.get",
+    "web.slotConfigNames.put",
+    "datafactory.factory.get",
+    "datafactory.linkedService.list",
+    "datafactory.linkedService.get",
+    "datafactory.linkedService.put",
+    "monitor.diagnosticSettings.list",
+    "monitor.diagnosticSettings.get",
+    "monitor.diagnosticSettings.put",
+    "monitor.diagnosticSettings.delete",
+    "loganalytics.query",
 ];
 
 /// The name of fleet account `i`.

@@ -274,7 +274,7 @@ impl Scheduler {
                 self.arm_check(name, now);
                 return;
             }
-            Checked::Full(o) => o,
+            Checked::Full(o) => *o,
         };
         let inv = &observation.inventory;
         let previous = entry.state.observed;

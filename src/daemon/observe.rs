@@ -39,7 +39,7 @@ pub enum Checked {
     /// Keys and Key Vault secrets as last seen (`at`: when this check read them).
     Unchanged { at: DateTime<Utc> },
     /// Everything read afresh.
-    Full(Observation),
+    Full(Box<Observation>),
 }
 
 /// What a check starts from.
@@ -72,7 +72,7 @@ pub(super) async fn check(ctx: &Context, plan: &Plan, base: Baseline) -> Result<
         }
         tracing::debug!(plan = %plan.name, same_keys, "quick check saw a change; reading everything");
     }
-    full(ctx, plan).await.map(Checked::Full)
+    full(ctx, plan).await.map(|o| Checked::Full(Box::new(o)))
 }
 
 /// Whether a Key Vault secret has a version newer than the last full check saw that

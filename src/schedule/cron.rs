@@ -37,12 +37,15 @@ pub struct CronSpec {
     inner: Arc<Inner>,
 }
 
+/// One remembered `next_after` answer: (zone, after, occurrence).
+type Answer = (Tz, DateTime<Utc>, Option<DateTime<Utc>>);
+
 struct Inner {
     source: String,
     cron: Cron,
     shortest: Option<TimeDelta>,
     /// Recent `next_after` answers: (zone, after) → occurrence.
-    recent: Mutex<VecDeque<(Tz, DateTime<Utc>, Option<DateTime<Utc>>)>>,
+    recent: Mutex<VecDeque<Answer>>,
 }
 
 impl PartialEq for CronSpec {
