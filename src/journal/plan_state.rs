@@ -189,28 +189,11 @@ impl Journal {
     /// When each plan's latest rotation started, in one query: where a plan the daemon
     /// has not seen before counts cron occurrences from.
     pub fn last_starts(&self) -> Result<HashMap<String, DateTime<Utc>>, JournalError> {
-        let read = |e| sql(&self.path, "read the last rotation of each plan", e);
-        let mut stmt = self
-            .conn
-            .prepare("SELECT plan, MAX(started_at) FROM rotations GROUP BY plan")
-            .map_err(read)?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(read)?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let (plan, at) = row.map_err(read)?;
-            let at = parse_time(&at).map_err(|d| {
-                corrupt(
-                    &self.path,
-                    &format!("(rotations of {plan})"),
-                    "rotations, started_at",
-                    d,
-                )
-            })?;
-            out.insert(plan, at);
-        }
-        Ok(out)
+        self.time_per_plan(
+            "SELECT plan, MAX(started_at) FROM rotations GROUP BY plan",
+            "read the last rotation of each plan",
+            "rotations, started_at",
+        )
     }
 
     /// When each plan's last completed rotation ended, in one query (drift repairs,
@@ -218,37 +201,35 @@ impl Journal {
     /// [`Journal::last_success`] for every plan, so the daemon's last-success times
     /// survive a restart and count rotations run without it.
     pub fn last_successes(&self) -> Result<HashMap<String, DateTime<Utc>>, JournalError> {
-        let read = |e| {
-            sql(
-                &self.path,
-                "read the last completed rotation of each plan",
-                e,
-            )
-        };
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT r.plan, MAX(r.finished_at) FROM rotations r
-                 WHERE r.outcome_kind = 'completed' AND r.finished_at IS NOT NULL
-                 AND EXISTS (SELECT 1 FROM steps s
-                             WHERE s.rotation_id = r.id AND s.seq = 1 AND s.kind = 'observe')
-                 GROUP BY r.plan",
-            )
-            .map_err(read)?;
+        self.time_per_plan(
+            "SELECT r.plan, MAX(r.finished_at) FROM rotations r
+             WHERE r.outcome_kind = 'completed' AND r.finished_at IS NOT NULL
+             AND EXISTS (SELECT 1 FROM steps s
+                         WHERE s.rotation_id = r.id AND s.seq = 1 AND s.kind = 'observe')
+             GROUP BY r.plan",
+            "read the last completed rotation of each plan",
+            "rotations, finished_at",
+        )
+    }
+
+    /// `query`'s rows of (plan, time), as a map; `what` names the read in an error and
+    /// `column` the column a bad time came from.
+    fn time_per_plan(
+        &self,
+        query: &str,
+        what: &'static str,
+        column: &str,
+    ) -> Result<HashMap<String, DateTime<Utc>>, JournalError> {
+        let read = |e| sql(&self.path, what, e);
+        let mut stmt = self.conn.prepare(query).map_err(read)?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
             .map_err(read)?;
         let mut out = HashMap::new();
         for row in rows {
             let (plan, at) = row.map_err(read)?;
-            let at = parse_time(&at).map_err(|d| {
-                corrupt(
-                    &self.path,
-                    &format!("plan {plan}"),
-                    "rotations, finished_at",
-                    d,
-                )
-            })?;
+            let at = parse_time(&at)
+                .map_err(|d| corrupt(&self.path, &format!("(rotations of {plan})"), column, d))?;
             out.insert(plan, at);
         }
         Ok(out)
