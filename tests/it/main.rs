@@ -10,4 +10,5 @@ mod doctor;
 mod install;
 mod output;
 mod rotation;
+mod runbook;
 mod support;

@@ -317,6 +317,7 @@ async fn incident(daemon: &Daemon, plan: &str) -> Answer {
             },
             grace: None,
             dry_run: false,
+            by: Default::default(),
         })
         .await
         .expect("the daemon answers")
