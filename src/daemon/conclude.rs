@@ -84,7 +84,7 @@ impl Scheduler {
         self.decide(&name, now);
         // A person's request that pre-empted the job runs now, with the plan's
         // bookkeeping already done.
-        if let Some((job, client)) = preempted {
+        if let Some((job, client)) = preempted.map(|p| *p) {
             if self.stopping {
                 let _ = client.reply.send(Err(super::control::protocol::CommandError::new(
                     super::control::protocol::ErrorCode::ShuttingDown,

@@ -192,7 +192,7 @@ impl Scheduler {
         if let Some(cancel) = &entry.cancel {
             cancel.cancel();
         }
-        if let Some((_, old)) = entry.preempted.replace((job, client)) {
+        if let Some((_, old)) = entry.preempted.replace(Box::new((job, client))).map(|p| *p) {
             let _ = old.reply.send(Err(CommandError::new(
                 ErrorCode::Busy,
                 format!("plan `{name}`: another request pre-empted the running job after yours; run yours again if it is still needed"),

@@ -143,7 +143,7 @@ pub(super) struct Entry {
     /// Stops the running job between journaled steps (a pre-emption).
     pub cancel: Option<CancellationToken>,
     /// A person's request that stopped the running job, started when it has ended.
-    pub preempted: Option<(Job, super::jobs::Client)>,
+    pub preempted: Option<Box<(Job, super::jobs::Client)>>,
     /// From the last decision, for the snapshot.
     pub next: Option<DateTime<Utc>>,
     pub reason: &'static str,
