@@ -222,10 +222,12 @@ impl Config {
                 .and_then(|v| v.split(':').next().map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         };
+        let custom_cloud = matches!(cloud.kind, CloudKind::Custom(_));
         let daemon = ctx.daemon(
             raw.daemon.map(Spanned::into_inner).unwrap_or_default(),
             &state_dir,
             env,
+            custom_cloud,
         )?;
         Ok(Config {
             source: None,

@@ -122,8 +122,7 @@ pub(crate) struct Sender {
     pipeline: Pipeline,
     retry: RetryPolicy,
     audience: String,
-    /// ARM senders only: every attempt of a non-GET request waits for its
-    /// subscription's write budget.
+    /// ARM senders only: every attempt waits for its subscription's budget.
     budgets: Option<Arc<Budgets>>,
     /// Ends this sender's waits (see the module docs).
     interrupt: CancellationToken,
@@ -259,8 +258,8 @@ impl Sender {
         self.interrupt.cancelled().await;
     }
 
-    /// Makes every non-GET attempt to a `/subscriptions/{id}/...` URL wait for that
-    /// subscription's ARM write budget.
+    /// Makes every attempt to a `/subscriptions/{id}/...` URL wait for that
+    /// subscription's ARM budget (reads and writes).
     pub fn set_budgets(&mut self, budgets: Arc<Budgets>) {
         self.budgets = Some(budgets);
     }
@@ -347,12 +346,26 @@ impl Sender {
                 request_id: None,
             },
         };
-        if let Some(budgets) = &self.budgets
-            && request.method() != azure_core::http::Method::Get
-            && let Some(subscription) = budget::subscription_of(request.url().path())
-        {
+        // ARM calls wait for their subscription's budget: reads and writes, with the
+        // Storage resource provider's own windows on top for its calls.
+        let budgeted = self.budgets.as_ref().and_then(|budgets| {
+            let path = request.url().path();
+            let subscription = budget::subscription_of(path)?.to_owned();
+            let class = if request.method() == azure_core::http::Method::Get {
+                Class::ArmRead
+            } else {
+                Class::ArmWrite
+            };
+            Some((
+                budgets,
+                class,
+                subscription,
+                budget::is_storage_provider(path),
+            ))
+        });
+        if let Some((budgets, class, subscription, storage)) = &budgeted {
             tokio::select! {
-                () = budgets.acquire(Class::ArmWrite, subscription) => {}
+                () = budgets.acquire(*class, *storage, subscription) => {}
                 () = self.interrupt.cancelled() => return Err(stop()),
             }
         }
@@ -399,6 +412,9 @@ impl Sender {
                 let (status, headers, body) = raw.deconstruct();
                 let status = u16::from(status);
                 call.request_id = request_id(&headers);
+                if let Some((budgets, class, subscription, _)) = &budgeted {
+                    heed_limits(budgets, *class, subscription, status, &headers);
+                }
                 tracing::debug!(
                     operation = op.name,
                     target,
@@ -470,6 +486,33 @@ impl Sender {
                 }
             },
         }
+    }
+}
+
+/// What ARM says about the subscription's throttling bucket: the calls left in it
+/// (`x-ms-ratelimit-remaining-subscription-writes`/`-reads`, on every answer), and on a
+/// 429 how long to wait. Other tools may share the subscription, so Azure's count is
+/// the truth where keyflip's own only knows keyflip's calls.
+fn heed_limits(
+    budgets: &Budgets,
+    class: Class,
+    subscription: &str,
+    status: u16,
+    headers: &Headers,
+) {
+    let name = match class {
+        Class::ArmWrite => "x-ms-ratelimit-remaining-subscription-writes",
+        _ => "x-ms-ratelimit-remaining-subscription-reads",
+    };
+    if let Some(left) = headers
+        .get_optional_str(&azure_core::http::headers::HeaderName::from_static(name))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        budgets.remaining(class, subscription, left);
+    }
+    if status == 429 {
+        let wait = retry_after(headers).unwrap_or(Duration::from_secs(10));
+        budgets.throttled(class, subscription, wait);
     }
 }
 

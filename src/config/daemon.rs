@@ -88,27 +88,41 @@ impl RetryConfig {
     }
 }
 
-/// Shared budgets: every ARM write of every plan counts against its subscription's
+/// Shared budgets: every ARM call of every plan counts against its subscription's
 /// budget, every Key Vault call against its vault's. Defaults are Azure's published
-/// limits (Storage resource provider writes per subscription and region; Key Vault
-/// transactions per vault and region).
+/// limits: ARM's per-subscription write and read refill rates, the Storage resource
+/// provider's hourly writes and five-minute reads (per subscription and region), and
+/// Key Vault transactions per vault and region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BudgetConfig {
+    /// ARM writes (every method but GET) per subscription per second.
     pub arm_writes_per_second: u32,
+    /// Writes to the Storage resource provider (`listKeys`, `regenerateKey`, ...) per
+    /// subscription per hour.
     pub arm_writes_per_hour: u32,
+    /// ARM reads per subscription per second.
+    pub arm_reads_per_second: u32,
+    /// Reads of the Storage resource provider per subscription per 5 minutes.
+    pub arm_reads_per_5min: u32,
     /// Secret creates (`setSecret`) per vault per 10 seconds.
     pub keyvault_writes_per_10s: u32,
     /// Every other Key Vault call per vault per 10 seconds.
     pub keyvault_reads_per_10s: u32,
 }
 
-/// Azure's limits: the budgets may be lower, never higher.
+/// Azure's limits: in Azure's clouds the budgets may be lower, never higher.
 pub const AZURE_LIMITS: BudgetConfig = BudgetConfig {
     arm_writes_per_second: 10,
     arm_writes_per_hour: 1_200,
+    arm_reads_per_second: 25,
+    arm_reads_per_5min: 800,
     keyvault_writes_per_10s: 300,
     keyvault_reads_per_10s: 4_000,
 };
+
+/// A custom cloud (Azure Stack Hub, a private endpoint, keyflip-twin) has limits of
+/// its own that Azure does not publish: there, a budget may go up to this.
+pub const CUSTOM_CLOUD_MAX: u32 = 1_000_000;
 
 impl Default for BudgetConfig {
     fn default() -> Self {
@@ -135,6 +149,8 @@ pub(super) struct RawDaemon {
 struct RawBudget {
     arm_writes_per_second: Option<Spanned<i64>>,
     arm_writes_per_hour: Option<Spanned<i64>>,
+    arm_reads_per_second: Option<Spanned<i64>>,
+    arm_reads_per_5min: Option<Spanned<i64>>,
     keyvault_writes_per_10s: Option<Spanned<i64>>,
     keyvault_reads_per_10s: Option<Spanned<i64>>,
 }
@@ -166,11 +182,14 @@ fn state_file(path: &Path, state_dir: &Path) -> Option<&'static str> {
 
 impl Ctx<'_> {
     /// `[daemon]`; `state_dir` is where the journal lives, which the socket must not.
+    /// `custom_cloud`: the `[cloud]` is not one of Azure's, so budgets may exceed
+    /// Azure's published limits.
     pub(super) fn daemon(
         &self,
         raw: RawDaemon,
         state_dir: &Path,
         env: Env,
+        custom_cloud: bool,
     ) -> Result<DaemonConfig, SourceError> {
         let d = DaemonConfig::default();
         let socket = match raw.socket {
@@ -268,7 +287,10 @@ impl Ctx<'_> {
             None => defaults.park_after,
             Some(v) => self.integer(v, "park_after_failures", 1, 100)? as u32,
         };
-        let budget = self.budget(raw.budget.map(Spanned::into_inner).unwrap_or_default())?;
+        let budget = self.budget(
+            raw.budget.map(Spanned::into_inner).unwrap_or_default(),
+            custom_cloud,
+        )?;
         Ok(DaemonConfig {
             socket,
             allowed_uids,
@@ -284,19 +306,32 @@ impl Ctx<'_> {
         })
     }
 
-    fn budget(&self, raw: RawBudget) -> Result<BudgetConfig, SourceError> {
+    fn budget(&self, raw: RawBudget, custom_cloud: bool) -> Result<BudgetConfig, SourceError> {
         let limit = |v: &Option<Spanned<i64>>, key: &str, azure: u32, what: &str| match v {
             None => Ok(azure),
             Some(v) => {
                 let n = *v.get_ref();
-                if (1..=i64::from(azure)).contains(&n) {
+                let max = if custom_cloud {
+                    CUSTOM_CLOUD_MAX
+                } else {
+                    azure
+                };
+                if (1..=i64::from(max)).contains(&n) {
                     Ok(n as u32)
                 } else {
+                    let hint = if custom_cloud {
+                        format!("{max} is the most keyflip accepts for {what}")
+                    } else {
+                        format!(
+                            "{azure} is Azure's limit for {what}; a higher budget would let keyflip trip throttling on its own (only a custom [cloud] may declare higher limits)"
+                        )
+                    };
                     Err(self
-                        .error(v.span(), format!("budget.{key} is {n}; it must be between 1 and {azure}"))
-                        .with_hint(format!(
-                            "{azure} is Azure's limit for {what}; a higher budget would let keyflip trip throttling on its own"
-                        )))
+                        .error(
+                            v.span(),
+                            format!("budget.{key} is {n}; it must be between 1 and {max}"),
+                        )
+                        .with_hint(hint))
                 }
             }
         };
@@ -305,13 +340,25 @@ impl Ctx<'_> {
                 &raw.arm_writes_per_second,
                 "arm_writes_per_second",
                 AZURE_LIMITS.arm_writes_per_second,
-                "Storage resource provider writes per subscription and second",
+                "ARM writes per subscription and second",
             )?,
             arm_writes_per_hour: limit(
                 &raw.arm_writes_per_hour,
                 "arm_writes_per_hour",
                 AZURE_LIMITS.arm_writes_per_hour,
                 "Storage resource provider writes per subscription and hour",
+            )?,
+            arm_reads_per_second: limit(
+                &raw.arm_reads_per_second,
+                "arm_reads_per_second",
+                AZURE_LIMITS.arm_reads_per_second,
+                "ARM reads per subscription and second",
+            )?,
+            arm_reads_per_5min: limit(
+                &raw.arm_reads_per_5min,
+                "arm_reads_per_5min",
+                AZURE_LIMITS.arm_reads_per_5min,
+                "Storage resource provider reads per subscription in 5 minutes",
             )?,
             keyvault_writes_per_10s: limit(
                 &raw.keyvault_writes_per_10s,
@@ -397,7 +444,7 @@ mod tests {
     #[test]
     fn every_setting_is_read() {
         let d = parse(
-            "[daemon]\nsocket = \"run/k.sock\"\nallowed_uids = [1000, 1001]\nmetrics_listen = \"off\"\nmax_concurrent_rotations = 2\nshutdown_timeout = \"30s\"\nretry_backoff = \"1m\"\nretry_backoff_max = \"10m\"\npark_after_failures = 5\n[daemon.budget]\narm_writes_per_second = 2\narm_writes_per_hour = 600\nkeyvault_writes_per_10s = 30\nkeyvault_reads_per_10s = 400\n",
+            "[daemon]\nsocket = \"run/k.sock\"\nallowed_uids = [1000, 1001]\nmetrics_listen = \"off\"\nmax_concurrent_rotations = 2\nshutdown_timeout = \"30s\"\nretry_backoff = \"1m\"\nretry_backoff_max = \"10m\"\npark_after_failures = 5\n[daemon.budget]\narm_writes_per_second = 2\narm_writes_per_hour = 600\narm_reads_per_second = 5\narm_reads_per_5min = 300\nkeyvault_writes_per_10s = 30\nkeyvault_reads_per_10s = 400\n",
             &[("RUNTIME_DIRECTORY", "/ignored")],
         )
         .unwrap()
@@ -416,6 +463,8 @@ mod tests {
             BudgetConfig {
                 arm_writes_per_second: 2,
                 arm_writes_per_hour: 600,
+                arm_reads_per_second: 5,
+                arm_reads_per_5min: 300,
                 keyvault_writes_per_10s: 30,
                 keyvault_reads_per_10s: 400,
             }
@@ -428,6 +477,25 @@ mod tests {
         assert_eq!(e.line, 2);
         assert!(e.message.contains("between 1 and 10"), "{}", e.message);
         assert!(e.hint.unwrap().contains("Azure's limit"));
+        // A custom cloud declares its own limits (keyflip-twin models no hourly quota).
+        let custom = "[cloud]\nname = \"custom\"\narm_url = \"https://127.0.0.1:1/\"\narm_audience = \"https://management.azure.com\"\nauthority_host = \"https://127.0.0.1:1\"\n";
+        let d = parse(
+            &format!(
+                "{custom}[daemon.budget]\narm_writes_per_hour = 36000\narm_reads_per_5min = 7500\n"
+            ),
+            &[],
+        )
+        .unwrap()
+        .daemon;
+        assert_eq!(
+            (d.budget.arm_writes_per_hour, d.budget.arm_reads_per_5min),
+            (36_000, 7_500)
+        );
+        let e = source_error(
+            &format!("{custom}[daemon.budget]\narm_writes_per_hour = 0\n"),
+            &[],
+        );
+        assert!(e.message.contains("between 1 and 1000000"), "{}", e.message);
 
         let e = source_error("[daemon]\nmetrics_listen = \"localhost\"\n", &[]);
         assert_eq!(e.line, 2);

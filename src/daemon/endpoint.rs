@@ -23,11 +23,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
-use super::snapshot::Snapshot;
+use super::snapshot::SnapshotWatch;
 use crate::azure::budget::Budgets;
 use crate::clock::Clock;
 
@@ -35,7 +35,7 @@ use crate::clock::Clock;
 #[derive(Clone)]
 pub struct Endpoint {
     pub metrics: Arc<Metrics>,
-    pub snapshot: watch::Receiver<Snapshot>,
+    pub snapshot: SnapshotWatch,
     pub budgets: Option<Arc<Budgets>>,
     pub clock: Arc<dyn Clock>,
 }
@@ -192,7 +192,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
 }
 
 async fn metrics(State(e): State<Endpoint>) -> impl IntoResponse {
-    let snapshot = e.snapshot.borrow().clone();
+    let snapshot = e.snapshot.peek().await;
     let text = e
         .metrics
         .render(&snapshot, e.budgets.as_deref(), e.clock.now());
@@ -207,7 +207,7 @@ async fn metrics(State(e): State<Endpoint>) -> impl IntoResponse {
 
 /// Alive as long as the scheduler runs (it owns the snapshot's sender).
 async fn healthz(State(e): State<Endpoint>) -> impl IntoResponse {
-    if e.snapshot.has_changed().is_ok() {
+    if e.snapshot.alive() {
         (StatusCode::OK, "ok\n")
     } else {
         (
@@ -218,8 +218,7 @@ async fn healthz(State(e): State<Endpoint>) -> impl IntoResponse {
 }
 
 async fn readyz(State(e): State<Endpoint>) -> impl IntoResponse {
-    let s = e.snapshot.borrow();
-    match (s.ready, s.stopping) {
+    match e.snapshot.readiness() {
         (true, false) => (StatusCode::OK, "ready\n"),
         (_, true) => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n"),
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "recovering the journal\n"),
@@ -248,7 +247,11 @@ mod tests {
     async fn idle_connections_are_capped_and_expire() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (_tx, snapshot) = watch::channel(Snapshot::default());
+        // The scheduler's side of the snapshot, kept alive so /healthz answers ok.
+        let (_header_tx, header) =
+            tokio::sync::watch::channel(super::super::snapshot::Header::default());
+        let (scheduler_tx, _scheduler_rx) = tokio::sync::mpsc::unbounded_channel();
+        let snapshot = SnapshotWatch::new(header, scheduler_tx);
         let endpoint = Endpoint {
             metrics: Arc::new(Metrics::default()),
             snapshot,

@@ -14,11 +14,12 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::control::protocol::{Answer, CommandError, ErrorCode};
-use super::drift::Observation;
+use super::observe::{self, Baseline};
 use super::progress::DaemonProgress;
 use super::scheduler::{Context, Msg, Scheduler};
 use super::snapshot::Activity;
-use crate::consumer;
+use crate::azure::budget::{self, Lane};
+use crate::exit::Exit;
 use crate::key::KeyName;
 use crate::plan::Plan;
 use crate::rotation::engine::Amend;
@@ -124,20 +125,54 @@ pub(super) fn error_reply(e: &EngineError) -> CommandError {
 impl Scheduler {
     /// Marks the plan busy and starts the job.
     pub fn start_job(&mut self, name: &str, job: Job, client: Option<Client>, now: DateTime<Utc>) {
-        let Some(entry) = self.plans.get_mut(name) else {
+        let lane = self.lane_of(name, &job);
+        let cancel = self.ctx.shutdown.child_token();
+        self.disarm_check(name);
+        self.unfile(name);
+        let Some(entry) = self.entry_mut(name) else {
             return;
         };
-        entry.running = Some(Activity {
+        entry.next = None;
+        entry.reason = "running";
+        entry.running = Some(Box::new(Activity {
             kind: job.kind(),
             rotation_id: None,
             since: now,
-        });
+            waiting_until: None,
+        }));
         entry.epoch += 1;
-        let cancel = self.ctx.shutdown.child_token();
         entry.cancel = Some(cancel.clone());
-        let plan = entry.plan.clone();
+        let plan = entry.plan.load();
+        self.jobs += 1;
+        self.busy += 1;
         let ctx = self.ctx.clone();
-        self.ctx.tracker.spawn(run(ctx, plan, job, client, cancel));
+        let kind = job.kind();
+        let manual = job.manual();
+        let name = name.to_owned();
+        self.ctx.tracker.spawn(budget::in_lane(lane, async move {
+            match plan {
+                Ok(plan) => run(ctx, plan, job, client, cancel).await,
+                Err(message) => {
+                    tracing::error!(plan = %name, error = %message, "the job cannot start");
+                    if let Some(c) = client {
+                        let _ = c.reply.send(Err(CommandError::new(
+                            ErrorCode::Failed,
+                            message.clone(),
+                            Exit::Failure,
+                        )));
+                    }
+                    let _ = ctx.tx.send(Msg::Finished(Finished {
+                        plan: name,
+                        kind,
+                        manual,
+                        ending: Ending::Failed {
+                            busy: false,
+                            message,
+                        },
+                    }));
+                }
+            }
+        }));
     }
 
     /// Stops the plan's running job between journaled steps (a grace wait at once) so
@@ -157,7 +192,7 @@ impl Scheduler {
         if let Some(cancel) = &entry.cancel {
             cancel.cancel();
         }
-        if let Some((_, old)) = entry.preempted.replace((job, client)) {
+        if let Some((_, old)) = entry.preempted.replace(Box::new((job, client))).map(|p| *p) {
             let _ = old.reply.send(Err(CommandError::new(
                 ErrorCode::Busy,
                 format!("plan `{name}`: another request pre-empted the running job after yours; run yours again if it is still needed"),
@@ -166,31 +201,67 @@ impl Scheduler {
         }
     }
 
-    /// Starts a drift observation of the plan.
+    /// Which budget lane a job's calls take: an incident (a `--leaked` rotation, or the
+    /// resume of one) goes ahead of everything.
+    fn lane_of(&self, name: &str, job: &Job) -> Lane {
+        match job {
+            Job::Rotate(request) | Job::RotateNow(request) if request.mode.is_incident() => {
+                Lane::Incident
+            }
+            Job::Rotate(_) | Job::RotateNow(_) | Job::Repair(_) => Lane::Scheduled,
+            Job::Resume(_) => {
+                let incident = self
+                    .ctx
+                    .engine
+                    .history(Some(name), 1)
+                    .ok()
+                    .and_then(|h| h.into_iter().next())
+                    .is_some_and(|r| r.finished_at.is_none() && r.mode.is_incident());
+                if incident {
+                    Lane::Incident
+                } else {
+                    Lane::Scheduled
+                }
+            }
+        }
+    }
+
+    /// Starts a check of the plan (quick or full, see `observe`), in the background lane.
     pub fn start_observation(&mut self, name: &str, now: DateTime<Utc>) {
-        let Some(entry) = self.plans.get_mut(name) else {
+        let Some(entry) = self.entry_mut(name) else {
             return;
         };
         entry.observing = true;
-        entry.observe_at = now
-            + chrono::TimeDelta::from_std(entry.plan.drift.interval)
-                .unwrap_or(chrono::TimeDelta::hours(1));
-        let plan = entry.plan.clone();
+        let base = Baseline {
+            keys: entry.state.observed,
+            kv_seen: entry.kv_seen.clone(),
+            full: entry.needs_full || entry.keyflip_changed,
+        };
+        let plan = entry.plan.load();
         let epoch = entry.epoch;
+        self.checks += 1;
         let ctx = self.ctx.clone();
-        tracing::debug!(plan = name, "drift check started");
-        self.ctx.tracker.spawn(async move {
-            let work = observe(&ctx, &plan);
-            let result = tokio::select! {
-                result = work => result,
-                _ = ctx.shutdown.cancelled() => return,
-            };
-            let _ = ctx.tx.send(Msg::Observed {
-                plan: plan.name.clone(),
-                epoch,
-                result,
-            });
-        });
+        let name = name.to_owned();
+        tracing::debug!(plan = %name, at = %now, "check started");
+        self.ctx
+            .tracker
+            .spawn(budget::in_lane(Lane::Background, async move {
+                let result = match plan {
+                    Ok(plan) => {
+                        let work = observe::check(&ctx, &plan, base);
+                        tokio::select! {
+                            result = work => result,
+                            _ = ctx.shutdown.cancelled() => return,
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = ctx.tx.send(Msg::Observed {
+                    plan: name,
+                    epoch,
+                    result,
+                });
+            }));
     }
 }
 
@@ -284,22 +355,4 @@ async fn run(
         manual,
         ending,
     }));
-}
-
-/// Reads the plan's live state and the versions of its consumers that keep them.
-async fn observe(ctx: &Context, plan: &Plan) -> Result<Observation, String> {
-    let inventory = ctx.engine.observe(plan).await.map_err(|e| e.to_string())?;
-    let mut versions = Vec::new();
-    for (id, found) in consumer::versions(ctx.engine.azure(), plan).await {
-        match found {
-            Ok(list) => versions.push((id.to_string(), list)),
-            Err(e) => {
-                tracing::warn!(plan = %plan.name, consumer = %id, error = %e, "cannot list the secret's versions; skipping it in this drift check");
-            }
-        }
-    }
-    Ok(Observation {
-        inventory,
-        versions,
-    })
 }

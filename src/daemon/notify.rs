@@ -26,8 +26,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
 
+use super::kept::KeptPlan;
 use super::metrics::Metrics;
-use crate::plan::{NotifyEvent, Plan, Webhook, WebhookFormat};
+use crate::plan::{NotifyEvent, Webhook, WebhookFormat};
 use crate::rotation::machine::{Cause, ConsumerRef, Outcome};
 use crate::rotation::{RotationReport, describe};
 
@@ -151,7 +152,7 @@ impl Notification {
     fn base(
         event: NotifyEvent,
         severity: Severity,
-        plan: &Plan,
+        plan: &KeptPlan,
         at: DateTime<Utc>,
         what: &str,
         summary: String,
@@ -163,7 +164,7 @@ impl Notification {
             title: format!("{}: {what}", plan.name),
             summary,
             plan: plan.name.clone(),
-            account: plan.storage_account.to_string(),
+            account: plan.account().to_owned(),
             at,
             rotation_id: None,
             outcome: None,
@@ -174,7 +175,11 @@ impl Notification {
     }
 
     /// A rotation completed (scheduled or asked for).
-    pub fn completed(plan: &Plan, report: &RotationReport, at: DateTime<Utc>) -> Notification {
+    pub(super) fn completed(
+        plan: &KeptPlan,
+        report: &RotationReport,
+        at: DateTime<Utc>,
+    ) -> Notification {
         let (summary, _) = report
             .outcome
             .as_ref()
@@ -195,7 +200,11 @@ impl Notification {
     }
 
     /// An incident rotation completed: the leaked key is dead.
-    pub fn incident(plan: &Plan, report: &RotationReport, at: DateTime<Utc>) -> Notification {
+    pub(super) fn incident(
+        plan: &KeptPlan,
+        report: &RotationReport,
+        at: DateTime<Utc>,
+    ) -> Notification {
         let killed: Vec<String> = report
             .regenerated
             .iter()
@@ -241,8 +250,8 @@ impl Notification {
 
     /// A rotation cycle failed (`report` when a rotation ran; else `error` says why it
     /// could not), `failures` in a row; `retry_at` when the daemon tries again.
-    pub fn failed_cycle(
-        plan: &Plan,
+    pub(super) fn failed_cycle(
+        plan: &KeptPlan,
         report: Option<&RotationReport>,
         error: &str,
         failures: u32,
@@ -276,8 +285,8 @@ impl Notification {
 
     /// The plan was parked: `cause` is the root cause (the last failure's, or the
     /// rotation's own), `failures` how many cycles failed in a row.
-    pub fn needs_attention(
-        plan: &Plan,
+    pub(super) fn needs_attention(
+        plan: &KeptPlan,
         report: Option<&RotationReport>,
         cause: &str,
         failures: u32,
@@ -313,8 +322,8 @@ impl Notification {
     /// New drift findings (`first` the first of them); `all` every current one.
     /// `outage`: some consumer holds neither key, so something is down now and the
     /// alert is critical, not a warning.
-    pub fn drift(
-        plan: &Plan,
+    pub(super) fn drift(
+        plan: &KeptPlan,
         first: &str,
         outage: bool,
         all: Vec<String>,
@@ -559,7 +568,7 @@ impl Notifier {
 
     /// Posts `notification` to every webhook of `plan` that wants its event, in the
     /// background.
-    pub fn send(&self, plan: &Plan, notification: Notification) {
+    pub(super) fn send(&self, plan: &KeptPlan, notification: Notification) {
         let Some(event) = NotifyEvent::ALL
             .into_iter()
             .find(|e| e.as_str() == notification.event)

@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::control::protocol::{Answer, CommandError, ErrorCode, Request};
 use super::jobs::{Asked, Client, Job, error_reply};
-use super::scheduler::Scheduler;
+use super::kept::KeptPlan;
+use super::scheduler::{Scheduler, row};
 use super::snapshot::PlanSnapshot;
 use crate::commands::perform;
 use crate::exit::Exit;
@@ -33,7 +34,7 @@ type ReplyTx = oneshot::Sender<Result<Answer, CommandError>>;
 impl Scheduler {
     /// The loaded plan `name`, or the error a standalone run gives for a plan that is
     /// not in the plans directory.
-    fn loaded(&self, name: &str) -> Result<&std::sync::Arc<Plan>, CommandError> {
+    fn loaded(&self, name: &str) -> Result<&KeptPlan, CommandError> {
         match self.plans.get(name).filter(|e| !e.retired) {
             Some(entry) => Ok(&entry.plan),
             None => Err(CommandError::from(FindError::NotFound {
@@ -49,16 +50,17 @@ impl Scheduler {
         }
     }
 
-    /// One loaded plan, or all of them.
+    /// One loaded plan, or all of them, parsed again from the text the daemon keeps
+    /// of idle plans.
     fn targets(&self, name: Option<&str>) -> Result<Vec<Plan>, CommandError> {
         match name {
-            Some(name) => Ok(vec![(**self.loaded(name)?).clone()]),
-            None => Ok(self
+            Some(name) => Ok(vec![parse(self.loaded(name)?)?]),
+            None => self
                 .plans
                 .values()
                 .filter(|e| !e.retired)
-                .map(|e| (*e.plan).clone())
-                .collect()),
+                .map(|e| parse(&e.plan))
+                .collect(),
         }
     }
 
@@ -88,8 +90,8 @@ impl Scheduler {
                 dry_run: true,
                 ..
             } => {
-                let plan = match self.loaded(plan) {
-                    Ok(p) => p.clone(),
+                let plan = match self.loaded(plan).and_then(parse) {
+                    Ok(p) => p,
                     Err(e) => {
                         let _ = reply.send(Err(e));
                         return;
@@ -113,7 +115,7 @@ impl Scheduler {
                     reply,
                     asked: Asked::RotateNow,
                 };
-                self.dispatch(plan, Job::RotateNow(rotation), client);
+                self.run_requested(plan, Job::RotateNow(rotation), client);
             }
             Request::Resume { plan, .. } => {
                 let amend = request.amendment();
@@ -126,7 +128,7 @@ impl Scheduler {
                             reply,
                             asked: Asked::Resume,
                         };
-                        self.dispatch(plan, Job::Resume(amend), client);
+                        self.run_requested(plan, Job::Resume(amend), client);
                     }
                     _ => self.resume(plan.as_deref(), amend, progress, reply),
                 }
@@ -157,7 +159,7 @@ impl Scheduler {
     /// Starts a person's job for `plan`; when a job runs for it already, pre-empts that
     /// job if this one changes what it does (an incident, a shorter grace), else answers
     /// `busy`.
-    fn dispatch(&mut self, plan: &str, job: Job, client: Client) {
+    fn run_requested(&mut self, plan: &str, job: Job, client: Client) {
         if let Err(e) = self.loaded(plan) {
             let _ = client.reply.send(Err(e));
             return;
@@ -276,7 +278,12 @@ impl Scheduler {
     /// scheduler knows live in place of what the journal remembers.
     fn status(&mut self, plans: Vec<Plan>, reply: ReplyTx) {
         let ctx = self.ctx.clone();
-        let snapshot = self.snapshot.borrow().clone();
+        // Rows of the asked plans only, assembled now (the scheduler keeps no copy).
+        let rows: Vec<PlanSnapshot> = plans
+            .iter()
+            .filter_map(|p| self.plans.get(&p.name))
+            .map(|e| row(e))
+            .collect();
         self.ctx.tracker.spawn(async move {
             let work = perform::status(&ctx.engine, &plans);
             let answer = tokio::select! {
@@ -286,7 +293,7 @@ impl Scheduler {
             let answer = answer.map(|answer| match answer {
                 Answer::Status { at, mut plans } => {
                     for status in &mut plans {
-                        if let Some(p) = snapshot.plan(&status.plan) {
+                        if let Some(p) = rows.iter().find(|r| r.name == status.plan) {
                             overlay(status, p);
                         }
                     }
@@ -319,6 +326,13 @@ fn overlay(status: &mut PlanStatus, p: &PlanSnapshot) {
         }),
         findings: p.drift.clone(),
     };
+}
+
+/// A kept plan parsed again; an error would mean parsing is not deterministic.
+fn parse(kept: &KeptPlan) -> Result<Plan, CommandError> {
+    kept.load()
+        .map(|p| (*p).clone())
+        .map_err(|m| CommandError::new(ErrorCode::Failed, m, Exit::Failure))
 }
 
 fn busy_reply(plan: &str, kind: &str, rotation_id: Option<&str>) -> CommandError {

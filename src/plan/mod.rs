@@ -72,6 +72,12 @@ impl Plan {
         &self.source.origin
     }
 
+    /// The text the plan was parsed from: `parse(source_text, origin)` gives the plan
+    /// again (the daemon keeps the text of idle plans instead of the parsed form).
+    pub fn source_text(&self) -> &Arc<str> {
+        &self.source.text
+    }
+
     /// Every consumer known before the rotation starts, in plan order (the consumer
     /// tables in `crate::consumer`'s order). Consumers found at rotation time are not
     /// included; see [`crate::consumer::discovers`].
@@ -231,14 +237,74 @@ pub fn plan_files(dir: &Path) -> Result<Vec<PathBuf>, PlanErrors> {
 /// account, or a consumer that already follows another plan's key.
 pub fn without_conflicts(mut plans: Vec<Plan>) -> (Vec<Plan>, Vec<PlanErrors>) {
     plans.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut accounts: HashMap<String, String> = HashMap::new();
-    let mut consumers: HashMap<String, String> = HashMap::new();
+    let mut seen = Conflicts::default();
     let mut kept = Vec::new();
     let mut errors = Vec::new();
     for plan in plans {
+        match seen.admit(&plan) {
+            Ok(()) => kept.push(plan),
+            Err(e) => errors.push(e),
+        }
+    }
+    (kept, errors)
+}
+
+/// The accounts and consumers of the plans admitted so far, for checking plans one at
+/// a time in name order (what [`without_conflicts`] does for a whole set) without
+/// holding them all.
+#[derive(Debug, Default)]
+pub struct Conflicts {
+    accounts: HashMap<String, String>,
+    consumers: HashMap<String, String>,
+}
+
+/// What [`Conflicts`] compares a plan by: its account and its consumers' targets.
+#[derive(Clone, Debug)]
+pub struct ConflictKeys {
+    account: String,
+    consumers: Vec<String>,
+}
+
+impl ConflictKeys {
+    pub fn of(plan: &Plan) -> ConflictKeys {
+        ConflictKeys {
+            account: plan.storage_account.as_str().to_ascii_lowercase(),
+            consumers: plan
+                .source
+                .consumer_spans
+                .iter()
+                .map(|(id, _)| id.same_target_key())
+                .collect(),
+        }
+    }
+}
+
+impl Conflicts {
+    /// Admits the plan `name` with `keys` when it clashes with no plan admitted before;
+    /// `false` (and nothing recorded) when it does: then [`Conflicts::admit`] on the
+    /// plan says where and why.
+    pub fn admit_keys(&mut self, name: &str, keys: &ConflictKeys) -> bool {
+        if self.accounts.contains_key(&keys.account)
+            || keys
+                .consumers
+                .iter()
+                .any(|c| self.consumers.contains_key(c))
+        {
+            return false;
+        }
+        self.accounts.insert(keys.account.clone(), name.to_owned());
+        for c in &keys.consumers {
+            self.consumers.insert(c.clone(), name.to_owned());
+        }
+        true
+    }
+
+    /// Admits `plan` unless it clashes with a plan admitted before (by name): the same
+    /// storage account, or a consumer that already follows another plan's key.
+    pub fn admit(&mut self, plan: &Plan) -> Result<(), PlanErrors> {
         let mut found = Vec::new();
         let account_key = plan.storage_account.as_str().to_ascii_lowercase();
-        if let Some(other) = accounts.get(&account_key) {
+        if let Some(other) = self.accounts.get(&account_key) {
             found.push(plan.error_at(
                 plan.source.account_span.clone(),
                 format!(
@@ -249,7 +315,7 @@ pub fn without_conflicts(mut plans: Vec<Plan>) -> (Vec<Plan>, Vec<PlanErrors>) {
             ));
         }
         for (id, span) in &plan.source.consumer_spans {
-            if let Some(other) = consumers.get(&id.same_target_key()) {
+            if let Some(other) = self.consumers.get(&id.same_target_key()) {
                 found.push(plan.error_at(
                     span.clone(),
                     format!("consumer `{id}` is also in plan `{other}`"),
@@ -258,21 +324,21 @@ pub fn without_conflicts(mut plans: Vec<Plan>) -> (Vec<Plan>, Vec<PlanErrors>) {
             }
         }
         if found.is_empty() {
-            accounts.insert(account_key, plan.name.clone());
+            self.accounts.insert(account_key, plan.name.clone());
             for (id, _) in &plan.source.consumer_spans {
-                consumers.insert(id.same_target_key(), plan.name.clone());
+                self.consumers
+                    .insert(id.same_target_key(), plan.name.clone());
             }
-            kept.push(plan);
+            Ok(())
         } else {
             found.sort_by_key(|e| (e.line, e.column));
-            errors.push(PlanErrors::Invalid {
+            Err(PlanErrors::Invalid {
                 origin: plan.source.origin.clone(),
                 errors: found,
                 more: 0,
-            });
+            })
         }
     }
-    (kept, errors)
 }
 
 /// Why [`find`] found no usable plan.

@@ -134,7 +134,7 @@ impl Azure {
             };
             if let Some(budgets) = &self.budgets {
                 tokio::select! {
-                    () = budgets.acquire(class, vault) => {}
+                    () = budgets.acquire(class, false, vault) => {}
                     () = self.interrupt.cancelled() => return Err(interrupted()),
                 }
             }
