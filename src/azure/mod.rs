@@ -43,6 +43,7 @@ pub use cloud::Cloud;
 pub use databricks::DATABRICKS_AUDIENCE;
 pub use error::{Call, Denial, Error};
 pub use http::RetryPolicy;
+pub(crate) use http::{Answer, Operation, RETRY_STATUSES, Sender};
 
 use crate::config::{Config, Env, process_env};
 use crate::secret::{Fingerprint, Fingerprinter, StorageKey};
@@ -255,6 +256,17 @@ impl Azure {
             options,
             budgets: None,
         }
+    }
+
+    /// A sender with a bearer token for `audience` on this facade's transport and
+    /// credential (the coordination blob client: one token cache, one TLS trust).
+    pub(crate) fn bearer_sender(&self, audience: &str) -> Sender {
+        Sender::bearer(
+            &self.http,
+            self.credential.clone(),
+            audience,
+            self.options.retry.clone(),
+        )
     }
 
     pub fn cloud(&self) -> &Cloud {

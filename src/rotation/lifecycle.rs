@@ -27,7 +27,30 @@ pub(super) async fn rotate(
     progress: &dyn Progress,
     cancel: CancellationToken,
 ) -> Result<RotationReport, EngineError> {
-    let _lock = inner.lock(&plan.storage_account)?;
+    let lock = inner.lock(&plan.storage_account).await?;
+    // Replicas: a rotation of this plan another replica left unfinished is finished
+    // first, exactly as after a local restart.
+    if let Some(s) = super::replicas::unfinished_of(inner, plan)? {
+        tracing::info!(plan = %plan.name, rotation_id = %s.id, "the shared journal holds an unfinished rotation of this plan; resuming it instead of starting another");
+        let span = crate::logging::rotation_span(&plan.name, &s.id);
+        let report = if super::repair::is_repair(&s) {
+            super::repair::resume_repair(inner, plan, &s, progress, &cancel)
+                .instrument(span)
+                .await?
+        } else {
+            resume_one(inner, plan, s, progress, cancel)
+                .instrument(span)
+                .await?
+        };
+        drop(lock);
+        return Ok(report);
+    }
+    if let Some(report) =
+        super::replicas::completed_elsewhere(inner, plan, &lock, &request.trigger)?
+    {
+        return Ok(report);
+    }
+    let _lock = lock;
     let account = plan.storage_account.as_str();
     let unfinished = inner.journal().unfinished()?;
     if let Some(r) = unfinished
@@ -94,6 +117,7 @@ pub(super) async fn resume(
     cancel: CancellationToken,
 ) -> Result<Vec<RotationReport>, EngineError> {
     let mut reports = Vec::new();
+    super::replicas::discover(inner, plans).await?;
     let stored = inner.journal().unfinished()?;
     for s in stored {
         let Some(plan) = plans.iter().find(|p| p.name == s.plan) else {
@@ -116,7 +140,7 @@ pub(super) async fn resume(
         if cancel.is_cancelled() {
             return Err(EngineError::Interrupted { rotation_id: s.id });
         }
-        let _lock = inner.lock(&s.account)?;
+        let _lock = inner.lock(&s.account).await?;
         // Another process may have finished it between the listing and the lock.
         let Some(s) = inner
             .journal()

@@ -12,6 +12,7 @@ mod lifecycle;
 pub(crate) mod observe;
 pub mod progress;
 mod repair;
+mod replicas;
 pub mod report;
 mod status;
 pub(crate) mod step;

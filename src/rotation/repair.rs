@@ -40,7 +40,7 @@ pub(super) async fn repair(
 ) -> Result<RotationReport, EngineError> {
     // Fails early, before anything is journaled, for a consumer the plan does not have.
     crate::consumer::resolve(plan, consumer)?;
-    let _lock = inner.lock(&plan.storage_account)?;
+    let _lock = inner.lock(&plan.storage_account).await?;
     if let Some(r) = inner.journal().unfinished()?.into_iter().find(|r| {
         r.account
             .as_str()

@@ -9,5 +9,6 @@ mod daemon;
 mod doctor;
 mod install;
 mod output;
+mod replicas;
 mod rotation;
 mod support;
