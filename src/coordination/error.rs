@@ -45,9 +45,9 @@ pub enum CoordError {
     /// A blob's content is not a document this keyflip can read.
     #[error("{blob} is not a keyflip coordination document: {detail}")]
     Format { blob: String, detail: String },
-    /// Only with a multi-threaded runtime can a journal write wait for the blob.
+    /// The coordinator's own thread is gone (it could not start, or is shutting down).
     #[error(
-        "the shared journal needs a multi-threaded runtime (a keyflip bug if you see this from the keyflip command)"
+        "keyflip's coordination thread is not running, so the shared journal cannot be written; see the earlier error in the log"
     )]
     Runtime,
     /// Everything else from the Azure boundary (network, throttling, 5xx, 401...).

@@ -31,3 +31,17 @@ pub use blob::{BlobClient, Conditions, ETag, LeaseDuration, LeaseId, STORAGE_AUD
 pub use error::CoordError;
 pub use lease::Lease;
 pub use shared::{AccountLease, Coordinator, LeaseInfo, Stats, blob_name, refuses};
+
+/// Retries for coordination requests: short, because a journal write waits for them
+/// (and must finish well inside half a lease).
+pub fn azure_options() -> crate::azure::AzureOptions {
+    crate::azure::AzureOptions {
+        retry: crate::azure::RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: std::time::Duration::from_millis(200),
+            max_backoff: std::time::Duration::from_secs(2),
+            max_retry_after: std::time::Duration::from_secs(5),
+        },
+        ..crate::azure::AzureOptions::default()
+    }
+}

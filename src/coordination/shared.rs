@@ -54,7 +54,7 @@ struct Held {
     account: String,
     lease: Lease,
     /// The document as last read or written, with that version's ETag.
-    doc: tokio::sync::Mutex<(AccountDoc, ETag)>,
+    doc: Mutex<(AccountDoc, ETag)>,
     stop: CancellationToken,
 }
 
@@ -67,7 +67,40 @@ pub struct Coordinator {
     rotations: Mutex<HashMap<String, String>>,
     /// This replica's fingerprint-key check value (see [`AccountDoc`]).
     fingerprint_check: String,
+    /// Where every coordination request runs (see [`Background`]).
+    background: Background,
     pub stats: Arc<Stats>,
+}
+
+/// A runtime of the coordinator's own (one thread). Its requests, and the renewals,
+/// run there, so neither waits for the engine's runtime: a journal write blocks its
+/// caller (it runs inside the journal's mutex) while the blob write runs here, which
+/// other tasks blocked on that mutex could otherwise starve.
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Background {
+    fn start() -> Result<Background, String> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("keyflip-coordination")
+            .enable_all()
+            .build()
+            .map(|rt| Background(Some(rt)))
+            .map_err(|e| format!("cannot start the coordination thread: {e}"))
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another's task would panic; this never does.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Fingerprinted to make the check value. Not a secret.
@@ -110,6 +143,8 @@ pub fn refuses(config: &CoordinationConfig, account: &ResourceId) -> Option<Stri
 impl Coordinator {
     /// A coordinator reaching the configured container with `azure`'s credential and
     /// transport. Sends nothing.
+    /// `azure` should be a facade of its own (its own connections and token cache):
+    /// its requests run on the coordinator's thread.
     pub fn new(azure: &Azure, config: &CoordinationConfig) -> Coordinator {
         Coordinator {
             client: BlobClient::for_audience(azure, super::blob::STORAGE_AUDIENCE, config),
@@ -119,8 +154,35 @@ impl Coordinator {
             fingerprint_check: azure
                 .fingerprint(&crate::secret::StorageKey::new(CHECK_INPUT.to_owned()))
                 .to_hex(),
+            background: Background::start().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "coordination cannot run");
+                Background(None)
+            }),
             stats: Arc::new(Stats::default()),
         }
+    }
+
+    /// Runs `work` on the coordinator's thread and awaits it from any runtime.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, CoordError>> + Send + 'static,
+    ) -> Result<T, CoordError> {
+        let handle = self.background.handle().ok_or(CoordError::Runtime)?;
+        handle.spawn(work).await.map_err(|_| CoordError::Runtime)?
+    }
+
+    /// Runs `work` on the coordinator's thread and blocks this thread until it ends
+    /// (the journal's synchronous writes).
+    fn wait<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, CoordError>> + Send + 'static,
+    ) -> Result<T, CoordError> {
+        let handle = self.background.handle().ok_or(CoordError::Runtime)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        handle.spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        rx.recv().map_err(|_| CoordError::Runtime)?
     }
 
     pub fn client(&self) -> &BlobClient {
@@ -176,6 +238,17 @@ impl Coordinator {
         if let Some(why) = refuses(&self.config, account) {
             return Err(CoordError::CoordinationAccount(why));
         }
+        let this = self.clone();
+        let account = account.clone();
+        self.run(async move { this.hold_here(&account).await })
+            .await
+    }
+
+    /// [`Coordinator::hold`], on the coordinator's thread.
+    async fn hold_here(
+        self: &Arc<Self>,
+        account: &ResourceId,
+    ) -> Result<(AccountLease, Vec<ImportedRotation>), CoordError> {
         let blob = blob_name(account);
         self.ensure_blob(&blob).await?;
         let lease = match Lease::acquire(&self.client, &blob, self.config.lease).await {
@@ -237,7 +310,7 @@ impl Coordinator {
         let held = Arc::new(Held {
             account: account.as_str().to_owned(),
             lease,
-            doc: tokio::sync::Mutex::new((doc, etag)),
+            doc: Mutex::new((doc, etag)),
             stop: CancellationToken::new(),
         });
         lock(&self.held).insert(blob.clone(), held.clone());
@@ -281,7 +354,10 @@ impl Coordinator {
     /// Every rotation the account's shared journal holds, read without the lease.
     pub async fn peek(&self, account: &ResourceId) -> Result<Vec<ImportedRotation>, CoordError> {
         let blob = blob_name(account);
-        let Some((bytes, _)) = self.client.get(&blob).await? else {
+        let client = self.client.clone();
+        let name = blob.clone();
+        let read = self.run(async move { client.get(&name).await }).await?;
+        let Some((bytes, _)) = read else {
             return Ok(Vec::new());
         };
         let doc = AccountDoc::parse(&bytes).map_err(|detail| CoordError::Format {
@@ -324,7 +400,10 @@ impl Coordinator {
             })
     }
 
-    async fn write(
+    /// One journal write to the held account's blob: applied to the document, written
+    /// with the lease id and `If-Match`, the document kept only once the service
+    /// accepted it. Blocks until then (the journal's writes are synchronous).
+    fn write(
         &self,
         held: &Held,
         rotation_id: &str,
@@ -332,7 +411,7 @@ impl Coordinator {
     ) -> Result<(), CoordError> {
         let blob = held.lease.blob().to_owned();
         held.lease.ensure()?;
-        let mut current = held.doc.lock().await;
+        let mut current = lock(&held.doc);
         let mut doc = current.0.clone();
         let changed = doc
             .apply(rotation_id, write)
@@ -349,21 +428,28 @@ impl Coordinator {
         });
         doc.fingerprint_check = Some(self.fingerprint_check.clone());
         let bytes = doc.to_bytes();
-        let conditions = Conditions {
-            lease: Some(held.lease.id()),
-            if_match: Some(&current.1),
-            if_none: false,
-        };
-        let result = self.client.put(&blob, &bytes, &conditions).await;
+        let client = self.client.clone();
+        let (lease, if_match) = (held.lease.id().clone(), current.1.clone());
+        let result = self.wait(async move {
+            let conditions = Conditions {
+                lease: Some(&lease),
+                if_match: Some(&if_match),
+                if_none: false,
+            };
+            match client.put(&blob, &bytes, &conditions).await {
+                Ok(etag) => Ok(etag),
+                Err(CoordError::Azure(e)) if e.is_transient() => {
+                    // Sent once; learn whether it landed.
+                    match client.get(&blob).await? {
+                        Some((stored, etag)) if stored == bytes => Ok(etag),
+                        _ => Err(CoordError::Azure(e)),
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        });
         let etag = match result {
             Ok(etag) => etag,
-            Err(CoordError::Azure(e)) if e.is_transient() => {
-                // Sent once; learn whether it landed.
-                match self.client.get(&blob).await? {
-                    Some((stored, etag)) if stored == bytes => etag,
-                    _ => return Err(CoordError::Azure(e)),
-                }
-            }
             Err(e) => {
                 if e.is_lease_loss() || matches!(e, CoordError::Changed { .. }) {
                     self.stats.losses.fetch_add(1, Ordering::Relaxed);
@@ -384,13 +470,7 @@ impl Mirror for Coordinator {
         write: SharedWrite<'_>,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let held = self.find(rotation_id, &write)?;
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| CoordError::Runtime)?;
-        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            return Err(Box::new(CoordError::Runtime));
-        }
-        // The journal's writes are synchronous; this one waits for the blob.
-        tokio::task::block_in_place(|| handle.block_on(self.write(&held, rotation_id, write)))
-            .map_err(Into::into)
+        self.write(&held, rotation_id, write).map_err(Into::into)
     }
 }
 
@@ -425,7 +505,7 @@ impl Drop for AccountLease {
         self.held.stop.cancel();
         lock(&self.coordinator.held).remove(&self.blob);
         let held = self.held.clone();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        if let Some(handle) = self.coordinator.background.handle() {
             handle.spawn(async move { held.lease.release().await });
         }
     }

@@ -277,7 +277,18 @@ impl Engine {
     ) -> Engine {
         let mut journal = journal;
         let coordination = config.coordination.as_ref().map(|c| {
-            let coordinator = Arc::new(crate::coordination::Coordinator::new(&azure, c));
+            // Its own connections and token cache: its requests run on its own thread.
+            let own = Azure::with_options(
+                config,
+                fingerprinter.clone(),
+                crate::coordination::azure_options(),
+                &crate::config::process_env,
+            )
+            .inspect_err(|e| tracing::warn!(error = %e, "coordination shares the engine's Azure connections"));
+            let coordinator = Arc::new(crate::coordination::Coordinator::new(
+                own.as_ref().unwrap_or(&azure),
+                c,
+            ));
             journal.set_mirror(coordinator.clone());
             coordinator
         });

@@ -5,6 +5,7 @@
 
 mod blob;
 mod failover;
+mod fleet;
 mod processes;
 
 use std::path::{Path, PathBuf};
@@ -30,8 +31,16 @@ impl Shared {
         Self::start_with(Azurite::start_oauth_on_disk()).await
     }
 
+    /// The demo world with `extra` appended (more accounts, secrets, roles).
+    pub async fn start_world(extra: &str) -> Shared {
+        Self::start_on(TestTwin::start_with(extra), Azurite::start_oauth()).await
+    }
+
     async fn start_with(azurite: Azurite) -> Shared {
-        let twin = TestTwin::start();
+        Self::start_on(TestTwin::start(), azurite).await
+    }
+
+    async fn start_on(twin: TestTwin, azurite: Azurite) -> Shared {
         twin.settings(serde_json::json!({"lro_retry_after_secs": 0, "resync_duration_secs": 0.0}))
             .await;
         let dir = tempfile::tempdir().unwrap();
