@@ -1,7 +1,8 @@
 //! Consumers of a storage key, one module per kind: [`key_vault`] (a Key Vault secret),
 //! [`workspace`] (an Azure ML workspace's cached copy, renewed by `resyncKeys`),
-//! [`datastore`] (an Azure ML datastore) and [`databricks`] (a secret in a
-//! Databricks-backed scope).
+//! [`datastore`] (an Azure ML datastore), [`databricks`] (a secret in a
+//! Databricks-backed scope), [`app_service`] (an App Service or Functions setting) and
+//! [`data_factory`] (a Data Factory linked service).
 //!
 //! A kind's module owns everything about it: its plan table (the raw TOML and its
 //! validation, built with `crate::plan::fragment`), its [`ConsumerId`] form, finding
@@ -20,6 +21,8 @@
 //! one variant in each enum below and one line in each macro; its Azure calls in
 //! `crate::azure`.
 
+pub mod app_service;
+pub mod data_factory;
 pub mod databricks;
 pub mod datastore;
 pub mod key_vault;
@@ -39,7 +42,7 @@ use toml::de::DeValue;
 pub use kind::Capabilities;
 pub(crate) use kind::{
     Confirmation, Held, Kind, ONE_PLAN, Permission, Profile, Table, entries, last_segment,
-    listed_twice, plan_url, resource_name,
+    listed_twice, names, plan_url, resource_name,
 };
 pub(crate) use value::AccountAddress;
 pub use value::{SecretFormat, account_key};
@@ -66,6 +69,8 @@ use crate::secret::{Fingerprint, StorageKey};
 /// | ML workspace (resync) | `workspace:{workspace_arm_id}` |
 /// | ML datastore | `datastore:{workspace_arm_id}/datastores/{name}` |
 /// | Databricks secret | `databricks:{workspace_url}#{scope}/{key}` |
+/// | App Service setting | `appservice:{site_arm_id}[/slots/{slot}]/config/{appsettings\|connectionstrings}/{name}` |
+/// | Data Factory linked service | `datafactory:{factory_arm_id}/linkedservices/{name}` |
 ///
 /// URLs carry no trailing slash; ARM ids are as written in the plan. The text is an
 /// API boundary (the journal stores it): `Display` writes it, `FromStr` and serde read
@@ -77,6 +82,8 @@ pub enum ConsumerId {
     Workspace(Box<workspace::WorkspaceId>),
     Datastore(Box<datastore::DatastoreId>),
     Databricks(Box<databricks::SecretId>),
+    AppService(Box<app_service::SettingId>),
+    DataFactory(Box<data_factory::LinkedServiceId>),
 }
 
 macro_rules! each_id {
@@ -86,6 +93,8 @@ macro_rules! each_id {
             ConsumerId::Workspace($id) => $body,
             ConsumerId::Datastore($id) => $body,
             ConsumerId::Databricks($id) => $body,
+            ConsumerId::AppService($id) => $body,
+            ConsumerId::DataFactory($id) => $body,
         }
     };
 }
@@ -111,12 +120,30 @@ impl ConsumerId {
         )))
     }
 
+    pub fn app_setting(site: &ResourceId, slot: Option<&str>, name: &str) -> ConsumerId {
+        let site = azure::web::SiteRef::new(site, slot);
+        ConsumerId::AppService(Box::new(app_service::SettingId::new(
+            &site,
+            azure::web::Collection::AppSettings,
+            name,
+        )))
+    }
+
+    pub fn data_factory(factory: &ResourceId, linked_service: &str) -> ConsumerId {
+        ConsumerId::DataFactory(Box::new(data_factory::LinkedServiceId::new(
+            factory,
+            linked_service,
+        )))
+    }
+
     pub fn kind(&self) -> ConsumerKind {
         match self {
             ConsumerId::KeyVault(_) => ConsumerKind::KeyVaultSecret,
             ConsumerId::Workspace(_) => ConsumerKind::Workspace,
             ConsumerId::Datastore(_) => ConsumerKind::Datastore,
             ConsumerId::Databricks(_) => ConsumerKind::Databricks,
+            ConsumerId::AppService(_) => ConsumerKind::AppServiceSetting,
+            ConsumerId::DataFactory(_) => ConsumerKind::DataFactoryLinkedService,
         }
     }
 
@@ -208,14 +235,18 @@ pub enum ConsumerKind {
     Datastore,
     Workspace,
     Databricks,
+    AppServiceSetting,
+    DataFactoryLinkedService,
 }
 
 impl ConsumerKind {
-    pub const ALL: [ConsumerKind; 4] = [
+    pub const ALL: [ConsumerKind; 6] = [
         ConsumerKind::KeyVaultSecret,
         ConsumerKind::Datastore,
         ConsumerKind::Workspace,
         ConsumerKind::Databricks,
+        ConsumerKind::AppServiceSetting,
+        ConsumerKind::DataFactoryLinkedService,
     ];
 
     fn profile(self) -> &'static Profile {
@@ -224,6 +255,8 @@ impl ConsumerKind {
             ConsumerKind::Datastore => &datastore::PROFILE,
             ConsumerKind::Workspace => &workspace::PROFILE,
             ConsumerKind::Databricks => &databricks::PROFILE,
+            ConsumerKind::AppServiceSetting => &app_service::PROFILE,
+            ConsumerKind::DataFactoryLinkedService => &data_factory::PROFILE,
         }
     }
 
@@ -235,6 +268,12 @@ impl ConsumerKind {
     /// The kind in one or two lower-case words, for `doctor`'s tables (`key vault`).
     pub fn word(self) -> &'static str {
         self.profile().word
+    }
+
+    /// How a verified write is confirmed when the value cannot be read back (`by its
+    /// timestamp (...)`); `None` when it is read back.
+    pub fn confirmed_by(self) -> Option<&'static str> {
+        self.profile().confirmed_by
     }
 
     /// Why a consumer that is in two plans may be in only one.
@@ -258,12 +297,15 @@ impl fmt::Display for ConsumerKind {
 // Plans: the consumer tables of a plan file.
 
 /// One consumer table of a plan, validated: `[[key_vault]]`, `[[ml_workspace]]` (a
-/// workspace and its datastores) or `[[databricks]]`.
+/// workspace and its datastores), `[[databricks]]`, `[[app_service]]` or
+/// `[[data_factory]]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
     KeyVault(key_vault::KeyVaultSecret),
     MlWorkspace(workspace::MlWorkspace),
     Databricks(databricks::DatabricksSecret),
+    AppService(app_service::AppServiceSettings),
+    DataFactory(data_factory::DataFactoryLinkedServices),
 }
 
 macro_rules! each_entry {
@@ -272,6 +314,8 @@ macro_rules! each_entry {
             Entry::KeyVault($entry) => $body,
             Entry::MlWorkspace($entry) => $body,
             Entry::Databricks($entry) => $body,
+            Entry::AppService($entry) => $body,
+            Entry::DataFactory($entry) => $body,
         }
     };
 }
@@ -295,8 +339,13 @@ pub(crate) struct Section {
 }
 
 /// The consumer tables, in the order a plan's consumers are listed and rotated.
-pub(crate) const SECTIONS: [Section; 3] =
-    [key_vault::SECTION, workspace::SECTION, databricks::SECTION];
+pub(crate) const SECTIONS: [Section; 5] = [
+    key_vault::SECTION,
+    workspace::SECTION,
+    databricks::SECTION,
+    app_service::SECTION,
+    data_factory::SECTION,
+];
 
 impl Entry {
     fn section(&self) -> &'static Section {
@@ -304,6 +353,8 @@ impl Entry {
             Entry::KeyVault(_) => &key_vault::SECTION,
             Entry::MlWorkspace(_) => &workspace::SECTION,
             Entry::Databricks(_) => &databricks::SECTION,
+            Entry::AppService(_) => &app_service::SECTION,
+            Entry::DataFactory(_) => &data_factory::SECTION,
         }
     }
 
@@ -424,6 +475,8 @@ pub(crate) enum Target<'p> {
     Workspace(workspace::Target<'p>),
     Datastore(datastore::Target<'p>),
     Databricks(databricks::Target<'p>),
+    AppService(app_service::Target<'p>),
+    DataFactory(data_factory::Target<'p>),
 }
 
 macro_rules! each_target {
@@ -433,6 +486,8 @@ macro_rules! each_target {
             Target::Workspace($target) => $body,
             Target::Datastore($target) => $body,
             Target::Databricks($target) => $body,
+            Target::AppService($target) => $body,
+            Target::DataFactory($target) => $body,
         }
     };
 }
@@ -447,6 +502,12 @@ pub(crate) fn resolve<'p>(plan: &'p Plan, id: &ConsumerId) -> Result<Target<'p>,
         ConsumerId::Datastore(id) => datastore::resolve(plan, id).map(|t| Ok(Target::Datastore(t))),
         ConsumerId::Databricks(id) => {
             databricks::resolve(plan, id).map(|t| t.map(Target::Databricks))
+        }
+        ConsumerId::AppService(id) => {
+            app_service::resolve(plan, id).map(|t| Ok(Target::AppService(t)))
+        }
+        ConsumerId::DataFactory(id) => {
+            data_factory::resolve(plan, id).map(|t| Ok(Target::DataFactory(t)))
         }
     };
     found.unwrap_or_else(|| {
@@ -501,6 +562,10 @@ impl Target<'_> {
         each_target!(self, t => t.disable_versions(ctx, fingerprints).await)
     }
 
+    pub(crate) fn write_effect(&self) -> Option<String> {
+        each_target!(self, t => t.write_effect())
+    }
+
     pub(crate) fn read_call(&self) -> String {
         each_target!(self, t => t.read_call())
     }
@@ -523,6 +588,8 @@ pub enum Seen {
     KeyVault(key_vault::SecretSeen),
     MlWorkspace(Box<workspace::WorkspaceSeen>),
     Databricks(databricks::DatabricksSeen),
+    AppService(app_service::AppServiceSeen),
+    DataFactory(data_factory::DataFactorySeen),
 }
 
 impl Seen {
@@ -536,6 +603,8 @@ impl Seen {
             Seen::KeyVault(s) => s.checks(ctx, holdings),
             Seen::MlWorkspace(s) => s.checks(ctx, holdings),
             Seen::Databricks(s) => s.checks(ctx, holdings),
+            Seen::AppService(s) => s.checks(ctx, holdings),
+            Seen::DataFactory(s) => s.checks(ctx, holdings),
         }
     }
 }
@@ -581,6 +650,11 @@ pub enum Facts {
     KeyVaultSecret(key_vault::SecretFacts),
     /// A Databricks secret: the scope exists and is Databricks-backed.
     Databricks(databricks::SecretFacts),
+    /// The settings of one App Service site or slot: the listed ones, unlisted ones
+    /// holding the key, Key Vault references to the plan's secrets.
+    AppService(app_service::AppServiceFacts),
+    /// The linked services of one Data Factory.
+    DataFactory(data_factory::DataFactoryFacts),
 }
 
 macro_rules! each_facts {
@@ -590,6 +664,8 @@ macro_rules! each_facts {
             Facts::Datastores($facts) => $body,
             Facts::KeyVaultSecret($facts) => $body,
             Facts::Databricks($facts) => $body,
+            Facts::AppService($facts) => $body,
+            Facts::DataFactory($facts) => $body,
         }
     };
 }
@@ -602,6 +678,8 @@ impl Facts {
             Facts::Datastores(_) => "datastores",
             Facts::KeyVaultSecret(_) => "key_vault_secret",
             Facts::Databricks(_) => "databricks",
+            Facts::AppService(_) => "app_service",
+            Facts::DataFactory(_) => "data_factory",
         }
     }
 
@@ -612,6 +690,8 @@ impl Facts {
             Facts::Datastores(_) => "datastores",
             Facts::KeyVaultSecret(_) => "key vault",
             Facts::Databricks(_) => "databricks",
+            Facts::AppService(_) => "app service",
+            Facts::DataFactory(_) => "data factory",
         }
     }
 

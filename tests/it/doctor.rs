@@ -4,6 +4,7 @@
 //! redacted; the JSON, which must say the same), the exit code, and from the twin's
 //! request log and state that doctor changed nothing.
 
+mod apps;
 mod conduct;
 mod findings;
 mod principals;
@@ -38,6 +39,11 @@ pub(super) const READS: &[&str] = &[
     "blob.accountInfo",
     "databricks.scopes",
     "databricks.list",
+    // Listing settings is a POST (`config/appsettings/list`) that reads.
+    "web.appSettings.list",
+    "web.connectionStrings.list",
+    "datafactory.linkedService.list",
+    "datafactory.linkedService.get",
 ];
 
 /// A keyflip installation pointed at a twin: keyflip.toml, a client secret file
