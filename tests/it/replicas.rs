@@ -118,4 +118,25 @@ impl Shared {
             &[],
         )
     }
+
+    /// An Azure facade configured as `replica` (fast test retries).
+    pub fn facade(&self, replica: &str) -> keyflip::azure::Azure {
+        keyflip::azure::Azure::with_options(
+            &self.config(replica, 15),
+            crate::support::fingerprinter(),
+            crate::support::fast_options(),
+            &|_: &str| None,
+        )
+        .unwrap()
+    }
+
+    /// The coordination container as an operator reaches it (Entra token for storage).
+    pub fn operator_blob(&self) -> keyflip::coordination::BlobClient {
+        let config = self.config("operator", 15);
+        keyflip::coordination::BlobClient::for_audience(
+            &self.facade("operator"),
+            keyflip::coordination::STORAGE_AUDIENCE,
+            config.coordination.as_ref().unwrap(),
+        )
+    }
 }

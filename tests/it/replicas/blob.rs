@@ -7,17 +7,10 @@ use std::sync::Arc;
 use keyflip::coordination::{Conditions, CoordError, Coordinator, LeaseDuration, LeaseId};
 
 use super::Shared;
-use crate::support::{fast_options, fingerprinter};
 
 fn coordinator(shared: &Shared) -> Arc<Coordinator> {
     let config = shared.config("blob-test", 15);
-    let azure = keyflip::azure::Azure::with_options(
-        &config,
-        fingerprinter(),
-        fast_options(),
-        &|_: &str| None,
-    )
-    .unwrap();
+    let azure = shared.facade("blob-test");
     Arc::new(Coordinator::new(
         &azure,
         config.coordination.as_ref().unwrap(),
@@ -161,13 +154,7 @@ async fn a_token_for_another_audience_is_refused_by_azurite() {
     // issued for ARM, so the test above proves the right audience is requested.
     let shared = Shared::start().await;
     let config = shared.config("blob-test", 15);
-    let azure = keyflip::azure::Azure::with_options(
-        &config,
-        fingerprinter(),
-        fast_options(),
-        &|_: &str| None,
-    )
-    .unwrap();
+    let azure = shared.facade("blob-test");
     let wrong = keyflip::coordination::BlobClient::for_audience(
         &azure,
         &shared.twin.endpoints.arm_audience,

@@ -8,7 +8,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use keyflip::clock::SystemClock;
-use keyflip::coordination::{BlobClient, LeaseDuration, LeaseId};
+use keyflip::coordination::{LeaseDuration, LeaseId};
 use keyflip::journal::Journal;
 use keyflip::rotation::machine::Outcome;
 use keyflip::rotation::{
@@ -25,8 +25,12 @@ fn engine(shared: &Shared, replica: &str) -> Engine {
     let config = shared.config(replica, 15);
     let fingerprinter =
         Arc::new(Fingerprinter::load_or_create(&config.state_dir.join("fingerprint.key")).unwrap());
+    engine_from(&config, fingerprinter)
+}
+
+fn engine_from(config: &keyflip::config::Config, fingerprinter: Arc<Fingerprinter>) -> Engine {
     let azure = keyflip::azure::Azure::with_options(
-        &config,
+        config,
         fingerprinter.clone(),
         fast_options(),
         &|_: &str| None,
@@ -34,7 +38,7 @@ fn engine(shared: &Shared, replica: &str) -> Engine {
     .unwrap();
     let journal = Journal::open(&config.state_dir.join("journal.db"), &fingerprinter).unwrap();
     Engine::with_options(
-        &config,
+        config,
         azure,
         journal,
         fingerprinter,
@@ -54,19 +58,26 @@ fn request(grace: Duration) -> RotateRequest {
     }
 }
 
+/// One `rotate now` of `plan` (1 s grace).
+async fn rotate(
+    engine: &Engine,
+    plan: &keyflip::plan::Plan,
+) -> Result<RotationReport, EngineError> {
+    engine
+        .rotate(
+            plan,
+            request(Duration::from_secs(1)),
+            &NoProgress,
+            CancellationToken::new(),
+        )
+        .await
+}
+
 /// `rotate` until the lease is free (another replica's expires or is released).
 async fn rotate_when_free(engine: &Engine, plan: &keyflip::plan::Plan) -> RotationReport {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match engine
-            .rotate(
-                plan,
-                request(Duration::from_secs(1)),
-                &NoProgress,
-                CancellationToken::new(),
-            )
-            .await
-        {
+        match rotate(engine, plan).await {
             Ok(report) => return report,
             Err(EngineError::Busy { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -86,15 +97,7 @@ async fn a_rotation_one_replica_left_after_staging_is_finished_by_another() {
         "result:regenerated".into(),
         1,
     ));
-    let err = a
-        .rotate(
-            &plan,
-            request(Duration::from_secs(1)),
-            &NoProgress,
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+    let err = rotate(&a, &plan).await.unwrap_err();
     assert!(matches!(err, EngineError::Crashed { .. }), "{err}");
     assert_eq!(
         regenerations(&shared.twin).await,
@@ -155,44 +158,37 @@ impl Progress for OnGrace {
     }
 }
 
+/// Starts `engine`'s rotation of `plan` in the background and returns once it waits
+/// out its grace period (committed, the old key not yet retired).
+async fn rotate_into_grace(
+    engine: &Engine,
+    plan: &keyflip::plan::Plan,
+    grace: Duration,
+) -> tokio::task::JoinHandle<Result<RotationReport, EngineError>> {
+    let (tx, rx) = mpsc::channel();
+    let progress = OnGrace(std::sync::Mutex::new(tx));
+    let (engine, plan) = (engine.clone(), plan.clone());
+    let task = tokio::spawn(async move {
+        engine
+            .rotate(&plan, request(grace), &progress, CancellationToken::new())
+            .await
+    });
+    tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("the rotation reaches its grace period");
+    task
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_lease_was_taken_records_and_sends_nothing_more() {
     let shared = Shared::start().await;
     let plan = plan(&shared);
     let a = engine(&shared, "a");
-    let (tx, rx) = mpsc::channel();
-    let progress = OnGrace(std::sync::Mutex::new(tx));
-    let task = {
-        let (a, plan) = (a.clone(), plan.clone());
-        tokio::spawn(async move {
-            a.rotate(
-                &plan,
-                request(Duration::from_secs(4)),
-                &progress,
-                CancellationToken::new(),
-            )
-            .await
-        })
-    };
-    tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
-        .await
-        .unwrap()
-        .expect("A reaches its grace period");
+    let task = rotate_into_grace(&a, &plan, Duration::from_secs(4)).await;
     // An operator (or Azure, after a partition) breaks A's lease and someone else
     // takes it: A's local clock still says it has time.
-    let config = shared.config("operator", 15);
-    let azure = keyflip::azure::Azure::with_options(
-        &config,
-        Arc::new(Fingerprinter::from_bytes(b"x")),
-        fast_options(),
-        &|_: &str| None,
-    )
-    .unwrap();
-    let blob = BlobClient::for_audience(
-        &azure,
-        keyflip::coordination::STORAGE_AUDIENCE,
-        config.coordination.as_ref().unwrap(),
-    );
+    let blob = shared.operator_blob();
     let name = keyflip::coordination::blob_name(&plan.storage_account);
     blob.break_lease(&name, 0).await.unwrap();
     let thief = LeaseId(uuid::Uuid::new_v4().to_string());
@@ -242,23 +238,7 @@ async fn the_coordination_account_itself_is_never_rotated() {
         .config_text("a", 15)
         .replace(shared.azurite.blob_endpoint.as_str(), &endpoint);
     let config = crate::support::config(&text, std::path::Path::new("/"), &[]);
-    let fingerprinter = Arc::new(Fingerprinter::from_bytes(b"t"));
-    let azure = keyflip::azure::Azure::with_options(
-        &config,
-        fingerprinter.clone(),
-        fast_options(),
-        &|_: &str| None,
-    )
-    .unwrap();
-    let journal = Journal::open(&config.state_dir.join("journal.db"), &fingerprinter).unwrap();
-    let engine = Engine::with_options(
-        &config,
-        azure,
-        journal,
-        fingerprinter,
-        Arc::new(SystemClock),
-        engine_options(),
-    );
+    let engine = engine_from(&config, Arc::new(Fingerprinter::from_bytes(b"t")));
     let err = engine
         .rotate(
             &plan,
@@ -336,15 +316,7 @@ async fn a_scheduled_rotation_another_replica_completed_is_counted_not_repeated(
     assert_eq!(regenerations(&shared.twin).await, 2, "not rotated twice");
 
     // `rotate now` is never answered that way: a person asked for a rotation.
-    let manual = b
-        .rotate(
-            &plan,
-            request(Duration::from_secs(1)),
-            &NoProgress,
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let manual = rotate(&b, &plan).await.unwrap();
     assert_ne!(manual.rotation_id, first.rotation_id);
     assert_eq!(regenerations(&shared.twin).await, 4);
     // And once B knows every rotation, the next due one is a new rotation.
@@ -361,24 +333,7 @@ async fn while_coordination_storage_is_down_nothing_starts_and_in_flight_work_st
     let mut shared = Shared::start_restartable().await;
     let plan = plan(&shared);
     let a = engine(&shared, "a");
-    let (tx, rx) = mpsc::channel();
-    let progress = OnGrace(std::sync::Mutex::new(tx));
-    let task = {
-        let (a, plan) = (a.clone(), plan.clone());
-        tokio::spawn(async move {
-            a.rotate(
-                &plan,
-                request(Duration::from_secs(6)),
-                &progress,
-                CancellationToken::new(),
-            )
-            .await
-        })
-    };
-    tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
-        .await
-        .unwrap()
-        .expect("A reaches its grace period");
+    let task = rotate_into_grace(&a, &plan, Duration::from_secs(6)).await;
     shared.azurite.stop();
 
     // In flight: A stops at its next step (recording the end of the grace) with every
@@ -390,15 +345,7 @@ async fn while_coordination_storage_is_down_nothing_starts_and_in_flight_work_st
     // New work: refused, saying why, with nothing sent to Azure.
     let writes_before = crate::support::engine::writes(&shared.twin).await.len();
     let b = engine(&shared, "b");
-    let err = b
-        .rotate(
-            &plan,
-            request(Duration::from_secs(1)),
-            &NoProgress,
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+    let err = rotate(&b, &plan).await.unwrap_err();
     assert!(
         matches!(err, EngineError::Coordination(_)) && err.to_string().contains("network"),
         "{err}"

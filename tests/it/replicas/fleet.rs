@@ -8,11 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{Timelike as _, Utc};
+use keyflip::coordination::blob_name;
 use keyflip::coordination::document::AccountDoc;
-use keyflip::coordination::{BlobClient, STORAGE_AUDIENCE, blob_name};
 
 use super::Shared;
-use crate::support::{fast_options, fingerprinter};
 
 const ACCOUNTS: usize = 30;
 const REPLICAS: [&str; 3] = ["r1", "r2", "r3"];
@@ -157,19 +156,7 @@ async fn three_daemons_rotate_thirty_due_plans_each_exactly_once() {
     assert_eq!(done, expected);
 
     // Who did the work: the last writer of each account's shared journal.
-    let config = shared.config("operator", 15);
-    let azure = keyflip::azure::Azure::with_options(
-        &config,
-        fingerprinter(),
-        fast_options(),
-        &|_: &str| None,
-    )
-    .unwrap();
-    let blob = BlobClient::for_audience(
-        &azure,
-        STORAGE_AUDIENCE,
-        config.coordination.as_ref().unwrap(),
-    );
+    let blob = shared.operator_blob();
     let mut by = BTreeMap::<String, usize>::new();
     for i in 0..ACCOUNTS {
         let id = account_id(i).parse().unwrap();

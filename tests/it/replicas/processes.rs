@@ -7,12 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyflip::coordination::document::AccountDoc;
-use keyflip::coordination::{BlobClient, STORAGE_AUDIENCE, blob_name};
+use keyflip::coordination::{BlobClient, blob_name};
 use keyflip::rotation::machine::Action;
 
 use super::Shared;
 use crate::support::engine::{assert_consumers_valid, keys_of, regenerations, writes};
-use crate::support::{fast_options, fingerprinter};
 
 const LEASE: u32 = 15;
 
@@ -45,22 +44,6 @@ async fn document(shared: &Shared, blob: &BlobClient) -> AccountDoc {
         Some((bytes, _)) => AccountDoc::parse(&bytes).unwrap(),
         None => AccountDoc::empty(),
     }
-}
-
-fn operator_client(shared: &Shared) -> BlobClient {
-    let config = shared.config("operator", LEASE);
-    let azure = keyflip::azure::Azure::with_options(
-        &config,
-        fingerprinter(),
-        fast_options(),
-        &|_: &str| None,
-    )
-    .unwrap();
-    BlobClient::for_audience(
-        &azure,
-        STORAGE_AUDIENCE,
-        config.coordination.as_ref().unwrap(),
-    )
 }
 
 /// Waits until the replica's rotation has recorded the intent of its grace wait
@@ -119,7 +102,7 @@ async fn rotate_until_not_busy(shared: &Shared, replica: &str) -> (std::process:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_lease_holder_is_taken_over_within_the_lease_plus_a_step() {
     let shared = Shared::start().await;
-    let blob = operator_client(&shared);
+    let blob = shared.operator_blob();
     let before = keys_of(&shared.twin.state().await);
     let mut a = keyflip(
         &shared,
@@ -171,7 +154,7 @@ async fn a_killed_lease_holder_is_taken_over_within_the_lease_plus_a_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_replica_sends_nothing_after_waking_past_its_lease() {
     let shared = Shared::start().await;
-    let blob = operator_client(&shared);
+    let blob = shared.operator_blob();
     let mut a = keyflip(
         &shared,
         "a",
