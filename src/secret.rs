@@ -139,6 +139,28 @@ impl Fingerprinter {
         }
     }
 
+    /// Loads the fingerprint key from `path`; `None` when there is none (nothing is
+    /// created). Refuses a key file that others can read.
+    pub fn load(path: &Path) -> Result<Option<Self>, FingerprintKeyError> {
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            _ => Self::load_or_create(path).map(Some),
+        }
+    }
+
+    /// A fingerprinter under a random key, for one run that reads only and has no
+    /// installation key: its fingerprints compare with each other and nothing else.
+    pub fn for_this_run() -> Result<Self, FingerprintKeyError> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), bytes.as_mut()).map_err(
+            |_| FingerprintKeyError::Io {
+                path: "(a key for this run)".to_owned(),
+                source: std::io::Error::other("the system random source failed"),
+            },
+        )?;
+        Ok(Self::from_bytes(bytes.as_ref()))
+    }
+
     /// Loads the fingerprint key from `path`, creating it (32 random bytes, mode 0600)
     /// on first use. Refuses a key file that others can read.
     pub fn load_or_create(path: &Path) -> Result<Self, FingerprintKeyError> {

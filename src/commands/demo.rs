@@ -196,6 +196,7 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
         mode: Mode::Scheduled,
         grace: Some(DEMO_GRACE),
         trigger: Trigger::Manual,
+        by: Some(crate::rotation::Requester::this_process()),
     };
     let result = engine
         .rotate(&plan, request, &display, CancellationToken::new())

@@ -109,7 +109,7 @@ pub async fn shutdown_signal() {
 /// its exit code: the whole command path, standalone or through a daemon.
 pub fn run(config_flag: Option<&Path>, command: &Command) -> Exit {
     let Invocation {
-        request,
+        mut request,
         output,
         yes,
         shape,
@@ -123,6 +123,10 @@ pub fn run(config_flag: Option<&Path>, command: &Command) -> Exit {
             );
         }
     };
+    // Who asks, as this process: a daemon replaces it with its peer's credentials.
+    if let Some(uid) = crate::rotation::Requester::this_process().uid {
+        request.stamp(uid);
+    }
     let ask_first = matches!(request, Request::RotateNow { dry_run: false, .. }) && !yes;
     if ask_first && !interactive() {
         return fail(
@@ -142,7 +146,14 @@ pub fn run(config_flag: Option<&Path>, command: &Command) -> Exit {
         }
     };
     runtime.block_on(async {
-        let runner = match Runner::find(config_flag).await {
+        // Reads create nothing: not the journal, not the fingerprint key.
+        let reads_only = matches!(
+            request,
+            Request::Status { .. }
+                | Request::History { .. }
+                | Request::RotateNow { dry_run: true, .. }
+        );
+        let runner = match Runner::find(config_flag, reads_only).await {
             Ok(runner) => runner,
             Err(e) => return fail(output, &e),
         };
@@ -249,7 +260,7 @@ enum Runner {
 
 impl Runner {
     /// The daemon when one answers on the configured socket, else this process.
-    async fn find(config_flag: Option<&Path>) -> Result<Runner, CommandError> {
+    async fn find(config_flag: Option<&Path>, reads_only: bool) -> Result<Runner, CommandError> {
         let config = Config::load(config_flag).map_err(CommandError::usage)?;
         let socket = config.daemon.socket.clone();
         if socket.exists() {
@@ -266,7 +277,12 @@ impl Runner {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(Runner::Standalone(Box::new(Standalone::open(config)?)))
+        let standalone = if reads_only {
+            Standalone::open_to_read(config)?
+        } else {
+            Standalone::open(config)?
+        };
+        Ok(Runner::Standalone(Box::new(standalone)))
     }
 
     async fn perform(

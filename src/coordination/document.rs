@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::journal::{ImportedRotation, NewRotation, SharedWrite, StepRecord};
 use crate::resource_id::ResourceId;
 use crate::rotation::machine::{Command, Event, Mode, Options, Outcome, SCHEMA, StepResult};
+use crate::rotation::origin::Origin;
 
 /// This document format's version.
 pub const FORMAT: u32 = 1;
@@ -53,6 +54,8 @@ pub struct RotationDoc {
     pub mode: Mode,
     pub options: Options,
     pub started_at: DateTime<Utc>,
+    /// Why it ran and who asked (the local journal's `origin`).
+    pub origin: Origin,
     pub steps: Vec<StepDoc>,
     pub events: Vec<EventDoc>,
     pub finished: Option<FinishDoc>,
@@ -162,6 +165,7 @@ impl AccountDoc {
                     mode: new.mode,
                     options: new.options,
                     started_at: new.started_at,
+                    origin: new.origin.clone(),
                     steps: Vec::new(),
                     events: Vec::new(),
                     finished: None,
@@ -250,6 +254,7 @@ impl RotationDoc {
                 mode: self.mode,
                 options: self.options,
                 started_at: self.started_at,
+                origin: self.origin.clone(),
             },
             steps,
             events: self

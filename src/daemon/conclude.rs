@@ -27,6 +27,8 @@ impl Scheduler {
             return;
         };
         entry.running = None;
+        entry.cancel = None;
+        let preempted = entry.preempted.take();
         entry.epoch += 1;
         // Look again soon: key ages and the drift baseline changed.
         entry.observe_at = entry.observe_at.min(now);
@@ -35,7 +37,9 @@ impl Scheduler {
             Ending::Failed { message, busy } => {
                 self.ctx.metrics.rotation(&name, "error");
                 tracing::error!(plan = %name, job = finished.kind, busy, error = %message, "the job could not run");
-                if finished.kind != "repair" {
+                // A person's command that could not run told them so; only the
+                // schedule's own attempts are failed cycles.
+                if finished.kind != "repair" && !finished.manual {
                     self.failed_cycle(&name, message, None, now);
                 }
             }
@@ -44,9 +48,20 @@ impl Scheduler {
                     if finished.kind == "repair" {
                         self.repaired(&name, &report);
                     } else {
-                        self.apply(&name, &report, now);
+                        self.apply(&name, &report, finished.manual, now);
                     }
                 }
+            }
+        }
+        if let Some((job, client)) = preempted {
+            if self.stopping {
+                let _ = client.reply.send(Err(super::control::protocol::CommandError::new(
+                    super::control::protocol::ErrorCode::ShuttingDown,
+                    "the daemon is shutting down; run the command again once it is back (or without it)",
+                    crate::exit::Exit::Interrupted,
+                )));
+            } else if self.plans.get(&name).is_some_and(|e| !e.retired) {
+                self.start_job(&name, job, Some(client), now);
             }
         }
         if let Some(entry) = self.plans.get(&name)
@@ -59,7 +74,7 @@ impl Scheduler {
         self.save(&name);
     }
 
-    fn apply(&mut self, name: &str, report: &RotationReport, now: DateTime<Utc>) {
+    fn apply(&mut self, name: &str, report: &RotationReport, manual: bool, now: DateTime<Utc>) {
         let Some(outcome) = &report.outcome else {
             return;
         };
@@ -67,7 +82,7 @@ impl Scheduler {
         if report.mode.is_incident() {
             self.ctx.metrics.incident(name);
         }
-        let summary = outcome.to_string();
+        let summary = crate::rotation::describe::for_plan(&outcome.to_string(), name);
         let Some(entry) = self.plans.get_mut(name) else {
             return;
         };
@@ -95,6 +110,11 @@ impl Scheduler {
                     Notification::completed(&plan, report, now)
                 };
                 self.ctx.notifier.send(&plan, n);
+            }
+            // A person's command that was refused changed nothing and told them why:
+            // it is not one of the schedule's failed cycles.
+            Outcome::Refused { .. } if manual => {
+                tracing::info!(plan = name, rotation_id = %report.rotation_id, refused = %summary, "a manual rotation was refused; not counted as a failed cycle");
             }
             Outcome::RolledBack { .. } | Outcome::Refused { .. } => {
                 self.failed_cycle(name, summary, Some(report), now);
@@ -263,25 +283,29 @@ impl Scheduler {
         );
         let plan = entry.plan.clone();
         if !new.is_empty() {
-            let n = Notification::drift(&plan, &new[0].to_string(), lines.clone(), now);
+            // Consumers on a dead key are an outage: the headline says so first.
+            let headline = drift::headline(&plan.name, &findings, new[0]);
+            let n = Notification::drift(&plan, &headline, lines.clone(), now);
             self.ctx.notifier.send(&plan, n);
         }
         if findings.is_empty() && !entry.drift.is_empty() {
             tracing::info!(plan = name, "drift resolved");
         }
         entry.drift = lines;
-        let repairs: Vec<_> = match (plan.drift.repair, active) {
+        // One `--adopt` rotation moves every drifted consumer back at once.
+        let repair = match (plan.drift.repair, active) {
             (true, Some(active)) => findings
                 .iter()
                 .filter_map(Finding::repairable)
-                .filter_map(|id| crate::consumer::listed(&plan, id))
-                .map(|id| (id, active))
-                .collect(),
-            _ => Vec::new(),
+                .any(|id| crate::consumer::listed(&plan, id).is_some())
+                .then_some(active),
+            _ => None,
         };
         self.save(name);
-        if !repairs.is_empty() && !self.stopping {
-            self.start_job(name, Job::Repair(repairs), None, now);
+        if let Some(active) = repair
+            && !self.stopping
+        {
+            self.start_job(name, Job::Repair(active), None, now);
         }
     }
 }

@@ -322,10 +322,10 @@ impl Notification {
         );
         n.next_step = Some(match plan.drift.repair {
             true => {
-                "keyflip moves drifted consumers back to the active key (repair = true)".to_owned()
+                "keyflip moves every drifted consumer to a key that works now, as one `--adopt` rotation (repair = true)".to_owned()
             }
             false => format!(
-                "`keyflip status --plan {0}` shows it; `keyflip rotate now {0}` moves every consumer to one new key",
+                "`keyflip status --plan {0}` shows it; `keyflip rotate now {0} --adopt` moves every consumer to a key that works now",
                 plan.name
             ),
         });

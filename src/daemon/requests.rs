@@ -6,8 +6,11 @@
 //! Reads (`status`, `history`, dry runs) run as tasks, so a slow Azure never stalls the
 //! scheduler; they are dropped on shutdown. `rotate now` and `resume` become jobs
 //! owned by the scheduler (the client only waits for them): a plan that is already
-//! busy is refused with `busy`, and `rotate now` of a plan with an unfinished rotation
-//! finishes that one, as standalone. An explicit `rotate now` is not held back by
+//! busy is refused with `busy`, unless the request changes what its job does (an
+//! incident, a shorter grace): then it pre-empts that job (stopped between journaled
+//! steps) and runs right after it, on the rotation it left unfinished. `rotate now` of
+//! a plan with an unfinished rotation finishes that one first, amended, as standalone
+//! (`Engine::rotate_now`). An explicit `rotate now` is not held back by
 //! `max_concurrent_rotations`: an operator responding to a leak must not queue behind
 //! a fleet rotation.
 
@@ -20,6 +23,7 @@ use super::snapshot::PlanSnapshot;
 use crate::commands::perform;
 use crate::exit::Exit;
 use crate::plan::{FindError, Plan};
+use crate::rotation::engine::Amend;
 use crate::rotation::{
     ParkedStatus, PlanStatus, ProgressEvent, RotateRequest, RunningJob, ScheduleStatus,
 };
@@ -102,21 +106,31 @@ impl Scheduler {
                     let _ = reply.send(answer);
                 });
             }
-            Request::RotateNow { plan, .. } => match self.rotate_now_job(&request, plan) {
-                Ok(job) => {
-                    let client = Client {
-                        progress,
-                        reply,
-                        asked: Asked::RotateNow,
-                    };
-                    let now = self.ctx.clock.now();
-                    self.start_job(plan, job, Some(client), now);
+            Request::RotateNow { plan, .. } => {
+                let rotation = request.rotation().unwrap_or_else(RotateRequest::manual);
+                let client = Client {
+                    progress,
+                    reply,
+                    asked: Asked::RotateNow,
+                };
+                self.dispatch(plan, Job::RotateNow(rotation), client);
+            }
+            Request::Resume { plan, .. } => {
+                let amend = request.amendment();
+                match (plan, amend.grace) {
+                    // A shorter grace is for one plan's rotation (the CLI requires the
+                    // plan), and may pre-empt the job waiting out that grace.
+                    (Some(plan), Some(_)) => {
+                        let client = Client {
+                            progress,
+                            reply,
+                            asked: Asked::Resume,
+                        };
+                        self.dispatch(plan, Job::Resume(amend), client);
+                    }
+                    _ => self.resume(plan.as_deref(), amend, progress, reply),
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
-            Request::Resume { plan } => self.resume(plan.as_deref(), progress, reply),
+            }
         }
     }
 
@@ -140,23 +154,43 @@ impl Scheduler {
         }
     }
 
-    /// The job a `rotate now` of `plan` starts: the plan's unfinished rotation
-    /// finished, else a new rotation (recorded as the plan's last start).
-    fn rotate_now_job(&mut self, request: &Request, plan: &str) -> Result<Job, CommandError> {
-        self.loaded(plan)?;
-        self.idle(plan)?;
-        if self.unfinished_plans()?.iter().any(|p| p == plan) {
-            tracing::info!(plan = %plan, "rotate now over the control socket: finishing the plan's unfinished rotation instead of starting another");
-            return Ok(Job::Resume);
+    /// Starts a person's job for `plan`; when a job runs for it already, pre-empts that
+    /// job if this one changes what it does (an incident, a shorter grace), else answers
+    /// `busy`.
+    fn dispatch(&mut self, plan: &str, job: Job, client: Client) {
+        if let Err(e) = self.loaded(plan) {
+            let _ = client.reply.send(Err(e));
+            return;
+        }
+        if self.idle(plan).is_err() && job.preempts() {
+            self.preempt(plan, job, client);
+            return;
+        }
+        if let Err(e) = self.idle(plan) {
+            let _ = client.reply.send(Err(e));
+            return;
         }
         let now = self.ctx.clock.now();
-        if let Some(entry) = self.plans.get_mut(plan) {
-            entry.state.last_started = Some(now);
+        if let Job::RotateNow(r) = &job {
+            let unfinished = match self.unfinished_plans() {
+                Ok(u) => u,
+                Err(e) => {
+                    let _ = client.reply.send(Err(e));
+                    return;
+                }
+            };
+            if unfinished.iter().any(|p| p == plan) {
+                tracing::info!(plan = %plan, mode = %r.mode, "rotate now over the control socket: finishing the plan's unfinished rotation first");
+            } else {
+                // A new rotation: the plan's last start, as for a scheduled one.
+                if let Some(entry) = self.plans.get_mut(plan) {
+                    entry.state.last_started = Some(now);
+                }
+                self.save(plan);
+                tracing::info!(plan = %plan, mode = %r.mode, "rotation requested over the control socket");
+            }
         }
-        self.save(plan);
-        let rotation = request.rotation().unwrap_or_else(RotateRequest::manual);
-        tracing::info!(plan = %plan, mode = %crate::commands::render::mode_text(rotation.mode), "rotation requested over the control socket");
-        Ok(Job::Rotate(rotation))
+        self.start_job(plan, job, Some(client), now);
     }
 
     /// The plans `resume` finishes: those of `plan` (or all) with an unfinished
@@ -181,6 +215,7 @@ impl Scheduler {
     fn resume(
         &mut self,
         plan: Option<&str>,
+        amend: Amend,
         progress: mpsc::UnboundedSender<ProgressEvent>,
         reply: ReplyTx,
     ) {
@@ -205,7 +240,7 @@ impl Scheduler {
                     reply,
                     asked: Asked::Resume,
                 };
-                self.start_job(&one, Job::Resume, Some(client), now);
+                self.start_job(&one, Job::Resume(amend), Some(client), now);
             }
             _ => {
                 let mut answers = Vec::new();
@@ -217,7 +252,7 @@ impl Scheduler {
                         reply: tx,
                         asked: Asked::Resume,
                     };
-                    self.start_job(name, Job::Resume, Some(client), now);
+                    self.start_job(name, Job::Resume(amend.clone()), Some(client), now);
                 }
                 self.ctx.tracker.spawn(async move {
                     let mut reports = Vec::new();

@@ -102,6 +102,10 @@ pub(super) struct Entry {
     pub epoch: u64,
     /// Removed by a reload while a job ran: dropped when the job ends.
     pub retired: bool,
+    /// Stops the running job between journaled steps (a pre-emption).
+    pub cancel: Option<CancellationToken>,
+    /// A person's request that stopped the running job, started when it has ended.
+    pub preempted: Option<(Job, super::jobs::Client)>,
     /// From the last evaluation, for the snapshot.
     pub next: Option<DateTime<Utc>>,
     pub reason: String,
@@ -173,6 +177,8 @@ impl Scheduler {
             keyflip_changed: false,
             epoch: 0,
             retired: false,
+            cancel: None,
+            preempted: None,
             next: None,
             reason: String::new(),
         }
@@ -302,13 +308,12 @@ impl Scheduler {
                 break;
             }
             let job = if unfinished.contains(&name) {
-                Job::Resume
+                Job::Resume(Default::default())
             } else {
-                Job::Rotate(crate::rotation::RotateRequest {
-                    mode: crate::rotation::machine::Mode::Scheduled,
-                    grace: None,
+                Job::Rotate(crate::rotation::RotateRequest::by_daemon(
+                    crate::rotation::machine::Mode::Scheduled,
                     trigger,
-                })
+                ))
             };
             if let Some(entry) = self.plans.get_mut(&name) {
                 entry.state.last_started = Some(now);
@@ -339,7 +344,7 @@ impl Scheduler {
             match self.plans.get(&plan) {
                 Some(entry) if entry.running.is_none() && !entry.retired => {
                     tracing::info!(plan = %plan, rotation_id = %rotation_id, "found an unfinished rotation; resuming it before anything new");
-                    self.start_job(&plan, Job::Resume, None, now);
+                    self.start_job(&plan, Job::Resume(Default::default()), None, now);
                 }
                 Some(_) => {}
                 None => tracing::error!(

@@ -26,6 +26,8 @@ fn entry(schedule: &str) -> Entry {
         keyflip_changed: false,
         epoch: 0,
         retired: false,
+        cancel: None,
+        preempted: None,
         next: None,
         reason: String::new(),
     }

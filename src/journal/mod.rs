@@ -134,6 +134,23 @@ impl Journal {
         })
     }
 
+    /// A journal in memory, for commands that only read and must create nothing
+    /// (`status` and `history` with no journal file yet): the same schema, empty.
+    pub fn in_memory(fingerprinter: &Fingerprinter) -> Result<Self, JournalError> {
+        let path = ":memory:".to_owned();
+        let mut conn = Connection::open_in_memory().map_err(|source| JournalError::Sqlite {
+            path: path.clone(),
+            action: "open it",
+            source,
+        })?;
+        schema::prepare(&mut conn, &path, fingerprinter)?;
+        Ok(Self {
+            conn,
+            path,
+            mirror: None,
+        })
+    }
+
     pub fn path(&self) -> &str {
         &self.path
     }
@@ -160,8 +177,8 @@ impl Journal {
             });
         }
         tx.execute(
-            "INSERT INTO rotations (id, plan, account, account_lower, mode, options, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO rotations (id, plan, account, account_lower, mode, options, started_at, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             (
                 &new.id,
                 &new.plan,
@@ -170,6 +187,7 @@ impl Journal {
                 encode(&new.mode),
                 encode(&new.options),
                 time_text(new.started_at),
+                encode(&new.origin),
             ),
         )
         .map_err(|e| sql(&self.path, "record the rotation", e))?;

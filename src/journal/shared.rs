@@ -111,8 +111,8 @@ impl Journal {
             .map_err(|e| sql(&path, "replace the rotation", e))?;
         let n = &r.rotation;
         tx.execute(
-            "INSERT INTO rotations (id, plan, account, account_lower, mode, options, started_at, finished_at, outcome, outcome_kind)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO rotations (id, plan, account, account_lower, mode, options, started_at, finished_at, outcome, outcome_kind, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             (
                 &n.id,
                 &n.plan,
@@ -124,6 +124,7 @@ impl Journal {
                 r.finished.as_ref().map(|(at, _)| time_text(*at)),
                 r.finished.as_ref().map(|(_, o)| encode(o)),
                 r.finished.as_ref().map(|(_, o)| outcome_kind(o)),
+                encode(&n.origin),
             ),
         )
         .map_err(|e| sql(&path, "import the rotation", e))?;

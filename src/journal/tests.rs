@@ -71,6 +71,7 @@ pub(super) fn rotation(id: &str, plan: &str, acct: &str, started: i64) -> NewRot
         mode: Mode::Scheduled,
         options: Options::default(),
         started_at: t(started),
+        origin: crate::rotation::Origin::new(crate::rotation::Trigger::Manual, None),
     }
 }
 

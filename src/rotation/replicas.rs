@@ -12,9 +12,10 @@ use crate::journal::lock::AccountLock;
 use crate::plan::Plan;
 use crate::resource_id::ResourceId;
 
-use super::engine::{EngineError, Inner, Trigger};
+use super::engine::{EngineError, Inner};
 use super::report::RotationReport;
 use crate::rotation::machine::Outcome;
+use crate::rotation::origin::Trigger;
 
 /// Held while this process drives a rotation of one account.
 #[derive(Debug)]

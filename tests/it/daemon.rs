@@ -10,4 +10,5 @@ mod notify;
 mod observability;
 mod schedule;
 mod socket;
+mod takeover;
 mod telemetry;

@@ -11,4 +11,5 @@ mod install;
 mod output;
 mod replicas;
 mod rotation;
+mod runbook;
 mod support;

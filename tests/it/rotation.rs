@@ -1,9 +1,12 @@
 //! The rotation engine end to end against keyflip-twin: swaps, dry runs, incidents,
 //! failures and rollbacks, refusals, locking, and crashes at every durable step.
 
+mod adopt;
 mod apps;
 #[cfg(feature = "failpoints")]
 mod crash;
 mod failure;
 mod incident;
 mod swap;
+mod takeover;
+mod ways_out;

@@ -133,6 +133,9 @@ fn route_text(d: &DryRun) -> String {
         Route::LeakedBoth => format!(
             "incident, both keys leaked: consumers move to a fresh {standby}, then {active} is revoked at once; both keys end up new"
         ),
+        Route::Adopt => format!(
+            "adopt: every consumer moves to {standby}, which works now; nothing is regenerated"
+        ),
     }
 }
 
@@ -221,7 +224,7 @@ pub fn render(d: &DryRun, term: &Term, detail: Detail) -> String {
             ));
         }
         out.push('\n');
-        super::refusal(&mut out, reasons, &refs, term);
+        super::refusal(&mut out, reasons, &refs, &d.plan, term);
         return out;
     }
     out.push('\n');

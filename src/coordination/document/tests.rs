@@ -19,6 +19,13 @@ fn new(id: &str) -> NewRotation {
         mode: Mode::Scheduled,
         options: Options::default(),
         started_at: t(0),
+        origin: crate::rotation::origin::Origin {
+            trigger: crate::rotation::origin::Trigger::Schedule {
+                reason: "cron".into(),
+            },
+            by: None,
+            follows: None,
+        },
     }
 }
 

@@ -192,7 +192,7 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
         ))),
         Ok(Ok(_)) => parse(&text),
     };
-    let request = match request {
+    let mut request = match request {
         Ok(request) => request,
         Err(error) => {
             let _ = write
@@ -201,6 +201,8 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
             return;
         }
     };
+    // Who asks is the peer the kernel vouches for, whatever the client wrote.
+    request.stamp(uid);
     // Reads (status, history, dry runs) are routine; what changes keys is worth info.
     if request.changes_keys() {
         tracing::info!(uid, request = request.name(), "control request");

@@ -66,10 +66,11 @@ fn a_version_1_journal_is_migrated_and_its_rotations_stay_readable() {
         f.begin(&rotation("r1", "demo", "acct", 0)).unwrap();
     }
     // Turn it back into what keyflip 0.1 wrote: no plan_state (nor the later
-    // write_marks), schema version 1.
+    // write_marks and origin), schema version 1.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DROP TABLE plan_state; DROP TABLE write_marks; UPDATE meta SET value = '1' WHERE name = 'schema_version';",
+        "DROP TABLE plan_state; DROP TABLE write_marks; ALTER TABLE rotations DROP COLUMN origin;
+         UPDATE meta SET value = '1' WHERE name = 'schema_version';",
     )
     .unwrap();
     drop(conn);
@@ -84,10 +85,11 @@ fn a_version_1_journal_is_migrated_and_its_rotations_stay_readable() {
         )
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION.to_string());
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
     let unfinished = journal.unfinished().unwrap();
     assert_eq!(unfinished.len(), 1);
     assert_eq!(unfinished[0].id, "r1");
+    assert_eq!(unfinished[0].origin, None, "written before origins were");
     journal.save_plan_state(&full_state()).unwrap();
     assert_eq!(journal.plan_state("demo").unwrap(), Some(full_state()));
 }

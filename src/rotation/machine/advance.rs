@@ -298,6 +298,8 @@ impl Machine {
                             failures: 0,
                         }
                     }
+                    // Nothing to retire: the key adopted is the one that works.
+                    Route::Adopt => self.complete(d, at, out),
                     Route::LeakedStandby => self.impossible(
                         at,
                         "the leaked-standby route committed a swap it never makes".to_owned(),
@@ -436,8 +438,9 @@ impl Machine {
             Route::LeakedActive {
                 revoke_first: true, ..
             } => self.verify_key(&d, at, KeyCheck::BeforeRevoke, existing, 0, out),
-            // Consumers move to the standby as it is.
-            Route::LeakedActive {
+            // Consumers move to the standby as it is (adopting: the key that works).
+            Route::Adopt
+            | Route::LeakedActive {
                 revoke_first: false,
                 stage_standby: false,
             } => self.verify_key(&d, at, KeyCheck::Target, existing, 0, out),

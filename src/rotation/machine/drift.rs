@@ -111,6 +111,17 @@ impl Machine {
                 | Stage::Retiring { .. }
                 | Stage::Cleanup
         );
+        if d.route == Route::Adopt {
+            // Consumers move to the key adopted; the other one nobody is moved to, and
+            // those still on it are about to leave it.
+            return if key == d.standby {
+                DriftResponse::Park(format!(
+                    "consumers are being moved to {key}, which changed outside keyflip, so they may be broken"
+                ))
+            } else {
+                DriftResponse::Continue
+            };
+        }
         if d.route == Route::LeakedStandby {
             return if key == d.standby {
                 DriftResponse::Continue

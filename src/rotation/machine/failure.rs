@@ -109,6 +109,9 @@ pub enum WarningKind {
     VersionsNotDisabled,
     /// A drift repair moved a consumer.
     Repaired,
+    /// An incident took over this rotation and changed what it does (its grace
+    /// period, its route, or a flag it could not honour from where it stood).
+    TakenOver,
     /// Journaled before warnings had kinds (record schema 1).
     Unclassified,
 }

@@ -170,6 +170,7 @@ async fn shutdown_mid_rotation_exits_cleanly_and_the_next_start_finishes_it() {
         mode: Mode::Scheduled,
         grace: None,
         dry_run: false,
+        by: Default::default(),
     };
     let client = {
         let socket = setup.socket();

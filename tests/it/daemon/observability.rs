@@ -29,6 +29,7 @@ async fn metrics_and_status_reflect_a_rotation_and_hold_no_key() {
             mode: Mode::Scheduled,
             grace: None,
             dry_run: true,
+            by: Default::default(),
         })
         .await
         .expect("a dry run");
@@ -45,6 +46,7 @@ async fn metrics_and_status_reflect_a_rotation_and_hold_no_key() {
                 mode: Mode::Scheduled,
                 grace: Some(std::time::Duration::ZERO),
                 dry_run: false,
+                by: Default::default(),
             },
             &mut |e| events.push(e),
         )

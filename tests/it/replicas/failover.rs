@@ -295,11 +295,13 @@ async fn a_scheduled_rotation_another_replica_completed_is_counted_not_repeated(
 
     // Replica B's schedule found the plan due at the same time.
     let scheduled = RotateRequest {
-        mode: keyflip::rotation::machine::Mode::Scheduled,
         grace: Some(Duration::from_secs(1)),
-        trigger: keyflip::rotation::Trigger::Schedule {
-            reason: "cron".into(),
-        },
+        ..RotateRequest::by_daemon(
+            keyflip::rotation::machine::Mode::Scheduled,
+            keyflip::rotation::Trigger::Schedule {
+                reason: "cron".into(),
+            },
+        )
     };
     let b = engine(&shared, "b");
     let counted = b
