@@ -17,11 +17,15 @@ pub mod doctor;
 pub mod exit;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+pub mod input;
 pub mod journal;
 pub mod key;
 pub mod logging;
 pub mod manual;
 pub mod plan;
+pub mod process;
 pub mod resource_id;
 pub mod rotation;
 pub mod schedule;

@@ -169,7 +169,8 @@ impl Fingerprinter {
             path: path.display().to_string(),
             source,
         };
-        match std::fs::read(path) {
+        // 32 bytes; a bounded read of a regular file only.
+        match crate::input::read_bytes(path, 64) {
             Ok(bytes) => {
                 let mode = std::fs::metadata(path).map_err(err)?.permissions().mode();
                 if mode & 0o077 != 0 {
@@ -185,7 +186,7 @@ impl Fingerprinter {
                 }
                 Ok(Self::from_bytes(&Zeroizing::new(bytes)))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => {
                 let mut bytes = Zeroizing::new([0u8; 32]);
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), bytes.as_mut())
                     .map_err(|_| err(std::io::Error::other("the system random source failed")))?;
@@ -198,9 +199,10 @@ impl Fingerprinter {
                 file.write_all(bytes.as_ref())
                     .and_then(|()| file.sync_all())
                     .map_err(err)?;
+                crate::journal::owner::hand_over(path).map_err(err)?;
                 Ok(Self::from_bytes(bytes.as_ref()))
             }
-            Err(e) => Err(err(e)),
+            Err(e) => Err(err(std::io::Error::other(e))),
         }
     }
 

@@ -63,6 +63,8 @@ fn config(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Result<Config,
                 // audience, so doctor can check the Key Vault token too.
                 key_vault_suffix: Some("vault.azure.net".to_owned()),
                 storage_suffix: None,
+                // The twin serves every account path-style under its one origin.
+                blob_endpoint: Some(format!("{}/{{account}}/", endpoints.base_url)),
             })),
             ca_bundle: Some(twin_dir.join("ca.pem")),
         },
@@ -89,12 +91,13 @@ pub fn config_file(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Strin
         .get(PRINCIPAL)
         .map_or("", |p| p.client_id.as_str());
     format!(
-        "# Written by `keyflip demo --keep-running`; valid while that demo runs.\nplans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nkey_vault_suffix = \"vault.azure.net\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n\n# A daemon started with this file keeps its control socket here, not in /run.\n[daemon]\nsocket = \"{socket}\"\n",
+        "# Written by `keyflip demo --keep-running`; valid while that demo runs.\nplans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nblob_endpoint = \"{base}/{{account}}/\"\nkey_vault_suffix = \"vault.azure.net\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n\n# A daemon started with this file keeps its control socket here, not in /run.\n[daemon]\nsocket = \"{socket}\"\n",
         plans = root.join("plans").display(),
         state = root.join("state").display(),
         arm = endpoints.arm_url,
         aud = endpoints.arm_audience,
         auth = endpoints.authority_host,
+        base = endpoints.base_url,
         ca = twin_dir.join("ca.pem").display(),
         tenant = endpoints.tenant_id,
         secret = twin_dir

@@ -297,7 +297,7 @@ impl Runner {
                 let work = standalone.perform(request, progress, cancel.clone());
                 match request {
                     Request::RotateNow { dry_run: false, .. } | Request::Resume { .. } => {
-                        with_signals(cancel, work).await
+                        with_signals(&[cancel, standalone.interrupt()], work).await
                     }
                     _ => work.await,
                 }
@@ -351,17 +351,21 @@ impl DaemonRunner {
     }
 }
 
-/// Runs `work` until it ends or a signal cancels it (between journaled steps).
+/// Runs `work` until it ends or a signal cancels it: the rotation stops between
+/// journaled steps, and every wait in the Azure calls in flight ends (`cancel` holds
+/// both tokens).
 async fn with_signals<T>(
-    cancel: CancellationToken,
+    cancel: &[CancellationToken],
     work: impl std::future::Future<Output = T>,
 ) -> T {
     let watcher = {
-        let cancel = cancel.clone();
+        let cancel = cancel.to_vec();
         tokio::spawn(async move {
             shutdown_signal().await;
             eprintln!("keyflip: stopping after the steps in flight (press Ctrl-C again to abort)");
-            cancel.cancel();
+            for token in &cancel {
+                token.cancel();
+            }
             shutdown_signal().await;
             std::process::exit(Exit::Interrupted as i32);
         })

@@ -70,6 +70,11 @@ impl Standalone {
         Ok(Standalone { config, engine })
     }
 
+    /// Cancelling this ends every wait of the Azure calls in flight (a signal).
+    pub fn interrupt(&self) -> CancellationToken {
+        self.engine.azure().interrupt()
+    }
+
     fn plan(&self, name: &str) -> Result<Plan, CommandError> {
         Ok(plan::find(&self.config.plans_dir, name)?)
     }

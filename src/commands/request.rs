@@ -249,12 +249,17 @@ fn requester(why: &WhyArgs) -> Result<Requester, String> {
 }
 
 fn grace_of(text: &Option<String>) -> Result<Option<Duration>, String> {
-    match text {
-        Some(text) => crate::plan::duration::parse(text)
-            .map(Some)
-            .map_err(|e| format!("--grace {text}: {e}")),
-        None => Ok(None),
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let grace = crate::plan::duration::parse(text).map_err(|e| format!("--grace {text}: {e}"))?;
+    if grace > crate::plan::MAX_GRACE {
+        return Err(format!(
+            "--grace {text}: longer than {}, the longest grace period keyflip allows (as in a plan's [rotation] grace)",
+            crate::plan::duration::format(crate::plan::MAX_GRACE)
+        ));
     }
+    Ok(Some(grace))
 }
 
 fn resume(args: &ResumeArgs) -> Result<Invocation, InvalidArgs> {
@@ -399,8 +404,19 @@ mod millis_opt {
         }
     }
 
+    /// A grace beyond [`crate::plan::MAX_GRACE`] is refused here too, so a request
+    /// written by hand to the control socket meets the command line's rule (one of
+    /// `u64::MAX` milliseconds once overflowed the daemon's clock arithmetic).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Option::<u64>::deserialize(d).map(|ms| ms.map(Duration::from_millis))
+        let grace = Option::<u64>::deserialize(d)?.map(Duration::from_millis);
+        match grace {
+            Some(g) if g > crate::plan::MAX_GRACE => Err(serde::de::Error::custom(format!(
+                "grace_ms {} is longer than {}, the longest grace period",
+                g.as_millis(),
+                crate::plan::duration::format(crate::plan::MAX_GRACE)
+            ))),
+            other => Ok(other),
+        }
     }
 }
 
@@ -555,6 +571,27 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert!(err.message.contains("longer than 500"), "{err}");
+    }
+
+    #[test]
+    fn a_grace_longer_than_a_plan_may_have_is_refused_on_both_paths() {
+        let err = parse(&["rotate", "now", "demo", "--grace", "31d", "--yes"])
+            .unwrap()
+            .unwrap_err();
+        assert!(err.message.contains("longest grace period"), "{err}");
+        assert!(
+            parse(&["rotate", "now", "demo", "--grace", "30d", "--yes"])
+                .unwrap()
+                .is_ok()
+        );
+        // The wire: what a hand-written socket request could carry.
+        let line = format!(
+            r#"{{"v":4,"request":"rotate_now","plan":"demo","mode":{{"mode":"scheduled"}},"grace_ms":{},"dry_run":false}}"#,
+            u64::MAX
+        );
+        let err =
+            serde_json::from_str::<crate::daemon::control::protocol::Envelope>(&line).unwrap_err();
+        assert!(err.to_string().contains("longest grace period"), "{err}");
     }
 
     #[test]

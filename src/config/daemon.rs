@@ -8,7 +8,7 @@
 //! that lets keyflip trip throttling on its own is a mistake, not a tuning choice).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -139,11 +139,51 @@ struct RawBudget {
     keyvault_reads_per_10s: Option<Spanned<i64>>,
 }
 
+/// What `path` would clobber in `state_dir`: the directory itself, the journal and
+/// its SQLite side files, the fingerprint key, or anything under `locks/` and
+/// `reports/`. Compared lexically (`a/./b` and `a/b` are the same), since the files
+/// may not exist yet.
+fn state_file(path: &Path, state_dir: &Path) -> Option<&'static str> {
+    let norm = |p: &Path| -> PathBuf {
+        p.components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect()
+    };
+    let (path, dir) = (norm(path), norm(state_dir));
+    let rest = path.strip_prefix(&dir).ok()?;
+    let mut parts = rest.components().map(|c| c.as_os_str().to_string_lossy());
+    match (parts.next().as_deref(), parts.next()) {
+        (None, _) => Some("the state directory itself"),
+        (Some("journal.db" | "journal.db-wal" | "journal.db-shm" | "journal.db-journal"), None) => {
+            Some("the journal")
+        }
+        (Some("fingerprint.key"), None) => Some("the fingerprint key"),
+        (Some("locks"), _) => Some("a lock file"),
+        (Some("reports"), _) => Some("an incident report"),
+        _ => None,
+    }
+}
+
 impl Ctx<'_> {
-    pub(super) fn daemon(&self, raw: RawDaemon, env: Env) -> Result<DaemonConfig, SourceError> {
+    /// `[daemon]`; `state_dir` is where the journal lives, which the socket must not.
+    pub(super) fn daemon(
+        &self,
+        raw: RawDaemon,
+        state_dir: &Path,
+        env: Env,
+    ) -> Result<DaemonConfig, SourceError> {
         let d = DaemonConfig::default();
         let socket = match raw.socket {
-            Some(p) => self.path(p.into_inner()),
+            Some(p) => {
+                let span = p.span();
+                let path = self.path(p.into_inner());
+                if let Some(what) = state_file(&path, state_dir) {
+                    return Err(self
+                        .error(span, format!("socket is {what} in the state directory {}", state_dir.display()))
+                        .with_hint("put the control socket in a runtime directory, e.g. socket = \"/run/keyflip/keyflip.sock\"; keyflip never replaces its own data with a socket"));
+                }
+                path
+            }
             // systemd's RuntimeDirectory= may list several directories, colon-separated.
             None => env("RUNTIME_DIRECTORY")
                 .and_then(|v| {
@@ -407,5 +447,36 @@ mod tests {
 
         let e = source_error("[daemon]\nallowed_uids = [-1]\n", &[]);
         assert!(e.message.contains("not a uid"), "{}", e.message);
+    }
+
+    /// A socket path on the journal once made the daemon unlink the journal to bind.
+    #[test]
+    fn the_socket_may_not_be_one_of_the_state_directorys_files() {
+        for (socket, what) in [
+            ("/var/lib/kf/journal.db", "the journal"),
+            ("/var/lib/kf/./journal.db-wal", "the journal"),
+            ("/var/lib/kf/fingerprint.key", "the fingerprint key"),
+            ("/var/lib/kf/locks/abc.lock", "a lock file"),
+            ("/var/lib/kf/reports/x.md", "an incident report"),
+            ("/var/lib/kf", "the state directory itself"),
+        ] {
+            let e = source_error(
+                &format!("state_dir = \"/var/lib/kf\"\n[daemon]\nsocket = \"{socket}\"\n"),
+                &[],
+            );
+            assert_eq!(e.line, 3, "{socket}");
+            assert!(e.message.contains(what), "{socket}: {}", e.message);
+        }
+        // Relative to the file's directory, which is the state directory here.
+        let e = source_error(
+            "state_dir = \".\"\n[daemon]\nsocket = \"journal.db\"\n",
+            &[],
+        );
+        assert!(e.message.contains("the journal"), "{}", e.message);
+        let ok = super::super::tests::parse(
+            "state_dir = \"/var/lib/kf\"\n[daemon]\nsocket = \"/var/lib/kf/keyflip.sock\"\n",
+            &[],
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 }

@@ -108,7 +108,7 @@ impl BlobClient {
         config: &crate::config::CoordinationConfig,
     ) -> Self {
         Self::new(
-            azure.bearer_sender(audience),
+            azure.bearer_sender(audience, &config.blob_endpoint),
             &config.blob_endpoint,
             &config.container,
         )

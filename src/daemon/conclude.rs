@@ -285,7 +285,8 @@ impl Scheduler {
         if !new.is_empty() {
             // Consumers on a dead key are an outage: the headline says so first.
             let headline = drift::headline(&plan.name, &findings, new[0]);
-            let n = Notification::drift(&plan, &headline, lines.clone(), now);
+            let outage = drift::consumers_down(&findings) > 0;
+            let n = Notification::drift(&plan, &headline, outage, lines.clone(), now);
             self.ctx.notifier.send(&plan, n);
         }
         if findings.is_empty() && !entry.drift.is_empty() {

@@ -107,13 +107,18 @@ impl fmt::Display for Finding {
     }
 }
 
+/// How many consumers hold neither key: an outage when above zero.
+pub fn consumers_down(findings: &[Finding]) -> usize {
+    findings
+        .iter()
+        .filter(|f| matches!(f, Finding::Consumer { holding, .. } if holding == "neither key"))
+        .count()
+}
+
 /// The first line of a drift alert. Consumers on neither key are an outage, not
 /// drift: then it says so first and names the command that mends it.
 pub fn headline(plan: &str, findings: &[Finding], first_new: &Finding) -> String {
-    let down = findings
-        .iter()
-        .filter(|f| matches!(f, Finding::Consumer { holding, .. } if holding == "neither key"))
-        .count();
+    let down = consumers_down(findings);
     if down == 0 {
         return format!("drift on {plan}: {first_new}");
     }

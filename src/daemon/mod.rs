@@ -232,6 +232,7 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     let budgets = Arc::new(Budgets::new(config.daemon.budget, clock.clone()));
     let azure = Azure::with_options(&config, fingerprinter.clone(), azure_options.clone(), &*env)?
         .with_budgets(budgets.clone());
+    let interrupt = azure.interrupt();
     // Which identity the daemon uses (for the start-up line); the default chain also
     // logs the link it picks at the first token request (the first drift check).
     let chain = azure.credential_chain();
@@ -277,6 +278,15 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     );
 
     let shutdown = CancellationToken::new();
+    // A shutdown ends every wait of the Azure calls in flight too (token requests,
+    // backoffs, budgets, polls); requests already sent still get their answers.
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            interrupt.cancel();
+        }
+    });
     let tracker = TaskTracker::new();
     let metrics = Arc::new(metrics::Metrics::default());
     metrics.started(clock.now());

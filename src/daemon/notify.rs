@@ -311,10 +311,23 @@ impl Notification {
     }
 
     /// New drift findings (`first` the first of them); `all` every current one.
-    pub fn drift(plan: &Plan, first: &str, all: Vec<String>, at: DateTime<Utc>) -> Notification {
+    /// `outage`: some consumer holds neither key, so something is down now and the
+    /// alert is critical, not a warning.
+    pub fn drift(
+        plan: &Plan,
+        first: &str,
+        outage: bool,
+        all: Vec<String>,
+        at: DateTime<Utc>,
+    ) -> Notification {
+        let severity = if outage {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
         let mut n = Self::base(
             NotifyEvent::Drift,
-            Severity::Warning,
+            severity,
             plan,
             at,
             "drift",
@@ -464,12 +477,14 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
 
 /// The signing key in `path`: its bytes, a trailing newline dropped.
 fn signing_key(path: &std::path::Path) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
-    let mut bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
-        format!(
-            "cannot read the webhook secret file {}: {e}",
-            path.display()
-        )
-    })?);
+    let mut bytes = zeroize::Zeroizing::new(
+        crate::input::read_bytes(path, crate::input::MAX_SECRET_BYTES).map_err(|e| {
+            format!(
+                "cannot read the webhook secret file {}: {e}",
+                path.display()
+            )
+        })?,
+    );
     while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         bytes.pop();
     }
@@ -525,7 +540,7 @@ impl Notifier {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("keyflip/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = ca_bundle {
-            let pem = std::fs::read(path)
+            let pem = crate::input::read_bytes(path, crate::input::MAX_CA_BUNDLE_BYTES)
                 .map_err(|e| format!("cannot read the CA bundle {}: {e}", path.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("the CA bundle {} is not PEM: {e}", path.display()))?;

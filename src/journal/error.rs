@@ -16,6 +16,9 @@ pub enum JournalError {
         path: String,
         source: std::io::Error,
     },
+    /// The journal belongs to another user (see `journal::owner`).
+    #[error("cannot open the journal: {why}")]
+    Foreign { why: String },
     #[error(
         "the journal {path} is in '{mode}' mode and cannot be switched to WAL; keyflip needs WAL for crash safety. Check that the file system supports shared memory (not a network share)"
     )]

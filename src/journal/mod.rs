@@ -31,6 +31,7 @@
 mod error;
 pub mod lock;
 mod marks;
+pub mod owner;
 mod plan_state;
 mod read;
 mod record;
@@ -93,7 +94,11 @@ impl Journal {
             .mode(0o600)
             .open(path)
         {
-            Ok(_) => {}
+            // The state directory's owner keeps owning its journal (see `owner`).
+            Ok(_) => owner::hand_over(path).map_err(|source| JournalError::Create {
+                path: display.clone(),
+                source,
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(source) => {
                 return Err(JournalError::Create {
@@ -101,6 +106,15 @@ impl Journal {
                     source,
                 });
             }
+        }
+        // A journal another user owns fails deep inside SQLite; say why up front.
+        if let Err(e) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            && let Some(why) = owner::explain(path, path.parent().unwrap_or(path), &e)
+        {
+            return Err(JournalError::Foreign { why });
         }
         let sql = |action| {
             let path = display.clone();

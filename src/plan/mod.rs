@@ -23,7 +23,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use settings::{Drift, NotifyEvent, Rotation, Webhook, WebhookFormat};
+pub use settings::{Drift, MAX_GRACE, NotifyEvent, Rotation, Webhook, WebhookFormat};
 
 use crate::consumer::{ConsumerId, Entry};
 use crate::diagnostic::SourceError;
@@ -93,10 +93,12 @@ impl Plan {
 pub enum PlanErrors {
     /// The file or directory could not be read; `reason` is a full sentence.
     Unreadable { path: String, reason: String },
-    /// Every problem found in the file, in source order (never empty).
+    /// The problems found in the file, in source order (never empty): the first
+    /// [`parse::MAX_ERRORS`], and how many more there were.
     Invalid {
         origin: String,
         errors: Vec<SourceError>,
+        more: usize,
     },
 }
 
@@ -121,15 +123,27 @@ impl fmt::Display for PlanErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PlanErrors::Unreadable { path, reason } => write!(f, "{path}: {reason}"),
-            PlanErrors::Invalid { origin, errors } => {
+            PlanErrors::Invalid {
+                origin,
+                errors,
+                more,
+            } => {
                 for (i, err) in errors.iter().enumerate() {
                     if i > 0 {
                         writeln!(f)?;
                     }
                     writeln!(f, "{err}")?;
                 }
-                let s = if errors.len() == 1 { "" } else { "s" };
-                write!(f, "{origin}: {} error{s}", errors.len())
+                let total = errors.len() + more;
+                let s = if total == 1 { "" } else { "s" };
+                if *more > 0 {
+                    write!(
+                        f,
+                        "{origin}: {total} errors ({more} more not shown; fix these first, or check that this is a plan file)"
+                    )
+                } else {
+                    write!(f, "{origin}: {total} error{s}")
+                }
             }
         }
     }
@@ -143,19 +157,32 @@ pub fn parse(source: &str, origin: &str) -> Result<Plan, PlanErrors> {
     let plan = parse::sections(&mut d).and_then(|sections| build::plan(sections, &mut d));
     match plan {
         Some(plan) if d.errors.is_empty() => Ok(plan),
-        _ => Err(PlanErrors::Invalid {
-            origin: origin.to_owned(),
-            errors: d.into_sorted(),
-        }),
+        _ => {
+            let more = d.more;
+            // Webhook URLs may carry a token in their path (chat webhooks): an error
+            // on a `webhook = ...` line does not print it.
+            let errors = d
+                .into_sorted()
+                .into_iter()
+                .map(|e| e.masked(|key| key == "webhook"))
+                .collect();
+            Err(PlanErrors::Invalid {
+                origin: origin.to_owned(),
+                errors,
+                more,
+            })
+        }
     }
 }
 
 /// Reads and parses one plan file.
 pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
     let origin = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|e| PlanErrors::Unreadable {
-        path: origin.clone(),
-        reason: format!("cannot read the plan: {e}"),
+    let source = crate::input::read_text(path, crate::input::MAX_PLAN_BYTES).map_err(|e| {
+        PlanErrors::Unreadable {
+            path: origin.clone(),
+            reason: format!("cannot read the plan: {e}"),
+        }
     })?;
     parse(&source, &origin)
 }
@@ -190,7 +217,9 @@ pub fn plan_files(dir: &Path) -> Result<Vec<PathBuf>, PlanErrors> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(unreadable)? {
         let path = entry.map_err(unreadable)?.path();
-        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+        // Not only regular files: a FIFO or device named *.toml is reported by `load`
+        // rather than silently skipped (and never opened for a blocking read).
+        if path.extension().is_some_and(|e| e == "toml") && !path.is_dir() {
             files.push(path);
         }
     }
@@ -239,6 +268,7 @@ pub fn without_conflicts(mut plans: Vec<Plan>) -> (Vec<Plan>, Vec<PlanErrors>) {
             errors.push(PlanErrors::Invalid {
                 origin: plan.source.origin.clone(),
                 errors: found,
+                more: 0,
             });
         }
     }

@@ -208,6 +208,7 @@ impl EngineError {
         match self {
             EngineError::Busy { .. } => Exit::Busy,
             EngineError::Interrupted { .. } => Exit::Interrupted,
+            EngineError::Azure(e) if e.is_interrupted() => Exit::Interrupted,
             EngineError::Config(_) | EngineError::Plan { .. } | EngineError::Amend { .. } => {
                 Exit::Usage
             }

@@ -369,6 +369,11 @@ impl<'c, 'a> Run<'c, 'a> {
                     match done {
                         None => {}
                         Some(Err(e)) => return Err(e),
+                        // Stopped by the interruption, not by Azure: left in doubt.
+                        Some(Ok(done)) if done.interrupted => {
+                            tracing::info!(rotation = %self.id(), seq = cmd.seq, "interrupted; the step stays in doubt until the rotation resumes");
+                            cancelled = true;
+                        }
                         Some(Ok(done)) => self.answer(&cmd, done, started.elapsed())?,
                     }
                 }

@@ -356,6 +356,7 @@ fn write_private(path: &Path, content: &[u8]) -> Result<(), EngineError> {
         .map_err(err)?;
     file.write_all(content)
         .and_then(|()| file.sync_all())
+        .and_then(|()| crate::journal::owner::hand_over(&tmp))
         .map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
 }
@@ -373,6 +374,7 @@ pub(super) fn write(
         .recursive(true)
         .mode(0o700)
         .create(&dir)
+        .and_then(|()| crate::journal::owner::hand_over(&dir))
         .map_err(|source| EngineError::Report {
             path: dir.display().to_string(),
             source,

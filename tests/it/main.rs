@@ -7,9 +7,13 @@ mod cli;
 mod command_path;
 mod daemon;
 mod doctor;
+mod faults;
+#[cfg(feature = "fuzzing")]
+mod fuzz;
 mod install;
 mod output;
 mod replicas;
 mod rotation;
 mod runbook;
+mod security;
 mod support;

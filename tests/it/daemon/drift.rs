@@ -52,6 +52,8 @@ async fn a_key_regenerated_behind_keyflips_back_is_drift() {
             .contains("key2 was regenerated"),
         "{bodies:?}"
     );
+    // A regenerated standby breaks nobody: a warning, not a page.
+    assert_eq!(bodies[0]["severity"], "warning", "{bodies:?}");
     let (_, metrics) = daemon.http_get("/metrics").await;
     assert!(
         metrics
@@ -106,6 +108,10 @@ async fn a_key_regenerated_behind_keyflips_back_is_drift() {
             && summary.contains("key1 regenerated outside keyflip")
             && summary.contains("`keyflip rotate now demo --adopt`"),
         "{summary}"
+    );
+    assert_eq!(
+        bodies[1]["severity"], "critical",
+        "an outage pages: {bodies:?}"
     );
     let (k1, k2) = setup.twin.keys("stdatasci001").await;
     let all = serde_json::to_string(&bodies).unwrap() + &drift;

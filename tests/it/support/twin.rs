@@ -136,6 +136,7 @@ name = "custom"
 arm_url = "{arm}"
 arm_audience = "{audience}"
 authority_host = "{authority}"
+blob_endpoint = "{base}/{{account}}/"
 ca_bundle = "ca.pem"
 
 [credential]
@@ -147,6 +148,7 @@ client_secret_file = "principals/{principal}.secret"
             arm = e.arm_url,
             audience = e.arm_audience,
             authority = e.authority_host,
+            base = e.base_url,
             tenant = e.tenant_id,
             client = e.principals[principal].client_id,
         )
