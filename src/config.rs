@@ -19,9 +19,12 @@ use url::Url;
 
 use crate::diagnostic::SourceError;
 
+mod coordination;
 mod credential;
 mod daemon;
 
+use coordination::RawCoordination;
+pub use coordination::{CoordinationConfig, DEFAULT_LEASE_SECONDS, account_of_endpoint};
 use credential::RawCredential;
 pub use credential::{ClientSecretSource, CredentialConfig, PrivateFileError, check_private_file};
 use daemon::RawDaemon;
@@ -51,6 +54,8 @@ pub struct Config {
     pub plans_dir: PathBuf,
     pub state_dir: PathBuf,
     pub daemon: DaemonConfig,
+    /// `[coordination]`: replicas sharing leases and a journal in Blob Storage.
+    pub coordination: Option<CoordinationConfig>,
 }
 
 /// Which Azure cloud, plus an optional extra CA bundle (custom clouds, or a
@@ -229,6 +234,18 @@ impl Config {
             env,
             custom_cloud,
         )?;
+        let coordination = raw
+            .coordination
+            .map(|c| {
+                let host = env("HOSTNAME").or_else(|| {
+                    std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_owned())
+                        .filter(|h| !h.is_empty())
+                });
+                ctx.coordination(c, host)
+            })
+            .transpose()?;
         Ok(Config {
             source: None,
             cloud,
@@ -236,6 +253,7 @@ impl Config {
             plans_dir,
             state_dir,
             daemon,
+            coordination,
         })
     }
 }
@@ -248,6 +266,7 @@ struct RawConfig {
     plans_dir: Option<Spanned<PathBuf>>,
     state_dir: Option<Spanned<PathBuf>>,
     daemon: Option<Spanned<RawDaemon>>,
+    coordination: Option<Spanned<RawCoordination>>,
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod consumer;
+pub mod coordination;
 pub mod daemon;
 pub mod diagnostic;
 pub mod doctor;

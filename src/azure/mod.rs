@@ -50,6 +50,7 @@ pub use cloud::Cloud;
 pub use databricks::DATABRICKS_AUDIENCE;
 pub use error::{Call, Denial, Error};
 pub use http::RetryPolicy;
+pub(crate) use http::{Answer, Operation, RETRY_STATUSES, Sender};
 
 use crate::config::{Config, Env, process_env};
 use crate::secret::{Fingerprint, Fingerprinter, StorageKey};
@@ -280,6 +281,24 @@ impl Azure {
             web_writes: Mutex::default(),
             interrupt: CancellationToken::new(),
         }
+    }
+
+    /// A sender with a bearer token for `audience` that sends only to `destination`'s
+    /// origin, on this facade's transport and credential (the coordination blob
+    /// client, whose origin is the configured coordination endpoint).
+    pub(crate) fn bearer_sender(&self, audience: &str, destination: &url::Url) -> Sender {
+        let mut sender = Sender::bearer(
+            &self.http,
+            self.credential.clone(),
+            audience,
+            http::Service {
+                name: "Blob",
+                destination: origin::Destination::origin_of(destination),
+            },
+            self.options.retry.clone(),
+        );
+        sender.set_interrupt(self.interrupt.clone());
+        sender
     }
 
     /// The token that interrupts this facade: once cancelled, every call stops waiting

@@ -80,6 +80,7 @@ fn config(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Result<Config,
         plans_dir: root.join("plans"),
         state_dir: root.join("state"),
         daemon: DaemonConfig::default(),
+        coordination: None,
     })
 }
 

@@ -66,4 +66,11 @@ pub enum JournalError {
         row: String,
         detail: String,
     },
+    /// The shared journal (coordination storage) refused or failed the write, so it
+    /// was not recorded here either: the message says why (a lost lease, most often).
+    #[error("rotation {rotation_id}: not recorded: {source}")]
+    Shared {
+        rotation_id: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }

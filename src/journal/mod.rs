@@ -36,6 +36,7 @@ mod plan_state;
 mod read;
 mod record;
 mod schema;
+mod shared;
 
 #[cfg(test)]
 mod tests;
@@ -51,6 +52,7 @@ pub use marks::WriteMark;
 pub use plan_state::{ObservedKeys, Parked, PlanState};
 pub use record::{NewRotation, ResumeError, RotationRecord, StepRecord, StoredRotation};
 pub use schema::VERSION as SCHEMA_VERSION;
+pub use shared::{ImportedRotation, Mirror, SharedWrite};
 
 use crate::rotation::machine::{Command, Event, Outcome};
 use crate::secret::Fingerprinter;
@@ -65,6 +67,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Journal {
     conn: Connection,
     path: String,
+    /// The shared journal every write goes to first (replicas), when configured.
+    mirror: Option<std::sync::Arc<dyn Mirror>>,
 }
 
 fn outcome_kind(outcome: &Outcome) -> &'static str {
@@ -140,6 +144,7 @@ impl Journal {
         Ok(Self {
             conn,
             path: display,
+            mirror: None,
         })
     }
 
@@ -153,7 +158,11 @@ impl Journal {
             source,
         })?;
         schema::prepare(&mut conn, &path, fingerprinter)?;
-        Ok(Self { conn, path })
+        Ok(Self {
+            conn,
+            path,
+            mirror: None,
+        })
     }
 
     pub fn path(&self) -> &str {
@@ -196,6 +205,7 @@ impl Journal {
             ),
         )
         .map_err(|e| sql(&self.path, "record the rotation", e))?;
+        shared::mirror(&self.mirror, &new.id, SharedWrite::Begin(new))?;
         tx.commit().map_err(|e| sql(&self.path, "commit", e))
     }
 
@@ -241,6 +251,8 @@ impl Journal {
             ),
         )
         .map_err(|e| sql(&self.path, "record the intent", e))?;
+        let write = SharedWrite::Intent { command, at };
+        shared::mirror(&self.mirror, rotation_id, write)?;
         tx.commit().map_err(|e| sql(&self.path, "commit", e))
     }
 
@@ -296,6 +308,7 @@ impl Journal {
             (rotation_id, encode(event), time_text(at)),
         )
         .map_err(|e| sql(&self.path, "record the event", e))?;
+        shared::mirror(&self.mirror, rotation_id, SharedWrite::Event { event, at })?;
         tx.commit().map_err(|e| sql(&self.path, "commit", e))
     }
 
@@ -318,6 +331,8 @@ impl Journal {
             ),
         )
         .map_err(|e| sql(&self.path, "record the outcome", e))?;
+        let write = SharedWrite::Finish { outcome, at };
+        shared::mirror(&self.mirror, rotation_id, write)?;
         tx.commit().map_err(|e| sql(&self.path, "commit", e))
     }
 }

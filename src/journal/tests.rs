@@ -6,6 +6,7 @@ mod plan_state;
 mod queries;
 mod round_trip;
 mod schema_1;
+mod shared;
 mod written_before;
 
 pub(super) use std::path::{Path, PathBuf};

@@ -147,6 +147,9 @@ pub enum EngineError {
     Resume(#[from] ResumeError),
     #[error(transparent)]
     Lock(LockError),
+    /// The coordination store (replicas) failed or refused: see its message.
+    #[error(transparent)]
+    Coordination(#[from] crate::coordination::CoordError),
     #[error(transparent)]
     Azure(#[from] azure::Error),
     /// The plan does not fit the rotation or Azure (a journaled consumer the plan no
@@ -227,6 +230,8 @@ pub(super) struct Inner {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) state_dir: PathBuf,
     pub(super) options: EngineOptions,
+    /// Leases and the shared journal, with `[coordination]`.
+    pub(super) coordination: Option<Arc<crate::coordination::Coordinator>>,
     #[cfg(feature = "failpoints")]
     pub(super) failpoint: crate::failpoint::FailPoint,
 }
@@ -238,8 +243,13 @@ impl Inner {
         self.journal.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn lock(&self, account: &ResourceId) -> Result<AccountLock, EngineError> {
-        Ok(AccountLock::acquire(&self.state_dir, account)?)
+    /// The account's OS lock, and with `[coordination]` its lease (see `replicas`).
+    pub(super) async fn lock(
+        &self,
+        account: &ResourceId,
+    ) -> Result<super::replicas::AccountGuard, EngineError> {
+        let local = AccountLock::acquire(&self.state_dir, account)?;
+        super::replicas::hold(self, account, local).await
     }
 
     pub(super) fn reports_dir(&self) -> PathBuf {
@@ -323,6 +333,23 @@ impl Engine {
         clock: Arc<dyn Clock>,
         options: EngineOptions,
     ) -> Engine {
+        let mut journal = journal;
+        let coordination = config.coordination.as_ref().map(|c| {
+            // Its own connections and token cache: its requests run on its own thread.
+            let own = Azure::with_options(
+                config,
+                fingerprinter.clone(),
+                crate::coordination::azure_options(),
+                &crate::config::process_env,
+            )
+            .inspect_err(|e| tracing::warn!(error = %e, "coordination shares the engine's Azure connections"));
+            let coordinator = Arc::new(crate::coordination::Coordinator::new(
+                own.as_ref().unwrap_or(&azure),
+                c,
+            ));
+            journal.set_mirror(coordinator.clone());
+            coordinator
+        });
         Engine {
             inner: Arc::new(Inner {
                 azure,
@@ -331,6 +358,7 @@ impl Engine {
                 clock,
                 state_dir: config.state_dir.clone(),
                 options,
+                coordination,
                 #[cfg(feature = "failpoints")]
                 failpoint: crate::failpoint::FailPoint::from_env(),
             }),
@@ -363,6 +391,11 @@ impl Engine {
     /// connection pool and one set of write budgets per process.
     pub fn azure(&self) -> &Azure {
         &self.inner.azure
+    }
+
+    /// The coordinator, with `[coordination]` (leases held, counters).
+    pub fn coordination(&self) -> Option<&Arc<crate::coordination::Coordinator>> {
+        self.inner.coordination.as_ref()
     }
 
     /// Runs one rotation of `plan` to its end (Completed, RolledBack, Refused,

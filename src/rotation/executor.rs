@@ -481,6 +481,13 @@ async fn perform(
     bound_at: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
 ) -> Result<Done, EngineError> {
+    // Replicas: an effect goes out only while this replica still holds the account's
+    // lease (a process paused past it wakes up here and stops).
+    if let Some(c) = &ctx.inner.coordination
+        && !abandonable(&cmd.action)
+    {
+        c.ensure_sending(&ctx.plan.storage_account)?;
+    }
     match &cmd.action {
         Action::Observe => Ok(Done::ok(StepResult::Observed(observe(ctx).await?))),
         Action::Regenerate { key, before, .. } => ctx.regenerate(*key, *before, in_doubt).await,

@@ -39,7 +39,36 @@ pub(super) async fn rotate(
     progress: &dyn Progress,
     cancel: CancellationToken,
 ) -> Result<RotationReport, EngineError> {
-    let _lock = inner.lock(&plan.storage_account)?;
+    let lock = inner.lock(&plan.storage_account).await?;
+    // Replicas: a rotation of this plan another replica left unfinished is finished
+    // first, exactly as after a local restart.
+    if let Some(s) = super::replicas::unfinished_of(inner, plan)? {
+        tracing::info!(plan = %plan.name, rotation_id = %s.id, "the shared journal holds an unfinished rotation of this plan; resuming it instead of starting another");
+        let span = crate::logging::rotation_span(&plan.name, &s.id);
+        let report = if super::repair::is_repair(&s) {
+            super::repair::resume_repair(inner, plan, &s, progress, &cancel)
+                .instrument(span)
+                .await?
+        } else {
+            let amendments = Amendments {
+                grace: None,
+                incident: None,
+                by: None,
+            };
+            resume_one(inner, plan, s, &amendments, progress, cancel)
+                .instrument(span)
+                .await?
+                .0
+        };
+        drop(lock);
+        return Ok(report);
+    }
+    if let Some(report) =
+        super::replicas::completed_elsewhere(inner, plan, &lock, &request.trigger)?
+    {
+        return Ok(report);
+    }
+    let _lock = lock;
     if let Some(r) = unfinished_of(inner, plan)? {
         return Err(EngineError::Busy {
             account: plan.storage_account.to_string(),
@@ -74,7 +103,7 @@ pub(super) async fn rotate_now(
     progress: &dyn Progress,
     cancel: CancellationToken,
 ) -> Result<RotationReport, EngineError> {
-    let _lock = inner.lock(&plan.storage_account)?;
+    let _lock = inner.lock(&plan.storage_account).await?;
     let Some(stored) = unfinished_of(inner, plan)? else {
         return begin_and_run(inner, plan, request, None, progress, cancel).await;
     };
@@ -209,6 +238,7 @@ pub(super) async fn resume(
     cancel: CancellationToken,
 ) -> Result<Vec<RotationReport>, EngineError> {
     let mut reports = Vec::new();
+    super::replicas::discover(inner, plans).await?;
     let stored = inner.journal().unfinished()?;
     if amend.grace.is_some()
         && !stored
@@ -243,7 +273,7 @@ pub(super) async fn resume(
         if cancel.is_cancelled() {
             return Err(EngineError::Interrupted { rotation_id: s.id });
         }
-        let _lock = inner.lock(&s.account)?;
+        let _lock = inner.lock(&s.account).await?;
         // Another process may have finished it between the listing and the lock.
         let Some(s) = inner
             .journal()

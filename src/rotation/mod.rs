@@ -13,6 +13,7 @@ pub(crate) mod observe;
 pub mod origin;
 pub mod progress;
 mod repair;
+mod replicas;
 pub mod report;
 mod status;
 pub(crate) mod step;

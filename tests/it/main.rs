@@ -12,6 +12,7 @@ mod faults;
 mod fuzz;
 mod install;
 mod output;
+mod replicas;
 mod rotation;
 mod runbook;
 mod security;
