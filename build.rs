@@ -16,6 +16,9 @@ const AZURE_CRATES: [&str; 3] = [
     "azure_security_keyvault_secrets",
 ];
 
+// A build script fails the build by panicking: an OUT_DIR that cannot be written
+// is the one failure that leaves nothing to include.
+#[allow(clippy::panic)]
 fn main() {
     let manifest = PathBuf::from(env("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env("OUT_DIR"));

@@ -6,13 +6,12 @@
 
 use serde::Serialize;
 
-#[allow(dead_code)] // PROFILE and RUSTC are read only by some consumers.
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/build_info.rs"));
 }
 
 /// The multi-line text of `keyflip --version`.
-pub const LONG_VERSION: &str = generated::LONG_VERSION;
+pub(crate) const LONG_VERSION: &str = generated::LONG_VERSION;
 
 /// This build's facts. Values the build could not learn are `"unknown"`.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -54,17 +53,8 @@ impl BuildInfo {
         }
     }
 
-    /// The commit shortened to 12 hex digits, as people quote it.
-    pub fn short_commit(&self) -> &'static str {
-        if self.commit.len() > 12 && self.commit.chars().all(|c| c.is_ascii_hexdigit()) {
-            &self.commit[..12]
-        } else {
-            self.commit
-        }
-    }
-
     /// Labels of the `keyflip_build_info` gauge, in a fixed order.
-    pub fn metric_labels(&self) -> Vec<(&'static str, &'static str)> {
+    pub(crate) fn metric_labels(&self) -> Vec<(&'static str, &'static str)> {
         let mut labels = vec![
             ("version", self.version),
             ("commit", self.commit),

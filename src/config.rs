@@ -32,12 +32,12 @@ pub use daemon::{
     AZURE_LIMITS, BudgetConfig, DEFAULT_METRICS_LISTEN, DEFAULT_SOCKET, DaemonConfig, RetryConfig,
 };
 
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/keyflip/keyflip.toml";
-pub const DEFAULT_PLANS_DIR: &str = "/etc/keyflip/rotation-plans";
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/keyflip";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/keyflip/keyflip.toml";
+pub(crate) const DEFAULT_PLANS_DIR: &str = "/etc/keyflip/rotation-plans";
+pub(crate) const DEFAULT_STATE_DIR: &str = "/var/lib/keyflip";
 
 /// Reads an environment variable; empty values count as unset. Tests pass their own.
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// The process environment, as an [`Env`].
 pub fn process_env(name: &str) -> Option<String> {
@@ -165,7 +165,7 @@ impl Config {
         Self::load_from(&ConfigPath::resolve(flag, &process_env), &process_env)
     }
 
-    pub fn load_from(path: &ConfigPath, env: Env) -> Result<Config, ConfigError> {
+    pub(crate) fn load_from(path: &ConfigPath, env: Env) -> Result<Config, ConfigError> {
         match crate::input::read_text(&path.path, crate::input::MAX_CONFIG_BYTES) {
             Ok(text) => {
                 let dir = path

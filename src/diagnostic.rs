@@ -53,12 +53,12 @@ impl SourceError {
     }
 
     /// An error from the TOML parser or serde, which carries its own span and message.
-    pub fn from_toml(file: &str, source: &str, err: &toml::de::Error) -> Self {
+    pub(crate) fn from_toml(file: &str, source: &str, err: &toml::de::Error) -> Self {
         let span = err.span().unwrap_or(0..0);
         Self::at(file, source, span, err.message().trim_end())
     }
 
-    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+    pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
@@ -133,7 +133,7 @@ fn without_quoted_strings(message: &str) -> String {
 }
 
 /// What a hidden value or line is shown as.
-pub const HIDDEN: &str = "<value hidden>";
+pub(crate) const HIDDEN: &str = "<value hidden>";
 const HIDDEN_LINE: &str = "<line hidden>";
 
 impl fmt::Display for SourceError {

@@ -29,7 +29,7 @@ pub enum Exit {
 impl Exit {
     /// The exit code a number stands for (the control socket sends codes as
     /// numbers); a number keyflip does not use is a failure.
-    pub fn from_code(code: u8) -> Exit {
+    pub(crate) fn from_code(code: u8) -> Exit {
         match code {
             0 => Exit::Ok,
             2 => Exit::Usage,

@@ -57,7 +57,7 @@ struct State {
 
 /// One engine's crash point.
 #[derive(Debug, Default)]
-pub struct FailPoint {
+pub(crate) struct FailPoint {
     state: Mutex<State>,
 }
 
@@ -95,7 +95,7 @@ impl FailPoint {
     }
 
     /// Called after the durable write `name`. `Err(name)` means: stop dead now.
-    pub fn hit(&self, name: &str) -> Result<(), String> {
+    pub(crate) fn hit(&self, name: &str) -> Result<(), String> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.writes.push(name.to_owned());
         s.seen += 1;

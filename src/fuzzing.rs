@@ -141,6 +141,9 @@ impl HttpClient for Answering {
     }
 }
 
+// The fixed set-up of the harness (a runtime, constant ids) cannot fail on fuzzed
+// input; if it fails at all the harness is broken, and a panic says so at once.
+#[allow(clippy::panic)]
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
@@ -151,6 +154,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+#[allow(clippy::panic)]
 fn id(s: &str) -> ResourceId {
     s.parse()
         .unwrap_or_else(|e| panic!("a fixed resource id: {e}"))

@@ -13,13 +13,13 @@ use std::io::Read as _;
 use std::path::Path;
 
 /// Largest configuration file keyflip reads.
-pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// Largest plan file.
-pub const MAX_PLAN_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_PLAN_BYTES: u64 = 1024 * 1024;
 /// Largest client secret or federated token file.
-pub const MAX_SECRET_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_SECRET_BYTES: u64 = 64 * 1024;
 /// Largest CA bundle.
-pub const MAX_CA_BUNDLE_BYTES: u64 = 4 * 1024 * 1024;
+pub(crate) const MAX_CA_BUNDLE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Why a file could not be read.
 #[derive(Debug)]
@@ -36,7 +36,7 @@ pub enum InputError {
 
 impl InputError {
     /// The I/O error kind, for callers that treat "not found" specially.
-    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+    pub(crate) fn io_kind(&self) -> Option<std::io::ErrorKind> {
         match self {
             InputError::Io(e) => Some(e.kind()),
             _ => None,
@@ -85,7 +85,7 @@ fn kind_of(file_type: std::fs::FileType) -> &'static str {
 }
 
 /// The bytes of the regular file at `path`, at most `limit` of them.
-pub fn read_bytes(path: &Path, limit: u64) -> Result<Vec<u8>, InputError> {
+pub(crate) fn read_bytes(path: &Path, limit: u64) -> Result<Vec<u8>, InputError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     // Non-blocking, so opening a FIFO with no writer returns at once; the flag does
     // nothing to reads from a regular file.
@@ -121,7 +121,7 @@ pub fn read_bytes(path: &Path, limit: u64) -> Result<Vec<u8>, InputError> {
 }
 
 /// The text of the regular file at `path`, at most `limit` bytes.
-pub fn read_text(path: &Path, limit: u64) -> Result<String, InputError> {
+pub(crate) fn read_text(path: &Path, limit: u64) -> Result<String, InputError> {
     String::from_utf8(read_bytes(path, limit)?).map_err(|_| InputError::NotText)
 }
 

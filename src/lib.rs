@@ -12,7 +12,7 @@ pub mod config;
 pub mod consumer;
 pub mod coordination;
 pub mod daemon;
-pub mod diagnostic;
+pub(crate) mod diagnostic;
 pub mod doctor;
 pub mod exit;
 #[cfg(feature = "failpoints")]

@@ -55,7 +55,7 @@ pub fn init(format: LogFormat, verbose: u8, quiet: bool) {
 /// The span every piece of work on one plan runs in: its events carry `plan`, and
 /// `rotation_id` once [`record_rotation`] names the rotation. At error level so it
 /// is enabled whatever the filter (a span's level only decides whether it exists).
-pub fn plan_span(plan: &str) -> tracing::Span {
+pub(crate) fn plan_span(plan: &str) -> tracing::Span {
     tracing::error_span!(
         "plan",
         plan = %plan,
@@ -64,14 +64,14 @@ pub fn plan_span(plan: &str) -> tracing::Span {
 }
 
 /// [`plan_span`] of a rotation already known.
-pub fn rotation_span(plan: &str, rotation_id: &str) -> tracing::Span {
+pub(crate) fn rotation_span(plan: &str, rotation_id: &str) -> tracing::Span {
     let span = plan_span(plan);
     span.record("rotation_id", rotation_id);
     span
 }
 
 /// Names the rotation in the current [`plan_span`].
-pub fn record_rotation(rotation_id: &str) {
+pub(crate) fn record_rotation(rotation_id: &str) {
     tracing::Span::current().record("rotation_id", rotation_id);
 }
 

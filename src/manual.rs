@@ -336,7 +336,7 @@ pub fn parse() -> Cli {
 
 /// Writes one man page per command (`keyflip.1`, `keyflip-rotate-now.1`, ...) into
 /// `dir`, creating it. Returns the files written.
-pub fn write_man_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn write_man_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let mut cmd = command().disable_help_subcommand(true);
     cmd.build();
@@ -354,7 +354,7 @@ pub fn write_man_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Writes the completion script for `shell` to `out`.
-pub fn write_completions(shell: Shell, out: &mut dyn Write) {
+pub(crate) fn write_completions(shell: Shell, out: &mut dyn Write) {
     let shell = match shell {
         Shell::Bash => clap_complete::Shell::Bash,
         Shell::Zsh => clap_complete::Shell::Zsh,

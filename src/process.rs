@@ -20,7 +20,7 @@
 //! changing the environment is not thread-safe.
 
 /// The open-file limit keyflip asks for when the hard limit allows.
-pub const NOFILE_TARGET: u64 = 65_536;
+pub(crate) const NOFILE_TARGET: u64 = 65_536;
 
 /// What [`harden`] did, for one log line once logging is up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -119,12 +119,6 @@ impl Hardening {
             "process hardened"
         );
     }
-}
-
-/// The current process's dumpable flag (for tests and `doctor`).
-pub fn is_dumpable() -> bool {
-    // SAFETY: PR_GET_DUMPABLE takes no pointer arguments.
-    unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 0 }
 }
 
 /// Logs a panic as one `ERROR` event (the daemon's log is JSON lines: a raw panic

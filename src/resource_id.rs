@@ -25,10 +25,6 @@ impl ResourceId {
     pub fn resource_group(&self) -> &str {
         &self.resource_group
     }
-    /// The provider namespace, e.g. `Microsoft.Storage`.
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
     /// The resource's own name (the last segment).
     pub fn name(&self) -> &str {
         self.types
@@ -37,16 +33,17 @@ impl ResourceId {
             .unwrap_or_default()
     }
     /// The full type, e.g. `Microsoft.Storage/storageAccounts`.
-    pub fn resource_type(&self) -> String {
+    pub(crate) fn resource_type(&self) -> String {
         let types: Vec<&str> = self.types.iter().map(|(t, _)| t.as_str()).collect();
         format!("{}/{}", self.namespace, types.join("/"))
     }
     /// True when the type matches `namespace/type[/child]` case-insensitively.
-    pub fn is_type(&self, full_type: &str) -> bool {
+    pub(crate) fn is_type(&self, full_type: &str) -> bool {
         self.resource_type().eq_ignore_ascii_case(full_type)
     }
     /// The resource group's own id: the scope that contains this resource.
-    pub fn resource_group_id(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn resource_group_id(&self) -> String {
         format!(
             "/subscriptions/{}/resourceGroups/{}",
             self.subscription, self.resource_group

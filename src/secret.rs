@@ -36,7 +36,7 @@ impl StorageKey {
     }
 
     /// Decodes the base64 account key into HMAC key bytes (zeroized on drop).
-    pub fn decode(&self) -> Result<Zeroizing<Vec<u8>>, KeyFormatError> {
+    pub(crate) fn decode(&self) -> Result<Zeroizing<Vec<u8>>, KeyFormatError> {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD
             .decode(self.0.as_bytes())
@@ -77,7 +77,7 @@ pub struct Fingerprint([u8; 16]);
 
 impl Fingerprint {
     /// Parses the 32-hex-digit form produced by [`Fingerprint::to_hex`].
-    pub fn from_hex(s: &str) -> Option<Self> {
+    pub(crate) fn from_hex(s: &str) -> Option<Self> {
         if s.len() != 32 {
             return None;
         }
@@ -150,7 +150,7 @@ impl Fingerprinter {
 
     /// A fingerprinter under a random key, for one run that reads only and has no
     /// installation key: its fingerprints compare with each other and nothing else.
-    pub fn for_this_run() -> Result<Self, FingerprintKeyError> {
+    pub(crate) fn for_this_run() -> Result<Self, FingerprintKeyError> {
         let mut bytes = Zeroizing::new([0u8; 32]);
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), bytes.as_mut()).map_err(
             |_| FingerprintKeyError::Io {

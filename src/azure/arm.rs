@@ -44,11 +44,11 @@ impl Arm {
         }
     }
 
-    pub fn sender(&self) -> &Sender {
+    pub(crate) fn sender(&self) -> &Sender {
         &self.sender
     }
 
-    pub fn set_budgets(&mut self, budgets: std::sync::Arc<super::budget::Budgets>) {
+    pub(crate) fn set_budgets(&mut self, budgets: std::sync::Arc<super::budget::Budgets>) {
         self.sender.set_budgets(budgets);
     }
 
@@ -149,7 +149,7 @@ impl Arm {
 
     /// POSTs an action that may run long (202 + `Azure-AsyncOperation`/`Location`) and
     /// waits until it ends, fails, or `deadline` passes.
-    pub async fn post_long_running(
+    pub(crate) async fn post_long_running(
         &self,
         op: &Operation,
         target: &str,

@@ -102,7 +102,7 @@ impl Class {
 
 /// Whose work a call is, in priority order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Lane {
+pub(crate) enum Lane {
     /// Incident response: `--leaked`, `--revoke-first`. Goes first and may spend the
     /// reserve.
     Incident,
@@ -128,12 +128,12 @@ tokio::task_local! {
 
 /// Runs `work` with every budgeted call in it counted in `lane`. Calls outside any
 /// lane count as `Scheduled`.
-pub async fn in_lane<F: Future>(lane: Lane, work: F) -> F::Output {
+pub(crate) async fn in_lane<F: Future>(lane: Lane, work: F) -> F::Output {
     LANE.scope(lane, work).await
 }
 
 /// The lane of the task this runs in.
-pub fn current_lane() -> Lane {
+pub(crate) fn current_lane() -> Lane {
     LANE.try_with(|l| *l).unwrap_or(Lane::Scheduled)
 }
 
@@ -423,7 +423,7 @@ impl Budgets {
     /// What an ARM answer says about the subscription's bucket: `remaining` calls of
     /// `class` left (`x-ms-ratelimit-remaining-subscription-writes`/`-reads`). When few
     /// are left, routine lanes wait for it to refill at the configured rate.
-    pub fn remaining(&self, class: Class, scope: &str, remaining: u64) {
+    pub(crate) fn remaining(&self, class: Class, scope: &str, remaining: u64) {
         if remaining >= LOW_REMAINING || !class.is_arm() {
             return;
         }

@@ -32,7 +32,7 @@ const LIFETIME_SECS: i64 = 600;
 
 /// Why a certificate file cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum CertificateError {
+pub(crate) enum CertificateError {
     #[error(
         "{origin} holds no certificate: expected a PEM file with a '-----BEGIN CERTIFICATE-----' block and the private key"
     )]
@@ -58,7 +58,7 @@ pub enum CertificateError {
 }
 
 /// A loaded certificate and its key: signs client assertions.
-pub struct ClientCertificate {
+pub(crate) struct ClientCertificate {
     key: RsaKeyPair,
     /// Base64url SHA-256 thumbprint of the certificate's DER.
     x5t_s256: String,
@@ -78,7 +78,10 @@ impl std::fmt::Debug for ClientCertificate {
 impl ClientCertificate {
     /// Loads a PEM holding one or more certificates and the RSA private key of one
     /// of them. `origin` names the file in errors.
-    pub fn from_pem(pem: &[u8], origin: &str) -> Result<ClientCertificate, CertificateError> {
+    pub(crate) fn from_pem(
+        pem: &[u8],
+        origin: &str,
+    ) -> Result<ClientCertificate, CertificateError> {
         let origin = origin.to_owned();
         let text = String::from_utf8_lossy(pem);
         if text.contains("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
@@ -138,7 +141,7 @@ impl ClientCertificate {
     }
 
     /// Reads and loads a certificate file. The bytes are zeroized after parsing.
-    pub fn from_file(path: &std::path::Path) -> Result<ClientCertificate, super::Error> {
+    pub(crate) fn from_file(path: &std::path::Path) -> Result<ClientCertificate, super::Error> {
         let shown = path.display().to_string();
         // A PEM with its key and a chain of a few certificates fits in the secret
         // limit's 64 KiB; a FIFO or a device is refused, not waited on.
@@ -152,7 +155,7 @@ impl ClientCertificate {
 
     /// The SHA-256 thumbprint as Azure shows it for a registered certificate
     /// (base64url here; the portal shows the SHA-1 in hex).
-    pub fn thumbprint_s256(&self) -> &str {
+    pub(crate) fn thumbprint_s256(&self) -> &str {
         &self.x5t_s256
     }
 
@@ -195,7 +198,7 @@ impl ClientCertificate {
 /// The `ClientAssertion` `azure_identity` asks for each token request: a fresh
 /// assertion signed with the certificate.
 #[derive(Debug, Clone)]
-pub struct CertificateAssertion {
+pub(crate) struct CertificateAssertion {
     pub certificate: Arc<ClientCertificate>,
     pub client_id: String,
     /// `{authority}/{tenant}/oauth2/v2.0/token`, the URL the credential posts to.

@@ -35,7 +35,7 @@ use std::time::Duration;
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 
 /// The VM metadata endpoint that serves managed identity tokens.
-pub const IMDS: SocketAddr = SocketAddr::new(
+pub(crate) const IMDS: SocketAddr = SocketAddr::new(
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 169, 254)),
     80,
 );
@@ -60,7 +60,7 @@ impl LinkKind {
         LinkKind::AzureCli,
     ];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             LinkKind::Environment => "environment",
             LinkKind::WorkloadIdentity => "workload identity",
@@ -71,7 +71,7 @@ impl LinkKind {
 
     /// The links `AZURE_TOKEN_CREDENTIALS` keeps, or why its value is not one
     /// Microsoft's SDKs accept.
-    pub fn selected_by(value: Option<&str>) -> Result<Vec<LinkKind>, String> {
+    pub(crate) fn selected_by(value: Option<&str>) -> Result<Vec<LinkKind>, String> {
         let Some(value) = value.map(|v| v.trim().to_ascii_lowercase()) else {
             return Ok(LinkKind::ALL.to_vec());
         };
@@ -170,7 +170,7 @@ impl DefaultChain {
     }
 
     /// The links in order, for the start-up log: "environment: unavailable (...)".
-    pub fn describe(&self) -> Vec<String> {
+    pub(crate) fn describe(&self) -> Vec<String> {
         self.links
             .iter()
             .map(|l| match l {

@@ -38,7 +38,7 @@ pub struct Cloud {
 }
 
 impl Cloud {
-    pub fn from_config(config: &CloudConfig) -> Result<Cloud, Error> {
+    pub(crate) fn from_config(config: &CloudConfig) -> Result<Cloud, Error> {
         let known =
             |arm: &str, login: &str, kv: &str, storage: &str, sdk| -> Result<Cloud, Error> {
                 Ok(Cloud {
@@ -103,28 +103,29 @@ impl Cloud {
         }
     }
 
-    pub fn arm_scope(&self) -> String {
+    #[cfg(test)]
+    pub(crate) fn arm_scope(&self) -> String {
         format!("{}/.default", self.arm_audience)
     }
 
     /// The resource Key Vault tokens are issued for (`https://vault.azure.net` in the
     /// public cloud), when the cloud's vault suffix is known. Vaults name it in their
     /// 401 challenge too, which is what the Key Vault client uses.
-    pub fn key_vault_audience(&self) -> Option<String> {
+    pub(crate) fn key_vault_audience(&self) -> Option<String> {
         self.key_vault_suffix
             .as_deref()
             .map(|s| format!("https://{s}"))
     }
 
     /// The `azure_core` cloud configuration, for credentials.
-    pub fn sdk_cloud(&self) -> Arc<CloudConfiguration> {
+    pub(crate) fn sdk_cloud(&self) -> Arc<CloudConfiguration> {
         self.sdk.clone()
     }
 
     /// Whether Key Vault's challenge-resource check stays on for this vault. It
     /// requires the vault host to be a subdomain of the challenge's resource, which a
     /// loopback host never is; only a custom cloud may serve vaults there.
-    pub fn verify_vault_challenge(&self, vault: &Url) -> bool {
+    pub(crate) fn verify_vault_challenge(&self, vault: &Url) -> bool {
         !(self.custom && is_loopback(vault))
     }
 }
@@ -206,7 +207,7 @@ impl BlobEndpoints {
 
     /// Whether a request to `url` goes to some account's blob endpoint of this cloud
     /// (any path and query below it): the probe pipeline's check.
-    pub fn admits_any(&self, url: &Url) -> Result<(), String> {
+    pub(crate) fn admits_any(&self, url: &Url) -> Result<(), String> {
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let ok = match self {
             BlobEndpoints::Suffix { suffix, dns_zones } => {
@@ -378,7 +379,10 @@ impl HttpClient for Https {
 }
 
 /// The HTTPS client every keyflip Azure client shares.
-pub fn http_client(cloud: &Cloud, read_timeout: Duration) -> Result<Arc<dyn HttpClient>, Error> {
+pub(crate) fn http_client(
+    cloud: &Cloud,
+    read_timeout: Duration,
+) -> Result<Arc<dyn HttpClient>, Error> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(20).min(read_timeout))
         .read_timeout(read_timeout)

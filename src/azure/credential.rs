@@ -39,7 +39,7 @@ pub enum Identity {
 impl Identity {
     /// "client certificate of app 5f2d…", or "default chain: managed identity (App
     /// Service endpoint)" once the chain has chosen.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Identity::Fixed(what) => what.clone(),
             Identity::Chain(chain) => match chain.chosen() {

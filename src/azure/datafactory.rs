@@ -36,7 +36,7 @@ const ATTEMPTS: u32 = 3;
 /// The linked service types that can hold a storage account key, and the property
 /// that holds it: `accountKey` for Data Lake Storage Gen2 (`AzureBlobFS`), the
 /// connection string for the others.
-pub const STORAGE_TYPES: [(&str, &str); 5] = [
+pub(crate) const STORAGE_TYPES: [(&str, &str); 5] = [
     ("AzureBlobStorage", "connectionString"),
     ("AzureBlobFS", "accountKey"),
     ("AzureFileStorage", "connectionString"),
@@ -82,7 +82,7 @@ pub struct LinkedService {
 
 impl LinkedService {
     /// Whether it is one of the [`STORAGE_TYPES`].
-    pub fn is_storage(&self) -> bool {
+    pub(crate) fn is_storage(&self) -> bool {
         self.property.is_some()
     }
 
@@ -350,7 +350,7 @@ impl Azure {
 }
 
 /// The property keyflip may replace in `ls`, or why it may not.
-pub fn writable(ls: &LinkedService, name: &str) -> Result<&'static str, Error> {
+pub(crate) fn writable(ls: &LinkedService, name: &str) -> Result<&'static str, Error> {
     let refuse = |why: String| Err(Error::Invalid(format!("linked service {name}: {why}")));
     let Some(property) = ls.property else {
         return refuse(format!(

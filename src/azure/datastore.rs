@@ -52,14 +52,14 @@ impl fmt::Debug for Datastore {
 }
 
 impl Datastore {
-    pub fn uses_account_key(&self) -> bool {
+    pub(crate) fn uses_account_key(&self) -> bool {
         self.credentials_type.eq_ignore_ascii_case("AccountKey")
     }
 
     /// Whether this datastore reads from `account`: same account name and, where the
     /// datastore records them, the same subscription, resource group and endpoint
     /// suffix (`storage_suffix` from the cloud, when known).
-    pub fn refers_to(&self, account: &ResourceId, storage_suffix: Option<&str>) -> bool {
+    pub(crate) fn refers_to(&self, account: &ResourceId, storage_suffix: Option<&str>) -> bool {
         let same = |mine: &Option<String>, theirs: &str| {
             mine.as_deref()
                 .is_none_or(|m| m.eq_ignore_ascii_case(theirs))

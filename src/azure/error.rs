@@ -206,7 +206,7 @@ fn code_and_message(code: &Option<String>, message: &Option<String>) -> String {
 
 impl Error {
     /// True when the call stopped because keyflip is being interrupted.
-    pub fn is_interrupted(&self) -> bool {
+    pub(crate) fn is_interrupted(&self) -> bool {
         matches!(self, Error::Interrupted { .. })
     }
 
@@ -382,7 +382,7 @@ impl ServiceError {
     }
 
     /// The most specific code: Key Vault puts the useful one in `innererror`.
-    pub fn best_code(&self) -> Option<String> {
+    pub(crate) fn best_code(&self) -> Option<String> {
         self.inner_code.clone().or_else(|| self.code.clone())
     }
 

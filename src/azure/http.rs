@@ -223,7 +223,7 @@ impl Sender {
     }
 
     /// A sender with the given per-try policies (e.g. SharedKey signing) and no token.
-    pub fn with_policies(
+    pub(crate) fn with_policies(
         http: &Arc<dyn HttpClient>,
         mut per_try: Vec<Arc<dyn Policy>>,
         audience: &str,
@@ -249,7 +249,7 @@ impl Sender {
     }
 
     /// Makes `token` end this sender's waits.
-    pub fn set_interrupt(&mut self, token: CancellationToken) {
+    pub(crate) fn set_interrupt(&mut self, token: CancellationToken) {
         self.interrupt = token;
     }
 
@@ -260,7 +260,7 @@ impl Sender {
 
     /// Makes every attempt to a `/subscriptions/{id}/...` URL wait for that
     /// subscription's ARM budget (reads and writes).
-    pub fn set_budgets(&mut self, budgets: Arc<Budgets>) {
+    pub(crate) fn set_budgets(&mut self, budgets: Arc<Budgets>) {
         self.budgets = Some(budgets);
     }
 
@@ -275,7 +275,7 @@ impl Sender {
         self.send_with(op, target, Context::new(), make).await
     }
 
-    pub async fn send_with(
+    pub(crate) async fn send_with(
         &self,
         op: &Operation,
         target: &str,
@@ -331,7 +331,7 @@ impl Sender {
     }
 
     /// One attempt, with no retry at all. `regenerateKey` uses this directly.
-    pub async fn send_once(
+    pub(crate) async fn send_once(
         &self,
         op: &Operation,
         target: &str,

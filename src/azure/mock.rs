@@ -60,23 +60,30 @@ impl Mock {
     }
 
     pub fn sent(&self) -> Vec<Sent> {
-        self.sent.lock().unwrap().clone()
+        self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
 #[async_trait::async_trait]
 impl HttpClient for Mock {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
-        self.sent.lock().unwrap().push(Sent {
-            method: request.method().to_string(),
-            url: request.url().to_string(),
-            headers: request
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.as_str().to_owned(), v.as_str().to_owned()))
-                .collect(),
-        });
-        let next = self.replies.lock().unwrap().pop_front();
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Sent {
+                method: request.method().to_string(),
+                url: request.url().to_string(),
+                headers: request
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_owned(), v.as_str().to_owned()))
+                    .collect(),
+            });
+        let next = self
+            .replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
         match next {
             Some(Reply::Status(status, headers, body)) => {
                 let mut h = Headers::new();

@@ -81,7 +81,7 @@ pub struct Principal {
 
 impl Principal {
     /// The claims of a JWT's payload; an unreadable token gives an empty identity.
-    pub fn from_jwt(token: &str) -> Principal {
+    pub(crate) fn from_jwt(token: &str) -> Principal {
         use base64::Engine as _;
         let claims: serde_json::Value = token
             .split('.')
@@ -112,7 +112,7 @@ impl Principal {
     }
 
     /// One line for people: `service principal (app 1234…, object 5678…) in tenant …`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let who = match (&self.user, &self.principal_type) {
             (Some(user), _) => format!("user {user}"),
             (None, Some(t)) if t == "ServicePrincipal" => "service principal".to_owned(),
@@ -236,7 +236,7 @@ impl Azure {
 
     /// Makes every ARM write and every Key Vault call wait for its share of
     /// `budgets`, which all facades of one process share (the daemon builds one).
-    pub fn with_budgets(mut self, budgets: Arc<budget::Budgets>) -> Azure {
+    pub(crate) fn with_budgets(mut self, budgets: Arc<budget::Budgets>) -> Azure {
         self.arm.set_budgets(budgets.clone());
         self.budgets = Some(budgets);
         self
@@ -249,6 +249,7 @@ impl Azure {
     /// A facade on a scripted transport, the public cloud and a fixed token (unit
     /// tests, and the fuzzer's answers from Azure).
     #[cfg(any(test, feature = "fuzzing"))]
+    #[allow(clippy::panic)] // The public cloud's settings are constants.
     pub(crate) fn for_tests(http: Arc<dyn HttpClient>, options: AzureOptions) -> Azure {
         let cloud = Cloud::from_config(&crate::config::CloudConfig {
             kind: crate::config::CloudKind::Public,
@@ -305,7 +306,7 @@ impl Azure {
     /// (retry backoff, write budgets, long-running operation polls, token requests of
     /// attempts not yet sent) and fails with [`Error::Interrupted`]; an attempt already
     /// on the wire still gets its answer. A signal handler or shutdown cancels it.
-    pub fn interrupt(&self) -> CancellationToken {
+    pub(crate) fn interrupt(&self) -> CancellationToken {
         self.interrupt.clone()
     }
 

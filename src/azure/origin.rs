@@ -34,7 +34,7 @@ pub(crate) enum Destination {
 
 impl Destination {
     /// The origin of `url`, which must be HTTPS.
-    pub fn origin_of(url: &Url) -> Destination {
+    pub(crate) fn origin_of(url: &Url) -> Destination {
         Destination::Origin(url.origin())
     }
 

@@ -31,7 +31,7 @@ impl Action {
             Action::Control(n) | Action::Data(n) => n,
         }
     }
-    pub fn is_data(&self) -> bool {
+    pub(crate) fn is_data(&self) -> bool {
         matches!(self, Action::Data(_))
     }
 }
@@ -77,16 +77,17 @@ pub mod actions {
     pub const KV_SECRET_UPDATE: Action =
         Action::data("Microsoft.KeyVault/vaults/secrets/update/action");
     /// Listing a site's app settings or connection strings (`config/.../list`).
-    pub const WEB_CONFIG_LIST: Action = Action::control("Microsoft.Web/sites/config/list/action");
+    pub(crate) const WEB_CONFIG_LIST: Action =
+        Action::control("Microsoft.Web/sites/config/list/action");
     /// Replacing them (`PUT config/appsettings`, `config/connectionstrings`).
-    pub const WEB_CONFIG_WRITE: Action = Action::control("Microsoft.Web/sites/config/write");
-    pub const WEB_SLOT_CONFIG_LIST: Action =
+    pub(crate) const WEB_CONFIG_WRITE: Action = Action::control("Microsoft.Web/sites/config/write");
+    pub(crate) const WEB_SLOT_CONFIG_LIST: Action =
         Action::control("Microsoft.Web/sites/slots/config/list/action");
-    pub const WEB_SLOT_CONFIG_WRITE: Action =
+    pub(crate) const WEB_SLOT_CONFIG_WRITE: Action =
         Action::control("Microsoft.Web/sites/slots/config/write");
-    pub const DF_LINKED_READ: Action =
+    pub(crate) const DF_LINKED_READ: Action =
         Action::control("Microsoft.DataFactory/factories/linkedServices/read");
-    pub const DF_LINKED_WRITE: Action =
+    pub(crate) const DF_LINKED_WRITE: Action =
         Action::control("Microsoft.DataFactory/factories/linkedServices/write");
 }
 
@@ -114,7 +115,10 @@ impl Permission {
 }
 
 /// The required actions no entry grants, in the order given.
-pub fn missing_actions<'a>(permissions: &[Permission], required: &'a [Action]) -> Vec<&'a Action> {
+pub(crate) fn missing_actions<'a>(
+    permissions: &[Permission],
+    required: &'a [Action],
+) -> Vec<&'a Action> {
     required
         .iter()
         .filter(|a| !permissions.iter().any(|p| p.grants(a)))
@@ -122,7 +126,7 @@ pub fn missing_actions<'a>(permissions: &[Permission], required: &'a [Action]) -
 }
 
 /// Azure's action pattern match: `*` is any run (possibly empty), ASCII case ignored.
-pub fn pattern_matches(pattern: &str, action: &str) -> bool {
+pub(crate) fn pattern_matches(pattern: &str, action: &str) -> bool {
     let (p, a) = (pattern.as_bytes(), action.as_bytes());
     // Iterative glob with single-star backtracking: linear in practice, no recursion.
     let (mut pi, mut ai) = (0, 0);
@@ -175,13 +179,13 @@ impl fmt::Display for BuiltinRole {
 }
 
 /// The narrowest built-in role that grants `action`, if keyflip knows one.
-pub fn role_granting(action: &Action) -> Option<&'static BuiltinRole> {
+pub(crate) fn role_granting(action: &Action) -> Option<&'static BuiltinRole> {
     BUILTIN_ROLES.iter().find(|r| r.grants(action))
 }
 
 /// Least privileged first. Definitions from Microsoft's built-in role catalogue,
 /// trimmed to what matters for keyflip's actions (learn.microsoft.com/azure/role-based-access-control/built-in-roles).
-pub static BUILTIN_ROLES: &[BuiltinRole] = &[
+pub(crate) static BUILTIN_ROLES: &[BuiltinRole] = &[
     BuiltinRole {
         name: "Reader",
         id: "acdd72a7-3385-48ef-bd42-f606fba81ae7",

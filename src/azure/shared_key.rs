@@ -22,7 +22,7 @@ use super::http::{RetryPolicy, Sender};
 use crate::secret::{KeyFormatError, StorageKey};
 
 /// The Blob REST version keyflip sends (Get Account Information needs 2018-03-28+).
-pub const BLOB_API_VERSION: &str = "2023-11-03";
+pub(crate) const BLOB_API_VERSION: &str = "2023-11-03";
 
 /// The standard headers, in string-to-sign order.
 const STANDARD_HEADERS: [&str; 11] = [
@@ -41,7 +41,7 @@ const STANDARD_HEADERS: [&str; 11] = [
 
 /// The SharedKey string to sign for a request. `headers` are (name, value) pairs in
 /// any case and order.
-pub fn string_to_sign<'a>(
+pub(crate) fn string_to_sign<'a>(
     method: &str,
     url: &Url,
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,

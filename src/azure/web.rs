@@ -91,7 +91,7 @@ pub enum Collection {
 
 impl Collection {
     /// The segment in `.../config/{segment}`.
-    pub fn segment(self) -> &'static str {
+    pub(crate) fn segment(self) -> &'static str {
         match self {
             Collection::AppSettings => "appsettings",
             Collection::ConnectionStrings => "connectionstrings",
@@ -99,7 +99,7 @@ impl Collection {
     }
 
     /// `app setting` or `connection string`.
-    pub fn noun(self) -> &'static str {
+    pub(crate) fn noun(self) -> &'static str {
         match self {
             Collection::AppSettings => "app setting",
             Collection::ConnectionStrings => "connection string",

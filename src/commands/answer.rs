@@ -164,7 +164,7 @@ mod exit_code {
 
     use crate::exit::Exit;
 
-    pub fn serialize<S: Serializer>(exit: &Exit, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(exit: &Exit, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u8(*exit as u8)
     }
 

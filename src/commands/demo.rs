@@ -27,9 +27,9 @@ use crate::rotation::{Engine, RotateRequest, Trigger};
 /// The demo world's plan, as shipped in `rotation-plans/`.
 pub const DEMO_PLAN: &str = include_str!("../../rotation-plans/demo.toml");
 /// The address the shipped plan names; replaced with the running twin's.
-pub const DEMO_PLAN_BASE_URL: &str = "https://127.0.0.1:47443";
+pub(crate) const DEMO_PLAN_BASE_URL: &str = "https://127.0.0.1:47443";
 /// The demo's grace period: long enough to see, short enough to wait for.
-pub const DEMO_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const DEMO_GRACE: Duration = Duration::from_secs(5);
 const PRINCIPAL: &str = "keyflip-operator";
 
 #[derive(Debug, thiserror::Error)]

@@ -22,9 +22,9 @@ pub mod answer;
 pub mod completions;
 #[cfg(feature = "demo")]
 pub mod demo;
-pub mod perform;
+pub(crate) mod perform;
 pub mod progress;
-pub mod render;
+pub(crate) mod render;
 pub mod request;
 pub mod term;
 pub mod version;
@@ -68,7 +68,7 @@ pub fn fail(output: Output, error: &CommandError) -> Exit {
 }
 
 /// Whether a person is at the keyboard (stdin and stdout are terminals).
-pub fn interactive() -> bool {
+pub(crate) fn interactive() -> bool {
     std::io::stdin().is_terminal() && std::io::stdout().is_terminal()
 }
 
@@ -90,7 +90,7 @@ pub fn worst(exits: impl IntoIterator<Item = Exit>) -> Exit {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

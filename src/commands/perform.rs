@@ -65,13 +65,13 @@ impl Standalone {
 
     /// For requests that only read (`status`, `history`, a dry run): an engine that
     /// creates nothing, not even the state directory (see [`Engine::open_to_read`]).
-    pub fn open_to_read(config: Config) -> Result<Standalone, CommandError> {
+    pub(crate) fn open_to_read(config: Config) -> Result<Standalone, CommandError> {
         let engine = Engine::open_to_read(&config, Arc::new(SystemClock))?;
         Ok(Standalone { config, engine })
     }
 
     /// Cancelling this ends every wait of the Azure calls in flight (a signal).
-    pub fn interrupt(&self) -> CancellationToken {
+    pub(crate) fn interrupt(&self) -> CancellationToken {
         self.engine.azure().interrupt()
     }
 
@@ -89,7 +89,7 @@ impl Standalone {
     }
 
     /// Performs `request`; rotations stop between journaled steps when `cancel` fires.
-    pub async fn perform(
+    pub(crate) async fn perform(
         &self,
         request: &Request,
         progress: &dyn Progress,
@@ -130,7 +130,7 @@ impl Standalone {
 
 /// The answer of a `rotate now`: its one report (a new rotation, or the unfinished
 /// one it finished instead).
-pub fn rotation_answer(
+pub(crate) fn rotation_answer(
     plan: &str,
     reports: Vec<crate::rotation::RotationReport>,
 ) -> Result<Answer, CommandError> {

@@ -22,7 +22,7 @@ use crate::cli::Output;
 use crate::rotation::{Progress, ProgressEvent};
 
 /// How progress is drawn.
-pub enum Display {
+pub(crate) enum Display {
     Spinner {
         bar: ProgressBar,
         order: Mutex<Order>,
@@ -37,7 +37,7 @@ pub enum Display {
 }
 
 /// Puts concurrent steps' lines in plan order. Pure: events in, lines out.
-pub struct Order {
+pub(crate) struct Order {
     term: Term,
     /// Steps issued or started whose result has not come yet.
     pending: BTreeSet<u32>,
@@ -137,7 +137,7 @@ impl Order {
 
 impl Display {
     /// Silent for JSON, else [`Display::human`].
-    pub fn for_output(output: Output, term: Term) -> Display {
+    pub(crate) fn for_output(output: Output, term: Term) -> Display {
         match output {
             Output::Json => Display::Silent,
             Output::Human => Display::human(term),

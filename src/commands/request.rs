@@ -30,7 +30,8 @@ use crate::rotation::machine::Mode;
 use crate::rotation::{Requester, RotateRequest, Trigger};
 
 /// How many rotations `history` shows unless `--limit` says otherwise.
-pub const HISTORY_LIMIT: usize = 50;
+#[cfg(test)]
+pub(crate) const HISTORY_LIMIT: usize = 50;
 
 /// A command keyflip performs standalone or in a running daemon. Closed: a new
 /// command needs a variant here, in the standalone runner and in the daemon.
@@ -85,7 +86,7 @@ impl Request {
 
     /// Whether performing it may change keys or consumers (a rotation or a resume),
     /// rather than only read.
-    pub fn changes_keys(&self) -> bool {
+    pub(crate) fn changes_keys(&self) -> bool {
         matches!(
             self,
             Request::RotateNow { dry_run: false, .. } | Request::Resume { .. }
@@ -112,7 +113,7 @@ impl Request {
     }
 
     /// What a resume changes in the rotation it resumes.
-    pub fn amendment(&self) -> Amend {
+    pub(crate) fn amendment(&self) -> Amend {
         match self {
             Request::Resume { grace, by, .. } => Amend {
                 grace: *grace,
@@ -124,14 +125,14 @@ impl Request {
 
     /// Records `uid` (and its user name) as who asks, replacing what the request
     /// carried: this process's uid, or a daemon's control socket peer's.
-    pub fn stamp(&mut self, uid: u32) {
+    pub(crate) fn stamp(&mut self, uid: u32) {
         if let Request::RotateNow { by, .. } | Request::Resume { by, .. } = self {
             by.stamp(uid);
         }
     }
 
     /// The dry run of a `rotate now` (itself when it is one already).
-    pub fn as_dry_run(&self) -> Request {
+    pub(crate) fn as_dry_run(&self) -> Request {
         match self {
             Request::RotateNow {
                 plan,
@@ -174,12 +175,12 @@ pub struct InvalidArgs {
 impl Invocation {
     /// The request a command line asks for; `None` for commands that are not
     /// requests (`demo`, `plan check`, `doctor`, `daemon`, ...).
-    pub fn from_cli(command: &Command) -> Option<Result<Invocation, InvalidArgs>> {
+    pub(crate) fn from_cli(command: &Command) -> Option<Result<Invocation, InvalidArgs>> {
         Self::from_cli_at(command, Utc::now())
     }
 
     /// [`Invocation::from_cli`] with `now` for `history --since 7d`.
-    pub fn from_cli_at(
+    pub(crate) fn from_cli_at(
         command: &Command,
         now: DateTime<Utc>,
     ) -> Option<Result<Invocation, InvalidArgs>> {
@@ -397,7 +398,7 @@ mod millis_opt {
 
     use serde::{Deserialize as _, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             None => s.serialize_none(),

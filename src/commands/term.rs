@@ -12,9 +12,9 @@
 use std::io::IsTerminal as _;
 
 /// The width when nothing says otherwise.
-pub const DEFAULT_WIDTH: usize = 80;
+pub(crate) const DEFAULT_WIDTH: usize = 80;
 /// Narrower than this and tables stop making sense; wrap as if this wide.
-pub const MIN_WIDTH: usize = 40;
+pub(crate) const MIN_WIDTH: usize = 40;
 
 /// One output stream's abilities.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,17 +37,17 @@ pub enum Mark {
 
 /// Colours, used sparingly: status only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Color {
+pub(crate) enum Color {
     Green,
     Red,
     Yellow,
-    Bold,
     Dim,
 }
 
 impl Term {
     /// 80 columns, ASCII, no colour: what a pipe gets when the locale says nothing.
-    pub const PLAIN: Term = Term {
+    #[cfg(test)]
+    pub(crate) const PLAIN: Term = Term {
         width: DEFAULT_WIDTH,
         unicode: false,
         color: false,
@@ -75,7 +75,7 @@ impl Term {
 
     /// The rules above, from an environment, whether the stream is a terminal and
     /// the terminal's own width.
-    pub fn detect(env: crate::config::Env, tty: bool, size: Option<usize>) -> Term {
+    pub(crate) fn detect(env: crate::config::Env, tty: bool, size: Option<usize>) -> Term {
         let width = env("COLUMNS")
             .and_then(|c| c.trim().parse::<usize>().ok())
             .filter(|w| *w > 0)
@@ -97,7 +97,8 @@ impl Term {
     }
 
     /// This terminal at another width (tests, nested blocks).
-    pub fn with_width(self, width: usize) -> Term {
+    #[cfg(test)]
+    pub(crate) fn with_width(self, width: usize) -> Term {
         Term {
             width: width.max(MIN_WIDTH),
             ..self
@@ -105,7 +106,7 @@ impl Term {
     }
 
     /// A mark, in Unicode or ASCII.
-    pub fn mark(&self, mark: Mark) -> &'static str {
+    pub(crate) fn mark(&self, mark: Mark) -> &'static str {
         match (mark, self.unicode) {
             (Mark::Ok, true) => "✓",
             (Mark::Ok, false) => "ok",
@@ -120,7 +121,7 @@ impl Term {
     }
 
     /// `text` in `color` when colour is on.
-    pub fn paint(&self, text: &str, color: Color) -> String {
+    pub(crate) fn paint(&self, text: &str, color: Color) -> String {
         if !self.color {
             return text.to_owned();
         }
@@ -128,7 +129,6 @@ impl Term {
             Color::Green => "32",
             Color::Red => "31",
             Color::Yellow => "33",
-            Color::Bold => "1",
             Color::Dim => "2",
         };
         format!("\x1b[{code}m{text}\x1b[0m")
@@ -147,7 +147,7 @@ impl Term {
 
     /// `text` wrapped at the width: the first line after `first`, the others after
     /// `rest` (a hanging indent). Words longer than a line (an ARM id) stay whole.
-    pub fn wrap(&self, first: &str, rest: &str, text: &str) -> String {
+    pub(crate) fn wrap(&self, first: &str, rest: &str, text: &str) -> String {
         wrap(self.width, first, rest, text)
     }
 }
@@ -168,7 +168,7 @@ pub fn cells(text: &str) -> usize {
 }
 
 /// `text` padded with spaces to `width` cells.
-pub fn pad(text: &str, width: usize) -> String {
+pub(crate) fn pad(text: &str, width: usize) -> String {
     let n = cells(text);
     if n >= width {
         text.to_owned()
@@ -178,7 +178,7 @@ pub fn pad(text: &str, width: usize) -> String {
 }
 
 /// `text` cut to `width` cells, ending in `…` (or `~` in ASCII) when cut.
-pub fn truncate(text: &str, width: usize, unicode: bool) -> String {
+pub(crate) fn truncate(text: &str, width: usize, unicode: bool) -> String {
     if cells(text) <= width {
         return text.to_owned();
     }
@@ -188,7 +188,7 @@ pub fn truncate(text: &str, width: usize, unicode: bool) -> String {
 
 /// See [`Term::wrap`]. Each line of `text` is wrapped on its own; runs of spaces
 /// between words are kept (aligned text stays aligned) except where a line breaks.
-pub fn wrap(width: usize, first: &str, rest: &str, text: &str) -> String {
+pub(crate) fn wrap(width: usize, first: &str, rest: &str, text: &str) -> String {
     let mut out = String::new();
     let mut indent = first;
     for paragraph in text.split('\n') {

@@ -122,7 +122,7 @@ pub const AZURE_LIMITS: BudgetConfig = BudgetConfig {
 
 /// A custom cloud (Azure Stack Hub, a private endpoint, keyflip-twin) has limits of
 /// its own that Azure does not publish: there, a budget may go up to this.
-pub const CUSTOM_CLOUD_MAX: u32 = 1_000_000;
+pub(crate) const CUSTOM_CLOUD_MAX: u32 = 1_000_000;
 
 impl Default for BudgetConfig {
     fn default() -> Self {

@@ -72,7 +72,7 @@ pub(super) const SECTION: Section = Section {
 };
 
 /// `doctor`'s name for a site as a permission scope.
-pub const RESOURCE: Resource = Resource {
+pub(crate) const RESOURCE: Resource = Resource {
     name: "app_service",
     label: "app service",
 };
@@ -80,7 +80,7 @@ pub const RESOURCE: Resource = Resource {
 /// How long App Service may keep using a Key Vault reference's old value: it caches
 /// referenced values and refetches them every 24 hours (Microsoft Learn, "Use Key Vault
 /// references as app settings", "Understand rotation").
-pub const REFERENCE_CACHE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+pub(crate) const REFERENCE_CACHE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The id of a setting: the site (or slot), the collection and the name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -178,7 +178,7 @@ pub struct AppServiceSettings {
 
 impl AppServiceSettings {
     /// The site and each listed slot, production first.
-    pub fn places(&self) -> Vec<SiteRef> {
+    pub(crate) fn places(&self) -> Vec<SiteRef> {
         std::iter::once(None)
             .chain(self.slots.iter().map(|s| Some(s.as_str())))
             .map(|slot| SiteRef::new(&self.site, slot))

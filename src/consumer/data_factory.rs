@@ -71,7 +71,7 @@ pub(super) const SECTION: Section = Section {
 };
 
 /// `doctor`'s name for a factory as a permission scope.
-pub const RESOURCE: Resource = Resource {
+pub(crate) const RESOURCE: Resource = Resource {
     name: "data_factory",
     label: "data factory",
 };

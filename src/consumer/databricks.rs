@@ -63,7 +63,7 @@ pub(super) const SECTION: Section = Section {
 };
 
 /// `doctor`'s name for the Databricks REST API.
-pub const SERVICE: Service = Service {
+pub(crate) const SERVICE: Service = Service {
     name: "databricks",
     label: "Azure Databricks",
 };

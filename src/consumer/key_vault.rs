@@ -66,13 +66,13 @@ pub(super) const SECTION: Section = Section {
 };
 
 /// `doctor`'s name for Key Vault's data plane.
-pub const SERVICE: Service = Service {
+pub(crate) const SERVICE: Service = Service {
     name: "key_vault",
     label: "Key Vault",
 };
 
 /// `doctor`'s name for a vault as a permission scope.
-pub const RESOURCE: Resource = Resource {
+pub(crate) const RESOURCE: Resource = Resource {
     name: "key_vault",
     label: "key vault",
 };
@@ -221,10 +221,10 @@ fn table(raw: &Spanned<RawKeyVault>, d: &mut Diagnostics<'_>) -> Option<KeyVault
 
 /// Key Vault's limit on tags per secret version ("Secret tags: up to 15", Microsoft
 /// Learn, Azure Key Vault service limits).
-pub const MAX_SECRET_TAGS: usize = 15;
+pub(crate) const MAX_SECRET_TAGS: usize = 15;
 
 /// The tags keyflip writes on every version it creates, besides the plan's.
-pub const OWN_TAGS: [&str; 3] = ["keyflip-key", "keyflip-rotation", "CredentialId"];
+pub(crate) const OWN_TAGS: [&str; 3] = ["keyflip-key", "keyflip-rotation", "CredentialId"];
 
 fn tags(
     raw: Option<&BTreeMap<Text, Text>>,

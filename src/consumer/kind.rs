@@ -83,7 +83,7 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    pub const NONE: Capabilities = Capabilities {
+    pub(crate) const NONE: Capabilities = Capabilities {
         keeps_old_versions: false,
         takes_newest_key_on_resync: false,
         bind_last: false,

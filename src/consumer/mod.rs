@@ -154,7 +154,7 @@ impl ConsumerId {
     }
 
     /// The consumer in words: `Key Vault secret kv-datasci/stdatasci001-key`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("{} {}", self.kind(), self.short())
     }
 
@@ -261,7 +261,7 @@ impl ConsumerKind {
     }
 
     /// What the machine and the executor need to know about consumers of this kind.
-    pub fn capabilities(self) -> Capabilities {
+    pub(crate) fn capabilities(self) -> Capabilities {
         self.profile().capabilities
     }
 
@@ -272,7 +272,7 @@ impl ConsumerKind {
 
     /// How a verified write is confirmed when the value cannot be read back (`by its
     /// timestamp (...)`); `None` when it is read back.
-    pub fn confirmed_by(self) -> Option<&'static str> {
+    pub(crate) fn confirmed_by(self) -> Option<&'static str> {
         self.profile().confirmed_by
     }
 
@@ -420,7 +420,7 @@ pub fn listed(plan: &Plan, id: &str) -> Option<ConsumerId> {
 }
 
 /// What some table of the plan finds at rotation time, in words (`datastores`).
-pub fn discovers(plan: &Plan) -> Option<&'static str> {
+pub(crate) fn discovers(plan: &Plan) -> Option<&'static str> {
     plan.consumers
         .iter()
         .find_map(|e| each_entry!(e, e => e.discovers()))

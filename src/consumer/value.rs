@@ -26,7 +26,7 @@ impl SecretFormat {
     }
 
     /// The Key Vault content type used when the plan sets none.
-    pub fn default_content_type(self) -> &'static str {
+    pub(crate) fn default_content_type(self) -> &'static str {
         match self {
             SecretFormat::RawKey => "text/plain",
             SecretFormat::ConnectionString => "application/x-azure-storage-connection-string",

@@ -63,7 +63,7 @@ pub(super) const SECTION: Section = Section {
 };
 
 /// `doctor`'s name for a workspace as a permission scope.
-pub const RESOURCE: Resource = Resource {
+pub(crate) const RESOURCE: Resource = Resource {
     name: "ml_workspace",
     label: "ML workspace",
 };
@@ -109,7 +109,7 @@ impl MlWorkspace {
     }
 
     /// Ids of the named datastores (discovered ones get theirs at rotation time).
-    pub fn datastore_ids(&self) -> Vec<ConsumerId> {
+    pub(crate) fn datastore_ids(&self) -> Vec<ConsumerId> {
         match &self.datastores {
             Datastores::Named(names) => names
                 .iter()

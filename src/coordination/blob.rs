@@ -24,7 +24,7 @@ use super::error::{CoordError, classify};
 use crate::azure::{Answer, Operation, RETRY_STATUSES, Sender};
 
 /// The Blob service version keyflip speaks (bearer tokens need 2017-11-09 or later).
-pub const API_VERSION: &str = "2023-11-03";
+pub(crate) const API_VERSION: &str = "2023-11-03";
 /// The Entra ID resource for Azure Storage, in every cloud (Microsoft Learn,
 /// "Authorize access to blobs using Microsoft Entra ID").
 pub const STORAGE_AUDIENCE: &str = "https://storage.azure.com";
@@ -114,7 +114,7 @@ impl BlobClient {
         )
     }
 
-    pub fn container_url(&self) -> &Url {
+    pub(crate) fn container_url(&self) -> &Url {
         &self.container
     }
 

@@ -19,9 +19,9 @@ use crate::rotation::machine::{Command, Event, Mode, Options, Outcome, SCHEMA, S
 use crate::rotation::origin::Origin;
 
 /// This document format's version.
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 /// Finished rotations kept in a document (the local journals keep all of theirs).
-pub const KEEP_FINISHED: usize = 5;
+pub(crate) const KEEP_FINISHED: usize = 5;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AccountDoc {
@@ -123,7 +123,7 @@ impl AccountDoc {
         Ok(doc)
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         // These types always serialize (no non-string map keys, no fallible impls).
         serde_json::to_vec(self).unwrap_or_default()
     }
@@ -230,7 +230,7 @@ impl AccountDoc {
 
 impl RotationDoc {
     /// The rotation as the local journal imports it.
-    pub fn to_imported(&self) -> Result<ImportedRotation, String> {
+    pub(crate) fn to_imported(&self) -> Result<ImportedRotation, String> {
         let account: ResourceId = self
             .account
             .parse()

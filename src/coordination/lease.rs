@@ -24,7 +24,7 @@ pub fn usable(length: Duration) -> Duration {
 }
 
 /// How often a held lease is renewed.
-pub fn renew_every(length: Duration) -> Duration {
+pub(crate) fn renew_every(length: Duration) -> Duration {
     length / 3
 }
 
@@ -36,7 +36,7 @@ pub fn margin(length: Duration) -> Duration {
 
 /// What must be left of a lease when an effect is sent (its intent was recorded
 /// with at least [`margin`] left, a moment before): a tenth of the length.
-pub fn sending(length: Duration) -> Duration {
+pub(crate) fn sending(length: Duration) -> Duration {
     length / 10
 }
 
@@ -47,7 +47,7 @@ pub fn left(length: Duration, confirmed: Instant, now: Instant) -> Duration {
 }
 
 /// A lease this replica holds on one blob, renewed in the background until dropped.
-pub struct Lease {
+pub(crate) struct Lease {
     client: BlobClient,
     blob: String,
     id: LeaseId,
@@ -124,14 +124,14 @@ impl Lease {
 
     /// Fails unless the lease is held with at least [`margin`] left: the check before
     /// every intent, so an effect is only ever started well inside the lease.
-    pub fn ensure(&self) -> Result<(), CoordError> {
+    pub(crate) fn ensure(&self) -> Result<(), CoordError> {
         self.ensure_at_least(margin(self.length))
     }
 
     /// Fails unless the lease is held with at least `need` left by the local clock.
     /// The executor checks [`sending`] right before it sends an effect whose intent
     /// is recorded, so a process that was paused past its lease sends nothing.
-    pub fn ensure_at_least(&self, need: Duration) -> Result<(), CoordError> {
+    pub(crate) fn ensure_at_least(&self, need: Duration) -> Result<(), CoordError> {
         let left = self.left();
         if left >= need {
             return Ok(());

@@ -29,12 +29,11 @@ mod shared;
 
 pub use blob::{BlobClient, Conditions, ETag, LeaseDuration, LeaseId, STORAGE_AUDIENCE};
 pub use error::CoordError;
-pub use lease::Lease;
 pub use shared::{AccountLease, Coordinator, LeaseInfo, Stats, blob_name, refuses};
 
 /// Retries for coordination requests: short, because a journal write waits for them
 /// (and must finish well inside half a lease).
-pub fn azure_options() -> crate::azure::AzureOptions {
+pub(crate) fn azure_options() -> crate::azure::AzureOptions {
     crate::azure::AzureOptions {
         retry: crate::azure::RetryPolicy {
             max_attempts: 3,

@@ -337,7 +337,7 @@ impl Coordinator {
 
     /// Fails unless this replica holds `account`'s lease with time left to send an
     /// effect ([`super::lease::sending`]); the executor's check right before sending.
-    pub fn ensure_sending(&self, account: &ResourceId) -> Result<(), CoordError> {
+    pub(crate) fn ensure_sending(&self, account: &ResourceId) -> Result<(), CoordError> {
         let blob = blob_name(account);
         let held = lock(&self.held).get(&blob).cloned();
         match held {
@@ -491,7 +491,7 @@ impl std::fmt::Debug for AccountLease {
 
 impl AccountLease {
     /// Fails unless the lease is still held with enough time left for a step.
-    pub fn ensure(&self) -> Result<(), CoordError> {
+    pub(crate) fn ensure(&self) -> Result<(), CoordError> {
         self.held.lease.ensure()
     }
 

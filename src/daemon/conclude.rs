@@ -21,7 +21,7 @@ use crate::rotation::RotationReport;
 use crate::rotation::machine::Outcome;
 
 impl Scheduler {
-    pub fn conclude(&mut self, finished: Finished) {
+    pub(crate) fn conclude(&mut self, finished: Finished) {
         let now = self.ctx.clock.now();
         let name = finished.plan;
         let Some(entry) = self.entry_mut(&name) else {

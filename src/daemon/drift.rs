@@ -26,7 +26,7 @@ use crate::rotation::Inventory;
 use crate::rotation::machine::Holding;
 
 /// Tags keyflip writes on every secret version start with this.
-pub const KEYFLIP_TAG_PREFIX: &str = "keyflip-";
+pub(crate) const KEYFLIP_TAG_PREFIX: &str = "keyflip-";
 
 /// What one drift check saw: the engine's inventory plus every version of each Key
 /// Vault secret of the plan (no values).
@@ -39,7 +39,7 @@ pub struct Observation {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Finding {
+pub(crate) enum Finding {
     Consumer {
         consumer: String,
         holding: String,
@@ -66,7 +66,7 @@ impl Finding {
     }
 
     /// The consumer to move back onto the active key, when repair applies.
-    pub fn repairable(&self) -> Option<&str> {
+    pub(crate) fn repairable(&self) -> Option<&str> {
         match self {
             Finding::Consumer { consumer, .. } => Some(consumer),
             _ => None,
@@ -108,7 +108,7 @@ impl fmt::Display for Finding {
 }
 
 /// How many consumers hold neither key: an outage when above zero.
-pub fn consumers_down(findings: &[Finding]) -> usize {
+pub(crate) fn consumers_down(findings: &[Finding]) -> usize {
     findings
         .iter()
         .filter(|f| matches!(f, Finding::Consumer { holding, .. } if holding == "neither key"))
@@ -117,7 +117,7 @@ pub fn consumers_down(findings: &[Finding]) -> usize {
 
 /// The first line of a drift alert. Consumers on neither key are an outage, not
 /// drift: then it says so first and names the command that mends it.
-pub fn headline(plan: &str, findings: &[Finding], first_new: &Finding) -> String {
+pub(crate) fn headline(plan: &str, findings: &[Finding], first_new: &Finding) -> String {
     let down = consumers_down(findings);
     if down == 0 {
         return format!("drift on {plan}: {first_new}");
@@ -146,7 +146,7 @@ pub fn headline(plan: &str, findings: &[Finding], first_new: &Finding) -> String
 /// observation's keys; `keyflip_changed_keys` says a keyflip rotation ran since, so
 /// key changes are keyflip's own; `active` is the key keyflip last moved consumers to
 /// (from the journal), or `None` to go by what the consumers agree on.
-pub fn assess(
+pub(crate) fn assess(
     previous: Option<&ObservedKeys>,
     keyflip_changed_keys: bool,
     active: Option<KeyName>,

@@ -33,7 +33,7 @@ use crate::clock::Clock;
 
 /// What the endpoint reads on each request.
 #[derive(Clone)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub metrics: Arc<Metrics>,
     pub snapshot: SnapshotWatch,
     pub budgets: Option<Arc<Budgets>>,
@@ -46,7 +46,7 @@ pub const MAX_CONNECTIONS: usize = 64;
 
 /// How long one metrics connection may stay open, busy or idle. A scrape takes
 /// milliseconds; Prometheus reconnects when its keep-alive connection is closed.
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
+pub(crate) const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
 
 /// The metrics listener: accepts only while a slot is free.
 struct Capped {

@@ -63,7 +63,7 @@ impl Job {
 
     /// Whether it changes what an unfinished rotation does, and so may pre-empt the
     /// job running for the plan (an incident, a shorter grace) instead of waiting.
-    pub fn preempts(&self) -> bool {
+    pub(crate) fn preempts(&self) -> bool {
         match self {
             Job::RotateNow(r) => r.mode.is_incident() || r.grace.is_some(),
             Job::Resume(amend) => amend.grace.is_some(),
@@ -124,7 +124,13 @@ pub(super) fn error_reply(e: &EngineError) -> CommandError {
 
 impl Scheduler {
     /// Marks the plan busy and starts the job.
-    pub fn start_job(&mut self, name: &str, job: Job, client: Option<Client>, now: DateTime<Utc>) {
+    pub(crate) fn start_job(
+        &mut self,
+        name: &str,
+        job: Job,
+        client: Option<Client>,
+        now: DateTime<Utc>,
+    ) {
         let lane = self.lane_of(name, &job);
         let cancel = self.ctx.shutdown.child_token();
         self.disarm_check(name);
@@ -180,7 +186,7 @@ impl Scheduler {
     /// an hour behind the rotation it changes. The stopped rotation stays unfinished
     /// and `job` finishes it, amended. A second pre-emption replaces a pending one,
     /// whose client is told.
-    pub fn preempt(&mut self, name: &str, job: Job, client: Client) {
+    pub(crate) fn preempt(&mut self, name: &str, job: Job, client: Client) {
         let Some(entry) = self.plans.get_mut(name) else {
             return;
         };
@@ -227,7 +233,7 @@ impl Scheduler {
     }
 
     /// Starts a check of the plan (quick or full, see `observe`), in the background lane.
-    pub fn start_observation(&mut self, name: &str, now: DateTime<Utc>) {
+    pub(crate) fn start_observation(&mut self, name: &str, now: DateTime<Utc>) {
         let Some(entry) = self.entry_mut(name) else {
             return;
         };

@@ -98,7 +98,7 @@ impl Scheduler {
         self.ctx.metrics.reload("applied");
         tracing::info!(plans = count, "configuration and plans reloaded");
         self.start_resumes(now);
-        self.journal.shrink_memory();
+        self.ctx.engine.journal().shrink_memory();
         super::release_heap();
         Ok(count)
     }

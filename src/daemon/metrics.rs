@@ -29,7 +29,7 @@ const BUCKETS: [f64; 14] = [
 ];
 
 /// How a rotation run ended (`keyflip_rotations_total{outcome}`).
-pub const OUTCOMES: [&str; 6] = [
+pub(crate) const OUTCOMES: [&str; 6] = [
     "completed",
     "rolled_back",
     "refused",
@@ -38,7 +38,7 @@ pub const OUTCOMES: [&str; 6] = [
     "error",
 ];
 /// `keyflip_rotation_step_duration_seconds{step}`: the command's kind.
-pub const STEPS: [&str; 8] = [
+pub(crate) const STEPS: [&str; 8] = [
     "observe",
     "regenerate",
     "verify_key",
@@ -49,13 +49,13 @@ pub const STEPS: [&str; 8] = [
     "wait_until",
 ];
 /// `keyflip_drift_checks_total{result}`.
-pub const DRIFT_RESULTS: [&str; 3] = ["ok", "drift", "error"];
+pub(crate) const DRIFT_RESULTS: [&str; 3] = ["ok", "drift", "error"];
 /// `keyflip_drift_findings_total{kind}`.
-pub const DRIFT_KINDS: [&str; 3] = ["consumer", "key_regenerated", "unknown_version"];
+pub(crate) const DRIFT_KINDS: [&str; 3] = ["consumer", "key_regenerated", "unknown_version"];
 /// `keyflip_notifications_total{result}`.
-pub const DELIVERY_RESULTS: [&str; 2] = ["delivered", "failed"];
+pub(crate) const DELIVERY_RESULTS: [&str; 2] = ["delivered", "failed"];
 /// `keyflip_reloads_total{result}`.
-pub const RELOAD_RESULTS: [&str; 2] = ["applied", "rejected"];
+pub(crate) const RELOAD_RESULTS: [&str; 2] = ["applied", "rejected"];
 
 #[derive(Clone, Debug, Default)]
 struct Histogram {
@@ -91,7 +91,7 @@ struct Counters {
 
 /// The daemon's metrics. Shared behind an `Arc`; every method is cheap.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     counters: Mutex<Counters>,
 }
 
@@ -149,12 +149,12 @@ impl Metrics {
     }
 
     /// A drift check ran: one of [`DRIFT_RESULTS`].
-    pub fn drift_check(&self, plan: &str, result: &'static str) {
+    pub(crate) fn drift_check(&self, plan: &str, result: &'static str) {
         self.with(|c| *c.drift_checks.entry((plan.to_owned(), result)).or_default() += 1);
     }
 
     /// A drift finding was reported for the first time: one of [`DRIFT_KINDS`].
-    pub fn drift_finding(&self, plan: &str, kind: &'static str) {
+    pub(crate) fn drift_finding(&self, plan: &str, kind: &'static str) {
         self.with(|c| *c.drift_findings.entry((plan.to_owned(), kind)).or_default() += 1);
     }
 
@@ -170,7 +170,7 @@ impl Metrics {
     }
 
     /// The exposition text: counters, then gauges from `snapshot` at `now`.
-    pub fn render(
+    pub(crate) fn render(
         &self,
         snapshot: &Snapshot,
         budgets: Option<&Budgets>,

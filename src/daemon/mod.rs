@@ -32,7 +32,6 @@ pub mod systemd;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,7 +55,8 @@ pub use snapshot::{PlanSnapshot, Snapshot, SnapshotWatch};
 use scheduler::{Context, Msg, Scheduler};
 
 /// Reads the configuration and every plan, or says everything that is wrong.
-pub type Loader = Arc<dyn Fn() -> Result<(Config, Vec<LoadedPlan>), Vec<String>> + Send + Sync>;
+pub(crate) type Loader =
+    Arc<dyn Fn() -> Result<(Config, Vec<LoadedPlan>), Vec<String>> + Send + Sync>;
 
 /// An environment for building credentials (the process's, or a test's).
 pub type EnvFn = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -132,7 +132,6 @@ pub struct DaemonHandle {
     snapshot: SnapshotWatch,
     done: tokio::task::JoinHandle<Exit>,
     metrics_addr: Option<SocketAddr>,
-    socket: PathBuf,
     budgets: Arc<Budgets>,
 }
 
@@ -170,11 +169,6 @@ impl DaemonHandle {
         }
     }
 
-    /// Asks for a reload without waiting (the signal handler's form).
-    pub fn request_reload(&self) {
-        let _ = self.tx.send(Msg::Reload(None));
-    }
-
     pub fn snapshot(&self) -> SnapshotWatch {
         self.snapshot.clone()
     }
@@ -182,10 +176,6 @@ impl DaemonHandle {
     /// Where `/metrics` is served, when it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
-    }
-
-    pub fn socket_path(&self) -> &Path {
-        &self.socket
     }
 
     pub fn budgets(&self) -> &Arc<Budgets> {
@@ -255,7 +245,6 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         clock.clone(),
         engine_options,
     );
-    let journal = Journal::open(&dir.join("journal.db"), &fingerprinter)?;
 
     let listener = match config.daemon.metrics_listen {
         Some(addr) => Some(
@@ -314,7 +303,6 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     };
     let mut scheduler = Scheduler {
         ctx,
-        journal,
         config,
         plans: BTreeMap::new(),
         rx,
@@ -339,7 +327,7 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         scheduler.insert(entry, now);
     }
     scheduler.publish(now);
-    scheduler.journal.shrink_memory();
+    scheduler.ctx.engine.journal().shrink_memory();
     release_heap();
 
     // The socket and the metrics endpoint stop with the daemon, not before: a client
@@ -392,7 +380,6 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         snapshot: snapshot_rx,
         done,
         metrics_addr,
-        socket,
         budgets,
     })
 }

@@ -32,10 +32,10 @@ use crate::plan::{NotifyEvent, Webhook, WebhookFormat};
 use crate::rotation::machine::{Cause, ConsumerRef, Outcome};
 use crate::rotation::{RotationReport, describe};
 
-pub const SCHEMA: &str = "keyflip.notification/v1";
+pub(crate) const SCHEMA: &str = "keyflip.notification/v1";
 
 /// The signature header: `sha256=` and the hex HMAC-SHA256 of the body.
-pub const SIGNATURE_HEADER: &str = "x-keyflip-signature";
+pub(crate) const SIGNATURE_HEADER: &str = "x-keyflip-signature";
 
 /// How urgent, for chat colours and routing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -70,7 +70,7 @@ pub struct Notification {
 }
 
 /// `outcome` labels, as metrics and notifications spell them.
-pub fn outcome_label(outcome: &Outcome) -> &'static str {
+pub(crate) fn outcome_label(outcome: &Outcome) -> &'static str {
     match outcome {
         Outcome::Completed { .. } => "completed",
         Outcome::RolledBack { .. } => "rolled_back",
@@ -103,7 +103,10 @@ fn consumers(report: Option<&RotationReport>) -> Vec<&ConsumerRef> {
 }
 
 /// Why an outcome is what it is, first, in one sentence; and what else to say.
-pub fn root_cause(outcome: &Outcome, report: Option<&RotationReport>) -> (String, Vec<String>) {
+pub(crate) fn root_cause(
+    outcome: &Outcome,
+    report: Option<&RotationReport>,
+) -> (String, Vec<String>) {
     let refs = consumers(report);
     let short = |t: String| crate::commands::render::shorten(t, &refs);
     match outcome {
@@ -528,7 +531,7 @@ impl Default for DeliveryOptions {
 
 /// Posts notifications to webhooks.
 #[derive(Clone)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     client: reqwest::Client,
     options: DeliveryOptions,
     metrics: Arc<Metrics>,

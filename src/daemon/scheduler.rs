@@ -51,7 +51,7 @@ use super::systemd::SystemdNotifier;
 use crate::clock::Clock;
 use crate::config::{Config, DaemonConfig};
 use crate::exit::Exit;
-use crate::journal::{Journal, PlanState};
+use crate::journal::PlanState;
 use crate::rotation::{Engine, ProgressEvent, Trigger};
 use crate::schedule::{self, Decision, Known};
 
@@ -170,7 +170,6 @@ pub(super) enum TimerKind {
 
 pub(super) struct Scheduler {
     pub ctx: Context,
-    pub journal: Journal,
     pub config: Config,
     /// Boxed: a map node then holds pointers, not half-empty slots of whole entries.
     pub plans: BTreeMap<String, Box<Entry>>,
@@ -207,8 +206,8 @@ impl Scheduler {
     /// start counting now, after each plan's last rotation if the journal has one).
     /// One read of every stored state and one transaction for the new ones, however
     /// many plans there are.
-    pub fn entries_for(&mut self, plans: Vec<LoadedPlan>, now: DateTime<Utc>) -> Vec<Entry> {
-        let mut stored: HashMap<String, PlanState> = match self.journal.plan_states() {
+    pub(crate) fn entries_for(&mut self, plans: Vec<LoadedPlan>, now: DateTime<Utc>) -> Vec<Entry> {
+        let mut stored: HashMap<String, PlanState> = match self.ctx.engine.journal().plan_states() {
             Ok(states) => states.into_iter().map(|s| (s.plan.clone(), s)).collect(),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the plans' state; starting them afresh");
@@ -217,10 +216,15 @@ impl Scheduler {
         };
         // The journal's last completed rotations, so last-success survives a restart
         // and counts rotations run while the daemon was not.
-        let successes = self.journal.last_successes().unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot read the plans' last successes");
-            HashMap::new()
-        });
+        let successes = self
+            .ctx
+            .engine
+            .journal()
+            .last_successes()
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the plans' last successes");
+                HashMap::new()
+            });
         let mut fresh = Vec::new();
         let mut last_starts: Option<HashMap<String, DateTime<Utc>>> = None;
         let mut entries = Vec::with_capacity(plans.len());
@@ -229,7 +233,7 @@ impl Scheduler {
                 Some(state) => state,
                 None => {
                     let starts = last_starts.get_or_insert_with(|| {
-                        self.journal.last_starts().unwrap_or_else(|e| {
+                        self.ctx.engine.journal().last_starts().unwrap_or_else(|e| {
                             tracing::error!(error = %e, "cannot read past rotations");
                             HashMap::new()
                         })
@@ -244,7 +248,7 @@ impl Scheduler {
             entries.push(new_entry(plan, state, now));
         }
         if !fresh.is_empty()
-            && let Err(e) = self.journal.save_plan_states(&fresh)
+            && let Err(e) = self.ctx.engine.journal().save_plan_states(&fresh)
         {
             tracing::error!(error = %e, plans = fresh.len(), "cannot record the new plans' state");
         }
@@ -261,16 +265,16 @@ impl Scheduler {
 
     /// Writes the plan's state to the journal; a failure is logged (the schedule then
     /// only lives in memory until the next successful write).
-    pub fn save(&mut self, plan: &str) {
+    pub(crate) fn save(&mut self, plan: &str) {
         if let Some(entry) = self.plans.get(plan)
-            && let Err(e) = self.journal.save_plan_state(&entry.state)
+            && let Err(e) = self.ctx.engine.journal().save_plan_state(&entry.state)
         {
             tracing::error!(plan, error = %e, "cannot record the plan's state in the journal");
         }
     }
 
     /// The entry, marked for republishing.
-    pub fn entry_mut(&mut self, name: &str) -> Option<&mut Entry> {
+    pub(crate) fn entry_mut(&mut self, name: &str) -> Option<&mut Entry> {
         let entry = self.plans.get_mut(name)?;
         if !self.dirty.contains(name) {
             self.dirty.insert(entry.key.clone());
@@ -389,7 +393,7 @@ impl Scheduler {
     }
 
     /// Starts due jobs within the concurrency limit and due checks within theirs.
-    pub fn dispatch(&mut self, now: DateTime<Utc>) {
+    pub(crate) fn dispatch(&mut self, now: DateTime<Utc>) {
         if self.stopping {
             return;
         }
@@ -480,7 +484,7 @@ impl Scheduler {
     }
 
     /// Puts the plan's next check under a timer (at `observe_at`), unless it is busy.
-    pub fn arm_check(&mut self, name: &str, now: DateTime<Utc>) {
+    pub(crate) fn arm_check(&mut self, name: &str, now: DateTime<Utc>) {
         let Some(entry) = self.plans.get(name) else {
             return;
         };
@@ -493,7 +497,7 @@ impl Scheduler {
     }
 
     /// Takes the plan's check timer out of the queue.
-    pub fn disarm_check(&mut self, name: &str) {
+    pub(crate) fn disarm_check(&mut self, name: &str) {
         let Some(entry) = self.plans.get(name) else {
             return;
         };
@@ -506,7 +510,7 @@ impl Scheduler {
     }
 
     /// Takes the plan's schedule timer and due-queue entry out.
-    pub fn unfile(&mut self, name: &str) {
+    pub(crate) fn unfile(&mut self, name: &str) {
         let Some(entry) = self.plans.get_mut(name) else {
             return;
         };
@@ -535,7 +539,7 @@ impl Scheduler {
     }
 
     /// Resumes every unfinished rotation whose plan is loaded and idle.
-    pub fn start_resumes(&mut self, now: DateTime<Utc>) {
+    pub(crate) fn start_resumes(&mut self, now: DateTime<Utc>) {
         let unfinished = match self.ctx.engine.unfinished() {
             Ok(u) => u,
             Err(e) => {
@@ -561,7 +565,7 @@ impl Scheduler {
 
     /// Republishes the rows that changed and the header, and the summary to systemd
     /// when it changed.
-    pub fn publish(&mut self, now: DateTime<Utc>) {
+    pub(crate) fn publish(&mut self, now: DateTime<Utc>) {
         for name in std::mem::take(&mut self.dirty) {
             let Some(entry) = self.plans.get_mut(&*name) else {
                 continue;
@@ -597,7 +601,7 @@ impl Scheduler {
     }
 
     /// The whole picture now: one row per plan, assembled from the entries.
-    pub fn snapshot_now(&self) -> Snapshot {
+    pub(crate) fn snapshot_now(&self) -> Snapshot {
         Snapshot {
             evaluated_at: self.evaluated_at,
             ready: self.ready,

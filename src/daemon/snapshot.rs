@@ -233,7 +233,7 @@ impl SnapshotWatch {
     }
 
     /// `(ready, stopping)` of the last evaluation.
-    pub fn readiness(&self) -> (bool, bool) {
+    pub(crate) fn readiness(&self) -> (bool, bool) {
         let h = self.header.borrow();
         (h.ready, h.stopping)
     }
@@ -249,7 +249,7 @@ impl SnapshotWatch {
     }
 
     /// Whether the scheduler still runs (it owns the header's sender).
-    pub fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         self.header.has_changed().is_ok()
     }
 }

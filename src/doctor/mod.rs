@@ -20,10 +20,10 @@
 //! 1 when keyflip itself could not run. With `--output json` stdout holds exactly one
 //! JSON document: the report, or `{"error": ..., "exit": N}`.
 
-pub mod assess;
+pub(crate) mod assess;
 pub mod collect;
-pub mod remedy;
-pub mod render;
+pub(crate) mod remedy;
+pub(crate) mod render;
 pub mod report;
 
 use std::io::Write;

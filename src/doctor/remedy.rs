@@ -28,7 +28,7 @@ fn delete_action(scope: &str) -> Option<String> {
 
 /// Whether `role`, assigned at `scope`, could delete what it names: broader than a
 /// key rotator should hold.
-pub fn is_broad(role: &BuiltinRole, scope: &str) -> bool {
+pub(crate) fn is_broad(role: &BuiltinRole, scope: &str) -> bool {
     delete_action(scope).is_some_and(|a| role.grants(&Action::Control(std::borrow::Cow::Owned(a))))
 }
 
@@ -63,17 +63,17 @@ fn resource_group(scope: &str) -> Option<&str> {
 }
 
 /// The custom role's name: stable, so pasting twice updates rather than duplicates.
-pub fn custom_role_name(resource: Resource) -> String {
+pub(crate) fn custom_role_name(resource: Resource) -> String {
     format!("keyflip {} key rotation", resource.label)
 }
 
 /// The file name the instructions write the custom role to.
-pub fn custom_role_file(resource: Resource) -> String {
+pub(crate) fn custom_role_file(resource: Resource) -> String {
     format!("keyflip-{}.json", resource.name.replace('_', "-"))
 }
 
 /// The commands (and custom role) for one permissions check.
-pub fn remedy(
+pub(crate) fn remedy(
     scope: &str,
     resource: Resource,
     missing: &[MissingAction],

@@ -8,17 +8,17 @@
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
-pub use crate::consumer::Facts as ConsumerFacts;
+pub(crate) use crate::consumer::Facts as ConsumerFacts;
 use crate::exit::Exit;
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 
 /// The JSON format version. Bumped only when a field changes meaning or disappears.
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 /// The whole report.
 #[derive(Clone, Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// [`FORMAT`].
     pub version: u32,
     /// Who doctor ran as, from its own token (`null` when no token could be had).
@@ -62,7 +62,7 @@ impl Report {
 
 /// Which fingerprint key the report's fingerprints were made with.
 #[derive(Clone, Debug, Serialize)]
-pub struct Fingerprints {
+pub(crate) struct Fingerprints {
     pub source: FingerprintSource,
     /// The installation's fingerprint key file, when it was used.
     pub path: Option<String>,
@@ -70,7 +70,7 @@ pub struct Fingerprints {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FingerprintSource {
+pub(crate) enum FingerprintSource {
     /// `state_dir/fingerprint.key`: comparable with the journal, `status` and reports.
     Installation,
     /// A random key for this run only (no installation key yet, or it is unreadable):
@@ -79,7 +79,7 @@ pub enum FingerprintSource {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct InvalidPlan {
+pub(crate) struct InvalidPlan {
     pub file: String,
     pub message: String,
 }
@@ -277,7 +277,7 @@ impl Service {
         label: "Azure Resource Manager",
     };
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         self.label
     }
 }
@@ -298,7 +298,7 @@ pub struct Resource {
 }
 
 impl Resource {
-    pub const STORAGE_ACCOUNT: Resource = Resource {
+    pub(crate) const STORAGE_ACCOUNT: Resource = Resource {
         name: "storage_account",
         label: "storage account",
     };

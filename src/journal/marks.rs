@@ -18,7 +18,7 @@ use crate::secret::Fingerprint;
 
 /// keyflip's latest write of one consumer, as the service marked it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WriteMark {
+pub(crate) struct WriteMark {
     /// The rotation (or repair) that wrote it.
     pub rotation_id: String,
     /// The fingerprint of the key written.
@@ -31,7 +31,7 @@ pub struct WriteMark {
 
 impl Journal {
     /// Records keyflip's latest write of `consumer`, replacing the one before.
-    pub fn record_write_mark(
+    pub(crate) fn record_write_mark(
         &mut self,
         consumer: &ConsumerId,
         mark: &WriteMark,
@@ -53,7 +53,10 @@ impl Journal {
     }
 
     /// keyflip's latest write of `consumer`, if it ever wrote one with a mark.
-    pub fn write_mark(&self, consumer: &ConsumerId) -> Result<Option<WriteMark>, JournalError> {
+    pub(crate) fn write_mark(
+        &self,
+        consumer: &ConsumerId,
+    ) -> Result<Option<WriteMark>, JournalError> {
         let row: Option<(String, String, String, String)> = self
             .conn
             .query_row(

@@ -48,10 +48,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 pub use error::JournalError;
-pub use marks::WriteMark;
+pub(crate) use marks::WriteMark;
 pub use plan_state::{ObservedKeys, Parked, PlanState};
 pub use record::{NewRotation, ResumeError, RotationRecord, StepRecord, StoredRotation};
-pub use schema::VERSION as SCHEMA_VERSION;
+#[cfg(test)]
+pub(crate) use schema::VERSION as SCHEMA_VERSION;
 pub use shared::{ImportedRotation, Mirror, SharedWrite};
 
 use crate::rotation::machine::{Command, Event, Outcome};
@@ -211,7 +212,7 @@ impl Journal {
 
     /// Records that `command` is about to be performed. Durable when it returns.
     /// Recording the same command again (a restarted executor) is a no-op.
-    pub fn record_intent(
+    pub(crate) fn record_intent(
         &mut self,
         rotation_id: &str,
         command: &Command,
@@ -258,7 +259,7 @@ impl Journal {
 
     /// Appends an event the machine accepted (the replay log) and, for a result, fills
     /// in its step. `at` is when it was recorded.
-    pub fn record_event(
+    pub(crate) fn record_event(
         &mut self,
         rotation_id: &str,
         event: &Event,

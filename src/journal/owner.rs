@@ -40,7 +40,7 @@ pub fn hand_over(created: &Path) -> io::Result<()> {
 
 /// Why `path` cannot be used, when `error` is a permission problem whose cause is
 /// that another user owns the file; `None` for any other error.
-pub fn explain(path: &Path, state_dir: &Path, error: &io::Error) -> Option<String> {
+pub(crate) fn explain(path: &Path, state_dir: &Path, error: &io::Error) -> Option<String> {
     if error.kind() != io::ErrorKind::PermissionDenied {
         return None;
     }

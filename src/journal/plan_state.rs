@@ -108,7 +108,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 
 impl Journal {
     /// Every plan the daemon has state for, by name.
-    pub fn plan_states(&self) -> Result<Vec<PlanState>, JournalError> {
+    pub(crate) fn plan_states(&self) -> Result<Vec<PlanState>, JournalError> {
         let read = |e| sql(&self.path, "read plan states", e);
         let mut stmt = self
             .conn
@@ -138,7 +138,7 @@ impl Journal {
     }
 
     /// Stores several plans' states in one transaction (one fsync, however many).
-    pub fn save_plan_states(&mut self, states: &[PlanState]) -> Result<(), JournalError> {
+    pub(crate) fn save_plan_states(&mut self, states: &[PlanState]) -> Result<(), JournalError> {
         let tx = write(&mut self.conn, &self.path, "save the plan state")?;
         {
             let mut stmt = tx
@@ -180,7 +180,7 @@ impl Journal {
 
     /// Frees SQLite's page cache of this connection (the daemon reads every plan's
     /// state once at start, then single rows): it is refilled as needed.
-    pub fn shrink_memory(&self) {
+    pub(crate) fn shrink_memory(&self) {
         if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory;") {
             tracing::debug!(error = %e, "cannot shrink the journal's page cache");
         }
@@ -188,7 +188,7 @@ impl Journal {
 
     /// When each plan's latest rotation started, in one query: where a plan the daemon
     /// has not seen before counts cron occurrences from.
-    pub fn last_starts(&self) -> Result<HashMap<String, DateTime<Utc>>, JournalError> {
+    pub(crate) fn last_starts(&self) -> Result<HashMap<String, DateTime<Utc>>, JournalError> {
         self.time_per_plan(
             "SELECT plan, MAX(started_at) FROM rotations GROUP BY plan",
             "read the last rotation of each plan",
@@ -200,7 +200,7 @@ impl Journal {
     /// whose first step is a bind rather than an observation, are not rotations): as
     /// [`Journal::last_success`] for every plan, so the daemon's last-success times
     /// survive a restart and count rotations run without it.
-    pub fn last_successes(&self) -> Result<HashMap<String, DateTime<Utc>>, JournalError> {
+    pub(crate) fn last_successes(&self) -> Result<HashMap<String, DateTime<Utc>>, JournalError> {
         self.time_per_plan(
             "SELECT r.plan, MAX(r.finished_at) FROM rotations r
              WHERE r.outcome_kind = 'completed' AND r.finished_at IS NOT NULL

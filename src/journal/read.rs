@@ -81,7 +81,7 @@ impl Journal {
     }
 
     /// [`Journal::history`] of rotations started at or after `since`.
-    pub fn history_since(
+    pub(crate) fn history_since(
         &self,
         plan: Option<&str>,
         since: Option<DateTime<Utc>>,
@@ -117,12 +117,12 @@ impl Journal {
 
     /// Every event of a rotation, finished or not, in the order the machine accepted
     /// them: what `StoredRotation::replay` feeds a machine, for reports of past rotations.
-    pub fn events_of(&self, rotation_id: &str) -> Result<Vec<Event>, JournalError> {
+    pub(crate) fn events_of(&self, rotation_id: &str) -> Result<Vec<Event>, JournalError> {
         self.events(rotation_id)
     }
 
     /// The plan's most recently finished rotation.
-    pub fn last_finished(&self, plan: &str) -> Result<Option<RotationRecord>, JournalError> {
+    pub(crate) fn last_finished(&self, plan: &str) -> Result<Option<RotationRecord>, JournalError> {
         let rows = self.rotation_rows(
             &format!(
                 "SELECT {ROTATION_COLUMNS} FROM rotations
@@ -169,7 +169,7 @@ impl Journal {
 
     /// The key keyflip last bound this consumer to, from the latest successful `Bind`:
     /// how keyflip knows what a consumer whose value cannot be read back holds.
-    pub fn last_bound(
+    pub(crate) fn last_bound(
         &self,
         consumer: &ConsumerId,
     ) -> Result<Option<(KeyName, Fingerprint, DateTime<Utc>)>, JournalError> {

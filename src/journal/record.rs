@@ -84,7 +84,7 @@ impl StoredRotation {
     /// may not have happened, so the executor reconciles each with Azure. Commands the
     /// replayed machine lists as outstanding *without* an intent here were never
     /// started and can simply be performed.
-    pub fn in_doubt(&self) -> Vec<&Command> {
+    pub(crate) fn in_doubt(&self) -> Vec<&Command> {
         self.steps
             .iter()
             .filter(|s| s.result.is_none())
@@ -94,7 +94,7 @@ impl StoredRotation {
 
     /// A fresh machine fed the stored events, checked against the stored intents: every
     /// recorded command must be exactly what the machine issues with that `seq`.
-    pub fn replay(&self) -> Result<Machine, ResumeError> {
+    pub(crate) fn replay(&self) -> Result<Machine, ResumeError> {
         let machine = Machine::replay(self.mode, self.options, &self.events).map_err(|e| {
             ResumeError::Rejected {
                 rotation_id: self.id.clone(),

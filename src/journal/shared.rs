@@ -73,7 +73,7 @@ pub struct ImportedRotation {
 
 impl Journal {
     /// Sends every later write to `mirror` first.
-    pub fn set_mirror(&mut self, mirror: Arc<dyn Mirror>) {
+    pub(crate) fn set_mirror(&mut self, mirror: Arc<dyn Mirror>) {
         self.mirror = Some(mirror);
     }
 

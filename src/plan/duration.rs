@@ -34,7 +34,7 @@ pub enum DurationError {
 
 impl DurationError {
     /// What to write instead, for diagnostics.
-    pub const HINT: &'static str =
+    pub(crate) const HINT: &'static str =
         "write a number followed by a unit (s, m, h, d), largest first: 30s, 10m, 1h30m, 90d";
 }
 
@@ -111,7 +111,7 @@ pub fn format(duration: Duration) -> String {
 
 /// A `Display` adapter for [`format`], for use inside `format!` without allocating.
 #[derive(Clone, Copy, Debug)]
-pub struct Display(pub Duration);
+pub(crate) struct Display(pub Duration);
 
 impl fmt::Display for Display {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -74,14 +74,14 @@ impl Plan {
 
     /// The text the plan was parsed from: `parse(source_text, origin)` gives the plan
     /// again (the daemon keeps the text of idle plans instead of the parsed form).
-    pub fn source_text(&self) -> &Arc<str> {
+    pub(crate) fn source_text(&self) -> &Arc<str> {
         &self.source.text
     }
 
     /// Every consumer known before the rotation starts, in plan order (the consumer
     /// tables in `crate::consumer`'s order). Consumers found at rotation time are not
     /// included; see [`crate::consumer::discovers`].
-    pub fn consumer_ids(&self) -> Vec<ConsumerId> {
+    pub(crate) fn consumer_ids(&self) -> Vec<ConsumerId> {
         self.source
             .consumer_spans
             .iter()
@@ -196,7 +196,7 @@ pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
 /// Every `*.toml` plan in `dir`, sorted by name, and the errors of the files that are
 /// not valid plans. Two plans of one storage account, or one consumer in two plans,
 /// make the later plan (by name) invalid.
-pub fn load_dir(dir: &Path) -> (Vec<Plan>, Vec<PlanErrors>) {
+pub(crate) fn load_dir(dir: &Path) -> (Vec<Plan>, Vec<PlanErrors>) {
     let files = match plan_files(dir) {
         Ok(files) => files,
         Err(err) => return (Vec::new(), vec![err]),
@@ -215,7 +215,7 @@ pub fn load_dir(dir: &Path) -> (Vec<Plan>, Vec<PlanErrors>) {
 }
 
 /// The `*.toml` files directly in `dir`, sorted.
-pub fn plan_files(dir: &Path) -> Result<Vec<PathBuf>, PlanErrors> {
+pub(crate) fn plan_files(dir: &Path) -> Result<Vec<PathBuf>, PlanErrors> {
     let unreadable = |e: std::io::Error| PlanErrors::Unreadable {
         path: dir.display().to_string(),
         reason: format!("cannot list the plans directory: {e}"),
@@ -235,7 +235,7 @@ pub fn plan_files(dir: &Path) -> Result<Vec<PathBuf>, PlanErrors> {
 
 /// Splits off the plans that clash with an earlier one (by name): same storage
 /// account, or a consumer that already follows another plan's key.
-pub fn without_conflicts(mut plans: Vec<Plan>) -> (Vec<Plan>, Vec<PlanErrors>) {
+pub(crate) fn without_conflicts(mut plans: Vec<Plan>) -> (Vec<Plan>, Vec<PlanErrors>) {
     plans.sort_by(|a, b| a.name.cmp(&b.name));
     let mut seen = Conflicts::default();
     let mut kept = Vec::new();
@@ -253,14 +253,14 @@ pub fn without_conflicts(mut plans: Vec<Plan>) -> (Vec<Plan>, Vec<PlanErrors>) {
 /// a time in name order (what [`without_conflicts`] does for a whole set) without
 /// holding them all.
 #[derive(Debug, Default)]
-pub struct Conflicts {
+pub(crate) struct Conflicts {
     accounts: HashMap<String, String>,
     consumers: HashMap<String, String>,
 }
 
 /// What [`Conflicts`] compares a plan by: its account and its consumers' targets.
 #[derive(Clone, Debug)]
-pub struct ConflictKeys {
+pub(crate) struct ConflictKeys {
     account: String,
     consumers: Vec<String>,
 }
@@ -283,7 +283,7 @@ impl Conflicts {
     /// Admits the plan `name` with `keys` when it clashes with no plan admitted before;
     /// `false` (and nothing recorded) when it does: then [`Conflicts::admit`] on the
     /// plan says where and why.
-    pub fn admit_keys(&mut self, name: &str, keys: &ConflictKeys) -> bool {
+    pub(crate) fn admit_keys(&mut self, name: &str, keys: &ConflictKeys) -> bool {
         if self.accounts.contains_key(&keys.account)
             || keys
                 .consumers
@@ -301,7 +301,7 @@ impl Conflicts {
 
     /// Admits `plan` unless it clashes with a plan admitted before (by name): the same
     /// storage account, or a consumer that already follows another plan's key.
-    pub fn admit(&mut self, plan: &Plan) -> Result<(), PlanErrors> {
+    pub(crate) fn admit(&mut self, plan: &Plan) -> Result<(), PlanErrors> {
         let mut found = Vec::new();
         let account_key = plan.storage_account.as_str().to_ascii_lowercase();
         if let Some(other) = self.accounts.get(&account_key) {

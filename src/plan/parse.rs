@@ -18,7 +18,7 @@ use crate::diagnostic::SourceError;
 
 /// Errors kept per file. A file of garbage has one error per line; locating each
 /// costs a pass over the text, so past this many they are only counted.
-pub const MAX_ERRORS: usize = 20;
+pub(crate) const MAX_ERRORS: usize = 20;
 
 /// The errors found so far in one file.
 pub(crate) struct Diagnostics<'s> {
@@ -69,7 +69,7 @@ impl<'s> Diagnostics<'s> {
     }
 
     /// Errors in source order, the way a reader goes through the file.
-    pub fn into_sorted(mut self) -> Vec<SourceError> {
+    pub(crate) fn into_sorted(mut self) -> Vec<SourceError> {
         self.errors.sort_by_key(|e| (e.line, e.column));
         self.errors
     }

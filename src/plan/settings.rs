@@ -121,7 +121,7 @@ impl NotifyEvent {
     ];
 
     /// What a webhook without `events` receives: everything but `completed`.
-    pub fn defaults() -> Vec<NotifyEvent> {
+    pub(crate) fn defaults() -> Vec<NotifyEvent> {
         NotifyEvent::ALL
             .into_iter()
             .filter(|e| *e != NotifyEvent::Completed)

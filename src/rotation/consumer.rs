@@ -142,7 +142,7 @@ impl Ctx<'_> {
 
     /// Disables every enabled version of the consumer whose value has one of
     /// `fingerprints`. Kinds that keep no versions have nothing to do.
-    pub async fn disable_versions(
+    pub(crate) async fn disable_versions(
         &self,
         consumer: &ConsumerRef,
         fingerprints: &[Fingerprint],

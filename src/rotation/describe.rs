@@ -10,7 +10,7 @@ pub fn consumer(c: &ConsumerRef) -> String {
 
 /// A consumer's short label from its id as text (reports that keep ids as text, such
 /// as `doctor`'s); text that is no consumer id is shown whole.
-pub fn consumer_id(id: &str) -> String {
+pub(crate) fn consumer_id(id: &str) -> String {
     id.parse::<crate::rotation::machine::ConsumerId>()
         .map_or_else(|_| id.to_owned(), |id| id.describe())
 }
@@ -48,7 +48,7 @@ pub fn step(action: &Action) -> String {
 /// Advice for a plan: the commands outcomes and refusals name (`keyflip rotate now
 /// PLAN --adopt`, ...) with the plan's name in place of `PLAN`, so a person can paste
 /// them. The machine, which never knows the plan, words them with `PLAN`.
-pub fn for_plan(text: &str, plan: &str) -> String {
+pub(crate) fn for_plan(text: &str, plan: &str) -> String {
     text.replace(
         "keyflip rotate now PLAN",
         &format!("keyflip rotate now {plan}"),

@@ -83,7 +83,7 @@ impl RotateRequest {
 /// What a person changes in unfinished rotations they resume (`rotate resume PLAN
 /// --grace`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Amend {
+pub(crate) struct Amend {
     /// Shorten the grace period to this.
     pub grace: Option<Duration>,
     pub by: Option<Requester>,
@@ -258,6 +258,12 @@ impl Inner {
 }
 
 impl Engine {
+    /// The engine's journal, for the daemon's scheduler (plan states, last successes):
+    /// the daemon opens the journal once, here.
+    pub(crate) fn journal(&self) -> MutexGuard<'_, Journal> {
+        self.inner.journal()
+    }
+
     /// Opens `state_dir/journal.db` and `state_dir/fingerprint.key` (creating them and
     /// the directory, mode 0700), builds the Azure facade from the configuration. Does
     /// not touch the network.
@@ -281,7 +287,10 @@ impl Engine {
     /// installation's fingerprint key); without one it reads an empty journal in
     /// memory, and fingerprints under the installation's key if there is one, else
     /// under a key for this run (they then match nothing outside this run).
-    pub fn open_to_read(config: &Config, clock: Arc<dyn Clock>) -> Result<Engine, EngineError> {
+    pub(crate) fn open_to_read(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Engine, EngineError> {
         let dir = &config.state_dir;
         let path = dir.join("journal.db");
         let key = dir.join("fingerprint.key");
@@ -308,7 +317,7 @@ impl Engine {
     }
 
     /// The same from parts (tests: a facade with short retries, a test clock).
-    pub fn from_parts(
+    pub(crate) fn from_parts(
         config: &Config,
         azure: Azure,
         journal: Journal,
@@ -460,7 +469,7 @@ impl Engine {
     /// [`Engine::resume`] with a change to each rotation resumed (a shorter grace). A
     /// rotation that cannot take it is refused before anything is done to it
     /// ([`EngineError::Amend`]), and so is a change with nothing to resume.
-    pub async fn resume_amended(
+    pub(crate) async fn resume_amended(
         &self,
         plans: &[Plan],
         amend: &Amend,
@@ -505,7 +514,7 @@ impl Engine {
     }
 
     /// [`Engine::history`] of rotations started at or after `since`.
-    pub fn history_since(
+    pub(crate) fn history_since(
         &self,
         plan: Option<&str>,
         since: Option<chrono::DateTime<chrono::Utc>>,

@@ -25,9 +25,9 @@ use crate::rotation::machine::{
 };
 use crate::secret::Fingerprint;
 
-pub const SAS_WARNING: &str = "Every SAS token (account or service SAS) signed with a leaked key stopped working when that key was regenerated, and Azure keeps no list of the tokens it signed. Find the applications that use SAS tokens for this account and issue them new ones.";
+pub(crate) const SAS_WARNING: &str = "Every SAS token (account or service SAS) signed with a leaked key stopped working when that key was regenerated, and Azure keeps no list of the tokens it signed. Find the applications that use SAS tokens for this account and issue them new ones.";
 
-pub const SHARED_KEY_ADVICE: &str = "Consider allowSharedKeyAccess=false on this account wherever consumers can use Microsoft Entra ID (RBAC) instead of keys: then no key, leaked or not, opens the data plane.";
+pub(crate) const SHARED_KEY_ADVICE: &str = "Consider allowSharedKeyAccess=false on this account wherever consumers can use Microsoft Entra ID (RBAC) instead of keys: then no key, leaked or not, opens the data plane.";
 
 #[derive(Debug, Serialize)]
 struct KeyDeath {

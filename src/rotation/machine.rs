@@ -243,17 +243,17 @@ use proof::{AllVerified, Committed};
 /// consumer was bound and verified, and once it was issued nothing rolls back (a
 /// rotation journaled before record schema 2 replays with [`ResyncOrder::WithTheRest`]
 /// instead). The one place that decides it.
-pub fn steered_by_azure(consumer: &ConsumerRef) -> bool {
+pub(crate) fn steered_by_azure(consumer: &ConsumerRef) -> bool {
     consumer.capabilities.takes_newest_key_on_resync
 }
 
 /// The first wait between retries of a step that cannot roll back.
-pub const RETRY_FIRST_BACKOFF: TimeDelta = TimeDelta::seconds(10);
+pub(crate) const RETRY_FIRST_BACKOFF: TimeDelta = TimeDelta::seconds(10);
 /// The longest wait between retries.
-pub const RETRY_MAX_BACKOFF: TimeDelta = TimeDelta::minutes(5);
+pub(crate) const RETRY_MAX_BACKOFF: TimeDelta = TimeDelta::minutes(5);
 
 /// The wait after the `failures`-th failure: 10 s doubling to 5 min.
-pub fn retry_backoff(failures: u32) -> TimeDelta {
+pub(crate) fn retry_backoff(failures: u32) -> TimeDelta {
     let doublings = failures.saturating_sub(1).min(16);
     let secs = RETRY_FIRST_BACKOFF.num_seconds() << doublings;
     TimeDelta::seconds(secs).min(RETRY_MAX_BACKOFF)
@@ -286,7 +286,7 @@ pub enum HandleError {
 /// Event `index` (0-based) of a replay was rejected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("event {index} of the replay was rejected: {error}")]
-pub struct ReplayError {
+pub(crate) struct ReplayError {
     pub index: usize,
     pub error: HandleError,
 }
@@ -513,7 +513,7 @@ enum DriftResponse {
 
 /// One rotation's state machine. See the module docs.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Machine {
+pub(crate) struct Machine {
     /// What the rotation began as (what replay starts from).
     started: (Mode, Options),
     /// The mode now: an incident that took the rotation over and handles it here
@@ -562,7 +562,7 @@ impl Machine {
     }
 
     /// A fresh machine fed `events` in order: the state a crashed run had reached.
-    pub fn replay<'a>(
+    pub(crate) fn replay<'a>(
         mode: Mode,
         options: Options,
         events: impl IntoIterator<Item = &'a Event>,
@@ -581,18 +581,15 @@ impl Machine {
         self.mode
     }
 
-    /// The options now (a grace shortened since the start shows here).
-    pub fn options(&self) -> &Options {
-        &self.options
-    }
-
     /// The mode and options the rotation began with: what [`Machine::replay`] starts
     /// from.
+    #[cfg(test)]
     pub fn started(&self) -> (Mode, Options) {
         self.started
     }
 
     /// Every command issued so far, in `seq` order.
+    #[cfg(test)]
     pub fn issued(&self) -> impl ExactSizeIterator<Item = &Command> {
         self.steps.iter().map(|s| &s.command)
     }
@@ -605,7 +602,7 @@ impl Machine {
     /// Commands issued without a result yet: what a restarted executor has in doubt.
     /// After `Finish`, only `Finish` (commands abandoned by a park are listed in the
     /// outcome instead, and must not be performed).
-    pub fn outstanding(&self) -> Vec<Command> {
+    pub(crate) fn outstanding(&self) -> Vec<Command> {
         if self.is_finished() {
             return self
                 .steps

@@ -3,7 +3,7 @@
 //! intent before and result after, and resumes what a crash interrupted.
 
 mod consumer;
-pub mod describe;
+pub(crate) mod describe;
 mod dry_run;
 pub mod engine;
 mod executor;
@@ -21,8 +21,9 @@ pub(crate) mod step;
 pub mod machine;
 
 pub use engine::{Engine, EngineError, EngineOptions, RotateRequest};
-pub use incident::{SAS_WARNING, SHARED_KEY_ADVICE};
-pub use observe::required_permissions;
+pub(crate) use incident::{SAS_WARNING, SHARED_KEY_ADVICE};
+#[cfg(test)]
+pub(crate) use observe::required_permissions;
 pub use origin::{Origin, Requester, Trigger};
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use report::{

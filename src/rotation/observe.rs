@@ -33,7 +33,7 @@ use crate::secret::{Fingerprint, StorageKey};
 /// Every action a rotation of `plan` needs, by the scope it is checked at: the
 /// storage account's, then the consumers' (each scope once). `doctor` reports against
 /// the same list, so "would block a rotation" means the same there.
-pub fn required_permissions(plan: &Plan) -> Vec<(String, Vec<Action>)> {
+pub(crate) fn required_permissions(plan: &Plan) -> Vec<(String, Vec<Action>)> {
     let mut checks = vec![(plan.storage_account.to_string(), account_actions())];
     checks.extend(
         consumer::permissions(plan)

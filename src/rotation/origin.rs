@@ -69,13 +69,13 @@ pub struct Requester {
 impl Requester {
     /// Sets the uid (and the user name the system has for it), replacing what was
     /// there: the uid of this process, or of a control socket's peer.
-    pub fn stamp(&mut self, uid: u32) {
+    pub(crate) fn stamp(&mut self, uid: u32) {
         self.uid = Some(uid);
         self.user = user_name(uid);
     }
 
     /// The requester as this process: its own uid.
-    pub fn this_process() -> Requester {
+    pub(crate) fn this_process() -> Requester {
         let mut r = Requester::default();
         if let Some(uid) = own_uid() {
             r.stamp(uid);

@@ -78,7 +78,7 @@ impl StepReport {
         report
     }
 
-    pub fn from_record(step: &StepRecord) -> StepReport {
+    pub(crate) fn from_record(step: &StepRecord) -> StepReport {
         StepReport {
             seq: step.seq(),
             kind: step.command.action.name().to_owned(),
@@ -272,7 +272,7 @@ impl PlannedCall {
     /// target as its note (`PUT …/secrets/x (a new version: …)`). The service follows
     /// from the target: an ARM id, a Databricks API path, the blob endpoint, or
     /// another URL (Key Vault's).
-    pub fn from_text(text: &str) -> PlannedCall {
+    pub(crate) fn from_text(text: &str) -> PlannedCall {
         const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
         let (method, rest) = match text.split_once(' ') {
             Some((m, rest)) if METHODS.contains(&m) => (m.to_owned(), rest),
@@ -483,7 +483,8 @@ impl PlanStatus {
     }
 
     /// A plan whose live state and journal could not be read at all.
-    pub fn unreadable(plan: &str, account: &str, error: String) -> PlanStatus {
+    #[cfg(test)]
+    pub(crate) fn unreadable(plan: &str, account: &str, error: String) -> PlanStatus {
         PlanStatus {
             plan: plan.to_owned(),
             account: account.to_owned(),

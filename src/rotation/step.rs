@@ -55,7 +55,7 @@ impl Done {
     }
 
     /// With a note for progress output (a probe's attempt count).
-    pub fn noted(mut self, note: String) -> Done {
+    pub(crate) fn noted(mut self, note: String) -> Done {
         self.note = Some(note);
         self
     }
@@ -145,7 +145,7 @@ impl<'a> Ctx<'a> {
 
     /// The key keyflip last bound `consumer` to, and when, from the journal: how
     /// keyflip knows what a consumer whose value cannot be read back holds.
-    pub fn last_bound(
+    pub(crate) fn last_bound(
         &self,
         consumer: &ConsumerId,
     ) -> Result<Option<(KeyName, Fingerprint, DateTime<Utc>)>, EngineError> {
@@ -155,13 +155,16 @@ impl<'a> Ctx<'a> {
     /// keyflip's latest write of `consumer` and the change marker Azure gave it: how
     /// keyflip knows what a consumer whose value cannot be read back, but which has an
     /// etag, holds (a Data Factory linked service).
-    pub fn write_mark(&self, consumer: &ConsumerId) -> Result<Option<WriteMark>, EngineError> {
+    pub(crate) fn write_mark(
+        &self,
+        consumer: &ConsumerId,
+    ) -> Result<Option<WriteMark>, EngineError> {
         Ok(self.inner.journal().write_mark(consumer)?)
     }
 
     /// Records that this rotation wrote the key with `fingerprint` to `consumer` and
     /// Azure marked the result `mark`. Called by the kind right after its write.
-    pub fn record_write_mark(
+    pub(crate) fn record_write_mark(
         &self,
         consumer: &ConsumerId,
         fingerprint: Fingerprint,
@@ -178,7 +181,7 @@ impl<'a> Ctx<'a> {
         )
     }
 
-    pub fn fingerprint_of(&self, keys: &AccountKeys, key: KeyName) -> Fingerprint {
+    pub(crate) fn fingerprint_of(&self, keys: &AccountKeys, key: KeyName) -> Fingerprint {
         self.inner.fingerprinter.fingerprint(keys.value(key))
     }
 
@@ -214,7 +217,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Drops the shared `listKeys` answer; the next `keys()` reads Azure again.
-    pub fn forget_keys(&self) {
+    pub(crate) fn forget_keys(&self) {
         if let Ok(mut cached) = self.keys.try_lock() {
             *cached = None;
         }

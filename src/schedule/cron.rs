@@ -73,7 +73,7 @@ pub enum CronSpecError {
 }
 
 impl CronSpecError {
-    pub const HINT: &'static str = "five fields `minute hour day-of-month month day-of-week` (a sixth, leading field for seconds), e.g. \"0 3 * * SUN\" (Sundays 03:00), \"*/10 * * * *\", \"0 2 L * *\" (last day of the month), \"0 4 * * MON#1\" (first Monday)";
+    pub(crate) const HINT: &'static str = "five fields `minute hour day-of-month month day-of-week` (a sixth, leading field for seconds), e.g. \"0 3 * * SUN\" (Sundays 03:00), \"*/10 * * * *\", \"0 2 L * *\" (last day of the month), \"0 4 * * MON#1\" (first Monday)";
 }
 
 /// How many future occurrences [`CronSpec::shortest_interval`] looks at.
@@ -156,7 +156,7 @@ impl CronSpec {
 
     /// The first occurrence strictly after `after`, in `tz`, by the wall-clock rule
     /// described in the module docs. `None` when the pattern has no further match.
-    pub fn next_after(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_after(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         {
             let recent = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((_, _, found)) = recent.iter().find(|(z, a, _)| *z == tz && *a == after) {
@@ -190,7 +190,7 @@ impl CronSpec {
     /// The shortest wall-clock distance between consecutive occurrences among the
     /// first few after a fixed reference date. Used to refuse schedules that would
     /// rotate every few seconds, and jitter that would overlap the next occurrence.
-    pub fn shortest_interval(&self) -> Option<TimeDelta> {
+    pub(crate) fn shortest_interval(&self) -> Option<TimeDelta> {
         self.inner.shortest
     }
 }

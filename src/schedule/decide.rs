@@ -78,12 +78,14 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub fn is_due(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_due(&self) -> bool {
         matches!(self, Decision::Due { .. })
     }
 
     /// When to decide again: `None` when due now or never.
-    pub fn next_check(&self) -> Option<DateTime<Utc>> {
+    #[cfg(test)]
+    pub(crate) fn next_check(&self) -> Option<DateTime<Utc>> {
         match self {
             Decision::Wait { until, .. } => Some(*until),
             Decision::Due { .. } | Decision::Never => None,
@@ -92,7 +94,7 @@ impl Decision {
 
     /// A short stable label for metrics and JSON: `cron`, `key-age`,
     /// `key-age-unknown` when due; `not-yet`, `jitter`, `window` when waiting; `never`.
-    pub fn reason_code(&self) -> &'static str {
+    pub(crate) fn reason_code(&self) -> &'static str {
         match self {
             Decision::Due { trigger, .. } => match trigger {
                 Trigger::Cron { .. } => "cron",

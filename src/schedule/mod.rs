@@ -11,7 +11,7 @@
 pub mod cron;
 mod decide;
 pub mod jitter;
-pub mod wall_clock;
+pub(crate) mod wall_clock;
 pub mod window;
 
 use std::fmt;
@@ -27,10 +27,10 @@ use crate::plan::duration;
 
 /// Cron schedules may not fire more often than this: a rotation makes several ARM
 /// writes and waits out a grace period, so faster schedules are mistakes.
-pub const MIN_CRON_INTERVAL: TimeDelta = TimeDelta::minutes(1);
+pub(crate) const MIN_CRON_INTERVAL: TimeDelta = TimeDelta::minutes(1);
 
 /// `max_key_age` below this would rotate again before the last rotation settled.
-pub const MIN_MAX_KEY_AGE: TimeDelta = TimeDelta::hours(1);
+pub(crate) const MIN_MAX_KEY_AGE: TimeDelta = TimeDelta::hours(1);
 
 /// A validated schedule. Build it with [`Schedule::new`], which refuses combinations
 /// that cannot work.
@@ -117,7 +117,7 @@ impl Schedule {
     }
 
     /// The zone cron expressions and windows are read in.
-    pub fn timezone(&self) -> Tz {
+    pub(crate) fn timezone(&self) -> Tz {
         self.timezone
     }
 

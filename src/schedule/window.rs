@@ -56,7 +56,7 @@ impl Window {
         self.days
     }
 
-    pub fn spans_midnight(&self) -> bool {
+    pub(crate) fn spans_midnight(&self) -> bool {
         self.end < self.start
     }
 
@@ -78,7 +78,7 @@ impl Window {
 
     /// The first instant at or after `at` inside the window: `at` itself when it is
     /// inside, else the next opening. `None` only at the end of the calendar.
-    pub fn next_opening(&self, tz: Tz, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_opening(&self, tz: Tz, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         if self.contains(tz, at) {
             return Some(at);
         }
@@ -92,7 +92,7 @@ impl Window {
     }
 
     /// When the window that contains `at` closes; `None` when `at` is outside.
-    pub fn closing(&self, tz: Tz, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn closing(&self, tz: Tz, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let opened = self.opened_on(tz, at)?;
         let close_day = if self.spans_midnight() {
             opened.succ_opt()?
@@ -135,7 +135,7 @@ impl fmt::Display for Window {
 }
 
 /// The short lowercase name plans use for a weekday.
-pub fn day_name(day: Weekday) -> &'static str {
+pub(crate) fn day_name(day: Weekday) -> &'static str {
     match day {
         Weekday::Mon => "mon",
         Weekday::Tue => "tue",

@@ -16,7 +16,7 @@ use crate::rotation::{CallService, DryRun, PlannedStep, describe};
 
 /// How much of a dry run to show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Detail {
+pub(crate) enum Detail {
     /// The summary only (before the confirmation prompt).
     Summary,
     /// The summary and the steps.
@@ -27,7 +27,7 @@ pub enum Detail {
 
 /// What the summary counts, also in the JSON document.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Every regeneration, in order.
     pub regenerations: Vec<PlannedRegeneration>,
     /// Consumers that move, by kind (`key_vault_secret`, ...).
@@ -40,7 +40,7 @@ pub struct Summary {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct PlannedRegeneration {
+pub(crate) struct PlannedRegeneration {
     pub seq: u32,
     pub key: KeyName,
     pub purpose: Purpose,
@@ -179,7 +179,7 @@ pub fn dry_run(d: &DryRun, term: &Term, detail: bool) -> String {
 }
 
 /// The dry run as text, as much of it as `detail` asks for.
-pub fn render(d: &DryRun, term: &Term, detail: Detail) -> String {
+pub(crate) fn render(d: &DryRun, term: &Term, detail: Detail) -> String {
     let mut out = String::new();
     let account = d.account.rsplit('/').next().unwrap_or(&d.account);
     let incident = if d.mode.is_incident() {

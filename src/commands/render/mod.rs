@@ -113,7 +113,7 @@ pub fn error(error: &CommandError, output: Output) -> (String, Option<String>) {
 }
 
 /// The mode in words: `safe swap`, `incident: key1 leaked, revoke first`.
-pub fn mode_text(mode: Mode) -> String {
+pub(crate) fn mode_text(mode: Mode) -> String {
     mode.to_string()
 }
 
@@ -146,7 +146,7 @@ pub fn shorten(text: impl std::fmt::Display, consumers: &[&ConsumerRef]) -> Stri
 /// An ARM id in short: `storageAccounts/stdatasci001` for
 /// `/subscriptions/…/providers/Microsoft.Storage/storageAccounts/stdatasci001`; any
 /// other text as it is.
-pub fn short_scope(id: &str) -> String {
+pub(crate) fn short_scope(id: &str) -> String {
     if !id.starts_with("/subscriptions/") {
         return id.to_owned();
     }

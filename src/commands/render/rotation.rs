@@ -72,7 +72,7 @@ pub fn progress(event: &ProgressEvent, term: &Term) -> Option<String> {
 }
 
 /// A wait, shown once when it starts: `  …  21 wait until … (grace period …)`.
-pub fn waiting_line(
+pub(crate) fn waiting_line(
     term: &Term,
     seq: Option<u32>,
     until: chrono::DateTime<chrono::Utc>,
@@ -92,7 +92,7 @@ fn mark_width(term: &Term) -> usize {
 }
 
 /// `  ✓  4 text`, wrapped under the text.
-pub fn step_line(term: &Term, mark: Mark, seq: Option<u32>, text: &str) -> String {
+pub(crate) fn step_line(term: &Term, mark: Mark, seq: Option<u32>, text: &str) -> String {
     let w = mark_width(term);
     let shown = match (mark, term.unicode) {
         (Mark::Fail, false) => "FAIL",
@@ -132,7 +132,7 @@ fn key_line(name: KeyName, before: &KeyState, after: &KeyState, what: Option<Str
 
 /// What a regeneration did, in the words of the rotation's mode: in an incident a
 /// leaked key's regeneration is a revoke, whatever the machine's purpose calls it.
-pub fn regeneration_word(mode: Mode, key: KeyName, purpose: Purpose) -> &'static str {
+pub(crate) fn regeneration_word(mode: Mode, key: KeyName, purpose: Purpose) -> &'static str {
     let leaked = match mode {
         Mode::Scheduled | Mode::Adopt { .. } => false,
         Mode::Leaked { key: leaked, .. } => leaked == key,
@@ -173,7 +173,7 @@ fn outcome_word(report: &RotationReport) -> &'static str {
 
 /// Why a rotation ran, who asked, what it took over or followed, and each grace
 /// period a person shortened: one field each.
-pub fn origin_lines(out: &mut String, report: &RotationReport, term: &Term) {
+pub(crate) fn origin_lines(out: &mut String, report: &RotationReport, term: &Term) {
     let field = |out: &mut String, name: &str, text: &str| {
         out.push_str(&term.wrap(&format!("  {name:<11}"), &" ".repeat(13), text));
     };

@@ -15,7 +15,7 @@ use crate::rotation::machine::ConsumerRef;
 use crate::rotation::{PlanStatus, describe};
 
 /// The schedule's reason code in words.
-pub fn due_words(code: &str) -> &str {
+pub(crate) fn due_words(code: &str) -> &str {
     match code {
         "not-yet" => "by schedule",
         "cron" => "cron",

@@ -36,11 +36,11 @@ use crate::rotation::ProgressEvent;
 pub const VERSION: u32 = 4;
 
 /// Longest request line the server reads.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 /// A request line: the version and the request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
+pub(crate) struct Envelope {
     pub v: u32,
     #[serde(flatten)]
     pub request: Request,
@@ -73,7 +73,7 @@ impl fmt::Debug for Done {
 
 /// One line from the server: exactly one of `progress`, `ok`, `error`.
 #[derive(Clone, Serialize, Deserialize)]
-pub struct ServerLine {
+pub(crate) struct ServerLine {
     pub v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<ProgressEvent>,
@@ -135,12 +135,12 @@ impl ServerLine {
 /// Only the version of a line, read first so a line of another version is named as
 /// such rather than failing to parse.
 #[derive(Deserialize)]
-pub struct VersionOnly {
+pub(crate) struct VersionOnly {
     pub v: Option<u32>,
 }
 
 /// What a peer of another protocol version is told (by either side).
-pub fn version_mismatch(daemon: u32, client: u32) -> String {
+pub(crate) fn version_mismatch(daemon: u32, client: u32) -> String {
     format!(
         "the running daemon speaks control protocol version {daemon} and this keyflip speaks version {client}; use the keyflip binary that matches the running daemon, or restart the daemon after upgrading"
     )

@@ -44,7 +44,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 32;
 
 /// How long one line to a client may take to write.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Writes `text`; false when the client did not take it within [`WRITE_TIMEOUT`].
 async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, text: &str) -> bool {
@@ -94,7 +94,7 @@ pub struct Allowed {
 }
 
 impl Allowed {
-    pub fn permits(&self, uid: u32) -> bool {
+    pub(crate) fn permits(&self, uid: u32) -> bool {
         uid == 0 || uid == self.owner || self.extra.contains(&uid)
     }
 }
@@ -315,7 +315,7 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
 }
 
 /// A request line as the daemon reads it (after its version), or the error sent back.
-pub fn parse_request(text: &str) -> Result<protocol::Request, CommandError> {
+pub(crate) fn parse_request(text: &str) -> Result<protocol::Request, CommandError> {
     let bad = |message: String| CommandError::new(ErrorCode::BadRequest, message, Exit::Usage);
     let version = serde_json::from_str::<protocol::VersionOnly>(text)
         .map_err(|e| bad(format!("the request is not a JSON object: {e}")))?

@@ -26,7 +26,7 @@ use verdict::fix_for;
 pub(crate) use verdict::{Verdict, not_done};
 
 /// Every row for `plan`, in report order.
-pub fn assess(plan: &Plan, seen: &Observed) -> Vec<Check> {
+pub(crate) fn assess(plan: &Plan, seen: &Observed) -> Vec<Check> {
     let ctx = Ctx::new(plan, seen);
     let mut checks: Vec<Check> = seen.tokens.iter().map(token).collect();
     checks.extend(seen.permissions.iter().map(permissions));

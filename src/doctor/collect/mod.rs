@@ -25,10 +25,10 @@ use crate::secret::Fingerprint;
 /// How many of a secret's newest enabled versions are read and fingerprinted. A
 /// secret rotated often has thousands of versions; reading them all would spend the
 /// vault's request budget on versions nobody reads any more.
-pub const VERSIONS_READ: usize = 25;
+pub(crate) const VERSIONS_READ: usize = 25;
 
 /// How many reads of one kind (secret versions, datastore secrets) run at once.
-pub const CONCURRENCY: usize = 8;
+pub(crate) const CONCURRENCY: usize = 8;
 
 /// The result of one read.
 #[derive(Debug)]
@@ -93,7 +93,7 @@ pub struct KeySeen {
 
 /// The actions keyflip needs at each scope of `plan`, in report order, each scope once.
 /// The same checks as a rotation's (`crate::rotation::required_permissions`).
-pub fn required_permissions(plan: &Plan) -> Vec<(String, Resource, Vec<Action>)> {
+pub(crate) fn required_permissions(plan: &Plan) -> Vec<(String, Resource, Vec<Action>)> {
     let mut checks = vec![(
         plan.storage_account.to_string(),
         Resource::STORAGE_ACCOUNT,

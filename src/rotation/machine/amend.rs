@@ -231,6 +231,7 @@ impl Machine {
     }
 
     /// The incident that took this rotation over, if one did.
+    #[cfg(test)]
     pub fn escalation(&self) -> Option<&Escalation> {
         self.escalation.as_ref()
     }

@@ -181,7 +181,8 @@ pub enum RefusalReason {
 impl RefusalReason {
     /// Whether the refusal leaves consumers split across keys or down, which
     /// `keyflip rotate now PLAN --adopt` mends.
-    pub fn adoptable(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn adoptable(&self) -> bool {
         matches!(
             self,
             RefusalReason::ConsumerHoldsNeither { .. }
@@ -250,7 +251,7 @@ impl fmt::Display for RefusalReason {
 
 /// The command that moves every consumer to a key that works now, as the messages
 /// name it (`render` puts the plan's name in place of `PLAN`).
-pub const ADOPT: &str = "`keyflip rotate now PLAN --adopt`";
+pub(crate) const ADOPT: &str = "`keyflip rotate now PLAN --adopt`";
 
 /// Why a rotation was parked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

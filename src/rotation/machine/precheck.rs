@@ -70,7 +70,8 @@ pub enum Route {
 
 impl Route {
     /// Whether the standby key is regenerated before consumers move to it.
-    pub fn stages(self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn stages(self) -> bool {
         matches!(
             self,
             Route::Scheduled

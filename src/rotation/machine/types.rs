@@ -22,7 +22,7 @@ use crate::secret::Fingerprint;
 /// Schema 2 made failure reasons and warnings [`Failure`]s and `Warning`s (a kind and
 /// a message) where schema 1 held plain strings; those strings still read, as kind
 /// `Unclassified`.
-pub const SCHEMA: u32 = 2;
+pub(crate) const SCHEMA: u32 = 2;
 
 pub use crate::consumer::{Capabilities, ConsumerId, ConsumerKind};
 
@@ -184,12 +184,12 @@ pub enum Mode {
 
 impl Mode {
     /// `--leaked`: a leaked key must die.
-    pub fn is_incident(self) -> bool {
+    pub(crate) fn is_incident(self) -> bool {
         matches!(self, Mode::Leaked { .. } | Mode::LeakedBoth)
     }
 
     /// The keys this mode says leaked (none outside an incident).
-    pub fn leaked_keys(self) -> Vec<KeyName> {
+    pub(crate) fn leaked_keys(self) -> Vec<KeyName> {
         match self {
             Mode::Leaked { key, .. } => vec![key],
             Mode::LeakedBoth => KeyName::BOTH.to_vec(),
@@ -565,7 +565,7 @@ mod millis_delta {
     use chrono::TimeDelta;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(d: &TimeDelta, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &TimeDelta, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_i64(d.num_milliseconds())
     }
 
@@ -581,7 +581,7 @@ mod millis_std {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 

@@ -36,15 +36,6 @@ pub enum Phase {
     NeedsAttention,
 }
 
-impl Phase {
-    pub fn is_end(self) -> bool {
-        matches!(
-            self,
-            Phase::Completed | Phase::RolledBack | Phase::Refused | Phase::NeedsAttention
-        )
-    }
-}
-
 /// What the machine believes about one consumer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -163,7 +154,7 @@ pub struct View {
 }
 
 impl Machine {
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         let stage = match &self.state {
             State::Prechecking => return Phase::Prechecking,
             State::Ended => return self.end_phase(),
@@ -226,7 +217,7 @@ impl Machine {
     }
 
     /// A snapshot for status and reports.
-    pub fn view(&self) -> View {
+    pub(crate) fn view(&self) -> View {
         let timeline = self
             .timeline
             .iter()
