@@ -467,6 +467,16 @@ impl Budgets {
         );
     }
 
+    /// Calls waiting for their budget now, in every scope: each is asleep until the
+    /// clock reaches its window (tests use it to know when to move a manual clock).
+    pub fn queued(&self) -> usize {
+        let scopes = self.inner.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        scopes
+            .values()
+            .map(|s| s.queue.values().filter(|w| !w.grant.is_closed()).count())
+            .sum()
+    }
+
     /// Waits so far, per class.
     pub fn waits(&self) -> Vec<Waits> {
         let inner = &self.inner;

@@ -23,6 +23,18 @@
 //! | `RollingBack` | draining in-flight commands, then binds back, verifies back (+ `DisableVersions` of the new value), then `Regenerate(standby, discard)` |
 //! | `Completed`, `RolledBack`, `Refused`, `NeedsAttention` | `Finish` (the end) |
 //!
+//! # Modes and routes
+//!
+//! | mode (what was asked) | route (decided at precheck) |
+//! |---|---|
+//! | `Scheduled` (the schedule, a plain `rotate now`) | `Scheduled` |
+//! | `Leaked { key }`, `key` is the standby | `LeakedStandby` |
+//! | `Leaked { key }`, `key` is active, no consumer takes the newest key on resync | `LeakedActive` |
+//! | `Leaked { key }`, `key` is active, a consumer takes the newest key on resync (an ML workspace) | `LeakedActive { stage_standby }` |
+//! | `Leaked { key, revoke_first }`, `key` is active | `LeakedActive { revoke_first }` |
+//! | `LeakedBoth` (`--leaked both` or `unknown`) | `LeakedBoth` |
+//! | `Adopt { key }` (`rotate now --adopt [KEY]`, the daemon's drift repair) | `Adopt` |
+//!
 //! Routes (decided at precheck, see `precheck`). The *target* is the key and value
 //! consumers move to: the standby's (staged, or as it is), or with `revoke_first` the
 //! active key's value after its revoke. *Swap* below is Binding → VerifyingConsumers

@@ -3,9 +3,7 @@
 //! exceed the budget (here one per second of daemon time). Time only moves when the
 //! test moves it, so the count of writes is compared with the seconds that passed.
 
-use std::time::Duration;
-
-use chrono::{TimeDelta, TimeZone as _, Utc};
+use chrono::{TimeZone as _, Utc};
 use keyflip::azure::budget::Class;
 use keyflip::exit::Exit;
 
@@ -63,41 +61,33 @@ async fn the_shared_budget_spaces_arm_writes_across_concurrent_plans() {
     daemon.settle().await;
     let before = arm_writes(&setup).await.len();
 
-    // Both plans are due at 01:00; from then on the clock moves a second at a time.
-    setup.set(Utc.with_ymd_and_hms(2026, 3, 2, 1, 0, 0).unwrap());
+    // Both plans are due at 01:00; from then on the clock moves whenever the daemon
+    // waits for it, at most a second at a time.
+    let start = Utc.with_ymd_and_hms(2026, 3, 2, 1, 0, 0).unwrap();
+    setup.set(start);
     let both_done = |s: &keyflip::daemon::Snapshot| {
         s.plans
             .iter()
             .all(|p| p.last_success.is_some() && p.running.is_none())
     };
-    let mut steps = 0u32;
     let mut overlapped = false;
-    while !both_done(&daemon.snapshot().await) {
-        assert!(
-            steps < 600,
-            "the rotations do not finish: {:#?}",
-            daemon.snapshot().await
-        );
-        overlapped |= daemon
-            .snapshot()
-            .await
-            .plans
-            .iter()
-            .all(|p| p.running.is_some());
-        let seen = arm_writes(&setup).await.len();
-        // Let the daemon use what the current second allows before moving on.
-        let _ = tokio::time::timeout(Duration::from_millis(300), async {
-            while arm_writes(&setup).await.len() == seen && !both_done(&daemon.snapshot().await) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        if both_done(&daemon.snapshot().await) {
+    loop {
+        let s = daemon.snapshot().await;
+        if both_done(&s) {
             break;
         }
-        setup.advance(TimeDelta::seconds(1));
-        steps += 1;
+        overlapped |= s.plans.iter().all(|p| p.running.is_some());
+        assert!(
+            setup.seconds_since(start) < 600,
+            "the rotations do not finish: {s:#?}"
+        );
+        // Let the daemon use what the current second allows before moving on.
+        tokio::select! {
+            _ = daemon.wait_for("both rotations", both_done) => break,
+            () = daemon.step(&setup) => {}
+        }
     }
+    let steps = setup.seconds_since(start);
     let writes = arm_writes(&setup).await;
     let during = writes.len() - before;
     assert!(overlapped, "the two rotations ran at the same time");

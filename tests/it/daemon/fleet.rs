@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone as _, Timelike as _, Utc};
+use keyflip::clock::Clock as _;
 use keyflip::daemon::control::protocol::{Answer, Request};
 use keyflip::exit::Exit;
 use keyflip::key::KeyName;
@@ -55,24 +56,32 @@ async fn arm_writes(setup: &Setup) -> usize {
         .count()
 }
 
-/// Moves the clock a second at a time (the write budget counts daemon seconds) until
-/// `done` holds; the seconds it took.
-async fn step_until<F, Fut>(setup: &Setup, limit: u32, what: &str, done: F) -> u32
+/// Moves the clock whenever the daemon waits for it (the write budget counts daemon
+/// seconds) until `done` holds; the seconds of daemon time it took, rounded up.
+async fn step_until<F, Fut>(setup: &Setup, daemon: &Daemon, limit: u32, what: &str, done: F) -> u32
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for step in 0..=limit {
-        // Let the daemon use what this second allows.
-        for _ in 0..20 {
-            if done().await {
-                return step;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+    let start = setup.clock.now();
+    loop {
+        if done().await {
+            return setup.seconds_since(start);
         }
-        setup.advance(TimeDelta::seconds(1));
+        assert!(
+            setup.seconds_since(start) <= limit,
+            "{what}: not within {limit} seconds of daemon time"
+        );
+        // Look at `done` again every 25 ms while the daemon works.
+        tokio::select! {
+            () = daemon.step(setup) => {}
+            () = async {
+                while !done().await {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            } => {}
+        }
     }
-    panic!("{what}: not within {limit} seconds of daemon time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +98,7 @@ async fn a_plan_due_by_key_age_rotates_once_not_in_a_loop() {
 
     // The first check finds both keys two hours old: one rotation, and then the new
     // active key's age counts, so nothing is due for an hour.
-    step_until(&setup, 120, "the first rotation", || async {
+    step_until(&setup, &daemon, 120, "the first rotation", || async {
         regenerations(&setup, &account).await >= 2
     })
     .await;
@@ -151,6 +160,7 @@ async fn rotations_waiting_out_their_grace_hold_no_concurrency_slot() {
     };
     step_until(
         &setup,
+        &daemon,
         300,
         "all four to stage their standby key",
         || async {
@@ -343,8 +353,7 @@ async fn an_incident_goes_ahead_of_queued_routine_work() {
     daemon.settle().await;
     setup.set(at(1, 0));
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        setup.advance(TimeDelta::seconds(1));
+        daemon.step(&setup).await;
     }
 
     // Key1 of `leak` leaked: it must die within a few daemon seconds, ahead of the
@@ -355,9 +364,13 @@ async fn an_incident_goes_ahead_of_queued_routine_work() {
         let daemon = daemon.clone();
         async move { incident(&daemon, "leak").await }
     });
-    let seconds = step_until(&setup, 120, "the leaked key's regeneration", || async {
-        regenerations(&setup, &leak).await >= 1
-    })
+    let seconds = step_until(
+        &setup,
+        &daemon,
+        120,
+        "the leaked key's regeneration",
+        || async { regenerations(&setup, &leak).await >= 1 },
+    )
     .await;
     let busy = daemon
         .snapshot()
@@ -372,7 +385,7 @@ async fn an_incident_goes_ahead_of_queued_routine_work() {
     );
     assert!(busy > 0, "routine rotations were still queued behind it");
 
-    step_until(&setup, 300, "the incident's answer", || async {
+    step_until(&setup, &daemon, 300, "the incident's answer", || async {
         request.is_finished()
     })
     .await;
@@ -382,7 +395,7 @@ async fn an_incident_goes_ahead_of_queued_routine_work() {
         "{reply:?}"
     );
     // The routine rotations finish at one write a second.
-    step_until(&setup, 600, "the routine rotations", || async {
+    step_until(&setup, &daemon, 600, "the routine rotations", || async {
         daemon
             .snapshot()
             .await

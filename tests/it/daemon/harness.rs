@@ -180,7 +180,17 @@ impl Setup {
     pub fn set(&self, to: DateTime<Utc>) {
         self.clock.set(to);
     }
+
+    /// Seconds of daemon time since `start`, rounded up.
+    pub fn seconds_since(&self, start: DateTime<Utc>) -> u32 {
+        let ms = (self.clock.now() - start).num_milliseconds().max(0);
+        u32::try_from((ms + 999) / 1000).unwrap_or(u32::MAX)
+    }
 }
+
+/// How long [`Setup::step`] waits for a task to sleep on the clock before it moves
+/// the clock anyway (wall time).
+const STEP_PATIENCE: Duration = Duration::from_millis(500);
 
 pub struct Daemon {
     pub handle: DaemonHandle,
@@ -234,9 +244,9 @@ impl Daemon {
         .await
     }
 
-    /// Lets running jobs finish, moving the clock a second at a time while they wait
-    /// for it (the shared write budget allows ten ARM writes per second of daemon
-    /// time, and a full rotation of the demo world makes more), then settles.
+    /// Lets running jobs finish, moving the clock whenever they wait for it (the
+    /// shared write budget allows ten ARM writes per second of daemon time, and a full
+    /// rotation of the demo world makes more), then settles.
     pub async fn finish_jobs(&self, setup: &Setup) -> Snapshot {
         let now = self.clock.now();
         self.handle.ping().await;
@@ -244,20 +254,61 @@ impl Daemon {
             s.evaluated_at.is_some_and(|t| t >= now)
         })
         .await;
-        for _ in 0..120 {
-            let idle = tokio::time::timeout(
-                Duration::from_millis(500),
-                self.wait_for("jobs to finish", |s| {
-                    s.plans.iter().all(|p| p.running.is_none())
-                }),
-            )
-            .await;
-            if idle.is_ok() {
-                return self.settle().await;
+        let start = self.clock.now();
+        while self.clock.now() - start < TimeDelta::seconds(120) {
+            let idle = |s: &Snapshot| s.plans.iter().all(|p| p.running.is_none());
+            tokio::select! {
+                _ = self.wait_for("jobs to finish", idle) => return self.settle().await,
+                () = self.step(setup) => {}
             }
-            setup.advance(TimeDelta::seconds(1));
         }
         panic!("jobs do not finish: {:#?}", self.snapshot().await)
+    }
+
+    /// Moves the clock once every task of the daemon is asleep on it: every running
+    /// job waits for its write budget or a timer, and a task sleeps on the clock
+    /// until at most a second from now; the clock then jumps to that instant. When
+    /// that does not happen within [`STEP_PATIENCE`] of wall time (the daemon waits
+    /// for something else, or for longer) it moves a second, as the tests did before
+    /// the clock could tell.
+    pub async fn step(&self, setup: &Setup) {
+        let clock = &setup.clock;
+        let next = clock.now() + TimeDelta::seconds(1);
+        let asleep = async {
+            loop {
+                let at = clock.asleep_until(next).await;
+                if self.all_asleep().await {
+                    return at;
+                }
+                // Look again when the work in flight may have come to a wait.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        match tokio::time::timeout(STEP_PATIENCE, asleep).await {
+            Ok(_) => {
+                clock.advance_to_next(TimeDelta::seconds(1));
+            }
+            Err(_) => clock.advance(TimeDelta::seconds(1)),
+        }
+    }
+
+    /// Whether no job or check of the daemon is doing work: each running job waits
+    /// for a timer or for its write budget, and no check is in flight.
+    async fn all_asleep(&self) -> bool {
+        let s = self.snapshot().await;
+        if s.plans.iter().any(|p| p.checking) {
+            return false;
+        }
+        let working = s
+            .plans
+            .iter()
+            .filter(|p| {
+                p.running
+                    .as_ref()
+                    .is_some_and(|r| r.waiting_until.is_none())
+            })
+            .count();
+        self.handle.budgets().queued() >= working
     }
 
     /// Sends a request over the control socket, as the CLI does.
