@@ -22,10 +22,10 @@ pub struct BuildInfo {
     /// `"true"`, `"false"`, or `"unknown"` (no git checkout).
     pub dirty: &'static str,
     pub target: &'static str,
-    pub profile: &'static str,
-    pub rustc: &'static str,
+    pub(crate) profile: &'static str,
+    pub(crate) rustc: &'static str,
     /// Enabled cargo features, comma-separated (`demo` when the twin is built in).
-    pub features: &'static str,
+    pub(crate) features: &'static str,
     /// Resolved versions of the Azure SDK crates, from `Cargo.lock` at build time.
     pub azure_sdk: Vec<AzureCrate>,
 }

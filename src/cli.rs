@@ -78,7 +78,7 @@ pub struct ManpagesArgs {
 pub struct DemoArgs {
     /// Keep the twin running after the demo and print how to reach it.
     #[arg(long)]
-    pub keep_running: bool,
+    pub(crate) keep_running: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -100,7 +100,7 @@ pub struct RotateNowArgs {
     pub dry_run: bool,
     /// With --dry-run: list every Azure call under its step.
     #[arg(long, requires = "dry_run")]
-    pub show_calls: bool,
+    pub(crate) show_calls: bool,
     /// Grace period before the old key is retired (overrides the plan), e.g. 10m, 1h.
     #[arg(long)]
     pub grace: Option<String>,

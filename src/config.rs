@@ -87,7 +87,7 @@ pub struct CustomCloud {
     /// DNS suffix of vault hosts (`vault.azure.net` in the public cloud), if any.
     pub key_vault_suffix: Option<String>,
     /// DNS suffix of storage endpoints (`core.windows.net`), if any.
-    pub storage_suffix: Option<String>,
+    pub(crate) storage_suffix: Option<String>,
     /// The blob endpoint of every storage account, with `{account}` for its name
     /// (`https://{account}.blob.local.azurestack.external/`, or path-style
     /// `https://127.0.0.1:47443/{account}/` for keyflip-twin). ARM's answer must match

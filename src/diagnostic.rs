@@ -11,11 +11,11 @@ pub struct SourceError {
     pub file: String,
     /// 1-based line and column (in characters).
     pub line: usize,
-    pub column: usize,
+    pub(crate) column: usize,
     pub message: String,
-    pub hint: Option<String>,
+    pub(crate) hint: Option<String>,
     /// The source line the error points into, for display.
-    pub excerpt: String,
+    pub(crate) excerpt: String,
 }
 
 impl SourceError {

@@ -26,13 +26,13 @@ pub(crate) const NOFILE_TARGET: u64 = 65_536;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Hardening {
     /// `PR_SET_DUMPABLE` is 0.
-    pub undumpable: bool,
+    pub(crate) undumpable: bool,
     /// The soft open-file limit afterwards.
     pub nofile: Option<u64>,
     /// Environment variables that would have changed TLS trust, removed.
-    pub ignored_trust_env: Vec<String>,
+    pub(crate) ignored_trust_env: Vec<String>,
     /// What could not be done (each is logged as a warning).
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
 }
 
 const TRUST_ENV: [&str; 2] = ["SSL_CERT_FILE", "SSL_CERT_DIR"];

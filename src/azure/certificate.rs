@@ -202,7 +202,7 @@ pub(crate) struct CertificateAssertion {
     pub certificate: Arc<ClientCertificate>,
     pub client_id: String,
     /// `{authority}/{tenant}/oauth2/v2.0/token`, the URL the credential posts to.
-    pub token_endpoint: String,
+    pub(crate) token_endpoint: String,
 }
 
 #[async_trait::async_trait]

@@ -28,10 +28,10 @@ pub struct Cloud {
     pub arm_audience: String,
     pub authority_host: Url,
     pub key_vault_suffix: Option<String>,
-    pub storage_suffix: Option<String>,
+    pub(crate) storage_suffix: Option<String>,
     /// Which blob endpoints ARM may report for a storage account: the only places a
     /// SharedKey-signed request goes.
-    pub blob_endpoints: BlobEndpoints,
+    pub(crate) blob_endpoints: BlobEndpoints,
     pub ca_bundle: Option<PathBuf>,
     sdk: Arc<CloudConfiguration>,
     custom: bool,
@@ -298,7 +298,7 @@ fn parse_builtin(s: &str) -> Result<Url, Error> {
 )]
 pub struct CertificateRejected {
     pub origin: String,
-    pub problem: String,
+    pub(crate) problem: String,
 }
 
 /// What is wrong with a certificate, in words, if `error` is a certificate problem.

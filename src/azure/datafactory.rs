@@ -75,7 +75,7 @@ pub struct LinkedService {
     pub property: Option<&'static str>,
     pub credential: Credential,
     /// Other SecureStrings in `typeProperties`, by property name.
-    pub other_secrets: Vec<String>,
+    pub(crate) other_secrets: Vec<String>,
     /// The whole resource's `properties` as read (secrets masked), for writing back.
     properties: Map<String, Value>,
 }

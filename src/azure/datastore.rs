@@ -26,15 +26,15 @@ use crate::secret::StorageKey;
 pub struct Datastore {
     pub name: String,
     /// `AzureBlob`, `AzureFile`, `AzureDataLakeGen2`, ...
-    pub datastore_type: String,
+    pub(crate) datastore_type: String,
     /// `AccountKey`, `Sas`, `ServicePrincipal`, `None`, ...
-    pub credentials_type: String,
-    pub account_name: Option<String>,
+    pub(crate) credentials_type: String,
+    pub(crate) account_name: Option<String>,
     /// The storage DNS suffix, e.g. `core.windows.net`.
     pub endpoint: Option<String>,
-    pub subscription_id: Option<String>,
+    pub(crate) subscription_id: Option<String>,
     pub resource_group: Option<String>,
-    pub is_default: bool,
+    pub(crate) is_default: bool,
     /// The whole resource as returned, for writing it back unchanged.
     resource: Value,
 }

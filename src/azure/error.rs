@@ -332,7 +332,7 @@ pub(crate) struct ServiceError {
     pub code: Option<String>,
     pub message: Option<String>,
     /// Key Vault's `innererror.code` (e.g. `ForbiddenByRbac`).
-    pub inner_code: Option<String>,
+    pub(crate) inner_code: Option<String>,
 }
 
 impl ServiceError {

@@ -48,9 +48,9 @@ pub(crate) struct Operation {
     /// The RBAC action Azure checks, used to explain a 403 that does not say.
     pub action: Option<Action>,
     /// Safe to send twice. Only idempotent operations are retried.
-    pub idempotent: bool,
+    pub(crate) idempotent: bool,
     /// The answers worth retrying; [`RETRY_STATUSES`] for most operations.
-    pub retry_on: &'static [u16],
+    pub(crate) retry_on: &'static [u16],
 }
 
 /// Statuses Azure uses for "try again": timeout, throttling, server-side failures.
@@ -203,7 +203,7 @@ pub(crate) fn user_agent() -> UserAgentOptions {
 pub(crate) struct Service {
     /// For messages: `ARM`, `Databricks`, `Blob`.
     pub name: &'static str,
-    pub destination: Destination,
+    pub(crate) destination: Destination,
 }
 
 impl Sender {

@@ -74,7 +74,7 @@ pub struct Principal {
     pub tenant_id: Option<String>,
     /// `ServicePrincipal` or `User`, as `az role assignment create
     /// --assignee-principal-type` spells it.
-    pub principal_type: Option<String>,
+    pub(crate) principal_type: Option<String>,
     /// A user's sign-in name, when the token is a user's (Azure CLI credential).
     pub user: Option<String>,
 }

@@ -15,7 +15,7 @@ pub struct Listed {
     /// Answers 202 and is polled (`Location`/`Azure-AsyncOperation`).
     pub long_running: bool,
     /// Not idempotent: sent once and reconciled, never retried.
-    pub sent_once: bool,
+    pub(crate) sent_once: bool,
 }
 
 const fn op(name: &'static str) -> Listed {

@@ -95,9 +95,9 @@ pub mod actions {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Permission {
     pub actions: Vec<String>,
-    pub not_actions: Vec<String>,
-    pub data_actions: Vec<String>,
-    pub not_data_actions: Vec<String>,
+    pub(crate) not_actions: Vec<String>,
+    pub(crate) data_actions: Vec<String>,
+    pub(crate) not_data_actions: Vec<String>,
 }
 
 impl Permission {

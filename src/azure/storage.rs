@@ -36,7 +36,7 @@ pub struct StorageAccount {
     /// `None` means Azure's default, which allows shared keys.
     pub allow_shared_key_access: Option<bool>,
     pub key_expiration_days: Option<u32>,
-    pub provisioning_state: Option<String>,
+    pub(crate) provisioning_state: Option<String>,
 }
 
 impl StorageAccount {
@@ -61,7 +61,7 @@ pub struct AccountKey {
     pub value: StorageKey,
     pub created: Option<DateTime<Utc>>,
     /// `permissions` is `Full` (Azure also writes `FULL`) rather than `Read`.
-    pub full_permission: bool,
+    pub(crate) full_permission: bool,
 }
 
 /// Both account keys, as `listKeys` or `regenerateKey` returned them.

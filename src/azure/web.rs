@@ -230,7 +230,7 @@ pub struct SettingWritten {
     pub attempts: u32,
     /// Settings another writer changed right after keyflip's PUT, with keyflip's value
     /// kept (so that writer had read it).
-    pub changed_after: Vec<String>,
+    pub(crate) changed_after: Vec<String>,
 }
 
 static LIST_APP: Operation = Operation::read("web.appSettings.list", actions::WEB_CONFIG_LIST);

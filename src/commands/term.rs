@@ -20,8 +20,8 @@ pub(crate) const MIN_WIDTH: usize = 40;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Term {
     pub width: usize,
-    pub unicode: bool,
-    pub color: bool,
+    pub(crate) unicode: bool,
+    pub(crate) color: bool,
 }
 
 /// The marks a person scans for.
@@ -232,7 +232,7 @@ pub struct Column {
     /// May be cut (with `…`) down to this many cells when the table is too wide.
     pub min: Option<usize>,
     /// Dropped when the table is still too wide: lowest rank first.
-    pub drop_rank: Option<u8>,
+    pub(crate) drop_rank: Option<u8>,
 }
 
 impl Column {

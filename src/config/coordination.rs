@@ -26,7 +26,7 @@ pub struct CoordinationConfig {
     /// (`https://acct.blob.core.windows.net/`, or path-style `https://host:port/acct/`).
     pub blob_endpoint: Url,
     /// The coordination account's name (from the endpoint).
-    pub account_name: String,
+    pub(crate) account_name: String,
     pub container: String,
     /// The lease length (15–60 s).
     pub lease: Duration,

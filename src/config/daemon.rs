@@ -29,7 +29,7 @@ pub struct DaemonConfig {
     /// The control socket (mode 0600).
     pub socket: PathBuf,
     /// Uids allowed on the control socket besides root and the daemon's own.
-    pub allowed_uids: Vec<u32>,
+    pub(crate) allowed_uids: Vec<u32>,
     /// `/metrics`, `/healthz`, `/readyz`; `None` when set to `"off"`.
     pub metrics_listen: Option<SocketAddr>,
     /// Rotations (scheduled, resumed or requested) running at once across all plans.
@@ -65,7 +65,7 @@ pub struct RetryConfig {
     pub max_backoff: Duration,
     /// Consecutive failed cycles after which the plan is parked `needs-attention`
     /// (no more automatic attempts until `keyflip rotate now` or `resume` succeeds).
-    pub park_after: u32,
+    pub(crate) park_after: u32,
 }
 
 impl Default for RetryConfig {
@@ -96,18 +96,18 @@ impl RetryConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BudgetConfig {
     /// ARM writes (every method but GET) per subscription per second.
-    pub arm_writes_per_second: u32,
+    pub(crate) arm_writes_per_second: u32,
     /// Writes to the Storage resource provider (`listKeys`, `regenerateKey`, ...) per
     /// subscription per hour.
-    pub arm_writes_per_hour: u32,
+    pub(crate) arm_writes_per_hour: u32,
     /// ARM reads per subscription per second.
-    pub arm_reads_per_second: u32,
+    pub(crate) arm_reads_per_second: u32,
     /// Reads of the Storage resource provider per subscription per 5 minutes.
-    pub arm_reads_per_5min: u32,
+    pub(crate) arm_reads_per_5min: u32,
     /// Secret creates (`setSecret`) per vault per 10 seconds.
-    pub keyvault_writes_per_10s: u32,
+    pub(crate) keyvault_writes_per_10s: u32,
     /// Every other Key Vault call per vault per 10 seconds.
-    pub keyvault_reads_per_10s: u32,
+    pub(crate) keyvault_reads_per_10s: u32,
 }
 
 /// Azure's limits: in Azure's clouds the budgets may be lower, never higher.

@@ -170,7 +170,7 @@ pub struct AppServiceSettings {
     /// App settings that hold the key (`AzureWebJobsStorage`, ...).
     pub app_settings: Vec<String>,
     /// Connection strings that hold the key.
-    pub connection_strings: Vec<String>,
+    pub(crate) connection_strings: Vec<String>,
     /// Deployment slots whose settings of the same names hold it too; empty: the
     /// production site only.
     pub slots: Vec<String>,

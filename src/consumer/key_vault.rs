@@ -117,11 +117,11 @@ pub struct KeyVaultSecret {
     pub format: SecretFormat,
     pub content_type: String,
     /// Each new version expires this many days after it is written.
-    pub expires_after_days: Option<u32>,
+    pub(crate) expires_after_days: Option<u32>,
     /// Tags written on each new version, besides keyflip's own `keyflip-*` tags.
     pub tags: BTreeMap<String, String>,
     /// The vault's ARM id, which lets keyflip check its role assignments.
-    pub vault_id: Option<ResourceId>,
+    pub(crate) vault_id: Option<ResourceId>,
 }
 
 impl KeyVaultSecret {

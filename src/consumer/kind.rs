@@ -66,7 +66,7 @@ pub struct Capabilities {
     /// Each write adds a version and older versions stay readable, so a value that
     /// leaked (or that a rollback abandoned) is disabled in it afterwards (Key Vault).
     #[serde(default)]
-    pub keeps_old_versions: bool,
+    pub(crate) keeps_old_versions: bool,
     /// Binding it makes Azure pick the key it takes, the account's newest as far as
     /// keyflip knows (an ML workspace's `resyncKeys`): a route that swaps to an older
     /// existing standby would leave it behind. Such a bind cannot be steered back, so
@@ -74,12 +74,12 @@ pub struct Capabilities {
     /// and nothing rolls back after it
     /// ([`steered_by_azure`](crate::rotation::machine::steered_by_azure)).
     #[serde(default)]
-    pub takes_newest_key_on_resync: bool,
+    pub(crate) takes_newest_key_on_resync: bool,
     /// Bound only once every other bind of its batch has answered, and not at all
     /// when the rotation turned back meanwhile: its write cannot be steered back (a
     /// resync), or disturbs its users (an app restart).
     #[serde(default)]
-    pub bind_last: bool,
+    pub(crate) bind_last: bool,
 }
 
 impl Capabilities {

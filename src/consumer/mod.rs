@@ -332,7 +332,7 @@ pub(crate) struct Section {
     /// Deserializes and validates every table of the array.
     pub parse: ParseTables,
     /// The section's tables in a few words, for `keyflip demo`.
-    pub summarize: fn(&[&Entry]) -> String,
+    pub(crate) summarize: fn(&[&Entry]) -> String,
     /// Where its rows come in `doctor`'s report and its scopes among the permission
     /// checks: ML workspaces first, as keyflip has always listed them.
     report_order: u8,

@@ -35,7 +35,7 @@ pub struct AccountDoc {
     /// The fingerprint of a fixed text under the writers' fingerprint key: replicas
     /// must share one key, or their fingerprints would never match.
     #[serde(default)]
-    pub fingerprint_check: Option<String>,
+    pub(crate) fingerprint_check: Option<String>,
     /// Oldest first; at most one unfinished, and it is the last.
     pub rotations: Vec<RotationDoc>,
 }
@@ -64,9 +64,9 @@ pub struct RotationDoc {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepDoc {
     pub command: Command,
-    pub intent_at: DateTime<Utc>,
+    pub(crate) intent_at: DateTime<Utc>,
     pub result: Option<StepResult>,
-    pub result_at: Option<DateTime<Utc>>,
+    pub(crate) result_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

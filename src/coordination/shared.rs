@@ -33,12 +33,12 @@ use crate::resource_id::ResourceId;
 /// Counters for metrics and status.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub acquisitions: AtomicU64,
+    pub(crate) acquisitions: AtomicU64,
     pub refused: AtomicU64,
-    pub losses: AtomicU64,
-    pub renewals: AtomicU64,
+    pub(crate) losses: AtomicU64,
+    pub(crate) renewals: AtomicU64,
     /// Latency of the last successful renewal, in microseconds.
-    pub last_renewal_us: AtomicU64,
+    pub(crate) last_renewal_us: AtomicU64,
     pub writes: AtomicU64,
 }
 
@@ -69,7 +69,7 @@ pub struct Coordinator {
     fingerprint_check: String,
     /// Where every coordination request runs (see [`Background`]).
     background: Background,
-    pub stats: Arc<Stats>,
+    pub(crate) stats: Arc<Stats>,
 }
 
 /// A runtime of the coordinator's own (one thread). Its requests, and the renewals,

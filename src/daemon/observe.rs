@@ -48,7 +48,7 @@ pub(super) struct Baseline {
     pub keys: Option<ObservedKeys>,
     /// Per Key Vault consumer, the newest version the last full check saw
     /// ([`version_key`]).
-    pub kv_seen: Box<[u64]>,
+    pub(crate) kv_seen: Box<[u64]>,
     /// Read everything regardless.
     pub full: bool,
 }

@@ -93,14 +93,14 @@ pub(crate) enum Msg {
 /// What jobs and request tasks share.
 #[derive(Clone)]
 pub(super) struct Context {
-    pub engine: Engine,
-    pub clock: Arc<dyn Clock>,
-    pub metrics: Arc<Metrics>,
-    pub notifier: Notifier,
+    pub(super) engine: Engine,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) notifier: Notifier,
     /// Every job, request task and notification; waited for on shutdown.
-    pub tracker: TaskTracker,
-    pub shutdown: CancellationToken,
-    pub tx: mpsc::UnboundedSender<Msg>,
+    pub(super) tracker: TaskTracker,
+    pub(super) shutdown: CancellationToken,
+    pub(super) tx: mpsc::UnboundedSender<Msg>,
 }
 
 /// How old the active key is, as far as the scheduler knows.
@@ -116,43 +116,43 @@ pub(super) enum KeyAge {
 
 /// One plan as the scheduler knows it.
 pub(super) struct Entry {
-    pub plan: KeptPlan,
+    pub(super) plan: KeptPlan,
     /// The plan's name, shared with its timers and queue entries.
-    pub key: Arc<str>,
-    pub state: PlanState,
-    pub running: Option<Box<Activity>>,
-    pub observing: bool,
+    pub(super) key: Arc<str>,
+    pub(super) state: PlanState,
+    pub(super) running: Option<Box<Activity>>,
+    pub(super) observing: bool,
     /// When the next check is due; in the timer queue unless running or observing.
-    pub observe_at: Option<DateTime<Utc>>,
+    pub(super) observe_at: Option<DateTime<Utc>>,
     /// Checks that failed in a row: the next comes sooner than the interval.
-    pub observe_failures: u32,
+    pub(super) observe_failures: u32,
     /// The next check must read everything (a job ended without a full picture).
-    pub needs_full: bool,
+    pub(super) needs_full: bool,
     /// Per Key Vault consumer, the newest version at the last full check (hashed).
-    pub kv_seen: Box<[u64]>,
-    pub active_created: KeyAge,
+    pub(super) kv_seen: Box<[u64]>,
+    pub(super) active_created: KeyAge,
     /// Current drift findings.
-    pub drift: Vec<Finding>,
+    pub(super) drift: Vec<Finding>,
     /// A keyflip job changed the keys since the last observation.
-    pub keyflip_changed: bool,
+    pub(super) keyflip_changed: bool,
     /// Bumped whenever a job starts or ends: a check that began in another epoch saw
     /// keys in flux and is discarded.
-    pub epoch: u64,
+    pub(super) epoch: u64,
     /// Removed by a reload while a job ran: dropped when the job ends.
-    pub retired: bool,
+    pub(super) retired: bool,
     /// Stops the running job between journaled steps (a pre-emption).
-    pub cancel: Option<CancellationToken>,
+    pub(super) cancel: Option<CancellationToken>,
     /// A person's request that stopped the running job, started when it has ended.
-    pub preempted: Option<Box<(Job, super::jobs::Client)>>,
+    pub(super) preempted: Option<Box<(Job, super::jobs::Client)>>,
     /// From the last decision, for the snapshot.
-    pub next: Option<DateTime<Utc>>,
-    pub reason: &'static str,
+    pub(super) next: Option<DateTime<Utc>>,
+    pub(super) reason: &'static str,
     /// The schedule timer in the queue, if any.
-    pub due_timer: Option<DateTime<Utc>>,
+    pub(super) due_timer: Option<DateTime<Utc>>,
     /// In the queue of due plans waiting for a slot, since then.
-    pub queued: Option<(DateTime<Utc>, Trigger)>,
+    pub(super) queued: Option<(DateTime<Utc>, Trigger)>,
     /// Its part in the published summary, as last counted.
-    pub share: Share,
+    pub(super) share: Share,
 }
 
 /// What a plan does next, from one decision.
@@ -169,32 +169,32 @@ pub(super) enum TimerKind {
 }
 
 pub(super) struct Scheduler {
-    pub ctx: Context,
-    pub config: Config,
+    pub(super) ctx: Context,
+    pub(super) config: Config,
     /// Boxed: a map node then holds pointers, not half-empty slots of whole entries.
-    pub plans: BTreeMap<String, Box<Entry>>,
-    pub rx: mpsc::UnboundedReceiver<Msg>,
+    pub(super) plans: BTreeMap<String, Box<Entry>>,
+    pub(super) rx: mpsc::UnboundedReceiver<Msg>,
     /// What every evaluation publishes; rows are assembled on request.
-    pub header: watch::Sender<Header>,
-    pub counts: Counts,
-    pub evaluated_at: Option<DateTime<Utc>>,
-    pub systemd: SystemdNotifier,
-    pub loader: Loader,
-    pub ready: bool,
-    pub stopping: bool,
-    pub last_summary: String,
+    pub(super) header: watch::Sender<Header>,
+    pub(super) counts: Counts,
+    pub(super) evaluated_at: Option<DateTime<Utc>>,
+    pub(super) systemd: SystemdNotifier,
+    pub(super) loader: Loader,
+    pub(super) ready: bool,
+    pub(super) stopping: bool,
+    pub(super) last_summary: String,
     /// Every plan's next decision and next check, earliest first.
-    pub timers: BTreeSet<(DateTime<Utc>, TimerKind, Arc<str>)>,
+    pub(super) timers: BTreeSet<(DateTime<Utc>, TimerKind, Arc<str>)>,
     /// Due plans waiting for a slot, in the order they became due.
-    pub due: BTreeSet<(DateTime<Utc>, Arc<str>)>,
+    pub(super) due: BTreeSet<(DateTime<Utc>, Arc<str>)>,
     /// Checks due, waiting for one of [`MAX_CHECKS`].
-    pub checks_due: BTreeSet<(DateTime<Utc>, Arc<str>)>,
+    pub(super) checks_due: BTreeSet<(DateTime<Utc>, Arc<str>)>,
     /// Jobs running, and those among them doing Azure work (not waiting).
-    pub jobs: usize,
-    pub busy: usize,
-    pub checks: usize,
+    pub(super) jobs: usize,
+    pub(super) busy: usize,
+    pub(super) checks: usize,
     /// Plans whose published row is stale.
-    pub dirty: BTreeSet<Arc<str>>,
+    pub(super) dirty: BTreeSet<Arc<str>>,
 }
 
 impl Scheduler {

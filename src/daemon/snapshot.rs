@@ -66,7 +66,7 @@ pub struct PlanSnapshot {
     /// Both keys at the last observation.
     pub keys: Option<ObservedKeys>,
     /// `keyCreationTime` of the key consumers hold, at the last observation.
-    pub active_key_created: Option<DateTime<Utc>>,
+    pub(crate) active_key_created: Option<DateTime<Utc>>,
     /// The plan's `max_key_age` policy, when it has one.
     pub max_key_age: Option<chrono::TimeDelta>,
     /// Current drift findings, one line each.
@@ -100,7 +100,7 @@ impl Snapshot {
 pub(super) struct Share {
     pub counted: bool,
     pub parked: bool,
-    pub drifted: bool,
+    pub(crate) drifted: bool,
     pub running: bool,
     pub next_due: Option<DateTime<Utc>>,
 }

@@ -28,7 +28,7 @@ pub(crate) struct Report {
     pub fingerprints: Fingerprints,
     pub plans: Vec<PlanReport>,
     /// Plan files in the plans directory that are not valid plans.
-    pub invalid_plans: Vec<InvalidPlan>,
+    pub(crate) invalid_plans: Vec<InvalidPlan>,
 }
 
 impl Report {
@@ -144,7 +144,7 @@ pub struct Check {
     pub fix: Option<String>,
     /// The check's kind (`"check"` in JSON) and its structured findings.
     #[serde(flatten)]
-    pub facts: Facts,
+    pub(crate) facts: Facts,
 }
 
 impl Check {
@@ -268,7 +268,7 @@ impl Facts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Service {
     pub name: &'static str,
-    pub label: &'static str,
+    pub(crate) label: &'static str,
 }
 
 impl Service {
@@ -294,7 +294,7 @@ impl Serialize for Service {
 pub struct Resource {
     pub name: &'static str,
     /// In a row's subject: `key vault kv-datasci`.
-    pub label: &'static str,
+    pub(crate) label: &'static str,
 }
 
 impl Resource {
@@ -314,10 +314,10 @@ impl Serialize for Resource {
 pub struct MissingAction {
     pub action: String,
     /// A data action (Key Vault secrets) rather than a control-plane action.
-    pub data_action: bool,
+    pub(crate) data_action: bool,
     /// The narrowest built-in role that grants it, if keyflip knows one.
     pub role: Option<String>,
-    pub role_id: Option<String>,
+    pub(crate) role_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

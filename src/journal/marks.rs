@@ -24,7 +24,7 @@ pub(crate) struct WriteMark {
     /// The fingerprint of the key written.
     pub fingerprint: Fingerprint,
     /// The service's change marker right after the write (an etag).
-    pub mark: String,
+    pub(crate) mark: String,
     /// When keyflip recorded it, after the write.
     pub at: DateTime<Utc>,
 }

@@ -23,7 +23,7 @@ pub struct PlanState {
     pub plan: String,
     /// When the daemon first saw the plan: where cron counting starts before the
     /// plan's first rotation, so an occurrence missed during downtime still runs.
-    pub first_seen: DateTime<Utc>,
+    pub(crate) first_seen: DateTime<Utc>,
     /// Start of the last rotation the daemon started (or tried to) for the plan.
     pub last_started: Option<DateTime<Utc>>,
     /// End of the last rotation that completed.

@@ -32,10 +32,10 @@ pub struct NewRotation {
 pub struct StepRecord {
     pub command: Command,
     /// When the intent was recorded (just before the effect).
-    pub intent_at: DateTime<Utc>,
+    pub(crate) intent_at: DateTime<Utc>,
     /// The result, once recorded.
     pub result: Option<StepResult>,
-    pub result_at: Option<DateTime<Utc>>,
+    pub(crate) result_at: Option<DateTime<Utc>>,
 }
 
 impl StepRecord {

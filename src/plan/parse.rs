@@ -89,7 +89,7 @@ pub(super) struct Sections {
     pub drift: Option<Spanned<RawDrift>>,
     /// Whether the file has any consumer table, including ones that failed to
     /// deserialize (so "no consumers" is not reported on top of their errors).
-    pub any_consumer_table: bool,
+    pub(crate) any_consumer_table: bool,
 }
 
 pub(super) fn sections(d: &mut Diagnostics<'_>) -> Option<Sections> {

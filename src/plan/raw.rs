@@ -24,7 +24,7 @@ pub(super) fn top_level() -> Vec<&'static str> {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSchedule {
     pub cron: Option<Text>,
-    pub timezone: Option<Text>,
+    pub(crate) timezone: Option<Text>,
     pub max_key_age: Option<Text>,
     pub window: Option<Spanned<RawWindow>>,
     pub jitter: Option<Text>,
@@ -52,7 +52,7 @@ pub(super) struct RawNotify {
     pub webhook: Option<Text>,
     pub events: Option<Spanned<Vec<Text>>>,
     pub format: Option<Text>,
-    pub secret_file: Option<Text>,
+    pub(crate) secret_file: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -61,7 +61,7 @@ pub struct Webhook {
     pub format: WebhookFormat,
     /// A file holding the HMAC-SHA256 key the body is signed with
     /// (`X-Keyflip-Signature`); read when a notification is sent, never at load.
-    pub secret_file: Option<std::path::PathBuf>,
+    pub(crate) secret_file: Option<std::path::PathBuf>,
 }
 
 /// The body a webhook receives.

@@ -299,7 +299,7 @@ pub enum HandleError {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("event {index} of the replay was rejected: {error}")]
 pub(crate) struct ReplayError {
-    pub index: usize,
+    pub(crate) index: usize,
     pub error: HandleError,
 }
 

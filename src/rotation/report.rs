@@ -55,9 +55,9 @@ pub struct StepReport {
     /// The command in words.
     pub step: String,
     pub command: Action,
-    pub intent_at: DateTime<Utc>,
+    pub(crate) intent_at: DateTime<Utc>,
     pub result: Option<StepResult>,
-    pub result_at: Option<DateTime<Utc>>,
+    pub(crate) result_at: Option<DateTime<Utc>>,
     /// From intent to result, when both are recorded.
     pub duration_ms: Option<i64>,
     /// `Some(false)` for a failure result, `None` while in doubt.
@@ -378,7 +378,7 @@ impl DryRun {
 pub struct Inventory {
     pub plan: String,
     pub account: String,
-    pub observed_at: DateTime<Utc>,
+    pub(crate) observed_at: DateTime<Utc>,
     pub key1: KeyState,
     pub key2: KeyState,
     pub shared_key_access: bool,

@@ -28,7 +28,7 @@ pub struct Known {
     pub last_started: Option<DateTime<Utc>>,
     /// `keyCreationTime` of the active key; `None` on accounts whose keys were never
     /// regenerated since Azure began recording it.
-    pub active_key_created: Option<DateTime<Utc>>,
+    pub(crate) active_key_created: Option<DateTime<Utc>>,
     /// Where cron counting starts when `last_started` is `None`: the daemon's start.
     pub baseline: DateTime<Utc>,
 }

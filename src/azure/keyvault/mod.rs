@@ -40,7 +40,7 @@ pub struct SecretVersion {
     pub version: String,
     pub enabled: bool,
     pub created: Option<DateTime<Utc>>,
-    pub updated: Option<DateTime<Utc>>,
+    pub(crate) updated: Option<DateTime<Utc>>,
     pub expires: Option<DateTime<Utc>>,
     pub content_type: Option<String>,
     pub tags: BTreeMap<String, String>,

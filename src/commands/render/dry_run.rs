@@ -34,8 +34,8 @@ pub(crate) struct Summary {
     pub consumers_moved: BTreeMap<String, usize>,
     /// ARM calls other than GET: what the subscription's write budget counts.
     pub arm_writes: usize,
-    pub key_vault_calls: usize,
-    pub databricks_calls: usize,
+    pub(crate) key_vault_calls: usize,
+    pub(crate) databricks_calls: usize,
     pub steps: usize,
 }
 
@@ -47,7 +47,7 @@ pub(crate) struct PlannedRegeneration {
     /// `staged`, `retired`, `revoked`, ... in the words of the rotation's mode.
     pub action: String,
     /// Before any consumer is bound.
-    pub before_consumers_move: bool,
+    pub(crate) before_consumers_move: bool,
 }
 
 /// The kind's journaled snake_case name (`key_vault_secret`), so a new kind needs

@@ -62,7 +62,7 @@ pub fn seconds(d: Duration) -> String {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Shape {
     /// `--dry-run --show-calls`: every Azure call under its step.
-    pub show_calls: bool,
+    pub(crate) show_calls: bool,
     /// `status --plan NAME`: the detailed view instead of the table.
     pub detail: bool,
 }

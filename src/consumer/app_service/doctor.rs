@@ -24,7 +24,7 @@ use crate::secret::Fingerprint;
 pub struct AppServiceSeen {
     pub plan: AppServiceSettings,
     /// The site, then each listed slot.
-    pub places: Vec<PlaceSeen>,
+    pub(crate) places: Vec<PlaceSeen>,
 }
 
 /// The settings of one site or slot, classified.

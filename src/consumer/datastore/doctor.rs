@@ -22,12 +22,12 @@ use crate::secret::Fingerprint;
 #[derive(Debug)]
 pub struct DatastoreSeen {
     pub name: String,
-    pub datastore_type: String,
-    pub credentials_type: String,
-    pub account_name: Option<String>,
-    pub uses_account_key: bool,
+    pub(crate) datastore_type: String,
+    pub(crate) credentials_type: String,
+    pub(crate) account_name: Option<String>,
+    pub(crate) uses_account_key: bool,
     /// Whether it is a key-based datastore on the plan's account.
-    pub on_account: bool,
+    pub(crate) on_account: bool,
     /// The fingerprint of its stored account key (read for key-based datastores on
     /// the account and for named ones).
     pub key: Got<Fingerprint>,
@@ -57,8 +57,8 @@ pub enum Selection {
 pub struct DatastoreFacts {
     pub name: String,
     /// `AzureBlob`, `AzureFile`, ...; `null` for a named datastore that does not exist.
-    pub datastore_type: Option<String>,
-    pub credentials_type: Option<String>,
+    pub(crate) datastore_type: Option<String>,
+    pub(crate) credentials_type: Option<String>,
     pub account: Option<String>,
     /// A rotation updates it (named in the plan, or discovered).
     pub covered: bool,

@@ -23,7 +23,7 @@ pub struct WorkspaceSeen {
     /// Read only when the plan resyncs the workspace.
     pub workspace: Got<Workspace>,
     /// The fingerprint of the workspace's cached storage key (`None`: it has none).
-    pub cached_key: Got<Option<Fingerprint>>,
+    pub(crate) cached_key: Got<Option<Fingerprint>>,
     pub datastores: Got<Vec<DatastoreSeen>>,
 }
 

@@ -79,7 +79,7 @@ pub struct TokenSeen {
 pub struct PermissionsSeen {
     pub scope: String,
     pub resource: Resource,
-    pub required: Vec<Action>,
+    pub(crate) required: Vec<Action>,
     pub missing: Got<Vec<MissingAction>>,
 }
 

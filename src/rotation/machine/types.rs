@@ -35,7 +35,7 @@ pub use crate::consumer::{Capabilities, ConsumerId, ConsumerKind};
 #[serde(into = "StoredConsumerRef", try_from = "StoredConsumerRef")]
 pub struct ConsumerRef {
     pub id: ConsumerId,
-    pub capabilities: Capabilities,
+    pub(crate) capabilities: Capabilities,
 }
 
 impl ConsumerRef {
@@ -133,7 +133,7 @@ pub struct MissingPermission {
     /// The scope it is needed on (a resource id or vault URL).
     pub scope: String,
     /// A built-in role that grants it, when one is known.
-    pub role_hint: Option<String>,
+    pub(crate) role_hint: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -60,10 +60,10 @@ pub enum ConsumerStatus {
 pub struct ConsumerView {
     pub consumer: ConsumerRef,
     /// What it held at observation.
-    pub initially: Holding,
+    pub(crate) initially: Holding,
     pub status: ConsumerStatus,
     /// Key Vault versions disabled by this rotation.
-    pub disabled_versions: Vec<String>,
+    pub(crate) disabled_versions: Vec<String>,
 }
 
 /// A decision or finding worth a line in the timeline.
@@ -131,7 +131,7 @@ pub struct View {
     pub escalation: Option<Escalation>,
     /// Each time a person shortened the grace period.
     pub grace_shortened: Vec<GraceShortening>,
-    pub phase: Phase,
+    pub(crate) phase: Phase,
     /// Decided at precheck.
     pub route: Option<Route>,
     /// The key consumers held at precheck. With `revoke_first` it is also the key they
@@ -145,7 +145,7 @@ pub struct View {
     /// standby's on the leaked-active fast path, or with `revoke_first` the active
     /// key's fresh value (`None` until its revoke succeeded).
     pub target: Option<Fingerprint>,
-    pub committed_at: Option<DateTime<Utc>>,
+    pub(crate) committed_at: Option<DateTime<Utc>>,
     pub consumers: Vec<ConsumerView>,
     pub regenerations: Vec<Regeneration>,
     pub warnings: Vec<Warning>,
