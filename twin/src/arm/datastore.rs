@@ -28,7 +28,6 @@ fn ml_error(status: u16, message: &str, inner: &str) -> Resp {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn run(
     sh: &Shared,
     req: &Req,
