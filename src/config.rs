@@ -51,6 +51,18 @@ pub struct Config {
     pub plans_dir: PathBuf,
     pub state_dir: PathBuf,
     pub daemon: DaemonConfig,
+    /// `[discovery]`: where `plan discover` and the unlisted-consumer check look
+    /// beyond what ARM lists.
+    pub discovery: DiscoveryConfig,
+}
+
+/// `[discovery]`. Databricks has no inventory API keyflip can use across workspaces,
+/// and its secrets cannot be read back, so the workspaces to look in are listed here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// Databricks workspace URLs (`https://adb-….azuredatabricks.net`) whose
+    /// Databricks-backed scopes discovery looks through.
+    pub databricks: Vec<Url>,
 }
 
 /// Which Azure cloud, plus an optional extra CA bundle (custom clouds, or a
@@ -83,6 +95,9 @@ pub struct CustomCloud {
     pub key_vault_suffix: Option<String>,
     /// DNS suffix of storage endpoints (`core.windows.net`), if any.
     pub storage_suffix: Option<String>,
+    /// The Log Analytics query API's origin (`https://api.loganalytics.io` in the
+    /// public cloud), for the usage gate; `None` when the cloud has none.
+    pub log_analytics_url: Option<Url>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +216,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         };
         let daemon = ctx.daemon(raw.daemon.map(Spanned::into_inner).unwrap_or_default(), env)?;
+        let discovery = ctx.discovery(raw.discovery)?;
         Ok(Config {
             source: None,
             cloud,
@@ -208,6 +224,7 @@ impl Config {
             plans_dir,
             state_dir,
             daemon,
+            discovery,
         })
     }
 }
@@ -220,6 +237,13 @@ struct RawConfig {
     plans_dir: Option<Spanned<PathBuf>>,
     state_dir: Option<Spanned<PathBuf>>,
     daemon: Option<Spanned<RawDaemon>>,
+    discovery: Option<Spanned<RawDiscovery>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    databricks: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -231,6 +255,7 @@ struct RawCloud {
     authority_host: Option<Spanned<String>>,
     key_vault_suffix: Option<Spanned<String>>,
     storage_suffix: Option<Spanned<String>>,
+    log_analytics_url: Option<Spanned<String>>,
     ca_bundle: Option<Spanned<PathBuf>>,
 }
 
@@ -278,6 +303,27 @@ impl Ctx<'_> {
             )));
         }
         Ok(url)
+    }
+
+    /// `[discovery]`: every URL https.
+    fn discovery(
+        &self,
+        raw: Option<Spanned<RawDiscovery>>,
+    ) -> Result<DiscoveryConfig, SourceError> {
+        let Some(raw) = raw else {
+            return Ok(DiscoveryConfig::default());
+        };
+        let databricks = raw
+            .into_inner()
+            .databricks
+            .unwrap_or_default()
+            .iter()
+            .map(|v| {
+                self.https_url(v, "databricks")
+                    .map(|u| Url::parse(u.as_str().trim_end_matches('/')).unwrap_or(u))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DiscoveryConfig { databricks })
     }
 
     /// `[cloud]`, reconciled with `AZURE_AUTHORITY_HOST` (Microsoft's SDKs read it to
@@ -374,6 +420,7 @@ impl Ctx<'_> {
                 ("authority_host", &raw.authority_host),
                 ("key_vault_suffix", &raw.key_vault_suffix),
                 ("storage_suffix", &raw.storage_suffix),
+                ("log_analytics_url", &raw.log_analytics_url),
             ] {
                 if let Some(v) = field {
                     return Err(self
@@ -408,12 +455,18 @@ impl Ctx<'_> {
                     v.as_ref()
                         .map(|s| s.get_ref().trim_start_matches('.').to_owned())
                 };
+                let log_analytics_url = raw
+                    .log_analytics_url
+                    .as_ref()
+                    .map(|v| self.https_url(v, "log_analytics_url"))
+                    .transpose()?;
                 CloudKind::Custom(Box::new(CustomCloud {
                     arm_url,
                     arm_audience,
                     authority_host,
                     key_vault_suffix: suffix(&raw.key_vault_suffix),
                     storage_suffix: suffix(&raw.storage_suffix),
+                    log_analytics_url,
                 }))
             }
         };

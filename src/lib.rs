@@ -12,6 +12,7 @@ pub mod config;
 pub mod consumer;
 pub mod daemon;
 pub mod diagnostic;
+pub mod discover;
 pub mod doctor;
 pub mod exit;
 #[cfg(feature = "failpoints")]

@@ -24,6 +24,12 @@ fn main() -> ExitCode {
             commands::run(config, &cli.command)
         }
         Command::Plan(PlanCommand::Check(args)) => plan_check(&args.paths),
+        Command::Plan(PlanCommand::Discover(args)) => commands::discover::run(
+            config,
+            args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
         Command::Doctor(args) => keyflip::doctor::run(
             config,
             args,

@@ -22,10 +22,12 @@ pub mod databricks;
 pub mod datastore;
 mod error;
 mod http;
+pub mod inventory;
 pub mod keyvault;
 pub mod ml;
 #[cfg(test)]
 mod mock;
+pub mod monitor;
 pub mod probe;
 pub mod roles;
 pub mod shared_key;
@@ -77,6 +79,8 @@ pub struct Azure {
     identity: credential::Identity,
     arm: arm::Arm,
     databricks: http::Sender,
+    /// The Log Analytics query API (the usage gate).
+    logs: http::Sender,
     probe: http::Sender,
     vaults: Mutex<HashMap<String, Arc<SecretClient>>>,
     fingerprinter: Arc<Fingerprinter>,
@@ -117,6 +121,12 @@ impl Azure {
             DATABRICKS_AUDIENCE,
             options.retry.clone(),
         );
+        let logs = http::Sender::bearer(
+            &http,
+            credential.clone(),
+            &cloud.log_analytics_audience(),
+            options.retry.clone(),
+        );
         let probe = shared_key::sender(&http);
         Ok(Azure {
             arm: arm::Arm::new(arm_sender, cloud.arm_url.clone(), options.lro_poll),
@@ -125,6 +135,7 @@ impl Azure {
             credential,
             identity,
             databricks,
+            logs,
             probe,
             vaults: Mutex::new(HashMap::new()),
             fingerprinter,
@@ -169,6 +180,12 @@ impl Azure {
                 &http,
                 credential.clone(),
                 DATABRICKS_AUDIENCE,
+                options.retry.clone(),
+            ),
+            logs: http::Sender::bearer(
+                &http,
+                credential.clone(),
+                &cloud.log_analytics_audience(),
                 options.retry.clone(),
             ),
             probe: shared_key::sender(&http),

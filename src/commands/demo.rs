@@ -17,7 +17,8 @@ use super::{render, runtime};
 use crate::cli::{DemoArgs, Output};
 use crate::clock::SystemClock;
 use crate::config::{
-    ClientSecretSource, CloudConfig, CloudKind, Config, CredentialConfig, CustomCloud, DaemonConfig,
+    ClientSecretSource, CloudConfig, CloudKind, Config, CredentialConfig, CustomCloud,
+    DaemonConfig, DiscoveryConfig,
 };
 use crate::exit::Exit;
 use crate::rotation::machine::Mode;
@@ -60,6 +61,11 @@ fn config(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Result<Config,
                 authority_host: url(&endpoints.authority_host)?,
                 key_vault_suffix: None,
                 storage_suffix: None,
+                log_analytics_url: endpoints
+                    .log_analytics
+                    .as_ref()
+                    .map(|l| url(&l.url))
+                    .transpose()?,
             })),
             ca_bundle: Some(twin_dir.join("ca.pem")),
         },
@@ -75,6 +81,13 @@ fn config(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Result<Config,
         plans_dir: root.join("plans"),
         state_dir: root.join("state"),
         daemon: DaemonConfig::default(),
+        discovery: DiscoveryConfig {
+            databricks: endpoints
+                .databricks_workspaces
+                .values()
+                .map(|w| url(&w.url))
+                .collect::<Result<_, _>>()?,
+        },
     })
 }
 
@@ -85,12 +98,16 @@ fn config_file(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> String {
         .get(PRINCIPAL)
         .map_or("", |p| p.client_id.as_str());
     format!(
-        "# Written by `keyflip demo --keep-running`; valid while that demo runs.\nplans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n\n# A daemon started with this file keeps its control socket here, not in /run.\n[daemon]\nsocket = \"{socket}\"\n",
+        "# Written by `keyflip demo --keep-running`; valid while that demo runs.\nplans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nlog_analytics_url = \"{logs}\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n\n# A daemon started with this file keeps its control socket here, not in /run.\n[daemon]\nsocket = \"{socket}\"\n",
         plans = root.join("plans").display(),
         state = root.join("state").display(),
         arm = endpoints.arm_url,
         aud = endpoints.arm_audience,
         auth = endpoints.authority_host,
+        logs = endpoints
+            .log_analytics
+            .as_ref()
+            .map_or("", |l| l.url.as_str()),
         ca = twin_dir.join("ca.pem").display(),
         tenant = endpoints.tenant_id,
         secret = twin_dir

@@ -126,6 +126,10 @@ fn mode_text(mode: Mode) -> String {
             if revoke_first { ", revoke first" } else { "" }
         ),
         Mode::LeakedBoth => "incident: both keys leaked".to_owned(),
+        Mode::Retire { key, force, .. } => format!(
+            "retire {key} after a swap held at the usage gate{}",
+            if force { ", forced" } else { "" }
+        ),
     }
 }
 

@@ -92,7 +92,7 @@ fn run_inner(
 ) -> Result<Exit, Failed> {
     let config = Config::load(config_flag).map_err(|e| (Exit::Usage, e.to_string()))?;
     let (plans, invalid) = plans(&config, args.plan.as_deref())?;
-    let (fingerprinter, fingerprints) = fingerprinter(&config, err);
+    let (fingerprinter, fingerprints) = fingerprinter(&config, err, "keyflip doctor");
     let azure = Azure::new(&config, fingerprinter).map_err(|e| match e {
         crate::azure::Error::Config(_) | crate::azure::Error::Invalid(_) => {
             (Exit::Usage, e.to_string())
@@ -170,8 +170,13 @@ fn plans(config: &Config, only: Option<&str>) -> Result<(Vec<Plan>, Vec<InvalidP
 /// The installation's fingerprint key if there is one (so fingerprints match the
 /// journal and `keyflip status`), else a key for this run only. Read here rather than
 /// through [`Fingerprinter::load_or_create`], which would create a missing key file:
-/// doctor creates nothing.
-fn fingerprinter(config: &Config, err: &mut dyn Write) -> (Arc<Fingerprinter>, Fingerprints) {
+/// doctor creates nothing (nor does `plan discover`, which uses it too; `who` names
+/// the command in the note about a key for this run).
+pub(crate) fn fingerprinter(
+    config: &Config,
+    err: &mut dyn Write,
+    who: &str,
+) -> (Arc<Fingerprinter>, Fingerprints) {
     use std::os::unix::fs::PermissionsExt as _;
     let path = config.state_dir.join("fingerprint.key");
     let installation = match std::fs::read(&path).map(zeroize::Zeroizing::new) {
@@ -210,7 +215,7 @@ fn fingerprinter(config: &Config, err: &mut dyn Write) -> (Arc<Fingerprinter>, F
         Err(why) => {
             let _ = writeln!(
                 err,
-                "keyflip doctor: {why}; fingerprints in this report use a key made for this run"
+                "{who}: {why}; fingerprints in this report use a key made for this run"
             );
         }
     }

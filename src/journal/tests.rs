@@ -116,6 +116,7 @@ pub(super) fn observation() -> Observation {
                 },
             },
         ],
+        unlisted: vec![],
     }
 }
 

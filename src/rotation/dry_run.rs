@@ -88,6 +88,21 @@ fn calls(plan: &Plan, cmd: &Command) -> Vec<String> {
         Action::DisableVersions { consumer: c, .. } => {
             consumer(c).map(|t| t.disable_calls()).unwrap_or_default()
         }
+        Action::CheckUsage { key, .. } => match &plan.usage_gate {
+            Some(gate) => vec![
+                keys,
+                format!(
+                    "POST <log analytics>/v1/workspaces/{}/query ({} rows signed with {key}'s SHA-256)",
+                    gate.workspace_id,
+                    gate.services
+                        .iter()
+                        .map(|s| s.table())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ],
+            None => vec![],
+        },
         Action::Commit | Action::WaitUntil { .. } | Action::Finish { .. } => vec![],
     }
 }
@@ -123,6 +138,12 @@ pub(super) async fn dry_run(
             Action::Bind { .. } => StepResult::Bound,
             Action::VerifyConsumer { .. } => StepResult::ConsumerVerified,
             Action::DisableVersions { .. } => StepResult::VersionsDisabled { versions: vec![] },
+            // A dry run cannot know the logs ahead of time: it shows the path where
+            // nobody signs with the key any more.
+            Action::CheckUsage { .. } => StepResult::UsageChecked {
+                until: now,
+                callers: Vec::new(),
+            },
             Action::Commit => StepResult::Committed,
             Action::WaitUntil { at } => {
                 now = now.max(*at);

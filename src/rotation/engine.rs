@@ -35,7 +35,7 @@ use crate::journal::{Journal, JournalError, ResumeError};
 use crate::key::KeyName;
 use crate::plan::Plan;
 use crate::resource_id::ResourceId;
-use crate::rotation::machine::{HandleError, Mode, Options, ResyncOrder};
+use crate::rotation::machine::{GateOptions, HandleError, Mode, Options, ResyncOrder};
 use crate::secret::{FingerprintKeyError, Fingerprinter};
 
 /// How a rotation run should behave.
@@ -392,11 +392,20 @@ impl Engine {
 /// The machine options of a plan's rotation, with the request's grace override.
 pub(super) fn machine_options(plan: &Plan, request: &RotateRequest) -> Options {
     let grace = request.grace.unwrap_or(plan.rotation.grace);
+    let delta = |d: Duration| chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
     Options {
-        grace: chrono::TimeDelta::from_std(grace).unwrap_or(chrono::TimeDelta::MAX),
+        grace: delta(grace),
         verify_budget: plan.rotation.verify_budget,
         retire_attempts: plan.rotation.retire_attempts,
         resync: ResyncOrder::Last,
+        usage_gate: plan.usage_gate.as_ref().map(|g| GateOptions {
+            quiet: delta(g.quiet_period),
+            recheck: delta(g.recheck),
+            deadline: delta(g.deadline),
+            latency: delta(g.ingestion_latency),
+            lookback: delta(g.lookback),
+        }),
+        refuse_unlisted: plan.unlisted == crate::plan::UnlistedPolicy::Refuse,
     }
 }
 

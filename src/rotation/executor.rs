@@ -95,6 +95,7 @@ fn abandonable(action: &Action) -> bool {
         Action::Observe
             | Action::VerifyKey { .. }
             | Action::VerifyConsumer { .. }
+            | Action::CheckUsage { .. }
             | Action::WaitUntil { .. }
     )
 }
@@ -233,6 +234,7 @@ impl<'c, 'a> Run<'c, 'a> {
         if let Action::WaitUntil { at } = &cmd.action {
             let why = match self.machine.phase() {
                 Phase::Grace => "grace period before the old key is retired",
+                Phase::UsageGate => "the old key is still in use; the usage gate checks again",
                 _ => "backoff before retrying",
             };
             self.progress.event(&ProgressEvent::Waiting {
@@ -468,6 +470,12 @@ async fn perform(
             consumer,
             fingerprints,
         } => ctx.disable_versions(consumer, fingerprints).await,
+        Action::CheckUsage {
+            key,
+            fingerprint,
+            since,
+            ..
+        } => ctx.check_usage(*key, *fingerprint, *since).await,
         Action::Commit => Ok(Done::ok(StepResult::Committed)),
         Action::WaitUntil { at } => {
             ctx.inner.clock.sleep_until(*at).await;

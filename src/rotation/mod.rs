@@ -15,6 +15,7 @@ mod repair;
 pub mod report;
 mod status;
 pub(crate) mod step;
+pub mod usage;
 
 pub mod machine;
 

@@ -28,6 +28,7 @@ pub(super) fn check_vault(vault: &Url) -> Result<(), Error> {
 /// The vault part of a call target (`{vault}/secrets/{name}[/{version}]`): the scope
 /// of its Key Vault budget.
 fn vault_of(target: &str) -> &str {
+    let target = target.strip_suffix("/secrets").unwrap_or(target);
     target.rfind("/secrets/").map_or(target, |i| &target[..i])
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::failure::{Failure, Warning};
 use super::outcome::{Cause, Drift, Outcome, Regeneration};
 use super::precheck::Route;
-use super::types::{Action, Command, ConsumerRef, Holding, Mode, StepResult};
+use super::types::{Action, Caller, Command, ConsumerRef, Holding, Mode, StepResult};
 use super::{Decided, Entry, Machine, Stage, State};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
@@ -26,6 +26,11 @@ pub enum Phase {
     VerifyingConsumers,
     Committing,
     Grace,
+    /// Asking the resource logs who signs with a key (before staging, or an
+    /// incident's callers).
+    CheckingUsage,
+    /// The usage gate holds the retire while the old key is still in use.
+    UsageGate,
     Retiring,
     Cleanup,
     RollingBack,
@@ -90,6 +95,16 @@ pub enum Note {
     Reobserved { drifts: Vec<Drift> },
     /// Something the report should say that changed nothing.
     Warning { warning: Warning },
+    /// The usage gate holds the retire of `key`: these callers still sign with it
+    /// (or, with `unknown`, the logs could not be read); it asks again at `next` and
+    /// parks at `deadline`.
+    UsageHeld {
+        key: KeyName,
+        callers: Vec<Caller>,
+        unknown: Option<Failure>,
+        next: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -148,6 +163,8 @@ impl Machine {
             Stage::VerifyingConsumers { .. } => Phase::VerifyingConsumers,
             Stage::Committing { .. } => Phase::Committing,
             Stage::Grace { .. } => Phase::Grace,
+            Stage::CheckingStandby | Stage::Reporting { .. } => Phase::CheckingUsage,
+            Stage::Gating { .. } => Phase::UsageGate,
             Stage::Retiring { .. } => Phase::Retiring,
             Stage::Cleanup => Phase::Cleanup,
             Stage::RollingBack { .. } => Phase::RollingBack,
@@ -187,7 +204,7 @@ impl Machine {
     }
 
     /// When `Commit` answered.
-    fn committed_at(&self) -> Option<DateTime<Utc>> {
+    pub(super) fn committed_at(&self) -> Option<DateTime<Utc>> {
         self.steps
             .iter()
             .find_map(|s| match (&s.command.action, &s.answer) {

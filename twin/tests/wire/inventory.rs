@@ -2,8 +2,8 @@
 //! /subscriptions/{s}/providers/{ns}/{type}`), an app's deployment slots and a vault's
 //! secrets (`GET {vault}/secrets`), with RBAC filtering, paging and their refusals.
 
-use reqwest::Method;
 use keyflip_twin::World;
+use reqwest::Method;
 use serde_json::Value;
 
 use super::common::*;
