@@ -117,6 +117,10 @@ pub struct RotateNowArgs {
 pub struct ResumeArgs {
     /// Only this plan.
     pub plan: Option<String>,
+    /// Retire the old key of a swap the usage gate parked without checking the logs
+    /// again: the callers still signing with it break.
+    #[arg(long)]
+    pub force_retire: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -219,6 +219,11 @@ impl Azure {
         }
     }
 
+    /// The fingerprint key this facade compares values under.
+    pub fn fingerprinter(&self) -> &Fingerprinter {
+        &self.fingerprinter
+    }
+
     /// The fingerprint of a key under this installation's fingerprint key.
     pub fn fingerprint(&self, key: &StorageKey) -> Fingerprint {
         self.fingerprinter.fingerprint(key)

@@ -35,8 +35,14 @@ pub enum Request {
         grace: Option<Duration>,
         dry_run: bool,
     },
-    /// `rotate resume [PLAN]`: finish or roll back unfinished rotations.
-    Resume { plan: Option<String> },
+    /// `rotate resume [PLAN] [--force-retire]`: finish or roll back unfinished
+    /// rotations, then retire what swaps parked at the usage gate still owe (after
+    /// the gate again, or at once with `force_retire`).
+    Resume {
+        plan: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force_retire: bool,
+    },
     /// `status`: every plan (or one), live.
     Status { plan: Option<String> },
     /// `history [PLAN]`: past rotations, newest first.
@@ -121,6 +127,7 @@ impl Invocation {
             Command::Rotate(RotateCommand::Resume(args)) => plain(
                 Request::Resume {
                     plan: args.plan.clone(),
+                    force_retire: args.force_retire,
                 },
                 args.output.output,
             ),
@@ -285,6 +292,7 @@ mod tests {
         for request in [
             request(&["rotate", "now", "demo", "--grace", "90m", "--dry-run"]),
             request(&["rotate", "resume"]),
+            request(&["rotate", "resume", "demo", "--force-retire"]),
             request(&["status"]),
             request(&["history", "demo"]),
         ] {

@@ -17,7 +17,7 @@ use super::scheduler::Scheduler;
 use crate::journal::{ObservedKeys, Parked};
 use crate::plan::NotifyEvent;
 use crate::rotation::RotationReport;
-use crate::rotation::machine::Outcome;
+use crate::rotation::machine::{Attention, Caller, Outcome};
 
 fn outcome_label(outcome: &Outcome) -> &'static str {
     match outcome {
@@ -130,10 +130,46 @@ impl Scheduler {
             Outcome::RolledBack { .. } | Outcome::Refused { .. } => {
                 self.failed_cycle(name, summary, Some(report), now);
             }
-            Outcome::NeedsAttention { .. } => {
+            Outcome::NeedsAttention { reason, .. } => {
                 self.park(name, summary, Some(report), now);
+                if let Attention::UsageGateHeld { callers, .. } = reason {
+                    self.usage_gate_hold(name, report, callers, now);
+                }
             }
         }
+        if matches!(outcome, Outcome::Completed { .. }) {
+            self.ctx.metrics.usage_gate_callers(name, 0);
+        }
+    }
+
+    /// The usage gate parked the rotation: its own event, naming each caller.
+    fn usage_gate_hold(
+        &mut self,
+        name: &str,
+        report: &RotationReport,
+        callers: &[Caller],
+        now: DateTime<Utc>,
+    ) {
+        self.ctx
+            .metrics
+            .usage_gate_callers(name, callers.len() as u64);
+        let Some(entry) = self.plans.get(name) else {
+            return;
+        };
+        let plan = entry.plan.clone();
+        let mut n = Notification::new(
+            NotifyEvent::UsageGateHold,
+            &plan,
+            now,
+            format!(
+                "the usage gate holds the retire: {} caller(s) still sign with the old key",
+                callers.len()
+            ),
+        );
+        n.rotation_id = Some(report.rotation_id.clone());
+        n.outcome = Some("needs_attention".into());
+        n.details = callers.iter().map(ToString::to_string).collect();
+        self.ctx.notifier.send(&plan, NotifyEvent::UsageGateHold, n);
     }
 
     /// One more failed cycle: notify, then retry later or park.

@@ -49,6 +49,8 @@ struct Counters {
     drift_findings: BTreeMap<(String, &'static str), u64>,
     notifications: BTreeMap<(&'static str, &'static str), u64>,
     reloads: BTreeMap<&'static str, u64>,
+    /// Callers the usage gate last found still signing with the old key, per plan.
+    usage_gate_callers: BTreeMap<String, u64>,
 }
 
 /// The daemon's metrics. Shared behind an `Arc`; every method is cheap.
@@ -92,6 +94,14 @@ impl Metrics {
     /// A webhook delivery ended: `delivered` or `failed`.
     pub fn notification(&self, event: &'static str, result: &'static str) {
         self.with(|c| *c.notifications.entry((event, result)).or_default() += 1);
+    }
+
+    /// How many callers the usage gate found still signing with the old key when the
+    /// plan's last rotation ended (0 once one completes).
+    pub fn usage_gate_callers(&self, plan: &str, callers: u64) {
+        self.with(|c| {
+            c.usage_gate_callers.insert(plan.to_owned(), callers);
+        });
     }
 
     /// A reload (SIGHUP) was `applied` or `rejected`.
@@ -242,6 +252,22 @@ impl Metrics {
             }
         }
 
+        self.with(|c| {
+            family(
+                &mut out,
+                "keyflip_usage_gate_callers",
+                "gauge",
+                "Callers still signing with the old key when the usage gate parked the plan's last rotation (0 after a completed one).",
+            );
+            for (plan, n) in &c.usage_gate_callers {
+                sample(
+                    &mut out,
+                    "keyflip_usage_gate_callers",
+                    &[("plan", plan)],
+                    *n as f64,
+                );
+            }
+        });
         family(
             &mut out,
             "keyflip_key_age_seconds",

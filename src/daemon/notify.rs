@@ -1,6 +1,7 @@
 //! Webhook notifications: each plan's `[[notify]]` webhooks receive a JSON
 //! [`Notification`] on the events they subscribe to (`failure`, `needs-attention`,
-//! `incident`, `drift`).
+//! `incident`, `drift`, `usage-gate-hold`: the usage gate parked a rotation, its
+//! `details` one line per caller still signing with the old key).
 //!
 //! The body (schema `keyflip.notification/v1`, documented in `docs/operations.md`):
 //!

@@ -115,7 +115,9 @@ impl Scheduler {
                     let _ = reply.send(Err(e));
                 }
             },
-            Request::Resume { plan } => self.resume(plan.as_deref(), progress, reply),
+            Request::Resume { plan, force_retire } => {
+                self.resume(plan.as_deref(), *force_retire, progress, reply)
+            }
         }
     }
 
@@ -158,18 +160,32 @@ impl Scheduler {
         Ok(Job::Rotate(rotation))
     }
 
-    /// The plans `resume` finishes: those of `plan` (or all) with an unfinished
-    /// rotation, each idle.
-    fn resume_plans(&self, plan: Option<&str>) -> Result<Vec<String>, CommandError> {
+    /// The plans `resume` works on, each idle, with its job: those of `plan` (or all)
+    /// with an unfinished rotation (finished), then those whose swap the usage gate
+    /// parked (retired, after the gate again unless `force_retire`).
+    fn resume_plans(
+        &self,
+        plan: Option<&str>,
+        force_retire: bool,
+    ) -> Result<Vec<(String, Job)>, CommandError> {
         let unfinished = self.unfinished_plans()?;
-        let mut pending: Vec<String> = self
-            .targets(plan)?
-            .into_iter()
-            .filter(|p| unfinished.contains(&p.name))
-            .map(|p| p.name)
-            .collect();
-        pending.dedup();
-        for name in &pending {
+        let mut pending: Vec<(String, Job)> = Vec::new();
+        for p in self.targets(plan)? {
+            if pending.iter().any(|(n, _)| *n == p.name) {
+                continue;
+            }
+            if unfinished.contains(&p.name) {
+                pending.push((p.name, Job::Resume));
+            } else if let Some(retire) = self
+                .ctx
+                .engine
+                .held_at_gate(&p, force_retire)
+                .map_err(|e| error_reply(&e))?
+            {
+                pending.push((p.name, Job::Rotate(retire)));
+            }
+        }
+        for (name, _) in &pending {
             self.idle(name)?;
         }
         Ok(pending)
@@ -180,10 +196,11 @@ impl Scheduler {
     fn resume(
         &mut self,
         plan: Option<&str>,
+        force_retire: bool,
         progress: mpsc::UnboundedSender<ProgressEvent>,
         reply: ReplyTx,
     ) {
-        let pending = match self.resume_plans(plan) {
+        let pending = match self.resume_plans(plan, force_retire) {
             Ok(p) => p,
             Err(e) => {
                 let _ = reply.send(Err(e));
@@ -197,18 +214,18 @@ impl Scheduler {
                     reports: Vec::new(),
                 }));
             }
-            [one] => {
-                let one = one.clone();
+            [(one, job)] => {
+                let (one, job) = (one.clone(), job.clone());
                 let client = Client {
                     progress,
                     reply,
                     asked: Asked::Resume,
                 };
-                self.start_job(&one, Job::Resume, Some(client), now);
+                self.start_job(&one, job, Some(client), now);
             }
             _ => {
                 let mut answers = Vec::new();
-                for name in &pending {
+                for (name, job) in &pending {
                     let (tx, rx) = oneshot::channel();
                     answers.push(rx);
                     let client = Client {
@@ -216,7 +233,7 @@ impl Scheduler {
                         reply: tx,
                         asked: Asked::Resume,
                     };
-                    self.start_job(name, Job::Resume, Some(client), now);
+                    self.start_job(name, job.clone(), Some(client), now);
                 }
                 self.ctx.tracker.spawn(async move {
                     let mut reports = Vec::new();

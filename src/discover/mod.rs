@@ -26,7 +26,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-pub use cache::DiscoveryCache;
+pub use cache::{DiscoveryCache, LIST_TTL};
 pub use report::{AccountDiscovery, Discovery, Request, discover};
 pub(crate) use scan::Scan;
 pub use unlisted::{Unlisted, unlisted};

@@ -146,8 +146,39 @@ pub async fn discover(
             };
         }
     };
-    let written = request
-        .written
+    let written = written_for(&request.written, &accounts);
+    let (scan_calls, found) = scan(
+        azure,
+        fingerprinter,
+        cache,
+        accounts,
+        subscriptions.clone(),
+        request.databricks.clone(),
+        written,
+    )
+    .await;
+    for (i, found) in found.into_iter().enumerate() {
+        if let Some(t) = index.iter().position(|x| *x == Some(i)) {
+            out[t].consumers = found.0;
+            out[t].other = found.1;
+        }
+    }
+    Discovery {
+        version: 1,
+        subscriptions,
+        calls: scan_calls + request.accounts.len() as u64,
+        took_ms: started.elapsed().as_millis() as u64,
+        accounts: out,
+        error: None,
+    }
+}
+
+/// keyflip's own writes that concern the scanned accounts.
+pub(crate) fn written_for(
+    written: &[(ResourceId, ConsumerId, KeyName, Fingerprint, DateTime<Utc>)],
+    accounts: &[Account],
+) -> Vec<Written> {
+    written
         .iter()
         .filter_map(|(account, consumer, key, fingerprint, at)| {
             let i = accounts
@@ -161,46 +192,48 @@ pub async fn discover(
                 at: *at,
             })
         })
-        .collect();
+        .collect()
+}
+
+/// One scan over accounts whose keys are known: per account, the consumers a plan
+/// lists and the other findings, in plan order; and the calls it sent.
+pub(crate) async fn scan(
+    azure: &Azure,
+    fingerprinter: &Fingerprinter,
+    cache: &DiscoveryCache,
+    accounts: Vec<Account>,
+    subscriptions: Vec<String>,
+    databricks: Vec<Url>,
+    written: Vec<Written>,
+) -> (u64, Vec<(Vec<Finding>, Vec<Finding>)>) {
+    let n = accounts.len();
     let scan = Scan::new(
         azure,
         fingerprinter,
         cache,
         accounts,
-        subscriptions.clone(),
-        request.databricks.clone(),
+        subscriptions,
+        databricks,
         written,
     );
-    let findings = consumer::discover(&scan).await;
-    for (account, finding) in findings {
+    let mut out: Vec<(Vec<Finding>, Vec<Finding>)> = vec![(Vec::new(), Vec::new()); n];
+    for (account, finding) in consumer::discover(&scan).await {
         let targets: Vec<usize> = match account {
-            Some(i) => index
-                .iter()
-                .position(|x| *x == Some(i))
-                .into_iter()
-                .collect(),
-            None => (0..out.len()).filter(|i| index[*i].is_some()).collect(),
+            Some(i) => vec![i],
+            None => (0..n).collect(),
         };
         for t in targets {
-            let a = &mut out[t];
             if finding.verdict.listed() {
-                a.consumers.push(finding.clone());
+                out[t].0.push(finding.clone());
             } else {
-                a.other.push(finding.clone());
+                out[t].1.push(finding.clone());
             }
         }
     }
     let order = |f: &Finding| SECTIONS.iter().position(|s| s.key == f.section);
-    for a in &mut out {
-        a.consumers.sort_by_key(|f| order(f));
-        a.other.sort_by_key(|f| order(f));
+    for (listed, other) in &mut out {
+        listed.sort_by_key(|f| order(f));
+        other.sort_by_key(|f| order(f));
     }
-    Discovery {
-        version: 1,
-        subscriptions,
-        calls: scan.calls() + request.accounts.len() as u64,
-        took_ms: started.elapsed().as_millis() as u64,
-        accounts: out,
-        error: None,
-    }
+    (scan.calls(), out)
 }

@@ -2,41 +2,29 @@
 //! plan does not list (nor find at rotation time, like `discover = true` datastores).
 //! `doctor` reports them and a rotation's precheck warns about them (or refuses, with
 //! `unlisted = "refuse"`).
+//!
+//! The precheck's check ([`check`]) is bounded so that it does not grow with the
+//! fleet: it looks only in the account's own subscription, through the process's
+//! [`DiscoveryCache`] (a daemon's rotations share the subscription's lists for
+//! [`super::LIST_TTL`], and a secret's value is read again only once it has a new
+//! version), and reuses the keys the observation just read.
 
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, Utc};
+use url::Url;
 
-use super::report::AccountDiscovery;
+use super::cache::DiscoveryCache;
+use super::report::{AccountDiscovery, scan, written_for};
+use super::scan::Account;
 use super::{Finding, Verdict};
-use crate::consumer;
+use crate::azure::Azure;
+use crate::consumer::{self, ConsumerId};
+use crate::key::KeyName;
 use crate::plan::Plan;
+use crate::resource_id::ResourceId;
+use crate::secret::{Fingerprint, Fingerprinter};
 
-/// A consumer of the plan's account that the plan does not list. Journaled inside an
-/// observation (ids, key names and words only).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Unlisted {
-    /// Its consumer id, as a plan would list it.
-    pub consumer: String,
-    /// What it is, in words.
-    pub subject: String,
-    /// Which key it holds: `key1`, `key2`, `neither`, `unknown`.
-    pub holds: String,
-    /// How discovery found it.
-    pub how: String,
-    /// Its value could not be read back: tied to the account by name or by keyflip's
-    /// own earlier write only.
-    #[serde(default)]
-    pub probable: bool,
-}
-
-impl std::fmt::Display for Unlisted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (holds {}; {}", self.subject, self.holds, self.how)?;
-        if self.probable {
-            f.write_str("; probable only")?;
-        }
-        f.write_str(")")
-    }
-}
+/// A consumer of the plan's account that the plan does not list.
+pub type Unlisted = crate::rotation::machine::UnlistedConsumer;
 
 /// The consumers in `found` that `plan` does not cover, in discovery's order.
 pub fn unlisted(plan: &Plan, found: &AccountDiscovery) -> Vec<Unlisted> {
@@ -65,4 +53,51 @@ fn of(f: &Finding) -> Unlisted {
         how: f.how.clone(),
         probable: matches!(f.verdict, Verdict::Probable { .. }),
     }
+}
+
+/// keyflip's last writes to consumers it cannot read back, as the journal has them.
+pub type Writes = Vec<(ResourceId, ConsumerId, KeyName, Fingerprint, DateTime<Utc>)>;
+
+/// The precheck's unlisted-consumer check of `plan`, whose keys have `keys`
+/// (key1, key2): discovery in the account's own subscription, through `cache`.
+/// Returns what the plan leaves out and the calls sent.
+pub async fn check(
+    azure: &Azure,
+    fingerprinter: &Fingerprinter,
+    cache: &DiscoveryCache,
+    databricks: &[Url],
+    written: &Writes,
+    plan: &Plan,
+    keys: [Fingerprint; 2],
+) -> (Vec<Unlisted>, u64) {
+    let accounts = vec![Account {
+        id: plan.storage_account.clone(),
+        keys,
+    }];
+    let written = written_for(written, &accounts);
+    let (calls, mut found) = scan(
+        azure,
+        fingerprinter,
+        cache,
+        accounts,
+        vec![plan.storage_account.subscription().to_owned()],
+        databricks.to_vec(),
+        written,
+    )
+    .await;
+    let (consumers, other) = found.pop().unwrap_or_default();
+    for f in &other {
+        if let Verdict::Cannot { why } = &f.verdict {
+            tracing::debug!(plan = %plan.name, subject = %f.subject, why = %why, "unlisted-consumer check: not readable or not rotatable");
+        }
+    }
+    let found = AccountDiscovery {
+        account: plan.storage_account.to_string(),
+        key1: Some(keys[0]),
+        key2: Some(keys[1]),
+        consumers,
+        other,
+        error: None,
+    };
+    (unlisted(plan, &found), calls)
 }

@@ -44,15 +44,68 @@ use report::{FingerprintSource, Fingerprints, InvalidPlan, PlanReport, Report};
 /// budget in one burst.
 const PLANS_AT_ONCE: usize = 4;
 
+/// What `doctor` adds to its reads besides the plans: where discovery looks beyond
+/// ARM, keyflip's own earlier writes, and whether unlisted consumers block.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `[discovery] databricks`.
+    pub databricks: Vec<url::Url>,
+    /// The journal's last writes to consumers that cannot be read back.
+    pub written: crate::discover::unlisted::Writes,
+    /// `--strict`: a consumer the plan does not list blocks.
+    pub strict: bool,
+}
+
 /// Examines `plans` (in their order) and returns one report per plan.
 pub async fn examine(azure: &Azure, plans: &[Plan]) -> Vec<PlanReport> {
+    examine_with(azure, plans, &Options::default()).await
+}
+
+/// [`examine`], with discovery's inputs and `--strict`. One discovery covers every
+/// plan's account (each resource of the subscriptions is read once for all plans).
+pub async fn examine_with(azure: &Azure, plans: &[Plan], options: &Options) -> Vec<PlanReport> {
+    let mut accounts: Vec<crate::resource_id::ResourceId> = Vec::new();
+    for plan in plans {
+        if !accounts.iter().any(|a| {
+            a.as_str()
+                .eq_ignore_ascii_case(plan.storage_account.as_str())
+        }) {
+            accounts.push(plan.storage_account.clone());
+        }
+    }
+    let cache = crate::discover::DiscoveryCache::one_off(Arc::new(crate::clock::SystemClock));
+    let request = crate::discover::Request {
+        accounts,
+        subscriptions: None,
+        databricks: options.databricks.clone(),
+        written: options.written.clone(),
+    };
+    let discovery = crate::discover::discover(azure, azure.fingerprinter(), &cache, &request).await;
+    let discovery = &discovery;
     futures::stream::iter(plans.iter().map(|plan| async move {
-        let seen = collect::observe(azure, plan).await;
+        let mut seen = collect::observe(azure, plan).await;
+        seen.discovered = discovery
+            .accounts
+            .iter()
+            .find(|a| a.account.eq_ignore_ascii_case(plan.storage_account.as_str()))
+            .map(|a| match &a.error {
+                Some(e) => collect::Discovered::Failed(e.clone()),
+                None => collect::Discovered::Found(a.clone()),
+            });
+        let mut checks = assess::assess(plan, &seen);
+        if options.strict {
+            for c in &mut checks {
+                if matches!(&c.facts, report::Facts::Unlisted { consumers, .. } if !consumers.is_empty())
+                {
+                    c.status = report::Status::Error;
+                }
+            }
+        }
         PlanReport::new(
             plan.name.clone(),
             plan.origin().to_owned(),
             plan.storage_account.to_string(),
-            assess::assess(plan, &seen),
+            checks,
         )
     }))
     .buffered(PLANS_AT_ONCE)
@@ -93,7 +146,7 @@ fn run_inner(
     let config = Config::load(config_flag).map_err(|e| (Exit::Usage, e.to_string()))?;
     let (plans, invalid) = plans(&config, args.plan.as_deref())?;
     let (fingerprinter, fingerprints) = fingerprinter(&config, err, "keyflip doctor");
-    let azure = Azure::new(&config, fingerprinter).map_err(|e| match e {
+    let azure = Azure::new(&config, fingerprinter.clone()).map_err(|e| match e {
         crate::azure::Error::Config(_) | crate::azure::Error::Invalid(_) => {
             (Exit::Usage, e.to_string())
         }
@@ -108,7 +161,12 @@ fn run_inner(
                 format!("cannot start the async runtime: {e}"),
             )
         })?;
-    let reports = runtime.block_on(examine(&azure, &plans));
+    let options = Options {
+        databricks: config.discovery.databricks.clone(),
+        written: written(&config, &fingerprinter, fingerprints.source, &plans),
+        strict: args.strict,
+    };
+    let reports = runtime.block_on(examine_with(&azure, &plans, &options));
     let report = Report::new(fingerprints, reports, invalid);
     let text = match args.output.output {
         Output::Human => render::human(&report),
@@ -226,6 +284,35 @@ pub(crate) fn fingerprinter(
             path: None,
         },
     )
+}
+
+/// keyflip's last writes to Databricks secrets of the plans' accounts, from the
+/// journal, when one exists under this installation's fingerprint key (opened, never
+/// created).
+fn written(
+    config: &Config,
+    fingerprinter: &Fingerprinter,
+    source: FingerprintSource,
+    plans: &[Plan],
+) -> crate::discover::unlisted::Writes {
+    let path = config.state_dir.join("journal.db");
+    if source != FingerprintSource::Installation || !path.exists() {
+        return Vec::new();
+    }
+    let Ok(journal) = crate::journal::Journal::open(&path, fingerprinter) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for plan in plans {
+        if let Ok(binds) = journal.last_binds_of(&plan.storage_account, "databricks:") {
+            out.extend(
+                binds
+                    .into_iter()
+                    .map(|(id, key, fp, at)| (plan.storage_account.clone(), id, key, fp, at)),
+            );
+        }
+    }
+    out
 }
 
 /// 32 random bytes; if the system's random source fails, a key from the time and pid

@@ -321,14 +321,17 @@ pub enum NotifyEvent {
     NeedsAttention,
     Incident,
     Drift,
+    /// The usage gate parked a rotation: callers still sign with the old key.
+    UsageGateHold,
 }
 
 impl NotifyEvent {
-    pub const ALL: [NotifyEvent; 4] = [
+    pub const ALL: [NotifyEvent; 5] = [
         NotifyEvent::Failure,
         NotifyEvent::NeedsAttention,
         NotifyEvent::Incident,
         NotifyEvent::Drift,
+        NotifyEvent::UsageGateHold,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -337,6 +340,7 @@ impl NotifyEvent {
             NotifyEvent::NeedsAttention => "needs-attention",
             NotifyEvent::Incident => "incident",
             NotifyEvent::Drift => "drift",
+            NotifyEvent::UsageGateHold => "usage-gate-hold",
         }
     }
 }

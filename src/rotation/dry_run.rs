@@ -113,7 +113,10 @@ pub(super) async fn dry_run(
     request: &RotateRequest,
 ) -> Result<DryRun, EngineError> {
     let ctx = Ctx::new(inner, plan, "dry-run");
-    let observation = observe(&ctx).await?;
+    let mut observation = observe(&ctx).await?;
+    if !matches!(request.mode, crate::rotation::machine::Mode::Retire { .. }) {
+        observation.unlisted = super::lifecycle::unlisted(inner, plan, &observation).await;
+    }
     let mut machine = Machine::new(request.mode, machine_options(plan, request));
     let mut now = inner.clock.now();
     let mut queue: VecDeque<Command> = machine.outstanding().into();

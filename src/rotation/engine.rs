@@ -194,6 +194,12 @@ pub struct Engine {
 
 pub(super) struct Inner {
     pub(super) azure: Azure,
+    /// Discovery's shared reads (the unlisted-consumer check of every rotation in this
+    /// process), kept for [`crate::discover::cache::LIST_TTL`].
+    pub(super) discovery: crate::discover::DiscoveryCache,
+    /// `[discovery] databricks`: where the unlisted-consumer check looks for
+    /// Databricks secrets.
+    pub(super) databricks: Vec<url::Url>,
     pub(super) journal: Mutex<Journal>,
     pub(super) fingerprinter: Arc<Fingerprinter>,
     pub(super) clock: Arc<dyn Clock>,
@@ -267,6 +273,11 @@ impl Engine {
         Engine {
             inner: Arc::new(Inner {
                 azure,
+                discovery: crate::discover::DiscoveryCache::new(
+                    clock.clone(),
+                    crate::discover::LIST_TTL,
+                ),
+                databricks: config.discovery.databricks.clone(),
                 journal: Mutex::new(journal),
                 fingerprinter,
                 clock,
@@ -341,6 +352,17 @@ impl Engine {
         cancel: CancellationToken,
     ) -> Result<Vec<RotationReport>, EngineError> {
         super::lifecycle::resume(&self.inner, plans, progress, cancel).await
+    }
+
+    /// The retire a swap of `plan` parked at the usage gate still owes: the request that
+    /// resumes it (`Mode::Retire`), or `None` when the plan's latest rotation that
+    /// changed anything did not park there. Reads the journal only.
+    pub fn held_at_gate(
+        &self,
+        plan: &Plan,
+        force_retire: bool,
+    ) -> Result<Option<RotateRequest>, EngineError> {
+        super::lifecycle::held_at_gate(&self.inner, plan, force_retire)
     }
 
     /// The ids and plans of unfinished rotations (reads the journal only).

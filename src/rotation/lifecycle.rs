@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use super::engine::Trigger;
 use super::engine::{EngineError, Inner, RotateRequest, machine_options};
 use super::executor::{Run, durable};
 use super::observe::observe;
@@ -16,7 +17,9 @@ use super::report::RotationReport;
 use super::step::{Ctx, Done};
 use crate::journal::{NewRotation, StoredRotation};
 use crate::plan::Plan;
-use crate::rotation::machine::{Action, Event, Machine, StepResult};
+use crate::rotation::machine::{
+    Action, Attention, Event, Machine, Mode, Observation, Outcome, StepResult, UnlistedConsumer,
+};
 
 /// Starts and runs a new rotation of `plan`.
 pub(super) async fn rotate(
@@ -49,7 +52,10 @@ pub(super) async fn rotate(
     // Reads only: observed before the rotation is recorded, so a plan that points at
     // something missing, or an unreachable Azure, leaves no unfinished rotation behind.
     let observed_from = Instant::now();
-    let observation = observe(&ctx).await?;
+    let mut observation = observe(&ctx).await?;
+    if !matches!(request.mode, Mode::Retire { .. }) {
+        observation.unlisted = unlisted(inner, plan, &observation).await;
+    }
     let options = machine_options(plan, &request);
     let machine = Machine::new(request.mode, options);
     let started_at = inner.clock.now();
@@ -168,4 +174,96 @@ async fn resume_one(
     run.queue = run.machine.outstanding().into();
     run.drive().await?;
     run.report(None, true)
+}
+
+/// The consumers of the plan's account that the plan does not list, by discovery in
+/// the account's subscription (through the engine's cache; the keys the observation
+/// just read). A discovery that fails leaves the list empty and says so in the log:
+/// the check informs, it never stops a rotation by failing.
+pub(super) async fn unlisted(
+    inner: &Inner,
+    plan: &Plan,
+    obs: &Observation,
+) -> Vec<UnlistedConsumer> {
+    let written = match inner
+        .journal()
+        .last_binds_of(&plan.storage_account, "databricks:")
+    {
+        Ok(binds) => binds
+            .into_iter()
+            .map(|(id, key, fp, at)| (plan.storage_account.clone(), id, key, fp, at))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(plan = %plan.name, error = %e, "unlisted-consumer check: the journal's Databricks writes could not be read");
+            Vec::new()
+        }
+    };
+    let started = Instant::now();
+    let (found, calls) = crate::discover::unlisted::check(
+        &inner.azure,
+        &inner.fingerprinter,
+        &inner.discovery,
+        &inner.databricks,
+        &written,
+        plan,
+        [obs.key1.fingerprint, obs.key2.fingerprint],
+    )
+    .await;
+    tracing::info!(
+        plan = %plan.name,
+        unlisted = found.len(),
+        calls,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "unlisted-consumer check"
+    );
+    found
+}
+
+/// The retire a swap of `plan` parked at the usage gate still owes (see
+/// [`super::Engine::held_at_gate`]).
+pub(super) fn held_at_gate(
+    inner: &Inner,
+    plan: &Plan,
+    force: bool,
+) -> Result<Option<RotateRequest>, EngineError> {
+    let history = inner.journal().history(Some(&plan.name), 20)?;
+    // Refusals changed nothing: the latest rotation that did decides.
+    let Some(last) = history
+        .into_iter()
+        .filter(|r| r.finished_at.is_some())
+        .find(|r| !matches!(r.outcome, Some(Outcome::Refused { .. })))
+    else {
+        return Ok(None);
+    };
+    let Some(Outcome::NeedsAttention {
+        reason: Attention::UsageGateHeld { key, since, .. },
+        ..
+    }) = &last.outcome
+    else {
+        return Ok(None);
+    };
+    // The key's value as that rotation left it: observed, then any regeneration.
+    let mut expect = None;
+    for step in &last.steps {
+        match (&step.command.action, &step.result) {
+            (_, Some(StepResult::Observed(obs))) if expect.is_none() => {
+                expect = Some(obs.key(*key).fingerprint);
+            }
+            (
+                Action::Regenerate { key: k, .. },
+                Some(StepResult::Regenerated { fingerprint, .. }),
+            ) if k == key => expect = Some(*fingerprint),
+            _ => {}
+        }
+    }
+    Ok(expect.map(|expect| RotateRequest {
+        mode: Mode::Retire {
+            key: *key,
+            expect,
+            since: *since,
+            force,
+        },
+        grace: None,
+        trigger: Trigger::Manual,
+    }))
 }

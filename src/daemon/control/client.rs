@@ -176,9 +176,17 @@ mod tests {
         .await;
         let stream = connect(&path).await.unwrap().expect("listening");
         let mut seen = Vec::new();
-        let err = call(stream, &path, &Request::Resume { plan: None }, &mut |e| {
-            seen.push(e.rotation_id().to_owned());
-        })
+        let err = call(
+            stream,
+            &path,
+            &Request::Resume {
+                plan: None,
+                force_retire: false,
+            },
+            &mut |e| {
+                seen.push(e.rotation_id().to_owned());
+            },
+        )
         .await
         .unwrap_err();
         assert_eq!(seen, ["r1", "r1"]);

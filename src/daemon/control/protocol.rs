@@ -1,10 +1,10 @@
 //! The control socket's wire format, version [`VERSION`]: one JSON object per line.
 //!
 //! The client sends one request line: the version and a [`Request`], the very value
-//! the command line became (`{"v":2,"request":"status","plan":null}`). It reads lines
-//! until a final one: zero or more `{"v":2,"progress":{...}}` (the rotation's
-//! [`ProgressEvent`]s, while it runs), then `{"v":2,"ok":{"daemon":{...},"answer":
-//! {...}}}` (an [`Answer`] with the daemon's [`DaemonInfo`]) or `{"v":2,"error":
+//! the command line became (`{"v":3,"request":"status","plan":null}`). It reads lines
+//! until a final one: zero or more `{"v":3,"progress":{...}}` (the rotation's
+//! [`ProgressEvent`]s, while it runs), then `{"v":3,"ok":{"daemon":{...},"answer":
+//! {...}}}` (an [`Answer`] with the daemon's [`DaemonInfo`]) or `{"v":3,"error":
 //! {"code":...,"message":...,"exit":N}}` (a [`CommandError`]). Requests, answers,
 //! progress events and errors are the typed values the standalone command uses, so
 //! one renderer prints both. A refused peer gets the error line without the server
@@ -13,7 +13,9 @@
 //! both versions; a client reading a line of another version says the same.
 //!
 //! Version history: 1 carried reports as untyped JSON and `grace_secs`; 2 carries the
-//! typed request (`grace_ms`), answers and errors. The error line's shape is the same
+//! typed request (`grace_ms`), answers and errors; 3 adds the usage gate (`resume`'s
+//! `force_retire`, the `retire` mode, `check_usage` steps, their outcomes and
+//! refusals). The error line's shape is the same
 //! in both, so either side can read the other's version refusal.
 //!
 //! Promises: no line carries a key value (answers are built from reports and statuses
@@ -29,7 +31,7 @@ pub use crate::commands::request::Request;
 use crate::rotation::ProgressEvent;
 
 /// The protocol version this build speaks. A server answers only its own version.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Longest request line the server reads.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -164,7 +166,10 @@ mod tests {
                 grace: Some(std::time::Duration::from_secs(60)),
                 dry_run: false,
             },
-            Request::Resume { plan: None },
+            Request::Resume {
+                plan: None,
+                force_retire: false,
+            },
         ];
         for request in requests {
             let text = serde_json::to_string(&Envelope {
@@ -175,11 +180,11 @@ mod tests {
             let back: Envelope = serde_json::from_str(&text).unwrap();
             assert_eq!(back.request, request, "{text}");
         }
-        let text = r#"{"v":2,"request":"status","plan":null}"#;
+        let text = r#"{"v":3,"request":"status","plan":null}"#;
         assert!(serde_json::from_str::<Envelope>(text).is_ok());
         for bad in [
-            r#"{"v":2,"request":"delete_everything"}"#,
-            r#"{"v":2,"request":"status","plan":null,"extra":1}"#,
+            r#"{"v":3,"request":"delete_everything"}"#,
+            r#"{"v":3,"request":"status","plan":null,"extra":1}"#,
             r#"{"request":"status","plan":null}"#,
         ] {
             assert!(serde_json::from_str::<Envelope>(bad).is_err(), "{bad}");
