@@ -1,13 +1,26 @@
 //! `keyflip demo`: the README's first command. Starts keyflip-twin in this process
-//! with its demo world, points a configuration held in memory at it, runs a full safe
-//! swap of the demo plan (`rotation-plans/demo.toml`, built in) with a short grace
-//! period, and prints `status`. Needs no Azure account and writes nothing outside one
+//! with its demo world, points a configuration held in memory at it, and runs the
+//! demo plan (`rotation-plans/demo.toml`, built in) twice: first a full safe swap,
+//! whose retire the usage gate holds because the world's forgotten client
+//! (`legacy-nightly-export`, in no plan) still signs with the old key, so the rotation
+//! parks naming it; then, with that client switched off (as its owner would once
+//! told), `rotate resume`, which passes the gate and retires the old key. Then it
+//! prints `status`.
+//!
+//! Waits (grace, the gate's ingestion latency, quiet period and re-checks) jump the
+//! twin's clock and keyflip's together instead of passing ([`TwinClock`]): the twin
+//! replays the forgotten client's requests over the skipped time, so the logs hold
+//! what they would have held. Needs no Azure account and writes nothing outside one
 //! temporary directory, which is removed at the end. `--keep-running` leaves the twin
 //! up and says how to point `keyflip` at it.
 
+use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
 
 use keyflip_twin::{Endpoints, Twin, TwinOptions, World};
 use tokio_util::sync::CancellationToken;
@@ -15,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::progress::Display;
 use super::{render, runtime};
 use crate::cli::{DemoArgs, Output};
-use crate::clock::SystemClock;
+use crate::clock::Clock;
 use crate::config::{
     ClientSecretSource, CloudConfig, CloudKind, Config, CredentialConfig, CustomCloud,
     DaemonConfig, DiscoveryConfig,
@@ -31,6 +44,95 @@ pub const DEMO_PLAN_BASE_URL: &str = "https://127.0.0.1:47443";
 /// The demo's grace period: long enough to see, short enough to wait for.
 pub const DEMO_GRACE: Duration = Duration::from_secs(5);
 const PRINCIPAL: &str = "keyflip-operator";
+/// The demo world's forgotten client: signs with key1 and is in no plan.
+pub const FORGOTTEN_CLIENT: &str = "legacy-nightly-export";
+
+/// The wall clock plus an offset that the twin's clock shares: a wait moves both
+/// forward at once (the twin through its admin API, on the wire) instead of passing.
+/// The twin then replays its simulated clients over the skipped time, so its resource
+/// logs hold what real time would have put there.
+struct TwinClock {
+    offset: Mutex<TimeDelta>,
+    admin: Arc<Admin>,
+}
+
+/// The twin's admin API, as any client reaches it.
+struct Admin {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Admin {
+    fn new(endpoints: &Endpoints, ca_pem: &str) -> Result<Admin, DemoError> {
+        let certs = reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes())
+            .map_err(|e| DemoError::Setup(format!("the twin's CA is not PEM: {e}")))?;
+        let http = reqwest::Client::builder()
+            .tls_certs_merge(certs)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| DemoError::Setup(format!("cannot build the admin client: {e}")))?;
+        Ok(Admin {
+            http,
+            url: endpoints.admin.url.clone(),
+            token: endpoints.admin.token.clone(),
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<(), String> {
+        let answer = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if answer.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("{path}: HTTP {}", answer.status()))
+        }
+    }
+}
+
+impl Clock for TwinClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *self.offset.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let jump = {
+            let mut offset = self.offset.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Utc::now() + *offset;
+            let jump = (at - now).max(TimeDelta::zero());
+            *offset += jump;
+            jump
+        };
+        let admin = self.admin.clone();
+        Box::pin(async move {
+            if jump > TimeDelta::zero() {
+                let secs = jump.num_milliseconds() as f64 / 1000.0;
+                if let Err(e) = admin
+                    .call(
+                        reqwest::Method::POST,
+                        "/clock",
+                        serde_json::json!({"advance_secs": secs}),
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "the demo could not move the twin's clock");
+                }
+            }
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 enum DemoError {
@@ -161,8 +263,13 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
         .map_err(|e| DemoError::Setup(format!("cannot write the demo plan: {e}")))?;
     let plan = crate::plan::parse(&plan_text, "rotation-plans/demo.toml")
         .map_err(|e| DemoError::Setup(format!("the built-in demo plan is invalid: {e}")))?;
-    let engine = Engine::open(&config, Arc::new(SystemClock))
-        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    let admin = Arc::new(Admin::new(&endpoints, twin.ca_pem())?);
+    let clock = Arc::new(TwinClock {
+        offset: Mutex::new(TimeDelta::zero()),
+        admin: admin.clone(),
+    });
+    let engine =
+        Engine::open(&config, clock.clone()).map_err(|e| DemoError::Setup(e.to_string()))?;
 
     println!("keyflip demo: a full safe swap against keyflip-twin, a local stand-in for Azure.");
     println!(
@@ -174,10 +281,19 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
         "  plan:    rotation-plans/demo.toml: {}",
         crate::consumer::summary(&plan)
     );
+    if let Some(gate) = &plan.usage_gate {
+        println!(
+            "  gate:    the old key is retired once the logs in {} show nobody signing with it for {} (checked every {}; parks after {})",
+            gate.workspace.name(),
+            crate::plan::duration::format(gate.quiet_period),
+            crate::plan::duration::format(gate.recheck),
+            crate::plan::duration::format(gate.deadline)
+        );
+    }
+    println!("  caller:  {FORGOTTEN_CLIENT}, in no plan, signs with key1 every 30 s");
     println!(
-        "  grace:   {} instead of the plan's {}, so the old key is retired within seconds",
-        crate::plan::duration::format(DEMO_GRACE),
-        crate::plan::duration::format(plan.rotation.grace)
+        "  clock:   waits (grace {}, log ingestion, quiet period) move the twin's clock forward instead of passing",
+        crate::plan::duration::format(DEMO_GRACE)
     );
     println!(
         "  files:   {} (removed when the demo ends)\n",
@@ -185,19 +301,56 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
     );
 
     let display = Display::human();
+    println!("1. Rotate while {FORGOTTEN_CLIENT} still signs with the old key:\n");
     let request = RotateRequest {
         mode: Mode::Scheduled,
         grace: Some(DEMO_GRACE),
         trigger: Trigger::Manual,
     };
-    let result = engine
+    let first = engine
         .rotate(&plan, request, &display, CancellationToken::new())
         .await;
     display.done();
-    let report = match result {
+    let first = match first {
         Ok(r) => r,
         Err(e) => {
             eprintln!("keyflip: the demo rotation failed: {e}");
+            twin.shutdown().await;
+            return Ok(e.exit());
+        }
+    };
+    print!("{}", render::rotation(&first));
+
+    println!(
+        "\n2. {FORGOTTEN_CLIENT} switched off (its owner moved it to the new key), then `keyflip rotate resume demo`:\n"
+    );
+    admin
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/clients/{FORGOTTEN_CLIENT}"),
+            serde_json::json!({"enabled": false}),
+        )
+        .await
+        .map_err(|e| DemoError::Setup(format!("cannot switch {FORGOTTEN_CLIENT} off: {e}")))?;
+    let report = match engine.held_at_gate(&plan, false) {
+        Ok(Some(retire)) => {
+            let resumed = engine
+                .rotate(&plan, retire, &display, CancellationToken::new())
+                .await;
+            display.done();
+            match resumed {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("keyflip: the demo's resume failed: {e}");
+                    twin.shutdown().await;
+                    return Ok(e.exit());
+                }
+            }
+        }
+        // The gate did not hold (a faster world): the first run is the result.
+        Ok(None) => first,
+        Err(e) => {
+            eprintln!("keyflip: the demo could not read its journal: {e}");
             twin.shutdown().await;
             return Ok(e.exit());
         }

@@ -16,7 +16,9 @@ use super::answer::{Answer, CommandError};
 use crate::cli::Output;
 use crate::daemon::control::protocol::DaemonInfo;
 use crate::key::KeyName;
-use crate::rotation::machine::{ConsumerStatus, Holding, KeyState, Mode, Outcome, RefusalReason};
+use crate::rotation::machine::{
+    ConsumerStatus, Holding, KeyState, Mode, Outcome, RefusalReason, Route,
+};
 use crate::rotation::{DryRun, PlanStatus, ProgressEvent, RotationReport, describe};
 
 pub fn time(at: DateTime<Utc>) -> String {
@@ -158,6 +160,14 @@ pub fn progress(event: &ProgressEvent) -> Option<String> {
             "resuming rotation {rotation_id} of plan {plan} ({in_doubt} step(s) in doubt, reconciled with Azure first)"
         ),
         ProgressEvent::Decided {
+            route: Route::Retire,
+            active,
+            standby,
+            ..
+        } => format!(
+            "decided: consumers hold {standby}, where the parked swap moved them; {active} is retired"
+        ),
+        ProgressEvent::Decided {
             active, standby, ..
         } => format!("decided: consumers hold {active}; {standby} is the standby"),
         ProgressEvent::StepStarted { .. } => return None,
@@ -254,12 +264,21 @@ pub fn rotation(report: &RotationReport) -> String {
         }
         _ => {}
     }
+    let retire = report.decision.is_some_and(|d| d.route == Route::Retire);
     if let Some(d) = &report.decision {
-        let _ = writeln!(
-            out,
-            "  decision:  consumers were on {}; {} was the standby",
-            d.active, d.standby
-        );
+        let _ = if retire {
+            writeln!(
+                out,
+                "  decision:  consumers were on {} (moved by the parked swap); {} was retired",
+                d.standby, d.active
+            )
+        } else {
+            writeln!(
+                out,
+                "  decision:  consumers were on {}; {} was the standby",
+                d.active, d.standby
+            )
+        };
     }
     if let (Some(before), Some(after)) = (&report.keys_before, &report.keys_after) {
         let _ = writeln!(
@@ -285,18 +304,25 @@ pub fn rotation(report: &RotationReport) -> String {
     let moved: Vec<_> = report
         .consumers
         .iter()
-        .filter_map(|c| match &c.status {
-            ConsumerStatus::Verified { key } => Some((c, *key)),
+        .filter_map(|c| match (&c.status, &c.initially) {
+            (ConsumerStatus::Verified { key }, _) => Some((c, *key)),
+            // A retire moves nobody: consumers were observed where the swap left them.
+            (ConsumerStatus::Untouched, Holding::Key(key)) if retire => Some((c, *key)),
             _ => None,
         })
         .collect();
-    let _ = writeln!(out, "  consumers: {} verified on their key", moved.len());
+    if retire {
+        let _ = writeln!(out, "  consumers: {} observed on their key", moved.len());
+    } else {
+        let _ = writeln!(out, "  consumers: {} verified on their key", moved.len());
+    }
     for (c, key) in &moved {
         let _ = writeln!(out, "    {key}  {}", describe::consumer(&c.consumer));
     }
     for c in &report.consumers {
         match &c.status {
             ConsumerStatus::Verified { .. } => {}
+            ConsumerStatus::Untouched if retire => {}
             ConsumerStatus::Untouched => {
                 let _ = writeln!(
                     out,

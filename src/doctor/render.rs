@@ -160,12 +160,11 @@ fn details(facts: &Facts) -> Vec<String> {
             .iter()
             .map(|u| {
                 format!(
-                    "{:<7}  {} ({}{})  {}",
+                    "{:<7}  {}: {}{}",
                     u.holds,
-                    u.subject,
+                    consumer_label(&u.consumer),
                     u.how,
-                    if u.probable { "; probable" } else { "" },
-                    u.consumer
+                    if u.probable { " (probable)" } else { "" },
                 )
             })
             .chain(

@@ -112,6 +112,23 @@ fn detail(result: &StepResult) -> Option<String> {
             Some(format!("disabled version(s) {}", versions.join(", ")))
         }
         StepResult::Regenerated { fingerprint, .. } => Some(format!("now {fingerprint}")),
+        StepResult::UsageChecked { callers, .. } if callers.is_empty() => {
+            Some("nobody signs with it".to_owned())
+        }
+        StepResult::UsageChecked { callers, .. } => Some(format!(
+            "{} caller(s): {}",
+            callers.len(),
+            callers
+                .iter()
+                .map(|c| format!(
+                    "{} ({}), last {}",
+                    c.ip,
+                    c.user_agent,
+                    c.last_seen.format("%H:%M:%S")
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
         other => other.failure().map(ToString::to_string),
     }
 }
@@ -233,6 +250,9 @@ impl<'c, 'a> Run<'c, 'a> {
         });
         if let Action::WaitUntil { at } = &cmd.action {
             let why = match self.machine.phase() {
+                Phase::Grace if self.machine.options().usage_gate.is_some() => {
+                    "grace period, and log ingestion plus the quiet period before the usage gate's first check"
+                }
                 Phase::Grace => "grace period before the old key is retired",
                 Phase::UsageGate => "the old key is still in use; the usage gate checks again",
                 _ => "backoff before retrying",

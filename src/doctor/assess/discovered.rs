@@ -53,7 +53,6 @@ pub(super) fn unlisted_row(plan: &Plan, seen: &Observed) -> Option<Check> {
             found.consumers.len()
         ))
     } else {
-        let ids: Vec<&str> = consumers.iter().map(|u| u.consumer.as_str()).collect();
         Verdict::problem(
             Status::Warning,
             format!(
@@ -61,10 +60,9 @@ pub(super) fn unlisted_row(plan: &Plan, seen: &Observed) -> Option<Check> {
                 consumers.len()
             ),
             Some(format!(
-                "add them to {} (`keyflip plan discover {}` writes their tables): {}",
+                "add each consumer listed here to {}; `keyflip plan discover {}` writes their tables.",
                 plan.origin(),
-                plan.storage_account,
-                ids.join(", ")
+                plan.storage_account
             )),
         )
     };
@@ -72,10 +70,12 @@ pub(super) fn unlisted_row(plan: &Plan, seen: &Observed) -> Option<Check> {
         verdict.add(
             Status::Warning,
             format!(
-                "{} more use(s) the key but cannot be rotated by keyflip",
-                not_rotatable.len()
+                "{} more {} the key but keyflip cannot rotate {}",
+                not_rotatable.len(),
+                if not_rotatable.len() == 1 { "uses" } else { "use" },
+                if not_rotatable.len() == 1 { "it" } else { "them" }
             ),
-            Some("each line below says why; move them off account keys (a SAS from the key that stays, Entra ID) before the key they use is regenerated.".into()),
+            Some("each line marked - says why; move them off account keys (a SAS from the key that stays, Entra ID) before the key they use is regenerated.".into()),
         );
     }
     Some(verdict.check(

@@ -49,8 +49,18 @@ impl Clock for JumpClock {
 
 pub const DEMO_PLAN: &str = include_str!("../../../rotation-plans/demo.toml");
 
-/// The demo plan text pointed at this twin.
+/// The demo plan text pointed at this twin, without its usage gate: the tests written
+/// before the gate run on their own clocks and the twin's forgotten client.
 pub fn demo_plan_text(twin: &TestTwin) -> String {
+    let text = gated_demo_plan_text(twin);
+    match text.find("\n# The usage gate:") {
+        Some(at) => format!("{}\n", &text[..at]),
+        None => text,
+    }
+}
+
+/// The demo plan text pointed at this twin, usage gate included.
+pub fn gated_demo_plan_text(twin: &TestTwin) -> String {
     DEMO_PLAN.replace("https://127.0.0.1:47443", &twin.endpoints.base_url)
 }
 
