@@ -226,8 +226,8 @@ const PAGES: &[Page] = &[
                 "check every plan: tokens, permissions, keys, consumers",
             ),
             (
-                "keyflip doctor --plan demo --strict",
-                "one plan; a consumer the plan does not list blocks",
+                "keyflip doctor --plan demo --output json",
+                "one plan, as JSON (--strict: unlisted consumers block)",
             ),
         ],
         exits: &[

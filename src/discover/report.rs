@@ -155,6 +155,7 @@ pub async fn discover(
         subscriptions.clone(),
         request.databricks.clone(),
         written,
+        true,
     )
     .await;
     for (i, found) in found.into_iter().enumerate() {
@@ -196,7 +197,9 @@ pub(crate) fn written_for(
 }
 
 /// One scan over accounts whose keys are known: per account, the consumers a plan
-/// lists and the other findings, in plan order; and the calls it sent.
+/// lists and the other findings, in plan order; and the calls it sent. `detail`: read
+/// which key each consumer holds (see [`Scan::detail`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn scan(
     azure: &Azure,
     fingerprinter: &Fingerprinter,
@@ -205,9 +208,10 @@ pub(crate) async fn scan(
     subscriptions: Vec<String>,
     databricks: Vec<Url>,
     written: Vec<Written>,
+    detail: bool,
 ) -> (u64, Vec<(Vec<Finding>, Vec<Finding>)>) {
     let n = accounts.len();
-    let scan = Scan::new(
+    let mut scan = Scan::new(
         azure,
         fingerprinter,
         cache,
@@ -216,6 +220,7 @@ pub(crate) async fn scan(
         databricks,
         written,
     );
+    scan.detail = detail;
     let mut out: Vec<(Vec<Finding>, Vec<Finding>)> = vec![(Vec::new(), Vec::new()); n];
     for (account, finding) in consumer::discover(&scan).await {
         let targets: Vec<usize> = match account {

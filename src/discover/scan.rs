@@ -68,6 +68,11 @@ pub(crate) struct Scan<'a> {
     /// Databricks workspaces to look through (`[discovery] databricks`).
     pub databricks: Vec<Url>,
     pub written: Vec<Written>,
+    /// Read which key each consumer holds (`plan discover`, `doctor`). Without it (a
+    /// rotation's unlisted-consumer check, which only needs to know what the plan
+    /// leaves out) kinds skip the reads that only say which key: an ML workspace's
+    /// `listKeys` and a datastore's `listSecrets`, both ARM writes.
+    pub detail: bool,
     /// Filled by the Key Vault kind, read by the kinds that go through Key Vault.
     vault_secrets: Mutex<Vec<VaultSecret>>,
     cache: &'a DiscoveryCache,
@@ -92,6 +97,7 @@ impl<'a> Scan<'a> {
             subscriptions,
             databricks,
             written,
+            detail: true,
             vault_secrets: Mutex::new(Vec::new()),
             cache,
             limit: Semaphore::new(CONCURRENCY),

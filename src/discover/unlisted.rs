@@ -7,7 +7,8 @@
 //! fleet: it looks only in the account's own subscription, through the process's
 //! [`DiscoveryCache`] (a daemon's rotations share the subscription's lists for
 //! [`super::LIST_TTL`], and a secret's value is read again only once it has a new
-//! version), and reuses the keys the observation just read.
+//! version), reuses the keys the observation just read, and sends no ARM write: which
+//! key an unlisted workspace or datastore holds is not needed to know it is unlisted.
 
 use chrono::{DateTime, Utc};
 use url::Url;
@@ -83,6 +84,7 @@ pub async fn check(
         vec![plan.storage_account.subscription().to_owned()],
         databricks.to_vec(),
         written,
+        false,
     )
     .await;
     let (consumers, other) = found.pop().unwrap_or_default();

@@ -7,6 +7,7 @@
 mod conduct;
 mod findings;
 mod principals;
+mod unlisted;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
@@ -38,6 +39,12 @@ pub(super) const READS: &[&str] = &[
     "blob.accountInfo",
     "databricks.scopes",
     "databricks.list",
+    // Discovery (the unlisted-consumer row) and the usage gate's rows.
+    "arm.subscriptions",
+    "ml.workspace.list",
+    "keyvault.vault.list",
+    "keyvault.list",
+    "monitor.diagnosticSettings.list",
 ];
 
 /// A keyflip installation pointed at a twin: keyflip.toml, a client secret file

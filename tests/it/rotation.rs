@@ -4,5 +4,6 @@
 #[cfg(feature = "failpoints")]
 mod crash;
 mod failure;
+mod gate;
 mod incident;
 mod swap;

@@ -68,26 +68,37 @@ async fn workspace(scan: &Scan<'_>, ws: &Workspace) -> Vec<(Option<usize>, Findi
     let name = ws.id.name();
     if let Some(account) = own {
         let keys = scan.accounts[account].keys;
-        let (holds, how) = match scan.call(scan.azure.ml_workspace_keys(&ws.id)).await {
-            Ok(k) => match k.user_storage_key {
-                Some(key) => {
-                    let fp = scan.fingerprint(&key);
-                    drop(key);
-                    let holds = Holds::of(fp, keys);
-                    (
-                        holds,
-                        format!("its own storage account; it has {holds} ({fp}) cached"),
-                    )
-                }
-                None => (
-                    Holds::Neither,
-                    "its own storage account; it reports no cached key".to_owned(),
+        let cached = if scan.detail {
+            Some(scan.call(scan.azure.ml_workspace_keys(&ws.id)).await)
+        } else {
+            None
+        };
+        let (holds, how) = match cached {
+            None => (
+                Holds::Unknown,
+                "its own storage account (which key it caches was not read)".to_owned(),
+            ),
+            Some(cached) => match cached {
+                Ok(k) => match k.user_storage_key {
+                    Some(key) => {
+                        let fp = scan.fingerprint(&key);
+                        drop(key);
+                        let holds = Holds::of(fp, keys);
+                        (
+                            holds,
+                            format!("its own storage account; it has {holds} ({fp}) cached"),
+                        )
+                    }
+                    None => (
+                        Holds::Neither,
+                        "its own storage account; it reports no cached key".to_owned(),
+                    ),
+                },
+                Err(e) => (
+                    Holds::Unknown,
+                    format!("its own storage account; its cached key could not be read ({e})"),
                 ),
             },
-            Err(e) => (
-                Holds::Unknown,
-                format!("its own storage account; its cached key could not be read ({e})"),
-            ),
         };
         out.push((
             Some(account),
@@ -127,10 +138,16 @@ async fn workspace(scan: &Scan<'_>, ws: &Workspace) -> Vec<(Option<usize>, Findi
         })
         .collect();
     let secrets = join_all(mine.iter().map(|(_, d)| async {
+        if !scan.detail {
+            // Key-based and on the account: a consumer, whichever key it holds. (A
+            // SAS one is no consumer a plan could list; its secret is not read.)
+            return d.uses_account_key().then_some(Err(None));
+        }
         if d.uses_account_key() || d.credentials_type.eq_ignore_ascii_case("Sas") {
             Some(
                 scan.call(scan.azure.ml_datastore_secret(&ws.id, &d.name))
-                    .await,
+                    .await
+                    .map_err(Some),
             )
         } else {
             None
@@ -176,7 +193,22 @@ async fn workspace(scan: &Scan<'_>, ws: &Workspace) -> Vec<(Option<usize>, Findi
                 ),
             )),
             Ok(DatastoreSecret::Other { .. }) => {}
-            Err(e) => out.push((
+            Err(None) => out.push((
+                Some(account),
+                Finding {
+                    section: SECTION.key,
+                    consumer: Some(id),
+                    subject,
+                    holds: Holds::Unknown,
+                    how: format!(
+                        "{} datastore with account-key credentials (which key it holds was not read)",
+                        d.datastore_type
+                    ),
+                    verdict: Verdict::Rotate,
+                    entry: Some(table(ws, resync, Some(&d.name))),
+                },
+            )),
+            Err(Some(e)) => out.push((
                 Some(account),
                 cannot(subject, Some(id), format!("cannot read its secret: {e}")),
             )),

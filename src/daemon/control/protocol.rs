@@ -205,7 +205,7 @@ mod tests {
         };
         let text = ServerLine::ok(done.clone()).text();
         assert!(
-            text.ends_with('\n') && text.starts_with("{\"v\":2,\"ok\":"),
+            text.ends_with('\n') && text.starts_with("{\"v\":3,\"ok\":"),
             "{text}"
         );
         let parsed: ServerLine = serde_json::from_str(&text).unwrap();
@@ -216,7 +216,7 @@ mod tests {
         let text = ServerLine::error(error.clone()).text();
         assert_eq!(
             text,
-            "{\"v\":2,\"error\":{\"code\":\"busy\",\"message\":\"busy\",\"exit\":6}}\n"
+            "{\"v\":3,\"error\":{\"code\":\"busy\",\"message\":\"busy\",\"exit\":6}}\n"
         );
         let parsed: ServerLine = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed.error, Some(error));
