@@ -37,8 +37,8 @@ pub enum Command {
     /// Rotate a plan's key now, or resume unfinished rotations.
     #[command(subcommand)]
     Rotate(RotateCommand),
-    /// Per plan: active key, key ages, last rotation, next due time, drift.
-    Status(OutputArgs),
+    /// Per plan: active key, key ages, last rotation, next due time, state.
+    Status(StatusArgs),
     /// Past rotations with every step and its timing.
     History(HistoryArgs),
     /// Work with rotation plans.
@@ -79,6 +79,8 @@ pub struct DemoArgs {
     /// Keep the twin running after the demo and print how to reach it.
     #[arg(long)]
     pub keep_running: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,9 +95,12 @@ pub enum RotateCommand {
 pub struct RotateNowArgs {
     /// Plan name (file stem in the plans directory) or path to a plan file.
     pub plan: String,
-    /// Print every call keyflip would make, in order, and change nothing.
+    /// Print what a rotation would do (a summary, then every step) and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: list every Azure call under its step.
+    #[arg(long, requires = "dry_run")]
+    pub show_calls: bool,
     /// Grace period before the old key is retired (overrides the plan), e.g. 10m, 1h.
     #[arg(long)]
     pub grace: Option<String>,
@@ -137,6 +142,22 @@ pub enum Leaked {
 pub struct HistoryArgs {
     /// Only this plan.
     pub plan: Option<String>,
+    /// At most this many rotations, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Only rotations started since then: a duration back from now (7d, 12h) or a
+    /// date/time in UTC (2026-03-01, 2026-03-01T12:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One plan, in detail.
+    #[arg(long)]
+    pub plan: Option<String>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -169,7 +190,11 @@ pub struct PlanDiscoverArgs {
 
 #[derive(Debug, Args)]
 pub struct PlanCheckArgs {
+    /// Plan files or directories. Default: the plans directory (keyflip.toml's
+    /// plans_dir, else $KEYFLIP_PLANS_DIR, else /etc/keyflip/rotation-plans).
     pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]

@@ -204,9 +204,12 @@ impl Config {
         };
         let cloud = ctx.cloud(raw.cloud, env)?;
         let credential = ctx.credential(raw.credential, env)?;
+        // The one rule every command follows: the file's plans_dir, else
+        // $KEYFLIP_PLANS_DIR, else the default (the file wins, as for AZURE_*).
         let plans_dir = raw
             .plans_dir
             .map(|p| ctx.path(p.into_inner()))
+            .or_else(|| env("KEYFLIP_PLANS_DIR").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PLANS_DIR));
         let state_dir = match raw.state_dir {
             Some(p) => ctx.path(p.into_inner()),
@@ -657,6 +660,16 @@ pub(crate) mod tests {
         );
         assert_eq!(c.plans_dir, PathBuf::from(DEFAULT_PLANS_DIR));
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/a"));
+        // One rule for the plans directory: the file, then $KEYFLIP_PLANS_DIR.
+        let env = &[("KEYFLIP_PLANS_DIR", "/srv/plans")];
+        assert_eq!(
+            parse("", env).unwrap().plans_dir,
+            PathBuf::from("/srv/plans")
+        );
+        assert_eq!(
+            parse("plans_dir = \"/etc/kf/p\"\n", env).unwrap().plans_dir,
+            PathBuf::from("/etc/kf/p")
+        );
         assert_eq!(
             parse("", &[]).unwrap().state_dir,
             PathBuf::from(DEFAULT_STATE_DIR)

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Command::Rotate(_) | Command::Status(_) | Command::History(_) => {
             commands::run(config, &cli.command)
         }
-        Command::Plan(PlanCommand::Check(args)) => plan_check(&args.paths),
+        Command::Plan(PlanCommand::Check(args)) => plan_check(config, args),
         Command::Plan(PlanCommand::Discover(args)) => commands::discover::run(
             config,
             args,
@@ -44,11 +44,31 @@ fn main() -> ExitCode {
     exit.into()
 }
 
-/// `keyflip plan check`: no network, journal or socket; the clock only to show the
-/// next due times.
-fn plan_check(paths: &[std::path::PathBuf]) -> Exit {
+/// `keyflip plan check`: no network, journal or socket; the configuration only for
+/// its plans directory (the one every command uses), the clock only to show the next
+/// due times.
+fn plan_check(config: Option<&std::path::Path>, args: &keyflip::cli::PlanCheckArgs) -> Exit {
+    let output = args.output.output;
+    let config = match keyflip::config::Config::load(config) {
+        Ok(config) => config,
+        Err(e) => {
+            return commands::fail(output, &commands::CommandError::usage(e));
+        }
+    };
+    let show = keyflip::plan::check::Show {
+        output,
+        term: commands::term::Term::stdout(),
+    };
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
-    keyflip::plan::check::run(paths, chrono::Utc::now(), &mut out, &mut err).unwrap_or_else(|e| {
+    keyflip::plan::check::run(
+        &args.paths,
+        &config.plans_dir,
+        chrono::Utc::now(),
+        show,
+        &mut out,
+        &mut err,
+    )
+    .unwrap_or_else(|e| {
         eprintln!("keyflip: cannot write the report: {e}");
         Exit::Failure
     })

@@ -35,7 +35,7 @@ const ROTATION_EXITS: &[(Exit, &str)] = &[
     ),
     (
         Exit::Usage,
-        "bad usage, invalid configuration or plan, or no --yes where keyflip cannot ask",
+        "bad usage, invalid configuration or plan, or not confirmed (no --yes where keyflip cannot ask, or answered no)",
     ),
     (
         Exit::Refused,
@@ -89,7 +89,7 @@ const PAGES: &[Page] = &[
             ("keyflip demo", "rotate the demo plan against the twin"),
             (
                 "keyflip demo --keep-running",
-                "keep the twin up and print a --config line for other commands",
+                "keep the twin up and print the export KEYFLIP_CONFIG=... line for other commands",
             ),
         ],
         exits: &[
@@ -120,8 +120,8 @@ const PAGES: &[Page] = &[
         path: "rotate now",
         examples: &[
             (
-                "keyflip rotate now lakehouse --dry-run",
-                "print every call a rotation would make; change nothing",
+                "keyflip rotate now lakehouse --dry-run --show-calls",
+                "a summary, every step and its Azure calls; change nothing",
             ),
             (
                 "keyflip rotate now lakehouse --leaked key1 --yes",
@@ -146,9 +146,9 @@ const PAGES: &[Page] = &[
         examples: &[
             (
                 "keyflip status",
-                "active key, key ages, last rotation, next due time, drift",
+                "one row per plan: active key, key ages, last rotation, next due, state",
             ),
-            ("keyflip status --output json", "the same for scripts"),
+            ("keyflip status --plan lakehouse", "one plan in detail"),
         ],
         exits: READ_EXITS,
     },
@@ -157,8 +157,8 @@ const PAGES: &[Page] = &[
         examples: &[
             ("keyflip history", "the last 50 rotations with every step"),
             (
-                "keyflip history lakehouse --output json",
-                "one plan's, as JSON",
+                "keyflip history lakehouse --since 7d --output json",
+                "one plan's rotations of the last week, as JSON",
             ),
         ],
         exits: READ_EXITS,

@@ -49,6 +49,80 @@ pub use http::RetryPolicy;
 use crate::config::{Config, Env, process_env};
 use crate::secret::{Fingerprint, Fingerprinter, StorageKey};
 
+/// Who a token says keyflip is (`oid`, `appid`/`azp`, `tid`, `idtyp`, a name), for
+/// people (`doctor`, the daemon's start-up line) and for `az role assignment create`.
+/// Never a secret: claims only, the token itself is not kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Principal {
+    /// The principal's object id: what a role assignment names.
+    pub object_id: Option<String>,
+    /// The application (client) id of a service principal or managed identity.
+    pub app_id: Option<String>,
+    pub tenant_id: Option<String>,
+    /// `ServicePrincipal` or `User`, as `az role assignment create
+    /// --assignee-principal-type` spells it.
+    pub principal_type: Option<String>,
+    /// A user's sign-in name, when the token is a user's (Azure CLI credential).
+    pub user: Option<String>,
+}
+
+impl Principal {
+    /// The claims of a JWT's payload; an unreadable token gives an empty identity.
+    pub fn from_jwt(token: &str) -> Principal {
+        use base64::Engine as _;
+        let claims: serde_json::Value = token
+            .split('.')
+            .nth(1)
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p.trim_end_matches('='))
+                    .ok()
+            })
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        let claim = |name: &str| claims.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        let user = claim("upn").or_else(|| claim("unique_name"));
+        let principal_type = match claim("idtyp").as_deref() {
+            Some("app") => Some("ServicePrincipal".to_owned()),
+            Some("user") => Some("User".to_owned()),
+            _ if user.is_some() => Some("User".to_owned()),
+            _ if claim("oid").is_some() => Some("ServicePrincipal".to_owned()),
+            _ => None,
+        };
+        Principal {
+            object_id: claim("oid"),
+            app_id: claim("appid").or_else(|| claim("azp")),
+            tenant_id: claim("tid"),
+            principal_type,
+            user,
+        }
+    }
+
+    /// One line for people: `service principal (app 1234…, object 5678…) in tenant …`.
+    pub fn describe(&self) -> String {
+        let who = match (&self.user, &self.principal_type) {
+            (Some(user), _) => format!("user {user}"),
+            (None, Some(t)) if t == "ServicePrincipal" => "service principal".to_owned(),
+            _ => "an identity".to_owned(),
+        };
+        let mut ids = Vec::new();
+        if let Some(app) = &self.app_id {
+            ids.push(format!("app {app}"));
+        }
+        if let Some(oid) = &self.object_id {
+            ids.push(format!("object {oid}"));
+        }
+        let mut line = who;
+        if !ids.is_empty() {
+            line.push_str(&format!(" ({})", ids.join(", ")));
+        }
+        if let Some(tid) = &self.tenant_id {
+            line.push_str(&format!(" in tenant {tid}"));
+        }
+        line
+    }
+}
+
 /// Tuning for [`Azure`]. The defaults suit production; tests shorten the waits.
 #[derive(Clone, Debug)]
 pub struct AzureOptions {
@@ -227,6 +301,24 @@ impl Azure {
     /// The fingerprint of a key under this installation's fingerprint key.
     pub fn fingerprint(&self, key: &StorageKey) -> Fingerprint {
         self.fingerprinter.fingerprint(key)
+    }
+
+    /// Who keyflip authenticates as: the claims of its own ARM token. They are read,
+    /// not verified (a person reads them; Azure authorizes every call anyway), and
+    /// the token is dropped at once.
+    pub async fn principal(&self) -> Result<Principal, Error> {
+        let audience = self.cloud.arm_audience.clone();
+        let scope = format!("{}/.default", audience.trim_end_matches('/'));
+        let token = self
+            .credential
+            .get_token(&[scope.as_str()], None)
+            .await
+            .map_err(|e| Error::Credential {
+                audience: audience.clone(),
+                transient: credential::is_network_failure(&e),
+                detail: e.to_string(),
+            })?;
+        Ok(Principal::from_jwt(token.token.secret()))
     }
 
     /// Asks Entra ID for a token for `audience` (e.g. [`Cloud::arm_audience`],

@@ -26,6 +26,7 @@ use keyflip_twin::{Endpoints, Twin, TwinOptions, World};
 use tokio_util::sync::CancellationToken;
 
 use super::progress::Display;
+use super::term::Term;
 use super::{render, runtime};
 use crate::cli::{DemoArgs, Output};
 use crate::clock::Clock;
@@ -161,7 +162,9 @@ fn config(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Result<Config,
                 arm_url: url(&endpoints.arm_url)?,
                 arm_audience: endpoints.arm_audience.clone(),
                 authority_host: url(&endpoints.authority_host)?,
-                key_vault_suffix: None,
+                // The twin's Entra ID issues Key Vault tokens for the public cloud's
+                // audience, so doctor can check the Key Vault token too.
+                key_vault_suffix: Some("vault.azure.net".to_owned()),
                 storage_suffix: None,
                 log_analytics_url: endpoints
                     .log_analytics
@@ -194,13 +197,13 @@ fn config(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Result<Config,
 }
 
 /// A keyflip.toml equivalent to [`config`], for `--keep-running`.
-fn config_file(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> String {
+pub fn config_file(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> String {
     let client = endpoints
         .principals
         .get(PRINCIPAL)
         .map_or("", |p| p.client_id.as_str());
     format!(
-        "# Written by `keyflip demo --keep-running`; valid while that demo runs.\nplans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nlog_analytics_url = \"{logs}\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n\n# A daemon started with this file keeps its control socket here, not in /run.\n[daemon]\nsocket = \"{socket}\"\n",
+        "# Written by `keyflip demo --keep-running`; valid while that demo runs.\nplans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nkey_vault_suffix = \"vault.azure.net\"\nlog_analytics_url = \"{logs}\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n\n# The demo world's Databricks workspaces, for plan discover and unlisted consumers.\n[discovery]\ndatabricks = [{databricks}]\n\n# A daemon started with this file keeps its control socket here, not in /run.\n[daemon]\nsocket = \"{socket}\"\n",
         plans = root.join("plans").display(),
         state = root.join("state").display(),
         arm = endpoints.arm_url,
@@ -217,6 +220,12 @@ fn config_file(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> String {
             .join(format!("{PRINCIPAL}.secret"))
             .display(),
         socket = root.join("keyflip.sock").display(),
+        databricks = endpoints
+            .databricks_workspaces
+            .values()
+            .map(|w| format!("\"{}\"", w.url))
+            .collect::<Vec<_>>()
+            .join(", "),
     )
 }
 
@@ -271,37 +280,62 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
     let engine =
         Engine::open(&config, clock.clone()).map_err(|e| DemoError::Setup(e.to_string()))?;
 
-    println!("keyflip demo: a full safe swap against keyflip-twin, a local stand-in for Azure.");
-    println!(
+    let json = args.output.output == Output::Json;
+    let term = Term::stdout();
+    // The story goes to stdout for people; with --output json stdout holds only the
+    // document, so the story goes to stderr.
+    let say = |line: String| {
+        // `  twin:    …` lines hang under their value; others under two spaces.
+        let blank = if line.starts_with('\n') { "\n" } else { "" };
+        let line = line.trim_start_matches('\n');
+        let lead = line.len() - line.trim_start_matches(' ').len();
+        let hang = if lead > 0 { lead + 9 } else { 2 };
+        let line = format!(
+            "{blank}{}",
+            term.wrap(&line[..lead], &" ".repeat(hang), &line[lead..])
+        );
+        if json {
+            eprint!("{line}");
+        } else {
+            print!("{line}");
+        }
+    };
+    say("keyflip demo: a full safe swap against keyflip-twin, a local stand-in for Azure.".into());
+    say(format!(
         "  twin:    {} (the demo world; no Azure account involved)",
         endpoints.base_url
-    );
-    println!("  account: {}", plan.storage_account.name());
-    println!(
+    ));
+    say(format!("  account: {}", plan.storage_account.name()));
+    say(format!(
         "  plan:    rotation-plans/demo.toml: {}",
         crate::consumer::summary(&plan)
-    );
+    ));
     if let Some(gate) = &plan.usage_gate {
-        println!(
+        say(format!(
             "  gate:    the old key is retired once the logs in {} show nobody signing with it for {} (checked every {}; parks after {})",
             gate.workspace.name(),
             crate::plan::duration::format(gate.quiet_period),
             crate::plan::duration::format(gate.recheck),
             crate::plan::duration::format(gate.deadline)
-        );
+        ));
     }
-    println!("  caller:  {FORGOTTEN_CLIENT}, in no plan, signs with key1 every 30 s");
-    println!(
-        "  clock:   waits (grace {}, log ingestion, quiet period) move the twin's clock forward instead of passing",
-        crate::plan::duration::format(DEMO_GRACE)
-    );
-    println!(
+    say(format!(
+        "  caller:  {FORGOTTEN_CLIENT}, in no plan, signs with key1 every 30 s"
+    ));
+    say(format!(
+        "  clock:   waits (grace {} instead of the plan's {}, log ingestion, quiet period) move the twin's clock forward instead of passing",
+        crate::plan::duration::format(DEMO_GRACE),
+        crate::plan::duration::format(plan.rotation.grace)
+    ));
+    say(format!(
         "  files:   {} (removed when the demo ends)\n",
         root.path().display()
-    );
+    ));
 
-    let display = Display::human();
-    println!("1. Rotate while {FORGOTTEN_CLIENT} still signs with the old key:\n");
+    let display = Display::for_output(args.output.output, term);
+    say(format!(
+        "1. Rotate while {FORGOTTEN_CLIENT} still signs with the old key:\n"
+    ));
     let request = RotateRequest {
         mode: Mode::Scheduled,
         grace: Some(DEMO_GRACE),
@@ -314,16 +348,19 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
     let first = match first {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("keyflip: the demo rotation failed: {e}");
+            let error = super::CommandError::from(&e);
+            let exit = super::fail(args.output.output, &error);
             twin.shutdown().await;
-            return Ok(e.exit());
+            return Ok(exit);
         }
     };
-    print!("{}", render::rotation(&first));
+    if !json {
+        print!("{}", render::rotation(&first, &term));
+    }
 
-    println!(
+    say(format!(
         "\n2. {FORGOTTEN_CLIENT} switched off (its owner moved it to the new key), then `keyflip rotate resume demo`:\n"
-    );
+    ));
     admin
         .call(
             reqwest::Method::PATCH,
@@ -332,62 +369,83 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
         )
         .await
         .map_err(|e| DemoError::Setup(format!("cannot switch {FORGOTTEN_CLIENT} off: {e}")))?;
-    let report = match engine.held_at_gate(&plan, false) {
+    let (held, report) = match engine.held_at_gate(&plan, false) {
         Ok(Some(retire)) => {
             let resumed = engine
                 .rotate(&plan, retire, &display, CancellationToken::new())
                 .await;
             display.done();
             match resumed {
-                Ok(r) => r,
+                Ok(r) => (Some(first), r),
                 Err(e) => {
-                    eprintln!("keyflip: the demo's resume failed: {e}");
+                    let error = super::CommandError::from(&e);
+                    let exit = super::fail(args.output.output, &error);
                     twin.shutdown().await;
-                    return Ok(e.exit());
+                    return Ok(exit);
                 }
             }
         }
         // The gate did not hold (a faster world): the first run is the result.
-        Ok(None) => first,
+        Ok(None) => (None, first),
         Err(e) => {
-            eprintln!("keyflip: the demo could not read its journal: {e}");
+            let error = super::CommandError::from(&e);
+            let exit = super::fail(args.output.output, &error);
             twin.shutdown().await;
-            return Ok(e.exit());
+            return Ok(exit);
         }
     };
-    print!("{}", render::rotation(&report));
-    println!("\nkeyflip status:\n");
-    let status_exit = match super::perform::status(&engine, std::slice::from_ref(&plan)).await {
-        Ok(answer) => {
-            print!("{}", render::human(&answer));
-            answer.exit()
-        }
-        Err(e) => super::fail(Output::Human, &e),
+    let status = super::perform::status(&engine, std::slice::from_ref(&plan)).await;
+    let status_exit = match &status {
+        Ok(answer) => answer.exit(),
+        Err(e) => e.exit,
     };
+    if json {
+        let status = match &status {
+            Ok(super::Answer::Status { at, plans }) => {
+                serde_json::json!({"at": at, "plans": plans})
+            }
+            Ok(_) => serde_json::Value::Null,
+            Err(e) => serde_json::json!({"error": e.message, "exit": e.exit as u8}),
+        };
+        print!(
+            "{}",
+            render::json::document(serde_json::json!({
+                "held": held.as_ref().map(render::json::rotation),
+                "rotation": render::json::rotation(&report),
+                "status": status,
+            }))
+        );
+    } else {
+        print!("{}", render::rotation(&report, &term));
+        println!("\nkeyflip status:\n");
+        match &status {
+            Ok(answer) => print!("{}", render::human(answer, &term, render::Shape::default())),
+            Err(e) => {
+                super::fail(Output::Human, e);
+            }
+        }
+    }
 
     if args.keep_running {
         let file = root.path().join("keyflip.toml");
         std::fs::write(&file, config_file(&endpoints, &twin_dir, root.path()))
             .map_err(|e| DemoError::Setup(format!("cannot write {}: {e}", file.display())))?;
-        println!(
-            "\nThe twin keeps running at {}. Point keyflip at it:",
+        say(format!(
+            "\nThe twin keeps running at {}. Point keyflip at it in another shell:",
             endpoints.base_url
-        );
-        println!("  keyflip --config {} status", file.display());
-        println!(
-            "  keyflip --config {} rotate now demo --dry-run",
-            file.display()
-        );
-        println!("  keyflip --config {} history demo", file.display());
-        println!(
-            "  keyflip --config {} daemon      # rotates demo every 10 minutes",
-            file.display()
-        );
-        println!("Press Ctrl-C to stop it (its files are removed then).");
+        ));
+        say(format!("  export KEYFLIP_CONFIG={}", file.display()));
+        say("  keyflip doctor                      # passes: every check ok".into());
+        say("  keyflip status".into());
+        say("  keyflip rotate now demo --dry-run".into());
+        say("  keyflip history demo".into());
+        say("  keyflip daemon                      # rotates demo every 10 minutes".into());
+        say("Press Ctrl-C to stop it (its files are removed then).".into());
         super::shutdown_signal().await;
     } else {
-        println!(
+        say(
             "\nRun `keyflip demo --keep-running` to keep the twin up and try other commands against it."
+                .into(),
         );
     }
     twin.shutdown().await;

@@ -12,8 +12,9 @@
 //!    `{"error", "exit"}` on stdout for JSON). When a daemon answered, one more line
 //!    on stderr says so; stdout is the same either way.
 //!
-//! `rotate now` without `--yes` shows the dry run first and asks on a terminal, and
-//! refuses with a usage error anywhere else. Ctrl-C or SIGTERM stop a standalone
+//! `rotate now` without `--yes` shows the dry run's summary first and asks on a
+//! terminal (answering no exits 2, nothing changed), and refuses with a usage error
+//! anywhere else. Ctrl-C or SIGTERM stop a standalone
 //! rotation between journaled steps (it resumes later); a rotation a daemon runs
 //! belongs to the daemon and runs on when the client goes.
 
@@ -26,6 +27,7 @@ pub mod perform;
 pub mod progress;
 pub mod render;
 pub mod request;
+pub mod term;
 pub mod version;
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
@@ -46,6 +48,8 @@ use crate::exit::Exit;
 use crate::rotation::Progress;
 use perform::Standalone;
 use progress::Display;
+use render::Shape;
+use term::Term;
 
 /// A runtime for one command.
 pub fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
@@ -109,6 +113,7 @@ pub fn run(config_flag: Option<&Path>, command: &Command) -> Exit {
         request,
         output,
         yes,
+        shape,
     } = match Invocation::from_cli(command) {
         Some(Ok(invocation)) => invocation,
         Some(Err(e)) => return fail(e.output, &CommandError::usage(e.message)),
@@ -142,7 +147,7 @@ pub fn run(config_flag: Option<&Path>, command: &Command) -> Exit {
             Ok(runner) => runner,
             Err(e) => return fail(output, &e),
         };
-        let exit = run_with(&runner, &request, output, ask_first).await;
+        let exit = run_with(&runner, &request, output, shape, ask_first).await;
         if let Runner::Daemon(daemon) = &runner {
             eprintln!(
                 "{}",
@@ -153,7 +158,14 @@ pub fn run(config_flag: Option<&Path>, command: &Command) -> Exit {
     })
 }
 
-async fn run_with(runner: &Runner, request: &Request, output: Output, ask_first: bool) -> Exit {
+async fn run_with(
+    runner: &Runner,
+    request: &Request,
+    output: Output,
+    shape: Shape,
+    ask_first: bool,
+) -> Exit {
+    let term = Term::stdout();
     if ask_first {
         match runner
             .perform(&request.as_dry_run(), &Display::Silent)
@@ -162,7 +174,15 @@ async fn run_with(runner: &Runner, request: &Request, output: Output, ask_first:
             // `rotate now` finishes the unfinished rotation: nothing new to confirm.
             Ok(Answer::DryRun { dry_run }) if dry_run.unfinished.is_some() => {}
             Ok(Answer::DryRun { dry_run }) => {
-                eprint!("{}", render::dry_run(&dry_run));
+                // The summary, not the step-by-step detail: what a person decides on.
+                eprint!(
+                    "{}",
+                    render::dry_run::render(
+                        &dry_run,
+                        &Term::stderr(),
+                        render::dry_run::Detail::Summary
+                    )
+                );
                 if dry_run.refused.is_some() {
                     return Exit::Refused;
                 }
@@ -171,9 +191,18 @@ async fn run_with(runner: &Runner, request: &Request, output: Output, ask_first:
                     .rsplit('/')
                     .next()
                     .unwrap_or(&dry_run.account);
-                if !confirm(&format!("Rotate the key of {account} now?")) {
-                    eprintln!("keyflip: nothing was changed");
-                    return Exit::Ok;
+                if !confirm(&format!(
+                    "\n{} the keys of {account} now?",
+                    if dry_run.mode.is_incident() {
+                        "Run this incident rotation on"
+                    } else {
+                        "Rotate"
+                    }
+                )) {
+                    eprintln!(
+                        "keyflip: not confirmed; nothing was changed (`--dry-run --show-calls` shows every call, `--yes` skips this question)"
+                    );
+                    return Exit::Usage;
                 }
             }
             Ok(other) => {
@@ -188,12 +217,12 @@ async fn run_with(runner: &Runner, request: &Request, output: Output, ask_first:
             Err(e) => return fail(output, &e),
         }
     }
-    let display = Display::for_output(output);
+    let display = Display::for_output(output, term);
     let result = runner.perform(request, &display).await;
     display.done();
     match result {
         Ok(answer) => {
-            print!("{}", render::answer(&answer, output));
+            print!("{}", render::answer(&answer, output, &term, shape));
             answer.exit()
         }
         Err(e) => fail(output, &e),

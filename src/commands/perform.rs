@@ -39,8 +39,13 @@ pub async fn status(engine: &Engine, plans: &[Plan]) -> Result<Answer, CommandEr
 }
 
 /// `history`, newest first.
-pub fn history(engine: &Engine, plan: Option<&str>, limit: usize) -> Result<Answer, CommandError> {
-    let rotations = engine.history(plan, limit)?;
+pub fn history(
+    engine: &Engine,
+    plan: Option<&str>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    limit: usize,
+) -> Result<Answer, CommandError> {
+    let rotations = engine.history_since(plan, since, limit)?;
     Ok(Answer::History { rotations })
 }
 
@@ -118,7 +123,9 @@ impl Standalone {
                 Ok(Answer::Resumed { reports })
             }
             Request::Status { plan } => status(engine, &self.plans(plan.as_deref())?).await,
-            Request::History { plan, limit } => history(engine, plan.as_deref(), *limit),
+            Request::History { plan, limit, since } => {
+                history(engine, plan.as_deref(), *since, *limit)
+            }
         }
     }
 }

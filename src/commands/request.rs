@@ -11,14 +11,16 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{Command, Leaked, Output, RotateCommand, RotateNowArgs};
+use super::render::Shape;
+use crate::cli::{Command, HistoryArgs, Leaked, Output, RotateCommand, RotateNowArgs};
 use crate::key::KeyName;
 use crate::rotation::machine::Mode;
 use crate::rotation::{RotateRequest, Trigger};
 
-/// How many rotations `history` shows.
+/// How many rotations `history` shows unless `--limit` says otherwise.
 pub const HISTORY_LIMIT: usize = 50;
 
 /// A command keyflip performs standalone or in a running daemon. Closed: a new
@@ -45,8 +47,14 @@ pub enum Request {
     },
     /// `status`: every plan (or one), live.
     Status { plan: Option<String> },
-    /// `history [PLAN]`: past rotations, newest first.
-    History { plan: Option<String>, limit: usize },
+    /// `history [PLAN]`: past rotations, newest first, at most `limit`, started at
+    /// or after `since`.
+    History {
+        plan: Option<String>,
+        limit: usize,
+        #[serde(default)]
+        since: Option<DateTime<Utc>>,
+    },
 }
 
 impl Request {
@@ -59,6 +67,15 @@ impl Request {
             Request::Status { .. } => "status",
             Request::History { .. } => "history",
         }
+    }
+
+    /// Whether performing it may change keys or consumers (a rotation or a resume),
+    /// rather than only read.
+    pub fn changes_keys(&self) -> bool {
+        matches!(
+            self,
+            Request::RotateNow { dry_run: false, .. } | Request::Resume { .. }
+        )
     }
 
     /// The engine's request for a `rotate now`; `None` for other requests.
@@ -100,6 +117,8 @@ pub struct Invocation {
     pub output: Output,
     /// `rotate now --yes`: do not ask first.
     pub yes: bool,
+    /// How the human output looks (`--show-calls`, `status --plan`).
+    pub shape: Shape,
 }
 
 /// Arguments that make no request; nothing was read or changed (exit 2).
@@ -115,11 +134,20 @@ impl Invocation {
     /// The request a command line asks for; `None` for commands that are not
     /// requests (`demo`, `plan check`, `doctor`, `daemon`, ...).
     pub fn from_cli(command: &Command) -> Option<Result<Invocation, InvalidArgs>> {
+        Self::from_cli_at(command, Utc::now())
+    }
+
+    /// [`Invocation::from_cli`] with `now` for `history --since 7d`.
+    pub fn from_cli_at(
+        command: &Command,
+        now: DateTime<Utc>,
+    ) -> Option<Result<Invocation, InvalidArgs>> {
         let plain = |request, output| {
             Ok(Invocation {
                 request,
                 output,
                 yes: false,
+                shape: Shape::default(),
             })
         };
         Some(match command {
@@ -131,14 +159,20 @@ impl Invocation {
                 },
                 args.output.output,
             ),
-            Command::Status(args) => plain(Request::Status { plan: None }, args.output),
-            Command::History(args) => plain(
-                Request::History {
+            Command::Status(args) => Ok(Invocation {
+                request: Request::Status {
                     plan: args.plan.clone(),
-                    limit: HISTORY_LIMIT,
                 },
-                args.output.output,
-            ),
+                output: args.output.output,
+                yes: false,
+                shape: Shape {
+                    detail: args.plan.is_some(),
+                    ..Shape::default()
+                },
+            }),
+            Command::History(args) => {
+                history(args, now).and_then(|request| plain(request, args.output.output))
+            }
             _ => return None,
         })
     }
@@ -180,7 +214,52 @@ fn rotate_now(args: &RotateNowArgs) -> Result<Invocation, InvalidArgs> {
         },
         output: args.output.output,
         yes: args.yes,
+        shape: Shape {
+            show_calls: args.show_calls,
+            ..Shape::default()
+        },
     })
+}
+
+fn history(args: &HistoryArgs, now: DateTime<Utc>) -> Result<Request, InvalidArgs> {
+    let invalid = |message: String| InvalidArgs {
+        output: args.output.output,
+        message,
+    };
+    if args.limit == 0 {
+        return Err(invalid(
+            "--limit 0 shows nothing; give at least 1".to_owned(),
+        ));
+    }
+    let since = match &args.since {
+        Some(text) => Some(since(text, now).map_err(|e| invalid(format!("--since {text}: {e}")))?),
+        None => None,
+    };
+    Ok(Request::History {
+        plan: args.plan.clone(),
+        limit: args.limit,
+        since,
+    })
+}
+
+/// `7d` (back from `now`), `2026-03-01` (midnight UTC) or an RFC 3339 time.
+fn since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return day
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc())
+            .ok_or_else(|| "not a day".to_owned());
+    }
+    let back = crate::plan::duration::parse(text).map_err(|e| {
+        format!("expected a duration back from now (7d, 12h) or a date (2026-03-01, 2026-03-01T12:00:00Z): {e}")
+    })?;
+    chrono::TimeDelta::from_std(back)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(|| "too far back".to_owned())
 }
 
 /// `Option<Duration>` as whole milliseconds.
@@ -288,13 +367,52 @@ mod tests {
     }
 
     #[test]
+    fn history_takes_a_limit_and_a_since_as_a_duration_or_a_date() {
+        use chrono::TimeZone as _;
+        let now = Utc.with_ymd_and_hms(2026, 3, 10, 12, 0, 0).unwrap();
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(std::iter::once("keyflip").chain(args.iter().copied()))
+                .unwrap();
+            Invocation::from_cli_at(&cli.command, now).unwrap()
+        };
+        let got = parse(&["history", "--since", "7d", "--limit", "5"]).unwrap();
+        assert_eq!(
+            got.request,
+            Request::History {
+                plan: None,
+                limit: 5,
+                since: Some(Utc.with_ymd_and_hms(2026, 3, 3, 12, 0, 0).unwrap()),
+            }
+        );
+        let got = parse(&["history", "demo", "--since", "2026-03-01"]).unwrap();
+        assert!(
+            matches!(got.request, Request::History { since: Some(at), limit: HISTORY_LIMIT, .. } if at == Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap())
+        );
+        let got = parse(&["history", "--since", "2026-03-01T06:30:00+02:00"]).unwrap();
+        assert!(
+            matches!(got.request, Request::History { since: Some(at), .. } if at == Utc.with_ymd_and_hms(2026, 3, 1, 4, 30, 0).unwrap())
+        );
+        let err = parse(&["history", "--since", "last tuesday"]).unwrap_err();
+        assert!(
+            err.message.starts_with("--since last tuesday: expected"),
+            "{err}"
+        );
+        assert!(parse(&["history", "--limit", "0"]).is_err());
+        let status = parse(&["status", "--plan", "demo"]).unwrap();
+        assert!(status.shape.detail);
+        let dry = parse(&["rotate", "now", "demo", "--dry-run", "--show-calls"]).unwrap();
+        assert!(dry.shape.show_calls);
+        assert!(Cli::try_parse_from(["keyflip", "rotate", "now", "demo", "--show-calls"]).is_err());
+    }
+
+    #[test]
     fn requests_round_trip_and_unknown_fields_are_refused() {
         for request in [
             request(&["rotate", "now", "demo", "--grace", "90m", "--dry-run"]),
             request(&["rotate", "resume"]),
             request(&["rotate", "resume", "demo", "--force-retire"]),
             request(&["status"]),
-            request(&["history", "demo"]),
+            request(&["history", "demo", "--since", "2026-03-01", "--limit", "3"]),
         ] {
             let text = serde_json::to_string(&request).unwrap();
             assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), request);

@@ -12,21 +12,11 @@ use chrono::{DateTime, Utc};
 
 use super::drift::{self, Finding, Observation};
 use super::jobs::{Ending, Finished, Job};
-use super::notify::Notification;
+use super::notify::{Notification, outcome_label};
 use super::scheduler::Scheduler;
 use crate::journal::{ObservedKeys, Parked};
-use crate::plan::NotifyEvent;
 use crate::rotation::RotationReport;
 use crate::rotation::machine::{Attention, Caller, Outcome};
-
-fn outcome_label(outcome: &Outcome) -> &'static str {
-    match outcome {
-        Outcome::Completed { .. } => "completed",
-        Outcome::RolledBack { .. } => "rolled_back",
-        Outcome::Refused { .. } => "refused",
-        Outcome::NeedsAttention { .. } => "needs_attention",
-    }
-}
 
 impl Scheduler {
     pub fn conclude(&mut self, finished: Finished) {
@@ -74,6 +64,9 @@ impl Scheduler {
             return;
         };
         self.ctx.metrics.rotation(name, outcome_label(outcome));
+        if report.mode.is_incident() {
+            self.ctx.metrics.incident(name);
+        }
         let summary = outcome.to_string();
         let Some(entry) = self.plans.get_mut(name) else {
             return;
@@ -95,43 +88,19 @@ impl Scheduler {
                 entry.state.parked = None;
                 entry.state.last_success = Some(finished_at);
                 tracing::info!(plan = name, rotation_id = %report.rotation_id, was_parked, "rotation completed");
-                if report.mode.is_incident() {
-                    let plan = entry.plan.clone();
-                    let mut n = Notification::new(
-                        NotifyEvent::Incident,
-                        &plan,
-                        now,
-                        format!("incident rotation {}: {summary}", report.rotation_id),
-                    );
-                    n.rotation_id = Some(report.rotation_id.clone());
-                    n.outcome = Some("completed".into());
-                    n.details = report
-                        .regenerated
-                        .iter()
-                        .map(|r| {
-                            format!(
-                                "{} regenerated ({}) at {}",
-                                r.key,
-                                r.purpose,
-                                r.at.format("%Y-%m-%dT%H:%M:%SZ")
-                            )
-                        })
-                        .chain(
-                            report
-                                .incident_report
-                                .iter()
-                                .map(|p| format!("incident report: {}", p.markdown.display())),
-                        )
-                        .chain(report.warnings.iter().map(ToString::to_string))
-                        .collect();
-                    self.ctx.notifier.send(&plan, NotifyEvent::Incident, n);
-                }
+                let plan = entry.plan.clone();
+                let n = if report.mode.is_incident() {
+                    Notification::incident(&plan, report, now)
+                } else {
+                    Notification::completed(&plan, report, now)
+                };
+                self.ctx.notifier.send(&plan, n);
             }
             Outcome::RolledBack { .. } | Outcome::Refused { .. } => {
                 self.failed_cycle(name, summary, Some(report), now);
             }
             Outcome::NeedsAttention { reason, .. } => {
-                self.park(name, summary, Some(report), now);
+                self.park(name, summary.clone(), &summary, Some(report), now);
                 if let Attention::UsageGateHeld { callers, .. } = reason {
                     self.usage_gate_hold(name, report, callers, now);
                 }
@@ -157,19 +126,10 @@ impl Scheduler {
             return;
         };
         let plan = entry.plan.clone();
-        let mut n = Notification::new(
-            NotifyEvent::UsageGateHold,
+        self.ctx.notifier.send(
             &plan,
-            now,
-            format!(
-                "the usage gate holds the retire: {} caller(s) still sign with the old key",
-                callers.len()
-            ),
+            Notification::usage_gate_hold(&plan, report, callers, now),
         );
-        n.rotation_id = Some(report.rotation_id.clone());
-        n.outcome = Some("needs_attention".into());
-        n.details = callers.iter().map(ToString::to_string).collect();
-        self.ctx.notifier.send(&plan, NotifyEvent::UsageGateHold, n);
     }
 
     /// One more failed cycle: notify, then retry later or park.
@@ -187,45 +147,38 @@ impl Scheduler {
         entry.state.failures = entry.state.failures.saturating_add(1);
         let failures = entry.state.failures;
         let plan = entry.plan.clone();
-        let mut n = Notification::new(
-            NotifyEvent::Failure,
+        let wait = retry.backoff(failures);
+        let retry_at = (failures < retry.park_after).then(|| {
+            now + chrono::TimeDelta::from_std(wait).unwrap_or(chrono::TimeDelta::hours(1))
+        });
+        self.ctx.notifier.send(
             &plan,
-            now,
-            format!("rotation failed ({failures} in a row): {summary}"),
+            Notification::failed_cycle(&plan, report, &summary, failures, retry_at, now),
         );
-        n.rotation_id = report.map(|r| r.rotation_id.clone());
-        n.outcome = Some(
-            report
-                .and_then(|r| r.outcome.as_ref())
-                .map_or("error", outcome_label)
-                .to_owned(),
-        );
-        n.details = report
-            .map(|r| r.warnings.iter().map(ToString::to_string).collect())
-            .unwrap_or_default();
-        self.ctx.notifier.send(&plan, NotifyEvent::Failure, n);
         if failures >= retry.park_after {
             self.park(
                 name,
                 format!("{failures} failed rotation cycles in a row; the last: {summary}"),
+                &summary,
                 report,
                 now,
             );
             return;
         }
-        let wait = retry.backoff(failures);
         let Some(entry) = self.plans.get_mut(name) else {
             return;
         };
-        entry.state.retry_at =
-            Some(now + chrono::TimeDelta::from_std(wait).unwrap_or(chrono::TimeDelta::hours(1)));
+        entry.state.retry_at = retry_at;
         tracing::warn!(plan = name, failures, retry_in_secs = wait.as_secs(), error = %summary, "rotation cycle failed; will retry");
     }
 
+    /// Parks the plan. `reason` is what `status` shows; `cause` the root cause a
+    /// notification starts with when no report says it.
     fn park(
         &mut self,
         name: &str,
         reason: String,
+        cause: &str,
         report: Option<&RotationReport>,
         now: DateTime<Utc>,
     ) {
@@ -238,20 +191,12 @@ impl Scheduler {
         });
         entry.state.retry_at = None;
         let plan = entry.plan.clone();
+        let failures = entry.state.failures;
         tracing::error!(plan = name, reason = %reason, "plan parked: needs attention; no automatic rotations until `keyflip rotate now` or `keyflip rotate resume` succeeds");
-        let mut n = Notification::new(
-            NotifyEvent::NeedsAttention,
+        self.ctx.notifier.send(
             &plan,
-            now,
-            format!("needs attention: {reason}"),
+            Notification::needs_attention(&plan, report, cause, failures, now),
         );
-        n.rotation_id = report.map(|r| r.rotation_id.clone());
-        n.outcome = report
-            .and_then(|r| r.outcome.as_ref())
-            .map(|o| outcome_label(o).to_owned());
-        self.ctx
-            .notifier
-            .send(&plan, NotifyEvent::NeedsAttention, n);
     }
 
     fn repaired(&mut self, name: &str, report: &RotationReport) {
@@ -337,17 +282,16 @@ impl Scheduler {
         self.ctx
             .metrics
             .drift_check(name, if findings.is_empty() { "ok" } else { "drift" });
-        tracing::debug!(plan = name, findings = findings.len(), active = ?active, "drift check finished");
+        tracing::debug!(
+            plan = name,
+            findings = findings.len(),
+            active = active.map_or("unknown", |k| k.as_str()),
+            "drift check finished"
+        );
         let plan = entry.plan.clone();
         if !new.is_empty() {
-            let mut n = Notification::new(
-                NotifyEvent::Drift,
-                &plan,
-                now,
-                format!("drift on {}: {}", plan.name, new[0]),
-            );
-            n.details = lines.clone();
-            self.ctx.notifier.send(&plan, NotifyEvent::Drift, n);
+            let n = Notification::drift(&plan, &new[0].to_string(), lines.clone(), now);
+            self.ctx.notifier.send(&plan, n);
         }
         if findings.is_empty() && !entry.drift.is_empty() {
             tracing::info!(plan = name, "drift resolved");

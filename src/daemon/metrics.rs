@@ -1,14 +1,20 @@
 //! Prometheus metrics (text exposition format 0.0.4); [`super::endpoint`] serves them.
 //!
 //! Counters and the step-duration histogram accumulate here as things happen; gauges
-//! (key ages, next rotation, last success, needs attention, drift) are computed at
-//! scrape time from the scheduler's latest [`Snapshot`] and the injected clock, so
-//! they are never stale. Throttling waits come from the shared call budgets.
+//! (key ages against the plan's policy, next rotation, last success, needs attention,
+//! drift) are computed at scrape time from the scheduler's latest [`Snapshot`] and
+//! the injected clock, so they are never stale. Throttling waits come from the shared
+//! call budgets.
 //!
-//! Promise: labels are plan names, outcomes, step kinds and key names; no metric
-//! carries a key, a fingerprint or a URL query.
+//! Promises: every family is written whole (`HELP`, `TYPE`, then all its samples), so
+//! any Prometheus text parser reads it as one family of its type; every counter of a
+//! known plan exists from the first scrape, at zero, for every label value it can
+//! take (so `rate()` and `increase()` see the first event, and an alert on a missing
+//! series never hides one that never fired); labels are plan names, outcomes, step
+//! kinds, key names and the other fixed values the docs list; no metric carries a
+//! key, a fingerprint or a URL.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -21,6 +27,35 @@ use crate::azure::budget::Budgets;
 const BUCKETS: [f64; 14] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3_600.0, 86_400.0,
 ];
+
+/// How a rotation run ended (`keyflip_rotations_total{outcome}`).
+pub const OUTCOMES: [&str; 6] = [
+    "completed",
+    "rolled_back",
+    "refused",
+    "needs_attention",
+    "interrupted",
+    "error",
+];
+/// `keyflip_rotation_step_duration_seconds{step}`: the command's kind.
+pub const STEPS: [&str; 8] = [
+    "observe",
+    "regenerate",
+    "verify_key",
+    "bind",
+    "verify_consumer",
+    "disable_versions",
+    "commit",
+    "wait_until",
+];
+/// `keyflip_drift_checks_total{result}`.
+pub const DRIFT_RESULTS: [&str; 3] = ["ok", "drift", "error"];
+/// `keyflip_drift_findings_total{kind}`.
+pub const DRIFT_KINDS: [&str; 3] = ["consumer", "key_regenerated", "unknown_version"];
+/// `keyflip_notifications_total{result}`.
+pub const DELIVERY_RESULTS: [&str; 2] = ["delivered", "failed"];
+/// `keyflip_reloads_total{result}`.
+pub const RELOAD_RESULTS: [&str; 2] = ["applied", "rejected"];
 
 #[derive(Clone, Debug, Default)]
 struct Histogram {
@@ -43,7 +78,10 @@ impl Histogram {
 
 #[derive(Debug, Default)]
 struct Counters {
+    /// When the daemon started (`keyflip_start_time_seconds`).
+    started: Option<chrono::DateTime<chrono::Utc>>,
     rotations: BTreeMap<(String, &'static str), u64>,
+    incidents: BTreeMap<String, u64>,
     steps: BTreeMap<String, Histogram>,
     drift_checks: BTreeMap<(String, &'static str), u64>,
     drift_findings: BTreeMap<(String, &'static str), u64>,
@@ -59,18 +97,50 @@ pub struct Metrics {
     counters: Mutex<Counters>,
 }
 
+/// One family being written: its header once, then its samples.
+struct Family<'a> {
+    out: &'a mut String,
+    name: &'static str,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Family<'a> {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        Family { out, name }
+    }
+
+    fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
+        sample(self.out, self.name, "", labels, value);
+    }
+
+    /// A histogram's `_bucket`, `_sum` or `_count` sample.
+    fn part(&mut self, suffix: &str, labels: &[(&str, &str)], value: f64) {
+        sample(self.out, self.name, suffix, labels, value);
+    }
+}
+
 impl Metrics {
     fn with<T>(&self, f: impl FnOnce(&mut Counters) -> T) -> T {
         f(&mut self.counters.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// A rotation run ended: `completed`, `rolled_back`, `refused`,
-    /// `needs_attention`, `interrupted` or `error`.
+    /// A rotation run ended: one of [`OUTCOMES`].
     pub fn rotation(&self, plan: &str, outcome: &'static str) {
         self.with(|c| *c.rotations.entry((plan.to_owned(), outcome)).or_default() += 1);
     }
 
-    /// A rotation step finished; `kind` is the command's kind (`bind`, `regenerate`, ...).
+    /// The daemon started at `at` (a restart shows as a new value).
+    pub fn started(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.with(|c| c.started = Some(at));
+    }
+
+    /// An incident rotation (`--leaked`) of `plan` ended, however it ended.
+    pub fn incident(&self, plan: &str) {
+        self.with(|c| *c.incidents.entry(plan.to_owned()).or_default() += 1);
+    }
+
+    /// A rotation step finished; `kind` is the command's kind (one of [`STEPS`]).
     pub fn step(&self, kind: &str, duration: Duration) {
         self.with(|c| {
             c.steps
@@ -80,18 +150,18 @@ impl Metrics {
         });
     }
 
-    /// A drift check ran: `ok`, `drift` or `error`.
+    /// A drift check ran: one of [`DRIFT_RESULTS`].
     pub fn drift_check(&self, plan: &str, result: &'static str) {
         self.with(|c| *c.drift_checks.entry((plan.to_owned(), result)).or_default() += 1);
     }
 
-    /// A drift finding was reported for the first time: `consumer`, `key_regenerated`
-    /// or `unknown_version`.
+    /// A drift finding was reported for the first time: one of [`DRIFT_KINDS`].
     pub fn drift_finding(&self, plan: &str, kind: &'static str) {
         self.with(|c| *c.drift_findings.entry((plan.to_owned(), kind)).or_default() += 1);
     }
 
-    /// A webhook delivery ended: `delivered` or `failed`.
+    /// A webhook delivery of `event` (a `[[notify]]` event name) ended: one of
+    /// [`DELIVERY_RESULTS`].
     pub fn notification(&self, event: &'static str, result: &'static str) {
         self.with(|c| *c.notifications.entry((event, result)).or_default() += 1);
     }
@@ -104,7 +174,7 @@ impl Metrics {
         });
     }
 
-    /// A reload (SIGHUP) was `applied` or `rejected`.
+    /// A reload (SIGHUP): one of [`RELOAD_RESULTS`].
     pub fn reload(&self, result: &'static str) {
         self.with(|c| *c.reloads.entry(result).or_default() += 1);
     }
@@ -117,158 +187,151 @@ impl Metrics {
         now: chrono::DateTime<chrono::Utc>,
     ) -> String {
         let mut out = String::new();
+        let plans: BTreeSet<&str> = snapshot.plans.iter().map(|p| p.name.as_str()).collect();
         self.with(|c| {
-            family(
+            per_plan_counter(
                 &mut out,
-                "keyflip_rotations_total",
-                "counter",
-                "Rotation runs by plan and how they ended.",
-            );
-            for ((plan, outcome), n) in &c.rotations {
-                sample(
-                    &mut out,
+                (
                     "keyflip_rotations_total",
-                    &[("plan", plan), ("outcome", outcome)],
-                    *n as f64,
-                );
+                    "Rotation runs by plan and how they ended.",
+                ),
+                ("outcome", &OUTCOMES),
+                &plans,
+                &c.rotations,
+            );
+            let mut f = Family::new(
+                &mut out,
+                "keyflip_incident_rotations_total",
+                "counter",
+                "Incident rotations (--leaked) by plan, however they ended.",
+            );
+            let incident_plans: BTreeSet<String> = plans
+                .iter()
+                .map(|p| (*p).to_owned())
+                .chain(c.incidents.keys().cloned())
+                .collect();
+            for plan in incident_plans {
+                let n = c.incidents.get(&plan).copied().unwrap_or(0);
+                f.sample(&[("plan", &plan)], n as f64);
             }
-            family(
+            let mut f = Family::new(
                 &mut out,
                 "keyflip_rotation_step_duration_seconds",
                 "histogram",
                 "Duration of rotation steps (intent to result) by step kind.",
             );
-            for (kind, h) in &c.steps {
-                let name = "keyflip_rotation_step_duration_seconds";
+            let kinds: BTreeSet<String> = STEPS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .chain(c.steps.keys().cloned())
+                .collect();
+            let empty = Histogram::default();
+            for kind in &kinds {
+                let h = c.steps.get(kind).unwrap_or(&empty);
                 for (bound, count) in BUCKETS.iter().zip(h.counts.iter()) {
-                    sample(
-                        &mut out,
-                        &format!("{name}_bucket"),
+                    f.part(
+                        "_bucket",
                         &[("step", kind), ("le", &bound.to_string())],
                         *count as f64,
                     );
                 }
-                sample(
-                    &mut out,
-                    &format!("{name}_bucket"),
-                    &[("step", kind), ("le", "+Inf")],
-                    h.count as f64,
-                );
-                sample(&mut out, &format!("{name}_sum"), &[("step", kind)], h.sum);
-                sample(
-                    &mut out,
-                    &format!("{name}_count"),
-                    &[("step", kind)],
-                    h.count as f64,
-                );
+                f.part("_bucket", &[("step", kind), ("le", "+Inf")], h.count as f64);
+                f.part("_sum", &[("step", kind)], h.sum);
+                f.part("_count", &[("step", kind)], h.count as f64);
             }
-            family(
+            per_plan_counter(
                 &mut out,
-                "keyflip_drift_checks_total",
-                "counter",
-                "Drift checks by plan and result (ok, drift, error).",
-            );
-            for ((plan, result), n) in &c.drift_checks {
-                sample(
-                    &mut out,
+                (
                     "keyflip_drift_checks_total",
-                    &[("plan", plan), ("result", result)],
-                    *n as f64,
-                );
-            }
-            family(
-                &mut out,
-                "keyflip_drift_findings_total",
-                "counter",
-                "New drift findings by plan and kind.",
+                    "Drift checks by plan and result (ok, drift, error).",
+                ),
+                ("result", &DRIFT_RESULTS),
+                &plans,
+                &c.drift_checks,
             );
-            for ((plan, kind), n) in &c.drift_findings {
-                sample(
-                    &mut out,
+            per_plan_counter(
+                &mut out,
+                (
                     "keyflip_drift_findings_total",
-                    &[("plan", plan), ("kind", kind)],
-                    *n as f64,
-                );
-            }
-            family(
+                    "New drift findings by plan and kind.",
+                ),
+                ("kind", &DRIFT_KINDS),
+                &plans,
+                &c.drift_findings,
+            );
+            let mut f = Family::new(
                 &mut out,
                 "keyflip_notifications_total",
                 "counter",
                 "Webhook deliveries by event and result.",
             );
-            for ((event, result), n) in &c.notifications {
-                sample(
-                    &mut out,
-                    "keyflip_notifications_total",
-                    &[("event", event), ("result", result)],
-                    *n as f64,
-                );
+            for event in crate::plan::NotifyEvent::ALL {
+                for result in DELIVERY_RESULTS {
+                    let n = c
+                        .notifications
+                        .get(&(event.as_str(), result))
+                        .copied()
+                        .unwrap_or(0);
+                    f.sample(&[("event", event.as_str()), ("result", result)], n as f64);
+                }
             }
-            family(
+            let mut f = Family::new(
                 &mut out,
                 "keyflip_reloads_total",
                 "counter",
                 "Configuration reloads (SIGHUP) by result.",
             );
-            for (result, n) in &c.reloads {
-                sample(
-                    &mut out,
-                    "keyflip_reloads_total",
-                    &[("result", result)],
-                    *n as f64,
-                );
+            for result in RELOAD_RESULTS {
+                let n = c.reloads.get(result).copied().unwrap_or(0);
+                f.sample(&[("result", result)], n as f64);
+            }
+            // Every plan has a sample (0 until the gate parks one of its rotations),
+            // so an alert on it needs no absent() clause.
+            let mut f = Family::new(
+                &mut out,
+                "keyflip_usage_gate_callers",
+                "gauge",
+                "Callers still signing with the old key when the usage gate parked the plan's last rotation (0 after a completed one).",
+            );
+            for plan in &plans {
+                let n = c.usage_gate_callers.get(*plan).copied().unwrap_or(0);
+                f.sample(&[("plan", plan)], n as f64);
+            }
+            let mut f = Family::new(
+                &mut out,
+                "keyflip_usage_gate_holding",
+                "gauge",
+                "1 while the usage gate holds back retiring the old key: the plan's last rotation parked at the gate, until a retire completes.",
+            );
+            for plan in &plans {
+                let n = c.usage_gate_callers.get(*plan).copied().unwrap_or(0);
+                f.sample(&[("plan", plan)], f64::from(u8::from(n > 0)));
             }
         });
 
         if let Some(budgets) = budgets {
             let waits = budgets.waits();
-            family(
+            let mut f = Family::new(
                 &mut out,
                 "keyflip_throttle_waits_total",
                 "counter",
                 "Calls that waited for the shared call budget, by budget.",
             );
             for w in &waits {
-                sample(
-                    &mut out,
-                    "keyflip_throttle_waits_total",
-                    &[("budget", w.class.as_str())],
-                    w.count as f64,
-                );
+                f.sample(&[("budget", w.class.as_str())], w.count as f64);
             }
-            family(
+            let mut f = Family::new(
                 &mut out,
                 "keyflip_throttle_wait_seconds_total",
                 "counter",
                 "Time calls spent waiting for the shared call budget, by budget.",
             );
             for w in &waits {
-                sample(
-                    &mut out,
-                    "keyflip_throttle_wait_seconds_total",
-                    &[("budget", w.class.as_str())],
-                    w.total.as_secs_f64(),
-                );
+                f.sample(&[("budget", w.class.as_str())], w.total.as_secs_f64());
             }
         }
 
-        self.with(|c| {
-            family(
-                &mut out,
-                "keyflip_usage_gate_callers",
-                "gauge",
-                "Callers still signing with the old key when the usage gate parked the plan's last rotation (0 after a completed one).",
-            );
-            for (plan, n) in &c.usage_gate_callers {
-                sample(
-                    &mut out,
-                    "keyflip_usage_gate_callers",
-                    &[("plan", plan)],
-                    *n as f64,
-                );
-            }
-        });
-        family(
+        let mut f = Family::new(
             &mut out,
             "keyflip_key_age_seconds",
             "gauge",
@@ -278,16 +341,33 @@ impl Metrics {
             let Some(keys) = &p.keys else { continue };
             for (name, key) in [("key1", &keys.key1), ("key2", &keys.key2)] {
                 if let Some(created) = key.created {
-                    sample(
-                        &mut out,
-                        "keyflip_key_age_seconds",
-                        &[("plan", &p.name), ("key", name)],
-                        seconds(now - created),
-                    );
+                    f.sample(&[("plan", &p.name), ("key", name)], seconds(now - created));
                 }
             }
         }
-        family(
+        let mut f = Family::new(
+            &mut out,
+            "keyflip_active_key_age_seconds",
+            "gauge",
+            "Age of the key consumers hold, at scrape time; compare with keyflip_key_max_age_seconds.",
+        );
+        for p in &snapshot.plans {
+            if let Some(created) = p.active_key_created {
+                f.sample(&[("plan", &p.name)], seconds(now - created));
+            }
+        }
+        let mut f = Family::new(
+            &mut out,
+            "keyflip_key_max_age_seconds",
+            "gauge",
+            "The plan's max_key_age policy; plans without one have no sample.",
+        );
+        for p in &snapshot.plans {
+            if let Some(max) = p.max_key_age {
+                f.sample(&[("plan", &p.name)], seconds(max));
+            }
+        }
+        let mut f = Family::new(
             &mut out,
             "keyflip_next_rotation_timestamp_seconds",
             "gauge",
@@ -295,93 +375,73 @@ impl Metrics {
         );
         for p in &snapshot.plans {
             if let Some(at) = p.next_due {
-                sample(
-                    &mut out,
-                    "keyflip_next_rotation_timestamp_seconds",
-                    &[("plan", &p.name)],
-                    unix(at),
-                );
+                f.sample(&[("plan", &p.name)], unix(at));
             }
         }
-        family(
+        let mut f = Family::new(
             &mut out,
             "keyflip_last_success_timestamp_seconds",
             "gauge",
-            "When the plan's last completed rotation ended (unix time).",
+            "When the plan's last completed rotation ended (unix time), from the journal.",
         );
         for p in &snapshot.plans {
             if let Some(at) = p.last_success {
-                sample(
-                    &mut out,
-                    "keyflip_last_success_timestamp_seconds",
-                    &[("plan", &p.name)],
-                    unix(at),
-                );
+                f.sample(&[("plan", &p.name)], unix(at));
             }
         }
-        family(
-            &mut out,
-            "keyflip_plan_needs_attention",
-            "gauge",
-            "1 when the plan is parked and needs a human.",
-        );
-        family(
-            &mut out,
-            "keyflip_plan_failed_cycles",
-            "gauge",
-            "Failed rotation cycles in a row.",
-        );
-        family(
-            &mut out,
-            "keyflip_rotation_in_progress",
-            "gauge",
-            "1 while a rotation, resume or repair of the plan runs.",
-        );
-        family(
-            &mut out,
-            "keyflip_drift",
-            "gauge",
-            "Current drift findings of the plan.",
-        );
-        for p in &snapshot.plans {
-            let labels = [("plan", p.name.as_str())];
-            sample(
-                &mut out,
+        type Gauge = fn(&super::snapshot::PlanSnapshot) -> f64;
+        let gauges: [(&'static str, &str, Gauge); 4] = [
+            (
                 "keyflip_plan_needs_attention",
-                &labels,
-                f64::from(u8::from(p.parked.is_some())),
-            );
-            sample(
-                &mut out,
+                "1 when the plan is parked and needs a human.",
+                |p| f64::from(u8::from(p.parked.is_some())),
+            ),
+            (
                 "keyflip_plan_failed_cycles",
-                &labels,
-                f64::from(p.failures),
-            );
-            sample(
-                &mut out,
+                "Failed rotation cycles in a row.",
+                |p| f64::from(p.failures),
+            ),
+            (
                 "keyflip_rotation_in_progress",
-                &labels,
-                f64::from(u8::from(p.running.is_some())),
+                "1 while a rotation, resume or repair of the plan runs.",
+                |p| f64::from(u8::from(p.running.is_some())),
+            ),
+            (
+                "keyflip_drift",
+                "Current drift findings of the plan.",
+                |p| p.drift.len() as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut f = Family::new(&mut out, name, "gauge", help);
+            for p in &snapshot.plans {
+                f.sample(&[("plan", p.name.as_str())], value(p));
+            }
+        }
+        if let Some(started) = self.with(|c| c.started) {
+            let mut f = Family::new(
+                &mut out,
+                "keyflip_start_time_seconds",
+                "gauge",
+                "When the daemon started (unix time); it changes at every restart.",
             );
-            sample(&mut out, "keyflip_drift", &labels, p.drift.len() as f64);
+            f.sample(&[], unix(started));
         }
         let build = crate::build_info::BuildInfo::current();
-        family(
+        let mut f = Family::new(
             &mut out,
             "keyflip_build_info",
             "gauge",
             "Always 1; the labels say which build runs (as `keyflip version`).",
         );
-        sample(&mut out, "keyflip_build_info", &build.metric_labels(), 1.0);
-        family(
+        f.sample(&build.metric_labels(), 1.0);
+        let mut f = Family::new(
             &mut out,
             "keyflip_ready",
             "gauge",
             "1 once the journal is recovered and the daemon schedules.",
         );
-        sample(
-            &mut out,
-            "keyflip_ready",
+        f.sample(
             &[],
             f64::from(u8::from(snapshot.ready && !snapshot.stopping)),
         );
@@ -389,13 +449,33 @@ impl Metrics {
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// A counter labelled by plan and one more label: every plan loaded now and any that
+/// counted before a reload removed it (a counter never goes back to missing), times
+/// every value the label can take, at zero until counted.
+fn per_plan_counter(
+    out: &mut String,
+    (name, help): (&'static str, &str),
+    (label, values): (&str, &[&'static str]),
+    plans: &BTreeSet<&str>,
+    counts: &BTreeMap<(String, &'static str), u64>,
+) {
+    let all: BTreeSet<&str> = plans
+        .iter()
+        .copied()
+        .chain(counts.keys().map(|(p, _)| p.as_str()))
+        .collect();
+    let mut f = Family::new(out, name, "counter", help);
+    for plan in all {
+        for value in values {
+            let n = counts.get(&(plan.to_owned(), *value)).copied().unwrap_or(0);
+            f.sample(&[("plan", plan), (label, value)], n as f64);
+        }
+    }
 }
 
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+fn sample(out: &mut String, name: &str, suffix: &str, labels: &[(&str, &str)], value: f64) {
     out.push_str(name);
+    out.push_str(suffix);
     if !labels.is_empty() {
         out.push('{');
         for (i, (k, v)) in labels.iter().enumerate() {
@@ -462,6 +542,8 @@ mod tests {
                     at: now,
                     reason: "r".into(),
                 }),
+                active_key_created: Some(now - chrono::TimeDelta::days(2)),
+                max_key_age: Some(chrono::TimeDelta::days(30)),
                 keys: Some(ObservedKeys {
                     at: now,
                     key1: KeyState {
@@ -511,6 +593,29 @@ mod tests {
             now.timestamp() + 3600
         )));
         assert!(text.contains("keyflip_plan_needs_attention{plan=\"demo\"} 1\n"));
+        assert!(text.contains("keyflip_active_key_age_seconds{plan=\"demo\"} 172800\n"));
+        assert!(text.contains("keyflip_key_max_age_seconds{plan=\"demo\"} 2592000\n"));
+        // Counters exist at zero for every value they can take.
+        assert!(
+            text.contains("keyflip_rotations_total{plan=\"demo\",outcome=\"rolled_back\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("keyflip_drift_checks_total{plan=\"demo\",result=\"error\"} 0\n"));
+        assert!(text.contains(
+            "keyflip_notifications_total{event=\"needs-attention\",result=\"failed\"} 0\n"
+        ));
+        assert!(
+            text.contains("keyflip_rotation_step_duration_seconds_count{step=\"verify_key\"} 0\n")
+        );
+        // Each family's samples come right after its header, before the next family.
+        let mut current = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                current = rest.split(' ').next().unwrap().to_owned();
+            } else if !line.starts_with('#') {
+                assert!(line.starts_with(&current), "{line} outside {current}");
+            }
+        }
         assert!(text.contains("keyflip_drift{plan=\"demo\"} 1\n"));
         assert!(
             !text.contains(&"ab".repeat(16)),

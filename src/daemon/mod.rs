@@ -232,18 +232,17 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
     let budgets = Arc::new(Budgets::new(config.daemon.budget, clock.clone()));
     let azure = Azure::with_options(&config, fingerprinter.clone(), azure_options.clone(), &*env)?
         .with_budgets(budgets.clone());
-    // Which identity the daemon uses; the default chain also logs the link it picks
-    // at the first token request (the first drift check), at info.
+    // Which identity the daemon uses (for the start-up line); the default chain also
+    // logs the link it picks at the first token request (the first drift check).
     let chain = azure.credential_chain();
-    if chain.is_empty() {
-        tracing::info!(credential = %azure.credential_in_use(), "credential");
+    let credential = if chain.is_empty() {
+        azure.credential_in_use().to_string()
     } else {
-        tracing::info!(
-            credential = "default chain",
-            links = %chain.join("; "),
-            "credential: the default chain; the first link that gives a token is logged when chosen"
-        );
-    }
+        format!(
+            "default chain ({}); the first link that gives a token is logged when chosen",
+            chain.join("; ")
+        )
+    };
     let engine = Engine::with_options(
         &config,
         azure,
@@ -263,10 +262,24 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         None => None,
     };
     let metrics_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+    // The one start-up line: where everything is, so an operator reading the journal
+    // knows which configuration runs without asking.
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.source.as_ref().map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string()),
+        plans_dir = %config.plans_dir.display(),
+        plans = plans.len(),
+        state_dir = %dir.display(),
+        socket = %socket.display(),
+        metrics = %metrics_addr.map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics")),
+        credential = %credential,
+        "keyflip daemon started"
+    );
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let metrics = Arc::new(metrics::Metrics::default());
+    metrics.started(clock.now());
     let notifier = notify::Notifier::new(
         config.cloud.ca_bundle.as_deref(),
         delivery,

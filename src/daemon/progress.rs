@@ -28,7 +28,7 @@ impl Progress for DaemonProgress {
             } => {
                 // The engine logs the start and the end itself; these add the daemon's
                 // field names for correlation at debug level.
-                tracing::debug!(plan, rotation_id = %rotation_id, mode = ?mode, "rotation started");
+                tracing::debug!(plan, rotation_id = %rotation_id, mode = %crate::commands::render::mode_text(*mode), "rotation started");
                 let _ = self.scheduler.send(Msg::RotationId {
                     plan: plan.to_owned(),
                     rotation_id: rotation_id.clone(),
@@ -53,6 +53,7 @@ impl Progress for DaemonProgress {
             } => {
                 tracing::info!(plan, rotation_id = %rotation_id, active = %active, standby = %standby, "consumers move to the standby key");
             }
+            ProgressEvent::Issued { .. } => {}
             ProgressEvent::StepStarted {
                 rotation_id,
                 seq,

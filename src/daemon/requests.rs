@@ -71,11 +71,12 @@ impl Scheduler {
                 }
                 Ok(plans) => self.status(plans, reply),
             },
-            Request::History { plan, limit } => {
+            Request::History { plan, limit, since } => {
                 let ctx = self.ctx.clone();
-                let (plan, limit) = (plan.clone(), *limit);
+                let (plan, limit, since) = (plan.clone(), *limit, *since);
                 self.ctx.tracker.spawn(async move {
-                    let _ = reply.send(perform::history(&ctx.engine, plan.as_deref(), limit));
+                    let _ =
+                        reply.send(perform::history(&ctx.engine, plan.as_deref(), since, limit));
                 });
             }
             Request::RotateNow {
@@ -156,7 +157,7 @@ impl Scheduler {
         }
         self.save(plan);
         let rotation = request.rotation().unwrap_or_else(RotateRequest::manual);
-        tracing::info!(plan = %plan, mode = ?rotation.mode, "rotation requested over the control socket");
+        tracing::info!(plan = %plan, mode = %crate::commands::render::mode_text(rotation.mode), "rotation requested over the control socket");
         Ok(Job::Rotate(rotation))
     }
 

@@ -140,7 +140,7 @@ impl Scheduler {
             tracing::error!(plan = %plan.name, error = %e, "cannot read the plan's state; starting it afresh");
             None
         });
-        let state = match stored {
+        let mut state = match stored {
             Some(state) => state,
             None => {
                 let mut state = PlanState::new(&plan.name, now);
@@ -153,6 +153,14 @@ impl Scheduler {
                 state
             }
         };
+        // The journal's last completed rotation, so last-success survives a restart
+        // and counts rotations run while the daemon was not.
+        match self.journal.last_success(&plan.name) {
+            Ok(at) => state.last_success = state.last_success.max(at),
+            Err(e) => {
+                tracing::error!(plan = %plan.name, error = %e, "cannot read the plan's last success")
+            }
+        }
         Entry {
             plan: Arc::new(plan),
             state,
@@ -187,7 +195,8 @@ impl Scheduler {
         self.ready = true;
         self.publish(now);
         self.systemd.ready(&self.last_summary);
-        tracing::info!(plans = self.plans.len(), summary = %self.last_summary, "keyflip daemon ready");
+        // The start-up summary is `daemon::start`'s one info line; this is its end.
+        tracing::debug!(plans = self.plans.len(), summary = %self.last_summary, "keyflip daemon ready");
         loop {
             let now = self.ctx.clock.now();
             let wake = self.evaluate(now);
@@ -360,6 +369,8 @@ impl Scheduler {
                 retry_at: e.state.retry_at,
                 parked: e.state.parked.clone(),
                 keys: e.state.observed,
+                active_key_created: e.active_created,
+                max_key_age: e.plan.schedule.as_ref().and_then(|s| s.max_key_age()),
                 drift: e.drift.clone(),
             })
             .collect();

@@ -49,6 +49,10 @@ pub struct PlanSnapshot {
     pub parked: Option<Parked>,
     /// Both keys at the last observation.
     pub keys: Option<ObservedKeys>,
+    /// `keyCreationTime` of the key consumers hold, at the last observation.
+    pub active_key_created: Option<DateTime<Utc>>,
+    /// The plan's `max_key_age` policy, when it has one.
+    pub max_key_age: Option<chrono::TimeDelta>,
     /// Current drift findings, one line each.
     pub drift: Vec<String>,
 }

@@ -22,6 +22,7 @@
 
 pub mod assess;
 pub mod collect;
+pub mod remedy;
 pub mod render;
 pub mod report;
 
@@ -83,7 +84,11 @@ pub async fn examine_with(azure: &Azure, plans: &[Plan], options: &Options) -> V
     let discovery = crate::discover::discover(azure, azure.fingerprinter(), &cache, &request).await;
     let discovery = &discovery;
     futures::stream::iter(plans.iter().map(|plan| async move {
-        let mut seen = collect::observe(azure, plan).await;
+        let mut seen = tracing::Instrument::instrument(
+            collect::observe(azure, plan),
+            crate::logging::plan_span(&plan.name),
+        )
+        .await;
         seen.discovered = discovery
             .accounts
             .iter()
@@ -166,10 +171,17 @@ fn run_inner(
         written: written(&config, &fingerprinter, fingerprints.source, &plans),
         strict: args.strict,
     };
-    let reports = runtime.block_on(examine_with(&azure, &plans, &options));
-    let report = Report::new(fingerprints, reports, invalid);
+    let (identity, mut reports) = runtime.block_on(async {
+        futures::join!(azure.principal(), examine_with(&azure, &plans, &options))
+    });
+    // A token that cannot be had shows in the token rows; here it only leaves the
+    // identity unnamed.
+    let identity = identity.ok();
+    remedy::fill(&mut reports, identity.as_ref());
+    let mut report = Report::new(fingerprints, reports, invalid);
+    report.identity = identity;
     let text = match args.output.output {
-        Output::Human => render::human(&report),
+        Output::Human => render::human(&report, &crate::commands::term::Term::stdout()),
         Output::Json => serde_json::to_string_pretty(&report)
             .map(|j| j + "\n")
             .map_err(|e| {

@@ -1,46 +1,84 @@
-//! The human form of a [`Report`]: per plan, one row per check with a status column
-//! (`✓` ok, `!` warning, `✗` blocks a rotation, `-` not checked), the details that
-//! matter under it (missing actions and the role that grants each, datastores, secret
-//! versions, consumers) and, for every problem, a "what to do" line. Rendered from the
-//! same value as the JSON, so the two never disagree. Shows fingerprints, never values.
+//! The human form of a [`Report`]: who doctor ran as, then per plan one row per check
+//! with a status column (`✓` ok, `!` warning, `✗` blocks a rotation, `-` not checked;
+//! `ok`, `!`, `x`, `-` without a UTF-8 locale), the details that matter under it
+//! (missing actions and the role that grants each, datastores, secret versions,
+//! consumers) and, for every problem, a "what to do" line; missing permissions also
+//! get ready-to-paste `az` commands and, where the narrowest built-in role is too
+//! broad, a custom role's JSON. Rendered from the same value as the JSON, so the two
+//! never disagree; fitted to the terminal's width (commands are broken with `\`).
+//! Shows fingerprints, never values.
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
+use super::remedy::custom_role_file;
 use super::report::{Check, Facts, FingerprintSource, PlanReport, Report, Status};
-use crate::consumer::ConsumerId;
+use crate::commands::term::{Mark, Term};
 use crate::secret::Fingerprint;
 
 const KIND_WIDTH: usize = 13;
 const MAX_SUBJECT_WIDTH: usize = 44;
 
+/// A status's mark on this terminal.
+fn symbol(status: Status, term: &Term) -> String {
+    let mark = match status {
+        Status::Ok => Mark::Ok,
+        Status::Warning => Mark::Warn,
+        Status::Skipped => Mark::Skip,
+        Status::Error => Mark::Fail,
+    };
+    let width = if term.unicode { 1 } else { 2 };
+    let shown = term.status(mark);
+    let pad = width - term.mark(mark).chars().count().min(width);
+    format!("{shown}{}", " ".repeat(pad))
+}
+
 /// The whole report as text.
-pub fn human(report: &Report) -> String {
+pub fn human(report: &Report, term: &Term) -> String {
     let mut out = String::new();
     let plans = report.plans.len();
-    let _ = writeln!(
-        out,
-        "keyflip doctor: {plans} plan{}; {}",
-        if plans == 1 { "" } else { "s" },
-        match (&report.fingerprints.source, &report.fingerprints.path) {
-            (FingerprintSource::Installation, Some(path)) =>
-                format!("fingerprints under {path}"),
-            _ => "fingerprints under a key made for this run (they match nothing outside this report)".to_owned(),
-        }
-    );
-    let _ = writeln!(
-        out,
-        "legend: ✓ ok   ! worth knowing, does not block   ✗ blocks a rotation   - not checked"
-    );
+    out.push_str(&term.wrap(
+        "",
+        "  ",
+        &format!(
+            "keyflip doctor: {plans} plan{}; {}",
+            if plans == 1 { "" } else { "s" },
+            match (&report.fingerprints.source, &report.fingerprints.path) {
+                (FingerprintSource::Installation, Some(path)) =>
+                    format!("fingerprints under {path}"),
+                _ => "fingerprints under a key made for this run (they match nothing outside this report)".to_owned(),
+            }
+        ),
+    ));
+    out.push_str(&term.wrap(
+        "",
+        "  ",
+        &match &report.identity {
+            Some(id) => format!("ran as: {}", id.describe()),
+            None => "ran as: unknown (no token could be had; see the token rows)".to_owned(),
+        },
+    ));
+    out.push_str(&term.wrap(
+        "",
+        "        ",
+        &format!(
+            "legend: {} ok   {} worth knowing   {} blocks a rotation   {} not checked",
+            term.mark(Mark::Ok),
+            term.mark(Mark::Warn),
+            term.mark(Mark::Fail),
+            term.mark(Mark::Skip)
+        ),
+    ));
     for plan in &report.plans {
         out.push('\n');
-        render_plan(&mut out, plan);
+        render_plan(&mut out, plan, term);
     }
     for invalid in &report.invalid_plans {
         let _ = writeln!(
             out,
-            "\n✗  {} is not a valid plan:\n{}\n   what to do: fix it (keyflip plan check {} shows every error).",
+            "\n{}  {} is not a valid plan:\n{}\n   what to do: fix it (keyflip plan check {} shows every error).",
+            symbol(Status::Error, term),
             invalid.file,
             indent(&invalid.message, "   "),
             invalid.file
@@ -61,7 +99,7 @@ pub fn human(report: &Report) -> String {
     out
 }
 
-fn render_plan(out: &mut String, plan: &PlanReport) {
+fn render_plan(out: &mut String, plan: &PlanReport, term: &Term) {
     let _ = writeln!(out, "plan {}  ({})", plan.plan, plan.file);
     let _ = writeln!(out, "storage account {}", plan.storage_account);
     let width = plan
@@ -72,7 +110,7 @@ fn render_plan(out: &mut String, plan: &PlanReport) {
         .unwrap_or(0)
         .min(MAX_SUBJECT_WIDTH);
     for check in &plan.checks {
-        render_check(out, check, width);
+        render_check(out, check, width, term);
     }
     let count = |s: Status| plan.checks.iter().filter(|c| c.status == s).count();
     let (errors, warnings) = (count(Status::Error), count(Status::Warning));
@@ -89,22 +127,122 @@ fn render_plan(out: &mut String, plan: &PlanReport) {
     );
 }
 
-fn render_check(out: &mut String, check: &Check, width: usize) {
-    let _ = writeln!(
-        out,
-        "  {}  {:<KIND_WIDTH$}{:<width$}  {}",
-        check.status.symbol(),
+fn render_check(out: &mut String, check: &Check, width: usize, term: &Term) {
+    let mark = symbol(check.status, term);
+    let head = format!(
+        "  {mark}  {:<KIND_WIDTH$}{:<width$}  ",
         kind_label(&check.facts),
         check.subject,
-        check.finding,
     );
+    let head_cells = crate::commands::term::cells(&head);
+    let pad = " ".repeat(head_cells.min(5 + KIND_WIDTH + 2));
+    // The finding beside its subject while a useful part of it fits there, else under.
+    if head_cells + 20 <= term.width {
+        out.push_str(&term.wrap(&head, &" ".repeat(head_cells), &check.finding));
+    } else {
+        let _ = writeln!(out, "{}", head.trim_end());
+        out.push_str(&term.wrap(&pad, &pad, &check.finding));
+    }
     let pad = " ".repeat(5 + KIND_WIDTH + 2);
+    let hang = format!("{pad}  ");
     for line in details(&check.facts) {
-        let _ = writeln!(out, "{pad}{line}");
+        out.push_str(&term.wrap(&pad, &hang, &line));
     }
     if let Some(fix) = &check.fix {
-        let _ = writeln!(out, "{pad}→ what to do: {fix}");
+        out.push_str(&term.wrap(
+            &format!("{pad}{} what to do: ", term.mark(Mark::Arrow)),
+            &hang,
+            fix,
+        ));
     }
+    if let Facts::Permissions {
+        commands,
+        custom_role,
+        resource,
+        missing,
+        scope,
+        ..
+    } = &check.facts
+    {
+        let mut broad: Vec<&str> = missing
+            .iter()
+            .flatten()
+            .filter_map(|m| m.role_id.as_deref())
+            .filter_map(|id| {
+                crate::azure::roles::BUILTIN_ROLES
+                    .iter()
+                    .find(|r| r.id == id)
+            })
+            .filter(|r| super::remedy::is_broad(r, scope))
+            .map(|r| r.name)
+            .collect();
+        broad.dedup();
+        let why = format!(
+            "'{}' can delete the {}; instead, a custom role with exactly the actions only it grants (save as {}):",
+            broad.join("' and '"),
+            resource.label,
+            custom_role_file(*resource)
+        );
+        paste_block(out, commands, custom_role.as_ref(), &why, &pad, term);
+    }
+}
+
+/// Ready-to-paste commands, and the custom role's JSON, under a permissions row.
+fn paste_block(
+    out: &mut String,
+    commands: &[String],
+    custom_role: Option<&serde_json::Value>,
+    why: &str,
+    pad: &str,
+    term: &Term,
+) {
+    if commands.is_empty() {
+        return;
+    }
+    // Copied, not read in the table: close to the margin, so lines fit.
+    let inner = "    ";
+    if let Some(role) = custom_role {
+        out.push_str(&term.wrap(pad, &format!("{pad}  "), why));
+        let json = serde_json::to_string_pretty(role).unwrap_or_default();
+        for line in json.lines() {
+            let _ = writeln!(out, "{inner}{line}");
+        }
+    }
+    let _ = writeln!(out, "{pad}ready to paste:");
+    for command in commands {
+        out.push_str(&paste(command, inner, term.width));
+    }
+}
+
+/// A shell command broken before its options with ` \` where it would pass the
+/// width, each continuation indented two more.
+pub fn paste(command: &str, indent: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = indent.to_owned();
+    let cont = format!("{indent}    ");
+    let mut first = true;
+    for (i, part) in command.split(" --").enumerate() {
+        let piece = if i == 0 {
+            part.to_owned()
+        } else {
+            format!("--{part}")
+        };
+        let extra = if first { 0 } else { 1 };
+        if !first && line.chars().count() + extra + piece.chars().count() + 2 > width {
+            out.push_str(&line);
+            out.push_str(" \\\n");
+            line = format!("{cont}{piece}");
+        } else {
+            if !first {
+                line.push(' ');
+            }
+            line.push_str(&piece);
+        }
+        first = false;
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
 }
 
 fn kind_label(facts: &Facts) -> &'static str {
@@ -149,7 +287,13 @@ fn details(facts: &Facts) -> Vec<String> {
         } => vec![format!("{fp}  created {}", time(*created))],
         Facts::Consumers { holdings, .. } => holdings
             .iter()
-            .map(|h| format!("{:<7}  {}", h.holds.as_str(), consumer_label(&h.consumer)))
+            .map(|h| {
+                format!(
+                    "{:<7}  {}",
+                    h.holds.as_str(),
+                    crate::rotation::describe::consumer_id(&h.consumer)
+                )
+            })
             .collect(),
         Facts::Consumer(f) => f.details(),
         Facts::Unlisted {
@@ -162,7 +306,7 @@ fn details(facts: &Facts) -> Vec<String> {
                 format!(
                     "{:<7}  {}: {}{}",
                     u.holds,
-                    consumer_label(&u.consumer),
+                    crate::rotation::describe::consumer_id(&u.consumer),
                     u.how,
                     if u.probable { " (probable)" } else { "" },
                 )
@@ -197,15 +341,6 @@ fn details(facts: &Facts) -> Vec<String> {
             })
             .collect(),
         _ => Vec::new(),
-    }
-}
-
-/// A consumer id made short enough to read in a table: `keyvault:https://host/secrets/x`
-/// becomes `key vault host/x`, ARM ids keep only their names. JSON keeps the full id.
-fn consumer_label(id: &str) -> String {
-    match id.parse::<ConsumerId>() {
-        Ok(c) => format!("{} {}", c.kind().word(), c.short()),
-        Err(_) => id.to_owned(),
     }
 }
 

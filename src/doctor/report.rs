@@ -21,6 +21,8 @@ pub const FORMAT: u32 = 1;
 pub struct Report {
     /// [`FORMAT`].
     pub version: u32,
+    /// Who doctor ran as, from its own token (`null` when no token could be had).
+    pub identity: Option<crate::azure::Principal>,
     /// True when something in some plan would block a rotation.
     pub blocking: bool,
     pub fingerprints: Fingerprints,
@@ -37,6 +39,7 @@ impl Report {
     ) -> Report {
         Report {
             version: FORMAT,
+            identity: None,
             blocking: plans.iter().any(|p| p.blocking),
             fingerprints,
             plans,
@@ -210,6 +213,12 @@ pub enum Facts {
         required: Vec<String>,
         /// `null` when the permissions could not be read.
         missing: Option<Vec<MissingAction>>,
+        /// Ready-to-paste `az` commands that grant what is missing, for the identity
+        /// doctor ran as.
+        commands: Vec<String>,
+        /// Where the narrowest built-in role is broader than needed: a custom role
+        /// with exactly the missing actions (`az role definition create` JSON).
+        custom_role: Option<serde_json::Value>,
     },
     /// The storage account, and whether it allows shared keys.
     StorageAccount {

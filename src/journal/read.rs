@@ -73,13 +73,26 @@ impl Journal {
         plan: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RotationRecord>, JournalError> {
+        self.history_since(plan, None, limit)
+    }
+
+    /// [`Journal::history`] of rotations started at or after `since`.
+    pub fn history_since(
+        &self,
+        plan: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Result<Vec<RotationRecord>, JournalError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Times are stored in one fixed-width RFC 3339 form, so text order is time order.
+        let since = since.map(super::record::time_text);
         let rows = self.rotation_rows(
             &format!(
-                "SELECT {ROTATION_COLUMNS} FROM rotations WHERE ?1 IS NULL OR plan = ?1
+                "SELECT {ROTATION_COLUMNS} FROM rotations WHERE (?1 IS NULL OR plan = ?1)
+                 AND (?3 IS NULL OR started_at >= ?3)
                  ORDER BY started_at DESC, rowid DESC LIMIT ?2"
             ),
-            rusqlite::params![plan, limit],
+            rusqlite::params![plan, limit, since],
         )?;
         rows.into_iter()
             .map(|row| self.decode_rotation(row))
@@ -118,6 +131,36 @@ impl Journal {
             .next()
             .map(|row| self.decode_rotation(row))
             .transpose()
+    }
+
+    /// When the plan's last completed rotation ended (drift repairs, whose first step
+    /// is a bind rather than an observation, are not rotations): the daemon's
+    /// last-success time survives a restart and counts rotations run without it.
+    pub fn last_success(&self, plan: &str) -> Result<Option<DateTime<Utc>>, JournalError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT r.finished_at FROM rotations r
+                 WHERE r.plan = ?1 AND r.outcome_kind = 'completed'
+                 AND EXISTS (SELECT 1 FROM steps s
+                             WHERE s.rotation_id = r.id AND s.seq = 1 AND s.kind = 'observe')
+                 ORDER BY r.finished_at DESC LIMIT 1",
+                rusqlite::params![plan],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| sql(&self.path, "look up the last completed rotation", e))?;
+        text.map(|t| {
+            parse_time(&t).map_err(|d| {
+                corrupt(
+                    &self.path,
+                    &format!("plan {plan}"),
+                    "rotations, finished_at",
+                    d,
+                )
+            })
+        })
+        .transpose()
     }
 
     /// The key keyflip last bound this consumer to, from the latest successful `Bind`:

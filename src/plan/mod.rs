@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 pub use settings::{
     Drift, MIN_INGESTION_LATENCY, NotifyEvent, Rotation, UnlistedPolicy, UsageGate, Webhook,
+    WebhookFormat,
 };
 
 use crate::consumer::{ConsumerId, Entry};
@@ -298,19 +299,6 @@ pub fn find(dir: &Path, name_or_path: &str) -> Result<Plan, FindError> {
         });
     }
     load(&path).map_err(FindError::Invalid)
-}
-
-/// Where plans live when no path is given: `$KEYFLIP_PLANS_DIR`, else `rotation-plans/`
-/// in the current directory if it exists, else `/etc/keyflip/rotation-plans`.
-pub fn default_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KEYFLIP_PLANS_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let local = PathBuf::from("rotation-plans");
-    if local.is_dir() {
-        return local;
-    }
-    PathBuf::from("/etc/keyflip/rotation-plans")
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ pub(super) struct RawRotation {
 pub(super) struct RawNotify {
     pub webhook: Option<Text>,
     pub events: Option<Spanned<Vec<Text>>>,
+    pub format: Option<Text>,
+    pub secret_file: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -307,17 +307,55 @@ impl Default for Drift {
     }
 }
 
-/// A webhook and the events it receives.
+/// A webhook, the events it receives, the body it wants and how it is signed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Webhook {
     pub url: Url,
     /// Sorted, without repeats.
     pub events: Vec<NotifyEvent>,
+    pub format: WebhookFormat,
+    /// A file holding the HMAC-SHA256 key the body is signed with
+    /// (`X-Keyflip-Signature`); read when a notification is sent, never at load.
+    pub secret_file: Option<std::path::PathBuf>,
+}
+
+/// The body a webhook receives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// keyflip's own JSON, `keyflip.notification/v1`.
+    #[default]
+    Json,
+    /// A Slack incoming-webhook message (text and Block Kit blocks).
+    Slack,
+    /// A Microsoft Teams message with an Adaptive Card, for a Workflows webhook.
+    Teams,
+}
+
+impl WebhookFormat {
+    pub const ALL: [WebhookFormat; 3] = [
+        WebhookFormat::Json,
+        WebhookFormat::Slack,
+        WebhookFormat::Teams,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Json => "json",
+            WebhookFormat::Slack => "slack",
+            WebhookFormat::Teams => "teams",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum NotifyEvent {
+    /// A rotation completed (not sent unless listed: a fleet rotates often).
+    Completed,
+    /// A rotation cycle failed: refused, or could not start. Also the umbrella for
+    /// `rolled-back`: a webhook listing `failure` receives rollbacks too.
     Failure,
+    /// A rotation failed before commit and was rolled back.
+    RolledBack,
     NeedsAttention,
     Incident,
     Drift,
@@ -326,17 +364,29 @@ pub enum NotifyEvent {
 }
 
 impl NotifyEvent {
-    pub const ALL: [NotifyEvent; 5] = [
+    pub const ALL: [NotifyEvent; 7] = [
+        NotifyEvent::Completed,
         NotifyEvent::Failure,
+        NotifyEvent::RolledBack,
         NotifyEvent::NeedsAttention,
         NotifyEvent::Incident,
         NotifyEvent::Drift,
         NotifyEvent::UsageGateHold,
     ];
 
+    /// What a webhook without `events` receives: everything but `completed`.
+    pub fn defaults() -> Vec<NotifyEvent> {
+        NotifyEvent::ALL
+            .into_iter()
+            .filter(|e| *e != NotifyEvent::Completed)
+            .collect()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
+            NotifyEvent::Completed => "completed",
             NotifyEvent::Failure => "failure",
+            NotifyEvent::RolledBack => "rolled-back",
             NotifyEvent::NeedsAttention => "needs-attention",
             NotifyEvent::Incident => "incident",
             NotifyEvent::Drift => "drift",
@@ -348,6 +398,7 @@ impl NotifyEvent {
 impl Webhook {
     pub fn wants(&self, event: NotifyEvent) -> bool {
         self.events.contains(&event)
+            || (event == NotifyEvent::RolledBack && self.events.contains(&NotifyEvent::Failure))
     }
 }
 
@@ -600,12 +651,47 @@ pub(super) fn notify(raw: &Spanned<RawNotify>, d: &mut Diagnostics<'_>) -> Optio
         }
     };
     let events = match &r.events {
-        None => Ok(NotifyEvent::ALL.to_vec()),
+        None => Ok(NotifyEvent::defaults()),
         Some(list) => events(list, d),
+    };
+    let format = match &r.format {
+        None => Ok(WebhookFormat::Json),
+        Some(v) => match WebhookFormat::ALL
+            .iter()
+            .find(|f| f.as_str() == v.get_ref())
+        {
+            Some(f) => Ok(*f),
+            None => {
+                d.error(
+                    v.span(),
+                    format!("unknown webhook format `{}`", v.get_ref()),
+                    "format is \"json\" (keyflip's own), \"slack\" (an incoming webhook) or \"teams\" (a Workflows webhook)",
+                );
+                Err(Invalid)
+            }
+        },
+    };
+    let secret_file = match &r.secret_file {
+        None => Ok(None),
+        Some(v) => {
+            let path = std::path::PathBuf::from(v.get_ref().trim());
+            if path.is_absolute() {
+                Ok(Some(path))
+            } else {
+                d.error(
+                    v.span(),
+                    format!("secret_file `{}` is not an absolute path", v.get_ref()),
+                    "name the file holding the signing key by its full path, e.g. \"/etc/keyflip/webhook.secret\" or \"/run/credentials/keyflip.service/webhook-secret\"",
+                );
+                Err(Invalid)
+            }
+        }
     };
     Some(Webhook {
         url: url?,
         events: events.ok()?,
+        format: format.ok()?,
+        secret_file: secret_file.ok()?,
     })
 }
 

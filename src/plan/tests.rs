@@ -559,29 +559,53 @@ fn find_takes_a_name_or_a_path() {
     ));
 }
 
+/// Wide enough that no summary line wraps, ASCII marks.
+fn show() -> check::Show {
+    check::Show {
+        output: crate::cli::Output::Human,
+        term: crate::commands::term::Term::PLAIN.with_width(400),
+    }
+}
+
 #[test]
 fn plan_check_prints_summaries_and_errors_and_sets_the_exit_code() {
     let now: DateTime<Utc> = "2025-06-01T00:03:00Z".parse().unwrap();
     let mut out = Vec::new();
     let mut err = Vec::new();
-    let exit = check::run(&examples_dirs(), now, &mut out, &mut err).unwrap();
+    let exit = check::run(
+        &examples_dirs(),
+        Path::new("/nowhere"),
+        now,
+        show(),
+        &mut out,
+        &mut err,
+    )
+    .unwrap();
     let (out, err) = (
         String::from_utf8(out).unwrap(),
         String::from_utf8(err).unwrap(),
     );
     assert_eq!(exit, Exit::Ok, "{out}{err}");
     assert!(err.is_empty(), "{err}");
-    let demo = out.lines().find(|l| l.starts_with("ok  demo  ")).unwrap();
+    let demo = out.find("ok  demo  (").unwrap();
+    let demo: Vec<&str> = out[demo..].lines().take(4).collect();
+    assert!(demo[0].ends_with("rotation-plans/demo.toml)"), "{out}");
     assert_eq!(
-        demo,
-        "ok  demo  account stdatasci001  4 consumers + discovered datastores  \
-         cron \"*/10 * * * *\" UTC, grace 30s  \
-         next: 2025-06-01 00:10 UTC, 2025-06-01 00:20 UTC, 2025-06-01 00:30 UTC"
+        demo[1..],
+        [
+            "      account stdatasci001, 4 consumers + discovered datastores",
+            "      cron \"*/10 * * * *\" UTC, grace 30s",
+            "      next: 2025-06-01 00:10 UTC, 2025-06-01 00:20 UTC, 2025-06-01 00:30 UTC",
+        ]
     );
-    let age_only = out.lines().find(|l| l.contains("stordersprod")).unwrap();
+    let age_only = out.find("account stordersprod").unwrap();
     assert!(
-        age_only.ends_with("next: when the active key is 60d old"),
-        "{age_only}"
+        out[age_only..]
+            .lines()
+            .nth(2)
+            .unwrap()
+            .ends_with("next: when the active key is 60d old"),
+        "{out}"
     );
     assert!(out.ends_with("3 plans checked, all valid\n"), "{out}");
 
@@ -589,14 +613,23 @@ fn plan_check_prints_summaries_and_errors_and_sets_the_exit_code() {
     let good = write(dir.path(), "good.toml", &minimal());
     let bad = write(dir.path(), "bad.toml", "storage_account = \"x\"\n");
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let exit = check::run(&[good, bad], now, &mut out, &mut err).unwrap();
+    let exit = check::run(
+        &[good, bad],
+        Path::new("/nowhere"),
+        now,
+        show(),
+        &mut out,
+        &mut err,
+    )
+    .unwrap();
     let (out, err) = (
         String::from_utf8(out).unwrap(),
         String::from_utf8(err).unwrap(),
     );
     assert_eq!(exit, Exit::Usage);
     assert!(
-        out.starts_with("ok  good  account stacct01  1 consumer  on demand only"),
+        out.starts_with("ok  good  (")
+            && out.contains("\n      account stacct01, 1 consumer\n      on demand only"),
         "{out}"
     );
     assert!(
@@ -612,7 +645,9 @@ fn plan_check_of_a_missing_path_fails() {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let exit = check::run(
         &[PathBuf::from("/nonexistent/plan.toml")],
+        Path::new("/nowhere"),
         now,
+        show(),
         &mut out,
         &mut err,
     )
@@ -624,4 +659,40 @@ fn plan_check_of_a_missing_path_fails() {
         "{err}"
     );
     assert!(err.ends_with("0 valid, 1 invalid\n"), "{err}");
+}
+
+#[test]
+fn webhooks_take_a_format_a_signing_key_file_and_the_new_events() {
+    let text = format!(
+        "{}\n[[notify]]\nwebhook = \"https://hooks.slack.com/services/T/B/x\"\nformat = \"slack\"\nevents = [\"completed\", \"rolled-back\", \"usage-gate-hold\"]\n\n[[notify]]\nwebhook = \"https://hooks.example.com/k\"\nsecret_file = \"/etc/keyflip/webhook.secret\"\n",
+        minimal()
+    );
+    let plan = parse(&text, "plans/x.toml").unwrap();
+    let (slack, json) = (&plan.notify[0], &plan.notify[1]);
+    assert_eq!(slack.format, WebhookFormat::Slack);
+    assert!(slack.wants(NotifyEvent::Completed) && !slack.wants(NotifyEvent::Drift));
+    assert_eq!(json.format, WebhookFormat::Json);
+    assert_eq!(
+        json.secret_file.as_deref(),
+        Some(Path::new("/etc/keyflip/webhook.secret"))
+    );
+    // Without `events`: everything but routine completions; `failure` covers
+    // rollbacks.
+    assert!(!json.wants(NotifyEvent::Completed) && json.wants(NotifyEvent::RolledBack));
+    let failure_only = Webhook {
+        events: vec![NotifyEvent::Failure],
+        ..json.clone()
+    };
+    assert!(failure_only.wants(NotifyEvent::RolledBack));
+
+    let bad = format!(
+        "{}\n[[notify]]\nwebhook = \"https://h.example.com/k\"\nformat = \"discord\"\nsecret_file = \"webhook.secret\"\n",
+        minimal()
+    );
+    let err = parse(&bad, "plans/x.toml").unwrap_err().to_string();
+    assert!(err.contains("unknown webhook format `discord`"), "{err}");
+    assert!(
+        err.contains("secret_file `webhook.secret` is not an absolute path"),
+        "{err}"
+    );
 }

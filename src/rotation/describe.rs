@@ -8,6 +8,13 @@ pub fn consumer(c: &ConsumerRef) -> String {
     c.id.describe()
 }
 
+/// A consumer's short label from its id as text (reports that keep ids as text, such
+/// as `doctor`'s); text that is no consumer id is shown whole.
+pub fn consumer_id(id: &str) -> String {
+    id.parse::<crate::rotation::machine::ConsumerId>()
+        .map_or_else(|_| id.to_owned(), |id| id.describe())
+}
+
 /// A command in short words (fingerprints kept: they are how keys are told apart).
 pub fn step(action: &Action) -> String {
     match action {
@@ -35,5 +42,19 @@ pub fn step(action: &Action) -> String {
         ),
         Action::WaitUntil { at } => format!("wait until {}", at.format("%Y-%m-%d %H:%M:%S UTC")),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_as_text_get_the_same_label() {
+        assert_eq!(
+            consumer_id("keyvault:https://h:1/keyvault/kv-datasci/secrets/k"),
+            "Key Vault secret kv-datasci/k"
+        );
+        assert_eq!(consumer_id("something:else"), "something:else");
     }
 }

@@ -9,11 +9,11 @@ use chrono::TimeDelta;
 
 use super::engine::{EngineError, Inner, RotateRequest, machine_options};
 use super::observe::observe;
-use super::report::{DecisionReport, DryRun, PlannedStep};
+use super::report::{DecisionReport, DryRun, PlannedCall, PlannedStep};
 use super::step::Ctx;
 use crate::consumer::{self, resolve};
 use crate::plan::Plan;
-use crate::rotation::machine::{Action, Command, Event, Machine, Outcome, StepResult};
+use crate::rotation::machine::{Action, Command, ConsumerRef, Event, Machine, Outcome, StepResult};
 use crate::secret::{Fingerprint, StorageKey};
 
 /// A placeholder for the n-th value a regeneration would produce: the fingerprint of
@@ -46,7 +46,8 @@ fn describe(action: &Action) -> String {
     }
 }
 
-fn calls(plan: &Plan, cmd: &Command) -> Vec<String> {
+/// The calls of a step as the consumer kinds word them (`METHOD target (note)`).
+fn call_texts(plan: &Plan, observed: &[ConsumerRef], cmd: &Command) -> Vec<String> {
     let account = plan.storage_account.as_str();
     let keys = format!("POST {account}/listKeys");
     let consumer = |c: &crate::rotation::machine::ConsumerRef| resolve(plan, &c.id).ok();
@@ -60,7 +61,7 @@ fn calls(plan: &Plan, cmd: &Command) -> Vec<String> {
                 keys,
             ];
             out.extend(consumer::observe_calls(plan));
-            out.push("read what each consumer holds".to_owned());
+            out.extend(observed.iter().filter_map(consumer).map(|t| t.read_call()));
             out
         }
         Action::Regenerate { key, .. } => vec![
@@ -107,6 +108,33 @@ fn calls(plan: &Plan, cmd: &Command) -> Vec<String> {
     }
 }
 
+fn calls(plan: &Plan, observed: &[ConsumerRef], cmd: &Command) -> Vec<PlannedCall> {
+    call_texts(plan, observed, cmd)
+        .iter()
+        .map(|text| PlannedCall::from_text(text))
+        .collect()
+}
+
+/// A planned step: the command's words, what it acts on, its calls.
+fn planned(plan: &Plan, observed: &[ConsumerRef], cmd: &Command) -> PlannedStep {
+    let (key, purpose) = match &cmd.action {
+        Action::Regenerate { key, purpose, .. } => (Some(*key), Some(*purpose)),
+        Action::VerifyKey { key, .. }
+        | Action::Bind { key, .. }
+        | Action::VerifyConsumer { key, .. } => (Some(*key), None),
+        _ => (None, None),
+    };
+    PlannedStep {
+        seq: cmd.seq,
+        step: describe(&cmd.action),
+        kind: cmd.action.name().to_owned(),
+        key,
+        purpose,
+        consumer: cmd.action.consumer().cloned(),
+        calls: calls(plan, observed, cmd),
+    }
+}
+
 pub(super) async fn dry_run(
     inner: &Inner,
     plan: &Plan,
@@ -117,17 +145,19 @@ pub(super) async fn dry_run(
     if !matches!(request.mode, crate::rotation::machine::Mode::Retire { .. }) {
         observation.unlisted = super::lifecycle::unlisted(inner, plan, &observation).await;
     }
-    let mut machine = Machine::new(request.mode, machine_options(plan, request));
+    let observed: Vec<ConsumerRef> = observation
+        .consumers
+        .iter()
+        .map(|c| c.consumer.clone())
+        .collect();
+    let options = machine_options(plan, request);
+    let mut machine = Machine::new(request.mode, options);
     let mut now = inner.clock.now();
     let mut queue: VecDeque<Command> = machine.outstanding().into();
     let mut steps = Vec::new();
     let mut fresh = 0u32;
     while let Some(cmd) = queue.pop_front() {
-        steps.push(PlannedStep {
-            seq: cmd.seq,
-            step: describe(&cmd.action),
-            calls: calls(plan, &cmd),
-        });
+        steps.push(planned(plan, &observed, &cmd));
         let result = match &cmd.action {
             Action::Observe => StepResult::Observed(observation.clone()),
             Action::Regenerate { .. } => {
@@ -172,6 +202,12 @@ pub(super) async fn dry_run(
         plan: plan.name.clone(),
         account: plan.storage_account.to_string(),
         mode: request.mode,
+        // Incident modes retire at once, whatever the plan says.
+        grace_ms: if request.mode.is_incident() {
+            0
+        } else {
+            u64::try_from(options.grace.num_milliseconds()).unwrap_or(0)
+        },
         decision: match (view.route, view.active, view.standby) {
             (Some(route), Some(active), Some(standby)) => Some(DecisionReport {
                 route,

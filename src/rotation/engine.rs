@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::progress::Progress;
 use super::report::{DryRun, Inventory, PlanStatus, RotationReport};
@@ -328,7 +329,9 @@ impl Engine {
         progress: &dyn Progress,
         cancel: CancellationToken,
     ) -> Result<RotationReport, EngineError> {
-        super::lifecycle::rotate(&self.inner, plan, request, progress, cancel).await
+        super::lifecycle::rotate(&self.inner, plan, request, progress, cancel)
+            .instrument(crate::logging::plan_span(&plan.name))
+            .await
     }
 
     /// Reads live state and changes nothing in Azure or the journal: the decision and
@@ -338,7 +341,9 @@ impl Engine {
         plan: &Plan,
         request: RotateRequest,
     ) -> Result<DryRun, EngineError> {
-        super::dry_run::dry_run(&self.inner, plan, &request).await
+        super::dry_run::dry_run(&self.inner, plan, &request)
+            .instrument(crate::logging::plan_span(&plan.name))
+            .await
     }
 
     /// Finishes or rolls back every unfinished rotation in the journal whose plan is in
@@ -378,7 +383,9 @@ impl Engine {
 
     /// Live inventory of one plan (reads only).
     pub async fn observe(&self, plan: &Plan) -> Result<Inventory, EngineError> {
-        super::observe::inventory(&self.inner, plan).await
+        super::observe::inventory(&self.inner, plan)
+            .instrument(crate::logging::plan_span(&plan.name))
+            .await
     }
 
     /// Per plan: active key, key ages, last rotation and outcome, drift, and `next_due`
@@ -394,7 +401,17 @@ impl Engine {
         plan: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RotationReport>, EngineError> {
-        super::status::history(&self.inner, plan, limit)
+        super::status::history(&self.inner, plan, None, limit)
+    }
+
+    /// [`Engine::history`] of rotations started at or after `since`.
+    pub fn history_since(
+        &self,
+        plan: Option<&str>,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        limit: usize,
+    ) -> Result<Vec<RotationReport>, EngineError> {
+        super::status::history(&self.inner, plan, since, limit)
     }
 
     /// Drift repair: binds one consumer to `key` (its current value) and verifies it,
@@ -407,7 +424,9 @@ impl Engine {
         progress: &dyn Progress,
         cancel: CancellationToken,
     ) -> Result<RotationReport, EngineError> {
-        super::repair::repair(&self.inner, plan, consumer, key, progress, cancel).await
+        super::repair::repair(&self.inner, plan, consumer, key, progress, cancel)
+            .instrument(crate::logging::plan_span(&plan.name))
+            .await
     }
 }
 

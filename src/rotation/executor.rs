@@ -180,6 +180,23 @@ impl<'c, 'a> Run<'c, 'a> {
         Ok(())
     }
 
+    /// Queues commands and tells progress which steps are coming, so a display can
+    /// print a batch in order whatever order its steps finish in.
+    pub(super) fn enqueue(&mut self, commands: Vec<Command>) {
+        let seqs: Vec<u32> = commands
+            .iter()
+            .filter(|c| !matches!(c.action, Action::Finish { .. }))
+            .map(|c| c.seq)
+            .collect();
+        if !seqs.is_empty() {
+            self.progress.event(&ProgressEvent::Issued {
+                rotation_id: self.id().to_owned(),
+                seqs,
+            });
+        }
+        self.queue.extend(commands);
+    }
+
     /// Feeds an event to the machine and queues what it issues.
     pub(super) fn accept(&mut self, event: &Event) -> Result<(), EngineError> {
         let issued = self
@@ -189,7 +206,7 @@ impl<'c, 'a> Run<'c, 'a> {
                 rotation_id: self.id().to_owned(),
                 error,
             })?;
-        self.queue.extend(issued);
+        self.enqueue(issued);
         if !self.decided {
             let view = self.machine.view();
             if let (Some(route), Some(active), Some(standby)) =
@@ -215,6 +232,7 @@ impl<'c, 'a> Run<'c, 'a> {
         took: Duration,
     ) -> Result<(), EngineError> {
         let at = self.inner().clock.now();
+        let note = done.note;
         let event = Event::Answer {
             seq: cmd.seq,
             at,
@@ -234,7 +252,7 @@ impl<'c, 'a> Run<'c, 'a> {
             kind: cmd.action.name().to_owned(),
             step: super::describe::step(&cmd.action),
             ok: result.failure().is_none(),
-            detail: detail(result),
+            detail: note.or_else(|| detail(result)),
             duration: took,
             request_id: done.request_id,
         });

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::engine::Trigger;
 use super::engine::{EngineError, Inner, RotateRequest, machine_options};
@@ -48,6 +49,8 @@ pub(super) async fn rotate(
         });
     }
     let id = uuid::Uuid::new_v4().to_string();
+    // Every Azure call from here on names the rotation, the first observation's too.
+    crate::logging::record_rotation(&id);
     let ctx = Ctx::new(inner, plan, &id);
     // Reads only: observed before the rotation is recorded, so a plan that points at
     // something missing, or an unreachable Azure, leaves no unfinished rotation behind.
@@ -68,7 +71,7 @@ pub(super) async fn rotate(
         started_at,
     })?;
     durable(inner, || "begin".to_owned())?;
-    tracing::info!(rotation = %id, plan = %plan.name, mode = ?request.mode, "rotation started");
+    tracing::info!(rotation_id = %id, plan = %plan.name, mode = %crate::commands::render::mode_text(request.mode), "rotation started");
     progress.event(&ProgressEvent::Started {
         rotation_id: id.clone(),
         plan: plan.name.clone(),
@@ -129,11 +132,20 @@ pub(super) async fn resume(
         else {
             continue;
         };
+        let span = crate::logging::rotation_span(&plan.name, &s.id);
         if super::repair::is_repair(&s) {
-            reports.push(super::repair::resume_repair(inner, plan, &s, progress, &cancel).await?);
+            reports.push(
+                super::repair::resume_repair(inner, plan, &s, progress, &cancel)
+                    .instrument(span)
+                    .await?,
+            );
             continue;
         }
-        reports.push(resume_one(inner, plan, s, progress, cancel.clone()).await?);
+        reports.push(
+            resume_one(inner, plan, s, progress, cancel.clone())
+                .instrument(span)
+                .await?,
+        );
     }
     Ok(reports)
 }
@@ -148,7 +160,7 @@ async fn resume_one(
     let machine = stored.replay()?;
     let ctx = Ctx::new(inner, plan, &stored.id);
     let in_doubt: HashSet<u32> = stored.in_doubt().iter().map(|c| c.seq).collect();
-    tracing::info!(rotation = %stored.id, plan = %plan.name, in_doubt = in_doubt.len(), phase = ?machine.phase(), "resuming an unfinished rotation");
+    tracing::info!(rotation_id = %stored.id, plan = %plan.name, in_doubt = in_doubt.len(), "resuming an unfinished rotation");
     progress.event(&ProgressEvent::Resuming {
         rotation_id: stored.id.clone(),
         plan: plan.name.clone(),
@@ -171,7 +183,10 @@ async fn resume_one(
         inner.journal().record_event(&stored.id, &event, at)?;
         durable(inner, || "event:reobserved".to_owned())?;
     }
-    run.queue = run.machine.outstanding().into();
+    // Everything outstanding, replacing what the re-observation queued.
+    let outstanding = run.machine.outstanding();
+    run.queue.clear();
+    run.enqueue(outstanding);
     run.drive().await?;
     run.report(None, true)
 }

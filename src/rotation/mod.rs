@@ -20,9 +20,11 @@ pub mod usage;
 pub mod machine;
 
 pub use engine::{Engine, EngineError, EngineOptions, RotateRequest, Trigger};
+pub use incident::{SAS_WARNING, SHARED_KEY_ADVICE};
 pub use observe::required_permissions;
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use report::{
-    DecisionReport, DryRun, IncidentReportPaths, Inventory, KeyPair, LastRotation, ParkedStatus,
-    PlanStatus, PlannedStep, RotationReport, RunningJob, ScheduleStatus, StepReport,
+    CallService, DecisionReport, DryRun, IncidentReportPaths, Inventory, KeyPair, LastRotation,
+    ParkedStatus, PlanStatus, PlannedCall, PlannedStep, RotationReport, RunningJob, ScheduleStatus,
+    StepReport,
 };

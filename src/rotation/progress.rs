@@ -50,6 +50,9 @@ pub enum ProgressEvent {
         active: KeyName,
         standby: KeyName,
     },
+    /// Steps the machine issued, to run next (some at once, some after others): a
+    /// display prints their results in this order.
+    Issued { rotation_id: String, seqs: Vec<u32> },
     StepStarted {
         rotation_id: String,
         seq: u32,
@@ -90,6 +93,7 @@ impl ProgressEvent {
             ProgressEvent::Started { rotation_id, .. }
             | ProgressEvent::Resuming { rotation_id, .. }
             | ProgressEvent::Decided { rotation_id, .. }
+            | ProgressEvent::Issued { rotation_id, .. }
             | ProgressEvent::StepStarted { rotation_id, .. }
             | ProgressEvent::StepFinished { rotation_id, .. }
             | ProgressEvent::Waiting { rotation_id, .. }

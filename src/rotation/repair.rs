@@ -52,6 +52,7 @@ pub(super) async fn repair(
         });
     }
     let id = uuid::Uuid::new_v4().to_string();
+    crate::logging::record_rotation(&id);
     let ctx = Ctx::new(inner, plan, &id);
     let keys = ctx.keys().await?;
     let fingerprint = ctx.fingerprint_of(&keys, key);

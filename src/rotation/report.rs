@@ -14,8 +14,9 @@ use crate::exit::Exit;
 use crate::journal::{RotationRecord, StepRecord};
 use crate::key::KeyName;
 use crate::rotation::machine::{
-    Action, ConsumerView, Holding, KeyState, MissingPermission, Mode, ObservedConsumer, Outcome,
-    RefusalReason, Regeneration, Route, StepResult, View, Warning,
+    Action, ConsumerRef, ConsumerView, Holding, KeyState, MissingPermission, Mode,
+    ObservedConsumer, Outcome, Purpose, RefusalReason, Regeneration, Route, StepResult, View,
+    Warning,
 };
 
 use super::engine::Trigger;
@@ -199,9 +200,97 @@ impl RotationReport {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedStep {
     pub seq: u32,
+    /// The step in words (without fingerprints: a dry run's new values are made up).
     pub step: String,
-    /// Every HTTP call, in order (`METHOD target`), for steps that touch Azure.
-    pub calls: Vec<String>,
+    /// The command's kind (`observe`, `regenerate`, `bind`, ...).
+    pub kind: String,
+    /// The key the step regenerates, verifies or binds to.
+    pub key: Option<KeyName>,
+    /// Why a regeneration happens.
+    pub purpose: Option<Purpose>,
+    /// The consumer the step is about.
+    pub consumer: Option<ConsumerRef>,
+    /// Every HTTP call, in order, for steps that touch Azure.
+    pub calls: Vec<PlannedCall>,
+}
+
+/// One HTTP call a step makes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedCall {
+    pub method: String,
+    pub service: CallService,
+    /// An ARM resource path (`/subscriptions/…`) or a URL.
+    pub target: String,
+    /// The body or what the call is for, when it matters.
+    pub note: Option<String>,
+}
+
+impl PlannedCall {
+    /// An ARM call other than GET: what the subscription's write budget counts
+    /// (POST actions such as `listKeys` count as writes).
+    pub fn is_arm_write(&self) -> bool {
+        self.service == CallService::Arm && self.method != "GET"
+    }
+
+    /// A call as the consumer kinds word it: `METHOD target` and anything after the
+    /// target as its note (`PUT …/secrets/x (a new version: …)`). The service follows
+    /// from the target: an ARM id, a Databricks API path, the blob endpoint, or
+    /// another URL (Key Vault's).
+    pub fn from_text(text: &str) -> PlannedCall {
+        const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+        let (method, rest) = match text.split_once(' ') {
+            Some((m, rest)) if METHODS.contains(&m) => (m.to_owned(), rest),
+            _ => (String::new(), text),
+        };
+        let (target, note) = match rest.split_once(' ') {
+            Some((t, n)) => (t.to_owned(), Some(n.trim())),
+            None => (rest.to_owned(), None),
+        };
+        let note = note.filter(|n| !n.is_empty()).map(|n| {
+            let inner = n.strip_prefix('(').and_then(|n| n.strip_suffix(')'));
+            match inner {
+                Some(inner) if !inner.contains(['(', ')']) => inner.to_owned(),
+                _ => n.to_owned(),
+            }
+        });
+        let service = if target.starts_with("/subscriptions/") || target.starts_with("/providers/")
+        {
+            CallService::Arm
+        } else if target.contains("/api/2.0/") {
+            CallService::Databricks
+        } else if target.starts_with("<blob endpoint>") {
+            CallService::Blob
+        } else {
+            CallService::KeyVault
+        };
+        PlannedCall {
+            method,
+            service,
+            target,
+            note,
+        }
+    }
+}
+
+impl std::fmt::Display for PlannedCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.target)?;
+        if let Some(note) = &self.note {
+            write!(f, " ({note})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which service a call goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallService {
+    Arm,
+    KeyVault,
+    Databricks,
+    /// The storage account's blob data plane (SharedKey-signed).
+    Blob,
 }
 
 /// What a rotation would do, decided from live state; nothing was changed.
@@ -210,6 +299,8 @@ pub struct DryRun {
     pub plan: String,
     pub account: String,
     pub mode: Mode,
+    /// The grace period this rotation would wait (zero for incidents).
+    pub grace_ms: u64,
     pub decision: Option<DecisionReport>,
     /// Set when the precheck would refuse; then `steps` stop at the observation.
     pub refused: Option<Vec<RefusalReason>>,

@@ -25,7 +25,10 @@ fn outcome_kind(outcome: &Outcome) -> &'static str {
 }
 
 pub(super) async fn status(inner: &Inner, plans: &[Plan]) -> Result<Vec<PlanStatus>, EngineError> {
-    let inventories = join_all(plans.iter().map(|p| inventory(inner, p))).await;
+    let inventories = join_all(plans.iter().map(|p| {
+        tracing::Instrument::instrument(inventory(inner, p), crate::logging::plan_span(&p.name))
+    }))
+    .await;
     let now = inner.clock.now();
     let mut out = Vec::with_capacity(plans.len());
     for (plan, inventory) in plans.iter().zip(inventories) {
@@ -149,8 +152,9 @@ pub(super) fn report_of(
 pub(super) fn history(
     inner: &Inner,
     plan: Option<&str>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
     limit: usize,
 ) -> Result<Vec<RotationReport>, EngineError> {
-    let records = inner.journal().history(plan, limit)?;
+    let records = inner.journal().history_since(plan, since, limit)?;
     records.iter().map(|r| report_of(inner, r)).collect()
 }

@@ -21,11 +21,13 @@ use crate::plan::Plan;
 use crate::rotation::machine::{Failure, FailureKind, KeyState, StepResult};
 use crate::secret::{Fingerprint, StorageKey};
 
-/// A step's result, and the Azure request id behind a failure.
+/// A step's result, the Azure request id behind a failure, and what progress output
+/// should say about it beyond the result (not journaled).
 #[derive(Debug)]
 pub(crate) struct Done {
     pub result: StepResult,
     pub request_id: Option<String>,
+    pub note: Option<String>,
 }
 
 impl Done {
@@ -33,6 +35,7 @@ impl Done {
         Done {
             result,
             request_id: None,
+            note: None,
         }
     }
 
@@ -40,7 +43,14 @@ impl Done {
         Done {
             result,
             request_id: error.call().and_then(|c| c.request_id.clone()),
+            note: None,
         }
+    }
+
+    /// With a note for progress output (a probe's attempt count).
+    pub fn noted(mut self, note: String) -> Done {
+        self.note = Some(note);
+        self
     }
 }
 
@@ -314,7 +324,10 @@ impl<'a> Ctx<'a> {
             match probe.outcome {
                 ProbeOutcome::Works => {
                     tracing::info!(rotation = self.rotation_id, key = %key, probes, "key accepted on the data plane");
-                    return Ok(Done::ok(StepResult::KeyVerified));
+                    return Ok(Done::ok(StepResult::KeyVerified).noted(format!(
+                        "accepted after {probes} probe{}",
+                        if probes == 1 { "" } else { "s" }
+                    )));
                 }
                 ProbeOutcome::SharedKeysDisabled => {
                     return Ok(Done {
@@ -328,6 +341,7 @@ impl<'a> Ctx<'a> {
                             ),
                         },
                         request_id: probe.request_id,
+                        note: None,
                     });
                 }
                 _ => {}
@@ -351,6 +365,7 @@ impl<'a> Ctx<'a> {
                         ),
                     },
                     request_id: probe.request_id,
+                    note: None,
                 });
             }
             clock.sleep_until(next).await;

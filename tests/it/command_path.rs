@@ -17,7 +17,7 @@ use keyflip::exit::Exit;
 
 use crate::support::binary::{Cli, Run};
 use crate::support::engine::{demo_plan_text, regenerations};
-use crate::support::redact::{redact, stable_progress};
+use crate::support::redact::redact;
 use crate::support::twin::{ACCOUNT, OPERATOR};
 
 const THROUGH_DAEMON: &str = "keyflip: answered by the running keyflip daemon";
@@ -100,7 +100,7 @@ impl Pair {
     }
 
     fn redact(&self, text: &str) -> String {
-        let text = redact(
+        redact(
             text,
             &[
                 (&self.standalone.twin.endpoints.base_url, "https://TWIN"),
@@ -108,8 +108,7 @@ impl Pair {
                 (&self.standalone.dir.path().display().to_string(), "DIR"),
                 (&self.daemon.dir.path().display().to_string(), "DIR"),
             ],
-        );
-        stable_progress(&text)
+        )
     }
 
     /// Runs `args` standalone, then through the daemon; asserts both print the same
@@ -182,9 +181,15 @@ async fn reads_dry_runs_and_refusals_print_the_same() {
     let status = pair.same_both_ways(&["status"]).await;
     assert_eq!(status.code, Some(0), "{}", status.stderr);
     assert!(
-        status.stdout.contains("  key ages:      key1 "),
+        status.stdout.starts_with("PLAN ") && status.stdout.contains("\ndemo "),
         "{}",
         status.stdout
+    );
+    let detail = pair.same_both_ways(&["status", "--plan", "demo"]).await;
+    assert!(
+        detail.stdout.contains("  key ages:      key1 "),
+        "{}",
+        detail.stdout
     );
     let history = pair.same_both_ways(&["history"]).await;
     assert!(
@@ -203,10 +208,22 @@ async fn reads_dry_runs_and_refusals_print_the_same() {
         .await;
     assert_eq!(dry.code, Some(0), "{}", dry.stderr);
     assert!(
-        dry.stdout.contains("Steps and calls, in order"),
+        dry.stdout.contains("Steps, in order") && dry.stdout.contains("  regenerates: key2 staged"),
         "{}",
         dry.stdout
     );
+    let calls = pair
+        .same_both_ways(&["rotate", "now", "demo", "--dry-run", "--show-calls"])
+        .await;
+    assert!(
+        calls.stdout.contains("POST <account>/regenerateKey"),
+        "{}",
+        calls.stdout
+    );
+    let history = pair
+        .same_both_ways(&["history", "--limit", "1", "--since", "1d"])
+        .await;
+    assert_eq!(history.code, Some(0), "{}", history.stderr);
     let unknown = pair.same_both_ways(&["history", "nosuchplan"]).await;
     assert_eq!(unknown.code, Some(0), "history of an unknown plan is empty");
     let (unknown, _) = pair.same(&["rotate", "now", "nosuch", "--yes"]).await;
@@ -302,11 +319,11 @@ async fn rotations_status_and_history_print_the_same() {
 
     let history = pair.same_both_ways(&["history", "demo"]).await;
     assert!(
-        history.stdout.contains("  ok  "),
+        history.stdout.contains("  ✓  1 observe"),
         "history has its steps:\n{}",
         history.stdout
     );
-    let status = pair.same_both_ways(&["status"]).await;
+    let status = pair.same_both_ways(&["status", "--plan", "demo"]).await;
     assert!(
         status.stdout.contains("  last rotation: completed "),
         "{}",
@@ -316,6 +333,23 @@ async fn rotations_status_and_history_print_the_same() {
         status.stdout.contains("  next due:      ") && !status.stdout.contains(".000"),
         "{}",
         status.stdout
+    );
+    let table = pair.same_both_ways(&["status"]).await;
+    assert!(
+        table
+            .stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("demo ") && l.ends_with(" ok")),
+        "{}",
+        table.stdout
+    );
+    let history = pair.same_both_ways(&["history", "--limit", "1"]).await;
+    assert_eq!(
+        history.stdout.matches(" plan demo ").count(),
+        1,
+        "{}",
+        history.stdout
     );
     pair.stop().await;
 }
@@ -386,7 +420,7 @@ async fn resumes_print_the_same() {
             );
             assert!(resumed.stdout.contains("(resumed)"), "{}", resumed.stdout);
         } else {
-            assert_eq!(resumed.json()[0]["resumed"], true);
+            assert_eq!(resumed.json()["rotations"][0]["resumed"], true);
         }
     }
     pair.same_both_ways(&["history"]).await;
@@ -416,12 +450,12 @@ async fn a_parked_plan_prints_the_same() {
         journal.save_plan_state(&plan).unwrap();
     })
     .await;
-    let status = pair.same_both_ways(&["status"]).await;
+    let status = pair.same_both_ways(&["status", "--plan", "demo"]).await;
+    // Wrapped lines joined again: the words, not where the width broke them.
+    let joined = status.stdout.replace("\n    ", " ");
     assert!(
-        status.stdout.contains("  NEEDS ATTENTION since ")
-            && status.stdout.contains(
-                ": 3 failed rotation cycles in a row; the last: refused (no automatic rotations"
-            ),
+        joined.contains("  NEEDS ATTENTION since ")
+            && joined.contains(": 3 failed rotation cycles in a row; the last: refused"),
         "{}",
         status.stdout
     );
@@ -429,6 +463,21 @@ async fn a_parked_plan_prints_the_same() {
         status.stdout.contains("  next due:      parked\n"),
         "{}",
         status.stdout
+    );
+    let table = pair.same_both_ways(&["status"]).await;
+    assert!(
+        table
+            .stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.ends_with("NEEDS ATTENTION")),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stdout.contains("demo: NEEDS ATTENTION since"),
+        "{}",
+        table.stdout
     );
     pair.stop().await;
 }

@@ -10,3 +10,4 @@ mod notify;
 mod observability;
 mod schedule;
 mod socket;
+mod telemetry;

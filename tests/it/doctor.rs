@@ -110,10 +110,12 @@ client_secret_file = "client.secret"
         Install { dir, config }
     }
 
-    /// Runs `keyflip doctor ARGS`: (exit code, stdout, stderr).
-    pub(super) fn doctor(&self, args: &[&str]) -> (i32, String, String) {
+    /// Runs `keyflip doctor ARGS` at `columns`: (exit code, stdout, stderr).
+    pub(super) fn doctor_at(&self, args: &[&str], columns: usize) -> (i32, String, String) {
         let output = Command::new(env!("CARGO_BIN_EXE_keyflip"))
             .env_clear()
+            .env("COLUMNS", columns.to_string())
+            .env("LANG", "C.UTF-8")
             .arg("--config")
             .arg(&self.config)
             .arg("doctor")
@@ -125,6 +127,13 @@ client_secret_file = "client.secret"
             String::from_utf8(output.stdout).unwrap(),
             String::from_utf8(output.stderr).unwrap(),
         )
+    }
+
+    /// Runs `keyflip doctor ARGS`: (exit code, stdout, stderr). Rows on one line each,
+    /// with Unicode marks, for `same_report`; the snapshots at 80 and 60 columns are in
+    /// `doctor::principals`.
+    pub(super) fn doctor(&self, args: &[&str]) -> (i32, String, String) {
+        self.doctor_at(args, 1000)
     }
 
     pub(super) fn json(&self) -> (i32, Value) {

@@ -9,5 +9,6 @@ mod daemon;
 mod discover;
 mod doctor;
 mod install;
+mod output;
 mod rotation;
 mod support;

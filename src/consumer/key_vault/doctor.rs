@@ -173,12 +173,12 @@ impl SecretSeen {
             (false, _, _) => verdict.add(
                 Status::Error,
                 "the current version is disabled, so everyone reading the secret gets an error",
-                Some(format!("write a version holding the key consumers use (az keyvault secret set --name {}).", kv.secret)),
+                Some(format!("write a version holding the key consumers use (az keyvault secret set --vault-name {vault} --name {}).", kv.secret)),
             ),
             (true, Holds::Neither, _) => verdict.add(
                 Status::Error,
                 "the current version holds neither of the account's keys",
-                Some(format!("write a version holding the key the other consumers use (az keyvault secret set --name {}).", kv.secret)),
+                Some(format!("write a version holding the key the other consumers use (az keyvault secret set --vault-name {vault} --name {}).", kv.secret)),
             ),
             (true, Holds::Unknown, Some(read)) => {
                 if let Some(v) = not_done(read, &ctx.missing) {
@@ -207,7 +207,17 @@ impl SecretSeen {
                     if stale.len() == 1 { "s" } else { "" },
                     keys.join(" and ")
                 ),
-                Some("anything reading them by version id breaks when that key is regenerated; disable them if nothing needs them (az keyvault secret set-attributes --enabled false --version <id>).".into()),
+                Some(format!(
+                    "anything reading them by version id breaks when that key is regenerated; disable them if nothing needs them: {}",
+                    stale
+                        .iter()
+                        .map(|v| format!(
+                            "az keyvault secret set-attributes --vault-name {vault} --name {} --version {} --enabled false",
+                            kv.secret, v.version
+                        ))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )),
             );
         }
         verdict.check(subject, facts)

@@ -13,9 +13,10 @@
 //! both versions; a client reading a line of another version says the same.
 //!
 //! Version history: 1 carried reports as untyped JSON and `grace_secs`; 2 carries the
-//! typed request (`grace_ms`), answers and errors; 3 adds the usage gate (`resume`'s
-//! `force_retire`, the `retire` mode, `check_usage` steps, their outcomes and
-//! refusals). The error line's shape is the same
+//! typed request (`grace_ms`), answers and errors; 3 adds `history`'s `since`, the
+//! `issued` progress event, a dry run's typed calls and grace, and the usage gate
+//! (`resume`'s `force_retire`, the `retire` mode, `check_usage` steps, their outcomes
+//! and refusals). The error line's shape is the same
 //! in both, so either side can read the other's version refusal.
 //!
 //! Promises: no line carries a key value (answers are built from reports and statuses
@@ -156,6 +157,7 @@ mod tests {
             Request::History {
                 plan: Some("demo".into()),
                 limit: 5,
+                since: Some(chrono::DateTime::UNIX_EPOCH),
             },
             Request::RotateNow {
                 plan: "demo".into(),

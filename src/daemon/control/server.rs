@@ -201,7 +201,12 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
             return;
         }
     };
-    tracing::info!(uid, request = request.name(), "control request");
+    // Reads (status, history, dry runs) are routine; what changes keys is worth info.
+    if request.changes_keys() {
+        tracing::info!(uid, request = request.name(), "control request");
+    } else {
+        tracing::debug!(uid, request = request.name(), "control request");
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let answer = handler.handle(request, tx);
     tokio::pin!(answer);
@@ -236,7 +241,7 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
         client_gone = true;
     }
     if client_gone {
-        tracing::info!(
+        tracing::debug!(
             uid,
             "control client left before the answer; the daemon finished the request anyway"
         );

@@ -36,8 +36,19 @@ pub(super) fn unlisted_row(plan: &Plan, seen: &Observed) -> Option<Check> {
         Discovered::Found(found) => found,
     };
     let consumers = unlisted(plan, found);
-    let not_rotatable: Vec<NotRotatable> = found
+    let cannot: Vec<&crate::discover::Finding> = found
         .other
+        .iter()
+        .filter(|f| matches!(f.verdict, Found::Cannot { .. }))
+        .collect();
+    // A datastore of a workspace the plan already lists is its datastores row's
+    // business, which judges a SAS one there as no obstacle: shown here, not warned
+    // twice. Anything else keyflip cannot rotate or read is worth a warning.
+    let uncovered = cannot
+        .iter()
+        .filter(|f| !in_a_listed_workspace(plan, f.consumer.as_ref()))
+        .count();
+    let not_rotatable: Vec<NotRotatable> = cannot
         .iter()
         .filter_map(|f| match &f.verdict {
             Found::Cannot { why } => Some(NotRotatable {
@@ -68,7 +79,11 @@ pub(super) fn unlisted_row(plan: &Plan, seen: &Observed) -> Option<Check> {
     };
     if !not_rotatable.is_empty() {
         verdict.add(
-            Status::Warning,
+            if uncovered > 0 {
+                Status::Warning
+            } else {
+                Status::Ok
+            },
             format!(
                 "{} more {} the key but keyflip cannot rotate {}",
                 not_rotatable.len(),
@@ -86,6 +101,17 @@ pub(super) fn unlisted_row(plan: &Plan, seen: &Observed) -> Option<Check> {
             error: None,
         },
     ))
+}
+
+/// Whether `consumer` is a datastore of an ML workspace the plan lists.
+fn in_a_listed_workspace(plan: &Plan, consumer: Option<&crate::consumer::ConsumerId>) -> bool {
+    let Some(crate::consumer::ConsumerId::Datastore(d)) = consumer else {
+        return false;
+    };
+    plan.consumers.iter().any(|e| {
+        matches!(e, crate::consumer::Entry::MlWorkspace(ws)
+            if ws.workspace.as_str().eq_ignore_ascii_case(d.workspace().as_str()))
+    })
 }
 
 /// The usage gate's rows: its logs, and access to them.

@@ -118,6 +118,8 @@ fn permissions(p: &PermissionsSeen) -> Check {
             resource: p.resource,
             required,
             missing,
+            commands: Vec::new(),
+            custom_role: None,
         },
     )
 }

@@ -43,7 +43,14 @@ fn the_table_and_the_json_carry_the_same_rows() {
         vec![report(&plan, &seen)],
         Vec::new(),
     );
-    let text = render::human(&report);
+    let text = render::human(
+        &report,
+        &crate::commands::term::Term {
+            unicode: true,
+            ..crate::commands::term::Term::PLAIN
+        }
+        .with_width(1000),
+    );
     let json: serde_json::Value = serde_json::to_value(&report).unwrap();
     let checks = json["plans"][0]["checks"].as_array().unwrap();
     assert_eq!(checks.len(), report.plans[0].checks.len());

@@ -278,6 +278,7 @@ impl Daemon {
             .request(Request::History {
                 plan: Some(plan.to_owned()),
                 limit: 100,
+                since: None,
             })
             .await
         {

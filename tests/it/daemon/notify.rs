@@ -1,6 +1,9 @@
-//! Webhooks: a local receiver gets `failure` and `needs-attention` when a plan's
-//! rotations fail until it is parked, and `incident` when an incident rotation
-//! completes; each body follows the documented schema and holds no key.
+//! Webhooks: a local receiver gets `rolled-back` (a webhook listing `failure` receives
+//! rollbacks too) and `needs-attention` when a plan's rotations fail until it is
+//! parked, each starting with the root cause, and `incident` when an incident
+//! rotation completes; each body follows the documented schema and holds no key. And
+//! every format: keyflip's JSON signed with HMAC-SHA256, a Slack message and a Teams
+//! Adaptive Card, each delivered to a local receiver.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,7 +87,7 @@ async fn webhooks_hear_failures_parking_and_incidents() {
     let daemon = setup.start().await;
 
     setup.set(Utc.with_ymd_and_hms(2026, 3, 2, 1, 0, 0).unwrap());
-    let bodies = hook.wait_for("failure", 1).await;
+    let bodies = hook.wait_for("rolled-back", 1).await;
     let s = daemon.settle().await;
     let p = s.plan("demo").unwrap();
     assert_eq!((p.failures, p.parked.is_none()), (1, true));
@@ -93,8 +96,24 @@ async fn webhooks_hear_failures_parking_and_incidents() {
         Some(Utc.with_ymd_and_hms(2026, 3, 2, 1, 10, 0).unwrap()),
         "retry after the backoff"
     );
-    let failure = bodies.iter().find(|b| b["event"] == "failure").unwrap();
+    let failure = bodies.iter().find(|b| b["event"] == "rolled-back").unwrap();
     assert_eq!(failure["schema"], "keyflip.notification/v1");
+    // The root cause first, one sentence: the step that failed and why.
+    let summary = failure["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("Step 2, regenerate key2 (stage), failed: ") && summary.ends_with('.'),
+        "{failure:#}"
+    );
+    assert_eq!(failure["severity"], "warning");
+    assert_eq!(failure["title"], "demo: rotation rolled back");
+    assert_eq!(failure["failures"], 1);
+    assert!(
+        failure["next_step"]
+            .as_str()
+            .unwrap()
+            .starts_with("keyflip retries at 2026-03-02 01:10:00 UTC"),
+        "{failure:#}"
+    );
     assert_eq!(failure["plan"], "demo");
     assert_eq!(
         failure["account"],
@@ -113,7 +132,13 @@ async fn webhooks_hear_failures_parking_and_incidents() {
     let p = s.plan("demo").unwrap();
     assert!(p.parked.is_some(), "{p:?}");
     assert_eq!(p.next_due, None, "a parked plan is not scheduled");
-    assert_eq!(bodies.iter().filter(|b| b["event"] == "failure").count(), 2);
+    assert_eq!(
+        bodies
+            .iter()
+            .filter(|b| b["event"] == "rolled-back")
+            .count(),
+        2
+    );
     let parked = bodies
         .iter()
         .find(|b| b["event"] == "needs-attention")
@@ -122,8 +147,13 @@ async fn webhooks_hear_failures_parking_and_incidents() {
         parked["summary"]
             .as_str()
             .unwrap()
-            .contains("2 failed rotation cycles"),
+            .starts_with("Step 2, regenerate key2 (stage), failed: "),
         "{parked}"
+    );
+    assert_eq!(parked["details"][0], "2 failed rotation cycles in a row");
+    assert_eq!(
+        (parked["failures"].as_u64(), parked["severity"].as_str()),
+        (Some(2), Some("critical"))
     );
     let (_, metrics) = daemon.http_get("/metrics").await;
     assert!(
@@ -179,6 +209,164 @@ async fn webhooks_hear_failures_parking_and_incidents() {
     assert!(
         !all.contains(&k1) && !all.contains(&k2),
         "no key in a notification"
+    );
+    assert_eq!(daemon.stop().await, Exit::Ok);
+}
+
+/// What one delivery looked like on the wire.
+#[derive(Clone, Debug)]
+struct Delivery {
+    path: String,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+/// An HTTP endpoint that records every request, raw, on any path.
+async fn raw_receiver() -> (String, Arc<Mutex<Vec<Delivery>>>) {
+    let got = Arc::new(Mutex::new(Vec::<Delivery>::new()));
+    let app = axum::Router::new()
+        .route(
+            "/{kind}",
+            axum::routing::post(
+                |State(g): State<Arc<Mutex<Vec<Delivery>>>>,
+                 axum::extract::Path(kind): axum::extract::Path<String>,
+                 headers: axum::http::HeaderMap,
+                 body: axum::body::Bytes| async move {
+                    g.lock().unwrap().push(Delivery {
+                        path: kind,
+                        headers,
+                        body: body.to_vec(),
+                    });
+                    "ok"
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_format_reaches_its_receiver_and_json_is_signed() {
+    let start = Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap();
+    let setup = Setup::new(start);
+    let (base, got) = raw_receiver().await;
+    let secret = setup.dir().join("webhook.secret");
+    std::fs::write(&secret, "s3cret-signing-key\n").unwrap();
+    let settings = format!(
+        "[rotation]\ngrace = \"0s\"\n[drift]\ninterval = \"7d\"\n\
+         [[notify]]\nwebhook = \"{base}/json\"\nevents = [\"completed\"]\nsecret_file = \"{}\"\n\
+         [[notify]]\nwebhook = \"{base}/slack\"\nevents = [\"completed\"]\nformat = \"slack\"\n\
+         [[notify]]\nwebhook = \"{base}/teams\"\nevents = [\"completed\"]\nformat = \"teams\"\n\
+         [[notify]]\nwebhook = \"{base}/quiet\"\n",
+        secret.display()
+    );
+    setup.write_plan("demo", &setup.plan_text(Consumers::KeyVault, &settings));
+    let daemon = setup.start().await;
+    let reply = daemon
+        .request(Request::RotateNow {
+            plan: "demo".into(),
+            mode: Mode::Scheduled,
+            grace: None,
+            dry_run: false,
+        })
+        .await
+        .expect("the rotation runs");
+    assert!(
+        matches!(&reply, Answer::Rotation { report } if report.exit() == Exit::Ok),
+        "{reply:?}"
+    );
+    let deliveries = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let d = got.lock().unwrap().clone();
+            if d.len() >= 3 {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("three deliveries");
+    let by = |kind: &str| -> &Delivery {
+        deliveries
+            .iter()
+            .find(|d| d.path == kind)
+            .unwrap_or_else(|| panic!("no {kind} delivery: {deliveries:?}"))
+    };
+
+    // keyflip's JSON, signed: the receiver recomputes the HMAC over the raw body.
+    let json_hook = by("json");
+    let body: Value = serde_json::from_slice(&json_hook.body).unwrap();
+    assert_eq!(body["schema"], "keyflip.notification/v1");
+    assert_eq!(body["event"], "completed");
+    assert_eq!(body["title"], "demo: rotation completed");
+    assert!(
+        body["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Completed: consumers on key2"),
+        "{body:#}"
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cret-signing-key");
+    let want = ring::hmac::sign(&key, &json_hook.body);
+    let hex: String = want.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        json_hook.headers["x-keyflip-signature"],
+        format!("sha256={hex}").as_str()
+    );
+    assert_eq!(json_hook.headers["x-keyflip-event"], "completed");
+
+    // Slack: a text fallback and Block Kit blocks within Slack's limits.
+    let slack: Value = serde_json::from_slice(&by("slack").body).unwrap();
+    assert!(
+        slack["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("keyflip demo: rotation completed: ")
+    );
+    let blocks = slack["blocks"].as_array().unwrap();
+    assert_eq!(blocks[0]["type"], "header");
+    assert!(blocks[0]["text"]["text"].as_str().unwrap().chars().count() <= 150);
+    let fields = blocks[2]["fields"].as_array().unwrap();
+    assert!(fields.len() <= 10 && fields.iter().any(|f| f["text"] == "*Plan*\ndemo"));
+    assert!(by("slack").headers.get("x-keyflip-signature").is_none());
+
+    // Teams: a message with one Adaptive Card, as a Workflows webhook takes it.
+    let teams: Value = serde_json::from_slice(&by("teams").body).unwrap();
+    assert_eq!(teams["type"], "message");
+    let card = &teams["attachments"][0];
+    assert_eq!(
+        card["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    assert_eq!(card["content"]["type"], "AdaptiveCard");
+    assert_eq!(card["content"]["version"], "1.4");
+    assert_eq!(
+        card["content"]["body"][0]["text"],
+        "keyflip demo: rotation completed"
+    );
+    assert!(
+        card["content"]["body"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["type"] == "FactSet"),
+        "{teams:#}"
+    );
+
+    // A webhook without `events` does not hear of routine completions.
+    daemon.settle().await;
+    assert!(
+        !got.lock().unwrap().iter().any(|d| d.path == "quiet"),
+        "completed is opt-in"
+    );
+    let (_, metrics) = daemon.http_get("/metrics").await;
+    assert!(
+        metrics
+            .contains("keyflip_notifications_total{event=\"completed\",result=\"delivered\"} 3\n"),
+        "{metrics}"
     );
     assert_eq!(daemon.stop().await, Exit::Ok);
 }

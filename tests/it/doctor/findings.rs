@@ -115,6 +115,14 @@ async fn key_vault_versions_are_matched_to_keys_and_an_old_valid_one_only_warns(
             .unwrap()
             .contains("1 older enabled version still holds key2")
     );
+    // Ready to paste: the vault, the secret and the version to disable.
+    let stale = secret["versions"][1]["version"].as_str().unwrap();
+    assert!(
+        secret["fix"].as_str().unwrap().contains(&format!(
+            "az keyvault secret set-attributes --vault-name kv-datasci --name stdatasci001-key --version {stale} --enabled false"
+        )),
+        "{secret:#}"
+    );
     assert!(
         text.lines()
             .any(|l| l.starts_with("  !  key vault") && l.contains("kv-datasci/stdatasci001-key ")),

@@ -97,9 +97,10 @@ async fn the_operator_gets_a_clean_report_and_nothing_changes() {
     // Doctor did look: the reads that answer each question are in the log.
     let log = twin.requests().await;
     let count = |op: &str| log[since..].iter().filter(|e| e["operation"] == op).count();
-    // Two runs (table and JSON), each probing both keys and asking about three scopes.
+    // Two runs (table and JSON), each probing both keys and asking about four scopes
+    // (the account, the ML workspace, the vault and the usage gate's workspace).
     assert_eq!(count("blob.accountInfo"), 4);
-    assert_eq!(count("authz.permissions"), 6);
+    assert_eq!(count("authz.permissions"), 8);
     assert_eq!(count("ml.datastore.listSecrets"), 8);
 
     snapshot("doctor_operator", &redact(&text, &twin, &install));
@@ -199,4 +200,61 @@ async fn the_reader_is_told_every_missing_action_and_the_role_that_grants_it() {
     );
 
     snapshot("doctor_reader", &redact(&text, &twin, &install));
+
+    // Who doctor ran as, from its own token, and what to paste for that identity:
+    // one assignment per narrow built-in role, and for the part only Contributor
+    // grants (it can delete the workspace) a custom role with exactly that action.
+    let principal = &twin.endpoints.principals[READER];
+    assert_eq!(json["identity"]["object_id"], principal.object_id.as_str());
+    assert_eq!(json["identity"]["app_id"], principal.client_id.as_str());
+    assert!(
+        text.contains(&format!(
+            "ran as: service principal (app {}, object {})",
+            principal.client_id, principal.object_id
+        )),
+        "{text}"
+    );
+    let ws = check(&json, "permissions", "ML workspace mlw-datasci");
+    let commands: Vec<&str> = ws["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let assignee = format!(
+        "az role assignment create --assignee-object-id {} --assignee-principal-type ServicePrincipal",
+        principal.object_id
+    );
+    assert!(
+        commands[0].starts_with(&assignee)
+            && commands[0]
+                .contains("--role f6c7c914-8db3-469d-8ca1-694a8f32e121 --scope /subscriptions/"),
+        "{commands:#?}"
+    );
+    assert!(
+        commands
+            .contains(&"az role definition create --role-definition @keyflip-ml-workspace.json"),
+        "{commands:#?}"
+    );
+    assert_eq!(
+        ws["custom_role"]["Actions"],
+        serde_json::json!(["Microsoft.MachineLearningServices/workspaces/listKeys/action"])
+    );
+    let vault = check(&json, "permissions", "key vault kv-datasci");
+    assert!(
+        vault["custom_role"].is_null(),
+        "Key Vault Secrets Officer cannot delete the vault"
+    );
+    assert!(
+        text.contains("ready to paste:") && text.contains("\"IsCustom\": true"),
+        "{text}"
+    );
+    for width in [80, 60] {
+        let (_, text, _) = install.doctor_at(&[], width);
+        crate::output::assert_fits("doctor", &text, width);
+        snapshot(
+            &format!("output/doctor-reader-{width}"),
+            &redact(&text, &twin, &install),
+        );
+    }
 }

@@ -331,7 +331,8 @@ fn the_keys_sha256_never_reaches_logs_the_journal_or_reports() {
     let logs = logs.text();
     assert!(
         logs.contains("loganalytics.query"),
-        "the query is logged by name"
+        "the query is logged by name: {}",
+        &logs[logs.len().saturating_sub(3000)..]
     );
     let mut places: Vec<(String, String)> = vec![("logs".into(), logs)];
     for (i, r) in reports.into_iter().enumerate() {

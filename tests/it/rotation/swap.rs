@@ -129,12 +129,26 @@ async fn a_dry_run_lists_every_call_and_changes_nothing() {
     assert_eq!(steps[1], "regenerate key2 (stage)");
     assert_eq!(steps.iter().filter(|s| s.starts_with("bind ")).count(), 8);
     assert!(steps.contains(&"regenerate key1 (retire)"), "{steps:#?}");
-    let calls: Vec<&String> = dry.steps.iter().flat_map(|s| &s.calls).collect();
+    let calls: Vec<String> = dry
+        .steps
+        .iter()
+        .flat_map(|s| &s.calls)
+        .map(ToString::to_string)
+        .collect();
     assert!(
         calls
             .iter()
-            .any(|c| c.contains("/regenerateKey {\"keyName\":\"key2\"}"))
+            .any(|c| c.contains("/regenerateKey ({\"keyName\":\"key2\"})"))
     );
+    // The summary's count: what the subscription's ARM write budget spends.
+    let arm_writes = dry
+        .steps
+        .iter()
+        .flat_map(|s| &s.calls)
+        .filter(|c| c.is_arm_write())
+        .count();
+    assert!(arm_writes > 10, "{calls:#?}");
+    assert_eq!(dry.grace_ms, 30_000, "the plan's grace");
     assert!(calls.iter().any(|c| c.contains("/resyncKeys")));
     assert!(calls.iter().any(|c| c.contains("/api/2.0/secrets/put")));
 }

@@ -78,6 +78,12 @@ impl Cli {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyflip"));
         cmd.arg("--config").arg(config).args(args);
         cmd.env_remove("KEYFLIP_FAILPOINT").env_remove("RUST_LOG");
+        // The same terminal for every run, whatever the machine's: UTF-8, and so wide
+        // that nothing wraps (tests that look at wrapping set COLUMNS themselves).
+        for name in ["LC_ALL", "LC_CTYPE", "NO_COLOR", "KEYFLIP_PLANS_DIR"] {
+            cmd.env_remove(name);
+        }
+        cmd.env("LANG", "C.UTF-8").env("COLUMNS", "1000");
         cmd.stdin(std::process::Stdio::null());
         cmd
     }
@@ -86,6 +92,16 @@ impl Cli {
     pub async fn run(&self, args: &[&str]) -> Run {
         let config = self.dir.path().join("keyflip.toml");
         self.run_cmd(self.command(&config, args)).await
+    }
+
+    /// [`Cli::run`] with environment variables set (`COLUMNS`, `LANG`, ...).
+    pub async fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let config = self.dir.path().join("keyflip.toml");
+        let mut cmd = self.command(&config, args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.run_cmd(cmd).await
     }
 
     pub async fn run_cmd(&self, mut cmd: Command) -> Run {

@@ -14,41 +14,6 @@ pub fn redact(text: &str, literal: &[(&str, &str)]) -> String {
     text.lines().map(line).collect::<Vec<_>>().join("\n")
 }
 
-/// Progress lines of concurrent steps come in completion order: sort each run of step
-/// lines and drop their step numbers (the machine's own tests pin those).
-pub fn stable_progress(text: &str) -> String {
-    let is_step = |l: &str| {
-        let t = l.trim_start();
-        l.starts_with("  ")
-            && (t.starts_with("ok ") || t.starts_with("FAIL ") || t.starts_with("wait until"))
-    };
-    let strip = |l: &str| {
-        let t = l.trim_start();
-        match t.split_once(' ') {
-            Some((status, rest)) if status == "ok" || status == "FAIL" => {
-                let rest = rest.trim_start();
-                let rest = rest.split_once(' ').map_or(rest, |(_, r)| r);
-                format!("  {status} {rest}")
-            }
-            _ => l.to_owned(),
-        }
-    };
-    let mut out: Vec<String> = Vec::new();
-    let mut block: Vec<String> = Vec::new();
-    for l in text.lines() {
-        if is_step(l) {
-            block.push(strip(l));
-            continue;
-        }
-        block.sort();
-        out.append(&mut block);
-        out.push(l.to_owned());
-    }
-    block.sort();
-    out.append(&mut block);
-    out.join("\n") + "\n"
-}
-
 fn is_hex(c: char) -> bool {
     c.is_ascii_hexdigit()
 }
@@ -61,7 +26,7 @@ fn tokens(text: &str) -> String {
     let mut i = 0;
     while i < chars.len() {
         let boundary = i == 0 || !chars[i - 1].is_ascii_alphanumeric();
-        if boundary && let Some(n) = time_len(&chars[i..]) {
+        if boundary && let Some(n) = time_len(&chars[i..]).or_else(|| clock_len(&chars[i..])) {
             out.push_str("TIME");
             i += n;
             continue;
@@ -120,12 +85,48 @@ fn time_len(c: &[char]) -> Option<usize> {
     Some(n)
 }
 
+/// `03-01 12:00:00` (a table's compact time) or `12:00:00` (a time of day).
+fn clock_len(c: &[char]) -> Option<usize> {
+    let digit = |i: usize| c.get(i).is_some_and(char::is_ascii_digit);
+    let at = |i: usize, ch: char| c.get(i) == Some(&ch);
+    let clock = |o: usize| {
+        digit(o)
+            && digit(o + 1)
+            && at(o + 2, ':')
+            && digit(o + 3)
+            && digit(o + 4)
+            && at(o + 5, ':')
+            && digit(o + 6)
+            && digit(o + 7)
+            && !c.get(o + 8).is_some_and(char::is_ascii_alphanumeric)
+    };
+    if digit(0) && digit(1) && at(2, '-') && digit(3) && digit(4) && at(5, ' ') && clock(6) {
+        return Some(14);
+    }
+    clock(0).then_some(8)
+}
+
+/// A table cell of key ages: `3d/40s`, `?/2h`.
+fn is_ages(word: &str) -> bool {
+    let age = |a: &str| {
+        a == "?"
+            || (a.len() > 1
+                && a[..a.len() - 1].chars().all(|c| c.is_ascii_digit())
+                && a.ends_with(['s', 'm', 'h', 'd']))
+    };
+    word.split_once('/').is_some_and(|(a, b)| age(a) && age(b))
+}
+
 /// Durations and ages, which depend on how fast each run went.
 fn line(l: &str) -> String {
     if let Some((head, _)) = l.split_once("key ages:") {
         return format!("{head}key ages: AGES");
     }
-    let mut l = l.to_owned();
+    let mut l = l
+        .split(' ')
+        .map(|w| if is_ages(w) { "AGES" } else { w })
+        .collect::<Vec<_>>()
+        .join(" ");
     if let Some(a) = l.find("\"duration_ms\": ") {
         let start = a + "\"duration_ms\": ".len();
         let end = l[start..]
@@ -162,10 +163,10 @@ mod tests {
 
     #[test]
     fn placeholders() {
-        let text = "rotation 3f2a6c1e-8a3b-4c5d-9e6f-0a1b2c3d4e5f at 2026-03-02T00:00:01.5Z, fp:5cbe1ba5d535 took 1m 2s (23 steps) (0.1s): x 2026-03-02 00:00:00 UTC\n  key ages:      key1 3d 4h\n    \"duration_ms\": 42,";
+        let text = "rotation 3f2a6c1e-8a3b-4c5d-9e6f-0a1b2c3d4e5f at 2026-03-02T00:00:01.5Z, fp:5cbe1ba5d535 took 1m 2s (23 steps) (0.1s): x 2026-03-02 00:00:00 UTC\n  key ages:      key1 3d 4h\n    \"duration_ms\": 42,\ndemo  key2  0s/6s    12-06 02:18:03  now  ok, retired at 02:18:03";
         assert_eq!(
             redact(text, &[]),
-            "rotation HEX at TIME, fp:HEX took DURATION (23 steps) (SECS): x TIME\n  key ages: AGES\n    \"duration_ms\": MS,"
+            "rotation HEX at TIME, fp:HEX took DURATION (23 steps) (SECS): x TIME\n  key ages: AGES\n    \"duration_ms\": MS,\ndemo  key2  AGES    TIME  now  ok, retired at TIME"
         );
     }
 }
