@@ -101,7 +101,10 @@ async fn the_operator_gets_a_clean_report_and_nothing_changes() {
     // (the account, the ML workspace, the vault and the usage gate's workspace).
     assert_eq!(count("blob.accountInfo"), 4);
     assert_eq!(count("authz.permissions"), 8);
-    assert_eq!(count("ml.datastore.listSecrets"), 8);
+    // Per run, the datastores row reads the 4 key-based datastores, and discovery (the
+    // unlisted row) reads them again with the SAS one: 2 × (4 + 5). Sharing those
+    // reads between the two rows is left to do.
+    assert_eq!(count("ml.datastore.listSecrets"), 18);
 
     snapshot("doctor_operator", &redact(&text, &twin, &install));
 }
