@@ -141,10 +141,7 @@ fn run_inner(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let azure = Azure::new(&config, fingerprinter.clone())
         .map_err(|e| (Exit::Usage, e.to_string()))?
-        .with_budgets(Arc::new(Budgets::new(
-            config.daemon.budget.clone(),
-            clock.clone(),
-        )));
+        .with_budgets(Arc::new(Budgets::new(config.daemon.budget, clock.clone())));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -107,8 +107,12 @@ pub struct DiscoveryCache {
     pub(crate) datastores: ListsOf<Vec<Datastore>>,
     /// (vault URL, secret name) → the current version's `updated` time and the
     /// fingerprint of its value.
-    fingerprints: Mutex<HashMap<(String, String), (DateTime<Utc>, Fingerprint, SecretFormat)>>,
+    fingerprints: Mutex<HashMap<(String, String), SeenValue>>,
 }
+
+/// A secret's current version as last read: its `updated` time, the fingerprint of
+/// its value and the value's format.
+type SeenValue = (DateTime<Utc>, Fingerprint, SecretFormat);
 
 /// A [`Lists`] the scan reaches through the cache's clock and time to live.
 pub(crate) struct ListsOf<T>(Lists<T>);

@@ -10,6 +10,9 @@ use super::{Journal, JournalError, RotationRecord, StepRecord, StoredRotation, c
 use crate::key::KeyName;
 use crate::resource_id::ResourceId;
 use crate::rotation::machine::{Action, Command, ConsumerId, Event};
+
+/// A consumer's last successful bind: the key, its fingerprint and when.
+pub type LastBind = (ConsumerId, KeyName, Fingerprint, DateTime<Utc>);
 use crate::secret::Fingerprint;
 
 /// The columns of a `rotations` row, still encoded.
@@ -208,7 +211,7 @@ impl Journal {
         &self,
         account: &ResourceId,
         prefix: &str,
-    ) -> Result<Vec<(ConsumerId, KeyName, Fingerprint, DateTime<Utc>)>, JournalError> {
+    ) -> Result<Vec<LastBind>, JournalError> {
         let read = |e| sql(&self.path, "look up the binds of an account", e);
         let mut stmt = self
             .conn

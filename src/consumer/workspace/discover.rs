@@ -217,11 +217,15 @@ async fn workspace(scan: &Scan<'_>, ws: &Workspace) -> Vec<(Option<usize>, Findi
     out
 }
 
+/// One `[[ml_workspace]]` table being written: the workspace, and its findings with
+/// the datastore each names.
+type WorkspaceTable<'a> = (MlWorkspace, Vec<(&'a Finding, Option<String>)>);
+
 /// The `[[ml_workspace]]` tables for these findings: one per workspace, with the
 /// workspace's own line and each datastore's on its own line.
 pub(crate) fn render(findings: &[&Finding]) -> String {
     let mut order: Vec<String> = Vec::new();
-    let mut tables: Vec<(MlWorkspace, Vec<(&Finding, Option<String>)>)> = Vec::new();
+    let mut tables: Vec<WorkspaceTable<'_>> = Vec::new();
     for f in findings {
         let Some(Entry::MlWorkspace(ws)) = &f.entry else {
             continue;

@@ -279,13 +279,11 @@ pub(crate) fn parse(req: &Req) -> Result<Route, Resp> {
             .map_err(|()| method_not_allowed(req));
     }
     match l.as_slice() {
-        ["subscriptions", _, "providers", namespace, ty] => {
-            return match ListKind::parse(namespace, ty) {
-                Some(kind) => only(get, Route::List { sub: s(1), kind }),
-                None if get => Err(inventory::not_listed(&segs[3], &segs[4])),
-                None => Err(not_served(req)),
-            };
-        }
+        ["subscriptions", _, "providers", namespace, ty] => match ListKind::parse(namespace, ty) {
+            Some(kind) => only(get, Route::List { sub: s(1), kind }),
+            None if get => Err(inventory::not_listed(segs[3], segs[4])),
+            None => Err(not_served(req)),
+        },
         [
             "subscriptions",
             _,
