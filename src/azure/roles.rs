@@ -183,7 +183,7 @@ pub fn role_granting(action: &Action) -> Option<&'static BuiltinRole> {
 }
 
 /// Least privileged first. Definitions from Microsoft's built-in role catalogue,
-/// trimmed to what matters for keyflip's actions (see azure-rest/CONTRACTS.md §C3).
+/// trimmed to what matters for keyflip's actions (learn.microsoft.com/azure/role-based-access-control/built-in-roles).
 pub static BUILTIN_ROLES: &[BuiltinRole] = &[
     BuiltinRole {
         name: "Reader",

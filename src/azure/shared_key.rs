@@ -1,4 +1,5 @@
-//! SharedKey request signing for the Blob service (azure-rest/CONTRACTS.md §F1), the
+//! SharedKey request signing for the Blob service (Microsoft Learn, "Authorize with
+//! Shared Key": learn.microsoft.com/rest/api/storageservices/authorize-with-shared-key), the
 //! way Microsoft's SDKs do it, with `ring`'s HMAC-SHA256.
 //!
 //! The string to sign is the verb, eleven standard headers (Content-Length empty when
@@ -207,7 +208,8 @@ mod tests {
 
     #[test]
     fn python_sdk_vector_with_zero_content_length_and_encoded_path() {
-        // From RUST-AZURE.md: byte-identical to azure-storage-blob's signer.
+        // Computed with the Python azure-storage-blob signer
+        // (azure/storage/blob/_shared/authentication.py, SharedKeyCredentialPolicy).
         let url = Url::parse("https://myaccount.blob.core.windows.net/mycontainer/my%20blob.txt?restype=container&comp=metadata&timeout=20").unwrap();
         let text = string_to_sign(
             "GET",

@@ -1,4 +1,4 @@
-//! SharedKey verification for the Blob service (CONTRACTS.md §F1), path-style like
+//! SharedKey verification for the Blob service (Microsoft Learn, "Authorize with Shared Key"), path-style like
 //! Azurite: the canonicalized resource is `/{account}` followed by the URL path as
 //! sent, so a request to `https://127.0.0.1:P/acct/c` signs `/acct/acct/c`.
 //!

@@ -1,5 +1,5 @@
 //! The built-in Azure roles the twin knows, with their real GUIDs and the actions
-//! that matter to keyflip (CONTRACTS.md §C3). Action lists are Azure's where they are
+//! that matter to keyflip (Microsoft Learn, "Azure built-in roles"). Action lists are Azure's where they are
 //! documented; where Azure lists dozens of unrelated actions, only the relevant
 //! ones are kept, which never widens what a role may do here.
 

@@ -285,7 +285,7 @@ pub fn form(pairs: &[(&str, &str)]) -> String {
 }
 
 /// SharedKey as Microsoft's SDKs compute it for a request with no body and only
-/// `x-ms-*` headers: written from CONTRACTS.md §F1, independently of the twin's
+/// `x-ms-*` headers: written from Microsoft Learn's "Authorize with Shared Key", independently of the twin's
 /// verifier.
 pub fn sign_shared_key(
     method: &str,
