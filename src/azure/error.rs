@@ -259,8 +259,9 @@ impl Error {
 
 /// `code` and `message` from any of the error envelopes keyflip meets: ARM and Key
 /// Vault (`{"error":{"code","message","innererror":{"code"}}}`), Databricks
-/// (`{"error_code","message"}`), Entra ID (`{"error","error_description"}`), and the
-/// Blob service's XML (`<Code>`, `<Message>`).
+/// (`{"error_code","message"}`), Entra ID (`{"error","error_description"}`), App
+/// Service settings (`{"Code","Message"}`), and the Blob service's XML (`<Code>`,
+/// `<Message>`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ServiceError {
     pub code: Option<String>,
@@ -284,15 +285,19 @@ impl ServiceError {
                         .and_then(s),
                 };
             }
+            // App Service answers settings errors in its own shape, capitalized:
+            // `{"Code", "Message", "Details", ...}`.
             return ServiceError {
                 code: v
                     .get("error_code")
                     .or_else(|| v.get("code"))
                     .or_else(|| v.get("error"))
+                    .or_else(|| v.get("Code"))
                     .and_then(s),
                 message: v
                     .get("message")
                     .or_else(|| v.get("error_description"))
+                    .or_else(|| v.get("Message"))
                     .and_then(s),
                 inner_code: None,
             };
@@ -430,6 +435,16 @@ mod tests {
             b"<?xml version=\"1.0\"?><Error><Code>AuthenticationFailed</Code><Message>Server failed</Message></Error>",
         );
         assert_eq!(xml.code.as_deref(), Some("AuthenticationFailed"));
+        let web = ServiceError::parse(
+            br#"{"Code":"BadRequest","Message":"The parameter properties has an invalid value.","Target":null,"Details":[],"Innererror":null}"#,
+        );
+        assert_eq!(
+            (web.code.as_deref(), web.message.as_deref()),
+            (
+                Some("BadRequest"),
+                Some("The parameter properties has an invalid value.")
+            )
+        );
         assert_eq!(ServiceError::parse(b"not json"), ServiceError::default());
     }
 

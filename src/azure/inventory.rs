@@ -59,6 +59,10 @@ const LIST_SUBSCRIPTIONS: Operation =
 const LIST_WORKSPACES: Operation = Operation::read("ml.workspace.list", actions::ML_WORKSPACE_READ);
 const LIST_VAULTS: Operation = Operation::read("keyvault.vault.list", actions::KV_VAULT_READ);
 const LIST_ACCOUNTS: Operation = Operation::read("storage.list", actions::STORAGE_READ);
+const LIST_SITES: Operation = Operation::read("web.site.list", actions::WEB_SITE_READ);
+const LIST_SLOTS: Operation = Operation::read("web.slot.list", actions::WEB_SLOT_READ);
+const LIST_FACTORIES: Operation =
+    Operation::read("datafactory.factory.list", actions::DF_FACTORY_READ);
 
 /// A key vault as its list names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,6 +193,55 @@ impl Azure {
         items
             .iter()
             .map(|w| listed_id(&LIST_ACCOUNTS, &scope, "id", &w.id))
+            .collect()
+    }
+    /// The App Service sites (web and Function apps) of a subscription
+    /// (`WebApps_List`).
+    pub async fn web_sites_in(&self, subscription: &str) -> Result<Vec<ResourceId>, Error> {
+        let scope = format!("/subscriptions/{subscription}/providers/Microsoft.Web/sites");
+        self.ids_in(&LIST_SITES, &scope, super::web::API, "a page of sites")
+            .await
+    }
+
+    /// The deployment slots of a site, by name (`WebApps_ListSlots`).
+    pub async fn web_slots(&self, site: &ResourceId) -> Result<Vec<String>, Error> {
+        let scope = format!("{site}/slots");
+        let ids = self
+            .ids_in(&LIST_SLOTS, &scope, super::web::API, "a page of slots")
+            .await?;
+        Ok(ids.iter().map(|id| id.name().to_owned()).collect())
+    }
+
+    /// The Data Factories of a subscription (`Factories_List`).
+    pub async fn data_factories_in(&self, subscription: &str) -> Result<Vec<ResourceId>, Error> {
+        let scope =
+            format!("/subscriptions/{subscription}/providers/Microsoft.DataFactory/factories");
+        self.ids_in(
+            &LIST_FACTORIES,
+            &scope,
+            super::datafactory::API,
+            "a page of data factories",
+        )
+        .await
+    }
+
+    /// The ids a list at `scope` returns, every page.
+    async fn ids_in(
+        &self,
+        op: &Operation,
+        scope: &str,
+        api: &str,
+        what: &str,
+    ) -> Result<Vec<ResourceId>, Error> {
+        #[derive(Deserialize)]
+        struct Wire {
+            id: String,
+        }
+        let url = self.arm.url(scope, "", api)?;
+        let items: Vec<Wire> = self.arm.list(op, scope, url, what).await?;
+        items
+            .iter()
+            .map(|w| listed_id(op, scope, "id", &w.id))
             .collect()
     }
 }

@@ -9,7 +9,8 @@
 //! retried here (with backoff, honouring `Retry-After`); `regenerateKey` never is.
 //!
 //! The methods live beside their wire formats: [`storage`], [`ml`], [`datastore`],
-//! [`authorization`], [`keyvault`], [`probe`], [`databricks`].
+//! [`authorization`], [`keyvault`], [`probe`], [`databricks`], [`web`] (App Service
+//! settings), [`datafactory`] (linked services).
 
 mod arm;
 pub mod authorization;
@@ -19,6 +20,7 @@ pub mod chain;
 pub mod cloud;
 pub mod credential;
 pub mod databricks;
+pub mod datafactory;
 pub mod datastore;
 mod error;
 mod http;
@@ -32,6 +34,7 @@ pub mod probe;
 pub mod roles;
 pub mod shared_key;
 pub mod storage;
+pub mod web;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -162,7 +165,12 @@ pub struct Azure {
     /// Shared write budgets (ARM per subscription, Key Vault per vault), when the
     /// daemon configured them.
     budgets: Option<Arc<budget::Budgets>>,
+    /// One lock per App Service settings collection this process writes, so that its
+    /// own read-modify-writes of one collection never interleave ([`web`]).
+    web_writes: WebLocks,
 }
+
+type WebLocks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 
 impl Azure {
     /// Builds the facade from the configuration with default options and the process
@@ -215,6 +223,7 @@ impl Azure {
             fingerprinter,
             options,
             budgets: None,
+            web_writes: Mutex::default(),
         })
     }
 
@@ -271,6 +280,7 @@ impl Azure {
             fingerprinter: Arc::new(Fingerprinter::from_bytes(b"unit tests")),
             options,
             budgets: None,
+            web_writes: Mutex::default(),
         }
     }
 

@@ -91,6 +91,21 @@ pub mod actions {
         Action::control("Microsoft.OperationalInsights/workspaces/query/StorageQueueLogs/read");
     pub const LOG_QUERY_TABLE: Action =
         Action::control("Microsoft.OperationalInsights/workspaces/query/StorageTableLogs/read");
+    /// Listing a site's app settings or connection strings (`config/.../list`).
+    pub const WEB_CONFIG_LIST: Action = Action::control("Microsoft.Web/sites/config/list/action");
+    /// Replacing them (`PUT config/appsettings`, `config/connectionstrings`).
+    pub const WEB_CONFIG_WRITE: Action = Action::control("Microsoft.Web/sites/config/write");
+    pub const WEB_SLOT_CONFIG_LIST: Action =
+        Action::control("Microsoft.Web/sites/slots/config/list/action");
+    pub const WEB_SLOT_CONFIG_WRITE: Action =
+        Action::control("Microsoft.Web/sites/slots/config/write");
+    pub const WEB_SITE_READ: Action = Action::control("Microsoft.Web/sites/read");
+    pub const WEB_SLOT_READ: Action = Action::control("Microsoft.Web/sites/slots/read");
+    pub const DF_FACTORY_READ: Action = Action::control("Microsoft.DataFactory/factories/read");
+    pub const DF_LINKED_READ: Action =
+        Action::control("Microsoft.DataFactory/factories/linkedServices/read");
+    pub const DF_LINKED_WRITE: Action =
+        Action::control("Microsoft.DataFactory/factories/linkedServices/write");
 }
 
 /// One effective permission entry, as the Authorization permissions API returns it.
@@ -270,6 +285,46 @@ pub static BUILTIN_ROLES: &[BuiltinRole] = &[
         not_actions: &[],
         data_actions: &[],
     },
+    // Microsoft Learn, "Azure built-in roles for Web and Mobile".
+    BuiltinRole {
+        name: "Website Contributor",
+        id: "de139f84-1756-47ae-9be6-808fbbe84772",
+        actions: &[
+            "Microsoft.Authorization/*/read",
+            "Microsoft.Insights/alertRules/*",
+            "Microsoft.Insights/components/*",
+            "Microsoft.ResourceHealth/availabilityStatuses/read",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            "Microsoft.Support/*",
+            "Microsoft.Web/certificates/*",
+            "Microsoft.Web/listSitesAssignedToHostName/read",
+            "Microsoft.Web/register/action",
+            "Microsoft.Web/serverFarms/join/action",
+            "Microsoft.Web/serverFarms/read",
+            "Microsoft.Web/sites/*",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+    },
+    // Microsoft Learn, "Azure built-in roles for Analytics".
+    BuiltinRole {
+        name: "Data Factory Contributor",
+        id: "673868aa-7521-48a0-acc6-0f60742d39f5",
+        actions: &[
+            "Microsoft.Authorization/*/read",
+            "Microsoft.DataFactory/dataFactories/*",
+            "Microsoft.DataFactory/factories/*",
+            "Microsoft.Insights/alertRules/*",
+            "Microsoft.ResourceHealth/availabilityStatuses/read",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            "Microsoft.Support/*",
+            "Microsoft.EventGrid/eventSubscriptions/write",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+    },
     BuiltinRole {
         name: "Contributor",
         id: "b24988ac-6180-42a0-ab88-20f7382dd24c",
@@ -399,6 +454,10 @@ mod tests {
         // AzureML Data Scientist explicitly excludes workspace listKeys.
         assert_eq!(name(&ML_WORKSPACE_LIST_KEYS), Some("Contributor"));
         assert_eq!(name(&ML_WORKSPACE_READ), Some("Reader"));
+        assert_eq!(name(&WEB_CONFIG_LIST), Some("Website Contributor"));
+        assert_eq!(name(&WEB_SLOT_CONFIG_WRITE), Some("Website Contributor"));
+        assert_eq!(name(&DF_LINKED_READ), Some("Reader"));
+        assert_eq!(name(&DF_LINKED_WRITE), Some("Data Factory Contributor"));
         assert_eq!(name(&Action::data("Microsoft.Nothing/thing/act")), None);
     }
 }

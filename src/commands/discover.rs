@@ -265,21 +265,16 @@ fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// keyflip's last writes to Databricks secrets of these accounts, from the journal,
-/// when there is one written under this installation's fingerprint key.
+/// keyflip's last writes to consumers of these accounts that cannot be read back
+/// (Databricks secrets, Data Factory linked services), from the journal, when there is
+/// one written under this installation's fingerprint key.
 fn written(
     config: &Config,
     fingerprinter: &Fingerprinter,
     source: FingerprintSource,
     accounts: &[ResourceId],
     err: &mut dyn Write,
-) -> Vec<(
-    ResourceId,
-    crate::consumer::ConsumerId,
-    crate::key::KeyName,
-    crate::secret::Fingerprint,
-    chrono::DateTime<chrono::Utc>,
-)> {
+) -> Vec<crate::discover::Write> {
     let path = config.state_dir.join("journal.db");
     if source != FingerprintSource::Installation || !path.exists() {
         return Vec::new();
@@ -289,19 +284,15 @@ fn written(
         Err(e) => {
             let _ = writeln!(
                 err,
-                "keyflip plan discover: the journal cannot be read ({e}); Databricks secrets keyflip wrote are matched by name only"
+                "keyflip plan discover: the journal cannot be read ({e}); Databricks secrets and Data Factory linked services keyflip wrote are matched by name only"
             );
             return Vec::new();
         }
     };
     let mut out = Vec::new();
     for account in accounts {
-        match journal.last_binds_of(account, "databricks:") {
-            Ok(binds) => out.extend(
-                binds
-                    .into_iter()
-                    .map(|(id, key, fp, at)| (account.clone(), id, key, fp, at)),
-            ),
+        match crate::discover::journal_writes(&journal, account) {
+            Ok(found) => out.extend(found),
             Err(e) => {
                 let _ = writeln!(err, "keyflip plan discover: {e}");
             }

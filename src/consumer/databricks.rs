@@ -53,6 +53,7 @@ pub(super) const PROFILE: Profile = Profile {
     parse: |rest| SecretId::parse(rest).map(|id| ConsumerId::Databricks(Box::new(id))),
     listed_twice,
     in_two_plans: ONE_PLAN,
+    confirmed_by: Some("by its timestamp (a Databricks secret cannot be read back)"),
 };
 
 pub(super) const SECTION: Section = Section {

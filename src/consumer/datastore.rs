@@ -45,6 +45,7 @@ pub(super) const PROFILE: Profile = Profile {
     parse: |rest| DatastoreId::parse(rest).map(|id| ConsumerId::Datastore(Box::new(id))),
     listed_twice,
     in_two_plans: ONE_PLAN,
+    confirmed_by: None,
 };
 
 /// The id of a datastore: its workspace's ARM id and its name.

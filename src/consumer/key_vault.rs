@@ -56,6 +56,7 @@ pub(super) const PROFILE: Profile = Profile {
     parse: |rest| SecretId::parse(rest).map(|id| ConsumerId::KeyVault(Box::new(id))),
     listed_twice,
     in_two_plans: ONE_PLAN,
+    confirmed_by: None,
 };
 
 pub(super) const SECTION: Section = Section {

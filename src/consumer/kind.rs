@@ -18,7 +18,7 @@ use crate::azure::{self, Azure, Cloud};
 use crate::doctor::report::{Resource, Service};
 use crate::key::KeyName;
 use crate::plan::Plan;
-use crate::plan::fragment::{Diagnostics, tables_of};
+use crate::plan::fragment::{Diagnostics, Text, name, tables_of};
 use crate::resource_id::ResourceId;
 use crate::rotation::EngineError;
 use crate::rotation::machine::{Failure, Holding, MissingPermission};
@@ -43,6 +43,9 @@ pub(crate) struct Profile {
     pub(super) parse: fn(&str) -> Option<ConsumerId>,
     pub(super) listed_twice: fn(&ConsumerId, &ConsumerId) -> String,
     pub(super) in_two_plans: &'static str,
+    /// How a write is confirmed when the value cannot be read back, for reports
+    /// (`by its timestamp (...)`); `None`: verified by reading the value back.
+    pub(super) confirmed_by: Option<&'static str>,
 }
 
 /// The usual plan error for an id listed twice.
@@ -185,7 +188,9 @@ pub(crate) trait Kind {
     ) -> Result<(), azure::Error>;
 
     /// For a kind whose value cannot be read back: whether it holds what keyflip wrote
-    /// at `bound_at`. `None`: compare what it holds (the default).
+    /// at `bound_at`. A kind may also check here what the value alone cannot show (an
+    /// App Service connection string's key on the data plane). `None`: compare what
+    /// it holds (the default).
     async fn confirm_write(
         &self,
         _ctx: &Ctx<'_>,
@@ -202,6 +207,13 @@ pub(crate) trait Kind {
         _fingerprints: &[Fingerprint],
     ) -> Result<Vec<String>, azure::Error> {
         Ok(Vec::new())
+    }
+
+    /// What writing it does besides changing the value, in words a dry run shows
+    /// before anything is written (`restarts func-x (...)`); `None` for most kinds.
+    /// Binds with the same words are counted together.
+    fn write_effect(&self) -> Option<String> {
+        None
     }
 
     /// The call [`Kind::held`] sends, for a dry run's listing.
@@ -289,6 +301,39 @@ pub(crate) fn entries<T: for<'de> Deserialize<'de>>(
         .iter()
         .filter_map(|raw| validate(raw, d).map(|entry| (entry, raw.span())))
         .collect()
+}
+
+/// A plan table's list of names (`key = [...]`), each valid and listed once (ignoring
+/// case, as the services do); an absent list is empty.
+pub(crate) fn names(
+    list: Option<&Spanned<Vec<Text>>>,
+    key: &str,
+    allowed: fn(char) -> bool,
+    max: usize,
+    rule: &str,
+    d: &mut Diagnostics<'_>,
+) -> Option<Vec<String>> {
+    let Some(list) = list else {
+        return Some(Vec::new());
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut ok = true;
+    for item in list.get_ref() {
+        let Some(n) = name(item, key, allowed, (1, max), rule, d) else {
+            ok = false;
+            continue;
+        };
+        if out.iter().any(|seen| seen.eq_ignore_ascii_case(&n)) {
+            d.error(
+                item.span(),
+                format!("`{n}` is listed twice in {key}"),
+                "remove the repeated name",
+            );
+            ok = false;
+        }
+        out.push(n);
+    }
+    ok.then_some(out)
 }
 
 /// A URL the plan gave (validated when the plan was read), as a [`url::Url`].

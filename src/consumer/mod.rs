@@ -1,7 +1,8 @@
 //! Consumers of a storage key, one module per kind: [`key_vault`] (a Key Vault secret),
 //! [`workspace`] (an Azure ML workspace's cached copy, renewed by `resyncKeys`),
-//! [`datastore`] (an Azure ML datastore) and [`databricks`] (a secret in a
-//! Databricks-backed scope).
+//! [`datastore`] (an Azure ML datastore), [`databricks`] (a secret in a
+//! Databricks-backed scope), [`app_service`] (an App Service or Functions setting) and
+//! [`data_factory`] (a Data Factory linked service).
 //!
 //! A kind's module owns everything about it: its plan table (the raw TOML and its
 //! validation, built with `crate::plan::fragment`), its [`ConsumerId`] form, finding
@@ -20,6 +21,8 @@
 //! one variant in each enum below and one line in each macro; its Azure calls in
 //! `crate::azure`.
 
+pub mod app_service;
+pub mod data_factory;
 pub mod databricks;
 pub mod datastore;
 pub mod key_vault;
@@ -39,7 +42,7 @@ use toml::de::DeValue;
 pub use kind::Capabilities;
 pub(crate) use kind::{
     Confirmation, Held, Kind, ONE_PLAN, Permission, Profile, Table, entries, last_segment,
-    listed_twice, plan_url, resource_name,
+    listed_twice, names, plan_url, resource_name,
 };
 pub(crate) use value::AccountAddress;
 pub use value::{SecretFormat, account_key};
@@ -67,6 +70,8 @@ use crate::secret::{Fingerprint, StorageKey};
 /// | ML workspace (resync) | `workspace:{workspace_arm_id}` |
 /// | ML datastore | `datastore:{workspace_arm_id}/datastores/{name}` |
 /// | Databricks secret | `databricks:{workspace_url}#{scope}/{key}` |
+/// | App Service setting | `appservice:{site_arm_id}[/slots/{slot}]/config/{appsettings\|connectionstrings}/{name}` |
+/// | Data Factory linked service | `datafactory:{factory_arm_id}/linkedservices/{name}` |
 ///
 /// URLs carry no trailing slash; ARM ids are as written in the plan. The text is an
 /// API boundary (the journal stores it): `Display` writes it, `FromStr` and serde read
@@ -78,6 +83,8 @@ pub enum ConsumerId {
     Workspace(Box<workspace::WorkspaceId>),
     Datastore(Box<datastore::DatastoreId>),
     Databricks(Box<databricks::SecretId>),
+    AppService(Box<app_service::SettingId>),
+    DataFactory(Box<data_factory::LinkedServiceId>),
 }
 
 macro_rules! each_id {
@@ -87,6 +94,8 @@ macro_rules! each_id {
             ConsumerId::Workspace($id) => $body,
             ConsumerId::Datastore($id) => $body,
             ConsumerId::Databricks($id) => $body,
+            ConsumerId::AppService($id) => $body,
+            ConsumerId::DataFactory($id) => $body,
         }
     };
 }
@@ -112,12 +121,30 @@ impl ConsumerId {
         )))
     }
 
+    pub fn app_setting(site: &ResourceId, slot: Option<&str>, name: &str) -> ConsumerId {
+        let site = azure::web::SiteRef::new(site, slot);
+        ConsumerId::AppService(Box::new(app_service::SettingId::new(
+            &site,
+            azure::web::Collection::AppSettings,
+            name,
+        )))
+    }
+
+    pub fn data_factory(factory: &ResourceId, linked_service: &str) -> ConsumerId {
+        ConsumerId::DataFactory(Box::new(data_factory::LinkedServiceId::new(
+            factory,
+            linked_service,
+        )))
+    }
+
     pub fn kind(&self) -> ConsumerKind {
         match self {
             ConsumerId::KeyVault(_) => ConsumerKind::KeyVaultSecret,
             ConsumerId::Workspace(_) => ConsumerKind::Workspace,
             ConsumerId::Datastore(_) => ConsumerKind::Datastore,
             ConsumerId::Databricks(_) => ConsumerKind::Databricks,
+            ConsumerId::AppService(_) => ConsumerKind::AppServiceSetting,
+            ConsumerId::DataFactory(_) => ConsumerKind::DataFactoryLinkedService,
         }
     }
 
@@ -209,14 +236,18 @@ pub enum ConsumerKind {
     Datastore,
     Workspace,
     Databricks,
+    AppServiceSetting,
+    DataFactoryLinkedService,
 }
 
 impl ConsumerKind {
-    pub const ALL: [ConsumerKind; 4] = [
+    pub const ALL: [ConsumerKind; 6] = [
         ConsumerKind::KeyVaultSecret,
         ConsumerKind::Datastore,
         ConsumerKind::Workspace,
         ConsumerKind::Databricks,
+        ConsumerKind::AppServiceSetting,
+        ConsumerKind::DataFactoryLinkedService,
     ];
 
     fn profile(self) -> &'static Profile {
@@ -225,6 +256,8 @@ impl ConsumerKind {
             ConsumerKind::Datastore => &datastore::PROFILE,
             ConsumerKind::Workspace => &workspace::PROFILE,
             ConsumerKind::Databricks => &databricks::PROFILE,
+            ConsumerKind::AppServiceSetting => &app_service::PROFILE,
+            ConsumerKind::DataFactoryLinkedService => &data_factory::PROFILE,
         }
     }
 
@@ -236,6 +269,12 @@ impl ConsumerKind {
     /// The kind in one or two lower-case words, for `doctor`'s tables (`key vault`).
     pub fn word(self) -> &'static str {
         self.profile().word
+    }
+
+    /// How a verified write is confirmed when the value cannot be read back (`by its
+    /// timestamp (...)`); `None` when it is read back.
+    pub fn confirmed_by(self) -> Option<&'static str> {
+        self.profile().confirmed_by
     }
 
     /// Why a consumer that is in two plans may be in only one.
@@ -259,12 +298,15 @@ impl fmt::Display for ConsumerKind {
 // Plans: the consumer tables of a plan file.
 
 /// One consumer table of a plan, validated: `[[key_vault]]`, `[[ml_workspace]]` (a
-/// workspace and its datastores) or `[[databricks]]`.
+/// workspace and its datastores), `[[databricks]]`, `[[app_service]]` or
+/// `[[data_factory]]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
     KeyVault(key_vault::KeyVaultSecret),
     MlWorkspace(workspace::MlWorkspace),
     Databricks(databricks::DatabricksSecret),
+    AppService(app_service::AppServiceSettings),
+    DataFactory(data_factory::DataFactoryLinkedServices),
 }
 
 macro_rules! each_entry {
@@ -273,6 +315,8 @@ macro_rules! each_entry {
             Entry::KeyVault($entry) => $body,
             Entry::MlWorkspace($entry) => $body,
             Entry::Databricks($entry) => $body,
+            Entry::AppService($entry) => $body,
+            Entry::DataFactory($entry) => $body,
         }
     };
 }
@@ -298,8 +342,13 @@ pub(crate) struct Section {
 }
 
 /// The consumer tables, in the order a plan's consumers are listed and rotated.
-pub(crate) const SECTIONS: [Section; 3] =
-    [key_vault::SECTION, workspace::SECTION, databricks::SECTION];
+pub(crate) const SECTIONS: [Section; 5] = [
+    key_vault::SECTION,
+    workspace::SECTION,
+    databricks::SECTION,
+    app_service::SECTION,
+    data_factory::SECTION,
+];
 
 impl Entry {
     fn section(&self) -> &'static Section {
@@ -307,6 +356,8 @@ impl Entry {
             Entry::KeyVault(_) => &key_vault::SECTION,
             Entry::MlWorkspace(_) => &workspace::SECTION,
             Entry::Databricks(_) => &databricks::SECTION,
+            Entry::AppService(_) => &app_service::SECTION,
+            Entry::DataFactory(_) => &data_factory::SECTION,
         }
     }
 
@@ -423,16 +474,28 @@ pub async fn versions(
 /// Every consumer of the scanned accounts' keys that Azure shows, kind by kind, each
 /// with the account it belongs to (`None`: a read that failed, which concerns every
 /// account). Key Vault goes first: the kinds that read a key through Key Vault (a Key
-/// Vault-backed Databricks scope) are covered by the secrets it found.
+/// Vault-backed Databricks scope, an App Service Key Vault reference, a Data Factory
+/// `AzureKeyVaultSecret`) are covered by the secrets it found.
 pub(crate) async fn discover(scan: &Scan<'_>) -> Vec<(Option<usize>, Finding)> {
     let mut out = key_vault::discover::discover(scan).await;
-    let (workspaces, databricks) = futures::join!(
+    let (workspaces, databricks, apps, factories) = futures::join!(
         workspace::discover::discover(scan),
-        databricks::discover::discover(scan)
+        databricks::discover::discover(scan),
+        app_service::discover::discover(scan),
+        data_factory::discover::discover(scan)
     );
     out.extend(workspaces);
     out.extend(databricks);
+    out.extend(apps);
+    out.extend(factories);
     out
+}
+
+/// Why a plan of these findings needs a grace of 24 hours, when it does: a consumer
+/// that caches the key it reads through another (an App Service Key Vault reference)
+/// keeps using the old key until it refetches it.
+pub(crate) fn day_long_grace(consumers: &[Finding], other: &[Finding]) -> Option<String> {
+    app_service::discover::grace(consumers, other)
 }
 
 /// The plan text of one section's findings (`section` is its table key).
@@ -453,6 +516,8 @@ pub(crate) enum Target<'p> {
     Workspace(workspace::Target<'p>),
     Datastore(datastore::Target<'p>),
     Databricks(databricks::Target<'p>),
+    AppService(app_service::Target<'p>),
+    DataFactory(data_factory::Target<'p>),
 }
 
 macro_rules! each_target {
@@ -462,6 +527,8 @@ macro_rules! each_target {
             Target::Workspace($target) => $body,
             Target::Datastore($target) => $body,
             Target::Databricks($target) => $body,
+            Target::AppService($target) => $body,
+            Target::DataFactory($target) => $body,
         }
     };
 }
@@ -476,6 +543,12 @@ pub(crate) fn resolve<'p>(plan: &'p Plan, id: &ConsumerId) -> Result<Target<'p>,
         ConsumerId::Datastore(id) => datastore::resolve(plan, id).map(|t| Ok(Target::Datastore(t))),
         ConsumerId::Databricks(id) => {
             databricks::resolve(plan, id).map(|t| t.map(Target::Databricks))
+        }
+        ConsumerId::AppService(id) => {
+            app_service::resolve(plan, id).map(|t| Ok(Target::AppService(t)))
+        }
+        ConsumerId::DataFactory(id) => {
+            data_factory::resolve(plan, id).map(|t| Ok(Target::DataFactory(t)))
         }
     };
     found.unwrap_or_else(|| {
@@ -530,6 +603,10 @@ impl Target<'_> {
         each_target!(self, t => t.disable_versions(ctx, fingerprints).await)
     }
 
+    pub(crate) fn write_effect(&self) -> Option<String> {
+        each_target!(self, t => t.write_effect())
+    }
+
     pub(crate) fn read_call(&self) -> String {
         each_target!(self, t => t.read_call())
     }
@@ -552,6 +629,8 @@ pub enum Seen {
     KeyVault(key_vault::SecretSeen),
     MlWorkspace(Box<workspace::WorkspaceSeen>),
     Databricks(databricks::DatabricksSeen),
+    AppService(app_service::AppServiceSeen),
+    DataFactory(data_factory::DataFactorySeen),
 }
 
 impl Seen {
@@ -565,6 +644,8 @@ impl Seen {
             Seen::KeyVault(s) => s.checks(ctx, holdings),
             Seen::MlWorkspace(s) => s.checks(ctx, holdings),
             Seen::Databricks(s) => s.checks(ctx, holdings),
+            Seen::AppService(s) => s.checks(ctx, holdings),
+            Seen::DataFactory(s) => s.checks(ctx, holdings),
         }
     }
 }
@@ -610,6 +691,11 @@ pub enum Facts {
     KeyVaultSecret(key_vault::SecretFacts),
     /// A Databricks secret: the scope exists and is Databricks-backed.
     Databricks(databricks::SecretFacts),
+    /// The settings of one App Service site or slot: the listed ones, unlisted ones
+    /// holding the key, Key Vault references to the plan's secrets.
+    AppService(app_service::AppServiceFacts),
+    /// The linked services of one Data Factory.
+    DataFactory(data_factory::DataFactoryFacts),
 }
 
 macro_rules! each_facts {
@@ -619,6 +705,8 @@ macro_rules! each_facts {
             Facts::Datastores($facts) => $body,
             Facts::KeyVaultSecret($facts) => $body,
             Facts::Databricks($facts) => $body,
+            Facts::AppService($facts) => $body,
+            Facts::DataFactory($facts) => $body,
         }
     };
 }
@@ -631,6 +719,8 @@ impl Facts {
             Facts::Datastores(_) => "datastores",
             Facts::KeyVaultSecret(_) => "key_vault_secret",
             Facts::Databricks(_) => "databricks",
+            Facts::AppService(_) => "app_service",
+            Facts::DataFactory(_) => "data_factory",
         }
     }
 
@@ -641,6 +731,8 @@ impl Facts {
             Facts::Datastores(_) => "datastores",
             Facts::KeyVaultSecret(_) => "key vault",
             Facts::Databricks(_) => "databricks",
+            Facts::AppService(_) => "app service",
+            Facts::DataFactory(_) => "data factory",
         }
     }
 

@@ -22,6 +22,9 @@ fn written() -> Vec<&'static str> {
         "datastore:/subscriptions/3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a/resourceGroups/rg-datascience/providers/Microsoft.MachineLearningServices/workspaces/mlw-datasci/datastores/workspaceblobstore",
         "databricks:https://127.0.0.1:41659/databricks/dbw-datasci#datasci/stdatasci001-key",
         "databricks:https://adb-1234567890123456.7.azuredatabricks.net#Data.Sci@x/Key_1",
+        "appservice:/subscriptions/3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a/resourceGroups/rg-datascience/providers/Microsoft.Web/sites/func-datasci-ingest/config/appsettings/AzureWebJobsStorage",
+        "appservice:/subscriptions/s/resourceGroups/g/providers/Microsoft.Web/sites/web/slots/staging/config/connectionstrings/Storage:Main",
+        "datafactory:/subscriptions/3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a/resourceGroups/rg-datascience/providers/Microsoft.DataFactory/factories/adf-datasci/linkedservices/ls_stdatasci001_blob",
     ]
 }
 
@@ -73,6 +76,9 @@ fn text_that_is_no_consumer_id_is_refused_with_the_forms() {
         "databricks:https://h#scope",
         "databricks:https://h#/key",
         "appsetting:https://x",
+        "appservice:/subscriptions/s/resourceGroups/g/providers/Microsoft.Web/sites/w/config/appsettings/",
+        "appservice:/subscriptions/s/resourceGroups/g/providers/Microsoft.Web/sites/w/config/web/x",
+        "datafactory:/subscriptions/s/resourceGroups/g/providers/Microsoft.DataFactory/factories/f",
     ] {
         let err = bad.parse::<ConsumerId>().unwrap_err().to_string();
         assert!(err.contains("is not a consumer id"), "{bad}: {err}");
@@ -111,8 +117,37 @@ fn labels_are_short() {
         label("databricks:https://h/databricks/dbw#scope/key"),
         "Databricks secret dbw scope/key"
     );
+    let site = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Web/sites/func";
+    assert_eq!(
+        label(&format!(
+            "appservice:{site}/config/appsettings/AzureWebJobsStorage"
+        )),
+        "App Service setting func AzureWebJobsStorage"
+    );
+    assert_eq!(
+        label(&format!(
+            "appservice:{site}/slots/staging/config/connectionstrings/Db"
+        )),
+        "App Service setting func/staging connection string Db"
+    );
+    assert_eq!(
+        label(
+            "datafactory:/subscriptions/s/resourceGroups/g/providers/Microsoft.DataFactory/factories/adf/linkedservices/ls"
+        ),
+        "Data Factory linked service adf/ls"
+    );
     let words: Vec<&str> = ConsumerKind::ALL.iter().map(|k| k.word()).collect();
-    assert_eq!(words, ["key vault", "datastore", "workspace", "databricks"]);
+    assert_eq!(
+        words,
+        [
+            "key vault",
+            "datastore",
+            "workspace",
+            "databricks",
+            "app service",
+            "data factory"
+        ]
+    );
 }
 
 #[test]
@@ -124,6 +159,14 @@ fn each_kind_has_the_capabilities_the_rotation_relies_on() {
     assert!(ws.takes_newest_key_on_resync && ws.bind_last && !ws.keeps_old_versions);
     assert_eq!(caps(ConsumerKind::Datastore), Capabilities::NONE);
     assert_eq!(caps(ConsumerKind::Databricks), Capabilities::NONE);
+    // A settings write restarts the app: after the rest of its batch, never when the
+    // rotation already turned back.
+    let app = caps(ConsumerKind::AppServiceSetting);
+    assert!(app.bind_last && !app.takes_newest_key_on_resync && !app.keeps_old_versions);
+    assert_eq!(
+        caps(ConsumerKind::DataFactoryLinkedService),
+        Capabilities::NONE
+    );
 }
 
 #[test]
@@ -181,6 +224,16 @@ format = "raw-key"
 workspace = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w"
 resync = false
 datastores = ["d"]
+[[app_service]]
+site = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/func"
+app_settings = ["AzureWebJobsStorage"]
+[[app_service]]
+site = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/web"
+connection_strings = ["Storage"]
+slots = ["staging"]
+[[data_factory]]
+factory = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataFactory/factories/adf"
+linked_services = ["ls_blob", "ls_files"]
 "#,
     );
     let checks = crate::doctor::collect::required_permissions(&plan);
@@ -194,7 +247,17 @@ datastores = ["d"]
             (workspace::RESOURCE, 3),
             // One vault, named twice in different case; the third has no vault_id.
             (key_vault::RESOURCE, 4),
+            // List and write settings; the slots' own actions only where slots are
+            // listed.
+            (app_service::RESOURCE, 2),
+            (app_service::RESOURCE, 4),
+            (data_factory::RESOURCE, 2),
         ]
+    );
+    assert!(
+        checks[4]
+            .2
+            .contains(&crate::azure::roles::actions::WEB_SLOT_CONFIG_WRITE)
     );
     assert!(
         !checks[1]
@@ -240,5 +303,83 @@ format = "raw-key"
     assert_eq!(
         summary(&plan),
         "ML workspace mlw and its account-key datastores, ML workspace other and 1 named datastore, 1 Databricks secret"
+    );
+}
+
+#[test]
+fn app_service_and_data_factory_tables_are_checked_where_written() {
+    let account = "storage_account = \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/stacct\"\n";
+    let text = format!(
+        r#"{account}[[app_service]]
+site = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/x"
+app_settings = ["A", "a"]
+[[app_service]]
+site = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/w"
+slots = ["staging"]
+[[app_service]]
+site = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/w2"
+app_settings = ["bad/name"]
+slotz = ["x"]
+[[data_factory]]
+factory = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataFactory/factories/f"
+linked_services = []
+[[data_factory]]
+factory = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataFactory/factories/g"
+linked_services = ["ok", "OK"]
+"#
+    );
+    let err = crate::plan::parse(&text, "t.toml").unwrap_err().to_string();
+    for expected in [
+        "t.toml:3:8: site is a Microsoft.Storage/storageAccounts id, expected a Microsoft.Web/sites id",
+        "t.toml:4:22: `a` is listed twice in app_settings",
+        "t.toml:5:1: [[app_service]] names no settings",
+        "t.toml:10:17: app_settings `bad/name` is not a valid name",
+        "t.toml:11:1: unknown key `slotz` in [[app_service]]",
+        "t.toml:14:19: `linked_services` is empty",
+        "t.toml:17:26: `OK` is listed twice in linked_services",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in\n{err}");
+    }
+
+    let plan = plan(
+        r#"[[app_service]]
+site = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/func"
+app_settings = ["AzureWebJobsStorage"]
+connection_strings = ["Storage"]
+slots = ["staging"]
+[[data_factory]]
+factory = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataFactory/factories/adf"
+linked_services = ["ls_blob"]
+"#,
+    );
+    let ids: Vec<String> = plan
+        .consumer_ids()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let site = "appservice:/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/func";
+    assert_eq!(
+        ids,
+        [
+            format!("{site}/config/appsettings/AzureWebJobsStorage"),
+            format!("{site}/config/connectionstrings/Storage"),
+            format!("{site}/slots/staging/config/appsettings/AzureWebJobsStorage"),
+            format!("{site}/slots/staging/config/connectionstrings/Storage"),
+            "datafactory:/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataFactory/factories/adf/linkedservices/ls_blob".to_owned(),
+        ]
+    );
+    for id in &ids {
+        assert!(listed(&plan, id).is_some(), "{id}");
+    }
+    assert!(
+        listed(
+            &plan,
+            &format!("{site}/slots/prod/config/appsettings/AzureWebJobsStorage")
+        )
+        .is_none()
+    );
+    assert_eq!(
+        summary(&plan),
+        "4 App Service settings, 1 Data Factory linked service"
     );
 }

@@ -53,6 +53,7 @@ pub(super) const PROFILE: Profile = Profile {
     parse: |rest| WorkspaceId::parse(rest).map(|id| ConsumerId::Workspace(Box::new(id))),
     listed_twice: |_, first| format!("workspace `{first}` has two [[ml_workspace]] tables"),
     in_two_plans: "only the plan for the workspace's own storage account sets resync = true",
+    confirmed_by: None,
 };
 
 pub(super) const SECTION: Section = Section {

@@ -27,7 +27,7 @@ use std::fmt;
 use serde::Serialize;
 
 pub use cache::{DiscoveryCache, LIST_TTL};
-pub use report::{AccountDiscovery, Discovery, Request, discover};
+pub use report::{AccountDiscovery, Discovery, Request, Write, discover, journal_writes};
 pub(crate) use scan::Scan;
 pub use unlisted::{Unlisted, unlisted};
 pub use write::plan_text;

@@ -15,6 +15,7 @@ use super::scan::{Account, Scan, Written};
 use super::{Finding, Holds};
 use crate::azure::Azure;
 use crate::consumer::{self, ConsumerId, SECTIONS};
+use crate::journal::{Journal, JournalError};
 use crate::key::KeyName;
 use crate::resource_id::ResourceId;
 use crate::secret::{Fingerprint, Fingerprinter};
@@ -29,7 +30,50 @@ pub struct Request {
     pub databricks: Vec<Url>,
     /// keyflip's last writes to consumers it cannot read back, per account (from the
     /// journal).
-    pub written: Vec<(ResourceId, ConsumerId, KeyName, Fingerprint, DateTime<Utc>)>,
+    pub written: Vec<Write>,
+}
+
+/// keyflip's last write of a consumer whose value cannot be read back, as the journal
+/// has it: a fingerprint and the service's change marker, never a value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    /// The account whose rotation wrote it.
+    pub account: ResourceId,
+    pub consumer: ConsumerId,
+    pub key: KeyName,
+    pub fingerprint: Fingerprint,
+    pub at: DateTime<Utc>,
+    /// The etag Azure gave the write (a Data Factory linked service), when it has one.
+    pub mark: Option<String>,
+}
+
+/// The kinds whose values cannot be read back, by id prefix: discovery ties them to an
+/// account through keyflip's own writes.
+const WRITE_ONLY: [&str; 2] = ["databricks:", "datafactory:"];
+
+/// keyflip's last writes of `account`'s consumers that cannot be read back (Databricks
+/// secrets, Data Factory linked services with the etag of the write), from the journal.
+pub fn journal_writes(journal: &Journal, account: &ResourceId) -> Result<Vec<Write>, JournalError> {
+    let mut out = Vec::new();
+    for prefix in WRITE_ONLY {
+        for (consumer, key, fingerprint, at) in journal.last_binds_of(account, prefix)? {
+            let mark = journal.write_mark(&consumer)?;
+            // A marked write is the latest write of it (a rollback's included).
+            let (fingerprint, at, mark) = match mark {
+                Some(m) => (m.fingerprint, m.at, Some(m.mark)),
+                None => (fingerprint, at, None),
+            };
+            out.push(Write {
+                account: account.clone(),
+                consumer,
+                key,
+                fingerprint,
+                at,
+                mark,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The whole run.
@@ -175,22 +219,20 @@ pub async fn discover(
 }
 
 /// keyflip's own writes that concern the scanned accounts.
-pub(crate) fn written_for(
-    written: &[(ResourceId, ConsumerId, KeyName, Fingerprint, DateTime<Utc>)],
-    accounts: &[Account],
-) -> Vec<Written> {
+pub(crate) fn written_for(written: &[Write], accounts: &[Account]) -> Vec<Written> {
     written
         .iter()
-        .filter_map(|(account, consumer, key, fingerprint, at)| {
+        .filter_map(|w| {
             let i = accounts
                 .iter()
-                .position(|a| a.id.as_str().eq_ignore_ascii_case(account.as_str()))?;
+                .position(|a| a.id.as_str().eq_ignore_ascii_case(w.account.as_str()))?;
             Some(Written {
-                consumer: consumer.clone(),
+                consumer: w.consumer.clone(),
                 account: i,
-                key: *key,
-                fingerprint: *fingerprint,
-                at: *at,
+                key: w.key,
+                fingerprint: w.fingerprint,
+                at: w.at,
+                mark: w.mark.clone(),
             })
         })
         .collect()

@@ -39,6 +39,8 @@ pub(crate) struct Written {
     pub key: KeyName,
     pub fingerprint: Fingerprint,
     pub at: DateTime<Utc>,
+    /// The etag Azure gave the write, for a kind that has one (Data Factory).
+    pub mark: Option<String>,
 }
 
 /// A Key Vault secret found holding an account's key: other kinds that read a key

@@ -10,7 +10,6 @@
 //! version), reuses the keys the observation just read, and sends no ARM write: which
 //! key an unlisted workspace or datastore holds is not needed to know it is unlisted.
 
-use chrono::{DateTime, Utc};
 use url::Url;
 
 use super::cache::DiscoveryCache;
@@ -18,10 +17,8 @@ use super::report::{AccountDiscovery, scan, written_for};
 use super::scan::Account;
 use super::{Finding, Verdict};
 use crate::azure::Azure;
-use crate::consumer::{self, ConsumerId};
-use crate::key::KeyName;
+use crate::consumer;
 use crate::plan::Plan;
-use crate::resource_id::ResourceId;
 use crate::secret::{Fingerprint, Fingerprinter};
 
 /// A consumer of the plan's account that the plan does not list.
@@ -57,7 +54,7 @@ fn of(f: &Finding) -> Unlisted {
 }
 
 /// keyflip's last writes to consumers it cannot read back, as the journal has them.
-pub type Writes = Vec<(ResourceId, ConsumerId, KeyName, Fingerprint, DateTime<Utc>)>;
+pub type Writes = Vec<super::Write>;
 
 /// The precheck's unlisted-consumer check of `plan`, whose keys have `keys`
 /// (key1, key2): discovery in the account's own subscription, through `cache`.

@@ -62,8 +62,12 @@ pub fn plan_text(
         ),
     }
     out.push_str(
-        "\n# Rotates only on `keyflip rotate now` until a schedule is set, for example:\n# [schedule]\n# cron = \"0 3 * * SUN\"\n# timezone = \"UTC\"\n\n[rotation]\ngrace = \"1h\"\n\n",
+        "\n# Rotates only on `keyflip rotate now` until a schedule is set, for example:\n# [schedule]\n# cron = \"0 3 * * SUN\"\n# timezone = \"UTC\"\n\n[rotation]\n",
     );
+    match consumer::day_long_grace(&found.consumers, &found.other) {
+        Some(why) => out.push_str(&format!("# {why}.\ngrace = \"24h\"\n\n")),
+        None => out.push_str("grace = \"1h\"\n\n"),
+    }
     for section in &SECTIONS {
         let mine: Vec<&Finding> = found
             .consumers

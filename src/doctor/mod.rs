@@ -298,9 +298,9 @@ pub(crate) fn fingerprinter(
     )
 }
 
-/// keyflip's last writes to Databricks secrets of the plans' accounts, from the
-/// journal, when one exists under this installation's fingerprint key (opened, never
-/// created).
+/// keyflip's last writes to the plans' accounts' consumers that cannot be read back
+/// (Databricks secrets, Data Factory linked services), from the journal, when one
+/// exists under this installation's fingerprint key (opened, never created).
 fn written(
     config: &Config,
     fingerprinter: &Fingerprinter,
@@ -316,12 +316,8 @@ fn written(
     };
     let mut out = Vec::new();
     for plan in plans {
-        if let Ok(binds) = journal.last_binds_of(&plan.storage_account, "databricks:") {
-            out.extend(
-                binds
-                    .into_iter()
-                    .map(|(id, key, fp, at)| (plan.storage_account.clone(), id, key, fp, at)),
-            );
+        if let Ok(found) = crate::discover::journal_writes(&journal, &plan.storage_account) {
+            out.extend(found);
         }
     }
     out

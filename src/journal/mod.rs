@@ -6,8 +6,9 @@
 //! per rotation; unfinished ones have no `finished_at`), `steps` (one row per command:
 //! intent, then result), `events` (every event the machine accepted, in order: the
 //! replay log), `plan_state` (the daemon's memory of each plan: schedule position,
-//! failures, parked state, last observed keys) and `meta` (schema version,
-//! fingerprint-key check value).
+//! failures, parked state, last observed keys), `write_marks` (the etag of keyflip's
+//! latest write of a consumer whose value cannot be read back) and `meta` (schema
+//! version, fingerprint-key check value).
 //!
 //! Promises:
 //! - Key values never enter the journal: only the machine's types, which hold
@@ -29,6 +30,7 @@
 
 mod error;
 pub mod lock;
+mod marks;
 mod plan_state;
 mod read;
 mod record;
@@ -44,6 +46,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 pub use error::JournalError;
+pub use marks::WriteMark;
 pub use plan_state::{ObservedKeys, Parked, PlanState};
 pub use record::{NewRotation, ResumeError, RotationRecord, StepRecord, StoredRotation};
 pub use schema::VERSION as SCHEMA_VERSION;

@@ -4,7 +4,8 @@
 //!
 //! Versions: 1 holds rotations, steps and events; 2 adds `plan_state`, what the
 //! daemon remembers about each plan between runs (schedule position, failures, parked
-//! state, the keys last observed). A new journal is created at 1 and migrated like an
+//! state, the keys last observed); 3 adds `write_marks`, the etag Azure gave keyflip's
+//! latest write of a consumer whose value cannot be read back. A new journal is created at 1 and migrated like an
 //! old one, so the migration path is the one every file takes.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
@@ -14,7 +15,7 @@ use crate::secret::{Fingerprinter, StorageKey};
 
 /// The schema this build writes. Older journals are migrated on open; a newer one is
 /// refused (an older keyflip must not write rows it does not understand).
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Fingerprinted to make the `meta` check value. Not a secret: the value only proves
 /// which fingerprint key wrote the journal.
@@ -84,6 +85,18 @@ CREATE TABLE plan_state (
 ) STRICT;
 ";
 
+/// Version 3: keyflip's latest write of each consumer whose value Azure never returns,
+/// and the change marker (etag) Azure gave it.
+const MIGRATION_V3: &str = "
+CREATE TABLE write_marks (
+    consumer    TEXT PRIMARY KEY,
+    rotation_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    mark        TEXT NOT NULL,
+    at          TEXT NOT NULL
+) STRICT;
+";
+
 /// Creates or migrates the schema and checks the fingerprint key, in one transaction.
 pub fn prepare(
     conn: &mut Connection,
@@ -146,6 +159,9 @@ pub fn prepare(
 fn migrate(tx: &rusqlite::Transaction<'_>, from: u32) -> Result<(), rusqlite::Error> {
     if from < 2 {
         tx.execute_batch(MIGRATION_V2)?;
+    }
+    if from < 3 {
+        tx.execute_batch(MIGRATION_V3)?;
     }
     if from < VERSION {
         tx.execute(

@@ -1,6 +1,7 @@
 //! Journal tests and the fixtures they share.
 
 mod integrity;
+mod marks;
 mod plan_state;
 mod queries;
 mod round_trip;

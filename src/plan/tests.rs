@@ -96,7 +96,7 @@ fn every_shipped_example_is_a_valid_plan() {
         assert_eq!(names, sorted, "load_dir sorts by name");
         total += plans.len();
     }
-    assert!(total >= 3, "demo plus two production examples");
+    assert!(total >= 4, "demo plus three production examples");
 }
 
 #[test]
@@ -112,7 +112,7 @@ fn the_complete_plan_in_the_reference_is_valid() {
         .next()
         .unwrap();
     let plan = parse(block, "docs/datasci.toml").unwrap();
-    assert_eq!(plan.consumer_ids().len(), 4);
+    assert_eq!(plan.consumer_ids().len(), 6);
     assert_eq!(
         plan.notify[0].events,
         [NotifyEvent::Failure, NotifyEvent::NeedsAttention]
@@ -140,6 +140,8 @@ fn the_demo_plan_names_the_demo_world() {
             "keyvault:https://127.0.0.1:47443/keyvault/kv-datasci/secrets/stdatasci001-connection-string",
             "workspace:/subscriptions/3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a/resourceGroups/rg-datascience/providers/Microsoft.MachineLearningServices/workspaces/mlw-datasci",
             "databricks:https://127.0.0.1:47443/databricks/dbw-datasci#datasci/stdatasci001-key",
+            "appservice:/subscriptions/3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a/resourceGroups/rg-datascience/providers/Microsoft.Web/sites/func-datasci-ingest/config/appsettings/AzureWebJobsStorage",
+            "datafactory:/subscriptions/3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a/resourceGroups/rg-datascience/providers/Microsoft.DataFactory/factories/adf-datasci/linkedservices/ls_stdatasci001_blob",
         ]
     );
     assert_eq!(discovers(&plan), Some("datastores"));
@@ -593,7 +595,7 @@ fn plan_check_prints_summaries_and_errors_and_sets_the_exit_code() {
     assert_eq!(
         demo[1..],
         [
-            "      account stdatasci001, 4 consumers + discovered datastores",
+            "      account stdatasci001, 6 consumers + discovered datastores",
             "      cron \"*/10 * * * *\" UTC, grace 30s",
             "      next: 2025-06-01 00:10 UTC, 2025-06-01 00:20 UTC, 2025-06-01 00:30 UTC",
         ]
@@ -607,7 +609,7 @@ fn plan_check_prints_summaries_and_errors_and_sets_the_exit_code() {
             .ends_with("next: when the active key is 60d old"),
         "{out}"
     );
-    assert!(out.ends_with("3 plans checked, all valid\n"), "{out}");
+    assert!(out.ends_with("4 plans checked, all valid\n"), "{out}");
 
     let dir = tempfile::tempdir().unwrap();
     let good = write(dir.path(), "good.toml", &minimal());

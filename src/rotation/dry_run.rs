@@ -9,7 +9,7 @@ use chrono::TimeDelta;
 
 use super::engine::{EngineError, Inner, RotateRequest, machine_options};
 use super::observe::observe;
-use super::report::{DecisionReport, DryRun, PlannedCall, PlannedStep};
+use super::report::{DecisionReport, DryRun, PlannedCall, PlannedEffect, PlannedStep};
 use super::step::Ctx;
 use crate::consumer::{self, resolve};
 use crate::plan::Plan;
@@ -113,6 +113,23 @@ fn calls(plan: &Plan, observed: &[ConsumerRef], cmd: &Command) -> Vec<PlannedCal
         .iter()
         .map(|text| PlannedCall::from_text(text))
         .collect()
+}
+
+/// What the binds do besides moving the key, each effect once with the number of
+/// binds that cause it, in step order.
+fn effects(plan: &Plan, steps: &[PlannedStep]) -> Vec<PlannedEffect> {
+    let mut out: Vec<PlannedEffect> = Vec::new();
+    let binds = steps.iter().filter(|s| s.kind == "bind");
+    for effect in binds
+        .filter_map(|s| s.consumer.as_ref())
+        .filter_map(|c| resolve(plan, &c.id).ok()?.write_effect())
+    {
+        match out.iter_mut().find(|e| e.effect == effect) {
+            Some(e) => e.writes += 1,
+            None => out.push(PlannedEffect { effect, writes: 1 }),
+        }
+    }
+    out
 }
 
 /// A planned step: the command's words, what it acts on, its calls.
@@ -228,6 +245,7 @@ pub(super) async fn dry_run(
             .map(|r| r.id),
         consumers: observation.consumers,
         warnings: view.warnings,
+        effects: effects(plan, &steps),
         steps,
     })
 }

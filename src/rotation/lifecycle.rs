@@ -200,16 +200,10 @@ pub(super) async fn unlisted(
     plan: &Plan,
     obs: &Observation,
 ) -> Vec<UnlistedConsumer> {
-    let written = match inner
-        .journal()
-        .last_binds_of(&plan.storage_account, "databricks:")
-    {
-        Ok(binds) => binds
-            .into_iter()
-            .map(|(id, key, fp, at)| (plan.storage_account.clone(), id, key, fp, at))
-            .collect(),
+    let written = match crate::discover::journal_writes(&inner.journal(), &plan.storage_account) {
+        Ok(found) => found,
         Err(e) => {
-            tracing::warn!(plan = %plan.name, error = %e, "unlisted-consumer check: the journal's Databricks writes could not be read");
+            tracing::warn!(plan = %plan.name, error = %e, "unlisted-consumer check: the journal's writes of Databricks secrets and Data Factory linked services could not be read");
             Vec::new()
         }
     };

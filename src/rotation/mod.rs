@@ -25,6 +25,6 @@ pub use observe::required_permissions;
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use report::{
     CallService, DecisionReport, DryRun, IncidentReportPaths, Inventory, KeyPair, LastRotation,
-    ParkedStatus, PlanStatus, PlannedCall, PlannedStep, RotationReport, RunningJob, ScheduleStatus,
-    StepReport,
+    ParkedStatus, PlanStatus, PlannedCall, PlannedEffect, PlannedStep, RotationReport, RunningJob,
+    ScheduleStatus, StepReport,
 };

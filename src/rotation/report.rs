@@ -310,8 +310,21 @@ pub struct DryRun {
     pub unfinished: Option<String>,
     pub consumers: Vec<ObservedConsumer>,
     pub warnings: Vec<Warning>,
+    /// What the binds do besides moving the key (an App Service app restarts), each
+    /// once with the number of binds that cause it.
+    #[serde(default)]
+    pub effects: Vec<PlannedEffect>,
     /// The steps in order, assuming every one succeeds.
     pub steps: Vec<PlannedStep>,
+}
+
+/// A side effect of some binds of a dry run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedEffect {
+    /// In the consumer kind's words: `restarts func-datasci-ingest (...)`.
+    pub effect: String,
+    /// How many binds cause it (each a write, each an effect).
+    pub writes: usize,
 }
 
 impl DryRun {

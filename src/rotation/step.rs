@@ -16,6 +16,7 @@ use super::engine::{EngineError, Inner};
 use crate::azure::storage::{AccountKeys, KeyBefore, RegenerateOutcome, StorageAccount};
 use crate::azure::{self, Azure, probe::ProbeOutcome};
 use crate::consumer::{AccountAddress, ConsumerId};
+use crate::journal::{JournalError, WriteMark};
 use crate::key::KeyName;
 use crate::plan::Plan;
 use crate::rotation::machine::{Failure, FailureKind, KeyState, StepResult};
@@ -135,6 +136,32 @@ impl<'a> Ctx<'a> {
         consumer: &ConsumerId,
     ) -> Result<Option<(KeyName, Fingerprint, DateTime<Utc>)>, EngineError> {
         Ok(self.inner.journal().last_bound(consumer)?)
+    }
+
+    /// keyflip's latest write of `consumer` and the change marker Azure gave it: how
+    /// keyflip knows what a consumer whose value cannot be read back, but which has an
+    /// etag, holds (a Data Factory linked service).
+    pub fn write_mark(&self, consumer: &ConsumerId) -> Result<Option<WriteMark>, EngineError> {
+        Ok(self.inner.journal().write_mark(consumer)?)
+    }
+
+    /// Records that this rotation wrote the key with `fingerprint` to `consumer` and
+    /// Azure marked the result `mark`. Called by the kind right after its write.
+    pub fn record_write_mark(
+        &self,
+        consumer: &ConsumerId,
+        fingerprint: Fingerprint,
+        mark: String,
+    ) -> Result<(), JournalError> {
+        self.inner.journal().record_write_mark(
+            consumer,
+            &WriteMark {
+                rotation_id: self.rotation_id.to_owned(),
+                fingerprint,
+                mark,
+                at: self.now(),
+            },
+        )
     }
 
     pub fn fingerprint_of(&self, keys: &AccountKeys, key: KeyName) -> Fingerprint {

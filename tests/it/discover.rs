@@ -1,7 +1,9 @@
 //! `keyflip plan discover` and the unlisted-consumer check against keyflip-twin's demo
 //! world: every consumer of stdatasci001 (two Key Vault secrets, the ML workspace,
-//! four key-based datastores, the Databricks secret), nothing of stexternal002 in its
-//! plan, a plan that passes `plan check` and rotates cleanly, reads only, and a
+//! four key-based datastores, the Databricks secret, the Function app's
+//! `AzureWebJobsStorage`, the Data Factory linked service holding a SecureString), the
+//! Key Vault references of the site, its slot and the factory as covered by their
+//! secret, nothing of stexternal002 in its plan, a plan that passes `plan check` and rotates cleanly, reads only, and a
 //! rotation's precheck that warns (or refuses) over what a plan leaves out.
 
 use std::collections::BTreeSet;
@@ -34,7 +36,7 @@ fn ids(found: &keyflip::discover::AccountDiscovery) -> BTreeSet<String> {
         .collect()
 }
 
-/// The 8 consumers of stdatasci001 in the demo world, by id.
+/// The 10 consumers of stdatasci001 in the demo world, by id.
 fn demo_consumers(twin: &TestTwin) -> BTreeSet<String> {
     let vault = twin.vault_url("kv-datasci");
     let vault = vault.as_str().trim_end_matches('/');
@@ -46,6 +48,14 @@ fn demo_consumers(twin: &TestTwin) -> BTreeSet<String> {
         format!("keyvault:{vault}/secrets/stdatasci001-connection-string"),
         format!("workspace:{ws}"),
         format!("databricks:{dbx}#datasci/stdatasci001-key"),
+        format!(
+            "appservice:{}/config/appsettings/AzureWebJobsStorage",
+            twin.site_id("func-datasci-ingest")
+        ),
+        format!(
+            "datafactory:{}/linkedservices/ls_stdatasci001_blob",
+            twin.factory_id("adf-datasci")
+        ),
     ]
     .into();
     for ds in [
@@ -78,16 +88,41 @@ async fn discovery_finds_every_consumer_of_the_account_and_the_plan_it_writes_ro
         a.consumers.iter().all(|f| !f.subject.contains("external")),
         "stexternal002's datastore is not a consumer of stdatasci001"
     );
-    // Every readable one holds key1; the Databricks secret cannot be read back.
+    // Every readable one holds key1; the Databricks secret and the linked service's
+    // SecureString cannot be read back: probable, by name, with the reason.
     for f in &a.consumers {
-        match f.verdict {
+        match &f.verdict {
             Verdict::Rotate => assert_eq!(f.holds, Holds::Key1, "{}", f.subject),
-            Verdict::Probable { .. } => {
+            Verdict::Probable { why } => {
                 assert_eq!(f.holds, Holds::Unknown);
-                assert!(f.subject.starts_with("Databricks secret"));
+                assert!(
+                    f.subject.starts_with("Databricks secret")
+                        || (f.subject.starts_with("Data Factory linked service")
+                            && why.contains("SecureString")
+                            && why.contains("**********")),
+                    "{f:?}"
+                );
             }
             _ => unreachable!(),
         }
+    }
+    // Key Vault references are covered by the secret they read: the site's own, its
+    // staging slot's AzureWebJobsStorage, and the factory's AzureKeyVaultSecret.
+    let covered: BTreeSet<String> = a
+        .other
+        .iter()
+        .filter(|f| {
+            matches!(&f.verdict, Verdict::Covered { by }
+                if by.contains("stdatasci001-connection-string"))
+        })
+        .map(|f| f.subject.clone())
+        .collect();
+    for subject in [
+        "App Service setting func-datasci-ingest DATASCI_STORAGE_CONNECTION",
+        "App Service setting func-datasci-ingest/staging AzureWebJobsStorage",
+        "Data Factory linked service adf-datasci/ls_stdatasci001_blob_kv",
+    ] {
+        assert!(covered.contains(subject), "{subject}: {covered:?}");
     }
     // What uses the key but is not listed: the SAS datastore, and the Key
     // Vault-backed scope's secrets, covered by the vault's secrets.
@@ -107,9 +142,20 @@ async fn discovery_finds_every_consumer_of_the_account_and_the_plan_it_writes_ro
 
     // The plan passes plan check and rotates cleanly: every consumer ends on key2.
     let text = plan_text(a, chrono::Utc::now(), None).expect("a plan");
+    // The staging slot's reference is refreshed by no write of the plan: App Service
+    // may use the old key for up to 24 h, so the grace covers it.
+    assert!(text.contains("grace = \"24h\""), "{text}");
+    assert!(
+        text.contains("no write of this plan restarts func-datasci-ingest/staging"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[[app_service]]") && text.contains("[[data_factory]]"),
+        "{text}"
+    );
     let mut h = h;
     h.plan = plan_from(&text);
-    assert_eq!(h.plan.consumer_ids().len(), 8);
+    assert_eq!(h.plan.consumer_ids().len(), 10);
     let report = h
         .engine()
         .rotate(
@@ -227,7 +273,9 @@ async fn the_command_writes_a_plan_file_and_never_overwrites_one() {
     assert_eq!(json.code, Some(0), "{}", json.stderr);
     let doc = json.json();
     assert_eq!(doc["version"], 1);
-    assert!(doc["accounts"][0]["consumers"].as_array().unwrap().len() >= 7);
+    // Every consumer but the Databricks secret: this configuration names no Databricks
+    // workspace under [discovery].
+    assert_eq!(doc["accounts"][0]["consumers"].as_array().unwrap().len(), 9);
     // Not a storage account: refused before anything is read.
     let bad = cli
         .run(&[
@@ -265,8 +313,13 @@ async fn a_rotation_warns_about_unlisted_consumers_or_refuses_when_the_plan_says
     match &report.outcome {
         Some(Outcome::Refused { reasons }) => match &reasons[..] {
             [RefusalReason::UnlistedConsumers { consumers }] => {
-                // Everything but the Databricks secret, which is tied by name only.
-                assert_eq!(consumers.len(), 6, "{consumers:?}");
+                // Everything but the Databricks secret and the Data Factory linked
+                // service, which are tied by name only (probable ones only warn).
+                assert_eq!(consumers.len(), 7, "{consumers:?}");
+                assert!(consumers.iter().any(|c| {
+                    c.subject
+                        .contains("func-datasci-ingest AzureWebJobsStorage")
+                }));
                 assert!(
                     consumers
                         .iter()

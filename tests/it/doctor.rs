@@ -4,6 +4,7 @@
 //! redacted; the JSON, which must say the same), the exit code, and from the twin's
 //! request log and state that doctor changed nothing.
 
+mod apps;
 mod conduct;
 mod findings;
 mod principals;
@@ -45,6 +46,14 @@ pub(super) const READS: &[&str] = &[
     "keyvault.vault.list",
     "keyvault.list",
     "monitor.diagnosticSettings.list",
+    "web.site.list",
+    "web.slot.list",
+    "datafactory.factory.list",
+    // Listing settings is a POST (`config/appsettings/list`) that reads.
+    "web.appSettings.list",
+    "web.connectionStrings.list",
+    "datafactory.linkedService.list",
+    "datafactory.linkedService.get",
 ];
 
 /// A keyflip installation pointed at a twin: keyflip.toml, a client secret file

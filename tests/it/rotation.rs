@@ -1,6 +1,7 @@
 //! The rotation engine end to end against keyflip-twin: swaps, dry runs, incidents,
 //! failures and rollbacks, refusals, locking, and crashes at every durable step.
 
+mod apps;
 #[cfg(feature = "failpoints")]
 mod crash;
 mod failure;

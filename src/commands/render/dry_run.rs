@@ -50,12 +50,12 @@ pub struct PlannedRegeneration {
     pub before_consumers_move: bool,
 }
 
-fn kind_key(kind: ConsumerKind) -> &'static str {
-    match kind {
-        ConsumerKind::KeyVaultSecret => "key_vault_secret",
-        ConsumerKind::Datastore => "datastore",
-        ConsumerKind::Workspace => "workspace",
-        ConsumerKind::Databricks => "databricks",
+/// The kind's journaled snake_case name (`key_vault_secret`), so a new kind needs
+/// no line here.
+fn kind_key(kind: ConsumerKind) -> String {
+    match serde_json::to_value(kind) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => kind.word().replace(' ', "_"),
     }
 }
 
@@ -92,9 +92,7 @@ pub fn summary(d: &DryRun) -> Summary {
     let mut consumers_moved = BTreeMap::new();
     for s in d.steps.iter().filter(|s| s.kind == "bind") {
         if let Some(c) = &s.consumer {
-            *consumers_moved
-                .entry(kind_key(c.kind()).to_owned())
-                .or_default() += 1;
+            *consumers_moved.entry(kind_key(c.kind())).or_default() += 1;
         }
     }
     let calls = || d.steps.iter().flat_map(|s| s.calls.iter());
@@ -261,6 +259,17 @@ pub fn render(d: &DryRun, term: &Term, detail: Detail) -> String {
             s.arm_writes, s.key_vault_calls, s.databricks_calls, s.steps
         ),
     );
+    for (i, e) in d.effects.iter().enumerate() {
+        let times = match e.writes {
+            1 => String::new(),
+            n => format!("; {n} binds each do this, one after the other"),
+        };
+        field(
+            &mut out,
+            if i == 0 { "also:" } else { "" },
+            &format!("{}{times}", e.effect),
+        );
+    }
     for w in &d.warnings {
         field(&mut out, "warning:", &shorten(w, &refs));
     }

@@ -2,8 +2,9 @@
 //! report after it ([`rotation`]), for `rotate now`, `rotate resume` and the demo.
 //!
 //! The report's counts agree with what it says below them: a consumer is counted as
-//! verified only when it was read back on its key; a Databricks secret (whose value
-//! cannot be read back) is counted as written and confirmed by its timestamp. Each
+//! verified only when it was read back on its key; one whose value cannot be read
+//! back (a Databricks secret, a Data Factory SecureString) is counted as written and
+//! confirmed the way its kind says (its timestamp, its etag). Each
 //! warning that names a consumer, and each Key Vault version disabled, is shown under
 //! that consumer. An incident's next steps (SAS tokens, shared keys) are printed here
 //! as well as in the incident report.
@@ -14,8 +15,7 @@ use super::{Term, age, mode_text, names, seconds, shorten, time};
 use crate::commands::term::{Color, Mark};
 use crate::key::KeyName;
 use crate::rotation::machine::{
-    ConsumerKind, ConsumerRef, ConsumerStatus, ConsumerView, Holding, KeyState, Mode, Outcome,
-    Purpose, Route,
+    ConsumerRef, ConsumerStatus, ConsumerView, Holding, KeyState, Mode, Outcome, Purpose, Route,
 };
 use crate::rotation::{ProgressEvent, RotationReport, describe};
 
@@ -330,18 +330,21 @@ fn consumers(
     if report.consumers.is_empty() {
         return;
     }
-    let verified = |kind| {
-        report
-            .consumers
-            .iter()
-            .filter(|c| {
-                on_key(report, c).is_some()
-                    && (c.consumer.kind() == ConsumerKind::Databricks) == kind
-            })
-            .count()
-    };
-    let (read_back, written) = (verified(false), verified(true));
-    let other = report.consumers.len() - read_back - written;
+    // Consumers on a key by how: read back (`None`), or each way a write is confirmed.
+    let mut verified: Vec<(Option<&str>, usize)> = Vec::new();
+    for c in &report.consumers {
+        if on_key(report, c).is_none() {
+            continue;
+        }
+        let how = c.consumer.kind().confirmed_by();
+        match verified.iter_mut().find(|(h, _)| *h == how) {
+            Some((_, n)) => *n += 1,
+            None => verified.push((how, 1)),
+        }
+    }
+    verified.sort_by_key(|(how, _)| how.is_some());
+    let on_a_key = verified.iter().map(|(_, n)| n).sum::<usize>();
+    let other = report.consumers.len() - on_a_key;
     let keys: Vec<KeyName> = {
         let mut keys: Vec<KeyName> = report
             .consumers
@@ -355,17 +358,16 @@ fn consumers(
     let mut counts = Vec::new();
     if retires_parked_swap(report) {
         // The swap verified them; this run only observed them still there.
-        counts.push(format!(
-            "{} observed where the swap left them",
-            read_back + written
-        ));
-    } else if read_back > 0 {
-        counts.push(format!("{read_back} verified by reading them back"));
-    }
-    if written > 0 && !retires_parked_swap(report) {
-        counts.push(format!(
-            "{written} written and confirmed by its timestamp (a Databricks secret cannot be read back)"
-        ));
+        if on_a_key > 0 {
+            counts.push(format!("{on_a_key} observed where the swap left them"));
+        }
+    } else {
+        for (how, n) in verified {
+            counts.push(match how {
+                None => format!("{n} verified by reading them back"),
+                Some(how) => format!("{n} written and confirmed {how}"),
+            });
+        }
     }
     if other > 0 {
         counts.push(format!("{other} not on the new key (below)"));

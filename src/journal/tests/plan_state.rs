@@ -65,10 +65,11 @@ fn a_version_1_journal_is_migrated_and_its_rotations_stay_readable() {
         let mut f = Journal::open(&path, &fingerprinter()).unwrap();
         f.begin(&rotation("r1", "demo", "acct", 0)).unwrap();
     }
-    // Turn it back into what keyflip 0.1 wrote: no plan_state, schema version 1.
+    // Turn it back into what keyflip 0.1 wrote: no plan_state (nor the later
+    // write_marks), schema version 1.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DROP TABLE plan_state; UPDATE meta SET value = '1' WHERE name = 'schema_version';",
+        "DROP TABLE plan_state; DROP TABLE write_marks; UPDATE meta SET value = '1' WHERE name = 'schema_version';",
     )
     .unwrap();
     drop(conn);
@@ -83,7 +84,7 @@ fn a_version_1_journal_is_migrated_and_its_rotations_stay_readable() {
         )
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION.to_string());
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 3);
     let unfinished = journal.unfinished().unwrap();
     assert_eq!(unfinished.len(), 1);
     assert_eq!(unfinished[0].id, "r1");

@@ -41,6 +41,19 @@ pub(super) fn consumer(kind: ConsumerKind, name: &str) -> ConsumerRef {
         ConsumerKind::Databricks => {
             ConsumerId::databricks("https://adb-1.2.azuredatabricks.net", first, rest)
         }
+        ConsumerKind::AppServiceSetting => ConsumerId::app_setting(
+            &format!("/subscriptions/s/resourceGroups/g/providers/Microsoft.Web/sites/{first}")
+                .parse()
+                .expect("a site id"),
+            None,
+            rest,
+        ),
+        ConsumerKind::DataFactoryLinkedService => ConsumerId::data_factory(
+            &format!("/subscriptions/s/resourceGroups/g/providers/Microsoft.DataFactory/factories/{first}")
+                .parse()
+                .expect("a factory id"),
+            rest,
+        ),
     })
 }
 

@@ -98,7 +98,7 @@ async fn key_vault_versions_are_matched_to_keys_and_an_old_valid_one_only_warns(
         consumers["finding"]
             .as_str()
             .unwrap()
-            .starts_with("split: 6 on key1, 1 on key2")
+            .starts_with("split: 7 on key1, 1 on key2")
     );
     assert!(text.contains("  ✗  consumers"), "{text}");
 

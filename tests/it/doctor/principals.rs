@@ -1,6 +1,8 @@
 //! The demo world's two principals: the operator, who may rotate, and the reader,
 //! who is told what to grant.
 
+use serde_json::json;
+
 use super::*;
 
 #[tokio::test]
@@ -26,7 +28,7 @@ async fn the_operator_gets_a_clean_report_and_nothing_changes() {
         .map(|c| c["service"].as_str().unwrap())
         .collect();
     assert_eq!(services, ["arm", "key_vault", "databricks"]);
-    assert_eq!(checks(&json, "permissions").len(), 3);
+    assert_eq!(checks(&json, "permissions").len(), 5);
     assert!(
         checks(&json, "permissions")
             .iter()
@@ -84,9 +86,54 @@ async fn the_operator_gets_a_clean_report_and_nothing_changes() {
     let dbx = check(&json, "databricks", "scope datasci in dbw-datasci");
     assert_eq!(dbx["backend"], "databricks");
     assert_eq!(dbx["secret_exists"], true);
+    // The Function app: its storage setting holds key1; its Key Vault reference to a
+    // secret of the plan is refetched when a rotation's write restarts the app.
+    let app = check(&json, "app_service", "app service func-datasci-ingest");
+    let setting = &app["settings"][0];
+    assert_eq!(
+        (
+            &setting["name"],
+            &setting["listed"],
+            &setting["form"],
+            &setting["holds"]
+        ),
+        (
+            &json!("AzureWebJobsStorage"),
+            &json!(true),
+            &json!("connection_string"),
+            &json!("key1")
+        )
+    );
+    assert_eq!(setting["fingerprint"], key1);
+    assert_eq!(app["settings"].as_array().unwrap().len(), 1, "{app:#}");
+    assert_eq!(
+        app["references"],
+        json!([{"setting": "DATASCI_STORAGE_CONNECTION",
+            "secret": "kv-datasci/stdatasci001-connection-string",
+            "version": null, "refreshed_by_rotation": true}])
+    );
+    assert!(
+        app["finding"]
+            .as_str()
+            .unwrap()
+            .contains("restarts the app"),
+        "{app:#}"
+    );
+    // Data Factory: a SecureString (unknown here) and a reader of the plan's secret.
+    let adf = check(&json, "data_factory", "data factory adf-datasci");
+    let services = adf["linked_services"].as_array().unwrap();
+    assert_eq!(services[0]["name"], "ls_stdatasci001_blob");
+    assert_eq!(services[0]["credential"], "secure_string");
+    assert_eq!(services[0]["holds"], "unknown");
+    assert_eq!(services[1]["name"], "ls_stdatasci001_blob_kv");
+    assert_eq!(services[1]["listed"], false);
+    assert_eq!(
+        services[1]["key_vault_secret"],
+        "kv-datasci/stdatasci001-connection-string"
+    );
     let consumers = &checks(&json, "consumers")[0];
     assert_eq!(consumers["active"], "key1");
-    assert_eq!(consumers["holdings"].as_array().unwrap().len(), 8);
+    assert_eq!(consumers["holdings"].as_array().unwrap().len(), 10);
 
     // Never a key value, in either form.
     let (k1, k2) = twin.keys(ACCOUNT).await;
@@ -97,14 +144,19 @@ async fn the_operator_gets_a_clean_report_and_nothing_changes() {
     // Doctor did look: the reads that answer each question are in the log.
     let log = twin.requests().await;
     let count = |op: &str| log[since..].iter().filter(|e| e["operation"] == op).count();
-    // Two runs (table and JSON), each probing both keys and asking about four scopes
-    // (the account, the ML workspace, the vault and the usage gate's workspace).
+    // Two runs (table and JSON), each probing both keys and asking about six scopes
+    // (the account, the ML workspace, the vault, the site, the factory and the usage
+    // gate's workspace).
     assert_eq!(count("blob.accountInfo"), 4);
-    assert_eq!(count("authz.permissions"), 8);
+    assert_eq!(count("authz.permissions"), 12);
     // Per run, the datastores row reads the 4 key-based datastores, and discovery (the
     // unlisted row) reads them again with the SAS one: 2 × (4 + 5). Sharing those
-    // reads between the two rows is left to do.
+    // reads between the two rows is left to do. The same holds for the site's app
+    // settings (the app service row, then discovery's site and slot) and the
+    // factory's linked services.
     assert_eq!(count("ml.datastore.listSecrets"), 18);
+    assert_eq!(count("web.appSettings.list"), 2 * (1 + 2));
+    assert_eq!(count("datafactory.linkedService.list"), 2 * (1 + 1));
 
     snapshot("doctor_operator", &redact(&text, &twin, &install));
 }
@@ -168,6 +220,22 @@ async fn the_reader_is_told_every_missing_action_and_the_role_that_grants_it() {
                 scientist
             ),
         ])
+    );
+    let website = "Website Contributor";
+    assert_eq!(
+        missing("app service func-datasci-ingest"),
+        pairs(&[
+            ("Microsoft.Web/sites/config/list/action", website),
+            ("Microsoft.Web/sites/config/write", website),
+        ])
+    );
+    // Reader's */read covers reading linked services (masked), not writing them.
+    assert_eq!(
+        missing("data factory adf-datasci"),
+        pairs(&[(
+            "Microsoft.DataFactory/factories/linkedServices/write",
+            "Data Factory Contributor"
+        )])
     );
     let officer = "Key Vault Secrets Officer";
     assert_eq!(

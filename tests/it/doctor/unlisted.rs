@@ -34,9 +34,12 @@ async fn a_plan_missing_consumers_makes_doctor_name_each_one() {
         .iter()
         .map(|c| c["consumer"].as_str().unwrap())
         .collect();
-    // Every consumer but the listed secret (no Databricks workspace is configured).
-    assert_eq!(missing.len(), 6, "{missing:?}");
+    // Every consumer but the listed secret (no Databricks workspace is configured):
+    // the Function app's setting and the Data Factory linked service too.
+    assert_eq!(missing.len(), 8, "{missing:?}");
     for name in [
+        "appsettings/AzureWebJobsStorage",
+        "linkedservices/ls_stdatasci001_blob",
         "stdatasci001-connection-string",
         "workspaces/mlw-datasci",
         "datastores/workspaceblobstore",
@@ -49,6 +52,7 @@ async fn a_plan_missing_consumers_makes_doctor_name_each_one() {
             "{name}: {missing:?}"
         );
         let short = name.rsplit('/').next().unwrap();
+        let short = short.trim_start_matches("ls_");
         assert!(text.contains(short), "the table names {short}:\n{text}");
     }
     assert!(text.contains("keyflip plan discover"), "{text}");

@@ -8,6 +8,10 @@
 //! current keys (so nothing is down); `regenerateKey` succeeded exactly as often as
 //! the rotation means to (twice), and the keys that changed are the ones it means to
 //! change, so no key was regenerated twice; the rotation completes or rolls back.
+//! Every consumer kind is in the demo plan, so each is crashed around: a rollback
+//! early in the binds (a datastore refuses its key) and one late, among the binds that
+//! go last (a second site refuses its settings write after the Function app's setting
+//! was written, so that is written back too).
 
 use futures::StreamExt as _;
 use keyflip::failpoint::CrashAt;
@@ -16,7 +20,10 @@ use keyflip::rotation::{EngineError, NoProgress, RotateRequest};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::engine::{Harness, assert_consumers_valid, keys_of, regenerations};
+use crate::support::engine::{
+    Harness, assert_consumers_valid, demo_plan_text, keys_of, plan_from, regenerations,
+};
+use crate::support::twin::{FUNCTION_APP, TestTwin};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Expect {
@@ -24,17 +31,49 @@ enum Expect {
     Completed,
     /// A rollback: key1 kept, key2 staged and discarded, consumers on key1.
     RolledBack,
+    /// The same, from a failure among the binds that go last (another site's settings
+    /// write), after the Function app's setting was moved: it is moved back, a second
+    /// restart.
+    RolledBackLate,
 }
 
+/// A second site whose storage setting the late rollback case fails to write.
+const REPORT_APP: &str = "app-datasci-report";
+
 async fn setup(expect: Expect) -> Harness {
-    let h = Harness::start().await;
-    if expect == Expect::RolledBack {
-        h.twin
-            .fault(
-                json!({"operation": "ml.datastore.put", "target": "training_data", "count": 0,
-                "action": {"kind": "status", "status": 400, "code": "UserError"}}),
-            )
-            .await;
+    let h = match expect {
+        Expect::RolledBackLate => {
+            let site = format!(
+                "/subscriptions/3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a/resourceGroups/rg-datascience/providers/Microsoft.Web/sites/{REPORT_APP}"
+            );
+            let twin = TestTwin::start_with(&format!(
+                "[[web_app]]\nname = \"{REPORT_APP}\"\nresource_group = \"rg-datascience\"\n\n[[web_app.app_setting]]\nname = \"STORAGE_KEY\"\nvalue_from = {{ account = \"stdatasci001\", key = \"key1\", format = \"raw-key\" }}\n\n[[role_assignment]]\nprincipal = \"keyflip-operator\"\nrole = \"Website Contributor\"\nscope = \"{site}\"\n"
+            ));
+            let mut h = Harness::with_twin(twin).await;
+            h.plan = plan_from(&format!(
+                "{}\n[[app_service]]\nsite = \"{site}\"\napp_settings = [\"STORAGE_KEY\"]\n",
+                demo_plan_text(&h.twin)
+            ));
+            h
+        }
+        _ => Harness::start().await,
+    };
+    match expect {
+        Expect::Completed => {}
+        Expect::RolledBack => {
+            h.twin
+                .fault(
+                    json!({"operation": "ml.datastore.put", "target": "training_data", "count": 0,
+                    "action": {"kind": "status", "status": 400, "code": "UserError"}}),
+                )
+                .await;
+        }
+        Expect::RolledBackLate => {
+            h.twin
+                .fault(json!({"operation": "web.appSettings.put", "target": format!("/sites/{REPORT_APP}/"),
+                    "count": 0, "action": {"kind": "status", "status": 409, "code": "Conflict"}}))
+                .await;
+        }
     }
     h
 }
@@ -66,7 +105,7 @@ async fn check_end(
                 assert_eq!(k, key2, "{case}: {consumer} on the new key");
             }
         }
-        Expect::RolledBack => {
+        Expect::RolledBack | Expect::RolledBackLate => {
             assert!(
                 matches!(outcome, Outcome::RolledBack { .. }),
                 "{case}: {outcome}"
@@ -146,6 +185,10 @@ async fn every_durable_step(expect: Expect) {
         "uninterrupted",
     )
     .await;
+    if expect == Expect::RolledBackLate {
+        let app = &h.twin.state().await["web_apps"][FUNCTION_APP];
+        assert_eq!(app["restarts"], 2, "written forward and back: {app:#}");
+    }
     let writes = engine.durable_writes();
     assert!(writes.len() > 20, "{writes:?}");
     assert_eq!(writes.first().map(String::as_str), Some("begin"));
@@ -167,7 +210,7 @@ async fn every_durable_step(expect: Expect) {
         "intent:wait_until",
         "finish",
     ] {
-        if expect == Expect::RolledBack && kind == "intent:wait_until" {
+        if expect != Expect::Completed && kind == "intent:wait_until" {
             continue;
         }
         assert!(
@@ -185,4 +228,9 @@ async fn a_swap_survives_a_crash_at_every_durable_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_survives_a_crash_at_every_durable_step() {
     every_durable_step(Expect::RolledBack).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_rollback_survives_a_crash_at_every_durable_step() {
+    every_durable_step(Expect::RolledBackLate).await;
 }

@@ -2,7 +2,7 @@
 //! anything changes: split consumers, a principal that may only read, a second run.
 
 use keyflip::key::KeyName;
-use keyflip::rotation::machine::{Outcome, RefusalReason};
+use keyflip::rotation::machine::{Holding, Outcome, RefusalReason};
 use keyflip::rotation::{EngineError, NoProgress, RotateRequest};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::engine::{
     Harness, assert_consumers_valid, consumer_keys, keys_of, regenerations, writes,
 };
-use crate::support::twin::{ACCOUNT, READER, VAULT};
+use crate::support::twin::{ACCOUNT, FUNCTION_APP, LINKED_SERVICE, READER, VAULT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_swap_moves_every_consumer_and_retires_the_old_key() {
@@ -74,7 +74,33 @@ async fn a_full_swap_moves_every_consumer_and_retires_the_old_key() {
         "a twin endpoint is not standard"
     );
     assert_eq!(regenerations(&h.twin).await, 2);
-    assert_eq!(report.consumers.len(), 8, "{:#?}", report.consumers);
+    assert_eq!(report.consumers.len(), 10, "{:#?}", report.consumers);
+    // The Function app restarted once, for its one setting keyflip wrote; the rest
+    // of its settings (its Key Vault reference too) are as they were.
+    let app = &state["web_apps"][FUNCTION_APP];
+    assert_eq!(app["restarts"], 1, "{app:#}");
+    assert!(
+        app["appSettings"]["DATASCI_STORAGE_CONNECTION"]
+            .as_str()
+            .unwrap()
+            .starts_with("@Microsoft.KeyVault(")
+    );
+    assert_eq!(
+        app["appSettings"]["FUNCTIONS_WORKER_RUNTIME"],
+        "dotnet-isolated"
+    );
+    assert_eq!(
+        app["slots"]["staging"]["restarts"], 0,
+        "the staging slot is not in the plan"
+    );
+    // Data Factory: what keyflip wrote is known from the etag it journaled.
+    let inventory = h.engine().observe(&h.plan).await.unwrap();
+    let ls = inventory
+        .consumers
+        .iter()
+        .find(|c| c.consumer.id.to_string().ends_with(LINKED_SERVICE))
+        .expect("the linked service");
+    assert_eq!(ls.holding, Holding::Key(KeyName::Key2), "{ls:?}");
 
     // A second rotation goes back to key1, now knowing what Databricks holds.
     h.sync_twin_clock().await;
@@ -127,7 +153,7 @@ async fn a_dry_run_lists_every_call_and_changes_nothing() {
     );
     let steps: Vec<&str> = dry.steps.iter().map(|s| s.step.as_str()).collect();
     assert_eq!(steps[1], "regenerate key2 (stage)");
-    assert_eq!(steps.iter().filter(|s| s.starts_with("bind ")).count(), 8);
+    assert_eq!(steps.iter().filter(|s| s.starts_with("bind ")).count(), 10);
     assert!(steps.contains(&"regenerate key1 (retire)"), "{steps:#?}");
     let calls: Vec<String> = dry
         .steps
@@ -151,6 +177,29 @@ async fn a_dry_run_lists_every_call_and_changes_nothing() {
     assert_eq!(dry.grace_ms, 30_000, "the plan's grace");
     assert!(calls.iter().any(|c| c.contains("/resyncKeys")));
     assert!(calls.iter().any(|c| c.contains("/api/2.0/secrets/put")));
+    // The restart a settings write causes is said in the summary, once per site with
+    // its number of writes, and where the write is listed.
+    assert_eq!(dry.effects.len(), 1, "{:#?}", dry.effects);
+    assert!(
+        dry.effects[0]
+            .effect
+            .starts_with("restarts func-datasci-ingest ("),
+        "{:?}",
+        dry.effects
+    );
+    assert_eq!(dry.effects[0].writes, 1);
+    assert!(
+        calls.iter().any(|c| c.starts_with("PUT ")
+            && c.contains("/sites/func-datasci-ingest/config/appsettings")
+            && c.contains("RESTARTS func-datasci-ingest")),
+        "{calls:#?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.contains("/linkedservices/ls_stdatasci001_blob") && c.contains("If-Match")),
+        "{calls:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,7 +353,7 @@ async fn drift_is_seen_by_observe_and_repaired_as_a_journaled_step() {
     let inventory = engine.observe(&h.plan).await.unwrap();
     assert_eq!(inventory.active, Some(KeyName::Key1));
     assert!(inventory.drift.is_empty(), "{:#?}", inventory.drift);
-    assert_eq!(inventory.consumers.len(), 8);
+    assert_eq!(inventory.consumers.len(), 10);
 
     // Someone points a datastore at key2 by hand.
     let workspace = h.twin.workspace_id(crate::support::twin::WORKSPACE);

@@ -13,7 +13,10 @@ use keyflip::plan::Plan;
 use keyflip::rotation::{Engine, EngineOptions};
 use serde_json::{Value, json};
 
-use super::twin::{ACCOUNT, DATABRICKS, OPERATOR, TestTwin, VAULT, WORKSPACE};
+use super::twin::{
+    ACCOUNT, DATA_FACTORY, DATABRICKS, FUNCTION_APP, LINKED_SERVICE, OPERATOR, TestTwin, VAULT,
+    WORKSPACE,
+};
 use super::{config, fast_options, fingerprinter};
 
 /// Real time plus an offset; a sleep jumps the offset forward and returns at once, so
@@ -263,6 +266,17 @@ pub fn consumer_keys(state: &Value) -> Vec<(String, String)> {
     let dbx = &state["databricks_workspaces"][DATABRICKS]["scopes"]["datasci"]["secrets"]["stdatasci001-key"]
         ["string_value"];
     out.push(("databricks".into(), dbx.as_str().unwrap().to_owned()));
+    let app = &state["web_apps"][FUNCTION_APP]["appSettings"]["AzureWebJobsStorage"];
+    out.push((
+        "app setting AzureWebJobsStorage".into(),
+        account_key(app.as_str().expect("AzureWebJobsStorage")),
+    ));
+    let ls = &state["data_factories"][DATA_FACTORY]["linkedServices"][LINKED_SERVICE]["properties"]
+        ["typeProperties"]["connectionString"]["value"];
+    out.push((
+        format!("linked service {LINKED_SERVICE}"),
+        account_key(ls.as_str().expect("the linked service's connection string")),
+    ));
     out
 }
 
@@ -291,6 +305,9 @@ pub const WRITES: &[&str] = &[
     "ml.datastore.put",
     "ml.workspace.resyncKeys",
     "databricks.put",
+    "web.appSettings.put",
+    "web.connectionStrings.put",
+    "datafactory.linkedService.put",
 ];
 
 /// The request log entries that changed something.

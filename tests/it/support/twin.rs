@@ -21,6 +21,10 @@ pub const ACCOUNT: &str = "stdatasci001";
 pub const VAULT: &str = "kv-datasci";
 pub const WORKSPACE: &str = "mlw-datasci";
 pub const DATABRICKS: &str = "dbw-datasci";
+pub const FUNCTION_APP: &str = "func-datasci-ingest";
+pub const DATA_FACTORY: &str = "adf-datasci";
+/// The demo factory's linked service that holds the key as a SecureString.
+pub const LINKED_SERVICE: &str = "ls_stdatasci001_blob";
 
 pub struct TestTwin {
     pub endpoints: Endpoints,
@@ -188,6 +192,14 @@ client_secret_file = "principals/{principal}.secret"
         Url::parse(&self.endpoints.key_vaults[name].url).unwrap()
     }
 
+    pub fn site_id(&self, name: &str) -> ResourceId {
+        self.endpoints.web_apps[name].id.parse().unwrap()
+    }
+
+    pub fn factory_id(&self, name: &str) -> ResourceId {
+        self.endpoints.data_factories[name].id.parse().unwrap()
+    }
+
     pub fn databricks_url(&self, name: &str) -> Url {
         Url::parse(&self.endpoints.databricks_workspaces[name].url).unwrap()
     }
@@ -246,6 +258,33 @@ client_secret_file = "principals/{principal}.secret"
     pub async fn fault(&self, rule: Value) {
         self.admin_call(reqwest::Method::POST, "/faults", Some(&rule))
             .await;
+    }
+
+    /// The fault rules, each with how often it `fired` (a latency rule counts when the
+    /// request starts waiting, so a test can act while it waits).
+    pub async fn faults(&self) -> Vec<Value> {
+        match self.admin_call(reqwest::Method::GET, "/faults", None).await {
+            Value::Array(rules) => rules,
+            other => panic!("the fault list is not a list: {other}"),
+        }
+    }
+
+    /// Waits until the fault rule on `operation` has fired `n` times.
+    pub async fn fired(&self, operation: &str, n: u64) {
+        for _ in 0..600 {
+            let fired = self
+                .faults()
+                .await
+                .iter()
+                .filter(|r| r["operation"] == operation)
+                .map(|r| r["fired"].as_u64().unwrap_or(0))
+                .sum::<u64>();
+            if fired >= n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the fault on {operation} never fired {n} times");
     }
 
     /// The request log: `{seq, operation, method, path, principal, status, at}`.
