@@ -415,3 +415,103 @@ pub(crate) fn render(findings: &[&Finding]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SITE: &str = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Web/sites/func-x";
+
+    fn holding(slot: Option<&str>, name: &str) -> Holding {
+        let site: ResourceId = SITE.parse().unwrap();
+        Holding {
+            account: 0,
+            place: SiteRef::new(&site, slot),
+            collection: Collection::AppSettings,
+            name: name.into(),
+            holds: Holds::Key1,
+            how: "its app setting holds key1 (fp:0) in a connection string".into(),
+        }
+    }
+
+    #[test]
+    fn a_table_lists_production_settings_and_the_slots_that_match_them() {
+        let site: ResourceId = SITE.parse().unwrap();
+        let slots = vec!["staging".to_owned(), "dev".to_owned()];
+        let found = tables(
+            &site,
+            &slots,
+            vec![
+                holding(None, "AzureWebJobsStorage"),
+                holding(Some("staging"), "AzureWebJobsStorage"),
+                holding(Some("staging"), "Extra"),
+                holding(Some("dev"), "Other"),
+            ],
+        );
+        let verdicts: Vec<(String, bool)> = found
+            .iter()
+            .map(|(_, f)| (f.subject.clone(), f.verdict.listed()))
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                (
+                    "App Service setting func-x AzureWebJobsStorage".to_owned(),
+                    true
+                ),
+                (
+                    "App Service setting func-x/staging AzureWebJobsStorage".to_owned(),
+                    true
+                ),
+                ("App Service setting func-x/staging Extra".to_owned(), false),
+                ("App Service setting func-x/dev Other".to_owned(), false),
+            ]
+        );
+        // The plan text is one table: the production setting and the staging slot, and
+        // it lists exactly the findings marked listed.
+        let listed: Vec<&Finding> = found
+            .iter()
+            .map(|(_, f)| f)
+            .filter(|f| f.verdict.listed())
+            .collect();
+        let text = format!(
+            "storage_account = \"/subscriptions/s/resourceGroups/g/providers/Microsoft.Storage/storageAccounts/stabc001\"\n{}",
+            render(&listed)
+        );
+        assert!(text.contains("slots = [\"staging\"]"), "{text}");
+        let plan = crate::plan::parse(&text, "p.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let ids: Vec<String> = plan.consumer_ids().iter().map(|i| i.to_string()).collect();
+        let want: Vec<String> = listed
+            .iter()
+            .map(|f| f.consumer.as_ref().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, want);
+    }
+
+    #[test]
+    fn a_reference_in_a_site_no_write_restarts_needs_a_day_of_grace() {
+        let site: ResourceId = SITE.parse().unwrap();
+        let found = tables(&site, &[], vec![holding(None, "AzureWebJobsStorage")]);
+        let consumers: Vec<Finding> = found.into_iter().map(|(_, f)| f).collect();
+        let reference = |slot: Option<&str>| Finding {
+            section: SECTION.key,
+            consumer: Some(ConsumerId::AppService(Box::new(SettingId::new(
+                &SiteRef::new(&site, slot),
+                Collection::AppSettings,
+                "Ref",
+            )))),
+            subject: "ref".into(),
+            holds: Holds::Unknown,
+            how: "a Key Vault reference".into(),
+            verdict: Verdict::Covered {
+                by: "Key Vault secret kv/s".into(),
+            },
+            entry: None,
+        };
+        // The production site is restarted by the write of its own setting.
+        assert_eq!(grace(&consumers, &[reference(None)]), None);
+        let why = grace(&consumers, &[reference(Some("staging"))]).expect("24 h");
+        assert!(why.contains("func-x/staging"), "{why}");
+        assert!(grace(&[], &[reference(None)]).is_some());
+    }
+}
