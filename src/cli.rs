@@ -114,8 +114,41 @@ pub struct RotateNowArgs {
     /// consumers are re-bound.
     #[arg(long, requires = "leaked")]
     pub revoke_first: bool,
+    /// Move every consumer to a key that works now (KEY, or the one keyflip picks),
+    /// regenerating nothing: after a key was regenerated outside keyflip, or when
+    /// consumers are split across keys.
+    #[arg(
+        long,
+        value_name = "KEY",
+        num_args = 0..=1,
+        default_missing_value = "any",
+        conflicts_with_all = ["leaked", "revoke_first"]
+    )]
+    pub adopt: Option<AdoptKey>,
+    #[command(flatten)]
+    pub why: WhyArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// Why a person runs a command that changes keys: recorded with what it does and
+/// shown in `history` and reports.
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// Why you run this (recorded in the journal, shown in history and reports).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// The ticket or incident this belongs to (recorded like --reason).
+    #[arg(long, value_name = "ID")]
+    pub ticket: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AdoptKey {
+    /// The key keyflip picks (the newest when an ML workspace is a consumer).
+    Any,
+    Key1,
+    Key2,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +159,12 @@ pub struct ResumeArgs {
     /// again: the callers still signing with it break.
     #[arg(long)]
     pub force_retire: bool,
+    /// Shorten the grace period of the plan's unfinished rotation (0s retires the old
+    /// key now). Refused when the rotation has no grace period left to shorten.
+    #[arg(long, requires = "plan")]
+    pub grace: Option<String>,
+    #[command(flatten)]
+    pub why: WhyArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }

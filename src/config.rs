@@ -19,9 +19,12 @@ use url::Url;
 
 use crate::diagnostic::SourceError;
 
+mod coordination;
 mod credential;
 mod daemon;
 
+use coordination::RawCoordination;
+pub use coordination::{CoordinationConfig, DEFAULT_LEASE_SECONDS, account_of_endpoint};
 use credential::RawCredential;
 pub use credential::{ClientSecretSource, CredentialConfig, PrivateFileError, check_private_file};
 use daemon::RawDaemon;
@@ -51,6 +54,8 @@ pub struct Config {
     pub plans_dir: PathBuf,
     pub state_dir: PathBuf,
     pub daemon: DaemonConfig,
+    /// `[coordination]`: replicas sharing leases and a journal in Blob Storage.
+    pub coordination: Option<CoordinationConfig>,
     /// `[discovery]`: where `plan discover` and the unlisted-consumer check look
     /// beyond what ARM lists.
     pub discovery: DiscoveryConfig,
@@ -98,6 +103,11 @@ pub struct CustomCloud {
     /// The Log Analytics query API's origin (`https://api.loganalytics.io` in the
     /// public cloud), for the usage gate; `None` when the cloud has none.
     pub log_analytics_url: Option<Url>,
+    /// The blob endpoint of every storage account, with `{account}` for its name
+    /// (`https://{account}.blob.local.azurestack.external/`, or path-style
+    /// `https://127.0.0.1:47443/{account}/` for keyflip-twin). ARM's answer must match
+    /// it before keyflip signs a request for it.
+    pub blob_endpoint: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +115,7 @@ pub enum ConfigError {
     #[error("cannot read the configuration file {path}: {source}")]
     Read {
         path: String,
-        source: std::io::Error,
+        source: crate::input::InputError,
     },
     #[error("{0}")]
     Invalid(Box<SourceError>),
@@ -171,7 +181,7 @@ impl Config {
     }
 
     pub fn load_from(path: &ConfigPath, env: Env) -> Result<Config, ConfigError> {
-        match std::fs::read_to_string(&path.path) {
+        match crate::input::read_text(&path.path, crate::input::MAX_CONFIG_BYTES) {
             Ok(text) => {
                 let dir = path
                     .path
@@ -182,7 +192,7 @@ impl Config {
                 config.source = Some(path.path.clone());
                 Ok(config)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.explicit => {
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) && !path.explicit => {
                 Self::parse("(built-in defaults)", "", Path::new("/"), env)
             }
             Err(source) => Err(ConfigError::Read {
@@ -193,8 +203,22 @@ impl Config {
     }
 
     /// Parses configuration text. `file` names it in errors; `base_dir` anchors
-    /// relative paths.
+    /// relative paths. No error echoes a value from the file: the excerpt shows the
+    /// key and hides the value (a mistyped `client_secret = "..."` line would
+    /// otherwise print the secret on a terminal and, on a daemon reload, in its log).
     pub fn parse(file: &str, text: &str, base_dir: &Path, env: Env) -> Result<Config, ConfigError> {
+        Self::parse_shown(file, text, base_dir, env).map_err(|e| match e {
+            ConfigError::Invalid(e) => ConfigError::Invalid(Box::new(e.masked(|_| true))),
+            other => other,
+        })
+    }
+
+    fn parse_shown(
+        file: &str,
+        text: &str,
+        base_dir: &Path,
+        env: Env,
+    ) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| SourceError::from_toml(file, text, &e))?;
         let ctx = Ctx {
@@ -218,7 +242,25 @@ impl Config {
                 .and_then(|v| v.split(':').next().map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         };
-        let daemon = ctx.daemon(raw.daemon.map(Spanned::into_inner).unwrap_or_default(), env)?;
+        let custom_cloud = matches!(cloud.kind, CloudKind::Custom(_));
+        let daemon = ctx.daemon(
+            raw.daemon.map(Spanned::into_inner).unwrap_or_default(),
+            &state_dir,
+            env,
+            custom_cloud,
+        )?;
+        let coordination = raw
+            .coordination
+            .map(|c| {
+                let host = env("HOSTNAME").or_else(|| {
+                    std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_owned())
+                        .filter(|h| !h.is_empty())
+                });
+                ctx.coordination(c, host)
+            })
+            .transpose()?;
         let discovery = ctx.discovery(raw.discovery)?;
         Ok(Config {
             source: None,
@@ -228,6 +270,7 @@ impl Config {
             state_dir,
             daemon,
             discovery,
+            coordination,
         })
     }
 }
@@ -240,6 +283,7 @@ struct RawConfig {
     plans_dir: Option<Spanned<PathBuf>>,
     state_dir: Option<Spanned<PathBuf>>,
     daemon: Option<Spanned<RawDaemon>>,
+    coordination: Option<Spanned<RawCoordination>>,
     discovery: Option<Spanned<RawDiscovery>>,
 }
 
@@ -259,6 +303,7 @@ struct RawCloud {
     key_vault_suffix: Option<Spanned<String>>,
     storage_suffix: Option<Spanned<String>>,
     log_analytics_url: Option<Spanned<String>>,
+    blob_endpoint: Option<Spanned<String>>,
     ca_bundle: Option<Spanned<PathBuf>>,
 }
 
@@ -296,8 +341,7 @@ impl Ctx<'_> {
             self.error(value.span(), format!("{key} {why}"))
                 .with_hint(format!("write it as {key} = \"https://host[:port]\""))
         };
-        let url = Url::parse(value.get_ref())
-            .map_err(|e| bad(format!("is not a URL ({e}): '{}'", value.get_ref())))?;
+        let url = Url::parse(value.get_ref()).map_err(|e| bad(format!("is not a URL ({e})")))?;
         if url.scheme() != "https" {
             // Both the bearer-token policy and Entra ID credentials refuse plain http.
             return Err(bad(format!(
@@ -305,7 +349,53 @@ impl Ctx<'_> {
                 url.scheme()
             )));
         }
+        if !url.username().is_empty() || url.password().is_some() {
+            // User-info would travel with every request and displace the token.
+            return Err(bad(
+                "must not carry a user name or password (user@host); keyflip authenticates with [credential]".into(),
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad(
+                "must not have a query (?...) or fragment (#...); keyflip appends its own paths and api-version".into(),
+            ));
+        }
         Ok(url)
+    }
+
+    /// `[cloud] blob_endpoint`: an HTTPS URL with `{account}` once, as the first label
+    /// of the host or as a whole path segment.
+    fn blob_pattern(&self, value: &Spanned<String>) -> Result<String, SourceError> {
+        let text = value.get_ref();
+        let bad = |why: &str| {
+            self.error(value.span(), format!("blob_endpoint {why}"))
+                .with_hint("write it as blob_endpoint = \"https://{account}.blob.example.org/\" or \"https://host:port/{account}/\"")
+        };
+        if text.matches("{account}").count() != 1 {
+            return Err(bad("must contain {account} exactly once"));
+        }
+        let url = Url::parse(&text.replace("{account}", "kfaccount"))
+            .map_err(|e| bad(&format!("is not a URL ({e})")))?;
+        let in_host = url
+            .host_str()
+            .is_some_and(|h| h.split('.').next() == Some("kfaccount"));
+        let in_path = url.path().split('/').any(|s| s == "kfaccount");
+        if url.scheme() != "https" {
+            return Err(bad(
+                "must use https: keyflip never sends a signed request in the clear",
+            ));
+        }
+        if !(in_host || in_path)
+            || !url.username().is_empty()
+            || url.password().is_some()
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(bad(
+                "must put {account} as the first label of the host or as a path segment, with no user-info, query or fragment",
+            ));
+        }
+        Ok(text.clone())
     }
 
     /// `[discovery]`: every URL https.
@@ -424,6 +514,7 @@ impl Ctx<'_> {
                 ("key_vault_suffix", &raw.key_vault_suffix),
                 ("storage_suffix", &raw.storage_suffix),
                 ("log_analytics_url", &raw.log_analytics_url),
+                ("blob_endpoint", &raw.blob_endpoint),
             ] {
                 if let Some(v) = field {
                     return Err(self
@@ -470,6 +561,11 @@ impl Ctx<'_> {
                     key_vault_suffix: suffix(&raw.key_vault_suffix),
                     storage_suffix: suffix(&raw.storage_suffix),
                     log_analytics_url,
+                    blob_endpoint: raw
+                        .blob_endpoint
+                        .as_ref()
+                        .map(|p| self.blob_pattern(p))
+                        .transpose()?,
                 }))
             }
         };
@@ -689,6 +785,24 @@ pub(crate) mod tests {
         assert_eq!(e.line, 2);
     }
 
+    /// The error a daemon logs on a rejected SIGHUP reload is this one, so the mistyped
+    /// secret reaches neither the terminal nor the journal's log.
+    #[test]
+    fn a_mistyped_secret_line_is_never_echoed() {
+        for text in [
+            "[credential]\nkind = \"client-secret\"\nclient_secret = \"Xy7-s3cr3t-V4lue\"\n",
+            "[credential]\nkind = \"client-secret\"\nXy7-s3cr3t-V4lue\n",
+            "[daemon]\npark_after_failures = \"Xy7-s3cr3t-V4lue\"\n",
+        ] {
+            let e = parse(text, &[]).unwrap_err().to_string();
+            assert!(!e.contains("s3cr3t"), "{e}");
+            assert!(
+                e.contains("<value hidden>") || e.contains("<line hidden>"),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn relative_paths_resolve_against_the_file() {
         let c = parse(
@@ -724,8 +838,72 @@ pub(crate) mod tests {
         let e = source_error("[cloud]\nname = \"custom\"\n", &[]);
         assert!(e.message.contains("needs arm_url"), "{}", e.message);
 
+        // User-info would displace the bearer token; a query would ride on every call.
+        for (arm, why) in [
+            ("https://user:pw@arm.local/", "user name or password"),
+            ("https://arm.local/?x=1", "query"),
+            ("https://arm.local/#f", "fragment"),
+        ] {
+            let e = source_error(
+                &format!(
+                    "[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\nauthority_host = \"https://l\"\n"
+                ),
+                &[],
+            );
+            assert_eq!(e.line, 3, "{arm}");
+            assert!(e.message.contains(why), "{arm}: {}", e.message);
+        }
+        let e = source_error(
+            "[cloud]\nname = \"custom\"\narm_url = \"https://a\"\nauthority_host = \"https://u@l\"\n",
+            &[],
+        );
+        assert_eq!(e.line, 4);
+
         let e = source_error("[cloud]\nname = \"china\"\narm_url = \"https://x\"\n", &[]);
         assert!(e.message.contains("only used with name = \"custom\""));
+    }
+
+    #[test]
+    fn blob_endpoint_patterns_name_the_account_once_over_https() {
+        let custom = |pattern: &str| {
+            parse(
+                &format!(
+                    "[cloud]\nname = \"custom\"\narm_url = \"https://a/\"\nauthority_host = \"https://l\"\nblob_endpoint = \"{pattern}\"\n"
+                ),
+                &[],
+            )
+        };
+        for good in [
+            "https://{account}.blob.stack.local/",
+            "https://127.0.0.1:47443/{account}/",
+        ] {
+            let c = custom(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            let CloudKind::Custom(c) = c.cloud.kind else {
+                panic!("custom")
+            };
+            assert_eq!(c.blob_endpoint.as_deref(), Some(good));
+        }
+        for (bad, why) in [
+            ("https://blob.stack.local/", "exactly once"),
+            ("https://{account}.{account}.x/", "exactly once"),
+            ("http://{account}.blob.stack.local/", "https"),
+            ("https://x{account}.blob.stack.local/", "first label"),
+            ("https://{account}.blob.stack.local/?sv=1", "query"),
+        ] {
+            match custom(bad) {
+                Err(ConfigError::Invalid(e)) => {
+                    assert_eq!(e.line, 5, "{bad}");
+                    assert!(e.message.contains(why), "{bad}: {}", e.message);
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let e = source_error("[cloud]\nblob_endpoint = \"https://{account}.x/\"\n", &[]);
+        assert!(
+            e.message.contains("only used with name = \"custom\""),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

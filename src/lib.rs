@@ -10,6 +10,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod consumer;
+pub mod coordination;
 pub mod daemon;
 pub mod diagnostic;
 pub mod discover;
@@ -17,11 +18,15 @@ pub mod doctor;
 pub mod exit;
 #[cfg(feature = "failpoints")]
 pub mod failpoint;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+pub mod input;
 pub mod journal;
 pub mod key;
 pub mod logging;
 pub mod manual;
 pub mod plan;
+pub mod process;
 pub mod resource_id;
 pub mod rotation;
 pub mod schedule;

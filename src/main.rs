@@ -1,6 +1,7 @@
 //! The `keyflip` binary: parses the command line and hands off to the library.
 //! Errors are printed with their full cause chain and mapped to documented exit codes
-//! (`keyflip::exit::Exit`).
+//! (`keyflip::exit::Exit`). Before anything else it hardens the process
+//! (`keyflip::process::harden`).
 
 use std::process::ExitCode;
 
@@ -9,11 +10,16 @@ use keyflip::commands;
 use keyflip::exit::Exit;
 
 fn main() -> ExitCode {
+    // First, while there is one thread and before any secret is read: no core dumps,
+    // no same-uid /proc/PID/mem, descriptors for rotations, trust from keyflip.toml.
+    let hardening = keyflip::process::harden();
     keyflip::install_crypto_provider();
     let cli = keyflip::manual::parse();
     // Interactive commands show their own progress; their logs start at warnings.
     let quiet = !matches!(cli.command, Command::Daemon);
     keyflip::logging::init(cli.log_format, cli.verbose, quiet);
+    keyflip::process::log_panics();
+    hardening.log();
     let config = cli.config.as_deref();
     let exit = match &cli.command {
         #[cfg(feature = "demo")]

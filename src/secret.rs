@@ -139,6 +139,28 @@ impl Fingerprinter {
         }
     }
 
+    /// Loads the fingerprint key from `path`; `None` when there is none (nothing is
+    /// created). Refuses a key file that others can read.
+    pub fn load(path: &Path) -> Result<Option<Self>, FingerprintKeyError> {
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            _ => Self::load_or_create(path).map(Some),
+        }
+    }
+
+    /// A fingerprinter under a random key, for one run that reads only and has no
+    /// installation key: its fingerprints compare with each other and nothing else.
+    pub fn for_this_run() -> Result<Self, FingerprintKeyError> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), bytes.as_mut()).map_err(
+            |_| FingerprintKeyError::Io {
+                path: "(a key for this run)".to_owned(),
+                source: std::io::Error::other("the system random source failed"),
+            },
+        )?;
+        Ok(Self::from_bytes(bytes.as_ref()))
+    }
+
     /// Loads the fingerprint key from `path`, creating it (32 random bytes, mode 0600)
     /// on first use. Refuses a key file that others can read.
     pub fn load_or_create(path: &Path) -> Result<Self, FingerprintKeyError> {
@@ -147,7 +169,8 @@ impl Fingerprinter {
             path: path.display().to_string(),
             source,
         };
-        match std::fs::read(path) {
+        // 32 bytes; a bounded read of a regular file only.
+        match crate::input::read_bytes(path, 64) {
             Ok(bytes) => {
                 let mode = std::fs::metadata(path).map_err(err)?.permissions().mode();
                 if mode & 0o077 != 0 {
@@ -163,7 +186,7 @@ impl Fingerprinter {
                 }
                 Ok(Self::from_bytes(&Zeroizing::new(bytes)))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => {
                 let mut bytes = Zeroizing::new([0u8; 32]);
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), bytes.as_mut())
                     .map_err(|_| err(std::io::Error::other("the system random source failed")))?;
@@ -176,9 +199,10 @@ impl Fingerprinter {
                 file.write_all(bytes.as_ref())
                     .and_then(|()| file.sync_all())
                     .map_err(err)?;
+                crate::journal::owner::hand_over(path).map_err(err)?;
                 Ok(Self::from_bytes(bytes.as_ref()))
             }
-            Err(e) => Err(err(e)),
+            Err(e) => Err(err(std::io::Error::other(e))),
         }
     }
 

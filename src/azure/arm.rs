@@ -1,8 +1,9 @@
 //! Azure Resource Manager requests: URLs, JSON bodies, paging and long-running
 //! operations, on top of [`Sender`].
 //!
-//! Promises: requests go only to the configured ARM origin (a `nextLink` or polling URL
-//! that points elsewhere is refused, so the ARM token never leaves it); pages are
+//! Promises: requests go only to the configured ARM origin (the sender's origin policy
+//! refuses a `nextLink` or polling URL that points elsewhere, so the ARM token never
+//! leaves it); pages are
 //! followed until `nextLink` is absent, with a bound against loops; a long-running
 //! operation is polled through `Azure-AsyncOperation` when present, else `Location`,
 //! honouring `Retry-After`, until it ends or the caller's deadline passes.
@@ -120,7 +121,7 @@ impl Arm {
             items.extend(page.value);
             match page.next_link.filter(|l| !l.is_empty()) {
                 None => return Ok(items),
-                Some(link) => url = self.same_origin(&answer.call, &link, "nextLink")?,
+                Some(link) => url = self.link(&answer.call, &link, "nextLink")?,
             }
         }
         Err(Error::BadResponse {
@@ -135,25 +136,15 @@ impl Arm {
         })
     }
 
-    /// A URL Azure handed back (`nextLink`, `Location`), accepted only on ARM's origin.
-    fn same_origin(&self, call: &Call, link: &str, what: &str) -> Result<Url, Error> {
-        let url = self.base.join(link).map_err(|e| Error::BadResponse {
+    /// A URL Azure handed back (`nextLink`, `Location`), resolved against ARM. Where
+    /// it may go is not decided here: the sender's origin policy refuses anything
+    /// but ARM's own HTTPS origin, for every request this client makes.
+    fn link(&self, call: &Call, link: &str, what: &str) -> Result<Url, Error> {
+        self.base.join(link).map_err(|e| Error::BadResponse {
             call: call.clone().into(),
             status: 200,
             detail: format!("the {what} is not a URL: {e}"),
-        })?;
-        if url.origin() != self.base.origin() {
-            return Err(Error::BadResponse {
-                call: call.clone().into(),
-                status: 200,
-                detail: format!(
-                    "the {what} points at {}, not at ARM ({}); keyflip does not send its ARM token elsewhere",
-                    url.origin().ascii_serialization(),
-                    self.base.origin().ascii_serialization()
-                ),
-            });
-        }
-        Ok(url)
+        })
     }
 
     /// POSTs an action that may run long (202 + `Azure-AsyncOperation`/`Location`) and
@@ -187,7 +178,7 @@ impl Arm {
                 });
             }
         };
-        let poll_url = self.same_origin(&first.call, &link, "polling URL")?;
+        let poll_url = self.link(&first.call, &link, "polling URL")?;
         // A Location poll answers with the operation's own outcome, so its 500 is the
         // operation failing, not the poll; only throttling and unavailability are
         // retried there. An Azure-AsyncOperation poll reports the outcome in its body.
@@ -209,7 +200,16 @@ impl Arm {
                     waited: elapsed,
                 });
             }
-            tokio::time::sleep(wait.min(deadline - elapsed)).await;
+            // The operation was accepted; only the wait for its end is given up.
+            tokio::select! {
+                () = tokio::time::sleep(wait.min(deadline - elapsed)) => {}
+                () = self.sender.interrupted() => {
+                    return Err(Error::Interrupted {
+                        call: first.call.clone().into(),
+                        sent: true,
+                    });
+                }
+            }
             if started.elapsed() >= deadline {
                 continue;
             }
@@ -316,7 +316,18 @@ mod tests {
             max_backoff: Duration::from_millis(1),
             max_retry_after: Duration::from_secs(1),
         };
-        let sender = Sender::with_policies(&http, Vec::new(), "https://arm.test", retry);
+        let sender = Sender::with_policies(
+            &http,
+            Vec::new(),
+            "https://arm.test",
+            super::super::http::Service {
+                name: "ARM",
+                destination: super::super::origin::Destination::origin_of(
+                    &Url::parse("https://arm.test/").unwrap(),
+                ),
+            },
+            retry,
+        );
         Arm::new(
             sender,
             Url::parse("https://arm.test/").unwrap(),
@@ -422,11 +433,8 @@ mod tests {
         let err = resync(&arm(&mock), Duration::from_secs(5))
             .await
             .unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("does not send its ARM token elsewhere"),
-            "{err}"
-        );
+        assert!(matches!(err, Error::ForeignOrigin { .. }), "{err}");
+        assert!(err.to_string().contains("https://elsewhere.test"), "{err}");
         assert_eq!(mock.sent().len(), 1);
 
         let mock = Mock::new(vec![ok(
@@ -437,7 +445,7 @@ mod tests {
             .list::<u32>(&RESYNC, "t", url, "numbers")
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::BadResponse { .. }), "{err}");
+        assert!(matches!(err, Error::ForeignOrigin { .. }), "{err}");
     }
 
     #[tokio::test]

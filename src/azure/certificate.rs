@@ -140,9 +140,13 @@ impl ClientCertificate {
     /// Reads and loads a certificate file. The bytes are zeroized after parsing.
     pub fn from_file(path: &std::path::Path) -> Result<ClientCertificate, super::Error> {
         let shown = path.display().to_string();
-        let pem = Zeroizing::new(std::fs::read(path).map_err(|e| {
-            super::Error::Invalid(format!("cannot read the client certificate {shown}: {e}"))
-        })?);
+        // A PEM with its key and a chain of a few certificates fits in the secret
+        // limit's 64 KiB; a FIFO or a device is refused, not waited on.
+        let pem = Zeroizing::new(
+            crate::input::read_bytes(path, crate::input::MAX_SECRET_BYTES).map_err(|e| {
+                super::Error::Invalid(format!("cannot read the client certificate {shown}: {e}"))
+            })?,
+        );
         ClientCertificate::from_pem(&pem, &shown).map_err(|e| super::Error::Invalid(e.to_string()))
     }
 

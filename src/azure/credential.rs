@@ -165,6 +165,16 @@ fn client_options(cloud: &Cloud, http: &Arc<dyn HttpClient>) -> ClientOptions {
         transport: Some(transport(http)),
         cloud: Some(cloud.sdk_cloud()),
         user_agent: super::http::user_agent(),
+        // The SDK's own retry of a token request is short (its default retries for a
+        // minute, and keyflip retries a transient token failure again around it, so a
+        // persistent Entra ID outage held one call for minutes); keyflip's retry
+        // policy, with its backoff and interruption, does the rest.
+        retry: azure_core::http::RetryOptions::exponential(
+            azure_core::http::ExponentialRetryOptions {
+                max_total_elapsed: azure_core::time::Duration::seconds(10),
+                ..Default::default()
+            },
+        ),
         ..Default::default()
     }
 }
@@ -363,17 +373,26 @@ fn link(
     }
 }
 
-/// Whether a credential failure came from the network (worth retrying) rather than
-/// from a refusal or misconfiguration. `azure_identity` wraps the transport error, so
+/// Whether a credential failure came from the network or a throttled or failing
+/// token endpoint (worth retrying) rather than from a refusal or misconfiguration.
+/// `azure_identity` wraps the transport error, so
 /// the cause chain is searched.
 pub(crate) fn is_network_failure(e: &azure_core::Error) -> bool {
     use azure_core::error::ErrorKind;
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = current {
-        if let Some(az) = err.downcast_ref::<azure_core::Error>()
-            && matches!(az.kind(), ErrorKind::Io | ErrorKind::Connection)
-        {
-            return true;
+        if let Some(az) = err.downcast_ref::<azure_core::Error>() {
+            match az.kind() {
+                ErrorKind::Io | ErrorKind::Connection => return true,
+                // Entra ID throttling or a server error: worth a later attempt, unlike
+                // a refusal (400/401).
+                ErrorKind::HttpResponse { status, .. }
+                    if matches!(u16::from(*status), 408 | 429 | 500..=599) =>
+                {
+                    return true;
+                }
+                _ => {}
+            }
         }
         current = err.source();
     }

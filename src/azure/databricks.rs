@@ -131,7 +131,7 @@ impl Azure {
         }
         let url = api_url(workspace, "scopes/list")?;
         let answer = self
-            .databricks
+            .databricks(workspace)?
             .send(&LIST_SCOPES, workspace.as_str(), || get(&url))
             .await
             .map_err(|e| explain_denial(e, None, "READ"))?;
@@ -168,7 +168,7 @@ impl Azure {
         check_key("key", key)?;
         let url = api_url(workspace, "put")?;
         let target = format!("{workspace} scope {scope} key {key}");
-        self.databricks
+        self.databricks(workspace)?
             .send(&PUT, &target, || {
                 let body = serde_json::json!({
                     "scope": scope,
@@ -210,7 +210,7 @@ impl Azure {
         url.query_pairs_mut().append_pair("scope", scope);
         let target = format!("{workspace} scope {scope}");
         let answer = self
-            .databricks
+            .databricks(workspace)?
             .send(&LIST_SECRETS, &target, || get(&url))
             .await
             .map_err(|e| explain_denial(e, Some(scope), "READ"))?;
@@ -257,6 +257,41 @@ mod tests {
         assert_eq!(millis(&serde_json::json!(1_520_467_595_000i64)), Some(t));
         assert_eq!(millis(&serde_json::json!("1520467595000")), Some(t));
         assert_eq!(millis(&serde_json::json!("yesterday")), None);
+    }
+
+    /// Each workspace has its own sender, whose token goes to that workspace only: a
+    /// request built for another origin (a paging link, say) never leaves.
+    #[tokio::test]
+    async fn a_workspace_sender_sends_only_to_its_workspace() {
+        use super::super::mock::{Mock, ok};
+        let mock = Mock::new(vec![ok(r#"{"scopes":[]}"#), ok("{}")]);
+        let http: std::sync::Arc<dyn azure_core::http::HttpClient> = mock.clone();
+        let azure = Azure::for_tests(http, super::super::AzureOptions::default());
+        let a = Url::parse("https://adb-1.1.azuredatabricks.net/").unwrap();
+        let b = Url::parse("https://adb-2.2.azuredatabricks.net/").unwrap();
+        azure.databricks_scopes(&a).await.unwrap();
+        let err = azure
+            .databricks(&a)
+            .unwrap()
+            .send(&LIST_SCOPES, "t", || {
+                get(&api_url(&b, "scopes/list").unwrap())
+            })
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::ForeignOrigin { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("https://adb-2.2.azuredatabricks.net"),
+            "{err}"
+        );
+        let sent = mock.sent();
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].url.starts_with("https://adb-1.1."), "{sent:?}");
+        assert_eq!(
+            sent[0].header("authorization"),
+            Some("Bearer unit-test-token")
+        );
     }
 
     #[test]

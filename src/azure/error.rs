@@ -171,6 +171,24 @@ pub enum Error {
         .waited.as_secs()
     )]
     Deadline { call: Box<Call>, waited: Duration },
+    #[error(
+        "{call}: {refused}; an answer from Azure pointed elsewhere (nextLink, Location, Azure-AsyncOperation or an endpoint) and nothing was sent there"
+    )]
+    ForeignOrigin {
+        call: Box<Call>,
+        refused: Box<super::origin::Refused>,
+    },
+    /// The process is stopping (a signal, a daemon shutdown): the call gave up a wait.
+    /// With `sent` false its request never left, so it had no effect; with `sent` true
+    /// Azure accepted it and only the wait for its end was given up.
+    #[error("{call}: interrupted {}", if *.sent { "while waiting for the operation to finish; it may still complete in Azure" } else { "before the request was sent; nothing was changed" })]
+    Interrupted { call: Box<Call>, sent: bool },
+    #[error("{context}: {rejected}")]
+    Certificate {
+        /// The call, or the token request, that met the certificate.
+        context: String,
+        rejected: Box<super::cloud::CertificateRejected>,
+    },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("{0}")]
@@ -187,6 +205,45 @@ fn code_and_message(code: &Option<String>, message: &Option<String>) -> String {
 }
 
 impl Error {
+    /// True when the call stopped because keyflip is being interrupted.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, Error::Interrupted { .. })
+    }
+
+    /// The error of a token request, or a certificate refusal when that is why it
+    /// failed (the credential wraps the transport's error).
+    pub(crate) fn credential(audience: &str, error: &azure_core::Error) -> Error {
+        match super::cloud::certificate_rejected(error) {
+            Some(rejected) => Error::Certificate {
+                context: format!("token request for {audience}"),
+                rejected: Box::new(rejected.clone()),
+            },
+            None => Error::Credential {
+                audience: audience.to_owned(),
+                transient: super::credential::is_network_failure(error),
+                detail: error.to_string(),
+            },
+        }
+    }
+
+    /// The error of a transport failure of kind `Other`: a refused origin or
+    /// certificate, or `fallback`.
+    pub(crate) fn refused(call: Call, error: &azure_core::Error, fallback: String) -> Error {
+        if let Some(refused) = super::origin::refused(error) {
+            return Error::ForeignOrigin {
+                call: call.into(),
+                refused: Box::new(refused.clone()),
+            };
+        }
+        match super::cloud::certificate_rejected(error) {
+            Some(rejected) => Error::Certificate {
+                context: call.to_string(),
+                rejected: Box::new(rejected.clone()),
+            },
+            None => Error::Invalid(fallback),
+        }
+    }
+
     /// True when the same call may succeed later without anyone changing anything:
     /// throttling, network trouble, server errors, an operation still running. False
     /// when a person must act (permissions, configuration, a missing resource, a
@@ -204,6 +261,9 @@ impl Error {
             | Error::Rejected { .. }
             | Error::BadResponse { .. }
             | Error::OperationFailed { .. }
+            | Error::ForeignOrigin { .. }
+            | Error::Certificate { .. }
+            | Error::Interrupted { .. }
             | Error::Config(_)
             | Error::Invalid(_) => false,
         }
@@ -229,8 +289,13 @@ impl Error {
             | Error::Rejected { call, .. }
             | Error::BadResponse { call, .. }
             | Error::OperationFailed { call, .. }
+            | Error::ForeignOrigin { call, .. }
+            | Error::Interrupted { call, .. }
             | Error::Deadline { call, .. } => Some(call),
-            Error::Credential { .. } | Error::Config(_) | Error::Invalid(_) => None,
+            Error::Credential { .. }
+            | Error::Certificate { .. }
+            | Error::Config(_)
+            | Error::Invalid(_) => None,
         }
     }
 

@@ -10,9 +10,18 @@
 //! `User-Agent` naming keyflip and its version (both set by the pipeline). Each answer
 //! is logged with operation, target, status and request ids, never with a body, a
 //! header value other than ids, or a URL query.
+//!
+//! Interruption (a signal, a daemon shutdown) ends every wait at once: a backoff
+//! between attempts, a write budget, and an attempt that has not reached the network
+//! yet (still getting its token). A [`Dispatch`] policy, last before the transport,
+//! marks the moment a request may leave; after that the attempt runs to its answer,
+//! so a write that may have happened is never abandoned unrecorded.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use azure_core::Bytes;
 use azure_core::credentials::TokenCredential;
@@ -25,11 +34,12 @@ use azure_core::http::{
     UserAgentOptions,
 };
 
+use super::Error;
 use super::budget::{self, Budgets, Class};
 use super::cloud::transport;
 use super::error::{Call, ServiceError, denial, request_id, retry_after};
+use super::origin::{Destination, OriginPolicy};
 use super::roles::Action;
-use super::{Error, credential};
 
 /// What keyflip calls an operation, for logs, errors and retry decisions.
 #[derive(Clone, Debug)]
@@ -112,17 +122,63 @@ pub(crate) struct Sender {
     pipeline: Pipeline,
     retry: RetryPolicy,
     audience: String,
-    /// ARM senders only: every attempt of a non-GET request waits for its
-    /// subscription's write budget.
+    /// ARM senders only: every attempt waits for its subscription's budget.
     budgets: Option<Arc<Budgets>>,
+    /// Ends this sender's waits (see the module docs).
+    interrupt: CancellationToken,
 }
 
-/// Client options with keyflip's transport, its User-Agent and no SDK-level retry.
-pub(crate) fn client_options(http: &Arc<dyn HttpClient>) -> ClientOptions {
+/// Why a call stopped without an answer: the process is being interrupted. Carried
+/// inside an `azure_core` error of kind `Other` (nothing retries it).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("interrupted before the request was sent")]
+pub(crate) struct Interrupted;
+
+fn interrupted() -> azure_core::Error {
+    azure_core::Error::new(ErrorKind::Other, Interrupted)
+}
+
+/// Set once an attempt passes the last policy before the transport.
+#[derive(Debug, Default)]
+struct Dispatched(AtomicBool);
+
+/// The per-try policy that marks an attempt as dispatched (see the module docs).
+#[derive(Debug)]
+struct Dispatch;
+
+#[async_trait::async_trait]
+impl Policy for Dispatch {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> azure_core::http::policies::PolicyResult {
+        if let Some(flag) = ctx.value::<Arc<Dispatched>>() {
+            flag.0.store(true, Ordering::SeqCst);
+        }
+        match next.split_first() {
+            Some((first, rest)) => first.send(ctx, request, rest).await,
+            None => Err(azure_core::Error::with_message(
+                ErrorKind::Other,
+                "the dispatch marker is the last policy of its pipeline",
+            )),
+        }
+    }
+}
+
+/// Client options with keyflip's transport, its User-Agent, no SDK-level retry, and
+/// the [`OriginPolicy`] that keeps the client's requests on `destination`.
+pub(crate) fn client_options(
+    http: &Arc<dyn HttpClient>,
+    service: &'static str,
+    destination: Destination,
+) -> ClientOptions {
     ClientOptions {
         transport: Some(transport(http)),
         retry: RetryOptions::none(),
         user_agent: user_agent(),
+        per_call_policies: vec![OriginPolicy::policy(service, destination)],
         ..Default::default()
     }
 }
@@ -142,31 +198,43 @@ pub(crate) fn user_agent() -> UserAgentOptions {
     }
 }
 
+/// Which service a sender talks to, and where its requests may go.
+#[derive(Clone, Debug)]
+pub(crate) struct Service {
+    /// For messages: `ARM`, `Databricks`, `Blob`.
+    pub name: &'static str,
+    pub destination: Destination,
+}
+
 impl Sender {
-    /// A sender whose requests carry a bearer token for `audience`.
+    /// A sender whose requests carry a bearer token for `audience` and go only to
+    /// `service`'s destination.
     pub fn bearer(
         http: &Arc<dyn HttpClient>,
         credential: Arc<dyn TokenCredential>,
         audience: &str,
+        service: Service,
         retry: RetryPolicy,
     ) -> Sender {
         let scope = format!("{}/.default", audience.trim_end_matches('/'));
         let auth: Arc<dyn Policy> =
             Arc::new(BearerTokenAuthorizationPolicy::new(credential, [scope]));
-        Self::with_policies(http, vec![auth], audience, retry)
+        Self::with_policies(http, vec![auth], audience, service, retry)
     }
 
     /// A sender with the given per-try policies (e.g. SharedKey signing) and no token.
     pub fn with_policies(
         http: &Arc<dyn HttpClient>,
-        per_try: Vec<Arc<dyn Policy>>,
+        mut per_try: Vec<Arc<dyn Policy>>,
         audience: &str,
+        service: Service,
         retry: RetryPolicy,
     ) -> Sender {
+        per_try.push(Arc::new(Dispatch));
         let pipeline = Pipeline::new(
             Some("keyflip"),
             Some(env!("CARGO_PKG_VERSION")),
-            client_options(http),
+            client_options(http, service.name, service.destination),
             Vec::new(),
             per_try,
             None,
@@ -176,11 +244,22 @@ impl Sender {
             retry,
             audience: audience.to_owned(),
             budgets: None,
+            interrupt: CancellationToken::new(),
         }
     }
 
-    /// Makes every non-GET attempt to a `/subscriptions/{id}/...` URL wait for that
-    /// subscription's ARM write budget.
+    /// Makes `token` end this sender's waits.
+    pub fn set_interrupt(&mut self, token: CancellationToken) {
+        self.interrupt = token;
+    }
+
+    /// Resolves when this sender is interrupted.
+    pub async fn interrupted(&self) {
+        self.interrupt.cancelled().await;
+    }
+
+    /// Makes every attempt to a `/subscriptions/{id}/...` URL wait for that
+    /// subscription's ARM budget (reads and writes).
     pub fn set_budgets(&mut self, budgets: Arc<Budgets>) {
         self.budgets = Some(budgets);
     }
@@ -241,7 +320,13 @@ impl Sender {
                 wait_ms = wait.as_millis() as u64,
                 "azure call will be retried"
             );
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.interrupt.cancelled() => {
+                    let call = Call { operation: op.name, target: target.to_owned(), request_id: None };
+                    return Err(self.error(op, Failure::Transport { error: interrupted(), call }, attempt));
+                }
+            }
         }
     }
 
@@ -253,24 +338,65 @@ impl Sender {
         ctx: &Context<'_>,
         mut request: Request,
     ) -> Result<Answer, Failure> {
-        if let Some(budgets) = &self.budgets
-            && request.method() != azure_core::http::Method::Get
-            && let Some(subscription) = budget::subscription_of(request.url().path())
-        {
-            budgets.acquire(Class::ArmWrite, subscription).await;
+        let stop = || Failure::Transport {
+            error: interrupted(),
+            call: Call {
+                operation: op.name,
+                target: target.to_owned(),
+                request_id: None,
+            },
+        };
+        // ARM calls wait for their subscription's budget: reads and writes, with the
+        // Storage resource provider's own windows on top for its calls.
+        let budgeted = self.budgets.as_ref().and_then(|budgets| {
+            let path = request.url().path();
+            let subscription = budget::subscription_of(path)?.to_owned();
+            let class = if request.method() == azure_core::http::Method::Get {
+                Class::ArmRead
+            } else {
+                Class::ArmWrite
+            };
+            Some((
+                budgets,
+                class,
+                subscription,
+                budget::is_storage_provider(path),
+            ))
+        });
+        if let Some((budgets, class, subscription, storage)) = &budgeted {
+            tokio::select! {
+                () = budgets.acquire(*class, *storage, subscription) => {}
+                () = self.interrupt.cancelled() => return Err(stop()),
+            }
         }
         let started = Instant::now();
-        let result = self
-            .pipeline
-            .send(
-                ctx,
+        let dispatched = Arc::new(Dispatched::default());
+        let ctx = ctx.clone().with_value(dispatched.clone());
+        let result = {
+            let send = self.pipeline.send(
+                &ctx,
                 &mut request,
                 Some(PipelineSendOptions {
                     skip_checks: true,
                     ..Default::default()
                 }),
-            )
-            .await;
+            );
+            tokio::pin!(send);
+            let mut keep_going = false;
+            loop {
+                tokio::select! {
+                    result = &mut send => break result,
+                    () = self.interrupt.cancelled(), if !keep_going => {
+                        // Still getting a token: nothing has left, so stop. Once
+                        // dispatched, the request may be on the wire: wait for its answer.
+                        if !dispatched.0.load(Ordering::SeqCst) {
+                            return Err(stop());
+                        }
+                        keep_going = true;
+                    }
+                }
+            }
+        };
         let client_request_id = request
             .headers()
             .get_optional_str(&CLIENT_REQUEST_ID)
@@ -286,6 +412,9 @@ impl Sender {
                 let (status, headers, body) = raw.deconstruct();
                 let status = u16::from(status);
                 call.request_id = request_id(&headers);
+                if let Some((budgets, class, subscription, _)) = &budgeted {
+                    heed_limits(budgets, *class, subscription, status, &headers);
+                }
                 tracing::debug!(
                     operation = op.name,
                     target,
@@ -346,14 +475,44 @@ impl Sender {
                     sent: true,
                     detail: error.to_string(),
                 },
-                ErrorKind::Credential => Error::Credential {
-                    audience: self.audience.clone(),
-                    transient: credential::is_network_failure(&error),
-                    detail: error.to_string(),
+                ErrorKind::Credential => Error::credential(&self.audience, &error),
+                _ if error.downcast_ref::<Interrupted>().is_some() => Error::Interrupted {
+                    call: call.into(),
+                    sent: false,
                 },
-                _ => Error::Invalid(format!("{call}: the request could not be made: {error}")),
+                _ => {
+                    let fallback = format!("{call}: the request could not be made: {error}");
+                    Error::refused(call, &error, fallback)
+                }
             },
         }
+    }
+}
+
+/// What ARM says about the subscription's throttling bucket: the calls left in it
+/// (`x-ms-ratelimit-remaining-subscription-writes`/`-reads`, on every answer), and on a
+/// 429 how long to wait. Other tools may share the subscription, so Azure's count is
+/// the truth where keyflip's own only knows keyflip's calls.
+fn heed_limits(
+    budgets: &Budgets,
+    class: Class,
+    subscription: &str,
+    status: u16,
+    headers: &Headers,
+) {
+    let name = match class {
+        Class::ArmWrite => "x-ms-ratelimit-remaining-subscription-writes",
+        _ => "x-ms-ratelimit-remaining-subscription-reads",
+    };
+    if let Some(left) = headers
+        .get_optional_str(&azure_core::http::headers::HeaderName::from_static(name))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        budgets.remaining(class, subscription, left);
+    }
+    if status == 429 {
+        let wait = retry_after(headers).unwrap_or(Duration::from_secs(10));
+        budgets.throttled(class, subscription, wait);
     }
 }
 
@@ -444,6 +603,10 @@ mod tests {
             &http,
             Vec::new(),
             "https://management.azure.com",
+            Service {
+                name: "ARM",
+                destination: Destination::origin_of(&url::Url::parse("https://arm.test/").unwrap()),
+            },
             RetryPolicy {
                 max_attempts: 3,
                 initial_backoff: Duration::from_millis(1),
@@ -569,6 +732,31 @@ mod tests {
                 err.to_string().contains("test.read /subscriptions/s/x"),
                 "{err}"
             );
+        }
+    }
+
+    /// The origin policy sits in the pipeline itself, so whatever URL a caller builds
+    /// from an answer, nothing reaches the network unless it is the sender's origin.
+    #[tokio::test]
+    async fn requests_to_another_origin_never_reach_the_network() {
+        for url in [
+            "https://elsewhere.test/x",
+            "http://arm.test/x",
+            "https://arm.test:8443/x",
+            "https://u:p@arm.test/x",
+        ] {
+            let mock = Mock::new(vec![ok("{}")]);
+            let err = sender(&mock)
+                .send(&READ, "t", || {
+                    Request::new(url.parse().unwrap(), Method::Get)
+                })
+                .await
+                .err()
+                .unwrap();
+            assert!(matches!(err, Error::ForeignOrigin { .. }), "{url}: {err}");
+            assert!(!err.is_transient());
+            assert!(err.to_string().contains("https://arm.test"), "{err}");
+            assert!(mock.sent().is_empty(), "{url} was sent");
         }
     }
 

@@ -27,9 +27,12 @@ mod http;
 pub mod inventory;
 pub mod keyvault;
 pub mod ml;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(test), allow(dead_code))]
 mod mock;
 pub mod monitor;
+pub mod operations;
+pub mod origin;
 pub mod probe;
 pub mod roles;
 pub mod shared_key;
@@ -43,14 +46,47 @@ use std::time::Duration;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::HttpClient;
 use azure_security_keyvault_secrets::SecretClient;
+use tokio_util::sync::CancellationToken;
 
 pub use cloud::Cloud;
 pub use databricks::DATABRICKS_AUDIENCE;
 pub use error::{Call, Denial, Error};
 pub use http::RetryPolicy;
+pub(crate) use http::{Answer, Operation, RETRY_STATUSES, Sender};
 
 use crate::config::{Config, Env, process_env};
 use crate::secret::{Fingerprint, Fingerprinter, StorageKey};
+
+/// The sender of Log Analytics queries (the usage gate): only to the cloud's query
+/// API, `None` when the cloud has none.
+fn logs_sender(
+    http: &Arc<dyn HttpClient>,
+    credential: &Arc<dyn TokenCredential>,
+    cloud: &Cloud,
+    retry: &RetryPolicy,
+    interrupt: &CancellationToken,
+) -> Option<http::Sender> {
+    let url = cloud.log_analytics_url.as_ref()?;
+    let mut sender = http::Sender::bearer(
+        http,
+        credential.clone(),
+        &cloud.log_analytics_audience(),
+        http::Service {
+            name: "Log Analytics",
+            destination: origin::Destination::origin_of(url),
+        },
+        retry.clone(),
+    );
+    sender.set_interrupt(interrupt.clone());
+    Some(sender)
+}
+
+fn arm_service(cloud: &Cloud) -> http::Service {
+    http::Service {
+        name: "ARM",
+        destination: origin::Destination::origin_of(&cloud.arm_url),
+    }
+}
 
 /// Who a token says keyflip is (`oid`, `appid`/`azp`, `tid`, `idtyp`, a name), for
 /// people (`doctor`, the daemon's start-up line) and for `az role assignment create`.
@@ -135,6 +171,8 @@ pub struct AzureOptions {
     /// How long to wait, after an ambiguous `regenerateKey` failure, before reading the
     /// keys back (a request still in flight inside Azure may land meanwhile).
     pub reconcile_delay: Duration,
+    /// How long an answer may be silent before the attempt fails (a hung connection).
+    pub read_timeout: Duration,
 }
 
 impl Default for AzureOptions {
@@ -143,6 +181,7 @@ impl Default for AzureOptions {
             retry: RetryPolicy::default(),
             lro_poll: Duration::from_secs(10),
             reconcile_delay: Duration::from_secs(3),
+            read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -155,9 +194,10 @@ pub struct Azure {
     /// How to name the credential in use (`doctor`, the daemon's start-up log).
     identity: credential::Identity,
     arm: arm::Arm,
-    databricks: http::Sender,
-    /// The Log Analytics query API (the usage gate).
-    logs: http::Sender,
+    /// One sender per Databricks workspace (by origin): each may send only there.
+    databricks: Mutex<HashMap<String, http::Sender>>,
+    /// The Log Analytics query API (the usage gate), when the cloud has one.
+    logs: Option<http::Sender>,
     probe: http::Sender,
     vaults: Mutex<HashMap<String, Arc<SecretClient>>>,
     fingerprinter: Arc<Fingerprinter>,
@@ -168,6 +208,9 @@ pub struct Azure {
     /// One lock per App Service settings collection this process writes, so that its
     /// own read-modify-writes of one collection never interleave ([`web`]).
     web_writes: WebLocks,
+    /// Cancelled when keyflip is interrupted: every wait of every call ends (see
+    /// [`Azure::interrupt`]).
+    interrupt: CancellationToken,
 }
 
 type WebLocks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
@@ -186,37 +229,31 @@ impl Azure {
         env: Env,
     ) -> Result<Azure, Error> {
         let cloud = Cloud::from_config(&config.cloud)?;
-        let http = cloud::http_client(&cloud)?;
+        let http = cloud::http_client(&cloud, options.read_timeout)?;
         let credential::Built {
             credential,
             identity,
         } = credential::build(&config.credential, &cloud, &http, env)?;
-        let arm_sender = http::Sender::bearer(
+        let interrupt = CancellationToken::new();
+        let mut arm_sender = http::Sender::bearer(
             &http,
             credential.clone(),
             &cloud.arm_audience,
+            arm_service(&cloud),
             options.retry.clone(),
         );
-        let databricks = http::Sender::bearer(
-            &http,
-            credential.clone(),
-            DATABRICKS_AUDIENCE,
-            options.retry.clone(),
-        );
-        let logs = http::Sender::bearer(
-            &http,
-            credential.clone(),
-            &cloud.log_analytics_audience(),
-            options.retry.clone(),
-        );
-        let probe = shared_key::sender(&http);
+        arm_sender.set_interrupt(interrupt.clone());
+        let mut probe = shared_key::sender(&http, cloud.blob_endpoints.clone());
+        probe.set_interrupt(interrupt.clone());
+        let logs = logs_sender(&http, &credential, &cloud, &options.retry, &interrupt);
         Ok(Azure {
+            interrupt,
             arm: arm::Arm::new(arm_sender, cloud.arm_url.clone(), options.lro_poll),
             cloud,
             http,
             credential,
             identity,
-            databricks,
+            databricks: Mutex::new(HashMap::new()),
             logs,
             probe,
             vaults: Mutex::new(HashMap::new()),
@@ -239,8 +276,9 @@ impl Azure {
         self.budgets.as_ref()
     }
 
-    /// A facade on a scripted transport, the public cloud and a fixed token.
-    #[cfg(test)]
+    /// A facade on a scripted transport, the public cloud and a fixed token (unit
+    /// tests, and the fuzzer's answers from Azure).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn for_tests(http: Arc<dyn HttpClient>, options: AzureOptions) -> Azure {
         let cloud = Cloud::from_config(&crate::config::CloudConfig {
             kind: crate::config::CloudKind::Public,
@@ -254,24 +292,21 @@ impl Azure {
                     &http,
                     credential.clone(),
                     &cloud.arm_audience,
+                    arm_service(&cloud),
                     options.retry.clone(),
                 ),
                 cloud.arm_url.clone(),
                 options.lro_poll,
             ),
-            databricks: http::Sender::bearer(
+            databricks: Mutex::new(HashMap::new()),
+            logs: logs_sender(
                 &http,
-                credential.clone(),
-                DATABRICKS_AUDIENCE,
-                options.retry.clone(),
+                &credential,
+                &cloud,
+                &options.retry,
+                &CancellationToken::new(),
             ),
-            logs: http::Sender::bearer(
-                &http,
-                credential.clone(),
-                &cloud.log_analytics_audience(),
-                options.retry.clone(),
-            ),
-            probe: shared_key::sender(&http),
+            probe: shared_key::sender(&http, cloud.blob_endpoints.clone()),
             cloud,
             http,
             credential,
@@ -281,11 +316,63 @@ impl Azure {
             options,
             budgets: None,
             web_writes: Mutex::default(),
+            interrupt: CancellationToken::new(),
         }
+    }
+
+    /// A sender with a bearer token for `audience` that sends only to `destination`'s
+    /// origin, on this facade's transport and credential (the coordination blob
+    /// client, whose origin is the configured coordination endpoint).
+    pub(crate) fn bearer_sender(&self, audience: &str, destination: &url::Url) -> Sender {
+        let mut sender = Sender::bearer(
+            &self.http,
+            self.credential.clone(),
+            audience,
+            http::Service {
+                name: "Blob",
+                destination: origin::Destination::origin_of(destination),
+            },
+            self.options.retry.clone(),
+        );
+        sender.set_interrupt(self.interrupt.clone());
+        sender
+    }
+
+    /// The token that interrupts this facade: once cancelled, every call stops waiting
+    /// (retry backoff, write budgets, long-running operation polls, token requests of
+    /// attempts not yet sent) and fails with [`Error::Interrupted`]; an attempt already
+    /// on the wire still gets its answer. A signal handler or shutdown cancels it.
+    pub fn interrupt(&self) -> CancellationToken {
+        self.interrupt.clone()
     }
 
     pub fn cloud(&self) -> &Cloud {
         &self.cloud
+    }
+
+    /// The sender for one Databricks workspace: its token goes to that origin only.
+    fn databricks(&self, workspace: &url::Url) -> Result<http::Sender, Error> {
+        let key = workspace.origin().ascii_serialization();
+        let mut cache = self.databricks.lock().map_err(|_| {
+            Error::Invalid("the Databricks client cache was poisoned by a panic".into())
+        })?;
+        Ok(cache
+            .entry(key)
+            .or_insert_with(|| {
+                let mut sender = http::Sender::bearer(
+                    &self.http,
+                    self.credential.clone(),
+                    DATABRICKS_AUDIENCE,
+                    http::Service {
+                        name: "Databricks",
+                        destination: origin::Destination::origin_of(workspace),
+                    },
+                    self.options.retry.clone(),
+                );
+                sender.set_interrupt(self.interrupt.clone());
+                sender
+            })
+            .clone())
     }
 
     /// The credential in use, for people: "client secret of app …", or the default
@@ -341,11 +428,7 @@ impl Azure {
                 tracing::debug!(audience, "token acquired");
                 Ok(())
             }
-            Err(e) => Err(Error::Credential {
-                audience: audience.to_owned(),
-                transient: credential::is_network_failure(&e),
-                detail: e.to_string(),
-            }),
+            Err(e) => Err(Error::credential(audience, &e)),
         }
     }
 }

@@ -449,8 +449,13 @@ impl Azure {
             until = %rfc3339(q.until),
             "asking Log Analytics who still signs with the key"
         );
-        let answer = self
-            .logs
+        let Some(logs) = self.logs.as_ref() else {
+            return Err(Error::Invalid(
+                "the cloud has no Log Analytics query API: set log_analytics_url in [cloud] of keyflip.toml"
+                    .into(),
+            ));
+        };
+        let answer = logs
             .send(&QUERY, &target, || {
                 let mut request = Request::new(url.clone(), Method::Post);
                 request.insert_header("accept", "application/json");

@@ -1,7 +1,9 @@
 //! Does a storage key work on the data plane? One SharedKey-signed Get Account
 //! Information request (`GET {blob}/?restype=account&comp=properties`) answers it.
 //!
-//! The request goes to the blob endpoint ARM reports for the account, is sent once
+//! The request goes to the blob endpoint ARM reports for the account, only when it is
+//! the cloud's HTTPS endpoint of that account (`Cloud::blob_endpoints`; the probe
+//! pipeline's origin policy refuses anything else too), is sent once
 //! (verification budgets and retries belong to the caller) and its answer is
 //! classified as a [`ProbeOutcome`]. Probes never fail with an error: an unreachable
 //! endpoint is an outcome too.
@@ -78,6 +80,18 @@ impl Azure {
                 account.id
             ))
         })?;
+        // Checked when the account was read; again here for accounts built elsewhere.
+        self.cloud()
+            .blob_endpoints
+            .check(account.name(), endpoint)
+            .map_err(|why| {
+                Error::Invalid(format!(
+                    "refusing to sign a request for {}'s blob endpoint {}{}: {why}",
+                    account.id,
+                    super::origin::shown_origin(endpoint),
+                    endpoint.path()
+                ))
+            })?;
         Ok(self.probe_shared_key(endpoint, account.name(), key).await)
     }
 

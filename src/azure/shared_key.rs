@@ -153,11 +153,17 @@ impl Policy for SharedKeyPolicy {
 
 /// A sender that signs each try with the key in its `Context`. Probes are single
 /// attempts, so it never retries.
-pub(crate) fn sender(http: &Arc<dyn HttpClient>) -> Sender {
+/// The probe's sender: SharedKey-signed requests only to `endpoints`, the cloud's
+/// blob endpoints.
+pub(crate) fn sender(http: &Arc<dyn HttpClient>, endpoints: super::cloud::BlobEndpoints) -> Sender {
     Sender::with_policies(
         http,
         vec![Arc::new(SharedKeyPolicy)],
         "SharedKey",
+        super::http::Service {
+            name: "Blob",
+            destination: super::origin::Destination::Blob(endpoints),
+        },
         RetryPolicy {
             max_attempts: 1,
             ..RetryPolicy::default()

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::arm::{Arm, Body};
+use super::cloud::BlobEndpoints;
 use super::http::{Answer, Failure, Operation, json};
 use super::roles::actions;
 use super::{Azure, Error};
@@ -138,7 +139,7 @@ impl Azure {
             .arm
             .call(&GET, id.as_str(), Method::Get, &url, Body::None)
             .await?;
-        parse_account(id, &answer)
+        parse_account(id, &answer, &self.cloud().blob_endpoints)
     }
 
     pub async fn storage_keys(&self, id: &ResourceId) -> Result<AccountKeys, Error> {
@@ -270,7 +271,7 @@ impl Azure {
             .arm
             .call(&PATCH, id.as_str(), Method::Patch, &url, Body::Json(&body))
             .await?;
-        parse_account(id, &answer)
+        parse_account(id, &answer, &self.cloud().blob_endpoints)
     }
 }
 
@@ -307,16 +308,35 @@ struct WireKeyPolicy {
     key_expiration_period_in_days: u32,
 }
 
-fn parse_account(id: &ResourceId, answer: &Answer) -> Result<StorageAccount, Error> {
+/// The account in `answer`. Its blob endpoint must be one `endpoints` allows: keyflip
+/// signs requests for it and writes it into connection strings, so an endpoint that
+/// is not HTTPS or not this cloud's endpoint of this account is refused here.
+fn parse_account(
+    id: &ResourceId,
+    answer: &Answer,
+    endpoints: &BlobEndpoints,
+) -> Result<StorageAccount, Error> {
     let wire: WireAccount = json(answer, "a storage account")?;
     let p = wire.properties;
+    let refuse = |detail: String| Error::BadResponse {
+        call: answer.call.clone().into(),
+        status: answer.status,
+        detail,
+    };
     let blob_endpoint = match p.primary_endpoints.and_then(|e| e.blob) {
         None => None,
-        Some(text) => Some(Url::parse(&text).map_err(|e| Error::BadResponse {
-            call: answer.call.clone().into(),
-            status: answer.status,
-            detail: format!("primaryEndpoints.blob is not a URL: {e}"),
-        })?),
+        Some(text) => {
+            let url = Url::parse(&text)
+                .map_err(|e| refuse(format!("primaryEndpoints.blob is not a URL: {e}")))?;
+            endpoints.check(id.name(), &url).map_err(|why| {
+                refuse(format!(
+                    "primaryEndpoints.blob is {}{}, which keyflip refuses because {why}; no SharedKey-signed request was sent (if this endpoint is right, configure it in [cloud])",
+                    super::origin::shown_origin(&url),
+                    url.path()
+                ))
+            })?;
+            Some(url)
+        }
     };
     let (key1_created, key2_created) = p
         .key_creation_time
@@ -399,11 +419,32 @@ mod tests {
         // Trimmed from StorageAccountGetProperties.json (azure-rest-api-specs, 2024-01-01).
         let body = r#"{"id":"/subscriptions/s/resourceGroups/res9407/providers/Microsoft.Storage/storageAccounts/sto8596","kind":"Storage","name":"sto8596","properties":{"keyCreationTime":{"key1":"2021-03-18T04:42:22.4322836Z","key2":"2021-03-18T04:42:22.4322836Z"},"primaryEndpoints":{"blob":"https://sto8596.blob.core.windows.net/"},"provisioningState":"Succeeded","keyPolicy":{"keyExpirationPeriodInDays":20},"allowSharedKeyAccess":false}}"#;
         let id: ResourceId = "/subscriptions/s/resourceGroups/res9407/providers/Microsoft.Storage/storageAccounts/sto8596".parse().unwrap();
-        let a = parse_account(&id, &answer(body)).unwrap();
+        let public = BlobEndpoints::Suffix {
+            suffix: "core.windows.net".into(),
+            dns_zones: true,
+        };
+        let a = parse_account(&id, &answer(body), &public).unwrap();
         assert_eq!(
             a.blob_endpoint.as_ref().unwrap().host_str(),
             Some("sto8596.blob.core.windows.net")
         );
+        // The same answer with its endpoint moved is refused, and says where and why.
+        for (moved, why) in [
+            ("http://sto8596.blob.core.windows.net/", "not HTTPS"),
+            (
+                "https://collector.example/",
+                "https://sto8596.blob.core.windows.net/",
+            ),
+        ] {
+            let body = body.replace("https://sto8596.blob.core.windows.net/", moved);
+            let e = parse_account(&id, &answer(&body), &public).unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("no SharedKey-signed request was sent"),
+                "{e}"
+            );
+        }
         assert_eq!(
             a.key1_created.unwrap().to_rfc3339(),
             "2021-03-18T04:42:22.432283600+00:00"

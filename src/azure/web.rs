@@ -41,6 +41,8 @@ pub(crate) const API: &str = "2024-11-01";
 
 /// How many times a settings write starts over after detecting another writer.
 const ATTEMPTS: u32 = 3;
+/// The longest `Retry-After` a throttled settings write waits before starting over.
+const THROTTLED_WAIT_CAP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A site, or one of its deployment slots.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -430,7 +432,23 @@ impl Azure {
                 continue;
             }
             drop(again);
-            self.put_web_settings(site, collection, &desired).await?;
+            match self.put_web_settings(site, collection, &desired).await {
+                Ok(_) => {}
+                // A 429 is Azure refusing before doing anything: nothing was written, so
+                // start over from a fresh listing once the wait Azure asked for is up
+                // (the PUT itself is never resent blindly).
+                Err(e @ Error::Throttled { .. }) if attempt < ATTEMPTS => {
+                    let wait = e
+                        .retry_after()
+                        .unwrap_or_else(|| self.options.retry.backoff(attempt))
+                        .min(THROTTLED_WAIT_CAP);
+                    last_conflict = format!("the PUT was throttled: {e}");
+                    tracing::warn!(target = %site, setting = name, attempt, wait_ms = wait.as_millis() as u64, "settings write throttled; starting over after the wait");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             let after = self.web_settings(site, collection).await?;
             let stayed = after.0.get(&key).is_some_and(|s| s.value == new);
             if !stayed {

@@ -53,8 +53,12 @@ impl Answer {
             Answer::Rotation { report } => report.exit(),
             Answer::DryRun { dry_run } => dry_run.exit(),
             Answer::Resumed { reports } => super::worst(reports.iter().map(RotationReport::exit)),
+            // A plan that needs a person outranks one that could not be read: the
+            // exit code a monitoring check keys on (docs/operations.md).
             Answer::Status { plans, .. } => {
-                if plans.iter().any(|p| p.error.is_some()) {
+                if plans.iter().any(PlanStatus::needs_attention) {
+                    Exit::NeedsAttention
+                } else if plans.iter().any(|p| p.error.is_some()) {
                     Exit::Failure
                 } else {
                     Exit::Ok

@@ -171,6 +171,8 @@ fn config(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Result<Config,
                     .as_ref()
                     .map(|l| url(&l.url))
                     .transpose()?,
+                // The twin serves every account path-style under its one origin.
+                blob_endpoint: Some(format!("{}/{{account}}/", endpoints.base_url)),
             })),
             ca_bundle: Some(twin_dir.join("ca.pem")),
         },
@@ -186,6 +188,7 @@ fn config(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Result<Config,
         plans_dir: root.join("plans"),
         state_dir: root.join("state"),
         daemon: DaemonConfig::default(),
+        coordination: None,
         discovery: DiscoveryConfig {
             databricks: endpoints
                 .databricks_workspaces
@@ -203,7 +206,7 @@ pub fn config_file(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Strin
         .get(PRINCIPAL)
         .map_or("", |p| p.client_id.as_str());
     format!(
-        "# Written by `keyflip demo --keep-running`; valid while that demo runs.\nplans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nkey_vault_suffix = \"vault.azure.net\"\nlog_analytics_url = \"{logs}\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n\n# The demo world's Databricks workspaces, for plan discover and unlisted consumers.\n[discovery]\ndatabricks = [{databricks}]\n\n# A daemon started with this file keeps its control socket here, not in /run.\n[daemon]\nsocket = \"{socket}\"\n",
+        "# Written by `keyflip demo --keep-running`; valid while that demo runs.\nplans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nblob_endpoint = \"{base}/{{account}}/\"\nkey_vault_suffix = \"vault.azure.net\"\nlog_analytics_url = \"{logs}\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n\n# The demo world's Databricks workspaces, for plan discover and unlisted consumers.\n[discovery]\ndatabricks = [{databricks}]\n\n# A daemon started with this file keeps its control socket here, not in /run.\n[daemon]\nsocket = \"{socket}\"\n",
         plans = root.join("plans").display(),
         state = root.join("state").display(),
         arm = endpoints.arm_url,
@@ -213,6 +216,7 @@ pub fn config_file(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Strin
             .log_analytics
             .as_ref()
             .map_or("", |l| l.url.as_str()),
+        base = endpoints.base_url,
         ca = twin_dir.join("ca.pem").display(),
         tenant = endpoints.tenant_id,
         secret = twin_dir
@@ -340,6 +344,7 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
         mode: Mode::Scheduled,
         grace: Some(DEMO_GRACE),
         trigger: Trigger::Manual,
+        by: Some(crate::rotation::Requester::this_process()),
     };
     let first = engine
         .rotate(&plan, request, &display, CancellationToken::new())

@@ -110,7 +110,7 @@ pub async fn shutdown_signal() {
 /// its exit code: the whole command path, standalone or through a daemon.
 pub fn run(config_flag: Option<&Path>, command: &Command) -> Exit {
     let Invocation {
-        request,
+        mut request,
         output,
         yes,
         shape,
@@ -124,6 +124,10 @@ pub fn run(config_flag: Option<&Path>, command: &Command) -> Exit {
             );
         }
     };
+    // Who asks, as this process: a daemon replaces it with its peer's credentials.
+    if let Some(uid) = crate::rotation::Requester::this_process().uid {
+        request.stamp(uid);
+    }
     let ask_first = matches!(request, Request::RotateNow { dry_run: false, .. }) && !yes;
     if ask_first && !interactive() {
         return fail(
@@ -143,7 +147,14 @@ pub fn run(config_flag: Option<&Path>, command: &Command) -> Exit {
         }
     };
     runtime.block_on(async {
-        let runner = match Runner::find(config_flag).await {
+        // Reads create nothing: not the journal, not the fingerprint key.
+        let reads_only = matches!(
+            request,
+            Request::Status { .. }
+                | Request::History { .. }
+                | Request::RotateNow { dry_run: true, .. }
+        );
+        let runner = match Runner::find(config_flag, reads_only).await {
             Ok(runner) => runner,
             Err(e) => return fail(output, &e),
         };
@@ -250,7 +261,7 @@ enum Runner {
 
 impl Runner {
     /// The daemon when one answers on the configured socket, else this process.
-    async fn find(config_flag: Option<&Path>) -> Result<Runner, CommandError> {
+    async fn find(config_flag: Option<&Path>, reads_only: bool) -> Result<Runner, CommandError> {
         let config = Config::load(config_flag).map_err(CommandError::usage)?;
         let socket = config.daemon.socket.clone();
         if socket.exists() {
@@ -267,7 +278,12 @@ impl Runner {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(Runner::Standalone(Box::new(Standalone::open(config)?)))
+        let standalone = if reads_only {
+            Standalone::open_to_read(config)?
+        } else {
+            Standalone::open(config)?
+        };
+        Ok(Runner::Standalone(Box::new(standalone)))
     }
 
     async fn perform(
@@ -282,7 +298,7 @@ impl Runner {
                 let work = standalone.perform(request, progress, cancel.clone());
                 match request {
                     Request::RotateNow { dry_run: false, .. } | Request::Resume { .. } => {
-                        with_signals(cancel, work).await
+                        with_signals(&[cancel, standalone.interrupt()], work).await
                     }
                     _ => work.await,
                 }
@@ -336,17 +352,21 @@ impl DaemonRunner {
     }
 }
 
-/// Runs `work` until it ends or a signal cancels it (between journaled steps).
+/// Runs `work` until it ends or a signal cancels it: the rotation stops between
+/// journaled steps, and every wait in the Azure calls in flight ends (`cancel` holds
+/// both tokens).
 async fn with_signals<T>(
-    cancel: CancellationToken,
+    cancel: &[CancellationToken],
     work: impl std::future::Future<Output = T>,
 ) -> T {
     let watcher = {
-        let cancel = cancel.clone();
+        let cancel = cancel.to_vec();
         tokio::spawn(async move {
             shutdown_signal().await;
             eprintln!("keyflip: stopping after the steps in flight (press Ctrl-C again to abort)");
-            cancel.cancel();
+            for token in &cancel {
+                token.cancel();
+            }
             shutdown_signal().await;
             std::process::exit(Exit::Interrupted as i32);
         })

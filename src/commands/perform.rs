@@ -3,8 +3,9 @@
 //! through the same functions ([`dry_run`], [`status`], [`history`]) and rotations
 //! as its own jobs, so both build the same [`Answer`] from the same engine calls.
 //!
-//! `rotate now` of a plan with an unfinished rotation finishes that rotation instead
-//! of starting another (the answer's report says `resumed`), in both processes.
+//! `rotate now` of a plan with an unfinished rotation finishes that rotation first,
+//! amended by the request (an incident takes it over, `--grace` shortens its grace),
+//! in both processes: [`Engine::rotate_now`].
 
 use std::path::Path;
 use std::sync::Arc;
@@ -62,6 +63,18 @@ impl Standalone {
         Ok(Standalone { config, engine })
     }
 
+    /// For requests that only read (`status`, `history`, a dry run): an engine that
+    /// creates nothing, not even the state directory (see [`Engine::open_to_read`]).
+    pub fn open_to_read(config: Config) -> Result<Standalone, CommandError> {
+        let engine = Engine::open_to_read(&config, Arc::new(SystemClock))?;
+        Ok(Standalone { config, engine })
+    }
+
+    /// Cancelling this ends every wait of the Azure calls in flight (a signal).
+    pub fn interrupt(&self) -> CancellationToken {
+        self.engine.azure().interrupt()
+    }
+
     fn plan(&self, name: &str) -> Result<Plan, CommandError> {
         Ok(plan::find(&self.config.plans_dir, name)?)
     }
@@ -94,22 +107,19 @@ impl Standalone {
             }
             Request::RotateNow { plan, .. } => {
                 let plan = self.plan(plan)?;
-                let unfinished = engine.unfinished()?;
-                if unfinished.iter().any(|(_, name)| *name == plan.name) {
-                    let reports = engine
-                        .resume(std::slice::from_ref(&plan), progress, cancel)
-                        .await?;
-                    return rotation_answer(&plan.name, reports);
-                }
                 let rotation = request.rotation().unwrap_or_else(RotateRequest::manual);
-                let report = engine.rotate(&plan, rotation, progress, cancel).await?;
+                let report = engine.rotate_now(&plan, rotation, progress, cancel).await?;
                 Ok(Answer::Rotation {
                     report: Box::new(report),
                 })
             }
-            Request::Resume { plan, force_retire } => {
+            Request::Resume {
+                plan, force_retire, ..
+            } => {
                 let plans = self.plans(plan.as_deref())?;
-                let mut reports = engine.resume(&plans, progress, cancel.clone()).await?;
+                let mut reports = engine
+                    .resume_amended(&plans, &request.amendment(), progress, cancel.clone())
+                    .await?;
                 // Then what swaps parked at the usage gate still owe.
                 for plan in &plans {
                     if let Some(retire) = engine.held_at_gate(plan, *force_retire)? {

@@ -3,8 +3,13 @@
 //!
 //! Promises:
 //! - Every check of the arguments happens here, once ([`Invocation::from_cli`]): a bad
-//!   `--grace`, or `--revoke-first` with both keys leaked, is refused before anything
-//!   is read or any daemon is asked, whichever process would have done the work.
+//!   `--grace`, `--grace` with `--leaked` or `--adopt` (which have no grace period),
+//!   `--revoke-first` with both keys leaked, a `--reason` with a newline, are refused
+//!   before anything is read or any daemon is asked, whichever process would have
+//!   done the work.
+//! - Who asks is part of the request ([`Requester`]): the reason and ticket from here,
+//!   the uid stamped by whoever can vouch for it ([`Request::stamp`]: this process for
+//!   itself, a daemon from its socket peer's credentials).
 //! - The same [`Request`] value is what the standalone runner performs and what the
 //!   control socket carries to a daemon (it is the protocol's request body), so no
 //!   process re-interprets flags.
@@ -15,10 +20,14 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::render::Shape;
-use crate::cli::{Command, HistoryArgs, Leaked, Output, RotateCommand, RotateNowArgs};
+use crate::cli::{
+    AdoptKey, Command, HistoryArgs, Leaked, Output, ResumeArgs, RotateCommand, RotateNowArgs,
+    WhyArgs,
+};
 use crate::key::KeyName;
+use crate::rotation::engine::Amend;
 use crate::rotation::machine::Mode;
-use crate::rotation::{RotateRequest, Trigger};
+use crate::rotation::{Requester, RotateRequest, Trigger};
 
 /// How many rotations `history` shows unless `--limit` says otherwise.
 pub const HISTORY_LIMIT: usize = 50;
@@ -32,16 +41,26 @@ pub enum Request {
     RotateNow {
         plan: String,
         mode: Mode,
-        /// Overrides the plan's grace period (incident modes have none).
+        /// Overrides the plan's grace period (incident modes have none); shortens an
+        /// unfinished rotation's.
         #[serde(rename = "grace_ms", with = "millis_opt")]
         grace: Option<Duration>,
         dry_run: bool,
+        /// Who asks and why. A daemon replaces the uid with its peer's.
+        #[serde(default)]
+        by: Requester,
     },
-    /// `rotate resume [PLAN] [--force-retire]`: finish or roll back unfinished
-    /// rotations, then retire what swaps parked at the usage gate still owe (after
-    /// the gate again, or at once with `force_retire`).
+    /// `rotate resume [PLAN] [--grace D] [--force-retire]`: finish or roll back
+    /// unfinished rotations, shortening the grace period of PLAN's, then retire what
+    /// swaps parked at the usage gate still owe.
     Resume {
         plan: Option<String>,
+        #[serde(default, rename = "grace_ms", with = "millis_opt")]
+        grace: Option<Duration>,
+        #[serde(default)]
+        by: Requester,
+        /// Then retire what swaps parked at the usage gate still owe: after the gate
+        /// again, or at once with `force_retire` (protocol 5).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force_retire: bool,
     },
@@ -81,16 +100,38 @@ impl Request {
     /// The engine's request for a `rotate now`; `None` for other requests.
     pub fn rotation(&self) -> Option<RotateRequest> {
         match self {
-            Request::RotateNow { mode, grace, .. } => Some(RotateRequest {
+            Request::RotateNow {
+                mode, grace, by, ..
+            } => Some(RotateRequest {
                 mode: *mode,
                 grace: *grace,
-                trigger: if mode.is_incident() {
-                    Trigger::Incident
-                } else {
-                    Trigger::Manual
+                trigger: match mode {
+                    Mode::Leaked { .. } | Mode::LeakedBoth => Trigger::Incident,
+                    Mode::Adopt { .. } => Trigger::Adopt,
+                    Mode::Scheduled | Mode::Retire { .. } => Trigger::Manual,
                 },
+                by: Some(by.clone()),
             }),
             _ => None,
+        }
+    }
+
+    /// What a resume changes in the rotation it resumes.
+    pub fn amendment(&self) -> Amend {
+        match self {
+            Request::Resume { grace, by, .. } => Amend {
+                grace: *grace,
+                by: Some(by.clone()),
+            },
+            _ => Amend::default(),
+        }
+    }
+
+    /// Records `uid` (and its user name) as who asks, replacing what the request
+    /// carried: this process's uid, or a daemon's control socket peer's.
+    pub fn stamp(&mut self, uid: u32) {
+        if let Request::RotateNow { by, .. } | Request::Resume { by, .. } = self {
+            by.stamp(uid);
         }
     }
 
@@ -98,12 +139,17 @@ impl Request {
     pub fn as_dry_run(&self) -> Request {
         match self {
             Request::RotateNow {
-                plan, mode, grace, ..
+                plan,
+                mode,
+                grace,
+                by,
+                ..
             } => Request::RotateNow {
                 plan: plan.clone(),
                 mode: *mode,
                 grace: *grace,
                 dry_run: true,
+                by: by.clone(),
             },
             other => other.clone(),
         }
@@ -152,13 +198,7 @@ impl Invocation {
         };
         Some(match command {
             Command::Rotate(RotateCommand::Now(args)) => rotate_now(args),
-            Command::Rotate(RotateCommand::Resume(args)) => plain(
-                Request::Resume {
-                    plan: args.plan.clone(),
-                    force_retire: args.force_retire,
-                },
-                args.output.output,
-            ),
+            Command::Rotate(RotateCommand::Resume(args)) => resume(args),
             Command::Status(args) => Ok(Invocation {
                 request: Request::Status {
                     plan: args.plan.clone(),
@@ -178,18 +218,112 @@ impl Invocation {
     }
 }
 
+/// Longest `--reason`, in characters: a sentence or two for a journal, a webhook and
+/// a report.
+const MAX_REASON: usize = 500;
+/// Longest `--ticket`.
+const MAX_TICKET: usize = 100;
+
+/// `--reason` and `--ticket`, checked: printed in history, reports and webhooks, so no
+/// control characters (a newline would forge a line) and a bounded length.
+fn requester(why: &WhyArgs) -> Result<Requester, String> {
+    let check = |flag: &str, text: &Option<String>, max: usize| -> Result<Option<String>, String> {
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(format!("{flag} is empty; leave it out or say something"));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(format!(
+                "{flag} contains a control character (a newline, a tab, ...); use one line of plain text"
+            ));
+        }
+        if text.chars().count() > max {
+            return Err(format!("{flag} is longer than {max} characters"));
+        }
+        Ok(Some(text.to_owned()))
+    };
+    Ok(Requester {
+        uid: None,
+        user: None,
+        reason: check("--reason", &why.reason, MAX_REASON)?,
+        ticket: check("--ticket", &why.ticket, MAX_TICKET)?,
+    })
+}
+
+fn grace_of(text: &Option<String>) -> Result<Option<Duration>, String> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let grace = crate::plan::duration::parse(text).map_err(|e| format!("--grace {text}: {e}"))?;
+    if grace > crate::plan::MAX_GRACE {
+        return Err(format!(
+            "--grace {text}: longer than {}, the longest grace period keyflip allows (as in a plan's [rotation] grace)",
+            crate::plan::duration::format(crate::plan::MAX_GRACE)
+        ));
+    }
+    Ok(Some(grace))
+}
+
+fn resume(args: &ResumeArgs) -> Result<Invocation, InvalidArgs> {
+    let invalid = |message: String| InvalidArgs {
+        output: args.output.output,
+        message,
+    };
+    Ok(Invocation {
+        request: Request::Resume {
+            plan: args.plan.clone(),
+            grace: grace_of(&args.grace).map_err(invalid)?,
+            by: requester(&args.why).map_err(invalid)?,
+            force_retire: args.force_retire,
+        },
+        output: args.output.output,
+        yes: false,
+        shape: Shape::default(),
+    })
+}
+
 fn rotate_now(args: &RotateNowArgs) -> Result<Invocation, InvalidArgs> {
     let invalid = |message: String| InvalidArgs {
         output: args.output.output,
         message,
     };
-    let grace = match &args.grace {
-        Some(text) => Some(
-            crate::plan::duration::parse(text)
-                .map_err(|e| invalid(format!("--grace {text}: {e}")))?,
-        ),
-        None => None,
-    };
+    let grace = grace_of(&args.grace).map_err(invalid)?;
+    let by = requester(&args.why).map_err(invalid)?;
+    if grace.is_some() && args.leaked.is_some() {
+        return Err(invalid(
+            "--grace does not apply to --leaked: an incident retires the leaked key as soon as consumers are off it, with no grace period".into(),
+        ));
+    }
+    if grace.is_some() && args.adopt.is_some() {
+        return Err(invalid(
+            "--grace does not apply to --adopt: adopting a key retires nothing".into(),
+        ));
+    }
+    if let Some(adopt) = args.adopt {
+        let key = match adopt {
+            AdoptKey::Any => None,
+            AdoptKey::Key1 => Some(KeyName::Key1),
+            AdoptKey::Key2 => Some(KeyName::Key2),
+        };
+        return Ok(Invocation {
+            request: Request::RotateNow {
+                plan: args.plan.clone(),
+                mode: Mode::Adopt { key },
+                grace: None,
+                dry_run: args.dry_run,
+                by,
+            },
+            output: args.output.output,
+            yes: args.yes,
+            shape: Shape {
+                show_calls: args.show_calls,
+                ..Shape::default()
+            },
+        });
+    }
     let leaked = |key| Mode::Leaked {
         key,
         revoke_first: args.revoke_first,
@@ -211,6 +345,7 @@ fn rotate_now(args: &RotateNowArgs) -> Result<Invocation, InvalidArgs> {
             mode,
             grace,
             dry_run: args.dry_run,
+            by,
         },
         output: args.output.output,
         yes: args.yes,
@@ -275,8 +410,19 @@ mod millis_opt {
         }
     }
 
+    /// A grace beyond [`crate::plan::MAX_GRACE`] is refused here too, so a request
+    /// written by hand to the control socket meets the command line's rule (one of
+    /// `u64::MAX` milliseconds once overflowed the daemon's clock arithmetic).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Option::<u64>::deserialize(d).map(|ms| ms.map(Duration::from_millis))
+        let grace = Option::<u64>::deserialize(d)?.map(Duration::from_millis);
+        match grace {
+            Some(g) if g > crate::plan::MAX_GRACE => Err(serde::de::Error::custom(format!(
+                "grace_ms {} is longer than {}, the longest grace period",
+                g.as_millis(),
+                crate::plan::duration::format(crate::plan::MAX_GRACE)
+            ))),
+            other => Ok(other),
+        }
     }
 }
 
@@ -325,6 +471,7 @@ mod tests {
                 mode: Mode::LeakedBoth,
                 grace: None,
                 dry_run: false,
+                by: Requester::default(),
             }
         );
         assert_eq!(
@@ -344,8 +491,115 @@ mod tests {
                 },
                 grace: None,
                 dry_run: false,
+                by: Requester::default(),
             }
         );
+    }
+
+    #[test]
+    fn grace_with_a_route_that_has_none_is_refused_not_ignored() {
+        for args in [
+            &["rotate", "now", "demo", "--leaked", "key1", "--grace", "1m"][..],
+            &["rotate", "now", "demo", "--adopt", "--grace", "1m"][..],
+        ] {
+            let err = parse(args).unwrap().unwrap_err();
+            assert!(err.message.starts_with("--grace does not apply"), "{err}");
+        }
+        // `rotate resume --grace` needs the plan whose rotation it shortens.
+        let cli = Cli::try_parse_from(["keyflip", "rotate", "resume", "--grace", "0s"]);
+        assert!(cli.is_err());
+        assert_eq!(
+            request(&["rotate", "resume", "demo", "--grace", "0s"]),
+            Request::Resume {
+                plan: Some("demo".into()),
+                grace: Some(Duration::ZERO),
+                by: Requester::default(),
+                force_retire: false,
+            }
+        );
+    }
+
+    #[test]
+    fn adopt_takes_an_optional_key_and_excludes_leaked() {
+        let adopt = |args: &[&str]| match request(args) {
+            Request::RotateNow { mode, .. } => mode,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            adopt(&["rotate", "now", "demo", "--adopt"]),
+            Mode::Adopt { key: None }
+        );
+        assert_eq!(
+            adopt(&["rotate", "now", "demo", "--adopt", "key2", "--yes"]),
+            Mode::Adopt {
+                key: Some(KeyName::Key2)
+            }
+        );
+        let r = request(&["rotate", "now", "demo", "--adopt"]);
+        assert_eq!(r.rotation().unwrap().trigger, Trigger::Adopt);
+        assert!(
+            Cli::try_parse_from([
+                "keyflip", "rotate", "now", "p", "--adopt", "--leaked", "key1"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn reason_and_ticket_are_recorded_and_checked_and_the_uid_is_stamped() {
+        let mut r = request(&[
+            "rotate",
+            "now",
+            "demo",
+            "--reason",
+            " key in a gist ",
+            "--ticket",
+            "INC-7",
+        ]);
+        r.stamp(4242);
+        let Request::RotateNow { by, .. } = &r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(by.reason.as_deref(), Some("key in a gist"));
+        assert_eq!(by.ticket.as_deref(), Some("INC-7"));
+        assert_eq!(by.uid, Some(4242));
+        assert_eq!(r.rotation().unwrap().by.unwrap().uid, Some(4242));
+        for (flag, value, want) in [
+            ("--reason", "two\nlines", "control character"),
+            ("--ticket", "", "is empty"),
+        ] {
+            let err = parse(&["rotate", "now", "demo", flag, value])
+                .unwrap()
+                .unwrap_err();
+            assert!(err.message.contains(want), "{err}");
+        }
+        let long = "x".repeat(501);
+        let err = parse(&["rotate", "resume", "demo", "--reason", &long])
+            .unwrap()
+            .unwrap_err();
+        assert!(err.message.contains("longer than 500"), "{err}");
+    }
+
+    #[test]
+    fn a_grace_longer_than_a_plan_may_have_is_refused_on_both_paths() {
+        let err = parse(&["rotate", "now", "demo", "--grace", "31d", "--yes"])
+            .unwrap()
+            .unwrap_err();
+        assert!(err.message.contains("longest grace period"), "{err}");
+        assert!(
+            parse(&["rotate", "now", "demo", "--grace", "30d", "--yes"])
+                .unwrap()
+                .is_ok()
+        );
+        // The wire: what a hand-written socket request could carry.
+        let line = format!(
+            r#"{{"v":{},"request":"rotate_now","plan":"demo","mode":{{"mode":"scheduled"}},"grace_ms":{},"dry_run":false}}"#,
+            crate::daemon::control::protocol::VERSION,
+            u64::MAX
+        );
+        let err =
+            serde_json::from_str::<crate::daemon::control::protocol::Envelope>(&line).unwrap_err();
+        assert!(err.to_string().contains("longest grace period"), "{err}");
     }
 
     #[test]
@@ -411,6 +665,10 @@ mod tests {
             request(&["rotate", "now", "demo", "--grace", "90m", "--dry-run"]),
             request(&["rotate", "resume"]),
             request(&["rotate", "resume", "demo", "--force-retire"]),
+            request(&[
+                "rotate", "resume", "demo", "--grace", "0s", "--ticket", "T-1",
+            ]),
+            request(&["rotate", "now", "demo", "--adopt", "key1", "--reason", "r"]),
             request(&["status"]),
             request(&["history", "demo", "--since", "2026-03-01", "--limit", "3"]),
         ] {

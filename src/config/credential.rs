@@ -293,7 +293,10 @@ impl ClientSecretSource {
                     PrivateFileError::Io(source) => io(source),
                     PrivateFileError::TooOpen(e) => e,
                 })?;
-                let value = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+                let value = Zeroizing::new(
+                    crate::input::read_text(path, crate::input::MAX_SECRET_BYTES)
+                        .map_err(|e| io(std::io::Error::other(e)))?,
+                );
                 (value, format!("file {shown}"))
             }
             ClientSecretSource::Environment => (

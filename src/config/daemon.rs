@@ -8,7 +8,7 @@
 //! that lets keyflip trip throttling on its own is a mistake, not a tuning choice).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -88,27 +88,41 @@ impl RetryConfig {
     }
 }
 
-/// Shared budgets: every ARM write of every plan counts against its subscription's
+/// Shared budgets: every ARM call of every plan counts against its subscription's
 /// budget, every Key Vault call against its vault's. Defaults are Azure's published
-/// limits (Storage resource provider writes per subscription and region; Key Vault
-/// transactions per vault and region).
+/// limits: ARM's per-subscription write and read refill rates, the Storage resource
+/// provider's hourly writes and five-minute reads (per subscription and region), and
+/// Key Vault transactions per vault and region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BudgetConfig {
+    /// ARM writes (every method but GET) per subscription per second.
     pub arm_writes_per_second: u32,
+    /// Writes to the Storage resource provider (`listKeys`, `regenerateKey`, ...) per
+    /// subscription per hour.
     pub arm_writes_per_hour: u32,
+    /// ARM reads per subscription per second.
+    pub arm_reads_per_second: u32,
+    /// Reads of the Storage resource provider per subscription per 5 minutes.
+    pub arm_reads_per_5min: u32,
     /// Secret creates (`setSecret`) per vault per 10 seconds.
     pub keyvault_writes_per_10s: u32,
     /// Every other Key Vault call per vault per 10 seconds.
     pub keyvault_reads_per_10s: u32,
 }
 
-/// Azure's limits: the budgets may be lower, never higher.
+/// Azure's limits: in Azure's clouds the budgets may be lower, never higher.
 pub const AZURE_LIMITS: BudgetConfig = BudgetConfig {
     arm_writes_per_second: 10,
     arm_writes_per_hour: 1_200,
+    arm_reads_per_second: 25,
+    arm_reads_per_5min: 800,
     keyvault_writes_per_10s: 300,
     keyvault_reads_per_10s: 4_000,
 };
+
+/// A custom cloud (Azure Stack Hub, a private endpoint, keyflip-twin) has limits of
+/// its own that Azure does not publish: there, a budget may go up to this.
+pub const CUSTOM_CLOUD_MAX: u32 = 1_000_000;
 
 impl Default for BudgetConfig {
     fn default() -> Self {
@@ -135,15 +149,60 @@ pub(super) struct RawDaemon {
 struct RawBudget {
     arm_writes_per_second: Option<Spanned<i64>>,
     arm_writes_per_hour: Option<Spanned<i64>>,
+    arm_reads_per_second: Option<Spanned<i64>>,
+    arm_reads_per_5min: Option<Spanned<i64>>,
     keyvault_writes_per_10s: Option<Spanned<i64>>,
     keyvault_reads_per_10s: Option<Spanned<i64>>,
 }
 
+/// What `path` would clobber in `state_dir`: the directory itself, the journal and
+/// its SQLite side files, the fingerprint key, or anything under `locks/` and
+/// `reports/`. Compared lexically (`a/./b` and `a/b` are the same), since the files
+/// may not exist yet.
+fn state_file(path: &Path, state_dir: &Path) -> Option<&'static str> {
+    let norm = |p: &Path| -> PathBuf {
+        p.components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect()
+    };
+    let (path, dir) = (norm(path), norm(state_dir));
+    let rest = path.strip_prefix(&dir).ok()?;
+    let mut parts = rest.components().map(|c| c.as_os_str().to_string_lossy());
+    match (parts.next().as_deref(), parts.next()) {
+        (None, _) => Some("the state directory itself"),
+        (Some("journal.db" | "journal.db-wal" | "journal.db-shm" | "journal.db-journal"), None) => {
+            Some("the journal")
+        }
+        (Some("fingerprint.key"), None) => Some("the fingerprint key"),
+        (Some("locks"), _) => Some("a lock file"),
+        (Some("reports"), _) => Some("an incident report"),
+        _ => None,
+    }
+}
+
 impl Ctx<'_> {
-    pub(super) fn daemon(&self, raw: RawDaemon, env: Env) -> Result<DaemonConfig, SourceError> {
+    /// `[daemon]`; `state_dir` is where the journal lives, which the socket must not.
+    /// `custom_cloud`: the `[cloud]` is not one of Azure's, so budgets may exceed
+    /// Azure's published limits.
+    pub(super) fn daemon(
+        &self,
+        raw: RawDaemon,
+        state_dir: &Path,
+        env: Env,
+        custom_cloud: bool,
+    ) -> Result<DaemonConfig, SourceError> {
         let d = DaemonConfig::default();
         let socket = match raw.socket {
-            Some(p) => self.path(p.into_inner()),
+            Some(p) => {
+                let span = p.span();
+                let path = self.path(p.into_inner());
+                if let Some(what) = state_file(&path, state_dir) {
+                    return Err(self
+                        .error(span, format!("socket is {what} in the state directory {}", state_dir.display()))
+                        .with_hint("put the control socket in a runtime directory, e.g. socket = \"/run/keyflip/keyflip.sock\"; keyflip never replaces its own data with a socket"));
+                }
+                path
+            }
             // systemd's RuntimeDirectory= may list several directories, colon-separated.
             None => env("RUNTIME_DIRECTORY")
                 .and_then(|v| {
@@ -228,7 +287,10 @@ impl Ctx<'_> {
             None => defaults.park_after,
             Some(v) => self.integer(v, "park_after_failures", 1, 100)? as u32,
         };
-        let budget = self.budget(raw.budget.map(Spanned::into_inner).unwrap_or_default())?;
+        let budget = self.budget(
+            raw.budget.map(Spanned::into_inner).unwrap_or_default(),
+            custom_cloud,
+        )?;
         Ok(DaemonConfig {
             socket,
             allowed_uids,
@@ -244,19 +306,32 @@ impl Ctx<'_> {
         })
     }
 
-    fn budget(&self, raw: RawBudget) -> Result<BudgetConfig, SourceError> {
+    fn budget(&self, raw: RawBudget, custom_cloud: bool) -> Result<BudgetConfig, SourceError> {
         let limit = |v: &Option<Spanned<i64>>, key: &str, azure: u32, what: &str| match v {
             None => Ok(azure),
             Some(v) => {
                 let n = *v.get_ref();
-                if (1..=i64::from(azure)).contains(&n) {
+                let max = if custom_cloud {
+                    CUSTOM_CLOUD_MAX
+                } else {
+                    azure
+                };
+                if (1..=i64::from(max)).contains(&n) {
                     Ok(n as u32)
                 } else {
+                    let hint = if custom_cloud {
+                        format!("{max} is the most keyflip accepts for {what}")
+                    } else {
+                        format!(
+                            "{azure} is Azure's limit for {what}; a higher budget would let keyflip trip throttling on its own (only a custom [cloud] may declare higher limits)"
+                        )
+                    };
                     Err(self
-                        .error(v.span(), format!("budget.{key} is {n}; it must be between 1 and {azure}"))
-                        .with_hint(format!(
-                            "{azure} is Azure's limit for {what}; a higher budget would let keyflip trip throttling on its own"
-                        )))
+                        .error(
+                            v.span(),
+                            format!("budget.{key} is {n}; it must be between 1 and {max}"),
+                        )
+                        .with_hint(hint))
                 }
             }
         };
@@ -265,13 +340,25 @@ impl Ctx<'_> {
                 &raw.arm_writes_per_second,
                 "arm_writes_per_second",
                 AZURE_LIMITS.arm_writes_per_second,
-                "Storage resource provider writes per subscription and second",
+                "ARM writes per subscription and second",
             )?,
             arm_writes_per_hour: limit(
                 &raw.arm_writes_per_hour,
                 "arm_writes_per_hour",
                 AZURE_LIMITS.arm_writes_per_hour,
                 "Storage resource provider writes per subscription and hour",
+            )?,
+            arm_reads_per_second: limit(
+                &raw.arm_reads_per_second,
+                "arm_reads_per_second",
+                AZURE_LIMITS.arm_reads_per_second,
+                "ARM reads per subscription and second",
+            )?,
+            arm_reads_per_5min: limit(
+                &raw.arm_reads_per_5min,
+                "arm_reads_per_5min",
+                AZURE_LIMITS.arm_reads_per_5min,
+                "Storage resource provider reads per subscription in 5 minutes",
             )?,
             keyvault_writes_per_10s: limit(
                 &raw.keyvault_writes_per_10s,
@@ -357,7 +444,7 @@ mod tests {
     #[test]
     fn every_setting_is_read() {
         let d = parse(
-            "[daemon]\nsocket = \"run/k.sock\"\nallowed_uids = [1000, 1001]\nmetrics_listen = \"off\"\nmax_concurrent_rotations = 2\nshutdown_timeout = \"30s\"\nretry_backoff = \"1m\"\nretry_backoff_max = \"10m\"\npark_after_failures = 5\n[daemon.budget]\narm_writes_per_second = 2\narm_writes_per_hour = 600\nkeyvault_writes_per_10s = 30\nkeyvault_reads_per_10s = 400\n",
+            "[daemon]\nsocket = \"run/k.sock\"\nallowed_uids = [1000, 1001]\nmetrics_listen = \"off\"\nmax_concurrent_rotations = 2\nshutdown_timeout = \"30s\"\nretry_backoff = \"1m\"\nretry_backoff_max = \"10m\"\npark_after_failures = 5\n[daemon.budget]\narm_writes_per_second = 2\narm_writes_per_hour = 600\narm_reads_per_second = 5\narm_reads_per_5min = 300\nkeyvault_writes_per_10s = 30\nkeyvault_reads_per_10s = 400\n",
             &[("RUNTIME_DIRECTORY", "/ignored")],
         )
         .unwrap()
@@ -376,6 +463,8 @@ mod tests {
             BudgetConfig {
                 arm_writes_per_second: 2,
                 arm_writes_per_hour: 600,
+                arm_reads_per_second: 5,
+                arm_reads_per_5min: 300,
                 keyvault_writes_per_10s: 30,
                 keyvault_reads_per_10s: 400,
             }
@@ -388,6 +477,25 @@ mod tests {
         assert_eq!(e.line, 2);
         assert!(e.message.contains("between 1 and 10"), "{}", e.message);
         assert!(e.hint.unwrap().contains("Azure's limit"));
+        // A custom cloud declares its own limits (keyflip-twin models no hourly quota).
+        let custom = "[cloud]\nname = \"custom\"\narm_url = \"https://127.0.0.1:1/\"\narm_audience = \"https://management.azure.com\"\nauthority_host = \"https://127.0.0.1:1\"\n";
+        let d = parse(
+            &format!(
+                "{custom}[daemon.budget]\narm_writes_per_hour = 36000\narm_reads_per_5min = 7500\n"
+            ),
+            &[],
+        )
+        .unwrap()
+        .daemon;
+        assert_eq!(
+            (d.budget.arm_writes_per_hour, d.budget.arm_reads_per_5min),
+            (36_000, 7_500)
+        );
+        let e = source_error(
+            &format!("{custom}[daemon.budget]\narm_writes_per_hour = 0\n"),
+            &[],
+        );
+        assert!(e.message.contains("between 1 and 1000000"), "{}", e.message);
 
         let e = source_error("[daemon]\nmetrics_listen = \"localhost\"\n", &[]);
         assert_eq!(e.line, 2);
@@ -407,5 +515,36 @@ mod tests {
 
         let e = source_error("[daemon]\nallowed_uids = [-1]\n", &[]);
         assert!(e.message.contains("not a uid"), "{}", e.message);
+    }
+
+    /// A socket path on the journal once made the daemon unlink the journal to bind.
+    #[test]
+    fn the_socket_may_not_be_one_of_the_state_directorys_files() {
+        for (socket, what) in [
+            ("/var/lib/kf/journal.db", "the journal"),
+            ("/var/lib/kf/./journal.db-wal", "the journal"),
+            ("/var/lib/kf/fingerprint.key", "the fingerprint key"),
+            ("/var/lib/kf/locks/abc.lock", "a lock file"),
+            ("/var/lib/kf/reports/x.md", "an incident report"),
+            ("/var/lib/kf", "the state directory itself"),
+        ] {
+            let e = source_error(
+                &format!("state_dir = \"/var/lib/kf\"\n[daemon]\nsocket = \"{socket}\"\n"),
+                &[],
+            );
+            assert_eq!(e.line, 3, "{socket}");
+            assert!(e.message.contains(what), "{socket}: {}", e.message);
+        }
+        // Relative to the file's directory, which is the state directory here.
+        let e = source_error(
+            "state_dir = \".\"\n[daemon]\nsocket = \"journal.db\"\n",
+            &[],
+        );
+        assert!(e.message.contains("the journal"), "{}", e.message);
+        let ok = super::super::tests::parse(
+            "state_dir = \"/var/lib/kf\"\n[daemon]\nsocket = \"/var/lib/kf/keyflip.sock\"\n",
+            &[],
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 }

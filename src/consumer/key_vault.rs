@@ -221,6 +221,13 @@ fn table(raw: &Spanned<RawKeyVault>, d: &mut Diagnostics<'_>) -> Option<KeyVault
     })
 }
 
+/// Key Vault's limit on tags per secret version ("Secret tags: up to 15", Microsoft
+/// Learn, Azure Key Vault service limits).
+pub const MAX_SECRET_TAGS: usize = 15;
+
+/// The tags keyflip writes on every version it creates, besides the plan's.
+pub const OWN_TAGS: [&str; 3] = ["keyflip-key", "keyflip-rotation", "CredentialId"];
+
 fn tags(
     raw: Option<&BTreeMap<Text, Text>>,
     d: &mut Diagnostics<'_>,
@@ -228,18 +235,41 @@ fn tags(
     let mut ok = true;
     let mut tags = BTreeMap::new();
     for (key, value) in raw.into_iter().flatten() {
-        if key.get_ref().to_ascii_lowercase().starts_with("keyflip-") {
+        let name = key.get_ref();
+        if name.to_ascii_lowercase().starts_with("keyflip-") {
             d.error(
                 key.span(),
-                format!(
-                    "tag `{}` uses the reserved prefix `keyflip-`",
-                    key.get_ref()
-                ),
+                format!("tag `{name}` uses the reserved prefix `keyflip-`"),
                 "keyflip writes its own keyflip-* tags on each version; choose another name",
             );
             ok = false;
+        } else if name.eq_ignore_ascii_case("CredentialId") {
+            // keyflip records the key here, as Microsoft's dual-key rotation sample does:
+            // the plan's value would be overwritten.
+            d.error(
+                key.span(),
+                format!("tag `{name}` is written by keyflip"),
+                "keyflip sets CredentialId=key1|key2 on each version, as Microsoft's dual-key rotation sample does; choose another name",
+            );
+            ok = false;
         }
-        tags.insert(key.get_ref().clone(), value.get_ref().clone());
+        tags.insert(name.clone(), value.get_ref().clone());
+    }
+    // Azure refuses a version with more than 15 tags (400 BadParameter), and the first
+    // write comes after the standby key was regenerated: refuse the plan instead.
+    let allowed = MAX_SECRET_TAGS - OWN_TAGS.len();
+    if let Some(first_over) = raw.and_then(|r| r.keys().nth(allowed)) {
+        d.error(
+            first_over.span(),
+            format!(
+                "{} tags, but Key Vault allows at most {MAX_SECRET_TAGS} on a secret and keyflip writes {} of its own ({})",
+                tags.len(),
+                OWN_TAGS.len(),
+                OWN_TAGS.join(", ")
+            ),
+            format!("keep at most {allowed} tags here"),
+        );
+        ok = false;
     }
     ok.then_some(tags)
 }

@@ -8,13 +8,15 @@
 //! `needs-attention`; drift notifies only when a finding is new, so a drift that
 //! persists does not page someone every interval.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
-use super::drift::{self, Finding, Observation};
+use super::drift::{self, Finding};
 use super::jobs::{Ending, Finished, Job};
 use super::notify::{Notification, outcome_label};
-use super::scheduler::Scheduler;
+use super::observe::{self, Checked};
+use super::scheduler::{KeyAge, Scheduler, check_interval, spread};
 use crate::journal::{ObservedKeys, Parked};
+use crate::key::KeyName;
 use crate::rotation::RotationReport;
 use crate::rotation::machine::{Attention, Caller, Outcome};
 
@@ -22,20 +24,31 @@ impl Scheduler {
     pub fn conclude(&mut self, finished: Finished) {
         let now = self.ctx.clock.now();
         let name = finished.plan;
-        let Some(entry) = self.plans.get_mut(&name) else {
+        let Some(entry) = self.entry_mut(&name) else {
             tracing::warn!(plan = %name, "a job ended for a plan the daemon no longer knows");
             return;
         };
-        entry.running = None;
+        let was_waiting = entry
+            .running
+            .take()
+            .is_some_and(|a| a.waiting_until.is_some());
+        entry.cancel = None;
+        let preempted = entry.preempted.take();
         entry.epoch += 1;
-        // Look again soon: key ages and the drift baseline changed.
-        entry.observe_at = entry.observe_at.min(now);
+        // Until a report says otherwise, the next check reads everything.
+        entry.needs_full = true;
+        self.jobs = self.jobs.saturating_sub(1);
+        if !was_waiting {
+            self.busy = self.busy.saturating_sub(1);
+        }
         match finished.ending {
             Ending::Interrupted => self.ctx.metrics.rotation(&name, "interrupted"),
             Ending::Failed { message, busy } => {
                 self.ctx.metrics.rotation(&name, "error");
                 tracing::error!(plan = %name, job = finished.kind, busy, error = %message, "the job could not run");
-                if finished.kind != "repair" {
+                // A person's command that could not run told them so; only the
+                // schedule's own attempts are failed cycles.
+                if finished.kind != "repair" && !finished.manual {
                     self.failed_cycle(&name, message, None, now);
                 }
             }
@@ -44,7 +57,7 @@ impl Scheduler {
                     if finished.kind == "repair" {
                         self.repaired(&name, &report);
                     } else {
-                        self.apply(&name, &report, now);
+                        self.apply(&name, &report, finished.manual, now);
                     }
                 }
             }
@@ -53,13 +66,38 @@ impl Scheduler {
             && entry.retired
         {
             self.save(&name);
-            self.plans.remove(&name);
+            self.remove_plan(&name);
             return;
         }
         self.save(&name);
+        // The next check: soon when the job left no full picture of the keys and the
+        // consumers, at the plan's usual place in its interval when it did.
+        if let Some(entry) = self.entry_mut(&name) {
+            let interval = check_interval(&entry.plan);
+            entry.observe_at = Some(if entry.needs_full {
+                now
+            } else {
+                spread(&entry.plan.name, interval, now)
+            });
+        }
+        self.arm_check(&name, now);
+        self.decide(&name, now);
+        // A person's request that pre-empted the job runs now, with the plan's
+        // bookkeeping already done.
+        if let Some((job, client)) = preempted.map(|p| *p) {
+            if self.stopping {
+                let _ = client.reply.send(Err(super::control::protocol::CommandError::new(
+                    super::control::protocol::ErrorCode::ShuttingDown,
+                    "the daemon is shutting down; run the command again once it is back (or without it)",
+                    crate::exit::Exit::Interrupted,
+                )));
+            } else if self.plans.get(&name).is_some_and(|e| !e.retired) {
+                self.start_job(&name, job, Some(client), now);
+            }
+        }
     }
 
-    fn apply(&mut self, name: &str, report: &RotationReport, now: DateTime<Utc>) {
+    fn apply(&mut self, name: &str, report: &RotationReport, manual: bool, now: DateTime<Utc>) {
         let Some(outcome) = &report.outcome else {
             return;
         };
@@ -67,7 +105,7 @@ impl Scheduler {
         if report.mode.is_incident() {
             self.ctx.metrics.incident(name);
         }
-        let summary = outcome.to_string();
+        let summary = crate::rotation::describe::for_plan(&outcome.to_string(), name);
         let Some(entry) = self.plans.get_mut(name) else {
             return;
         };
@@ -81,7 +119,23 @@ impl Scheduler {
             });
         }
         match outcome {
-            Outcome::Completed { .. } => {
+            Outcome::Completed { active, .. } => {
+                // A completed rotation verified every consumer on `active` and read
+                // both keys at its end: that is the new baseline. Its key age is the
+                // active key's new one, so a plan due by `max_key_age` is not due again
+                // (the stale age made it rotate in a loop).
+                if let Some(keys) = report.keys_after {
+                    let created = match active {
+                        KeyName::Key1 => keys.key1.created,
+                        KeyName::Key2 => keys.key2.created,
+                    };
+                    entry.active_created = KeyAge::Known(created);
+                    entry.keyflip_changed = false;
+                    entry.needs_full = false;
+                    entry.drift.clear();
+                } else {
+                    entry.active_created = KeyAge::Unknown;
+                }
                 let was_parked = entry.state.parked.is_some();
                 entry.state.failures = 0;
                 entry.state.retry_at = None;
@@ -95,6 +149,11 @@ impl Scheduler {
                     Notification::completed(&plan, report, now)
                 };
                 self.ctx.notifier.send(&plan, n);
+            }
+            // A person's command that was refused changed nothing and told them why:
+            // it is not one of the schedule's failed cycles.
+            Outcome::Refused { .. } if manual => {
+                tracing::info!(plan = name, rotation_id = %report.rotation_id, refused = %summary, "a manual rotation was refused; not counted as a failed cycle");
             }
             Outcome::RolledBack { .. } | Outcome::Refused { .. } => {
                 self.failed_cycle(name, summary, Some(report), now);
@@ -207,27 +266,65 @@ impl Scheduler {
         tracing::info!(plan = name, rotation_id = %report.rotation_id, outcome = %outcome, "drift repair finished");
     }
 
-    /// A drift observation came back.
-    pub fn observed(&mut self, name: &str, epoch: u64, result: Result<Observation, String>) {
+    /// A check came back.
+    pub fn observed(&mut self, name: &str, epoch: u64, result: Result<Checked, String>) {
         let now = self.ctx.clock.now();
-        let Some(entry) = self.plans.get_mut(name) else {
+        self.checks = self.checks.saturating_sub(1);
+        let Some(entry) = self.entry_mut(name) else {
             return;
         };
         entry.observing = false;
-        let observation = match result {
-            Ok(o) => o,
+        let interval = check_interval(&entry.plan);
+        let checked = match result {
+            Ok(c) => c,
             Err(e) => {
+                // Soon, not a whole interval later: a plan whose first check failed
+                // would otherwise wait days for a key age or a drift baseline.
+                entry.observe_failures = entry.observe_failures.saturating_add(1);
+                let backoff = TimeDelta::minutes(1)
+                    * 2i32.saturating_pow(entry.observe_failures.saturating_sub(1).min(10));
+                let wait = backoff.min(interval).min(TimeDelta::hours(1));
+                entry.observe_at = Some(now + wait);
                 self.ctx.metrics.drift_check(name, "error");
-                tracing::warn!(plan = name, error = %e, "drift check failed; trying again at the next interval");
+                tracing::warn!(plan = name, error = %e, retry_in_secs = wait.num_seconds(), "check failed; trying again soon");
+                self.arm_check(name, now);
                 return;
             }
         };
+        entry.observe_failures = 0;
         if entry.running.is_some() || entry.epoch != epoch {
-            // Keys and consumers were in flux while a job ran; look again after it.
-            tracing::debug!(plan = name, "drift check ignored: a job ran meanwhile");
-            entry.observe_at = entry.observe_at.min(now);
+            // Keys and consumers were in flux while a job ran; the job's end arms the
+            // next check.
+            tracing::debug!(plan = name, "check ignored: a job ran meanwhile");
             return;
         }
+        // The next check at the plan's place in its interval, at least half an
+        // interval from now (a check that waited long for the budget is not repeated
+        // at once).
+        entry.observe_at = Some(spread(&entry.plan.name, interval, now + interval / 2));
+        let observation = match checked {
+            Checked::Unchanged { at } => {
+                // Same keys and secrets as the last full look: its consumer findings
+                // stand; a regenerated key was news only once.
+                entry
+                    .drift
+                    .retain(|f| !matches!(f, Finding::KeyRegenerated { .. }));
+                if let Some(keys) = entry.state.observed.as_mut() {
+                    keys.at = at;
+                }
+                let result = if entry.drift.is_empty() {
+                    "ok"
+                } else {
+                    "drift"
+                };
+                self.ctx.metrics.drift_check(name, result);
+                tracing::debug!(plan = name, "quick check: nothing changed");
+                self.save(name);
+                self.arm_check(name, now);
+                return;
+            }
+            Checked::Full(o) => *o,
+        };
         let inv = &observation.inventory;
         let previous = entry.state.observed;
         // A rotation the journal knows of since the last look (a CLI run while the
@@ -250,6 +347,7 @@ impl Scheduler {
                 _ => None,
             })
         });
+        // Marked for republishing when the check came back.
         let Some(entry) = self.plans.get_mut(name) else {
             return;
         };
@@ -261,8 +359,9 @@ impl Scheduler {
         );
         let active = expected.or(inv.active);
         entry.keyflip_changed = false;
-        entry.observed_once = true;
-        entry.active_created = inv.active.and_then(|k| inv.key(k).created);
+        entry.needs_full = false;
+        entry.kv_seen = observe::newest_versions(&observation);
+        entry.active_created = KeyAge::Known(inv.active.and_then(|k| inv.key(k).created));
         entry.state.observed = Some(ObservedKeys {
             at: inv.observed_at,
             key1: inv.key1,
@@ -271,9 +370,7 @@ impl Scheduler {
         let lines: Vec<String> = findings.iter().map(ToString::to_string).collect();
         let new: Vec<&Finding> = findings
             .iter()
-            .filter(|f| {
-                matches!(f, Finding::KeyRegenerated { .. }) || !entry.drift.contains(&f.to_string())
-            })
+            .filter(|f| matches!(f, Finding::KeyRegenerated { .. }) || !entry.drift.contains(f))
             .collect();
         for f in &new {
             tracing::warn!(plan = name, kind = f.kind(), finding = %f, "drift");
@@ -290,25 +387,41 @@ impl Scheduler {
         );
         let plan = entry.plan.clone();
         if !new.is_empty() {
-            let n = Notification::drift(&plan, &new[0].to_string(), lines.clone(), now);
+            // Consumers on a dead key are an outage: the headline says so first.
+            let headline = drift::headline(&plan.name, &findings, new[0]);
+            let outage = drift::consumers_down(&findings) > 0;
+            let n = Notification::drift(&plan, &headline, outage, lines.clone(), now);
             self.ctx.notifier.send(&plan, n);
         }
         if findings.is_empty() && !entry.drift.is_empty() {
             tracing::info!(plan = name, "drift resolved");
         }
-        entry.drift = lines;
-        let repairs: Vec<_> = match (plan.drift.repair, active) {
-            (true, Some(active)) => findings
-                .iter()
-                .filter_map(Finding::repairable)
-                .filter_map(|id| crate::consumer::listed(&plan, id))
-                .map(|id| (id, active))
-                .collect(),
-            _ => Vec::new(),
+        entry.drift = findings.clone();
+        // One `--adopt` rotation moves every drifted consumer back at once.
+        let repair = match (plan.drift.repair, active) {
+            (true, Some(active)) if findings.iter().any(|f| f.repairable().is_some()) => {
+                match plan.load() {
+                    Ok(full) => findings
+                        .iter()
+                        .filter_map(Finding::repairable)
+                        .any(|id| crate::consumer::listed(&full, id).is_some())
+                        .then_some(active),
+                    Err(e) => {
+                        tracing::error!(plan = name, error = %e, "cannot repair drift");
+                        None
+                    }
+                }
+            }
+            _ => None,
         };
         self.save(name);
-        if !repairs.is_empty() && !self.stopping {
-            self.start_job(name, Job::Repair(repairs), None, now);
+        self.arm_check(name, now);
+        // The key age may have changed what the schedule says.
+        self.decide(name, now);
+        if let Some(active) = repair
+            && !self.stopping
+        {
+            self.start_job(name, Job::Repair(active), None, now);
         }
     }
 }

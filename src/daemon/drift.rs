@@ -107,6 +107,41 @@ impl fmt::Display for Finding {
     }
 }
 
+/// How many consumers hold neither key: an outage when above zero.
+pub fn consumers_down(findings: &[Finding]) -> usize {
+    findings
+        .iter()
+        .filter(|f| matches!(f, Finding::Consumer { holding, .. } if holding == "neither key"))
+        .count()
+}
+
+/// The first line of a drift alert. Consumers on neither key are an outage, not
+/// drift: then it says so first and names the command that mends it.
+pub fn headline(plan: &str, findings: &[Finding], first_new: &Finding) -> String {
+    let down = consumers_down(findings);
+    if down == 0 {
+        return format!("drift on {plan}: {first_new}");
+    }
+    let regenerated: Vec<String> = findings
+        .iter()
+        .filter_map(|f| match f {
+            Finding::KeyRegenerated { key } => Some(key.to_string()),
+            _ => None,
+        })
+        .collect();
+    let why = if regenerated.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " ({} regenerated outside keyflip)",
+            regenerated.join(" and ")
+        )
+    };
+    format!(
+        "consumers are down on {plan}: {down} consumer(s) hold neither key{why}; run `keyflip rotate now {plan} --adopt` to move every consumer to a key that works now"
+    )
+}
+
 /// Compares an observation with what keyflip expects. `previous` is the last
 /// observation's keys; `keyflip_changed_keys` says a keyflip rotation ran since, so
 /// key changes are keyflip's own; `active` is the key keyflip last moved consumers to

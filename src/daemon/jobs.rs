@@ -14,30 +14,60 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::control::protocol::{Answer, CommandError, ErrorCode};
-use super::drift::Observation;
+use super::observe::{self, Baseline};
 use super::progress::DaemonProgress;
 use super::scheduler::{Context, Msg, Scheduler};
 use super::snapshot::Activity;
-use crate::consumer::{self, ConsumerId};
+use crate::azure::budget::{self, Lane};
+use crate::exit::Exit;
 use crate::key::KeyName;
 use crate::plan::Plan;
-use crate::rotation::{EngineError, ProgressEvent, RotateRequest, RotationReport};
+use crate::rotation::engine::Amend;
+use crate::rotation::machine::Mode;
+use crate::rotation::{EngineError, ProgressEvent, RotateRequest, RotationReport, Trigger};
 
 /// What a job does.
 #[derive(Clone, Debug)]
 pub(super) enum Job {
+    /// A rotation the schedule started (refused if the account has an unfinished one).
     Rotate(RotateRequest),
-    Resume,
-    /// Bind each consumer to the key (drift repair).
-    Repair(Vec<(ConsumerId, KeyName)>),
+    /// `rotate now` over the control socket: [`Engine::rotate_now`], which finishes
+    /// the plan's unfinished rotation first, amended by the request.
+    ///
+    /// [`Engine::rotate_now`]: crate::rotation::Engine::rotate_now
+    RotateNow(RotateRequest),
+    /// Finish the plan's unfinished rotation, with a person's amendment (`rotate
+    /// resume --grace`) or none.
+    Resume(Amend),
+    /// Move every consumer to the key (drift repair): one `--adopt` rotation.
+    Repair(KeyName),
 }
 
 impl Job {
     pub fn kind(&self) -> &'static str {
         match self {
-            Job::Rotate(_) => "rotation",
-            Job::Resume => "resume",
+            Job::Rotate(_) | Job::RotateNow(_) => "rotation",
+            Job::Resume(_) => "resume",
             Job::Repair(_) => "repair",
+        }
+    }
+
+    /// A person asked for it (over the control socket).
+    pub fn manual(&self) -> bool {
+        match self {
+            Job::RotateNow(_) => true,
+            Job::Resume(amend) => amend.by.is_some(),
+            Job::Rotate(_) | Job::Repair(_) => false,
+        }
+    }
+
+    /// Whether it changes what an unfinished rotation does, and so may pre-empt the
+    /// job running for the plan (an incident, a shorter grace) instead of waiting.
+    pub fn preempts(&self) -> bool {
+        match self {
+            Job::RotateNow(r) => r.mode.is_incident() || r.grace.is_some(),
+            Job::Resume(amend) => amend.grace.is_some(),
+            Job::Rotate(_) | Job::Repair(_) => false,
         }
     }
 }
@@ -58,6 +88,9 @@ pub(super) enum Ending {
 pub(crate) struct Finished {
     pub plan: String,
     pub kind: &'static str,
+    /// A person asked for the job: its refusals and errors went to them and are not
+    /// the schedule's failed cycles.
+    pub manual: bool,
     pub ending: Ending,
 }
 
@@ -92,49 +125,153 @@ pub(super) fn error_reply(e: &EngineError) -> CommandError {
 impl Scheduler {
     /// Marks the plan busy and starts the job.
     pub fn start_job(&mut self, name: &str, job: Job, client: Option<Client>, now: DateTime<Utc>) {
-        let Some(entry) = self.plans.get_mut(name) else {
+        let lane = self.lane_of(name, &job);
+        let cancel = self.ctx.shutdown.child_token();
+        self.disarm_check(name);
+        self.unfile(name);
+        let Some(entry) = self.entry_mut(name) else {
             return;
         };
-        entry.running = Some(Activity {
+        entry.next = None;
+        entry.reason = "running";
+        entry.running = Some(Box::new(Activity {
             kind: job.kind(),
             rotation_id: None,
             since: now,
-        });
+            waiting_until: None,
+        }));
         entry.epoch += 1;
-        let plan = entry.plan.clone();
+        entry.cancel = Some(cancel.clone());
+        let plan = entry.plan.load();
+        self.jobs += 1;
+        self.busy += 1;
         let ctx = self.ctx.clone();
-        self.ctx.tracker.spawn(run(ctx, plan, job, client));
+        let kind = job.kind();
+        let manual = job.manual();
+        let name = name.to_owned();
+        self.ctx.tracker.spawn(budget::in_lane(lane, async move {
+            match plan {
+                Ok(plan) => run(ctx, plan, job, client, cancel).await,
+                Err(message) => {
+                    tracing::error!(plan = %name, error = %message, "the job cannot start");
+                    if let Some(c) = client {
+                        let _ = c.reply.send(Err(CommandError::new(
+                            ErrorCode::Failed,
+                            message.clone(),
+                            Exit::Failure,
+                        )));
+                    }
+                    let _ = ctx.tx.send(Msg::Finished(Finished {
+                        plan: name,
+                        kind,
+                        manual,
+                        ending: Ending::Failed {
+                            busy: false,
+                            message,
+                        },
+                    }));
+                }
+            }
+        }));
     }
 
-    /// Starts a drift observation of the plan.
-    pub fn start_observation(&mut self, name: &str, now: DateTime<Utc>) {
+    /// Stops the plan's running job between journaled steps (a grace wait at once) so
+    /// that `job` runs as soon as it has: an incident or a shorter grace does not wait
+    /// an hour behind the rotation it changes. The stopped rotation stays unfinished
+    /// and `job` finishes it, amended. A second pre-emption replaces a pending one,
+    /// whose client is told.
+    pub fn preempt(&mut self, name: &str, job: Job, client: Client) {
         let Some(entry) = self.plans.get_mut(name) else {
             return;
         };
+        tracing::warn!(
+            plan = name,
+            job = job.kind(),
+            "pre-empting the running job: it stops after its step in flight, then this one runs"
+        );
+        if let Some(cancel) = &entry.cancel {
+            cancel.cancel();
+        }
+        if let Some((_, old)) = entry.preempted.replace(Box::new((job, client))).map(|p| *p) {
+            let _ = old.reply.send(Err(CommandError::new(
+                ErrorCode::Busy,
+                format!("plan `{name}`: another request pre-empted the running job after yours; run yours again if it is still needed"),
+                crate::exit::Exit::Busy,
+            )));
+        }
+    }
+
+    /// Which budget lane a job's calls take: an incident (a `--leaked` rotation, or the
+    /// resume of one) goes ahead of everything.
+    fn lane_of(&self, name: &str, job: &Job) -> Lane {
+        match job {
+            Job::Rotate(request) | Job::RotateNow(request) if request.mode.is_incident() => {
+                Lane::Incident
+            }
+            Job::Rotate(_) | Job::RotateNow(_) | Job::Repair(_) => Lane::Scheduled,
+            Job::Resume(_) => {
+                let incident = self
+                    .ctx
+                    .engine
+                    .history(Some(name), 1)
+                    .ok()
+                    .and_then(|h| h.into_iter().next())
+                    .is_some_and(|r| r.finished_at.is_none() && r.mode.is_incident());
+                if incident {
+                    Lane::Incident
+                } else {
+                    Lane::Scheduled
+                }
+            }
+        }
+    }
+
+    /// Starts a check of the plan (quick or full, see `observe`), in the background lane.
+    pub fn start_observation(&mut self, name: &str, now: DateTime<Utc>) {
+        let Some(entry) = self.entry_mut(name) else {
+            return;
+        };
         entry.observing = true;
-        entry.observe_at = now
-            + chrono::TimeDelta::from_std(entry.plan.drift.interval)
-                .unwrap_or(chrono::TimeDelta::hours(1));
-        let plan = entry.plan.clone();
+        let base = Baseline {
+            keys: entry.state.observed,
+            kv_seen: entry.kv_seen.clone(),
+            full: entry.needs_full || entry.keyflip_changed,
+        };
+        let plan = entry.plan.load();
         let epoch = entry.epoch;
+        self.checks += 1;
         let ctx = self.ctx.clone();
-        tracing::debug!(plan = name, "drift check started");
-        self.ctx.tracker.spawn(async move {
-            let work = observe(&ctx, &plan);
-            let result = tokio::select! {
-                result = work => result,
-                _ = ctx.shutdown.cancelled() => return,
-            };
-            let _ = ctx.tx.send(Msg::Observed {
-                plan: plan.name.clone(),
-                epoch,
-                result,
-            });
-        });
+        let name = name.to_owned();
+        tracing::debug!(plan = %name, at = %now, "check started");
+        self.ctx
+            .tracker
+            .spawn(budget::in_lane(Lane::Background, async move {
+                let result = match plan {
+                    Ok(plan) => {
+                        let work = observe::check(&ctx, &plan, base);
+                        tokio::select! {
+                            result = work => result,
+                            _ = ctx.shutdown.cancelled() => return,
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = ctx.tx.send(Msg::Observed {
+                    plan: name,
+                    epoch,
+                    result,
+                });
+            }));
     }
 }
 
-async fn run(ctx: Context, plan: Arc<Plan>, job: Job, client: Option<Client>) {
+async fn run(
+    ctx: Context,
+    plan: Arc<Plan>,
+    job: Job,
+    client: Option<Client>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
     let (progress_tx, reply) = match client {
         Some(c) => (Some(c.progress), Some((c.reply, c.asked))),
         None => (None, None),
@@ -145,46 +282,40 @@ async fn run(ctx: Context, plan: Arc<Plan>, job: Job, client: Option<Client>) {
         scheduler: ctx.tx.clone(),
         client: progress_tx,
     };
-    let cancel = ctx.shutdown.child_token();
     let kind = job.kind();
+    let manual = job.manual();
     let result: Result<Vec<RotationReport>, EngineError> = match job {
         Job::Rotate(request) => ctx
             .engine
-            .rotate(&plan, request, &progress, cancel)
+            .rotate(&plan, request, &progress, cancel.clone())
             .await
             .map(|r| vec![r]),
-        Job::Resume => {
+        Job::RotateNow(request) => ctx
+            .engine
+            .rotate_now(&plan, request, &progress, cancel.clone())
+            .await
+            .map(|r| vec![r]),
+        Job::Resume(amend) => {
             ctx.engine
-                .resume(std::slice::from_ref(&*plan), &progress, cancel)
+                .resume_amended(
+                    std::slice::from_ref(&*plan),
+                    &amend,
+                    &progress,
+                    cancel.clone(),
+                )
                 .await
         }
-        Job::Repair(consumers) => {
-            let mut reports = Vec::new();
-            let mut failure = None;
-            for (consumer, key) in consumers {
-                tracing::info!(plan = %plan.name, consumer = %consumer, key = %key, "repairing drift: binding the consumer to the active key");
-                match ctx
-                    .engine
-                    .repair(&plan, &consumer, key, &progress, cancel.clone())
-                    .await
-                {
-                    Ok(report) => reports.push(report),
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-            match failure {
-                Some(e) if reports.is_empty() => Err(e),
-                Some(e) => {
-                    tracing::warn!(plan = %plan.name, error = %e, "drift repair stopped early");
-                    Ok(reports)
-                }
-                None => Ok(reports),
-            }
+        Job::Repair(key) => {
+            tracing::info!(plan = %plan.name, key = %key, "repairing drift: moving every consumer to the active key in one rotation");
+            let request = RotateRequest::by_daemon(Mode::Adopt { key: Some(key) }, Trigger::Repair);
+            ctx.engine
+                .rotate(&plan, request, &progress, cancel.clone())
+                .await
+                .map(|r| vec![r])
         }
     };
+    // Stopped, but not for a shutdown: a person's request pre-empted this job.
+    let preempted = cancel.is_cancelled() && !ctx.shutdown.is_cancelled();
     if let Some((reply, asked)) = reply {
         let answer = match (&result, asked) {
             (Ok(reports), Asked::RotateNow) => {
@@ -193,6 +324,16 @@ async fn run(ctx: Context, plan: Arc<Plan>, job: Job, client: Option<Client>) {
             (Ok(reports), Asked::Resume) => Ok(Answer::Resumed {
                 reports: reports.clone(),
             }),
+            (Err(EngineError::Interrupted { rotation_id }), _) if preempted => {
+                Err(CommandError::new(
+                    ErrorCode::Interrupted,
+                    format!(
+                        "rotation {rotation_id} of plan {} was pre-empted by a later request (an incident or a shorter grace), which finishes it; `keyflip history {}` shows how it ended",
+                        plan.name, plan.name
+                    ),
+                    crate::exit::Exit::Interrupted,
+                ))
+            }
             (Err(e), _) => Err(error_reply(e)),
         };
         let _ = reply.send(answer);
@@ -211,24 +352,7 @@ async fn run(ctx: Context, plan: Arc<Plan>, job: Job, client: Option<Client>) {
     let _ = ctx.tx.send(Msg::Finished(Finished {
         plan: plan.name.clone(),
         kind,
+        manual,
         ending,
     }));
-}
-
-/// Reads the plan's live state and the versions of its consumers that keep them.
-async fn observe(ctx: &Context, plan: &Plan) -> Result<Observation, String> {
-    let inventory = ctx.engine.observe(plan).await.map_err(|e| e.to_string())?;
-    let mut versions = Vec::new();
-    for (id, found) in consumer::versions(ctx.engine.azure(), plan).await {
-        match found {
-            Ok(list) => versions.push((id.to_string(), list)),
-            Err(e) => {
-                tracing::warn!(plan = %plan.name, consumer = %id, error = %e, "cannot list the secret's versions; skipping it in this drift check");
-            }
-        }
-    }
-    Ok(Observation {
-        inventory,
-        versions,
-    })
 }

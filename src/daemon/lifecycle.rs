@@ -7,11 +7,10 @@
 //! dropped only when the job ends. The drain starts nothing, lets each job finish its
 //! step in flight within `shutdown_timeout`, and still records what jobs report.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::BTreeSet;
 
 use super::control::protocol::{CommandError, ErrorCode};
-use super::scheduler::{Entry, Msg, Scheduler};
+use super::scheduler::{Msg, Scheduler};
 use crate::exit::Exit;
 
 impl Scheduler {
@@ -53,37 +52,54 @@ impl Scheduler {
             );
         }
         let now = self.ctx.clock.now();
-        let mut next: BTreeMap<String, Entry> = BTreeMap::new();
-        for plan in plans {
-            let name = plan.name.clone();
-            let entry = match self.plans.remove(&name) {
-                Some(mut entry) => {
-                    entry.plan = Arc::new(plan);
+        let mut keep: BTreeSet<String> = BTreeSet::new();
+        let mut fresh = Vec::new();
+        for loaded in plans {
+            let name = loaded.name().to_owned();
+            keep.insert(name.clone());
+            match self.entry_mut(&name) {
+                Some(entry) => {
+                    entry.plan = loaded.0;
                     entry.retired = false;
-                    entry
                 }
                 None => {
                     tracing::info!(plan = %name, "new plan");
-                    self.entry_for(plan, now)
+                    fresh.push(loaded);
                 }
-            };
-            next.insert(name, entry);
+            }
         }
-        for (name, mut entry) in std::mem::take(&mut self.plans) {
+        let gone: Vec<String> = self
+            .plans
+            .keys()
+            .filter(|n| !keep.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            let Some(entry) = self.entry_mut(&name) else {
+                continue;
+            };
             if entry.running.is_some() {
                 tracing::info!(plan = %name, "plan removed; its running job finishes first");
                 entry.retired = true;
-                next.insert(name, entry);
-            } else {
-                tracing::info!(plan = %name, "plan removed");
+                continue;
             }
+            self.remove_plan(&name);
+            tracing::info!(plan = %name, "plan removed");
         }
-        self.plans = next;
+        // Kept plans may have a new schedule: decide again (new plans decide on insert).
+        for name in keep.iter() {
+            self.decide(name, now);
+        }
+        for entry in self.entries_for(fresh, now) {
+            self.insert(entry, now);
+        }
         self.config = config;
         let count = self.plans.values().filter(|e| !e.retired).count();
         self.ctx.metrics.reload("applied");
         tracing::info!(plans = count, "configuration and plans reloaded");
         self.start_resumes(now);
+        self.journal.shrink_memory();
+        super::release_heap();
         Ok(count)
     }
 
@@ -136,7 +152,18 @@ impl Scheduler {
             Msg::Ping(reply) => {
                 let _ = reply.send(());
             }
-            Msg::Reload(None) | Msg::RotationId { .. } | Msg::Observed { .. } => {}
+            Msg::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot_now());
+            }
+            Msg::Waiting { plan, until } => {
+                if let Some(a) = self.entry_mut(&plan).and_then(|e| e.running.as_mut()) {
+                    a.waiting_until = Some(until);
+                }
+            }
+            Msg::Reload(None)
+            | Msg::RotationId { .. }
+            | Msg::Observed { .. }
+            | Msg::Working { .. } => {}
         }
     }
 }

@@ -534,6 +534,7 @@ mod tests {
                 next_due: Some(now + chrono::TimeDelta::hours(1)),
                 due_reason: "not-yet".into(),
                 running: None,
+                checking: false,
                 last_started: None,
                 last_success: Some(now),
                 failures: 0,

@@ -27,8 +27,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
 
+use super::kept::KeptPlan;
 use super::metrics::Metrics;
-use crate::plan::{NotifyEvent, Plan, Webhook, WebhookFormat};
+use crate::plan::{NotifyEvent, Webhook, WebhookFormat};
 use crate::rotation::machine::{Cause, ConsumerRef, Outcome};
 use crate::rotation::{RotationReport, describe};
 
@@ -152,7 +153,7 @@ impl Notification {
     fn base(
         event: NotifyEvent,
         severity: Severity,
-        plan: &Plan,
+        plan: &KeptPlan,
         at: DateTime<Utc>,
         what: &str,
         summary: String,
@@ -164,7 +165,7 @@ impl Notification {
             title: format!("{}: {what}", plan.name),
             summary,
             plan: plan.name.clone(),
-            account: plan.storage_account.to_string(),
+            account: plan.account().to_owned(),
             at,
             rotation_id: None,
             outcome: None,
@@ -175,7 +176,11 @@ impl Notification {
     }
 
     /// A rotation completed (scheduled or asked for).
-    pub fn completed(plan: &Plan, report: &RotationReport, at: DateTime<Utc>) -> Notification {
+    pub(super) fn completed(
+        plan: &KeptPlan,
+        report: &RotationReport,
+        at: DateTime<Utc>,
+    ) -> Notification {
         let (summary, _) = report
             .outcome
             .as_ref()
@@ -196,7 +201,11 @@ impl Notification {
     }
 
     /// An incident rotation completed: the leaked key is dead.
-    pub fn incident(plan: &Plan, report: &RotationReport, at: DateTime<Utc>) -> Notification {
+    pub(super) fn incident(
+        plan: &KeptPlan,
+        report: &RotationReport,
+        at: DateTime<Utc>,
+    ) -> Notification {
         let killed: Vec<String> = report
             .regenerated
             .iter()
@@ -242,8 +251,8 @@ impl Notification {
 
     /// A rotation cycle failed (`report` when a rotation ran; else `error` says why it
     /// could not), `failures` in a row; `retry_at` when the daemon tries again.
-    pub fn failed_cycle(
-        plan: &Plan,
+    pub(super) fn failed_cycle(
+        plan: &KeptPlan,
         report: Option<&RotationReport>,
         error: &str,
         failures: u32,
@@ -277,8 +286,8 @@ impl Notification {
 
     /// The plan was parked: `cause` is the root cause (the last failure's, or the
     /// rotation's own), `failures` how many cycles failed in a row.
-    pub fn needs_attention(
-        plan: &Plan,
+    pub(super) fn needs_attention(
+        plan: &KeptPlan,
         report: Option<&RotationReport>,
         cause: &str,
         failures: u32,
@@ -313,8 +322,8 @@ impl Notification {
 
     /// The usage gate parked a rotation: `callers` still sign with the old key, one
     /// detail line each (IP, user agent, operation, requests, last seen).
-    pub fn usage_gate_hold(
-        plan: &Plan,
+    pub(super) fn usage_gate_hold(
+        plan: &KeptPlan,
         report: &RotationReport,
         callers: &[crate::rotation::machine::Caller],
         at: DateTime<Utc>,
@@ -341,10 +350,23 @@ impl Notification {
     }
 
     /// New drift findings (`first` the first of them); `all` every current one.
-    pub fn drift(plan: &Plan, first: &str, all: Vec<String>, at: DateTime<Utc>) -> Notification {
+    /// `outage`: some consumer holds neither key, so something is down now and the
+    /// alert is critical, not a warning.
+    pub(super) fn drift(
+        plan: &KeptPlan,
+        first: &str,
+        outage: bool,
+        all: Vec<String>,
+        at: DateTime<Utc>,
+    ) -> Notification {
+        let severity = if outage {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
         let mut n = Self::base(
             NotifyEvent::Drift,
-            Severity::Warning,
+            severity,
             plan,
             at,
             "drift",
@@ -352,10 +374,10 @@ impl Notification {
         );
         n.next_step = Some(match plan.drift.repair {
             true => {
-                "keyflip moves drifted consumers back to the active key (repair = true)".to_owned()
+                "keyflip moves every drifted consumer to a key that works now, as one `--adopt` rotation (repair = true)".to_owned()
             }
             false => format!(
-                "`keyflip status --plan {0}` shows it; `keyflip rotate now {0}` moves every consumer to one new key",
+                "`keyflip status --plan {0}` shows it; `keyflip rotate now {0} --adopt` moves every consumer to a key that works now",
                 plan.name
             ),
         });
@@ -494,12 +516,14 @@ pub fn signature(key: &[u8], body: &[u8]) -> String {
 
 /// The signing key in `path`: its bytes, a trailing newline dropped.
 fn signing_key(path: &std::path::Path) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
-    let mut bytes = zeroize::Zeroizing::new(std::fs::read(path).map_err(|e| {
-        format!(
-            "cannot read the webhook secret file {}: {e}",
-            path.display()
-        )
-    })?);
+    let mut bytes = zeroize::Zeroizing::new(
+        crate::input::read_bytes(path, crate::input::MAX_SECRET_BYTES).map_err(|e| {
+            format!(
+                "cannot read the webhook secret file {}: {e}",
+                path.display()
+            )
+        })?,
+    );
     while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         bytes.pop();
     }
@@ -555,7 +579,7 @@ impl Notifier {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("keyflip/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = ca_bundle {
-            let pem = std::fs::read(path)
+            let pem = crate::input::read_bytes(path, crate::input::MAX_CA_BUNDLE_BYTES)
                 .map_err(|e| format!("cannot read the CA bundle {}: {e}", path.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("the CA bundle {} is not PEM: {e}", path.display()))?;
@@ -574,7 +598,7 @@ impl Notifier {
 
     /// Posts `notification` to every webhook of `plan` that wants its event, in the
     /// background.
-    pub fn send(&self, plan: &Plan, notification: Notification) {
+    pub(super) fn send(&self, plan: &KeptPlan, notification: Notification) {
         let Some(event) = NotifyEvent::ALL
             .into_iter()
             .find(|e| e.as_str() == notification.event)

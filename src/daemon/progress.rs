@@ -1,6 +1,7 @@
 //! The daemon's [`Progress`]: every rotation event becomes one structured `tracing`
 //! event (plan, rotation id, step, outcome, Azure request id), step durations feed the
-//! metrics histogram, the rotation id reaches the scheduler (for `status`), and a
+//! metrics histogram, the rotation id reaches the scheduler (for `status`), waits
+//! (grace, retry backoff) release the job's concurrency slot until they end, and a
 //! client that asked for the rotation over the control socket gets the events too.
 
 use std::sync::Arc;
@@ -80,6 +81,12 @@ impl Progress for DaemonProgress {
                     tracing::warn!(plan, rotation_id = %rotation_id, seq, kind, step = %step, outcome, detail = detail.as_deref(), request_id = request_id.as_deref(), duration_ms, "rotation step");
                 }
                 self.metrics.step(kind, *duration);
+                if *kind == "wait_until" {
+                    // The wait is over: the job works (and counts against the limit) again.
+                    let _ = self.scheduler.send(Msg::Working {
+                        plan: plan.to_owned(),
+                    });
+                }
             }
             ProgressEvent::Waiting {
                 rotation_id,
@@ -87,6 +94,11 @@ impl Progress for DaemonProgress {
                 why,
             } => {
                 tracing::info!(plan, rotation_id = %rotation_id, until = %until, why = %why, "waiting");
+                // A timer, not work: the scheduler gives the slot to the next due plan.
+                let _ = self.scheduler.send(Msg::Waiting {
+                    plan: plan.to_owned(),
+                    until: *until,
+                });
             }
             ProgressEvent::Finished {
                 rotation_id,

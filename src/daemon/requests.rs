@@ -6,8 +6,11 @@
 //! Reads (`status`, `history`, dry runs) run as tasks, so a slow Azure never stalls the
 //! scheduler; they are dropped on shutdown. `rotate now` and `resume` become jobs
 //! owned by the scheduler (the client only waits for them): a plan that is already
-//! busy is refused with `busy`, and `rotate now` of a plan with an unfinished rotation
-//! finishes that one, as standalone. An explicit `rotate now` is not held back by
+//! busy is refused with `busy`, unless the request changes what its job does (an
+//! incident, a shorter grace): then it pre-empts that job (stopped between journaled
+//! steps) and runs right after it, on the rotation it left unfinished. `rotate now` of
+//! a plan with an unfinished rotation finishes that one first, amended, as standalone
+//! (`Engine::rotate_now`). An explicit `rotate now` is not held back by
 //! `max_concurrent_rotations`: an operator responding to a leak must not queue behind
 //! a fleet rotation.
 
@@ -15,11 +18,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::control::protocol::{Answer, CommandError, ErrorCode, Request};
 use super::jobs::{Asked, Client, Job, error_reply};
-use super::scheduler::Scheduler;
+use super::kept::KeptPlan;
+use super::scheduler::{Scheduler, row};
 use super::snapshot::PlanSnapshot;
 use crate::commands::perform;
 use crate::exit::Exit;
 use crate::plan::{FindError, Plan};
+use crate::rotation::engine::Amend;
 use crate::rotation::{
     ParkedStatus, PlanStatus, ProgressEvent, RotateRequest, RunningJob, ScheduleStatus,
 };
@@ -29,7 +34,7 @@ type ReplyTx = oneshot::Sender<Result<Answer, CommandError>>;
 impl Scheduler {
     /// The loaded plan `name`, or the error a standalone run gives for a plan that is
     /// not in the plans directory.
-    fn loaded(&self, name: &str) -> Result<&std::sync::Arc<Plan>, CommandError> {
+    fn loaded(&self, name: &str) -> Result<&KeptPlan, CommandError> {
         match self.plans.get(name).filter(|e| !e.retired) {
             Some(entry) => Ok(&entry.plan),
             None => Err(CommandError::from(FindError::NotFound {
@@ -45,16 +50,17 @@ impl Scheduler {
         }
     }
 
-    /// One loaded plan, or all of them.
+    /// One loaded plan, or all of them, parsed again from the text the daemon keeps
+    /// of idle plans.
     fn targets(&self, name: Option<&str>) -> Result<Vec<Plan>, CommandError> {
         match name {
-            Some(name) => Ok(vec![(**self.loaded(name)?).clone()]),
-            None => Ok(self
+            Some(name) => Ok(vec![parse(self.loaded(name)?)?]),
+            None => self
                 .plans
                 .values()
                 .filter(|e| !e.retired)
-                .map(|e| (*e.plan).clone())
-                .collect()),
+                .map(|e| parse(&e.plan))
+                .collect(),
         }
     }
 
@@ -84,8 +90,8 @@ impl Scheduler {
                 dry_run: true,
                 ..
             } => {
-                let plan = match self.loaded(plan) {
-                    Ok(p) => p.clone(),
+                let plan = match self.loaded(plan).and_then(parse) {
+                    Ok(p) => p,
                     Err(e) => {
                         let _ = reply.send(Err(e));
                         return;
@@ -102,22 +108,32 @@ impl Scheduler {
                     let _ = reply.send(answer);
                 });
             }
-            Request::RotateNow { plan, .. } => match self.rotate_now_job(&request, plan) {
-                Ok(job) => {
-                    let client = Client {
-                        progress,
-                        reply,
-                        asked: Asked::RotateNow,
-                    };
-                    let now = self.ctx.clock.now();
-                    self.start_job(plan, job, Some(client), now);
+            Request::RotateNow { plan, .. } => {
+                let rotation = request.rotation().unwrap_or_else(RotateRequest::manual);
+                let client = Client {
+                    progress,
+                    reply,
+                    asked: Asked::RotateNow,
+                };
+                self.run_requested(plan, Job::RotateNow(rotation), client);
+            }
+            Request::Resume {
+                plan, force_retire, ..
+            } => {
+                let amend = request.amendment();
+                match (plan, amend.grace) {
+                    // A shorter grace is for one plan's rotation (the CLI requires the
+                    // plan), and may pre-empt the job waiting out that grace.
+                    (Some(plan), Some(_)) => {
+                        let client = Client {
+                            progress,
+                            reply,
+                            asked: Asked::Resume,
+                        };
+                        self.run_requested(plan, Job::Resume(amend), client);
+                    }
+                    _ => self.resume(plan.as_deref(), amend, *force_retire, progress, reply),
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
-            Request::Resume { plan, force_retire } => {
-                self.resume(plan.as_deref(), *force_retire, progress, reply)
             }
         }
     }
@@ -142,23 +158,43 @@ impl Scheduler {
         }
     }
 
-    /// The job a `rotate now` of `plan` starts: the plan's unfinished rotation
-    /// finished, else a new rotation (recorded as the plan's last start).
-    fn rotate_now_job(&mut self, request: &Request, plan: &str) -> Result<Job, CommandError> {
-        self.loaded(plan)?;
-        self.idle(plan)?;
-        if self.unfinished_plans()?.iter().any(|p| p == plan) {
-            tracing::info!(plan = %plan, "rotate now over the control socket: finishing the plan's unfinished rotation instead of starting another");
-            return Ok(Job::Resume);
+    /// Starts a person's job for `plan`; when a job runs for it already, pre-empts that
+    /// job if this one changes what it does (an incident, a shorter grace), else answers
+    /// `busy`.
+    fn run_requested(&mut self, plan: &str, job: Job, client: Client) {
+        if let Err(e) = self.loaded(plan) {
+            let _ = client.reply.send(Err(e));
+            return;
+        }
+        if self.idle(plan).is_err() && job.preempts() {
+            self.preempt(plan, job, client);
+            return;
+        }
+        if let Err(e) = self.idle(plan) {
+            let _ = client.reply.send(Err(e));
+            return;
         }
         let now = self.ctx.clock.now();
-        if let Some(entry) = self.plans.get_mut(plan) {
-            entry.state.last_started = Some(now);
+        if let Job::RotateNow(r) = &job {
+            let unfinished = match self.unfinished_plans() {
+                Ok(u) => u,
+                Err(e) => {
+                    let _ = client.reply.send(Err(e));
+                    return;
+                }
+            };
+            if unfinished.iter().any(|p| p == plan) {
+                tracing::info!(plan = %plan, mode = %r.mode, "rotate now over the control socket: finishing the plan's unfinished rotation first");
+            } else {
+                // A new rotation: the plan's last start, as for a scheduled one.
+                if let Some(entry) = self.plans.get_mut(plan) {
+                    entry.state.last_started = Some(now);
+                }
+                self.save(plan);
+                tracing::info!(plan = %plan, mode = %r.mode, "rotation requested over the control socket");
+            }
         }
-        self.save(plan);
-        let rotation = request.rotation().unwrap_or_else(RotateRequest::manual);
-        tracing::info!(plan = %plan, mode = %crate::commands::render::mode_text(rotation.mode), "rotation requested over the control socket");
-        Ok(Job::Rotate(rotation))
+        self.start_job(plan, job, Some(client), now);
     }
 
     /// The plans `resume` works on, each idle, with its job: those of `plan` (or all)
@@ -167,6 +203,7 @@ impl Scheduler {
     fn resume_plans(
         &self,
         plan: Option<&str>,
+        amend: &Amend,
         force_retire: bool,
     ) -> Result<Vec<(String, Job)>, CommandError> {
         let unfinished = self.unfinished_plans()?;
@@ -176,7 +213,7 @@ impl Scheduler {
                 continue;
             }
             if unfinished.contains(&p.name) {
-                pending.push((p.name, Job::Resume));
+                pending.push((p.name, Job::Resume(amend.clone())));
             } else if let Some(retire) = self
                 .ctx
                 .engine
@@ -197,11 +234,12 @@ impl Scheduler {
     fn resume(
         &mut self,
         plan: Option<&str>,
+        amend: Amend,
         force_retire: bool,
         progress: mpsc::UnboundedSender<ProgressEvent>,
         reply: ReplyTx,
     ) {
-        let pending = match self.resume_plans(plan, force_retire) {
+        let pending = match self.resume_plans(plan, &amend, force_retire) {
             Ok(p) => p,
             Err(e) => {
                 let _ = reply.send(Err(e));
@@ -258,7 +296,12 @@ impl Scheduler {
     /// scheduler knows live in place of what the journal remembers.
     fn status(&mut self, plans: Vec<Plan>, reply: ReplyTx) {
         let ctx = self.ctx.clone();
-        let snapshot = self.snapshot.borrow().clone();
+        // Rows of the asked plans only, assembled now (the scheduler keeps no copy).
+        let rows: Vec<PlanSnapshot> = plans
+            .iter()
+            .filter_map(|p| self.plans.get(&p.name))
+            .map(|e| row(e))
+            .collect();
         self.ctx.tracker.spawn(async move {
             let work = perform::status(&ctx.engine, &plans);
             let answer = tokio::select! {
@@ -268,7 +311,7 @@ impl Scheduler {
             let answer = answer.map(|answer| match answer {
                 Answer::Status { at, mut plans } => {
                     for status in &mut plans {
-                        if let Some(p) = snapshot.plan(&status.plan) {
+                        if let Some(p) = rows.iter().find(|r| r.name == status.plan) {
                             overlay(status, p);
                         }
                     }
@@ -301,6 +344,13 @@ fn overlay(status: &mut PlanStatus, p: &PlanSnapshot) {
         }),
         findings: p.drift.clone(),
     };
+}
+
+/// A kept plan parsed again; an error would mean parsing is not deterministic.
+fn parse(kept: &KeptPlan) -> Result<Plan, CommandError> {
+    kept.load()
+        .map(|p| (*p).clone())
+        .map_err(|m| CommandError::new(ErrorCode::Failed, m, Exit::Failure))
 }
 
 fn busy_reply(plan: &str, kind: &str, rotation_id: Option<&str>) -> CommandError {

@@ -2,6 +2,7 @@
 
 use chrono::TimeZone as _;
 
+use super::super::kept::KeptPlan;
 use super::*;
 use crate::journal::Parked;
 
@@ -14,21 +15,8 @@ fn entry(schedule: &str) -> Entry {
         "storage_account = \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acct\"\n{schedule}\n[[key_vault]]\nvault = \"https://kv.vault.azure.net\"\nsecret = \"s\"\nformat = \"raw-key\"\n"
     );
     let plan = crate::plan::parse(&text, "demo.toml").unwrap_or_else(|e| panic!("{e}"));
-    Entry {
-        plan: Arc::new(plan),
-        state: PlanState::new("demo", t(0, 0)),
-        running: None,
-        observing: false,
-        observe_at: t(0, 0),
-        observed_once: false,
-        active_created: None,
-        drift: Vec::new(),
-        keyflip_changed: false,
-        epoch: 0,
-        retired: false,
-        next: None,
-        reason: String::new(),
-    }
+    let kept = KeptPlan::new(&plan, &mut Default::default());
+    new_entry(kept, PlanState::new("demo", t(0, 0)), t(0, 0))
 }
 
 fn at(next: Next) -> Option<DateTime<Utc>> {
@@ -82,11 +70,12 @@ fn parked_running_and_unobserved_key_age_plans_do_not_start() {
     });
     assert!(matches!(next(&e, t(5, 0)), Next::Idle("parked")));
     let mut e = entry("[schedule]\ncron = \"0 * * * *\"");
-    e.running = Some(Activity {
+    e.running = Some(Box::new(Activity {
         kind: "rotation",
         rotation_id: None,
         since: t(0, 0),
-    });
+        waiting_until: None,
+    }));
     assert!(matches!(next(&e, t(5, 0)), Next::Idle("running")));
 
     let mut e = entry("[schedule]\nmax_key_age = \"30d\"");
@@ -94,12 +83,23 @@ fn parked_running_and_unobserved_key_age_plans_do_not_start() {
         next(&e, t(5, 0)),
         Next::Idle("waiting-for-observation")
     ));
-    e.observed_once = true;
-    e.active_created = Some(t(0, 0) - chrono::TimeDelta::days(31));
+    e.active_created = KeyAge::Known(Some(t(0, 0) - chrono::TimeDelta::days(31)));
     assert!(matches!(next(&e, t(5, 0)), Next::Start(Trigger::KeyAge, _)));
-    e.active_created = Some(t(0, 0));
+    e.active_created = KeyAge::Known(Some(t(0, 0)));
     assert_eq!(
         at(next(&e, t(5, 0))),
         Some(t(0, 0) + chrono::TimeDelta::days(30))
+    );
+}
+
+/// What every plan costs the daemon in place (its text and names come on top): kept in
+/// bytes, not kilobytes, so 10,000 plans fit the memory budget (docs/performance.md).
+#[test]
+fn an_idle_plan_stays_small() {
+    let entry = std::mem::size_of::<Entry>();
+    let kept = std::mem::size_of::<KeptPlan>();
+    assert!(
+        entry <= 560 && kept <= 128,
+        "Entry is {entry} bytes and KeptPlan {kept}: box what idle plans do not use"
     );
 }

@@ -16,6 +16,9 @@ pub enum JournalError {
         path: String,
         source: std::io::Error,
     },
+    /// The journal belongs to another user (see `journal::owner`).
+    #[error("cannot open the journal: {why}")]
+    Foreign { why: String },
     #[error(
         "the journal {path} is in '{mode}' mode and cannot be switched to WAL; keyflip needs WAL for crash safety. Check that the file system supports shared memory (not a network share)"
     )]
@@ -62,5 +65,12 @@ pub enum JournalError {
         rotation_id: String,
         row: String,
         detail: String,
+    },
+    /// The shared journal (coordination storage) refused or failed the write, so it
+    /// was not recorded here either: the message says why (a lost lease, most often).
+    #[error("rotation {rotation_id}: not recorded: {source}")]
+    Shared {
+        rotation_id: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }

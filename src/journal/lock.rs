@@ -28,6 +28,9 @@ pub enum LockError {
         pid: Option<u32>,
         path: String,
     },
+    /// The lock file belongs to another user (see `journal::owner`).
+    #[error("cannot use the lock file: {why}")]
+    Foreign { why: String },
     #[error("cannot use the lock file {path}: {source}")]
     Io {
         path: String,
@@ -49,15 +52,22 @@ impl AccountLock {
         use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
         let dir = state_dir.join("locks");
         let path = dir.join(lock_file_name(account));
-        let io = |source| LockError::Io {
-            path: path.display().to_string(),
-            source,
+        let io = |source: std::io::Error| match super::owner::explain(&path, state_dir, &source) {
+            Some(why) => LockError::Foreign { why },
+            None => LockError::Io {
+                path: path.display().to_string(),
+                source,
+            },
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io)?;
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io)?;
+            super::owner::hand_over(&dir).map_err(io)?;
+        }
+        let existed = path.exists();
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -66,6 +76,9 @@ impl AccountLock {
             .mode(0o600)
             .open(&path)
             .map_err(io)?;
+        if !existed {
+            super::owner::hand_over(&path).map_err(io)?;
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {

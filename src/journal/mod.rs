@@ -31,10 +31,12 @@
 mod error;
 pub mod lock;
 mod marks;
+pub mod owner;
 mod plan_state;
 mod read;
 mod record;
 mod schema;
+mod shared;
 
 #[cfg(test)]
 mod tests;
@@ -50,6 +52,7 @@ pub use marks::WriteMark;
 pub use plan_state::{ObservedKeys, Parked, PlanState};
 pub use record::{NewRotation, ResumeError, RotationRecord, StepRecord, StoredRotation};
 pub use schema::VERSION as SCHEMA_VERSION;
+pub use shared::{ImportedRotation, Mirror, SharedWrite};
 
 use crate::rotation::machine::{Command, Event, Outcome};
 use crate::secret::Fingerprinter;
@@ -64,6 +67,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Journal {
     conn: Connection,
     path: String,
+    /// The shared journal every write goes to first (replicas), when configured.
+    mirror: Option<std::sync::Arc<dyn Mirror>>,
 }
 
 fn outcome_kind(outcome: &Outcome) -> &'static str {
@@ -89,7 +94,11 @@ impl Journal {
             .mode(0o600)
             .open(path)
         {
-            Ok(_) => {}
+            // The state directory's owner keeps owning its journal (see `owner`).
+            Ok(_) => owner::hand_over(path).map_err(|source| JournalError::Create {
+                path: display.clone(),
+                source,
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(source) => {
                 return Err(JournalError::Create {
@@ -97,6 +106,15 @@ impl Journal {
                     source,
                 });
             }
+        }
+        // A journal another user owns fails deep inside SQLite; say why up front.
+        if let Err(e) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            && let Some(why) = owner::explain(path, path.parent().unwrap_or(path), &e)
+        {
+            return Err(JournalError::Foreign { why });
         }
         let sql = |action| {
             let path = display.clone();
@@ -126,6 +144,24 @@ impl Journal {
         Ok(Self {
             conn,
             path: display,
+            mirror: None,
+        })
+    }
+
+    /// A journal in memory, for commands that only read and must create nothing
+    /// (`status` and `history` with no journal file yet): the same schema, empty.
+    pub fn in_memory(fingerprinter: &Fingerprinter) -> Result<Self, JournalError> {
+        let path = ":memory:".to_owned();
+        let mut conn = Connection::open_in_memory().map_err(|source| JournalError::Sqlite {
+            path: path.clone(),
+            action: "open it",
+            source,
+        })?;
+        schema::prepare(&mut conn, &path, fingerprinter)?;
+        Ok(Self {
+            conn,
+            path,
+            mirror: None,
         })
     }
 
@@ -155,8 +191,8 @@ impl Journal {
             });
         }
         tx.execute(
-            "INSERT INTO rotations (id, plan, account, account_lower, mode, options, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO rotations (id, plan, account, account_lower, mode, options, started_at, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             (
                 &new.id,
                 &new.plan,
@@ -165,9 +201,11 @@ impl Journal {
                 encode(&new.mode),
                 encode(&new.options),
                 time_text(new.started_at),
+                encode(&new.origin),
             ),
         )
         .map_err(|e| sql(&self.path, "record the rotation", e))?;
+        shared::mirror(&self.mirror, &new.id, SharedWrite::Begin(new))?;
         tx.commit().map_err(|e| sql(&self.path, "commit", e))
     }
 
@@ -213,6 +251,8 @@ impl Journal {
             ),
         )
         .map_err(|e| sql(&self.path, "record the intent", e))?;
+        let write = SharedWrite::Intent { command, at };
+        shared::mirror(&self.mirror, rotation_id, write)?;
         tx.commit().map_err(|e| sql(&self.path, "commit", e))
     }
 
@@ -268,6 +308,7 @@ impl Journal {
             (rotation_id, encode(event), time_text(at)),
         )
         .map_err(|e| sql(&self.path, "record the event", e))?;
+        shared::mirror(&self.mirror, rotation_id, SharedWrite::Event { event, at })?;
         tx.commit().map_err(|e| sql(&self.path, "commit", e))
     }
 
@@ -290,6 +331,8 @@ impl Journal {
             ),
         )
         .map_err(|e| sql(&self.path, "record the outcome", e))?;
+        let write = SharedWrite::Finish { outcome, at };
+        shared::mirror(&self.mirror, rotation_id, write)?;
         tx.commit().map_err(|e| sql(&self.path, "commit", e))
     }
 }

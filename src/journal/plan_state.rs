@@ -7,6 +7,8 @@
 //! upsert in one fsynced transaction); fingerprints only, never a key; a row that
 //! cannot be decoded is [`JournalError::Corrupt`] naming the plan and the column.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use rusqlite::OptionalExtension;
 
@@ -132,39 +134,105 @@ impl Journal {
 
     /// Stores the plan's state, replacing what was there.
     pub fn save_plan_state(&mut self, state: &PlanState) -> Result<(), JournalError> {
+        self.save_plan_states(std::slice::from_ref(state))
+    }
+
+    /// Stores several plans' states in one transaction (one fsync, however many).
+    pub fn save_plan_states(&mut self, states: &[PlanState]) -> Result<(), JournalError> {
         let tx = write(&mut self.conn, &self.path, "save the plan state")?;
-        let observed = state.observed.as_ref();
-        let key = |k: Option<&KeyState>| {
-            (
-                k.map(|k| k.fingerprint.to_hex()),
-                k.and_then(|k| k.created).map(time_text),
-            )
-        };
-        let (key1_fp, key1_created) = key(observed.map(|o| &o.key1));
-        let (key2_fp, key2_created) = key(observed.map(|o| &o.key2));
-        tx.execute(
-            &format!(
-                "INSERT OR REPLACE INTO plan_state ({COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-            ),
-            rusqlite::params![
-                state.plan,
-                time_text(state.first_seen),
-                state.last_started.map(time_text),
-                state.last_success.map(time_text),
-                i64::from(state.failures),
-                state.retry_at.map(time_text),
-                state.parked.as_ref().map(|p| time_text(p.at)),
-                state.parked.as_ref().map(|p| p.reason.as_str()),
-                observed.map(|o| time_text(o.at)),
-                key1_fp,
-                key1_created,
-                key2_fp,
-                key2_created,
-            ],
-        )
-        .map_err(|e| sql(&self.path, "save the plan state", e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "INSERT OR REPLACE INTO plan_state ({COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                ))
+                .map_err(|e| sql(&self.path, "save the plan state", e))?;
+            for state in states {
+                let observed = state.observed.as_ref();
+                let key = |k: Option<&KeyState>| {
+                    (
+                        k.map(|k| k.fingerprint.to_hex()),
+                        k.and_then(|k| k.created).map(time_text),
+                    )
+                };
+                let (key1_fp, key1_created) = key(observed.map(|o| &o.key1));
+                let (key2_fp, key2_created) = key(observed.map(|o| &o.key2));
+                stmt.execute(rusqlite::params![
+                    state.plan,
+                    time_text(state.first_seen),
+                    state.last_started.map(time_text),
+                    state.last_success.map(time_text),
+                    i64::from(state.failures),
+                    state.retry_at.map(time_text),
+                    state.parked.as_ref().map(|p| time_text(p.at)),
+                    state.parked.as_ref().map(|p| p.reason.as_str()),
+                    observed.map(|o| time_text(o.at)),
+                    key1_fp,
+                    key1_created,
+                    key2_fp,
+                    key2_created,
+                ])
+                .map_err(|e| sql(&self.path, "save the plan state", e))?;
+            }
+        }
         tx.commit().map_err(|e| sql(&self.path, "commit", e))
+    }
+
+    /// Frees SQLite's page cache of this connection (the daemon reads every plan's
+    /// state once at start, then single rows): it is refilled as needed.
+    pub fn shrink_memory(&self) {
+        if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory;") {
+            tracing::debug!(error = %e, "cannot shrink the journal's page cache");
+        }
+    }
+
+    /// When each plan's latest rotation started, in one query: where a plan the daemon
+    /// has not seen before counts cron occurrences from.
+    pub fn last_starts(&self) -> Result<HashMap<String, DateTime<Utc>>, JournalError> {
+        self.time_per_plan(
+            "SELECT plan, MAX(started_at) FROM rotations GROUP BY plan",
+            "read the last rotation of each plan",
+            "rotations, started_at",
+        )
+    }
+
+    /// When each plan's last completed rotation ended, in one query (drift repairs,
+    /// whose first step is a bind rather than an observation, are not rotations): as
+    /// [`Journal::last_success`] for every plan, so the daemon's last-success times
+    /// survive a restart and count rotations run without it.
+    pub fn last_successes(&self) -> Result<HashMap<String, DateTime<Utc>>, JournalError> {
+        self.time_per_plan(
+            "SELECT r.plan, MAX(r.finished_at) FROM rotations r
+             WHERE r.outcome_kind = 'completed' AND r.finished_at IS NOT NULL
+             AND EXISTS (SELECT 1 FROM steps s
+                         WHERE s.rotation_id = r.id AND s.seq = 1 AND s.kind = 'observe')
+             GROUP BY r.plan",
+            "read the last completed rotation of each plan",
+            "rotations, finished_at",
+        )
+    }
+
+    /// `query`'s rows of (plan, time), as a map; `what` names the read in an error and
+    /// `column` the column a bad time came from.
+    fn time_per_plan(
+        &self,
+        query: &str,
+        what: &'static str,
+        column: &str,
+    ) -> Result<HashMap<String, DateTime<Utc>>, JournalError> {
+        let read = |e| sql(&self.path, what, e);
+        let mut stmt = self.conn.prepare(query).map_err(read)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(read)?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (plan, at) = row.map_err(read)?;
+            let at = parse_time(&at)
+                .map_err(|d| corrupt(&self.path, &format!("(rotations of {plan})"), column, d))?;
+            out.insert(plan, at);
+        }
+        Ok(out)
     }
 
     fn decode_state(&self, r: Row) -> Result<PlanState, JournalError> {

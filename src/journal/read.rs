@@ -25,9 +25,11 @@ struct RotationRow {
     started_at: String,
     finished_at: Option<String>,
     outcome: Option<String>,
+    origin: Option<String>,
 }
 
-const ROTATION_COLUMNS: &str = "id, plan, account, mode, options, started_at, finished_at, outcome";
+const ROTATION_COLUMNS: &str =
+    "id, plan, account, mode, options, started_at, finished_at, outcome, origin";
 
 fn rotation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RotationRow> {
     Ok(RotationRow {
@@ -39,6 +41,7 @@ fn rotation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RotationRow> {
         started_at: r.get(5)?,
         finished_at: r.get(6)?,
         outcome: r.get(7)?,
+        origin: r.get(8)?,
     })
 }
 
@@ -63,6 +66,7 @@ impl Journal {
                     mode: record.mode,
                     options: record.options,
                     started_at: record.started_at,
+                    origin: record.origin,
                     events,
                     steps: record.steps,
                 })
@@ -290,6 +294,12 @@ impl Journal {
             .map(decode)
             .transpose()
             .map_err(|d| bad("outcome", d))?;
+        let origin = row
+            .origin
+            .as_deref()
+            .map(decode)
+            .transpose()
+            .map_err(|d| bad("origin", d))?;
         let steps = self.steps(&id)?;
         Ok(RotationRecord {
             id,
@@ -298,6 +308,7 @@ impl Journal {
             mode,
             options,
             started_at,
+            origin,
             finished_at,
             outcome,
             steps,

@@ -11,6 +11,7 @@ use crate::rotation::machine::{
     Action, Command, Event, HandleError, Machine, Mode, Options, Outcome, SCHEMA, StepResult,
     WarningKind,
 };
+use crate::rotation::origin::Origin;
 
 /// What `Journal::begin` records about a new rotation.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,6 +23,8 @@ pub struct NewRotation {
     pub mode: Mode,
     pub options: Options,
     pub started_at: DateTime<Utc>,
+    /// Why it runs and who asked.
+    pub origin: Origin,
 }
 
 /// One command and what became of it.
@@ -50,6 +53,8 @@ pub struct RotationRecord {
     pub mode: Mode,
     pub options: Options,
     pub started_at: DateTime<Utc>,
+    /// Why it ran and who asked; `None` for rotations journaled before schema 4.
+    pub origin: Option<Origin>,
     /// `None` while the rotation is unfinished.
     pub finished_at: Option<DateTime<Utc>>,
     pub outcome: Option<Outcome>,
@@ -67,6 +72,7 @@ pub struct StoredRotation {
     pub mode: Mode,
     pub options: Options,
     pub started_at: DateTime<Utc>,
+    pub origin: Option<Origin>,
     /// Every event the machine accepted, in the order it accepted them.
     pub events: Vec<Event>,
     /// Every command with a recorded intent, in `seq` order.

@@ -5,7 +5,9 @@
 //! Versions: 1 holds rotations, steps and events; 2 adds `plan_state`, what the
 //! daemon remembers about each plan between runs (schedule position, failures, parked
 //! state, the keys last observed); 3 adds `write_marks`, the etag Azure gave keyflip's
-//! latest write of a consumer whose value cannot be read back. A new journal is created at 1 and migrated like an
+//! latest write of a consumer whose value cannot be read back; 4 adds
+//! `rotations.origin`, why each rotation ran and who asked (rows from before it have
+//! none). A new journal is created at 1 and migrated like an
 //! old one, so the migration path is the one every file takes.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
@@ -15,7 +17,7 @@ use crate::secret::{Fingerprinter, StorageKey};
 
 /// The schema this build writes. Older journals are migrated on open; a newer one is
 /// refused (an older keyflip must not write rows it does not understand).
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Fingerprinted to make the `meta` check value. Not a secret: the value only proves
 /// which fingerprint key wrote the journal.
@@ -97,6 +99,10 @@ CREATE TABLE write_marks (
 ) STRICT;
 ";
 
+/// Version 4: why a rotation ran, who asked, which rotation it followed
+/// (`rotation::Origin` as a JSON envelope); NULL on rows written before.
+const MIGRATION_V4: &str = "ALTER TABLE rotations ADD COLUMN origin TEXT;";
+
 /// Creates or migrates the schema and checks the fingerprint key, in one transaction.
 pub fn prepare(
     conn: &mut Connection,
@@ -162,6 +168,9 @@ fn migrate(tx: &rusqlite::Transaction<'_>, from: u32) -> Result<(), rusqlite::Er
     }
     if from < 3 {
         tx.execute_batch(MIGRATION_V3)?;
+    }
+    if from < 4 {
+        tx.execute_batch(MIGRATION_V4)?;
     }
     if from < VERSION {
         tx.execute(

@@ -6,6 +6,7 @@ mod plan_state;
 mod queries;
 mod round_trip;
 mod schema_1;
+mod shared;
 mod written_before;
 
 pub(super) use std::path::{Path, PathBuf};
@@ -70,6 +71,7 @@ pub(super) fn rotation(id: &str, plan: &str, acct: &str, started: i64) -> NewRot
         mode: Mode::Scheduled,
         options: Options::default(),
         started_at: t(started),
+        origin: crate::rotation::Origin::new(crate::rotation::Trigger::Manual, None),
     }
 }
 

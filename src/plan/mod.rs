@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use settings::{
-    Drift, MIN_INGESTION_LATENCY, NotifyEvent, Rotation, UnlistedPolicy, UsageGate, Webhook,
-    WebhookFormat,
+    Drift, MAX_GRACE, MIN_INGESTION_LATENCY, NotifyEvent, Rotation, UnlistedPolicy, UsageGate,
+    Webhook, WebhookFormat,
 };
 
 use crate::consumer::{ConsumerId, Entry};
@@ -79,6 +79,12 @@ impl Plan {
         &self.source.origin
     }
 
+    /// The text the plan was parsed from: `parse(source_text, origin)` gives the plan
+    /// again (the daemon keeps the text of idle plans instead of the parsed form).
+    pub fn source_text(&self) -> &Arc<str> {
+        &self.source.text
+    }
+
     /// Every consumer known before the rotation starts, in plan order (the consumer
     /// tables in `crate::consumer`'s order). Consumers found at rotation time are not
     /// included; see [`crate::consumer::discovers`].
@@ -100,10 +106,12 @@ impl Plan {
 pub enum PlanErrors {
     /// The file or directory could not be read; `reason` is a full sentence.
     Unreadable { path: String, reason: String },
-    /// Every problem found in the file, in source order (never empty).
+    /// The problems found in the file, in source order (never empty): the first
+    /// [`parse::MAX_ERRORS`], and how many more there were.
     Invalid {
         origin: String,
         errors: Vec<SourceError>,
+        more: usize,
     },
 }
 
@@ -128,15 +136,27 @@ impl fmt::Display for PlanErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PlanErrors::Unreadable { path, reason } => write!(f, "{path}: {reason}"),
-            PlanErrors::Invalid { origin, errors } => {
+            PlanErrors::Invalid {
+                origin,
+                errors,
+                more,
+            } => {
                 for (i, err) in errors.iter().enumerate() {
                     if i > 0 {
                         writeln!(f)?;
                     }
                     writeln!(f, "{err}")?;
                 }
-                let s = if errors.len() == 1 { "" } else { "s" };
-                write!(f, "{origin}: {} error{s}", errors.len())
+                let total = errors.len() + more;
+                let s = if total == 1 { "" } else { "s" };
+                if *more > 0 {
+                    write!(
+                        f,
+                        "{origin}: {total} errors ({more} more not shown; fix these first, or check that this is a plan file)"
+                    )
+                } else {
+                    write!(f, "{origin}: {total} error{s}")
+                }
             }
         }
     }
@@ -150,19 +170,32 @@ pub fn parse(source: &str, origin: &str) -> Result<Plan, PlanErrors> {
     let plan = parse::sections(&mut d).and_then(|sections| build::plan(sections, &mut d));
     match plan {
         Some(plan) if d.errors.is_empty() => Ok(plan),
-        _ => Err(PlanErrors::Invalid {
-            origin: origin.to_owned(),
-            errors: d.into_sorted(),
-        }),
+        _ => {
+            let more = d.more;
+            // Webhook URLs may carry a token in their path (chat webhooks): an error
+            // on a `webhook = ...` line does not print it.
+            let errors = d
+                .into_sorted()
+                .into_iter()
+                .map(|e| e.masked(|key| key == "webhook"))
+                .collect();
+            Err(PlanErrors::Invalid {
+                origin: origin.to_owned(),
+                errors,
+                more,
+            })
+        }
     }
 }
 
 /// Reads and parses one plan file.
 pub fn load(path: &Path) -> Result<Plan, PlanErrors> {
     let origin = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|e| PlanErrors::Unreadable {
-        path: origin.clone(),
-        reason: format!("cannot read the plan: {e}"),
+    let source = crate::input::read_text(path, crate::input::MAX_PLAN_BYTES).map_err(|e| {
+        PlanErrors::Unreadable {
+            path: origin.clone(),
+            reason: format!("cannot read the plan: {e}"),
+        }
     })?;
     parse(&source, &origin)
 }
@@ -197,7 +230,9 @@ pub fn plan_files(dir: &Path) -> Result<Vec<PathBuf>, PlanErrors> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(unreadable)? {
         let path = entry.map_err(unreadable)?.path();
-        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+        // Not only regular files: a FIFO or device named *.toml is reported by `load`
+        // rather than silently skipped (and never opened for a blocking read).
+        if path.extension().is_some_and(|e| e == "toml") && !path.is_dir() {
             files.push(path);
         }
     }
@@ -209,14 +244,74 @@ pub fn plan_files(dir: &Path) -> Result<Vec<PathBuf>, PlanErrors> {
 /// account, or a consumer that already follows another plan's key.
 pub fn without_conflicts(mut plans: Vec<Plan>) -> (Vec<Plan>, Vec<PlanErrors>) {
     plans.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut accounts: HashMap<String, String> = HashMap::new();
-    let mut consumers: HashMap<String, String> = HashMap::new();
+    let mut seen = Conflicts::default();
     let mut kept = Vec::new();
     let mut errors = Vec::new();
     for plan in plans {
+        match seen.admit(&plan) {
+            Ok(()) => kept.push(plan),
+            Err(e) => errors.push(e),
+        }
+    }
+    (kept, errors)
+}
+
+/// The accounts and consumers of the plans admitted so far, for checking plans one at
+/// a time in name order (what [`without_conflicts`] does for a whole set) without
+/// holding them all.
+#[derive(Debug, Default)]
+pub struct Conflicts {
+    accounts: HashMap<String, String>,
+    consumers: HashMap<String, String>,
+}
+
+/// What [`Conflicts`] compares a plan by: its account and its consumers' targets.
+#[derive(Clone, Debug)]
+pub struct ConflictKeys {
+    account: String,
+    consumers: Vec<String>,
+}
+
+impl ConflictKeys {
+    pub fn of(plan: &Plan) -> ConflictKeys {
+        ConflictKeys {
+            account: plan.storage_account.as_str().to_ascii_lowercase(),
+            consumers: plan
+                .source
+                .consumer_spans
+                .iter()
+                .map(|(id, _)| id.same_target_key())
+                .collect(),
+        }
+    }
+}
+
+impl Conflicts {
+    /// Admits the plan `name` with `keys` when it clashes with no plan admitted before;
+    /// `false` (and nothing recorded) when it does: then [`Conflicts::admit`] on the
+    /// plan says where and why.
+    pub fn admit_keys(&mut self, name: &str, keys: &ConflictKeys) -> bool {
+        if self.accounts.contains_key(&keys.account)
+            || keys
+                .consumers
+                .iter()
+                .any(|c| self.consumers.contains_key(c))
+        {
+            return false;
+        }
+        self.accounts.insert(keys.account.clone(), name.to_owned());
+        for c in &keys.consumers {
+            self.consumers.insert(c.clone(), name.to_owned());
+        }
+        true
+    }
+
+    /// Admits `plan` unless it clashes with a plan admitted before (by name): the same
+    /// storage account, or a consumer that already follows another plan's key.
+    pub fn admit(&mut self, plan: &Plan) -> Result<(), PlanErrors> {
         let mut found = Vec::new();
         let account_key = plan.storage_account.as_str().to_ascii_lowercase();
-        if let Some(other) = accounts.get(&account_key) {
+        if let Some(other) = self.accounts.get(&account_key) {
             found.push(plan.error_at(
                 plan.source.account_span.clone(),
                 format!(
@@ -227,7 +322,7 @@ pub fn without_conflicts(mut plans: Vec<Plan>) -> (Vec<Plan>, Vec<PlanErrors>) {
             ));
         }
         for (id, span) in &plan.source.consumer_spans {
-            if let Some(other) = consumers.get(&id.same_target_key()) {
+            if let Some(other) = self.consumers.get(&id.same_target_key()) {
                 found.push(plan.error_at(
                     span.clone(),
                     format!("consumer `{id}` is also in plan `{other}`"),
@@ -236,20 +331,21 @@ pub fn without_conflicts(mut plans: Vec<Plan>) -> (Vec<Plan>, Vec<PlanErrors>) {
             }
         }
         if found.is_empty() {
-            accounts.insert(account_key, plan.name.clone());
+            self.accounts.insert(account_key, plan.name.clone());
             for (id, _) in &plan.source.consumer_spans {
-                consumers.insert(id.same_target_key(), plan.name.clone());
+                self.consumers
+                    .insert(id.same_target_key(), plan.name.clone());
             }
-            kept.push(plan);
+            Ok(())
         } else {
             found.sort_by_key(|e| (e.line, e.column));
-            errors.push(PlanErrors::Invalid {
+            Err(PlanErrors::Invalid {
                 origin: plan.source.origin.clone(),
                 errors: found,
-            });
+                more: 0,
+            })
         }
     }
-    (kept, errors)
 }
 
 /// Why [`find`] found no usable plan.

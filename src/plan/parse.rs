@@ -18,11 +18,17 @@ use super::raw::{
 use crate::consumer::{Entry, SECTIONS};
 use crate::diagnostic::SourceError;
 
+/// Errors kept per file. A file of garbage has one error per line; locating each
+/// costs a pass over the text, so past this many they are only counted.
+pub const MAX_ERRORS: usize = 20;
+
 /// The errors found so far in one file.
 pub(crate) struct Diagnostics<'s> {
     pub file: &'s str,
     pub source: &'s str,
     pub errors: Vec<SourceError>,
+    /// Errors found beyond [`MAX_ERRORS`].
+    pub more: usize,
 }
 
 impl<'s> Diagnostics<'s> {
@@ -31,6 +37,17 @@ impl<'s> Diagnostics<'s> {
             file,
             source,
             errors: Vec::new(),
+            more: 0,
+        }
+    }
+
+    /// Whether another error may be kept; counts it when not.
+    fn room(&mut self) -> bool {
+        if self.errors.len() < MAX_ERRORS {
+            true
+        } else {
+            self.more += 1;
+            false
         }
     }
 
@@ -40,13 +57,17 @@ impl<'s> Diagnostics<'s> {
         message: impl Into<String>,
         hint: impl Into<String>,
     ) {
-        self.errors
-            .push(SourceError::at(self.file, self.source, span, message).with_hint(hint));
+        if self.room() {
+            self.errors
+                .push(SourceError::at(self.file, self.source, span, message).with_hint(hint));
+        }
     }
 
     fn toml(&mut self, err: &toml::de::Error, hint: impl Into<String>) {
-        self.errors
-            .push(SourceError::from_toml(self.file, self.source, err).with_hint(hint));
+        if self.room() {
+            self.errors
+                .push(SourceError::from_toml(self.file, self.source, err).with_hint(hint));
+        }
     }
 
     /// Errors in source order, the way a reader goes through the file.

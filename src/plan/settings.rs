@@ -582,17 +582,14 @@ fn days(list: &Spanned<Vec<Text>>, d: &mut Diagnostics<'_>) -> Option<WeekdaySet
     ok.then_some(set)
 }
 
+/// The longest grace period: a plan's `grace` and `rotate now --grace` alike.
+pub const MAX_GRACE: Duration = Duration::from_secs(30 * 86_400);
+
 pub(super) fn rotation(raw: &Spanned<RawRotation>, d: &mut Diagnostics<'_>) -> Option<Rotation> {
     let r = raw.get_ref();
     let defaults = Rotation::default();
     let grace = optional(&r.grace, |v| {
-        duration_in(
-            v,
-            "grace",
-            Duration::ZERO,
-            Duration::from_secs(30 * 86_400),
-            d,
-        )
+        duration_in(v, "grace", Duration::ZERO, MAX_GRACE, d)
     });
     let verify_budget = optional(&r.verify_budget, |v| {
         duration_in(

@@ -454,6 +454,39 @@ format = "raw-key"
     assert_eq!(lines, sorted);
 }
 
+/// A Key Vault secret version holds at most 15 tags and keyflip writes three of its
+/// own: 12 in the plan pass, 13 are refused before anything is regenerated, with the
+/// limit named and the 13th tag pointed at.
+#[test]
+fn key_vault_tags_are_refused_past_azures_limit_of_fifteen() {
+    let plan = |n: usize, extra: &str| {
+        let tags: Vec<String> = (0..n).map(|i| format!("t{i:02} = \"v\"")).collect();
+        format!(
+            "storage_account = \"{ACCOUNT}\"\n\n[[key_vault]]\nvault = \"https://kv.vault.azure.net\"\nsecret = \"k\"\nformat = \"raw-key\"\ntags = {{ {}{extra} }}\n",
+            tags.join(", ")
+        )
+    };
+    let twelve = parse(&plan(12, ""), "plans/t.toml").expect("12 of the plan's + 3 = 15");
+    assert_eq!(key_vault(&twelve)[0].tags.len(), 12);
+    let e = errors(&plan(13, ""));
+    assert_eq!(e.len(), 1, "{e:#?}");
+    let over = error_with(
+        &e,
+        "13 tags, but Key Vault allows at most 15 on a secret and keyflip writes 3 of its own",
+    );
+    assert_eq!(hint(over), "keep at most 12 tags here");
+    let line = plan(13, "");
+    let column = line.lines().nth(6).unwrap().find("t12").unwrap() + 1;
+    assert_eq!(
+        (over.line, over.column),
+        (7, column),
+        "points at the 13th tag"
+    );
+    // keyflip's own CredentialId would overwrite the plan's: refused by name.
+    let e = errors(&plan(1, ", CredentialId = \"x\""));
+    error_with(&e, "tag `CredentialId` is written by keyflip");
+}
+
 #[test]
 fn a_plan_needs_an_account_and_a_consumer_and_no_consumer_twice() {
     let e = errors("description = \"nothing\"\n");

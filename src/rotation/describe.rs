@@ -45,9 +45,31 @@ pub fn step(action: &Action) -> String {
     }
 }
 
+/// Advice for a plan: the commands outcomes and refusals name (`keyflip rotate now
+/// PLAN --adopt`, ...) with the plan's name in place of `PLAN`, so a person can paste
+/// them. The machine, which never knows the plan, words them with `PLAN`.
+pub fn for_plan(text: &str, plan: &str) -> String {
+    text.replace(
+        "keyflip rotate now PLAN",
+        &format!("keyflip rotate now {plan}"),
+    )
+    .replace("keyflip history PLAN", &format!("keyflip history {plan}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advice_names_the_plan() {
+        assert_eq!(
+            for_plan(
+                "run `keyflip rotate now PLAN --adopt`; `keyflip history PLAN` shows it; PLANS stay",
+                "demo"
+            ),
+            "run `keyflip rotate now demo --adopt`; `keyflip history demo` shows it; PLANS stay"
+        );
+    }
 
     #[test]
     fn ids_as_text_get_the_same_label() {

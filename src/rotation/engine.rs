@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -29,23 +28,26 @@ use super::report::{DryRun, Inventory, PlanStatus, RotationReport};
 use crate::azure::{self, Azure};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
-use crate::consumer::ConsumerId;
 use crate::exit::Exit;
 use crate::journal::lock::{AccountLock, LockError};
 use crate::journal::{Journal, JournalError, ResumeError};
-use crate::key::KeyName;
 use crate::plan::Plan;
 use crate::resource_id::ResourceId;
 use crate::rotation::machine::{GateOptions, HandleError, Mode, Options, ResyncOrder};
+use crate::rotation::origin::{Origin, Requester, Trigger};
 use crate::secret::{FingerprintKeyError, Fingerprinter};
 
 /// How a rotation run should behave.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RotateRequest {
     pub mode: Mode,
-    /// Overrides the plan's grace period (ignored by incident modes, which have none).
+    /// Overrides the plan's grace period (incident modes have none). When the plan has
+    /// an unfinished rotation, [`Engine::rotate_now`] shortens that rotation's grace
+    /// instead, or refuses if it has none left to shorten.
     pub grace: Option<Duration>,
     pub trigger: Trigger,
+    /// Who asked (`None` for the daemon's own rotations).
+    pub by: Option<Requester>,
 }
 
 impl RotateRequest {
@@ -55,22 +57,36 @@ impl RotateRequest {
             mode: Mode::Scheduled,
             grace: None,
             trigger: Trigger::Manual,
+            by: None,
+        }
+    }
+
+    /// The daemon's own rotation in `mode` for `trigger` (nobody asked).
+    pub fn by_daemon(mode: Mode, trigger: Trigger) -> RotateRequest {
+        RotateRequest {
+            mode,
+            grace: None,
+            trigger,
+            by: None,
+        }
+    }
+
+    pub(super) fn origin(&self, follows: Option<String>) -> Origin {
+        Origin {
+            trigger: self.trigger.clone(),
+            by: self.by.clone(),
+            follows,
         }
     }
 }
 
-/// Why a rotation was started.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "trigger", rename_all = "snake_case")]
-pub enum Trigger {
-    /// `keyflip rotate now`.
-    Manual,
-    /// The plan's cron schedule; `reason` is `schedule::Decision::reason_code`.
-    Schedule { reason: String },
-    /// The active key reached `max_key_age`.
-    KeyAge,
-    /// `--leaked`.
-    Incident,
+/// What a person changes in unfinished rotations they resume (`rotate resume PLAN
+/// --grace`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Amend {
+    /// Shorten the grace period to this.
+    pub grace: Option<Duration>,
+    pub by: Option<Requester>,
 }
 
 /// Tuning that production leaves at its defaults and tests shorten.
@@ -131,6 +147,9 @@ pub enum EngineError {
     Resume(#[from] ResumeError),
     #[error(transparent)]
     Lock(LockError),
+    /// The coordination store (replicas) failed or refused: see its message.
+    #[error(transparent)]
+    Coordination(#[from] crate::coordination::CoordError),
     #[error(transparent)]
     Azure(#[from] azure::Error),
     /// The plan does not fit the rotation or Azure (a journaled consumer the plan no
@@ -143,6 +162,14 @@ pub enum EngineError {
     Machine {
         rotation_id: String,
         error: HandleError,
+    },
+    /// A change asked of an unfinished rotation that it cannot take (a grace period
+    /// it does not have, ...). Nothing was changed.
+    #[error("rotation {rotation_id} of plan {plan}: {reason}; nothing was changed")]
+    Amend {
+        rotation_id: String,
+        plan: String,
+        reason: String,
     },
     #[error(
         "rotation {rotation_id}: the state machine has nothing in flight and nothing to do, yet has not finished; this is a keyflip bug. The journal is consistent: `keyflip rotate resume` retries"
@@ -181,7 +208,10 @@ impl EngineError {
         match self {
             EngineError::Busy { .. } => Exit::Busy,
             EngineError::Interrupted { .. } => Exit::Interrupted,
-            EngineError::Config(_) | EngineError::Plan { .. } => Exit::Usage,
+            EngineError::Azure(e) if e.is_interrupted() => Exit::Interrupted,
+            EngineError::Config(_) | EngineError::Plan { .. } | EngineError::Amend { .. } => {
+                Exit::Usage
+            }
             _ => Exit::Failure,
         }
     }
@@ -206,6 +236,8 @@ pub(super) struct Inner {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) state_dir: PathBuf,
     pub(super) options: EngineOptions,
+    /// Leases and the shared journal, with `[coordination]`.
+    pub(super) coordination: Option<Arc<crate::coordination::Coordinator>>,
     #[cfg(feature = "failpoints")]
     pub(super) failpoint: crate::failpoint::FailPoint,
 }
@@ -217,8 +249,13 @@ impl Inner {
         self.journal.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn lock(&self, account: &ResourceId) -> Result<AccountLock, EngineError> {
-        Ok(AccountLock::acquire(&self.state_dir, account)?)
+    /// The account's OS lock, and with `[coordination]` its lease (see `replicas`).
+    pub(super) async fn lock(
+        &self,
+        account: &ResourceId,
+    ) -> Result<super::replicas::AccountGuard, EngineError> {
+        let local = AccountLock::acquire(&self.state_dir, account)?;
+        super::replicas::hold(self, account, local).await
     }
 
     pub(super) fn reports_dir(&self) -> PathBuf {
@@ -235,6 +272,37 @@ impl Engine {
         create_private_dir(dir)?;
         let fingerprinter = Arc::new(Fingerprinter::load_or_create(&dir.join("fingerprint.key"))?);
         let journal = Journal::open(&dir.join("journal.db"), &fingerprinter)?;
+        let azure = Azure::new(config, fingerprinter.clone())?;
+        Ok(Engine::from_parts(
+            config,
+            azure,
+            journal,
+            fingerprinter,
+            clock,
+        ))
+    }
+
+    /// An engine for commands that only read (`status`, `history`, a dry run): it
+    /// creates nothing. With a journal in the state directory it opens it (with the
+    /// installation's fingerprint key); without one it reads an empty journal in
+    /// memory, and fingerprints under the installation's key if there is one, else
+    /// under a key for this run (they then match nothing outside this run).
+    pub fn open_to_read(config: &Config, clock: Arc<dyn Clock>) -> Result<Engine, EngineError> {
+        let dir = &config.state_dir;
+        let path = dir.join("journal.db");
+        let key = dir.join("fingerprint.key");
+        let (fingerprinter, journal) = if path.exists() {
+            let fingerprinter = Arc::new(Fingerprinter::load_or_create(&key)?);
+            let journal = Journal::open(&path, &fingerprinter)?;
+            (fingerprinter, journal)
+        } else {
+            let fingerprinter = Arc::new(match Fingerprinter::load(&key)? {
+                Some(f) => f,
+                None => Fingerprinter::for_this_run()?,
+            });
+            let journal = Journal::in_memory(&fingerprinter)?;
+            (fingerprinter, journal)
+        };
         let azure = Azure::new(config, fingerprinter.clone())?;
         Ok(Engine::from_parts(
             config,
@@ -271,6 +339,23 @@ impl Engine {
         clock: Arc<dyn Clock>,
         options: EngineOptions,
     ) -> Engine {
+        let mut journal = journal;
+        let coordination = config.coordination.as_ref().map(|c| {
+            // Its own connections and token cache: its requests run on its own thread.
+            let own = Azure::with_options(
+                config,
+                fingerprinter.clone(),
+                crate::coordination::azure_options(),
+                &crate::config::process_env,
+            )
+            .inspect_err(|e| tracing::warn!(error = %e, "coordination shares the engine's Azure connections"));
+            let coordinator = Arc::new(crate::coordination::Coordinator::new(
+                own.as_ref().unwrap_or(&azure),
+                c,
+            ));
+            journal.set_mirror(coordinator.clone());
+            coordinator
+        });
         Engine {
             inner: Arc::new(Inner {
                 azure,
@@ -284,6 +369,7 @@ impl Engine {
                 clock,
                 state_dir: config.state_dir.clone(),
                 options,
+                coordination,
                 #[cfg(feature = "failpoints")]
                 failpoint: crate::failpoint::FailPoint::from_env(),
             }),
@@ -318,6 +404,11 @@ impl Engine {
         &self.inner.azure
     }
 
+    /// The coordinator, with `[coordination]` (leases held, counters).
+    pub fn coordination(&self) -> Option<&Arc<crate::coordination::Coordinator>> {
+        self.inner.coordination.as_ref()
+    }
+
     /// Runs one rotation of `plan` to its end (Completed, RolledBack, Refused,
     /// NeedsAttention), or until `cancel` fires: then the effects in flight finish and
     /// are journaled, and it returns [`EngineError::Interrupted`] (the rotation stays
@@ -330,6 +421,24 @@ impl Engine {
         cancel: CancellationToken,
     ) -> Result<RotationReport, EngineError> {
         super::lifecycle::rotate(&self.inner, plan, request, progress, cancel)
+            .instrument(crate::logging::plan_span(&plan.name))
+            .await
+    }
+
+    /// `rotate now` as a person asks it: a new rotation, or, when the plan has an
+    /// unfinished rotation, that one first, with the request applied to it. An
+    /// incident takes it over (it finishes the incident itself, or winds down and a
+    /// follow-up incident rotation starts right after, under the same lock), `--grace`
+    /// shortens its grace (or is refused: [`EngineError::Amend`]), and `--adopt` runs
+    /// after it whatever it ended as. The report is of the last rotation run.
+    pub async fn rotate_now(
+        &self,
+        plan: &Plan,
+        request: RotateRequest,
+        progress: &dyn Progress,
+        cancel: CancellationToken,
+    ) -> Result<RotationReport, EngineError> {
+        super::lifecycle::rotate_now(&self.inner, plan, request, progress, cancel)
             .instrument(crate::logging::plan_span(&plan.name))
             .await
     }
@@ -356,7 +465,20 @@ impl Engine {
         progress: &dyn Progress,
         cancel: CancellationToken,
     ) -> Result<Vec<RotationReport>, EngineError> {
-        super::lifecycle::resume(&self.inner, plans, progress, cancel).await
+        super::lifecycle::resume(&self.inner, plans, &Amend::default(), progress, cancel).await
+    }
+
+    /// [`Engine::resume`] with a change to each rotation resumed (a shorter grace). A
+    /// rotation that cannot take it is refused before anything is done to it
+    /// ([`EngineError::Amend`]), and so is a change with nothing to resume.
+    pub async fn resume_amended(
+        &self,
+        plans: &[Plan],
+        amend: &Amend,
+        progress: &dyn Progress,
+        cancel: CancellationToken,
+    ) -> Result<Vec<RotationReport>, EngineError> {
+        super::lifecycle::resume(&self.inner, plans, amend, progress, cancel).await
     }
 
     /// The retire a swap of `plan` parked at the usage gate still owes: the request that
@@ -413,21 +535,6 @@ impl Engine {
     ) -> Result<Vec<RotationReport>, EngineError> {
         super::status::history(&self.inner, plan, since, limit)
     }
-
-    /// Drift repair: binds one consumer to `key` (its current value) and verifies it,
-    /// journaled as a one-step repair rotation.
-    pub async fn repair(
-        &self,
-        plan: &Plan,
-        consumer: &ConsumerId,
-        key: KeyName,
-        progress: &dyn Progress,
-        cancel: CancellationToken,
-    ) -> Result<RotationReport, EngineError> {
-        super::repair::repair(&self.inner, plan, consumer, key, progress, cancel)
-            .instrument(crate::logging::plan_span(&plan.name))
-            .await
-    }
 }
 
 /// The machine options of a plan's rotation, with the request's grace override.
@@ -470,7 +577,7 @@ mod tests {
     /// The daemon spawns these futures on a multi-threaded runtime: they must be `Send`.
     /// (Compiles or not; never run.)
     #[allow(dead_code)]
-    fn futures_are_send(engine: &Engine, plan: &Plan, consumer: &ConsumerId) {
+    fn futures_are_send(engine: &Engine, plan: &Plan) {
         fn send<T: Send>(_: &T) {}
         let cancel = CancellationToken::new;
         send(&engine.rotate(plan, RotateRequest::manual(), &NoProgress, cancel()));
@@ -478,7 +585,7 @@ mod tests {
         send(&engine.dry_run(plan, RotateRequest::manual()));
         send(&engine.observe(plan));
         send(&engine.status(std::slice::from_ref(plan)));
-        send(&engine.repair(plan, consumer, KeyName::Key1, &NoProgress, cancel()));
+        send(&engine.rotate_now(plan, RotateRequest::manual(), &NoProgress, cancel()));
         fn sync<T: Send + Sync + Clone>(_: &T) {}
         sync(engine);
     }

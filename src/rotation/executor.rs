@@ -39,7 +39,7 @@ use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{EngineError, Inner, Trigger};
+use super::engine::{EngineError, Inner};
 use super::incident;
 use super::observe::observe;
 use super::progress::{Progress, ProgressEvent};
@@ -224,6 +224,18 @@ impl<'c, 'a> Run<'c, 'a> {
         Ok(())
     }
 
+    /// An amendment (an incident taking over, a shorter grace): to the machine, then
+    /// the journal. The caller checked it is accepted.
+    pub(super) fn amend(&mut self, event: &Event) -> Result<(), EngineError> {
+        self.accept(event)?;
+        let at = event.at();
+        self.inner().journal().record_event(self.id(), event, at)?;
+        durable(self.inner(), || match event {
+            Event::Escalated { .. } => "event:escalated".to_owned(),
+            _ => "event:grace".to_owned(),
+        })
+    }
+
     /// A command's result: to the machine, then the journal, then progress.
     pub(super) fn answer(
         &mut self,
@@ -266,7 +278,7 @@ impl<'c, 'a> Run<'c, 'a> {
             kind: cmd.action.name().to_owned(),
             step: super::describe::step(&cmd.action),
         });
-        if let Action::WaitUntil { at } = &cmd.action {
+        if let Some(at) = self.machine.deadline(cmd) {
             let why = match self.machine.phase() {
                 Phase::Grace if self.machine.options().usage_gate.is_some() => {
                     "grace period, and log ingestion plus the quiet period before the usage gate's first check"
@@ -277,7 +289,7 @@ impl<'c, 'a> Run<'c, 'a> {
             };
             self.progress.event(&ProgressEvent::Waiting {
                 rotation_id: self.id().to_owned(),
-                until: *at,
+                until: at,
                 why: why.to_owned(),
             });
         }
@@ -296,6 +308,8 @@ impl<'c, 'a> Run<'c, 'a> {
             .action
             .consumer()
             .and_then(|c| self.bound_at.get(&c.id).copied());
+        // A grace the rotation's amendments shortened ends earlier than the command says.
+        let until = self.machine.deadline(&cmd);
         if matches!(cmd.action, Action::Bind { .. }) {
             self.binds_running += 1;
         }
@@ -303,7 +317,7 @@ impl<'c, 'a> Run<'c, 'a> {
         let cancel = self.cancel.clone();
         running.push(Box::pin(async move {
             let started = Instant::now();
-            let work = perform(ctx, &cmd, in_doubt, bound_at);
+            let work = perform(ctx, &cmd, in_doubt, bound_at, until);
             let done = if abandonable(&cmd.action) {
                 tokio::select! {
                     done = work => Some(done),
@@ -331,7 +345,7 @@ impl<'c, 'a> Run<'c, 'a> {
             while !cancelled && let Some(cmd) = self.queue.pop_front() {
                 if matches!(cmd.action, Action::Finish { .. }) {
                     if !running.is_empty() {
-                        tracing::warn!(rotation = %self.id(), in_flight = running.len(), "the rotation finished with commands in flight; their results are not recorded");
+                        tracing::warn!(rotation_id = %self.id(), in_flight = running.len(), "the rotation finished with commands in flight; their results are not recorded");
                     }
                     return self.finish(&cmd).await;
                 }
@@ -367,7 +381,7 @@ impl<'c, 'a> Run<'c, 'a> {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled(), if !cancelled => {
-                    tracing::info!(rotation = %self.id(), "cancelled; letting the steps in flight finish");
+                    tracing::info!(rotation_id = %self.id(), "cancelled; letting the steps in flight finish");
                     cancelled = true;
                 }
                 Some((cmd, started, done)) = running.next() => {
@@ -377,6 +391,11 @@ impl<'c, 'a> Run<'c, 'a> {
                     match done {
                         None => {}
                         Some(Err(e)) => return Err(e),
+                        // Stopped by the interruption, not by Azure: left in doubt.
+                        Some(Ok(done)) if done.interrupted => {
+                            tracing::info!(rotation = %self.id(), seq = cmd.seq, "interrupted; the step stays in doubt until the rotation resumes");
+                            cancelled = true;
+                        }
                         Some(Ok(done)) => self.answer(&cmd, done, started.elapsed())?,
                     }
                 }
@@ -434,6 +453,8 @@ impl<'c, 'a> Run<'c, 'a> {
             });
         };
         let outcome: Outcome = (**outcome).clone();
+        // An incident that took this rotation over and left it to a follow-up gets its
+        // report from the follow-up, which names this rotation.
         if self.machine.mode().is_incident() {
             let record = self.inner().journal().rotation(self.id())?;
             if let Some(record) = record {
@@ -449,7 +470,7 @@ impl<'c, 'a> Run<'c, 'a> {
         let at = self.inner().clock.now();
         self.inner().journal().finish(self.id(), &outcome, at)?;
         durable(self.inner(), || "finish".to_owned())?;
-        tracing::info!(rotation = %self.id(), plan = %self.ctx.plan.name, outcome = %outcome, "rotation finished");
+        tracing::info!(rotation_id = %self.id(), plan = %self.ctx.plan.name, outcome = %outcome, "rotation finished");
         self.progress.event(&ProgressEvent::Finished {
             rotation_id: self.id().to_owned(),
             outcome: outcome.clone(),
@@ -457,11 +478,7 @@ impl<'c, 'a> Run<'c, 'a> {
         Ok(outcome)
     }
 
-    pub(super) fn report(
-        &self,
-        trigger: Option<Trigger>,
-        resumed: bool,
-    ) -> Result<RotationReport, EngineError> {
+    pub(super) fn report(&self, resumed: bool) -> Result<RotationReport, EngineError> {
         let record =
             self.inner()
                 .journal()
@@ -472,7 +489,6 @@ impl<'c, 'a> Run<'c, 'a> {
         Ok(RotationReport::build(
             &record,
             Some(&self.machine.view()),
-            trigger,
             resumed,
             self.incident_report.clone(),
         ))
@@ -485,7 +501,15 @@ async fn perform(
     cmd: &Command,
     in_doubt: bool,
     bound_at: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
 ) -> Result<Done, EngineError> {
+    // Replicas: an effect goes out only while this replica still holds the account's
+    // lease (a process paused past it wakes up here and stops).
+    if let Some(c) = &ctx.inner.coordination
+        && !abandonable(&cmd.action)
+    {
+        c.ensure_sending(&ctx.plan.storage_account)?;
+    }
     match &cmd.action {
         Action::Observe => Ok(Done::ok(StepResult::Observed(observe(ctx).await?))),
         Action::Regenerate { key, before, .. } => ctx.regenerate(*key, *before, in_doubt).await,
@@ -516,7 +540,7 @@ async fn perform(
         } => ctx.check_usage(*key, *fingerprint, *since).await,
         Action::Commit => Ok(Done::ok(StepResult::Committed)),
         Action::WaitUntil { at } => {
-            ctx.inner.clock.sleep_until(*at).await;
+            ctx.inner.clock.sleep_until(until.unwrap_or(*at)).await;
             Ok(Done::ok(StepResult::Waited))
         }
         Action::Finish { .. } => Err(EngineError::Stalled {

@@ -20,8 +20,8 @@ use super::report::IncidentReportPaths;
 use crate::journal::RotationRecord;
 use crate::key::KeyName;
 use crate::rotation::machine::{
-    ConsumerKind, ConsumerStatus, Happening, Mode, Note, Outcome, Purpose, StepResult, View,
-    Warning,
+    ConsumerKind, ConsumerStatus, Happening, Mode, Note, Outcome, Purpose, Requester, StepResult,
+    View, Warning,
 };
 use crate::secret::Fingerprint;
 
@@ -57,6 +57,13 @@ struct Disabled {
 }
 
 #[derive(Debug, Serialize)]
+struct TakeOver {
+    at: DateTime<Utc>,
+    /// What the rotation began as.
+    began_as: Mode,
+}
+
+#[derive(Debug, Serialize)]
 struct Moment {
     at: Option<DateTime<Utc>>,
     what: String,
@@ -69,6 +76,13 @@ struct IncidentReport {
     account: String,
     mode: Mode,
     leaked: String,
+    /// Who declared the incident.
+    requested_by: Option<Requester>,
+    /// When the incident took over this rotation (begun as something else), if it did.
+    took_over: Option<TakeOver>,
+    /// The unfinished rotation the incident took over first, when this rotation is the
+    /// follow-up that handled it.
+    follows: Option<String>,
     started_at: DateTime<Utc>,
     finished_at: DateTime<Utc>,
     outcome: Option<Outcome>,
@@ -88,7 +102,7 @@ fn leaked(mode: Mode) -> String {
             format!("{key}{}", if revoke_first { " (revoke first)" } else { "" })
         }
         Mode::LeakedBoth => "both keys (or unknown)".to_owned(),
-        Mode::Scheduled | Mode::Retire { .. } => "none".to_owned(),
+        Mode::Scheduled | Mode::Retire { .. } | Mode::Adopt { .. } => "none".to_owned(),
     }
 }
 
@@ -148,6 +162,26 @@ fn happening(what: &Happening) -> String {
                 callers.len(),
                 next.format("%Y-%m-%d %H:%M:%S UTC")
             ),
+            Note::Escalated {
+                mode,
+                by,
+                handled_here,
+            } => format!(
+                "an incident took this rotation over ({mode}{}): {}",
+                by.as_ref()
+                    .map(|b| format!(", asked by {b}"))
+                    .unwrap_or_default(),
+                if *handled_here {
+                    "it finishes the incident itself, with no grace period"
+                } else {
+                    "it winds down, and a follow-up rotation handles the incident"
+                }
+            ),
+            Note::GraceShortened { grace_ms, by } => format!(
+                "grace period shortened to {}s{}",
+                grace_ms / 1000,
+                by.as_ref().map(|b| format!(" by {b}")).unwrap_or_default()
+            ),
         },
     }
 }
@@ -163,12 +197,24 @@ fn build(record: &RotationRecord, view: &View, finished_at: DateTime<Utc>) -> In
             view.standby
         }
     });
+    let took_over = view.escalation.as_ref().map(|e| TakeOver {
+        at: e.at,
+        began_as: record.mode,
+    });
+    let origin = record.origin.as_ref();
     IncidentReport {
         rotation_id: record.id.clone(),
         plan: record.plan.clone(),
         account: record.account.to_string(),
-        mode: record.mode,
-        leaked: leaked(record.mode),
+        mode: view.mode,
+        leaked: leaked(view.mode),
+        requested_by: view
+            .escalation
+            .as_ref()
+            .and_then(|e| e.by.clone())
+            .or_else(|| origin.and_then(|o| o.by.clone())),
+        took_over,
+        follows: origin.and_then(|o| o.follows.clone()),
         started_at: record.started_at,
         finished_at,
         outcome: view.outcome.clone(),
@@ -234,6 +280,23 @@ fn markdown(r: &IncidentReport) -> String {
     let _ = writeln!(md, "- Plan: `{}`", r.plan);
     let _ = writeln!(md, "- Storage account: `{}`", r.account);
     let _ = writeln!(md, "- Leaked: {}", r.leaked);
+    if let Some(by) = &r.requested_by {
+        let _ = writeln!(md, "- Declared by: {by}");
+    }
+    if let Some(t) = &r.took_over {
+        let _ = writeln!(
+            md,
+            "- The incident took over this rotation at {}: it began as a {} and finished the incident itself",
+            time(t.at),
+            t.began_as
+        );
+    }
+    if let Some(id) = &r.follows {
+        let _ = writeln!(
+            md,
+            "- The incident took over the unfinished rotation {id} first (see `keyflip history`), then ran this one"
+        );
+    }
     let _ = writeln!(md, "- Started: {}", time(r.started_at));
     let _ = writeln!(md, "- Finished: {}", time(r.finished_at));
     let _ = writeln!(md, "- Outcome: {}\n", r.outcome_text);
@@ -312,6 +375,7 @@ fn write_private(path: &Path, content: &[u8]) -> Result<(), EngineError> {
         .map_err(err)?;
     file.write_all(content)
         .and_then(|()| file.sync_all())
+        .and_then(|()| crate::journal::owner::hand_over(&tmp))
         .map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)
 }
@@ -329,6 +393,7 @@ pub(super) fn write(
         .recursive(true)
         .mode(0o700)
         .create(&dir)
+        .and_then(|()| crate::journal::owner::hand_over(&dir))
         .map_err(|source| EngineError::Report {
             path: dir.display().to_string(),
             source,

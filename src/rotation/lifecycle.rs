@@ -2,6 +2,16 @@
 //! rotation, the first observation and `begin` for a new one; replay, re-observation
 //! and the in-doubt set for an interrupted one. Both then hand the machine to the
 //! executor's [`Run`].
+//!
+//! `rotate now` ([`rotate_now`]) of a plan with an unfinished rotation resumes it
+//! first, amended by what was asked: an incident is journaled as
+//! [`Event::Escalated`] (the machine finishes the incident itself or winds down), a
+//! `--grace` as [`Event::GraceShortened`] (refused before anything is journaled when
+//! the rotation has no grace left to shorten). A follow-up rotation (the incident the
+//! resumed rotation did not handle, or `--adopt`) then begins under the same account
+//! lock, its origin naming the rotation it follows. No incident is ever dropped
+//! silently: it is handled, followed up, or the resumed rotation parked and its report
+//! says what to run.
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -9,8 +19,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::engine::Trigger;
-use super::engine::{EngineError, Inner, RotateRequest, machine_options};
+use super::engine::{Amend, EngineError, Inner, RotateRequest, machine_options};
 use super::executor::{Run, durable};
 use super::observe::observe;
 use super::progress::{Progress, ProgressEvent};
@@ -19,10 +28,13 @@ use super::step::{Ctx, Done};
 use crate::journal::{NewRotation, StoredRotation};
 use crate::plan::Plan;
 use crate::rotation::machine::{
-    Action, Attention, Event, Machine, Mode, Observation, Outcome, StepResult, UnlistedConsumer,
+    Action, Attention, Event, HandleError, Machine, Mode, Observation, Outcome, StepResult,
+    UnlistedConsumer,
 };
+use crate::rotation::origin::{Requester, Trigger};
 
-/// Starts and runs a new rotation of `plan`.
+/// Starts and runs a new rotation of `plan`; refuses when its account has an
+/// unfinished rotation.
 pub(super) async fn rotate(
     inner: &Inner,
     plan: &Plan,
@@ -30,15 +42,39 @@ pub(super) async fn rotate(
     progress: &dyn Progress,
     cancel: CancellationToken,
 ) -> Result<RotationReport, EngineError> {
-    let _lock = inner.lock(&plan.storage_account)?;
-    let account = plan.storage_account.as_str();
-    let unfinished = inner.journal().unfinished()?;
-    if let Some(r) = unfinished
-        .iter()
-        .find(|r| r.account.as_str().eq_ignore_ascii_case(account))
+    let lock = inner.lock(&plan.storage_account).await?;
+    // Replicas: a rotation of this plan another replica left unfinished is finished
+    // first, exactly as after a local restart.
+    if let Some(s) = super::replicas::unfinished_of(inner, plan)? {
+        tracing::info!(plan = %plan.name, rotation_id = %s.id, "the shared journal holds an unfinished rotation of this plan; resuming it instead of starting another");
+        let span = crate::logging::rotation_span(&plan.name, &s.id);
+        let report = if super::repair::is_repair(&s) {
+            super::repair::resume_repair(inner, plan, &s, progress, &cancel)
+                .instrument(span)
+                .await?
+        } else {
+            let amendments = Amendments {
+                grace: None,
+                incident: None,
+                by: None,
+            };
+            resume_one(inner, plan, s, &amendments, progress, cancel)
+                .instrument(span)
+                .await?
+                .0
+        };
+        drop(lock);
+        return Ok(report);
+    }
+    if let Some(report) =
+        super::replicas::completed_elsewhere(inner, plan, &lock, &request.trigger)?
     {
+        return Ok(report);
+    }
+    let _lock = lock;
+    if let Some(r) = unfinished_of(inner, plan)? {
         return Err(EngineError::Busy {
-            account: account.to_owned(),
+            account: plan.storage_account.to_string(),
             holder: format!(
                 "rotation {} of plan {} (started {}) is unfinished; finish it first with `keyflip rotate resume {}`",
                 r.id,
@@ -48,6 +84,103 @@ pub(super) async fn rotate(
             ),
         });
     }
+    begin_and_run(inner, plan, request, None, progress, cancel).await
+}
+
+/// The account's unfinished rotation, whichever plan it belongs to.
+fn unfinished_of(inner: &Inner, plan: &Plan) -> Result<Option<StoredRotation>, EngineError> {
+    let account = plan.storage_account.as_str();
+    Ok(inner
+        .journal()
+        .unfinished()?
+        .into_iter()
+        .find(|r| r.account.as_str().eq_ignore_ascii_case(account)))
+}
+
+/// `rotate now`: see [`super::Engine::rotate_now`]. Holds the account's lock for the
+/// unfinished rotation and any follow-up, so nothing can start in between.
+pub(super) async fn rotate_now(
+    inner: &Inner,
+    plan: &Plan,
+    request: RotateRequest,
+    progress: &dyn Progress,
+    cancel: CancellationToken,
+) -> Result<RotationReport, EngineError> {
+    let _lock = inner.lock(&plan.storage_account).await?;
+    let Some(stored) = unfinished_of(inner, plan)? else {
+        return begin_and_run(inner, plan, request, None, progress, cancel).await;
+    };
+    if stored.plan != plan.name {
+        return Err(EngineError::Busy {
+            account: plan.storage_account.to_string(),
+            holder: format!(
+                "rotation {} of plan {} (started {}) is unfinished; finish it first with `keyflip rotate resume {}`",
+                stored.id,
+                stored.plan,
+                stored.started_at.to_rfc3339(),
+                stored.plan
+            ),
+        });
+    }
+    let id = stored.id.clone();
+    let mode = request.mode;
+    tracing::info!(rotation_id = %id, plan = %plan.name, mode = %mode, "rotate now: the plan has an unfinished rotation; finishing it first");
+    let (report, follow) = if super::repair::is_repair(&stored) {
+        if request.grace.is_some() {
+            return Err(EngineError::Amend {
+                rotation_id: id,
+                plan: plan.name.clone(),
+                reason: "it is a drift repair, which has no grace period".to_owned(),
+            });
+        }
+        let report = super::repair::resume_repair(inner, plan, &stored, progress, &cancel).await?;
+        (report, mode.is_incident().then_some(mode))
+    } else {
+        let amend = Amendments {
+            grace: request.grace,
+            incident: mode.is_incident().then_some(mode),
+            by: request.by.clone(),
+        };
+        resume_one(inner, plan, stored, &amend, progress, cancel.clone()).await?
+    };
+    // An incident the unfinished rotation did not handle runs next, unless that one
+    // parked (a person must look first; its report says what to run). `--adopt` runs
+    // next whatever happened: it is how a parked rotation's consumers get back onto
+    // one working key.
+    let next = match mode {
+        Mode::Adopt { .. } => Some(mode),
+        _ => follow.filter(|_| {
+            !matches!(
+                report.outcome,
+                Some(crate::rotation::machine::Outcome::NeedsAttention { .. }) | None
+            )
+        }),
+    };
+    let Some(next) = next else {
+        return Ok(report);
+    };
+    if cancel.is_cancelled() {
+        return Err(EngineError::Interrupted { rotation_id: id });
+    }
+    tracing::info!(follows = %id, plan = %plan.name, mode = %next, "starting the follow-up rotation");
+    let request = RotateRequest {
+        mode: next,
+        grace: None,
+        ..request
+    };
+    begin_and_run(inner, plan, request, Some(id), progress, cancel).await
+}
+
+/// Observes, records and runs a new rotation; the caller holds the account's lock and
+/// has checked that nothing is unfinished.
+async fn begin_and_run(
+    inner: &Inner,
+    plan: &Plan,
+    request: RotateRequest,
+    follows: Option<String>,
+    progress: &dyn Progress,
+    cancel: CancellationToken,
+) -> Result<RotationReport, EngineError> {
     let id = uuid::Uuid::new_v4().to_string();
     // Every Azure call from here on names the rotation, the first observation's too.
     crate::logging::record_rotation(&id);
@@ -69,9 +202,10 @@ pub(super) async fn rotate(
         mode: request.mode,
         options,
         started_at,
+        origin: request.origin(follows),
     })?;
     durable(inner, || "begin".to_owned())?;
-    tracing::info!(rotation_id = %id, plan = %plan.name, mode = %crate::commands::render::mode_text(request.mode), "rotation started");
+    tracing::info!(rotation_id = %id, plan = %plan.name, mode = %request.mode, trigger = %request.trigger, "rotation started");
     progress.event(&ProgressEvent::Started {
         rotation_id: id.clone(),
         plan: plan.name.clone(),
@@ -89,21 +223,44 @@ pub(super) async fn rotate(
         )?;
     }
     run.drive().await?;
-    run.report(Some(request.trigger), false)
+    run.report(false)
+}
+
+/// What a resume changes in the rotation it resumes.
+#[derive(Default)]
+struct Amendments {
+    grace: Option<std::time::Duration>,
+    /// An incident taking the rotation over.
+    incident: Option<Mode>,
+    by: Option<Requester>,
 }
 
 /// Resumes every unfinished rotation whose plan is in `plans`.
 pub(super) async fn resume(
     inner: &Inner,
     plans: &[Plan],
+    amend: &Amend,
     progress: &dyn Progress,
     cancel: CancellationToken,
 ) -> Result<Vec<RotationReport>, EngineError> {
     let mut reports = Vec::new();
+    super::replicas::discover(inner, plans).await?;
     let stored = inner.journal().unfinished()?;
+    if amend.grace.is_some()
+        && !stored
+            .iter()
+            .any(|s| plans.iter().any(|p| p.name == s.plan))
+    {
+        let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+        return Err(EngineError::Amend {
+            rotation_id: "(none)".to_owned(),
+            plan: names.join(", "),
+            reason: "there is no unfinished rotation, so --grace has nothing to shorten".to_owned(),
+        });
+    }
     for s in stored {
         let Some(plan) = plans.iter().find(|p| p.name == s.plan) else {
-            tracing::warn!(rotation = %s.id, plan = %s.plan, "unfinished rotation of a plan that was not given; left for later");
+            tracing::warn!(rotation_id = %s.id, plan = %s.plan, "unfinished rotation of a plan that was not given; left for later");
             continue;
         };
         if !plan
@@ -122,7 +279,7 @@ pub(super) async fn resume(
         if cancel.is_cancelled() {
             return Err(EngineError::Interrupted { rotation_id: s.id });
         }
-        let _lock = inner.lock(&s.account)?;
+        let _lock = inner.lock(&s.account).await?;
         // Another process may have finished it between the listing and the lock.
         let Some(s) = inner
             .journal()
@@ -134,6 +291,13 @@ pub(super) async fn resume(
         };
         let span = crate::logging::rotation_span(&plan.name, &s.id);
         if super::repair::is_repair(&s) {
+            if amend.grace.is_some() {
+                return Err(EngineError::Amend {
+                    rotation_id: s.id,
+                    plan: plan.name.clone(),
+                    reason: "it is a drift repair, which has no grace period".to_owned(),
+                });
+            }
             reports.push(
                 super::repair::resume_repair(inner, plan, &s, progress, &cancel)
                     .instrument(span)
@@ -141,23 +305,50 @@ pub(super) async fn resume(
             );
             continue;
         }
-        reports.push(
-            resume_one(inner, plan, s, progress, cancel.clone())
-                .instrument(span)
-                .await?,
-        );
+        let amendments = Amendments {
+            grace: amend.grace,
+            incident: None,
+            by: amend.by.clone(),
+        };
+        let (report, _) = resume_one(inner, plan, s, &amendments, progress, cancel.clone())
+            .instrument(span)
+            .await?;
+        reports.push(report);
     }
     Ok(reports)
 }
 
+/// Resumes one unfinished rotation with `amend` applied; returns its report and the
+/// incident a follow-up rotation must run (one asked for that this rotation did not
+/// handle: it wound down, or had finished already).
 async fn resume_one(
     inner: &Inner,
     plan: &Plan,
     stored: StoredRotation,
+    amend: &Amendments,
     progress: &dyn Progress,
     cancel: CancellationToken,
-) -> Result<RotationReport, EngineError> {
+) -> Result<(RotationReport, Option<Mode>), EngineError> {
     let machine = stored.replay()?;
+    let refused = |e: HandleError| EngineError::Amend {
+        rotation_id: stored.id.clone(),
+        plan: plan.name.clone(),
+        reason: match e {
+            HandleError::Amendment { reason } => reason,
+            other => other.to_string(),
+        },
+    };
+    // Checked before anything is read or journaled: a refused change changes nothing.
+    let shorten = |at| {
+        amend.grace.map(|grace| Event::GraceShortened {
+            at,
+            grace: chrono::TimeDelta::from_std(grace).unwrap_or(chrono::TimeDelta::MAX),
+            by: amend.by.clone(),
+        })
+    };
+    if let Some(event) = shorten(inner.clock.now()) {
+        machine.accepts(&event).map_err(refused)?;
+    }
     let ctx = Ctx::new(inner, plan, &stored.id);
     let in_doubt: HashSet<u32> = stored.in_doubt().iter().map(|c| c.seq).collect();
     tracing::info!(rotation_id = %stored.id, plan = %plan.name, in_doubt = in_doubt.len(), "resuming an unfinished rotation");
@@ -183,12 +374,33 @@ async fn resume_one(
         inner.journal().record_event(&stored.id, &event, at)?;
         durable(inner, || "event:reobserved".to_owned())?;
     }
-    // Everything outstanding, replacing what the re-observation queued.
+    if let Some(event) = shorten(inner.clock.now())
+        && !run.machine.is_finished()
+    {
+        run.amend(&event)?;
+        tracing::info!(rotation_id = %stored.id, plan = %plan.name, "grace period shortened");
+    }
+    let mut follow = amend.incident;
+    if let Some(mode) = amend.incident {
+        if run.machine.mode().covers(mode) {
+            follow = None;
+        } else if !run.machine.is_finished() {
+            let event = Event::Escalated {
+                at: inner.clock.now(),
+                mode,
+                by: amend.by.clone(),
+            };
+            run.amend(&event)?;
+            follow = run.machine.follow_up();
+            tracing::warn!(rotation_id = %stored.id, plan = %plan.name, incident = %mode, handled_here = follow.is_none(), "an incident took over the unfinished rotation");
+        }
+    }
+    // Everything outstanding, replacing what the re-observation and amendments queued.
     let outstanding = run.machine.outstanding();
     run.queue.clear();
     run.enqueue(outstanding);
     run.drive().await?;
-    run.report(None, true)
+    Ok((run.report(true)?, follow))
 }
 
 /// The consumers of the plan's account that the plan does not list, by discovery in
@@ -274,5 +486,6 @@ pub(super) fn held_at_gate(
         },
         grace: None,
         trigger: Trigger::Manual,
+        by: None,
     }))
 }

@@ -60,6 +60,12 @@
 //!   every consumer, a workspace included, is bound in one round: holding the
 //!   workspace back would keep it down longer and protect nothing.
 //! - `LeakedStandby`: Revoking → Cleanup → Completed; no consumer is touched.
+//! - `Adopt` (`--adopt`: consumers split across keys, or down after a key was
+//!   regenerated outside keyflip): VerifyingKey (the key adopted, as it is) → swap
+//!   (the workspace's resync last) → Committing → Completed. Nothing is regenerated
+//!   and nothing rolls back once a bind was issued: what consumers held was broken or
+//!   the other key, which still works, so a failure is retried (backoff, up to
+//!   `retire_attempts` rounds), then parks (`NotAdopted`).
 //!
 //! # Transitions
 //!
@@ -116,6 +122,14 @@
 //! | T39 | finished | any event | error, nothing changes |
 //! | T40 | any | answer to an unknown or answered seq, or of the wrong kind | error, nothing changes |
 //! | T41 | any | an answer its stage does not expect, a stage that cannot act on what it holds (see "Failing closed"), or nothing left in flight | `Finish(NeedsAttention: InternalError)`, naming it |
+//! | T41a | Committing (`Adopt`) | `Committed` | `Finish(Completed)`: nothing to retire |
+//! | T41b | Binding, VerifyingConsumers (`Adopt`) | batch done with failures | as T20-T22, parking `NotAdopted` |
+//! | T42 | any but RollingBack, route `Scheduled` | `Escalated` with the leaked key the active one (the key being retired) | the mode becomes the incident, the route `LeakedActive { stage_standby }`; no grace: the grace wait ends at once ([`Machine::deadline`]), the retire follows commit at once, then Cleanup of the leaked value |
+//! | T43 | Staging, VerifyingKey, Binding, VerifyingConsumers (first round, not forward-only) | `Escalated`, anything T42 does not take | roll back (cause `Superseded`); after it a follow-up incident rotation ([`Machine::follow_up`]) |
+//! | T44 | any other stage | `Escalated`, anything T42 does not take | no grace; go on to the end; then the follow-up |
+//! | T45 | Prechecking | `Escalated` | the mode becomes the incident: the precheck decides its route. An incident the mode covers already changes nothing |
+//! | T46 | Prechecking .. Grace, `Scheduled` | `GraceShortened` no longer than the grace | the grace a commit waits, and the end of a running grace wait, move earlier |
+//! | T47 | any | an `Escalated` that is not an incident; a `GraceShortened` that lengthens, in an incident, while rolling back or past the grace | error (`HandleError::Amendment`), nothing changes |
 //! | G1 | Prechecking | `Observed`, route `Scheduled`, a usage gate | `CheckUsage(standby, stage, since at − lookback)` → CheckingStandby |
 //! | G2 | CheckingStandby | `UsageChecked` with callers, or `UsageUnknown` | `Finish(Refused: StandbyInUse / UsageUnknown)`; nothing was changed |
 //! | G2a | CheckingStandby | `UsageChecked`, nobody | `Regenerate(standby, stage)` → Staging (T5 on) |
@@ -156,6 +170,24 @@
 //! these are. The order is an option journaled with the rotation: one journaled before
 //! it existed ran with the workspace in the first round, and replays and resumes that
 //! way ([`ResyncOrder::WithTheRest`]).
+//!
+//! # Escalation
+//!
+//! An incident declared while a rotation of the account is unfinished (in its grace,
+//! after a crash or Ctrl-C, or running in the daemon, which stops it between journaled
+//! steps) takes that rotation over: the executor journals `Escalated` (who asked, and
+//! when, go with it) and the machine decides from where it stands (T42-T45). The grace
+//! period is gone either way. A swap whose old key leaked finishes the incident
+//! itself: consumers are already moving off that key, so it is retired as soon as
+//! they are committed, and its Key Vault versions disabled. Anything else (the new key
+//! leaked, both, a swap already rolling back, another incident) winds down the quickest
+//! safe way (a first round rolls back, discarding a staged value that may have leaked;
+//! from a resync or commit it goes forward) and leaves the incident to a follow-up
+//! rotation the executor starts right after, under the same account lock. An incident
+//! is never dropped: it is handled here, followed up, or the rotation parked and says
+//! what to run. `GraceShortened` (`rotate resume --grace`) only moves a grace earlier.
+//! Both are events like any other: journaled, replayed, and the random-run test
+//! declares incidents and shortens graces at random points.
 //!
 //! # Rollback
 //!
@@ -203,6 +235,7 @@
 //! the machine rejects is never journaled, so replay never meets one.
 
 mod advance;
+mod amend;
 mod drift;
 mod failure;
 mod forward;
@@ -221,11 +254,14 @@ mod tests;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+pub use amend::Escalation;
 pub use failure::{Failure, FailureKind, Warning, WarningKind};
 pub use outcome::*;
 pub use precheck::Route;
 pub use types::*;
-pub use view::{ConsumerStatus, ConsumerView, Happening, Note, Phase, TimelineEntry, View};
+pub use view::{
+    ConsumerStatus, ConsumerView, GraceShortening, Happening, Note, Phase, TimelineEntry, View,
+};
 
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
@@ -274,6 +310,9 @@ pub enum HandleError {
         command: &'static str,
         result: &'static str,
     },
+    /// An incident or a grace period that cannot amend the rotation as it stands.
+    #[error("the rotation cannot take this change: {reason}")]
+    Amendment { reason: String },
 }
 
 /// Event `index` (0-based) of a replay was rejected.
@@ -342,6 +381,7 @@ impl Decided {
             Route::Scheduled
             | Route::LeakedBoth
             | Route::Retire
+            | Route::Adopt
             | Route::LeakedActive {
                 revoke_first: false,
                 ..
@@ -464,9 +504,11 @@ impl Decided {
         steered_by_azure(consumer) && !self.route.revoke_first() && self.resync == ResyncOrder::Last
     }
 
-    /// Whether a failure in `round` goes forward (retry, then park) instead of back.
+    /// Whether a failure in `round` goes forward (retry, then park) instead of back:
+    /// after a `revoke_first` revoke, in the resync round, and when adopting (what
+    /// consumers held before was broken, or the other key, which still works).
     fn forward_only(&self, round: Round) -> bool {
-        self.route.revoke_first() || round == Round::Resync
+        self.route.revoke_first() || round == Round::Resync || self.route == Route::Adopt
     }
 }
 
@@ -528,8 +570,14 @@ enum DriftResponse {
 /// One rotation's state machine. See the module docs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Machine {
+    /// What the rotation began as (what replay starts from).
+    started: (Mode, Options),
+    /// The mode now: an incident that took the rotation over and handles it here
+    /// changes it.
     mode: Mode,
+    /// The options now: a shortened grace, or none once an incident took over.
     options: Options,
+    escalation: Option<amend::Escalation>,
     steps: Vec<Step>,
     /// Issued, unanswered commands other than `Finish`.
     in_flight: usize,
@@ -553,8 +601,10 @@ impl Machine {
     /// performing what is outstanding.
     pub fn new(mode: Mode, options: Options) -> Self {
         let mut machine = Self {
+            started: (mode, options),
             mode,
             options,
+            escalation: None,
             steps: Vec::with_capacity(16),
             in_flight: 0,
             state: State::Prechecking,
@@ -582,12 +632,20 @@ impl Machine {
         Ok(machine)
     }
 
+    /// The mode the rotation runs in now.
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
+    /// The options now (a grace shortened since the start shows here).
     pub fn options(&self) -> &Options {
         &self.options
+    }
+
+    /// The mode and options the rotation began with: what [`Machine::replay`] starts
+    /// from.
+    pub fn started(&self) -> (Mode, Options) {
+        self.started
     }
 
     /// Every command issued so far, in `seq` order.
@@ -638,6 +696,15 @@ impl Machine {
         }
     }
 
+    /// Whether `event` would be accepted as it stands, without applying it: what the
+    /// executor asks before it journals an amendment (an incident, a shorter grace).
+    pub fn accepts(&self, event: &Event) -> Result<(), HandleError> {
+        if self.is_finished() {
+            return Err(HandleError::Finished);
+        }
+        self.check_amendment(event)
+    }
+
     /// Applies one event and returns the commands to perform next. A rejected event
     /// changes nothing and must not be journaled.
     pub fn handle(&mut self, event: &Event) -> Result<Vec<Command>, HandleError> {
@@ -676,6 +743,15 @@ impl Machine {
             Event::Reobserved { at, observation } => {
                 let state = std::mem::replace(&mut self.state, State::Ended);
                 self.state = self.reobserved(state, *at, observation, &mut out);
+            }
+            Event::Escalated { at, mode, by } => {
+                self.check_amendment(event)?;
+                let state = std::mem::replace(&mut self.state, State::Ended);
+                self.state = self.escalate(state, *at, *mode, by.clone(), &mut out);
+            }
+            Event::GraceShortened { at, grace, by } => {
+                self.check_amendment(event)?;
+                self.shorten_grace(*at, *grace, by.clone());
             }
         }
         self.never_stuck(event.at(), &mut out);

@@ -10,8 +10,10 @@ mod executor;
 mod incident;
 mod lifecycle;
 pub(crate) mod observe;
+pub mod origin;
 pub mod progress;
 mod repair;
+mod replicas;
 pub mod report;
 mod status;
 pub(crate) mod step;
@@ -19,9 +21,10 @@ pub mod usage;
 
 pub mod machine;
 
-pub use engine::{Engine, EngineError, EngineOptions, RotateRequest, Trigger};
+pub use engine::{Engine, EngineError, EngineOptions, RotateRequest};
 pub use incident::{SAS_WARNING, SHARED_KEY_ADVICE};
 pub use observe::required_permissions;
+pub use origin::{Origin, Requester, Trigger};
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use report::{
     CallService, DecisionReport, DryRun, IncidentReportPaths, Inventory, KeyPair, LastRotation,

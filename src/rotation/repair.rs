@@ -1,25 +1,22 @@
-//! Drift repair: bind one consumer back to a key and verify it, journaled as a small
-//! "repair" rotation of two steps (`Bind`, then `VerifyConsumer`) so that the journal
-//! still knows what every consumer was last bound to (a consumer whose value cannot
-//! be read back relies on it) and
-//! history shows the repair. Repairs do not go through the state machine: nothing is
-//! regenerated, nothing rolls back. A repair interrupted by a crash is finished by
-//! `resume`, which performs both steps again (both check before they act).
+//! Per-consumer drift repairs as an earlier keyflip journaled them: one small
+//! "repair" rotation of two steps (`Bind`, then `VerifyConsumer`) per consumer,
+//! outside the state machine. keyflip now repairs drift as one `--adopt` rotation
+//! through the machine (`Mode::Adopt`, trigger `repair`), and only finishes such a
+//! journaled repair here: a repair interrupted by a crash is finished by `resume`,
+//! which performs both steps again (both check before they act).
 
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{EngineError, Inner, RotateRequest, machine_options};
+use super::engine::{EngineError, Inner};
 use super::executor::durable;
 use super::progress::{Progress, ProgressEvent};
 use super::report::RotationReport;
 use super::status::report_of;
 use super::step::{Ctx, Done};
-use crate::consumer::ConsumerId;
-use crate::journal::{NewRotation, StoredRotation};
-use crate::key::KeyName;
+use crate::journal::StoredRotation;
 use crate::plan::Plan;
 use crate::rotation::machine::{
-    Action, Attention, Command, ConsumerRef, Event, Mode, Outcome, StepResult, Warning, WarningKind,
+    Action, Attention, Command, Event, Outcome, StepResult, Warning, WarningKind,
 };
 
 /// Whether a stored rotation is a repair (its first command is a `Bind`).
@@ -28,74 +25,6 @@ pub(super) fn is_repair(stored: &StoredRotation) -> bool {
         .steps
         .first()
         .is_some_and(|s| matches!(s.command.action, Action::Bind { .. }))
-}
-
-pub(super) async fn repair(
-    inner: &Inner,
-    plan: &Plan,
-    consumer: &ConsumerId,
-    key: KeyName,
-    progress: &dyn Progress,
-    cancel: CancellationToken,
-) -> Result<RotationReport, EngineError> {
-    // Fails early, before anything is journaled, for a consumer the plan does not have.
-    crate::consumer::resolve(plan, consumer)?;
-    let _lock = inner.lock(&plan.storage_account)?;
-    if let Some(r) = inner.journal().unfinished()?.into_iter().find(|r| {
-        r.account
-            .as_str()
-            .eq_ignore_ascii_case(plan.storage_account.as_str())
-    }) {
-        return Err(EngineError::Busy {
-            account: plan.storage_account.to_string(),
-            holder: format!("rotation {} of plan {} is unfinished", r.id, r.plan),
-        });
-    }
-    let id = uuid::Uuid::new_v4().to_string();
-    crate::logging::record_rotation(&id);
-    let ctx = Ctx::new(inner, plan, &id);
-    let keys = ctx.keys().await?;
-    let fingerprint = ctx.fingerprint_of(&keys, key);
-    drop(keys);
-    let consumer = ConsumerRef::new(consumer.clone());
-    inner.journal().begin(&NewRotation {
-        id: id.clone(),
-        plan: plan.name.clone(),
-        account: plan.storage_account.clone(),
-        mode: Mode::Scheduled,
-        options: machine_options(plan, &RotateRequest::manual()),
-        started_at: inner.clock.now(),
-    })?;
-    durable(inner, || "begin".to_owned())?;
-    progress.event(&ProgressEvent::Started {
-        rotation_id: id.clone(),
-        plan: plan.name.clone(),
-        mode: Mode::Scheduled,
-    });
-    let steps = [
-        Command {
-            seq: 1,
-            action: Action::Bind {
-                consumer: consumer.clone(),
-                key,
-                fingerprint,
-            },
-        },
-        Command {
-            seq: 2,
-            action: Action::VerifyConsumer {
-                consumer: consumer.clone(),
-                key,
-                fingerprint,
-            },
-        },
-    ];
-    run(&ctx, &steps, progress, &cancel).await?;
-    let record = inner.journal().rotation(&id)?;
-    match record {
-        Some(record) => report_of(inner, &record),
-        None => Err(EngineError::Stalled { rotation_id: id }),
-    }
 }
 
 /// Finishes a repair a crash interrupted: both steps again, then the outcome.
@@ -139,15 +68,6 @@ pub(super) async fn resume_repair(
             rotation_id: stored.id.clone(),
         }),
     }
-}
-
-async fn run(
-    ctx: &Ctx<'_>,
-    steps: &[Command],
-    progress: &dyn Progress,
-    cancel: &CancellationToken,
-) -> Result<(), EngineError> {
-    run_from(ctx, steps, &[], progress, cancel).await
 }
 
 async fn run_from(

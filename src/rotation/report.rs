@@ -19,7 +19,8 @@ use crate::rotation::machine::{
     Warning,
 };
 
-use super::engine::Trigger;
+use super::origin::{Requester, Trigger};
+use crate::rotation::machine::{Escalation, GraceShortening};
 
 /// Where an incident report was written.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +65,19 @@ pub struct StepReport {
 }
 
 impl StepReport {
+    /// A step of a rotation that finished at `finished_at`, if it has. `Finish` takes no
+    /// result: once the rotation is finished, its `Finish` is done (it ended when the
+    /// outcome was recorded), not in doubt.
+    pub fn of(step: &StepRecord, finished_at: Option<DateTime<Utc>>) -> StepReport {
+        let mut report = StepReport::from_record(step);
+        if let (Action::Finish { .. }, Some(end)) = (&step.command.action, finished_at) {
+            report.result_at = Some(end);
+            report.duration_ms = Some((end - step.intent_at).num_milliseconds());
+            report.ok = Some(true);
+        }
+        report
+    }
+
     pub fn from_record(step: &StepRecord) -> StepReport {
         StepReport {
             seq: step.seq(),
@@ -88,9 +102,24 @@ pub struct RotationReport {
     pub plan: String,
     /// The storage account's ARM id.
     pub account: String,
+    /// The mode it began in (an incident that took it over shows in `escalation`).
     pub mode: Mode,
-    /// Why it ran, when this process started it (the journal does not keep it).
+    /// Why it ran (`None` for rotations journaled before keyflip recorded it).
     pub trigger: Option<Trigger>,
+    /// Who asked for it (`None` for the daemon's own rotations).
+    #[serde(default)]
+    pub requested_by: Option<Requester>,
+    /// The unfinished rotation the command that started this one finished first (an
+    /// incident that took it over, or `--adopt`).
+    #[serde(default)]
+    pub follows: Option<String>,
+    /// An incident that took this rotation over: when, which, who asked, and whether
+    /// this rotation handled it or a follow-up did.
+    #[serde(default)]
+    pub escalation: Option<Escalation>,
+    /// Each time a person shortened the grace period, and who.
+    #[serde(default)]
+    pub grace_shortened: Vec<GraceShortening>,
     /// This run picked up an unfinished rotation.
     pub resumed: bool,
     /// `None` while the rotation is unfinished.
@@ -128,7 +157,6 @@ impl RotationReport {
     pub(crate) fn build(
         record: &RotationRecord,
         view: Option<&View>,
-        trigger: Option<Trigger>,
         resumed: bool,
         incident_report: Option<IncidentReportPaths>,
     ) -> RotationReport {
@@ -172,7 +200,11 @@ impl RotationReport {
             plan: record.plan.clone(),
             account: record.account.to_string(),
             mode: record.mode,
-            trigger,
+            trigger: record.origin.as_ref().map(|o| o.trigger.clone()),
+            requested_by: record.origin.as_ref().and_then(|o| o.by.clone()),
+            follows: record.origin.as_ref().and_then(|o| o.follows.clone()),
+            escalation: view.and_then(|v| v.escalation.clone()),
+            grace_shortened: view.map(|v| v.grace_shortened.clone()).unwrap_or_default(),
             resumed,
             outcome: record.outcome.clone(),
             started_at: record.started_at,
@@ -190,7 +222,11 @@ impl RotationReport {
             regenerated,
             consumers: view.map(|v| v.consumers.clone()).unwrap_or_default(),
             warnings: view.map(|v| v.warnings.clone()).unwrap_or_default(),
-            steps: record.steps.iter().map(StepReport::from_record).collect(),
+            steps: record
+                .steps
+                .iter()
+                .map(|s| StepReport::of(s, record.finished_at))
+                .collect(),
             incident_report,
         }
     }
@@ -411,6 +447,9 @@ pub struct LastRotation {
 pub struct PlanStatus {
     pub plan: String,
     pub account: String,
+    /// The plan's `description`.
+    #[serde(default)]
+    pub description: Option<String>,
     /// `None` when the account could not be read (see `error`) or consumers are split.
     pub active: Option<KeyName>,
     pub key1_created: Option<DateTime<Utc>>,
@@ -433,11 +472,22 @@ pub struct PlanStatus {
 }
 
 impl PlanStatus {
+    /// Whether the plan needs a person: the daemon parked it, or its last rotation
+    /// ended parked (as a standalone run leaves it) with nothing completed since.
+    pub fn needs_attention(&self) -> bool {
+        self.schedule.parked.is_some()
+            || self
+                .last_rotation
+                .as_ref()
+                .is_some_and(|r| r.outcome == "needs_attention")
+    }
+
     /// A plan whose live state and journal could not be read at all.
     pub fn unreadable(plan: &str, account: &str, error: String) -> PlanStatus {
         PlanStatus {
             plan: plan.to_owned(),
             account: account.to_owned(),
+            description: None,
             active: None,
             key1_created: None,
             key2_created: None,

@@ -88,6 +88,7 @@ pub(super) async fn status(inner: &Inner, plans: &[Plan]) -> Result<Vec<PlanStat
         out.push(PlanStatus {
             plan: plan.name.clone(),
             account: plan.storage_account.to_string(),
+            description: plan.description.clone(),
             active,
             key1_created: inventory.as_ref().and_then(|i| i.key1.created),
             key2_created: inventory.as_ref().and_then(|i| i.key2.created),
@@ -140,13 +141,7 @@ pub(super) fn report_of(
         json: dir.join(format!("{}.json", record.id)),
     };
     let written = paths.markdown.is_file().then_some(paths);
-    Ok(RotationReport::build(
-        record,
-        view.as_ref(),
-        None,
-        false,
-        written,
-    ))
+    Ok(RotationReport::build(record, view.as_ref(), false, written))
 }
 
 pub(super) fn history(

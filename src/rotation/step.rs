@@ -28,6 +28,10 @@ use crate::secret::{Fingerprint, StorageKey};
 pub(crate) struct Done {
     pub result: StepResult,
     pub request_id: Option<String>,
+    /// The step stopped because keyflip is being interrupted, not because Azure
+    /// refused: its result is not recorded (the step stays in doubt and a resume
+    /// reconciles it).
+    pub interrupted: bool,
     pub note: Option<String>,
 }
 
@@ -36,6 +40,7 @@ impl Done {
         Done {
             result,
             request_id: None,
+            interrupted: false,
             note: None,
         }
     }
@@ -44,6 +49,7 @@ impl Done {
         Done {
             result,
             request_id: error.call().and_then(|c| c.request_id.clone()),
+            interrupted: error.is_interrupted(),
             note: None,
         }
     }
@@ -65,7 +71,9 @@ pub(super) fn azure_failure(context: &str, e: &azure::Error) -> Failure {
         | azure::Error::Throttled { .. }
         | azure::Error::Network { .. }
         | azure::Error::Server { .. }
-        | azure::Error::Deadline { .. } => FailureKind::Transient,
+        | azure::Error::Deadline { .. }
+        // Stopped waiting for a signal: the same call may succeed when resumed.
+        | azure::Error::Interrupted { .. } => FailureKind::Transient,
         azure::Error::Credential { .. }
         | azure::Error::Unauthorized { .. }
         | azure::Error::Forbidden { .. } => FailureKind::Denied,
@@ -73,8 +81,14 @@ pub(super) fn azure_failure(context: &str, e: &azure::Error) -> Failure {
         azure::Error::Rejected { .. } | azure::Error::OperationFailed { .. } => {
             FailureKind::Rejected
         }
-        azure::Error::BadResponse { .. } => FailureKind::BadReply,
-        azure::Error::Config(_) | azure::Error::Invalid(_) => FailureKind::Config,
+        // An answer pointing keyflip's token or signature at another origin.
+        azure::Error::BadResponse { .. } | azure::Error::ForeignOrigin { .. } => {
+            FailureKind::BadReply
+        }
+        // An untrusted certificate: the trust (`[cloud] ca_bundle`) must be fixed.
+        azure::Error::Config(_) | azure::Error::Invalid(_) | azure::Error::Certificate { .. } => {
+            FailureKind::Config
+        }
     };
     Failure::new(kind, format!("{context}{e}"))
 }
@@ -368,6 +382,7 @@ impl<'a> Ctx<'a> {
                             ),
                         },
                         request_id: probe.request_id,
+                        interrupted: false,
                         note: None,
                     });
                 }
@@ -392,6 +407,7 @@ impl<'a> Ctx<'a> {
                         ),
                     },
                     request_id: probe.request_id,
+                    interrupted: false,
                     note: None,
                 });
             }

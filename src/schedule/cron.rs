@@ -15,7 +15,9 @@
 //! drops every match inside a gap, which can skip a whole day's rotation. keyflip's
 //! rule is the same for both kinds, and the tests pin both behaviours.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc};
 use chrono_tz::Tz;
@@ -25,10 +27,39 @@ use croner::parser::{CronParser, Seconds, Year};
 use super::wall_clock;
 
 /// A validated cron expression and the text it came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Parsed expressions are shared: plans of a fleet mostly repeat a handful of
+/// expressions, so [`CronSpec::parse`] hands out one copy per distinct text (with its
+/// validation done once), and each copy remembers its latest occurrences, so ten
+/// thousand plans asking for the occurrence after the same instant cost one search.
+#[derive(Clone)]
 pub struct CronSpec {
+    inner: Arc<Inner>,
+}
+
+/// One remembered `next_after` answer: (zone, after, occurrence).
+type Answer = (Tz, DateTime<Utc>, Option<DateTime<Utc>>);
+
+struct Inner {
     source: String,
     cron: Cron,
+    shortest: Option<TimeDelta>,
+    /// Recent `next_after` answers: (zone, after) → occurrence.
+    recent: Mutex<VecDeque<Answer>>,
+}
+
+impl PartialEq for CronSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.source == other.inner.source
+    }
+}
+
+impl Eq for CronSpec {}
+
+impl fmt::Debug for CronSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CronSpec").field(&self.inner.source).finish()
+    }
 }
 
 /// Why a cron expression was refused.
@@ -52,43 +83,99 @@ const SAMPLE: usize = 16;
 /// matching every second needs 3,600. Past this bound the search gives up.
 const MAX_STEPS: usize = 20_000;
 
+/// `next_after` answers each expression remembers (a plan check asks for three
+/// chained occurrences per plan).
+const RECENT: usize = 8;
+
+/// Distinct expressions kept parsed; past this the cache starts afresh (a plans
+/// directory with more distinct expressions only loses the sharing).
+const CACHE_LIMIT: usize = 4_096;
+
+static CACHE: Mutex<Option<HashMap<String, Result<CronSpec, CronSpecError>>>> = Mutex::new(None);
+
 impl CronSpec {
     pub fn parse(text: &str) -> Result<CronSpec, CronSpecError> {
-        let source = text.trim().to_owned();
+        let source = text.trim();
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = cache.get_or_insert_with(HashMap::new);
+        if let Some(found) = cache.get(source) {
+            return found.clone();
+        }
+        let parsed = Self::parse_uncached(source);
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(source.to_owned(), parsed.clone());
+        parsed
+    }
+
+    fn parse_uncached(source: &str) -> Result<CronSpec, CronSpecError> {
         let parser = CronParser::builder()
             .seconds(Seconds::Optional)
             .year(Year::Disallowed)
             .build();
-        let cron = parser.parse(&source).map_err(|e| CronSpecError::Invalid {
-            pattern: source.clone(),
+        let cron = parser.parse(source).map_err(|e| CronSpecError::Invalid {
+            pattern: source.to_owned(),
             reason: e.to_string(),
         })?;
-        let spec = CronSpec { source, cron };
         // A pattern such as `0 0 30 2 *` parses but can never match.
-        if spec.next_local(reference()).is_none() {
+        let Some(first) = next_local(&cron, reference()) else {
             return Err(CronSpecError::Never {
-                pattern: spec.source,
+                pattern: source.to_owned(),
             });
+        };
+        let mut previous = first;
+        let mut shortest: Option<TimeDelta> = None;
+        for _ in 1..SAMPLE {
+            let Some(next) = next_local(&cron, previous) else {
+                break;
+            };
+            let gap = next - previous;
+            shortest = Some(shortest.map_or(gap, |s| s.min(gap)));
+            previous = next;
         }
-        Ok(spec)
+        Ok(CronSpec {
+            inner: Arc::new(Inner {
+                source: source.to_owned(),
+                cron,
+                shortest,
+                recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+            }),
+        })
     }
 
     /// The expression as written (trimmed).
     pub fn source(&self) -> &str {
-        &self.source
+        &self.inner.source
     }
 
     /// The parsed expression, for callers that want croner's other views.
     pub fn cron(&self) -> &Cron {
-        &self.cron
+        &self.inner.cron
     }
 
     /// The first occurrence strictly after `after`, in `tz`, by the wall-clock rule
     /// described in the module docs. `None` when the pattern has no further match.
     pub fn next_after(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        {
+            let recent = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, _, found)) = recent.iter().find(|(z, a, _)| *z == tz && *a == after) {
+                return *found;
+            }
+        }
+        let found = self.search_after(tz, after);
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() >= RECENT {
+            recent.pop_front();
+        }
+        recent.push_back((tz, after, found));
+        found
+    }
+
+    fn search_after(&self, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut local = after.with_timezone(&tz).naive_local();
         for _ in 0..MAX_STEPS {
-            local = self.next_local(local)?;
+            local = next_local(&self.inner.cron, local)?;
             let at = wall_clock::resolve(tz, local)?;
             // Inside the second half of a repeated hour, the next local matches resolve
             // to their first instants, which lie before `after`: they already ran.
@@ -104,27 +191,17 @@ impl CronSpec {
     /// first few after a fixed reference date. Used to refuse schedules that would
     /// rotate every few seconds, and jitter that would overlap the next occurrence.
     pub fn shortest_interval(&self) -> Option<TimeDelta> {
-        let mut previous = self.next_local(reference())?;
-        let mut shortest: Option<TimeDelta> = None;
-        for _ in 1..SAMPLE {
-            let Some(next) = self.next_local(previous) else {
-                break;
-            };
-            let gap = next - previous;
-            shortest = Some(shortest.map_or(gap, |s| s.min(gap)));
-            previous = next;
-        }
-        shortest
+        self.inner.shortest
     }
+}
 
-    fn next_local(&self, after: NaiveDateTime) -> Option<NaiveDateTime> {
-        self.cron.find_next_occurrence(&after, false).ok()
-    }
+fn next_local(cron: &Cron, after: NaiveDateTime) -> Option<NaiveDateTime> {
+    cron.find_next_occurrence(&after, false).ok()
 }
 
 impl fmt::Display for CronSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.source)
+        f.write_str(&self.inner.source)
     }
 }
 

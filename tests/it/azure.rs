@@ -10,6 +10,7 @@ mod examples;
 mod keyvault;
 mod logs;
 mod ml;
+mod origin;
 mod shared_key;
 mod storage;
 mod web;

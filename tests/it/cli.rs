@@ -210,3 +210,39 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Read-only commands create nothing (issue 12, part 4): on a fresh state directory
+/// `status`, `history` and a dry run leave neither a journal nor a fingerprint key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_an_empty_state_directory_create_nothing() {
+    let cli = Cli::start().await;
+    let state = cli.state_dir();
+    for args in [
+        &["status"][..],
+        &["history"][..],
+        &["history", "demo", "--output", "json"][..],
+        &["rotate", "now", "demo", "--dry-run"][..],
+    ] {
+        let run = cli.run(args).await;
+        assert_eq!(
+            run.code,
+            Some(0),
+            "{args:?}: {}\n{}",
+            run.stdout,
+            run.stderr
+        );
+        for file in ["journal.db", "fingerprint.key"] {
+            assert!(
+                !state.join(file).exists(),
+                "{args:?} created {file}: {}",
+                run.stdout
+            );
+        }
+    }
+    // The first rotation creates them, as it must.
+    let run = cli
+        .run(&["rotate", "now", "demo", "--yes", "--grace", "0s"])
+        .await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(state.join("journal.db").exists() && state.join("fingerprint.key").exists());
+}

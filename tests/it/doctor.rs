@@ -99,6 +99,7 @@ name = "custom"
 arm_url = "{arm}"
 arm_audience = "{audience}"
 authority_host = "{authority}"
+blob_endpoint = "{base}/{{account}}/"
 key_vault_suffix = "vault.azure.net"
 ca_bundle = "ca.pem"
 
@@ -111,6 +112,7 @@ client_secret_file = "client.secret"
                 arm = e.arm_url,
                 audience = e.arm_audience,
                 authority = e.authority_host,
+                base = e.base_url,
                 tenant = e.tenant_id,
                 client = e.principals[principal].client_id,
             ),

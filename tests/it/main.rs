@@ -8,7 +8,13 @@ mod command_path;
 mod daemon;
 mod discover;
 mod doctor;
+mod faults;
+#[cfg(feature = "fuzzing")]
+mod fuzz;
 mod install;
 mod output;
+mod replicas;
 mod rotation;
+mod runbook;
+mod security;
 mod support;

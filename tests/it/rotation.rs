@@ -1,6 +1,7 @@
 //! The rotation engine end to end against keyflip-twin: swaps, dry runs, incidents,
 //! failures and rollbacks, refusals, locking, and crashes at every durable step.
 
+mod adopt;
 mod apps;
 #[cfg(feature = "failpoints")]
 mod crash;
@@ -8,3 +9,5 @@ mod failure;
 mod gate;
 mod incident;
 mod swap;
+mod takeover;
+mod ways_out;

@@ -48,6 +48,18 @@ pub(crate) enum FaultAction {
     },
     /// 200 with a body that is not valid JSON or XML.
     Malformed,
+    /// Perform the operation, then point every URL its answer hands back at the
+    /// origin `to` (path and query kept): a JSON body's `nextLink` (one is added to a
+    /// list whose `nextLink` is null, repeating the request) and
+    /// `properties.primaryEndpoints`, and the `Location` and `Azure-AsyncOperation`
+    /// headers. With `async_operation`, a 202 also gets its relinked `Location` as
+    /// `Azure-AsyncOperation`. Clients must refuse to follow: this is an answer that
+    /// tries to send their token or signature elsewhere.
+    Relink {
+        to: String,
+        #[serde(default)]
+        async_operation: bool,
+    },
 }
 
 /// `POST /_admin/faults` body.
@@ -131,6 +143,19 @@ impl Faults {
                 return Err(format!(
                     "status must be an HTTP error status (400-599), found {s}"
                 ));
+            }
+            FaultAction::Relink { to, .. } => {
+                let ok = url::Url::parse(to).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host().is_some()
+                        && u.path() == "/"
+                        && u.query().is_none()
+                });
+                if !ok {
+                    return Err(format!(
+                        "relink needs an origin such as \"https://localhost:8443\", found {to:?}"
+                    ));
+                }
             }
             _ => {}
         }
@@ -313,5 +338,16 @@ mod tests {
             )
             .is_err()
         );
+        let e = add(
+            &f,
+            r#"{"operation":"storage.get","action":{"kind":"relink","to":"https://x/y"}}"#,
+        )
+        .expect_err("a path");
+        assert!(e.contains("origin"), "{e}");
+        add(
+            &f,
+            r#"{"operation":"storage.get","action":{"kind":"relink","to":"http://localhost:1"}}"#,
+        )
+        .expect("an origin");
     }
 }

@@ -13,7 +13,7 @@ use url::Url;
 use super::super::budget::Class;
 use super::super::error::{Call, request_id, retry_after};
 use super::super::http::{Operation, RETRY_STATUSES, client_options, status_error};
-use super::super::{Azure, Error, credential};
+use super::super::{Azure, Error};
 
 pub(super) fn check_vault(vault: &Url) -> Result<(), Error> {
     if vault.scheme() == "https" && vault.host().is_some() && vault.query().is_none() {
@@ -46,7 +46,11 @@ impl Azure {
             &key,
             self.credential.clone(),
             Some(SecretClientOptions {
-                client_options: client_options(&self.http),
+                client_options: client_options(
+                    &self.http,
+                    "Key Vault",
+                    super::super::origin::Destination::origin_of(vault),
+                ),
                 verify_challenge_resource: Some(self.cloud.verify_vault_challenge(vault)),
                 ..Default::default()
             }),
@@ -120,8 +124,20 @@ impl Azure {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            let interrupted = || Error::Interrupted {
+                call: Call {
+                    operation: op.name,
+                    target: target.to_owned(),
+                    request_id: None,
+                }
+                .into(),
+                sent: false,
+            };
             if let Some(budgets) = &self.budgets {
-                budgets.acquire(class, vault).await;
+                tokio::select! {
+                    () = budgets.acquire(class, false, vault) => {}
+                    () = self.interrupt.cancelled() => return Err(interrupted()),
+                }
             }
             let error = match call().await {
                 Ok(answer) => return Ok(answer),
@@ -150,7 +166,10 @@ impl Azure {
                 wait_ms = wait.as_millis() as u64,
                 "azure call will be retried"
             );
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.interrupt.cancelled() => return Err(interrupted()),
+            }
         }
     }
 
@@ -197,16 +216,17 @@ impl Azure {
                 sent: true,
                 detail: error.to_string(),
             },
-            ErrorKind::Credential => Error::Credential {
-                audience: self.vault_audience(),
-                transient: credential::is_network_failure(&error),
-                detail: error.to_string(),
-            },
+            ErrorKind::Credential => Error::credential(&self.vault_audience(), &error),
+            ErrorKind::Other => {
+                let fallback = format!("{call}: {error}");
+                Error::refused(call, &error, fallback)
+            }
             ErrorKind::DataConversion => Error::BadResponse {
                 call: call.into(),
                 status: 200,
                 detail: "the answer could not be read as Key Vault JSON".into(),
             },
+            #[allow(unreachable_patterns)] // ErrorKind may grow (it has the `http` feature).
             _ => Error::Invalid(format!("{call}: {error}")),
         }
     }

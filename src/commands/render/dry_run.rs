@@ -136,6 +136,9 @@ fn route_text(d: &DryRun) -> String {
         Route::Retire => format!(
             "retire after a swap held at the usage gate: consumers already hold {standby}; {active} is retired once the logs show nobody signing with it"
         ),
+        Route::Adopt => format!(
+            "adopt: every consumer moves to {standby}, which works now; nothing is regenerated"
+        ),
     }
 }
 
@@ -224,7 +227,7 @@ pub fn render(d: &DryRun, term: &Term, detail: Detail) -> String {
             ));
         }
         out.push('\n');
-        super::refusal(&mut out, reasons, &refs, term);
+        super::refusal(&mut out, reasons, &refs, &d.plan, term);
         return out;
     }
     out.push('\n');

@@ -36,7 +36,12 @@ pub fn history(reports: &[RotationReport], term: &Term) -> String {
                     .unwrap_or_default()
             ),
         ));
-        out.push_str(&term.wrap("  ", "    ", &shorten(&outcome, &refs)));
+        out.push_str(&term.wrap(
+            "  ",
+            "    ",
+            &shorten(describe::for_plan(&outcome, &r.plan), &refs),
+        ));
+        super::rotation::origin_lines(&mut out, r, term);
         for s in &r.steps {
             let mark = match s.ok {
                 Some(true) => Mark::Ok,

@@ -60,7 +60,8 @@ pub fn rotation(report: &RotationReport) -> Value {
         outcome.remove("warnings");
     }
     if let (Some(obj), Some(outcome)) = (value.as_object_mut(), report.outcome.as_ref()) {
-        obj.insert("summary".into(), Value::String(outcome.to_string()));
+        let summary = crate::rotation::describe::for_plan(&outcome.to_string(), &report.plan);
+        obj.insert("summary".into(), Value::String(summary));
     }
     value
 }

@@ -114,18 +114,7 @@ pub fn error(error: &CommandError, output: Output) -> (String, Option<String>) {
 
 /// The mode in words: `safe swap`, `incident: key1 leaked, revoke first`.
 pub fn mode_text(mode: Mode) -> String {
-    match mode {
-        Mode::Scheduled => "safe swap".to_owned(),
-        Mode::Leaked { key, revoke_first } => format!(
-            "incident: {key} leaked{}",
-            if revoke_first { ", revoke first" } else { "" }
-        ),
-        Mode::LeakedBoth => "incident: both keys leaked".to_owned(),
-        Mode::Retire { key, force, .. } => format!(
-            "retire {key} after a swap held at the usage gate{}",
-            if force { ", forced" } else { "" }
-        ),
-    }
+    mode.to_string()
 }
 
 /// What a consumer holds, in words.
@@ -170,7 +159,14 @@ pub fn short_scope(id: &str) -> String {
 
 /// A precheck's refusal, one reason per item: missing permissions one per line with
 /// the scope in short and the role that grants each, consumers by their short label.
-pub fn refusal(out: &mut String, reasons: &[RefusalReason], refs: &[&ConsumerRef], term: &Term) {
+/// The reasons a rotation was refused; the commands they name get `plan` filled in.
+pub fn refusal(
+    out: &mut String,
+    reasons: &[RefusalReason],
+    refs: &[&ConsumerRef],
+    plan: &str,
+    term: &Term,
+) {
     out.push_str("  refused, nothing was changed:\n");
     for r in reasons {
         match r {
@@ -199,7 +195,11 @@ pub fn refusal(out: &mut String, reasons: &[RefusalReason], refs: &[&ConsumerRef
                     ));
                 }
             }
-            other => out.push_str(&term.wrap("    - ", "      ", &shorten(other, refs))),
+            other => out.push_str(&term.wrap(
+                "    - ",
+                "      ",
+                &shorten(describe::for_plan(&other.to_string(), plan), refs),
+            )),
         }
     }
 }

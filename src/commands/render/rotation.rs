@@ -144,7 +144,7 @@ fn key_line(name: KeyName, before: &KeyState, after: &KeyState, what: Option<Str
 /// leaked key's regeneration is a revoke, whatever the machine's purpose calls it.
 pub fn regeneration_word(mode: Mode, key: KeyName, purpose: Purpose) -> &'static str {
     let leaked = match mode {
-        Mode::Scheduled => false,
+        Mode::Scheduled | Mode::Adopt { .. } => false,
         Mode::Leaked { key: leaked, .. } => leaked == key,
         Mode::LeakedBoth => true,
         Mode::Retire { .. } => false,
@@ -182,6 +182,62 @@ fn outcome_word(report: &RotationReport) -> &'static str {
     })
 }
 
+/// Why a rotation ran, who asked, what it took over or followed, and each grace
+/// period a person shortened: one field each.
+pub fn origin_lines(out: &mut String, report: &RotationReport, term: &Term) {
+    let field = |out: &mut String, name: &str, text: &str| {
+        out.push_str(&term.wrap(&format!("  {name:<11}"), &" ".repeat(13), text));
+    };
+    let by = |b: &Option<crate::rotation::Requester>| {
+        b.as_ref()
+            .map(|b| format!(", asked by {b}"))
+            .unwrap_or_default()
+    };
+    if let Some(trigger) = &report.trigger {
+        field(
+            out,
+            "trigger:",
+            &format!("{trigger}{}", by(&report.requested_by)),
+        );
+    }
+    if let Some(id) = &report.follows {
+        field(
+            out,
+            "follows:",
+            &format!("rotation {id}, which this command finished first"),
+        );
+    }
+    for g in &report.grace_shortened {
+        field(
+            out,
+            "grace:",
+            &format!(
+                "grace period shortened to {}s at {}{}",
+                g.grace_ms / 1000,
+                time(g.at),
+                by(&g.by)
+            ),
+        );
+    }
+    if let Some(e) = &report.escalation {
+        field(
+            out,
+            "taken over:",
+            &format!(
+                "taken over at {} by an incident ({}){}: {}",
+                time(e.at),
+                e.mode,
+                by(&e.by),
+                if e.handled_here {
+                    "this rotation handled it, with no grace period"
+                } else {
+                    "this rotation wound down and a follow-up rotation handled it"
+                }
+            ),
+        );
+    }
+}
+
 /// The summary printed after `rotate now`, `rotate resume` and the demo.
 pub fn rotation(report: &RotationReport, term: &Term) -> String {
     let mut out = String::new();
@@ -217,13 +273,18 @@ pub fn rotation(report: &RotationReport, term: &Term) -> String {
     if report.mode.is_incident() {
         field(&mut out, "mode:", &mode_text(report.mode));
     }
+    origin_lines(&mut out, report, term);
     match &report.outcome {
         Some(Outcome::Refused { reasons }) => {
-            super::refusal(&mut out, reasons, &refs, term);
+            super::refusal(&mut out, reasons, &refs, &report.plan, term);
             return out;
         }
         Some(other @ (Outcome::RolledBack { .. } | Outcome::NeedsAttention { .. })) => {
-            field(&mut out, "why:", &short(&other.to_string()));
+            field(
+                &mut out,
+                "why:",
+                &short(&describe::for_plan(&other.to_string(), &report.plan)),
+            );
         }
         _ => {}
     }
@@ -233,6 +294,8 @@ pub fn rotation(report: &RotationReport, term: &Term) -> String {
                 "consumers were on {} (moved by the parked swap); {} was retired",
                 d.standby, d.active
             )
+        } else if d.route == crate::rotation::machine::Route::Adopt {
+            format!("every consumer moves to {}, which works now", d.standby)
         } else {
             format!(
                 "consumers were on {}; {} was the standby",

@@ -194,17 +194,21 @@ pub fn status(plans: &[PlanStatus], now: DateTime<Utc>, detail: bool, term: &Ter
                     "{} since {}: {}",
                     term.paint("NEEDS ATTENTION", Color::Red),
                     time(parked.at),
-                    parked.reason
+                    describe::for_plan(&parked.reason, &p.plan)
                 ),
             ));
-            notes.push_str(&term.wrap(
-                &format!("    {arrow} "),
-                "      ",
-                &format!(
-                    "fix the cause, then `keyflip rotate now {0}` (or `keyflip rotate resume {0}` for an unfinished rotation); no automatic rotations until one succeeds",
-                    p.plan
-                ),
-            ));
+            // A park of the rotation itself names its own way out; the daemon's parks
+            // (failed cycles) are ended by a rotation that succeeds.
+            if !parked.reason.contains("`keyflip ") {
+                notes.push_str(&term.wrap(
+                    &format!("    {arrow} "),
+                    "      ",
+                    &format!(
+                        "fix the cause, then `keyflip rotate now {0}` (or `keyflip rotate resume {0}` for an unfinished rotation); no automatic rotations until one succeeds",
+                        p.plan
+                    ),
+                ));
+            }
         }
         if let Some(id) = &p.unfinished
             && p.schedule.running.is_none()
@@ -234,6 +238,9 @@ fn one(p: &PlanStatus, now: DateTime<Utc>, term: &Term) -> String {
     let field = |out: &mut String, name: &str, text: &str| {
         out.push_str(&term.wrap(&format!("  {name:<15}"), &" ".repeat(17), text));
     };
+    if let Some(description) = &p.description {
+        field(&mut out, "description:", description);
+    }
     if let Some(e) = &p.error {
         field(&mut out, "error:", e);
     }
@@ -304,7 +311,7 @@ fn one(p: &PlanStatus, now: DateTime<Utc>, term: &Term) -> String {
             &format!(
                 "NEEDS ATTENTION since {}: {} (no automatic rotations until `keyflip rotate now` or `keyflip rotate resume` succeeds)",
                 time(parked.at),
-                parked.reason
+                describe::for_plan(&parked.reason, &p.plan)
             ),
         ));
     } else if schedule.failures > 0 {

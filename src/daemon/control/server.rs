@@ -5,10 +5,19 @@
 //!   the daemon's own uid (the socket file's owner) and `allowed_uids` pass; anyone
 //!   else gets a `permission_denied` line and the connection is closed unread.
 //! - Only one daemon serves a socket path: binding refuses a path where another
-//!   daemon answers, and replaces a stale socket file nobody answers on.
+//!   daemon answers, and replaces a stale socket file nobody answers on. Nothing but
+//!   a socket is ever removed: a path that holds a file, a directory or a link is
+//!   refused with what it is (a mistyped path must not cost the journal).
 //! - A client that goes away does not stop what it asked for: a rotation belongs to
 //!   the daemon once started, and finishes (or is interrupted by shutdown) either way.
-//! - The socket file is removed when the server is dropped.
+//! - The socket file is removed when the server is dropped, if it is still the one
+//!   this server created (same device and inode).
+//! - What one client can hold is bounded: at most [`MAX_CONNECTIONS`] connections at
+//!   once (more wait in the kernel's listen queue, holding no descriptor of the
+//!   daemon's), a request line of at most `MAX_REQUEST_BYTES` read within
+//!   `REQUEST_TIMEOUT`, and every line written within [`WRITE_TIMEOUT`] (a client
+//!   that stops reading is treated as gone; its rotation runs on). So a connection
+//!   costs at most one descriptor and about 80 KiB, and abuse cannot grow the daemon.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -31,6 +40,20 @@ use crate::rotation::ProgressEvent;
 /// How long a connected client has to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Control connections served at once.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// How long one line to a client may take to write.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes `text`; false when the client did not take it within [`WRITE_TIMEOUT`].
+async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, text: &str) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, write.write_all(text.as_bytes())).await,
+        Ok(Ok(()))
+    )
+}
+
 /// What the server hands each request to: the daemon. Progress events of a running
 /// rotation go to `progress` while the returned future runs.
 pub trait Handler: Send + Sync + 'static {
@@ -51,6 +74,10 @@ pub enum ControlError {
         "another keyflip daemon is already listening on {path}; stop it first (systemctl stop keyflip), or set [daemon] socket to another path"
     )]
     AlreadyRunning { path: String },
+    #[error(
+        "the control socket path {path} is a {kind}, not a socket; keyflip removes only a stale socket there, never anything else: set [daemon] socket to another path"
+    )]
+    NotASocket { path: String, kind: &'static str },
     #[error("cannot create the control socket {path}: {source}")]
     Bind {
         path: String,
@@ -76,13 +103,17 @@ impl Allowed {
 pub struct Server {
     listener: UnixListener,
     path: PathBuf,
+    /// Device and inode of the socket file this server created.
+    inode: (u64, u64),
     allowed: Allowed,
 }
 
 impl Server {
     /// Binds `path` (creating its directory, mode 0700, if missing) with mode 0600.
     pub fn bind(path: &Path, extra_uids: &[u32]) -> Result<Server, ControlError> {
-        use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+        use std::os::unix::fs::{
+            DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _,
+        };
         let shown = path.display().to_string();
         let io = |source| ControlError::Bind {
             path: shown.clone(),
@@ -95,18 +126,39 @@ impl Server {
                 .create(dir)
                 .map_err(io)?;
         }
-        if path.exists() {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(ControlError::AlreadyRunning { path: shown });
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(ControlError::AlreadyRunning { path: shown });
+                }
+                // Left behind by a daemon that died without cleaning up.
+                std::fs::remove_file(path).map_err(io)?;
             }
-            // Left behind by a daemon that died without cleaning up.
-            std::fs::remove_file(path).map_err(io)?;
+            Ok(meta) => {
+                let t = meta.file_type();
+                return Err(ControlError::NotASocket {
+                    path: shown,
+                    kind: if t.is_dir() {
+                        "directory"
+                    } else if t.is_symlink() {
+                        "symbolic link"
+                    } else if t.is_file() {
+                        "regular file"
+                    } else {
+                        "special file"
+                    },
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
         }
         let listener = UnixListener::bind(path).map_err(io)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-        let owner = std::fs::metadata(path).map_err(io)?.uid();
+        let meta = std::fs::symlink_metadata(path).map_err(io)?;
+        let owner = meta.uid();
         Ok(Server {
             listener,
+            inode: (meta.dev(), meta.ino()),
             path: path.to_path_buf(),
             allowed: Allowed {
                 owner,
@@ -126,7 +178,16 @@ impl Server {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
+            // A slot first: while every slot is taken, nothing more is accepted.
+            let slot = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
             let stream = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => match accepted {
@@ -141,14 +202,24 @@ impl Server {
             };
             let handler = handler.clone();
             let allowed = self.allowed.clone();
-            tracker.spawn(connection(stream, allowed, handler));
+            tracker.spawn(async move {
+                connection(stream, allowed, handler).await;
+                drop(slot);
+            });
         }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+        // Only our own socket: another daemon may have replaced it meanwhile.
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path)
+            && meta.file_type().is_socket()
+            && (meta.dev(), meta.ino()) == self.inode
+        {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -174,9 +245,7 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
             ),
             Exit::Failure,
         );
-        let _ = write
-            .write_all(ServerLine::error(error).text().as_bytes())
-            .await;
+        send(&mut write, &ServerLine::error(error).text()).await;
         let _ = write.shutdown().await;
         return;
     }
@@ -190,17 +259,17 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
             "the request is longer than {} bytes",
             protocol::MAX_REQUEST_BYTES
         ))),
-        Ok(Ok(_)) => parse(&text),
+        Ok(Ok(_)) => parse_request(&text),
     };
-    let request = match request {
+    let mut request = match request {
         Ok(request) => request,
         Err(error) => {
-            let _ = write
-                .write_all(ServerLine::error(error).text().as_bytes())
-                .await;
+            send(&mut write, &ServerLine::error(error).text()).await;
             return;
         }
     };
+    // Who asks is the peer the kernel vouches for, whatever the client wrote.
+    request.stamp(uid);
     // Reads (status, history, dry runs) are routine; what changes keys is worth info.
     if request.changes_keys() {
         tracing::info!(uid, request = request.name(), "control request");
@@ -215,7 +284,7 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
         tokio::select! {
             Some(event) = rx.recv() => {
                 if !client_gone {
-                    client_gone = write.write_all(ServerLine::progress(event).text().as_bytes()).await.is_err();
+                    client_gone = !send(&mut write, &ServerLine::progress(event).text()).await;
                 }
             }
             result = &mut answer => break result,
@@ -223,10 +292,7 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
     };
     while let Ok(event) = rx.try_recv() {
         if !client_gone {
-            client_gone = write
-                .write_all(ServerLine::progress(event).text().as_bytes())
-                .await
-                .is_err();
+            client_gone = !send(&mut write, &ServerLine::progress(event).text()).await;
         }
     }
     let last = match result {
@@ -237,7 +303,7 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
         Err(error) => ServerLine::error(error),
     }
     .text();
-    if !client_gone && write.write_all(last.as_bytes()).await.is_err() {
+    if !client_gone && !send(&mut write, &last).await {
         client_gone = true;
     }
     if client_gone {
@@ -248,7 +314,8 @@ async fn connection(stream: UnixStream, allowed: Allowed, handler: Arc<dyn Handl
     }
 }
 
-fn parse(text: &str) -> Result<protocol::Request, CommandError> {
+/// A request line as the daemon reads it (after its version), or the error sent back.
+pub fn parse_request(text: &str) -> Result<protocol::Request, CommandError> {
     let bad = |message: String| CommandError::new(ErrorCode::BadRequest, message, Exit::Usage);
     let version = serde_json::from_str::<protocol::VersionOnly>(text)
         .map_err(|e| bad(format!("the request is not a JSON object: {e}")))?

@@ -60,7 +60,8 @@ fn a_version_2_journal_is_migrated_and_gains_write_marks() {
     }
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DROP TABLE write_marks; UPDATE meta SET value = '2' WHERE name = 'schema_version';",
+        "DROP TABLE write_marks; ALTER TABLE rotations DROP COLUMN origin;
+         UPDATE meta SET value = '2' WHERE name = 'schema_version';",
     )
     .unwrap();
     drop(conn);

@@ -249,3 +249,41 @@ fn replay_refuses_a_journal_that_disagrees_with_the_machine() {
     );
     assert!(err.to_string().contains("`commit the swap`"), "{err}");
 }
+
+#[test]
+fn origins_and_amendments_round_trip() {
+    use crate::rotation::{Origin, Requester, Trigger};
+    let mut f = fixture();
+    let by = Requester {
+        uid: Some(1000),
+        user: Some("alice".into()),
+        reason: Some("key in a gist".into()),
+        ticket: Some("INC-9".into()),
+    };
+    let mut new = rotation("r1", "plan-a", "acct", 0);
+    new.origin = Origin {
+        trigger: Trigger::Incident,
+        by: Some(by.clone()),
+        follows: Some("r0".into()),
+    };
+    f.journal.begin(&new).unwrap();
+    let events = [
+        Event::Escalated {
+            at: t(1),
+            mode: Mode::LeakedBoth,
+            by: Some(by.clone()),
+        },
+        Event::GraceShortened {
+            at: t(2),
+            grace: chrono::TimeDelta::seconds(30),
+            by: None,
+        },
+    ];
+    for e in &events {
+        f.journal.record_event("r1", e, e.at()).unwrap();
+    }
+    let record = f.journal.rotation("r1").unwrap().unwrap();
+    assert_eq!(record.origin, Some(new.origin.clone()));
+    assert_eq!(f.journal.events_of("r1").unwrap(), events.to_vec());
+    assert_eq!(f.journal.unfinished().unwrap()[0].origin, Some(new.origin));
+}

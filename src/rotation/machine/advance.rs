@@ -299,6 +299,8 @@ impl Machine {
                         revoke_first: false,
                         ..
                     } => self.report_then(d, d.active, Then::Retire(committed), at, out),
+                    // Nothing to retire: the key adopted is the one that works.
+                    Route::Adopt => self.complete(d, at, out),
                     Route::LeakedStandby => self.impossible(
                         at,
                         "the leaked-standby route committed a swap it never makes".to_owned(),
@@ -448,8 +450,9 @@ impl Machine {
             Route::LeakedActive {
                 revoke_first: true, ..
             } => self.verify_key(&d, at, KeyCheck::BeforeRevoke, existing, 0, out),
-            // Consumers move to the standby as it is.
-            Route::LeakedActive {
+            // Consumers move to the standby as it is (adopting: the key that works).
+            Route::Adopt
+            | Route::LeakedActive {
                 revoke_first: false,
                 stage_standby: false,
             } => self.verify_key(&d, at, KeyCheck::Target, existing, 0, out),

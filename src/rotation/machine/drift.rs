@@ -7,7 +7,7 @@ use super::outcome::*;
 use super::precheck::Route;
 use super::types::*;
 use super::view::Note;
-use super::{Decided, DriftResponse, Machine, Round, Stage, State, index};
+use super::{Decided, DriftResponse, Machine, Round, Stage, State, Then, index};
 use crate::key::KeyName;
 
 impl Machine {
@@ -104,13 +104,30 @@ impl Machine {
     }
 
     pub(super) fn drift_response(&self, d: &Decided, stage: &Stage, key: KeyName) -> DriftResponse {
+        // The usage gate's hold, and an incident's report before its retire, come
+        // after the commit too.
         let committed = matches!(
             stage,
             Stage::Committing { .. }
                 | Stage::Grace { .. }
+                | Stage::Gating { .. }
+                | Stage::Reporting {
+                    then: Then::Retire(_)
+                }
                 | Stage::Retiring { .. }
                 | Stage::Cleanup
         );
+        if d.route == Route::Adopt {
+            // Consumers move to the key adopted; the other one nobody is moved to, and
+            // those still on it are about to leave it.
+            return if key == d.standby {
+                DriftResponse::Park(format!(
+                    "consumers are being moved to {key}, which changed outside keyflip, so they may be broken"
+                ))
+            } else {
+                DriftResponse::Continue
+            };
+        }
         if d.route == Route::LeakedStandby {
             return if key == d.standby {
                 DriftResponse::Continue

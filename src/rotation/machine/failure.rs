@@ -118,6 +118,9 @@ pub enum WarningKind {
     CallersWillBreak,
     /// The usage gate could not read the resource logs.
     UsageUnknown,
+    /// An incident took over this rotation and changed what it does (its grace
+    /// period, its route, or a flag it could not honour from where it stood).
+    TakenOver,
     /// Journaled before warnings had kinds (record schema 1).
     Unclassified,
 }

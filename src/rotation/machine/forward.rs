@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::failure::Failure;
 use super::outcome::*;
+use super::precheck::Route;
 use super::proof::{AllVerified, Committed};
 use super::types::*;
 use super::view::ConsumerStatus;
@@ -326,6 +327,12 @@ impl Machine {
                 .collect();
             let reason = if d.route.revoke_first() {
                 Attention::ConsumersNotMoved {
+                    key: d.moves_to(),
+                    consumers,
+                    attempts: failures,
+                }
+            } else if d.route == Route::Adopt {
+                Attention::NotAdopted {
                     key: d.moves_to(),
                     consumers,
                     attempts: failures,

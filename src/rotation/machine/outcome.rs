@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::failure::{Failure, Warning};
 use super::types::{
-    Action, Caller, Command, ConsumerId, ConsumerRef, MissingPermission, Purpose, UnlistedConsumer,
+    Action, Caller, Command, ConsumerId, ConsumerRef, MissingPermission, Mode, Purpose,
+    UnlistedConsumer,
 };
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
@@ -44,6 +45,9 @@ pub enum Cause {
     },
     /// Azure no longer matched the journal after a restart.
     Drift { drifts: Vec<Drift> },
+    /// An incident (`mode`) took over before commit: the swap turned back so a follow-up
+    /// incident rotation starts from every consumer on the old key.
+    Superseded { mode: Mode },
 }
 
 impl fmt::Display for Cause {
@@ -55,6 +59,7 @@ impl fmt::Display for Cause {
                 reason,
             } => write!(f, "step {seq} ({action}) failed: {reason}"),
             Cause::Drift { drifts } => write_list(f, drifts),
+            Cause::Superseded { mode } => write!(f, "an incident took over ({mode})"),
         }
     }
 }
@@ -196,6 +201,25 @@ pub enum RefusalReason {
         expected: Fingerprint,
         found: Fingerprint,
     },
+    /// `--adopt KEY` with a consumer whose key Azure picks on resync (an ML workspace):
+    /// it would take `newest`, the account's newest key, not `key`.
+    AdoptNotNewest {
+        key: KeyName,
+        newest: KeyName,
+    },
+}
+
+impl RefusalReason {
+    /// Whether the refusal leaves consumers split across keys or down, which
+    /// `keyflip rotate now PLAN --adopt` mends.
+    pub fn adoptable(&self) -> bool {
+        matches!(
+            self,
+            RefusalReason::ConsumerHoldsNeither { .. }
+                | RefusalReason::ConsumersSplit { .. }
+                | RefusalReason::NoConsumerKeyKnown { .. }
+        )
+    }
 }
 
 impl fmt::Display for RefusalReason {
@@ -223,14 +247,17 @@ impl fmt::Display for RefusalReason {
             ),
             RefusalReason::ConsumerHoldsNeither { consumer } => write!(
                 f,
-                "{consumer} holds neither key (it is broken already); fix it by hand or with `keyflip rotate now --leaked`, then retry"
+                "{consumer} holds neither key, so it is down (a key was probably regenerated outside keyflip); {ADOPT} moves every consumer to a key that works now, then rotate again"
             ),
             RefusalReason::ConsumersSplit { on_key1, on_key2 } => {
                 f.write_str("consumers are split across keys (key1: ")?;
                 write_list(f, on_key1)?;
                 f.write_str("; key2: ")?;
                 write_list(f, on_key2)?;
-                f.write_str("); move them all to one key first, no rotation is safe while split")
+                write!(
+                    f,
+                    "); no rotation is safe while split: {ADOPT} moves them all to one key that works now"
+                )
             }
             RefusalReason::ConsumerUnusable { consumer, fix } => {
                 write!(f, "{consumer} cannot be rotated by keyflip: {fix}")
@@ -286,11 +313,19 @@ impl fmt::Display for RefusalReason {
                     write_list(f, unknown)?;
                     f.write_str(")")?;
                 }
-                Ok(())
+                write!(f, "; {ADOPT} writes a key that works to every consumer")
             }
+            RefusalReason::AdoptNotNewest { key, newest } => write!(
+                f,
+                "an ML workspace resync takes the account's newest key, {newest}, not {key}, so adopting {key} would leave the workspace on another key; adopt {newest} (`--adopt` picks it)"
+            ),
         }
     }
 }
+
+/// The command that moves every consumer to a key that works now, as the messages
+/// name it (`render` puts the plan's name in place of `PLAN`).
+pub const ADOPT: &str = "`keyflip rotate now PLAN --adopt`";
 
 /// Why a rotation was parked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,6 +364,14 @@ pub enum Attention {
         consumers: Vec<(ConsumerId, Failure)>,
         attempts: u32,
         leaked: Option<KeyName>,
+    },
+    /// `--adopt`: these consumers still do not hold `key` (which works) after `attempts`
+    /// rounds; every other consumer does. Nothing rolls back: they were down or on the
+    /// other key, which still works.
+    NotAdopted {
+        key: KeyName,
+        consumers: Vec<(ConsumerId, Failure)>,
+        attempts: u32,
     },
     /// The rollback could not bring every consumer back to `key`.
     RollbackIncomplete {
@@ -375,12 +418,21 @@ impl fmt::Display for Attention {
                     f,
                     "regenerating {key} ({purpose}) failed {attempts} times (last: {last_error}); "
                 )?;
-                f.write_str(match purpose {
-                    Purpose::Retire => "consumers are on the new key, the old key is still valid: regenerate it by hand once the cause is fixed",
-                    Purpose::Discard => "consumers are back on the old key; the staged key may have leaked and is still valid: regenerate it by hand",
-                    Purpose::Revoke => "the leaked key is still valid: regenerate it by hand now",
-                    Purpose::Stage => "nothing was changed",
-                })
+                match purpose {
+                    Purpose::Retire => write!(
+                        f,
+                        "consumers are on the new key and it works; the old {key} is still valid: once the cause is fixed, `keyflip rotate now PLAN --leaked {key}` regenerates it without touching a consumer"
+                    ),
+                    Purpose::Discard => write!(
+                        f,
+                        "consumers are back on the old key and it works; the staged {key} may have leaked and is still valid: once the cause is fixed, `keyflip rotate now PLAN --leaked {key}` regenerates it without touching a consumer"
+                    ),
+                    Purpose::Revoke => write!(
+                        f,
+                        "the leaked {key} is still valid: fix the cause and run `keyflip rotate now PLAN --leaked {key}` again"
+                    ),
+                    Purpose::Stage => f.write_str("nothing was changed"),
+                }
             }
             Attention::ConsumersNotMoved {
                 key,
@@ -391,7 +443,11 @@ impl fmt::Display for Attention {
                     f,
                     "after {attempts} rounds these consumers still do not hold {key} as it is now, and the leaked value is already dead, so they are down: "
                 )?;
-                write_pairs(f, consumers)
+                write_pairs(f, consumers)?;
+                write!(
+                    f,
+                    "; fix the cause, then {ADOPT} moves every consumer to a key that works now"
+                )
             }
             Attention::KeyNotAccepted {
                 key,
@@ -400,8 +456,8 @@ impl fmt::Display for Attention {
                 last_reason,
             } => write!(
                 f,
-                "{key} was regenerated to revoke the leaked value, but its new value {fingerprint} was rejected on the data plane {attempts} times (last: {last_reason}), so no consumer was moved and they are down; check the account's network rules and shared-key access, then bind the consumers to {key} by hand, or to {}, which was verified before the revoke",
-                key.other()
+                "{key} was regenerated to revoke the leaked value, but its new value {fingerprint} was rejected on the data plane {attempts} times (last: {last_reason}), so no consumer was moved and they are down; check the account's network rules and shared-key access, then move every consumer to a key that works: to {key} once the data plane accepts it, with {ADOPT}, or to {other}, which was verified before the revoke, with `keyflip rotate now PLAN --adopt {other}` (not with an ML workspace, whose resync takes the newest key, {key})",
+                other = key.other()
             ),
             Attention::ResyncFailed {
                 key,
@@ -416,7 +472,7 @@ impl fmt::Display for Attention {
                 write_pairs(f, consumers)?;
                 write!(
                     f,
-                    "; a resync cannot be steered back, so nothing was rolled back and nothing retired: both keys still work. Fix the cause, run `az ml workspace sync-keys` for each workspace (a resync takes the account's newest key, {key}), then "
+                    "; a resync cannot be steered back, so nothing was rolled back and nothing retired: both keys still work. Fix the cause, then {ADOPT} resyncs them (a resync takes the account's newest key, {key}; `az ml workspace sync-keys` does the same by hand) and verifies every consumer; then "
                 )?;
                 match leaked {
                     Some(old) => write!(
@@ -424,9 +480,24 @@ impl fmt::Display for Attention {
                         "`keyflip rotate now PLAN --leaked {old}`: the leaked {old} is still valid, and once every consumer holds {key} that revokes it without touching them"
                     ),
                     None => f.write_str(
-                        "`keyflip rotate now PLAN`, which rotates from every consumer on that key",
+                        "`keyflip rotate now PLAN` rotates from every consumer on that key",
                     ),
                 }
+            }
+            Attention::NotAdopted {
+                key,
+                consumers,
+                attempts,
+            } => {
+                write!(
+                    f,
+                    "every other consumer holds {key}, which works, but after {attempts} rounds these still do not: "
+                )?;
+                write_pairs(f, consumers)?;
+                write!(
+                    f,
+                    "; fix the cause and run {ADOPT} again (it moves only those still off {key})"
+                )
             }
             Attention::RollbackIncomplete {
                 cause,
@@ -438,7 +509,10 @@ impl fmt::Display for Attention {
                     "rollback after {cause} could not bring these consumers back to {key}: "
                 )?;
                 write_pairs(f, not_back)?;
-                f.write_str("; fix them by hand, then regenerate the staged key")
+                write!(
+                    f,
+                    "; both keys still work. Fix the cause, then {ADOPT} moves every consumer to one key that works now"
+                )
             }
             Attention::LeakedKeyInUse {
                 key,
@@ -452,11 +526,17 @@ impl fmt::Display for Attention {
                 if let Some(d) = discarded {
                     write!(f, " and {d} was discarded")?;
                 }
-                f.write_str("; fix the cause and run the incident rotation again")
+                write!(
+                    f,
+                    "; every consumer is back on {key} and it works. Fix the cause and run `keyflip rotate now PLAN --leaked {key}` again"
+                )
             }
             Attention::Drift { drifts, detail } => {
                 write_list(f, drifts)?;
-                write!(f, "; {detail}")
+                write!(
+                    f,
+                    "; {detail}. Find out who changed the key; then {ADOPT} moves every consumer to a key that works now"
+                )
             }
             Attention::UsageGateHeld {
                 key,
@@ -494,7 +574,7 @@ impl fmt::Display for Attention {
             }
             Attention::InternalError { what } => write!(
                 f,
-                "keyflip stopped this rotation at a state it must never reach ({what}); this is a bug in keyflip, and nothing was done after it. `keyflip history PLAN` shows every step taken and what each consumer was moved to: put any consumer that does not hold a working key back on one by hand, then report the bug with that history"
+                "keyflip stopped this rotation at a state it must never reach ({what}); this is a bug in keyflip, and nothing was done after it. `keyflip history PLAN` shows every step taken; {ADOPT} moves every consumer to a key that works now. Please report the bug with that history"
             ),
         }
     }

@@ -16,6 +16,9 @@
 //!   access does not make killing a leaked value less urgent; they become warnings. Unknown consumers
 //!   might hold the leaked key; that risk is reported as a warning.
 //!
+//! - **Adopt** (`--adopt`): consumers may hold either key or neither; every one moves to
+//!   one key that works now. Only what no choice of key fixes refuses (see [`adopt`]).
+//!
 //! With `Leaked` and no known consumer on either key, keyflip cannot tell whether the
 //! leaked key is in use, so it refuses rather than guess.
 //!
@@ -63,6 +66,11 @@ pub enum Route {
     /// forced) the gate, then the retire. `active` is the key retired, `standby` the
     /// one consumers hold.
     Retire,
+    /// `--adopt`: every consumer moves to the standby of the decision (the key that
+    /// works now, as it is: nothing is regenerated), verified, committed. Only goes
+    /// forward: what consumers held before was broken or the other key, which still
+    /// works.
+    Adopt,
 }
 
 impl Route {
@@ -111,11 +119,14 @@ pub fn precheck(
     obs: &Observation,
     refuse_unlisted: bool,
 ) -> Result<Decision, Vec<RefusalReason>> {
-    let mut reasons = Vec::new();
-    let mut warnings = Vec::new();
     if let Mode::Retire { key, expect, .. } = mode {
         return retire(obs, key, expect);
     }
+    if let Mode::Adopt { key } = mode {
+        return adopt(key, obs);
+    }
+    let mut reasons = Vec::new();
+    let mut warnings = Vec::new();
     // Consumers the plan does not list break when a key they hold dies. A scheduled
     // rotation refuses over them when the plan says so (those tied to the account by
     // name only never refuse); an incident only warns: the leak matters more.
@@ -138,25 +149,7 @@ pub fn precheck(
             consumers: unlisted_refusal,
         });
     }
-    if !obs.missing_permissions.is_empty() {
-        reasons.push(RefusalReason::MissingPermissions {
-            missing: obs.missing_permissions.clone(),
-        });
-    }
-    if obs.key1.fingerprint == obs.key2.fingerprint {
-        reasons.push(RefusalReason::KeysIdentical);
-    }
-    for (i, c) in obs.consumers.iter().enumerate() {
-        let first = obs
-            .consumers
-            .iter()
-            .position(|o| o.consumer.id == c.consumer.id);
-        if first != Some(i) && first.is_some() {
-            reasons.push(RefusalReason::DuplicateConsumer {
-                consumer: c.consumer.id.clone(),
-            });
-        }
-    }
+    common(obs, &mut reasons);
 
     let holders = |key: KeyName| -> Vec<ConsumerId> {
         obs.consumers
@@ -283,6 +276,8 @@ pub fn precheck(
             },
             vec![obs.key(key).fingerprint],
         ),
+        // Handled above.
+        Mode::Adopt { .. } => (Route::Adopt, vec![]),
     };
     refuse_or(reasons, || Decision {
         route,
@@ -301,14 +296,7 @@ fn retire(
     expect: Fingerprint,
 ) -> Result<Decision, Vec<RefusalReason>> {
     let mut reasons = Vec::new();
-    if !obs.missing_permissions.is_empty() {
-        reasons.push(RefusalReason::MissingPermissions {
-            missing: obs.missing_permissions.clone(),
-        });
-    }
-    if obs.key1.fingerprint == obs.key2.fingerprint {
-        reasons.push(RefusalReason::KeysIdentical);
-    }
+    common(obs, &mut reasons);
     let found = obs.key(key).fingerprint;
     if found != expect {
         reasons.push(RefusalReason::RetireKeyChanged {
@@ -335,6 +323,108 @@ fn retire(
         standby: key.other(),
         leaked: Vec::new(),
         warnings: Vec::new(),
+    })
+}
+
+/// Refusals every route shares: what no key choice can fix.
+fn common(obs: &Observation, reasons: &mut Vec<RefusalReason>) {
+    if !obs.missing_permissions.is_empty() {
+        reasons.push(RefusalReason::MissingPermissions {
+            missing: obs.missing_permissions.clone(),
+        });
+    }
+    if obs.key1.fingerprint == obs.key2.fingerprint {
+        reasons.push(RefusalReason::KeysIdentical);
+    }
+    for (i, c) in obs.consumers.iter().enumerate() {
+        let first = obs
+            .consumers
+            .iter()
+            .position(|o| o.consumer.id == c.consumer.id);
+        if first != Some(i) && first.is_some() {
+            reasons.push(RefusalReason::DuplicateConsumer {
+                consumer: c.consumer.id.clone(),
+            });
+        }
+    }
+}
+
+/// The key a workspace resync takes, as far as keyflip knows: the account's newest by
+/// `keyCreationTime` (a key never regenerated has none and is the oldest), when the
+/// creation times tell the keys apart.
+pub fn newest(obs: &Observation) -> Option<KeyName> {
+    match (obs.key1.created, obs.key2.created) {
+        (Some(a), Some(b)) if a != b => Some(if b > a { KeyName::Key2 } else { KeyName::Key1 }),
+        (None, Some(_)) => Some(KeyName::Key2),
+        (Some(_), None) => Some(KeyName::Key1),
+        _ => None,
+    }
+}
+
+/// `--adopt`: every consumer moves to one key that works now, whatever they hold.
+/// Refused only for what no choice of key fixes (permissions, identical keys, a
+/// duplicate, shared keys off, a consumer keyflip cannot rotate as listed), or when a
+/// workspace would resync to another key than the one asked for. The key: the one
+/// asked for; else, with a consumer whose key Azure picks (an ML workspace), the
+/// newest (key1 on a tie); else the key most consumers hold; else the newest; else
+/// key1.
+fn adopt(asked: Option<KeyName>, obs: &Observation) -> Result<Decision, Vec<RefusalReason>> {
+    let mut reasons = Vec::new();
+    let mut warnings = Vec::new();
+    common(obs, &mut reasons);
+    if !obs.shared_key_access {
+        reasons.push(RefusalReason::SharedKeyAccessDisabled);
+    }
+    for c in &obs.consumers {
+        match &c.holding {
+            Holding::Unusable { fix } => reasons.push(RefusalReason::ConsumerUnusable {
+                consumer: c.consumer.clone(),
+                fix: fix.clone(),
+            }),
+            Holding::Unknown { why } => warnings.push(Warning::new(
+                WarningKind::ConsumerNotChecked,
+                format!(
+                    "{} could not be read ({why}); it is written the key adopted like every other consumer",
+                    c.consumer
+                ),
+            )),
+            _ => {}
+        }
+    }
+    let steered = obs.consumers.iter().any(|c| steered_by_azure(&c.consumer));
+    let newest = newest(obs);
+    let held = |key: KeyName| {
+        obs.consumers
+            .iter()
+            .filter(|c| c.holding == Holding::Key(key))
+            .count()
+    };
+    let most = match held(KeyName::Key1).cmp(&held(KeyName::Key2)) {
+        std::cmp::Ordering::Greater => Some(KeyName::Key1),
+        std::cmp::Ordering::Less => Some(KeyName::Key2),
+        std::cmp::Ordering::Equal => None,
+    };
+    // On a tie by creation time key1, as keyflip-twin models Azure's choice.
+    let resync_takes = newest.unwrap_or(KeyName::Key1);
+    let to = match asked {
+        Some(key) => {
+            if steered && resync_takes != key {
+                reasons.push(RefusalReason::AdoptNotNewest {
+                    key,
+                    newest: resync_takes,
+                });
+            }
+            key
+        }
+        None if steered => resync_takes,
+        None => most.or(newest).unwrap_or(KeyName::Key1),
+    };
+    refuse_or(reasons, || Decision {
+        route: Route::Adopt,
+        active: to.other(),
+        standby: to,
+        leaked: Vec::new(),
+        warnings,
     })
 }
 

@@ -59,11 +59,11 @@ struct Setup {
 
 fn random_setup(rng: &mut Rng) -> Setup {
     let active = random_key(rng);
-    let mode = match rng.below(5) {
-        0 => Mode::Scheduled,
+    let mode = match rng.below(7) {
+        0 | 4 => Mode::Scheduled,
         // A swap parked at the usage gate, resumed: consumers hold `active`, the other
         // key is retired (its value sometimes not the one the swap left).
-        4 => Mode::Retire {
+        5 => Mode::Retire {
             key: active.other(),
             expect: if rng.percent(90) {
                 [fp(1), fp(2)][index(active.other())]
@@ -82,7 +82,10 @@ fn random_setup(rng: &mut Rng) -> Setup {
             },
             revoke_first: rng.percent(50),
         },
-        _ => Mode::LeakedBoth,
+        3 => Mode::LeakedBoth,
+        _ => Mode::Adopt {
+            key: [None, Some(KeyName::Key1), Some(KeyName::Key2)][rng.below(3)],
+        },
     };
     let options = Options {
         grace: TimeDelta::seconds([0, 60][rng.below(2)]),
@@ -97,7 +100,12 @@ fn random_setup(rng: &mut Rng) -> Setup {
         ..Options::default()
     };
     let n = 1 + rng.below(4);
-    let tidy = rng.percent(85);
+    // Adopting is for consumers that are split or down: mostly untidy.
+    let tidy = rng.percent(if matches!(mode, Mode::Adopt { .. }) {
+        30
+    } else {
+        85
+    });
     let consumers = (0..n)
         .map(|i| {
             let holding = if tidy {
@@ -148,7 +156,8 @@ fn random_setup(rng: &mut Rng) -> Setup {
 }
 
 /// Every route; each must complete in some run.
-const ROUTES: [Route; 7] = [
+const ROUTES: [Route; 8] = [
+    Route::Adopt,
     Route::Scheduled,
     Route::Retire,
     Route::LeakedBoth,
@@ -173,6 +182,18 @@ fn leaked(mode: Mode, obs: &Observation) -> Vec<Fingerprint> {
         Mode::Scheduled | Mode::Retire { .. } => vec![],
         Mode::Leaked { key, .. } => vec![obs.key(key).fingerprint],
         Mode::LeakedBoth => vec![obs.key1.fingerprint, obs.key2.fingerprint],
+        Mode::Adopt { .. } => vec![],
+    }
+}
+
+/// An incident a person might declare mid-rotation.
+fn random_incident(rng: &mut Rng) -> Mode {
+    match rng.below(3) {
+        0 => Mode::LeakedBoth,
+        _ => Mode::Leaked {
+            key: random_key(rng),
+            revoke_first: rng.percent(30),
+        },
     }
 }
 
@@ -181,6 +202,8 @@ struct Reached {
     phases: Vec<Phase>,
     route: Option<Route>,
     outcome: String,
+    /// An incident took the run over: handled here or wound down, and how it ended.
+    escalation: Option<String>,
 }
 
 /// One seeded run: random answers, restarts and drift until `Finish`, the invariants
@@ -202,13 +225,56 @@ fn run(seed: u64) -> Reached {
     let mut now = 0;
     // `world.disturbances` when the rollback started, if one did.
     let mut rollback_from = None;
+    // The leaked values a completed run must have killed: from the mode, or from an
+    // incident that took the run over and finished it here.
+    let mut must_kill = leaked(mode, &obs);
+    let mut escalated = false;
     for _ in 0..500 {
         if m.is_finished() {
             break;
         }
         phases.push(m.phase());
         now += 1 + rng.below(30) as i64;
-        let event = if rng.percent(4) && !events.is_empty() {
+        let amendment = if !events.is_empty() && rng.percent(3) {
+            let at = t(now);
+            if !escalated && rng.percent(60) {
+                Some(Event::Escalated {
+                    at,
+                    mode: random_incident(&mut rng),
+                    by: None,
+                })
+            } else {
+                Some(Event::GraceShortened {
+                    at,
+                    grace: TimeDelta::seconds([0, 30][rng.below(2)]),
+                    by: None,
+                })
+            }
+        } else {
+            None
+        };
+        let event = if let Some(amendment) = amendment.filter(|a| m.accepts(a).is_ok()) {
+            if let Event::Escalated { mode: asked, .. } = &amendment {
+                escalated = true;
+                let killed_before: Vec<Fingerprint> = asked
+                    .leaked_keys()
+                    .iter()
+                    .map(|k| world.keys[index(*k)])
+                    .collect();
+                let before = m.mode();
+                let mut probe = m.clone();
+                probe.handle(&amendment).unwrap();
+                match probe.escalation() {
+                    Some(e) if e.handled_here => must_kill = killed_before,
+                    // Winding down is a disturbance: the run may end rolled back,
+                    // and the follow-up (not this run) kills the leaked values.
+                    Some(_) => world.disturbed = true,
+                    // Covered already by the run's own incident.
+                    None => assert!(before.covers(*asked), "seed {seed}"),
+                }
+            }
+            amendment
+        } else if rng.percent(4) && !events.is_empty() {
             // A restart: Azure observed again, now and then with a key changed
             // behind keyflip's back.
             if rng.percent(25) {
@@ -236,7 +302,7 @@ fn run(seed: u64) -> Reached {
         let first_seq = m.issued().len() as u32 + 1;
         let answered = match &event {
             Event::Answer { seq, .. } => m.command(*seq).cloned(),
-            Event::Reobserved { .. } => None,
+            _ => None,
         };
         let cmds = m
             .handle(&event)
@@ -298,7 +364,7 @@ fn run(seed: u64) -> Reached {
             .collect::<Vec<_>>(),
         m.outcome().map_or("unfinished".into(), ToString::to_string)
     );
-    world.check_end(seed, &view, &leaked(mode, &obs));
+    world.check_end(seed, &view, &must_kill);
     // A rollback can always finish: once it started, only a failure of its own (or a
     // key changed behind keyflip's back) may stop it short of every consumer back on
     // the old key. A consumer that cannot be steered back (a workspace resync takes
@@ -346,9 +412,19 @@ fn run(seed: u64) -> Reached {
     let prefix = Machine::replay(mode, options, &events[..cut]).unwrap();
     assert!(prefix.issued().zip(m.issued()).all(|(a, b)| a == b));
 
+    let outcome_kind = m
+        .outcome()
+        .map(|o| serde_json::to_value(o).unwrap()["outcome"].to_string())
+        .unwrap_or_default();
     Reached {
         phases,
         route: view.route,
+        escalation: view.escalation.as_ref().map(|e| {
+            format!(
+                "{}/{outcome_kind}",
+                if e.handled_here { "here" } else { "wound-down" }
+            )
+        }),
         outcome: match m.outcome() {
             Some(Outcome::NeedsAttention { reason, .. }) => {
                 let json = serde_json::to_value(reason).unwrap();
@@ -368,8 +444,10 @@ fn random_runs_keep_every_invariant_and_replay_exactly() {
     let mut phases = BTreeSet::new();
     let mut outcomes = BTreeSet::new();
     let mut completed_routes = BTreeSet::new();
+    let mut escalations = BTreeSet::new();
     for seed in 0..3000u64 {
         let reached = run(seed);
+        escalations.extend(reached.escalation);
         phases.extend(reached.phases.iter().map(|p| format!("{p:?}")));
         if let (Some(route), "\"completed\"") = (reached.route, reached.outcome.as_str()) {
             completed_routes.insert(format!("{route:?}"));
@@ -418,6 +496,18 @@ fn random_runs_keep_every_invariant_and_replay_exactly() {
         assert!(
             completed_routes.contains(&format!("{route:?}")),
             "no run completed route {route:?}: {completed_routes:?}"
+        );
+    }
+    // Incidents that took a run over: finished there, and wound down for a follow-up
+    // both after a rollback and after going forward.
+    for escalation in [
+        "here/\"completed\"",
+        "wound-down/\"completed\"",
+        "wound-down/\"rolled_back\"",
+    ] {
+        assert!(
+            escalations.contains(escalation),
+            "no run ended {escalation}: {escalations:?}"
         );
     }
 }

@@ -1,6 +1,8 @@
 //! Unit tests of the machine, named after the transition rows (T1..T40) of the
 //! module docs they exercise, and the support they share.
 
+mod adopt;
+mod amend;
 mod fail_closed;
 mod gate;
 mod incident;
@@ -166,8 +168,17 @@ impl Run {
 
     /// A fresh machine fed every event accepted so far.
     pub(super) fn replayed(&self) -> Machine {
-        Machine::replay(self.m.mode(), *self.m.options(), &self.events)
-            .unwrap_or_else(|e| panic!("{e}"))
+        let (mode, options) = self.m.started();
+        Machine::replay(mode, options, &self.events).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// An amendment (an incident, a shorter grace) a person made.
+    pub(super) fn amend(&mut self, event: impl FnOnce(DateTime<Utc>) -> Event) -> Vec<Command> {
+        self.now += 1;
+        let event = event(t(self.now));
+        let cmds = self.m.handle(&event).unwrap_or_else(|e| panic!("{e}"));
+        self.events.push(event);
+        cmds
     }
 
     pub(super) fn observe(&mut self, obs: Observation) -> Vec<Command> {

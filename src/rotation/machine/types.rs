@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::failure::Failure;
 use super::outcome::Outcome;
 use crate::key::KeyName;
+pub use crate::rotation::origin::Requester;
 use crate::secret::Fingerprint;
 
 /// The version of the JSON shape of [`Command`] and [`Event`] written by this build.
@@ -282,11 +283,59 @@ pub enum Mode {
         since: DateTime<Utc>,
         force: bool,
     },
+    /// `--adopt [KEY]`: move every consumer to a key that works now (`key`, or the one
+    /// the precheck picks), regenerating nothing. For consumers split across keys or
+    /// down after a key was regenerated outside keyflip.
+    Adopt {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<KeyName>,
+    },
 }
 
 impl Mode {
+    /// `--leaked`: a leaked key must die.
     pub fn is_incident(self) -> bool {
         matches!(self, Mode::Leaked { .. } | Mode::LeakedBoth)
+    }
+
+    /// The keys this mode says leaked (none outside an incident).
+    pub fn leaked_keys(self) -> Vec<KeyName> {
+        match self {
+            Mode::Leaked { key, .. } => vec![key],
+            Mode::LeakedBoth => KeyName::BOTH.to_vec(),
+            Mode::Scheduled | Mode::Adopt { .. } | Mode::Retire { .. } => Vec::new(),
+        }
+    }
+
+    /// Whether an incident in this mode already kills every key `other` says leaked:
+    /// nothing for `other` to take over.
+    pub fn covers(self, other: Mode) -> bool {
+        let mine = self.leaked_keys();
+        other.leaked_keys().iter().all(|k| mine.contains(k))
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mode::Scheduled => f.write_str("safe swap"),
+            Mode::Leaked {
+                key,
+                revoke_first: false,
+            } => write!(f, "incident: {key} leaked"),
+            Mode::Leaked {
+                key,
+                revoke_first: true,
+            } => write!(f, "incident: {key} leaked, revoke first"),
+            Mode::LeakedBoth => f.write_str("incident: both keys leaked"),
+            Mode::Adopt { key: None } => f.write_str("adopt the key that works"),
+            Mode::Adopt { key: Some(key) } => write!(f, "adopt {key}"),
+            Mode::Retire { key, force, .. } => write!(
+                f,
+                "retire {key} after a swap held at the usage gate{}",
+                if *force { ", forced" } else { "" }
+            ),
+        }
     }
 }
 
@@ -533,12 +582,33 @@ pub enum Event {
         at: DateTime<Utc>,
         observation: Observation,
     },
+    /// An incident (`--leaked`, `mode`) takes over this unfinished rotation: it either
+    /// finishes the incident itself or winds down for a follow-up rotation (see the
+    /// module docs, "Escalation"). `by` is who asked; the machine only reports it.
+    Escalated {
+        at: DateTime<Utc>,
+        mode: Mode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Requester>,
+    },
+    /// The grace period of this rotation is shortened to `grace` (a waiting grace ends
+    /// at commit + `grace`, or now if that has passed).
+    GraceShortened {
+        at: DateTime<Utc>,
+        #[serde(rename = "grace_ms", with = "millis_delta")]
+        grace: TimeDelta,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Requester>,
+    },
 }
 
 impl Event {
     pub fn at(&self) -> DateTime<Utc> {
         match self {
-            Event::Answer { at, .. } | Event::Reobserved { at, .. } => *at,
+            Event::Answer { at, .. }
+            | Event::Reobserved { at, .. }
+            | Event::Escalated { at, .. }
+            | Event::GraceShortened { at, .. } => *at,
         }
     }
 }

@@ -6,10 +6,11 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::amend::Escalation;
 use super::failure::{Failure, Warning};
 use super::outcome::{Cause, Drift, Outcome, Regeneration};
 use super::precheck::Route;
-use super::types::{Action, Caller, Command, ConsumerRef, Holding, Mode, StepResult};
+use super::types::{Action, Caller, Command, ConsumerRef, Holding, Mode, Requester, StepResult};
 use super::{Decided, Entry, Machine, Stage, State};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
@@ -105,6 +106,28 @@ pub enum Note {
         next: DateTime<Utc>,
         deadline: DateTime<Utc>,
     },
+    /// An incident took this rotation over: finished here, or wound down for a
+    /// follow-up rotation.
+    Escalated {
+        mode: Mode,
+        by: Option<Requester>,
+        handled_here: bool,
+    },
+    /// The grace period was shortened to `grace_ms`.
+    GraceShortened {
+        grace_ms: i64,
+        by: Option<Requester>,
+    },
+}
+
+/// A grace period shortened by a person (`rotate resume --grace`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraceShortening {
+    pub at: DateTime<Utc>,
+    /// The grace period from then on.
+    pub grace_ms: i64,
+    #[serde(default)]
+    pub by: Option<Requester>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -125,7 +148,13 @@ pub struct TimelineEntry {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct View {
+    /// The mode the rotation runs in now (an incident that took it over and handles
+    /// it here changes it).
     pub mode: Mode,
+    /// The incident that took the rotation over, if one did.
+    pub escalation: Option<Escalation>,
+    /// Each time a person shortened the grace period.
+    pub grace_shortened: Vec<GraceShortening>,
     pub phase: Phase,
     /// Decided at precheck.
     pub route: Option<Route>,
@@ -245,6 +274,21 @@ impl Machine {
             .collect();
         View {
             mode: self.mode,
+            escalation: self.escalation.clone(),
+            grace_shortened: self
+                .timeline
+                .iter()
+                .filter_map(|e| match e {
+                    Entry::Noted(at, Note::GraceShortened { grace_ms, by }) => {
+                        Some(GraceShortening {
+                            at: *at,
+                            grace_ms: *grace_ms,
+                            by: by.clone(),
+                        })
+                    }
+                    _ => None,
+                })
+                .collect(),
             phase: self.phase(),
             route: self.decided().map(|d| d.route),
             active: self.decided().map(|d| d.active),

@@ -11,8 +11,12 @@ use crate::support::{
 #[tokio::test]
 async fn azurite_accepts_both_keys_and_refuses_a_wrong_one() {
     let emulator = Azurite::start();
-    let azure = data_plane_only(&emulator.ca_pem_path);
     let endpoint = &emulator.blob_endpoint;
+    let pattern = format!(
+        "https://127.0.0.1:{}/{{account}}/",
+        endpoint.port().unwrap_or(443)
+    );
+    let azure = data_plane_only(&emulator.ca_pem_path, &pattern);
     for key in [&emulator.key1, &emulator.key2] {
         let probe = azure
             .probe_shared_key(endpoint, &emulator.account, key)
@@ -31,10 +35,10 @@ async fn azurite_accepts_both_keys_and_refuses_a_wrong_one() {
 async fn a_closed_port_is_classified_as_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, _, _) = azurite::certificates(dir.path());
-    let azure = data_plane_only(&ca);
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
+    let azure = data_plane_only(&ca, &format!("https://127.0.0.1:{port}/{{account}}/"));
     let endpoint = url::Url::parse(&format!("https://127.0.0.1:{port}/kfprobe/")).unwrap();
     let probe = azure
         .probe_shared_key(&endpoint, "kfprobe", &azurite::random_key())

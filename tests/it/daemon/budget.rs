@@ -60,19 +60,6 @@ async fn the_shared_budget_spaces_arm_writes_across_concurrent_plans() {
         ),
     );
     let daemon = setup.start().await;
-    // Both plans are observed at start (listKeys is a POST, so a write); with one
-    // write a second, the second observation waits for the clock.
-    let mut warmup = 0;
-    while !daemon.snapshot().plans.iter().all(|p| p.keys.is_some()) {
-        assert!(
-            warmup < 30,
-            "the first observations do not finish: {:#?}",
-            daemon.snapshot()
-        );
-        setup.advance(TimeDelta::seconds(1));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        warmup += 1;
-    }
     daemon.settle().await;
     let before = arm_writes(&setup).await.len();
 
@@ -85,22 +72,27 @@ async fn the_shared_budget_spaces_arm_writes_across_concurrent_plans() {
     };
     let mut steps = 0u32;
     let mut overlapped = false;
-    while !both_done(&daemon.snapshot()) {
+    while !both_done(&daemon.snapshot().await) {
         assert!(
             steps < 600,
             "the rotations do not finish: {:#?}",
-            daemon.snapshot()
+            daemon.snapshot().await
         );
-        overlapped |= daemon.snapshot().plans.iter().all(|p| p.running.is_some());
+        overlapped |= daemon
+            .snapshot()
+            .await
+            .plans
+            .iter()
+            .all(|p| p.running.is_some());
         let seen = arm_writes(&setup).await.len();
         // Let the daemon use what the current second allows before moving on.
         let _ = tokio::time::timeout(Duration::from_millis(300), async {
-            while arm_writes(&setup).await.len() == seen && !both_done(&daemon.snapshot()) {
+            while arm_writes(&setup).await.len() == seen && !both_done(&daemon.snapshot().await) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
         .await;
-        if both_done(&daemon.snapshot()) {
+        if both_done(&daemon.snapshot().await) {
             break;
         }
         setup.advance(TimeDelta::seconds(1));

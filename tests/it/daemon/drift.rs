@@ -18,6 +18,8 @@ async fn a_key_regenerated_behind_keyflips_back_is_drift() {
     );
     setup.write_plan("demo", &setup.plan_text(Consumers::KeyVault, &settings));
     let daemon = setup.start().await;
+    // Start-up checks are spread over the drift interval: the first comes within it.
+    setup.advance(TimeDelta::minutes(1));
     daemon
         .wait_for("the first observation", |s| {
             s.plan("demo").is_some_and(|p| p.keys.is_some())
@@ -52,6 +54,8 @@ async fn a_key_regenerated_behind_keyflips_back_is_drift() {
             .contains("key2 was regenerated"),
         "{bodies:?}"
     );
+    // A regenerated standby breaks nobody: a warning, not a page.
+    assert_eq!(bodies[0]["severity"], "warning", "{bodies:?}");
     let (_, metrics) = daemon.http_get("/metrics").await;
     assert!(
         metrics
@@ -98,9 +102,75 @@ async fn a_key_regenerated_behind_keyflips_back_is_drift() {
         2,
         "one notification per new drift: {bodies:?}"
     );
+    // Consumers on a dead key are an outage, not drift: the alert says so first and
+    // names the command that mends it.
+    let summary = bodies[1]["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("Consumers are down on demo: 1 consumer(s) hold neither key")
+            && summary.contains("key1 regenerated outside keyflip")
+            && summary.contains("`keyflip rotate now demo --adopt`"),
+        "{summary}"
+    );
+    assert_eq!(
+        bodies[1]["severity"], "critical",
+        "an outage pages: {bodies:?}"
+    );
     let (k1, k2) = setup.twin.keys("stdatasci001").await;
     let all = serde_json::to_string(&bodies).unwrap() + &drift;
     assert!(!all.contains(&k1) && !all.contains(&k2));
+
+    // A person's `rotate now` is refused, naming `--adopt`; refusals of manual
+    // commands are not the schedule's failed cycles, however many.
+    use keyflip::daemon::control::protocol::{Answer, Request};
+    use keyflip::rotation::machine::{Mode, Outcome};
+    let rotate_now = |mode| Request::RotateNow {
+        plan: "demo".into(),
+        mode,
+        grace: None,
+        dry_run: false,
+        by: Default::default(),
+    };
+    for _ in 0..3 {
+        let answer = daemon.request(rotate_now(Mode::Scheduled)).await.unwrap();
+        let Answer::Rotation { report } = answer else {
+            panic!("{answer:?}")
+        };
+        let Some(Outcome::Refused { reasons }) = &report.outcome else {
+            panic!("{:?}", report.outcome)
+        };
+        assert!(reasons.iter().any(|r| r.to_string().contains("--adopt")));
+    }
+    let s = daemon.settle().await;
+    let p = s.plan("demo").unwrap();
+    assert_eq!((p.failures, p.parked.is_none()), (0, true), "{p:?}");
+    // The way out, through the daemon: one rotation, consumers back on a working key.
+    // Its steps' retry waits run on the daemon's clock, which only the test moves.
+    let adopt = daemon.request(rotate_now(Mode::Adopt { key: None }));
+    let clock = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            setup.advance(TimeDelta::seconds(5));
+        }
+    };
+    let answer = tokio::select! {
+        answer = adopt => answer.unwrap(),
+        () = clock => unreachable!(),
+    };
+    let Answer::Rotation { report } = answer else {
+        panic!("{answer:?}")
+    };
+    assert!(
+        matches!(report.outcome, Some(Outcome::Completed { .. })),
+        "{:?}",
+        report.outcome
+    );
+    setup.advance(TimeDelta::minutes(1));
+    daemon
+        .wait_for("a clean look after the adopt", |s| {
+            s.plan("demo")
+                .is_some_and(|p| p.drift.is_empty() && p.running.is_none())
+        })
+        .await;
     assert_eq!(daemon.stop().await, Exit::Ok);
 }
 
@@ -122,6 +192,7 @@ async fn a_foreign_secret_version_is_reported_and_repaired_when_the_plan_opts_in
             mode: Mode::Scheduled,
             grace: None,
             dry_run: false,
+            by: Default::default(),
         })
         .await
         .unwrap();
@@ -202,6 +273,14 @@ async fn a_foreign_secret_version_is_reported_and_repaired_when_the_plan_opts_in
         2,
         "the rotation and the repair are both journaled"
     );
+    // The repair is one `--adopt` rotation, triggered by the drift watch.
+    assert_eq!(
+        history[0]["trigger"]["trigger"], "repair",
+        "{:#}",
+        history[0]
+    );
+    assert_eq!(history[0]["mode"]["mode"], "adopt");
+    assert_eq!(history[0]["outcome"]["outcome"], "completed");
     let status = daemon
         .request(Request::Status { plan: None })
         .await

@@ -103,6 +103,16 @@ impl Setup {
         text
     }
 
+    /// A plan for fleet account `i` (see [`fleet_world`]) with its raw-key secret.
+    pub fn fleet_plan_text(&self, i: usize, settings: &str) -> String {
+        let vault = &self.twin.endpoints.key_vaults[VAULT].url;
+        format!(
+            "storage_account = \"{}\"\n{settings}\n\n[[key_vault]]\nvault = \"{vault}\"\nsecret = \"{}-key\"\nformat = \"raw-key\"\n",
+            TestTwin::demo_account_id(&fleet_account(i)),
+            fleet_account(i)
+        )
+    }
+
     pub fn write_plan(&self, name: &str, text: &str) {
         std::fs::write(self.dir().join("plans").join(format!("{name}.toml")), text).unwrap();
     }
@@ -183,8 +193,8 @@ pub struct Daemon {
 const PATIENCE: Duration = Duration::from_secs(60);
 
 impl Daemon {
-    pub fn snapshot(&self) -> Snapshot {
-        self.handle.snapshot().borrow().clone()
+    pub async fn snapshot(&self) -> Snapshot {
+        self.handle.snapshot().peek().await
     }
 
     /// Waits until `cond` holds for a published snapshot.
@@ -193,13 +203,13 @@ impl Daemon {
         let result = tokio::time::timeout(PATIENCE, async {
             loop {
                 {
-                    let s = rx.borrow_and_update();
+                    let s = rx.snapshot().await;
                     if cond(&s) {
-                        return s.clone();
+                        return s;
                     }
                 }
                 if rx.changed().await.is_err() {
-                    let s = rx.borrow().clone();
+                    let s = rx.peek().await;
                     panic!("the daemon stopped while waiting for {what}: {s:#?}");
                 }
             }
@@ -207,17 +217,19 @@ impl Daemon {
         .await;
         match result {
             Ok(s) => s,
-            Err(_) => panic!("timed out waiting for {what}: {:#?}", self.snapshot()),
+            Err(_) => panic!("timed out waiting for {what}: {:#?}", self.snapshot().await),
         }
     }
 
     /// Waits until the scheduler has evaluated at the clock's current time with no
-    /// job running: every decision for "now" has been made and carried out.
+    /// job and no check running: every decision for "now" has been made and carried
+    /// out.
     pub async fn settle(&self) -> Snapshot {
         let now = self.clock.now();
         self.handle.ping().await;
         self.wait_for(&format!("the scheduler to settle at {now}"), |s| {
-            s.evaluated_at.is_some_and(|t| t >= now) && s.plans.iter().all(|p| p.running.is_none())
+            s.evaluated_at.is_some_and(|t| t >= now)
+                && s.plans.iter().all(|p| p.running.is_none() && !p.checking)
         })
         .await
     }
@@ -245,7 +257,7 @@ impl Daemon {
             }
             setup.advance(TimeDelta::seconds(1));
         }
-        panic!("jobs do not finish: {:#?}", self.snapshot())
+        panic!("jobs do not finish: {:#?}", self.snapshot().await)
     }
 
     /// Sends a request over the control socket, as the CLI does.
@@ -307,6 +319,40 @@ impl Daemon {
         let status = response.status().as_u16();
         (status, response.text().await.unwrap())
     }
+}
+
+/// The name of fleet account `i` in [`fleet_world`].
+pub fn fleet_account(i: usize) -> String {
+    format!("stflt{i:02}")
+}
+
+/// World text to append to the demo world: `n` more storage accounts in the demo group
+/// (the operator may read and regenerate their keys), each with a raw-key secret
+/// `{account}-key` in `kv-datasci`, keys created at `created` when given.
+pub fn fleet_world(n: usize, created: Option<DateTime<Utc>>) -> String {
+    let mut text = String::new();
+    for i in 0..n {
+        let name = fleet_account(i);
+        text.push_str(&format!(
+            "\n[[key_vault.secret]]\nname = \"{name}-key\"\nvalue_from = {{ account = \"{name}\", key = \"key1\", format = \"raw-key\" }}\n"
+        ));
+    }
+    for i in 0..n {
+        text.push_str(&format!(
+            "\n[[storage_account]]\nname = \"{}\"\nresource_group = \"rg-datascience\"\nsku = \"Standard_LRS\"\nkind = \"StorageV2\"\nallow_shared_key_access = true\n",
+            fleet_account(i)
+        ));
+        if let Some(at) = created {
+            let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            text.push_str(&format!(
+                "key1_created = \"{at}\"\nkey2_created = \"{at}\"\n"
+            ));
+        }
+    }
+    text.push_str(&format!(
+        "\n[[role_assignment]]\nprincipal = \"{OPERATOR}\"\nrole = \"Storage Account Key Operator Service Role\"\nscope = \"/subscriptions/3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a/resourceGroups/rg-datascience\"\n"
+    ));
+    text
 }
 
 /// Outcome kinds (`completed`, ...) of history entries, oldest first.

@@ -18,6 +18,16 @@ use crate::support::twin::TestTwin;
 
 const MANUAL: &str = "[drift]\ninterval = \"7d\"\n";
 
+/// The plans a daemon publishes.
+async fn names(d: &super::harness::Daemon) -> Vec<String> {
+    d.snapshot()
+        .await
+        .plans
+        .iter()
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 /// The next datagram systemd would have received.
 async fn next(receiver: &tokio::net::UnixDatagram) -> String {
     let mut buf = vec![0u8; 4096];
@@ -70,10 +80,7 @@ async fn a_reload_with_a_broken_plan_keeps_the_old_plans() {
     let setup = Setup::new(Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap());
     setup.write_plan("demo", &setup.plan_text(Consumers::KeyVault, MANUAL));
     let daemon = setup.start().await;
-    let names = |d: &super::harness::Daemon| -> Vec<String> {
-        d.snapshot().plans.iter().map(|p| p.name.clone()).collect()
-    };
-    assert_eq!(names(&daemon), ["demo"]);
+    assert_eq!(names(&daemon).await, ["demo"]);
 
     // A new plan with a mistake, and a change to the existing one: neither applies.
     let other = TestTwin::demo_account_id("stexternal002");
@@ -99,7 +106,7 @@ async fn a_reload_with_a_broken_plan_keeps_the_old_plans() {
         "{text}"
     );
     let s = daemon.settle().await;
-    assert_eq!(names(&daemon), ["demo"]);
+    assert_eq!(names(&daemon).await, ["demo"]);
     assert_eq!(
         s.plan("demo").unwrap().due_reason,
         "manual",
@@ -120,13 +127,13 @@ async fn a_reload_with_a_broken_plan_keeps_the_old_plans() {
         .await
         .expect_err("the broken configuration is rejected");
     assert!(errors.join("\n").contains("bogus_setting"), "{errors:?}");
-    assert_eq!(names(&daemon), ["demo"]);
+    assert_eq!(names(&daemon).await, ["demo"]);
 
     // Fixed: both plans, and the changed demo plan now has its schedule.
     std::fs::write(setup.dir().join("keyflip.toml"), config).unwrap();
     assert_eq!(daemon.handle.reload().await, Ok(2));
     let s = daemon.settle().await;
-    assert_eq!(names(&daemon), ["demo", "external"]);
+    assert_eq!(names(&daemon).await, ["demo", "external"]);
     assert_eq!(
         s.plan("demo").unwrap().next_due,
         Some(Utc.with_ymd_and_hms(2026, 3, 2, 1, 0, 0).unwrap())
@@ -144,7 +151,7 @@ async fn a_reload_with_a_broken_plan_keeps_the_old_plans() {
     // A removed plan is dropped.
     setup.remove_plan("external");
     assert_eq!(daemon.handle.reload().await, Ok(1));
-    assert_eq!(names(&daemon), ["demo"]);
+    assert_eq!(names(&daemon).await, ["demo"]);
     assert_eq!(daemon.stop().await, Exit::Ok);
 }
 
@@ -170,6 +177,7 @@ async fn shutdown_mid_rotation_exits_cleanly_and_the_next_start_finishes_it() {
         mode: Mode::Scheduled,
         grace: None,
         dry_run: false,
+        by: Default::default(),
     };
     let client = {
         let socket = setup.socket();

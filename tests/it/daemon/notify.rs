@@ -178,6 +178,7 @@ async fn webhooks_hear_failures_parking_and_incidents() {
             },
             grace: None,
             dry_run: false,
+            by: Default::default(),
         })
         .await
         .expect("the incident rotation runs");
@@ -271,6 +272,7 @@ async fn each_format_reaches_its_receiver_and_json_is_signed() {
             mode: Mode::Scheduled,
             grace: None,
             dry_run: false,
+            by: Default::default(),
         })
         .await
         .expect("the rotation runs");

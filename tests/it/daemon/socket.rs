@@ -102,7 +102,7 @@ async fn another_uid_is_refused_before_the_server_reads() {
     );
 
     // A client that asks for a rotation is refused the same way, and nothing runs.
-    let rotate = r#"{"v":3,"request":"rotate_now","plan":"manual","mode":{"mode":"scheduled"},"grace_ms":null,"dry_run":false}"#;
+    let rotate = r#"{"v":5,"request":"rotate_now","plan":"manual","mode":{"mode":"scheduled"},"grace_ms":null,"dry_run":false}"#;
     let answer = as_nobody(&socket, Some(rotate));
     assert!(answer.contains("\"permission_denied\""), "{answer}");
     let s = daemon.settle().await;
@@ -166,5 +166,95 @@ async fn a_second_daemon_on_the_same_socket_is_refused() {
         setup.socket().exists(),
         "the first daemon's socket is left alone"
     );
+    assert_eq!(daemon.stop().await, keyflip::exit::Exit::Ok);
+}
+
+/// A socket path that names a file (once: the journal) is refused, and the file is
+/// left as it was: keyflip only ever removes a stale socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_path_that_is_not_a_socket_is_never_removed() {
+    let setup = Setup::new(Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap());
+    setup.write_plan(
+        "manual",
+        &setup.plan_text(Consumers::KeyVault, "[drift]\ninterval = \"7d\"\n"),
+    );
+    std::fs::create_dir_all(setup.dir().join("run")).unwrap();
+    std::fs::write(setup.socket(), "precious data").unwrap();
+    let env: keyflip::daemon::EnvFn = std::sync::Arc::new(|_: &str| None);
+    let loader = keyflip::daemon::file_loader(setup.config_path(), env.clone());
+    let (config, plans) = loader().unwrap();
+    let started = keyflip::daemon::start(keyflip::daemon::DaemonOptions {
+        config,
+        plans,
+        loader,
+        clock: std::sync::Arc::new(setup.clock.clone()),
+        env,
+        systemd: Default::default(),
+        watchdog: None,
+        azure: crate::support::fast_options(),
+        engine: Default::default(),
+        delivery: Default::default(),
+    })
+    .await;
+    let err = started.err().expect("the daemon must not start");
+    assert!(
+        err.to_string().contains("is a regular file, not a socket"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(setup.socket()).unwrap(),
+        "precious data"
+    );
+
+    // The configuration names the journal: refused before anything is opened.
+    let text = std::fs::read_to_string(setup.dir().join("keyflip.toml"))
+        .unwrap()
+        .replace(
+            "socket = \"run/keyflip.sock\"",
+            "socket = \"state/journal.db\"",
+        );
+    std::fs::write(setup.dir().join("keyflip.toml"), text).unwrap();
+    let errors =
+        keyflip::daemon::file_loader(setup.config_path(), std::sync::Arc::new(|_: &str| None))()
+            .expect_err("a socket on the journal is refused");
+    assert!(errors[0].contains("socket is the journal"), "{errors:?}");
+}
+
+/// A request line written by hand with an absurd grace (`u64::MAX` ms once
+/// overflowed the scheduler's clock arithmetic and took the daemon down) is refused
+/// as a bad request; the daemon goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absurd_grace_over_the_socket_is_refused_and_the_daemon_lives_on() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let setup = Setup::new(Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap());
+    setup.write_plan(
+        "manual",
+        &setup.plan_text(Consumers::KeyVault, "[drift]\ninterval = \"7d\"\n"),
+    );
+    let daemon = setup.start().await;
+    let stream = tokio::net::UnixStream::connect(setup.socket())
+        .await
+        .unwrap();
+    let (read, mut write) = stream.into_split();
+    let line = format!(
+        "{{\"v\":{},\"request\":\"rotate_now\",\"plan\":\"manual\",\"mode\":{{\"mode\":\"scheduled\"}},\"grace_ms\":{},\"dry_run\":false}}\n",
+        keyflip::daemon::control::protocol::VERSION,
+        u64::MAX
+    );
+    write.write_all(line.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::io::BufReader::new(read)
+        .read_line(&mut answer)
+        .await
+        .unwrap();
+    assert!(
+        answer.contains("\"bad_request\"") && answer.contains("longest grace period"),
+        "{answer}"
+    );
+    match daemon.request(Request::Status { plan: None }).await {
+        Ok(Answer::Status { plans, .. }) => assert_eq!(plans.len(), 1),
+        other => panic!("status after the bad request: {other:?}"),
+    }
+    assert!(daemon.history("manual").await.is_empty());
     assert_eq!(daemon.stop().await, keyflip::exit::Exit::Ok);
 }

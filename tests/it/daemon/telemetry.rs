@@ -132,6 +132,7 @@ async fn metrics_parse_and_the_rules_and_dashboard_use_only_exported_metrics() {
             mode: Mode::Scheduled,
             grace: None,
             dry_run: false,
+            by: Default::default(),
         })
         .await
         .expect("the rotation runs");

@@ -194,6 +194,32 @@ async fn a_settings_write_whose_answer_is_lost_is_read_back_not_resent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_settings_write_starts_over_and_the_rotation_completes() {
+    let h = Harness::start().await;
+    // Azure refuses the PUT with 429 before doing anything (seen in the kill loop,
+    // where an incident parked on it): nothing was written, so keyflip lists again
+    // and writes once the wait is up, instead of failing the bind.
+    h.twin
+        .fault(json!({"operation": "web.appSettings.put", "count": 1,
+            "action": {"kind": "status", "status": 429, "retry_after": 1}}))
+        .await;
+    let report = rotate(&h).await;
+    assert!(
+        matches!(report.outcome, Some(Outcome::Completed { .. })),
+        "{:#?}",
+        report.outcome
+    );
+    let puts = h.twin.requests_for("web.appSettings.put").await;
+    assert_eq!(puts.len(), 2, "the refused PUT, then one that was applied");
+    let state = h.twin.state().await;
+    assert_eq!(state["web_apps"][FUNCTION_APP]["restarts"], 1);
+    let (_, key2) = keys_of(&state);
+    for (consumer, held) in assert_consumers_valid(&state, "after the swap") {
+        assert_eq!(held, key2, "{consumer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_string_keeps_its_type_endpoints_and_slot() {
     let site = "/subscriptions/3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a/resourceGroups/rg-datascience/providers/Microsoft.Web/sites/app-datasci-report";
     let twin = TestTwin::start_with(&format!(

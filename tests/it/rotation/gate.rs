@@ -31,6 +31,7 @@ fn request(mode: Mode) -> RotateRequest {
         mode,
         grace: Some(std::time::Duration::from_secs(5)),
         trigger: Trigger::Manual,
+        by: None,
     }
 }
 
@@ -245,6 +246,7 @@ async fn an_incident_does_not_wait_but_names_the_callers_that_break() {
                 },
                 grace: None,
                 trigger: Trigger::Incident,
+                by: None,
             },
             &NoProgress,
             CancellationToken::new(),

@@ -20,6 +20,7 @@ fn leaked(mode: Mode) -> RotateRequest {
         mode,
         grace: None,
         trigger: Trigger::Incident,
+        by: None,
     }
 }
 

@@ -372,22 +372,38 @@ async fn drift_is_seen_by_observe_and_repaired_as_a_journaled_step() {
     let id = keyflip::consumer::ConsumerId::datastore(&workspace, "feature_snapshots");
     assert!(inventory.drift.iter().any(|c| c.consumer.id == id));
 
+    // The repair is one `--adopt` rotation: every consumer is bound to key1 (a no-op
+    // for those holding it) and verified; nothing is regenerated.
+    let adopt = keyflip::rotation::RotateRequest {
+        mode: keyflip::rotation::machine::Mode::Adopt {
+            key: Some(KeyName::Key1),
+        },
+        grace: None,
+        trigger: keyflip::rotation::Trigger::Repair,
+        by: None,
+    };
     let report = engine
-        .repair(
-            &h.plan,
-            &id,
-            KeyName::Key1,
-            &NoProgress,
-            CancellationToken::new(),
-        )
+        .rotate(&h.plan, adopt, &NoProgress, CancellationToken::new())
         .await
         .unwrap();
     assert!(
-        matches!(report.outcome, Some(Outcome::Completed { .. })),
+        matches!(
+            report.outcome,
+            Some(Outcome::Completed {
+                active: KeyName::Key1,
+                ..
+            })
+        ),
         "{:#?}",
         report.outcome
     );
-    assert_eq!(report.steps.len(), 2, "bind and verify");
+    assert!(report.steps.iter().all(|s| s.kind != "regenerate"));
+    assert_eq!(regenerations(&h.twin).await, 0);
+    assert_eq!(report.trigger, Some(keyflip::rotation::Trigger::Repair));
+    assert!(report.consumers.iter().all(|c| matches!(
+        c.status,
+        keyflip::rotation::machine::ConsumerStatus::Verified { key: KeyName::Key1 }
+    )));
     let state = h.twin.state().await;
     assert_eq!(
         state["ml_workspaces"][crate::support::twin::WORKSPACE]["datastores"]["feature_snapshots"]

@@ -22,6 +22,8 @@ pub struct Azurite {
     pub blob_endpoint: Url,
     /// The CA that signed Azurite's certificate.
     pub ca_pem_path: PathBuf,
+    /// The command line, for [`Azurite::restart`].
+    args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -83,61 +85,52 @@ fn free_port() -> u16 {
 
 impl Azurite {
     pub fn start() -> Azurite {
-        let binary = binary();
+        Self::start_with(&[], true)
+    }
+
+    /// Azurite accepting Entra ID bearer tokens too (`--oauth basic`: it checks the
+    /// token's issuer prefix `https://sts.windows.net/`, audience
+    /// `https://storage.azure.com` and lifetime, not its signature; the twin's tokens
+    /// pass as Entra's do).
+    pub fn start_oauth() -> Azurite {
+        Self::start_with(&["--oauth", "basic"], true)
+    }
+
+    /// [`Azurite::start_oauth`] keeping its data on disk, so [`Azurite::restart`]
+    /// brings back the same containers, blobs and leases (an outage, not a loss).
+    pub fn start_oauth_on_disk() -> Azurite {
+        Self::start_with(&["--oauth", "basic"], false)
+    }
+
+    fn start_with(extra: &[&str], in_memory: bool) -> Azurite {
         let dir = tempfile::tempdir().unwrap();
         let (ca_pem_path, cert, key) = certificates(dir.path());
         let account = "kfprobe".to_owned();
         let (key1, key2) = (random_key(), random_key());
         let port = free_port();
-        let mut child = Command::new(binary)
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .args([
-                "--disableTelemetry",
-                "--skipApiVersionCheck",
-                "--inMemoryPersistence",
-                "--loose",
-                "--disableProductStyleUrl",
-            ])
-            .env(
-                "AZURITE_ACCOUNTS",
-                format!("{account}:{}:{}", key1.expose(), key2.expose()),
-            )
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start azurite-blob (run .ci/setup; it needs node)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("successfully listens") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let stderr = child.stderr.take().unwrap();
-        let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = errors.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&line);
-                sink.lock().unwrap().push('\n');
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "Azurite exited or did not report 'successfully listens' within 60 s; stderr:\n{}",
-                errors.lock().unwrap()
-            );
+        let mut args: Vec<String> = vec![
+            "--blobHost".into(),
+            "127.0.0.1".into(),
+            "--blobPort".into(),
+            port.to_string(),
+            "--cert".into(),
+            cert.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+            "--disableTelemetry".into(),
+            "--skipApiVersionCheck".into(),
+            "--loose".into(),
+            "--disableProductStyleUrl".into(),
+        ];
+        if in_memory {
+            args.push("--inMemoryPersistence".into());
+        } else {
+            args.push("--location".into());
+            args.push(dir.path().join("data").display().to_string());
         }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let env = format!("{account}:{}:{}", key1.expose(), key2.expose());
+        let child = spawn(&args, &env, dir.path());
         Azurite {
             child,
             blob_endpoint: Url::parse(&format!("https://127.0.0.1:{port}/{account}/")).unwrap(),
@@ -145,7 +138,78 @@ impl Azurite {
             key1,
             key2,
             ca_pem_path,
+            args,
             _dir: dir,
         }
     }
+
+    /// Stops the process (an outage) with SIGTERM, so it saves its data as a
+    /// service stop would; [`Azurite::restart`] brings it back.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port with the same data (on disk).
+    pub fn restart(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop();
+        }
+        let env = format!(
+            "{}:{}:{}",
+            self.account,
+            self.key1.expose(),
+            self.key2.expose()
+        );
+        self.child = spawn(&self.args, &env, self._dir.path());
+    }
+}
+
+fn spawn(args: &[String], accounts: &str, dir: &Path) -> Child {
+    let mut child = Command::new(binary())
+        .args(args)
+        .env("AZURITE_ACCOUNTS", accounts)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start azurite-blob (run .ci/setup; it needs node)");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("successfully listens") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = errors.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&line);
+            sink.lock().unwrap().push('\n');
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "Azurite exited or did not report 'successfully listens' within 60 s; stderr:\n{}",
+            errors.lock().unwrap()
+        );
+    }
+    child
 }

@@ -116,3 +116,91 @@ impl Cli {
         }
     }
 }
+
+impl Cli {
+    /// The demo world with the demo plan changed by `edit` (e.g. fewer retries).
+    pub async fn start_with_plan(edit: impl Fn(String) -> String) -> Cli {
+        let cli = Cli::start().await;
+        let text = edit(demo_plan_text(&cli.twin));
+        std::fs::write(cli.dir.path().join("plans/demo.toml"), text).unwrap();
+        cli
+    }
+
+    /// Runs a command of `docs/operations.md`'s "When things go wrong" section as a
+    /// person would paste it, with `PLAN` → `demo` and each of `vars` replaced
+    /// (`("KEY", "key1")`). The command must be in the section word for word: this is
+    /// how a test says it executes a documented command, and `runbook::every_command_
+    /// of_when_things_go_wrong_is_run_by_a_test` checks that each one is. Tests have no
+    /// terminal, so `rotate now` gets `--yes` (the prompt has tests of its own).
+    pub async fn runbook(&self, command: &str, vars: &[(&str, &str)]) -> Run {
+        assert!(
+            crate::runbook::commands().iter().any(|c| c == command),
+            "`{command}` is not a command of docs/operations.md, \"When things go wrong\": {:#?}",
+            crate::runbook::commands()
+        );
+        let mut line = command.replace("PLAN", "demo");
+        for (from, to) in vars {
+            line = line.replace(from, to);
+        }
+        let mut args: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(args.first(), Some(&"keyflip"), "{command}");
+        args.remove(0);
+        let confirm = args.starts_with(&["rotate", "now"]) && !args.contains(&"--dry-run");
+        if confirm {
+            args.push("--yes");
+        }
+        self.run(&args).await
+    }
+
+    /// Starts keyflip with `args`, reads its output until a line containing `marker`,
+    /// then interrupts it as Ctrl-C does (SIGINT) and waits for it to exit.
+    pub async fn interrupt_at(&self, args: &[&str], marker: &str) -> Run {
+        use std::io::{BufRead as _, BufReader, Read as _};
+        let config = self.dir.path().join("keyflip.toml");
+        let mut cmd = self.command(&config, args);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let marker = marker.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut child = cmd.spawn().expect("keyflip starts");
+            let mut stdout = BufReader::new(child.stdout.take().unwrap());
+            let mut seen = String::new();
+            loop {
+                let mut line = String::new();
+                let n = stdout.read_line(&mut line).unwrap();
+                seen.push_str(&line);
+                if n == 0 {
+                    let mut err = String::new();
+                    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+                    panic!("keyflip ended before printing {marker:?}:\n{seen}\n{err}");
+                }
+                if line.contains(&marker) {
+                    break;
+                }
+            }
+            let pid = child.id().to_string();
+            let killed = Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .expect("kill runs");
+            assert!(killed.success());
+            let mut rest = String::new();
+            stdout.read_to_string(&mut rest).unwrap();
+            let mut stderr = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            let status = child.wait().unwrap();
+            Run {
+                code: status.code(),
+                stdout: seen + &rest,
+                stderr,
+            }
+        })
+        .await
+        .unwrap()
+    }
+}

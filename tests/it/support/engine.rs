@@ -165,6 +165,11 @@ impl Harness {
 
     /// A fresh engine on the state directory, as `principal`.
     pub fn engine_as(&self, principal: &str) -> Engine {
+        self.engine_with(principal, fast_options())
+    }
+
+    /// The same with other Azure options (short timeouts for hung connections).
+    pub fn engine_with(&self, principal: &str, options: keyflip::azure::AzureOptions) -> Engine {
         // `state_dir` is a top-level key, so it goes before the first table.
         let text = format!(
             "state_dir = \"{}\"\n{}",
@@ -176,7 +181,7 @@ impl Harness {
         let azure = keyflip::azure::Azure::with_options(
             &config,
             fingerprinter.clone(),
-            fast_options(),
+            options,
             &|_: &str| None,
         )
         .unwrap();

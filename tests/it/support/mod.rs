@@ -7,6 +7,7 @@ pub mod engine;
 pub mod logs;
 pub mod proxy;
 pub mod redact;
+pub mod service;
 pub mod twin;
 
 use std::path::Path;
@@ -28,6 +29,7 @@ pub fn fast_options() -> AzureOptions {
         },
         lro_poll: Duration::from_millis(50),
         reconcile_delay: Duration::ZERO,
+        ..Default::default()
     }
 }
 
@@ -49,11 +51,12 @@ pub fn config(text: &str, dir: &Path, env: &[(&str, &str)]) -> Config {
 }
 
 /// A facade for data-plane tests that never reach ARM or Entra ID: a custom cloud on
-/// an unused port, trusting `ca`.
-pub fn data_plane_only(ca: &Path) -> Azure {
+/// an unused port, trusting `ca`, whose blob endpoints are `blob_endpoint` (a
+/// `[cloud] blob_endpoint` pattern such as `https://127.0.0.1:PORT/{account}/`).
+pub fn data_plane_only(ca: &Path, blob_endpoint: &str) -> Azure {
     keyflip::install_crypto_provider();
     let text = format!(
-        "[cloud]\nname = \"custom\"\narm_url = \"https://127.0.0.1:9/\"\nauthority_host = \"https://127.0.0.1:9\"\nca_bundle = \"{}\"\n[credential]\nkind = \"client-secret\"\ntenant_id = \"00000000-0000-0000-0000-000000000000\"\nclient_id = \"unused\"\n",
+        "[cloud]\nname = \"custom\"\narm_url = \"https://127.0.0.1:9/\"\nauthority_host = \"https://127.0.0.1:9\"\nblob_endpoint = \"{blob_endpoint}\"\nca_bundle = \"{}\"\n[credential]\nkind = \"client-secret\"\ntenant_id = \"00000000-0000-0000-0000-000000000000\"\nclient_id = \"unused\"\n",
         ca.display()
     );
     let env = [("AZURE_CLIENT_SECRET", "unused")];

@@ -137,6 +137,7 @@ arm_url = "{arm}"
 arm_audience = "{audience}"
 authority_host = "{authority}"
 log_analytics_url = "{logs}"
+blob_endpoint = "{base}/{{account}}/"
 ca_bundle = "ca.pem"
 
 [credential]
@@ -149,6 +150,7 @@ client_secret_file = "principals/{principal}.secret"
             audience = e.arm_audience,
             authority = e.authority_host,
             logs = e.base_url,
+            base = e.base_url,
             tenant = e.tenant_id,
             client = e.principals[principal].client_id,
         )

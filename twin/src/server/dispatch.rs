@@ -206,6 +206,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result
                     Some(run(&shared, &flags))
                 }
                 Some(FaultAction::Malformed) => Some(malformed(run(&shared, &Flags::default()))),
+                Some(FaultAction::Relink {
+                    to,
+                    async_operation,
+                }) => {
+                    let resp = run(&shared, &Flags::default());
+                    Some(relink(resp, &req, &to, async_operation).await)
+                }
                 Some(FaultAction::Reset) => None,
                 Some(FaultAction::Hang) => {
                     log(&shared, &req, op, principal, None);
@@ -306,6 +313,68 @@ fn malformed(resp: Resp) -> Resp {
         "{\"keyflip-twin\": \"malformed response\", \"value\": [{\"id\": "
     };
     wire::body(200, &ct, body)
+}
+
+/// The `relink` fault: every URL the answer hands back now points at origin `to`.
+async fn relink(resp: Resp, req: &Req, to: &str, async_operation: bool) -> Resp {
+    let moved = |link: &str| match url::Url::parse(link) {
+        Ok(u) => format!(
+            "{}{}{}",
+            to.trim_end_matches('/'),
+            u.path(),
+            u.query().map(|q| format!("?{q}")).unwrap_or_default()
+        ),
+        // A relative link: keep it relative to the new origin.
+        Err(_) => format!(
+            "{}/{}",
+            to.trim_end_matches('/'),
+            link.trim_start_matches('/')
+        ),
+    };
+    let (mut parts, body) = resp.into_parts();
+    for name in ["location", "azure-asyncoperation"] {
+        let link = parts.headers.get(name).and_then(|v| v.to_str().ok());
+        if let Some(Ok(v)) = link.map(|l| axum::http::HeaderValue::from_str(&moved(l))) {
+            parts.headers.insert(name, v);
+        }
+    }
+    if async_operation
+        && parts.status.as_u16() == 202
+        && let Some(v) = parts.headers.get("location").cloned()
+    {
+        parts.headers.insert("azure-asyncoperation", v);
+    }
+    let bytes = axum::body::to_bytes(body, BODY_LIMIT)
+        .await
+        .unwrap_or_default();
+    let mut value = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        _ => return axum::http::Response::from_parts(parts, Body::from(bytes)),
+    };
+    match value.get("nextLink") {
+        Some(serde_json::Value::String(link)) => value["nextLink"] = json!(moved(link)),
+        Some(serde_json::Value::Null) => {
+            let again = if req.query_raw.is_empty() {
+                req.path.clone()
+            } else {
+                format!("{}?{}", req.path, req.query_raw)
+            };
+            value["nextLink"] = json!(moved(&again));
+        }
+        _ => {}
+    }
+    if let Some(endpoints) = value
+        .pointer_mut("/properties/primaryEndpoints")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for link in endpoints.values_mut() {
+            if let Some(s) = link.as_str() {
+                *link = json!(moved(s));
+            }
+        }
+    }
+    parts.headers.remove("content-length");
+    axum::http::Response::from_parts(parts, Body::from(value.to_string()))
 }
 
 /// Headers each service puts on every response.

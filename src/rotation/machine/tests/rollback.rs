@@ -295,7 +295,15 @@ fn t12_t13_t14_retire_backs_off_10s_doubling_to_5min_then_parks() {
             in_doubt: vec![]
         }
     );
-    assert!(r.outcome().to_string().contains("regenerate it by hand"));
+    // The advice names the command that regenerates the old key without touching a
+    // consumer (the leaked-standby route).
+    assert!(
+        r.outcome().to_string().contains(
+            "`keyflip rotate now PLAN --leaked key1` regenerates it without touching a consumer"
+        ),
+        "{}",
+        r.outcome()
+    );
     // Never rolled back: no bind back to key1.
     assert!(
         !r.m.issued()
@@ -369,6 +377,6 @@ fn t12_t14_discard_and_revoke_retry_like_retire() {
     assert!(
         r.outcome()
             .to_string()
-            .contains("the leaked key is still valid")
+            .contains("the leaked key2 is still valid: fix the cause and run `keyflip rotate now PLAN --leaked key2` again")
     );
 }

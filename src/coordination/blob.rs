@@ -1,0 +1,329 @@
+//! A small Blob service client for the coordination container: Entra bearer token
+//! (audience `https://storage.azure.com`), over keyflip's one HTTPS transport and
+//! `azure_core` pipeline, never an account key.
+//!
+//! Only the calls coordination needs (Microsoft Learn, Blob service REST API: "Create
+//! Container", "Get Blob", "Put Blob", "Lease Blob"; spec
+//! `specification/storage/data-plane/Microsoft.BlobStorage` in
+//! Azure/azure-rest-api-specs): conditional reads and writes by ETag, and lease
+//! acquire, renew, release and break. A write that names a lease id succeeds only
+//! while that lease is the blob's, and one with `If-Match` only while the blob is
+//! unchanged: the two together are keyflip's fencing (see `docs/ARCHITECTURE.md`,
+//! "Replicas").
+//!
+//! Promises: reads, lease calls and container creation are retried on transient
+//! answers (a lease acquire carries the proposed id, so a retried acquire that already
+//! landed succeeds again); a conditional `Put Blob` is sent once, and the caller
+//! resolves an unclear outcome by reading the blob back.
+
+use azure_core::http::headers::{HeaderName, Headers};
+use azure_core::http::{Method, Request};
+use url::Url;
+
+use super::error::{CoordError, classify};
+use crate::azure::{Answer, Operation, RETRY_STATUSES, Sender};
+
+/// The Blob service version keyflip speaks (bearer tokens need 2017-11-09 or later).
+pub const API_VERSION: &str = "2023-11-03";
+/// The Entra ID resource for Azure Storage, in every cloud (Microsoft Learn,
+/// "Authorize access to blobs using Microsoft Entra ID").
+pub const STORAGE_AUDIENCE: &str = "https://storage.azure.com";
+
+/// A blob's entity tag, as the service sent it (quotes included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ETag(pub String);
+
+/// A lease id (a GUID keyflip proposes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseId(pub String);
+
+/// What a write requires of the blob.
+#[derive(Clone, Debug, Default)]
+pub struct Conditions<'a> {
+    /// The lease the writer holds (`x-ms-lease-id`).
+    pub lease: Option<&'a LeaseId>,
+    /// Write only over this version (`If-Match`).
+    pub if_match: Option<&'a ETag>,
+    /// Write only if the blob does not exist (`If-None-Match: *`).
+    pub if_none: bool,
+}
+
+/// A lease length: 15 to 60 seconds, or infinite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseDuration {
+    Seconds(u32),
+    Infinite,
+}
+
+impl LeaseDuration {
+    fn header(self) -> String {
+        match self {
+            LeaseDuration::Seconds(s) => s.to_string(),
+            LeaseDuration::Infinite => "-1".to_owned(),
+        }
+    }
+}
+
+/// The coordination container, reached with a bearer token.
+#[derive(Clone)]
+pub struct BlobClient {
+    sender: Sender,
+    /// `https://host/[account/]container/` (always with the trailing slash).
+    container: Url,
+}
+
+fn op(name: &'static str, idempotent: bool) -> Operation {
+    Operation {
+        name,
+        action: None,
+        idempotent,
+        retry_on: RETRY_STATUSES,
+    }
+}
+
+fn header<'h>(headers: &'h Headers, name: &'static str) -> Option<&'h str> {
+    headers.get_optional_str(&HeaderName::from_static(name))
+}
+
+impl BlobClient {
+    /// `endpoint` is the account's blob endpoint (`https://acct.blob.core.windows.net/`,
+    /// or path-style `https://127.0.0.1:10000/acct/`).
+    /// `container` is a valid container name (checked with the configuration).
+    pub(crate) fn new(sender: Sender, endpoint: &Url, container: &str) -> Self {
+        let mut url = endpoint.clone();
+        let base = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base}/{container}/"));
+        url.set_query(None);
+        BlobClient {
+            sender,
+            container: url,
+        }
+    }
+
+    /// The configured container, with tokens for `audience` from `azure`'s credential
+    /// ([`STORAGE_AUDIENCE`] in keyflip; tests try others).
+    pub fn for_audience(
+        azure: &crate::azure::Azure,
+        audience: &str,
+        config: &crate::config::CoordinationConfig,
+    ) -> Self {
+        Self::new(
+            azure.bearer_sender(audience, &config.blob_endpoint),
+            &config.blob_endpoint,
+            &config.container,
+        )
+    }
+
+    pub fn container_url(&self) -> &Url {
+        &self.container
+    }
+
+    fn url(&self, blob: &str, query: Option<&str>) -> Result<Url, CoordError> {
+        let mut url = self.container.join(blob).map_err(|e| CoordError::Format {
+            blob: blob.to_owned(),
+            detail: format!("not a blob name: {e}"),
+        })?;
+        url.set_query(query);
+        Ok(url)
+    }
+
+    fn request(url: &Url, method: Method) -> Request {
+        let mut request = Request::new(url.clone(), method);
+        request.insert_header("x-ms-version", API_VERSION);
+        request.insert_header(
+            "x-ms-date",
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+        );
+        request
+    }
+
+    async fn send(
+        &self,
+        operation: Operation,
+        blob: &str,
+        make: impl Fn() -> Request,
+    ) -> Result<Answer, CoordError> {
+        let target = format!("{}{blob}", self.container);
+        self.sender
+            .send(&operation, &target, make)
+            .await
+            .map_err(|e| classify(blob, e))
+    }
+
+    /// Creates the container unless it exists.
+    pub async fn ensure_container(&self) -> Result<(), CoordError> {
+        let mut url = self.container.clone();
+        url.set_query(Some("restype=container"));
+        let result = self
+            .send(op("blob.createContainer", true), "", || {
+                let mut r = Self::request(&url, Method::Put);
+                r.insert_header("content-length", "0");
+                r
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(CoordError::Azure(crate::azure::Error::Rejected { status: 409, .. })) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The blob's content and ETag, or `None` when it does not exist.
+    pub async fn get(&self, blob: &str) -> Result<Option<(Vec<u8>, ETag)>, CoordError> {
+        let url = self.url(blob, None)?;
+        match self
+            .send(op("blob.get", true), blob, || {
+                Self::request(&url, Method::Get)
+            })
+            .await
+        {
+            Ok(answer) => {
+                let etag = header(&answer.headers, "etag").ok_or_else(|| CoordError::Format {
+                    blob: blob.to_owned(),
+                    detail: "the answer has no ETag".into(),
+                })?;
+                Ok(Some((answer.body.to_vec(), ETag(etag.to_owned()))))
+            }
+            Err(CoordError::Azure(crate::azure::Error::NotFound { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes a block blob under `conditions`; returns its new ETag. Sent once: after a
+    /// network error the caller reads the blob back to learn whether it landed.
+    pub async fn put(
+        &self,
+        blob: &str,
+        body: &[u8],
+        conditions: &Conditions<'_>,
+    ) -> Result<ETag, CoordError> {
+        let url = self.url(blob, None)?;
+        let answer = self
+            .send(op("blob.put", false), blob, || {
+                let mut r = Self::request(&url, Method::Put);
+                r.insert_header("x-ms-blob-type", "BlockBlob");
+                r.insert_header("content-type", "application/json");
+                r.insert_header("content-length", body.len().to_string());
+                if let Some(lease) = conditions.lease {
+                    r.insert_header("x-ms-lease-id", lease.0.clone());
+                }
+                if let Some(etag) = conditions.if_match {
+                    r.insert_header("if-match", etag.0.clone());
+                }
+                if conditions.if_none {
+                    r.insert_header("if-none-match", "*");
+                }
+                r.set_body(body.to_vec());
+                r
+            })
+            .await?;
+        header(&answer.headers, "etag")
+            .map(|e| ETag(e.to_owned()))
+            .ok_or_else(|| CoordError::Format {
+                blob: blob.to_owned(),
+                detail: "the write's answer has no ETag".into(),
+            })
+    }
+
+    async fn lease(
+        &self,
+        name: &'static str,
+        blob: &str,
+        headers: &[(&'static str, String)],
+    ) -> Result<Answer, CoordError> {
+        let url = self.url(blob, Some("comp=lease"))?;
+        self.send(op(name, true), blob, || {
+            let mut r = Self::request(&url, Method::Put);
+            r.insert_header("content-length", "0");
+            for (n, v) in headers {
+                r.insert_header(*n, v.clone());
+            }
+            r
+        })
+        .await
+    }
+
+    /// Acquires the blob's lease with `proposed` as its id (acquiring again with the
+    /// id already held succeeds and restarts the lease). 409 `LeaseAlreadyPresent`
+    /// becomes [`CoordError::Held`].
+    pub async fn acquire(
+        &self,
+        blob: &str,
+        duration: LeaseDuration,
+        proposed: &LeaseId,
+    ) -> Result<LeaseId, CoordError> {
+        let answer = self
+            .lease(
+                "blob.lease.acquire",
+                blob,
+                &[
+                    ("x-ms-lease-action", "acquire".into()),
+                    ("x-ms-lease-duration", duration.header()),
+                    ("x-ms-proposed-lease-id", proposed.0.clone()),
+                ],
+            )
+            .await?;
+        Ok(LeaseId(
+            header(&answer.headers, "x-ms-lease-id")
+                .unwrap_or(&proposed.0)
+                .to_owned(),
+        ))
+    }
+
+    /// Renews a held lease; [`CoordError::Lost`] when it is no longer this id's.
+    pub async fn renew(&self, blob: &str, lease: &LeaseId) -> Result<(), CoordError> {
+        self.lease(
+            "blob.lease.renew",
+            blob,
+            &[
+                ("x-ms-lease-action", "renew".into()),
+                ("x-ms-lease-id", lease.0.clone()),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Releases a held lease so another replica can take it at once.
+    pub async fn release(&self, blob: &str, lease: &LeaseId) -> Result<(), CoordError> {
+        self.lease(
+            "blob.lease.release",
+            blob,
+            &[
+                ("x-ms-lease-action", "release".into()),
+                ("x-ms-lease-id", lease.0.clone()),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Breaks whoever's lease after `period` seconds (0: now); returns the seconds
+    /// until it is broken. An operator's tool, never used by the rotation path.
+    pub async fn break_lease(&self, blob: &str, period: u32) -> Result<u32, CoordError> {
+        let answer = self
+            .lease(
+                "blob.lease.break",
+                blob,
+                &[
+                    ("x-ms-lease-action", "break".into()),
+                    ("x-ms-lease-break-period", period.to_string()),
+                ],
+            )
+            .await?;
+        Ok(header(&answer.headers, "x-ms-lease-time")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_durations_use_the_service_spelling() {
+        assert_eq!(LeaseDuration::Seconds(15).header(), "15");
+        assert_eq!(LeaseDuration::Infinite.header(), "-1");
+    }
+}

@@ -1,0 +1,271 @@
+//! The shared journal of one storage account: one JSON blob per account in the
+//! coordination container, holding its unfinished rotation (if any) and the last few
+//! finished ones, each with every intent, result and event exactly as the local
+//! journal records them. Pure: applying a journal write to a document is a function,
+//! unit-tested here; the blob IO is in `shared`.
+//!
+//! Promises: a write is applied only to the rotation it names, in the order the
+//! journal rules demand (an intent once, a result only after its intent, nothing
+//! after the finish, one unfinished rotation per account), so a document never holds
+//! what the local journal would have refused. Key values never enter it: only the
+//! machine's types, which hold fingerprints.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::journal::{ImportedRotation, NewRotation, SharedWrite, StepRecord};
+use crate::resource_id::ResourceId;
+use crate::rotation::machine::{Command, Event, Mode, Options, Outcome, SCHEMA, StepResult};
+use crate::rotation::origin::Origin;
+
+/// This document format's version.
+pub const FORMAT: u32 = 1;
+/// Finished rotations kept in a document (the local journals keep all of theirs).
+pub const KEEP_FINISHED: usize = 5;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccountDoc {
+    pub format: u32,
+    /// The machine's record schema the bodies were written with.
+    pub schema: u32,
+    /// The storage account (ARM id), once a rotation was recorded.
+    pub account: Option<String>,
+    /// The replica that last wrote, and since when it holds the lease.
+    pub holder: Option<Holder>,
+    /// The fingerprint of a fixed text under the writers' fingerprint key: replicas
+    /// must share one key, or their fingerprints would never match.
+    #[serde(default)]
+    pub fingerprint_check: Option<String>,
+    /// Oldest first; at most one unfinished, and it is the last.
+    pub rotations: Vec<RotationDoc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub replica: String,
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RotationDoc {
+    pub id: String,
+    pub plan: String,
+    pub account: String,
+    pub mode: Mode,
+    pub options: Options,
+    pub started_at: DateTime<Utc>,
+    /// Why it ran and who asked (the local journal's `origin`).
+    pub origin: Origin,
+    pub steps: Vec<StepDoc>,
+    pub events: Vec<EventDoc>,
+    pub finished: Option<FinishDoc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepDoc {
+    pub command: Command,
+    pub intent_at: DateTime<Utc>,
+    pub result: Option<StepResult>,
+    pub result_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventDoc {
+    pub event: Event,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinishDoc {
+    pub at: DateTime<Utc>,
+    pub outcome: Outcome,
+}
+
+/// Why a write does not apply.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error(
+        "the shared journal has rotation {other} of this account unfinished; it must finish (or be resumed) first"
+    )]
+    Busy { other: String },
+    #[error("the shared journal has no rotation {0}")]
+    Unknown(String),
+    #[error("rotation {0} has already finished in the shared journal")]
+    Finished(String),
+    #[error("rotation {rotation_id}: the shared journal holds a different command {seq}")]
+    Conflict { rotation_id: String, seq: u32 },
+    #[error("rotation {rotation_id}: a result for command {seq} without its intent, or twice")]
+    NoIntent { rotation_id: String, seq: u32 },
+}
+
+impl AccountDoc {
+    pub fn empty() -> AccountDoc {
+        AccountDoc {
+            format: FORMAT,
+            schema: SCHEMA,
+            ..AccountDoc::default()
+        }
+    }
+
+    /// Reads a document; an empty blob is an empty document.
+    pub fn parse(bytes: &[u8]) -> Result<AccountDoc, String> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(AccountDoc::empty());
+        }
+        let doc: AccountDoc =
+            serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+        if doc.format != FORMAT || doc.schema > SCHEMA {
+            return Err(format!(
+                "written in format {} with record schema {} by a newer keyflip (this one reads format {FORMAT}, schema up to {SCHEMA}); upgrade every replica",
+                doc.format, doc.schema
+            ));
+        }
+        Ok(doc)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // These types always serialize (no non-string map keys, no fallible impls).
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn unfinished(&self) -> Option<&RotationDoc> {
+        self.rotations.iter().find(|r| r.finished.is_none())
+    }
+
+    fn rotation_mut(&mut self, id: &str) -> Result<&mut RotationDoc, ApplyError> {
+        let r = self
+            .rotations
+            .iter_mut()
+            .find(|r| r.id == id)
+            .ok_or_else(|| ApplyError::Unknown(id.to_owned()))?;
+        if r.finished.is_some() {
+            return Err(ApplyError::Finished(id.to_owned()));
+        }
+        Ok(r)
+    }
+
+    /// Applies one journal write. `Ok(false)` when it was already applied (an
+    /// intent recorded again by a resumed executor), so nothing needs writing.
+    pub fn apply(&mut self, rotation_id: &str, write: SharedWrite<'_>) -> Result<bool, ApplyError> {
+        match write {
+            SharedWrite::Begin(new) => {
+                if let Some(other) = self.unfinished() {
+                    if other.id == new.id {
+                        return Ok(false);
+                    }
+                    return Err(ApplyError::Busy {
+                        other: other.id.clone(),
+                    });
+                }
+                self.account = Some(new.account.as_str().to_owned());
+                self.rotations.push(RotationDoc {
+                    id: new.id.clone(),
+                    plan: new.plan.clone(),
+                    account: new.account.as_str().to_owned(),
+                    mode: new.mode,
+                    options: new.options,
+                    started_at: new.started_at,
+                    origin: new.origin.clone(),
+                    steps: Vec::new(),
+                    events: Vec::new(),
+                    finished: None,
+                });
+                let finished = self.rotations.len() - 1;
+                if finished > KEEP_FINISHED {
+                    self.rotations.drain(..finished - KEEP_FINISHED);
+                }
+                Ok(true)
+            }
+            SharedWrite::Intent { command, at } => {
+                let r = self.rotation_mut(rotation_id)?;
+                if let Some(s) = r.steps.iter().find(|s| s.command.seq == command.seq) {
+                    return if s.command == *command {
+                        Ok(false)
+                    } else {
+                        Err(ApplyError::Conflict {
+                            rotation_id: rotation_id.to_owned(),
+                            seq: command.seq,
+                        })
+                    };
+                }
+                r.steps.push(StepDoc {
+                    command: command.clone(),
+                    intent_at: at,
+                    result: None,
+                    result_at: None,
+                });
+                Ok(true)
+            }
+            SharedWrite::Event { event, at } => {
+                let r = self.rotation_mut(rotation_id)?;
+                if let Event::Answer { seq, result, .. } = event {
+                    let step = r
+                        .steps
+                        .iter_mut()
+                        .find(|s| s.command.seq == *seq && s.result.is_none())
+                        .ok_or_else(|| ApplyError::NoIntent {
+                            rotation_id: rotation_id.to_owned(),
+                            seq: *seq,
+                        })?;
+                    step.result = Some(result.clone());
+                    step.result_at = Some(at);
+                }
+                r.events.push(EventDoc {
+                    event: event.clone(),
+                    at,
+                });
+                Ok(true)
+            }
+            SharedWrite::Finish { outcome, at } => {
+                let r = self.rotation_mut(rotation_id)?;
+                r.finished = Some(FinishDoc {
+                    at,
+                    outcome: outcome.clone(),
+                });
+                Ok(true)
+            }
+        }
+    }
+}
+
+impl RotationDoc {
+    /// The rotation as the local journal imports it.
+    pub fn to_imported(&self) -> Result<ImportedRotation, String> {
+        let account: ResourceId = self
+            .account
+            .parse()
+            .map_err(|e| format!("rotation {}: bad account id: {e}", self.id))?;
+        let mut steps: Vec<StepRecord> = self
+            .steps
+            .iter()
+            .map(|s| StepRecord {
+                command: s.command.clone(),
+                intent_at: s.intent_at,
+                result: s.result.clone(),
+                result_at: s.result_at,
+            })
+            .collect();
+        steps.sort_by_key(StepRecord::seq);
+        Ok(ImportedRotation {
+            rotation: NewRotation {
+                id: self.id.clone(),
+                plan: self.plan.clone(),
+                account,
+                mode: self.mode,
+                options: self.options,
+                started_at: self.started_at,
+                origin: self.origin.clone(),
+            },
+            steps,
+            events: self
+                .events
+                .iter()
+                .map(|e| (e.event.clone(), e.at))
+                .collect(),
+            finished: self.finished.as_ref().map(|f| (f.at, f.outcome.clone())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,179 @@
+use chrono::{TimeDelta, TimeZone as _};
+
+use super::*;
+use crate::key::KeyName;
+use crate::rotation::machine::Action;
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + TimeDelta::seconds(secs)
+}
+
+fn new(id: &str) -> NewRotation {
+    NewRotation {
+        id: id.to_owned(),
+        plan: "plan".into(),
+        account:
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acct"
+                .parse()
+                .unwrap(),
+        mode: Mode::Scheduled,
+        options: Options::default(),
+        started_at: t(0),
+        origin: crate::rotation::origin::Origin {
+            trigger: crate::rotation::origin::Trigger::Schedule {
+                reason: "cron".into(),
+            },
+            by: None,
+            follows: None,
+        },
+    }
+}
+
+fn cmd(seq: u32, action: Action) -> Command {
+    Command { seq, action }
+}
+
+fn answer(seq: u32) -> Event {
+    Event::Answer {
+        seq,
+        at: t(i64::from(seq)),
+        result: StepResult::Committed,
+    }
+}
+
+fn done() -> Outcome {
+    Outcome::Completed {
+        active: KeyName::Key2,
+        regenerated: Vec::new(),
+        warnings: Vec::new(),
+    }
+}
+
+#[test]
+fn writes_apply_in_journal_order_and_round_trip_to_an_import() {
+    let mut doc = AccountDoc::empty();
+    assert!(doc.apply("r1", SharedWrite::Begin(&new("r1"))).unwrap());
+    let commit = cmd(1, Action::Commit);
+    let intent = SharedWrite::Intent {
+        command: &commit,
+        at: t(1),
+    };
+    assert!(doc.apply("r1", intent).unwrap());
+    // The same intent again (a resumed executor) changes nothing.
+    assert!(!doc.apply("r1", intent).unwrap());
+    // A different command with that seq is a conflict.
+    let other = cmd(1, Action::Observe);
+    assert!(matches!(
+        doc.apply(
+            "r1",
+            SharedWrite::Intent {
+                command: &other,
+                at: t(1)
+            }
+        ),
+        Err(ApplyError::Conflict { seq: 1, .. })
+    ));
+    // A result without its intent is refused, as the local journal refuses it.
+    assert!(matches!(
+        doc.apply(
+            "r1",
+            SharedWrite::Event {
+                event: &answer(2),
+                at: t(2)
+            }
+        ),
+        Err(ApplyError::NoIntent { seq: 2, .. })
+    ));
+    doc.apply(
+        "r1",
+        SharedWrite::Event {
+            event: &answer(1),
+            at: t(2),
+        },
+    )
+    .unwrap();
+    // Twice is refused too.
+    assert!(
+        doc.apply(
+            "r1",
+            SharedWrite::Event {
+                event: &answer(1),
+                at: t(2)
+            }
+        )
+        .is_err()
+    );
+
+    let back = AccountDoc::parse(&doc.to_bytes()).unwrap();
+    assert_eq!(back, doc);
+    let imported = back.unfinished().unwrap().to_imported().unwrap();
+    assert_eq!(imported.rotation, new("r1"));
+    assert_eq!(imported.steps.len(), 1);
+    assert_eq!(imported.steps[0].result, Some(StepResult::Committed));
+    assert_eq!(imported.events, vec![(answer(1), t(2))]);
+    assert_eq!(imported.finished, None);
+
+    doc.apply(
+        "r1",
+        SharedWrite::Finish {
+            outcome: &done(),
+            at: t(9),
+        },
+    )
+    .unwrap();
+    assert!(doc.unfinished().is_none());
+    assert!(matches!(
+        doc.apply(
+            "r1",
+            SharedWrite::Intent {
+                command: &commit,
+                at: t(10)
+            }
+        ),
+        Err(ApplyError::Finished(_))
+    ));
+}
+
+#[test]
+fn one_unfinished_rotation_per_account_and_history_is_bounded() {
+    let mut doc = AccountDoc::empty();
+    doc.apply("r0", SharedWrite::Begin(&new("r0"))).unwrap();
+    assert_eq!(
+        doc.apply("r1", SharedWrite::Begin(&new("r1"))),
+        Err(ApplyError::Busy { other: "r0".into() })
+    );
+    doc.apply(
+        "r0",
+        SharedWrite::Finish {
+            outcome: &done(),
+            at: t(1),
+        },
+    )
+    .unwrap();
+    for i in 1..20 {
+        let id = format!("r{i}");
+        doc.apply(&id, SharedWrite::Begin(&new(&id))).unwrap();
+        doc.apply(
+            &id,
+            SharedWrite::Finish {
+                outcome: &done(),
+                at: t(1),
+            },
+        )
+        .unwrap();
+    }
+    doc.apply("r20", SharedWrite::Begin(&new("r20"))).unwrap();
+    assert_eq!(doc.rotations.len(), KEEP_FINISHED + 1);
+    assert_eq!(doc.rotations.last().unwrap().id, "r20");
+    assert_eq!(doc.unfinished().unwrap().id, "r20");
+}
+
+#[test]
+fn empty_blobs_read_as_empty_documents_and_newer_formats_are_refused() {
+    assert_eq!(AccountDoc::parse(b"").unwrap(), AccountDoc::empty());
+    let mut newer = AccountDoc::empty();
+    newer.format = FORMAT + 1;
+    let err = AccountDoc::parse(&newer.to_bytes()).unwrap_err();
+    assert!(err.contains("upgrade every replica"), "{err}");
+    assert!(AccountDoc::parse(b"{not json").is_err());
+}

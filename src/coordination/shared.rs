@@ -1,0 +1,512 @@
+//! The [`Coordinator`]: the leases this replica holds and the shared journal writes
+//! made under them.
+//!
+//! Each rotated account has one blob, `accounts/<hash of the lower-cased ARM id>.json`
+//! (ARM ids are case-insensitive), holding an [`AccountDoc`]. The lease is on that
+//! blob, so "holding the account" and "may write its journal" are one thing.
+//!
+//! A journal write arrives through [`Mirror::record`], which the local journal calls
+//! inside its transaction. It checks the lease has at least half its length left,
+//! applies the write to a copy of the document, and writes it with the lease id and
+//! `If-Match` of the version last read or written. Only a write the service accepted
+//! counts; an unclear one (the connection broke after sending) is settled by reading
+//! the blob back: it landed if the blob holds exactly what was sent.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ring::digest;
+use tokio_util::sync::CancellationToken;
+
+use super::blob::{BlobClient, Conditions, ETag};
+use super::document::{AccountDoc, Holder};
+use super::error::CoordError;
+use super::lease::Lease;
+use crate::azure::Azure;
+use crate::config::CoordinationConfig;
+use crate::journal::{ImportedRotation, Mirror, SharedWrite};
+use crate::resource_id::ResourceId;
+
+/// Counters for metrics and status.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub acquisitions: AtomicU64,
+    pub refused: AtomicU64,
+    pub losses: AtomicU64,
+    pub renewals: AtomicU64,
+    /// Latency of the last successful renewal, in microseconds.
+    pub last_renewal_us: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+/// A lease this replica holds, for status.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseInfo {
+    pub account: String,
+    pub replica: String,
+    pub since: DateTime<Utc>,
+}
+
+struct Held {
+    account: String,
+    lease: Lease,
+    /// The document as last read or written, with that version's ETag.
+    doc: Mutex<(AccountDoc, ETag)>,
+    stop: CancellationToken,
+}
+
+/// The replica's side of coordination. Shared behind an `Arc`.
+pub struct Coordinator {
+    client: BlobClient,
+    config: CoordinationConfig,
+    held: Mutex<HashMap<String, Arc<Held>>>,
+    /// Which held blob each rotation's journal lives in.
+    rotations: Mutex<HashMap<String, String>>,
+    /// This replica's fingerprint-key check value (see [`AccountDoc`]).
+    fingerprint_check: String,
+    /// Where every coordination request runs (see [`Background`]).
+    background: Background,
+    pub stats: Arc<Stats>,
+}
+
+/// A runtime of the coordinator's own (one thread). Its requests, and the renewals,
+/// run there, so neither waits for the engine's runtime: a journal write blocks its
+/// caller (it runs inside the journal's mutex) while the blob write runs here, which
+/// other tasks blocked on that mutex could otherwise starve.
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Background {
+    fn start() -> Result<Background, String> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("keyflip-coordination")
+            .enable_all()
+            .build()
+            .map(|rt| Background(Some(rt)))
+            .map_err(|e| format!("cannot start the coordination thread: {e}"))
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another's task would panic; this never does.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Fingerprinted to make the check value. Not a secret.
+const CHECK_INPUT: &str = "keyflip coordination fingerprint-key check v1";
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("container", &self.client.container_url().as_str())
+            .field("replica", &self.config.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The blob of one account's lease and journal.
+pub fn blob_name(account: &ResourceId) -> String {
+    let hash = digest::digest(&digest::SHA256, account.as_str().to_lowercase().as_bytes());
+    let hex: String = hash.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("accounts/{hex}.json")
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why a plan may not be rotated under this coordination, if it may not.
+pub fn refuses(config: &CoordinationConfig, account: &ResourceId) -> Option<String> {
+    account.name().eq_ignore_ascii_case(&config.account_name).then(|| {
+        format!(
+            "storage account {} is the coordination account of [coordination] ({}): rotating its keys while replicas coordinate through it is refused (keyflip reaches it with Entra ID only, so it needs no key rotation by keyflip). Move coordination to another account, or rotate this one from a keyflip without [coordination]",
+            account.name(),
+            config.blob_endpoint
+        )
+    })
+}
+
+impl Coordinator {
+    /// A coordinator reaching the configured container with `azure`'s credential and
+    /// transport. Sends nothing.
+    /// `azure` should be a facade of its own (its own connections and token cache):
+    /// its requests run on the coordinator's thread.
+    pub fn new(azure: &Azure, config: &CoordinationConfig) -> Coordinator {
+        Coordinator {
+            client: BlobClient::for_audience(azure, super::blob::STORAGE_AUDIENCE, config),
+            config: config.clone(),
+            held: Mutex::new(HashMap::new()),
+            rotations: Mutex::new(HashMap::new()),
+            fingerprint_check: azure
+                .fingerprint(&crate::secret::StorageKey::new(CHECK_INPUT.to_owned()))
+                .to_hex(),
+            background: Background::start().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "coordination cannot run");
+                Background(None)
+            }),
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    /// Runs `work` on the coordinator's thread and awaits it from any runtime.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, CoordError>> + Send + 'static,
+    ) -> Result<T, CoordError> {
+        let handle = self.background.handle().ok_or(CoordError::Runtime)?;
+        handle.spawn(work).await.map_err(|_| CoordError::Runtime)?
+    }
+
+    /// Runs `work` on the coordinator's thread and blocks this thread until it ends
+    /// (the journal's synchronous writes).
+    fn wait<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, CoordError>> + Send + 'static,
+    ) -> Result<T, CoordError> {
+        let handle = self.background.handle().ok_or(CoordError::Runtime)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        handle.spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        rx.recv().map_err(|_| CoordError::Runtime)?
+    }
+
+    pub fn client(&self) -> &BlobClient {
+        &self.client
+    }
+
+    pub fn config(&self) -> &CoordinationConfig {
+        &self.config
+    }
+
+    /// Leases held now.
+    pub fn held(&self) -> Vec<LeaseInfo> {
+        let mut list: Vec<LeaseInfo> = lock(&self.held)
+            .values()
+            .map(|h| LeaseInfo {
+                account: h.account.clone(),
+                replica: self.config.replica.clone(),
+                since: h.lease.since,
+            })
+            .collect();
+        list.sort_by(|a, b| a.account.cmp(&b.account));
+        list
+    }
+
+    /// Creates the account's blob when it does not exist yet (and the container on
+    /// first use). A blob that exists, leased or not, is left as it is.
+    async fn ensure_blob(&self, blob: &str) -> Result<(), CoordError> {
+        let empty = AccountDoc::empty().to_bytes();
+        let create = Conditions {
+            if_none: true,
+            ..Conditions::default()
+        };
+        for attempt in 0..2 {
+            match self.client.put(blob, &empty, &create).await {
+                Ok(_) | Err(CoordError::Changed { .. } | CoordError::Lost { .. }) => return Ok(()),
+                Err(CoordError::Azure(crate::azure::Error::NotFound { .. })) if attempt == 0 => {
+                    self.client.ensure_container().await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Acquires the lease of `account` (refusing the coordination account itself),
+    /// starts renewing it, and returns it with every rotation its shared journal
+    /// holds, for the local journal to import. [`CoordError::Held`] when another
+    /// replica holds it.
+    pub async fn hold(
+        self: &Arc<Self>,
+        account: &ResourceId,
+    ) -> Result<(AccountLease, Vec<ImportedRotation>), CoordError> {
+        if let Some(why) = refuses(&self.config, account) {
+            return Err(CoordError::CoordinationAccount(why));
+        }
+        let this = self.clone();
+        let account = account.clone();
+        self.run(async move { this.hold_here(&account).await })
+            .await
+    }
+
+    /// [`Coordinator::hold`], on the coordinator's thread.
+    async fn hold_here(
+        self: &Arc<Self>,
+        account: &ResourceId,
+    ) -> Result<(AccountLease, Vec<ImportedRotation>), CoordError> {
+        let blob = blob_name(account);
+        self.ensure_blob(&blob).await?;
+        let lease = match Lease::acquire(&self.client, &blob, self.config.lease).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                if matches!(e, CoordError::Held { .. }) {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+        };
+        self.stats.acquisitions.fetch_add(1, Ordering::Relaxed);
+        let read = async {
+            let (bytes, etag) = self
+                .client
+                .get(&blob)
+                .await?
+                .ok_or_else(|| CoordError::Lost {
+                    blob: blob.clone(),
+                    why: "the blob was deleted after its lease was acquired".into(),
+                })?;
+            let doc = AccountDoc::parse(&bytes).map_err(|detail| CoordError::Format {
+                blob: blob.clone(),
+                detail,
+            })?;
+            if doc
+                .fingerprint_check
+                .as_ref()
+                .is_some_and(|c| *c != self.fingerprint_check)
+            {
+                return Err(CoordError::FingerprintKey { blob: blob.clone() });
+            }
+            let imported = doc
+                .rotations
+                .iter()
+                .map(|r| {
+                    r.to_imported().map_err(|detail| CoordError::Format {
+                        blob: blob.clone(),
+                        detail,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, CoordError>((doc, etag, imported))
+        };
+        let (doc, etag, imported) = match read.await {
+            Ok(read) => read,
+            Err(e) => {
+                lease.release().await;
+                return Err(e);
+            }
+        };
+        tracing::info!(account = %account, replica = %self.config.replica, lease_s = lease.length().as_secs(), unfinished = doc.unfinished().map(|r| r.id.as_str()), "account lease acquired");
+        {
+            let mut rotations = lock(&self.rotations);
+            for r in &doc.rotations {
+                rotations.insert(r.id.clone(), blob.clone());
+            }
+        }
+        let held = Arc::new(Held {
+            account: account.as_str().to_owned(),
+            lease,
+            doc: Mutex::new((doc, etag)),
+            stop: CancellationToken::new(),
+        });
+        lock(&self.held).insert(blob.clone(), held.clone());
+        let keeper = held.clone();
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            let on_renew = move |latency: Duration| {
+                stats.renewals.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .last_renewal_us
+                    .store(latency.as_micros() as u64, Ordering::Relaxed);
+            };
+            keeper.lease.keep(keeper.stop.clone(), &on_renew).await;
+        });
+        Ok((
+            AccountLease {
+                coordinator: self.clone(),
+                blob,
+                held,
+            },
+            imported,
+        ))
+    }
+
+    /// Fails unless this replica holds `account`'s lease with time left to send an
+    /// effect ([`super::lease::sending`]); the executor's check right before sending.
+    pub fn ensure_sending(&self, account: &ResourceId) -> Result<(), CoordError> {
+        let blob = blob_name(account);
+        let held = lock(&self.held).get(&blob).cloned();
+        match held {
+            Some(held) => held
+                .lease
+                .ensure_at_least(super::lease::sending(held.lease.length())),
+            None => Err(CoordError::Lost {
+                blob,
+                why: "this replica does not hold the account's lease".into(),
+            }),
+        }
+    }
+
+    /// Every rotation the account's shared journal holds, read without the lease.
+    pub async fn peek(&self, account: &ResourceId) -> Result<Vec<ImportedRotation>, CoordError> {
+        let blob = blob_name(account);
+        let client = self.client.clone();
+        let name = blob.clone();
+        let read = self.run(async move { client.get(&name).await }).await?;
+        let Some((bytes, _)) = read else {
+            return Ok(Vec::new());
+        };
+        let doc = AccountDoc::parse(&bytes).map_err(|detail| CoordError::Format {
+            blob: blob.clone(),
+            detail,
+        })?;
+        doc.rotations
+            .iter()
+            .map(|r| {
+                r.to_imported().map_err(|detail| CoordError::Format {
+                    blob: blob.clone(),
+                    detail,
+                })
+            })
+            .collect()
+    }
+
+    fn find(&self, rotation_id: &str, write: &SharedWrite<'_>) -> Result<Arc<Held>, CoordError> {
+        let blob = match write {
+            SharedWrite::Begin(new) => {
+                let blob = blob_name(&new.account);
+                lock(&self.rotations).insert(rotation_id.to_owned(), blob.clone());
+                blob
+            }
+            _ => lock(&self.rotations)
+                .get(rotation_id)
+                .cloned()
+                .unwrap_or_default(),
+        };
+        lock(&self.held)
+            .get(&blob)
+            .cloned()
+            .ok_or_else(|| CoordError::Lost {
+                blob: if blob.is_empty() {
+                    rotation_id.to_owned()
+                } else {
+                    blob
+                },
+                why: "this replica does not hold the account's lease".into(),
+            })
+    }
+
+    /// One journal write to the held account's blob: applied to the document, written
+    /// with the lease id and `If-Match`, the document kept only once the service
+    /// accepted it. Blocks until then (the journal's writes are synchronous).
+    fn write(
+        &self,
+        held: &Held,
+        rotation_id: &str,
+        write: SharedWrite<'_>,
+    ) -> Result<(), CoordError> {
+        let blob = held.lease.blob().to_owned();
+        held.lease.ensure()?;
+        let mut current = lock(&held.doc);
+        let mut doc = current.0.clone();
+        let changed = doc
+            .apply(rotation_id, write)
+            .map_err(|e| CoordError::Format {
+                blob: blob.clone(),
+                detail: e.to_string(),
+            })?;
+        if !changed {
+            return Ok(());
+        }
+        doc.holder = Some(Holder {
+            replica: self.config.replica.clone(),
+            since: held.lease.since,
+        });
+        doc.fingerprint_check = Some(self.fingerprint_check.clone());
+        let bytes = doc.to_bytes();
+        let client = self.client.clone();
+        let (lease, if_match) = (held.lease.id().clone(), current.1.clone());
+        let result = self.wait(async move {
+            let conditions = Conditions {
+                lease: Some(&lease),
+                if_match: Some(&if_match),
+                if_none: false,
+            };
+            match client.put(&blob, &bytes, &conditions).await {
+                Ok(etag) => Ok(etag),
+                Err(CoordError::Azure(e)) if e.is_transient() => {
+                    // Sent once; learn whether it landed.
+                    match client.get(&blob).await? {
+                        Some((stored, etag)) if stored == bytes => Ok(etag),
+                        _ => Err(CoordError::Azure(e)),
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        });
+        let etag = match result {
+            Ok(etag) => etag,
+            Err(e) => {
+                if e.is_lease_loss() || matches!(e, CoordError::Changed { .. }) {
+                    self.stats.losses.fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+        };
+        self.stats.writes.fetch_add(1, Ordering::Relaxed);
+        *current = (doc, etag);
+        Ok(())
+    }
+}
+
+impl Mirror for Coordinator {
+    fn record(
+        &self,
+        rotation_id: &str,
+        write: SharedWrite<'_>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let held = self.find(rotation_id, &write)?;
+        self.write(&held, rotation_id, write).map_err(Into::into)
+    }
+}
+
+/// The lease of one account, held (and renewed) until dropped; dropping releases it.
+pub struct AccountLease {
+    coordinator: Arc<Coordinator>,
+    blob: String,
+    held: Arc<Held>,
+}
+
+impl std::fmt::Debug for AccountLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountLease")
+            .field("blob", &self.blob)
+            .finish()
+    }
+}
+
+impl AccountLease {
+    /// Fails unless the lease is still held with enough time left for a step.
+    pub fn ensure(&self) -> Result<(), CoordError> {
+        self.held.lease.ensure()
+    }
+
+    pub fn blob(&self) -> &str {
+        &self.blob
+    }
+}
+
+impl Drop for AccountLease {
+    fn drop(&mut self) {
+        self.held.stop.cancel();
+        lock(&self.coordinator.held).remove(&self.blob);
+        let held = self.held.clone();
+        if let Some(handle) = self.coordinator.background.handle() {
+            handle.spawn(async move { held.lease.release().await });
+        }
+    }
+}
