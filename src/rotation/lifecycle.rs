@@ -189,7 +189,9 @@ async fn begin_and_run(
     // something missing, or an unreachable Azure, leaves no unfinished rotation behind.
     let observed_from = Instant::now();
     let mut observation = observe(&ctx).await?;
-    if !matches!(request.mode, Mode::Retire { .. }) {
+    // Not for adopting, which regenerates nothing, so breaks no consumer the plan does
+    // not list (the daemon's drift repair adopts).
+    if !matches!(request.mode, Mode::Retire { .. } | Mode::Adopt { .. }) {
         observation.unlisted = unlisted(inner, plan, &observation).await;
     }
     let options = machine_options(plan, &request);
