@@ -397,7 +397,8 @@ impl Azure {
         let mut last_conflict = String::new();
         for attempt in 1..=ATTEMPTS {
             if attempt > 1 {
-                tokio::time::sleep(self.options.retry.backoff(attempt - 1)).await;
+                self.web_wait(site, collection, self.options.retry.backoff(attempt - 1))
+                    .await?;
             }
             let first = self.web_settings(site, collection).await?;
             let Some((key, current)) = first.find(name) else {
@@ -444,7 +445,7 @@ impl Azure {
                         .min(THROTTLED_WAIT_CAP);
                     last_conflict = format!("the PUT was throttled: {e}");
                     tracing::warn!(target = %site, setting = name, attempt, wait_ms = wait.as_millis() as u64, "settings write throttled; starting over after the wait");
-                    tokio::time::sleep(wait).await;
+                    self.web_wait(site, collection, wait).await?;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -473,6 +474,28 @@ impl Azure {
         Err(Error::Invalid(format!(
             "{what}: the settings kept changing while keyflip wrote ({ATTEMPTS} attempts; last: {last_conflict}). App Service has no concurrency control on settings, so keyflip stops rather than overwrite another writer (a deployment or a person changing settings?); the collection holds what the last writer wrote. Retry when it is done"
         )))
+    }
+
+    /// Waits `wait` between attempts of a settings write, unless keyflip is
+    /// interrupted first (a signal ends every wait of an Azure call).
+    async fn web_wait(
+        &self,
+        site: &SiteRef,
+        collection: Collection,
+        wait: std::time::Duration,
+    ) -> Result<(), Error> {
+        let (_, put) = collection.operations(site.slot.is_some());
+        tokio::select! {
+            () = tokio::time::sleep(wait) => Ok(()),
+            () = self.interrupt.cancelled() => Err(Error::Interrupted {
+                call: Box::new(super::error::Call {
+                    operation: put.name,
+                    target: site.id().to_string(),
+                    request_id: None,
+                }),
+                sent: false,
+            }),
+        }
     }
 
     /// The lock that serializes this process's writes of one collection.

@@ -385,6 +385,17 @@ async fn the_daemon_logs_which_credential_it_uses() {
             run.join("keyflip.sock").display()
         ),
     );
+    // A plan scheduled by key age with no stored observation is checked at once, so
+    // the first token is taken at start-up; otherwise the first check waits for the
+    // plan's hashed place in its one-minute drift interval, up to this test's deadline.
+    let plan = cli.dir.path().join("plans/demo.toml");
+    let text = std::fs::read_to_string(&plan).unwrap();
+    let text = text.replacen("[schedule]\n", "[schedule]\nmax_key_age = \"90d\"\n", 1);
+    assert!(
+        text.contains("max_key_age"),
+        "the demo plan has a [schedule]"
+    );
+    std::fs::write(&plan, text).unwrap();
     let e = &cli.twin.endpoints;
     let mut cmd = cli.command(&config, &["--log-format", "json", "-v", "daemon"]);
     for name in CHAIN_VARS {
