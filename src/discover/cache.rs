@@ -5,6 +5,9 @@
 //! as the secret's current version is the one it was taken from (its `updated` time),
 //! so a warm cache reads no secret value again until someone writes a new version.
 //!
+//! App Service sites, slots and settings and Data Factories are kept for the same time
+//! to live (a setting as its fingerprint and the account its connection string names).
+//!
 //! Promises: the cache holds ids, attributes and keyed fingerprints, never a value;
 //! concurrent askers of one list share one request; a failed read is not kept (the
 //! next scan asks again); its size is bounded by what the subscriptions hold.
@@ -22,6 +25,8 @@ use crate::azure::keyvault::SecretItem;
 use crate::azure::ml::Workspace;
 use crate::clock::Clock;
 use crate::consumer::SecretFormat;
+use crate::consumer::app_service::discover::SeenSetting;
+use crate::resource_id::ResourceId;
 use crate::secret::Fingerprint;
 
 /// Why a read gave nothing: its text, and the permission a 403 names.
@@ -105,6 +110,14 @@ pub struct DiscoveryCache {
     pub(crate) vaults: ListsOf<Vec<VaultSummary>>,
     pub(crate) secrets: ListsOf<Vec<SecretItem>>,
     pub(crate) datastores: ListsOf<Vec<Datastore>>,
+    /// App Service sites and Data Factories by subscription, a site's slots.
+    pub(crate) sites: ListsOf<Vec<ResourceId>>,
+    pub(crate) factories: ListsOf<Vec<ResourceId>>,
+    pub(crate) slots: ListsOf<Vec<String>>,
+    /// A site's (or slot's) settings collection, by `{id}|{collection}`: each
+    /// setting's name and what it holds by fingerprint, never its value. Listing one
+    /// is a POST, an ARM write: kept, the daemon's rotations spend none on it.
+    pub(crate) settings: ListsOf<Vec<(String, SeenSetting)>>,
     /// (vault URL, secret name) → the current version's `updated` time and the
     /// fingerprint of its value.
     fingerprints: Mutex<HashMap<(String, String), SeenValue>>,
@@ -144,6 +157,10 @@ impl DiscoveryCache {
             vaults: ListsOf::default(),
             secrets: ListsOf::default(),
             datastores: ListsOf::default(),
+            sites: ListsOf::default(),
+            factories: ListsOf::default(),
+            slots: ListsOf::default(),
+            settings: ListsOf::default(),
             fingerprints: Mutex::new(HashMap::new()),
         }
     }

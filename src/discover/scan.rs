@@ -15,7 +15,9 @@ use crate::azure::datastore::Datastore;
 use crate::azure::inventory::VaultSummary;
 use crate::azure::keyvault::SecretItem;
 use crate::azure::ml::Workspace;
+use crate::azure::web::{Collection, SiteRef};
 use crate::azure::{self, Azure};
+use crate::consumer::app_service::discover::SeenSetting;
 use crate::consumer::{ConsumerId, SecretFormat};
 use crate::key::KeyName;
 use crate::resource_id::ResourceId;
@@ -216,6 +218,74 @@ impl<'a> Scan<'a> {
                 self.call(self.azure.ml_datastores(workspace))
                     .await
                     .map(Arc::new)
+                    .map_err(|e| ReadError::from_azure(&e))
+            })
+            .await
+    }
+
+    pub(crate) async fn sites(
+        &self,
+        subscription: &str,
+    ) -> Result<Arc<Vec<ResourceId>>, ReadError> {
+        self.cache
+            .list(&self.cache.sites, subscription, || async {
+                self.call(self.azure.web_sites_in(subscription))
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| ReadError::from_azure(&e))
+            })
+            .await
+    }
+
+    pub(crate) async fn factories(
+        &self,
+        subscription: &str,
+    ) -> Result<Arc<Vec<ResourceId>>, ReadError> {
+        self.cache
+            .list(&self.cache.factories, subscription, || async {
+                self.call(self.azure.data_factories_in(subscription))
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| ReadError::from_azure(&e))
+            })
+            .await
+    }
+
+    pub(crate) async fn slots(&self, site: &ResourceId) -> Result<Arc<Vec<String>>, ReadError> {
+        self.cache
+            .list(&self.cache.slots, site.as_str(), || async {
+                self.call(self.azure.web_slots(site))
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| ReadError::from_azure(&e))
+            })
+            .await
+    }
+
+    /// A site's (or slot's) settings collection as discovery needs it: names and
+    /// fingerprints, the values dropped as they are read.
+    pub(crate) async fn settings(
+        &self,
+        place: &SiteRef,
+        collection: Collection,
+    ) -> Result<Arc<Vec<(String, SeenSetting)>>, ReadError> {
+        let key = format!("{}|{}", place.id(), collection.segment());
+        self.cache
+            .list(&self.cache.settings, &key, || async {
+                self.call(self.azure.web_settings(place, collection))
+                    .await
+                    .map(|settings| {
+                        Arc::new(
+                            settings
+                                .0
+                                .iter()
+                                .filter_map(|(name, setting)| {
+                                    SeenSetting::of(self, &setting.value)
+                                        .map(|seen| (name.clone(), seen))
+                                })
+                                .collect(),
+                        )
+                    })
                     .map_err(|e| ReadError::from_azure(&e))
             })
             .await

@@ -7,8 +7,11 @@
 //! fleet: it looks only in the account's own subscription, through the process's
 //! [`DiscoveryCache`] (a daemon's rotations share the subscription's lists for
 //! [`super::LIST_TTL`], and a secret's value is read again only once it has a new
-//! version), reuses the keys the observation just read, and sends no ARM write: which
-//! key an unlisted workspace or datastore holds is not needed to know it is unlisted.
+//! version), reuses the keys the observation just read, and sends no ARM write it can
+//! do without: which key an unlisted workspace or datastore holds is not needed to
+//! know it is unlisted. (Listing App Service settings is a POST, so an ARM write; the
+//! cache keeps what it found.) In the daemon its calls are deferrable (see
+//! `crate::azure::budget::deferrable`): a rotation never waits for them.
 
 use url::Url;
 
@@ -85,6 +88,15 @@ pub async fn check(
     )
     .await;
     let (consumers, other) = found.pop().unwrap_or_default();
+    let deferred = other
+        .iter()
+        .filter(|f| matches!(&f.verdict, Verdict::Cannot { why } if why.contains(crate::azure::budget::DEFERRED)))
+        .count();
+    if deferred > 0 {
+        // The daemon's check never waits for the budget (`budget::deferrable`): what it
+        // could not read now, the next rotation's check reads through the warm cache.
+        tracing::warn!(plan = %plan.name, deferred, "unlisted-consumer check incomplete: reads were deferred to leave the call budget to rotations; `keyflip doctor` lists every consumer");
+    }
     for f in &other {
         if let Verdict::Cannot { why } = &f.verdict {
             tracing::debug!(plan = %plan.name, subject = %f.subject, why = %why, "unlisted-consumer check: not readable or not rotatable");

@@ -159,7 +159,7 @@ pub(super) async fn dry_run(
 ) -> Result<DryRun, EngineError> {
     let ctx = Ctx::new(inner, plan, "dry-run");
     let mut observation = observe(&ctx).await?;
-    if !matches!(request.mode, crate::rotation::machine::Mode::Retire { .. }) {
+    if super::lifecycle::checks_unlisted(request.mode) {
         observation.unlisted = super::lifecycle::unlisted(inner, plan, &observation).await;
     }
     let observed: Vec<ConsumerRef> = observation

@@ -189,9 +189,7 @@ async fn begin_and_run(
     // something missing, or an unreachable Azure, leaves no unfinished rotation behind.
     let observed_from = Instant::now();
     let mut observation = observe(&ctx).await?;
-    // Not for adopting, which regenerates nothing, so breaks no consumer the plan does
-    // not list (the daemon's drift repair adopts).
-    if !matches!(request.mode, Mode::Retire { .. } | Mode::Adopt { .. }) {
+    if checks_unlisted(request.mode) {
         observation.unlisted = unlisted(inner, plan, &observation).await;
     }
     let options = machine_options(plan, &request);
@@ -405,15 +403,41 @@ async fn resume_one(
     Ok((run.report(true)?, follow))
 }
 
+/// Whether a rotation in `mode` runs the unlisted-consumer check before it starts.
+/// Not an incident: a leaked key dies first, and nothing routine (discovery's reads
+/// of a whole subscription) stands before it; incidents only ever warned about
+/// unlisted consumers anyway. Not a retire of a parked swap, whose consumers were
+/// checked when it swapped, nor an adopt, which regenerates nothing and so breaks no
+/// consumer the plan does not list (the daemon's drift repair adopts).
+pub(super) fn checks_unlisted(mode: Mode) -> bool {
+    !mode.is_incident() && !matches!(mode, Mode::Retire { .. } | Mode::Adopt { .. })
+}
+
 /// The consumers of the plan's account that the plan does not list, by discovery in
 /// the account's subscription (through the engine's cache; the keys the observation
 /// just read). A discovery that fails leaves the list empty and says so in the log:
 /// the check informs, it never stops a rotation by failing.
+///
+/// In the daemon its calls are deferrable reads of the budgets' background lane,
+/// whatever lane the rotation runs in (see `budget::deferrable`): each goes at once
+/// within a quarter of its windows, or not at all, so the check never makes a
+/// rotation wait for the budget nor spends what the rotation's own calls need. What
+/// was deferred is a warning, and the next check (through the warm
+/// `crate::discover::DiscoveryCache`, which keeps what was read) reads it.
 pub(super) async fn unlisted(
     inner: &Inner,
     plan: &Plan,
     obs: &Observation,
 ) -> Vec<UnlistedConsumer> {
+    use crate::azure::budget;
+    budget::in_lane(
+        budget::Lane::Background,
+        budget::deferrable(unlisted_now(inner, plan, obs)),
+    )
+    .await
+}
+
+async fn unlisted_now(inner: &Inner, plan: &Plan, obs: &Observation) -> Vec<UnlistedConsumer> {
     let written = match crate::discover::journal_writes(&inner.journal(), &plan.storage_account) {
         Ok(found) => found,
         Err(e) => {

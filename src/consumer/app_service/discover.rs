@@ -20,25 +20,21 @@ use crate::azure::web::{Collection, KeyVaultReference, SiteRef};
 use crate::consumer::{ConsumerId, Entry, account_key};
 use crate::discover::{Finding, Holds, Scan, Verdict, write::quote};
 use crate::resource_id::ResourceId;
+use crate::secret::{Fingerprint, StorageKey};
 
 pub(crate) async fn discover(scan: &Scan<'_>) -> Vec<(Option<usize>, Finding)> {
     let mut out = Vec::new();
-    let lists = join_all(
-        scan.subscriptions
-            .iter()
-            .map(|s| scan.call(scan.azure.web_sites_in(s))),
-    )
-    .await;
+    let lists = join_all(scan.subscriptions.iter().map(|s| scan.sites(s))).await;
     let mut sites: Vec<ResourceId> = Vec::new();
     for (sub, list) in scan.subscriptions.iter().zip(lists) {
         match list {
-            Ok(list) => sites.extend(list),
+            Ok(list) => sites.extend(list.iter().cloned()),
             Err(e) => out.push((
                 None,
                 cannot(
                     format!("App Service sites of subscription {sub}"),
                     None,
-                    format!("cannot list them: {e}"),
+                    format!("cannot list them: {}", e.text),
                 ),
             )),
         }
@@ -72,15 +68,15 @@ struct Holding {
 
 async fn site(scan: &Scan<'_>, site: &ResourceId) -> Vec<(Option<usize>, Finding)> {
     let mut out = Vec::new();
-    let slots = match scan.call(scan.azure.web_slots(site)).await {
-        Ok(slots) => slots,
+    let slots: Vec<String> = match scan.slots(site).await {
+        Ok(slots) => slots.to_vec(),
         Err(e) => {
             out.push((
                 None,
                 cannot(
                     format!("deployment slots of site {}", site.name()),
                     None,
-                    format!("cannot list them: {e}"),
+                    format!("cannot list them: {}", e.text),
                 ),
             ));
             Vec::new()
@@ -92,10 +88,8 @@ async fn site(scan: &Scan<'_>, site: &ResourceId) -> Vec<(Option<usize>, Finding
         .collect();
     let reads = join_all(places.iter().flat_map(|place| {
         [Collection::AppSettings, Collection::ConnectionStrings]
-                .into_iter()
-                .map(move |c| async move {
-                    (place, c, scan.call(scan.azure.web_settings(place, c)).await)
-                })
+            .into_iter()
+            .map(move |c| async move { (place, c, scan.settings(place, c).await) })
     }))
     .await;
     let mut holdings: Vec<Holding> = Vec::new();
@@ -108,45 +102,49 @@ async fn site(scan: &Scan<'_>, site: &ResourceId) -> Vec<(Option<usize>, Finding
                     cannot(
                         format!("{}s of {}", collection.noun(), place.short()),
                         None,
-                        format!("cannot read them: {e}"),
+                        format!("cannot read them: {}", e.text),
                     ),
                 ));
                 continue;
             }
         };
-        for (name, setting) in &settings.0 {
+        for (name, setting) in settings.iter() {
             let id = ConsumerId::AppService(Box::new(SettingId::new(place, collection, name)));
             let subject = format!("{} {}", PROFILE.label, id.short());
-            if let Some(reference) = KeyVaultReference::parse(setting.value.expose()) {
-                if let Some(found) = referenced(scan, &reference, id, subject) {
-                    out.push(found);
+            let (fp, named, connection_string) = match setting {
+                SeenSetting::Reference(reference) => {
+                    if let Some(found) = referenced(scan, reference, id, subject) {
+                        out.push(found);
+                    }
+                    continue;
                 }
-                continue;
-            }
-            let Some(key) = account_key(&setting.value) else {
-                continue;
+                SeenSetting::Key {
+                    fingerprint,
+                    named,
+                    connection_string,
+                } => (*fingerprint, named, *connection_string),
             };
-            let fp = scan.fingerprint(&key);
-            drop(key);
             // The account: the one whose key it holds, else the one its connection
             // string names (a stale key: broken already, still this account's).
             let (account, holds) = match scan.owner(fp) {
                 Some((i, k)) => (i, Holds::key(k)),
-                None => match account_named(setting.value.expose()).and_then(|n| {
+                None => match named.as_ref().and_then(|n| {
                     scan.accounts
                         .iter()
-                        .position(|a| a.id.name().eq_ignore_ascii_case(&n))
+                        .position(|a| a.id.name().eq_ignore_ascii_case(n))
                 }) {
                     Some(i) => (i, Holds::Neither),
                     None => continue,
                 },
             };
-            let connection_string = match stored(&setting.value, scan.accounts[account].id.name()).0
+            // A connection string naming another account with this key in it.
+            if connection_string
+                && named
+                    .as_ref()
+                    .is_some_and(|n| !n.eq_ignore_ascii_case(scan.accounts[account].id.name()))
             {
-                Stored::Key { connection_string } => connection_string,
-                // A connection string naming another account with this key in it.
-                _ => continue,
-            };
+                continue;
+            }
             holdings.push(Holding {
                 account,
                 place: place.clone(),
@@ -167,6 +165,44 @@ async fn site(scan: &Scan<'_>, site: &ResourceId) -> Vec<(Option<usize>, Finding
     }
     out.extend(tables(site, &slots, holdings));
     out
+}
+
+/// A setting as discovery keeps it (in the [`crate::discover::DiscoveryCache`]):
+/// what it refers to or the fingerprint of the key it holds, never its value.
+#[derive(Clone, Debug)]
+pub(crate) enum SeenSetting {
+    /// A Key Vault reference: covered by that secret, if it holds a key.
+    Reference(KeyVaultReference),
+    /// An account key, raw or in a connection string.
+    Key {
+        fingerprint: Fingerprint,
+        /// The `AccountName` its connection string names.
+        named: Option<String>,
+        connection_string: bool,
+    },
+}
+
+impl SeenSetting {
+    /// What `value` is to discovery; `None` when it holds no account key.
+    pub(crate) fn of(scan: &Scan<'_>, value: &StorageKey) -> Option<SeenSetting> {
+        if let Some(reference) = KeyVaultReference::parse(value.expose()) {
+            return Some(SeenSetting::Reference(reference));
+        }
+        let key = account_key(value)?;
+        let fingerprint = scan.fingerprint(&key);
+        drop(key);
+        // As `stored` tells a connection string from a raw key.
+        let named = account_named(value.expose());
+        let connection_string = match stored(value, named.as_deref().unwrap_or_default()).0 {
+            Stored::Key { connection_string } => connection_string,
+            _ => true,
+        };
+        Some(SeenSetting::Key {
+            fingerprint,
+            named,
+            connection_string,
+        })
+    }
 }
 
 /// The `AccountName` a connection string names.

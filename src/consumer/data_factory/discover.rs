@@ -24,22 +24,17 @@ use crate::resource_id::ResourceId;
 
 pub(crate) async fn discover(scan: &Scan<'_>) -> Vec<(Option<usize>, Finding)> {
     let mut out = Vec::new();
-    let lists = join_all(
-        scan.subscriptions
-            .iter()
-            .map(|s| scan.call(scan.azure.data_factories_in(s))),
-    )
-    .await;
+    let lists = join_all(scan.subscriptions.iter().map(|s| scan.factories(s))).await;
     let mut factories: Vec<ResourceId> = Vec::new();
     for (sub, list) in scan.subscriptions.iter().zip(lists) {
         match list {
-            Ok(list) => factories.extend(list),
+            Ok(list) => factories.extend(list.iter().cloned()),
             Err(e) => out.push((
                 None,
                 cannot(
                     format!("Data Factories of subscription {sub}"),
                     None,
-                    format!("cannot list them: {e}"),
+                    format!("cannot list them: {}", e.text),
                 ),
             )),
         }
