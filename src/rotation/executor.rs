@@ -536,8 +536,8 @@ async fn perform(
             key,
             fingerprint,
             since,
-            ..
-        } => ctx.check_usage(*key, *fingerprint, *since).await,
+            purpose,
+        } => ctx.check_usage(*key, *fingerprint, *since, *purpose).await,
         Action::Commit => Ok(Done::ok(StepResult::Committed)),
         Action::WaitUntil { at } => {
             ctx.inner.clock.sleep_until(until.unwrap_or(*at)).await;

@@ -19,12 +19,17 @@ use super::engine::EngineError;
 use super::step::{Ctx, Done, azure_failure};
 use crate::azure::monitor::{UsageQuery, UsageRow};
 use crate::key::KeyName;
-use crate::rotation::machine::{Caller, Failure, FailureKind, StepResult};
+use crate::rotation::machine::{Caller, Failure, FailureKind, GatePurpose, StepResult};
 use crate::secret::Fingerprint;
 
-/// How long one query may take. An incident asks before the leaked key dies, so a
-/// slow workspace must not hold it up for long; a timed-out query is usage unknown.
+/// How long one query may take; a timed-out query is usage unknown.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long an incident's query may take: it asks before the leaked key dies, and the
+/// answer (callers to name) never changes what happens next, so a slow workspace
+/// delays the regeneration by this much at most, and the report says the callers are
+/// unknown.
+pub const INCIDENT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The IP address of a `CallerIpAddress` value: `10.1.2.3:52314` → `10.1.2.3`,
 /// `[2001:db8::1]:443` → `2001:db8::1`; a bare IPv6 address stays as it is.
@@ -80,7 +85,12 @@ impl Ctx<'_> {
         key: KeyName,
         fingerprint: Fingerprint,
         since: DateTime<Utc>,
+        purpose: GatePurpose,
     ) -> Result<Done, EngineError> {
+        let timeout = match purpose {
+            GatePurpose::Incident => INCIDENT_QUERY_TIMEOUT,
+            GatePurpose::Stage | GatePurpose::Retire => QUERY_TIMEOUT,
+        };
         let unknown = |kind: FailureKind, message: String| {
             Ok(Done::ok(StepResult::UsageUnknown {
                 reason: Failure::new(kind, message),
@@ -119,11 +129,8 @@ impl Ctx<'_> {
             since,
             until,
         };
-        let asked = tokio::time::timeout(
-            QUERY_TIMEOUT,
-            self.azure().key_usage(&query, keys.value(key)),
-        )
-        .await;
+        let asked =
+            tokio::time::timeout(timeout, self.azure().key_usage(&query, keys.value(key))).await;
         drop(keys);
         match asked {
             Ok(Ok(rows)) => {
@@ -147,7 +154,7 @@ impl Ctx<'_> {
                 FailureKind::Transient,
                 format!(
                     "the Log Analytics query did not answer within {}s",
-                    QUERY_TIMEOUT.as_secs()
+                    timeout.as_secs()
                 ),
             ),
         }
