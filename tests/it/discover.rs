@@ -341,3 +341,55 @@ async fn a_rotation_warns_about_unlisted_consumers_or_refuses_when_the_plan_says
     let text = serde_json::to_string(&dry).unwrap();
     assert!(text.contains("is not in the plan"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_runs_no_unlisted_consumer_check_and_is_never_refused_over_one() {
+    let mut h = Harness::start().await;
+    let vault = h.twin.vault_url("kv-datasci");
+    // A plan that leaves out seven consumers and refuses rotations over them.
+    h.plan = plan_from(&format!(
+        "storage_account = \"{}\"\nunlisted = \"refuse\"\n\n[[key_vault]]\nvault = \"{}\"\nsecret = \"stdatasci001-key\"\nformat = \"raw-key\"\n",
+        h.twin.account_id(ACCOUNT),
+        vault.as_str().trim_end_matches('/')
+    ));
+    let before = keys_of(&h.twin.state().await);
+    let report = h
+        .engine()
+        .rotate(
+            &h.plan,
+            RotateRequest {
+                mode: keyflip::rotation::machine::Mode::Leaked {
+                    key: keyflip::key::KeyName::Key2,
+                    revoke_first: false,
+                },
+                grace: None,
+                trigger: keyflip::rotation::Trigger::Incident,
+                by: None,
+            },
+            &NoProgress,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(report.outcome, Some(Outcome::Completed { .. })),
+        "{:?}",
+        report.outcome
+    );
+    let after = keys_of(&h.twin.state().await);
+    assert_ne!(after.1, before.1, "the leaked key2 was regenerated");
+    // Nothing routine stood before it: discovery's lists were never asked for.
+    for operation in [
+        "web.site.list",
+        "web.appSettings.list",
+        "web.connectionStrings.list",
+        "ml.workspace.list",
+    ] {
+        assert!(
+            h.twin.requests_for(operation).await.is_empty(),
+            "{operation} was called during an incident"
+        );
+    }
+    let text = serde_json::to_string(&report).unwrap();
+    assert!(!text.contains("is not in the plan"), "{text}");
+}
