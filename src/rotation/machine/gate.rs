@@ -125,9 +125,7 @@ impl Machine {
         grace: TimeDelta,
         out: &mut Vec<Command>,
     ) -> Stage {
-        let gate = self.options.usage_gate;
-        let first_check = gate.map_or(TimeDelta::zero(), |g| g.latency + g.quiet);
-        let wait = grace.max(first_check);
+        let wait = grace.max(self.first_gate_check());
         if wait > TimeDelta::zero() {
             let until = at
                 .checked_add_signed(wait)
@@ -138,8 +136,27 @@ impl Machine {
         self.retire_or_gate(d, committed, at, out)
     }
 
+    /// How long after the commit the gate's first check comes: the ingestion latency
+    /// plus the quiet period, so the logs that would show a caller are in. Zero when
+    /// the gate does not apply: no gate, a forced retire, or an incident (the gate
+    /// never holds an incident's retire).
+    pub(super) fn first_gate_check(&self) -> TimeDelta {
+        if self.gate_skipped() {
+            return TimeDelta::zero();
+        }
+        self.options
+            .usage_gate
+            .map_or(TimeDelta::zero(), |g| g.latency + g.quiet)
+    }
+
+    /// Whether this rotation retires without asking the gate: `--force-retire`, or an
+    /// incident (including one that took over a scheduled rotation in its grace).
+    fn gate_skipped(&self) -> bool {
+        matches!(self.mode, Mode::Retire { force: true, .. }) || self.mode.is_incident()
+    }
+
     /// The grace period is over (or there was none): the gate's first check, or the
-    /// retire when the rotation has no gate (or the retire is forced).
+    /// retire when the rotation has no gate (or the retire is forced, or an incident).
     pub(super) fn retire_or_gate(
         &mut self,
         d: &Decided,
@@ -147,8 +164,8 @@ impl Machine {
         at: DateTime<Utc>,
         out: &mut Vec<Command>,
     ) -> Stage {
-        let forced = matches!(self.mode, Mode::Retire { force: true, .. });
-        let Some(gate) = self.options.usage_gate.filter(|_| !forced) else {
+        let skipped = self.gate_skipped();
+        let Some(gate) = self.options.usage_gate.filter(|_| !skipped) else {
             self.retire(d, at, &committed, out);
             return Stage::Retiring {
                 committed,

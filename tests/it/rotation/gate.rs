@@ -19,6 +19,11 @@ use crate::support::engine::{
 
 const FORGOTTEN: &str = "legacy-nightly-export";
 
+/// The gate tests run one at a time: the log-capturing test below missed the query's
+/// log lines when the module's other tests ran beside it (it passes alone and with
+/// `--test-threads=1`); the module takes about 4 s serially.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn gated() -> (Harness, Arc<TwinClock>) {
     let mut h = Harness::start().await;
     h.plan = plan_from(&gated_demo_plan_text(&h.twin));
@@ -47,6 +52,7 @@ fn check_usages(report: &keyflip::rotation::RotationReport, purpose: GatePurpose
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_key_traffic_holds_the_retire_and_the_report_names_the_caller() {
+    let _serial = SERIAL.lock().await;
     let (h, clock) = gated().await;
     let engine = h.engine_on(clock.clone());
     let before = keys_of(&h.twin.state().await);
@@ -115,6 +121,7 @@ async fn old_key_traffic_holds_the_retire_and_the_report_names_the_caller() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_old_key_traffic_the_retire_comes_after_the_quiet_period() {
+    let _serial = SERIAL.lock().await;
     let (h, clock) = gated().await;
     h.twin.set_client(FORGOTTEN, false).await;
     let engine = h.engine_on(clock.clone());
@@ -156,6 +163,7 @@ async fn without_old_key_traffic_the_retire_comes_after_the_quiet_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_retire_retires_a_parked_swap_without_asking_the_logs() {
+    let _serial = SERIAL.lock().await;
     let (h, clock) = gated().await;
     let engine = h.engine_on(clock.clone());
     let report = engine
@@ -193,6 +201,7 @@ async fn force_retire_retires_a_parked_swap_without_asking_the_logs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_rotation_refuses_to_stage_a_standby_someone_still_signs_with() {
+    let _serial = SERIAL.lock().await;
     let (h, clock) = gated().await;
     let engine = h.engine_on(clock.clone());
     let _ = engine
@@ -230,6 +239,7 @@ async fn a_new_rotation_refuses_to_stage_a_standby_someone_still_signs_with() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incident_does_not_wait_but_names_the_callers_that_break() {
+    let _serial = SERIAL.lock().await;
     let (h, clock) = gated().await;
     let engine = h.engine_on(clock.clone());
     // A minute of the forgotten client's traffic, old enough to be in the logs.
@@ -290,6 +300,7 @@ fn hashes(key: &str) -> [String; 2] {
 
 #[test]
 fn the_keys_sha256_never_reaches_logs_the_journal_or_reports() {
+    let _serial = SERIAL.blocking_lock();
     // The twin runs on its own threads; everything keyflip logs, at TRACE and from
     // every crate, is captured on this one.
     let (logs, _guard) = crate::support::logs::capture();

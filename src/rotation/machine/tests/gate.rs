@@ -499,3 +499,73 @@ fn g12_unlisted_consumers_warn_or_refuse_as_the_plan_says() {
     let c = r.observe(obs);
     assert!(!is_finish(&c));
 }
+
+/// The grace wait's end as the executor sees it ([`Machine::deadline`]) is not before
+/// the gate's first check can see the logs, even when the grace is shortened to zero;
+/// without this the gate asked the logs before the swap's traffic was in them.
+#[test]
+fn a_shortened_grace_still_waits_for_the_gates_first_check() {
+    let mut r = Run::new(Mode::Scheduled, gated(60));
+    let c = r.observe(on_key1());
+    let c = r.answer(c[0].seq, checked(vec![]));
+    let c = r.succeed_until(c, |a| matches!(a, Action::Commit));
+    let c = r.answer(c[0].seq, StepResult::Committed);
+    let wait = c[0].clone();
+    let committed = r.m.view().committed_at.unwrap();
+    let first = committed + TimeDelta::minutes(35);
+    assert_eq!(r.m.deadline(&wait), Some(first));
+    let c = r.amend(|at| Event::GraceShortened {
+        at,
+        grace: TimeDelta::zero(),
+        by: None,
+    });
+    assert!(c.is_empty(), "{c:?}");
+    assert_eq!(r.m.deadline(&wait), Some(first), "the gate still waits");
+    let c = r.answer(wait.seq, StepResult::Waited);
+    assert!(matches!(
+        only(&c),
+        Action::CheckUsage {
+            purpose: GatePurpose::Retire,
+            ..
+        }
+    ));
+}
+
+/// An incident that takes over a gated swap in its grace (the old key leaked) retires
+/// it at once: the gate never holds an incident's retire.
+#[test]
+fn an_incident_taking_over_a_gated_swap_in_grace_retires_without_the_gate() {
+    let mut r = Run::new(Mode::Scheduled, gated(3600));
+    let c = r.observe(on_key1());
+    let c = r.answer(c[0].seq, checked(vec![]));
+    let c = r.succeed_until(c, |a| matches!(a, Action::WaitUntil { .. }));
+    let wait = c[0].clone();
+    let c = r.amend(|at| Event::Escalated {
+        at,
+        mode: Mode::Leaked {
+            key: K1,
+            revoke_first: false,
+        },
+        by: None,
+    });
+    assert!(c.is_empty(), "{c:?}");
+    let committed = r.m.view().committed_at.unwrap();
+    assert_eq!(
+        r.m.deadline(&wait),
+        Some(committed),
+        "no grace, no gate wait"
+    );
+    let c = r.answer(wait.seq, StepResult::Waited);
+    assert!(
+        matches!(
+            only(&c),
+            Action::Regenerate {
+                key: K1,
+                purpose: Purpose::Retire,
+                ..
+            }
+        ),
+        "{c:?}"
+    );
+    assert_eq!(r.replayed(), r.m);
+}
