@@ -30,6 +30,12 @@ fn main() -> ExitCode {
             commands::run(config, &cli.command)
         }
         Command::Plan(PlanCommand::Check(args)) => plan_check(config, args),
+        Command::Plan(PlanCommand::Discover(args)) => commands::discover::run(
+            config,
+            args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
         Command::Doctor(args) => keyflip::doctor::run(
             config,
             args,

@@ -164,6 +164,34 @@ const PAGES: &[Page] = &[
         exits: READ_EXITS,
     },
     Page {
+        path: "plan discover",
+        examples: &[
+            (
+                "keyflip plan discover /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Storage/storageAccounts/NAME --out NAME.toml",
+                "write a commented plan listing every consumer found",
+            ),
+            (
+                "keyflip plan discover ACCOUNT_ID ACCOUNT_ID --output json",
+                "the inventory of several accounts, for scripts",
+            ),
+        ],
+        exits: &[
+            (Exit::Ok, "a plan was written for every account"),
+            (
+                Exit::Failure,
+                "an account's keys or the subscriptions could not be read, or a file could not be written",
+            ),
+            (
+                Exit::Usage,
+                "bad usage, an invalid configuration or account id, or --out names an existing file",
+            ),
+            (
+                Exit::Refused,
+                "no consumer was found for an account, so no plan was written for it",
+            ),
+        ],
+    },
+    Page {
         path: "plan",
         examples: &[("keyflip plan check", "validate every plan; no network")],
         exits: &[
@@ -199,7 +227,7 @@ const PAGES: &[Page] = &[
             ),
             (
                 "keyflip doctor --plan demo --output json",
-                "one plan, as JSON",
+                "one plan, as JSON (--strict: unlisted consumers block)",
             ),
         ],
         exits: &[

@@ -22,6 +22,7 @@ pub mod answer;
 pub mod completions;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod discover;
 pub mod perform;
 pub mod progress;
 pub mod render;

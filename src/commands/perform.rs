@@ -113,11 +113,23 @@ impl Standalone {
                     report: Box::new(report),
                 })
             }
-            Request::Resume { plan, .. } => {
+            Request::Resume {
+                plan, force_retire, ..
+            } => {
                 let plans = self.plans(plan.as_deref())?;
-                let reports = engine
-                    .resume_amended(&plans, &request.amendment(), progress, cancel)
+                let mut reports = engine
+                    .resume_amended(&plans, &request.amendment(), progress, cancel.clone())
                     .await?;
+                // Then what swaps parked at the usage gate still owe.
+                for plan in &plans {
+                    if let Some(retire) = engine.held_at_gate(plan, *force_retire)? {
+                        reports.push(
+                            engine
+                                .rotate(plan, retire, progress, cancel.clone())
+                                .await?,
+                        );
+                    }
+                }
                 Ok(Answer::Resumed { reports })
             }
             Request::Status { plan } => status(engine, &self.plans(plan.as_deref())?).await,

@@ -18,7 +18,7 @@ use super::scheduler::{KeyAge, Scheduler, check_interval, spread};
 use crate::journal::{ObservedKeys, Parked};
 use crate::key::KeyName;
 use crate::rotation::RotationReport;
-use crate::rotation::machine::Outcome;
+use crate::rotation::machine::{Attention, Caller, Outcome};
 
 impl Scheduler {
     pub fn conclude(&mut self, finished: Finished) {
@@ -158,10 +158,37 @@ impl Scheduler {
             Outcome::RolledBack { .. } | Outcome::Refused { .. } => {
                 self.failed_cycle(name, summary, Some(report), now);
             }
-            Outcome::NeedsAttention { .. } => {
+            Outcome::NeedsAttention { reason, .. } => {
                 self.park(name, summary.clone(), &summary, Some(report), now);
+                if let Attention::UsageGateHeld { callers, .. } = reason {
+                    self.usage_gate_hold(name, report, callers, now);
+                }
             }
         }
+        if matches!(outcome, Outcome::Completed { .. }) {
+            self.ctx.metrics.usage_gate_callers(name, 0);
+        }
+    }
+
+    /// The usage gate parked the rotation: its own event, naming each caller.
+    fn usage_gate_hold(
+        &mut self,
+        name: &str,
+        report: &RotationReport,
+        callers: &[Caller],
+        now: DateTime<Utc>,
+    ) {
+        self.ctx
+            .metrics
+            .usage_gate_callers(name, callers.len() as u64);
+        let Some(entry) = self.plans.get(name) else {
+            return;
+        };
+        let plan = entry.plan.clone();
+        self.ctx.notifier.send(
+            &plan,
+            Notification::usage_gate_hold(&plan, report, callers, now),
+        );
     }
 
     /// One more failed cycle: notify, then retry later or park.

@@ -87,6 +87,8 @@ struct Counters {
     drift_findings: BTreeMap<(String, &'static str), u64>,
     notifications: BTreeMap<(&'static str, &'static str), u64>,
     reloads: BTreeMap<&'static str, u64>,
+    /// Callers the usage gate last found still signing with the old key, per plan.
+    usage_gate_callers: BTreeMap<String, u64>,
 }
 
 /// The daemon's metrics. Shared behind an `Arc`; every method is cheap.
@@ -162,6 +164,14 @@ impl Metrics {
     /// [`DELIVERY_RESULTS`].
     pub fn notification(&self, event: &'static str, result: &'static str) {
         self.with(|c| *c.notifications.entry((event, result)).or_default() += 1);
+    }
+
+    /// How many callers the usage gate found still signing with the old key when the
+    /// plan's last rotation ended (0 once one completes).
+    pub fn usage_gate_callers(&self, plan: &str, callers: u64) {
+        self.with(|c| {
+            c.usage_gate_callers.insert(plan.to_owned(), callers);
+        });
     }
 
     /// A reload (SIGHUP): one of [`RELOAD_RESULTS`].
@@ -275,6 +285,28 @@ impl Metrics {
                 let n = c.reloads.get(result).copied().unwrap_or(0);
                 f.sample(&[("result", result)], n as f64);
             }
+            // Every plan has a sample (0 until the gate parks one of its rotations),
+            // so an alert on it needs no absent() clause.
+            let mut f = Family::new(
+                &mut out,
+                "keyflip_usage_gate_callers",
+                "gauge",
+                "Callers still signing with the old key when the usage gate parked the plan's last rotation (0 after a completed one).",
+            );
+            for plan in &plans {
+                let n = c.usage_gate_callers.get(*plan).copied().unwrap_or(0);
+                f.sample(&[("plan", plan)], n as f64);
+            }
+            let mut f = Family::new(
+                &mut out,
+                "keyflip_usage_gate_holding",
+                "gauge",
+                "1 while the usage gate holds back retiring the old key: the plan's last rotation parked at the gate, until a retire completes.",
+            );
+            for plan in &plans {
+                let n = c.usage_gate_callers.get(*plan).copied().unwrap_or(0);
+                f.sample(&[("plan", plan)], f64::from(u8::from(n > 0)));
+            }
         });
 
         if let Some(budgets) = budgets {
@@ -358,7 +390,7 @@ impl Metrics {
             }
         }
         type Gauge = fn(&super::snapshot::PlanSnapshot) -> f64;
-        let gauges: [(&'static str, &str, Gauge); 5] = [
+        let gauges: [(&'static str, &str, Gauge); 4] = [
             (
                 "keyflip_plan_needs_attention",
                 "1 when the plan is parked and needs a human.",
@@ -378,11 +410,6 @@ impl Metrics {
                 "keyflip_drift",
                 "Current drift findings of the plan.",
                 |p| p.drift.len() as f64,
-            ),
-            (
-                "keyflip_usage_gate_holding",
-                "1 while the usage gate holds back retiring the old key (reserved: always 0 until keyflip has a usage gate).",
-                |_| 0.0,
             ),
         ];
         for (name, help, value) in gauges {

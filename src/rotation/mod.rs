@@ -17,6 +17,7 @@ mod replicas;
 pub mod report;
 mod status;
 pub(crate) mod step;
+pub mod usage;
 
 pub mod machine;
 
