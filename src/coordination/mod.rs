@@ -27,10 +27,13 @@ mod error;
 pub mod lease;
 mod shared;
 
-pub use blob::{BlobClient, Conditions, ETag, LeaseDuration, LeaseId, STORAGE_AUDIENCE};
+pub use blob::{BlobClient, BlobRead, Conditions, ETag, LeaseDuration, LeaseId, STORAGE_AUDIENCE};
 pub use error::CoordError;
 pub use lease::Lease;
-pub use shared::{AccountLease, Coordinator, LeaseInfo, Stats, blob_name, refuses};
+pub use shared::{
+    ACCOUNTS_PREFIX, AccountLease, Coordinator, LeaseInfo, READ_CONCURRENCY, RENEWAL_BUCKETS,
+    SharedAccount, Stats, blob_name, refuses,
+};
 
 /// Retries for coordination requests: short, because a journal write waits for them
 /// (and must finish well inside half a lease).

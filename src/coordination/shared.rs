@@ -30,16 +30,59 @@ use crate::config::CoordinationConfig;
 use crate::journal::{ImportedRotation, Mirror, SharedWrite};
 use crate::resource_id::ResourceId;
 
+/// Upper bounds of the renewal-latency histogram, in seconds (a renewal must finish
+/// well inside a third of a lease: 5 s at the shortest).
+pub const RENEWAL_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
 /// Counters for metrics and status.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub acquisitions: AtomicU64,
+    /// Acquisitions refused because another replica held the lease.
     pub refused: AtomicU64,
+    /// Leases lost while held (renewal refused or too late, a write refused), once
+    /// per lease.
     pub losses: AtomicU64,
     pub renewals: AtomicU64,
     /// Latency of the last successful renewal, in microseconds.
     pub last_renewal_us: AtomicU64,
+    /// Sum of every successful renewal's latency, in microseconds.
+    pub renewal_us_total: AtomicU64,
+    /// Renewals at or under each of [`RENEWAL_BUCKETS`] (cumulative, as Prometheus).
+    pub renewal_buckets: [AtomicU64; RENEWAL_BUCKETS.len()],
     pub writes: AtomicU64,
+}
+
+impl Stats {
+    fn renewed(&self, latency: Duration) {
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+        let us = latency.as_micros() as u64;
+        self.last_renewal_us.store(us, Ordering::Relaxed);
+        self.renewal_us_total.fetch_add(us, Ordering::Relaxed);
+        for (bound, count) in RENEWAL_BUCKETS.iter().zip(&self.renewal_buckets) {
+            if latency.as_secs_f64() <= *bound {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Where the accounts' blobs live in the container.
+pub const ACCOUNTS_PREFIX: &str = "accounts/";
+/// Blobs `history` and `status` read at once.
+pub const READ_CONCURRENCY: usize = 16;
+
+/// One account's shared journal as read for `history` and `status`.
+#[derive(Clone, Debug)]
+pub struct SharedAccount {
+    pub blob: String,
+    /// The account's ARM id, once a rotation of it was recorded.
+    pub account: Option<String>,
+    /// Whether a replica holds its lease now.
+    pub leased: bool,
+    /// The replica that took the lease last, and when.
+    pub holder: Option<Holder>,
+    pub rotations: Vec<ImportedRotation>,
 }
 
 /// A lease this replica holds, for status.
@@ -56,6 +99,16 @@ struct Held {
     /// The document as last read or written, with that version's ETag.
     doc: Mutex<(AccountDoc, ETag)>,
     stop: CancellationToken,
+    /// Set once its loss was counted (a renewal and a write may both see it).
+    loss_counted: std::sync::atomic::AtomicBool,
+}
+
+impl Held {
+    fn count_loss(&self, stats: &Stats) {
+        if !self.loss_counted.swap(true, Ordering::Relaxed) {
+            stats.losses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The replica's side of coordination. Shared behind an `Arc`.
@@ -122,7 +175,7 @@ pub fn blob_name(account: &ResourceId) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("accounts/{hex}.json")
+    format!("{ACCOUNTS_PREFIX}{hex}.json")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -291,6 +344,31 @@ impl Coordinator {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            // Name the holder now, so `status` on any machine shows who holds the
+            // lease from its first moment (a fenced write like every other).
+            let mut doc = doc;
+            let holder = Holder {
+                replica: self.config.replica.clone(),
+                since: lease.since,
+            };
+            let etag = if doc.holder.as_ref() == Some(&holder) {
+                etag
+            } else {
+                doc.holder = Some(holder);
+                doc.account
+                    .get_or_insert_with(|| account.as_str().to_owned());
+                self.client
+                    .put(
+                        &blob,
+                        &doc.to_bytes(),
+                        &Conditions {
+                            lease: Some(lease.id()),
+                            if_match: Some(&etag),
+                            if_none: false,
+                        },
+                    )
+                    .await?
+            };
             Ok::<_, CoordError>((doc, etag, imported))
         };
         let (doc, etag, imported) = match read.await {
@@ -312,18 +390,18 @@ impl Coordinator {
             lease,
             doc: Mutex::new((doc, etag)),
             stop: CancellationToken::new(),
+            loss_counted: std::sync::atomic::AtomicBool::new(false),
         });
         lock(&self.held).insert(blob.clone(), held.clone());
         let keeper = held.clone();
         let stats = self.stats.clone();
         tokio::spawn(async move {
-            let on_renew = move |latency: Duration| {
-                stats.renewals.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .last_renewal_us
-                    .store(latency.as_micros() as u64, Ordering::Relaxed);
-            };
+            let renewed = stats.clone();
+            let on_renew = move |latency: Duration| renewed.renewed(latency);
             keeper.lease.keep(keeper.stop.clone(), &on_renew).await;
+            if !keeper.stop.is_cancelled() && keeper.lease.is_lost() {
+                keeper.count_loss(&stats);
+            }
         });
         Ok((
             AccountLease {
@@ -373,6 +451,61 @@ impl Coordinator {
                 })
             })
             .collect()
+    }
+
+    /// The shared journal of `accounts` (every account in the container when `None`),
+    /// read without leases: what `history` and `status` print on every replica.
+    /// Reads [`READ_CONCURRENCY`] blobs at a time; an account without a blob is absent.
+    pub async fn read_shared(
+        &self,
+        accounts: Option<Vec<ResourceId>>,
+    ) -> Result<Vec<SharedAccount>, CoordError> {
+        let client = self.client.clone();
+        self.run(async move {
+            use futures::{StreamExt as _, TryStreamExt as _};
+            let blobs = match accounts {
+                Some(accounts) => {
+                    let mut blobs: Vec<String> = accounts.iter().map(blob_name).collect();
+                    blobs.sort();
+                    blobs.dedup();
+                    blobs
+                }
+                None => client.list(ACCOUNTS_PREFIX).await?,
+            };
+            let reads = futures::stream::iter(blobs)
+                .map(|blob| {
+                    let client = client.clone();
+                    async move {
+                        let Some(read) = client.read(&blob).await? else {
+                            return Ok(None);
+                        };
+                        let format = |detail| CoordError::Format {
+                            blob: blob.clone(),
+                            detail,
+                        };
+                        let doc = AccountDoc::parse(&read.body).map_err(format)?;
+                        let rotations = doc
+                            .rotations
+                            .iter()
+                            .map(|r| r.to_imported().map_err(format))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok::<_, CoordError>(Some(SharedAccount {
+                            blob,
+                            account: doc.account,
+                            leased: read.leased,
+                            holder: doc.holder,
+                            rotations,
+                        }))
+                    }
+                })
+                .buffer_unordered(READ_CONCURRENCY)
+                .try_collect::<Vec<_>>()
+                .await?;
+            let mut accounts: Vec<SharedAccount> = reads.into_iter().flatten().collect();
+            accounts.sort_by(|a, b| a.blob.cmp(&b.blob));
+            Ok(accounts)
+        })
+        .await
     }
 
     fn find(&self, rotation_id: &str, write: &SharedWrite<'_>) -> Result<Arc<Held>, CoordError> {
@@ -452,7 +585,7 @@ impl Coordinator {
             Ok(etag) => etag,
             Err(e) => {
                 if e.is_lease_loss() || matches!(e, CoordError::Changed { .. }) {
-                    self.stats.losses.fetch_add(1, Ordering::Relaxed);
+                    held.count_loss(&self.stats);
                 }
                 return Err(e);
             }

@@ -7,6 +7,7 @@ mod blob;
 mod failover;
 mod fleet;
 mod processes;
+mod truth;
 
 use std::path::{Path, PathBuf};
 
