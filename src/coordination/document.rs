@@ -228,7 +228,90 @@ impl AccountDoc {
     }
 }
 
+impl AccountDoc {
+    /// Adds `local` (rotations of this document's account from a single-node
+    /// journal, `keyflip coordination import-journal`) to what the document holds.
+    /// A rotation the document already has is left as the document has it (a replica
+    /// may have moved it on). Refused, changing nothing, when both hold a different
+    /// unfinished rotation. Keeps the unfinished one last and the newest
+    /// [`KEEP_FINISHED`] finished ones. Returns the ids added.
+    pub fn adopt(&mut self, local: &[ImportedRotation]) -> Result<Vec<String>, ApplyError> {
+        let new: Vec<&ImportedRotation> = local
+            .iter()
+            .filter(|r| !self.rotations.iter().any(|d| d.id == r.rotation.id))
+            .collect();
+        if let (Some(ours), Some(theirs)) =
+            (self.unfinished(), new.iter().find(|r| r.finished.is_none()))
+        {
+            return Err(ApplyError::Busy {
+                other: format!(
+                    "{} (this journal's unfinished one is {})",
+                    ours.id, theirs.rotation.id
+                ),
+            });
+        }
+        let added: Vec<String> = new.iter().map(|r| r.rotation.id.clone()).collect();
+        for r in new {
+            if self.account.is_none() {
+                self.account = Some(r.rotation.account.as_str().to_owned());
+            }
+            self.rotations.push(RotationDoc::from_imported(r));
+        }
+        // Finished ones oldest first, then the unfinished one.
+        self.rotations
+            .sort_by_key(|r| (r.finished.is_none(), r.started_at));
+        let finished = self
+            .rotations
+            .iter()
+            .filter(|r| r.finished.is_some())
+            .count();
+        if finished > KEEP_FINISHED {
+            self.rotations.drain(..finished - KEEP_FINISHED);
+        }
+        Ok(added
+            .into_iter()
+            .filter(|id| self.rotations.iter().any(|r| r.id == *id))
+            .collect())
+    }
+}
+
 impl RotationDoc {
+    /// A rotation of the local journal as the document holds it.
+    pub fn from_imported(r: &ImportedRotation) -> RotationDoc {
+        let n = &r.rotation;
+        RotationDoc {
+            id: n.id.clone(),
+            plan: n.plan.clone(),
+            account: n.account.as_str().to_owned(),
+            mode: n.mode,
+            options: n.options,
+            started_at: n.started_at,
+            origin: n.origin.clone(),
+            steps: r
+                .steps
+                .iter()
+                .map(|s| StepDoc {
+                    command: s.command.clone(),
+                    intent_at: s.intent_at,
+                    result: s.result.clone(),
+                    result_at: s.result_at,
+                })
+                .collect(),
+            events: r
+                .events
+                .iter()
+                .map(|(event, at)| EventDoc {
+                    event: event.clone(),
+                    at: *at,
+                })
+                .collect(),
+            finished: r.finished.as_ref().map(|(at, outcome)| FinishDoc {
+                at: *at,
+                outcome: outcome.clone(),
+            }),
+        }
+    }
+
     /// The rotation as the local journal imports it.
     pub fn to_imported(&self) -> Result<ImportedRotation, String> {
         let account: ResourceId = self

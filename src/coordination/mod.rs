@@ -31,8 +31,8 @@ pub use blob::{BlobClient, BlobRead, Conditions, ETag, LeaseDuration, LeaseId, S
 pub use error::CoordError;
 pub use lease::Lease;
 pub use shared::{
-    ACCOUNTS_PREFIX, AccountLease, Coordinator, LeaseInfo, READ_CONCURRENCY, RENEWAL_BUCKETS,
-    SharedAccount, Stats, blob_name, refuses,
+    ACCOUNTS_PREFIX, AccountImport, AccountLease, Coordinator, LeaseInfo, READ_CONCURRENCY,
+    RENEWAL_BUCKETS, SharedAccount, Stats, blob_name, refuses,
 };
 
 /// Retries for coordination requests: short, because a journal write waits for them

@@ -85,6 +85,17 @@ pub struct SharedAccount {
     pub rotations: Vec<ImportedRotation>,
 }
 
+/// What `keyflip coordination import-journal` did for one account.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AccountImport {
+    pub account: String,
+    /// Rotations copied into the shared journal (none when it had them all).
+    pub added: Vec<String>,
+    /// The shared journal's unfinished rotation afterwards, which the first replica
+    /// to take the account's lease resumes.
+    pub unfinished: Option<String>,
+}
+
 /// A lease this replica holds, for status.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct LeaseInfo {
@@ -506,6 +517,97 @@ impl Coordinator {
             Ok(accounts)
         })
         .await
+    }
+
+    /// `keyflip coordination import-journal`: copies the rotations of a single-node
+    /// journal into each account's shared journal, under that account's lease (so no
+    /// replica rotates the account meanwhile) and with `If-Match`. An account whose
+    /// lease a replica holds is [`CoordError::Held`]: nothing of it is copied.
+    /// Idempotent: a rotation the shared journal already has is left as it is.
+    pub async fn import_journal(
+        self: &Arc<Self>,
+        rotations: Vec<ImportedRotation>,
+    ) -> Result<Vec<AccountImport>, CoordError> {
+        let mut by_account: Vec<(ResourceId, Vec<ImportedRotation>)> = Vec::new();
+        for r in rotations {
+            let key = r.rotation.account.as_str().to_lowercase();
+            match by_account
+                .iter_mut()
+                .find(|(a, _)| a.as_str().to_lowercase() == key)
+            {
+                Some((_, list)) => list.push(r),
+                None => by_account.push((r.rotation.account.clone(), vec![r])),
+            }
+        }
+        let mut out = Vec::with_capacity(by_account.len());
+        for (account, list) in by_account {
+            let this = self.clone();
+            out.push(
+                self.run(async move { this.import_account(&account, &list).await })
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn import_account(
+        &self,
+        account: &ResourceId,
+        local: &[ImportedRotation],
+    ) -> Result<AccountImport, CoordError> {
+        let blob = blob_name(account);
+        self.ensure_blob(&blob).await?;
+        let lease = Lease::acquire(&self.client, &blob, self.config.lease).await?;
+        let result = async {
+            let (bytes, etag) = self
+                .client
+                .get(&blob)
+                .await?
+                .ok_or_else(|| CoordError::Lost {
+                    blob: blob.clone(),
+                    why: "the blob was deleted after its lease was acquired".into(),
+                })?;
+            let format = |detail| CoordError::Format {
+                blob: blob.clone(),
+                detail,
+            };
+            let mut doc = AccountDoc::parse(&bytes).map_err(format)?;
+            if doc
+                .fingerprint_check
+                .as_ref()
+                .is_some_and(|c| *c != self.fingerprint_check)
+            {
+                return Err(CoordError::FingerprintKey { blob: blob.clone() });
+            }
+            let added = doc
+                .adopt(local)
+                .map_err(|e| format(format!("cannot import {}: {e}", account)))?;
+            let unfinished = doc.unfinished().map(|r| r.id.clone());
+            if !added.is_empty() {
+                doc.fingerprint_check = Some(self.fingerprint_check.clone());
+                lease.ensure()?;
+                self.client
+                    .put(
+                        &blob,
+                        &doc.to_bytes(),
+                        &Conditions {
+                            lease: Some(lease.id()),
+                            if_match: Some(&etag),
+                            if_none: false,
+                        },
+                    )
+                    .await?;
+                self.stats.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(AccountImport {
+                account: account.as_str().to_owned(),
+                added,
+                unfinished,
+            })
+        }
+        .await;
+        lease.release().await;
+        result
     }
 
     fn find(&self, rotation_id: &str, write: &SharedWrite<'_>) -> Result<Arc<Held>, CoordError> {

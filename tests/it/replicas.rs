@@ -6,6 +6,7 @@
 mod blob;
 mod failover;
 mod fleet;
+mod migrate;
 mod processes;
 mod truth;
 

@@ -43,7 +43,7 @@ fn engine(shared: &Shared, replica: &str) -> Engine {
 }
 
 /// `keyflip <args> --output json` as `replica`, parsed; its exit code must be 0.
-async fn json(shared: &Shared, replica: &str, args: &[&str]) -> Value {
+pub(super) async fn json(shared: &Shared, replica: &str, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.extend(["--output", "json"]);
     let mut cmd = keyflip(shared, replica, &all);
