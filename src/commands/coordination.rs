@@ -49,9 +49,9 @@ pub fn import_journal(config_flag: Option<&Path>, args: &OutputArgs) -> Exit {
 async fn run(config_flag: Option<&Path>) -> Result<Vec<AccountImport>, CommandError> {
     let config = Config::load(config_flag).map_err(CommandError::usage)?;
     let Some(coordination) = config.coordination.clone() else {
-        return Err(CommandError::usage(format!(
-            "the configuration has no [coordination]: add it (the container every replica will share, docs/configuration.md) to this machine's keyflip.toml before importing the journal into it"
-        )));
+        return Err(CommandError::usage(
+            "the configuration has no [coordination]: add it (the container every replica will share, docs/configuration.md) to this machine's keyflip.toml before importing the journal into it",
+        ));
     };
     let socket = &config.daemon.socket;
     if socket.exists()

@@ -579,9 +579,10 @@ impl Coordinator {
             {
                 return Err(CoordError::FingerprintKey { blob: blob.clone() });
             }
-            let added = doc
-                .adopt(local)
-                .map_err(|e| format(format!("cannot import {}: {e}", account)))?;
+            let added = doc.adopt(local).map_err(|e| CoordError::Import {
+                account: account.as_str().to_owned(),
+                detail: e.to_string(),
+            })?;
             let unfinished = doc.unfinished().map(|r| r.id.clone());
             if !added.is_empty() {
                 doc.fingerprint_check = Some(self.fingerprint_check.clone());

@@ -20,7 +20,7 @@ use super::processes::keyflip;
 use crate::support::engine::{engine_options, plan_from};
 use crate::support::fast_options;
 
-fn engine(shared: &Shared, replica: &str) -> Engine {
+pub(super) fn engine(shared: &Shared, replica: &str) -> Engine {
     let config = shared.config(replica, 15);
     let fingerprinter =
         Arc::new(Fingerprinter::load_or_create(&config.state_dir.join("fingerprint.key")).unwrap());
