@@ -4,6 +4,7 @@
 //! container): in-process, and as real processes killed or paused mid-rotation.
 
 mod blob;
+mod busy;
 mod failover;
 mod fleet;
 mod migrate;
