@@ -88,6 +88,9 @@ async fn run(config_flag: Option<&Path>) -> Result<Vec<AccountImport>, CommandEr
     let rotations = journal
         .export()
         .map_err(|e| CommandError::failed(e.to_string()))?;
+    let marks = journal
+        .export_marks()
+        .map_err(|e| CommandError::failed(e.to_string()))?;
     drop(journal);
     // No local process may be rotating an account while it is copied.
     let mut locks = Vec::new();
@@ -113,7 +116,7 @@ async fn run(config_flag: Option<&Path>) -> Result<Vec<AccountImport>, CommandEr
     .map_err(|e| CommandError::usage(e.to_string()))?;
     let coordinator = Arc::new(Coordinator::new(&azure, &coordination));
     let imports = coordinator
-        .import_journal(rotations)
+        .import_journal(rotations, marks)
         .await
         .map_err(|e| match e {
             crate::coordination::CoordError::Held { .. } => busy(format!(

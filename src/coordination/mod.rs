@@ -32,7 +32,7 @@ pub use error::CoordError;
 pub use lease::Lease;
 pub use shared::{
     ACCOUNTS_PREFIX, AccountImport, AccountLease, Coordinator, LeaseInfo, READ_CONCURRENCY,
-    RENEWAL_BUCKETS, SharedAccount, Stats, blob_name, refuses,
+    RENEWAL_BUCKETS, SharedAccount, Stats, Taken, blob_name, refuses,
 };
 
 /// Retries for coordination requests: short, because a journal write waits for them

@@ -85,6 +85,17 @@ pub struct SharedAccount {
     pub rotations: Vec<ImportedRotation>,
 }
 
+/// An account's lease just taken, with what its shared journal holds for the local
+/// journal to import.
+#[derive(Debug)]
+pub struct Taken {
+    pub lease: AccountLease,
+    /// Every rotation, oldest first.
+    pub rotations: Vec<ImportedRotation>,
+    /// Write marks by consumer id.
+    pub marks: Vec<(String, crate::journal::WriteMark)>,
+}
+
 /// What `keyflip coordination import-journal` did for one account.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AccountImport {
@@ -295,10 +306,7 @@ impl Coordinator {
     /// starts renewing it, and returns it with every rotation its shared journal
     /// holds, for the local journal to import. [`CoordError::Held`] when another
     /// replica holds it.
-    pub async fn hold(
-        self: &Arc<Self>,
-        account: &ResourceId,
-    ) -> Result<(AccountLease, Vec<ImportedRotation>), CoordError> {
+    pub async fn hold(self: &Arc<Self>, account: &ResourceId) -> Result<Taken, CoordError> {
         if let Some(why) = refuses(&self.config, account) {
             return Err(CoordError::CoordinationAccount(why));
         }
@@ -309,10 +317,7 @@ impl Coordinator {
     }
 
     /// [`Coordinator::hold`], on the coordinator's thread.
-    async fn hold_here(
-        self: &Arc<Self>,
-        account: &ResourceId,
-    ) -> Result<(AccountLease, Vec<ImportedRotation>), CoordError> {
+    async fn hold_here(self: &Arc<Self>, account: &ResourceId) -> Result<Taken, CoordError> {
         let blob = blob_name(account);
         self.ensure_blob(&blob).await?;
         let lease = match Lease::acquire(&self.client, &blob, self.config.lease).await {
@@ -355,6 +360,10 @@ impl Coordinator {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let marks = doc.marks_imported().map_err(|detail| CoordError::Format {
+                blob: blob.clone(),
+                detail,
+            })?;
             // Name the holder now, so `status` on any machine shows who holds the
             // lease from its first moment (a fenced write like every other).
             let mut doc = doc;
@@ -380,9 +389,9 @@ impl Coordinator {
                     )
                     .await?
             };
-            Ok::<_, CoordError>((doc, etag, imported))
+            Ok::<_, CoordError>((doc, etag, imported, marks))
         };
-        let (doc, etag, imported) = match read.await {
+        let (doc, etag, imported, marks) = match read.await {
             Ok(read) => read,
             Err(e) => {
                 lease.release().await;
@@ -414,14 +423,15 @@ impl Coordinator {
                 keeper.count_loss(&stats);
             }
         });
-        Ok((
-            AccountLease {
+        Ok(Taken {
+            lease: AccountLease {
                 coordinator: self.clone(),
                 blob,
                 held,
             },
-            imported,
-        ))
+            rotations: imported,
+            marks,
+        })
     }
 
     /// Fails unless this replica holds `account`'s lease with time left to send an
@@ -527,7 +537,9 @@ impl Coordinator {
     pub async fn import_journal(
         self: &Arc<Self>,
         rotations: Vec<ImportedRotation>,
+        marks: Vec<(String, crate::journal::WriteMark)>,
     ) -> Result<Vec<AccountImport>, CoordError> {
+        let marks = Arc::new(marks);
         let mut by_account: Vec<(ResourceId, Vec<ImportedRotation>)> = Vec::new();
         for r in rotations {
             let key = r.rotation.account.as_str().to_lowercase();
@@ -541,9 +553,9 @@ impl Coordinator {
         }
         let mut out = Vec::with_capacity(by_account.len());
         for (account, list) in by_account {
-            let this = self.clone();
+            let (this, marks) = (self.clone(), marks.clone());
             out.push(
-                self.run(async move { this.import_account(&account, &list).await })
+                self.run(async move { this.import_account(&account, &list, &marks).await })
                     .await?,
             );
         }
@@ -554,6 +566,7 @@ impl Coordinator {
         &self,
         account: &ResourceId,
         local: &[ImportedRotation],
+        marks: &[(String, crate::journal::WriteMark)],
     ) -> Result<AccountImport, CoordError> {
         let blob = blob_name(account);
         self.ensure_blob(&blob).await?;
@@ -583,8 +596,20 @@ impl Coordinator {
                 account: account.as_str().to_owned(),
                 detail: e.to_string(),
             })?;
+            // The marks written by this account's rotations, unless the shared
+            // journal has a later one of that consumer.
+            let mut marked = false;
+            for (consumer, mark) in marks {
+                if !local.iter().any(|r| r.rotation.id == mark.rotation_id)
+                    || doc.marks.get(consumer).is_some_and(|m| m.at >= mark.at)
+                {
+                    continue;
+                }
+                let write = SharedWrite::Mark { consumer, mark };
+                marked |= doc.apply(&mark.rotation_id, write).unwrap_or(false);
+            }
             let unfinished = doc.unfinished().map(|r| r.id.clone());
-            if !added.is_empty() {
+            if !added.is_empty() || marked {
                 doc.fingerprint_check = Some(self.fingerprint_check.clone());
                 lease.ensure()?;
                 self.client

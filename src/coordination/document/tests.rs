@@ -223,3 +223,30 @@ fn a_local_journal_is_adopted_once_and_never_over_a_different_unfinished_rotatio
     assert!(matches!(err, ApplyError::Busy { .. }), "{err}");
     assert_eq!(doc, before);
 }
+
+#[test]
+fn write_marks_are_kept_per_consumer_and_read_back_as_the_journal_holds_them() {
+    let mut doc = AccountDoc::empty();
+    doc.apply("r1", SharedWrite::Begin(&new("r1"))).unwrap();
+    let mark = WriteMark {
+        rotation_id: "r1".into(),
+        fingerprint: crate::secret::Fingerprinter::from_bytes(b"k")
+            .fingerprint(&crate::secret::StorageKey::new("v".to_owned())),
+        mark: "etag-1".into(),
+        at: t(5),
+    };
+    let write = SharedWrite::Mark {
+        consumer: "datafactory:ls",
+        mark: &mark,
+    };
+    assert!(doc.apply("r1", write).unwrap());
+    assert!(!doc.apply("r1", write).unwrap(), "the same mark again");
+    let back = AccountDoc::parse(&doc.to_bytes()).unwrap();
+    assert_eq!(
+        back.marks_imported().unwrap(),
+        [("datafactory:ls".to_owned(), mark)]
+    );
+    // Documents without marks (written before) read as having none.
+    let old = br#"{"format":1,"schema":1,"account":null,"holder":null,"rotations":[]}"#;
+    assert!(AccountDoc::parse(old).unwrap().marks.is_empty());
+}
