@@ -35,6 +35,10 @@ pub use shared::{
     RENEWAL_BUCKETS, SharedAccount, Stats, Taken, blob_name, refuses,
 };
 
+/// Who holds an account another replica's lease keeps busy (`EngineError::Busy`'s
+/// holder; the daemon tells this apart from a local rotation by it).
+pub const HELD_ELSEWHERE: &str = "another keyflip replica holds its lease; it finishes the rotation, or another replica takes over at most one lease length after that one stops";
+
 /// Retries for coordination requests: short, because a journal write waits for them
 /// (and must finish well inside half a lease).
 pub fn azure_options() -> crate::azure::AzureOptions {

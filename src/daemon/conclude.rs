@@ -43,13 +43,17 @@ impl Scheduler {
         }
         match finished.ending {
             Ending::Interrupted => self.ctx.metrics.rotation(&name, "interrupted"),
-            Ending::Failed { message, busy } => {
+            Ending::Failed {
+                message,
+                busy,
+                elsewhere,
+            } => {
                 self.ctx.metrics.rotation(&name, "error");
                 tracing::error!(plan = %name, job = finished.kind, busy, error = %message, "the job could not run");
                 // A person's command that could not run told them so; only the
                 // schedule's own attempts are failed cycles.
                 if finished.kind != "repair" && !finished.manual {
-                    if busy && self.ctx.engine.coordination().is_some() {
+                    if elsewhere {
                         self.held_elsewhere(&name, &message, now);
                     } else {
                         self.failed_cycle(&name, message, None, now);

@@ -42,7 +42,7 @@ fn busy(account: &ResourceId, e: CoordError) -> EngineError {
     match e {
         CoordError::Held { .. } => EngineError::Busy {
             account: account.to_string(),
-            holder: "another keyflip replica holds its lease; it finishes the rotation, or another replica takes over at most one lease length after that one stops".into(),
+            holder: crate::coordination::HELD_ELSEWHERE.into(),
         },
         other => EngineError::Coordination(other),
     }
