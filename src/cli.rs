@@ -48,12 +48,21 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Run as a service: rotate plans on schedule, watch for drift, serve metrics.
     Daemon,
+    /// Replicas: move this machine's journal into the shared journal of [coordination].
+    #[command(subcommand)]
+    Coordination(CoordinationCommand),
     /// Version, git commit, target and Azure SDK crate versions of this build.
     Version(OutputArgs),
     /// Print a shell completion script on stdout.
     Completions(CompletionsArgs),
     /// Write one man page per command into a directory.
     Manpages(ManpagesArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CoordinationCommand {
+    /// Copy every rotation of this machine's journal into coordination storage, so that replicas resume an unfinished one and history shows them all.
+    ImportJournal(OutputArgs),
 }
 
 #[derive(Debug, Args)]

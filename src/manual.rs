@@ -24,6 +24,25 @@ struct Page {
     exits: &'static [(Exit, &'static str)],
 }
 
+const IMPORT_EXITS: &[(Exit, &str)] = &[
+    (
+        Exit::Ok,
+        "every rotation is in the shared journal (copied now or before)",
+    ),
+    (
+        Exit::Failure,
+        "coordination storage or the journal could not be used; accounts already copied stay copied",
+    ),
+    (
+        Exit::Usage,
+        "no [coordination], no journal or fingerprint key, or a daemon still runs on this machine",
+    ),
+    (
+        Exit::Busy,
+        "a local rotation holds an account's lock, or a replica holds its lease; import again later",
+    ),
+];
+
 const ROTATION_EXITS: &[(Exit, &str)] = &[
     (
         Exit::Ok,
@@ -275,6 +294,28 @@ const PAGES: &[Page] = &[
                 "invalid configuration or plans; the daemon did not start",
             ),
         ],
+    },
+    Page {
+        path: "coordination",
+        examples: &[(
+            "keyflip coordination import-journal",
+            "copy this machine's journal into the shared journal (moving to replicas)",
+        )],
+        exits: IMPORT_EXITS,
+    },
+    Page {
+        path: "coordination import-journal",
+        examples: &[
+            (
+                "sudo systemctl stop keyflip && keyflip coordination import-journal",
+                "move a single-node keyflip onto replicas: stop it, then copy its journal",
+            ),
+            (
+                "keyflip coordination import-journal --output json",
+                "the same, one entry per account with the rotations copied",
+            ),
+        ],
+        exits: IMPORT_EXITS,
     },
     Page {
         path: "version",

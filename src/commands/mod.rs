@@ -20,6 +20,7 @@
 
 pub mod answer;
 pub mod completions;
+pub mod coordination;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod discover;

@@ -40,13 +40,13 @@ pub async fn status(engine: &Engine, plans: &[Plan]) -> Result<Answer, CommandEr
 }
 
 /// `history`, newest first.
-pub fn history(
+pub async fn history(
     engine: &Engine,
     plan: Option<&str>,
     since: Option<chrono::DateTime<chrono::Utc>>,
     limit: usize,
 ) -> Result<Answer, CommandError> {
-    let rotations = engine.history_since(plan, since, limit)?;
+    let rotations = engine.history_since(plan, since, limit).await?;
     Ok(Answer::History { rotations })
 }
 
@@ -134,7 +134,7 @@ impl Standalone {
             }
             Request::Status { plan } => status(engine, &self.plans(plan.as_deref())?).await,
             Request::History { plan, limit, since } => {
-                history(engine, plan.as_deref(), *since, *limit)
+                history(engine, plan.as_deref(), *since, *limit).await
             }
         }
     }

@@ -449,6 +449,71 @@ impl Metrics {
     }
 }
 
+/// The replica's lease families (`[coordination]` only): leases held now, lease
+/// acquisitions, refusals (another replica held it), losses, fenced journal writes,
+/// and the renewal latency histogram. No label: one replica is one scrape target.
+pub fn coordination(out: &mut String, coordinator: &crate::coordination::Coordinator) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = &coordinator.stats;
+    let mut f = Family::new(
+        out,
+        "keyflip_coordination_leases_held",
+        "gauge",
+        "Account leases this replica holds now (one per rotation it drives).",
+    );
+    f.sample(&[], coordinator.held().len() as f64);
+    let counters: [(&'static str, &str, &std::sync::atomic::AtomicU64); 4] = [
+        (
+            "keyflip_coordination_lease_acquisitions_total",
+            "Account leases this replica acquired.",
+            &stats.acquisitions,
+        ),
+        (
+            "keyflip_coordination_lease_refusals_total",
+            "Account leases this replica asked for while another replica held them.",
+            &stats.refused,
+        ),
+        (
+            "keyflip_coordination_lease_losses_total",
+            "Account leases this replica lost while it held them (renewal refused or too late, a journal write refused).",
+            &stats.losses,
+        ),
+        (
+            "keyflip_coordination_journal_writes_total",
+            "Writes to the shared journal (each with the lease id and If-Match).",
+            &stats.writes,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let mut f = Family::new(out, name, "counter", help);
+        f.sample(&[], value.load(Relaxed) as f64);
+    }
+    let mut f = Family::new(
+        out,
+        "keyflip_coordination_lease_renewal_seconds",
+        "histogram",
+        "Latency of successful lease renewals.",
+    );
+    for (bound, count) in crate::coordination::RENEWAL_BUCKETS
+        .iter()
+        .zip(&stats.renewal_buckets)
+    {
+        f.part(
+            "_bucket",
+            &[("le", &bound.to_string())],
+            count.load(Relaxed) as f64,
+        );
+    }
+    let renewals = stats.renewals.load(Relaxed) as f64;
+    f.part("_bucket", &[("le", "+Inf")], renewals);
+    f.part(
+        "_sum",
+        &[],
+        stats.renewal_us_total.load(Relaxed) as f64 / 1e6,
+    );
+    f.part("_count", &[], renewals);
+}
+
 /// A counter labelled by plan and one more label: every plan loaded now and any that
 /// counted before a reload removed it (a counter never goes back to missing), times
 /// every value the label can take, at zero until counted.

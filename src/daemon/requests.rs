@@ -81,8 +81,12 @@ impl Scheduler {
                 let ctx = self.ctx.clone();
                 let (plan, limit, since) = (plan.clone(), *limit, *since);
                 self.ctx.tracker.spawn(async move {
-                    let _ =
-                        reply.send(perform::history(&ctx.engine, plan.as_deref(), since, limit));
+                    let work = perform::history(&ctx.engine, plan.as_deref(), since, limit);
+                    let answer = tokio::select! {
+                        r = work => r,
+                        _ = ctx.shutdown.cancelled() => return,
+                    };
+                    let _ = reply.send(answer);
                 });
             }
             Request::RotateNow {

@@ -517,23 +517,27 @@ impl Engine {
         super::status::status(&self.inner, plans).await
     }
 
-    /// Past rotations with every step and timing, newest first.
+    /// Past rotations in this process's own journal, with every step and timing,
+    /// newest first. With `[coordination]` that is the rotations this replica took
+    /// part in or learned of; `keyflip history` uses [`Engine::history_since`].
     pub fn history(
         &self,
         plan: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RotationReport>, EngineError> {
-        super::status::history(&self.inner, plan, None, limit)
+        super::status::local_history(&self.inner, plan, None, limit)
     }
 
-    /// [`Engine::history`] of rotations started at or after `since`.
-    pub fn history_since(
+    /// `keyflip history`: rotations started at or after `since`, newest first, from
+    /// the shared journal with `[coordination]` (the same on every replica), else
+    /// from the local journal.
+    pub async fn history_since(
         &self,
         plan: Option<&str>,
         since: Option<chrono::DateTime<chrono::Utc>>,
         limit: usize,
     ) -> Result<Vec<RotationReport>, EngineError> {
-        super::status::history(&self.inner, plan, since, limit)
+        super::status::history(&self.inner, plan, since, limit).await
     }
 }
 
