@@ -389,7 +389,10 @@ impl<'c, 'a> Run<'c, 'a> {
                         self.binds_running -= 1;
                     }
                     match done {
-                        None => {}
+                        // Abandoned: `cancel` fired. The branch above may not have seen
+                        // it yet (it can fire between the two polls), so note it here;
+                        // otherwise an empty loop would read as a stalled machine.
+                        None => cancelled = true,
                         Some(Err(e)) => return Err(e),
                         // Stopped by the interruption, not by Azure: left in doubt.
                         Some(Ok(done)) if done.interrupted => {
