@@ -12,7 +12,8 @@ pub mod config;
 pub mod consumer;
 pub mod coordination;
 pub mod daemon;
-pub(crate) mod diagnostic;
+pub mod diagnostic;
+pub mod discover;
 pub mod doctor;
 pub mod exit;
 #[cfg(feature = "failpoints")]

@@ -20,9 +20,11 @@
 
 pub mod answer;
 pub mod completions;
+pub mod coordination;
 #[cfg(feature = "demo")]
 pub mod demo;
-pub(crate) mod perform;
+pub mod discover;
+pub mod perform;
 pub mod progress;
 pub(crate) mod render;
 pub mod request;

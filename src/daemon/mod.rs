@@ -245,6 +245,7 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         clock.clone(),
         engine_options,
     );
+    let coordination = engine.coordination().cloned();
 
     let listener = match config.daemon.metrics_listen {
         Some(addr) => Some(
@@ -346,6 +347,7 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
             snapshot: snapshot_rx.clone(),
             budgets: Some(budgets.clone()),
             clock: clock.clone(),
+            coordination,
         };
         metrics_task = Some(tokio::spawn(endpoint::serve(
             listener,

@@ -48,7 +48,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 pub use error::JournalError;
-pub(crate) use marks::WriteMark;
+pub use marks::WriteMark;
 pub use plan_state::{ObservedKeys, Parked, PlanState};
 pub use record::{NewRotation, ResumeError, RotationRecord, StepRecord, StoredRotation};
 #[cfg(test)]

@@ -57,7 +57,7 @@ pub struct StepReport {
     pub command: Action,
     pub(crate) intent_at: DateTime<Utc>,
     pub result: Option<StepResult>,
-    pub(crate) result_at: Option<DateTime<Utc>>,
+    pub result_at: Option<DateTime<Utc>>,
     /// From intent to result, when both are recorded.
     pub duration_ms: Option<i64>,
     /// `Some(false)` for a failure result, `None` while in doubt.
@@ -469,6 +469,21 @@ pub struct PlanStatus {
     /// What the scheduler knows of the plan.
     #[serde(default)]
     pub schedule: ScheduleStatus,
+    /// With `[coordination]`: the account's lease, as coordination storage shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseStatus>,
+}
+
+/// Who holds an account's lease (replicas), read from the account's shared journal
+/// blob: the lease state the service reports and the replica that last took it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// Whether a replica holds the lease now.
+    pub held: bool,
+    /// The replica that holds it (or held it last), when one ever did.
+    pub replica: Option<String>,
+    /// Since when that replica holds (or held) it.
+    pub since: Option<DateTime<Utc>>,
 }
 
 impl PlanStatus {
@@ -499,6 +514,7 @@ impl PlanStatus {
             drift: Vec::new(),
             error: Some(error),
             schedule: ScheduleStatus::default(),
+            lease: None,
         }
     }
 }

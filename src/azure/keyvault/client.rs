@@ -28,6 +28,7 @@ pub(super) fn check_vault(vault: &Url) -> Result<(), Error> {
 /// The vault part of a call target (`{vault}/secrets/{name}[/{version}]`): the scope
 /// of its Key Vault budget.
 fn vault_of(target: &str) -> &str {
+    let target = target.strip_suffix("/secrets").unwrap_or(target);
     target.rfind("/secrets/").map_or(target, |i| &target[..i])
 }
 
@@ -132,7 +133,20 @@ impl Azure {
                 .into(),
                 sent: false,
             };
-            if let Some(budgets) = &self.budgets {
+            if let Some(budgets) = &self.budgets
+                && crate::azure::budget::is_deferrable()
+            {
+                if budgets.acquire_now(class, false, vault).is_err() {
+                    return Err(Error::Deferred {
+                        call: Call {
+                            operation: op.name,
+                            target: target.to_owned(),
+                            request_id: None,
+                        }
+                        .into(),
+                    });
+                }
+            } else if let Some(budgets) = &self.budgets {
                 tokio::select! {
                     () = budgets.acquire(class, false, vault) => {}
                     () = self.interrupt.cancelled() => return Err(interrupted()),

@@ -20,6 +20,7 @@ mod datafactory;
 mod entra;
 mod examples;
 mod faults;
+mod inventory;
 mod keyvault;
 mod ml;
 mod monitor;
