@@ -32,6 +32,31 @@ use crate::twin::{BenchTwin, Logged, OPERATOR};
 /// workspace resync's wait comes on top.
 const LEAKED_ACTIVE_CRITICAL: f64 = 8.0;
 
+/// With `KEYFLIP_BENCH_TRACE` set, prints each call of `calls` with its wave number to
+/// stderr: the request log is what a critical path is read from.
+fn trace(label: &str, calls: &[&Logged], gap: chrono::TimeDelta) {
+    if std::env::var_os("KEYFLIP_BENCH_TRACE").is_none() {
+        return;
+    }
+    eprintln!("-- {label}");
+    let mut n = 0;
+    let mut last: Option<DateTime<Utc>> = None;
+    let first = calls.first().map(|c| c.at);
+    for c in calls {
+        if last.is_none_or(|l| c.at - l > gap) {
+            n += 1;
+        }
+        last = Some(c.at);
+        let ms = first.map_or(0, |f| (c.at - f).num_milliseconds());
+        eprintln!(
+            "  wave {n:>2} +{ms:>5} ms {} {} {}",
+            c.operation,
+            c.method,
+            c.status.unwrap_or_default()
+        );
+    }
+}
+
 /// Waves of answers in `calls` (sorted by time): a gap of more than `gap` starts one.
 fn waves(calls: &[&Logged], gap: chrono::TimeDelta) -> usize {
     let mut n = 0;
@@ -186,6 +211,11 @@ pub async fn rotations(twin: &BenchTwin, o: &Options) -> anyhow::Result<Vec<Row>
         to_regen.push(ms);
         ratio.push(ms / critical);
         let before: Vec<&Logged> = run.calls.iter().filter(|c| c.at <= last.at).collect();
+        trace(
+            "--leaked, up to the leaked key's regeneration",
+            &before,
+            gap,
+        );
         leaked_waves.push(waves(&before, gap) as f64);
         leaked_calls = (run.calls.len() as u64, arm_writes(&run.calls));
     }
@@ -217,6 +247,7 @@ pub async fn rotations(twin: &BenchTwin, o: &Options) -> anyhow::Result<Vec<Row>
             bail!("--revoke-first regenerated nothing (exit {})", run.code);
         };
         let before: Vec<&Logged> = run.calls.iter().filter(|c| c.at <= revoke.at).collect();
+        trace("--revoke-first, up to the revoke", &before, gap);
         revoke_waves.push(waves(&before, gap) as f64);
         revoke_ms.push((revoke.at - run.started_twin).num_milliseconds() as f64);
         revoke_calls = (before.len() as u64, arm_writes(&run.calls));
@@ -238,6 +269,8 @@ pub async fn rotations(twin: &BenchTwin, o: &Options) -> anyhow::Result<Vec<Row>
         if run.code != 0 {
             bail!("the demo rotation failed (exit {})", run.code);
         }
+        let all: Vec<&Logged> = run.calls.iter().collect();
+        trace("demo rotation, every call", &all, gap);
         plain.push(run.took.as_secs_f64());
         plain_writes.push(arm_writes(&run.calls) as f64);
         plain_calls = run.calls.len() as u64;
