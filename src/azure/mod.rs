@@ -376,6 +376,20 @@ impl Azure {
         Ok(Principal::from_jwt(token.token.secret()))
     }
 
+    /// Asks Entra ID for tokens for `audiences` at once and keeps them in the
+    /// credential's cache, so the first call to each service does not wait for its
+    /// token. A failure is only logged: the call that needs the token asks again and
+    /// reports it.
+    pub(crate) async fn prefetch_tokens(&self, audiences: &[String]) {
+        let fetches = audiences.iter().map(|audience| async move {
+            let scope = format!("{}/.default", audience.trim_end_matches('/'));
+            if let Err(e) = self.credential.get_token(&[scope.as_str()], None).await {
+                tracing::debug!(audience, error = %e, "token prefetch failed; the call that needs it will ask again");
+            }
+        });
+        futures::future::join_all(fetches).await;
+    }
+
     /// Asks Entra ID for a token for `audience` (e.g. [`Cloud::arm_audience`],
     /// [`DATABRICKS_AUDIENCE`], a vault resource) and drops it: `doctor`'s check that
     /// keyflip can authenticate at all.

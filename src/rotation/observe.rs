@@ -109,7 +109,13 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
     let checks = required_permissions(plan);
     let nothing_known = Lacking(HashSet::new());
     let mut found_missing = Vec::new();
-    let (answers, account, keys, consumers) = tokio::join!(
+    // The consumers' services' tokens (Key Vault, Databricks) are requested now, beside
+    // the ARM reads, so reading the consumers does not wait for them.
+    let audiences: Vec<String> = consumer::tokens(plan, azure.cloud())
+        .into_iter()
+        .filter_map(|(_, audience)| audience.ok())
+        .collect();
+    let (answers, account, keys, consumers, ()) = tokio::join!(
         join_all(
             checks
                 .iter()
@@ -118,6 +124,7 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
         ctx.account(),
         ctx.keys(),
         consumer::consumers(ctx, &nothing_known, &mut found_missing),
+        azure.prefetch_tokens(&audiences),
     );
     let mut lacking = HashSet::new();
     for ((scope, _), answer) in checks.iter().zip(answers) {
