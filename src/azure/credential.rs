@@ -73,7 +73,7 @@ pub fn build(
     };
     Ok(match config {
         CredentialConfig::ManagedIdentity { client_id } => fixed(
-            PerAudience::new({
+            PerAudience::shared({
                 let client_id = client_id.clone();
                 let cloud = cloud.clone();
                 let http = http.clone();
@@ -97,7 +97,7 @@ pub fn build(
             client_id,
             token_file,
         } => fixed(
-            PerAudience::new({
+            PerAudience::shared({
                 let (tenant_id, client_id, token_file) =
                     (tenant_id.clone(), client_id.clone(), token_file.clone());
                 let cloud = cloud.clone();
@@ -125,7 +125,7 @@ pub fn build(
         } => {
             let value = Secret::new(secret.read(env)?.to_string());
             fixed(
-                PerAudience::new({
+                PerAudience::shared({
                     let (tenant_id, client_id) = (tenant_id.clone(), client_id.clone());
                     let cloud = cloud.clone();
                     let http = http.clone();
@@ -208,11 +208,8 @@ impl std::fmt::Debug for PerAudience {
 
 impl PerAudience {
     /// Makes the first credential now, so a configuration error shows at start-up.
-    fn new(
-        make: impl Fn() -> Result<Arc<dyn TokenCredential>, azure_core::Error>
-        + Send
-        + Sync
-        + 'static,
+    fn shared(
+        make: impl Fn() -> Result<Arc<dyn TokenCredential>, azure_core::Error> + Send + Sync + 'static,
     ) -> Result<Arc<dyn TokenCredential>, azure_core::Error> {
         make()?;
         Ok(Arc::new(PerAudience {

@@ -109,13 +109,15 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
     let checks = required_permissions(plan);
     let nothing_known = Lacking(HashSet::new());
     let mut found_missing = Vec::new();
-    // The consumers' services' tokens (Key Vault, Databricks) are requested now, beside
-    // the ARM reads, so reading the consumers does not wait for them.
+    // The consumers' services' tokens (Key Vault, Databricks) are requested beside
+    // ARM's, so reading the consumers does not wait for them.
+    // ARM's token comes first (and fails once, not once per queued read).
     let audiences: Vec<String> = consumer::tokens(plan, azure.cloud())
         .into_iter()
         .filter_map(|(_, audience)| audience.ok())
         .collect();
-    let (answers, account, keys, consumers, ()) = tokio::join!(
+    azure.acquire_tokens(&audiences).await?;
+    let (answers, account, keys, consumers) = tokio::join!(
         join_all(
             checks
                 .iter()
@@ -124,7 +126,6 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
         ctx.account(),
         ctx.keys(),
         consumer::consumers(ctx, &nothing_known, &mut found_missing),
-        azure.prefetch_tokens(&audiences),
     );
     let mut lacking = HashSet::new();
     for ((scope, _), answer) in checks.iter().zip(answers) {

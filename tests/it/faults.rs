@@ -83,6 +83,10 @@ const NOT_IN_A_ROTATION: &[(&str, &str)] = &[
     ),
     ("web.connectionStrings.put", "as web.connectionStrings.list"),
     (
+        "ml.datastore.get",
+        "the demo's datastores are discovered, and a bind PUTs the body the discovery listed; a named datastore's bind, and any bind after the first, GETs first (tests/it/azure/ml.rs)",
+    ),
+    (
         "datafactory.linkedService.list",
         "only doctor lists a factory's linked services; a rotation reads the one it binds",
     ),
