@@ -1,8 +1,9 @@
 //! Observation: what Azure holds right now, as the machine's [`Observation`]. Reads
 //! only.
 //!
-//! Two waves of concurrent reads (each a round trip on the incident's critical path):
-//! first keyflip's own permissions at every scope it will write (the storage account;
+//! The ARM token first (the Key Vault and Databricks tokens the consumers need are
+//! requested beside it), then two waves of concurrent reads (each a round trip on the
+//! incident's critical path): first keyflip's own permissions at every scope it will write (the storage account;
 //! each ML workspace; each vault with a `vault_id`), the account (shared key access,
 //! `keyCreationTime`), both keys (`listKeys`) and the consumers (datastores discovered
 //! when the plan says `discover = true`), all at once; then what each consumer holds.
