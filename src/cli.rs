@@ -48,12 +48,21 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Run as a service: rotate plans on schedule, watch for drift, serve metrics.
     Daemon,
+    /// Replicas: move this machine's journal into the shared journal of [coordination].
+    #[command(subcommand)]
+    Coordination(CoordinationCommand),
     /// Version, git commit, target and Azure SDK crate versions of this build.
     Version(OutputArgs),
     /// Print a shell completion script on stdout.
     Completions(CompletionsArgs),
     /// Write one man page per command into a directory.
     Manpages(ManpagesArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CoordinationCommand {
+    /// Copy every rotation of this machine's journal into coordination storage, so that replicas resume an unfinished one and history shows them all.
+    ImportJournal(OutputArgs),
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +164,10 @@ pub enum AdoptKey {
 pub struct ResumeArgs {
     /// Only this plan.
     pub plan: Option<String>,
+    /// Retire the old key of a swap the usage gate parked without checking the logs
+    /// again: the callers still signing with it break.
+    #[arg(long)]
+    pub force_retire: bool,
     /// Shorten the grace period of the plan's unfinished rotation (0s retires the old
     /// key now). Refused when the rotation has no grace period left to shorten.
     #[arg(long, requires = "plan")]
@@ -201,6 +214,26 @@ pub struct StatusArgs {
 pub enum PlanCommand {
     /// Validate plan files without touching the network. Default: every plan in the plans directory.
     Check(PlanCheckArgs),
+    /// Find every consumer of a storage account's key with reads only, and write a plan for it.
+    Discover(PlanDiscoverArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanDiscoverArgs {
+    /// ARM id of the storage account (/subscriptions/…/storageAccounts/NAME); several
+    /// are discovered in one scan.
+    #[arg(required = true, value_name = "ACCOUNT_ID")]
+    pub accounts: Vec<String>,
+    /// Write the plan to this file (one account) or into this directory as NAME.toml
+    /// (several), instead of stdout. Existing files are not overwritten.
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Look only in this subscription (repeatable). Default: every subscription
+    /// keyflip's identity can see.
+    #[arg(long = "subscription", value_name = "SUBSCRIPTION_ID")]
+    pub subscriptions: Vec<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +250,10 @@ pub struct DoctorArgs {
     /// Only this plan.
     #[arg(long)]
     pub plan: Option<String>,
+    /// Consumers of an account that its plan does not list block (exit 3) instead of
+    /// warning.
+    #[arg(long)]
+    pub strict: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -56,6 +56,18 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// `[coordination]`: replicas sharing leases and a journal in Blob Storage.
     pub coordination: Option<CoordinationConfig>,
+    /// `[discovery]`: where `plan discover` and the unlisted-consumer check look
+    /// beyond what ARM lists.
+    pub discovery: DiscoveryConfig,
+}
+
+/// `[discovery]`. Databricks has no inventory API keyflip can use across workspaces,
+/// and its secrets cannot be read back, so the workspaces to look in are listed here.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// Databricks workspace URLs (`https://adb-….azuredatabricks.net`) whose
+    /// Databricks-backed scopes discovery looks through.
+    pub databricks: Vec<Url>,
 }
 
 /// Which Azure cloud, plus an optional extra CA bundle (custom clouds, or a
@@ -88,6 +100,9 @@ pub struct CustomCloud {
     pub key_vault_suffix: Option<String>,
     /// DNS suffix of storage endpoints (`core.windows.net`), if any.
     pub storage_suffix: Option<String>,
+    /// The Log Analytics query API's origin (`https://api.loganalytics.io` in the
+    /// public cloud), for the usage gate; `None` when the cloud has none.
+    pub log_analytics_url: Option<Url>,
     /// The blob endpoint of every storage account, with `{account}` for its name
     /// (`https://{account}.blob.local.azurestack.external/`, or path-style
     /// `https://127.0.0.1:47443/{account}/` for keyflip-twin). ARM's answer must match
@@ -246,6 +261,7 @@ impl Config {
                 ctx.coordination(c, host)
             })
             .transpose()?;
+        let discovery = ctx.discovery(raw.discovery)?;
         Ok(Config {
             source: None,
             cloud,
@@ -253,6 +269,7 @@ impl Config {
             plans_dir,
             state_dir,
             daemon,
+            discovery,
             coordination,
         })
     }
@@ -267,6 +284,13 @@ struct RawConfig {
     state_dir: Option<Spanned<PathBuf>>,
     daemon: Option<Spanned<RawDaemon>>,
     coordination: Option<Spanned<RawCoordination>>,
+    discovery: Option<Spanned<RawDiscovery>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    databricks: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +302,7 @@ struct RawCloud {
     authority_host: Option<Spanned<String>>,
     key_vault_suffix: Option<Spanned<String>>,
     storage_suffix: Option<Spanned<String>>,
+    log_analytics_url: Option<Spanned<String>>,
     blob_endpoint: Option<Spanned<String>>,
     ca_bundle: Option<Spanned<PathBuf>>,
 }
@@ -371,6 +396,27 @@ impl Ctx<'_> {
             ));
         }
         Ok(text.clone())
+    }
+
+    /// `[discovery]`: every URL https.
+    fn discovery(
+        &self,
+        raw: Option<Spanned<RawDiscovery>>,
+    ) -> Result<DiscoveryConfig, SourceError> {
+        let Some(raw) = raw else {
+            return Ok(DiscoveryConfig::default());
+        };
+        let databricks = raw
+            .into_inner()
+            .databricks
+            .unwrap_or_default()
+            .iter()
+            .map(|v| {
+                self.https_url(v, "databricks")
+                    .map(|u| Url::parse(u.as_str().trim_end_matches('/')).unwrap_or(u))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DiscoveryConfig { databricks })
     }
 
     /// `[cloud]`, reconciled with `AZURE_AUTHORITY_HOST` (Microsoft's SDKs read it to
@@ -467,6 +513,7 @@ impl Ctx<'_> {
                 ("authority_host", &raw.authority_host),
                 ("key_vault_suffix", &raw.key_vault_suffix),
                 ("storage_suffix", &raw.storage_suffix),
+                ("log_analytics_url", &raw.log_analytics_url),
                 ("blob_endpoint", &raw.blob_endpoint),
             ] {
                 if let Some(v) = field {
@@ -502,12 +549,18 @@ impl Ctx<'_> {
                     v.as_ref()
                         .map(|s| s.get_ref().trim_start_matches('.').to_owned())
                 };
+                let log_analytics_url = raw
+                    .log_analytics_url
+                    .as_ref()
+                    .map(|v| self.https_url(v, "log_analytics_url"))
+                    .transpose()?;
                 CloudKind::Custom(Box::new(CustomCloud {
                     arm_url,
                     arm_audience,
                     authority_host,
                     key_vault_suffix: suffix(&raw.key_vault_suffix),
                     storage_suffix: suffix(&raw.storage_suffix),
+                    log_analytics_url,
                     blob_endpoint: raw
                         .blob_endpoint
                         .as_ref()

@@ -13,6 +13,7 @@ pub mod consumer;
 pub mod coordination;
 pub mod daemon;
 pub mod diagnostic;
+pub mod discover;
 pub mod doctor;
 pub mod exit;
 #[cfg(feature = "failpoints")]

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use keyflip::cli::{Command, PlanCommand};
+use keyflip::cli::{Command, CoordinationCommand, PlanCommand};
 use keyflip::commands;
 use keyflip::exit::Exit;
 
@@ -30,6 +30,12 @@ fn main() -> ExitCode {
             commands::run(config, &cli.command)
         }
         Command::Plan(PlanCommand::Check(args)) => plan_check(config, args),
+        Command::Plan(PlanCommand::Discover(args)) => commands::discover::run(
+            config,
+            args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
         Command::Doctor(args) => keyflip::doctor::run(
             config,
             args,
@@ -37,6 +43,9 @@ fn main() -> ExitCode {
             &mut std::io::stderr().lock(),
         ),
         Command::Daemon => daemon(config),
+        Command::Coordination(CoordinationCommand::ImportJournal(args)) => {
+            commands::coordination::import_journal(config, args)
+        }
         Command::Version(args) => commands::version::run(args),
         Command::Completions(args) => commands::completions::completions(args),
         Command::Manpages(args) => commands::completions::manpages(args),

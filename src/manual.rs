@@ -24,6 +24,25 @@ struct Page {
     exits: &'static [(Exit, &'static str)],
 }
 
+const IMPORT_EXITS: &[(Exit, &str)] = &[
+    (
+        Exit::Ok,
+        "every rotation is in the shared journal (copied now or before)",
+    ),
+    (
+        Exit::Failure,
+        "coordination storage or the journal could not be used; accounts already copied stay copied",
+    ),
+    (
+        Exit::Usage,
+        "no [coordination], no journal or fingerprint key, or a daemon still runs on this machine",
+    ),
+    (
+        Exit::Busy,
+        "a local rotation holds an account's lock, or a replica holds its lease; import again later",
+    ),
+];
+
 const ROTATION_EXITS: &[(Exit, &str)] = &[
     (
         Exit::Ok,
@@ -164,6 +183,34 @@ const PAGES: &[Page] = &[
         exits: READ_EXITS,
     },
     Page {
+        path: "plan discover",
+        examples: &[
+            (
+                "keyflip plan discover /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Storage/storageAccounts/NAME --out NAME.toml",
+                "write a commented plan listing every consumer found",
+            ),
+            (
+                "keyflip plan discover ACCOUNT_ID ACCOUNT_ID --output json",
+                "the inventory of several accounts, for scripts",
+            ),
+        ],
+        exits: &[
+            (Exit::Ok, "a plan was written for every account"),
+            (
+                Exit::Failure,
+                "an account's keys or the subscriptions could not be read, or a file could not be written",
+            ),
+            (
+                Exit::Usage,
+                "bad usage, an invalid configuration or account id, or --out names an existing file",
+            ),
+            (
+                Exit::Refused,
+                "no consumer was found for an account, so no plan was written for it",
+            ),
+        ],
+    },
+    Page {
         path: "plan",
         examples: &[("keyflip plan check", "validate every plan; no network")],
         exits: &[
@@ -199,7 +246,7 @@ const PAGES: &[Page] = &[
             ),
             (
                 "keyflip doctor --plan demo --output json",
-                "one plan, as JSON",
+                "one plan, as JSON (--strict: unlisted consumers block)",
             ),
         ],
         exits: &[
@@ -247,6 +294,28 @@ const PAGES: &[Page] = &[
                 "invalid configuration or plans; the daemon did not start",
             ),
         ],
+    },
+    Page {
+        path: "coordination",
+        examples: &[(
+            "keyflip coordination import-journal",
+            "copy this machine's journal into the shared journal (moving to replicas)",
+        )],
+        exits: IMPORT_EXITS,
+    },
+    Page {
+        path: "coordination import-journal",
+        examples: &[
+            (
+                "sudo systemctl stop keyflip && keyflip coordination import-journal",
+                "move a single-node keyflip onto replicas: stop it, then copy its journal",
+            ),
+            (
+                "keyflip coordination import-journal --output json",
+                "the same, one entry per account with the rotations copied",
+            ),
+        ],
+        exits: IMPORT_EXITS,
     },
     Page {
         path: "version",

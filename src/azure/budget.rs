@@ -124,7 +124,30 @@ impl Lane {
 
 tokio::task_local! {
     static LANE: Lane;
+    static DEFERRABLE: ();
 }
+
+/// Runs `work` with its budgeted calls deferrable: each goes at once if nobody waits
+/// in its scope and it fits in a quarter of every window it counts against, or not at
+/// all ([`Budgets::acquire_now`] refuses it with [`Deferred`]). A rotation's
+/// unlisted-consumer check runs so: it never makes the rotation wait for the budget,
+/// and leaves three quarters of every window to the calls that cannot be put off.
+pub async fn deferrable<F: Future>(work: F) -> F::Output {
+    DEFERRABLE.scope((), work).await
+}
+
+/// Whether the task this runs in makes deferrable calls (see [`deferrable`]).
+pub fn is_deferrable() -> bool {
+    DEFERRABLE.try_with(|()| ()).is_ok()
+}
+
+/// A deferrable call that could not go at once; it was not sent and consumed nothing.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("{DEFERRED}")]
+pub struct Deferred;
+
+/// What a deferred call's error says.
+pub const DEFERRED: &str = "deferred: the shared call budget is left to rotations and incidents; the next check tries again";
 
 /// Runs `work` with every budgeted call in it counted in `lane`. Calls outside any
 /// lane count as `Scheduled`.
@@ -364,6 +387,34 @@ impl Budgets {
         }
     }
 
+    /// One more call of `class` now, if nobody waits in `scope` and the call fits in a
+    /// quarter of each of its windows (see [`deferrable`]); else [`Deferred`], having
+    /// consumed nothing.
+    pub fn acquire_now(&self, class: Class, storage: bool, scope: &str) -> Result<(), Deferred> {
+        let lane = current_lane().max(Lane::Background);
+        let need = Need { class, storage };
+        let inner = &self.inner;
+        let now = inner.clock.now();
+        let key = (class.is_arm(), scope.to_ascii_lowercase());
+        let mut scopes = inner.scopes.lock().unwrap_or_else(|e| e.into_inner());
+        let s = scopes
+            .entry(key)
+            .or_insert_with(|| Self::new_scope(&inner.config, class.is_arm()));
+        // `earliest` also drops the instants that left the windows.
+        if !s.queue.is_empty() || s.earliest(need, lane, now) > now {
+            return Err(Deferred);
+        }
+        let fits = need.windows().iter().all(|&w| {
+            let window = &s.windows[w];
+            window.times.len() < (window.limit / 4).max(1)
+        });
+        if !fits {
+            return Err(Deferred);
+        }
+        s.record(need, now);
+        Ok(())
+    }
+
     /// Waits until `scope`'s budget lets one more call of `class` go, in the current
     /// task's lane. `storage`: the call goes to the Storage resource provider.
     /// `scope` (a subscription id or a vault URL) is compared case-insensitively.
@@ -412,6 +463,7 @@ impl Budgets {
             scope,
             "waiting for the shared call budget"
         );
+
         // The granting task only ends once the queue is empty, so the grant comes.
         let _ = rx.await;
         let waited = (inner.clock.now() - started).to_std().unwrap_or_default();
@@ -628,6 +680,36 @@ mod tests {
         let waits = b.waits();
         assert_eq!(waits[0].count, 3);
         assert_eq!(waits[0].total, std::time::Duration::from_secs(1 + 1 + 2));
+    }
+
+    #[tokio::test]
+    async fn deferrable_calls_take_a_quarter_of_a_window_and_never_wait() {
+        let clock = ManualClock::new(start());
+        let b = budgets(&clock, 10, 1_200);
+        // A quarter of ten writes a second: two go, the third is deferred at once.
+        let taken: Vec<bool> = (0..3)
+            .map(|_| b.acquire_now(Class::ArmWrite, false, "sub-a").is_ok())
+            .collect();
+        assert_eq!(taken, [true, true, false]);
+        // What a rotation's own calls need is still there: eight more go now.
+        let routine = spawn(&b, Class::ArmWrite, "sub-a", 8);
+        settle().await;
+        assert_eq!(done(&routine), 8);
+        // A full window defers too, and a deferred call consumed nothing.
+        assert!(b.acquire_now(Class::ArmWrite, false, "sub-a").is_err());
+        let queued = spawn(&b, Class::ArmWrite, "sub-a", 1);
+        settle().await;
+        assert_eq!(done(&queued), 0);
+        clock.advance(TimeDelta::seconds(1));
+        // Someone waits in the scope: a deferrable call does not go ahead of them.
+        assert!(b.acquire_now(Class::ArmWrite, false, "sub-a").is_err());
+        settle().await;
+        assert_eq!(done(&queued), 1);
+        assert!(b.acquire_now(Class::ArmWrite, false, "sub-a").is_ok());
+        // A budget of one a second still lets one deferrable call through.
+        let one = budgets(&clock, 1, 1_200);
+        assert!(one.acquire_now(Class::ArmWrite, false, "sub-a").is_ok());
+        assert!(one.acquire_now(Class::ArmWrite, false, "sub-a").is_err());
     }
 
     #[tokio::test]

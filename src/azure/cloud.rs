@@ -20,6 +20,9 @@ use url::Url;
 use super::Error;
 use crate::config::{CloudConfig, CloudKind};
 
+/// The Log Analytics query API's token audience in the public cloud.
+pub const LOG_ANALYTICS_AUDIENCE: &str = "https://api.loganalytics.io";
+
 /// A cloud's resolved endpoints.
 #[derive(Clone, Debug)]
 pub struct Cloud {
@@ -29,6 +32,9 @@ pub struct Cloud {
     pub authority_host: Url,
     pub key_vault_suffix: Option<String>,
     pub storage_suffix: Option<String>,
+    /// The Log Analytics query API (`https://api.loganalytics.io`), if the cloud has
+    /// one; tokens for it are issued for [`Cloud::log_analytics_audience`].
+    pub log_analytics_url: Option<Url>,
     /// Which blob endpoints ARM may report for a storage account: the only places a
     /// SharedKey-signed request goes.
     pub blob_endpoints: BlobEndpoints,
@@ -39,29 +45,36 @@ pub struct Cloud {
 
 impl Cloud {
     pub fn from_config(config: &CloudConfig) -> Result<Cloud, Error> {
-        let known =
-            |arm: &str, login: &str, kv: &str, storage: &str, sdk| -> Result<Cloud, Error> {
-                Ok(Cloud {
-                    arm_url: parse_builtin(arm)?,
-                    arm_audience: arm.trim_end_matches('/').to_owned(),
-                    authority_host: parse_builtin(login)?,
-                    key_vault_suffix: Some(kv.to_owned()),
-                    storage_suffix: Some(storage.to_owned()),
-                    blob_endpoints: BlobEndpoints::Suffix {
-                        suffix: storage.to_owned(),
-                        dns_zones: matches!(config.kind, CloudKind::Public),
-                    },
-                    ca_bundle: config.ca_bundle.clone(),
-                    sdk: Arc::new(sdk),
-                    custom: false,
-                })
-            };
+        let known = |arm: &str,
+                     login: &str,
+                     kv: &str,
+                     storage: &str,
+                     logs: &str,
+                     sdk|
+         -> Result<Cloud, Error> {
+            Ok(Cloud {
+                arm_url: parse_builtin(arm)?,
+                arm_audience: arm.trim_end_matches('/').to_owned(),
+                authority_host: parse_builtin(login)?,
+                key_vault_suffix: Some(kv.to_owned()),
+                storage_suffix: Some(storage.to_owned()),
+                log_analytics_url: Some(parse_builtin(logs)?),
+                blob_endpoints: BlobEndpoints::Suffix {
+                    suffix: storage.to_owned(),
+                    dns_zones: matches!(config.kind, CloudKind::Public),
+                },
+                ca_bundle: config.ca_bundle.clone(),
+                sdk: Arc::new(sdk),
+                custom: false,
+            })
+        };
         match &config.kind {
             CloudKind::Public => known(
                 "https://management.azure.com/",
                 "https://login.microsoftonline.com",
                 "vault.azure.net",
                 "core.windows.net",
+                "https://api.loganalytics.io",
                 CloudConfiguration::AzurePublic,
             ),
             CloudKind::China => known(
@@ -69,6 +82,7 @@ impl Cloud {
                 "https://login.chinacloudapi.cn",
                 "vault.azure.cn",
                 "core.chinacloudapi.cn",
+                "https://api.loganalytics.azure.cn",
                 CloudConfiguration::AzureChina,
             ),
             CloudKind::UsGov => known(
@@ -76,6 +90,7 @@ impl Cloud {
                 "https://login.microsoftonline.us",
                 "vault.usgovcloudapi.net",
                 "core.usgovcloudapi.net",
+                "https://api.loganalytics.us",
                 CloudConfiguration::AzureGovernment,
             ),
             CloudKind::Custom(c) => {
@@ -87,6 +102,7 @@ impl Cloud {
                     authority_host: c.authority_host.clone(),
                     key_vault_suffix: c.key_vault_suffix.clone(),
                     storage_suffix: c.storage_suffix.clone(),
+                    log_analytics_url: c.log_analytics_url.clone(),
                     blob_endpoints: match (&c.blob_endpoint, &c.storage_suffix) {
                         (Some(pattern), _) => BlobEndpoints::Pattern(pattern.clone()),
                         (None, Some(suffix)) => BlobEndpoints::Suffix {
@@ -114,6 +130,16 @@ impl Cloud {
         self.key_vault_suffix
             .as_deref()
             .map(|s| format!("https://{s}"))
+    }
+
+    /// The resource Log Analytics query tokens are issued for: the query API's own
+    /// origin in the named clouds, and `https://api.loganalytics.io` (what Entra ID and
+    /// keyflip-twin issue for the public API's scope) for a custom cloud.
+    pub fn log_analytics_audience(&self) -> String {
+        match &self.log_analytics_url {
+            Some(url) if !self.custom => url.as_str().trim_end_matches('/').to_owned(),
+            _ => LOG_ANALYTICS_AUDIENCE.to_owned(),
+        }
     }
 
     /// The `azure_core` cloud configuration, for credentials.
@@ -445,6 +471,7 @@ mod tests {
                 authority_host: Url::parse("https://127.0.0.1:4443").unwrap(),
                 key_vault_suffix: None,
                 storage_suffix: None,
+                log_analytics_url: None,
                 blob_endpoint: None,
             })),
             ca_bundle: None,

@@ -183,6 +183,10 @@ pub enum Error {
     /// Azure accepted it and only the wait for its end was given up.
     #[error("{call}: interrupted {}", if *.sent { "while waiting for the operation to finish; it may still complete in Azure" } else { "before the request was sent; nothing was changed" })]
     Interrupted { call: Box<Call>, sent: bool },
+    /// A deferrable call (a rotation's unlisted-consumer check) that the shared budget
+    /// could not take at once: never sent (see `budget::deferrable`).
+    #[error("{call}: not sent, {}", super::budget::DEFERRED)]
+    Deferred { call: Box<Call> },
     #[error("{context}: {rejected}")]
     Certificate {
         /// The call, or the token request, that met the certificate.
@@ -253,6 +257,7 @@ impl Error {
             Error::Throttled { .. }
             | Error::Network { .. }
             | Error::Server { .. }
+            | Error::Deferred { .. }
             | Error::Deadline { .. } => true,
             Error::Credential { transient, .. } => *transient,
             Error::Unauthorized { .. }
@@ -291,6 +296,7 @@ impl Error {
             | Error::OperationFailed { call, .. }
             | Error::ForeignOrigin { call, .. }
             | Error::Interrupted { call, .. }
+            | Error::Deferred { call }
             | Error::Deadline { call, .. } => Some(call),
             Error::Credential { .. }
             | Error::Certificate { .. }

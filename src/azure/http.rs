@@ -413,7 +413,20 @@ impl Sender {
                 budget::is_storage_provider(path),
             ))
         });
-        if let Some((budgets, class, subscription, storage)) = &budgeted {
+        if let Some((budgets, class, subscription, storage)) = &budgeted
+            && budget::is_deferrable()
+        {
+            if let Err(deferred) = budgets.acquire_now(*class, *storage, subscription) {
+                return Err(Failure::Transport {
+                    error: azure_core::Error::new(ErrorKind::Other, deferred),
+                    call: Call {
+                        operation: op.name,
+                        target: target.to_owned(),
+                        request_id: None,
+                    },
+                });
+            }
+        } else if let Some((budgets, class, subscription, storage)) = &budgeted {
             tokio::select! {
                 () = budgets.acquire(*class, *storage, subscription) => {}
                 () = self.interrupt.cancelled() => return Err(stop()),
@@ -530,6 +543,9 @@ impl Sender {
                     call: call.into(),
                     sent: false,
                 },
+                _ if error.downcast_ref::<budget::Deferred>().is_some() => {
+                    Error::Deferred { call: call.into() }
+                }
                 _ => {
                     let fallback = format!("{call}: the request could not be made: {error}");
                     Error::refused(call, &error, fallback)

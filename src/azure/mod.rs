@@ -24,11 +24,13 @@ pub mod datafactory;
 pub mod datastore;
 mod error;
 mod http;
+pub mod inventory;
 pub mod keyvault;
 pub mod ml;
 #[cfg(any(test, feature = "fuzzing"))]
 #[cfg_attr(not(test), allow(dead_code))]
 mod mock;
+pub mod monitor;
 pub mod operations;
 pub mod origin;
 pub mod probe;
@@ -54,6 +56,30 @@ pub(crate) use http::{Answer, Operation, RETRY_STATUSES, Sender};
 
 use crate::config::{Config, Env, process_env};
 use crate::secret::{Fingerprint, Fingerprinter, StorageKey};
+
+/// The sender of Log Analytics queries (the usage gate): only to the cloud's query
+/// API, `None` when the cloud has none.
+fn logs_sender(
+    http: &Arc<dyn HttpClient>,
+    credential: &Arc<dyn TokenCredential>,
+    cloud: &Cloud,
+    retry: &RetryPolicy,
+    interrupt: &CancellationToken,
+) -> Option<http::Sender> {
+    let url = cloud.log_analytics_url.as_ref()?;
+    let mut sender = http::Sender::bearer(
+        http,
+        credential.clone(),
+        &cloud.log_analytics_audience(),
+        http::Service {
+            name: "Log Analytics",
+            destination: origin::Destination::origin_of(url),
+        },
+        retry.clone(),
+    );
+    sender.set_interrupt(interrupt.clone());
+    Some(sender)
+}
 
 fn arm_service(cloud: &Cloud) -> http::Service {
     http::Service {
@@ -170,6 +196,8 @@ pub struct Azure {
     arm: arm::Arm,
     /// One sender per Databricks workspace (by origin): each may send only there.
     databricks: Mutex<HashMap<String, http::Sender>>,
+    /// The Log Analytics query API (the usage gate), when the cloud has one.
+    logs: Option<http::Sender>,
     probe: http::Sender,
     vaults: Mutex<HashMap<String, Arc<SecretClient>>>,
     fingerprinter: Arc<Fingerprinter>,
@@ -217,6 +245,7 @@ impl Azure {
         arm_sender.set_interrupt(interrupt.clone());
         let mut probe = shared_key::sender(&http, cloud.blob_endpoints.clone());
         probe.set_interrupt(interrupt.clone());
+        let logs = logs_sender(&http, &credential, &cloud, &options.retry, &interrupt);
         Ok(Azure {
             interrupt,
             arm: arm::Arm::new(arm_sender, cloud.arm_url.clone(), options.lro_poll),
@@ -225,6 +254,7 @@ impl Azure {
             credential,
             identity,
             databricks: Mutex::new(HashMap::new()),
+            logs,
             probe,
             vaults: Mutex::new(HashMap::new()),
             fingerprinter,
@@ -269,6 +299,13 @@ impl Azure {
                 options.lro_poll,
             ),
             databricks: Mutex::new(HashMap::new()),
+            logs: logs_sender(
+                &http,
+                &credential,
+                &cloud,
+                &options.retry,
+                &CancellationToken::new(),
+            ),
             probe: shared_key::sender(&http, cloud.blob_endpoints.clone()),
             cloud,
             http,
@@ -351,6 +388,11 @@ impl Azure {
             credential::Identity::Chain(chain) => chain.describe(),
             credential::Identity::Fixed(_) => Vec::new(),
         }
+    }
+
+    /// The fingerprint key this facade compares values under.
+    pub fn fingerprinter(&self) -> &Fingerprinter {
+        &self.fingerprinter
     }
 
     /// The fingerprint of a key under this installation's fingerprint key.

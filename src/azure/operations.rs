@@ -70,6 +70,19 @@ pub const ALL: &[Listed] = &[
     op("datafactory.linkedService.get"),
     op("datafactory.linkedService.list"),
     op("datafactory.linkedService.put"),
+    // Discovery (`plan discover`, the unlisted-consumer check before every rotation).
+    op("arm.subscriptions.list"),
+    op("storage.list"),
+    op("ml.workspace.list"),
+    op("keyvault.vault.list"),
+    op("keyvault.listSecrets"),
+    op("web.site.list"),
+    op("web.slot.list"),
+    op("datafactory.factory.list"),
+    // The usage gate: where the account's resource logs go, and who signs with a key.
+    op("monitor.diagnosticSettings.list"),
+    op("loganalytics.workspace.get"),
+    op("loganalytics.query"),
 ];
 
 #[cfg(test)]

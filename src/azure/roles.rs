@@ -76,6 +76,21 @@ pub mod actions {
         Action::data("Microsoft.KeyVault/vaults/secrets/readMetadata/action");
     pub const KV_SECRET_UPDATE: Action =
         Action::data("Microsoft.KeyVault/vaults/secrets/update/action");
+    // Discovery and the usage gate: reads only.
+    pub const SUBSCRIPTIONS_READ: Action =
+        Action::control("Microsoft.Resources/subscriptions/read");
+    pub const KV_VAULT_READ: Action = Action::control("Microsoft.KeyVault/vaults/read");
+    pub const DIAGNOSTIC_SETTINGS_READ: Action =
+        Action::control("Microsoft.Insights/diagnosticSettings/read");
+    /// A Log Analytics table's rows, per table: `.../query/StorageBlobLogs/read`.
+    pub const LOG_QUERY_BLOB: Action =
+        Action::control("Microsoft.OperationalInsights/workspaces/query/StorageBlobLogs/read");
+    pub const LOG_QUERY_FILE: Action =
+        Action::control("Microsoft.OperationalInsights/workspaces/query/StorageFileLogs/read");
+    pub const LOG_QUERY_QUEUE: Action =
+        Action::control("Microsoft.OperationalInsights/workspaces/query/StorageQueueLogs/read");
+    pub const LOG_QUERY_TABLE: Action =
+        Action::control("Microsoft.OperationalInsights/workspaces/query/StorageTableLogs/read");
     /// Listing a site's app settings or connection strings (`config/.../list`).
     pub const WEB_CONFIG_LIST: Action = Action::control("Microsoft.Web/sites/config/list/action");
     /// Replacing them (`PUT config/appsettings`, `config/connectionstrings`).
@@ -84,6 +99,9 @@ pub mod actions {
         Action::control("Microsoft.Web/sites/slots/config/list/action");
     pub const WEB_SLOT_CONFIG_WRITE: Action =
         Action::control("Microsoft.Web/sites/slots/config/write");
+    pub const WEB_SITE_READ: Action = Action::control("Microsoft.Web/sites/read");
+    pub const WEB_SLOT_READ: Action = Action::control("Microsoft.Web/sites/slots/read");
+    pub const DF_FACTORY_READ: Action = Action::control("Microsoft.DataFactory/factories/read");
     pub const DF_LINKED_READ: Action =
         Action::control("Microsoft.DataFactory/factories/linkedServices/read");
     pub const DF_LINKED_WRITE: Action =

@@ -1,13 +1,26 @@
 //! `keyflip demo`: the README's first command. Starts keyflip-twin in this process
-//! with its demo world, points a configuration held in memory at it, runs a full safe
-//! swap of the demo plan (`rotation-plans/demo.toml`, built in) with a short grace
-//! period, and prints `status`. Needs no Azure account and writes nothing outside one
+//! with its demo world, points a configuration held in memory at it, and runs the
+//! demo plan (`rotation-plans/demo.toml`, built in) twice: first a full safe swap,
+//! whose retire the usage gate holds because the world's forgotten client
+//! (`legacy-nightly-export`, in no plan) still signs with the old key, so the rotation
+//! parks naming it; then, with that client switched off (as its owner would once
+//! told), `rotate resume`, which passes the gate and retires the old key. Then it
+//! prints `status`.
+//!
+//! Waits (grace, the gate's ingestion latency, quiet period and re-checks) jump the
+//! twin's clock and keyflip's together instead of passing ([`TwinClock`]): the twin
+//! replays the forgotten client's requests over the skipped time, so the logs hold
+//! what they would have held. Needs no Azure account and writes nothing outside one
 //! temporary directory, which is removed at the end. `--keep-running` leaves the twin
 //! up and says how to point `keyflip` at it.
 
+use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
 
 use keyflip_twin::{Endpoints, Twin, TwinOptions, World};
 use tokio_util::sync::CancellationToken;
@@ -16,9 +29,10 @@ use super::progress::Display;
 use super::term::Term;
 use super::{render, runtime};
 use crate::cli::{DemoArgs, Output};
-use crate::clock::SystemClock;
+use crate::clock::Clock;
 use crate::config::{
-    ClientSecretSource, CloudConfig, CloudKind, Config, CredentialConfig, CustomCloud, DaemonConfig,
+    ClientSecretSource, CloudConfig, CloudKind, Config, CredentialConfig, CustomCloud,
+    DaemonConfig, DiscoveryConfig,
 };
 use crate::exit::Exit;
 use crate::rotation::machine::Mode;
@@ -31,6 +45,95 @@ pub const DEMO_PLAN_BASE_URL: &str = "https://127.0.0.1:47443";
 /// The demo's grace period: long enough to see, short enough to wait for.
 pub const DEMO_GRACE: Duration = Duration::from_secs(5);
 const PRINCIPAL: &str = "keyflip-operator";
+/// The demo world's forgotten client: signs with key1 and is in no plan.
+pub const FORGOTTEN_CLIENT: &str = "legacy-nightly-export";
+
+/// The wall clock plus an offset that the twin's clock shares: a wait moves both
+/// forward at once (the twin through its admin API, on the wire) instead of passing.
+/// The twin then replays its simulated clients over the skipped time, so its resource
+/// logs hold what real time would have put there.
+struct TwinClock {
+    offset: Mutex<TimeDelta>,
+    admin: Arc<Admin>,
+}
+
+/// The twin's admin API, as any client reaches it.
+struct Admin {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Admin {
+    fn new(endpoints: &Endpoints, ca_pem: &str) -> Result<Admin, DemoError> {
+        let certs = reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes())
+            .map_err(|e| DemoError::Setup(format!("the twin's CA is not PEM: {e}")))?;
+        let http = reqwest::Client::builder()
+            .tls_certs_merge(certs)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| DemoError::Setup(format!("cannot build the admin client: {e}")))?;
+        Ok(Admin {
+            http,
+            url: endpoints.admin.url.clone(),
+            token: endpoints.admin.token.clone(),
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<(), String> {
+        let answer = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if answer.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("{path}: HTTP {}", answer.status()))
+        }
+    }
+}
+
+impl Clock for TwinClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *self.offset.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sleep_until(&self, at: DateTime<Utc>) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let jump = {
+            let mut offset = self.offset.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Utc::now() + *offset;
+            let jump = (at - now).max(TimeDelta::zero());
+            *offset += jump;
+            jump
+        };
+        let admin = self.admin.clone();
+        Box::pin(async move {
+            if jump > TimeDelta::zero() {
+                let secs = jump.num_milliseconds() as f64 / 1000.0;
+                if let Err(e) = admin
+                    .call(
+                        reqwest::Method::POST,
+                        "/clock",
+                        serde_json::json!({"advance_secs": secs}),
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "the demo could not move the twin's clock");
+                }
+            }
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 enum DemoError {
@@ -63,6 +166,11 @@ fn config(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Result<Config,
                 // audience, so doctor can check the Key Vault token too.
                 key_vault_suffix: Some("vault.azure.net".to_owned()),
                 storage_suffix: None,
+                log_analytics_url: endpoints
+                    .log_analytics
+                    .as_ref()
+                    .map(|l| url(&l.url))
+                    .transpose()?,
                 // The twin serves every account path-style under its one origin.
                 blob_endpoint: Some(format!("{}/{{account}}/", endpoints.base_url)),
             })),
@@ -81,6 +189,13 @@ fn config(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Result<Config,
         state_dir: root.join("state"),
         daemon: DaemonConfig::default(),
         coordination: None,
+        discovery: DiscoveryConfig {
+            databricks: endpoints
+                .databricks_workspaces
+                .values()
+                .map(|w| url(&w.url))
+                .collect::<Result<_, _>>()?,
+        },
     })
 }
 
@@ -91,12 +206,16 @@ pub fn config_file(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Strin
         .get(PRINCIPAL)
         .map_or("", |p| p.client_id.as_str());
     format!(
-        "# Written by `keyflip demo --keep-running`; valid while that demo runs.\nplans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nblob_endpoint = \"{base}/{{account}}/\"\nkey_vault_suffix = \"vault.azure.net\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n\n# A daemon started with this file keeps its control socket here, not in /run.\n[daemon]\nsocket = \"{socket}\"\n",
+        "# Written by `keyflip demo --keep-running`; valid while that demo runs.\nplans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nblob_endpoint = \"{base}/{{account}}/\"\nkey_vault_suffix = \"vault.azure.net\"\nlog_analytics_url = \"{logs}\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n\n# The demo world's Databricks workspaces, for plan discover and unlisted consumers.\n[discovery]\ndatabricks = [{databricks}]\n\n# A daemon started with this file keeps its control socket here, not in /run.\n[daemon]\nsocket = \"{socket}\"\n",
         plans = root.join("plans").display(),
         state = root.join("state").display(),
         arm = endpoints.arm_url,
         aud = endpoints.arm_audience,
         auth = endpoints.authority_host,
+        logs = endpoints
+            .log_analytics
+            .as_ref()
+            .map_or("", |l| l.url.as_str()),
         base = endpoints.base_url,
         ca = twin_dir.join("ca.pem").display(),
         tenant = endpoints.tenant_id,
@@ -105,6 +224,12 @@ pub fn config_file(endpoints: &Endpoints, twin_dir: &Path, root: &Path) -> Strin
             .join(format!("{PRINCIPAL}.secret"))
             .display(),
         socket = root.join("keyflip.sock").display(),
+        databricks = endpoints
+            .databricks_workspaces
+            .values()
+            .map(|w| format!("\"{}\"", w.url))
+            .collect::<Vec<_>>()
+            .join(", "),
     )
 }
 
@@ -151,8 +276,13 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
         .map_err(|e| DemoError::Setup(format!("cannot write the demo plan: {e}")))?;
     let plan = crate::plan::parse(&plan_text, "rotation-plans/demo.toml")
         .map_err(|e| DemoError::Setup(format!("the built-in demo plan is invalid: {e}")))?;
-    let engine = Engine::open(&config, Arc::new(SystemClock))
-        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    let admin = Arc::new(Admin::new(&endpoints, twin.ca_pem())?);
+    let clock = Arc::new(TwinClock {
+        offset: Mutex::new(TimeDelta::zero()),
+        admin: admin.clone(),
+    });
+    let engine =
+        Engine::open(&config, clock.clone()).map_err(|e| DemoError::Setup(e.to_string()))?;
 
     let json = args.output.output == Output::Json;
     let term = Term::stdout();
@@ -184,8 +314,20 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
         "  plan:    rotation-plans/demo.toml: {}",
         crate::consumer::summary(&plan)
     ));
+    if let Some(gate) = &plan.usage_gate {
+        say(format!(
+            "  gate:    the old key is retired once the logs in {} show nobody signing with it for {} (checked every {}; parks after {})",
+            gate.workspace.name(),
+            crate::plan::duration::format(gate.quiet_period),
+            crate::plan::duration::format(gate.recheck),
+            crate::plan::duration::format(gate.deadline)
+        ));
+    }
     say(format!(
-        "  grace:   {} instead of the plan's {}, so the old key is retired within seconds",
+        "  caller:  {FORGOTTEN_CLIENT}, in no plan, signs with key1 every 30 s"
+    ));
+    say(format!(
+        "  clock:   waits (grace {} instead of the plan's {}, log ingestion, quiet period) move the twin's clock forward instead of passing",
         crate::plan::duration::format(DEMO_GRACE),
         crate::plan::duration::format(plan.rotation.grace)
     ));
@@ -195,18 +337,61 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
     ));
 
     let display = Display::for_output(args.output.output, term);
+    say(format!(
+        "1. Rotate while {FORGOTTEN_CLIENT} still signs with the old key:\n"
+    ));
     let request = RotateRequest {
         mode: Mode::Scheduled,
         grace: Some(DEMO_GRACE),
         trigger: Trigger::Manual,
         by: Some(crate::rotation::Requester::this_process()),
     };
-    let result = engine
+    let first = engine
         .rotate(&plan, request, &display, CancellationToken::new())
         .await;
     display.done();
-    let report = match result {
+    let first = match first {
         Ok(r) => r,
+        Err(e) => {
+            let error = super::CommandError::from(&e);
+            let exit = super::fail(args.output.output, &error);
+            twin.shutdown().await;
+            return Ok(exit);
+        }
+    };
+    if !json {
+        print!("{}", render::rotation(&first, &term));
+    }
+
+    say(format!(
+        "\n2. {FORGOTTEN_CLIENT} switched off (its owner moved it to the new key), then `keyflip rotate resume demo`:\n"
+    ));
+    admin
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/clients/{FORGOTTEN_CLIENT}"),
+            serde_json::json!({"enabled": false}),
+        )
+        .await
+        .map_err(|e| DemoError::Setup(format!("cannot switch {FORGOTTEN_CLIENT} off: {e}")))?;
+    let (held, report) = match engine.held_at_gate(&plan, false) {
+        Ok(Some(retire)) => {
+            let resumed = engine
+                .rotate(&plan, retire, &display, CancellationToken::new())
+                .await;
+            display.done();
+            match resumed {
+                Ok(r) => (Some(first), r),
+                Err(e) => {
+                    let error = super::CommandError::from(&e);
+                    let exit = super::fail(args.output.output, &error);
+                    twin.shutdown().await;
+                    return Ok(exit);
+                }
+            }
+        }
+        // The gate did not hold (a faster world): the first run is the result.
+        Ok(None) => (None, first),
         Err(e) => {
             let error = super::CommandError::from(&e);
             let exit = super::fail(args.output.output, &error);
@@ -230,6 +415,7 @@ async fn demo(args: &DemoArgs) -> Result<Exit, DemoError> {
         print!(
             "{}",
             render::json::document(serde_json::json!({
+                "held": held.as_ref().map(render::json::rotation),
                 "rotation": render::json::rotation(&report),
                 "status": status,
             }))

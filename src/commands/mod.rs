@@ -20,8 +20,10 @@
 
 pub mod answer;
 pub mod completions;
+pub mod coordination;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod discover;
 pub mod perform;
 pub mod progress;
 pub mod render;

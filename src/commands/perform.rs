@@ -40,13 +40,13 @@ pub async fn status(engine: &Engine, plans: &[Plan]) -> Result<Answer, CommandEr
 }
 
 /// `history`, newest first.
-pub fn history(
+pub async fn history(
     engine: &Engine,
     plan: Option<&str>,
     since: Option<chrono::DateTime<chrono::Utc>>,
     limit: usize,
 ) -> Result<Answer, CommandError> {
-    let rotations = engine.history_since(plan, since, limit)?;
+    let rotations = engine.history_since(plan, since, limit).await?;
     Ok(Answer::History { rotations })
 }
 
@@ -113,16 +113,28 @@ impl Standalone {
                     report: Box::new(report),
                 })
             }
-            Request::Resume { plan, .. } => {
+            Request::Resume {
+                plan, force_retire, ..
+            } => {
                 let plans = self.plans(plan.as_deref())?;
-                let reports = engine
-                    .resume_amended(&plans, &request.amendment(), progress, cancel)
+                let mut reports = engine
+                    .resume_amended(&plans, &request.amendment(), progress, cancel.clone())
                     .await?;
+                // Then what swaps parked at the usage gate still owe.
+                for plan in &plans {
+                    if let Some(retire) = engine.held_at_gate(plan, *force_retire)? {
+                        reports.push(
+                            engine
+                                .rotate(plan, retire, progress, cancel.clone())
+                                .await?,
+                        );
+                    }
+                }
                 Ok(Answer::Resumed { reports })
             }
             Request::Status { plan } => status(engine, &self.plans(plan.as_deref())?).await,
             Request::History { plan, limit, since } => {
-                history(engine, plan.as_deref(), *since, *limit)
+                history(engine, plan.as_deref(), *since, *limit).await
             }
         }
     }

@@ -50,14 +50,19 @@ pub enum Request {
         #[serde(default)]
         by: Requester,
     },
-    /// `rotate resume [PLAN] [--grace D]`: finish or roll back unfinished rotations,
-    /// shortening the grace period of PLAN's.
+    /// `rotate resume [PLAN] [--grace D] [--force-retire]`: finish or roll back
+    /// unfinished rotations, shortening the grace period of PLAN's, then retire what
+    /// swaps parked at the usage gate still owe.
     Resume {
         plan: Option<String>,
         #[serde(default, rename = "grace_ms", with = "millis_opt")]
         grace: Option<Duration>,
         #[serde(default)]
         by: Requester,
+        /// Then retire what swaps parked at the usage gate still owe: after the gate
+        /// again, or at once with `force_retire` (protocol 5).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force_retire: bool,
     },
     /// `status`: every plan (or one), live.
     Status { plan: Option<String> },
@@ -103,7 +108,7 @@ impl Request {
                 trigger: match mode {
                     Mode::Leaked { .. } | Mode::LeakedBoth => Trigger::Incident,
                     Mode::Adopt { .. } => Trigger::Adopt,
-                    Mode::Scheduled => Trigger::Manual,
+                    Mode::Scheduled | Mode::Retire { .. } => Trigger::Manual,
                 },
                 by: Some(by.clone()),
             }),
@@ -272,6 +277,7 @@ fn resume(args: &ResumeArgs) -> Result<Invocation, InvalidArgs> {
             plan: args.plan.clone(),
             grace: grace_of(&args.grace).map_err(invalid)?,
             by: requester(&args.why).map_err(invalid)?,
+            force_retire: args.force_retire,
         },
         output: args.output.output,
         yes: false,
@@ -508,6 +514,7 @@ mod tests {
                 plan: Some("demo".into()),
                 grace: Some(Duration::ZERO),
                 by: Requester::default(),
+                force_retire: false,
             }
         );
     }
@@ -657,6 +664,7 @@ mod tests {
         for request in [
             request(&["rotate", "now", "demo", "--grace", "90m", "--dry-run"]),
             request(&["rotate", "resume"]),
+            request(&["rotate", "resume", "demo", "--force-retire"]),
             request(&[
                 "rotate", "resume", "demo", "--grace", "0s", "--ticket", "T-1",
             ]),

@@ -16,6 +16,7 @@
 //! it names the account and its key works on the account's blob endpoint. Id:
 //! `appservice:{site_arm_id}[/slots/{slot}]/config/{appsettings|connectionstrings}/{name}`.
 
+pub(crate) mod discover;
 mod doctor;
 
 use std::fmt;
@@ -68,6 +69,7 @@ pub(super) const SECTION: Section = Section {
     key: "app_service",
     parse: parse_tables,
     summarize,
+    render: discover::render,
     report_order: 3,
 };
 

@@ -19,6 +19,7 @@
 //! reference is no consumer of the key: it reads that secret, which is the consumer
 //! (the recommended setup). Id: `datafactory:{factory_arm_id}/linkedservices/{name}`.
 
+pub(crate) mod discover;
 mod doctor;
 
 use std::fmt;
@@ -67,6 +68,7 @@ pub(super) const SECTION: Section = Section {
     key: "data_factory",
     parse: parse_tables,
     summarize,
+    render: discover::render,
     report_order: 4,
 };
 

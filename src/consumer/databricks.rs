@@ -10,6 +10,7 @@
 //! the fix. Scope and key names are case-sensitive. Id:
 //! `databricks:{workspace_url}#{scope}/{key}`.
 
+pub(crate) mod discover;
 mod doctor;
 
 use std::fmt;
@@ -59,6 +60,7 @@ pub(super) const SECTION: Section = Section {
     key: "databricks",
     parse: parse_tables,
     summarize,
+    render: discover::render,
     report_order: 2,
 };
 

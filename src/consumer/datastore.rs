@@ -73,6 +73,11 @@ impl DatastoreId {
     pub(super) fn short(&self) -> String {
         format!("{}/{}", self.workspace.name(), self.name)
     }
+
+    /// The ML workspace the datastore belongs to.
+    pub fn workspace(&self) -> &ResourceId {
+        &self.workspace
+    }
 }
 
 impl fmt::Display for DatastoreId {

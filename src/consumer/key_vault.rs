@@ -7,6 +7,7 @@
 //! must die are disabled ([`Capabilities::keeps_old_versions`]). What it holds is its
 //! latest version. Id: `keyvault:{vault_url}/secrets/{name}`.
 
+pub(crate) mod discover;
 mod doctor;
 
 use std::collections::BTreeMap;
@@ -63,6 +64,7 @@ pub(super) const SECTION: Section = Section {
     key: "key_vault",
     parse: parse_tables,
     summarize,
+    render: discover::render,
     report_order: 1,
 };
 

@@ -49,6 +49,7 @@ pub use value::{SecretFormat, account_key};
 
 use crate::azure::keyvault::SecretVersion;
 use crate::azure::{self, Azure, Cloud};
+use crate::discover::{Finding, Scan};
 use crate::doctor::assess::Ctx as DoctorCtx;
 use crate::doctor::report::{Check, Holding as DoctorHolding, Service};
 use crate::key::KeyName;
@@ -333,6 +334,8 @@ pub(crate) struct Section {
     pub parse: ParseTables,
     /// The section's tables in a few words, for `keyflip demo`.
     pub summarize: fn(&[&Entry]) -> String,
+    /// The section's tables for discovered consumers, as commented plan text.
+    pub render: fn(&[&Finding]) -> String,
     /// Where its rows come in `doctor`'s report and its scopes among the permission
     /// checks: ML workspaces first, as keyflip has always listed them.
     report_order: u8,
@@ -463,6 +466,44 @@ pub async fn versions(
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------
+// Discovery: each kind finds its own resources.
+
+/// Every consumer of the scanned accounts' keys that Azure shows, kind by kind, each
+/// with the account it belongs to (`None`: a read that failed, which concerns every
+/// account). Key Vault goes first: the kinds that read a key through Key Vault (a Key
+/// Vault-backed Databricks scope, an App Service Key Vault reference, a Data Factory
+/// `AzureKeyVaultSecret`) are covered by the secrets it found.
+pub(crate) async fn discover(scan: &Scan<'_>) -> Vec<(Option<usize>, Finding)> {
+    let mut out = key_vault::discover::discover(scan).await;
+    let (workspaces, databricks, apps, factories) = futures::join!(
+        workspace::discover::discover(scan),
+        databricks::discover::discover(scan),
+        app_service::discover::discover(scan),
+        data_factory::discover::discover(scan)
+    );
+    out.extend(workspaces);
+    out.extend(databricks);
+    out.extend(apps);
+    out.extend(factories);
+    out
+}
+
+/// Why a plan of these findings needs a grace of 24 hours, when it does: a consumer
+/// that caches the key it reads through another (an App Service Key Vault reference)
+/// keeps using the old key until it refetches it.
+pub(crate) fn day_long_grace(consumers: &[Finding], other: &[Finding]) -> Option<String> {
+    app_service::discover::grace(consumers, other)
+}
+
+/// The plan text of one section's findings (`section` is its table key).
+pub(crate) fn render(section: &str, findings: &[&Finding]) -> String {
+    SECTIONS
+        .iter()
+        .find(|s| s.key == section)
+        .map_or_else(String::new, |s| (s.render)(findings))
 }
 
 // ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 //! batch ([`Capabilities::bind_last`]). What it holds is the `userStorageKey` of
 //! `listKeys`; one that reports none holds neither key. Id: `workspace:{arm_id}`.
 
+pub(crate) mod discover;
 mod doctor;
 
 use std::fmt;
@@ -59,6 +60,7 @@ pub(super) const SECTION: Section = Section {
     key: "ml_workspace",
     parse: parse_tables,
     summarize,
+    render: discover::render,
     report_order: 0,
 };
 

@@ -64,6 +64,38 @@ impl LeaseDuration {
     }
 }
 
+/// A blob as read: its content, version and whether a lease is on it now.
+#[derive(Clone, Debug)]
+pub struct BlobRead {
+    pub body: Vec<u8>,
+    pub etag: ETag,
+    pub leased: bool,
+}
+
+/// The text of every `<tag>...</tag>` in a List Blobs answer (its elements carry no
+/// attributes and do not nest in themselves; a self-closed `<tag />` is empty).
+fn elements<'a>(xml: &'a str, tag: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut rest = xml;
+    std::iter::from_fn(move || {
+        let start = rest.find(&open)? + open.len();
+        let end = rest[start..].find(&close)? + start;
+        let text = &rest[start..end];
+        rest = &rest[end + close.len()..];
+        Some(text)
+    })
+}
+
+/// XML's five predefined entities (blob names keyflip writes never need them).
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
 /// The coordination container, reached with a bearer token.
 #[derive(Clone)]
 pub struct BlobClient {
@@ -170,6 +202,11 @@ impl BlobClient {
 
     /// The blob's content and ETag, or `None` when it does not exist.
     pub async fn get(&self, blob: &str) -> Result<Option<(Vec<u8>, ETag)>, CoordError> {
+        Ok(self.read(blob).await?.map(|r| (r.body, r.etag)))
+    }
+
+    /// The blob's content, ETag and lease state, or `None` when it does not exist.
+    pub async fn read(&self, blob: &str) -> Result<Option<BlobRead>, CoordError> {
         let url = self.url(blob, None)?;
         match self
             .send(op("blob.get", true), blob, || {
@@ -182,10 +219,62 @@ impl BlobClient {
                     blob: blob.to_owned(),
                     detail: "the answer has no ETag".into(),
                 })?;
-                Ok(Some((answer.body.to_vec(), ETag(etag.to_owned()))))
+                // "leased" while someone holds it (also while it is breaking); "available",
+                // "expired" or "broken" otherwise (Get Blob, `x-ms-lease-state`).
+                let leased = matches!(
+                    header(&answer.headers, "x-ms-lease-state"),
+                    Some("leased" | "breaking")
+                );
+                Ok(Some(BlobRead {
+                    body: answer.body.to_vec(),
+                    etag: ETag(etag.to_owned()),
+                    leased,
+                }))
             }
             Err(CoordError::Azure(crate::azure::Error::NotFound { .. })) => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The names of the container's blobs starting with `prefix`, every page (List
+    /// Blobs, 5,000 a page).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, CoordError> {
+        let mut names = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut url = self.container.clone();
+            {
+                // Not `Send`: built and dropped before the request is awaited.
+                let mut query = url::form_urlencoded::Serializer::new(String::new());
+                query
+                    .append_pair("restype", "container")
+                    .append_pair("comp", "list")
+                    .append_pair("prefix", prefix);
+                if let Some(m) = &marker {
+                    query.append_pair("marker", m);
+                }
+                url.set_query(Some(&query.finish()));
+            }
+            let answer = match self
+                .send(op("blob.list", true), prefix, || {
+                    Self::request(&url, Method::Get)
+                })
+                .await
+            {
+                Ok(answer) => answer,
+                // No container yet: nothing was ever recorded.
+                Err(CoordError::Azure(crate::azure::Error::NotFound { .. })) => return Ok(names),
+                Err(e) => return Err(e),
+            };
+            let body = String::from_utf8_lossy(&answer.body);
+            names.extend(elements(&body, "Name").map(unescape));
+            marker = elements(&body, "NextMarker")
+                .next()
+                .map(unescape)
+                .filter(|m| !m.is_empty());
+            if marker.is_none() {
+                return Ok(names);
+            }
         }
     }
 
@@ -320,6 +409,15 @@ impl BlobClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_answers_give_names_and_the_next_marker() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="https://a/" ContainerName="k"><Prefix>accounts/</Prefix><Blobs><Blob><Name>accounts/ab.json</Name><Properties><Etag>0x1</Etag></Properties></Blob><Blob><Name>accounts/c&amp;d.json</Name></Blob></Blobs><NextMarker>2!x</NextMarker></EnumerationResults>"#;
+        let names: Vec<String> = elements(xml, "Name").map(unescape).collect();
+        assert_eq!(names, ["accounts/ab.json", "accounts/c&d.json"]);
+        assert_eq!(elements(xml, "NextMarker").next(), Some("2!x"));
+        assert_eq!(elements("<NextMarker />", "NextMarker").next(), None);
+    }
 
     #[test]
     fn lease_durations_use_the_service_spelling() {

@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{ImportedRotation, NewRotation, SharedWrite, StepRecord};
+use crate::journal::{ImportedRotation, NewRotation, SharedWrite, StepRecord, WriteMark};
 use crate::resource_id::ResourceId;
 use crate::rotation::machine::{Command, Event, Mode, Options, Outcome, SCHEMA, StepResult};
 use crate::rotation::origin::Origin;
@@ -38,6 +38,22 @@ pub struct AccountDoc {
     pub fingerprint_check: Option<String>,
     /// Oldest first; at most one unfinished, and it is the last.
     pub rotations: Vec<RotationDoc>,
+    /// keyflip's latest write of each consumer whose value cannot be read back (Data
+    /// Factory linked services), by the consumer's id: how a replica that takes over
+    /// knows what such a consumer holds.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub marks: std::collections::BTreeMap<String, MarkDoc>,
+}
+
+/// A write mark (see `crate::journal::WriteMark`): a fingerprint, never a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkDoc {
+    pub rotation_id: String,
+    /// The fingerprint of the key written, in hex.
+    pub fingerprint: String,
+    /// The service's change marker right after the write (an etag).
+    pub mark: String,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +232,19 @@ impl AccountDoc {
                 });
                 Ok(true)
             }
+            SharedWrite::Mark { consumer, mark } => {
+                let new = MarkDoc {
+                    rotation_id: mark.rotation_id.clone(),
+                    fingerprint: mark.fingerprint.to_hex(),
+                    mark: mark.mark.clone(),
+                    at: mark.at,
+                };
+                if self.marks.get(consumer) == Some(&new) {
+                    return Ok(false);
+                }
+                self.marks.insert(consumer.to_owned(), new);
+                Ok(true)
+            }
             SharedWrite::Finish { outcome, at } => {
                 let r = self.rotation_mut(rotation_id)?;
                 r.finished = Some(FinishDoc {
@@ -228,7 +257,110 @@ impl AccountDoc {
     }
 }
 
+impl AccountDoc {
+    /// The write marks as the local journal imports them (consumer id, mark).
+    pub fn marks_imported(&self) -> Result<Vec<(String, WriteMark)>, String> {
+        self.marks
+            .iter()
+            .map(|(consumer, m)| {
+                let fingerprint = crate::secret::Fingerprint::from_hex(&m.fingerprint)
+                    .ok_or_else(|| format!("write mark of {consumer}: not a fingerprint"))?;
+                Ok((
+                    consumer.clone(),
+                    WriteMark {
+                        rotation_id: m.rotation_id.clone(),
+                        fingerprint,
+                        mark: m.mark.clone(),
+                        at: m.at,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Adds `local` (rotations of this document's account from a single-node
+    /// journal, `keyflip coordination import-journal`) to what the document holds.
+    /// A rotation the document already has is left as the document has it (a replica
+    /// may have moved it on). Refused, changing nothing, when both hold a different
+    /// unfinished rotation. Keeps the unfinished one last and the newest
+    /// [`KEEP_FINISHED`] finished ones. Returns the ids added.
+    pub fn adopt(&mut self, local: &[ImportedRotation]) -> Result<Vec<String>, ApplyError> {
+        let new: Vec<&ImportedRotation> = local
+            .iter()
+            .filter(|r| !self.rotations.iter().any(|d| d.id == r.rotation.id))
+            .collect();
+        if let (Some(ours), Some(theirs)) =
+            (self.unfinished(), new.iter().find(|r| r.finished.is_none()))
+        {
+            return Err(ApplyError::Busy {
+                other: format!(
+                    "{} (this journal's unfinished one is {})",
+                    ours.id, theirs.rotation.id
+                ),
+            });
+        }
+        let added: Vec<String> = new.iter().map(|r| r.rotation.id.clone()).collect();
+        for r in new {
+            if self.account.is_none() {
+                self.account = Some(r.rotation.account.as_str().to_owned());
+            }
+            self.rotations.push(RotationDoc::from_imported(r));
+        }
+        // Finished ones oldest first, then the unfinished one.
+        self.rotations
+            .sort_by_key(|r| (r.finished.is_none(), r.started_at));
+        let finished = self
+            .rotations
+            .iter()
+            .filter(|r| r.finished.is_some())
+            .count();
+        if finished > KEEP_FINISHED {
+            self.rotations.drain(..finished - KEEP_FINISHED);
+        }
+        Ok(added
+            .into_iter()
+            .filter(|id| self.rotations.iter().any(|r| r.id == *id))
+            .collect())
+    }
+}
+
 impl RotationDoc {
+    /// A rotation of the local journal as the document holds it.
+    pub fn from_imported(r: &ImportedRotation) -> RotationDoc {
+        let n = &r.rotation;
+        RotationDoc {
+            id: n.id.clone(),
+            plan: n.plan.clone(),
+            account: n.account.as_str().to_owned(),
+            mode: n.mode,
+            options: n.options,
+            started_at: n.started_at,
+            origin: n.origin.clone(),
+            steps: r
+                .steps
+                .iter()
+                .map(|s| StepDoc {
+                    command: s.command.clone(),
+                    intent_at: s.intent_at,
+                    result: s.result.clone(),
+                    result_at: s.result_at,
+                })
+                .collect(),
+            events: r
+                .events
+                .iter()
+                .map(|(event, at)| EventDoc {
+                    event: event.clone(),
+                    at: *at,
+                })
+                .collect(),
+            finished: r.finished.as_ref().map(|(at, outcome)| FinishDoc {
+                at: *at,
+                outcome: outcome.clone(),
+            }),
+        }
+    }
+
     /// The rotation as the local journal imports it.
     pub fn to_imported(&self) -> Result<ImportedRotation, String> {
         let account: ResourceId = self

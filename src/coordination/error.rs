@@ -42,6 +42,11 @@ pub enum CoordError {
     /// A plan would rotate the coordination account's own keys.
     #[error("{0}")]
     CoordinationAccount(String),
+    /// A local journal cannot be imported over what the shared journal holds.
+    #[error(
+        "cannot import the local journal's rotations of {account}: {detail}; finish that rotation first (`keyflip rotate resume` on a replica), then import again"
+    )]
+    Import { account: String, detail: String },
     /// A blob's content is not a document this keyflip can read.
     #[error("{blob} is not a keyflip coordination document: {detail}")]
     Format { blob: String, detail: String },

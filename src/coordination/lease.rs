@@ -174,6 +174,11 @@ impl Lease {
         }
     }
 
+    /// Whether the lease counts as lost (or was released).
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
     /// Renews every [`renew_every`] until lost or `stop` fires; a failed renewal is
     /// retried at the next tick, and once the local expiry passes the lease counts as
     /// lost. `on_renew` gets each successful renewal's latency (metrics).

@@ -27,10 +27,17 @@ mod error;
 pub mod lease;
 mod shared;
 
-pub use blob::{BlobClient, Conditions, ETag, LeaseDuration, LeaseId, STORAGE_AUDIENCE};
+pub use blob::{BlobClient, BlobRead, Conditions, ETag, LeaseDuration, LeaseId, STORAGE_AUDIENCE};
 pub use error::CoordError;
 pub use lease::Lease;
-pub use shared::{AccountLease, Coordinator, LeaseInfo, Stats, blob_name, refuses};
+pub use shared::{
+    ACCOUNTS_PREFIX, AccountImport, AccountLease, Coordinator, LeaseInfo, READ_CONCURRENCY,
+    RENEWAL_BUCKETS, SharedAccount, Stats, Taken, blob_name, refuses,
+};
+
+/// Who holds an account another replica's lease keeps busy (`EngineError::Busy`'s
+/// holder; the daemon tells this apart from a local rotation by it).
+pub const HELD_ELSEWHERE: &str = "another keyflip replica holds its lease; it finishes the rotation, or another replica takes over at most one lease length after that one stops";
 
 /// Retries for coordination requests: short, because a journal write waits for them
 /// (and must finish well inside half a lease).

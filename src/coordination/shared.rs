@@ -30,16 +30,81 @@ use crate::config::CoordinationConfig;
 use crate::journal::{ImportedRotation, Mirror, SharedWrite};
 use crate::resource_id::ResourceId;
 
+/// Upper bounds of the renewal-latency histogram, in seconds (a renewal must finish
+/// well inside a third of a lease: 5 s at the shortest).
+pub const RENEWAL_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
 /// Counters for metrics and status.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub acquisitions: AtomicU64,
+    /// Acquisitions refused because another replica held the lease.
     pub refused: AtomicU64,
+    /// Leases lost while held (renewal refused or too late, a write refused), once
+    /// per lease.
     pub losses: AtomicU64,
     pub renewals: AtomicU64,
     /// Latency of the last successful renewal, in microseconds.
     pub last_renewal_us: AtomicU64,
+    /// Sum of every successful renewal's latency, in microseconds.
+    pub renewal_us_total: AtomicU64,
+    /// Renewals at or under each of [`RENEWAL_BUCKETS`] (cumulative, as Prometheus).
+    pub renewal_buckets: [AtomicU64; RENEWAL_BUCKETS.len()],
     pub writes: AtomicU64,
+}
+
+impl Stats {
+    fn renewed(&self, latency: Duration) {
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+        let us = latency.as_micros() as u64;
+        self.last_renewal_us.store(us, Ordering::Relaxed);
+        self.renewal_us_total.fetch_add(us, Ordering::Relaxed);
+        for (bound, count) in RENEWAL_BUCKETS.iter().zip(&self.renewal_buckets) {
+            if latency.as_secs_f64() <= *bound {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Where the accounts' blobs live in the container.
+pub const ACCOUNTS_PREFIX: &str = "accounts/";
+/// Blobs `history` and `status` read at once.
+pub const READ_CONCURRENCY: usize = 16;
+
+/// One account's shared journal as read for `history` and `status`.
+#[derive(Clone, Debug)]
+pub struct SharedAccount {
+    pub blob: String,
+    /// The account's ARM id, once a rotation of it was recorded.
+    pub account: Option<String>,
+    /// Whether a replica holds its lease now.
+    pub leased: bool,
+    /// The replica that took the lease last, and when.
+    pub holder: Option<Holder>,
+    pub rotations: Vec<ImportedRotation>,
+}
+
+/// An account's lease just taken, with what its shared journal holds for the local
+/// journal to import.
+#[derive(Debug)]
+pub struct Taken {
+    pub lease: AccountLease,
+    /// Every rotation, oldest first.
+    pub rotations: Vec<ImportedRotation>,
+    /// Write marks by consumer id.
+    pub marks: Vec<(String, crate::journal::WriteMark)>,
+}
+
+/// What `keyflip coordination import-journal` did for one account.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AccountImport {
+    pub account: String,
+    /// Rotations copied into the shared journal (none when it had them all).
+    pub added: Vec<String>,
+    /// The shared journal's unfinished rotation afterwards, which the first replica
+    /// to take the account's lease resumes.
+    pub unfinished: Option<String>,
 }
 
 /// A lease this replica holds, for status.
@@ -56,6 +121,16 @@ struct Held {
     /// The document as last read or written, with that version's ETag.
     doc: Mutex<(AccountDoc, ETag)>,
     stop: CancellationToken,
+    /// Set once its loss was counted (a renewal and a write may both see it).
+    loss_counted: std::sync::atomic::AtomicBool,
+}
+
+impl Held {
+    fn count_loss(&self, stats: &Stats) {
+        if !self.loss_counted.swap(true, Ordering::Relaxed) {
+            stats.losses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The replica's side of coordination. Shared behind an `Arc`.
@@ -122,7 +197,7 @@ pub fn blob_name(account: &ResourceId) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    format!("accounts/{hex}.json")
+    format!("{ACCOUNTS_PREFIX}{hex}.json")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -231,10 +306,7 @@ impl Coordinator {
     /// starts renewing it, and returns it with every rotation its shared journal
     /// holds, for the local journal to import. [`CoordError::Held`] when another
     /// replica holds it.
-    pub async fn hold(
-        self: &Arc<Self>,
-        account: &ResourceId,
-    ) -> Result<(AccountLease, Vec<ImportedRotation>), CoordError> {
+    pub async fn hold(self: &Arc<Self>, account: &ResourceId) -> Result<Taken, CoordError> {
         if let Some(why) = refuses(&self.config, account) {
             return Err(CoordError::CoordinationAccount(why));
         }
@@ -245,10 +317,7 @@ impl Coordinator {
     }
 
     /// [`Coordinator::hold`], on the coordinator's thread.
-    async fn hold_here(
-        self: &Arc<Self>,
-        account: &ResourceId,
-    ) -> Result<(AccountLease, Vec<ImportedRotation>), CoordError> {
+    async fn hold_here(self: &Arc<Self>, account: &ResourceId) -> Result<Taken, CoordError> {
         let blob = blob_name(account);
         self.ensure_blob(&blob).await?;
         let lease = match Lease::acquire(&self.client, &blob, self.config.lease).await {
@@ -291,9 +360,38 @@ impl Coordinator {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok::<_, CoordError>((doc, etag, imported))
+            let marks = doc.marks_imported().map_err(|detail| CoordError::Format {
+                blob: blob.clone(),
+                detail,
+            })?;
+            // Name the holder now, so `status` on any machine shows who holds the
+            // lease from its first moment (a fenced write like every other).
+            let mut doc = doc;
+            let holder = Holder {
+                replica: self.config.replica.clone(),
+                since: lease.since,
+            };
+            let etag = if doc.holder.as_ref() == Some(&holder) {
+                etag
+            } else {
+                doc.holder = Some(holder);
+                doc.account
+                    .get_or_insert_with(|| account.as_str().to_owned());
+                self.client
+                    .put(
+                        &blob,
+                        &doc.to_bytes(),
+                        &Conditions {
+                            lease: Some(lease.id()),
+                            if_match: Some(&etag),
+                            if_none: false,
+                        },
+                    )
+                    .await?
+            };
+            Ok::<_, CoordError>((doc, etag, imported, marks))
         };
-        let (doc, etag, imported) = match read.await {
+        let (doc, etag, imported, marks) = match read.await {
             Ok(read) => read,
             Err(e) => {
                 lease.release().await;
@@ -312,27 +410,28 @@ impl Coordinator {
             lease,
             doc: Mutex::new((doc, etag)),
             stop: CancellationToken::new(),
+            loss_counted: std::sync::atomic::AtomicBool::new(false),
         });
         lock(&self.held).insert(blob.clone(), held.clone());
         let keeper = held.clone();
         let stats = self.stats.clone();
         tokio::spawn(async move {
-            let on_renew = move |latency: Duration| {
-                stats.renewals.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .last_renewal_us
-                    .store(latency.as_micros() as u64, Ordering::Relaxed);
-            };
+            let renewed = stats.clone();
+            let on_renew = move |latency: Duration| renewed.renewed(latency);
             keeper.lease.keep(keeper.stop.clone(), &on_renew).await;
+            if !keeper.stop.is_cancelled() && keeper.lease.is_lost() {
+                keeper.count_loss(&stats);
+            }
         });
-        Ok((
-            AccountLease {
+        Ok(Taken {
+            lease: AccountLease {
                 coordinator: self.clone(),
                 blob,
                 held,
             },
-            imported,
-        ))
+            rotations: imported,
+            marks,
+        })
     }
 
     /// Fails unless this replica holds `account`'s lease with time left to send an
@@ -373,6 +472,168 @@ impl Coordinator {
                 })
             })
             .collect()
+    }
+
+    /// The shared journal of `accounts` (every account in the container when `None`),
+    /// read without leases: what `history` and `status` print on every replica.
+    /// Reads [`READ_CONCURRENCY`] blobs at a time; an account without a blob is absent.
+    pub async fn read_shared(
+        &self,
+        accounts: Option<Vec<ResourceId>>,
+    ) -> Result<Vec<SharedAccount>, CoordError> {
+        let client = self.client.clone();
+        self.run(async move {
+            use futures::{StreamExt as _, TryStreamExt as _};
+            let blobs = match accounts {
+                Some(accounts) => {
+                    let mut blobs: Vec<String> = accounts.iter().map(blob_name).collect();
+                    blobs.sort();
+                    blobs.dedup();
+                    blobs
+                }
+                None => client.list(ACCOUNTS_PREFIX).await?,
+            };
+            let reads = futures::stream::iter(blobs)
+                .map(|blob| {
+                    let client = client.clone();
+                    async move {
+                        let Some(read) = client.read(&blob).await? else {
+                            return Ok(None);
+                        };
+                        let format = |detail| CoordError::Format {
+                            blob: blob.clone(),
+                            detail,
+                        };
+                        let doc = AccountDoc::parse(&read.body).map_err(format)?;
+                        let rotations = doc
+                            .rotations
+                            .iter()
+                            .map(|r| r.to_imported().map_err(format))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok::<_, CoordError>(Some(SharedAccount {
+                            blob,
+                            account: doc.account,
+                            leased: read.leased,
+                            holder: doc.holder,
+                            rotations,
+                        }))
+                    }
+                })
+                .buffer_unordered(READ_CONCURRENCY)
+                .try_collect::<Vec<_>>()
+                .await?;
+            let mut accounts: Vec<SharedAccount> = reads.into_iter().flatten().collect();
+            accounts.sort_by(|a, b| a.blob.cmp(&b.blob));
+            Ok(accounts)
+        })
+        .await
+    }
+
+    /// `keyflip coordination import-journal`: copies the rotations of a single-node
+    /// journal into each account's shared journal, under that account's lease (so no
+    /// replica rotates the account meanwhile) and with `If-Match`. An account whose
+    /// lease a replica holds is [`CoordError::Held`]: nothing of it is copied.
+    /// Idempotent: a rotation the shared journal already has is left as it is.
+    pub async fn import_journal(
+        self: &Arc<Self>,
+        rotations: Vec<ImportedRotation>,
+        marks: Vec<(String, crate::journal::WriteMark)>,
+    ) -> Result<Vec<AccountImport>, CoordError> {
+        let marks = Arc::new(marks);
+        let mut by_account: Vec<(ResourceId, Vec<ImportedRotation>)> = Vec::new();
+        for r in rotations {
+            let key = r.rotation.account.as_str().to_lowercase();
+            match by_account
+                .iter_mut()
+                .find(|(a, _)| a.as_str().to_lowercase() == key)
+            {
+                Some((_, list)) => list.push(r),
+                None => by_account.push((r.rotation.account.clone(), vec![r])),
+            }
+        }
+        let mut out = Vec::with_capacity(by_account.len());
+        for (account, list) in by_account {
+            let (this, marks) = (self.clone(), marks.clone());
+            out.push(
+                self.run(async move { this.import_account(&account, &list, &marks).await })
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn import_account(
+        &self,
+        account: &ResourceId,
+        local: &[ImportedRotation],
+        marks: &[(String, crate::journal::WriteMark)],
+    ) -> Result<AccountImport, CoordError> {
+        let blob = blob_name(account);
+        self.ensure_blob(&blob).await?;
+        let lease = Lease::acquire(&self.client, &blob, self.config.lease).await?;
+        let result = async {
+            let (bytes, etag) = self
+                .client
+                .get(&blob)
+                .await?
+                .ok_or_else(|| CoordError::Lost {
+                    blob: blob.clone(),
+                    why: "the blob was deleted after its lease was acquired".into(),
+                })?;
+            let format = |detail| CoordError::Format {
+                blob: blob.clone(),
+                detail,
+            };
+            let mut doc = AccountDoc::parse(&bytes).map_err(format)?;
+            if doc
+                .fingerprint_check
+                .as_ref()
+                .is_some_and(|c| *c != self.fingerprint_check)
+            {
+                return Err(CoordError::FingerprintKey { blob: blob.clone() });
+            }
+            let added = doc.adopt(local).map_err(|e| CoordError::Import {
+                account: account.as_str().to_owned(),
+                detail: e.to_string(),
+            })?;
+            // The marks written by this account's rotations, unless the shared
+            // journal has a later one of that consumer.
+            let mut marked = false;
+            for (consumer, mark) in marks {
+                if !local.iter().any(|r| r.rotation.id == mark.rotation_id)
+                    || doc.marks.get(consumer).is_some_and(|m| m.at >= mark.at)
+                {
+                    continue;
+                }
+                let write = SharedWrite::Mark { consumer, mark };
+                marked |= doc.apply(&mark.rotation_id, write).unwrap_or(false);
+            }
+            let unfinished = doc.unfinished().map(|r| r.id.clone());
+            if !added.is_empty() || marked {
+                doc.fingerprint_check = Some(self.fingerprint_check.clone());
+                lease.ensure()?;
+                self.client
+                    .put(
+                        &blob,
+                        &doc.to_bytes(),
+                        &Conditions {
+                            lease: Some(lease.id()),
+                            if_match: Some(&etag),
+                            if_none: false,
+                        },
+                    )
+                    .await?;
+                self.stats.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(AccountImport {
+                account: account.as_str().to_owned(),
+                added,
+                unfinished,
+            })
+        }
+        .await;
+        lease.release().await;
+        result
     }
 
     fn find(&self, rotation_id: &str, write: &SharedWrite<'_>) -> Result<Arc<Held>, CoordError> {
@@ -452,7 +713,7 @@ impl Coordinator {
             Ok(etag) => etag,
             Err(e) => {
                 if e.is_lease_loss() || matches!(e, CoordError::Changed { .. }) {
-                    self.stats.losses.fetch_add(1, Ordering::Relaxed);
+                    held.count_loss(&self.stats);
                 }
                 return Err(e);
             }

@@ -18,7 +18,7 @@ use super::scheduler::{KeyAge, Scheduler, check_interval, spread};
 use crate::journal::{ObservedKeys, Parked};
 use crate::key::KeyName;
 use crate::rotation::RotationReport;
-use crate::rotation::machine::Outcome;
+use crate::rotation::machine::{Attention, Caller, Outcome};
 
 impl Scheduler {
     pub fn conclude(&mut self, finished: Finished) {
@@ -43,13 +43,21 @@ impl Scheduler {
         }
         match finished.ending {
             Ending::Interrupted => self.ctx.metrics.rotation(&name, "interrupted"),
-            Ending::Failed { message, busy } => {
+            Ending::Failed {
+                message,
+                busy,
+                elsewhere,
+            } => {
                 self.ctx.metrics.rotation(&name, "error");
                 tracing::error!(plan = %name, job = finished.kind, busy, error = %message, "the job could not run");
                 // A person's command that could not run told them so; only the
                 // schedule's own attempts are failed cycles.
                 if finished.kind != "repair" && !finished.manual {
-                    self.failed_cycle(&name, message, None, now);
+                    if elsewhere {
+                        self.held_elsewhere(&name, &message, now);
+                    } else {
+                        self.failed_cycle(&name, message, None, now);
+                    }
                 }
             }
             Ending::Reports(reports) => {
@@ -158,10 +166,37 @@ impl Scheduler {
             Outcome::RolledBack { .. } | Outcome::Refused { .. } => {
                 self.failed_cycle(name, summary, Some(report), now);
             }
-            Outcome::NeedsAttention { .. } => {
+            Outcome::NeedsAttention { reason, .. } => {
                 self.park(name, summary.clone(), &summary, Some(report), now);
+                if let Attention::UsageGateHeld { callers, .. } = reason {
+                    self.usage_gate_hold(name, report, callers, now);
+                }
             }
         }
+        if matches!(outcome, Outcome::Completed { .. }) {
+            self.ctx.metrics.usage_gate_callers(name, 0);
+        }
+    }
+
+    /// The usage gate parked the rotation: its own event, naming each caller.
+    fn usage_gate_hold(
+        &mut self,
+        name: &str,
+        report: &RotationReport,
+        callers: &[Caller],
+        now: DateTime<Utc>,
+    ) {
+        self.ctx
+            .metrics
+            .usage_gate_callers(name, callers.len() as u64);
+        let Some(entry) = self.plans.get(name) else {
+            return;
+        };
+        let plan = entry.plan.clone();
+        self.ctx.notifier.send(
+            &plan,
+            Notification::usage_gate_hold(&plan, report, callers, now),
+        );
     }
 
     /// One more failed cycle: notify, then retry later or park.
@@ -202,6 +237,23 @@ impl Scheduler {
         };
         entry.state.retry_at = retry_at;
         tracing::warn!(plan = name, failures, retry_in_secs = wait.as_secs(), error = %summary, "rotation cycle failed; will retry");
+    }
+
+    /// Replicas: another replica holds the account's lease, so it is rotating it.
+    /// Not this plan's failure: no notification and never parked (a long rotation
+    /// elsewhere must not park the plan here); tried again after the first backoff,
+    /// when the other replica's completion is learned from the shared journal.
+    fn held_elsewhere(&mut self, name: &str, message: &str, now: DateTime<Utc>) {
+        let wait = self.settings().retry.backoff(1);
+        let Some(entry) = self.plans.get_mut(name) else {
+            return;
+        };
+        // A retry time counts only with a failure on the books; a real failure
+        // after this one still parks at `park_after_failures`.
+        entry.state.failures = entry.state.failures.max(1);
+        entry.state.retry_at =
+            Some(now + chrono::TimeDelta::from_std(wait).unwrap_or(chrono::TimeDelta::hours(1)));
+        tracing::info!(plan = name, retry_in_secs = wait.as_secs(), reason = %message, "another replica is rotating the plan's account; trying again later");
     }
 
     /// Parks the plan. `reason` is what `status` shows; `cause` the root cause a

@@ -38,6 +38,8 @@ pub struct Endpoint {
     pub snapshot: SnapshotWatch,
     pub budgets: Option<Arc<Budgets>>,
     pub clock: Arc<dyn Clock>,
+    /// With `[coordination]`: the replica's leases and their counters.
+    pub coordination: Option<Arc<crate::coordination::Coordinator>>,
 }
 
 /// Metrics connections served at once. A scrape takes one; 64 leaves room for many
@@ -193,9 +195,12 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, std::io::Error> {
 
 async fn metrics(State(e): State<Endpoint>) -> impl IntoResponse {
     let snapshot = e.snapshot.peek().await;
-    let text = e
+    let mut text = e
         .metrics
         .render(&snapshot, e.budgets.as_deref(), e.clock.now());
+    if let Some(coordinator) = &e.coordination {
+        super::metrics::coordination(&mut text, coordinator);
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -257,6 +262,7 @@ mod tests {
             snapshot,
             budgets: None,
             clock: Arc::new(crate::clock::SystemClock),
+            coordination: None,
         };
         let shutdown = CancellationToken::new();
         let lifetime = Duration::from_millis(500);

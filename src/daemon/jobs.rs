@@ -77,9 +77,11 @@ impl Job {
 pub(super) enum Ending {
     Reports(Vec<RotationReport>),
     Interrupted,
-    /// The engine could not do it; `busy` when another process holds the account.
+    /// The engine could not do it; `busy` when another process holds the account,
+    /// `elsewhere` when that is another replica holding its lease.
     Failed {
         busy: bool,
+        elsewhere: bool,
         message: String,
     },
 }
@@ -167,6 +169,7 @@ impl Scheduler {
                         manual,
                         ending: Ending::Failed {
                             busy: false,
+                            elsewhere: false,
                             message,
                         },
                     }));
@@ -346,6 +349,7 @@ async fn run(
         }
         Err(e) => Ending::Failed {
             busy: matches!(e, EngineError::Busy { .. }),
+            elsewhere: matches!(&e, EngineError::Busy { holder, .. } if holder == crate::coordination::HELD_ELSEWHERE),
             message: e.to_string(),
         },
     };

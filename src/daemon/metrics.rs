@@ -87,6 +87,8 @@ struct Counters {
     drift_findings: BTreeMap<(String, &'static str), u64>,
     notifications: BTreeMap<(&'static str, &'static str), u64>,
     reloads: BTreeMap<&'static str, u64>,
+    /// Callers the usage gate last found still signing with the old key, per plan.
+    usage_gate_callers: BTreeMap<String, u64>,
 }
 
 /// The daemon's metrics. Shared behind an `Arc`; every method is cheap.
@@ -162,6 +164,14 @@ impl Metrics {
     /// [`DELIVERY_RESULTS`].
     pub fn notification(&self, event: &'static str, result: &'static str) {
         self.with(|c| *c.notifications.entry((event, result)).or_default() += 1);
+    }
+
+    /// How many callers the usage gate found still signing with the old key when the
+    /// plan's last rotation ended (0 once one completes).
+    pub fn usage_gate_callers(&self, plan: &str, callers: u64) {
+        self.with(|c| {
+            c.usage_gate_callers.insert(plan.to_owned(), callers);
+        });
     }
 
     /// A reload (SIGHUP): one of [`RELOAD_RESULTS`].
@@ -275,6 +285,28 @@ impl Metrics {
                 let n = c.reloads.get(result).copied().unwrap_or(0);
                 f.sample(&[("result", result)], n as f64);
             }
+            // Every plan has a sample (0 until the gate parks one of its rotations),
+            // so an alert on it needs no absent() clause.
+            let mut f = Family::new(
+                &mut out,
+                "keyflip_usage_gate_callers",
+                "gauge",
+                "Callers still signing with the old key when the usage gate parked the plan's last rotation (0 after a completed one).",
+            );
+            for plan in &plans {
+                let n = c.usage_gate_callers.get(*plan).copied().unwrap_or(0);
+                f.sample(&[("plan", plan)], n as f64);
+            }
+            let mut f = Family::new(
+                &mut out,
+                "keyflip_usage_gate_holding",
+                "gauge",
+                "1 while the usage gate holds back retiring the old key: the plan's last rotation parked at the gate, until a retire completes.",
+            );
+            for plan in &plans {
+                let n = c.usage_gate_callers.get(*plan).copied().unwrap_or(0);
+                f.sample(&[("plan", plan)], f64::from(u8::from(n > 0)));
+            }
         });
 
         if let Some(budgets) = budgets {
@@ -358,7 +390,7 @@ impl Metrics {
             }
         }
         type Gauge = fn(&super::snapshot::PlanSnapshot) -> f64;
-        let gauges: [(&'static str, &str, Gauge); 5] = [
+        let gauges: [(&'static str, &str, Gauge); 4] = [
             (
                 "keyflip_plan_needs_attention",
                 "1 when the plan is parked and needs a human.",
@@ -378,11 +410,6 @@ impl Metrics {
                 "keyflip_drift",
                 "Current drift findings of the plan.",
                 |p| p.drift.len() as f64,
-            ),
-            (
-                "keyflip_usage_gate_holding",
-                "1 while the usage gate holds back retiring the old key (reserved: always 0 until keyflip has a usage gate).",
-                |_| 0.0,
             ),
         ];
         for (name, help, value) in gauges {
@@ -420,6 +447,71 @@ impl Metrics {
         );
         out
     }
+}
+
+/// The replica's lease families (`[coordination]` only): leases held now, lease
+/// acquisitions, refusals (another replica held it), losses, fenced journal writes,
+/// and the renewal latency histogram. No label: one replica is one scrape target.
+pub fn coordination(out: &mut String, coordinator: &crate::coordination::Coordinator) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = &coordinator.stats;
+    let mut f = Family::new(
+        out,
+        "keyflip_coordination_leases_held",
+        "gauge",
+        "Account leases this replica holds now (one per rotation it drives).",
+    );
+    f.sample(&[], coordinator.held().len() as f64);
+    let counters: [(&'static str, &str, &std::sync::atomic::AtomicU64); 4] = [
+        (
+            "keyflip_coordination_lease_acquisitions_total",
+            "Account leases this replica acquired.",
+            &stats.acquisitions,
+        ),
+        (
+            "keyflip_coordination_lease_refusals_total",
+            "Account leases this replica asked for while another replica held them.",
+            &stats.refused,
+        ),
+        (
+            "keyflip_coordination_lease_losses_total",
+            "Account leases this replica lost while it held them (renewal refused or too late, a journal write refused).",
+            &stats.losses,
+        ),
+        (
+            "keyflip_coordination_journal_writes_total",
+            "Writes to the shared journal (each with the lease id and If-Match).",
+            &stats.writes,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let mut f = Family::new(out, name, "counter", help);
+        f.sample(&[], value.load(Relaxed) as f64);
+    }
+    let mut f = Family::new(
+        out,
+        "keyflip_coordination_lease_renewal_seconds",
+        "histogram",
+        "Latency of successful lease renewals.",
+    );
+    for (bound, count) in crate::coordination::RENEWAL_BUCKETS
+        .iter()
+        .zip(&stats.renewal_buckets)
+    {
+        f.part(
+            "_bucket",
+            &[("le", &bound.to_string())],
+            count.load(Relaxed) as f64,
+        );
+    }
+    let renewals = stats.renewals.load(Relaxed) as f64;
+    f.part("_bucket", &[("le", "+Inf")], renewals);
+    f.part(
+        "_sum",
+        &[],
+        stats.renewal_us_total.load(Relaxed) as f64 / 1e6,
+    );
+    f.part("_count", &[], renewals);
 }
 
 /// A counter labelled by plan and one more label: every plan loaded now and any that

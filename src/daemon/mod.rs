@@ -256,6 +256,7 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         engine_options,
     );
     let journal = Journal::open(&dir.join("journal.db"), &fingerprinter)?;
+    let coordination = engine.coordination().cloned();
 
     let listener = match config.daemon.metrics_listen {
         Some(addr) => Some(
@@ -358,6 +359,7 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
             snapshot: snapshot_rx.clone(),
             budgets: Some(budgets.clone()),
             clock: clock.clone(),
+            coordination,
         };
         metrics_task = Some(tokio::spawn(endpoint::serve(
             listener,

@@ -1,7 +1,8 @@
 //! Webhook notifications: each plan's `[[notify]]` webhooks receive a
 //! [`Notification`] on the events they subscribe to (`completed`, `failure`,
-//! `rolled-back`, `needs-attention`, `incident`, `drift`; `usage-gate-hold` is
-//! reserved), in the format each asks for ([`body`]): keyflip's own JSON
+//! `rolled-back`, `needs-attention`, `incident`, `drift`, `usage-gate-hold`: the usage
+//! gate parked a rotation, its `details` one line per caller still signing with the
+//! old key), in the format each asks for ([`body`]): keyflip's own JSON
 //! (`keyflip.notification/v1`, documented in `docs/operations.md`), a Slack
 //! incoming-webhook message, or a Microsoft Teams message carrying an Adaptive Card
 //! (for a Teams Workflows webhook). With `secret_file` the body is signed:
@@ -316,6 +317,35 @@ impl Notification {
             plan.name
         ));
         n.details = details;
+        n
+    }
+
+    /// The usage gate parked a rotation: `callers` still sign with the old key, one
+    /// detail line each (IP, user agent, operation, requests, last seen).
+    pub(super) fn usage_gate_hold(
+        plan: &KeptPlan,
+        report: &RotationReport,
+        callers: &[crate::rotation::machine::Caller],
+        at: DateTime<Utc>,
+    ) -> Notification {
+        let mut n = Self::base(
+            NotifyEvent::UsageGateHold,
+            Severity::Critical,
+            plan,
+            at,
+            "usage gate holds the retire",
+            sentence(&format!(
+                "the usage gate holds the retire: {} caller(s) still sign with the old key; both keys still work",
+                callers.len()
+            )),
+        );
+        n.rotation_id = Some(report.rotation_id.clone());
+        n.outcome = Some("needs_attention".into());
+        n.next_step = Some(format!(
+            "move each caller to the new key (or to Entra ID), then `keyflip rotate resume {0}`; `keyflip rotate resume {0} --force-retire` retires the old key now and breaks them",
+            plan.name
+        ));
+        n.details = callers.iter().map(ToString::to_string).collect();
         n
     }
 

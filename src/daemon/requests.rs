@@ -81,8 +81,12 @@ impl Scheduler {
                 let ctx = self.ctx.clone();
                 let (plan, limit, since) = (plan.clone(), *limit, *since);
                 self.ctx.tracker.spawn(async move {
-                    let _ =
-                        reply.send(perform::history(&ctx.engine, plan.as_deref(), since, limit));
+                    let work = perform::history(&ctx.engine, plan.as_deref(), since, limit);
+                    let answer = tokio::select! {
+                        r = work => r,
+                        _ = ctx.shutdown.cancelled() => return,
+                    };
+                    let _ = reply.send(answer);
                 });
             }
             Request::RotateNow {
@@ -117,7 +121,9 @@ impl Scheduler {
                 };
                 self.run_requested(plan, Job::RotateNow(rotation), client);
             }
-            Request::Resume { plan, .. } => {
+            Request::Resume {
+                plan, force_retire, ..
+            } => {
                 let amend = request.amendment();
                 match (plan, amend.grace) {
                     // A shorter grace is for one plan's rotation (the CLI requires the
@@ -130,7 +136,7 @@ impl Scheduler {
                         };
                         self.run_requested(plan, Job::Resume(amend), client);
                     }
-                    _ => self.resume(plan.as_deref(), amend, progress, reply),
+                    _ => self.resume(plan.as_deref(), amend, *force_retire, progress, reply),
                 }
             }
         }
@@ -195,18 +201,33 @@ impl Scheduler {
         self.start_job(plan, job, Some(client), now);
     }
 
-    /// The plans `resume` finishes: those of `plan` (or all) with an unfinished
-    /// rotation, each idle.
-    fn resume_plans(&self, plan: Option<&str>) -> Result<Vec<String>, CommandError> {
+    /// The plans `resume` works on, each idle, with its job: those of `plan` (or all)
+    /// with an unfinished rotation (finished), then those whose swap the usage gate
+    /// parked (retired, after the gate again unless `force_retire`).
+    fn resume_plans(
+        &self,
+        plan: Option<&str>,
+        amend: &Amend,
+        force_retire: bool,
+    ) -> Result<Vec<(String, Job)>, CommandError> {
         let unfinished = self.unfinished_plans()?;
-        let mut pending: Vec<String> = self
-            .targets(plan)?
-            .into_iter()
-            .filter(|p| unfinished.contains(&p.name))
-            .map(|p| p.name)
-            .collect();
-        pending.dedup();
-        for name in &pending {
+        let mut pending: Vec<(String, Job)> = Vec::new();
+        for p in self.targets(plan)? {
+            if pending.iter().any(|(n, _)| *n == p.name) {
+                continue;
+            }
+            if unfinished.contains(&p.name) {
+                pending.push((p.name, Job::Resume(amend.clone())));
+            } else if let Some(retire) = self
+                .ctx
+                .engine
+                .held_at_gate(&p, force_retire)
+                .map_err(|e| error_reply(&e))?
+            {
+                pending.push((p.name, Job::Rotate(retire)));
+            }
+        }
+        for (name, _) in &pending {
             self.idle(name)?;
         }
         Ok(pending)
@@ -218,10 +239,11 @@ impl Scheduler {
         &mut self,
         plan: Option<&str>,
         amend: Amend,
+        force_retire: bool,
         progress: mpsc::UnboundedSender<ProgressEvent>,
         reply: ReplyTx,
     ) {
-        let pending = match self.resume_plans(plan) {
+        let pending = match self.resume_plans(plan, &amend, force_retire) {
             Ok(p) => p,
             Err(e) => {
                 let _ = reply.send(Err(e));
@@ -235,18 +257,18 @@ impl Scheduler {
                     reports: Vec::new(),
                 }));
             }
-            [one] => {
-                let one = one.clone();
+            [(one, job)] => {
+                let (one, job) = (one.clone(), job.clone());
                 let client = Client {
                     progress,
                     reply,
                     asked: Asked::Resume,
                 };
-                self.start_job(&one, Job::Resume(amend), Some(client), now);
+                self.start_job(&one, job, Some(client), now);
             }
             _ => {
                 let mut answers = Vec::new();
-                for name in &pending {
+                for (name, job) in &pending {
                     let (tx, rx) = oneshot::channel();
                     answers.push(rx);
                     let client = Client {
@@ -254,7 +276,7 @@ impl Scheduler {
                         reply: tx,
                         asked: Asked::Resume,
                     };
-                    self.start_job(name, Job::Resume(amend.clone()), Some(client), now);
+                    self.start_job(name, job.clone(), Some(client), now);
                 }
                 self.ctx.tracker.spawn(async move {
                     let mut reports = Vec::new();

@@ -45,19 +45,72 @@ use report::{FingerprintSource, Fingerprints, InvalidPlan, PlanReport, Report};
 /// budget in one burst.
 const PLANS_AT_ONCE: usize = 4;
 
+/// What `doctor` adds to its reads besides the plans: where discovery looks beyond
+/// ARM, keyflip's own earlier writes, and whether unlisted consumers block.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `[discovery] databricks`.
+    pub databricks: Vec<url::Url>,
+    /// The journal's last writes to consumers that cannot be read back.
+    pub written: crate::discover::unlisted::Writes,
+    /// `--strict`: a consumer the plan does not list blocks.
+    pub strict: bool,
+}
+
 /// Examines `plans` (in their order) and returns one report per plan.
 pub async fn examine(azure: &Azure, plans: &[Plan]) -> Vec<PlanReport> {
+    examine_with(azure, plans, &Options::default()).await
+}
+
+/// [`examine`], with discovery's inputs and `--strict`. One discovery covers every
+/// plan's account (each resource of the subscriptions is read once for all plans).
+pub async fn examine_with(azure: &Azure, plans: &[Plan], options: &Options) -> Vec<PlanReport> {
+    let mut accounts: Vec<crate::resource_id::ResourceId> = Vec::new();
+    for plan in plans {
+        if !accounts.iter().any(|a| {
+            a.as_str()
+                .eq_ignore_ascii_case(plan.storage_account.as_str())
+        }) {
+            accounts.push(plan.storage_account.clone());
+        }
+    }
+    let cache = crate::discover::DiscoveryCache::one_off(Arc::new(crate::clock::SystemClock));
+    let request = crate::discover::Request {
+        accounts,
+        subscriptions: None,
+        databricks: options.databricks.clone(),
+        written: options.written.clone(),
+    };
+    let discovery = crate::discover::discover(azure, azure.fingerprinter(), &cache, &request).await;
+    let discovery = &discovery;
     futures::stream::iter(plans.iter().map(|plan| async move {
-        let seen = tracing::Instrument::instrument(
+        let mut seen = tracing::Instrument::instrument(
             collect::observe(azure, plan),
             crate::logging::plan_span(&plan.name),
         )
         .await;
+        seen.discovered = discovery
+            .accounts
+            .iter()
+            .find(|a| a.account.eq_ignore_ascii_case(plan.storage_account.as_str()))
+            .map(|a| match &a.error {
+                Some(e) => collect::Discovered::Failed(e.clone()),
+                None => collect::Discovered::Found(a.clone()),
+            });
+        let mut checks = assess::assess(plan, &seen);
+        if options.strict {
+            for c in &mut checks {
+                if matches!(&c.facts, report::Facts::Unlisted { consumers, .. } if !consumers.is_empty())
+                {
+                    c.status = report::Status::Error;
+                }
+            }
+        }
         PlanReport::new(
             plan.name.clone(),
             plan.origin().to_owned(),
             plan.storage_account.to_string(),
-            assess::assess(plan, &seen),
+            checks,
         )
     }))
     .buffered(PLANS_AT_ONCE)
@@ -97,8 +150,8 @@ fn run_inner(
 ) -> Result<Exit, Failed> {
     let config = Config::load(config_flag).map_err(|e| (Exit::Usage, e.to_string()))?;
     let (plans, invalid) = plans(&config, args.plan.as_deref())?;
-    let (fingerprinter, fingerprints) = fingerprinter(&config, err);
-    let azure = Azure::new(&config, fingerprinter).map_err(|e| match e {
+    let (fingerprinter, fingerprints) = fingerprinter(&config, err, "keyflip doctor");
+    let azure = Azure::new(&config, fingerprinter.clone()).map_err(|e| match e {
         crate::azure::Error::Config(_) | crate::azure::Error::Invalid(_) => {
             (Exit::Usage, e.to_string())
         }
@@ -113,8 +166,14 @@ fn run_inner(
                 format!("cannot start the async runtime: {e}"),
             )
         })?;
-    let (identity, mut reports) =
-        runtime.block_on(async { futures::join!(azure.principal(), examine(&azure, &plans)) });
+    let options = Options {
+        databricks: config.discovery.databricks.clone(),
+        written: written(&config, &fingerprinter, fingerprints.source, &plans),
+        strict: args.strict,
+    };
+    let (identity, mut reports) = runtime.block_on(async {
+        futures::join!(azure.principal(), examine_with(&azure, &plans, &options))
+    });
     // A token that cannot be had shows in the token rows; here it only leaves the
     // identity unnamed.
     let identity = identity.ok();
@@ -181,8 +240,13 @@ fn plans(config: &Config, only: Option<&str>) -> Result<(Vec<Plan>, Vec<InvalidP
 /// The installation's fingerprint key if there is one (so fingerprints match the
 /// journal and `keyflip status`), else a key for this run only. Read here rather than
 /// through [`Fingerprinter::load_or_create`], which would create a missing key file:
-/// doctor creates nothing.
-fn fingerprinter(config: &Config, err: &mut dyn Write) -> (Arc<Fingerprinter>, Fingerprints) {
+/// doctor creates nothing (nor does `plan discover`, which uses it too; `who` names
+/// the command in the note about a key for this run).
+pub(crate) fn fingerprinter(
+    config: &Config,
+    err: &mut dyn Write,
+    who: &str,
+) -> (Arc<Fingerprinter>, Fingerprints) {
     use std::os::unix::fs::PermissionsExt as _;
     let path = config.state_dir.join("fingerprint.key");
     let installation = match std::fs::read(&path).map(zeroize::Zeroizing::new) {
@@ -221,7 +285,7 @@ fn fingerprinter(config: &Config, err: &mut dyn Write) -> (Arc<Fingerprinter>, F
         Err(why) => {
             let _ = writeln!(
                 err,
-                "keyflip doctor: {why}; fingerprints in this report use a key made for this run"
+                "{who}: {why}; fingerprints in this report use a key made for this run"
             );
         }
     }
@@ -232,6 +296,31 @@ fn fingerprinter(config: &Config, err: &mut dyn Write) -> (Arc<Fingerprinter>, F
             path: None,
         },
     )
+}
+
+/// keyflip's last writes to the plans' accounts' consumers that cannot be read back
+/// (Databricks secrets, Data Factory linked services), from the journal, when one
+/// exists under this installation's fingerprint key (opened, never created).
+fn written(
+    config: &Config,
+    fingerprinter: &Fingerprinter,
+    source: FingerprintSource,
+    plans: &[Plan],
+) -> crate::discover::unlisted::Writes {
+    let path = config.state_dir.join("journal.db");
+    if source != FingerprintSource::Installation || !path.exists() {
+        return Vec::new();
+    }
+    let Ok(journal) = crate::journal::Journal::open(&path, fingerprinter) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for plan in plans {
+        if let Ok(found) = crate::discover::journal_writes(&journal, &plan.storage_account) {
+            out.extend(found);
+        }
+    }
+    out
 }
 
 /// 32 random bytes; if the system's random source fails, a key from the time and pid

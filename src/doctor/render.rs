@@ -252,6 +252,9 @@ fn kind_label(facts: &Facts) -> &'static str {
         Facts::StorageAccount { .. } => "account",
         Facts::Key { .. } => "key",
         Facts::Consumers { .. } => "consumers",
+        Facts::Unlisted { .. } => "unlisted",
+        Facts::UsageGateLogs { .. } => "gate logs",
+        Facts::UsageGateQuery { .. } => "gate query",
         Facts::Consumer(f) => f.label(),
     }
 }
@@ -293,6 +296,50 @@ fn details(facts: &Facts) -> Vec<String> {
             })
             .collect(),
         Facts::Consumer(f) => f.details(),
+        Facts::Unlisted {
+            consumers,
+            not_rotatable,
+            ..
+        } => consumers
+            .iter()
+            .map(|u| {
+                format!(
+                    "{:<7}  {}: {}{}",
+                    u.holds,
+                    crate::rotation::describe::consumer_id(&u.consumer),
+                    u.how,
+                    if u.probable { " (probable)" } else { "" },
+                )
+            })
+            .chain(
+                not_rotatable
+                    .iter()
+                    .map(|n| format!("-        {}: {}", n.subject, n.why)),
+            )
+            .collect(),
+        Facts::UsageGateLogs { services, .. } => services
+            .iter()
+            .map(|s| match (&s.setting, s.read) {
+                (Some(name), _) => format!("{:<6} sent by diagnostic setting {name}", s.service),
+                (None, true) => format!(
+                    "{:<6} no diagnostic setting sends its requests there",
+                    s.service
+                ),
+                (None, false) => {
+                    format!("{:<6} the diagnostic settings could not be read", s.service)
+                }
+            })
+            .collect(),
+        Facts::UsageGateQuery {
+            missing: Some(missing),
+            ..
+        } => missing
+            .iter()
+            .map(|m| match &m.role {
+                Some(role) => format!("missing {}: granted by '{role}'", m.action),
+                None => format!("missing {}", m.action),
+            })
+            .collect(),
         _ => Vec::new(),
     }
 }

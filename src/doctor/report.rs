@@ -239,9 +239,51 @@ pub enum Facts {
         active: Option<KeyName>,
         holdings: Vec<Holding>,
     },
+    /// Consumers of the account that discovery found and the plan does not list, and
+    /// what uses the key but cannot be rotated by keyflip.
+    Unlisted {
+        consumers: Vec<crate::rotation::machine::UnlistedConsumer>,
+        not_rotatable: Vec<NotRotatable>,
+        /// Discovery could not run (the keys or the subscriptions could not be read).
+        error: Option<String>,
+    },
+    /// Whether the account's resource logs reach the usage gate's workspace: per
+    /// service the plan's gate reads, the diagnostic setting that sends its request
+    /// categories there.
+    UsageGateLogs {
+        workspace: String,
+        services: Vec<ServiceLogs>,
+    },
+    /// Whether keyflip may query the usage gate's workspace.
+    UsageGateQuery {
+        workspace: String,
+        workspace_id: String,
+        required: Vec<String>,
+        /// `null` when the permissions could not be read.
+        missing: Option<Vec<MissingAction>>,
+    },
     /// One consumer's own row, by kind (its kind's module says what it holds).
     #[serde(untagged)]
     Consumer(ConsumerFacts),
+}
+
+/// Something that uses the key and that keyflip cannot rotate (or that reads it
+/// through a listed consumer).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NotRotatable {
+    pub subject: String,
+    pub why: String,
+}
+
+/// One storage service's logs, for the usage gate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceLogs {
+    /// `blob`, `file`, `queue`, `table`.
+    pub service: &'static str,
+    /// The diagnostic setting that sends every request category to the workspace.
+    pub setting: Option<String>,
+    /// `null` when the settings could not be read.
+    pub read: bool,
 }
 
 impl From<ConsumerFacts> for Facts {
@@ -258,6 +300,9 @@ impl Facts {
             Facts::StorageAccount { .. } => "storage_account",
             Facts::Key { .. } => "key",
             Facts::Consumers { .. } => "consumers",
+            Facts::Unlisted { .. } => "unlisted",
+            Facts::UsageGateLogs { .. } => "usage_gate_logs",
+            Facts::UsageGateQuery { .. } => "usage_gate_query",
             Facts::Consumer(f) => f.kind(),
         }
     }

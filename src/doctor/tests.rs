@@ -239,6 +239,8 @@ pub(super) fn healthy(plan: &Plan) -> Observed {
                 }]),
             }),
         ],
+        discovered: None,
+        gate: None,
     }
 }
 

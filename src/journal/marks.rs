@@ -5,7 +5,8 @@
 //! changes, someone else wrote it and what it holds is unknown.
 //!
 //! Promises: one row per consumer, the latest write's, replaced whole in one fsynced
-//! transaction; a fingerprint, never a key; a row that cannot be decoded is
+//! transaction (with `[coordination]`, written to the shared journal first, like every
+//! record, so a replica taking over a rotation knows it); a fingerprint, never a key; a row that cannot be decoded is
 //! [`JournalError::Corrupt`] naming the consumer.
 
 use chrono::{DateTime, Utc};
@@ -49,6 +50,12 @@ impl Journal {
             ),
         )
         .map_err(|e| sql(&self.path, "record a write mark", e))?;
+        let consumer = consumer.to_string();
+        let write = super::SharedWrite::Mark {
+            consumer: &consumer,
+            mark,
+        };
+        super::shared::mirror(&self.mirror, &mark.rotation_id, write)?;
         tx.commit().map_err(|e| sql(&self.path, "commit", e))
     }
 

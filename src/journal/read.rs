@@ -10,6 +10,9 @@ use super::{Journal, JournalError, RotationRecord, StepRecord, StoredRotation, c
 use crate::key::KeyName;
 use crate::resource_id::ResourceId;
 use crate::rotation::machine::{Action, Command, ConsumerId, Event};
+
+/// A consumer's last successful bind: the key, its fingerprint and when.
+pub type LastBind = (ConsumerId, KeyName, Fingerprint, DateTime<Utc>);
 use crate::secret::Fingerprint;
 
 /// The columns of a `rotations` row, still encoded.
@@ -203,6 +206,57 @@ impl Journal {
                 format!("kind is 'bind' but the command is `{}`", other.name()),
             )),
         }
+    }
+
+    /// For every consumer keyflip bound in a rotation of `account` whose id starts
+    /// with `prefix` (`databricks:`), the last successful bind: the key, its
+    /// fingerprint and when. What discovery knows of consumers it cannot read back.
+    pub fn last_binds_of(
+        &self,
+        account: &ResourceId,
+        prefix: &str,
+    ) -> Result<Vec<LastBind>, JournalError> {
+        let read = |e| sql(&self.path, "look up the binds of an account", e);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT s.rotation_id, s.seq, s.command, s.result_at FROM steps s
+                 JOIN rotations r ON r.id = s.rotation_id
+                 WHERE r.account_lower = ?1 AND s.kind = 'bind' AND s.result_kind = 'bound'
+                   AND s.consumer LIKE ?2
+                 ORDER BY s.result_at, s.rowid",
+            )
+            .map_err(read)?;
+        // `_` and `%` would be wildcards; the ids are checked again below.
+        let like = format!("{prefix}%");
+        let rows: Vec<(String, u32, String, String)> = stmt
+            .query_map(
+                rusqlite::params![account.as_str().to_ascii_lowercase(), like],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .map_err(read)?
+            .collect::<Result<_, _>>()
+            .map_err(read)?;
+        let mut out: Vec<(ConsumerId, KeyName, Fingerprint, DateTime<Utc>)> = Vec::new();
+        for (rotation_id, seq, command, result_at) in rows {
+            let where_ = format!("steps, seq {seq}");
+            let command: Command =
+                decode(&command).map_err(|d| corrupt(&self.path, &rotation_id, &where_, d))?;
+            let at = parse_time(&result_at)
+                .map_err(|d| corrupt(&self.path, &rotation_id, &where_, d))?;
+            if let Action::Bind {
+                consumer,
+                key,
+                fingerprint,
+            } = command.action
+                && consumer.id.to_string().starts_with(prefix)
+            {
+                // Later rows are later binds: keep only each consumer's last.
+                out.retain(|(id, ..)| *id != consumer.id);
+                out.push((consumer.id, key, fingerprint, at));
+            }
+        }
+        Ok(out)
     }
 
     fn rotation_rows(

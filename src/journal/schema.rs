@@ -7,8 +7,14 @@
 //! state, the keys last observed); 3 adds `write_marks`, the etag Azure gave keyflip's
 //! latest write of a consumer whose value cannot be read back; 4 adds
 //! `rotations.origin`, why each rotation ran and who asked (rows from before it have
-//! none). A new journal is created at 1 and migrated like an
-//! old one, so the migration path is the one every file takes.
+//! none); 5 changes no table: it marks journals whose rows may hold the usage gate
+//! (`Options::usage_gate`, `Mode::Retire`, `CheckUsage` steps, `UsageGateHeld`) and
+//! unlisted consumers. A keyflip that predates them would drop the gate from an
+//! unfinished rotation's options without a word (serde ignores unknown fields) and
+//! retire while callers still use the old key, or call rows it cannot parse corrupt:
+//! at 5 it refuses the file and says to upgrade instead. Old rows need nothing: every
+//! new field has a default that means "as before". A new journal is created at 1 and
+//! migrated like an old one, so the migration path is the one every file takes.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
@@ -17,7 +23,7 @@ use crate::secret::{Fingerprinter, StorageKey};
 
 /// The schema this build writes. Older journals are migrated on open; a newer one is
 /// refused (an older keyflip must not write rows it does not understand).
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// Fingerprinted to make the `meta` check value. Not a secret: the value only proves
 /// which fingerprint key wrote the journal.
@@ -172,6 +178,7 @@ fn migrate(tx: &rusqlite::Transaction<'_>, from: u32) -> Result<(), rusqlite::Er
     if from < 4 {
         tx.execute_batch(MIGRATION_V4)?;
     }
+    // Version 5 changes no table (see the module docs): only the version below.
     if from < VERSION {
         tx.execute(
             "UPDATE meta SET value = ?1 WHERE name = 'schema_version'",

@@ -32,6 +32,12 @@ pub enum SharedWrite<'a> {
         outcome: &'a Outcome,
         at: DateTime<Utc>,
     },
+    /// keyflip's latest write of a consumer whose value cannot be read back (a Data
+    /// Factory linked service): `consumer` is its id as the journal keys it.
+    Mark {
+        consumer: &'a str,
+        mark: &'a super::WriteMark,
+    },
 }
 
 /// Where journal writes go before they are committed locally.
@@ -72,6 +78,134 @@ pub struct ImportedRotation {
 }
 
 impl Journal {
+    /// Every rotation in this journal, whole, oldest first: what
+    /// `keyflip coordination import-journal` copies into the shared journal. A
+    /// rotation recorded before origins were (schema 4) gets a manual origin.
+    pub fn export(&self) -> Result<Vec<ImportedRotation>, JournalError> {
+        let ids: Vec<String> = {
+            let read = |e| sql(&self.path, "list rotations", e);
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id FROM rotations ORDER BY started_at, rowid")
+                .map_err(read)?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(read)?;
+            rows.collect::<Result<_, _>>().map_err(read)?
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(record) = self.rotation(&id)? else {
+                continue;
+            };
+            let events = self.timed_events(&id)?;
+            out.push(ImportedRotation {
+                rotation: NewRotation {
+                    id: record.id,
+                    plan: record.plan,
+                    account: record.account,
+                    mode: record.mode,
+                    options: record.options,
+                    started_at: record.started_at,
+                    origin: record.origin.unwrap_or_else(|| {
+                        crate::rotation::Origin::new(crate::rotation::Trigger::Manual, None)
+                    }),
+                },
+                steps: record.steps,
+                events,
+                finished: record.finished_at.zip(record.outcome),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every write mark (consumer id, mark), for `import-journal`.
+    pub fn export_marks(&self) -> Result<Vec<(String, super::WriteMark)>, JournalError> {
+        let read = |e| sql(&self.path, "read write marks", e);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT consumer FROM write_marks ORDER BY consumer")
+            .map_err(read)?;
+        let consumers: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(read)?
+            .collect::<Result<_, _>>()
+            .map_err(read)?;
+        let mut out = Vec::with_capacity(consumers.len());
+        for text in consumers {
+            let consumer: crate::consumer::ConsumerId = text.parse().map_err(|e| {
+                super::corrupt(
+                    &self.path,
+                    "-",
+                    &format!("write_marks, consumer {text}"),
+                    format!("{e}"),
+                )
+            })?;
+            if let Some(mark) = self.write_mark(&consumer)? {
+                out.push((text, mark));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A rotation's events with the times they were recorded, in order.
+    fn timed_events(&self, rotation_id: &str) -> Result<Vec<(Event, DateTime<Utc>)>, JournalError> {
+        let read = |e| sql(&self.path, "read events", e);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT n, event, at FROM events WHERE rotation_id = ?1 ORDER BY n")
+            .map_err(read)?;
+        let rows = stmt
+            .query_map([rotation_id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(read)?;
+        let mut events = Vec::new();
+        for row in rows {
+            let (n, json, at) = row.map_err(read)?;
+            let row_name = format!("events, #{n}");
+            let event = super::record::decode(&json)
+                .map_err(|d| super::corrupt(&self.path, rotation_id, &row_name, d))?;
+            let at = super::record::parse_time(&at)
+                .map_err(|d| super::corrupt(&self.path, rotation_id, &row_name, d))?;
+            events.push((event, at));
+        }
+        Ok(events)
+    }
+
+    /// Takes the shared journal's write marks (consumer id, mark), each unless this
+    /// journal has a later one of that consumer, without going through the mirror.
+    pub fn import_marks(
+        &mut self,
+        marks: &[(String, super::WriteMark)],
+    ) -> Result<(), JournalError> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let tx = write(&mut self.conn, &path, "import write marks")?;
+        for (consumer, mark) in marks {
+            tx.execute(
+                "INSERT INTO write_marks (consumer, rotation_id, fingerprint, mark, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (consumer) DO UPDATE SET rotation_id = excluded.rotation_id,
+                   fingerprint = excluded.fingerprint, mark = excluded.mark, at = excluded.at
+                 WHERE excluded.at > write_marks.at",
+                (
+                    consumer,
+                    &mark.rotation_id,
+                    mark.fingerprint.to_hex(),
+                    &mark.mark,
+                    time_text(mark.at),
+                ),
+            )
+            .map_err(|e| sql(&path, "import a write mark", e))?;
+        }
+        tx.commit().map_err(|e| sql(&path, "commit", e))
+    }
+
     /// Sends every later write to `mirror` first.
     pub fn set_mirror(&mut self, mirror: Arc<dyn Mirror>) {
         self.mirror = Some(mirror);

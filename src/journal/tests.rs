@@ -119,6 +119,7 @@ pub(super) fn observation() -> Observation {
                 },
             },
         ],
+        unlisted: vec![],
     }
 }
 

@@ -30,6 +30,8 @@ pub(super) fn plan(sections: Sections, d: &mut Diagnostics<'_>) -> Option<Plan> 
 
     let schedule = optional(&sections.schedule, |s| settings::schedule(s, d));
     let rotation = optional(&sections.rotation, |r| settings::rotation(r, d));
+    let usage_gate = optional(&sections.usage_gate, |r| settings::usage_gate(r, d));
+    let unlisted = optional(&sections.unlisted, |v| settings::unlisted(v, d));
     let drift = optional(&sections.drift, |r| settings::drift(r, d));
     let notify: Vec<_> = sections
         .notify
@@ -65,6 +67,7 @@ pub(super) fn plan(sections: Sections, d: &mut Diagnostics<'_>) -> Option<Plan> 
 
     let schedule = schedule.ok()?;
     let (rotation, drift) = (rotation.ok()?, drift.ok()?);
+    let (usage_gate, unlisted) = (usage_gate.ok()?, unlisted.ok()?);
     let notify: Option<Vec<_>> = notify.into_iter().collect();
     if !(duplicates_ok && sections.any_consumer_table) {
         return None;
@@ -82,6 +85,8 @@ pub(super) fn plan(sections: Sections, d: &mut Diagnostics<'_>) -> Option<Plan> 
         storage_account: account?,
         schedule,
         rotation: rotation.unwrap_or_default(),
+        unlisted: unlisted.unwrap_or_default(),
+        usage_gate,
         consumers: sections.consumers.into_iter().map(|(e, _)| e).collect(),
         notify: notify?,
         drift: drift.unwrap_or(Drift::default()),

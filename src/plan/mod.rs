@@ -23,7 +23,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use settings::{Drift, MAX_GRACE, NotifyEvent, Rotation, Webhook, WebhookFormat};
+pub use settings::{
+    Drift, MAX_GRACE, MIN_INGESTION_LATENCY, NotifyEvent, Rotation, UnlistedPolicy, UsageGate,
+    Webhook, WebhookFormat,
+};
 
 use crate::consumer::{ConsumerId, Entry};
 use crate::diagnostic::SourceError;
@@ -40,6 +43,10 @@ pub struct Plan {
     /// `None`: the plan rotates only on demand (`keyflip rotate now`).
     pub schedule: Option<Schedule>,
     pub rotation: Rotation,
+    /// What the precheck does about consumers of the account this plan does not list.
+    pub unlisted: UnlistedPolicy,
+    /// Retire the old key only once the resource logs show nobody signs with it.
+    pub usage_gate: Option<UsageGate>,
     /// The consumer tables, by kind in `crate::consumer`'s order, each kind's tables in
     /// file order.
     pub consumers: Vec<Entry>,

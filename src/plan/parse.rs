@@ -12,7 +12,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::fields::{fields_of, strip_unknown, strip_unknown_keys};
-use super::raw::{RawDrift, RawNotify, RawRotation, RawSchedule, RawWindow, Text, top_level};
+use super::raw::{
+    RawDrift, RawNotify, RawRotation, RawSchedule, RawUsageGate, RawWindow, Text, top_level,
+};
 use crate::consumer::{Entry, SECTIONS};
 use crate::diagnostic::SourceError;
 
@@ -82,6 +84,8 @@ pub(super) struct Sections {
     pub storage_account: Option<Text>,
     pub schedule: Option<Spanned<RawSchedule>>,
     pub rotation: Option<Spanned<RawRotation>>,
+    pub usage_gate: Option<Spanned<RawUsageGate>>,
+    pub unlisted: Option<Text>,
     /// Every consumer table that is valid, with its span: the tables of each section
     /// in file order, the sections in [`SECTIONS`] order.
     pub consumers: Vec<(Entry, Range<usize>)>,
@@ -128,6 +132,8 @@ pub(super) fn sections(d: &mut Diagnostics<'_>) -> Option<Sections> {
                 })
             }
             "rotation" => out.rotation = table_of(value, "[rotation]", d, |_, _| {}),
+            "usage_gate" => out.usage_gate = table_of(value, "[usage_gate]", d, |_, _| {}),
+            "unlisted" => out.unlisted = value_of(value, "unlisted", d),
             "drift" => out.drift = table_of(value, "[drift]", d, |_, _| {}),
             "notify" => out.notify = tables_of(value, "notify", d),
             other => {

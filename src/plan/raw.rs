@@ -14,7 +14,14 @@ pub(crate) type Text = Spanned<String>;
 /// The top-level keys, in the order `docs/plans.md` documents them: the settings
 /// around the consumer tables.
 pub(super) fn top_level() -> Vec<&'static str> {
-    let mut keys = vec!["description", "storage_account", "schedule", "rotation"];
+    let mut keys = vec![
+        "description",
+        "storage_account",
+        "unlisted",
+        "schedule",
+        "rotation",
+        "usage_gate",
+    ];
     keys.extend(SECTIONS.iter().map(|s| s.key));
     keys.extend(["notify", "drift"]);
     keys
@@ -60,4 +67,17 @@ pub(super) struct RawNotify {
 pub(super) struct RawDrift {
     pub interval: Option<Text>,
     pub repair: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUsageGate {
+    pub workspace: Option<Text>,
+    pub workspace_id: Option<Text>,
+    pub services: Option<Spanned<Vec<Text>>>,
+    pub lookback: Option<Text>,
+    pub quiet_period: Option<Text>,
+    pub recheck: Option<Text>,
+    pub deadline: Option<Text>,
+    pub ingestion_latency: Option<Text>,
 }

@@ -1,5 +1,5 @@
-//! The plan's settings besides its consumers: `[schedule]`, `[rotation]`,
-//! `[[notify]]` and `[drift]`, with their defaults and limits.
+//! The plan's settings besides its consumers: `unlisted`, `[schedule]`, `[rotation]`,
+//! `[usage_gate]`, `[[notify]]` and `[drift]`, with their defaults and limits.
 
 use std::time::Duration;
 
@@ -10,8 +10,10 @@ use url::Url;
 
 use super::fields::closest;
 use super::parse::Diagnostics;
-use super::raw::{RawDrift, RawNotify, RawRotation, RawSchedule, RawWindow, Text};
-use super::values::{Invalid, duration_in, integer_in, optional, webhook_url};
+use super::raw::{RawDrift, RawNotify, RawRotation, RawSchedule, RawUsageGate, RawWindow, Text};
+use super::values::{Invalid, arm_id, duration_in, integer_in, optional, required, webhook_url};
+use crate::azure::monitor::StorageService;
+use crate::resource_id::ResourceId;
 use crate::schedule::{CronSpec, CronSpecError, Schedule, ScheduleError, Window, WindowError};
 
 /// How a rotation runs.
@@ -33,6 +35,259 @@ impl Default for Rotation {
             retire_attempts: 8,
         }
     }
+}
+
+/// What a rotation does about consumers of the account the plan does not list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnlistedPolicy {
+    /// The precheck warns and the rotation goes on.
+    #[default]
+    Warn,
+    /// The precheck refuses; nothing is changed.
+    Refuse,
+}
+
+pub(super) fn unlisted(value: &Text, d: &mut Diagnostics<'_>) -> Option<UnlistedPolicy> {
+    match value.get_ref().as_str() {
+        "warn" => Some(UnlistedPolicy::Warn),
+        "refuse" => Some(UnlistedPolicy::Refuse),
+        other => {
+            d.error(
+                value.span(),
+                format!("unknown unlisted policy `{other}`"),
+                "unlisted is \"warn\" (the precheck warns, the default) or \"refuse\" (it refuses)",
+            );
+            None
+        }
+    }
+}
+
+/// Microsoft's documented average latency of Azure Monitor log ingestion is "between 20
+/// seconds and 3 minutes" (Microsoft Learn, "Log data ingestion time in Azure
+/// Monitor"): the usage gate never trusts logs younger than its upper end.
+pub const MIN_INGESTION_LATENCY: Duration = Duration::from_secs(180);
+
+/// The usage gate: before retiring the old key, ask the account's resource logs in a
+/// Log Analytics workspace whether anyone still signs with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageGate {
+    /// The workspace's ARM id (what the account's diagnostic settings name).
+    pub workspace: ResourceId,
+    /// Its workspace id (GUID), which the query API takes.
+    pub workspace_id: String,
+    /// The storage services whose request logs are asked (their tables).
+    pub services: Vec<StorageService>,
+    /// How far back a query looks at most (incidents and the pre-stage check look
+    /// back this far; the retire gate from the swap on).
+    pub lookback: Duration,
+    /// No request signed with the old key for this long (in logs old enough to be
+    /// complete) lets the retire go.
+    pub quiet_period: Duration,
+    /// How often a held retire checks again.
+    pub recheck: Duration,
+    /// How long after the swap the gate may hold before the rotation parks.
+    pub deadline: Duration,
+    /// How old a log row must be before it is trusted to be there; at least
+    /// [`MIN_INGESTION_LATENCY`].
+    pub ingestion_latency: Duration,
+}
+
+impl UsageGate {
+    pub const DEFAULT_QUIET: Duration = Duration::from_secs(30 * 60);
+    pub const DEFAULT_RECHECK: Duration = Duration::from_secs(10 * 60);
+    pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(24 * 3_600);
+    pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(7 * 86_400);
+    pub const DEFAULT_LATENCY: Duration = Duration::from_secs(5 * 60);
+}
+
+pub(super) fn usage_gate(
+    raw: &Spanned<RawUsageGate>,
+    d: &mut Diagnostics<'_>,
+) -> Option<UsageGate> {
+    let (span, r) = (raw.span(), raw.get_ref());
+    let section = "[usage_gate]";
+    let workspace = required(
+        &r.workspace,
+        "workspace",
+        section,
+        &span,
+        "\"/subscriptions/…/providers/Microsoft.OperationalInsights/workspaces/<name>\"",
+        d,
+    )
+    .and_then(|v| {
+        arm_id(
+            v,
+            "workspace",
+            "Microsoft.OperationalInsights/workspaces",
+            d,
+        )
+    });
+    let workspace_id = required(
+        &r.workspace_id,
+        "workspace_id",
+        section,
+        &span,
+        "\"<the workspace's GUID: az monitor log-analytics workspace show --query customerId>\"",
+        d,
+    )
+    .and_then(|v| {
+        let text = v.get_ref();
+        let ok = text.len() == 36
+            && text.chars().enumerate().all(|(i, c)| {
+                if [8, 13, 18, 23].contains(&i) {
+                    c == '-'
+                } else {
+                    c.is_ascii_hexdigit()
+                }
+            });
+        if !ok {
+            d.error(
+                v.span(),
+                format!("workspace_id `{text}` is not a GUID"),
+                "the workspace id is the GUID the query API takes (customerId), e.g. \"4e1d2c3b-5a6f-4b7c-8d9e-0f1a2b3c4d5e\"",
+            );
+            return None;
+        }
+        Some(text.to_ascii_lowercase())
+    });
+    let services = match &r.services {
+        None => Some(StorageService::ALL.to_vec()),
+        Some(list) => services(list, d),
+    };
+    let day = 86_400;
+    let dur = |v: &Option<Text>,
+               key: &str,
+               min: u64,
+               max: u64,
+               default: Duration,
+               d: &mut Diagnostics<'_>| {
+        optional(v, |v| {
+            duration_in(
+                v,
+                key,
+                Duration::from_secs(min),
+                Duration::from_secs(max),
+                d,
+            )
+        })
+        .map(|o| o.unwrap_or(default))
+    };
+    let lookback = dur(
+        &r.lookback,
+        "lookback",
+        60,
+        30 * day,
+        UsageGate::DEFAULT_LOOKBACK,
+        d,
+    );
+    let quiet = dur(
+        &r.quiet_period,
+        "quiet_period",
+        60,
+        7 * day,
+        UsageGate::DEFAULT_QUIET,
+        d,
+    );
+    let recheck = dur(
+        &r.recheck,
+        "recheck",
+        60,
+        day,
+        UsageGate::DEFAULT_RECHECK,
+        d,
+    );
+    let deadline = dur(
+        &r.deadline,
+        "deadline",
+        60,
+        30 * day,
+        UsageGate::DEFAULT_DEADLINE,
+        d,
+    );
+    let latency = dur(
+        &r.ingestion_latency,
+        "ingestion_latency",
+        MIN_INGESTION_LATENCY.as_secs(),
+        day,
+        UsageGate::DEFAULT_LATENCY,
+        d,
+    );
+    let (Ok(lookback), Ok(quiet), Ok(recheck), Ok(deadline), Ok(latency)) =
+        (lookback, quiet, recheck, deadline, latency)
+    else {
+        return None;
+    };
+    // The first check comes after the latency and the quiet period; a deadline
+    // before it could never pass, and a lookback shorter than it would miss callers.
+    let first = latency + quiet;
+    let needed = duration_of(first);
+    if deadline < first {
+        let at = r.deadline.as_ref().map_or(span.clone(), |v| v.span());
+        d.error(
+            at,
+            format!("deadline {} comes before the first check", duration_of(deadline)),
+            format!("the first check is ingestion_latency + quiet_period = {needed} after the swap; make deadline at least that"),
+        );
+        return None;
+    }
+    if lookback < first {
+        let at = r.lookback.as_ref().map_or(span.clone(), |v| v.span());
+        d.error(
+            at,
+            format!(
+                "lookback {} is shorter than ingestion_latency + quiet_period",
+                duration_of(lookback)
+            ),
+            format!("make lookback at least {needed}"),
+        );
+        return None;
+    }
+    Some(UsageGate {
+        workspace: workspace?,
+        workspace_id: workspace_id?,
+        services: services?,
+        lookback,
+        quiet_period: quiet,
+        recheck,
+        deadline,
+        ingestion_latency: latency,
+    })
+}
+
+fn duration_of(d: Duration) -> String {
+    super::duration::Display(d).to_string()
+}
+
+fn services(list: &Spanned<Vec<Text>>, d: &mut Diagnostics<'_>) -> Option<Vec<StorageService>> {
+    if list.get_ref().is_empty() {
+        d.error(
+            list.span(),
+            "services is empty",
+            "list some of \"blob\", \"file\", \"queue\", \"table\", or omit services for all four",
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    for item in list.get_ref() {
+        match StorageService::ALL
+            .iter()
+            .find(|s| s.as_str() == item.get_ref())
+        {
+            Some(s) if !out.contains(s) => out.push(*s),
+            Some(_) => {}
+            None => {
+                d.error(
+                    item.span(),
+                    format!("unknown storage service `{}`", item.get_ref()),
+                    "services are \"blob\", \"file\", \"queue\" and \"table\"",
+                );
+                ok = false;
+            }
+        }
+    }
+    out.sort();
+    ok.then_some(out)
 }
 
 /// The drift watch.
@@ -104,8 +359,7 @@ pub enum NotifyEvent {
     NeedsAttention,
     Incident,
     Drift,
-    /// The usage gate holds the retire of the old key (reserved: keyflip does not
-    /// send it yet).
+    /// The usage gate parked a rotation: callers still sign with the old key.
     UsageGateHold,
 }
 

@@ -89,6 +89,21 @@ fn call_texts(plan: &Plan, observed: &[ConsumerRef], cmd: &Command) -> Vec<Strin
         Action::DisableVersions { consumer: c, .. } => {
             consumer(c).map(|t| t.disable_calls()).unwrap_or_default()
         }
+        Action::CheckUsage { key, .. } => match &plan.usage_gate {
+            Some(gate) => vec![
+                keys,
+                format!(
+                    "POST <log analytics>/v1/workspaces/{}/query ({} rows signed with {key}'s SHA-256)",
+                    gate.workspace_id,
+                    gate.services
+                        .iter()
+                        .map(|s| s.table())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ],
+            None => vec![],
+        },
         Action::Commit | Action::WaitUntil { .. } | Action::Finish { .. } => vec![],
     }
 }
@@ -143,7 +158,10 @@ pub(super) async fn dry_run(
     request: &RotateRequest,
 ) -> Result<DryRun, EngineError> {
     let ctx = Ctx::new(inner, plan, "dry-run");
-    let observation = observe(&ctx).await?;
+    let mut observation = observe(&ctx).await?;
+    if super::lifecycle::checks_unlisted(request.mode) {
+        observation.unlisted = super::lifecycle::unlisted(inner, plan, &observation).await;
+    }
     let observed: Vec<ConsumerRef> = observation
         .consumers
         .iter()
@@ -170,6 +188,12 @@ pub(super) async fn dry_run(
             Action::Bind { .. } => StepResult::Bound,
             Action::VerifyConsumer { .. } => StepResult::ConsumerVerified,
             Action::DisableVersions { .. } => StepResult::VersionsDisabled { versions: vec![] },
+            // A dry run cannot know the logs ahead of time: it shows the path where
+            // nobody signs with the key any more.
+            Action::CheckUsage { .. } => StepResult::UsageChecked {
+                until: now,
+                callers: Vec::new(),
+            },
             Action::Commit => StepResult::Committed,
             Action::WaitUntil { at } => {
                 now = now.max(*at);

@@ -33,7 +33,7 @@ use crate::journal::lock::{AccountLock, LockError};
 use crate::journal::{Journal, JournalError, ResumeError};
 use crate::plan::Plan;
 use crate::resource_id::ResourceId;
-use crate::rotation::machine::{HandleError, Mode, Options, ResyncOrder};
+use crate::rotation::machine::{GateOptions, HandleError, Mode, Options, ResyncOrder};
 use crate::rotation::origin::{Origin, Requester, Trigger};
 use crate::secret::{FingerprintKeyError, Fingerprinter};
 
@@ -225,6 +225,12 @@ pub struct Engine {
 
 pub(super) struct Inner {
     pub(super) azure: Azure,
+    /// Discovery's shared reads (the unlisted-consumer check of every rotation in this
+    /// process), kept for [`crate::discover::cache::LIST_TTL`].
+    pub(super) discovery: crate::discover::DiscoveryCache,
+    /// `[discovery] databricks`: where the unlisted-consumer check looks for
+    /// Databricks secrets.
+    pub(super) databricks: Vec<url::Url>,
     pub(super) journal: Mutex<Journal>,
     pub(super) fingerprinter: Arc<Fingerprinter>,
     pub(super) clock: Arc<dyn Clock>,
@@ -353,6 +359,11 @@ impl Engine {
         Engine {
             inner: Arc::new(Inner {
                 azure,
+                discovery: crate::discover::DiscoveryCache::new(
+                    clock.clone(),
+                    crate::discover::LIST_TTL,
+                ),
+                databricks: config.discovery.databricks.clone(),
                 journal: Mutex::new(journal),
                 fingerprinter,
                 clock,
@@ -470,6 +481,17 @@ impl Engine {
         super::lifecycle::resume(&self.inner, plans, amend, progress, cancel).await
     }
 
+    /// The retire a swap of `plan` parked at the usage gate still owes: the request that
+    /// resumes it (`Mode::Retire`), or `None` when the plan's latest rotation that
+    /// changed anything did not park there. Reads the journal only.
+    pub fn held_at_gate(
+        &self,
+        plan: &Plan,
+        force_retire: bool,
+    ) -> Result<Option<RotateRequest>, EngineError> {
+        super::lifecycle::held_at_gate(&self.inner, plan, force_retire)
+    }
+
     /// The ids and plans of unfinished rotations (reads the journal only).
     pub fn unfinished(&self) -> Result<Vec<(String, String)>, EngineError> {
         Ok(self
@@ -495,34 +517,47 @@ impl Engine {
         super::status::status(&self.inner, plans).await
     }
 
-    /// Past rotations with every step and timing, newest first.
+    /// Past rotations in this process's own journal, with every step and timing,
+    /// newest first. With `[coordination]` that is the rotations this replica took
+    /// part in or learned of; `keyflip history` uses [`Engine::history_since`].
     pub fn history(
         &self,
         plan: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RotationReport>, EngineError> {
-        super::status::history(&self.inner, plan, None, limit)
+        super::status::local_history(&self.inner, plan, None, limit)
     }
 
-    /// [`Engine::history`] of rotations started at or after `since`.
-    pub fn history_since(
+    /// `keyflip history`: rotations started at or after `since`, newest first, from
+    /// the shared journal with `[coordination]` (the same on every replica), else
+    /// from the local journal.
+    pub async fn history_since(
         &self,
         plan: Option<&str>,
         since: Option<chrono::DateTime<chrono::Utc>>,
         limit: usize,
     ) -> Result<Vec<RotationReport>, EngineError> {
-        super::status::history(&self.inner, plan, since, limit)
+        super::status::history(&self.inner, plan, since, limit).await
     }
 }
 
 /// The machine options of a plan's rotation, with the request's grace override.
 pub(super) fn machine_options(plan: &Plan, request: &RotateRequest) -> Options {
     let grace = request.grace.unwrap_or(plan.rotation.grace);
+    let delta = |d: Duration| chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
     Options {
-        grace: chrono::TimeDelta::from_std(grace).unwrap_or(chrono::TimeDelta::MAX),
+        grace: delta(grace),
         verify_budget: plan.rotation.verify_budget,
         retire_attempts: plan.rotation.retire_attempts,
         resync: ResyncOrder::Last,
+        usage_gate: plan.usage_gate.as_ref().map(|g| GateOptions {
+            quiet: delta(g.quiet_period),
+            recheck: delta(g.recheck),
+            deadline: delta(g.deadline),
+            latency: delta(g.ingestion_latency),
+            lookback: delta(g.lookback),
+        }),
+        refuse_unlisted: plan.unlisted == crate::plan::UnlistedPolicy::Refuse,
     }
 }
 

@@ -95,6 +95,7 @@ fn abandonable(action: &Action) -> bool {
         Action::Observe
             | Action::VerifyKey { .. }
             | Action::VerifyConsumer { .. }
+            | Action::CheckUsage { .. }
             | Action::WaitUntil { .. }
     )
 }
@@ -111,6 +112,23 @@ fn detail(result: &StepResult) -> Option<String> {
             Some(format!("disabled version(s) {}", versions.join(", ")))
         }
         StepResult::Regenerated { fingerprint, .. } => Some(format!("now {fingerprint}")),
+        StepResult::UsageChecked { callers, .. } if callers.is_empty() => {
+            Some("nobody signs with it".to_owned())
+        }
+        StepResult::UsageChecked { callers, .. } => Some(format!(
+            "{} caller(s): {}",
+            callers.len(),
+            callers
+                .iter()
+                .map(|c| format!(
+                    "{} ({}), last {}",
+                    c.ip,
+                    c.user_agent,
+                    c.last_seen.format("%H:%M:%S")
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
         other => other.failure().map(ToString::to_string),
     }
 }
@@ -262,7 +280,11 @@ impl<'c, 'a> Run<'c, 'a> {
         });
         if let Some(at) = self.machine.deadline(cmd) {
             let why = match self.machine.phase() {
+                Phase::Grace if self.machine.options().usage_gate.is_some() => {
+                    "grace period, and log ingestion plus the quiet period before the usage gate's first check"
+                }
                 Phase::Grace => "grace period before the old key is retired",
+                Phase::UsageGate => "the old key is still in use; the usage gate checks again",
                 _ => "backoff before retrying",
             };
             self.progress.event(&ProgressEvent::Waiting {
@@ -373,7 +395,10 @@ impl<'c, 'a> Run<'c, 'a> {
                         self.binds_running -= 1;
                     }
                     match done {
-                        None => {}
+                        // Abandoned: `cancel` fired. The branch above may not have seen
+                        // it yet (it can fire between the two polls), so note it here;
+                        // otherwise an empty loop would read as a stalled machine.
+                        None => cancelled = true,
                         Some(Err(e)) => return Err(e),
                         // Stopped by the interruption, not by Azure: left in doubt.
                         Some(Ok(done)) if done.interrupted => {
@@ -516,6 +541,12 @@ async fn perform(
             consumer,
             fingerprints,
         } => ctx.disable_versions(consumer, fingerprints).await,
+        Action::CheckUsage {
+            key,
+            fingerprint,
+            since,
+            purpose,
+        } => ctx.check_usage(*key, *fingerprint, *since, *purpose).await,
         Action::Commit => Ok(Done::ok(StepResult::Committed)),
         Action::WaitUntil { at } => {
             ctx.inner.clock.sleep_until(until.unwrap_or(*at)).await;

@@ -102,7 +102,7 @@ fn leaked(mode: Mode) -> String {
             format!("{key}{}", if revoke_first { " (revoke first)" } else { "" })
         }
         Mode::LeakedBoth => "both keys (or unknown)".to_owned(),
-        Mode::Scheduled | Mode::Adopt { .. } => "none".to_owned(),
+        Mode::Scheduled | Mode::Retire { .. } | Mode::Adopt { .. } => "none".to_owned(),
     }
 }
 
@@ -121,6 +121,18 @@ fn happening(what: &Happening) -> String {
             StepResult::VersionsDisabled { versions } => {
                 format!("step {seq}: disabled {} version(s)", versions.len())
             }
+            StepResult::UsageChecked { callers, .. } if callers.is_empty() => {
+                format!("step {seq}: the resource logs show nobody signing with the key")
+            }
+            StepResult::UsageChecked { callers, .. } => format!(
+                "step {seq}: the resource logs show {} caller(s) signing with the key: {}",
+                callers.len(),
+                callers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
             other => match other.failure() {
                 Some(reason) => format!("step {seq} failed: {reason}"),
                 None => format!("step {seq}: {}", other.name().replace('_', " ")),
@@ -143,6 +155,13 @@ fn happening(what: &Happening) -> String {
                     .join("; ")
             ),
             Note::Warning { warning } => format!("warning: {warning}"),
+            Note::UsageHeld {
+                key, callers, next, ..
+            } => format!(
+                "the usage gate held the retire of {key}: {} caller(s) still sign with it; checking again at {}",
+                callers.len(),
+                next.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
             Note::Escalated {
                 mode,
                 by,

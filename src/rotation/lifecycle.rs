@@ -27,8 +27,11 @@ use super::report::RotationReport;
 use super::step::{Ctx, Done};
 use crate::journal::{NewRotation, StoredRotation};
 use crate::plan::Plan;
-use crate::rotation::machine::{Action, Event, HandleError, Machine, Mode, StepResult};
-use crate::rotation::origin::Requester;
+use crate::rotation::machine::{
+    Action, Attention, Event, HandleError, Machine, Mode, Observation, Outcome, StepResult,
+    UnlistedConsumer,
+};
+use crate::rotation::origin::{Requester, Trigger};
 
 /// Starts and runs a new rotation of `plan`; refuses when its account has an
 /// unfinished rotation.
@@ -185,7 +188,10 @@ async fn begin_and_run(
     // Reads only: observed before the rotation is recorded, so a plan that points at
     // something missing, or an unreachable Azure, leaves no unfinished rotation behind.
     let observed_from = Instant::now();
-    let observation = observe(&ctx).await?;
+    let mut observation = observe(&ctx).await?;
+    if checks_unlisted(request.mode) {
+        observation.unlisted = unlisted(inner, plan, &observation).await;
+    }
     let options = machine_options(plan, &request);
     let machine = Machine::new(request.mode, options);
     let started_at = inner.clock.now();
@@ -395,4 +401,117 @@ async fn resume_one(
     run.enqueue(outstanding);
     run.drive().await?;
     Ok((run.report(true)?, follow))
+}
+
+/// Whether a rotation in `mode` runs the unlisted-consumer check before it starts.
+/// Not an incident: a leaked key dies first, and nothing routine (discovery's reads
+/// of a whole subscription) stands before it; incidents only ever warned about
+/// unlisted consumers anyway. Not a retire of a parked swap, whose consumers were
+/// checked when it swapped, nor an adopt, which regenerates nothing and so breaks no
+/// consumer the plan does not list (the daemon's drift repair adopts).
+pub(super) fn checks_unlisted(mode: Mode) -> bool {
+    !mode.is_incident() && !matches!(mode, Mode::Retire { .. } | Mode::Adopt { .. })
+}
+
+/// The consumers of the plan's account that the plan does not list, by discovery in
+/// the account's subscription (through the engine's cache; the keys the observation
+/// just read). A discovery that fails leaves the list empty and says so in the log:
+/// the check informs, it never stops a rotation by failing.
+///
+/// In the daemon its calls are deferrable reads of the budgets' background lane,
+/// whatever lane the rotation runs in (see `budget::deferrable`): each goes at once
+/// within a quarter of its windows, or not at all, so the check never makes a
+/// rotation wait for the budget nor spends what the rotation's own calls need. What
+/// was deferred is a warning, and the next check (through the warm
+/// `crate::discover::DiscoveryCache`, which keeps what was read) reads it.
+pub(super) async fn unlisted(
+    inner: &Inner,
+    plan: &Plan,
+    obs: &Observation,
+) -> Vec<UnlistedConsumer> {
+    use crate::azure::budget;
+    budget::in_lane(
+        budget::Lane::Background,
+        budget::deferrable(unlisted_now(inner, plan, obs)),
+    )
+    .await
+}
+
+async fn unlisted_now(inner: &Inner, plan: &Plan, obs: &Observation) -> Vec<UnlistedConsumer> {
+    let written = match crate::discover::journal_writes(&inner.journal(), &plan.storage_account) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(plan = %plan.name, error = %e, "unlisted-consumer check: the journal's writes of Databricks secrets and Data Factory linked services could not be read");
+            Vec::new()
+        }
+    };
+    let started = Instant::now();
+    let (found, calls) = crate::discover::unlisted::check(
+        &inner.azure,
+        &inner.fingerprinter,
+        &inner.discovery,
+        &inner.databricks,
+        &written,
+        plan,
+        [obs.key1.fingerprint, obs.key2.fingerprint],
+    )
+    .await;
+    tracing::info!(
+        plan = %plan.name,
+        unlisted = found.len(),
+        calls,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "unlisted-consumer check"
+    );
+    found
+}
+
+/// The retire a swap of `plan` parked at the usage gate still owes (see
+/// [`super::Engine::held_at_gate`]).
+pub(super) fn held_at_gate(
+    inner: &Inner,
+    plan: &Plan,
+    force: bool,
+) -> Result<Option<RotateRequest>, EngineError> {
+    let history = inner.journal().history(Some(&plan.name), 20)?;
+    // Refusals changed nothing: the latest rotation that did decides.
+    let Some(last) = history
+        .into_iter()
+        .filter(|r| r.finished_at.is_some())
+        .find(|r| !matches!(r.outcome, Some(Outcome::Refused { .. })))
+    else {
+        return Ok(None);
+    };
+    let Some(Outcome::NeedsAttention {
+        reason: Attention::UsageGateHeld { key, since, .. },
+        ..
+    }) = &last.outcome
+    else {
+        return Ok(None);
+    };
+    // The key's value as that rotation left it: observed, then any regeneration.
+    let mut expect = None;
+    for step in &last.steps {
+        match (&step.command.action, &step.result) {
+            (_, Some(StepResult::Observed(obs))) if expect.is_none() => {
+                expect = Some(obs.key(*key).fingerprint);
+            }
+            (
+                Action::Regenerate { key: k, .. },
+                Some(StepResult::Regenerated { fingerprint, .. }),
+            ) if k == key => expect = Some(*fingerprint),
+            _ => {}
+        }
+    }
+    Ok(expect.map(|expect| RotateRequest {
+        mode: Mode::Retire {
+            key: *key,
+            expect,
+            since: *since,
+            force,
+        },
+        grace: None,
+        trigger: Trigger::Manual,
+        by: None,
+    }))
 }

@@ -17,7 +17,10 @@
 //! | `Binding` | one `Bind(consumer, target)` per consumer of the round (where the round only goes forward: or a backoff wait) |
 //! | `VerifyingConsumers` | one `VerifyConsumer(consumer, target)` per consumer bound in the round |
 //! | `Committing` | `Commit` |
-//! | `Grace` | `WaitUntil(committed + grace)` |
+//! | `Grace` | `WaitUntil(committed + grace)` (with a usage gate, at least until its first check) |
+//! | `CheckingStandby` | `CheckUsage(standby, stage)`: who signs with the key staging would kill |
+//! | `Gating` | `CheckUsage(active, retire)`, or the `WaitUntil` before checking again |
+//! | `Reporting` | `CheckUsage(leaked, incident)`: who breaks now (an incident does not wait) |
 //! | `Retiring` | `Regenerate(active, retire)`, or a backoff wait |
 //! | `Cleanup` | `DisableVersions(consumer, leaked fingerprints)` per Key Vault consumer |
 //! | `RollingBack` | draining in-flight commands, then binds back, verifies back (+ `DisableVersions` of the new value), then `Regenerate(standby, discard)` |
@@ -32,7 +35,11 @@
 //! "The resync goes last").
 //!
 //! - `Scheduled`: Staging → VerifyingKey → swap → Committing → Grace (skipped when
-//!   grace ≤ 0) → Retiring → Completed.
+//!   grace ≤ 0) → Retiring → Completed. With a usage gate: CheckingStandby first, and
+//!   Gating between Grace and Retiring (see "The usage gate").
+//! - `Retire` (`Mode::Retire`, resuming a swap parked at the gate): the observation
+//!   must show every consumer on the key the swap moved them to → Committing → Gating
+//!   (not when forced) → Retiring → Completed.
 //! - `LeakedBoth`: as `Scheduled` with no grace, then Cleanup (both observed
 //!   fingerprints) → Completed.
 //! - `LeakedActive` (no ML workspace among the consumers): VerifyingKey (the existing
@@ -123,6 +130,30 @@
 //! | T45 | Prechecking | `Escalated` | the mode becomes the incident: the precheck decides its route. An incident the mode covers already changes nothing |
 //! | T46 | Prechecking .. Grace, `Scheduled` | `GraceShortened` no longer than the grace | the grace a commit waits, and the end of a running grace wait, move earlier |
 //! | T47 | any | an `Escalated` that is not an incident; a `GraceShortened` that lengthens, in an incident, while rolling back or past the grace | error (`HandleError::Amendment`), nothing changes |
+//! | G1 | Prechecking | `Observed`, route `Scheduled`, a usage gate | `CheckUsage(standby, stage, since at − lookback)` → CheckingStandby |
+//! | G2 | CheckingStandby | `UsageChecked` with callers, or `UsageUnknown` | `Finish(Refused: StandbyInUse / UsageUnknown)`; nothing was changed |
+//! | G2a | CheckingStandby | `UsageChecked`, nobody | `Regenerate(standby, stage)` → Staging (T5 on) |
+//! | G3 | Committing | `Committed`, `Scheduled`, a usage gate | `WaitUntil(committed + max(grace, latency + quiet))` → Grace; its `Waited`: `CheckUsage(active, retire, since the commit)` → Gating (deadline: commit + deadline) |
+//! | G4 | Gating | `UsageChecked`, no caller seen since `at − latency − quiet` | `Regenerate(active, retire)` → Retiring (callers that stopped earlier: a warning) |
+//! | G5 | Gating | `UsageChecked` with such callers, or `UsageUnknown`; `at + recheck` ≤ deadline | note `UsageHeld`, `WaitUntil(at + recheck)`; its `Waited`: `CheckUsage` again |
+//! | G6 | Gating | the same, `at + recheck` past the deadline | `Finish(NeedsAttention: UsageGateHeld)` with the callers; both keys still work |
+//! | G7 | Gating | `UsageUnknown` | as G5/G6: unreadable logs never count as quiet |
+//! | G8 | Committing (`LeakedBoth`, `LeakedActive` without `revoke_first`), a usage gate | `Committed` | `CheckUsage(active, incident, since at − lookback)` → Reporting; any answer: a warning naming who breaks, then `Regenerate(active, retire)` (T24 on) |
+//! | G9 | Prechecking (`LeakedStandby`), VerifyingKey before the revoke (`revoke_first`), a usage gate | `Observed` / `KeyVerified` | `CheckUsage(leaked, incident)` → Reporting; any answer: the warning, then `Regenerate(leaked, revoke)` (T4/T8 on) |
+//! | G10 | Prechecking (`Mode::Retire`) | `Observed`: every consumer holds the key the parked swap moved them to, the key to retire is the value it left | `Commit` (its proof from the observation) → Committing; `Committed`: forced → `Regenerate(active, retire)`, else `CheckUsage(active, retire, since the parked swap)` → Gating (deadline: now + deadline) |
+//! | G11 | Prechecking (`Mode::Retire`) | `Observed`, a consumer elsewhere or the key changed | `Finish(Refused: NotAllOn / RetireKeyChanged)` |
+//! | G12 | Prechecking | `Observed` with unlisted consumers | a warning each; with `refuse_unlisted` in a `Scheduled` rotation, `Finish(Refused: UnlistedConsumers)` over those whose value was read (probable ones only warn); incidents only warn |
+//!
+//! # The usage gate
+//!
+//! With `Options::usage_gate`, the account's resource logs decide when a key callers
+//! may still use is regenerated (see the `gate` module): the retire waits until nobody
+//! signed with the old key for the quiet period in logs old enough to be complete (the
+//! ingestion latency), checking again every `recheck`, and parks at the deadline
+//! naming the callers; a scheduled rotation refuses to stage a standby someone signs
+//! with; an incident never waits but reports who breaks. `CheckUsage` carries the
+//! key's fingerprint, so the executor asks the logs only about the value meant, and
+//! unreadable logs never count as quiet.
 //!
 //! # The resync goes last
 //!
@@ -208,6 +239,7 @@ mod amend;
 mod drift;
 mod failure;
 mod forward;
+mod gate;
 mod outcome;
 mod precheck;
 mod proof;
@@ -348,6 +380,7 @@ impl Decided {
             } => self.active,
             Route::Scheduled
             | Route::LeakedBoth
+            | Route::Retire
             | Route::Adopt
             | Route::LeakedActive {
                 revoke_first: false,
@@ -406,6 +439,22 @@ enum Stage {
     Grace {
         committed: Committed,
     },
+    /// Before staging, with a usage gate: `CheckUsage(standby, Stage)`; anyone
+    /// signing with the standby refuses the rotation.
+    CheckingStandby,
+    /// The usage gate before the retire: `CheckUsage(active, Retire)` in flight, or
+    /// the wait before checking again. `since` is the swap, `deadline` when holding
+    /// ends and the rotation parks.
+    Gating {
+        committed: Committed,
+        since: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+    },
+    /// An incident asks who breaks now (`CheckUsage(key, Incident)`), then goes on
+    /// whatever the answer.
+    Reporting {
+        then: Then,
+    },
     Retiring {
         committed: Committed,
         failures: u32,
@@ -428,6 +477,13 @@ impl Stage {
             _ => None,
         }
     }
+}
+
+/// What an incident does once it has asked who breaks.
+#[derive(Clone, Debug, PartialEq)]
+enum Then {
+    Retire(Committed),
+    Revoke(KeyName),
 }
 
 /// Which consumers a round of binds and verifications moves.

@@ -17,6 +17,7 @@ mod replicas;
 pub mod report;
 mod status;
 pub(crate) mod step;
+pub mod usage;
 
 pub mod machine;
 
@@ -27,6 +28,6 @@ pub use origin::{Origin, Requester, Trigger};
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use report::{
     CallService, DecisionReport, DryRun, IncidentReportPaths, Inventory, KeyPair, LastRotation,
-    ParkedStatus, PlanStatus, PlannedCall, PlannedEffect, PlannedStep, RotationReport, RunningJob,
-    ScheduleStatus, StepReport,
+    LeaseStatus, ParkedStatus, PlanStatus, PlannedCall, PlannedEffect, PlannedStep, RotationReport,
+    RunningJob, ScheduleStatus, StepReport,
 };

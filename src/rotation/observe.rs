@@ -234,6 +234,7 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
         shared_key_access: account.as_ref().is_none_or(|a| a.shared_key_allowed()),
         missing_permissions: missing,
         consumers: observed,
+        unlisted: Vec::new(),
     })
 }
 

@@ -42,7 +42,7 @@ fn busy(account: &ResourceId, e: CoordError) -> EngineError {
     match e {
         CoordError::Held { .. } => EngineError::Busy {
             account: account.to_string(),
-            holder: "another keyflip replica holds its lease; it finishes the rotation, or another replica takes over at most one lease length after that one stops".into(),
+            holder: crate::coordination::HELD_ELSEWHERE.into(),
         },
         other => EngineError::Coordination(other),
     }
@@ -61,7 +61,11 @@ pub(super) async fn hold(
             learned: Vec::new(),
         });
     };
-    let (lease, imported) = coordinator
+    let crate::coordination::Taken {
+        lease,
+        rotations: imported,
+        marks,
+    } = coordinator
         .hold(account)
         .await
         .map_err(|e| busy(account, e))?;
@@ -78,6 +82,8 @@ pub(super) async fn hold(
             }
             journal.import(rotation)?;
         }
+        // What another replica wrote to consumers it cannot read back.
+        journal.import_marks(&marks)?;
     }
     Ok(AccountGuard {
         _local: local,

@@ -469,6 +469,21 @@ pub struct PlanStatus {
     /// What the scheduler knows of the plan.
     #[serde(default)]
     pub schedule: ScheduleStatus,
+    /// With `[coordination]`: the account's lease, as coordination storage shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseStatus>,
+}
+
+/// Who holds an account's lease (replicas), read from the account's shared journal
+/// blob: the lease state the service reports and the replica that last took it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// Whether a replica holds the lease now.
+    pub held: bool,
+    /// The replica that holds it (or held it last), when one ever did.
+    pub replica: Option<String>,
+    /// Since when that replica holds (or held) it.
+    pub since: Option<DateTime<Utc>>,
 }
 
 impl PlanStatus {
@@ -498,6 +513,7 @@ impl PlanStatus {
             drift: Vec::new(),
             error: Some(error),
             schedule: ScheduleStatus::default(),
+            lease: None,
         }
     }
 }

@@ -2,16 +2,24 @@
 //! and the daemon's `plan_state`), and past rotations rebuilt by replaying their
 //! events (so a report of last month's rotation says exactly what the run itself
 //! said).
+//!
+//! With `[coordination]` both read the shared journal in coordination storage, not
+//! this process's local journal: every replica, and the CLI on any machine, prints
+//! the same rotations (see [`SharedView`]). The daemon's plan memory (`plan_state`)
+//! is still read locally.
 
 use futures::future::join_all;
 
 use super::engine::{EngineError, Inner};
 use super::observe::inventory;
 use super::report::{
-    IncidentReportPaths, LastRotation, ParkedStatus, PlanStatus, RotationReport, ScheduleStatus,
+    IncidentReportPaths, LastRotation, LeaseStatus, ParkedStatus, PlanStatus, RotationReport,
+    ScheduleStatus,
 };
-use crate::journal::RotationRecord;
+use crate::coordination::{SharedAccount, blob_name};
+use crate::journal::{Journal, RotationRecord};
 use crate::plan::Plan;
+use crate::resource_id::ResourceId;
 use crate::rotation::machine::{Machine, Outcome};
 use crate::schedule::{self, Decision, Known};
 
@@ -24,20 +32,79 @@ fn outcome_kind(outcome: &Outcome) -> &'static str {
     }
 }
 
+/// The shared journal of some accounts, loaded into a journal in memory so that
+/// `history` and `status` query it exactly as they query the local one.
+pub(super) struct SharedView {
+    journal: Journal,
+    accounts: Vec<SharedAccount>,
+}
+
+impl SharedView {
+    /// `None` without `[coordination]`. `accounts: None` reads every account.
+    pub(super) async fn read(
+        inner: &Inner,
+        accounts: Option<Vec<ResourceId>>,
+    ) -> Result<Option<SharedView>, EngineError> {
+        let Some(coordinator) = &inner.coordination else {
+            return Ok(None);
+        };
+        let accounts = coordinator.read_shared(accounts).await?;
+        let mut journal = Journal::in_memory(&inner.fingerprinter)?;
+        for account in &accounts {
+            for rotation in &account.rotations {
+                journal.import(rotation)?;
+            }
+        }
+        Ok(Some(SharedView { journal, accounts }))
+    }
+
+    /// The lease of `account`, as coordination storage shows it.
+    fn lease(&self, account: &ResourceId) -> LeaseStatus {
+        let blob = blob_name(account);
+        match self.accounts.iter().find(|a| a.blob == blob) {
+            Some(a) => LeaseStatus {
+                held: a.leased,
+                replica: a.holder.as_ref().map(|h| h.replica.clone()),
+                since: a.holder.as_ref().map(|h| h.since),
+            },
+            None => LeaseStatus {
+                held: false,
+                replica: None,
+                since: None,
+            },
+        }
+    }
+}
+
 pub(super) async fn status(inner: &Inner, plans: &[Plan]) -> Result<Vec<PlanStatus>, EngineError> {
-    let inventories = join_all(plans.iter().map(|p| {
-        tracing::Instrument::instrument(inventory(inner, p), crate::logging::plan_span(&p.name))
-    }))
-    .await;
+    let accounts = plans.iter().map(|p| p.storage_account.clone()).collect();
+    let (inventories, view) = futures::join!(
+        join_all(plans.iter().map(|p| {
+            tracing::Instrument::instrument(inventory(inner, p), crate::logging::plan_span(&p.name))
+        })),
+        SharedView::read(inner, Some(accounts))
+    );
+    // Storage unreachable: the local journal, said so on every plan (an operator in
+    // an outage still needs keys and consumers).
+    let (view, shared_error) = match view {
+        Ok(view) => (view, None),
+        Err(e) => (
+            None,
+            Some(format!(
+                "cannot read the shared journal in coordination storage ({e}); rotations shown are this replica's own"
+            )),
+        ),
+    };
     let now = inner.clock.now();
     let mut out = Vec::with_capacity(plans.len());
     for (plan, inventory) in plans.iter().zip(inventories) {
         let (history, last, state) = {
-            let journal = inner.journal();
+            let local = inner.journal();
+            let journal = view.as_ref().map_or(&*local, |v| &v.journal);
             (
                 journal.history(Some(&plan.name), 1)?,
                 journal.last_finished(&plan.name)?,
-                journal.plan_state(&plan.name)?,
+                local.plan_state(&plan.name)?,
             )
         };
         let last_started = history.first().map(|r| r.started_at);
@@ -46,8 +113,14 @@ pub(super) async fn status(inner: &Inner, plans: &[Plan]) -> Result<Vec<PlanStat
             .filter(|r| r.finished_at.is_none())
             .map(|r| r.id.clone());
         let (inventory, error) = match inventory {
-            Ok(i) => (Some(i), None),
-            Err(e) => (None, Some(e.to_string())),
+            Ok(i) => (Some(i), shared_error.clone()),
+            Err(e) => (
+                None,
+                Some(match &shared_error {
+                    Some(shared) => format!("{e}; {shared}"),
+                    None => e.to_string(),
+                }),
+            ),
         };
         let active = inventory.as_ref().and_then(|i| i.active);
         let active_key_created = match (&inventory, active) {
@@ -121,6 +194,7 @@ pub(super) async fn status(inner: &Inner, plans: &[Plan]) -> Result<Vec<PlanStat
                 }),
                 findings: Vec::new(),
             },
+            lease: view.as_ref().map(|v| v.lease(&plan.storage_account)),
         });
     }
     Ok(out)
@@ -132,6 +206,14 @@ pub(super) fn report_of(
     record: &RotationRecord,
 ) -> Result<RotationReport, EngineError> {
     let events = inner.journal().events_of(&record.id)?;
+    Ok(report_from(inner, record, events))
+}
+
+fn report_from(
+    inner: &Inner,
+    record: &RotationRecord,
+    events: Vec<crate::rotation::machine::Event>,
+) -> RotationReport {
     let view = Machine::replay(record.mode, record.options, &events)
         .ok()
         .map(|m| m.view());
@@ -141,10 +223,29 @@ pub(super) fn report_of(
         json: dir.join(format!("{}.json", record.id)),
     };
     let written = paths.markdown.is_file().then_some(paths);
-    Ok(RotationReport::build(record, view.as_ref(), false, written))
+    RotationReport::build(record, view.as_ref(), false, written)
 }
 
-pub(super) fn history(
+/// Newest first; with `[coordination]` from the shared journal of every account in
+/// coordination storage.
+pub(super) async fn history(
+    inner: &Inner,
+    plan: Option<&str>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    limit: usize,
+) -> Result<Vec<RotationReport>, EngineError> {
+    if let Some(view) = SharedView::read(inner, None).await? {
+        let records = view.journal.history_since(plan, since, limit)?;
+        return records
+            .iter()
+            .map(|r| Ok(report_from(inner, r, view.journal.events_of(&r.id)?)))
+            .collect();
+    }
+    local_history(inner, plan, since, limit)
+}
+
+/// [`history`] from this process's own journal (the daemon's bookkeeping of its runs).
+pub(super) fn local_history(
     inner: &Inner,
     plan: Option<&str>,
     since: Option<chrono::DateTime<chrono::Utc>>,

@@ -75,6 +75,7 @@ pub(super) fn azure_failure(context: &str, e: &azure::Error) -> Failure {
         | azure::Error::Network { .. }
         | azure::Error::Server { .. }
         | azure::Error::Deadline { .. }
+        | azure::Error::Deferred { .. }
         // Stopped waiting for a signal: the same call may succeed when resumed.
         | azure::Error::Interrupted { .. } => FailureKind::Transient,
         azure::Error::Credential { .. }

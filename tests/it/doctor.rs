@@ -8,6 +8,7 @@ mod apps;
 mod conduct;
 mod findings;
 mod principals;
+mod unlisted;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
@@ -39,6 +40,15 @@ pub(super) const READS: &[&str] = &[
     "blob.accountInfo",
     "databricks.scopes",
     "databricks.list",
+    // Discovery (the unlisted-consumer row) and the usage gate's rows.
+    "arm.subscriptions",
+    "ml.workspace.list",
+    "keyvault.vault.list",
+    "keyvault.list",
+    "monitor.diagnosticSettings.list",
+    "web.site.list",
+    "web.slot.list",
+    "datafactory.factory.list",
     // Listing settings is a POST (`config/appsettings/list`) that reads.
     "web.appSettings.list",
     "web.connectionStrings.list",

@@ -62,9 +62,27 @@ fn twin_operation(keyflip: &str) -> Option<&'static str> {
         "datafactory.linkedService.get" => "datafactory.linkedService.get",
         "datafactory.linkedService.list" => "datafactory.linkedService.list",
         "datafactory.linkedService.put" => "datafactory.linkedService.put",
+        // Discovery's lists and the usage gate's reads.
+        "arm.subscriptions.list" => "arm.subscriptions",
+        "storage.list" => "storage.list",
+        "ml.workspace.list" => "ml.workspace.list",
+        "keyvault.vault.list" => "keyvault.vault.list",
+        "keyvault.listSecrets" => "keyvault.list",
+        "web.site.list" => "web.site.list",
+        "web.slot.list" => "web.slot.list",
+        "datafactory.factory.list" => "datafactory.factory.list",
+        "monitor.diagnosticSettings.list" => "monitor.diagnosticSettings.list",
+        "loganalytics.query" => "loganalytics.query",
         _ => return None,
     })
 }
+
+/// Operations keyflip-twin does not serve, and why: the matrix cannot inject faults
+/// into them, so it has no cells for them.
+const NOT_IN_THE_TWIN: &[(&str, &str)] = &[(
+    "loganalytics.workspace.get",
+    "the twin serves no ARM read of a Log Analytics workspace (only plan discover asks for its customerId, and takes none); the usage gate's query is covered",
+)];
 
 /// Operations a rotation of the demo plan never calls, and why (their cells run and
 /// must show the fault unused).
@@ -78,10 +96,9 @@ const NOT_IN_A_ROTATION: &[(&str, &str)] = &[
         "rotations read a workspace's keys (listKeys), only doctor reads its properties",
     ),
     (
-        "web.connectionStrings.list",
-        "the demo's app consumer is an app setting; a connection-string consumer takes the same read-modify-write in azure/web.rs, covered by tests/it/rotation/apps.rs",
+        "web.connectionStrings.put",
+        "the demo's app consumer is an app setting (the unlisted-consumer check only lists a site's connection strings); a connection-string consumer takes the same read-modify-write in azure/web.rs, covered by tests/it/rotation/apps.rs",
     ),
-    ("web.connectionStrings.put", "as web.connectionStrings.list"),
     (
         "ml.datastore.get",
         "the demo's datastores are discovered, and a bind PUTs the body the discovery listed; a named datastore's bind, and any bind after the first, GETs first (tests/it/azure/ml.rs)",
@@ -90,6 +107,19 @@ const NOT_IN_A_ROTATION: &[(&str, &str)] = &[
         "datafactory.linkedService.list",
         "only doctor lists a factory's linked services; a rotation reads the one it binds",
     ),
+    (
+        "arm.subscriptions.list",
+        "the unlisted-consumer check looks in the plan's subscription; only plan discover lists them all",
+    ),
+    (
+        "storage.list",
+        "only plan discover lists storage accounts; a rotation checks its plan's one",
+    ),
+    (
+        "monitor.diagnosticSettings.list",
+        "the fault matrix's demo plan has no usage gate; the gate's reads are covered by tests/it/rotation/gate.rs",
+    ),
+    ("loganalytics.query", "as monitor.diagnosticSettings.list"),
 ];
 
 /// Operations only an incident rotation calls (listing a secret's versions and
@@ -292,6 +322,9 @@ async fn run(cell: &Cell) -> Result<Ending, String> {
 async fn every_operation_meets_every_fault_and_consumers_keep_a_working_key() {
     let mut cells = Vec::new();
     for op in ALL {
+        if NOT_IN_THE_TWIN.iter().any(|(name, _)| *name == op.name) {
+            continue;
+        }
         let wire = twin_operation(op.name).unwrap_or_else(|| {
             panic!(
                 "azure::operations::ALL lists {}, which the fault matrix cannot inject faults into: add it to twin_operation",
@@ -367,15 +400,20 @@ async fn every_operation_meets_every_fault_and_consumers_keep_a_working_key() {
         failures.len(),
         failures.join("\n")
     );
+    // Every misplaced operation at once, not only the first.
+    let mut misplaced = Vec::new();
     for (op, was_called) in called {
         let excused = NOT_IN_A_ROTATION.iter().any(|(name, _)| *name == op);
-        assert!(
-            was_called || excused,
-            "no cell's fault on {op} fired: no rotation calls it; list it in NOT_IN_A_ROTATION with the reason, or cover it"
-        );
-        assert!(
-            !(was_called && excused),
-            "{op} is listed in NOT_IN_A_ROTATION but a rotation called it"
-        );
+        if !(was_called || excused) {
+            misplaced.push(format!(
+                "no cell's fault on {op} fired: no rotation calls it; list it in NOT_IN_A_ROTATION with the reason, or cover it"
+            ));
+        }
+        if was_called && excused {
+            misplaced.push(format!(
+                "{op} is listed in NOT_IN_A_ROTATION but a rotation called it"
+            ));
+        }
     }
+    assert!(misplaced.is_empty(), "{}", misplaced.join("\n"));
 }

@@ -6,6 +6,7 @@ mod azure;
 mod cli;
 mod command_path;
 mod daemon;
+mod discover;
 mod doctor;
 mod faults;
 #[cfg(feature = "fuzzing")]

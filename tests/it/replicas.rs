@@ -4,9 +4,12 @@
 //! container): in-process, and as real processes killed or paused mid-rotation.
 
 mod blob;
+mod busy;
 mod failover;
 mod fleet;
+mod migrate;
 mod processes;
+mod truth;
 
 use std::path::{Path, PathBuf};
 

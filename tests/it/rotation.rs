@@ -6,6 +6,7 @@ mod apps;
 #[cfg(feature = "failpoints")]
 mod crash;
 mod failure;
+mod gate;
 mod incident;
 mod swap;
 mod takeover;

@@ -30,11 +30,14 @@ enum Attempt {
     Failed(azure_core::Error),
     /// Interrupted while waiting for the vault's budget: nothing was sent.
     Interrupted,
+    /// The vault's budget had nothing left for a caller that may not wait for it.
+    Deferred,
 }
 
 /// The vault part of a call target (`{vault}/secrets/{name}[/{version}]`): the scope
 /// of its Key Vault budget.
 fn vault_of(target: &str) -> &str {
+    let target = target.strip_suffix("/secrets").unwrap_or(target);
     target.rfind("/secrets/").map_or(target, |i| &target[..i])
 }
 
@@ -141,7 +144,14 @@ impl Azure {
             target,
             (&self.options.retry, &self.interrupt),
             |_| async {
-                if let Some(budgets) = &self.budgets {
+                if let Some(budgets) = &self.budgets
+                    && crate::azure::budget::is_deferrable()
+                {
+                    // A deferrable caller does not wait for the budget: it is told so.
+                    if budgets.acquire_now(class, false, vault).is_err() {
+                        return Err(Attempt::Deferred);
+                    }
+                } else if let Some(budgets) = &self.budgets {
                     tokio::select! {
                         () = budgets.acquire(class, false, vault) => {}
                         () = self.interrupt.cancelled() => return Err(Attempt::Interrupted),
@@ -161,11 +171,19 @@ impl Azure {
                     ErrorKind::Io | ErrorKind::Connection => Some(None),
                     _ => None,
                 },
-                Attempt::Interrupted => None,
+                Attempt::Interrupted | Attempt::Deferred => None,
             },
             |failure, attempts| match failure {
                 Attempt::Failed(error) => self.kv_error(op, target, error, attempts),
                 Attempt::Interrupted => interrupted(),
+                Attempt::Deferred => Error::Deferred {
+                    call: Call {
+                        operation: op.name,
+                        target: target.to_owned(),
+                        request_id: None,
+                    }
+                    .into(),
+                },
             },
             |_| interrupted(),
         )

@@ -1,6 +1,7 @@
 //! Key Vault secrets through `azure_security_keyvault_secrets` (`SecretClient`): set a
 //! new version (value, content type, tags, expiry), get the latest or a version, list
-//! versions, disable a version, and fingerprint every version's value.
+//! a vault's secrets and a secret's versions, disable a version, and fingerprint every
+//! version's value.
 //!
 //! Promises: one `SecretClient` per vault URL, cached; the 401 challenge resource is
 //! verified except for a custom cloud's loopback vault host; vault URLs may carry a path
@@ -46,6 +47,19 @@ pub struct SecretVersion {
     pub tags: BTreeMap<String, String>,
 }
 
+/// A secret of a vault as its list names it: the current version's attributes, no
+/// value and no version id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretItem {
+    pub name: String,
+    pub enabled: bool,
+    pub updated: Option<DateTime<Utc>>,
+    pub content_type: Option<String>,
+    /// Key Vault marks secrets that back a certificate as managed; they hold no
+    /// storage key.
+    pub managed: bool,
+}
+
 /// A version and its value.
 #[derive(Clone, Debug)]
 pub struct SecretValue {
@@ -81,6 +95,8 @@ const SET: Operation = Operation::write("keyvault.setSecret", actions::KV_SECRET
 const GET: Operation = Operation::read("keyvault.getSecret", actions::KV_SECRET_GET);
 const LIST: Operation = Operation::read("keyvault.listVersions", actions::KV_SECRET_READ_METADATA);
 const DISABLE: Operation = Operation::write("keyvault.disableVersion", actions::KV_SECRET_UPDATE);
+const LIST_SECRETS: Operation =
+    Operation::read("keyvault.listSecrets", actions::KV_SECRET_READ_METADATA);
 
 fn check_name(what: &str, value: &str, max: usize) -> Result<(), Error> {
     if !value.is_empty()
@@ -239,6 +255,53 @@ impl Azure {
         Ok(versions)
     }
 
+    /// Every secret of the vault (no values), in the service's order: what discovery
+    /// reads before fetching the values worth comparing.
+    pub async fn list_secrets(&self, vault: &Url) -> Result<Vec<SecretItem>, Error> {
+        let client = self.vault_client(vault)?;
+        let target = format!("{}/secrets", vault.as_str().trim_end_matches('/'));
+        let items: Vec<SecretProperties> = self
+            .kv_retry(&LIST_SECRETS, &target, || {
+                let client = client.clone();
+                async move {
+                    let pager = client.list_secret_properties(None)?;
+                    pager.try_collect::<Vec<_>>().await
+                }
+            })
+            .await?;
+        let bad = |detail: String| Error::BadResponse {
+            call: Call {
+                operation: LIST_SECRETS.name,
+                target: target.clone(),
+                request_id: None,
+            }
+            .into(),
+            status: 200,
+            detail,
+        };
+        let secrets = items
+            .into_iter()
+            .map(|p| {
+                let id = p.id.as_deref().unwrap_or_default();
+                let name = parse_secret_name(id)
+                    .ok_or_else(|| bad(format!("'{id}' is not a secret id (…/secrets/<name>)")))?;
+                Ok(SecretItem {
+                    name,
+                    enabled: p
+                        .attributes
+                        .as_ref()
+                        .and_then(|a| a.enabled)
+                        .unwrap_or(true),
+                    updated: from_offset(p.attributes.as_ref().and_then(|a| a.updated)),
+                    content_type: p.content_type,
+                    managed: p.managed.unwrap_or(false),
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        tracing::debug!(operation = LIST_SECRETS.name, target = %target, secrets = secrets.len(), "secrets listed");
+        Ok(secrets)
+    }
+
     /// Disables one version (it stays, but cannot be read).
     pub async fn disable_secret_version(
         &self,
@@ -363,6 +426,17 @@ fn version_of(
     })
 }
 
+/// The name from a secret id without a version, `https://host[/prefix]/secrets/{name}`.
+pub(crate) fn parse_secret_name(id: &str) -> Option<String> {
+    let url = Url::parse(id).ok()?;
+    let segments: Vec<&str> = url.path_segments()?.filter(|s| !s.is_empty()).collect();
+    let at = segments.iter().rposition(|s| *s == "secrets")?;
+    match segments.get(at + 1..)? {
+        [name] => Some((*name).to_owned()),
+        _ => None,
+    }
+}
+
 /// `(name, version)` from `https://host[/prefix]/secrets/{name}/{version}`.
 pub(crate) fn parse_secret_id(id: &str) -> Option<(String, String)> {
     let url = Url::parse(id).ok()?;
@@ -401,6 +475,14 @@ mod tests {
             None
         );
         assert_eq!(parse_secret_id("not a url"), None);
+        assert_eq!(
+            parse_secret_name("https://127.0.0.1:4443/secrets/stdatasci001-key"),
+            Some("stdatasci001-key".into())
+        );
+        assert_eq!(
+            parse_secret_name("https://kv.vault.azure.net/secrets/k/abc"),
+            None
+        );
     }
 
     #[test]

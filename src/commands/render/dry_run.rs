@@ -133,6 +133,9 @@ fn route_text(d: &DryRun) -> String {
         Route::LeakedBoth => format!(
             "incident, both keys leaked: consumers move to a fresh {standby}, then {active} is revoked at once; both keys end up new"
         ),
+        Route::Retire => format!(
+            "retire after a swap held at the usage gate: consumers already hold {standby}; {active} is retired once the logs show nobody signing with it"
+        ),
         Route::Adopt => format!(
             "adopt: every consumer moves to {standby}, which works now; nothing is regenerated"
         ),

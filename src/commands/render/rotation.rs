@@ -14,7 +14,9 @@ use std::fmt::Write as _;
 use super::{Term, age, mode_text, names, seconds, shorten, time};
 use crate::commands::term::{Color, Mark};
 use crate::key::KeyName;
-use crate::rotation::machine::{ConsumerRef, ConsumerStatus, KeyState, Mode, Outcome, Purpose};
+use crate::rotation::machine::{
+    ConsumerRef, ConsumerStatus, ConsumerView, Holding, KeyState, Mode, Outcome, Purpose, Route,
+};
 use crate::rotation::{ProgressEvent, RotationReport, describe};
 
 /// One progress event as text (possibly several lines); `None` for events only a
@@ -35,6 +37,14 @@ pub fn progress(event: &ProgressEvent, term: &Term) -> Option<String> {
             in_doubt,
         } => format!(
             "resuming rotation {rotation_id} of plan {plan} ({in_doubt} step(s) in doubt, reconciled with Azure first)"
+        ),
+        ProgressEvent::Decided {
+            route: Route::Retire,
+            active,
+            standby,
+            ..
+        } => format!(
+            "decided: consumers hold {standby}, where the parked swap moved them; {active} is retired"
         ),
         ProgressEvent::Decided {
             active, standby, ..
@@ -137,6 +147,7 @@ pub fn regeneration_word(mode: Mode, key: KeyName, purpose: Purpose) -> &'static
         Mode::Scheduled | Mode::Adopt { .. } => false,
         Mode::Leaked { key: leaked, .. } => leaked == key,
         Mode::LeakedBoth => true,
+        Mode::Retire { .. } => false,
     };
     match purpose {
         Purpose::Revoke => "revoked",
@@ -278,7 +289,12 @@ pub fn rotation(report: &RotationReport, term: &Term) -> String {
         _ => {}
     }
     if let Some(d) = &report.decision {
-        let text = if d.route == crate::rotation::machine::Route::Adopt {
+        let text = if retires_parked_swap(report) {
+            format!(
+                "consumers were on {} (moved by the parked swap); {} was retired",
+                d.standby, d.active
+            )
+        } else if d.route == crate::rotation::machine::Route::Adopt {
             format!("every consumer moves to {}, which works now", d.standby)
         } else {
             format!(
@@ -351,6 +367,21 @@ pub fn rotation(report: &RotationReport, term: &Term) -> String {
     out
 }
 
+/// A rotation that only retires the old key of a swap the usage gate parked: it
+/// moves nobody, so consumers count where they were observed.
+fn retires_parked_swap(report: &RotationReport) -> bool {
+    report.decision.is_some_and(|d| d.route == Route::Retire)
+}
+
+/// Where a consumer ended on a key: verified there, or (a retire) observed there.
+fn on_key(report: &RotationReport, c: &ConsumerView) -> Option<KeyName> {
+    match (&c.status, &c.initially) {
+        (ConsumerStatus::Verified { key }, _) => Some(*key),
+        (ConsumerStatus::Untouched, Holding::Key(key)) if retires_parked_swap(report) => Some(*key),
+        _ => None,
+    }
+}
+
 /// The consumers: a count that agrees with the lines under it, then one line each
 /// with its warnings and disabled versions under it.
 fn consumers(
@@ -362,10 +393,10 @@ fn consumers(
     if report.consumers.is_empty() {
         return;
     }
-    // Verified consumers by how: read back (`None`), or each way a write is confirmed.
+    // Consumers on a key by how: read back (`None`), or each way a write is confirmed.
     let mut verified: Vec<(Option<&str>, usize)> = Vec::new();
     for c in &report.consumers {
-        if !matches!(c.status, ConsumerStatus::Verified { .. }) {
+        if on_key(report, c).is_none() {
             continue;
         }
         let how = c.consumer.kind().confirmed_by();
@@ -375,26 +406,31 @@ fn consumers(
         }
     }
     verified.sort_by_key(|(how, _)| how.is_some());
-    let other = report.consumers.len() - verified.iter().map(|(_, n)| n).sum::<usize>();
+    let on_a_key = verified.iter().map(|(_, n)| n).sum::<usize>();
+    let other = report.consumers.len() - on_a_key;
     let keys: Vec<KeyName> = {
         let mut keys: Vec<KeyName> = report
             .consumers
             .iter()
-            .filter_map(|c| match c.status {
-                ConsumerStatus::Verified { key } => Some(key),
-                _ => None,
-            })
+            .filter_map(|c| on_key(report, c))
             .collect();
         keys.sort();
         keys.dedup();
         keys
     };
     let mut counts = Vec::new();
-    for (how, n) in verified {
-        counts.push(match how {
-            None => format!("{n} verified by reading them back"),
-            Some(how) => format!("{n} written and confirmed {how}"),
-        });
+    if retires_parked_swap(report) {
+        // The swap verified them; this run only observed them still there.
+        if on_a_key > 0 {
+            counts.push(format!("{on_a_key} observed where the swap left them"));
+        }
+    } else {
+        for (how, n) in verified {
+            counts.push(match how {
+                None => format!("{n} verified by reading them back"),
+                Some(how) => format!("{n} written and confirmed {how}"),
+            });
+        }
     }
     if other > 0 {
         counts.push(format!("{other} not on the new key (below)"));
@@ -410,13 +446,16 @@ fn consumers(
     ));
     for c in &report.consumers {
         let label = describe::consumer(&c.consumer);
-        let (mark, text) = match &c.status {
-            ConsumerStatus::Verified { key } => (Mark::Ok, format!("{key}  {label}")),
-            ConsumerStatus::Untouched => (Mark::Skip, format!("{label} (not touched)")),
-            other => (
-                Mark::Fail,
-                format!("{label}: {}", short(&consumer_status(other))),
-            ),
+        let (mark, text) = match (&c.status, on_key(report, c)) {
+            (_, Some(key)) => (Mark::Ok, format!("{key}  {label}")),
+            (status, None) => match status {
+                ConsumerStatus::Verified { key } => (Mark::Ok, format!("{key}  {label}")),
+                ConsumerStatus::Untouched => (Mark::Skip, format!("{label} (not touched)")),
+                other => (
+                    Mark::Fail,
+                    format!("{label}: {}", short(&consumer_status(other))),
+                ),
+            },
         };
         let head = format!("    {} ", term.status(mark));
         let hang = " ".repeat(4 + term.mark(mark).chars().count() + 1);

@@ -12,7 +12,7 @@ use super::{Term, age, holding, time};
 use crate::commands::term::{Color, Column, Mark, table};
 use crate::key::KeyName;
 use crate::rotation::machine::ConsumerRef;
-use crate::rotation::{PlanStatus, describe};
+use crate::rotation::{LeaseStatus, PlanStatus, describe};
 
 /// The schedule's reason code in words.
 pub fn due_words(code: &str) -> &str {
@@ -70,6 +70,12 @@ fn state(p: &PlanStatus) -> Vec<String> {
     if p.schedule.parked.is_none() && p.schedule.failures > 0 {
         words.push(format!("{} failed", p.schedule.failures));
     }
+    if let Some(lease) = p.lease.as_ref().filter(|l| l.held) {
+        words.push(format!(
+            "leased by {}",
+            lease.replica.as_deref().unwrap_or("a replica")
+        ));
+    }
     let drift = p.drift.len() + p.schedule.findings.len();
     if drift > 0 {
         words.push(format!("drift {drift}"));
@@ -90,6 +96,20 @@ fn next_due(p: &PlanStatus, now: DateTime<Utc>, fmt: fn(DateTime<Utc>) -> String
         Some(at) if at <= now => "now".to_owned(),
         Some(at) => fmt(at),
         None => due_words(&p.due_reason).to_owned(),
+    }
+}
+
+/// The account's lease (replicas) in words.
+fn lease_words(lease: &LeaseStatus) -> String {
+    let who = lease.replica.as_deref().unwrap_or("a replica");
+    let since = lease
+        .since
+        .map(|at| format!(" since {}", time(at)))
+        .unwrap_or_default();
+    match (lease.held, &lease.replica) {
+        (true, _) => format!("held by {who}{since}"),
+        (false, Some(_)) => format!("free (last held by {who}{since})"),
+        (false, None) => "free (never held)".to_owned(),
     }
 }
 
@@ -281,6 +301,9 @@ fn one(p: &PlanStatus, now: DateTime<Utc>, term: &Term) -> String {
             "unfinished:",
             &format!("{id} (`keyflip rotate resume {}` finishes it)", p.plan),
         );
+    }
+    if let Some(lease) = &p.lease {
+        field(&mut out, "lease:", &lease_words(lease));
     }
     let next = match p.next_due {
         Some(at) if at <= now => format!("now ({})", due_words(&p.due_reason)),

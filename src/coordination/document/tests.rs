@@ -177,3 +177,76 @@ fn empty_blobs_read_as_empty_documents_and_newer_formats_are_refused() {
     assert!(err.contains("upgrade every replica"), "{err}");
     assert!(AccountDoc::parse(b"{not json").is_err());
 }
+
+fn imported(id: &str, started: i64, finished: bool) -> ImportedRotation {
+    let mut rotation = new(id);
+    rotation.started_at = t(started);
+    let commit = cmd(1, Action::Commit);
+    ImportedRotation {
+        rotation,
+        steps: vec![StepRecord {
+            command: commit,
+            intent_at: t(started),
+            result: finished.then_some(StepResult::Committed),
+            result_at: finished.then(|| t(started + 1)),
+        }],
+        events: if finished {
+            vec![(answer(1), t(started + 1))]
+        } else {
+            Vec::new()
+        },
+        finished: finished.then(|| (t(started + 2), done())),
+    }
+}
+
+#[test]
+fn a_local_journal_is_adopted_once_and_never_over_a_different_unfinished_rotation() {
+    let mut doc = AccountDoc::empty();
+    let local: Vec<ImportedRotation> = (0..7)
+        .map(|i| imported(&format!("old{i}"), i * 10, true))
+        .chain([imported("left", 100, false)])
+        .collect();
+    let added = doc.adopt(&local).unwrap();
+    // The newest finished ones are kept, and the unfinished one, last.
+    assert_eq!(added, ["old2", "old3", "old4", "old5", "old6", "left"]);
+    assert_eq!(doc.unfinished().map(|r| r.id.as_str()), Some("left"));
+    assert_eq!(doc.rotations.last().map(|r| r.id.as_str()), Some("left"));
+    // What the replica imports is what the local journal held.
+    let back = doc.rotations.last().unwrap().to_imported().unwrap();
+    assert_eq!(back, local[7]);
+    // Again: nothing new.
+    let before = doc.clone();
+    assert!(doc.adopt(&local).unwrap().is_empty());
+    assert_eq!(doc, before);
+    // Another unfinished rotation of the account: refused, nothing changed.
+    let err = doc.adopt(&[imported("other", 200, false)]).unwrap_err();
+    assert!(matches!(err, ApplyError::Busy { .. }), "{err}");
+    assert_eq!(doc, before);
+}
+
+#[test]
+fn write_marks_are_kept_per_consumer_and_read_back_as_the_journal_holds_them() {
+    let mut doc = AccountDoc::empty();
+    doc.apply("r1", SharedWrite::Begin(&new("r1"))).unwrap();
+    let mark = WriteMark {
+        rotation_id: "r1".into(),
+        fingerprint: crate::secret::Fingerprinter::from_bytes(b"k")
+            .fingerprint(&crate::secret::StorageKey::new("v".to_owned())),
+        mark: "etag-1".into(),
+        at: t(5),
+    };
+    let write = SharedWrite::Mark {
+        consumer: "datafactory:ls",
+        mark: &mark,
+    };
+    assert!(doc.apply("r1", write).unwrap());
+    assert!(!doc.apply("r1", write).unwrap(), "the same mark again");
+    let back = AccountDoc::parse(&doc.to_bytes()).unwrap();
+    assert_eq!(
+        back.marks_imported().unwrap(),
+        [("datafactory:ls".to_owned(), mark)]
+    );
+    // Documents without marks (written before) read as having none.
+    let old = br#"{"format":1,"schema":1,"account":null,"holder":null,"rotations":[]}"#;
+    assert!(AccountDoc::parse(old).unwrap().marks.is_empty());
+}

@@ -10,6 +10,7 @@
 //! across both keys. A read refused for lack of a permission that the
 //! permissions check already reports is "skipped", so one missing role is one error.
 
+mod discovered;
 mod verdict;
 
 use std::collections::HashSet;
@@ -37,6 +38,8 @@ pub fn assess(plan: &Plan, seen: &Observed) -> Vec<Check> {
         checks.extend(consumer.checks(&ctx, &mut holdings));
     }
     checks.push(ctx.consumers(holdings));
+    checks.extend(discovered::unlisted_row(plan, seen));
+    checks.extend(discovered::gate_rows(plan, seen));
     checks
 }
 

@@ -13,6 +13,7 @@ use futures::future::join_all;
 
 use super::report::{Resource, Service};
 use crate::azure::authorization::MissingAction;
+use crate::azure::monitor::{DiagnosticSetting, StorageService};
 use crate::azure::probe::Probe;
 use crate::azure::roles::Action;
 use crate::azure::storage::StorageAccount;
@@ -64,6 +65,30 @@ pub struct Observed {
     pub keys: Got<Vec<KeySeen>>,
     /// Each consumer table, in report order.
     pub consumers: Vec<Seen>,
+    /// What discovery found of the account (filled in by [`super::examine_with`]).
+    pub discovered: Option<Discovered>,
+    /// The usage gate's logs and access, when the plan has a gate.
+    pub gate: Option<GateSeen>,
+}
+
+/// Discovery's word on the plan's account.
+#[derive(Debug)]
+pub enum Discovered {
+    Found(crate::discover::AccountDiscovery),
+    /// It could not run for this account; the reason.
+    Failed(String),
+}
+
+/// What `doctor` read for the usage gate.
+#[derive(Debug)]
+pub struct GateSeen {
+    /// Each service the gate reads, and its diagnostic settings.
+    pub settings: Vec<(StorageService, Got<Vec<DiagnosticSetting>>)>,
+    /// A token for the Log Analytics query API.
+    pub token: Got<()>,
+    pub required: Vec<Action>,
+    /// The query actions missing at the workspace.
+    pub missing: Got<Vec<MissingAction>>,
 }
 
 #[derive(Debug)]
@@ -144,14 +169,61 @@ pub async fn observe(azure: &Azure, plan: &Plan) -> Observed {
     };
     let storage = storage(azure, plan, arm.clone());
     let consumers = consumer::examine(azure, plan, usable);
-    let (permissions, (account, keys), consumers) = futures::join!(permissions, storage, consumers);
+    let gate = gate(azure, plan, arm.clone());
+    let (permissions, (account, keys), consumers, gate) =
+        futures::join!(permissions, storage, consumers, gate);
     Observed {
         tokens,
         permissions,
         account,
         keys,
         consumers,
+        discovered: None,
+        gate,
     }
+}
+
+/// The usage gate's reads: the diagnostic settings of each service it reads, a Log
+/// Analytics token, and the query permissions at the workspace.
+async fn gate(azure: &Azure, plan: &Plan, arm: Result<(), String>) -> Option<GateSeen> {
+    let gate = plan.usage_gate.as_ref()?;
+    let required: Vec<Action> = gate.services.iter().map(|s| s.query_action()).collect();
+    let settings = async {
+        join_all(gate.services.iter().map(|service| {
+            let arm = arm.clone();
+            async move {
+                let got = match arm {
+                    Ok(()) => Got::from(
+                        azure
+                            .diagnostic_settings(&plan.storage_account, *service)
+                            .await,
+                    ),
+                    Err(why) => Got::NotTried(why),
+                };
+                (*service, got)
+            }
+        }))
+        .await
+    };
+    let audience = azure.cloud().log_analytics_audience();
+    let token = async { Got::from(azure.check_token(&audience).await) };
+    let missing = async {
+        match &arm {
+            Ok(()) => Got::from(
+                azure
+                    .missing_permissions(gate.workspace.as_str(), &required)
+                    .await,
+            ),
+            Err(why) => Got::NotTried(why.clone()),
+        }
+    };
+    let (settings, token, missing) = futures::join!(settings, token, missing);
+    Some(GateSeen {
+        settings,
+        token,
+        required,
+        missing,
+    })
 }
 
 /// The audiences the plan needs, each asked for once, concurrently.

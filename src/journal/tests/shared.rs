@@ -23,6 +23,7 @@ impl Mirror for Recorder {
             SharedWrite::Intent { .. } => "intent",
             SharedWrite::Event { .. } => "event",
             SharedWrite::Finish { .. } => "finish",
+            SharedWrite::Mark { .. } => "mark",
         };
         if *self.refuse.lock().unwrap() {
             return Err("lost the lease".into());
@@ -101,4 +102,43 @@ fn an_import_replaces_the_local_copy_of_a_rotation_whole() {
         f.journal.import(&other),
         Err(JournalError::Busy { .. })
     ));
+}
+
+#[test]
+fn a_write_mark_goes_to_the_shared_journal_first_and_imports_keep_the_latest() {
+    use crate::journal::WriteMark;
+    let mut f = fixture();
+    let recorder = Arc::new(Recorder::default());
+    f.journal.set_mirror(recorder.clone());
+    f.journal.begin(&rotation("r1", "p", "acct", 0)).unwrap();
+    let consumer: crate::consumer::ConsumerId = "datafactory:/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataFactory/factories/adf/linkedservices/ls"
+        .parse()
+        .unwrap();
+    let mark = |n: i64| WriteMark {
+        rotation_id: "r1".into(),
+        fingerprint: fp(1),
+        mark: format!("etag-{n}"),
+        at: t(n),
+    };
+    *recorder.refuse.lock().unwrap() = true;
+    assert!(f.journal.record_write_mark(&consumer, &mark(1)).is_err());
+    assert_eq!(
+        f.journal.write_mark(&consumer).unwrap(),
+        None,
+        "rolled back"
+    );
+    *recorder.refuse.lock().unwrap() = false;
+    f.journal.record_write_mark(&consumer, &mark(2)).unwrap();
+    assert_eq!(*recorder.seen.lock().unwrap(), ["r1:begin", "r1:mark"]);
+    // Another replica's older mark does not replace this one; a newer one does.
+    let key = consumer.to_string();
+    f.journal.import_marks(&[(key.clone(), mark(1))]).unwrap();
+    assert_eq!(f.journal.write_mark(&consumer).unwrap(), Some(mark(2)));
+    f.journal.import_marks(&[(key, mark(3))]).unwrap();
+    assert_eq!(f.journal.write_mark(&consumer).unwrap(), Some(mark(3)));
+    assert_eq!(
+        recorder.seen.lock().unwrap().len(),
+        2,
+        "imports are not mirrored"
+    );
 }

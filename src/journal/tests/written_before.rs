@@ -207,3 +207,61 @@ fn what_a_write_only_consumer_was_last_bound_to_is_found_by_its_typed_id() {
     assert_eq!(key, KeyName::Key1);
     assert_eq!(at.to_rfc3339(), "2026-12-06T01:15:41.158228824+00:00");
 }
+
+#[test]
+fn a_version_4_journal_opens_at_version_5_and_its_rows_replay_as_they_ran() {
+    let f = loaded();
+    // What a keyflip of schema 4 left: its rows, and the version it wrote.
+    f.journal
+        .conn
+        .execute(
+            "UPDATE meta SET value = '4' WHERE name = 'schema_version'",
+            [],
+        )
+        .unwrap();
+    let Fixture {
+        _dir,
+        path,
+        journal,
+    } = f;
+    drop(journal);
+    let journal = Journal::open(&path, &fingerprinter()).unwrap();
+    let version: String = journal
+        .conn
+        .query_row(
+            "SELECT value FROM meta WHERE name = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, "5");
+    let f = Fixture {
+        _dir,
+        path,
+        journal,
+    };
+    let history = f.journal.history(Some("demo"), 10).unwrap();
+    assert_eq!(history.len(), 3);
+    for record in &history {
+        // Rows from before the usage gate ran without one, and replay so.
+        assert_eq!(record.options.usage_gate, None, "{}", record.id);
+        assert!(!record.options.refuse_unlisted, "{}", record.id);
+        let machine = replayed(&f, record);
+        let (Some(stored), Some(replayed)) = (&record.outcome, machine.outcome()) else {
+            panic!("{}: {:?}", record.id, record.outcome)
+        };
+        assert!(
+            same_outcome(stored, replayed),
+            "{}: {stored:?} / {replayed:?}",
+            record.id
+        );
+        assert!(
+            !record
+                .steps
+                .iter()
+                .any(|s| matches!(s.command.action, Action::CheckUsage { .. })),
+            "{}",
+            record.id
+        );
+    }
+}

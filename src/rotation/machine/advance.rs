@@ -8,10 +8,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::failure::{Failure, Warning, WarningKind};
 use super::outcome::*;
 use super::precheck::{self, Route};
-use super::proof::Committed;
+use super::proof::{AllVerified, Committed};
 use super::types::*;
 use super::view::{ConsumerStatus, Note};
-use super::{Decided, KeyCheck, Kind, Machine, Round, Stage, State, Track, index};
+use super::{Decided, KeyCheck, Kind, Machine, Round, Stage, State, Then, Track, index};
 
 impl Machine {
     /// Bookkeeping that does not depend on the stage: key and consumer facts.
@@ -159,10 +159,19 @@ impl Machine {
                 },
                 _,
                 R::KeyVerified,
-            ) => {
-                self.regenerate(d, at, d.active, Purpose::Revoke, out);
-                Stage::Revoking { failures: 0 }
-            }
+            ) => self.report_then(d, d.active, Then::Revoke(d.active), at, out),
+
+            (Stage::CheckingStandby, _, result) => self.standby_answer(d, result, at, out),
+            (
+                Stage::Gating {
+                    committed,
+                    since,
+                    deadline,
+                },
+                kind,
+                result,
+            ) => self.gate_answer(d, committed, since, deadline, kind, result, at, out),
+            (Stage::Reporting { then }, _, result) => self.report_answer(d, then, result, at, out),
             (
                 Stage::VerifyingKey {
                     check: KeyCheck::Target,
@@ -279,25 +288,17 @@ impl Machine {
                     Route::LeakedActive {
                         revoke_first: true, ..
                     } => self.cleanup(d, at, out),
-                    Route::Scheduled if self.options.grace > TimeDelta::zero() => {
-                        let until = at
-                            .checked_add_signed(self.options.grace)
-                            .unwrap_or(DateTime::<Utc>::MAX_UTC);
-                        self.issue(Some(at), Action::WaitUntil { at: until }, None, out);
-                        Stage::Grace { committed }
+                    Route::Scheduled => {
+                        let grace = self.options.grace.max(TimeDelta::zero());
+                        self.after_commit(d, committed, at, grace, out)
                     }
-                    Route::Scheduled
-                    | Route::LeakedBoth
+                    // A resumed retire: the grace passed in the parked swap.
+                    Route::Retire => self.retire_or_gate(d, committed, at, out),
+                    Route::LeakedBoth
                     | Route::LeakedActive {
                         revoke_first: false,
                         ..
-                    } => {
-                        self.retire(d, at, &committed, out);
-                        Stage::Retiring {
-                            committed,
-                            failures: 0,
-                        }
-                    }
+                    } => self.report_then(d, d.active, Then::Retire(committed), at, out),
                     // Nothing to retire: the key adopted is the one that works.
                     Route::Adopt => self.complete(d, at, out),
                     Route::LeakedStandby => self.impossible(
@@ -308,11 +309,7 @@ impl Machine {
                 }
             }
             (Stage::Grace { committed }, _, R::Waited) => {
-                self.retire(d, at, &committed, out);
-                Stage::Retiring {
-                    committed,
-                    failures: 0,
-                }
+                self.retire_or_gate(d, committed, at, out)
             }
 
             (Stage::Retiring { .. }, _, R::Regenerated { .. }) if self.mode.is_incident() => {
@@ -392,7 +389,7 @@ impl Machine {
                 disabled: Vec::new(),
             })
             .collect();
-        let decision = match precheck::precheck(self.mode, obs) {
+        let decision = match precheck::precheck(self.mode, obs, self.options.refuse_unlisted) {
             Ok(decision) => decision,
             Err(reasons) => {
                 self.finish(at, Outcome::Refused { reasons }, out);
@@ -420,6 +417,9 @@ impl Machine {
         };
         let existing = d.last(d.standby).fingerprint;
         let stage = match d.route {
+            Route::Scheduled if self.options.usage_gate.is_some() => {
+                self.check_standby(&d, at, out)
+            }
             Route::Scheduled
             | Route::LeakedBoth
             | Route::LeakedActive {
@@ -430,8 +430,20 @@ impl Machine {
                 Stage::Staging
             }
             Route::LeakedStandby => {
-                self.regenerate(&d, at, d.standby, Purpose::Revoke, out);
-                Stage::Revoking { failures: 0 }
+                self.report_then(&d, d.standby, Then::Revoke(d.standby), at, out)
+            }
+            // Consumers were moved in the parked swap; its observation here shows them
+            // all on the key they were moved to, which is the proof the commit needs.
+            Route::Retire => {
+                match AllVerified::observed(&self.steps, &self.consumers, d.moves_to(), existing) {
+                    Ok(verified) => {
+                        self.issue(Some(at), Action::Commit, None, out);
+                        Stage::Committing { verified }
+                    }
+                    Err(what) => {
+                        self.impossible(at, format!("the retire cannot commit: {what}"), out)
+                    }
+                }
             }
             // The standby is only checked, so the one working key is never killed while
             // the other does not work; the target is known after the revoke.
@@ -469,6 +481,9 @@ impl Stage {
             }
             Stage::Committing { .. } => "committing".to_owned(),
             Stage::Grace { .. } => "waiting out the grace period".to_owned(),
+            Stage::CheckingStandby => "checking who signs with the standby".to_owned(),
+            Stage::Gating { .. } => "holding the retire at the usage gate".to_owned(),
+            Stage::Reporting { .. } => "asking who signs with the leaked key".to_owned(),
             Stage::Retiring { .. } => "retiring the old key".to_owned(),
             Stage::Cleanup => "disabling leaked Key Vault versions".to_owned(),
             Stage::RollingBack { step, .. } => format!("rolling back ({step:?})"),

@@ -198,8 +198,9 @@ impl Machine {
     }
 
     /// When a `WaitUntil` should end: its `at`, except for the grace wait, which ends
-    /// at commit + the grace as shortened since (an incident makes it zero). The
-    /// executor waits until this; the machine's state does not depend on it.
+    /// at commit + the grace as shortened since (an incident makes it zero), but not
+    /// before the usage gate's first check can see the logs (when the gate applies).
+    /// The executor waits until this; the machine's state does not depend on it.
     pub fn deadline(&self, command: &Command) -> Option<DateTime<Utc>> {
         let Action::WaitUntil { at } = command.action else {
             return None;
@@ -214,7 +215,7 @@ impl Machine {
         match self.committed_at() {
             Some(committed) if grace_running => Some(
                 committed
-                    .checked_add_signed(self.options.grace)
+                    .checked_add_signed(self.options.grace.max(self.first_gate_check()))
                     .map_or(at, |end| end.min(at)),
             ),
             _ => Some(at),

@@ -7,7 +7,7 @@ use super::outcome::*;
 use super::precheck::Route;
 use super::types::*;
 use super::view::Note;
-use super::{Decided, DriftResponse, Machine, Round, Stage, State, index};
+use super::{Decided, DriftResponse, Machine, Round, Stage, State, Then, index};
 use crate::key::KeyName;
 
 impl Machine {
@@ -104,10 +104,16 @@ impl Machine {
     }
 
     pub(super) fn drift_response(&self, d: &Decided, stage: &Stage, key: KeyName) -> DriftResponse {
+        // The usage gate's hold, and an incident's report before its retire, come
+        // after the commit too.
         let committed = matches!(
             stage,
             Stage::Committing { .. }
                 | Stage::Grace { .. }
+                | Stage::Gating { .. }
+                | Stage::Reporting {
+                    then: Then::Retire(_)
+                }
                 | Stage::Retiring { .. }
                 | Stage::Cleanup
         );

@@ -109,6 +109,15 @@ pub enum WarningKind {
     VersionsNotDisabled,
     /// A drift repair moved a consumer.
     Repaired,
+    /// A consumer of the account that the plan does not list: the rotation will break
+    /// it.
+    UnlistedConsumer,
+    /// The usage gate holds the retire: callers still sign with the old key.
+    UsageHeld,
+    /// An incident does not wait for the usage gate: these callers break now.
+    CallersWillBreak,
+    /// The usage gate could not read the resource logs.
+    UsageUnknown,
     /// An incident took over this rotation and changed what it does (its grace
     /// period, its route, or a flag it could not honour from where it stood).
     TakenOver,

@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::failure::{Failure, Warning};
-use super::types::{Action, Command, ConsumerId, ConsumerRef, MissingPermission, Mode, Purpose};
+use super::types::{
+    Action, Caller, Command, ConsumerId, ConsumerRef, MissingPermission, Mode, Purpose,
+    UnlistedConsumer,
+};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 
@@ -170,6 +173,34 @@ pub enum RefusalReason {
         consumer: ConsumerRef,
         fix: String,
     },
+    /// The account's resource logs show callers signing with the standby, which
+    /// staging would regenerate under them.
+    StandbyInUse {
+        key: KeyName,
+        callers: Vec<Caller>,
+    },
+    /// The usage gate could not read the resource logs, so the standby may be in use.
+    UsageUnknown {
+        key: KeyName,
+        failure: Failure,
+    },
+    /// Consumers of the account the plan does not list (`unlisted = "refuse"`).
+    UnlistedConsumers {
+        consumers: Vec<UnlistedConsumer>,
+    },
+    /// Retiring a swap parked at the usage gate: consumers no longer all hold `key`
+    /// (the key they were moved to).
+    NotAllOn {
+        key: KeyName,
+        others: Vec<ConsumerId>,
+    },
+    /// Retiring a swap parked at the usage gate: the key to retire is no longer the
+    /// value that swap left.
+    RetireKeyChanged {
+        key: KeyName,
+        expected: Fingerprint,
+        found: Fingerprint,
+    },
     /// `--adopt KEY` with a consumer whose key Azure picks on resync (an ML workspace):
     /// it would take `newest`, the account's newest key, not `key`.
     AdoptNotNewest {
@@ -231,6 +262,50 @@ impl fmt::Display for RefusalReason {
             RefusalReason::ConsumerUnusable { consumer, fix } => {
                 write!(f, "{consumer} cannot be rotated by keyflip: {fix}")
             }
+            RefusalReason::StandbyInUse { key, callers } => {
+                write!(
+                    f,
+                    "the resource logs show {} caller(s) signing with {key}, the standby a rotation regenerates first, which would break them: ",
+                    callers.len()
+                )?;
+                write_list(f, callers)?;
+                write!(
+                    f,
+                    "; move them to {} (or stop them), or shorten [usage_gate] lookback once they are gone",
+                    key.other()
+                )
+            }
+            RefusalReason::UsageUnknown { key, failure } => write!(
+                f,
+                "the usage gate could not tell whether anyone signs with {key}, the standby a rotation regenerates first ({failure}); `keyflip doctor` checks the workspace and its permissions"
+            ),
+            RefusalReason::UnlistedConsumers { consumers } => {
+                write!(
+                    f,
+                    "{} consumer(s) of the account are not in the plan (unlisted = \"refuse\"), and a rotation would break them: ",
+                    consumers.len()
+                )?;
+                for (i, c) in consumers.iter().enumerate() {
+                    write!(f, "{}{} [{}]", if i == 0 { "" } else { "; " }, c, c.consumer)?;
+                }
+                f.write_str("; add them to the plan (`keyflip plan discover` writes the tables)")
+            }
+            RefusalReason::NotAllOn { key, others } => {
+                write!(
+                    f,
+                    "not every consumer holds {key}, the key the parked swap moved them to: "
+                )?;
+                write_list(f, others)?;
+                f.write_str("; nothing was retired. Put them back on it (or run `keyflip rotate now PLAN` for a fresh swap)")
+            }
+            RefusalReason::RetireKeyChanged {
+                key,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{key} is no longer the value the parked swap left ({expected}, now {found}): someone regenerated it, so there is nothing to retire; `keyflip status` shows where consumers are"
+            ),
             RefusalReason::NoConsumerKeyKnown { unknown } => {
                 f.write_str("no consumer's key is known, so keyflip cannot tell the active key from the standby")?;
                 if !unknown.is_empty() {
@@ -314,6 +389,17 @@ pub enum Attention {
     /// After a restart Azure did not match the journal in a way keyflip cannot safely
     /// continue from.
     Drift { drifts: Vec<Drift>, detail: String },
+    /// The usage gate held the retire of `key` past its deadline: the resource logs
+    /// show these callers still signing with it since the swap at `since` (or, with
+    /// `unknown`, the logs could not be read). Every consumer holds the other key,
+    /// verified; both keys still work.
+    UsageGateHeld {
+        key: KeyName,
+        callers: Vec<Caller>,
+        since: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+        unknown: Option<Failure>,
+    },
     /// The machine reached a state it must never reach (`what` names it) and stopped
     /// there rather than pick a default: a bug in keyflip, not a problem in Azure.
     InternalError { what: String },
@@ -450,6 +536,40 @@ impl fmt::Display for Attention {
                 write!(
                     f,
                     "; {detail}. Find out who changed the key; then {ADOPT} moves every consumer to a key that works now"
+                )
+            }
+            Attention::UsageGateHeld {
+                key,
+                callers,
+                since,
+                deadline,
+                unknown,
+            } => {
+                write!(
+                    f,
+                    "the usage gate held the retire of {key} until its deadline {}: ",
+                    deadline.format("%Y-%m-%d %H:%M UTC")
+                )?;
+                match unknown {
+                    Some(reason) => write!(
+                        f,
+                        "the resource logs could not be read ({reason}), so keyflip cannot tell whether {key} is still in use"
+                    )?,
+                    None => {
+                        write!(
+                            f,
+                            "{} caller(s) still sign with it since the swap at {}: ",
+                            callers.len(),
+                            since.format("%Y-%m-%d %H:%M UTC")
+                        )?;
+                        write_list(f, callers)?;
+                    }
+                }
+                write!(
+                    f,
+                    ". Every consumer holds {} and was verified; both keys still work. Move each caller to {} (or stop it), then `keyflip rotate resume PLAN` checks again and retires {key}; `keyflip rotate resume PLAN --force-retire` retires it now and breaks them",
+                    key.other(),
+                    key.other()
                 )
             }
             Attention::InternalError { what } => write!(

@@ -61,6 +61,11 @@ pub enum Route {
     },
     /// The leaked key is the standby: regenerate it, disable versions; no consumer moves.
     LeakedStandby,
+    /// Retire the key a swap parked at the usage gate moved consumers off
+    /// (`Mode::Retire`): every consumer must hold the other key; commit, then (unless
+    /// forced) the gate, then the retire. `active` is the key retired, `standby` the
+    /// one consumers hold.
+    Retire,
     /// `--adopt`: every consumer moves to the standby of the decision (the key that
     /// works now, as it is: nothing is regenerated), verified, committed. Only goes
     /// forward: what consumers held before was broken or the other key, which still
@@ -109,12 +114,41 @@ pub struct Decision {
     pub warnings: Vec<Warning>,
 }
 
-pub fn precheck(mode: Mode, obs: &Observation) -> Result<Decision, Vec<RefusalReason>> {
+pub fn precheck(
+    mode: Mode,
+    obs: &Observation,
+    refuse_unlisted: bool,
+) -> Result<Decision, Vec<RefusalReason>> {
+    if let Mode::Retire { key, expect, .. } = mode {
+        return retire(obs, key, expect);
+    }
     if let Mode::Adopt { key } = mode {
         return adopt(key, obs);
     }
     let mut reasons = Vec::new();
     let mut warnings = Vec::new();
+    // Consumers the plan does not list break when a key they hold dies. A scheduled
+    // rotation refuses over them when the plan says so (those tied to the account by
+    // name only never refuse); an incident only warns: the leak matters more.
+    let mut unlisted_refusal = Vec::new();
+    for u in &obs.unlisted {
+        if refuse_unlisted && !u.probable && mode == Mode::Scheduled {
+            unlisted_refusal.push(u.clone());
+        } else {
+            warnings.push(Warning::new(
+                WarningKind::UnlistedConsumer,
+                format!(
+                    "{u} is not in the plan; it breaks when the key it holds is regenerated: add it to the plan ({})",
+                    u.consumer
+                ),
+            ));
+        }
+    }
+    if !unlisted_refusal.is_empty() {
+        reasons.push(RefusalReason::UnlistedConsumers {
+            consumers: unlisted_refusal,
+        });
+    }
     common(obs, &mut reasons);
 
     let holders = |key: KeyName| -> Vec<ConsumerId> {
@@ -233,6 +267,7 @@ pub fn precheck(mode: Mode, obs: &Observation) -> Result<Decision, Vec<RefusalRe
         ),
         // Reaching here with no refusal means every known consumer holds the leaked
         // key: the standby case returned above, and anything else was refused.
+        Mode::Retire { .. } => (Route::Retire, vec![]),
         Mode::Leaked { key, revoke_first } => (
             Route::LeakedActive {
                 revoke_first,
@@ -250,6 +285,44 @@ pub fn precheck(mode: Mode, obs: &Observation) -> Result<Decision, Vec<RefusalRe
         standby,
         leaked,
         warnings,
+    })
+}
+
+/// `Mode::Retire`: every consumer on the key the parked swap moved them to, and the
+/// key to retire still the value that swap left.
+fn retire(
+    obs: &Observation,
+    key: KeyName,
+    expect: Fingerprint,
+) -> Result<Decision, Vec<RefusalReason>> {
+    let mut reasons = Vec::new();
+    common(obs, &mut reasons);
+    let found = obs.key(key).fingerprint;
+    if found != expect {
+        reasons.push(RefusalReason::RetireKeyChanged {
+            key,
+            expected: expect,
+            found,
+        });
+    }
+    let others: Vec<ConsumerId> = obs
+        .consumers
+        .iter()
+        .filter(|c| c.holding != Holding::Key(key.other()))
+        .map(|c| c.consumer.id.clone())
+        .collect();
+    if !others.is_empty() {
+        reasons.push(RefusalReason::NotAllOn {
+            key: key.other(),
+            others,
+        });
+    }
+    refuse_or(reasons, || Decision {
+        route: Route::Retire,
+        active: key,
+        standby: key.other(),
+        leaked: Vec::new(),
+        warnings: Vec::new(),
     })
 }
 

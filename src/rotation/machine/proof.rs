@@ -3,14 +3,14 @@
 //! needs a proof cannot be written without the check before it (the habit of rustls,
 //! whose handshake states take `…Verified` values only the verifier mints).
 //!
-//! - [`AllVerified`]: every consumer was verified holding the value it moves to.
-//!   `Commit` is issued only with one (`Machine::commit`, the `Committing` stage holds
-//!   it).
+//! - [`AllVerified`]: every consumer was verified holding the value it moves to (or,
+//!   for a resumed retire, observed holding the key the parked swap moved it to).
+//!   `Commit` is issued only with one (the `Committing` stage holds it).
 //! - [`Committed`]: the commit marker was journaled after such a check. The retire, the
 //!   point of no return, is issued only with one (`Machine::retire`; the `Grace` and
 //!   `Retiring` stages hold it).
 
-use super::types::{Action, StepResult};
+use super::types::{Action, Holding, StepResult};
 use super::{Step, Track};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
@@ -65,6 +65,46 @@ impl AllVerified {
                 return Err(format!(
                     "{} is not verified on {key} ({fingerprint}): its last step is {} ({})",
                     track.consumer, last.command.seq, last.command.action
+                ));
+            }
+        }
+        Ok(AllVerified(()))
+    }
+}
+
+impl AllVerified {
+    /// For a resumed retire, whose consumers were moved by the swap it continues: the
+    /// observation (the first step, answered) shows every consumer holding `key` and
+    /// `key` with `fingerprint`. Read from the step log, like [`AllVerified::check`].
+    pub(super) fn observed(
+        steps: &[Step],
+        consumers: &[Track],
+        key: KeyName,
+        fingerprint: Fingerprint,
+    ) -> Result<AllVerified, String> {
+        let obs = steps
+            .iter()
+            .find_map(|s| match (&s.command.action, &s.answer) {
+                (Action::Observe, Some((_, StepResult::Observed(obs)))) => Some(obs),
+                _ => None,
+            })
+            .ok_or("the observation has not answered")?;
+        if obs.key(key).fingerprint != fingerprint {
+            return Err(format!("{key} is not {fingerprint} in the observation"));
+        }
+        if consumers.is_empty() {
+            return Err("there is no consumer to have moved".into());
+        }
+        for track in consumers {
+            let held = obs
+                .consumers
+                .iter()
+                .find(|c| c.consumer == track.consumer)
+                .map(|c| &c.holding);
+            if held != Some(&Holding::Key(key)) {
+                return Err(format!(
+                    "{} was observed holding {held:?}, not {key}",
+                    track.consumer
                 ));
             }
         }

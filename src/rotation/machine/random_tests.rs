@@ -59,8 +59,20 @@ struct Setup {
 
 fn random_setup(rng: &mut Rng) -> Setup {
     let active = random_key(rng);
-    let mode = match rng.below(6) {
+    let mode = match rng.below(7) {
         0 | 4 => Mode::Scheduled,
+        // A swap parked at the usage gate, resumed: consumers hold `active`, the other
+        // key is retired (its value sometimes not the one the swap left).
+        5 => Mode::Retire {
+            key: active.other(),
+            expect: if rng.percent(90) {
+                [fp(1), fp(2)][index(active.other())]
+            } else {
+                fp(99)
+            },
+            since: t(-500),
+            force: rng.percent(30),
+        },
         1 | 2 => Mode::Leaked {
             // Mostly the key in use: the routes with most to get wrong.
             key: if rng.percent(70) {
@@ -78,6 +90,13 @@ fn random_setup(rng: &mut Rng) -> Setup {
     let options = Options {
         grace: TimeDelta::seconds([0, 60][rng.below(2)]),
         retire_attempts: 1 + rng.below(4) as u32,
+        usage_gate: rng.percent(40).then_some(GateOptions {
+            quiet: TimeDelta::seconds(60),
+            recheck: TimeDelta::seconds(30),
+            deadline: TimeDelta::seconds(400),
+            latency: TimeDelta::seconds(30),
+            lookback: TimeDelta::seconds(600),
+        }),
         ..Options::default()
     };
     let n = 1 + rng.below(4);
@@ -126,6 +145,7 @@ fn random_setup(rng: &mut Rng) -> Setup {
         shared_key_access: rng.percent(97),
         missing_permissions: vec![],
         consumers,
+        unlisted: vec![],
     };
     Setup {
         mode,
@@ -136,9 +156,10 @@ fn random_setup(rng: &mut Rng) -> Setup {
 }
 
 /// Every route; each must complete in some run.
-const ROUTES: [Route; 7] = [
+const ROUTES: [Route; 8] = [
     Route::Adopt,
     Route::Scheduled,
+    Route::Retire,
     Route::LeakedBoth,
     Route::LeakedActive {
         revoke_first: false,
@@ -158,7 +179,7 @@ const ROUTES: [Route; 7] = [
 /// The values an incident rotation must kill, as first observed.
 fn leaked(mode: Mode, obs: &Observation) -> Vec<Fingerprint> {
     match mode {
-        Mode::Scheduled => vec![],
+        Mode::Scheduled | Mode::Retire { .. } => vec![],
         Mode::Leaked { key, .. } => vec![obs.key(key).fingerprint],
         Mode::LeakedBoth => vec![obs.key1.fingerprint, obs.key2.fingerprint],
         Mode::Adopt { .. } => vec![],
@@ -197,6 +218,7 @@ fn run(seed: u64) -> Reached {
     } = random_setup(&mut rng);
     let mut m = Machine::new(mode, options);
     let mut world = World::new(&obs, fault_percent);
+    world.forgotten_caller = options.usage_gate.is_some() && rng.percent(25);
     let mut events = Vec::new();
     let mut seen = Seen::default();
     let mut phases = Vec::new();
@@ -302,6 +324,13 @@ fn run(seed: u64) -> Reached {
                 (Action::Regenerate { key, purpose, .. }, StepResult::Regenerated { .. }) => {
                     *seen.succeeded.entry((*key, *purpose)).or_default() += 1;
                 }
+                (
+                    Action::CheckUsage {
+                        purpose: GatePurpose::Retire,
+                        ..
+                    },
+                    result,
+                ) => seen.last_gate = Some((t(now), result.clone())),
                 _ => {}
             }
         }
@@ -433,6 +462,8 @@ fn random_runs_keep_every_invariant_and_replay_exactly() {
         "VerifyingConsumers",
         "Committing",
         "Grace",
+        "CheckingUsage",
+        "UsageGate",
         "Retiring",
         "Cleanup",
         "RollingBack",
@@ -454,6 +485,7 @@ fn random_runs_keep_every_invariant_and_replay_exactly() {
         "needs_attention/resync_failed",
         "needs_attention/leaked_key_in_use",
         "needs_attention/drift",
+        "needs_attention/usage_gate_held",
     ] {
         assert!(
             outcomes.contains(outcome),

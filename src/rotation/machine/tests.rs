@@ -4,6 +4,7 @@
 mod adopt;
 mod amend;
 mod fail_closed;
+mod gate;
 mod incident;
 mod leaked_active;
 mod restart;
@@ -91,6 +92,7 @@ pub(super) fn observation(consumers: Vec<(ConsumerRef, Holding)>) -> Observation
             .into_iter()
             .map(|(consumer, holding)| ObservedConsumer { consumer, holding })
             .collect(),
+        unlisted: vec![],
     }
 }
 
@@ -226,6 +228,10 @@ pub(super) fn success(c: &Command) -> StepResult {
         Action::VerifyConsumer { .. } => StepResult::ConsumerVerified,
         Action::DisableVersions { .. } => StepResult::VersionsDisabled {
             versions: vec!["v0".to_owned()],
+        },
+        Action::CheckUsage { .. } => StepResult::UsageChecked {
+            until: t(2000),
+            callers: vec![],
         },
         Action::Commit => StepResult::Committed,
         Action::WaitUntil { .. } => StepResult::Waited,

@@ -151,6 +151,107 @@ pub struct Observation {
     pub shared_key_access: bool,
     pub missing_permissions: Vec<MissingPermission>,
     pub consumers: Vec<ObservedConsumer>,
+    /// Consumers of the account the plan does not list, as discovery found them (a
+    /// new rotation's first observation only; rows written before it existed have
+    /// none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unlisted: Vec<UnlistedConsumer>,
+}
+
+/// A consumer of the account that the plan does not list (`crate::discover`). Ids,
+/// key names and words only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlistedConsumer {
+    /// Its consumer id, as a plan would list it.
+    pub consumer: String,
+    /// What it is, in words.
+    pub subject: String,
+    /// Which key it holds: `key1`, `key2`, `neither`, `unknown`.
+    pub holds: String,
+    /// How discovery found it.
+    pub how: String,
+    /// Its value could not be read back: tied to the account by its name or by
+    /// keyflip's own earlier write only. Never refuses a rotation, only warns.
+    #[serde(default)]
+    pub probable: bool,
+}
+
+impl fmt::Display for UnlistedConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (holds {}; {}", self.subject, self.holds, self.how)?;
+        if self.probable {
+            f.write_str("; probable only")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// Someone who signed requests with a key, as the account's resource logs show it:
+/// one caller address (its port dropped: one client over several connections is one
+/// caller), user agent, operation and authentication type. No key material.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// The caller's IP address, without the port the log records.
+    pub ip: String,
+    pub user_agent: String,
+    pub operation: String,
+    /// `AccountKey` (the key itself) or `SAS` (a SAS token the key signed).
+    pub authentication: String,
+    pub requests: u64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}) {} with {}, {} request(s), last {}",
+            self.ip,
+            if self.user_agent.is_empty() {
+                "no user agent"
+            } else {
+                &self.user_agent
+            },
+            self.operation,
+            self.authentication,
+            self.requests,
+            self.last_seen.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}
+
+/// Why a rotation asks the resource logs who signs with a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GatePurpose {
+    /// Before the standby is staged (regenerated): anyone signing with it would break.
+    Stage,
+    /// Before the retire: hold while anyone still signs with the old key.
+    Retire,
+    /// An incident never waits: the callers are reported as breaking now.
+    Incident,
+}
+
+/// The usage gate's timing, from the plan's `[usage_gate]`; the executor takes the
+/// workspace and services from the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateOptions {
+    /// No request signed with the old key for this long lets the retire go.
+    #[serde(rename = "quiet_ms", with = "millis_delta")]
+    pub quiet: TimeDelta,
+    /// How often a held retire checks again.
+    #[serde(rename = "recheck_ms", with = "millis_delta")]
+    pub recheck: TimeDelta,
+    /// How long after the swap the gate may hold before the rotation parks.
+    #[serde(rename = "deadline_ms", with = "millis_delta")]
+    pub deadline: TimeDelta,
+    /// Log rows younger than this may not have arrived yet.
+    #[serde(rename = "latency_ms", with = "millis_delta")]
+    pub latency: TimeDelta,
+    /// How far back the pre-stage check and incidents look.
+    #[serde(rename = "lookback_ms", with = "millis_delta")]
+    pub lookback: TimeDelta,
 }
 
 impl Observation {
@@ -173,6 +274,15 @@ pub enum Mode {
     Leaked { key: KeyName, revoke_first: bool },
     /// `--leaked both|unknown`: both keys end up new, standby first, no grace.
     LeakedBoth,
+    /// `keyflip rotate resume` of a swap parked at the usage gate: every consumer must
+    /// still hold the other key and `key` still have the value `expect`; then `key` is
+    /// retired, after the gate (usage counted from `since`, the swap) unless `force`.
+    Retire {
+        key: KeyName,
+        expect: Fingerprint,
+        since: DateTime<Utc>,
+        force: bool,
+    },
     /// `--adopt [KEY]`: move every consumer to a key that works now (`key`, or the one
     /// the precheck picks), regenerating nothing. For consumers split across keys or
     /// down after a key was regenerated outside keyflip.
@@ -193,7 +303,7 @@ impl Mode {
         match self {
             Mode::Leaked { key, .. } => vec![key],
             Mode::LeakedBoth => KeyName::BOTH.to_vec(),
-            Mode::Scheduled | Mode::Adopt { .. } => Vec::new(),
+            Mode::Scheduled | Mode::Adopt { .. } | Mode::Retire { .. } => Vec::new(),
         }
     }
 
@@ -220,6 +330,11 @@ impl fmt::Display for Mode {
             Mode::LeakedBoth => f.write_str("incident: both keys leaked"),
             Mode::Adopt { key: None } => f.write_str("adopt the key that works"),
             Mode::Adopt { key: Some(key) } => write!(f, "adopt {key}"),
+            Mode::Retire { key, force, .. } => write!(
+                f,
+                "retire {key} after a swap held at the usage gate{}",
+                if *force { ", forced" } else { "" }
+            ),
         }
     }
 }
@@ -241,6 +356,12 @@ pub struct Options {
     /// it was journaled by a keyflip that bound them with the rest, and replays so.
     #[serde(default = "ResyncOrder::with_the_rest")]
     pub resync: ResyncOrder,
+    /// The usage gate, when the plan has one. Rows without it ran without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_gate: Option<GateOptions>,
+    /// Unlisted consumers refuse the rotation (`unlisted = "refuse"`) rather than warn.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refuse_unlisted: bool,
 }
 
 impl Default for Options {
@@ -250,6 +371,8 @@ impl Default for Options {
             verify_budget: Duration::from_secs(60),
             retire_attempts: 8,
             resync: ResyncOrder::Last,
+            usage_gate: None,
+            refuse_unlisted: false,
         }
     }
 }
@@ -347,6 +470,16 @@ pub enum Action {
         consumer: ConsumerRef,
         fingerprints: Vec<Fingerprint>,
     },
+    /// Ask the account's resource logs who signed requests with `key` (whose value
+    /// must still be `fingerprint`: the executor never asks about another value) from
+    /// `since` to now. Answered by [`StepResult::UsageChecked`] or
+    /// [`StepResult::UsageUnknown`].
+    CheckUsage {
+        key: KeyName,
+        fingerprint: Fingerprint,
+        since: DateTime<Utc>,
+        purpose: GatePurpose,
+    },
     /// A journal marker: the swap is committed; from here there is no rollback.
     Commit,
     /// Wait until `at` (absolute, so a restart does not lengthen a wait).
@@ -365,6 +498,7 @@ impl Action {
             Action::Bind { .. } => "bind",
             Action::VerifyConsumer { .. } => "verify_consumer",
             Action::DisableVersions { .. } => "disable_versions",
+            Action::CheckUsage { .. } => "check_usage",
             Action::Commit => "commit",
             Action::WaitUntil { .. } => "wait_until",
             Action::Finish { .. } => "finish",
@@ -407,6 +541,23 @@ impl fmt::Display for Action {
                     write!(f, "{}{fp}", if i == 0 { "" } else { ", " })?;
                 }
                 Ok(())
+            }
+            Action::CheckUsage {
+                key,
+                fingerprint,
+                since,
+                purpose,
+            } => {
+                write!(
+                    f,
+                    "check who still signs with {key} ({fingerprint}) since {}",
+                    since.format("%Y-%m-%d %H:%M:%S UTC")
+                )?;
+                f.write_str(match purpose {
+                    GatePurpose::Stage => " (before staging it)",
+                    GatePurpose::Retire => " (usage gate)",
+                    GatePurpose::Incident => " (callers that break now)",
+                })
             }
             Action::Commit => f.write_str("commit the swap"),
             Action::WaitUntil { at } => write!(f, "wait until {}", at.to_rfc3339()),
@@ -495,6 +646,16 @@ pub enum StepResult {
     },
     Committed,
     Waited,
+    /// Who signed with the key from the command's `since` to `until` (empty: nobody).
+    UsageChecked {
+        until: DateTime<Utc>,
+        callers: Vec<Caller>,
+    },
+    /// The logs could not be asked (or answered something unreadable): usage is not
+    /// known, which never counts as quiet.
+    UsageUnknown {
+        reason: Failure,
+    },
 }
 
 impl StepResult {
@@ -513,6 +674,8 @@ impl StepResult {
             StepResult::DisableFailed { .. } => "disable_failed",
             StepResult::Committed => "committed",
             StepResult::Waited => "waited",
+            StepResult::UsageChecked { .. } => "usage_checked",
+            StepResult::UsageUnknown { .. } => "usage_unknown",
         }
     }
 
@@ -541,6 +704,10 @@ impl StepResult {
                     Action::DisableVersions { .. },
                     StepResult::VersionsDisabled { .. } | StepResult::DisableFailed { .. }
                 )
+                | (
+                    Action::CheckUsage { .. },
+                    StepResult::UsageChecked { .. } | StepResult::UsageUnknown { .. }
+                )
                 | (Action::Commit, StepResult::Committed)
                 | (Action::WaitUntil { .. }, StepResult::Waited)
         )
@@ -553,7 +720,8 @@ impl StepResult {
             | StepResult::KeyRejected { reason: r }
             | StepResult::BindFailed { reason: r }
             | StepResult::ConsumerMismatch { reason: r }
-            | StepResult::DisableFailed { reason: r } => Some(r),
+            | StepResult::DisableFailed { reason: r }
+            | StepResult::UsageUnknown { reason: r } => Some(r),
             _ => None,
         }
     }

@@ -10,7 +10,7 @@ use super::amend::Escalation;
 use super::failure::{Failure, Warning};
 use super::outcome::{Cause, Drift, Outcome, Regeneration};
 use super::precheck::Route;
-use super::types::{Action, Command, ConsumerRef, Holding, Mode, Requester, StepResult};
+use super::types::{Action, Caller, Command, ConsumerRef, Holding, Mode, Requester, StepResult};
 use super::{Decided, Entry, Machine, Stage, State};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
@@ -27,6 +27,11 @@ pub enum Phase {
     VerifyingConsumers,
     Committing,
     Grace,
+    /// Asking the resource logs who signs with a key (before staging, or an
+    /// incident's callers).
+    CheckingUsage,
+    /// The usage gate holds the retire while the old key is still in use.
+    UsageGate,
     Retiring,
     Cleanup,
     RollingBack,
@@ -91,6 +96,16 @@ pub enum Note {
     Reobserved { drifts: Vec<Drift> },
     /// Something the report should say that changed nothing.
     Warning { warning: Warning },
+    /// The usage gate holds the retire of `key`: these callers still sign with it
+    /// (or, with `unknown`, the logs could not be read); it asks again at `next` and
+    /// parks at `deadline`.
+    UsageHeld {
+        key: KeyName,
+        callers: Vec<Caller>,
+        unknown: Option<Failure>,
+        next: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+    },
     /// An incident took this rotation over: finished here, or wound down for a
     /// follow-up rotation.
     Escalated {
@@ -177,6 +192,8 @@ impl Machine {
             Stage::VerifyingConsumers { .. } => Phase::VerifyingConsumers,
             Stage::Committing { .. } => Phase::Committing,
             Stage::Grace { .. } => Phase::Grace,
+            Stage::CheckingStandby | Stage::Reporting { .. } => Phase::CheckingUsage,
+            Stage::Gating { .. } => Phase::UsageGate,
             Stage::Retiring { .. } => Phase::Retiring,
             Stage::Cleanup => Phase::Cleanup,
             Stage::RollingBack { .. } => Phase::RollingBack,

@@ -130,6 +130,7 @@ async fn resume_with_no_grace_pre_empts_the_daemon_waiting_out_a_grace() {
                 plan: Some("demo".into()),
                 grace: Some(Duration::ZERO),
                 by: Requester::default(),
+                force_retire: false,
             })
             .await
     };
@@ -155,6 +156,7 @@ async fn resume_with_no_grace_pre_empts_the_daemon_waiting_out_a_grace() {
             plan: Some("demo".into()),
             grace: Some(Duration::ZERO),
             by: Requester::default(),
+            force_retire: false,
         })
         .await;
     match again {

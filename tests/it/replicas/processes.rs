@@ -15,7 +15,7 @@ use crate::support::engine::{assert_consumers_valid, keys_of, regenerations, wri
 
 const LEASE: u32 = 15;
 
-fn keyflip(shared: &Shared, replica: &str, args: &[&str]) -> Command {
+pub(super) fn keyflip(shared: &Shared, replica: &str, args: &[&str]) -> Command {
     let config = shared.write_config(replica, LEASE);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyflip"));
     cmd.arg("--config").arg(config).args(args);

@@ -50,10 +50,74 @@ impl Clock for JumpClock {
     }
 }
 
+/// keyflip's clock and the twin's, moved together: real time plus an offset, and a
+/// sleep jumps both (the twin's through its admin API), so the twin's simulated
+/// clients fill the skipped time with requests and resource-log rows, and queries
+/// that keyflip times by its clock find them.
+pub struct TwinClock {
+    offset: Mutex<TimeDelta>,
+    admin: (reqwest::Client, String, String),
+}
+
+impl TwinClock {
+    pub fn new(twin: &TestTwin) -> TwinClock {
+        TwinClock {
+            offset: Mutex::new(TimeDelta::zero()),
+            admin: twin.admin_handle(),
+        }
+    }
+}
+
+impl Clock for TwinClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *self.offset.lock().unwrap()
+    }
+
+    fn sleep_until(
+        &self,
+        at: DateTime<Utc>,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>> {
+        let jump = {
+            let mut offset = self.offset.lock().unwrap();
+            let now = Utc::now() + *offset;
+            let jump = (at - now).max(TimeDelta::zero());
+            *offset += jump;
+            jump
+        };
+        let (http, url, token) = self.admin.clone();
+        Box::pin(async move {
+            if jump > TimeDelta::zero() {
+                let answer = http
+                    .post(format!("{url}/clock"))
+                    .bearer_auth(token)
+                    .header("content-type", "application/json")
+                    .body(
+                        json!({"advance_secs": jump.num_milliseconds() as f64 / 1000.0})
+                            .to_string(),
+                    )
+                    .send()
+                    .await
+                    .expect("the twin's clock moves");
+                assert!(answer.status().is_success());
+            }
+        })
+    }
+}
+
 pub const DEMO_PLAN: &str = include_str!("../../../rotation-plans/demo.toml");
 
-/// The demo plan text pointed at this twin.
+/// The demo plan text pointed at this twin, without its usage gate: the tests written
+/// before the gate run on their own clocks and the twin's forgotten client.
 pub fn demo_plan_text(twin: &TestTwin) -> String {
+    let text = gated_demo_plan_text(twin);
+    match text.find("\n# The usage gate:") {
+        Some(at) => format!("{}\n", &text[..at]),
+        None => text,
+    }
+}
+
+/// The demo plan text pointed at this twin, usage gate included.
+pub fn gated_demo_plan_text(twin: &TestTwin) -> String {
     DEMO_PLAN.replace("https://127.0.0.1:47443", &twin.endpoints.base_url)
 }
 
@@ -134,6 +198,33 @@ impl Harness {
 
     pub fn engine(&self) -> Engine {
         self.engine_as(OPERATOR)
+    }
+
+    /// A fresh engine on the state directory with another clock (a [`TwinClock`]).
+    pub fn engine_on(&self, clock: Arc<dyn Clock>) -> Engine {
+        let text = format!(
+            "state_dir = \"{}\"\n{}",
+            self.state_dir().display(),
+            self.twin.config_text(OPERATOR)
+        );
+        let config = config(&text, self.twin.dir.path(), &[]);
+        let fingerprinter = fingerprinter();
+        let azure = keyflip::azure::Azure::with_options(
+            &config,
+            fingerprinter.clone(),
+            fast_options(),
+            &|_: &str| None,
+        )
+        .unwrap();
+        let journal = Journal::open(&self.state_dir().join("journal.db"), &fingerprinter).unwrap();
+        Engine::with_options(
+            &config,
+            azure,
+            journal,
+            fingerprinter,
+            clock,
+            engine_options(),
+        )
     }
 
     /// Moves the twin's clock to where the test clock jumped, so times the twin stamps

@@ -39,5 +39,10 @@ pub fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
         .with_ansi(false)
         .with_writer(captured.clone())
         .finish();
-    (captured, tracing::subscriber::set_default(subscriber))
+    let guard = tracing::subscriber::set_default(subscriber);
+    // Callsites first hit by other tests' threads (with subscribers that wanted less)
+    // may have cached "not interested": ask every callsite again, now that this
+    // subscriber wants everything.
+    tracing::callsite::rebuild_interest_cache();
+    (captured, guard)
 }

@@ -136,6 +136,7 @@ name = "custom"
 arm_url = "{arm}"
 arm_audience = "{audience}"
 authority_host = "{authority}"
+log_analytics_url = "{logs}"
 blob_endpoint = "{base}/{{account}}/"
 ca_bundle = "ca.pem"
 
@@ -148,6 +149,7 @@ client_secret_file = "principals/{principal}.secret"
             arm = e.arm_url,
             audience = e.arm_audience,
             authority = e.authority_host,
+            logs = e.base_url,
             base = e.base_url,
             tenant = e.tenant_id,
             client = e.principals[principal].client_id,
@@ -335,6 +337,26 @@ client_secret_file = "principals/{principal}.secret"
             )
             .await;
         answer["value"].as_str().expect("the new key").to_owned()
+    }
+
+    /// Turns a simulated client (`[[client]]`, such as the demo world's forgotten
+    /// `legacy-nightly-export`) on or off.
+    pub async fn set_client(&self, name: &str, enabled: bool) {
+        self.admin_call(
+            reqwest::Method::PATCH,
+            &format!("/clients/{name}"),
+            Some(&serde_json::json!({"enabled": enabled})),
+        )
+        .await;
+    }
+
+    /// A separate handle on the admin API, for clocks that move the twin's clock.
+    pub fn admin_handle(&self) -> (reqwest::Client, String, String) {
+        (
+            self.admin.clone(),
+            self.endpoints.admin.url.clone(),
+            self.endpoints.admin.token.clone(),
+        )
     }
 
     /// The account's keys as the twin holds them.

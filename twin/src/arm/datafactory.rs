@@ -308,7 +308,7 @@ fn validate(n: &str, body: &Map<String, Value>, f: &Factory) -> Result<Map<Strin
 }
 
 /// The Factory model (`Factories_Get`).
-fn factory_json(f: &Factory) -> Value {
+pub(super) fn factory_json(f: &Factory) -> Value {
     json!({
         "name": f.name,
         "id": f.id,

@@ -12,6 +12,7 @@ mod authz;
 mod datafactory;
 mod datastore;
 mod diagnostics;
+mod inventory;
 mod meta;
 mod route;
 mod storage;
@@ -183,8 +184,8 @@ pub(crate) fn throttle(
     }
 }
 
-/// 404 unless the subscription and resource group exist.
-pub(crate) fn check_group(sh: &Shared, sub: &str, rg: &str) -> Result<(), Resp> {
+/// 404 unless the subscription exists.
+pub(crate) fn check_subscription(sh: &Shared, sub: &str) -> Result<(), Resp> {
     if sh.topology.subscription(sub).is_none() {
         return Err(error(
             404,
@@ -192,6 +193,12 @@ pub(crate) fn check_group(sh: &Shared, sub: &str, rg: &str) -> Result<(), Resp> 
             &format!("The subscription '{sub}' could not be found."),
         ));
     }
+    Ok(())
+}
+
+/// 404 unless the subscription and resource group exist.
+pub(crate) fn check_group(sh: &Shared, sub: &str, rg: &str) -> Result<(), Resp> {
+    check_subscription(sh, sub)?;
     if sh.topology.group(sub, rg).is_none() {
         return Err(error(
             404,

@@ -7,6 +7,7 @@
 
 use axum::http::Method;
 
+use super::inventory::{self, ListKind};
 use super::{authz, datafactory, datastore, diagnostics, error, meta, storage, web, workspace};
 use crate::auth::Caller;
 use crate::ops::Op;
@@ -52,6 +53,11 @@ pub(crate) enum Route {
     Web(web::WebRoute),
     DataFactory(datafactory::DfRoute),
     Diagnostics(diagnostics::DiagRoute),
+    /// A subscription's resources of one type.
+    List {
+        sub: String,
+        kind: ListKind,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +94,7 @@ enum Family {
     Web,
     DataFactory,
     Insights,
+    KeyVault,
 }
 
 impl Family {
@@ -102,6 +109,7 @@ impl Family {
             Family::Web => ("2016-03-01", "2026-12-31"),
             Family::DataFactory => ("2017-09-01", "2026-12-31"),
             Family::Insights => ("2015-07-01", "2026-12-31"),
+            Family::KeyVault => ("2015-06-01", "2026-12-31"),
         }
     }
 }
@@ -135,6 +143,13 @@ impl Route {
             Route::Web(r) => r.op(),
             Route::DataFactory(r) => r.op(),
             Route::Diagnostics(d) => d.op(),
+            Route::List { kind, .. } => match kind {
+                ListKind::StorageAccounts => Op::StorageList,
+                ListKind::MlWorkspaces => Op::MlWorkspaceList,
+                ListKind::Vaults => Op::KeyVaultVaultList,
+                ListKind::Sites => Op::WebSiteList,
+                ListKind::Factories => Op::DataFactoryList,
+            },
         }
     }
 
@@ -150,6 +165,13 @@ impl Route {
             Route::Web(_) => Family::Web,
             Route::DataFactory(_) => Family::DataFactory,
             Route::Diagnostics(_) => Family::Insights,
+            Route::List { kind, .. } => match kind {
+                ListKind::StorageAccounts => Family::Storage,
+                ListKind::MlWorkspaces => Family::MachineLearning,
+                ListKind::Vaults => Family::KeyVault,
+                ListKind::Sites => Family::Web,
+                ListKind::Factories => Family::DataFactory,
+            },
         }
     }
 
@@ -183,6 +205,7 @@ impl Route {
             Route::Web(r) => web::run(sh, req, caller, r),
             Route::DataFactory(r) => datafactory::run(sh, req, caller, r),
             Route::Diagnostics(d) => diagnostics::run(sh, req, caller, d),
+            Route::List { sub, kind } => inventory::run(sh, caller, sub, *kind),
         }
     }
 }
@@ -256,6 +279,11 @@ pub(crate) fn parse(req: &Req) -> Result<Route, Resp> {
             .map_err(|()| method_not_allowed(req));
     }
     match l.as_slice() {
+        ["subscriptions", _, "providers", namespace, ty] => match ListKind::parse(namespace, ty) {
+            Some(kind) => only(get, Route::List { sub: s(1), kind }),
+            None if get => Err(inventory::not_listed(segs[3], segs[4])),
+            None => Err(not_served(req)),
+        },
         [
             "subscriptions",
             _,

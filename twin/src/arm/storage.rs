@@ -204,7 +204,7 @@ fn paired_region(location: &str) -> Option<&'static str> {
 
 /// The StorageAccount model. Secondary-region fields appear only for geo-redundant
 /// SKUs, as in Azure; `geoReplicationStats` only when `$expand` asked for it.
-fn account_json(base_url: &str, a: &StorageAccount, geo_stats: bool) -> Value {
+pub(super) fn account_json(base_url: &str, a: &StorageAccount, geo_stats: bool) -> Value {
     let n = &a.name;
     let azure = |svc: &str, suffix: &str| format!("https://{n}{suffix}.{svc}.core.windows.net/");
     let tier = if a.sku.starts_with("Premium") {

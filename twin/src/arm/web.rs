@@ -34,6 +34,8 @@ pub(crate) enum WebAction {
     PutConnectionStrings,
     GetSlotConfigNames,
     PutSlotConfigNames,
+    /// `GET {site}/slots` (`WebApps_ListSlots`).
+    ListSlots,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +57,7 @@ impl WebRoute {
             WebAction::PutConnectionStrings => Op::WebConnectionStringsPut,
             WebAction::GetSlotConfigNames => Op::WebSlotConfigNamesGet,
             WebAction::PutSlotConfigNames => Op::WebSlotConfigNamesPut,
+            WebAction::ListSlots => Op::WebSlotList,
         }
     }
 }
@@ -84,6 +87,7 @@ pub(super) fn route(
         (["config", "connectionstrings"], _) => {
             (*m == Method::PUT).then_some(WebAction::PutConnectionStrings)
         }
+        (["slots"], false) => (*m == Method::GET).then_some(WebAction::ListSlots),
         (["config", "slotconfignames"], false) => match *m {
             Method::GET => Some(WebAction::GetSlotConfigNames),
             Method::PUT => Some(WebAction::PutSlotConfigNames),
@@ -185,6 +189,7 @@ pub(super) fn run(sh: &Shared, req: &Req, caller: &Caller, r: &WebRoute) -> Resp
             true,
             format!("{site_id}/config/slotConfigNames"),
         ),
+        WebAction::ListSlots => ("slots/read", false, site_id.clone()),
     };
     let now = sh.clock.now();
     let mut core = sh.core();
@@ -236,6 +241,14 @@ pub(super) fn run(sh: &Shared, req: &Req, caller: &Caller, r: &WebRoute) -> Resp
             )
         }
         WebAction::GetSlotConfigNames => wire::json(200, &slot_config_names_json(app)),
+        WebAction::ListSlots => {
+            let slots: Vec<Value> = app
+                .slots
+                .values()
+                .map(|s| site_json(app, Some(&s.name)))
+                .collect();
+            wire::json(200, &json!({ "value": slots }))
+        }
         WebAction::PutAppSettings | WebAction::PutConnectionStrings => {
             let body = match json_body(req) {
                 Ok(b) => b,
@@ -410,7 +423,7 @@ pub(crate) fn display_location(location: &str) -> String {
 }
 
 /// The Site model (`WebApps_Get` / `WebApps_GetSlot`).
-fn site_json(app: &WebApp, slot: Option<&str>) -> Value {
+pub(super) fn site_json(app: &WebApp, slot: Option<&str>) -> Value {
     let slot = slot.and_then(|s| app.slots.get(&s.to_ascii_lowercase()));
     let (name, ty, host_prefix) = match slot {
         Some(s) => (

@@ -164,7 +164,7 @@ fn keys_json(ws: &Workspace) -> Value {
     })
 }
 
-fn workspace_json(sh: &Shared, ws: &Workspace) -> Value {
+pub(super) fn workspace_json(sh: &Shared, ws: &Workspace) -> Value {
     let rg_id = format!(
         "/subscriptions/{}/resourceGroups/{}",
         ws.subscription, ws.group

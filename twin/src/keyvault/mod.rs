@@ -55,6 +55,8 @@ pub(crate) enum Action {
     Get(Option<String>),
     Versions,
     Update(Option<String>),
+    /// `GET {vault}/secrets`: every secret's current attributes, no values.
+    List,
 }
 
 impl Action {
@@ -64,6 +66,7 @@ impl Action {
             Action::Get(_) => Op::KeyVaultGet,
             Action::Versions => Op::KeyVaultVersions,
             Action::Update(_) => Op::KeyVaultUpdate,
+            Action::List => Op::KeyVaultList,
         }
     }
 }
@@ -138,6 +141,10 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Arc<Req>) -> Handled {
     let m = &req.method;
     use axum::http::Method;
     let parsed = match rest.as_slice() {
+        // Listing needs the vault prefix: an id-style `/secrets` names no vault.
+        [s] if start > 0 && s.eq_ignore_ascii_case("secrets") => {
+            (*m == Method::GET).then_some((Action::List, ""))
+        }
         [s, name] if s.eq_ignore_ascii_case("secrets") => match *m {
             Method::PUT => Some((Action::Set, *name)),
             Method::GET => Some((Action::Get(None), *name)),
@@ -166,7 +173,7 @@ pub(crate) fn handle(shared: &Arc<Shared>, req: &Arc<Req>) -> Handled {
                 400,
                 "BadParameter",
                 &format!(
-                    "keyflip-twin does not serve '{} {}': it models secret set, get, list versions and update.",
+                    "keyflip-twin does not serve '{} {}': it models secret set, get, list, list versions and update.",
                     req.method, req.path
                 ),
             ),

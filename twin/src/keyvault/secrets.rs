@@ -1,6 +1,6 @@
-//! The secret operations: set (a new version), get (latest or by version), list
-//! versions (paged, `maxresults` 1–25, absolute `nextLink`), update attributes and
-//! tags of a version. Version ids are 32 hex digits, times are unix seconds.
+//! The secret operations: set (a new version), get (latest or by version), list the
+//! vault's secrets and a secret's versions (both paged, `maxresults` 1–25, absolute
+//! `nextLink`), update attributes and tags of a version. Version ids are 32 hex digits, times are unix seconds.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +21,7 @@ fn data_action(a: &Action) -> &'static str {
     match a {
         Action::Set => "Microsoft.KeyVault/vaults/secrets/setSecret/action",
         Action::Get(_) => "Microsoft.KeyVault/vaults/secrets/getSecret/action",
-        Action::Versions => "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
+        Action::Versions | Action::List => "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
         Action::Update(_) => "Microsoft.KeyVault/vaults/secrets/update/action",
     }
 }
@@ -70,7 +70,11 @@ pub(super) fn run(
             &format!("Vault '{vault}' is not served by keyflip-twin."),
         );
     };
-    let resource = format!("{}/secrets/{name}", v.id);
+    // Listing is authorized at the vault (no secret is named), like Key Vault does.
+    let resource = match action {
+        Action::List => v.id.clone(),
+        _ => format!("{}/secrets/{name}", v.id),
+    };
     let act = data_action(action);
     if !sh.rbac.allowed(
         &caller.object_id,
@@ -115,6 +119,7 @@ pub(super) fn run(
             }
         }
         Action::Versions => versions(&base, v, req, name),
+        Action::List => list(&base, v, req),
         Action::Update(version) => update(&base, v, req, name, version.as_deref(), now.timestamp()),
     }
 }
@@ -307,22 +312,20 @@ fn set(base: &str, v: &mut Vault, req: &Req, name: &str, now: i64) -> Resp {
     wire::json(200, &out)
 }
 
-fn versions(base: &str, v: &Vault, req: &Req, name: &str) -> Resp {
-    let Some(s) = v.secrets.get(&name.to_ascii_lowercase()) else {
-        return not_found(name);
-    };
+/// `maxresults` (1–25, default 25) and `$skiptoken` of a list request.
+fn page_of(req: &Req) -> Result<(usize, usize), Resp> {
     let max = match req.param("maxresults") {
         None => 25,
         Some(m) => match m.parse::<usize>() {
             Ok(n) if (1..=25).contains(&n) => n,
             _ => {
-                return error(
+                return Err(error(
                     400,
                     "BadParameter",
                     &format!(
                         "The value of maxresults is invalid ({m}): it must be between 1 and 25."
                     ),
-                );
+                ));
             }
         },
     };
@@ -335,8 +338,58 @@ fn versions(base: &str, v: &Vault, req: &Req, name: &str) -> Resp {
             .and_then(|s| s.parse::<usize>().ok())
         {
             Some(n) => n,
-            None => return error(400, "BadParameter", "The $skiptoken is not valid."),
+            None => return Err(error(400, "BadParameter", "The $skiptoken is not valid.")),
         },
+    };
+    Ok((max, skip))
+}
+
+/// `GET {vault}/secrets`: a `SecretListResult` of `SecretItem`s (id without a
+/// version, attributes of the current version, content type, tags; never a value),
+/// in name order. A secret whose versions are all gone is not listed.
+fn list(base: &str, v: &Vault, req: &Req) -> Resp {
+    let (max, skip) = match page_of(req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let live: Vec<&VaultSecret> = v
+        .secrets
+        .values()
+        .filter(|s| !s.versions.is_empty())
+        .collect();
+    let page: Vec<Value> = live
+        .iter()
+        .skip(skip)
+        .take(max)
+        .filter_map(|s| {
+            let current = s.versions.last()?;
+            let mut item = bundle(base, &s.name, current, false);
+            if let Some(o) = item.as_object_mut() {
+                o.insert("id".into(), json!(format!("{base}/secrets/{}", s.name)));
+            }
+            Some(item)
+        })
+        .collect();
+    let next = if skip + max < live.len() {
+        let api = req.param("api-version").unwrap_or("7.5");
+        let token = B64URL.encode((skip + max).to_string());
+        json!(format!(
+            "{base}/keyvault/{}/secrets?api-version={api}&$skiptoken={token}&maxresults={max}",
+            v.name
+        ))
+    } else {
+        Value::Null
+    };
+    wire::json(200, &json!({"value": page, "nextLink": next}))
+}
+
+fn versions(base: &str, v: &Vault, req: &Req, name: &str) -> Resp {
+    let Some(s) = v.secrets.get(&name.to_ascii_lowercase()) else {
+        return not_found(name);
+    };
+    let (max, skip) = match page_of(req) {
+        Ok(p) => p,
+        Err(r) => return r,
     };
     let page: Vec<Value> = s
         .versions

@@ -16,6 +16,7 @@ mod datafactory;
 mod entra;
 mod examples;
 mod faults;
+mod inventory;
 mod keyvault;
 mod ml;
 mod monitor;

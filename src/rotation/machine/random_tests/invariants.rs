@@ -30,6 +30,8 @@ pub(super) struct Seen {
     pub(super) succeeded: HashMap<(KeyName, Purpose), u32>,
     /// Key values the data plane accepted (`KeyVerified`).
     pub(super) verified: HashSet<(KeyName, Fingerprint)>,
+    /// The answer to the latest usage check of the gate before the retire, and when.
+    pub(super) last_gate: Option<(DateTime<Utc>, StepResult)>,
 }
 
 pub(super) fn check_new_commands(
@@ -59,6 +61,28 @@ pub(super) fn check_new_commands(
                     !seen.succeeded.contains_key(&(*key, *purpose)),
                     "seed {seed}: a second {purpose} of {key} after one succeeded"
                 );
+                // With a usage gate (not forced), the retire follows a check that
+                // found nobody signing with the old key in the quiet window.
+                let forced = matches!(m.mode(), Mode::Retire { force: true, .. });
+                if let (Purpose::Retire, Some(gate), false, false) = (
+                    purpose,
+                    m.options().usage_gate,
+                    forced,
+                    m.mode().is_incident(),
+                ) {
+                    match &seen.last_gate {
+                        Some((at, StepResult::UsageChecked { callers, .. })) => {
+                            let quiet_from = *at - gate.latency - gate.quiet;
+                            assert!(
+                                callers.iter().all(|c| c.last_seen < quiet_from),
+                                "seed {seed}: retired while callers still signed with {key}: {callers:?}"
+                            );
+                        }
+                        other => {
+                            panic!("seed {seed}: retired without a quiet usage check: {other:?}")
+                        }
+                    }
+                }
                 if *purpose == Purpose::Discard {
                     for cv in &view.consumers {
                         assert!(
@@ -146,7 +170,7 @@ fn check_outcome(seed: u64, view: &View, outcome: &Outcome) {
             let on = ends_on(route, active, standby);
             assert_eq!(*now, on, "seed {seed}: {route:?} completed on {now}");
             for c in &view.consumers {
-                let expected = if route == Route::LeakedStandby {
+                let expected = if matches!(route, Route::LeakedStandby | Route::Retire) {
                     ConsumerStatus::Untouched
                 } else {
                     ConsumerStatus::Verified { key: on }
@@ -173,7 +197,15 @@ fn check_outcome(seed: u64, view: &View, outcome: &Outcome) {
                 );
             }
         }
-        Outcome::Refused { .. } => panic!("seed {seed}: refused after deciding"),
+        // Only the usage gate refuses once the precheck decided: before anything was
+        // regenerated, over callers of the standby.
+        Outcome::Refused { reasons } => assert!(
+            reasons.iter().all(|r| matches!(
+                r,
+                RefusalReason::StandbyInUse { .. } | RefusalReason::UsageUnknown { .. }
+            )),
+            "seed {seed}: refused after deciding: {reasons:?}"
+        ),
         // Every path a run can take is one the machine knows: none may end as a state
         // it must never reach.
         Outcome::NeedsAttention {

@@ -25,6 +25,9 @@ pub(super) struct World {
     /// How many failures were injected and keys changed so far, so a run can tell
     /// whether anything went wrong after a given point (a rollback's start).
     pub(super) disturbances: u32,
+    /// Someone outside the plan signs with every key all along: each usage check
+    /// finds them.
+    pub(super) forgotten_caller: bool,
 }
 
 impl World {
@@ -50,6 +53,7 @@ impl World {
             fault_percent,
             disturbed: false,
             disturbances: 0,
+            forgotten_caller: false,
         }
     }
 
@@ -104,8 +108,11 @@ impl World {
                 | Action::Bind { .. }
                 | Action::VerifyConsumer { .. }
                 | Action::DisableVersions { .. }
+                | Action::CheckUsage { .. }
         );
-        let fail = fallible && rng.percent(self.fault_percent);
+        let fail = fallible
+            && ((self.forgotten_caller && matches!(c.action, Action::CheckUsage { .. }))
+                || rng.percent(self.fault_percent));
         self.disturbed |= fail;
         self.disturbances += u32::from(fail);
         let reason = || Failure::new(FailureKind::Transient, "injected");
@@ -162,6 +169,33 @@ impl World {
                 versions: vec!["1".into()],
             },
             Action::DisableVersions { .. } => StepResult::DisableFailed { reason: reason() },
+            // The logs are asked about the value the machine names, never another.
+            Action::CheckUsage {
+                key, fingerprint, ..
+            } if self.keys[index(*key)] != *fingerprint => StepResult::UsageUnknown {
+                reason: Failure::new(FailureKind::KeyChanged, "the key changed"),
+            },
+            // An injected "failure" here is someone still signing with the key (or,
+            // now and then, logs that cannot be read): the gate must hold, and may park.
+            Action::CheckUsage { .. } if fail && rng.percent(25) => {
+                StepResult::UsageUnknown { reason: reason() }
+            }
+            Action::CheckUsage { .. } if fail => StepResult::UsageChecked {
+                until: at,
+                callers: vec![Caller {
+                    ip: "10.0.0.1".into(),
+                    user_agent: "forgotten".into(),
+                    operation: "ListContainers".into(),
+                    authentication: "AccountKey".into(),
+                    requests: 3,
+                    first_seen: at - chrono::TimeDelta::seconds(5),
+                    last_seen: at,
+                }],
+            },
+            Action::CheckUsage { .. } => StepResult::UsageChecked {
+                until: at,
+                callers: vec![],
+            },
             Action::Commit => StepResult::Committed,
             Action::WaitUntil { .. } => StepResult::Waited,
             Action::Finish { .. } => unreachable!("Finish is never answered"),
