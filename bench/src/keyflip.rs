@@ -47,12 +47,13 @@ impl Workdir {
             .get(OPERATOR)
             .ok_or_else(|| anyhow!("the world has no {OPERATOR}"))?;
         let text = format!(
-            "plans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n\n[daemon]\nsocket = \"{socket}\"\nmetrics_listen = \"off\"\n{daemon_lines}\n",
+            "plans_dir = \"{plans}\"\nstate_dir = \"{state}\"\n\n[cloud]\nname = \"custom\"\narm_url = \"{arm}\"\narm_audience = \"{aud}\"\nauthority_host = \"{auth}\"\nblob_endpoint = \"{base}/{{account}}/\"\nkey_vault_suffix = \"vault.azure.net\"\nca_bundle = \"{ca}\"\n\n[credential]\nkind = \"client-secret\"\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret_file = \"{secret}\"\n\n[daemon]\nsocket = \"{socket}\"\nmetrics_listen = \"off\"\n{daemon_lines}\n",
             plans = plans.display(),
             state = root.join("state").display(),
             arm = e.arm_url,
             aud = e.arm_audience,
             auth = e.authority_host,
+            base = e.base_url,
             ca = twin.dir.join("ca.pem").display(),
             tenant = e.tenant_id,
             client = principal.client_id,

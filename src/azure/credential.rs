@@ -3,7 +3,12 @@
 //! All kinds go through `azure_identity` 1.x and share keyflip's HTTPS transport and
 //! cloud, so a custom cloud's authority host and CA bundle apply to token requests too.
 //! A client secret is read from its file (or `AZURE_CLIENT_SECRET`) here, once, and
-//! handed to `azure_identity` without being copied elsewhere.
+//! kept only as `azure_core`'s `Secret`, handed to `azure_identity`.
+//!
+//! Client-secret, managed-identity and workload-identity credentials keep one
+//! `azure_identity` credential per token scope ([`PerAudience`]), so tokens for
+//! different services are requested concurrently (the rotation prefetches them while
+//! its first reads are in flight).
 
 use std::sync::Arc;
 
@@ -57,7 +62,6 @@ pub fn build(
     http: &Arc<dyn HttpClient>,
     env: Env,
 ) -> Result<Built, Error> {
-    let options = || client_options(cloud, http);
     let failed = |kind: &str, e: azure_core::Error| Error::Credential {
         audience: "(any)".into(),
         detail: format!("cannot set up the {kind} credential: {e}"),
@@ -69,10 +73,19 @@ pub fn build(
     };
     Ok(match config {
         CredentialConfig::ManagedIdentity { client_id } => fixed(
-            ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
-                user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
-                client_options: options(),
-            }))
+            PerAudience::shared({
+                let client_id = client_id.clone();
+                let cloud = cloud.clone();
+                let http = http.clone();
+                move || -> Result<Arc<dyn TokenCredential>, azure_core::Error> {
+                    Ok(ManagedIdentityCredential::new(Some(
+                        ManagedIdentityCredentialOptions {
+                            user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
+                            client_options: client_options(&cloud, &http),
+                        },
+                    ))?)
+                }
+            })
             .map_err(|e| failed("managed-identity", e))?,
             match client_id {
                 Some(id) => format!("managed identity (user-assigned, client id {id})"),
@@ -84,14 +97,24 @@ pub fn build(
             client_id,
             token_file,
         } => fixed(
-            WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
-                credential_options: ClientAssertionCredentialOptions {
-                    client_options: options(),
-                },
-                client_id: Some(client_id.clone()),
-                tenant_id: Some(tenant_id.clone()),
-                token_file_path: Some(token_file.clone()),
-            }))
+            PerAudience::shared({
+                let (tenant_id, client_id, token_file) =
+                    (tenant_id.clone(), client_id.clone(), token_file.clone());
+                let cloud = cloud.clone();
+                let http = http.clone();
+                move || -> Result<Arc<dyn TokenCredential>, azure_core::Error> {
+                    Ok(WorkloadIdentityCredential::new(Some(
+                        WorkloadIdentityCredentialOptions {
+                            credential_options: ClientAssertionCredentialOptions {
+                                client_options: client_options(&cloud, &http),
+                            },
+                            client_id: Some(client_id.clone()),
+                            tenant_id: Some(tenant_id.clone()),
+                            token_file_path: Some(token_file.clone()),
+                        },
+                    ))?)
+                }
+            })
             .map_err(|e| failed("workload-identity", e))?,
             format!("workload identity of app {client_id}"),
         ),
@@ -100,16 +123,23 @@ pub fn build(
             client_id,
             secret,
         } => {
-            let value = secret.read(env)?;
+            let value = Secret::new(secret.read(env)?.to_string());
             fixed(
-                ClientSecretCredential::new(
-                    tenant_id,
-                    client_id.clone(),
-                    Secret::new(value.to_string()),
-                    Some(ClientSecretCredentialOptions {
-                        client_options: options(),
-                    }),
-                )
+                PerAudience::shared({
+                    let (tenant_id, client_id) = (tenant_id.clone(), client_id.clone());
+                    let cloud = cloud.clone();
+                    let http = http.clone();
+                    move || -> Result<Arc<dyn TokenCredential>, azure_core::Error> {
+                        Ok(ClientSecretCredential::new(
+                            &tenant_id,
+                            client_id.clone(),
+                            value.clone(),
+                            Some(ClientSecretCredentialOptions {
+                                client_options: client_options(&cloud, &http),
+                            }),
+                        )?)
+                    }
+                })
                 .map_err(|e| failed("client-secret", e))?,
                 format!("client secret of app {client_id}"),
             )
@@ -158,6 +188,63 @@ pub fn build(
             }
         }
     })
+}
+
+/// One credential per token scope, each made by `make` when its scope is first asked
+/// for. An `azure_identity` credential holds its token cache's one write lock across a
+/// token request, so with one credential the Key Vault and Databricks tokens a
+/// rotation needs would be requested one after the other; with one per scope they
+/// are requested at once (and each scope still has at most one request in flight).
+struct PerAudience {
+    make: Box<dyn Fn() -> Result<Arc<dyn TokenCredential>, azure_core::Error> + Send + Sync>,
+    by_scope: std::sync::Mutex<std::collections::HashMap<Vec<String>, Arc<dyn TokenCredential>>>,
+}
+
+impl std::fmt::Debug for PerAudience {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PerAudience")
+    }
+}
+
+impl PerAudience {
+    /// Makes the first credential now, so a configuration error shows at start-up.
+    fn shared(
+        make: impl Fn() -> Result<Arc<dyn TokenCredential>, azure_core::Error> + Send + Sync + 'static,
+    ) -> Result<Arc<dyn TokenCredential>, azure_core::Error> {
+        make()?;
+        Ok(Arc::new(PerAudience {
+            make: Box::new(make),
+            by_scope: std::sync::Mutex::default(),
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for PerAudience {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        let key: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+        let credential = {
+            let mut by_scope = self.by_scope.lock().map_err(|_| {
+                azure_core::Error::with_message(
+                    azure_core::error::ErrorKind::Credential,
+                    "the per-audience credential map was poisoned by a panic",
+                )
+            })?;
+            match by_scope.get(&key) {
+                Some(credential) => credential.clone(),
+                None => {
+                    let credential = (self.make)()?;
+                    by_scope.insert(key, credential.clone());
+                    credential
+                }
+            }
+        };
+        credential.get_token(scopes, options).await
+    }
 }
 
 fn client_options(cloud: &Cloud, http: &Arc<dyn HttpClient>) -> ClientOptions {

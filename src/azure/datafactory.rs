@@ -294,10 +294,28 @@ impl Azure {
         name: &str,
         value: impl Fn(&str) -> StorageKey,
     ) -> Result<String, Error> {
+        self.set_linked_service_secret_from(factory, name, None, value)
+            .await
+    }
+
+    /// As [`Azure::set_linked_service_secret`], starting from `read`, the linked
+    /// service as keyflip just read it, when there is one: the first attempt then
+    /// sends no GET. Its etag still guards the PUT, so a change since that read is
+    /// refused with 412 and the next attempt reads afresh.
+    pub async fn set_linked_service_secret_from(
+        &self,
+        factory: &ResourceId,
+        name: &str,
+        mut read: Option<LinkedService>,
+        value: impl Fn(&str) -> StorageKey,
+    ) -> Result<String, Error> {
         let target = format!("{factory}/linkedservices/{name}");
         let url = self.arm.url(&target, "", API)?;
         for attempt in 1..=ATTEMPTS {
-            let current = self.linked_service(factory, name).await?;
+            let current = match read.take() {
+                Some(ls) if ls.etag.is_some() => ls,
+                _ => self.linked_service(factory, name).await?,
+            };
             let property = writable(&current, name)?;
             let etag = current.etag.clone().ok_or_else(|| {
                 Error::Invalid(format!(

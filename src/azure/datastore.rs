@@ -108,7 +108,7 @@ fn check_name(name: &str) -> Result<(), Error> {
 
 const LIST: Operation = Operation::read("ml.datastore.list", actions::ML_DATASTORE_READ);
 const GET: Operation = Operation::read("ml.datastore.get", actions::ML_DATASTORE_READ);
-const PUT: Operation = Operation::read("ml.datastore.put", actions::ML_DATASTORE_WRITE);
+const PUT: Operation = Operation::write("ml.datastore.put", actions::ML_DATASTORE_WRITE);
 const LIST_SECRETS: Operation = Operation::read(
     "ml.datastore.listSecrets",
     actions::ML_DATASTORE_LIST_SECRETS,
@@ -168,7 +168,24 @@ impl Azure {
         name: &str,
         key: &StorageKey,
     ) -> Result<Datastore, Error> {
-        let current = self.ml_datastore(workspace, name).await?;
+        self.set_ml_datastore_key_from(workspace, name, None, key)
+            .await
+    }
+
+    /// As [`Azure::set_ml_datastore_key`], starting from `listed`, the body a list of
+    /// the workspace's datastores just returned, when there is one: the GET is then
+    /// skipped (ARM's datastore list returns each datastore whole, as its GET does).
+    pub async fn set_ml_datastore_key_from(
+        &self,
+        workspace: &ResourceId,
+        name: &str,
+        listed: Option<Datastore>,
+        key: &StorageKey,
+    ) -> Result<Datastore, Error> {
+        let current = match listed {
+            Some(listed) if listed.name == name => listed,
+            _ => self.ml_datastore(workspace, name).await?,
+        };
         if !current.uses_account_key() {
             return Err(Error::Invalid(format!(
                 "datastore {name} in {workspace} uses {} credentials, not an account key; keyflip only rotates account-key datastores",

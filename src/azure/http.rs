@@ -57,7 +57,22 @@ pub(crate) struct Operation {
 pub(crate) const RETRY_STATUSES: &[u16] = &[408, 429, 500, 502, 503, 504];
 
 impl Operation {
+    /// A call that changes nothing (a GET, or a POST action that only reads, such as
+    /// `listKeys`): retried on [`RETRY_STATUSES`] and network errors.
     pub const fn read(name: &'static str, action: Action) -> Self {
+        Operation {
+            name,
+            action: Some(action),
+            idempotent: true,
+            retry_on: RETRY_STATUSES,
+        }
+    }
+
+    /// A write whose second sending leaves Azure as the first did (a PUT or PATCH of
+    /// a whole value, a secret version with the same value): retried like a read.
+    /// A write that is not safe to repeat (`regenerateKey`, a read-modify-write of a
+    /// settings collection) is an `Operation` literal with `idempotent: false`.
+    pub const fn write(name: &'static str, action: Action) -> Self {
         Operation {
             name,
             action: Some(action),
@@ -206,6 +221,53 @@ pub(crate) struct Service {
     pub(crate) destination: Destination,
 }
 
+/// The one retry loop of every Azure call, ARM's and the SDK clients' (Key Vault):
+/// `attempt` is tried; a failure `retryable` accepts (with the wait Azure asked for,
+/// if it did) is tried again after that wait or a jittered backoff, but only for an
+/// [`Operation::idempotent`] operation and at most [`RetryPolicy::max_attempts`]
+/// times in all; a wait longer than [`RetryPolicy::max_retry_after`] is returned, not
+/// slept. An interruption ends the wait at once.
+pub(crate) async fn retrying<R, F, Fut>(
+    op: &Operation,
+    target: &str,
+    (retry, interrupt): (&RetryPolicy, &CancellationToken),
+    mut attempt: impl FnMut(u32) -> Fut,
+    retryable: impl Fn(&F) -> Option<Option<Duration>>,
+    error: impl Fn(F, u32) -> Error,
+    interrupted: impl Fn(u32) -> Error,
+) -> Result<R, Error>
+where
+    Fut: std::future::Future<Output = Result<R, F>>,
+{
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        let failure = match attempt(n).await {
+            Ok(answer) => return Ok(answer),
+            Err(failure) => failure,
+        };
+        let may_retry = op.idempotent && n < retry.max_attempts;
+        let wait = match retryable(&failure) {
+            Some(asked) if may_retry => asked.unwrap_or_else(|| retry.backoff(n)),
+            _ => return Err(error(failure, n)),
+        };
+        if wait > retry.max_retry_after {
+            return Err(error(failure, n));
+        }
+        tracing::info!(
+            operation = op.name,
+            target,
+            attempt = n,
+            wait_ms = wait.as_millis() as u64,
+            "azure call will be retried"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = interrupt.cancelled() => return Err(interrupted(n)),
+        }
+    }
+}
+
 impl Sender {
     /// A sender whose requests carry a bearer token for `audience` and go only to
     /// `service`'s destination.
@@ -282,52 +344,40 @@ impl Sender {
         ctx: Context<'_>,
         make: impl Fn() -> Request,
     ) -> Result<Answer, Error> {
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let failure = match self.send_once(op, target, &ctx, make()).await {
-                Ok(answer) => return Ok(answer),
-                Err(failure) => failure,
-            };
-            let may_retry = op.idempotent && attempt < self.retry.max_attempts;
-            let wait = match &failure {
+        retrying(
+            op,
+            target,
+            (&self.retry, &self.interrupt),
+            |_| self.send_once(op, target, &ctx, make()),
+            |failure| match failure {
                 Failure::Status {
                     status, headers, ..
-                } if may_retry && op.retry_on.contains(status) => {
-                    retry_after(headers).unwrap_or_else(|| self.retry.backoff(attempt))
-                }
+                } if op.retry_on.contains(status) => Some(retry_after(headers)),
                 Failure::Transport { error, .. }
-                    if may_retry
-                        && matches!(error.kind(), ErrorKind::Io | ErrorKind::Connection) =>
+                    if matches!(error.kind(), ErrorKind::Io | ErrorKind::Connection) =>
                 {
-                    self.retry.backoff(attempt)
+                    Some(None)
                 }
-                _ => return Err(self.error(op, failure, attempt)),
-            };
-            if wait > self.retry.max_retry_after {
-                return Err(self.error(op, failure, attempt));
-            }
-            let (status, rid) = match &failure {
-                Failure::Status { status, call, .. } => (Some(*status), call.request_id.clone()),
-                Failure::Transport { .. } => (None, None),
-            };
-            tracing::info!(
-                operation = op.name,
-                target,
-                status,
-                request_id = rid.as_deref(),
-                attempt,
-                wait_ms = wait.as_millis() as u64,
-                "azure call will be retried"
-            );
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.interrupt.cancelled() => {
-                    let call = Call { operation: op.name, target: target.to_owned(), request_id: None };
-                    return Err(self.error(op, Failure::Transport { error: interrupted(), call }, attempt));
-                }
-            }
-        }
+                _ => None,
+            },
+            |failure, attempt| self.error(op, failure, attempt),
+            |attempt| {
+                let call = Call {
+                    operation: op.name,
+                    target: target.to_owned(),
+                    request_id: None,
+                };
+                self.error(
+                    op,
+                    Failure::Transport {
+                        error: interrupted(),
+                        call,
+                    },
+                    attempt,
+                )
+            },
+        )
+        .await
     }
 
     /// One attempt, with no retry at all. `regenerateKey` uses this directly.

@@ -68,7 +68,7 @@ const GET: Operation = Operation::read("ml.workspace.get", actions::ML_WORKSPACE
 const LIST_KEYS: Operation =
     Operation::read("ml.workspace.listKeys", actions::ML_WORKSPACE_LIST_KEYS);
 const RESYNC: Operation =
-    Operation::read("ml.workspace.resyncKeys", actions::ML_WORKSPACE_RESYNC_KEYS);
+    Operation::write("ml.workspace.resyncKeys", actions::ML_WORKSPACE_RESYNC_KEYS);
 
 impl Azure {
     pub async fn ml_workspace(&self, id: &ResourceId) -> Result<Workspace, Error> {

@@ -419,6 +419,41 @@ impl Azure {
         Ok(Principal::from_jwt(token.token.secret()))
     }
 
+    /// Asks Entra ID for an ARM token and, at the same time, for tokens for
+    /// `audiences` (the consumers' services), and keeps them in the credential's
+    /// cache, so the concurrent reads that follow neither queue behind one token
+    /// request each nor wait for their service's token. An ARM token that cannot be
+    /// had is the error every ARM call would have met, returned once (not once per
+    /// queued call); another audience's failure is only logged, as the call that needs
+    /// that token asks again and reports it.
+    pub(crate) async fn acquire_tokens(&self, audiences: &[String]) -> Result<(), Error> {
+        let arm = self.cloud.arm_audience.clone();
+        let others = audiences
+            .iter()
+            .filter(|a| a.trim_end_matches('/') != arm.trim_end_matches('/'))
+            .map(|audience| async move {
+                let scope = format!("{}/.default", audience.trim_end_matches('/'));
+                if let Err(e) = self.credential.get_token(&[scope.as_str()], None).await {
+                    tracing::debug!(audience, error = %e, "token prefetch failed; the call that needs it will ask again");
+                }
+            });
+        let tokens =
+            async { tokio::join!(self.check_token(&arm), futures::future::join_all(others)).0 };
+        // Interruption ends the wait, as it ends a call still getting its token.
+        tokio::select! {
+            result = tokens => result,
+            () = self.interrupt.cancelled() => Err(Error::Interrupted {
+                call: error::Call {
+                    operation: "entra.token",
+                    target: arm,
+                    request_id: None,
+                }
+                .into(),
+                sent: false,
+            }),
+        }
+    }
+
     /// Asks Entra ID for a token for `audience` (e.g. [`Cloud::arm_audience`],
     /// [`DATABRICKS_AUDIENCE`], a vault resource) and drops it: `doctor`'s check that
     /// keyflip can authenticate at all.

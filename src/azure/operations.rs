@@ -89,8 +89,8 @@ pub const ALL: &[Listed] = &[
 mod tests {
     use super::*;
 
-    /// The operation names declared in a source file: `Operation::read("x"` and
-    /// `name: "x"` inside an `Operation {` literal.
+    /// The operation names declared in a source file: `Operation::read("x"`,
+    /// `Operation::write("x"` and `name: "x"` inside an `Operation {` literal.
     fn declared(source: &str) -> Vec<String> {
         let mut names = Vec::new();
         let mut in_literal = false;
@@ -110,7 +110,11 @@ mod tests {
                 names.extend(quoted(line));
                 read_args = false;
             }
-            if let Some(rest) = line.split("Operation::read(").nth(1) {
+            let call = line
+                .split("Operation::read(")
+                .nth(1)
+                .or_else(|| line.split("Operation::write(").nth(1));
+            if let Some(rest) = call {
                 match quoted(rest) {
                     Some(name) => names.push(name),
                     // The name on the next line (rustfmt wraps long calls).

@@ -103,6 +103,19 @@ pub enum RegenerateOutcome {
     Unknown { cause: Error, reconciliation: Error },
 }
 
+/// Whether a key's creation time moved from `before` (`None`: not known then, so no
+/// evidence either way). Times less than a second apart are the same: Azure's
+/// `keyCreationTime` and `listKeys`' `creationTime` are set together but may be
+/// written with different precision, and a regeneration is decided by the key's
+/// fingerprint; the time only flags an inconsistent view.
+pub(crate) fn creation_changed(before: Option<DateTime<Utc>>, now: Option<DateTime<Utc>>) -> bool {
+    match (before, now) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(b), Some(n)) => (n - b).abs() >= chrono::TimeDelta::seconds(1),
+    }
+}
+
 /// Changes to make to a storage account.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StorageAccountPatch {
@@ -129,7 +142,7 @@ const REGENERATE: Operation = Operation {
     idempotent: false,
     retry_on: super::http::RETRY_STATUSES,
 };
-const PATCH: Operation = Operation::read("storage.patch", actions::STORAGE_WRITE);
+const PATCH: Operation = Operation::write("storage.patch", actions::STORAGE_WRITE);
 
 impl Azure {
     pub async fn storage_account(&self, id: &ResourceId) -> Result<StorageAccount, Error> {
@@ -232,8 +245,7 @@ impl Azure {
             }
         };
         let now_fp = self.fingerprinter.fingerprint(keys.value(key));
-        let created_changed =
-            before.created.is_some() && account.key_created(key) != before.created;
+        let created_changed = creation_changed(before.created, account.key_created(key));
         let outcome = match (now_fp != before.fingerprint, created_changed) {
             (true, _) => RegenerateOutcome::Happened(keys),
             (false, false) => RegenerateOutcome::DidNotHappen(cause),

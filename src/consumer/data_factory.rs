@@ -344,7 +344,11 @@ impl Target<'_> {
             .linked_service(self.factory, &self.id.name)
             .await
         {
-            Ok(ls) => ls,
+            Ok(ls) => {
+                // A bind that follows writes from this read (its etag guards it).
+                ctx.read_linked_service(&self.consumer(), ls.clone());
+                ls
+            }
             Err(azure::Error::NotFound { .. }) => {
                 return Ok(Found::Unusable(format!(
                     "factory {} has no linked service {}: check the name in the plan",
@@ -420,13 +424,18 @@ impl Kind for Target<'_> {
         let address = ctx.address().await?;
         let etag = ctx
             .azure()
-            .set_linked_service_secret(self.factory, &self.id.name, |property| {
-                if property == "accountKey" {
-                    value.clone()
-                } else {
-                    value::format(SecretFormat::ConnectionString, &address, value)
-                }
-            })
+            .set_linked_service_secret_from(
+                self.factory,
+                &self.id.name,
+                ctx.take_read_linked_service(&self.consumer()),
+                |property| {
+                    if property == "accountKey" {
+                        value.clone()
+                    } else {
+                        value::format(SecretFormat::ConnectionString, &address, value)
+                    }
+                },
+            )
             .await?;
         ctx.record_write_mark(&self.consumer(), ctx.fingerprint(value), etag)
             .map_err(|e| {

@@ -4,7 +4,8 @@
 //! (`discover = true`).
 //!
 //! A bind updates it in place (GET, replace the key, PUT, which the service
-//! validates); what it holds is the key `listSecrets` returns. A datastore with other
+//! validates; the first bind after a discovery PUTs the body the list returned, with
+//! no GET); what it holds is the key `listSecrets` returns. A datastore with other
 //! credentials (a SAS, a service principal) cannot be rotated as listed. A discovered
 //! datastore is not in the plan file; its id carries its workspace and name, so a
 //! resumed rotation reaches it without discovering again. Id:
@@ -215,7 +216,15 @@ pub(super) async fn names(
                 .await
             {
                 Ok(found) => {
-                    let mut names: Vec<String> = found.into_iter().map(|d| d.name).collect();
+                    let mut names: Vec<String> = found
+                        .into_iter()
+                        .map(|d| {
+                            let name = d.name.clone();
+                            // The first bind PUTs this body without a GET.
+                            ctx.listed_datastore(format!("{}/{name}", ws.workspace), d);
+                            name
+                        })
+                        .collect();
                     names.sort();
                     Ok(names)
                 }
@@ -300,8 +309,9 @@ impl Kind for Target<'_> {
         _key: KeyName,
         value: &StorageKey,
     ) -> Result<(), azure::Error> {
+        let listed = ctx.take_listed_datastore(&format!("{}/{}", self.workspace, self.name));
         ctx.azure()
-            .set_ml_datastore_key(self.workspace, &self.name, value)
+            .set_ml_datastore_key_from(self.workspace, &self.name, listed, value)
             .await?;
         Ok(())
     }

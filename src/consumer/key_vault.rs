@@ -15,6 +15,7 @@ use std::fmt;
 use std::ops::Range;
 
 use chrono::TimeDelta;
+use futures::StreamExt as _;
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeValue;
@@ -430,21 +431,35 @@ impl Kind for Target<'_> {
         let azure = ctx.azure();
         let name = &self.secret.secret;
         let versions = azure.secret_versions(&self.vault, name).await?;
-        let mut disabled = Vec::new();
+        // Each enabled version is read, and disabled if it holds a value that must
+        // die, a few at a time (not one round trip per version, and not a burst that
+        // draws the vault's 429s); results stay in version order.
+        let mut checks = Vec::new();
         for version in versions.iter().filter(|v| v.enabled) {
-            let value = azure
-                .get_secret(&self.vault, name, Some(&version.version))
-                .await?
-                .value;
-            let held = value::account_key(&value).map(|k| ctx.fingerprint(&k));
-            drop(value);
-            if held.is_some_and(|fp| fingerprints.contains(&fp)) {
-                azure
-                    .disable_secret_version(&self.vault, name, &version.version)
-                    .await?;
-                disabled.push(version.version.clone());
-            }
+            checks.push(async move {
+                let value = azure
+                    .get_secret(&self.vault, name, Some(&version.version))
+                    .await?
+                    .value;
+                let held = value::account_key(&value).map(|k| ctx.fingerprint(&k));
+                drop(value);
+                if held.is_some_and(|fp| fingerprints.contains(&fp)) {
+                    azure
+                        .disable_secret_version(&self.vault, name, &version.version)
+                        .await?;
+                    Ok::<_, azure::Error>(Some(version.version.clone()))
+                } else {
+                    Ok(None)
+                }
+            });
         }
+        let disabled = futures::stream::iter(checks)
+            .buffered(azure::keyvault::VERSION_READS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .filter_map(Result::transpose)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(disabled)
     }
 

@@ -36,11 +36,18 @@ impl Ctx<'_> {
     ) -> Result<Done, EngineError> {
         let target = resolve(self.plan, &consumer.id)?;
         let failed = |reason: Failure| Done::ok(StepResult::BindFailed { reason });
-        if self.holds(&target, fingerprint).await == Some(true) {
+        // What it holds and the keys are independent reads: one round trip. When this
+        // run's observation saw it hold something else, it is not read again.
+        let (holds, keys) = if self.observed_without(&consumer.id, fingerprint) {
+            (Some(false), self.keys().await)
+        } else {
+            tokio::join!(self.holds(&target, fingerprint), self.keys())
+        };
+        if holds == Some(true) {
             tracing::debug!(rotation = self.rotation_id, consumer = %consumer.id, "already holds the key; nothing to write");
             return Ok(Done::ok(StepResult::Bound));
         }
-        let keys = match self.keys().await {
+        let keys = match keys {
             Ok(keys) => keys,
             Err(e) => {
                 return Ok(Done::failed(
@@ -102,7 +109,20 @@ impl Ctx<'_> {
                 &e,
             ))
         };
-        match self.keys().await {
+        // The key's fingerprint in Azure and what the consumer holds are read at once
+        // (one round trip); the consumer's answer counts only if the key is unchanged.
+        // What the kind confirms and what the consumer holds are read together too;
+        // the holding counts only when the kind has nothing to confirm.
+        let (keys, confirmed, held) = tokio::join!(
+            self.keys(),
+            target.confirm_write(self, bound_at),
+            target.held(self)
+        );
+        let seen = match confirmed {
+            Some(confirmation) => Err(confirmation),
+            None => Ok(held),
+        };
+        match keys {
             Ok(keys) if self.fingerprint_of(&keys, key) == fingerprint => {}
             Ok(_) => {
                 return mismatch(Failure::new(
@@ -114,13 +134,13 @@ impl Ctx<'_> {
             }
             Err(e) => return unreadable(e),
         }
-        match target.confirm_write(self, bound_at).await {
-            Some(Confirmation::Confirmed) => return Ok(Done::ok(StepResult::ConsumerVerified)),
-            Some(Confirmation::Mismatch(reason)) => return mismatch(reason),
-            Some(Confirmation::Unreadable(e)) => return unreadable(e),
-            None => {}
-        }
-        match target.held(self).await {
+        let held = match seen {
+            Err(Confirmation::Confirmed) => return Ok(Done::ok(StepResult::ConsumerVerified)),
+            Err(Confirmation::Mismatch(reason)) => return mismatch(reason),
+            Err(Confirmation::Unreadable(e)) => return unreadable(e),
+            Ok(held) => held,
+        };
+        match held {
             Ok(Held::Key(fp)) if fp == fingerprint => Ok(Done::ok(StepResult::ConsumerVerified)),
             Ok(Held::Key(fp)) => {
                 let which = match self.keys().await {

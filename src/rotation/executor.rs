@@ -338,9 +338,15 @@ impl<'c, 'a> Run<'c, 'a> {
         let mut deferred: Vec<Command> = Vec::new();
         let mut cancelled = self.cancel.is_cancelled();
         loop {
-            if running.is_empty() {
-                // A batch boundary: the next steps read the keys afresh.
-                self.ctx.forget_keys();
+            if running.is_empty() && deferred.is_empty() {
+                // A batch boundary (a bind deferred to the end of its batch is still
+                // in it). Consumer verification reads the keys afresh; other steps may
+                // use keys Azure gave just before (see `Ctx::keys`).
+                let verifying = matches!(
+                    self.queue.front().map(|c| &c.action),
+                    Some(Action::VerifyConsumer { .. })
+                );
+                self.ctx.forget_keys(verifying);
             }
             while !cancelled && let Some(cmd) = self.queue.pop_front() {
                 if matches!(cmd.action, Action::Finish { .. }) {

@@ -1,14 +1,17 @@
 //! Observation: what Azure holds right now, as the machine's [`Observation`]. Reads
 //! only.
 //!
-//! In order: keyflip's own permissions at every scope it will write (the storage
-//! account; each ML workspace; each vault with a `vault_id`), then the account (shared
-//! key access, `keyCreationTime`) and both keys' fingerprints, then the consumers
-//! (datastores discovered when the plan says `discover = true`) and what each holds.
+//! The ARM token first (the Key Vault and Databricks tokens the consumers need are
+//! requested beside it), then two waves of concurrent reads (each a round trip on the
+//! incident's critical path): first keyflip's own permissions at every scope it will write (the storage account;
+//! each ML workspace; each vault with a `vault_id`), the account (shared key access,
+//! `keyCreationTime`), both keys (`listKeys`) and the consumers (datastores discovered
+//! when the plan says `discover = true`), all at once; then what each consumer holds.
 //! A read that Azure refuses with 403 becomes a [`MissingPermission`] (so the precheck
-//! refuses with what to grant) and is never an error; a read whose permission is
-//! already known to be missing is not even sent. Other failures (an account or a
-//! secret that does not exist, Azure unreachable) are errors: nothing can be decided.
+//! refuses with what to grant) and is never an error; a first-wave read whose
+//! permission the check finds missing is treated as unread, and a consumer read whose
+//! permission is known to be missing is not even sent. Other failures (an account or
+//! a secret that does not exist, Azure unreachable) are errors: nothing can be decided.
 //!
 //! What each consumer holds is its kind's to say (`crate::consumer`); most read it
 //! ([`by_reading`]), a kind whose value cannot be read back answers from the journal.
@@ -73,10 +76,12 @@ pub(crate) struct Lacking(HashSet<(String, String)>);
 
 impl Lacking {
     pub(crate) fn has(&self, scope: &str, action: &Action) -> bool {
-        self.0.contains(&(
-            scope.to_ascii_lowercase(),
-            action.name().to_ascii_lowercase(),
-        ))
+        self.has_named(scope, action.name())
+    }
+
+    fn has_named(&self, scope: &str, action: &str) -> bool {
+        self.0
+            .contains(&(scope.to_ascii_lowercase(), action.to_ascii_lowercase()))
     }
 }
 
@@ -98,13 +103,31 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
     let account_scope = plan.storage_account.to_string();
     let mut missing: Vec<MissingPermission> = Vec::new();
 
+    // One wave: the permission check, the account, both keys and the consumers (a
+    // discovery lists datastores) are independent reads, so they go out together. A
+    // read whose permission the check finds missing is answered as if it had not been
+    // sent (its 403, if any, adds nothing the check did not already say).
     let checks = required_permissions(plan);
-    let answers = join_all(
-        checks
-            .iter()
-            .map(|(scope, needed)| azure.missing_permissions(scope, needed)),
-    )
-    .await;
+    let nothing_known = Lacking(HashSet::new());
+    let mut found_missing = Vec::new();
+    // The consumers' services' tokens (Key Vault, Databricks) are requested beside
+    // ARM's, so reading the consumers does not wait for them.
+    // ARM's token comes first (and fails once, not once per queued read).
+    let audiences: Vec<String> = consumer::tokens(plan, azure.cloud())
+        .into_iter()
+        .filter_map(|(_, audience)| audience.ok())
+        .collect();
+    azure.acquire_tokens(&audiences).await?;
+    let (answers, account, keys, consumers) = tokio::join!(
+        join_all(
+            checks
+                .iter()
+                .map(|(scope, needed)| azure.missing_permissions(scope, needed)),
+        ),
+        ctx.account(),
+        ctx.keys(),
+        consumer::consumers(ctx, &nothing_known, &mut found_missing),
+    );
     let mut lacking = HashSet::new();
     for ((scope, _), answer) in checks.iter().zip(answers) {
         for m in answer? {
@@ -120,11 +143,16 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
         }
     }
     let lacking = Lacking(lacking);
+    missing.extend(
+        found_missing
+            .into_iter()
+            .filter(|m| !lacking.has_named(&m.scope, &m.action)),
+    );
 
     let account = if lacking.has(&account_scope, &actions::STORAGE_READ) {
         None
     } else {
-        match ctx.account().await {
+        match account {
             Ok(account) => Some(account.clone()),
             Err(e) => match denied(&e, &actions::STORAGE_READ, &account_scope) {
                 Some(m) => {
@@ -142,17 +170,23 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
             unreadable_key(ctx, KeyName::Key2),
         )
     } else {
-        match ctx.keys().await {
-            Ok(keys) => (
-                KeyState {
-                    fingerprint: ctx.fingerprint_of(&keys, KeyName::Key1),
-                    created: created(KeyName::Key1),
-                },
-                KeyState {
-                    fingerprint: ctx.fingerprint_of(&keys, KeyName::Key2),
-                    created: created(KeyName::Key2),
-                },
-            ),
+        match keys {
+            Ok(keys) => {
+                let states = (
+                    KeyState {
+                        fingerprint: ctx.fingerprint_of(&keys, KeyName::Key1),
+                        created: created(KeyName::Key1),
+                    },
+                    KeyState {
+                        fingerprint: ctx.fingerprint_of(&keys, KeyName::Key2),
+                        created: created(KeyName::Key2),
+                    },
+                );
+                // The key check and binds that may follow use these, not another
+                // listKeys (see `Ctx::keys`).
+                ctx.carry_keys(keys).await;
+                states
+            }
             Err(e) => match denied(&e, &actions::STORAGE_LIST_KEYS, &account_scope) {
                 Some(m) => {
                     missing.push(m);
@@ -166,7 +200,7 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
         }
     };
 
-    let consumers = consumer::consumers(ctx, &lacking, &mut missing).await?;
+    let consumers = consumers?;
     let holdings = join_all(
         consumers
             .iter()
@@ -177,6 +211,21 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
     for (consumer, answer) in consumers.into_iter().zip(holdings) {
         let (holding, denial) = answer?;
         missing.extend(denial);
+        match &holding {
+            Holding::Key(k) => ctx.observed_holding(
+                &consumer.id,
+                Some(match k {
+                    KeyName::Key1 => key1.fingerprint,
+                    KeyName::Key2 => key2.fingerprint,
+                }),
+            ),
+            // Unknown: a read the bind's own check could not make either (a value
+            // that cannot be read back), so that check would write anyway.
+            Holding::Neither | Holding::Unknown { .. } => {
+                ctx.observed_holding(&consumer.id, None);
+            }
+            Holding::Unusable { .. } => {}
+        }
         observed.push(ObservedConsumer { consumer, holding });
     }
     Ok(Observation {

@@ -7,12 +7,15 @@
 //! the run with [`EngineError::InDoubt`], because reporting it either way could make
 //! keyflip regenerate a key twice or trust a key that died.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{Mutex, OnceCell};
 
 use super::engine::{EngineError, Inner};
+use crate::azure::datafactory::LinkedService;
+use crate::azure::datastore::Datastore;
 use crate::azure::storage::{AccountKeys, KeyBefore, RegenerateOutcome, StorageAccount};
 use crate::azure::{self, Azure, probe::ProbeOutcome};
 use crate::consumer::{AccountAddress, ConsumerId};
@@ -101,12 +104,37 @@ pub(crate) struct Ctx<'a> {
     pub plan: &'a Plan,
     pub rotation_id: &'a str,
     account: OnceCell<StorageAccount>,
-    /// The `listKeys` answer shared by the steps in flight together: a batch of binds
-    /// or verifications reads the same two keys, and `listKeys` counts against the
-    /// subscription's ARM write budget. The executor clears it whenever nothing is in
-    /// flight, and a regeneration never runs beside other steps nor reads it, so no
-    /// step sees keys from before a regeneration.
-    keys: Mutex<Option<Arc<AccountKeys>>>,
+    /// Both keys as Azure last answered them, shared by the steps in flight together:
+    /// a batch of binds or verifications reads the same two keys, and `listKeys`
+    /// counts against the subscription's ARM write budget. The executor calls
+    /// [`Ctx::forget_keys`] at every batch boundary. Keys a step read survive into the
+    /// next batch; keys an observation or a `regenerateKey` answered with survive two
+    /// (into the data-plane check of the key consumers move to, where the probe, not
+    /// the cache, proves the value works, and into the binds that write that verified
+    /// value). A batch of consumer verifications always reads `listKeys` afresh, so a
+    /// key changed behind keyflip's back is caught before anything is committed or
+    /// retired. A regeneration never runs beside other steps nor reads the cache, and
+    /// replaces it with its own answer, so no step sees keys from before a
+    /// regeneration.
+    keys: Mutex<Option<Carried>>,
+    /// Datastore bodies the observation's discovery listed, by `workspace/name`, so
+    /// the first bind of each PUTs without a GET; taken once (a rollback or a later
+    /// bind GETs afresh), and never kept across runs.
+    datastores: std::sync::Mutex<HashMap<String, Datastore>>,
+    /// What this run's observation saw each readable consumer hold (`None`: neither
+    /// key), so a bind whose target it did not hold writes without reading it again;
+    /// taken once (a retried or rolled-back bind reads first, as a resumed run does
+    /// after its own observation).
+    observed: std::sync::Mutex<HashMap<ConsumerId, Option<Fingerprint>>>,
+    /// Data Factory linked services as this run last read them, so a bind writes from
+    /// the read (the etag guards the PUT); taken once.
+    linked_services: std::sync::Mutex<HashMap<ConsumerId, LinkedService>>,
+}
+
+/// Keys in [`Ctx`]'s cache, and over how many more batch boundaries they survive.
+struct Carried {
+    keys: Arc<AccountKeys>,
+    boundaries: u8,
 }
 
 impl<'a> Ctx<'a> {
@@ -117,6 +145,9 @@ impl<'a> Ctx<'a> {
             rotation_id,
             account: OnceCell::new(),
             keys: Mutex::new(None),
+            datastores: std::sync::Mutex::default(),
+            observed: std::sync::Mutex::default(),
+            linked_services: std::sync::Mutex::default(),
         }
     }
 
@@ -204,8 +235,8 @@ impl<'a> Ctx<'a> {
     /// Both keys, read once for the steps in flight (see `keys` above).
     pub async fn keys(&self) -> Result<Arc<AccountKeys>, azure::Error> {
         let mut cached = self.keys.lock().await;
-        if let Some(keys) = cached.as_ref() {
-            return Ok(keys.clone());
+        if let Some(carried) = cached.as_ref() {
+            return Ok(carried.keys.clone());
         }
         let keys = Arc::new(
             self.inner
@@ -213,15 +244,73 @@ impl<'a> Ctx<'a> {
                 .storage_keys(&self.plan.storage_account)
                 .await?,
         );
-        *cached = Some(keys.clone());
+        *cached = Some(Carried {
+            keys: keys.clone(),
+            boundaries: 1,
+        });
         Ok(keys)
     }
 
-    /// Drops the shared `listKeys` answer; the next `keys()` reads Azure again.
-    pub(crate) fn forget_keys(&self) {
+    /// Keeps `keys`, which Azure just answered with (an observation's `listKeys`, a
+    /// `regenerateKey`), for the next two batches (see `keys` above).
+    pub(super) async fn carry_keys(&self, keys: Arc<AccountKeys>) {
+        *self.keys.lock().await = Some(Carried {
+            keys,
+            boundaries: 2,
+        });
+    }
+
+    /// A batch boundary: carried keys survive it while they have boundaries left,
+    /// unless the next batch verifies consumers (`fresh`); the next `keys()` after
+    /// they are gone reads Azure again.
+    pub(crate) fn forget_keys(&self, fresh: bool) {
         if let Ok(mut cached) = self.keys.try_lock() {
-            *cached = None;
+            match cached.as_mut() {
+                Some(carried) if carried.boundaries > 0 && !fresh => carried.boundaries -= 1,
+                _ => *cached = None,
+            }
         }
+    }
+
+    /// Remembers what the observation saw `consumer` hold (see `observed` above).
+    pub(super) fn observed_holding(&self, consumer: &ConsumerId, held: Option<Fingerprint>) {
+        if let Ok(mut observed) = self.observed.lock() {
+            observed.insert(consumer.clone(), held);
+        }
+    }
+
+    /// Whether this run's observation showed that `consumer` did not hold
+    /// `fingerprint` (once per consumer; `false` when it does not know).
+    pub(super) fn observed_without(&self, consumer: &ConsumerId, fingerprint: Fingerprint) -> bool {
+        self.observed
+            .lock()
+            .ok()
+            .and_then(|mut observed| observed.remove(consumer))
+            .is_some_and(|held| held != Some(fingerprint))
+    }
+
+    /// Remembers a linked service as just read (see `linked_services` above).
+    pub(crate) fn read_linked_service(&self, consumer: &ConsumerId, read: LinkedService) {
+        if let Ok(mut cache) = self.linked_services.lock() {
+            cache.insert(consumer.clone(), read);
+        }
+    }
+
+    /// The linked service as this run last read it, once.
+    pub(crate) fn take_read_linked_service(&self, consumer: &ConsumerId) -> Option<LinkedService> {
+        self.linked_services.lock().ok()?.remove(consumer)
+    }
+
+    /// Remembers a datastore body the observation listed (see `datastores` above).
+    pub(crate) fn listed_datastore(&self, key: String, body: Datastore) {
+        if let Ok(mut listed) = self.datastores.lock() {
+            listed.insert(key, body);
+        }
+    }
+
+    /// The body the observation listed for a datastore, once.
+    pub(crate) fn take_listed_datastore(&self, key: &str) -> Option<Datastore> {
+        self.datastores.lock().ok()?.remove(key)
     }
 
     /// `regenerateKey`, sent once. With `in_doubt` (an intent without a result from a
@@ -238,12 +327,14 @@ impl<'a> Ctx<'a> {
         if in_doubt {
             // Read Azure itself, never the shared answer: this decides whether a
             // regeneration happened.
-            let keys = azure.storage_keys(id).await?;
-            let account = azure.storage_account(id).await?;
+            let (keys, account) =
+                tokio::try_join!(azure.storage_keys(id), azure.storage_account(id))?;
             let fingerprint = self.fingerprint_of(&keys, key);
-            drop(keys);
             let created = account.key_created(key);
-            let created_changed = before.created.is_some() && created != before.created;
+            let created_changed = crate::azure::storage::creation_changed(before.created, created);
+            if fingerprint != before.fingerprint {
+                self.carry_keys(Arc::new(keys)).await;
+            }
             match (fingerprint != before.fingerprint, created_changed) {
                 (true, _) => {
                     tracing::info!(rotation = self.rotation_id, key = %key, "an in-doubt regenerateKey had happened; not sending it again");
@@ -279,16 +370,22 @@ impl<'a> Ctx<'a> {
         match outcome {
             RegenerateOutcome::Happened(keys) => {
                 let fingerprint = self.fingerprint_of(&keys, key);
-                drop(keys);
-                // The creation time `before` is compared with comes from the account,
-                // so read it from there rather than from listKeys.
-                let created = match azure.storage_account(id).await {
-                    Ok(account) => account.key_created(key),
-                    Err(e) => {
-                        tracing::warn!(rotation = self.rotation_id, error = %e, "cannot read keyCreationTime after regenerateKey");
-                        None
-                    }
+                // The answer's `creationTime` is the account's `keyCreationTime` (Azure
+                // sets both when it regenerates; comparisons allow a second's rounding,
+                // see `creation_changed`). An answer without it costs an account GET.
+                let created = match keys.get(key).created {
+                    Some(created) => Some(created),
+                    None => match azure.storage_account(id).await {
+                        Ok(account) => account.key_created(key),
+                        Err(e) => {
+                            tracing::warn!(rotation = self.rotation_id, error = %e, "cannot read keyCreationTime after regenerateKey");
+                            None
+                        }
+                    },
                 };
+                // The next steps (the new key's probe, the binds) use these keys, not
+                // another listKeys.
+                self.carry_keys(Arc::new(keys)).await;
                 Ok(Done::ok(StepResult::Regenerated {
                     fingerprint,
                     created,

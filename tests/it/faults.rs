@@ -100,6 +100,14 @@ const NOT_IN_A_ROTATION: &[(&str, &str)] = &[
         "the demo's app consumer is an app setting (the unlisted-consumer check only lists a site's connection strings); a connection-string consumer takes the same read-modify-write in azure/web.rs, covered by tests/it/rotation/apps.rs",
     ),
     (
+        "ml.datastore.get",
+        "the demo's datastores are discovered, and a bind PUTs the body the discovery listed; a named datastore's bind, and any bind after the first, GETs first (tests/it/azure/ml.rs)",
+    ),
+    (
+        "datafactory.linkedService.list",
+        "only doctor lists a factory's linked services; a rotation reads the one it binds",
+    ),
+    (
         "arm.subscriptions.list",
         "the unlisted-consumer check looks in the plan's subscription; only plan discover lists them all",
     ),

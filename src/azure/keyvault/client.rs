@@ -12,7 +12,7 @@ use url::Url;
 
 use super::super::budget::Class;
 use super::super::error::{Call, request_id, retry_after};
-use super::super::http::{Operation, RETRY_STATUSES, client_options, status_error};
+use super::super::http::{Operation, client_options, retrying, status_error};
 use super::super::{Azure, Error};
 
 pub(super) fn check_vault(vault: &Url) -> Result<(), Error> {
@@ -23,6 +23,15 @@ pub(super) fn check_vault(vault: &Url) -> Result<(), Error> {
             "'{vault}' is not a Key Vault URL: expected https://<vault>.vault.azure.net/ (or the vault URL of your cloud)"
         )))
     }
+}
+
+/// Why one attempt of an SDK call failed.
+enum Attempt {
+    Failed(azure_core::Error),
+    /// Interrupted while waiting for the vault's budget: nothing was sent.
+    Interrupted,
+    /// The vault's budget had nothing left for a caller that may not wait for it.
+    Deferred,
 }
 
 /// The vault part of a call target (`{vault}/secrets/{name}[/{version}]`): the scope
@@ -102,7 +111,8 @@ impl Azure {
         })
     }
 
-    /// Runs an SDK call, retrying it like any idempotent call.
+    /// Runs an SDK call through the shared retry loop ([`retrying`]): retried only
+    /// when `op` is idempotent, like every ARM call.
     pub(super) async fn kv_retry<R, F, Fut>(
         &self,
         op: &Operation,
@@ -113,7 +123,6 @@ impl Azure {
         F: Fn() -> Fut,
         Fut: Future<Output = azure_core::Result<R>>,
     {
-        let retry = &self.options.retry;
         // Secret creates and everything else have separate per-vault budgets.
         let class = if op.name == super::SET.name {
             Class::KeyVaultWrite
@@ -121,69 +130,64 @@ impl Azure {
             Class::KeyVaultRead
         };
         let vault = vault_of(target);
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let interrupted = || Error::Interrupted {
-                call: Call {
-                    operation: op.name,
-                    target: target.to_owned(),
-                    request_id: None,
-                }
-                .into(),
-                sent: false,
-            };
-            if let Some(budgets) = &self.budgets
-                && crate::azure::budget::is_deferrable()
-            {
-                if budgets.acquire_now(class, false, vault).is_err() {
-                    return Err(Error::Deferred {
-                        call: Call {
-                            operation: op.name,
-                            target: target.to_owned(),
-                            request_id: None,
-                        }
-                        .into(),
-                    });
-                }
-            } else if let Some(budgets) = &self.budgets {
-                tokio::select! {
-                    () = budgets.acquire(class, false, vault) => {}
-                    () = self.interrupt.cancelled() => return Err(interrupted()),
-                }
+        let interrupted = || Error::Interrupted {
+            call: Call {
+                operation: op.name,
+                target: target.to_owned(),
+                request_id: None,
             }
-            let error = match call().await {
-                Ok(answer) => return Ok(answer),
-                Err(e) => e,
-            };
-            let left = attempt < retry.max_attempts;
-            let wait = match error.kind() {
-                ErrorKind::HttpResponse {
-                    status,
-                    raw_response,
-                    ..
-                } if left && RETRY_STATUSES.contains(&u16::from(*status)) => raw_response
-                    .as_ref()
-                    .and_then(|r| retry_after(r.headers()))
-                    .unwrap_or_else(|| retry.backoff(attempt)),
-                ErrorKind::Io | ErrorKind::Connection if left => retry.backoff(attempt),
-                _ => return Err(self.kv_error(op, target, error, attempt)),
-            };
-            if wait > retry.max_retry_after {
-                return Err(self.kv_error(op, target, error, attempt));
-            }
-            tracing::info!(
-                operation = op.name,
-                target,
-                attempt,
-                wait_ms = wait.as_millis() as u64,
-                "azure call will be retried"
-            );
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = self.interrupt.cancelled() => return Err(interrupted()),
-            }
-        }
+            .into(),
+            sent: false,
+        };
+        retrying(
+            op,
+            target,
+            (&self.options.retry, &self.interrupt),
+            |_| async {
+                if let Some(budgets) = &self.budgets
+                    && crate::azure::budget::is_deferrable()
+                {
+                    // A deferrable caller does not wait for the budget: it is told so.
+                    if budgets.acquire_now(class, false, vault).is_err() {
+                        return Err(Attempt::Deferred);
+                    }
+                } else if let Some(budgets) = &self.budgets {
+                    tokio::select! {
+                        () = budgets.acquire(class, false, vault) => {}
+                        () = self.interrupt.cancelled() => return Err(Attempt::Interrupted),
+                    }
+                }
+                call().await.map_err(Attempt::Failed)
+            },
+            |failure| match failure {
+                Attempt::Failed(error) => match error.kind() {
+                    ErrorKind::HttpResponse {
+                        status,
+                        raw_response,
+                        ..
+                    } if op.retry_on.contains(&u16::from(*status)) => {
+                        Some(raw_response.as_ref().and_then(|r| retry_after(r.headers())))
+                    }
+                    ErrorKind::Io | ErrorKind::Connection => Some(None),
+                    _ => None,
+                },
+                Attempt::Interrupted | Attempt::Deferred => None,
+            },
+            |failure, attempts| match failure {
+                Attempt::Failed(error) => self.kv_error(op, target, error, attempts),
+                Attempt::Interrupted => interrupted(),
+                Attempt::Deferred => Error::Deferred {
+                    call: Call {
+                        operation: op.name,
+                        target: target.to_owned(),
+                        request_id: None,
+                    }
+                    .into(),
+                },
+            },
+            |_| interrupted(),
+        )
+        .await
     }
 
     fn kv_error(
