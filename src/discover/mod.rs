@@ -129,6 +129,31 @@ pub struct Finding {
     pub entry: Option<Entry>,
 }
 
+impl Finding {
+    /// Something discovery could not judge (`how` it got there, `why` not): a read
+    /// refused or failed, or a consumer found but not usable as it is.
+    pub(crate) fn cannot(
+        section: &'static str,
+        subject: String,
+        consumer: Option<ConsumerId>,
+        how: &str,
+        why: String,
+    ) -> Finding {
+        Finding {
+            section,
+            consumer,
+            subject,
+            holds: Holds::Unknown,
+            how: how.to_owned(),
+            verdict: Verdict::Cannot { why },
+            entry: None,
+        }
+    }
+}
+
+/// How a finding whose read was refused or failed got there.
+pub(crate) const READ_FAILED: &str = "a read was refused or failed";
+
 fn as_text<S: serde::Serializer>(id: &Option<ConsumerId>, s: S) -> Result<S::Ok, S::Error> {
     match id {
         Some(id) => s.collect_str(id),

@@ -170,6 +170,42 @@ impl<'a> Scan<'a> {
         work.await
     }
 
+    /// One kind of resource (`what`: "Data Factories") in every subscription the
+    /// principal sees, listed concurrently: the resources, and for each subscription
+    /// whose list was refused or failed a finding in `section` that says so.
+    pub(crate) async fn in_every_subscription<'s, T, F, Fut>(
+        &'s self,
+        section: &'static str,
+        what: &str,
+        list: F,
+    ) -> (Vec<T>, Vec<(Option<usize>, super::Finding)>)
+    where
+        T: Clone,
+        F: Fn(&'s str) -> Fut,
+        Fut: Future<Output = Result<Arc<Vec<T>>, ReadError>>,
+    {
+        let lists =
+            futures::future::join_all(self.subscriptions.iter().map(|s| list(s.as_str()))).await;
+        let mut items = Vec::new();
+        let mut out = Vec::new();
+        for (sub, list) in self.subscriptions.iter().zip(lists) {
+            match list {
+                Ok(list) => items.extend(list.iter().cloned()),
+                Err(e) => out.push((
+                    None,
+                    super::Finding::cannot(
+                        section,
+                        format!("{what} of subscription {sub}"),
+                        None,
+                        super::READ_FAILED,
+                        format!("cannot list them: {}", e.text),
+                    ),
+                )),
+            }
+        }
+        (items, out)
+    }
+
     pub(crate) async fn workspaces(
         &self,
         subscription: &str,

@@ -393,3 +393,55 @@ async fn an_incident_runs_no_unlisted_consumer_check_and_is_never_refused_over_o
     let text = serde_json::to_string(&report).unwrap();
     assert!(!text.contains("is not in the plan"), "{text}");
 }
+
+/// A subscription-wide list Azure refuses (here a 403 for each kind's list) is a
+/// finding that names the kind and the subscription, never a silent gap; what the other
+/// lists find is still reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_subscription_list_is_reported_per_kind_and_the_rest_is_still_found() {
+    let h = Harness::start().await;
+    for operation in [
+        "web.site.list",
+        "datafactory.factory.list",
+        "keyvault.vault.list",
+    ] {
+        h.twin
+            .fault(serde_json::json!({
+                "operation": operation, "count": 0,
+                "action": {"kind": "status", "status": 403}
+            }))
+            .await;
+    }
+    let azure = h.twin.azure(OPERATOR);
+    let cache = DiscoveryCache::one_off(std::sync::Arc::new(SystemClock));
+    let found = discover(
+        &azure,
+        &fingerprinter(),
+        &cache,
+        &request(&h.twin, &[ACCOUNT]),
+    )
+    .await;
+    let a = &found.accounts[0];
+    assert!(a.error.is_none(), "{a:?}");
+    for what in ["App Service sites", "Data Factories", "key vaults"] {
+        let f = a
+            .other
+            .iter()
+            .find(|f| f.subject.starts_with(&format!("{what} of subscription ")))
+            .unwrap_or_else(|| panic!("no finding for the refused list of {what}: {a:#?}"));
+        assert_eq!(f.holds, Holds::Unknown);
+        assert!(
+            matches!(&f.verdict, Verdict::Cannot { why } if why.starts_with("cannot list them")),
+            "{f:?}"
+        );
+    }
+    // The ML workspace and its datastores come from lists that were not refused.
+    let ids = ids(a);
+    let ws = h.twin.workspace_id("mlw-datasci");
+    assert!(ids.contains(&format!("workspace:{ws}")), "{ids:?}");
+    assert!(
+        !ids.iter()
+            .any(|id| id.starts_with("appservice:") || id.starts_with("datafactory:")),
+        "{ids:?}"
+    );
+}

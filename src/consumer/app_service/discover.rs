@@ -18,42 +18,21 @@ use futures::future::join_all;
 use super::{AppServiceSettings, PROFILE, SECTION, SettingId, Stored, stored};
 use crate::azure::web::{Collection, KeyVaultReference, SiteRef};
 use crate::consumer::{ConsumerId, Entry, account_key};
-use crate::discover::{Finding, Holds, Scan, Verdict, write::quote};
+use crate::discover::{Finding, Holds, READ_FAILED, Scan, Verdict, write::quote};
 use crate::resource_id::ResourceId;
 use crate::secret::{Fingerprint, StorageKey};
 
 pub(crate) async fn discover(scan: &Scan<'_>) -> Vec<(Option<usize>, Finding)> {
-    let mut out = Vec::new();
-    let lists = join_all(scan.subscriptions.iter().map(|s| scan.sites(s))).await;
-    let mut sites: Vec<ResourceId> = Vec::new();
-    for (sub, list) in scan.subscriptions.iter().zip(lists) {
-        match list {
-            Ok(list) => sites.extend(list.iter().cloned()),
-            Err(e) => out.push((
-                None,
-                cannot(
-                    format!("App Service sites of subscription {sub}"),
-                    None,
-                    format!("cannot list them: {}", e.text),
-                ),
-            )),
-        }
-    }
+    let (sites, mut out) = scan
+        .in_every_subscription(SECTION.key, "App Service sites", |s| scan.sites(s))
+        .await;
     let found = join_all(sites.iter().map(|s| site(scan, s))).await;
     out.extend(found.into_iter().flatten());
     out
 }
 
 fn cannot(subject: String, consumer: Option<ConsumerId>, why: String) -> Finding {
-    Finding {
-        section: SECTION.key,
-        consumer,
-        subject,
-        holds: Holds::Unknown,
-        how: "a read was refused or failed".into(),
-        verdict: Verdict::Cannot { why },
-        entry: None,
-    }
+    Finding::cannot(SECTION.key, subject, consumer, READ_FAILED, why)
 }
 
 /// A setting found holding an account's key.

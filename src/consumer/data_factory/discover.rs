@@ -19,41 +19,20 @@ use futures::future::join_all;
 use super::{DataFactoryLinkedServices, Found, LinkedServiceId, PROFILE, SECTION, found};
 use crate::azure::datafactory::{Credential, LinkedService, MASK};
 use crate::consumer::{ConsumerId, Entry};
-use crate::discover::{Finding, Holds, Scan, Verdict, write::quote};
+use crate::discover::{Finding, Holds, READ_FAILED, Scan, Verdict, write::quote};
 use crate::resource_id::ResourceId;
 
 pub(crate) async fn discover(scan: &Scan<'_>) -> Vec<(Option<usize>, Finding)> {
-    let mut out = Vec::new();
-    let lists = join_all(scan.subscriptions.iter().map(|s| scan.factories(s))).await;
-    let mut factories: Vec<ResourceId> = Vec::new();
-    for (sub, list) in scan.subscriptions.iter().zip(lists) {
-        match list {
-            Ok(list) => factories.extend(list.iter().cloned()),
-            Err(e) => out.push((
-                None,
-                cannot(
-                    format!("Data Factories of subscription {sub}"),
-                    None,
-                    format!("cannot list them: {}", e.text),
-                ),
-            )),
-        }
-    }
+    let (factories, mut out) = scan
+        .in_every_subscription(SECTION.key, "Data Factories", |s| scan.factories(s))
+        .await;
     let found = join_all(factories.iter().map(|f| factory(scan, f))).await;
     out.extend(found.into_iter().flatten());
     out
 }
 
 fn cannot(subject: String, consumer: Option<ConsumerId>, why: String) -> Finding {
-    Finding {
-        section: SECTION.key,
-        consumer,
-        subject,
-        holds: Holds::Unknown,
-        how: "a read was refused or failed".into(),
-        verdict: Verdict::Cannot { why },
-        entry: None,
-    }
+    Finding::cannot(SECTION.key, subject, consumer, READ_FAILED, why)
 }
 
 fn finding(

@@ -9,41 +9,23 @@ use futures::future::join_all;
 use super::{KeyVaultSecret, PROFILE, SECTION};
 use crate::azure::inventory::VaultSummary;
 use crate::consumer::{ConsumerId, Entry, SecretFormat};
-use crate::discover::{Finding, Holds, Scan, Verdict, scan::VaultSecret, write::quote};
+use crate::discover::{
+    Finding, Holds, READ_FAILED, Scan, Verdict, scan::VaultSecret, write::quote,
+};
 
 /// What the Key Vault kind found: per account (`None`: every account, for reads that
 /// failed), in vault and secret order.
 pub(crate) async fn discover(scan: &Scan<'_>) -> Vec<(Option<usize>, Finding)> {
-    let mut out = Vec::new();
-    let lists = join_all(scan.subscriptions.iter().map(|s| scan.vaults(s))).await;
-    let mut vaults: Vec<VaultSummary> = Vec::new();
-    for (sub, list) in scan.subscriptions.iter().zip(lists) {
-        match list {
-            Ok(list) => vaults.extend(list.iter().cloned()),
-            Err(e) => out.push((
-                None,
-                unreadable(
-                    format!("key vaults of subscription {sub}"),
-                    format!("cannot list them: {}", e.text),
-                ),
-            )),
-        }
-    }
+    let (vaults, mut out) = scan
+        .in_every_subscription(SECTION.key, "key vaults", |s| scan.vaults(s))
+        .await;
     let found = join_all(vaults.iter().map(|v| vault(scan, v))).await;
     out.extend(found.into_iter().flatten());
     out
 }
 
 fn unreadable(subject: String, why: String) -> Finding {
-    Finding {
-        section: SECTION.key,
-        consumer: None,
-        subject,
-        holds: Holds::Unknown,
-        how: "a read was refused or failed".into(),
-        verdict: Verdict::Cannot { why },
-        entry: None,
-    }
+    Finding::cannot(SECTION.key, subject, None, READ_FAILED, why)
 }
 
 async fn vault(scan: &Scan<'_>, vault: &VaultSummary) -> Vec<(Option<usize>, Finding)> {

@@ -15,37 +15,22 @@ use crate::consumer::{ConsumerId, Entry};
 use crate::discover::{Finding, Holds, Scan, Verdict, write::quote};
 
 pub(crate) async fn discover(scan: &Scan<'_>) -> Vec<(Option<usize>, Finding)> {
-    let mut out = Vec::new();
-    let lists = join_all(scan.subscriptions.iter().map(|s| scan.workspaces(s))).await;
-    let mut workspaces: Vec<Workspace> = Vec::new();
-    for (sub, list) in scan.subscriptions.iter().zip(lists) {
-        match list {
-            Ok(list) => workspaces.extend(list.iter().cloned()),
-            Err(e) => out.push((
-                None,
-                cannot(
-                    format!("ML workspaces of subscription {sub}"),
-                    None,
-                    format!("cannot list them: {}", e.text),
-                ),
-            )),
-        }
-    }
+    let (workspaces, mut out) = scan
+        .in_every_subscription(SECTION.key, "ML workspaces", |s| scan.workspaces(s))
+        .await;
     let found = join_all(workspaces.iter().map(|w| workspace(scan, w))).await;
     out.extend(found.into_iter().flatten());
     out
 }
 
 fn cannot(subject: String, consumer: Option<ConsumerId>, why: String) -> Finding {
-    Finding {
-        section: SECTION.key,
-        consumer,
+    Finding::cannot(
+        SECTION.key,
         subject,
-        holds: Holds::Unknown,
-        how: "found, but not usable as it is".into(),
-        verdict: Verdict::Cannot { why },
-        entry: None,
-    }
+        consumer,
+        "found, but not usable as it is",
+        why,
+    )
 }
 
 fn table(ws: &Workspace, resync: bool, datastore: Option<&str>) -> Entry {
