@@ -316,6 +316,33 @@ impl Coordinator {
             .await
     }
 
+    /// The account blob whose lease this replica just acquired: its document and ETag,
+    /// refused when the journal there was written with another fingerprint key.
+    async fn read_leased(&self, blob: &str) -> Result<(AccountDoc, ETag), CoordError> {
+        let (bytes, etag) = self
+            .client
+            .get(blob)
+            .await?
+            .ok_or_else(|| CoordError::Lost {
+                blob: blob.to_owned(),
+                why: "the blob was deleted after its lease was acquired".into(),
+            })?;
+        let doc = AccountDoc::parse(&bytes).map_err(|detail| CoordError::Format {
+            blob: blob.to_owned(),
+            detail,
+        })?;
+        if doc
+            .fingerprint_check
+            .as_ref()
+            .is_some_and(|c| *c != self.fingerprint_check)
+        {
+            return Err(CoordError::FingerprintKey {
+                blob: blob.to_owned(),
+            });
+        }
+        Ok((doc, etag))
+    }
+
     /// [`Coordinator::hold`], on the coordinator's thread.
     async fn hold_here(self: &Arc<Self>, account: &ResourceId) -> Result<Taken, CoordError> {
         let blob = blob_name(account);
@@ -331,25 +358,7 @@ impl Coordinator {
         };
         self.stats.acquisitions.fetch_add(1, Ordering::Relaxed);
         let read = async {
-            let (bytes, etag) = self
-                .client
-                .get(&blob)
-                .await?
-                .ok_or_else(|| CoordError::Lost {
-                    blob: blob.clone(),
-                    why: "the blob was deleted after its lease was acquired".into(),
-                })?;
-            let doc = AccountDoc::parse(&bytes).map_err(|detail| CoordError::Format {
-                blob: blob.clone(),
-                detail,
-            })?;
-            if doc
-                .fingerprint_check
-                .as_ref()
-                .is_some_and(|c| *c != self.fingerprint_check)
-            {
-                return Err(CoordError::FingerprintKey { blob: blob.clone() });
-            }
+            let (doc, etag) = self.read_leased(&blob).await?;
             let imported = doc
                 .rotations
                 .iter()
@@ -572,26 +581,7 @@ impl Coordinator {
         self.ensure_blob(&blob).await?;
         let lease = Lease::acquire(&self.client, &blob, self.config.lease).await?;
         let result = async {
-            let (bytes, etag) = self
-                .client
-                .get(&blob)
-                .await?
-                .ok_or_else(|| CoordError::Lost {
-                    blob: blob.clone(),
-                    why: "the blob was deleted after its lease was acquired".into(),
-                })?;
-            let format = |detail| CoordError::Format {
-                blob: blob.clone(),
-                detail,
-            };
-            let mut doc = AccountDoc::parse(&bytes).map_err(format)?;
-            if doc
-                .fingerprint_check
-                .as_ref()
-                .is_some_and(|c| *c != self.fingerprint_check)
-            {
-                return Err(CoordError::FingerprintKey { blob: blob.clone() });
-            }
+            let (mut doc, etag) = self.read_leased(&blob).await?;
             let added = doc.adopt(local).map_err(|e| CoordError::Import {
                 account: account.as_str().to_owned(),
                 detail: e.to_string(),
