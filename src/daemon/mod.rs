@@ -243,7 +243,12 @@ pub async fn start(options: DaemonOptions) -> Result<DaemonHandle, DaemonError> 
         Journal::open(&dir.join("journal.db"), &fingerprinter)?,
         fingerprinter.clone(),
         clock.clone(),
-        engine_options,
+        // The daemon's own rotations never wait for discovery's reads (see
+        // `EngineOptions::defer_unlisted_check`).
+        EngineOptions {
+            defer_unlisted_check: true,
+            ..engine_options
+        },
     );
     let coordination = engine.coordination().cloned();
 

@@ -18,10 +18,11 @@ use url::Url;
 use super::cache::DiscoveryCache;
 use super::report::{AccountDiscovery, scan, written_for};
 use super::scan::Account;
-use super::{Finding, Verdict};
+use super::{Finding, READ_FAILED, Verdict};
 use crate::azure::Azure;
 use crate::consumer;
 use crate::plan::Plan;
+use crate::rotation::machine::{Unchecked, UncheckedRead};
 use crate::secret::{Fingerprint, Fingerprinter};
 
 /// A consumer of the plan's account that the plan does not list.
@@ -59,9 +60,18 @@ fn of(f: &Finding) -> Unlisted {
 /// keyflip's last writes to consumers it cannot read back, as the journal has them.
 pub type Writes = Vec<super::Write>;
 
+/// What the precheck's check found: the consumers the plan leaves out, the reads it
+/// could not make (so `unlisted` is complete only when `unchecked` is empty), and the
+/// calls it sent.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub unlisted: Vec<Unlisted>,
+    pub unchecked: Vec<UncheckedRead>,
+    pub calls: u64,
+}
+
 /// The precheck's unlisted-consumer check of `plan`, whose keys have `keys`
 /// (key1, key2): discovery in the account's own subscription, through `cache`.
-/// Returns what the plan leaves out and the calls sent.
 pub async fn check(
     azure: &Azure,
     fingerprinter: &Fingerprinter,
@@ -70,7 +80,7 @@ pub async fn check(
     written: &Writes,
     plan: &Plan,
     keys: [Fingerprint; 2],
-) -> (Vec<Unlisted>, u64) {
+) -> Checked {
     let accounts = vec![Account {
         id: plan.storage_account.clone(),
         keys,
@@ -88,14 +98,16 @@ pub async fn check(
     )
     .await;
     let (consumers, other) = found.pop().unwrap_or_default();
-    let deferred = other
+    let unchecked = unchecked(&other);
+    let deferred = unchecked
         .iter()
-        .filter(|f| matches!(&f.verdict, Verdict::Cannot { why } if why.contains(crate::azure::budget::DEFERRED)))
+        .filter(|u| u.why == Unchecked::PutOff)
         .count();
-    if deferred > 0 {
-        // The daemon's check never waits for the budget (`budget::deferrable`): what it
-        // could not read now, the next rotation's check reads through the warm cache.
-        tracing::warn!(plan = %plan.name, deferred, "unlisted-consumer check incomplete: reads were deferred to leave the call budget to rotations; `keyflip doctor` lists every consumer");
+    if !unchecked.is_empty() {
+        // The daemon's own rotations never wait for the budget (`budget::deferrable`):
+        // what they could not read now, the next check reads through the warm cache.
+        // The report says so too (the machine's `UnlistedCheckIncomplete`).
+        tracing::warn!(plan = %plan.name, deferred, failed = unchecked.len() - deferred, "unlisted-consumer check incomplete: reads were put off or failed; `keyflip doctor --strict` lists every consumer");
     }
     for f in &other {
         if let Verdict::Cannot { why } = &f.verdict {
@@ -110,5 +122,31 @@ pub async fn check(
         other,
         error: None,
     };
-    (unlisted(plan, &found), calls)
+    Checked {
+        unlisted: unlisted(plan, &found),
+        unchecked,
+        calls,
+    }
+}
+
+/// The reads behind `other`'s findings that a read refused, failed or put off made:
+/// where consumers were not looked for. (A consumer found but not rotatable, or one
+/// covered by another, was looked at: it is not one.)
+fn unchecked(other: &[Finding]) -> Vec<UncheckedRead> {
+    other
+        .iter()
+        .filter(|f| f.how == READ_FAILED)
+        .filter_map(|f| match &f.verdict {
+            Verdict::Cannot { why } => Some(UncheckedRead {
+                subject: f.subject.clone(),
+                why: if why.contains(crate::azure::budget::DEFERRED) {
+                    Unchecked::PutOff
+                } else {
+                    Unchecked::Failed
+                },
+                detail: why.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
 }

@@ -120,6 +120,7 @@ pub(super) fn observation() -> Observation {
             },
         ],
         unlisted: vec![],
+        unlisted_unchecked: vec![],
     }
 }
 

@@ -160,7 +160,7 @@ pub(super) async fn dry_run(
     let ctx = Ctx::new(inner, plan, "dry-run");
     let mut observation = observe(&ctx).await?;
     if super::lifecycle::checks_unlisted(request.mode) {
-        observation.unlisted = super::lifecycle::unlisted(inner, plan, &observation).await;
+        super::lifecycle::unlisted(inner, plan, request, &mut observation).await;
     }
     let observed: Vec<ConsumerRef> = observation
         .consumers

@@ -101,6 +101,14 @@ pub struct EngineOptions {
     /// Clock skew tolerated between keyflip and a service whose values cannot be read
     /// back, when its update time of a value is compared with the time keyflip wrote it.
     pub update_skew: Duration,
+    /// Whether the unlisted-consumer check of a rotation nobody asked for at a
+    /// terminal (the schedule's, `max_key_age`'s) makes deferrable reads that never wait
+    /// for the call budget (`budget::deferrable`); what they put off is then a warning
+    /// in the report. The daemon sets it: discovery must never hold up its rotations.
+    /// Off (the default), and always for `rotate now` and for plans with
+    /// `unlisted = "refuse"`, the check waits for the budget like any read and is
+    /// complete.
+    pub defer_unlisted_check: bool,
 }
 
 impl Default for EngineOptions {
@@ -110,6 +118,7 @@ impl Default for EngineOptions {
             probe_max_backoff: Duration::from_secs(8),
             resync_deadline: Duration::from_secs(600),
             update_skew: Duration::from_secs(2),
+            defer_unlisted_check: false,
         }
     }
 }

@@ -29,7 +29,6 @@ use crate::journal::{NewRotation, StoredRotation};
 use crate::plan::Plan;
 use crate::rotation::machine::{
     Action, Attention, Event, HandleError, Machine, Mode, Observation, Outcome, StepResult,
-    UnlistedConsumer,
 };
 use crate::rotation::origin::{Requester, Trigger};
 
@@ -190,7 +189,7 @@ async fn begin_and_run(
     let observed_from = Instant::now();
     let mut observation = observe(&ctx).await?;
     if checks_unlisted(request.mode) {
-        observation.unlisted = unlisted(inner, plan, &observation).await;
+        unlisted(inner, plan, &request, &mut observation).await;
     }
     let options = machine_options(plan, &request);
     let machine = Machine::new(request.mode, options);
@@ -415,29 +414,54 @@ pub(super) fn checks_unlisted(mode: Mode) -> bool {
 
 /// The consumers of the plan's account that the plan does not list, by discovery in
 /// the account's subscription (through the engine's cache; the keys the observation
-/// just read). A discovery that fails leaves the list empty and says so in the log:
-/// the check informs, it never stops a rotation by failing.
+/// just read), into `obs.unlisted`, and the reads that check could not make into
+/// `obs.unlisted_unchecked`: the machine warns about them, or with
+/// `unlisted = "refuse"` refuses (it never starts on a partial check).
 ///
-/// In the daemon its calls are deferrable reads of the budgets' background lane,
-/// whatever lane the rotation runs in (see `budget::deferrable`): each goes at once
-/// within a quarter of its windows, or not at all, so the check never makes a
-/// rotation wait for the budget nor spends what the rotation's own calls need. What
-/// was deferred is a warning, and the next check (through the warm
-/// `crate::discover::DiscoveryCache`, which keeps what was read) reads it.
+/// Whether its calls may be put off: only for a rotation nobody asked for at a
+/// terminal, of a plan that only warns, in an engine whose owner asked for it
+/// ([`super::EngineOptions::defer_unlisted_check`], the daemon). Those calls are
+/// deferrable reads of the budgets' background lane (see `budget::deferrable`): each
+/// goes at once within a quarter of its windows, or not at all, so the check never
+/// makes a scheduled rotation wait for the budget nor spends what the rotation's own
+/// calls need; what was put off is a warning in the report, and the next check
+/// (through the warm `crate::discover::DiscoveryCache`) reads it. Otherwise (`rotate
+/// now`, whichever process runs it, and plans that refuse) the calls wait for the
+/// budget like the rotation's own, a few seconds at worst, and the check is complete
+/// unless Azure refuses or fails a read.
 pub(super) async fn unlisted(
     inner: &Inner,
     plan: &Plan,
-    obs: &Observation,
-) -> Vec<UnlistedConsumer> {
+    request: &RotateRequest,
+    obs: &mut Observation,
+) {
     use crate::azure::budget;
-    budget::in_lane(
-        budget::Lane::Background,
-        budget::deferrable(unlisted_now(inner, plan, obs)),
-    )
-    .await
+    let checked = if defers_unlisted_reads(inner.options.defer_unlisted_check, plan, request) {
+        budget::in_lane(
+            budget::Lane::Background,
+            budget::deferrable(unlisted_now(inner, plan, obs)),
+        )
+        .await
+    } else {
+        unlisted_now(inner, plan, obs).await
+    };
+    obs.unlisted = checked.unlisted;
+    obs.unlisted_unchecked = checked.unchecked;
 }
 
-async fn unlisted_now(inner: &Inner, plan: &Plan, obs: &Observation) -> Vec<UnlistedConsumer> {
+/// Whether the unlisted-consumer check of `request` may put its reads off (see
+/// [`unlisted`]).
+fn defers_unlisted_reads(engine_defers: bool, plan: &Plan, request: &RotateRequest) -> bool {
+    engine_defers
+        && request.trigger != Trigger::Manual
+        && plan.unlisted != crate::plan::UnlistedPolicy::Refuse
+}
+
+async fn unlisted_now(
+    inner: &Inner,
+    plan: &Plan,
+    obs: &Observation,
+) -> crate::discover::unlisted::Checked {
     let written = match crate::discover::journal_writes(&inner.journal(), &plan.storage_account) {
         Ok(found) => found,
         Err(e) => {
@@ -446,7 +470,7 @@ async fn unlisted_now(inner: &Inner, plan: &Plan, obs: &Observation) -> Vec<Unli
         }
     };
     let started = Instant::now();
-    let (found, calls) = crate::discover::unlisted::check(
+    let checked = crate::discover::unlisted::check(
         &inner.azure,
         &inner.fingerprinter,
         &inner.discovery,
@@ -458,12 +482,13 @@ async fn unlisted_now(inner: &Inner, plan: &Plan, obs: &Observation) -> Vec<Unli
     .await;
     tracing::info!(
         plan = %plan.name,
-        unlisted = found.len(),
-        calls,
+        unlisted = checked.unlisted.len(),
+        unchecked = checked.unchecked.len(),
+        calls = checked.calls,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "unlisted-consumer check"
     );
-    found
+    checked
 }
 
 /// The retire a swap of `plan` parked at the usage gate still owes (see

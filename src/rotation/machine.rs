@@ -156,6 +156,7 @@
 //! | G10 | Prechecking (`Mode::Retire`) | `Observed`: every consumer holds the key the parked swap moved them to, the key to retire is the value it left | `Commit` (its proof from the observation) → Committing; `Committed`: forced → `Regenerate(active, retire)`, else `CheckUsage(active, retire, since the parked swap)` → Gating (deadline: now + deadline) |
 //! | G11 | Prechecking (`Mode::Retire`) | `Observed`, a consumer elsewhere or the key changed | `Finish(Refused: NotAllOn / RetireKeyChanged)` |
 //! | G12 | Prechecking | `Observed` with unlisted consumers | a warning each; with `refuse_unlisted` in a `Scheduled` rotation, `Finish(Refused: UnlistedConsumers)` over those whose value was read (probable ones only warn); incidents only warn |
+//! | G13 | Prechecking | `Observed` whose unlisted-consumer check could not make some reads (`unlisted_unchecked`: put off by the daemon's budget, refused or failed) | a warning naming them and `doctor --strict`; with `refuse_unlisted` in a `Scheduled` rotation, `Finish(Refused: UnlistedCheckIncomplete)` before any effect; incidents only warn |
 //!
 //! # The usage gate
 //!

@@ -235,6 +235,7 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
         missing_permissions: missing,
         consumers: observed,
         unlisted: Vec::new(),
+        unlisted_unchecked: Vec::new(),
     })
 }
 

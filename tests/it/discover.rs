@@ -6,6 +6,8 @@
 //! secret, nothing of stexternal002 in its plan, a plan that passes `plan check` and rotates cleanly, reads only, and a
 //! rotation's precheck that warns (or refuses) over what a plan leaves out.
 
+mod incomplete;
+
 use std::collections::BTreeSet;
 
 use keyflip::clock::SystemClock;

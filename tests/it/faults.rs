@@ -8,7 +8,7 @@
 //! rotation that rolled back left the key consumers used untouched.
 //!
 //! An operation added to `ALL` without a line in [`twin_operation`] fails here; one no
-//! rotation calls must say so in [`NOT_IN_A_ROTATION`] (the unlisted-consumer check's late, deferrable reads in [`DEFERRABLE_IN_A_ROTATION`]); one only incident rotations
+//! rotation calls must say so in [`NOT_IN_A_ROTATION`]; one only incident rotations
 //! call is listed in [`INCIDENT_ONLY`], whose cells rotate with `--leaked key1`. The run prints the number of
 //! cells and their outcomes. It uses short timeouts (a hang costs 300 ms per attempt)
 //! and runs cells concurrently, each on its own twin.
@@ -117,17 +117,6 @@ const NOT_IN_A_ROTATION: &[(&str, &str)] = &[
     ),
     ("loganalytics.query", "as monitor.diagnosticSettings.list"),
 ];
-
-/// Operations a rotation calls only from its unlisted-consumer check, after that
-/// check's earlier reads: the check's calls are deferrable (each goes only while it fits
-/// a quarter of its budget window, `azure::budget::deferrable`), so whether a cell's
-/// fault on one fires depends on which second the check's calls land in. Neither
-/// "called" nor "not called" is asserted for these; a fault on one must still leave
-/// every consumer on a working key, like every cell.
-const DEFERRABLE_IN_A_ROTATION: &[(&str, &str)] = &[(
-    "datafactory.linkedService.list",
-    "the unlisted-consumer check lists each factory's linked services after its ARM-write-budgeted App Service listings; a rotation binds its own linked service by GET",
-)];
 
 /// Operations only an incident rotation calls (listing a secret's versions and
 /// disabling those holding the leaked key): their cells run `--leaked key1`.
@@ -410,9 +399,6 @@ async fn every_operation_meets_every_fault_and_consumers_keep_a_working_key() {
     // Every misplaced operation at once, not only the first.
     let mut misplaced = Vec::new();
     for (op, was_called) in called {
-        if DEFERRABLE_IN_A_ROTATION.iter().any(|(name, _)| *name == op) {
-            continue;
-        }
         let excused = NOT_IN_A_ROTATION.iter().any(|(name, _)| *name == op);
         if !(was_called || excused) {
             misplaced.push(format!(

@@ -112,6 +112,9 @@ pub enum WarningKind {
     /// A consumer of the account that the plan does not list: the rotation will break
     /// it.
     UnlistedConsumer,
+    /// The unlisted-consumer check did not read everything (reads put off or failed):
+    /// consumers there were not looked for.
+    UnlistedCheckIncomplete,
     /// The usage gate holds the retire: callers still sign with the old key.
     UsageHeld,
     /// An incident does not wait for the usage gate: these callers break now.

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::failure::{Failure, Warning};
 use super::types::{
-    Action, Caller, Command, ConsumerId, ConsumerRef, MissingPermission, Mode, Purpose,
-    UnlistedConsumer,
+    Action, Caller, Command, ConsumerId, ConsumerRef, MissingPermission, Mode, Purpose, Unchecked,
+    UncheckedRead, UnlistedConsumer,
 };
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
@@ -188,6 +188,11 @@ pub enum RefusalReason {
     UnlistedConsumers {
         consumers: Vec<UnlistedConsumer>,
     },
+    /// The unlisted-consumer check could not read everything (`unlisted = "refuse"`):
+    /// consumers behind these reads were not looked for.
+    UnlistedCheckIncomplete {
+        unchecked: Vec<UncheckedRead>,
+    },
     /// Retiring a swap parked at the usage gate: consumers no longer all hold `key`
     /// (the key they were moved to).
     NotAllOn {
@@ -291,6 +296,16 @@ impl fmt::Display for RefusalReason {
                 }
                 f.write_str("; add them to the plan (`keyflip plan discover` writes the tables)")
             }
+            RefusalReason::UnlistedCheckIncomplete { unchecked } => {
+                write!(
+                    f,
+                    "the unlisted-consumer check could not make {} read(s), so consumers there were not looked for (unlisted = \"refuse\"): ",
+                    unchecked.len()
+                )?;
+                write_list(f, unchecked)?;
+                f.write_str("; ")?;
+                f.write_str(&unchecked_advice(unchecked))
+            }
             RefusalReason::NotAllOn { key, others } => {
                 write!(
                     f,
@@ -322,6 +337,24 @@ impl fmt::Display for RefusalReason {
             ),
         }
     }
+}
+
+/// What to do about reads the unlisted-consumer check did not make, by why.
+pub(crate) fn unchecked_advice(unchecked: &[UncheckedRead]) -> String {
+    let put_off = unchecked.iter().any(|u| u.why == Unchecked::PutOff);
+    let failed = unchecked.iter().any(|u| u.why == Unchecked::Failed);
+    let mut out = String::new();
+    if put_off {
+        out.push_str("reads put off go at the next check (`keyflip rotate now PLAN` and plans with unlisted = \"refuse\" never put them off)");
+    }
+    if failed {
+        if put_off {
+            out.push_str("; ");
+        }
+        out.push_str("a refused read needs its permission granted to keyflip's identity, a failed one a retry");
+    }
+    out.push_str("; `keyflip doctor --strict` is the complete check and lists every consumer");
+    out
 }
 
 /// The command that moves every consumer to a key that works now, as the messages

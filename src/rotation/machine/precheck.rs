@@ -150,6 +150,31 @@ pub fn precheck(
             consumers: unlisted_refusal,
         });
     }
+    // A check that could not read everything found nothing there: `refuse` must not
+    // start on it (that would do less than the plan asks, silently), and `warn` says
+    // so in the report, not only in the log.
+    let unchecked = &obs.unlisted_unchecked;
+    if !unchecked.is_empty() {
+        if refuse_unlisted && mode == Mode::Scheduled {
+            reasons.push(RefusalReason::UnlistedCheckIncomplete {
+                unchecked: unchecked.clone(),
+            });
+        } else {
+            warnings.push(Warning::new(
+                WarningKind::UnlistedCheckIncomplete,
+                format!(
+                    "the unlisted-consumer check is incomplete: {} read(s) not made, so consumers there were not looked for: {}; {}",
+                    unchecked.len(),
+                    unchecked
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    super::outcome::unchecked_advice(unchecked)
+                ),
+            ));
+        }
+    }
     common(obs, &mut reasons);
 
     let holders = |key: KeyName| -> Vec<ConsumerId> {

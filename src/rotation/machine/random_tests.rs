@@ -146,6 +146,7 @@ fn random_setup(rng: &mut Rng) -> Setup {
         missing_permissions: vec![],
         consumers,
         unlisted: vec![],
+        unlisted_unchecked: vec![],
     };
     Setup {
         mode,

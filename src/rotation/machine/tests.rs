@@ -93,6 +93,7 @@ pub(super) fn observation(consumers: Vec<(ConsumerRef, Holding)>) -> Observation
             .map(|(consumer, holding)| ObservedConsumer { consumer, holding })
             .collect(),
         unlisted: vec![],
+        unlisted_unchecked: vec![],
     }
 }
 

@@ -156,6 +156,46 @@ pub struct Observation {
     /// none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unlisted: Vec<UnlistedConsumer>,
+    /// What the unlisted-consumer check did not read, so consumers there were not
+    /// looked for: `unlisted` is then incomplete. Rows written before it existed have
+    /// none (their check's gaps were only logged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unlisted_unchecked: Vec<UncheckedRead>,
+}
+
+/// A read the unlisted-consumer check needed and did not get: consumers behind it
+/// (the settings of an App Service site, the secrets of a vault) were not looked for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UncheckedRead {
+    /// What was not read, in words: `settings of App Service site func-x`.
+    pub subject: String,
+    pub why: Unchecked,
+    /// The error, in words (a put-off read says so).
+    pub detail: String,
+}
+
+/// Why a read of the unlisted-consumer check was not made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unchecked {
+    /// Put off to leave the call budget to rotations (the daemon's own rotations only;
+    /// see `budget::deferrable`): the next check reads it.
+    PutOff,
+    /// Azure refused it (a permission keyflip's identity lacks) or it failed.
+    Failed,
+}
+
+impl fmt::Display for UncheckedRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.why {
+            Unchecked::PutOff => write!(
+                f,
+                "{} (put off: the call budget was left to rotations)",
+                self.subject
+            ),
+            Unchecked::Failed => write!(f, "{} ({})", self.subject, self.detail),
+        }
+    }
 }
 
 /// A consumer of the account that the plan does not list (`crate::discover`). Ids,

@@ -124,3 +124,42 @@ async fn the_shared_budget_spaces_arm_writes_across_concurrent_plans() {
     }
     assert_eq!(daemon.stop().await, Exit::Ok);
 }
+
+/// The unlisted-consumer check of the daemon's own rotation never waits for the
+/// budget: with one ARM write a second, its App Service settings listings (POSTs, which
+/// ARM counts as writes) do not fit a quarter of the second the observation's
+/// `listKeys` used (daemon time stands still until the test moves it), so they are put
+/// off, the rotation goes on, and its report in `history` says what was not checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_rotation_puts_off_discovery_reads_and_its_report_says_what_was_not_checked() {
+    let mut setup = Setup::new(Utc.with_ymd_and_hms(2026, 3, 2, 0, 30, 0).unwrap());
+    setup.daemon_settings("[daemon.budget]\narm_writes_per_second = 1\n");
+    let settings = "[schedule]\ncron = \"0 * * * *\"\n[rotation]\ngrace = \"0s\"\n[drift]\ninterval = \"7d\"\n";
+    setup.write_plan("datasci", &setup.plan_text(Consumers::KeyVault, settings));
+    let daemon = setup.start().await;
+    daemon.settle().await;
+    setup.set(Utc.with_ymd_and_hms(2026, 3, 2, 1, 0, 0).unwrap());
+    daemon.finish_jobs(&setup).await;
+    let history = daemon.history("datasci").await;
+    assert_eq!(super::harness::outcomes(&history), ["completed"]);
+    let warnings = history[0]["outcome"]["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{:#}", history[0]));
+    let incomplete: Vec<&str> = warnings
+        .iter()
+        .filter(|w| w["kind"] == "unlisted_check_incomplete")
+        .filter_map(|w| w["message"].as_str())
+        .collect();
+    assert_eq!(incomplete.len(), 1, "{warnings:#?}");
+    assert!(
+        incomplete[0].contains("func-datasci-ingest (put off"),
+        "{}",
+        incomplete[0]
+    );
+    assert!(
+        incomplete[0].contains("`keyflip doctor --strict`"),
+        "{}",
+        incomplete[0]
+    );
+    assert_eq!(daemon.stop().await, Exit::Ok);
+}

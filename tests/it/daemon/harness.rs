@@ -156,6 +156,7 @@ impl Setup {
                 probe_max_backoff: Duration::from_millis(100),
                 resync_deadline: Duration::from_secs(30),
                 update_skew: Duration::from_secs(2),
+                ..EngineOptions::default()
             },
             delivery: keyflip::daemon::notify::DeliveryOptions {
                 attempts: 2,

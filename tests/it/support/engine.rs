@@ -138,6 +138,7 @@ pub fn engine_options() -> EngineOptions {
         probe_max_backoff: Duration::from_millis(400),
         resync_deadline: Duration::from_secs(30),
         update_skew: Duration::from_secs(2),
+        ..EngineOptions::default()
     }
 }
 

@@ -500,6 +500,125 @@ fn g12_unlisted_consumers_warn_or_refuse_as_the_plan_says() {
     assert!(!is_finish(&c));
 }
 
+fn unchecked() -> Vec<UncheckedRead> {
+    vec![
+        UncheckedRead {
+            subject: "app settings of func-datasci-ingest".into(),
+            why: Unchecked::PutOff,
+            detail: "web.appSettings.list: not sent, deferred".into(),
+        },
+        UncheckedRead {
+            subject: "secrets of vault kv-other".into(),
+            why: Unchecked::Failed,
+            detail: "cannot list them: 403 Forbidden".into(),
+        },
+    ]
+}
+
+/// G13: a check that could not read everything is a warning in the report (the
+/// finished outcome's warnings, not only the log) that names what was not read and
+/// the complete check.
+#[test]
+fn g13_an_incomplete_unlisted_check_warns_in_the_report_and_the_rotation_goes_on() {
+    let mut obs = on_key1();
+    obs.unlisted_unchecked = unchecked();
+    let mut r = Run::new(Mode::Scheduled, opts(0));
+    let c = r.observe(obs);
+    assert!(matches!(only(&c), Action::Regenerate { .. }));
+    let c = r.succeed_until(c, |a| matches!(a, Action::Finish { .. }));
+    assert!(is_finish(&c), "{c:#?}");
+    let Outcome::Completed { warnings, .. } = r.outcome() else {
+        panic!("{}", r.outcome())
+    };
+    let incomplete: Vec<_> = warnings
+        .iter()
+        .filter(|w| w.kind == WarningKind::UnlistedCheckIncomplete)
+        .collect();
+    assert_eq!(incomplete.len(), 1, "{warnings:?}");
+    let text = &incomplete[0].message;
+    for part in [
+        "2 read(s)",
+        "app settings of func-datasci-ingest (put off",
+        "secrets of vault kv-other (cannot list them: 403 Forbidden)",
+        "`keyflip doctor --strict`",
+    ] {
+        assert!(text.contains(part), "{part:?} not in {text}");
+    }
+    // A complete check warns about nothing of the kind.
+    let mut r = Run::new(Mode::Scheduled, opts(0));
+    let c = r.observe(on_key1());
+    r.succeed_until(c, |a| matches!(a, Action::Finish { .. }));
+    let Outcome::Completed { warnings, .. } = r.outcome() else {
+        panic!("{}", r.outcome())
+    };
+    assert!(
+        warnings
+            .iter()
+            .all(|w| w.kind != WarningKind::UnlistedCheckIncomplete),
+        "{warnings:?}"
+    );
+}
+
+/// G13 with `unlisted = "refuse"`: a partial check refuses before any effect, says
+/// what was not read and what to do; an incident only warns.
+#[test]
+fn g13_an_incomplete_unlisted_check_refuses_before_any_effect_when_the_plan_refuses() {
+    let mut obs = on_key1();
+    obs.unlisted_unchecked = unchecked();
+    let refusing = Options {
+        refuse_unlisted: true,
+        ..opts(0)
+    };
+    let mut r = Run::new(Mode::Scheduled, refusing);
+    let c = r.observe(obs.clone());
+    assert!(is_finish(&c), "{c:#?}");
+    assert!(
+        r.m.issued()
+            .all(|c| matches!(c.action, Action::Observe | Action::Finish { .. })),
+        "nothing but the observation was issued"
+    );
+    match r.outcome() {
+        Outcome::Refused { reasons } => {
+            assert!(
+                matches!(&reasons[..], [RefusalReason::UnlistedCheckIncomplete { unchecked }] if unchecked.len() == 2),
+                "{reasons:?}"
+            );
+            let text = reasons[0].to_string();
+            for part in [
+                "could not make 2 read(s)",
+                "app settings of func-datasci-ingest",
+                "secrets of vault kv-other",
+                "next check",
+                "permission",
+                "`keyflip doctor --strict`",
+            ] {
+                assert!(text.contains(part), "{part:?} not in {text}");
+            }
+        }
+        other => panic!("{other}"),
+    }
+    // The refusal replays as it ran.
+    assert_eq!(r.replayed().outcome(), Some(&r.outcome()));
+    // With unlisted consumers too, both reasons are given.
+    obs.unlisted = vec![unlisted(false)];
+    let mut r = Run::new(Mode::Scheduled, refusing);
+    r.observe(obs.clone());
+    match r.outcome() {
+        Outcome::Refused { reasons } => assert_eq!(reasons.len(), 2, "{reasons:?}"),
+        other => panic!("{other}"),
+    }
+    // An incident never refuses over it.
+    let mut r = Run::new(
+        Mode::Leaked {
+            key: K1,
+            revoke_first: false,
+        },
+        refusing,
+    );
+    let c = r.observe(obs);
+    assert!(!is_finish(&c));
+}
+
 /// The grace wait's end as the executor sees it ([`Machine::deadline`]) is not before
 /// the gate's first check can see the logs, even when the grace is shortened to zero;
 /// without this the gate asked the logs before the swap's traffic was in them.

@@ -1,0 +1,219 @@
+//! The unlisted-consumer check when it cannot read everything. In the daemon, the
+//! check of a rotation nobody asked for puts off the reads that do not fit a quarter
+//! of the call budget's window, and the rotation's report says what was not checked;
+//! an operator's `rotate now` and a plan with `unlisted = "refuse"` wait for the
+//! budget instead, so their check is complete; and a check that Azure could not
+//! answer refuses a plan that refuses, before anything changes.
+
+use std::sync::Arc;
+
+use keyflip::azure::budget::Budgets;
+use keyflip::journal::Journal;
+use keyflip::rotation::machine::{Mode, Outcome, RefusalReason, Unchecked, WarningKind};
+use keyflip::rotation::{Engine, EngineOptions, NoProgress, RotateRequest, Trigger};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::engine::{Harness, demo_plan_text, engine_options, keys_of, plan_from};
+use crate::support::twin::{ACCOUNT, OPERATOR};
+use crate::support::{config, fast_options, fingerprinter};
+
+/// An engine as `keyflip daemon` builds it: shared call budgets from `[daemon.budget]`
+/// and discovery reads put off for the daemon's own rotations. The budget is tiny for
+/// ARM writes (one a second) and generous for reads, so the check's App Service
+/// settings listings (POSTs, which ARM counts as writes) never fit a quarter of the
+/// window beside the observation's `listKeys`, and its GETs always do.
+fn daemon_engine(h: &Harness) -> Engine {
+    let text = format!(
+        "state_dir = \"{}\"\n{}\n[daemon.budget]\narm_writes_per_second = 1\narm_reads_per_second = 100000\narm_reads_per_5min = 1000000\n",
+        h.state_dir().display(),
+        h.twin.config_text(OPERATOR)
+    );
+    let config = config(&text, h.twin.dir.path(), &[]);
+    let fingerprinter = fingerprinter();
+    let azure = keyflip::azure::Azure::with_options(
+        &config,
+        fingerprinter.clone(),
+        fast_options(),
+        &|_: &str| None,
+    )
+    .unwrap()
+    .with_budgets(Arc::new(Budgets::new(
+        config.daemon.budget,
+        h.clock.clone(),
+    )));
+    let journal = Journal::open(&h.state_dir().join("journal.db"), &fingerprinter).unwrap();
+    Engine::with_options(
+        &config,
+        azure,
+        journal,
+        fingerprinter,
+        h.clock.clone(),
+        EngineOptions {
+            defer_unlisted_check: true,
+            ..engine_options()
+        },
+    )
+}
+
+/// A plan of stdatasci001 that lists only its Key Vault secret.
+fn partial_plan(h: &Harness, policy: &str) -> keyflip::plan::Plan {
+    let vault = h.twin.vault_url("kv-datasci");
+    plan_from(&format!(
+        "storage_account = \"{}\"\nunlisted = \"{policy}\"\n\n[[key_vault]]\nvault = \"{}\"\nsecret = \"stdatasci001-key\"\nformat = \"raw-key\"\n",
+        h.twin.account_id(ACCOUNT),
+        vault.as_str().trim_end_matches('/')
+    ))
+}
+
+fn scheduled() -> RotateRequest {
+    RotateRequest::by_daemon(
+        Mode::Scheduled,
+        Trigger::Schedule {
+            reason: "due".into(),
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_rotation_puts_discovery_reads_off_and_its_report_says_what_was_not_checked() {
+    let mut h = Harness::start().await;
+    h.plan = partial_plan(&h, "warn");
+    let report = daemon_engine(&h)
+        .rotate(&h.plan, scheduled(), &NoProgress, CancellationToken::new())
+        .await
+        .unwrap();
+    let Some(Outcome::Completed { warnings, .. }) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    let incomplete: Vec<_> = warnings
+        .iter()
+        .filter(|w| w.kind == WarningKind::UnlistedCheckIncomplete)
+        .collect();
+    assert_eq!(incomplete.len(), 1, "{warnings:#?}");
+    let text = &incomplete[0].message;
+    assert!(text.contains("func-datasci-ingest (put off"), "{text}");
+    assert!(text.contains("`keyflip doctor --strict`"), "{text}");
+    // Only App Service settings were put off (the GETs fit), and nothing failed.
+    assert!(!text.contains("cannot"), "{text}");
+    // The report as `--output json` and the daemon's control socket carry it.
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(json.contains("\"unlisted_check_incomplete\""), "{json}");
+    // The consumers the check could read are still named.
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.kind == WarningKind::UnlistedConsumer
+                && w.message.contains("stdatasci001-connection-string")),
+        "{warnings:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_now_and_a_refusing_plan_wait_for_the_budget_and_check_everything_in_the_daemon() {
+    let mut h = Harness::start().await;
+    h.plan = partial_plan(&h, "warn");
+    // An operator's `rotate now` (here its dry run, which checks the same way) under
+    // the same budget: the settings are read, so the Function app's is named.
+    let dry = daemon_engine(&h)
+        .dry_run(&h.plan, RotateRequest::manual())
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&dry).unwrap();
+    assert!(!text.contains("unlisted_check_incomplete"), "{text}");
+    assert!(
+        text.contains("func-datasci-ingest AzureWebJobsStorage (holds"),
+        "{text}"
+    );
+    // The daemon's own rotation of a plan that refuses: not put off either, so it is
+    // refused over every unlisted consumer, the Function app's included, and never
+    // over an incomplete check.
+    h.plan = partial_plan(&h, "refuse");
+    let before = keys_of(&h.twin.state().await);
+    let report = daemon_engine(&h)
+        .rotate(&h.plan, scheduled(), &NoProgress, CancellationToken::new())
+        .await
+        .unwrap();
+    match &report.outcome {
+        Some(Outcome::Refused { reasons }) => match &reasons[..] {
+            [RefusalReason::UnlistedConsumers { consumers }] => {
+                assert_eq!(consumers.len(), 7, "{consumers:?}");
+                assert!(consumers.iter().any(|c| {
+                    c.subject
+                        .contains("func-datasci-ingest AzureWebJobsStorage")
+                }));
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(keys_of(&h.twin.state().await), before, "nothing changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_azure_could_not_answer_refuses_a_refusing_plan_before_any_effect_and_warns_otherwise()
+ {
+    let mut h = Harness::start().await;
+    // Only the check lists connection strings (the demo's App Service consumer is an
+    // app setting), so this refuses the check's reads and nothing the rotation needs.
+    h.twin
+        .fault(json!({
+            "operation": "web.connectionStrings.list", "count": 0,
+            "action": {"kind": "status", "status": 403}
+        }))
+        .await;
+    let demo = demo_plan_text(&h.twin);
+    h.plan = plan_from(&format!("unlisted = \"refuse\"\n{demo}"));
+    let before = keys_of(&h.twin.state().await);
+    let report = h
+        .engine()
+        .rotate(
+            &h.plan,
+            RotateRequest::manual(),
+            &NoProgress,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    match &report.outcome {
+        Some(Outcome::Refused { reasons }) => match &reasons[..] {
+            [RefusalReason::UnlistedCheckIncomplete { unchecked }] => {
+                assert!(
+                    unchecked.iter().all(|u| u.why == Unchecked::Failed),
+                    "{unchecked:?}"
+                );
+                assert!(
+                    unchecked
+                        .iter()
+                        .any(|u| u.subject == "connection strings of func-datasci-ingest"),
+                    "{unchecked:?}"
+                );
+                let text = reasons[0].to_string();
+                assert!(text.contains("permission"), "{text}");
+                assert!(text.contains("`keyflip doctor --strict`"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(keys_of(&h.twin.state().await), before, "nothing changed");
+    assert!(
+        h.twin
+            .requests_for("storage.regenerateKey")
+            .await
+            .is_empty()
+    );
+    // The same plan warning instead: the report says what was not checked.
+    h.plan = plan_from(&demo);
+    let dry = h
+        .engine()
+        .dry_run(&h.plan, RotateRequest::manual())
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&dry).unwrap();
+    assert!(text.contains("unlisted_check_incomplete"), "{text}");
+    assert!(
+        text.contains("connection strings of func-datasci-ingest"),
+        "{text}"
+    );
+}
