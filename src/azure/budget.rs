@@ -129,9 +129,10 @@ tokio::task_local! {
 
 /// Runs `work` with its budgeted calls deferrable: each goes at once if nobody waits
 /// in its scope and it fits in a quarter of every window it counts against, or not at
-/// all ([`Budgets::acquire_now`] refuses it with [`Deferred`]). A rotation's
-/// unlisted-consumer check runs so: it never makes the rotation wait for the budget,
-/// and leaves three quarters of every window to the calls that cannot be put off.
+/// all ([`Budgets::acquire_now`] refuses it with [`Deferred`]). The unlisted-consumer
+/// check of the daemon's own rotations runs so: it never makes the rotation wait for
+/// the budget, and leaves three quarters of every window to the calls that cannot be
+/// put off (what it put off, the rotation's report names).
 pub async fn deferrable<F: Future>(work: F) -> F::Output {
     DEFERRABLE.scope((), work).await
 }

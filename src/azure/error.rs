@@ -183,7 +183,7 @@ pub enum Error {
     /// Azure accepted it and only the wait for its end was given up.
     #[error("{call}: interrupted {}", if *.sent { "while waiting for the operation to finish; it may still complete in Azure" } else { "before the request was sent; nothing was changed" })]
     Interrupted { call: Box<Call>, sent: bool },
-    /// A deferrable call (a rotation's unlisted-consumer check) that the shared budget
+    /// A deferrable call (the unlisted-consumer check of a daemon's rotation) that the shared budget
     /// could not take at once: never sent (see `budget::deferrable`).
     #[error("{call}: not sent, {}", super::budget::DEFERRED)]
     Deferred { call: Box<Call> },

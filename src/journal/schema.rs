@@ -12,8 +12,13 @@
 //! unlisted consumers. A keyflip that predates them would drop the gate from an
 //! unfinished rotation's options without a word (serde ignores unknown fields) and
 //! retire while callers still use the old key, or call rows it cannot parse corrupt:
-//! at 5 it refuses the file and says to upgrade instead. Old rows need nothing: every
-//! new field has a default that means "as before". A new journal is created at 1 and
+//! at 5 it refuses the file and says to upgrade instead. 6 changes no table either: it
+//! marks journals whose rows may hold an unlisted-consumer check that could not read
+//! everything (`Observation::unlisted_unchecked`, the `unlisted_check_incomplete`
+//! warning and refusal), which a keyflip of 5 would call corrupt or, resuming a
+//! rotation whose first observation was its last step, start on a partial check that
+//! `unlisted = "refuse"` forbids. Old rows need nothing: every new field has a default
+//! that means "as before". A new journal is created at 1 and
 //! migrated like an old one, so the migration path is the one every file takes.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
@@ -23,7 +28,7 @@ use crate::secret::{Fingerprinter, StorageKey};
 
 /// The schema this build writes. Older journals are migrated on open; a newer one is
 /// refused (an older keyflip must not write rows it does not understand).
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 /// Fingerprinted to make the `meta` check value. Not a secret: the value only proves
 /// which fingerprint key wrote the journal.
@@ -178,7 +183,7 @@ fn migrate(tx: &rusqlite::Transaction<'_>, from: u32) -> Result<(), rusqlite::Er
     if from < 4 {
         tx.execute_batch(MIGRATION_V4)?;
     }
-    // Version 5 changes no table (see the module docs): only the version below.
+    // Versions 5 and 6 change no table (see the module docs): only the version below.
     if from < VERSION {
         tx.execute(
             "UPDATE meta SET value = ?1 WHERE name = 'schema_version'",

@@ -1,10 +1,10 @@
 //! The control socket's wire format, version [`VERSION`]: one JSON object per line.
 //!
 //! The client sends one request line: the version and a [`Request`], the very value
-//! the command line became (`{"v":5,"request":"status","plan":null}`). It reads lines
-//! until a final one: zero or more `{"v":5,"progress":{...}}` (the rotation's
-//! [`ProgressEvent`]s, while it runs), then `{"v":5,"ok":{"daemon":{...},"answer":
-//! {...}}}` (an [`Answer`] with the daemon's [`DaemonInfo`]) or `{"v":5,"error":
+//! the command line became (`{"v":6,"request":"status","plan":null}`). It reads lines
+//! until a final one: zero or more `{"v":6,"progress":{...}}` (the rotation's
+//! [`ProgressEvent`]s, while it runs), then `{"v":6,"ok":{"daemon":{...},"answer":
+//! {...}}}` (an [`Answer`] with the daemon's [`DaemonInfo`]) or `{"v":6,"error":
 //! {"code":...,"message":...,"exit":N}}` (a [`CommandError`]). Requests, answers,
 //! progress events and errors are the typed values the standalone command uses, so
 //! one renderer prints both. A refused peer gets the error line without the server
@@ -19,7 +19,9 @@
 //! `--adopt`, `rotate resume --grace`, and reports' trigger, requester and takeover;
 //! 5 adds the usage gate and unlisted consumers (`resume`'s `force_retire`, the
 //! `retire` mode, `check_usage` steps, their outcomes, notes and refusals, the
-//! `unlisted_consumers` refusal). The error line's shape is the same
+//! `unlisted_consumers` refusal); 6 adds the `unlisted_check_incomplete` warning and
+//! refusal (reports of an unlisted-consumer check that could not read everything).
+//! The error line's shape is the same
 //! in both, so either side can read the other's version refusal.
 //!
 //! Promises: no line carries a key value (answers are built from reports and statuses
@@ -35,7 +37,7 @@ pub use crate::commands::request::Request;
 use crate::rotation::ProgressEvent;
 
 /// The protocol version this build speaks. A server answers only its own version.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 /// Longest request line the server reads.
 pub(crate) const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -199,11 +201,11 @@ mod tests {
             let back: Envelope = serde_json::from_str(&text).unwrap();
             assert_eq!(back.request, request, "{text}");
         }
-        let text = r#"{"v":5,"request":"status","plan":null}"#;
+        let text = r#"{"v":6,"request":"status","plan":null}"#;
         assert!(serde_json::from_str::<Envelope>(text).is_ok());
         for bad in [
-            r#"{"v":5,"request":"delete_everything"}"#,
-            r#"{"v":5,"request":"status","plan":null,"extra":1}"#,
+            r#"{"v":6,"request":"delete_everything"}"#,
+            r#"{"v":6,"request":"status","plan":null,"extra":1}"#,
             r#"{"request":"status","plan":null}"#,
         ] {
             assert!(serde_json::from_str::<Envelope>(bad).is_err(), "{bad}");
@@ -224,7 +226,7 @@ mod tests {
         };
         let text = ServerLine::ok(done.clone()).text();
         assert!(
-            text.ends_with('\n') && text.starts_with("{\"v\":5,\"ok\":"),
+            text.ends_with('\n') && text.starts_with("{\"v\":6,\"ok\":"),
             "{text}"
         );
         let parsed: ServerLine = serde_json::from_str(&text).unwrap();
@@ -235,7 +237,7 @@ mod tests {
         let text = ServerLine::error(error.clone()).text();
         assert_eq!(
             text,
-            "{\"v\":5,\"error\":{\"code\":\"busy\",\"message\":\"busy\",\"exit\":6}}\n"
+            "{\"v\":6,\"error\":{\"code\":\"busy\",\"message\":\"busy\",\"exit\":6}}\n"
         );
         let parsed: ServerLine = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed.error, Some(error));

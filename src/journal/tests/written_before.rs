@@ -209,7 +209,7 @@ fn what_a_write_only_consumer_was_last_bound_to_is_found_by_its_typed_id() {
 }
 
 #[test]
-fn a_version_4_journal_opens_at_version_5_and_its_rows_replay_as_they_ran() {
+fn a_version_4_journal_opens_at_version_6_and_its_rows_replay_as_they_ran() {
     let f = loaded();
     // What a keyflip of schema 4 left: its rows, and the version it wrote.
     f.journal
@@ -234,7 +234,7 @@ fn a_version_4_journal_opens_at_version_5_and_its_rows_replay_as_they_ran() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "5");
+    assert_eq!(version, "6");
     let f = Fixture {
         _dir,
         path,
@@ -260,6 +260,22 @@ fn a_version_4_journal_opens_at_version_5_and_its_rows_replay_as_they_ran() {
                 .steps
                 .iter()
                 .any(|s| matches!(s.command.action, Action::CheckUsage { .. })),
+            "{}",
+            record.id
+        );
+        // Observations from before the check recorded its gaps read as complete
+        // checks, as their rotations ran them.
+        let observed: Vec<_> = record
+            .steps
+            .iter()
+            .filter_map(|s| match &s.result {
+                Some(StepResult::Observed(obs)) => Some(obs),
+                _ => None,
+            })
+            .collect();
+        assert!(!observed.is_empty(), "{}", record.id);
+        assert!(
+            observed.iter().all(|o| o.unlisted_unchecked.is_empty()),
             "{}",
             record.id
         );
