@@ -16,13 +16,12 @@
 //! Every read it did not make (put off, refused, failed) is returned with what it
 //! found, for the observation: the check says where it did not look.
 
-use url::Url;
-
 use super::cache::DiscoveryCache;
 use super::report::{AccountDiscovery, scan, written_for};
 use super::scan::Account;
 use super::{Finding, READ_FAILED, Verdict};
 use crate::azure::Azure;
+use crate::config::DiscoveryConfig;
 use crate::consumer;
 use crate::plan::Plan;
 use crate::rotation::machine::{Unchecked, UncheckedRead};
@@ -79,7 +78,7 @@ pub async fn check(
     azure: &Azure,
     fingerprinter: &Fingerprinter,
     cache: &DiscoveryCache,
-    databricks: &[Url],
+    sources: &DiscoveryConfig,
     written: &Writes,
     plan: &Plan,
     keys: [Fingerprint; 2],
@@ -95,7 +94,7 @@ pub async fn check(
         cache,
         accounts,
         vec![plan.storage_account.subscription().to_owned()],
-        databricks.to_vec(),
+        sources.clone(),
         written,
         false,
     )
