@@ -14,6 +14,7 @@ use keyflip::rotation::{Engine, EngineOptions, NoProgress, RotateRequest, Trigge
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::support::binary::Cli;
 use crate::support::engine::{Harness, demo_plan_text, engine_options, keys_of, plan_from};
 use crate::support::twin::{ACCOUNT, OPERATOR};
 use crate::support::{config, fast_options, fingerprinter};
@@ -216,4 +217,52 @@ async fn a_check_azure_could_not_answer_refuses_a_refusing_plan_before_any_effec
         text.contains("connection strings of func-datasci-ingest"),
         "{text}"
     );
+}
+
+/// The same from the command line (standalone): the human report and `--output json`
+/// say what was not checked, and a plan that refuses exits 3, the code of any
+/// precheck refusal, with nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_now_says_what_the_check_could_not_read_and_a_refusing_plan_exits_3() {
+    let cli = Cli::start().await;
+    cli.twin
+        .fault(json!({
+            "operation": "web.connectionStrings.list", "count": 0,
+            "action": {"kind": "status", "status": 403}
+        }))
+        .await;
+    let human = cli.run(&["rotate", "now", "demo", "--dry-run"]).await;
+    assert_eq!(human.code, Some(0), "{}{}", human.stdout, human.stderr);
+    let out = format!("{}{}", human.stdout, human.stderr);
+    assert!(
+        out.contains("the unlisted-consumer check is incomplete"),
+        "{out}"
+    );
+    assert!(
+        out.contains("connection strings of func-datasci-ingest"),
+        "{out}"
+    );
+    assert!(out.contains("`keyflip doctor --strict`"), "{out}");
+    let json = cli
+        .run(&["rotate", "now", "demo", "--dry-run", "--output", "json"])
+        .await;
+    assert_eq!(json.code, Some(0), "{}", json.stderr);
+    assert!(
+        json.stdout.contains("\"unlisted_check_incomplete\""),
+        "{}",
+        json.stdout
+    );
+
+    let plan = cli.dir.path().join("plans/demo.toml");
+    let text = std::fs::read_to_string(&plan).unwrap();
+    std::fs::write(&plan, format!("unlisted = \"refuse\"\n{text}")).unwrap();
+    let before = keys_of(&cli.twin.state().await);
+    let refused = cli.run(&["rotate", "now", "demo", "--yes"]).await;
+    let out = format!("{}{}", refused.stdout, refused.stderr);
+    assert_eq!(refused.code, Some(3), "{out}");
+    assert!(
+        out.contains("the unlisted-consumer check could not make"),
+        "{out}"
+    );
+    assert_eq!(keys_of(&cli.twin.state().await), before, "nothing changed");
 }
