@@ -10,7 +10,7 @@
 //! version), reuses the keys the observation just read, and sends no ARM write it can
 //! do without: which key an unlisted workspace or datastore holds is not needed to
 //! know it is unlisted. (Listing App Service settings is a POST, so an ARM write; the
-//! cache keeps what it found.) In the daemon's own rotations of plans that only warn its
+//! cache keeps what it found.) In the daemon's rotations of plans that only warn its
 //! calls are deferrable (see `crate::azure::budget::deferrable` and
 //! `crate::rotation::EngineOptions::defer_unlisted_check`): those never wait for them.
 //! Every read it did not make (put off, refused, failed) is returned with what it

@@ -101,11 +101,10 @@ pub struct EngineOptions {
     /// Clock skew tolerated between keyflip and a service whose values cannot be read
     /// back, when its update time of a value is compared with the time keyflip wrote it.
     pub update_skew: Duration,
-    /// Whether the unlisted-consumer check of a rotation nobody asked for at a
-    /// terminal (the schedule's, `max_key_age`'s) makes deferrable reads that never wait
-    /// for the call budget (`budget::deferrable`); what they put off is then a warning
-    /// in the report. The daemon sets it: discovery must never hold up its rotations.
-    /// Off (the default), and always for `rotate now` and for plans with
+    /// Whether the unlisted-consumer check makes deferrable reads that never wait for
+    /// the call budget (`budget::deferrable`); what they put off is then a warning in
+    /// the report. The daemon sets it: discovery must never hold up its rotations.
+    /// Off (the default: a standalone `rotate now`), and always for plans with
     /// `unlisted = "refuse"`, the check waits for the budget like any read and is
     /// complete.
     pub defer_unlisted_check: bool,

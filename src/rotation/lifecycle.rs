@@ -189,7 +189,7 @@ async fn begin_and_run(
     let observed_from = Instant::now();
     let mut observation = observe(&ctx).await?;
     if checks_unlisted(request.mode) {
-        unlisted(inner, plan, &request, &mut observation).await;
+        unlisted(inner, plan, &mut observation).await;
     }
     let options = machine_options(plan, &request);
     let machine = Machine::new(request.mode, options);
@@ -418,25 +418,20 @@ pub(super) fn checks_unlisted(mode: Mode) -> bool {
 /// `obs.unlisted_unchecked`: the machine warns about them, or with
 /// `unlisted = "refuse"` refuses (it never starts on a partial check).
 ///
-/// Whether its calls may be put off: only for a rotation nobody asked for at a
-/// terminal, of a plan that only warns, in an engine whose owner asked for it
-/// ([`super::EngineOptions::defer_unlisted_check`], the daemon). Those calls are
+/// Whether its calls may be put off: only for a plan that only warns, in an engine
+/// whose owner asked for it ([`super::EngineOptions::defer_unlisted_check`], the
+/// daemon, for its own rotations and the `rotate now` requests it runs). Those calls are
 /// deferrable reads of the budgets' background lane (see `budget::deferrable`): each
 /// goes at once within a quarter of its windows, or not at all, so the check never
 /// makes a scheduled rotation wait for the budget nor spends what the rotation's own
 /// calls need; what was put off is a warning in the report, and the next check
-/// (through the warm `crate::discover::DiscoveryCache`) reads it. Otherwise (`rotate
-/// now`, whichever process runs it, and plans that refuse) the calls wait for the
-/// budget like the rotation's own, a few seconds at worst, and the check is complete
-/// unless Azure refuses or fails a read.
-pub(super) async fn unlisted(
-    inner: &Inner,
-    plan: &Plan,
-    request: &RotateRequest,
-    obs: &mut Observation,
-) {
+/// (through the warm `crate::discover::DiscoveryCache`) reads it. Otherwise (a
+/// standalone `rotate now`, and plans that refuse) the calls wait for the budget like
+/// the rotation's own, a few seconds at worst, and the check is complete unless Azure
+/// refuses or fails a read.
+pub(super) async fn unlisted(inner: &Inner, plan: &Plan, obs: &mut Observation) {
     use crate::azure::budget;
-    let checked = if defers_unlisted_reads(inner.options.defer_unlisted_check, plan, request) {
+    let checked = if defers_unlisted_reads(inner.options.defer_unlisted_check, plan) {
         budget::in_lane(
             budget::Lane::Background,
             budget::deferrable(unlisted_now(inner, plan, obs)),
@@ -451,10 +446,11 @@ pub(super) async fn unlisted(
 
 /// Whether the unlisted-consumer check of `request` may put its reads off (see
 /// [`unlisted`]).
-fn defers_unlisted_reads(engine_defers: bool, plan: &Plan, request: &RotateRequest) -> bool {
-    engine_defers
-        && request.trigger != Trigger::Manual
-        && plan.unlisted != crate::plan::UnlistedPolicy::Refuse
+fn defers_unlisted_reads(engine_defers: bool, plan: &Plan) -> bool {
+    // An operator's `rotate now` that the daemon runs shares its budget with the
+    // daemon's own rotations and defers like them (its report then says what was put
+    // off): waiting there could hold it behind the whole fleet's queue.
+    engine_defers && plan.unlisted != crate::plan::UnlistedPolicy::Refuse
 }
 
 async fn unlisted_now(

@@ -345,7 +345,7 @@ pub(crate) fn unchecked_advice(unchecked: &[UncheckedRead]) -> String {
     let failed = unchecked.iter().any(|u| u.why == Unchecked::Failed);
     let mut out = String::new();
     if put_off {
-        out.push_str("reads put off go at the next check (`keyflip rotate now PLAN` and plans with unlisted = \"refuse\" never put them off)");
+        out.push_str("reads put off go at the next check (a standalone `keyflip rotate now PLAN`, with no daemon running, and plans with unlisted = \"refuse\" never put them off)");
     }
     if failed {
         if put_off {

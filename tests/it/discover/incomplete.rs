@@ -1,7 +1,7 @@
 //! The unlisted-consumer check when it cannot read everything. In the daemon, the
-//! check of a rotation nobody asked for puts off the reads that do not fit a quarter
-//! of the call budget's window, and the rotation's report says what was not checked;
-//! an operator's `rotate now` and a plan with `unlisted = "refuse"` wait for the
+//! check puts off the reads that do not fit a quarter of the call budget's window,
+//! and the rotation's report says what was not checked; an engine that does not defer
+//! (a standalone `rotate now`) and a plan with `unlisted = "refuse"` wait for the
 //! budget instead, so their check is complete; and a check that Azure could not
 //! answer refuses a plan that refuses, before anything changes.
 
@@ -25,6 +25,12 @@ use crate::support::{config, fast_options, fingerprinter};
 /// settings listings (POSTs, which ARM counts as writes) never fit a quarter of the
 /// window beside the observation's `listKeys`, and its GETs always do.
 fn daemon_engine(h: &Harness) -> Engine {
+    budgeted_engine(h, true)
+}
+
+/// The same budgets; `defer`: whether the check's reads may be put off (the daemon's
+/// engine option).
+fn budgeted_engine(h: &Harness, defer: bool) -> Engine {
     let text = format!(
         "state_dir = \"{}\"\n{}\n[daemon.budget]\narm_writes_per_second = 1\narm_reads_per_second = 100000\narm_reads_per_5min = 1000000\n",
         h.state_dir().display(),
@@ -51,7 +57,7 @@ fn daemon_engine(h: &Harness) -> Engine {
         fingerprinter,
         h.clock.clone(),
         EngineOptions {
-            defer_unlisted_check: true,
+            defer_unlisted_check: defer,
             ..engine_options()
         },
     )
@@ -111,12 +117,14 @@ async fn the_daemons_rotation_puts_discovery_reads_off_and_its_report_says_what_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotate_now_and_a_refusing_plan_wait_for_the_budget_and_check_everything_in_the_daemon() {
+async fn an_engine_that_does_not_defer_and_a_refusing_plan_wait_for_the_budget_and_check_everything()
+ {
     let mut h = Harness::start().await;
     h.plan = partial_plan(&h, "warn");
-    // An operator's `rotate now` (here its dry run, which checks the same way) under
-    // the same budget: the settings are read, so the Function app's is named.
-    let dry = daemon_engine(&h)
+    // An engine that does not defer (a standalone `rotate now`; here its dry run,
+    // which checks the same way) under the same budget: the settings are read, so the
+    // Function app's is named.
+    let dry = budgeted_engine(&h, false)
         .dry_run(&h.plan, RotateRequest::manual())
         .await
         .unwrap();
