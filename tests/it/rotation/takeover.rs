@@ -253,3 +253,36 @@ async fn an_incident_takes_over_a_rotation_a_crash_left_in_its_grace() {
     assert!(r["escalation"]["by"]["uid"].is_u64(), "{r:#}");
     assert!(r["incident_report"]["markdown"].is_string(), "{r:#}");
 }
+
+/// `--revoke-first` on a rotation already moving consumers off the leaked key is not
+/// applied (that swap retires the key at once), and the report says so rather than
+/// dropping the request silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_first_on_a_swap_moving_off_the_leaked_key_is_not_applied_and_says_so() {
+    let (cli, before) = stopped_in_grace().await;
+    let run = cli
+        .run(&[
+            "rotate",
+            "now",
+            "demo",
+            "--yes",
+            "--leaked",
+            "key1",
+            "--revoke-first",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let report = run.json();
+    let warned = report["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w["message"].as_str())
+        .any(|m| m.contains("--revoke-first was not applied"));
+    assert!(warned, "{report:#}");
+    assert_eq!(report["escalation"]["handled_here"], true, "{report:#}");
+    assert_ne!(keys_of(&cli.twin.state().await).0, before.0, "key1 retired");
+    assert_eq!(on_one_working_key(&cli.twin, "after").await, "key2");
+}
