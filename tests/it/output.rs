@@ -248,8 +248,32 @@ async fn the_demo_reads_well_at_80_and_60_columns() {
             .expect("the demo names its twin")
             .to_owned();
         let text = redact(&text, &[(&dir, "DIR"), (&port, "https://TWIN")]);
-        snapshot(&format!("demo-{width}"), &text);
+        snapshot(&format!("demo-{width}"), &request_counts(&text));
     }
+}
+
+/// `AccountKey, 9 request(s)` with the count as `N`: the forgotten client signs every
+/// 30 s of the twin's clock, which is the wall clock plus the demo's skips, so how many
+/// requests fall before the gate's query depends on where in those 30 s the run began.
+fn request_counts(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("request(s)") {
+        let head = &rest[..at];
+        let spaced = head.trim_end();
+        let number = spaced.trim_end_matches(|c: char| c.is_ascii_digit());
+        if number.len() < spaced.len() && number.ends_with(' ') {
+            out.push_str(number);
+            out.push('N');
+            out.push_str(&head[spaced.len()..]);
+        } else {
+            out.push_str(head);
+        }
+        out.push_str("request(s)");
+        rest = &rest[at + "request(s)".len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A JSON object whose keys are all different (serde_json keeps the last of two).
@@ -333,4 +357,110 @@ async fn json_log_lines_have_unique_keys_and_name_the_plan_and_rotation() {
         "Azure call lines were logged:\n{}",
         run.stderr
     );
+}
+
+/// `rotate now` without `--yes` on a terminal, answered with `answer` at the prompt.
+async fn on_a_terminal(cli: &Cli, answer: &'static str) -> crate::support::pty::Screen {
+    let config = cli.dir.path().join("keyflip.toml");
+    let mut cmd = cli.command(&config, &["rotate", "now", "demo", "--grace", "3s"]);
+    cmd.env("COLUMNS", "80");
+    tokio::task::spawn_blocking(move || crate::support::pty::run(cmd, "[y/N]", answer))
+        .await
+        .unwrap()
+}
+
+/// The question comes after the dry run's summary (not its step list); anything but
+/// `y` exits 2 and changes nothing (docs/operations.md, "Exit codes").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prompt_follows_the_summary_and_no_exits_2_with_nothing_changed() {
+    let cli = Cli::start().await;
+    let before = cli.twin.keys("stdatasci001").await;
+    let screen = on_a_terminal(&cli, "n\n").await;
+    let text = &screen.text;
+    assert_eq!(screen.code, Some(2), "{text}");
+    let summary = text.find("  route:").expect("the summary is shown");
+    let grace = text
+        .find("  grace:       3s")
+        .expect("the summary has the grace");
+    let question = text
+        .find("Rotate the keys of stdatasci001 now? [y/N]")
+        .expect("the question");
+    assert!(summary < grace && grace < question, "{text}");
+    assert!(
+        !text.contains("Steps, in order"),
+        "the step list is not shown before the question:\n{text}"
+    );
+    assert!(
+        text[question..].contains("not confirmed; nothing was changed"),
+        "{text}"
+    );
+    assert!(!text.contains("started (safe swap)"), "{text}");
+    assert_eq!(
+        cli.twin.keys("stdatasci001").await,
+        before,
+        "no key changed"
+    );
+    let history = cli.run(&["history", "--output", "json"]).await;
+    assert_eq!(history.json()["rotations"], serde_json::json!([]));
+}
+
+/// Answered `y`: the rotation runs, the grace wait is printed once and the spinner
+/// counts it down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yes_rotates_with_the_grace_counted_down_once_and_no_colour_under_no_color() {
+    let cli = Cli::start().await;
+    let before = cli.twin.keys("stdatasci001").await;
+    let screen = on_a_terminal(&cli, "y\n").await;
+    let text = &screen.text;
+    assert_eq!(screen.code, Some(0), "{text}");
+    assert!(text.contains("Rotation "), "the report: {text}");
+    let after = cli.twin.keys("stdatasci001").await;
+    assert!(
+        after.0 != before.0 && after.1 != before.1,
+        "both keys regenerated"
+    );
+    // Printed once (the spinner's own line says `grace period …: 2s left`).
+    assert_eq!(
+        text.matches("(grace period before the old key is").count(),
+        1,
+        "the wait is printed once:\n{text}"
+    );
+    // The spinner redraws the wait with the time left: more than one value of it.
+    let lefts: std::collections::BTreeSet<&str> = text
+        .match_indices("s left")
+        .map(|(at, _)| {
+            let start = text[..at].rfind(' ').map_or(0, |s| s + 1);
+            &text[start..at]
+        })
+        .collect();
+    assert!(
+        lefts.len() >= 2,
+        "a live countdown of the grace period: {lefts:?}\n{text}"
+    );
+    assert!(has_colour(text), "colour on a terminal:\n{text}");
+
+    // NO_COLOR: a terminal, and still no colour.
+    let config = cli.dir.path().join("keyflip.toml");
+    let mut cmd = cli.command(
+        &config,
+        &["rotate", "now", "demo", "--yes", "--grace", "1s"],
+    );
+    cmd.env("COLUMNS", "80").env("NO_COLOR", "1");
+    let screen = tokio::task::spawn_blocking(move || crate::support::pty::run(cmd, "", ""))
+        .await
+        .unwrap();
+    assert_eq!(screen.code, Some(0), "{}", screen.text);
+    assert!(screen.text.contains("Rotation "), "{}", screen.text);
+    assert!(!has_colour(&screen.text), "NO_COLOR:\n{}", screen.text);
+}
+
+/// An SGR escape sequence (`ESC [ 1;32 m`): colour or weight, not cursor movement.
+fn has_colour(text: &str) -> bool {
+    text.split("\x1b[").skip(1).any(|rest| {
+        let params = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == ';')
+            .count();
+        rest[params..].starts_with('m')
+    })
 }

@@ -52,7 +52,7 @@ pub fn history(reports: &[RotationReport], term: &Term) -> String {
                 || "in doubt".to_owned(),
                 |ms| format!("{:.1}s", ms as f64 / 1000.0),
             );
-            let mut text = format!("{} ({took})", describe::step(&s.command));
+            let mut text = format!("{} ({took})", describe::step_in(&s.command, r.mode));
             if let Some(reason) = s.result.as_ref().and_then(|r| r.failure()) {
                 let _ = write!(text, ": {}", shorten(reason, &refs));
             }

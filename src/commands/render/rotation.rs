@@ -140,23 +140,9 @@ fn key_line(name: KeyName, before: &KeyState, after: &KeyState, what: Option<Str
     }
 }
 
-/// What a regeneration did, in the words of the rotation's mode: in an incident a
-/// leaked key's regeneration is a revoke, whatever the machine's purpose calls it.
+/// What a regeneration did, in the words of the rotation's mode.
 pub(crate) fn regeneration_word(mode: Mode, key: KeyName, purpose: Purpose) -> &'static str {
-    let leaked = match mode {
-        Mode::Scheduled | Mode::Adopt { .. } => false,
-        Mode::Leaked { key: leaked, .. } => leaked == key,
-        Mode::LeakedBoth => true,
-        Mode::Retire { .. } => false,
-    };
-    match purpose {
-        Purpose::Revoke => "revoked",
-        Purpose::Retire if leaked => "revoked",
-        Purpose::Retire => "retired",
-        Purpose::Stage if leaked => "staged (its leaked value revoked)",
-        Purpose::Stage => "staged",
-        Purpose::Discard => "discarded",
-    }
+    crate::rotation::describe::regeneration(mode, key, purpose)
 }
 
 /// Where a consumer stands, in words (for the ones not verified on their key).
