@@ -2,7 +2,7 @@
 //! rather than the full consumer id. Reports and the journal keep the full ids.
 
 use crate::key::KeyName;
-use crate::rotation::machine::{Action, ConsumerRef, Mode, Purpose};
+use crate::rotation::machine::{Action, ConsumerRef, Mode, Outcome, Purpose};
 
 /// A consumer's short label (its kind says how: `crate::consumer`).
 pub fn consumer(c: &ConsumerRef) -> String {
@@ -87,6 +87,17 @@ pub fn regeneration(mode: Mode, key: KeyName, purpose: Purpose) -> &'static str 
     }
 }
 
+/// A rotation's outcome in words for people: the commands it names carry the plan's
+/// name ([`for_plan`]) and, in an incident, a leaked key's regeneration is a revoke
+/// (`key1 regenerated (revoke)`), as its step line and the report's keys say.
+pub fn outcome(outcome: &Outcome, mode: Mode, plan: &str) -> String {
+    let text = outcome.summary_with(&|key, purpose| match regeneration(mode, key, purpose) {
+        "revoked" => "revoke".to_owned(),
+        _ => purpose.to_string(),
+    });
+    for_plan(&text, plan)
+}
+
 /// Advice for a plan: the commands outcomes and refusals name (`keyflip rotate now
 /// PLAN --adopt`, ...) with the plan's name in place of `PLAN`, so a person can paste
 /// them. The machine, which never knows the plan, words them with `PLAN`.
@@ -94,6 +105,10 @@ pub(crate) fn for_plan(text: &str, plan: &str) -> String {
     text.replace(
         "keyflip rotate now PLAN",
         &format!("keyflip rotate now {plan}"),
+    )
+    .replace(
+        "keyflip rotate resume PLAN",
+        &format!("keyflip rotate resume {plan}"),
     )
     .replace("keyflip history PLAN", &format!("keyflip history {plan}"))
 }
@@ -106,10 +121,10 @@ mod tests {
     fn advice_names_the_plan() {
         assert_eq!(
             for_plan(
-                "run `keyflip rotate now PLAN --adopt`; `keyflip history PLAN` shows it; PLANS stay",
+                "run `keyflip rotate now PLAN --adopt`; `keyflip history PLAN` shows it; `keyflip rotate resume PLAN --force-retire`; PLANS stay",
                 "demo"
             ),
-            "run `keyflip rotate now demo --adopt`; `keyflip history demo` shows it; PLANS stay"
+            "run `keyflip rotate now demo --adopt`; `keyflip history demo` shows it; `keyflip rotate resume demo --force-retire`; PLANS stay"
         );
     }
 

@@ -81,6 +81,16 @@ pub fn progress(event: &ProgressEvent, term: &Term) -> Option<String> {
     Some(term.wrap("", "  ", &text))
 }
 
+/// The last progress line, `finished: OUTCOME`, in the words of the rotation's mode
+/// and naming its plan in the commands it advises (see [`describe::outcome`]).
+pub(crate) fn finished_line(outcome: &Outcome, mode: Mode, plan: &str, term: &Term) -> String {
+    term.wrap(
+        "",
+        "  ",
+        &format!("finished: {}", describe::outcome(outcome, mode, plan)),
+    )
+}
+
 /// A wait, shown once when it starts: `  …  21 wait until … (grace period …)`.
 pub(crate) fn waiting_line(
     term: &Term,
