@@ -464,3 +464,87 @@ fn has_colour(text: &str) -> bool {
         rest[params..].starts_with('m')
     })
 }
+
+/// `keyflip daemon` logs one start-up line saying where everything is, and a
+/// routine control request (a `status`) at debug, not info.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_logs_one_start_up_line_and_reads_at_debug() {
+    let cli = Cli::start().await;
+    let config = cli.dir.path().join("keyflip.toml");
+    let socket = cli.dir.path().join("keyflip.sock");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[daemon]\nsocket = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n",
+        socket.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let log = cli.dir.path().join("daemon.log");
+    let mut daemon = cli.command(&config, &["-v", "--log-format", "json", "daemon"]);
+    daemon.stderr(std::fs::File::create(&log).unwrap());
+    let mut child = daemon.spawn().expect("the daemon starts");
+    let started = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the daemon exited:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no control socket:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status = cli.run(&["status", "--output", "json"]).await;
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    assert!(
+        status
+            .stderr
+            .contains("answered by the running keyflip daemon"),
+        "{}",
+        status.stderr
+    );
+    // SAFETY: kill with the pid of the child this test spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(exit.code(), Some(0), "{text}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let start: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "keyflip daemon started")
+        .collect();
+    assert_eq!(start.len(), 1, "one start-up line:\n{text}");
+    let start = start[0];
+    assert_eq!(start["level"], "INFO", "{start}");
+    assert_eq!(start["config"], config.display().to_string(), "{start}");
+    assert_eq!(start["plans"], 1, "{start}");
+    assert_eq!(start["socket"], socket.display().to_string(), "{start}");
+    assert!(
+        start["metrics"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("http://127.0.0.1:") && m.ends_with("/metrics")),
+        "{start}"
+    );
+    assert!(
+        start["credential"].as_str().is_some_and(|c| !c.is_empty()),
+        "{start}"
+    );
+    let requests: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "control request" && l["request"] == "status")
+        .collect();
+    assert!(
+        !requests.is_empty(),
+        "the status request is logged:\n{text}"
+    );
+    for r in requests {
+        assert_eq!(r["level"], "DEBUG", "a read is logged at debug: {r}");
+    }
+}
