@@ -548,3 +548,33 @@ async fn the_daemon_logs_one_start_up_line_and_reads_at_debug() {
         assert_eq!(r["level"], "DEBUG", "a read is logged at debug: {r}");
     }
 }
+
+/// `plan discover`: the plan it writes on stdout is a file, the same whatever the
+/// terminal (snapshotted once), and its summary on stderr reads well at both widths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_discover_reads_well_at_80_and_60_columns() {
+    let cli = Cli::start().await;
+    let account = cli
+        .twin
+        .account_id(crate::support::twin::ACCOUNT)
+        .to_string();
+    let mut plans = Vec::new();
+    for width in WIDTHS {
+        let run = run_at(&cli, &["plan", "discover", &account], width).await;
+        assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+        assert_fits("plan-discover", &run.stderr, width);
+        // `N Azure call(s) in 1.0s over …`: how long the scan took varies.
+        let summary = redacted(&cli, &run.stderr);
+        let summary = match summary.split_once(" Azure call(s) in ") {
+            Some((head, tail)) => format!(
+                "{head} Azure call(s) in SECS{}",
+                &tail[tail.find(" over").unwrap_or(0)..]
+            ),
+            None => summary,
+        };
+        snapshot(&format!("plan-discover-summary-{width}"), &summary);
+        plans.push(redacted(&cli, &run.stdout));
+    }
+    assert_eq!(plans[0], plans[1], "the plan does not depend on COLUMNS");
+    snapshot("plan-discover", &plans[0]);
+}
