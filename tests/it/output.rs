@@ -578,3 +578,68 @@ async fn plan_discover_reads_well_at_80_and_60_columns() {
     assert_eq!(plans[0], plans[1], "the plan does not depend on COLUMNS");
     snapshot("plan-discover", &plans[0]);
 }
+
+/// `keyflip demo --keep-running` as a person runs it: it prints the `export
+/// KEYFLIP_CONFIG=…` line, `doctor` run with that variable passes with no warning,
+/// and Ctrl-C (SIGINT) ends it and removes its files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_keep_running_prints_an_export_line_that_doctor_passes() {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyflip"))
+        .env_clear()
+        .env("LANG", "C.UTF-8")
+        .env("COLUMNS", "1000")
+        .args(["demo", "--keep-running"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the demo starts");
+    let stdout = child.stdout.take().unwrap();
+    let (config, lines) = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut seen = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(path) = line.trim().strip_prefix("export KEYFLIP_CONFIG=") {
+                return (std::path::PathBuf::from(path), lines);
+            }
+        }
+        panic!("no export KEYFLIP_CONFIG= line:\n{seen}");
+    })
+    .await
+    .unwrap();
+    assert!(config.is_file(), "{}", config.display());
+    let doctor = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_keyflip"))
+                .env_clear()
+                .env("LANG", "C.UTF-8")
+                .env("KEYFLIP_CONFIG", &config)
+                .arg("doctor")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert_eq!(doctor.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("demo: nothing blocks a rotation, 0 warnings"),
+        "{text}"
+    );
+    // SAFETY: kill with the pid of the child this test spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = tokio::task::spawn_blocking(move || {
+        // Read to the end: the demo may still print while it stops.
+        lines.for_each(drop);
+        child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!config.exists(), "the demo's files are removed at the end");
+}
