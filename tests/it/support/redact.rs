@@ -10,8 +10,35 @@ pub fn redact(text: &str, literal: &[(&str, &str)]) -> String {
     for (from, to) in literal {
         text = text.replace(from, to);
     }
-    let text = tokens(&caller(&text));
+    let text = request_counts(&tokens(&caller(&text)));
     text.lines().map(line).collect::<Vec<_>>().join("\n")
+}
+
+/// A caller's request count in the logs (`9 request(s)`) grows with how long the run
+/// took, like a duration: `COUNT request(s)`, also when a line break falls between the
+/// count and `request(s)`.
+fn request_counts(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("request(s)") {
+        let head = &rest[..at];
+        let spaced = head.trim_end();
+        let number = spaced.trim_end_matches(|c: char| c.is_ascii_digit());
+        if number.len() < spaced.len()
+            && number.ends_with(char::is_whitespace)
+            && spaced.len() < head.len()
+        {
+            out.push_str(number);
+            out.push_str("COUNT");
+            out.push_str(&head[spaced.len()..]);
+        } else {
+            out.push_str(head);
+        }
+        out.push_str("request(s)");
+        rest = &rest[at + "request(s)".len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `asked by uid 1000 (alice)` depends on who runs the tests: `asked by CALLER`.
@@ -186,6 +213,22 @@ mod tests {
         assert_eq!(
             redact(text, &[]),
             "rotation HEX at TIME, fp:HEX took DURATION (23 steps) (SECS): x TIME\n  key ages: AGES\n    \"duration_ms\": MS,\ndemo  key2  AGES    TIME  now  ok, retired at TIME"
+        );
+    }
+
+    #[test]
+    fn a_callers_request_count_but_no_other_number() {
+        assert_eq!(
+            redact(
+                "x ListContainers with AccountKey, 10 request(s), last y; 3 steps",
+                &[]
+            ),
+            "x ListContainers with AccountKey, COUNT request(s), last y; 3 steps"
+        );
+        // Wrapped between the count and the word, as at 60 columns.
+        assert_eq!(
+            redact("AccountKey, 9\n  request(s), 4 steps", &[]),
+            "AccountKey, COUNT\n  request(s), 4 steps"
         );
     }
 }
