@@ -224,7 +224,7 @@ impl Scheduler {
                 .held_at_gate(&p, force_retire)
                 .map_err(|e| error_reply(&e))?
             {
-                pending.push((p.name, Job::Rotate(retire)));
+                pending.push((p.name, Job::Rotate(retire, None)));
             }
         }
         for (name, _) in &pending {
