@@ -312,6 +312,7 @@ impl Scheduler {
         if shared.parked.is_some() || shared.last_success.is_none_or(|s| s < parked.at) {
             return;
         }
+        tracing::info!(plan = name, last_success = ?shared.last_success, "a rotation of the plan completed elsewhere after it was parked here; unparked");
         self.learned(name, shared);
         if let Some(entry) = self.entry_mut(name) {
             // Another replica changed the keys: the next check reads everything.
