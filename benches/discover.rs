@@ -198,7 +198,7 @@ fn main() {
             let request = Request {
                 accounts: ids.clone(),
                 subscriptions: Some(vec![SUB.to_owned()]),
-                databricks: Vec::new(),
+                sources: Default::default(),
                 written: Vec::new(),
             };
             let started = Instant::now();
@@ -231,7 +231,7 @@ fn main() {
             let request = Request {
                 accounts: one.clone(),
                 subscriptions: Some(vec![SUB.to_owned()]),
-                databricks: Vec::new(),
+                sources: Default::default(),
                 written: Vec::new(),
             };
             let started = Instant::now();

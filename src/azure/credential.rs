@@ -192,7 +192,7 @@ pub fn build(
 
 /// One credential per token scope, each made by `make` when its scope is first asked
 /// for. An `azure_identity` credential holds its token cache's one write lock across a
-/// token request, so with one credential the Key Vault and Databricks tokens a
+/// token request, so with one credential the tokens of the consumers' services a
 /// rotation needs would be requested one after the other; with one per scope they
 /// are requested at once (and each scope still has at most one request in flight).
 struct PerAudience {

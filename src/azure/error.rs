@@ -50,7 +50,7 @@ pub struct Denial {
     pub role: Option<&'static BuiltinRole>,
     pub code: Option<String>,
     pub message: Option<String>,
-    /// Advice for permission systems that are not Azure RBAC (Databricks ACLs).
+    /// Advice for permission systems that are not Azure RBAC (a workspace's own ACLs).
     pub advice: Option<String>,
 }
 
@@ -329,8 +329,8 @@ impl Error {
 }
 
 /// `code` and `message` from any of the error envelopes keyflip meets: ARM and Key
-/// Vault (`{"error":{"code","message","innererror":{"code"}}}`), Databricks
-/// (`{"error_code","message"}`), Entra ID (`{"error","error_description"}`), App
+/// Vault (`{"error":{"code","message","innererror":{"code"}}}`), a workspace's REST
+/// API 2.0 (`{"error_code","message"}`), Entra ID (`{"error","error_description"}`), App
 /// Service settings (`{"Code","Message"}`), and the Blob service's XML (`<Code>`,
 /// `<Message>`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

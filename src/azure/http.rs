@@ -216,7 +216,7 @@ pub(crate) fn user_agent() -> UserAgentOptions {
 /// Which service a sender talks to, and where its requests may go.
 #[derive(Clone, Debug)]
 pub(crate) struct Service {
-    /// For messages: `ARM`, `Databricks`, `Blob`.
+    /// For messages: the service's name (`ARM`, `Blob`, …).
     pub name: &'static str,
     pub(crate) destination: Destination,
 }

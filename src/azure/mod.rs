@@ -57,6 +57,60 @@ pub(crate) use http::{Answer, Operation, RETRY_STATUSES, Sender};
 use crate::config::{Config, Env, process_env};
 use crate::secret::{Fingerprint, Fingerprinter, StorageKey};
 
+/// Which service a call goes to (a dry run's planned calls, and what it counts).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CallService {
+    Arm,
+    KeyVault,
+    Databricks,
+    /// The storage account's blob data plane (SharedKey-signed).
+    Blob,
+}
+
+impl CallService {
+    /// The services besides ARM where consumers live, each with limits of its own that
+    /// a dry run counts separately.
+    pub const CONSUMER_SERVICES: [CallService; 2] =
+        [CallService::KeyVault, CallService::Databricks];
+
+    /// The service a planned call's target names: an ARM id, a Databricks API path,
+    /// the blob endpoint, or another URL (a vault's).
+    pub(crate) fn of_target(target: &str) -> CallService {
+        if target.starts_with("/subscriptions/") || target.starts_with("/providers/") {
+            CallService::Arm
+        } else if target.contains("/api/2.0/") {
+            CallService::Databricks
+        } else if target.starts_with("<blob endpoint>") {
+            CallService::Blob
+        } else {
+            CallService::KeyVault
+        }
+    }
+
+    /// The service in words (`Key Vault`).
+    pub fn label(self) -> &'static str {
+        match self {
+            CallService::Arm => "ARM",
+            CallService::KeyVault => "Key Vault",
+            CallService::Databricks => "Databricks",
+            CallService::Blob => "Blob",
+        }
+    }
+
+    /// The service's snake_case name, as serialized (`key_vault`).
+    pub fn key(self) -> &'static str {
+        match self {
+            CallService::Arm => "arm",
+            CallService::KeyVault => "key_vault",
+            CallService::Databricks => "databricks",
+            CallService::Blob => "blob",
+        }
+    }
+}
+
 /// The sender of Log Analytics queries (the usage gate): only to the cloud's query
 /// API, `None` when the cloud has none.
 fn logs_sender(

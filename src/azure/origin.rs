@@ -1,12 +1,13 @@
 //! Where each Azure client may send requests, enforced in one place.
 //!
-//! Every pipeline keyflip builds (ARM, each Databricks workspace, each Key Vault
-//! `SecretClient`, the SharedKey probe) has an [`OriginPolicy`] as its first per-call
+//! Every pipeline keyflip builds (ARM, each Key Vault `SecretClient`, each
+//! workspace a consumer lives in, the SharedKey probe) has an [`OriginPolicy`] as its first per-call
 //! policy. It refuses, before any token is attached or any signature computed, a
 //! request whose URL is not HTTPS, carries user-info, or is not on the
 //! [`Destination`] the client was built for. So every URL keyflip or the SDK follows
 //! from an answer (Key Vault's `nextLink` in the SDK pager, ARM's `nextLink`,
-//! `Location` and `Azure-AsyncOperation`, Databricks paging, a blob endpoint from ARM)
+//! `Location` and `Azure-AsyncOperation`, a workspace API's paging, a blob endpoint
+//! from ARM)
 //! is checked by the same code, and a token or signature never leaves its origin.
 //! This is the Azure SDK guideline for bearer tokens ("only send a token to the
 //! endpoint it was requested for"), applied to keyflip's own followers too.
@@ -25,7 +26,7 @@ use super::cloud::BlobEndpoints;
 /// Where one client may send requests.
 #[derive(Clone, Debug)]
 pub(crate) enum Destination {
-    /// Exactly one origin (scheme, host, port): ARM, a vault, a Databricks workspace.
+    /// Exactly one origin (scheme, host, port): ARM, a vault, a consumer's workspace.
     Origin(url::Origin),
     /// The cloud's storage blob endpoints (the SharedKey probe, which serves every
     /// account).

@@ -4,8 +4,8 @@
 //!
 //! Promises: nothing is written to Azure; on this machine only the plan files asked
 //! for (`--out`; an existing file is never overwritten). The fingerprint key and the
-//! journal are read when they exist (so Databricks secrets keyflip wrote are
-//! recognized) and never created. Each account's usage gate is suggested from its
+//! journal are read when they exist (so consumers keyflip wrote that cannot be
+//! read back are recognized) and never created. Each account's usage gate is suggested from its
 //! diagnostic settings.
 
 use std::io::Write;
@@ -156,7 +156,7 @@ fn run_inner(
     let request = Request {
         accounts: accounts.clone(),
         subscriptions: (!args.subscriptions.is_empty()).then(|| args.subscriptions.clone()),
-        databricks: config.discovery.databricks.clone(),
+        sources: config.discovery.clone(),
         written,
     };
     let (discovery, gates) = runtime.block_on(async {
@@ -266,7 +266,7 @@ fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// keyflip's last writes to consumers of these accounts that cannot be read back
-/// (Databricks secrets, Data Factory linked services), from the journal, when there is
+/// (the write-only kinds), from the journal, when there is
 /// one written under this installation's fingerprint key.
 fn written(
     config: &Config,
@@ -284,7 +284,7 @@ fn written(
         Err(e) => {
             let _ = writeln!(
                 err,
-                "keyflip plan discover: the journal cannot be read ({e}); Databricks secrets and Data Factory linked services keyflip wrote are matched by name only"
+                "keyflip plan discover: the journal cannot be read ({e}); consumers keyflip wrote that cannot be read back are matched by name only"
             );
             return Vec::new();
         }

@@ -8,7 +8,7 @@
 //! fingerprint of the key keyflip last wrote and the `etag` Azure gave that write
 //! ([`crate::journal::WriteMark`]). While the linked service still carries that etag,
 //! it holds that key; once the etag changed, someone else wrote it and it is unknown
-//! (as a Databricks secret keyflip never wrote), which does not block a rotation. A
+//! (as any write-only consumer keyflip never wrote), which does not block a rotation. A
 //! bind is a conditional read-modify-write (`If-Match`, see
 //! [`crate::azure::datafactory`]) that replaces the credential with a SecureString (a
 //! connection string for the account, or the key for `accountKey`) and keeps the rest

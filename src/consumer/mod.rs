@@ -277,6 +277,19 @@ impl ConsumerKind {
         self.profile().confirmed_by
     }
 
+    /// Whether a consumer of this kind cannot be read back (its writes are confirmed
+    /// by a timestamp or an etag): discovery ties one to an account through keyflip's
+    /// own journaled writes.
+    pub(crate) fn write_only(self) -> bool {
+        self.profile().confirmed_by.is_some()
+    }
+
+    /// The prefix of this kind's ids, with its colon (`keyvault:`), as journal rows
+    /// store them.
+    pub(crate) fn id_prefix(self) -> String {
+        format!("{}:", self.profile().prefix)
+    }
+
     /// Why a consumer that is in two plans may be in only one.
     pub(crate) fn in_two_plans(self) -> &'static str {
         self.profile().in_two_plans

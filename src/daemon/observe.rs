@@ -21,7 +21,7 @@
 //! makes its own full observation before it changes anything, and reconciles an
 //! uncertain `regenerateKey` from fingerprints *and* `keyCreationTime`. What a quick
 //! check cannot see is a consumer that changed without a new Key Vault version (an ML
-//! datastore or workspace, a Databricks secret written by someone else): the next full
+//! datastore or workspace, a write-only secret written by someone else): the next full
 //! check or rotation finds it, and a rotation's precheck refuses a consumer on neither
 //! key or a split.
 

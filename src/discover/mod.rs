@@ -89,7 +89,7 @@ pub enum Verdict {
     /// Its value was read and holds the account's key (or, for an ML workspace, the
     /// account is its own): a plan lists it.
     Rotate,
-    /// Its value cannot be read back (Databricks, Data Factory), but its name or a
+    /// Its value cannot be read back (a write-only kind), but its name or a
     /// record of keyflip's own writes ties it to the account: a plan lists it, and
     /// the comment says why it is only probable.
     Probable { why: String },
@@ -112,7 +112,7 @@ impl Verdict {
 /// rotated, as discovery found it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
-    /// The plan table it belongs in (`key_vault`, `ml_workspace`, `databricks`).
+    /// The plan table it belongs in (`key_vault`, `ml_workspace`, …).
     pub section: &'static str,
     /// Its consumer id (`docs/plans.md`), when it has one.
     #[serde(serialize_with = "as_text")]

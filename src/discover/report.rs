@@ -8,13 +8,13 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde::Serialize;
-use url::Url;
 
 use super::cache::DiscoveryCache;
 use super::scan::{Account, Scan, Written};
 use super::{Finding, Holds};
 use crate::azure::Azure;
-use crate::consumer::{self, ConsumerId, SECTIONS};
+use crate::config::DiscoveryConfig;
+use crate::consumer::{self, ConsumerId, ConsumerKind, SECTIONS};
 use crate::journal::{Journal, JournalError};
 use crate::key::KeyName;
 use crate::resource_id::ResourceId;
@@ -26,8 +26,8 @@ pub struct Request {
     pub accounts: Vec<ResourceId>,
     /// The subscriptions to look in; `None`: every subscription the principal sees.
     pub subscriptions: Option<Vec<String>>,
-    /// Databricks workspaces to look through.
-    pub databricks: Vec<Url>,
+    /// Where the kinds without an inventory API look (`[discovery]`).
+    pub sources: DiscoveryConfig,
     /// keyflip's last writes to consumers it cannot read back, per account (from the
     /// journal).
     pub written: Vec<Write>,
@@ -47,16 +47,14 @@ pub struct Write {
     pub mark: Option<String>,
 }
 
-/// The kinds whose values cannot be read back, by id prefix: discovery ties them to an
-/// account through keyflip's own writes.
-const WRITE_ONLY: [&str; 2] = ["databricks:", "datafactory:"];
-
-/// keyflip's last writes of `account`'s consumers that cannot be read back (Databricks
-/// secrets, Data Factory linked services with the etag of the write), from the journal.
+/// keyflip's last writes of `account`'s consumers that cannot be read back (the
+/// [write-only](ConsumerKind::write_only) kinds, with the service's change marker
+/// when it gave one), from the journal: discovery ties them to the account by these.
 pub fn journal_writes(journal: &Journal, account: &ResourceId) -> Result<Vec<Write>, JournalError> {
     let mut out = Vec::new();
-    for prefix in WRITE_ONLY {
-        for (consumer, key, fingerprint, at) in journal.last_binds_of(account, prefix)? {
+    let write_only = ConsumerKind::ALL.into_iter().filter(|k| k.write_only());
+    for prefix in write_only.map(ConsumerKind::id_prefix) {
+        for (consumer, key, fingerprint, at) in journal.last_binds_of(account, &prefix)? {
             let mark = journal.write_mark(&consumer)?;
             // A marked write is the latest write of it (a rollback's included).
             let (fingerprint, at, mark) = match mark {
@@ -197,7 +195,7 @@ pub async fn discover(
         cache,
         accounts,
         subscriptions.clone(),
-        request.databricks.clone(),
+        request.sources.clone(),
         written,
         true,
     )
@@ -248,7 +246,7 @@ pub(crate) async fn scan(
     cache: &DiscoveryCache,
     accounts: Vec<Account>,
     subscriptions: Vec<String>,
-    databricks: Vec<Url>,
+    sources: DiscoveryConfig,
     written: Vec<Written>,
     detail: bool,
 ) -> (u64, Vec<(Vec<Finding>, Vec<Finding>)>) {
@@ -259,7 +257,7 @@ pub(crate) async fn scan(
         cache,
         accounts,
         subscriptions,
-        databricks,
+        sources,
         written,
     );
     scan.detail = detail;

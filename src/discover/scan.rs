@@ -17,6 +17,7 @@ use crate::azure::keyvault::SecretItem;
 use crate::azure::ml::Workspace;
 use crate::azure::web::{Collection, SiteRef};
 use crate::azure::{self, Azure};
+use crate::config::DiscoveryConfig;
 use crate::consumer::app_service::discover::SeenSetting;
 use crate::consumer::{ConsumerId, SecretFormat};
 use crate::key::KeyName;
@@ -46,7 +47,7 @@ pub(crate) struct Written {
 }
 
 /// A Key Vault secret found holding an account's key: other kinds that read a key
-/// through Key Vault (a Key Vault-backed Databricks scope, an App Service Key Vault
+/// through Key Vault (a Key Vault-backed secret scope, an App Service Key Vault
 /// reference, a Data Factory `AzureKeyVaultSecret`) are covered by it.
 #[derive(Clone, Debug)]
 pub(crate) struct VaultSecret {
@@ -69,8 +70,8 @@ pub(crate) struct Scan<'a> {
     fingerprinter: &'a Fingerprinter,
     pub accounts: Vec<Account>,
     pub subscriptions: Vec<String>,
-    /// Databricks workspaces to look through (`[discovery] databricks`).
-    pub databricks: Vec<Url>,
+    /// Where the kinds without an inventory API look (`[discovery]`).
+    pub sources: DiscoveryConfig,
     pub written: Vec<Written>,
     /// Read which key each consumer holds (`plan discover`, `doctor`). Without it (a
     /// rotation's unlisted-consumer check, which only needs to know what the plan
@@ -91,7 +92,7 @@ impl<'a> Scan<'a> {
         cache: &'a DiscoveryCache,
         accounts: Vec<Account>,
         subscriptions: Vec<String>,
-        databricks: Vec<Url>,
+        sources: DiscoveryConfig,
         written: Vec<Written>,
     ) -> Scan<'a> {
         Scan {
@@ -99,7 +100,7 @@ impl<'a> Scan<'a> {
             fingerprinter,
             accounts,
             subscriptions,
-            databricks,
+            sources,
             written,
             detail: true,
             vault_secrets: Mutex::new(Vec::new()),

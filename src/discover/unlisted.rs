@@ -13,13 +13,12 @@
 //! cache keeps what it found.) In the daemon its calls are deferrable (see
 //! `crate::azure::budget::deferrable`): a rotation never waits for them.
 
-use url::Url;
-
 use super::cache::DiscoveryCache;
 use super::report::{AccountDiscovery, scan, written_for};
 use super::scan::Account;
 use super::{Finding, Verdict};
 use crate::azure::Azure;
+use crate::config::DiscoveryConfig;
 use crate::consumer;
 use crate::plan::Plan;
 use crate::secret::{Fingerprint, Fingerprinter};
@@ -66,7 +65,7 @@ pub async fn check(
     azure: &Azure,
     fingerprinter: &Fingerprinter,
     cache: &DiscoveryCache,
-    databricks: &[Url],
+    sources: &DiscoveryConfig,
     written: &Writes,
     plan: &Plan,
     keys: [Fingerprint; 2],
@@ -82,7 +81,7 @@ pub async fn check(
         cache,
         accounts,
         vec![plan.storage_account.subscription().to_owned()],
-        databricks.to_vec(),
+        sources.clone(),
         written,
         false,
     )

@@ -49,8 +49,8 @@ const PLANS_AT_ONCE: usize = 4;
 /// ARM, keyflip's own earlier writes, and whether unlisted consumers block.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// `[discovery] databricks`.
-    pub databricks: Vec<url::Url>,
+    /// `[discovery]`: where discovery looks beyond what ARM lists.
+    pub sources: crate::config::DiscoveryConfig,
     /// The journal's last writes to consumers that cannot be read back.
     pub written: crate::discover::unlisted::Writes,
     /// `--strict`: a consumer the plan does not list blocks.
@@ -78,7 +78,7 @@ pub async fn examine_with(azure: &Azure, plans: &[Plan], options: &Options) -> V
     let request = crate::discover::Request {
         accounts,
         subscriptions: None,
-        databricks: options.databricks.clone(),
+        sources: options.sources.clone(),
         written: options.written.clone(),
     };
     let discovery = crate::discover::discover(azure, azure.fingerprinter(), &cache, &request).await;
@@ -167,7 +167,7 @@ fn run_inner(
             )
         })?;
     let options = Options {
-        databricks: config.discovery.databricks.clone(),
+        sources: config.discovery.clone(),
         written: written(&config, &fingerprinter, fingerprints.source, &plans),
         strict: args.strict,
     };
@@ -299,7 +299,7 @@ pub(crate) fn fingerprinter(
 }
 
 /// keyflip's last writes to the plans' accounts' consumers that cannot be read back
-/// (Databricks secrets, Data Factory linked services), from the journal, when one
+/// (the write-only kinds), from the journal, when one
 /// exists under this installation's fingerprint key (opened, never created).
 fn written(
     config: &Config,

@@ -209,7 +209,7 @@ impl Journal {
     }
 
     /// For every consumer keyflip bound in a rotation of `account` whose id starts
-    /// with `prefix` (`databricks:`), the last successful bind: the key, its
+    /// with `prefix` (a kind's, such as `keyvault:`), the last successful bind: the key, its
     /// fingerprint and when. What discovery knows of consumers it cannot read back.
     pub fn last_binds_of(
         &self,

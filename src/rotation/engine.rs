@@ -238,9 +238,8 @@ pub(super) struct Inner {
     /// Discovery's shared reads (the unlisted-consumer check of every rotation in this
     /// process), kept for [`crate::discover::cache::LIST_TTL`].
     pub(super) discovery: crate::discover::DiscoveryCache,
-    /// `[discovery] databricks`: where the unlisted-consumer check looks for
-    /// Databricks secrets.
-    pub(super) databricks: Vec<url::Url>,
+    /// `[discovery]`: where the unlisted-consumer check looks beyond what ARM lists.
+    pub(super) sources: crate::config::DiscoveryConfig,
     pub(super) journal: Mutex<Journal>,
     pub(super) fingerprinter: Arc<Fingerprinter>,
     pub(super) clock: Arc<dyn Clock>,
@@ -382,7 +381,7 @@ impl Engine {
                     clock.clone(),
                     crate::discover::LIST_TTL,
                 ),
-                databricks: config.discovery.databricks.clone(),
+                sources: config.discovery.clone(),
                 journal: Mutex::new(journal),
                 fingerprinter,
                 clock,

@@ -445,7 +445,7 @@ async fn unlisted_now(inner: &Inner, plan: &Plan, obs: &Observation) -> Vec<Unli
     let written = match crate::discover::journal_writes(&inner.journal(), &plan.storage_account) {
         Ok(found) => found,
         Err(e) => {
-            tracing::warn!(plan = %plan.name, error = %e, "unlisted-consumer check: the journal's writes of Databricks secrets and Data Factory linked services could not be read");
+            tracing::warn!(plan = %plan.name, error = %e, "unlisted-consumer check: the journal's writes of consumers whose values cannot be read back could not be read");
             Vec::new()
         }
     };
@@ -454,7 +454,7 @@ async fn unlisted_now(inner: &Inner, plan: &Plan, obs: &Observation) -> Vec<Unli
         &inner.azure,
         &inner.fingerprinter,
         &inner.discovery,
-        &inner.databricks,
+        &inner.sources,
         &written,
         plan,
         [obs.key1.fingerprint, obs.key2.fingerprint],

@@ -1,8 +1,8 @@
 //! Observation: what Azure holds right now, as the machine's [`Observation`]. Reads
 //! only.
 //!
-//! The ARM token first (the Key Vault and Databricks tokens the consumers need are
-//! requested beside it), then two waves of concurrent reads (each a round trip on the
+//! The ARM token first (the tokens of the consumers' services are requested
+//! beside it), then two waves of concurrent reads (each a round trip on the
 //! incident's critical path): first keyflip's own permissions at every scope it will write (the storage account;
 //! each ML workspace; each vault with a `vault_id`), the account (shared key access,
 //! `keyCreationTime`), both keys (`listKeys`) and the consumers (datastores discovered
@@ -110,7 +110,7 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
     let checks = required_permissions(plan);
     let nothing_known = Lacking(HashSet::new());
     let mut found_missing = Vec::new();
-    // The consumers' services' tokens (Key Vault, Databricks) are requested beside
+    // The consumers' services' tokens (a vault's, a workspace's) are requested beside
     // ARM's, so reading the consumers does not wait for them.
     // ARM's token comes first (and fails once, not once per queued read).
     let audiences: Vec<String> = consumer::tokens(plan, azure.cloud())

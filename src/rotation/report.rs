@@ -270,8 +270,7 @@ impl PlannedCall {
 
     /// A call as the consumer kinds word it: `METHOD target` and anything after the
     /// target as its note (`PUT …/secrets/x (a new version: …)`). The service follows
-    /// from the target: an ARM id, a Databricks API path, the blob endpoint, or
-    /// another URL (Key Vault's).
+    /// from the target ([`CallService::of_target`]).
     pub(crate) fn from_text(text: &str) -> PlannedCall {
         const METHODS: [&str; 6] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
         let (method, rest) = match text.split_once(' ') {
@@ -289,16 +288,7 @@ impl PlannedCall {
                 _ => n.to_owned(),
             }
         });
-        let service = if target.starts_with("/subscriptions/") || target.starts_with("/providers/")
-        {
-            CallService::Arm
-        } else if target.contains("/api/2.0/") {
-            CallService::Databricks
-        } else if target.starts_with("<blob endpoint>") {
-            CallService::Blob
-        } else {
-            CallService::KeyVault
-        };
+        let service = CallService::of_target(&target);
         PlannedCall {
             method,
             service,
@@ -318,16 +308,7 @@ impl std::fmt::Display for PlannedCall {
     }
 }
 
-/// Which service a call goes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallService {
-    Arm,
-    KeyVault,
-    Databricks,
-    /// The storage account's blob data plane (SharedKey-signed).
-    Blob,
-}
+pub use crate::azure::CallService;
 
 /// What a rotation would do, decided from live state; nothing was changed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -23,7 +23,9 @@ fn request(twin: &TestTwin, accounts: &[&str]) -> Request {
     Request {
         accounts: accounts.iter().map(|a| twin.account_id(a)).collect(),
         subscriptions: None,
-        databricks: vec![twin.databricks_url("dbw-datasci")],
+        sources: keyflip::config::DiscoveryConfig {
+            databricks: vec![twin.databricks_url("dbw-datasci")],
+        },
         written: Vec::new(),
     }
 }

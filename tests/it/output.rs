@@ -183,6 +183,12 @@ async fn ascii_without_a_utf8_locale_and_json_documents_carry_a_version() {
     assert_eq!(summary["regenerations"][0]["key"], "key1", "{summary:#}");
     assert_eq!(summary["consumers_moved"]["datastore"], 4, "{summary:#}");
     assert!(summary["arm_writes"].as_u64().unwrap() > 10, "{summary:#}");
+    // Per-service counts keep their field names (`{service}_calls`), as the text does.
+    assert!(
+        summary["key_vault_calls"].as_u64().unwrap() > 0,
+        "{summary:#}"
+    );
+    assert_eq!(summary["databricks_calls"], 4, "{summary:#}");
 }
 
 /// `demo --keep-running` writes a configuration that `doctor` passes with no warning,

@@ -34,8 +34,9 @@ pub(crate) struct Summary {
     pub consumers_moved: BTreeMap<String, usize>,
     /// ARM calls other than GET: what the subscription's write budget counts.
     pub arm_writes: usize,
-    pub(crate) key_vault_calls: usize,
-    pub(crate) databricks_calls: usize,
+    /// Calls to each of [`CallService::CONSUMER_SERVICES`], as `{service}_calls`.
+    #[serde(flatten)]
+    pub(crate) service_calls: BTreeMap<String, usize>,
     pub steps: usize,
 }
 
@@ -100,12 +101,13 @@ pub fn summary(d: &DryRun) -> Summary {
         regenerations,
         consumers_moved,
         arm_writes: calls().filter(|c| c.is_arm_write()).count(),
-        key_vault_calls: calls()
-            .filter(|c| c.service == CallService::KeyVault)
-            .count(),
-        databricks_calls: calls()
-            .filter(|c| c.service == CallService::Databricks)
-            .count(),
+        service_calls: CallService::CONSUMER_SERVICES
+            .iter()
+            .map(|&s| {
+                let n = calls().filter(|c| c.service == s).count();
+                (format!("{}_calls", s.key()), n)
+            })
+            .collect(),
         steps: d.steps.len(),
     }
 }
@@ -258,8 +260,17 @@ pub(crate) fn render(d: &DryRun, term: &Term, detail: Detail) -> String {
         &mut out,
         "Azure calls:",
         &format!(
-            "at most {} ARM writes (the subscription's write budget), {} Key Vault, {} Databricks; {} steps",
-            s.arm_writes, s.key_vault_calls, s.databricks_calls, s.steps
+            "at most {} ARM writes (the subscription's write budget), {}; {} steps",
+            s.arm_writes,
+            CallService::CONSUMER_SERVICES
+                .iter()
+                .map(|&service| {
+                    let n = s.service_calls.get(&format!("{}_calls", service.key()));
+                    format!("{} {}", n.copied().unwrap_or(0), service.label())
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            s.steps
         ),
     );
     for (i, e) in d.effects.iter().enumerate() {

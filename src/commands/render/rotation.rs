@@ -3,7 +3,7 @@
 //!
 //! The report's counts agree with what it says below them: a consumer is counted as
 //! verified only when it was read back on its key; one whose value cannot be read
-//! back (a Databricks secret, a Data Factory SecureString) is counted as written and
+//! back (a secret scope's secret, a SecureString) is counted as written and
 //! confirmed the way its kind says (its timestamp, its etag). Each
 //! warning that names a consumer, and each Key Vault version disabled, is shown under
 //! that consumer. An incident's next steps (SAS tokens, shared keys) are printed here

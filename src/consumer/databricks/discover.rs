@@ -25,7 +25,7 @@ use crate::discover::{Finding, Holds, Scan, Verdict, write::quote};
 const SKEW: TimeDelta = TimeDelta::seconds(2);
 
 pub(crate) async fn discover(scan: &Scan<'_>) -> Vec<(Option<usize>, Finding)> {
-    join_all(scan.databricks.iter().map(|w| workspace(scan, w)))
+    join_all(scan.sources.databricks.iter().map(|w| workspace(scan, w)))
         .await
         .into_iter()
         .flatten()

@@ -37,7 +37,7 @@ impl fmt::Display for Failure {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
-    /// Azure (or Databricks) refused the caller: a missing permission or a token it
+    /// Azure (or a consumer's service) refused the caller: a missing permission or a token it
     /// does not accept. A person must grant or fix it.
     Denied,
     /// What the step addresses does not exist (HTTP 404).

@@ -141,9 +141,26 @@ fn line(l: &str) -> String {
     if let Some((head, _)) = l.split_once("key ages:") {
         return format!("{head}key ages: AGES");
     }
-    let mut l = l
-        .split(' ')
-        .map(|w| if is_ages(w) { "AGES" } else { w })
+    // A caller's request count in the logs (`9 request(s)`) grows with how long the
+    // run took, like a duration.
+    let words: Vec<&str> = l.split(' ').collect();
+    let mut l = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let count = words
+                .get(i + 1)
+                .is_some_and(|next| next.starts_with("request(s)"))
+                && !w.is_empty()
+                && w.chars().all(|c| c.is_ascii_digit());
+            if is_ages(w) {
+                "AGES"
+            } else if count {
+                "COUNT"
+            } else {
+                w
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ");
     if let Some(a) = l.find("\"duration_ms\": ") {
@@ -186,6 +203,17 @@ mod tests {
         assert_eq!(
             redact(text, &[]),
             "rotation HEX at TIME, fp:HEX took DURATION (23 steps) (SECS): x TIME\n  key ages: AGES\n    \"duration_ms\": MS,\ndemo  key2  AGES    TIME  now  ok, retired at TIME"
+        );
+    }
+
+    #[test]
+    fn a_callers_request_count_but_no_other_number() {
+        assert_eq!(
+            redact(
+                "x ListContainers with AccountKey, 10 request(s), last y; 3 steps",
+                &[]
+            ),
+            "x ListContainers with AccountKey, COUNT request(s), last y; 3 steps"
         );
     }
 }
