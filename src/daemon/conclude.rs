@@ -282,6 +282,13 @@ impl Scheduler {
         let Some(entry) = self.plans.get_mut(name) else {
             return;
         };
+        if shared.last_started > entry.state.last_started {
+            // Another replica rotated (or tried): the key age this replica knows is
+            // stale, and a plan due by `max_key_age` must not rotate on it; the next
+            // check (at once, see `conclude`) reads everything.
+            entry.active_created = KeyAge::Unknown;
+            entry.needs_full = true;
+        }
         let state = &mut entry.state;
         state.last_started = state.last_started.max(shared.last_started);
         state.last_success = state.last_success.max(shared.last_success);
