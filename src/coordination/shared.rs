@@ -607,20 +607,7 @@ impl Coordinator {
             }
             let unfinished = doc.unfinished().map(|r| r.id.clone());
             if !added.is_empty() || marked {
-                doc.fingerprint_check = Some(self.fingerprint_check.clone());
-                lease.ensure()?;
-                self.client
-                    .put(
-                        &blob,
-                        &doc.to_bytes(),
-                        &Conditions {
-                            lease: Some(lease.id()),
-                            if_match: Some(&etag),
-                            if_none: false,
-                        },
-                    )
-                    .await?;
-                self.stats.writes.fetch_add(1, Ordering::Relaxed);
+                self.write_leased(&blob, &mut doc, &lease, &etag).await?;
             }
             Ok(AccountImport {
                 account: account.as_str().to_owned(),
@@ -708,25 +695,37 @@ impl Coordinator {
             }
             doc.account
                 .get_or_insert_with(|| account.as_str().to_owned());
-            doc.fingerprint_check = Some(self.fingerprint_check.clone());
-            lease.ensure()?;
-            self.client
-                .put(
-                    &blob,
-                    &doc.to_bytes(),
-                    &Conditions {
-                        lease: Some(lease.id()),
-                        if_match: Some(&etag),
-                        if_none: false,
-                    },
-                )
-                .await?;
-            self.stats.writes.fetch_add(1, Ordering::Relaxed);
-            Ok(())
+            self.write_leased(&blob, &mut doc, &lease, &etag).await
         }
         .await;
         lease.release().await;
         result
+    }
+
+    /// Writes `doc` (marked with this replica's fingerprint-key check) under a lease
+    /// taken for one operation, with `If-Match` of the version read under it.
+    async fn write_leased(
+        &self,
+        blob: &str,
+        doc: &mut AccountDoc,
+        lease: &Lease,
+        etag: &ETag,
+    ) -> Result<(), CoordError> {
+        doc.fingerprint_check = Some(self.fingerprint_check.clone());
+        lease.ensure()?;
+        self.client
+            .put(
+                blob,
+                &doc.to_bytes(),
+                &Conditions {
+                    lease: Some(lease.id()),
+                    if_match: Some(etag),
+                    if_none: false,
+                },
+            )
+            .await?;
+        self.stats.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn find(&self, rotation_id: &str, write: &SharedWrite<'_>) -> Result<Arc<Held>, CoordError> {

@@ -345,11 +345,7 @@ fn overlay(status: &mut PlanStatus, p: &PlanSnapshot) {
             status.due_reason = p.due_reason.clone();
         }
         status.schedule = ScheduleStatus {
-            running: p.running.as_ref().map(|a| RunningJob {
-                kind: a.kind.to_owned(),
-                rotation_id: a.rotation_id.clone(),
-                since: a.since,
-            }),
+            running: running(p),
             findings: p.drift.clone(),
             ..shared
         };
@@ -358,11 +354,7 @@ fn overlay(status: &mut PlanStatus, p: &PlanSnapshot) {
     status.next_due = p.next_due;
     status.due_reason = p.due_reason.clone();
     status.schedule = ScheduleStatus {
-        running: p.running.as_ref().map(|a| RunningJob {
-            kind: a.kind.to_owned(),
-            rotation_id: a.rotation_id.clone(),
-            since: a.since,
-        }),
+        running: running(p),
         failures: p.failures,
         retry_at: p.retry_at.filter(|_| p.failures > 0),
         parked: p.parked.as_ref().map(|x| ParkedStatus {
@@ -371,6 +363,15 @@ fn overlay(status: &mut PlanStatus, p: &PlanSnapshot) {
         }),
         findings: p.drift.clone(),
     };
+}
+
+/// The job the plan runs now, as status shows it.
+fn running(p: &PlanSnapshot) -> Option<RunningJob> {
+    p.running.as_ref().map(|a| RunningJob {
+        kind: a.kind.to_owned(),
+        rotation_id: a.rotation_id.clone(),
+        since: a.since,
+    })
 }
 
 /// A kept plan parsed again; an error would mean parsing is not deterministic.

@@ -15,7 +15,7 @@ use super::Shared;
 use crate::support::engine::{plan_from, regenerations};
 
 /// The demo plan, due every minute, with a short grace.
-fn every_minute(shared: &Shared) -> String {
+pub(super) fn every_minute(shared: &Shared) -> String {
     let text = crate::support::engine::demo_plan_text(&shared.twin)
         .replace("cron = \"*/10 * * * *\"", "cron = \"* * * * *\"")
         .replace("grace = \"30s\"", "grace = \"1s\"");
@@ -24,14 +24,15 @@ fn every_minute(shared: &Shared) -> String {
 }
 
 /// A daemon replica: the process, its configuration and its log.
-struct Daemon {
-    child: Child,
-    config: PathBuf,
-    log: PathBuf,
+pub(super) struct Daemon {
+    pub(super) child: Child,
+    pub(super) config: PathBuf,
+    pub(super) log: PathBuf,
 }
 
 impl Daemon {
-    fn start(shared: &Shared, replica: &str) -> Daemon {
+    /// Started with `retry_backoff = "10s"` and `park_after_failures = 1`.
+    pub(super) fn start(shared: &Shared, replica: &str) -> Daemon {
         let mut config = shared.config_text(replica, 15);
         let run = shared.dir.path().join(format!("run-{replica}"));
         std::fs::create_dir_all(&run).unwrap();
