@@ -127,7 +127,7 @@ impl Scheduler {
         if report.mode.is_incident() {
             self.ctx.metrics.incident(name);
         }
-        let summary = crate::rotation::describe::for_plan(&outcome.to_string(), name);
+        let summary = crate::rotation::describe::outcome(outcome, report.mode, name);
         let Some(entry) = self.plans.get_mut(name) else {
             return;
         };
