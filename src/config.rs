@@ -7,7 +7,7 @@
 //! resolved against the file's directory; standard `AZURE_*` environment variables fill
 //! in what the file leaves out (the file wins). Loading reads no secret: a client secret
 //! is read only when a credential is built ([`ClientSecretSource::read`]), and a secret
-//! file that group or others can read is refused.
+//! file anyone but keyflip's user and root can read (by mode or ACL) is refused.
 //!
 //! The format is documented for operators in `docs/configuration.md`.
 
@@ -22,15 +22,17 @@ use crate::diagnostic::SourceError;
 mod coordination;
 mod credential;
 mod daemon;
+mod private_file;
 
 use coordination::RawCoordination;
 pub use coordination::{CoordinationConfig, DEFAULT_LEASE_SECONDS, account_of_endpoint};
 use credential::RawCredential;
-pub use credential::{ClientSecretSource, CredentialConfig, PrivateFileError, check_private_file};
+pub use credential::{ClientSecretSource, CredentialConfig};
 use daemon::RawDaemon;
 pub use daemon::{
     AZURE_LIMITS, BudgetConfig, DEFAULT_METRICS_LISTEN, DEFAULT_SOCKET, DaemonConfig, RetryConfig,
 };
+pub use private_file::{PrivateFileError, check_private_file};
 
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/keyflip/keyflip.toml";
 pub(crate) const DEFAULT_PLANS_DIR: &str = "/etc/keyflip/rotation-plans";
@@ -120,12 +122,13 @@ pub enum ConfigError {
     #[error("{0}")]
     Invalid(Box<SourceError>),
     #[error(
-        "the {what} file {path} has mode {mode:o}, so group or others can read it; run `chmod 600 {path}` (and make sure only keyflip's user owns it), or hand it to the service with systemd's LoadCredential= (files under $CREDENTIALS_DIRECTORY are accepted as systemd creates them)"
+        "the {what} file {path} is not private: {who}; run `chmod 600 {path}` (and make sure only keyflip's user owns it, with no ACL for anyone else), or hand it to the service with systemd's LoadCredential= (files under $CREDENTIALS_DIRECTORY, and files whose ACL names only keyflip's user, are accepted as systemd creates them)"
     )]
     SecretFileTooOpen {
         what: &'static str,
         path: String,
-        mode: u32,
+        /// Who else can reach it, in words (group, others, an ACL entry).
+        who: String,
     },
     #[error("cannot read the client secret file {path}: {source}")]
     SecretFile {

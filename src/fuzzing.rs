@@ -14,6 +14,8 @@ use azure_core::http::headers::Headers;
 use azure_core::http::{AsyncRawResponse, HttpClient, Request, StatusCode};
 use url::Url;
 
+use crate::azure::monitor::{StorageService, UsageQuery};
+use crate::azure::web::{Collection, SiteRef};
 use crate::azure::{Azure, AzureOptions, RetryPolicy};
 use crate::daemon::control::protocol::{Envelope, ServerLine, VERSION};
 use crate::daemon::control::server::parse_request;
@@ -210,8 +212,20 @@ pub fn azure_responses(data: &[u8]) {
     let databricks = Url::parse("https://adb-1.1.azuredatabricks.net/").ok();
     let endpoint = Url::parse("https://st01.blob.core.windows.net/").ok();
     let key = StorageKey::new("a2V5".to_owned());
+    let site = id("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/app");
+    let factory =
+        id("/subscriptions/s/resourceGroups/rg/providers/Microsoft.DataFactory/factories/adf");
+    let since = chrono::DateTime::UNIX_EPOCH;
+    let usage = UsageQuery {
+        workspace_id: "00000000-0000-0000-0000-000000000001",
+        services: &[StorageService::Blob, StorageService::File],
+        account: "st01",
+        since,
+        until: since + chrono::TimeDelta::hours(1),
+    };
     runtime().block_on(async {
-        match op % 14 {
+        // Calls 0 to 13 keep the numbers the seed corpus was written with.
+        match op % 20 {
             0 => drop(azure.storage_account(&account).await),
             1 => drop(azure.storage_keys(&account).await),
             2 => {
@@ -253,11 +267,28 @@ pub fn azure_responses(data: &[u8]) {
                 }
             }
             12 => drop(azure.permissions(account.as_str()).await),
-            _ => {
+            13 => {
                 if let Some(e) = &endpoint {
                     drop(azure.probe_shared_key(e, "st01", &key).await);
                 }
             }
+            // Log Analytics: the usage gate's query, and finding the workspace.
+            14 => drop(azure.key_usage(&usage, &key).await),
+            15 => drop(azure.diagnostic_settings(&account, StorageService::Blob).await),
+            16 => drop(
+                azure
+                    .log_analytics_workspace_id(
+                        "/subscriptions/s/resourceGroups/rg/providers/Microsoft.OperationalInsights/workspaces/la",
+                    )
+                    .await,
+            ),
+            17 => drop(
+                azure
+                    .web_settings(&SiteRef::new(&site, None), Collection::ConnectionStrings)
+                    .await,
+            ),
+            18 => drop(azure.linked_services(&factory).await),
+            _ => drop(azure.subscriptions().await),
         }
     });
 }

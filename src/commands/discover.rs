@@ -176,6 +176,11 @@ fn run_inner(
     }
     let now = clock.now();
     let mut exit = Exit::Ok;
+    // The summary is for the person at the terminal: it fits its width.
+    let term = super::term::Term::stderr();
+    let mut say = |text: &str| {
+        let _ = write!(err, "{}", term.wrap("", "  ", text));
+    };
     for ((found, gate), dest) in discovery.accounts.iter().zip(&gates).zip(&destinations) {
         let name = found
             .account
@@ -183,17 +188,16 @@ fn run_inner(
             .next()
             .unwrap_or(found.account.as_str());
         if let Some(e) = &found.error {
-            let _ = writeln!(err, "{name}: {e}");
+            say(&format!("{name}: {e}"));
             exit = worse(exit, Exit::Failure);
             continue;
         }
         let Some(text) = plan_text(found, now, gate.as_ref()) else {
-            let _ = writeln!(
-                err,
+            say(&format!(
                 "{name}: no consumer of its key was found in {} subscription(s); no plan written ({} found but not rotatable)",
                 discovery.subscriptions.len(),
                 found.other.len()
-            );
+            ));
             exit = worse(exit, Exit::Refused);
             continue;
         };
@@ -211,7 +215,7 @@ fn run_inner(
             None => {
                 out.write_all(text.as_bytes())
                     .map_err(|e| (Exit::Failure, format!("cannot write the plan: {e}")))?;
-                let _ = writeln!(err, "{summary}");
+                say(&summary);
             }
             Some(path) => {
                 write_new(path, &text).map_err(|e| {
@@ -220,17 +224,16 @@ fn run_inner(
                         format!("cannot write {}: {e}", path.display()),
                     )
                 })?;
-                let _ = writeln!(err, "{summary}; plan written to {}", path.display());
+                say(&format!("{summary}; plan written to {}", path.display()));
             }
         }
     }
-    let _ = writeln!(
-        err,
+    say(&format!(
         "{} Azure call(s) in {:.1}s over {} subscription(s)",
         discovery.calls,
         discovery.took_ms as f64 / 1000.0,
         discovery.subscriptions.len()
-    );
+    ));
     Ok(exit)
 }
 

@@ -19,6 +19,7 @@ use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use super::render;
 use super::term::Term;
 use crate::cli::Output;
+use crate::rotation::machine::Mode;
 use crate::rotation::{Progress, ProgressEvent};
 
 /// How progress is drawn.
@@ -50,6 +51,9 @@ pub(crate) struct Order {
     waiting: Option<u32>,
     /// Waits already shown by their `Waiting` line.
     shown_waits: BTreeSet<u32>,
+    /// The rotation's plan and mode, from its `Started` event: the last line words
+    /// the outcome with them.
+    rotation: Option<(String, Mode)>,
 }
 
 impl Order {
@@ -61,6 +65,7 @@ impl Order {
             early: BTreeMap::new(),
             waiting: None,
             shown_waits: BTreeSet::new(),
+            rotation: None,
         }
     }
 
@@ -95,7 +100,19 @@ impl Order {
                 self.done.insert(*seq, line);
                 self.release()
             }
+            ProgressEvent::Finished { outcome, .. } if self.rotation.is_some() => {
+                let mut lines = self.flush();
+                if let Some((plan, mode)) = &self.rotation {
+                    lines.push(render::rotation::finished_line(
+                        outcome, *mode, plan, &self.term,
+                    ));
+                }
+                lines
+            }
             other => {
+                if let ProgressEvent::Started { plan, mode, .. } = other {
+                    self.rotation = Some((plan.clone(), *mode));
+                }
                 // A boundary (start, decision, end): everything before it is out.
                 let mut lines = self.flush();
                 lines.extend(render::progress(other, &self.term));

@@ -1,6 +1,7 @@
 //! `[credential]`: which Entra ID credential keyflip uses, completed from the standard
 //! `AZURE_*` environment variables, and how a client secret is read (only when a
-//! credential is built, and never from a file that group or others can read).
+//! credential is built, and never from a file anyone else can read: see
+//! [`super::private_file`]).
 
 use std::path::PathBuf;
 
@@ -8,6 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use zeroize::Zeroizing;
 
+use super::private_file::{PrivateFileError, check_private_file};
 use super::{ConfigError, Ctx, Env};
 use crate::diagnostic::SourceError;
 
@@ -241,45 +243,8 @@ impl Ctx<'_> {
     }
 }
 
-/// Why [`check_private_file`] refused a file.
-#[derive(Debug)]
-pub enum PrivateFileError {
-    Io(std::io::Error),
-    TooOpen(ConfigError),
-}
-
-/// Whether a file holding a credential (`what`: "client secret", "client
-/// certificate") is private enough to use: not readable by group or others, or one
-/// systemd placed in `$CREDENTIALS_DIRECTORY` with `LoadCredential=` (systemd makes it
-/// mode 0400 plus an ACL for the service's user, so `stat` shows it group-readable,
-/// and only the service can reach that directory).
-pub fn check_private_file(
-    path: &std::path::Path,
-    what: &'static str,
-    env: Env,
-) -> Result<(), PrivateFileError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(path)
-        .map_err(PrivateFileError::Io)?
-        .permissions()
-        .mode();
-    let from_systemd = env("CREDENTIALS_DIRECTORY").is_some_and(|dir| {
-        let dir = std::fs::canonicalize(dir);
-        let file = std::fs::canonicalize(path);
-        matches!((dir, file), (Ok(dir), Ok(file)) if file.starts_with(&dir))
-    });
-    if mode & 0o077 != 0 && !from_systemd {
-        return Err(PrivateFileError::TooOpen(ConfigError::SecretFileTooOpen {
-            what,
-            path: path.display().to_string(),
-            mode: mode & 0o777,
-        }));
-    }
-    Ok(())
-}
-
 impl ClientSecretSource {
-    /// Reads the secret. A file must not be readable by group or others; surrounding
+    /// Reads the secret. A file must be private ([`check_private_file`]); surrounding
     /// whitespace (a trailing newline from `echo`) is dropped.
     pub fn read(&self, env: Env) -> Result<Zeroizing<String>, ConfigError> {
         let (value, origin) = match self {

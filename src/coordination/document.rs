@@ -43,6 +43,66 @@ pub struct AccountDoc {
     /// knows what such a consumer holds.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub marks: std::collections::BTreeMap<String, MarkDoc>,
+    /// The daemon's state of each plan of this account, by plan name: what every
+    /// replica's schedule decides from (see [`PlanDoc`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub plans: std::collections::BTreeMap<String, PlanDoc>,
+}
+
+/// One plan's schedule state shared by the replicas. `last_started` and
+/// `last_success` move with the journal writes themselves (a rotation's begin and its
+/// completed finish), so they cost no write of their own; failures, the retry time and
+/// parking are written by the daemon that concluded a cycle, under the lease too.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanDoc {
+    /// Start of the plan's last rotation, on any replica (or the CLI).
+    pub last_started: Option<DateTime<Utc>>,
+    /// End of its last completed rotation.
+    pub last_success: Option<DateTime<Utc>>,
+    /// Failed cycles in a row, as the daemon that concluded the last one counted.
+    #[serde(default)]
+    pub failures: u32,
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Parked until a rotation of the plan completes (`rotate now`, `rotate resume`).
+    pub parked: Option<ParkedDoc>,
+    /// The replica that last changed it, and when.
+    pub by: Option<String>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedDoc {
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
+impl PlanDoc {
+    /// Folds a daemon's view of a concluded cycle in: the start and success times only
+    /// move forward (the journal's own writes may already hold newer ones); the
+    /// failure count, retry time and parking are the writer's, unless a success was
+    /// recorded after the writer decided. Returns whether anything changed.
+    pub fn merge(&mut self, theirs: &PlanDoc) -> bool {
+        let before = self.clone();
+        self.last_started = self.last_started.max(theirs.last_started);
+        self.last_success = self.last_success.max(theirs.last_success);
+        // A success recorded after the writer's view (another replica's rotation
+        // completed meanwhile) wins over a failure or a park decided before it.
+        let stale = match (self.last_success, theirs.updated_at) {
+            (Some(success), Some(at)) => success > at,
+            _ => false,
+        };
+        if !stale {
+            self.failures = theirs.failures;
+            self.retry_at = theirs.retry_at;
+            self.parked = theirs.parked.clone();
+        }
+        let changed = *self != before;
+        if changed {
+            self.by = theirs.by.clone();
+            self.updated_at = theirs.updated_at;
+        }
+        changed
+    }
 }
 
 /// A write mark (see `crate::journal::WriteMark`): a fingerprint, never a key.
@@ -174,6 +234,8 @@ impl AccountDoc {
                     });
                 }
                 self.account = Some(new.account.as_str().to_owned());
+                let plan = self.plans.entry(new.plan.clone()).or_default();
+                plan.last_started = plan.last_started.max(Some(new.started_at));
                 self.rotations.push(RotationDoc {
                     id: new.id.clone(),
                     plan: new.plan.clone(),
@@ -251,6 +313,17 @@ impl AccountDoc {
                     at,
                     outcome: outcome.clone(),
                 });
+                // A completed rotation, whoever ran it, is the plan's success: it
+                // clears the failures and unparks it on every replica.
+                if matches!(outcome, Outcome::Completed { .. }) {
+                    let plan = r.plan.clone();
+                    let state = self.plans.entry(plan).or_default();
+                    state.last_success = state.last_success.max(Some(at));
+                    state.failures = 0;
+                    state.retry_at = None;
+                    state.parked = None;
+                    state.updated_at = Some(at);
+                }
                 Ok(true)
             }
         }

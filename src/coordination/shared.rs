@@ -22,7 +22,7 @@ use ring::digest;
 use tokio_util::sync::CancellationToken;
 
 use super::blob::{BlobClient, Conditions, ETag};
-use super::document::{AccountDoc, Holder};
+use super::document::{AccountDoc, Holder, PlanDoc};
 use super::error::CoordError;
 use super::lease::Lease;
 use crate::azure::Azure;
@@ -83,6 +83,8 @@ pub struct SharedAccount {
     /// The replica that took the lease last, and when.
     pub holder: Option<Holder>,
     pub rotations: Vec<ImportedRotation>,
+    /// The daemon state of the account's plans, by plan name.
+    pub plans: std::collections::BTreeMap<String, PlanDoc>,
 }
 
 /// An account's lease just taken, with what its shared journal holds for the local
@@ -94,6 +96,8 @@ pub struct Taken {
     pub rotations: Vec<ImportedRotation>,
     /// Write marks by consumer id.
     pub marks: Vec<(String, crate::journal::WriteMark)>,
+    /// The daemon state of the account's plans, by plan name, as read under the lease.
+    pub plans: std::collections::BTreeMap<String, PlanDoc>,
 }
 
 /// What `keyflip coordination import-journal` did for one account.
@@ -414,6 +418,7 @@ impl Coordinator {
                 rotations.insert(r.id.clone(), blob.clone());
             }
         }
+        let plans = doc.plans.clone();
         let held = Arc::new(Held {
             account: account.as_str().to_owned(),
             lease,
@@ -440,6 +445,7 @@ impl Coordinator {
             },
             rotations: imported,
             marks,
+            plans,
         })
     }
 
@@ -525,6 +531,7 @@ impl Coordinator {
                             leased: read.leased,
                             holder: doc.holder,
                             rotations,
+                            plans: doc.plans,
                         }))
                     }
                 })
@@ -600,20 +607,7 @@ impl Coordinator {
             }
             let unfinished = doc.unfinished().map(|r| r.id.clone());
             if !added.is_empty() || marked {
-                doc.fingerprint_check = Some(self.fingerprint_check.clone());
-                lease.ensure()?;
-                self.client
-                    .put(
-                        &blob,
-                        &doc.to_bytes(),
-                        &Conditions {
-                            lease: Some(lease.id()),
-                            if_match: Some(&etag),
-                            if_none: false,
-                        },
-                    )
-                    .await?;
-                self.stats.writes.fetch_add(1, Ordering::Relaxed);
+                self.write_leased(&blob, &mut doc, &lease, &etag).await?;
             }
             Ok(AccountImport {
                 account: account.as_str().to_owned(),
@@ -624,6 +618,114 @@ impl Coordinator {
         .await;
         lease.release().await;
         result
+    }
+
+    /// The plans' state in the account's shared journal, read without the lease (a
+    /// replica's view of a plan it has not rotated; decisions re-read it under the
+    /// lease). Empty when the account has no blob.
+    pub async fn peek_plans(
+        &self,
+        account: &ResourceId,
+    ) -> Result<std::collections::BTreeMap<String, PlanDoc>, CoordError> {
+        let blob = blob_name(account);
+        let client = self.client.clone();
+        let name = blob.clone();
+        let read = self.run(async move { client.get(&name).await }).await?;
+        let Some((bytes, _)) = read else {
+            return Ok(Default::default());
+        };
+        AccountDoc::parse(&bytes)
+            .map(|doc| doc.plans)
+            .map_err(|detail| CoordError::Format { blob, detail })
+    }
+
+    /// Merges the daemon's state of `plan` after a concluded cycle (a failure, a park)
+    /// into the account's shared journal, under the account's lease: the one this
+    /// replica holds, else one taken for this write and released after it. While
+    /// another replica holds the lease the write is retried for one lease length (that
+    /// replica is rotating the account, so it starts nothing of this plan meanwhile
+    /// without first reading what is recorded), then given up with an error.
+    pub async fn record_plan(
+        self: &Arc<Self>,
+        account: &ResourceId,
+        plan: &str,
+        state: PlanDoc,
+    ) -> Result<(), CoordError> {
+        let blob = blob_name(account);
+        let held = lock(&self.held).get(&blob).cloned();
+        let this = self.clone();
+        let plan = plan.to_owned();
+        if let Some(held) = held {
+            // `write` blocks until the blob write ends, as the journal's writes do.
+            return tokio::task::spawn_blocking(move || {
+                this.write(&held, |doc| {
+                    Ok(doc.plans.entry(plan).or_default().merge(&state))
+                })
+            })
+            .await
+            .map_err(|_| CoordError::Runtime)?;
+        }
+        let account = account.clone();
+        self.run(async move { this.record_plan_here(&account, &plan, &state).await })
+            .await
+    }
+
+    async fn record_plan_here(
+        &self,
+        account: &ResourceId,
+        plan: &str,
+        state: &PlanDoc,
+    ) -> Result<(), CoordError> {
+        let blob = blob_name(account);
+        self.ensure_blob(&blob).await?;
+        let until = std::time::Instant::now() + self.config.lease;
+        let lease = loop {
+            match Lease::acquire(&self.client, &blob, self.config.lease).await {
+                Ok(lease) => break lease,
+                Err(CoordError::Held { .. }) if std::time::Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let result = async {
+            let (mut doc, etag) = self.read_leased(&blob).await?;
+            if !doc.plans.entry(plan.to_owned()).or_default().merge(state) {
+                return Ok(());
+            }
+            doc.account
+                .get_or_insert_with(|| account.as_str().to_owned());
+            self.write_leased(&blob, &mut doc, &lease, &etag).await
+        }
+        .await;
+        lease.release().await;
+        result
+    }
+
+    /// Writes `doc` (marked with this replica's fingerprint-key check) under a lease
+    /// taken for one operation, with `If-Match` of the version read under it.
+    async fn write_leased(
+        &self,
+        blob: &str,
+        doc: &mut AccountDoc,
+        lease: &Lease,
+        etag: &ETag,
+    ) -> Result<(), CoordError> {
+        doc.fingerprint_check = Some(self.fingerprint_check.clone());
+        lease.ensure()?;
+        self.client
+            .put(
+                blob,
+                &doc.to_bytes(),
+                &Conditions {
+                    lease: Some(lease.id()),
+                    if_match: Some(etag),
+                    if_none: false,
+                },
+            )
+            .await?;
+        self.stats.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn find(&self, rotation_id: &str, write: &SharedWrite<'_>) -> Result<Arc<Held>, CoordError> {
@@ -657,19 +759,16 @@ impl Coordinator {
     fn write(
         &self,
         held: &Held,
-        rotation_id: &str,
-        write: SharedWrite<'_>,
+        change: impl FnOnce(&mut AccountDoc) -> Result<bool, String>,
     ) -> Result<(), CoordError> {
         let blob = held.lease.blob().to_owned();
         held.lease.ensure()?;
         let mut current = lock(&held.doc);
         let mut doc = current.0.clone();
-        let changed = doc
-            .apply(rotation_id, write)
-            .map_err(|e| CoordError::Format {
-                blob: blob.clone(),
-                detail: e.to_string(),
-            })?;
+        let changed = change(&mut doc).map_err(|detail| CoordError::Format {
+            blob: blob.clone(),
+            detail,
+        })?;
         if !changed {
             return Ok(());
         }
@@ -721,7 +820,10 @@ impl Mirror for Coordinator {
         write: SharedWrite<'_>,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let held = self.find(rotation_id, &write)?;
-        self.write(&held, rotation_id, write).map_err(Into::into)
+        self.write(&held, |doc| {
+            doc.apply(rotation_id, write).map_err(|e| e.to_string())
+        })
+        .map_err(Into::into)
     }
 }
 

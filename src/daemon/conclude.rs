@@ -41,8 +41,12 @@ impl Scheduler {
         if !was_waiting {
             self.busy = self.busy.saturating_sub(1);
         }
+        // Replicas: whether this ending changed what the other replicas must know
+        // (failures, retry time, parking), so the plan's shared state is written.
+        let mut share = false;
         match finished.ending {
             Ending::Interrupted => self.ctx.metrics.rotation(&name, "interrupted"),
+            Ending::Superseded(shared) => self.learned(&name, &shared),
             Ending::Failed {
                 message,
                 busy,
@@ -55,8 +59,14 @@ impl Scheduler {
                 if finished.kind != "repair" && !finished.manual {
                     if elsewhere {
                         self.held_elsewhere(&name, &message, now);
+                        if let (Some(known), Some(entry)) =
+                            (finished.known_started, self.plans.get_mut(&name))
+                        {
+                            entry.state.last_started = known;
+                        }
                     } else {
                         self.failed_cycle(&name, message, None, now);
+                        share = true;
                     }
                 }
             }
@@ -66,6 +76,7 @@ impl Scheduler {
                         self.repaired(&name, &report);
                     } else {
                         self.apply(&name, &report, finished.manual, now);
+                        share = true;
                     }
                 }
             }
@@ -78,6 +89,9 @@ impl Scheduler {
             return;
         }
         self.save(&name);
+        if share {
+            self.share(&name, now);
+        }
         // The next check: soon when the job left no full picture of the keys and the
         // consumers, at the plan's usual place in its interval when it did.
         if let Some(entry) = self.entry_mut(&name) {
@@ -113,11 +127,14 @@ impl Scheduler {
         if report.mode.is_incident() {
             self.ctx.metrics.incident(name);
         }
-        let summary = crate::rotation::describe::for_plan(&outcome.to_string(), name);
+        let summary = crate::rotation::describe::outcome(outcome, report.mode, name);
         let Some(entry) = self.plans.get_mut(name) else {
             return;
         };
         entry.keyflip_changed = true;
+        // The start the shared journal recorded (a little after the dispatch's): what
+        // this replica's next decision is compared with (see `learned`).
+        entry.state.last_started = entry.state.last_started.max(Some(report.started_at));
         let finished_at = report.finished_at.unwrap_or(now);
         if let Some(keys) = report.keys_after {
             entry.state.observed = Some(ObservedKeys {
@@ -254,6 +271,109 @@ impl Scheduler {
         entry.state.retry_at =
             Some(now + chrono::TimeDelta::from_std(wait).unwrap_or(chrono::TimeDelta::hours(1)));
         tracing::info!(plan = name, retry_in_secs = wait.as_secs(), reason = %message, "another replica is rotating the plan's account; trying again later");
+    }
+
+    /// Replicas: the plan's shared state, read under the account's lease, was newer
+    /// than this replica's decision (another replica started or parked the plan):
+    /// folded in, nothing counted or notified (the replica that acted did), and the
+    /// plan decided again from it. A plan parked elsewhere is parked here too, until a
+    /// rotation of it completes on any replica.
+    fn learned(&mut self, name: &str, shared: &crate::coordination::document::PlanDoc) {
+        let Some(entry) = self.plans.get_mut(name) else {
+            return;
+        };
+        if shared.last_started > entry.state.last_started {
+            // Another replica rotated (or tried): the key age this replica knows is
+            // stale, and a plan due by `max_key_age` must not rotate on it; the next
+            // check (at once, see `conclude`) reads everything.
+            entry.active_created = KeyAge::Unknown;
+            entry.needs_full = true;
+        }
+        let state = &mut entry.state;
+        state.last_started = state.last_started.max(shared.last_started);
+        state.last_success = state.last_success.max(shared.last_success);
+        state.failures = shared.failures;
+        state.retry_at = shared.retry_at;
+        state.parked = shared.parked.as_ref().map(|p| Parked {
+            at: p.at,
+            reason: p.reason.clone(),
+        });
+        tracing::info!(plan = name, by = shared.by.as_deref().unwrap_or("another replica"), last_started = ?state.last_started, failures = state.failures, parked = state.parked.is_some(), "another replica acted on the plan since this one decided; deciding again from the shared plan state");
+    }
+
+    /// Replicas: the shared state of a plan parked here, read at its check. A rotation
+    /// of the plan that completed after the park (on another replica, or the CLI)
+    /// cleared it there: the plan is unparked here too and decided again.
+    pub(crate) fn unparked_elsewhere(
+        &mut self,
+        name: &str,
+        shared: &crate::coordination::document::PlanDoc,
+    ) {
+        let now = self.ctx.clock.now();
+        let Some(entry) = self.plans.get(name) else {
+            return;
+        };
+        let Some(parked) = &entry.state.parked else {
+            return;
+        };
+        if shared.parked.is_some() || shared.last_success.is_none_or(|s| s < parked.at) {
+            return;
+        }
+        tracing::info!(plan = name, last_success = ?shared.last_success, "a rotation of the plan completed elsewhere after it was parked here; unparked");
+        self.learned(name, shared);
+        if let Some(entry) = self.entry_mut(name) {
+            // Another replica changed the keys: the next check reads everything.
+            entry.needs_full = true;
+        }
+        self.save(name);
+        self.decide(name, now);
+    }
+
+    /// Replicas: writes the plan's state after a concluded cycle to the account's
+    /// shared journal (in the background, under the account's lease), so every
+    /// replica's next decision for it starts from the same failures, retry time and
+    /// parking. One write per concluded job, whatever the number of plans.
+    fn share(&self, name: &str, now: DateTime<Utc>) {
+        let Some(coordinator) = self.ctx.engine.coordination().cloned() else {
+            return;
+        };
+        let Some(entry) = self.plans.get(name) else {
+            return;
+        };
+        let Ok(account) = entry
+            .plan
+            .account()
+            .parse::<crate::resource_id::ResourceId>()
+        else {
+            return;
+        };
+        let state = &entry.state;
+        if state.failures == 0 && state.parked.is_none() {
+            // A clean state: a completed rotation's finish in the shared journal
+            // already says so (and a refused manual one changed nothing).
+            return;
+        }
+        let shared = crate::coordination::document::PlanDoc {
+            last_started: state.last_started,
+            last_success: state.last_success,
+            failures: state.failures,
+            retry_at: state.retry_at,
+            parked: state
+                .parked
+                .as_ref()
+                .map(|p| crate::coordination::document::ParkedDoc {
+                    at: p.at,
+                    reason: p.reason.clone(),
+                }),
+            by: Some(coordinator.config().replica.clone()),
+            updated_at: Some(now),
+        };
+        let plan = name.to_owned();
+        self.ctx.tracker.spawn(async move {
+            if let Err(e) = coordinator.record_plan(&account, &plan, shared).await {
+                tracing::warn!(plan = %plan, error = %e, "cannot write the plan's state to the shared journal; other replicas decide from what it held before (a rotation of the plan they start is still fenced by the account's lease)");
+            }
+        });
     }
 
     /// Parks the plan. `reason` is what `status` shows; `cause` the root cause a

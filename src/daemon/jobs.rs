@@ -29,8 +29,10 @@ use crate::rotation::{EngineError, ProgressEvent, RotateRequest, RotationReport,
 /// What a job does.
 #[derive(Clone, Debug)]
 pub(super) enum Job {
-    /// A rotation the schedule started (refused if the account has an unfinished one).
-    Rotate(RotateRequest),
+    /// A rotation the schedule started (refused if the account has an unfinished one),
+    /// with the plan's last start the schedule knew of when it decided (replicas: a
+    /// later one in the shared plan state supersedes the decision).
+    Rotate(RotateRequest, Option<chrono::DateTime<chrono::Utc>>),
     /// `rotate now` over the control socket: [`Engine::rotate_now`], which finishes
     /// the plan's unfinished rotation first, amended by the request.
     ///
@@ -46,7 +48,7 @@ pub(super) enum Job {
 impl Job {
     pub fn kind(&self) -> &'static str {
         match self {
-            Job::Rotate(_) | Job::RotateNow(_) => "rotation",
+            Job::Rotate(..) | Job::RotateNow(_) => "rotation",
             Job::Resume(_) => "resume",
             Job::Repair(_) => "repair",
         }
@@ -57,7 +59,7 @@ impl Job {
         match self {
             Job::RotateNow(_) => true,
             Job::Resume(amend) => amend.by.is_some(),
-            Job::Rotate(_) | Job::Repair(_) => false,
+            Job::Rotate(..) | Job::Repair(_) => false,
         }
     }
 
@@ -67,7 +69,7 @@ impl Job {
         match self {
             Job::RotateNow(r) => r.mode.is_incident() || r.grace.is_some(),
             Job::Resume(amend) => amend.grace.is_some(),
-            Job::Rotate(_) | Job::Repair(_) => false,
+            Job::Rotate(..) | Job::Repair(_) => false,
         }
     }
 }
@@ -76,6 +78,9 @@ impl Job {
 #[derive(Debug)]
 pub(super) enum Ending {
     Reports(Vec<RotationReport>),
+    /// Replicas: another replica started or parked the plan since this one decided;
+    /// the plan's shared state, to decide again from.
+    Superseded(Box<crate::coordination::document::PlanDoc>),
     Interrupted,
     /// The engine could not do it; `busy` when another process holds the account,
     /// `elsewhere` when that is another replica holding its lease.
@@ -93,6 +98,10 @@ pub(crate) struct Finished {
     /// A person asked for the job: its refusals and errors went to them and are not
     /// the schedule's failed cycles.
     pub manual: bool,
+    /// A scheduled rotation's decision basis (the plan's last start known before its
+    /// dispatch): restored when another replica's lease refused it, which started
+    /// nothing, so the retry is judged against the shared state like the first try.
+    pub known_started: Option<Option<chrono::DateTime<chrono::Utc>>>,
     pub ending: Ending,
 }
 
@@ -173,6 +182,7 @@ impl Scheduler {
                         plan: name,
                         kind,
                         manual,
+                        known_started: None,
                         ending: Ending::Failed {
                             busy: false,
                             elsewhere: false,
@@ -214,10 +224,10 @@ impl Scheduler {
     /// resume of one) goes ahead of everything.
     fn lane_of(&self, name: &str, job: &Job) -> Lane {
         match job {
-            Job::Rotate(request) | Job::RotateNow(request) if request.mode.is_incident() => {
+            Job::Rotate(request, _) | Job::RotateNow(request) if request.mode.is_incident() => {
                 Lane::Incident
             }
-            Job::Rotate(_) | Job::RotateNow(_) | Job::Repair(_) => Lane::Scheduled,
+            Job::Rotate(..) | Job::RotateNow(_) | Job::Repair(_) => Lane::Scheduled,
             Job::Resume(_) => {
                 let incident = self
                     .ctx
@@ -237,6 +247,7 @@ impl Scheduler {
 
     /// Starts a check of the plan (quick or full, see `observe`), in the background lane.
     pub(crate) fn start_observation(&mut self, name: &str, now: DateTime<Utc>) {
+        let coordination = self.ctx.engine.coordination().cloned();
         let Some(entry) = self.entry_mut(name) else {
             return;
         };
@@ -248,6 +259,10 @@ impl Scheduler {
         };
         let plan = entry.plan.load();
         let epoch = entry.epoch;
+        // Replicas: a plan parked here may have been unparked by a rotation that
+        // completed on another replica; its check reads the shared state (one read,
+        // parked plans only).
+        let coordinator = entry.state.parked.as_ref().and(coordination);
         self.checks += 1;
         let ctx = self.ctx.clone();
         let name = name.to_owned();
@@ -257,6 +272,21 @@ impl Scheduler {
             .spawn(budget::in_lane(Lane::Background, async move {
                 let result = match plan {
                     Ok(plan) => {
+                        if let Some(coordinator) = coordinator {
+                            match coordinator.peek_plans(&plan.storage_account).await {
+                                Ok(mut plans) => {
+                                    if let Some(state) = plans.remove(&name) {
+                                        let _ = ctx.tx.send(Msg::Shared {
+                                            plan: name.clone(),
+                                            state: Box::new(state),
+                                        });
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!(plan = %name, error = %e, "cannot read the plan's shared state");
+                                }
+                            }
+                        }
                         let work = observe::check(&ctx, &plan, base);
                         tokio::select! {
                             result = work => result,
@@ -293,10 +323,14 @@ async fn run(
     };
     let kind = job.kind();
     let manual = job.manual();
+    let known_started = match &job {
+        Job::Rotate(_, known) => Some(*known),
+        _ => None,
+    };
     let result: Result<Vec<RotationReport>, EngineError> = match job {
-        Job::Rotate(request) => ctx
+        Job::Rotate(request, known_started) => ctx
             .engine
-            .rotate(&plan, request, &progress, cancel.clone())
+            .rotate_scheduled(&plan, request, known_started, &progress, cancel.clone())
             .await
             .map(|r| vec![r]),
         Job::RotateNow(request) => ctx
@@ -349,6 +383,7 @@ async fn run(
     }
     let ending = match result {
         Ok(reports) => Ending::Reports(reports),
+        Err(EngineError::Superseded { state, .. }) => Ending::Superseded(state),
         Err(EngineError::Interrupted { rotation_id }) => {
             tracing::info!(plan = %plan.name, rotation_id = %rotation_id, "interrupted by shutdown after the step in flight; the next start resumes it");
             Ending::Interrupted
@@ -363,6 +398,7 @@ async fn run(
         plan: plan.name.clone(),
         kind,
         manual,
+        known_started,
         ending,
     }));
 }

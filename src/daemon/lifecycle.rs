@@ -163,6 +163,7 @@ impl Scheduler {
             Msg::Reload(None)
             | Msg::RotationId { .. }
             | Msg::Observed { .. }
+            | Msg::Shared { .. }
             | Msg::Working { .. } => {}
         }
     }

@@ -214,19 +214,19 @@ impl Notification {
             .iter()
             .map(|r| {
                 format!(
-                    "{} regenerated ({}) at {}",
+                    "{} {} at {}",
                     r.key,
-                    r.purpose,
+                    describe::regeneration(report.mode, r.key, r.purpose),
                     r.at.format("%Y-%m-%dT%H:%M:%SZ")
                 )
             })
             .collect();
         let summary = sentence(&format!(
             "incident rotation finished: {}",
-            report
-                .outcome
-                .as_ref()
-                .map_or_else(|| "unfinished".to_owned(), ToString::to_string)
+            report.outcome.as_ref().map_or_else(
+                || "unfinished".to_owned(),
+                |o| describe::outcome(o, report.mode, &report.plan)
+            )
         ));
         let mut n = Self::base(
             NotifyEvent::Incident,

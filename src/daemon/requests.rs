@@ -224,7 +224,7 @@ impl Scheduler {
                 .held_at_gate(&p, force_retire)
                 .map_err(|e| error_reply(&e))?
             {
-                pending.push((p.name, Job::Rotate(retire)));
+                pending.push((p.name, Job::Rotate(retire, None)));
             }
         }
         for (name, _) in &pending {
@@ -330,16 +330,31 @@ impl Scheduler {
 
 /// The scheduler's knowledge of a plan over the engine's: its next due time and
 /// reason win (the daemon knows retries, parking, jitter and its own last start), and
-/// what runs now and the drift watch's findings only it knows.
+/// what runs now and the drift watch's findings only it knows. With `[coordination]`
+/// read (`lease` is set) the engine's failures, retry time and park are the plan's
+/// shared state, the same on every replica: they stay (a park another replica
+/// recorded holds here too before this daemon's next decision learns it).
 fn overlay(status: &mut PlanStatus, p: &PlanSnapshot) {
+    if status.lease.is_some() {
+        let shared = std::mem::take(&mut status.schedule);
+        if shared.parked.is_some() {
+            status.next_due = None;
+            status.due_reason = "parked".to_owned();
+        } else {
+            status.next_due = p.next_due;
+            status.due_reason = p.due_reason.clone();
+        }
+        status.schedule = ScheduleStatus {
+            running: running(p),
+            findings: p.drift.clone(),
+            ..shared
+        };
+        return;
+    }
     status.next_due = p.next_due;
     status.due_reason = p.due_reason.clone();
     status.schedule = ScheduleStatus {
-        running: p.running.as_ref().map(|a| RunningJob {
-            kind: a.kind.to_owned(),
-            rotation_id: a.rotation_id.clone(),
-            since: a.since,
-        }),
+        running: running(p),
         failures: p.failures,
         retry_at: p.retry_at.filter(|_| p.failures > 0),
         parked: p.parked.as_ref().map(|x| ParkedStatus {
@@ -348,6 +363,15 @@ fn overlay(status: &mut PlanStatus, p: &PlanSnapshot) {
         }),
         findings: p.drift.clone(),
     };
+}
+
+/// The job the plan runs now, as status shows it.
+fn running(p: &PlanSnapshot) -> Option<RunningJob> {
+    p.running.as_ref().map(|a| RunningJob {
+        kind: a.kind.to_owned(),
+        rotation_id: a.rotation_id.clone(),
+        since: a.since,
+    })
 }
 
 /// A kept plan parsed again; an error would mean parsing is not deterministic.

@@ -76,6 +76,11 @@ pub(crate) enum Msg {
         epoch: u64,
         result: Result<Checked, String>,
     },
+    /// Replicas: the shared state of a plan parked here, read at its check.
+    Shared {
+        plan: String,
+        state: Box<crate::coordination::document::PlanDoc>,
+    },
     /// A control socket request.
     Request {
         request: Request,
@@ -326,6 +331,7 @@ impl Scheduler {
                 epoch,
                 result,
             } => self.observed(&plan, epoch, result),
+            Msg::Shared { plan, state } => self.unparked_elsewhere(&plan, &state),
             Msg::Request {
                 request,
                 progress,
@@ -423,10 +429,13 @@ impl Scheduler {
             let job = if unfinished.iter().any(|u| **u == *name) {
                 Job::Resume(Default::default())
             } else {
-                Job::Rotate(crate::rotation::RotateRequest::by_daemon(
-                    crate::rotation::machine::Mode::Scheduled,
-                    trigger,
-                ))
+                Job::Rotate(
+                    crate::rotation::RotateRequest::by_daemon(
+                        crate::rotation::machine::Mode::Scheduled,
+                        trigger,
+                    ),
+                    entry.state.last_started,
+                )
             };
             if let Some(entry) = self.entry_mut(&name) {
                 entry.state.last_started = Some(now);

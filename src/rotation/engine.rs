@@ -128,6 +128,16 @@ impl Default for EngineOptions {
 pub enum EngineError {
     #[error("storage account {account} is busy: {holder}")]
     Busy { account: String, holder: String },
+    /// Replicas: the shared plan state read under the account's lease shows another
+    /// replica started (or parked) the plan after what this replica decided from;
+    /// nothing was done, and the schedule decides again from `state`.
+    #[error(
+        "plan {plan}: another replica started or parked it since this replica decided; nothing was done, the schedule decides again from the shared plan state"
+    )]
+    Superseded {
+        plan: String,
+        state: Box<crate::coordination::document::PlanDoc>,
+    },
     #[error(
         "interrupted; rotation {rotation_id} is unfinished in the journal and `keyflip rotate resume` finishes it (so does the next `keyflip rotate now` or daemon start)"
     )]
@@ -214,7 +224,7 @@ impl From<LockError> for EngineError {
 impl EngineError {
     pub fn exit(&self) -> Exit {
         match self {
-            EngineError::Busy { .. } => Exit::Busy,
+            EngineError::Busy { .. } | EngineError::Superseded { .. } => Exit::Busy,
             EngineError::Interrupted { .. } => Exit::Interrupted,
             EngineError::Azure(e) if e.is_interrupted() => Exit::Interrupted,
             EngineError::Config(_) | EngineError::Plan { .. } | EngineError::Amend { .. } => {
@@ -436,7 +446,25 @@ impl Engine {
         progress: &dyn Progress,
         cancel: CancellationToken,
     ) -> Result<RotationReport, EngineError> {
-        super::lifecycle::rotate(&self.inner, plan, request, progress, cancel)
+        super::lifecycle::rotate(&self.inner, plan, request, None, progress, cancel)
+            .instrument(crate::logging::plan_span(&plan.name))
+            .await
+    }
+
+    /// [`Engine::rotate`] for the daemon's schedule, which decided from
+    /// `known_started` (the plan's last start it knew of). With `[coordination]`, a
+    /// later start or a park in the plan's shared state, read under the account's
+    /// lease, refuses it with [`EngineError::Superseded`] before anything is done.
+    pub async fn rotate_scheduled(
+        &self,
+        plan: &Plan,
+        request: RotateRequest,
+        known_started: Option<chrono::DateTime<chrono::Utc>>,
+        progress: &dyn Progress,
+        cancel: CancellationToken,
+    ) -> Result<RotationReport, EngineError> {
+        let decided = super::replicas::Decided { known_started };
+        super::lifecycle::rotate(&self.inner, plan, request, Some(decided), progress, cancel)
             .instrument(crate::logging::plan_span(&plan.name))
             .await
     }

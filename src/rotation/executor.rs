@@ -262,7 +262,7 @@ impl<'c, 'a> Run<'c, 'a> {
             rotation_id: self.id().to_owned(),
             seq: cmd.seq,
             kind: cmd.action.name().to_owned(),
-            step: super::describe::step(&cmd.action),
+            step: super::describe::step_in(&cmd.action, self.machine.mode()),
             ok: result.failure().is_none(),
             detail: note.or_else(|| detail(result)),
             duration: took,
@@ -276,7 +276,7 @@ impl<'c, 'a> Run<'c, 'a> {
             rotation_id: self.id().to_owned(),
             seq: cmd.seq,
             kind: cmd.action.name().to_owned(),
-            step: super::describe::step(&cmd.action),
+            step: super::describe::step_in(&cmd.action, self.machine.mode()),
         });
         if let Some(at) = self.machine.deadline(cmd) {
             let why = match self.machine.phase() {

@@ -218,10 +218,10 @@ fn build(record: &RotationRecord, view: &View, finished_at: DateTime<Utc>) -> In
         started_at: record.started_at,
         finished_at,
         outcome: view.outcome.clone(),
-        outcome_text: view
-            .outcome
-            .as_ref()
-            .map_or_else(|| "unfinished".to_owned(), ToString::to_string),
+        outcome_text: view.outcome.as_ref().map_or_else(
+            || "unfinished".to_owned(),
+            |o| super::describe::outcome(o, view.mode, &record.plan),
+        ),
         keys_regenerated: view
             .regenerations
             .iter()
@@ -311,10 +311,10 @@ fn markdown(r: &IncidentReport) -> String {
     for k in &r.keys_regenerated {
         let _ = writeln!(
             md,
-            "- {}: {} ({}), was {}, now {}",
+            "- {}: {} {}, was {}, now {}",
             time(k.at),
             k.key,
-            k.purpose,
+            super::describe::regeneration(r.mode, k.key, k.purpose),
             k.before,
             k.after
         );

@@ -38,6 +38,7 @@ pub(super) async fn rotate(
     inner: &Inner,
     plan: &Plan,
     request: RotateRequest,
+    decided: Option<super::replicas::Decided>,
     progress: &dyn Progress,
     cancel: CancellationToken,
 ) -> Result<RotationReport, EngineError> {
@@ -64,6 +65,9 @@ pub(super) async fn rotate(
         };
         drop(lock);
         return Ok(report);
+    }
+    if let Some(decided) = &decided {
+        super::replicas::superseded(plan, &lock, &request.trigger, decided)?;
     }
     if let Some(report) =
         super::replicas::completed_elsewhere(inner, plan, &lock, &request.trigger)?

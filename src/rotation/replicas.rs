@@ -6,6 +6,7 @@
 //! The lease is released when the [`AccountGuard`] drops (end of the rotation), or
 //! expires on its own one lease length after the process stops renewing it.
 
+use crate::coordination::document::PlanDoc;
 use crate::coordination::{AccountLease, CoordError};
 use crate::journal::StoredRotation;
 use crate::journal::lock::AccountLock;
@@ -25,6 +26,8 @@ pub(super) struct AccountGuard {
     /// Rotations the shared journal showed finished that this replica's journal did
     /// not (another replica ran them), oldest first.
     learned: Vec<String>,
+    /// The shared state of the account's plans, read under the lease.
+    plans: std::collections::BTreeMap<String, PlanDoc>,
 }
 
 impl AccountGuard {
@@ -59,12 +62,14 @@ pub(super) async fn hold(
             _local: local,
             lease: None,
             learned: Vec::new(),
+            plans: Default::default(),
         });
     };
     let crate::coordination::Taken {
         lease,
         rotations: imported,
         marks,
+        plans,
     } = coordinator
         .hold(account)
         .await
@@ -89,7 +94,44 @@ pub(super) async fn hold(
         _local: local,
         lease: Some(lease),
         learned,
+        plans,
     })
+}
+
+/// What the daemon's schedule knew when it decided to start a rotation.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Decided {
+    /// The plan's last start it knew of (its own, or learned from the shared state).
+    pub known_started: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// With `[coordination]`, for a rotation the daemon's schedule asked for: refuses it
+/// ([`EngineError::Superseded`], carrying the shared state) when the plan's shared
+/// state, read under the lease just taken, shows another replica started a rotation
+/// of the plan after the last start this replica knew of, or parked it. The decision
+/// was made on stale facts; the daemon folds the shared state in and decides again,
+/// so a plan is neither rotated twice for one occurrence nor rotated while parked
+/// elsewhere.
+pub(super) fn superseded(
+    plan: &Plan,
+    guard: &AccountGuard,
+    trigger: &Trigger,
+    decided: &Decided,
+) -> Result<(), EngineError> {
+    if !matches!(trigger, Trigger::Schedule { .. } | Trigger::KeyAge) {
+        return Ok(());
+    }
+    let Some(shared) = guard.plans.get(&plan.name) else {
+        return Ok(());
+    };
+    if shared.parked.is_some() || shared.last_started > decided.known_started {
+        tracing::info!(plan = %plan.name, shared_last_started = ?shared.last_started, known_started = ?decided.known_started, parked = shared.parked.is_some(), "the shared plan state is newer than this replica's decision; not rotating");
+        return Err(EngineError::Superseded {
+            plan: plan.name.clone(),
+            state: Box::new(shared.clone()),
+        });
+    }
+    Ok(())
 }
 
 /// With `[coordination]`: the unfinished rotation of `plan`'s account that the shared

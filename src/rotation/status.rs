@@ -5,8 +5,8 @@
 //!
 //! With `[coordination]` both read the shared journal in coordination storage, not
 //! this process's local journal: every replica, and the CLI on any machine, prints
-//! the same rotations (see [`SharedView`]). The daemon's plan memory (`plan_state`)
-//! is still read locally.
+//! the same rotations (see [`SharedView`]), and the plans' shared schedule state
+//! (parked, failures, retry time) where the account's document has it.
 
 use futures::future::join_all;
 
@@ -56,6 +56,19 @@ impl SharedView {
             }
         }
         Ok(Some(SharedView { journal, accounts }))
+    }
+
+    /// The shared state of `plan` (of `account`), if its document has one.
+    fn plan_state(
+        &self,
+        account: &ResourceId,
+        plan: &str,
+    ) -> Option<crate::coordination::document::PlanDoc> {
+        let blob = blob_name(account);
+        self.accounts
+            .iter()
+            .find(|a| a.blob == blob)
+            .and_then(|a| a.plans.get(plan).cloned())
     }
 
     /// The lease of `account`, as coordination storage shows it.
@@ -127,14 +140,38 @@ pub(super) async fn status(inner: &Inner, plans: &[Plan]) -> Result<Vec<PlanStat
             (Some(i), Some(a)) => i.key(a).created,
             _ => None,
         };
-        // The daemon's memory of the plan (`plan_state`) decides as the scheduler
-        // does: parked plans wait for a person, a failed cycle for its retry time, and
-        // cron counts from the daemon's last start (or from when it first saw the plan).
-        let parked = state.as_ref().and_then(|s| s.parked.as_ref());
-        let retry_at = state
+        // The daemon's memory of the plan decides as the scheduler does: parked plans
+        // wait for a person, a failed cycle for its retry time, and cron counts from
+        // the last start (or from when the daemon first saw the plan). With
+        // `[coordination]` that memory is the plan's shared state (the same on every
+        // replica and machine), else the local `plan_state`.
+        let shared = view
             .as_ref()
-            .filter(|s| s.failures > 0)
-            .and_then(|s| s.retry_at);
+            .and_then(|v| v.plan_state(&plan.storage_account, &plan.name));
+        let (failures, retry_at, parked, shared_started) = match shared {
+            Some(s) => (
+                s.failures,
+                s.retry_at,
+                s.parked.map(|p| ParkedStatus {
+                    at: p.at,
+                    reason: p.reason,
+                }),
+                s.last_started,
+            ),
+            None => (
+                state.as_ref().map_or(0, |s| s.failures),
+                state.as_ref().and_then(|s| s.retry_at),
+                state
+                    .as_ref()
+                    .and_then(|s| s.parked.as_ref())
+                    .map(|p| ParkedStatus {
+                        at: p.at,
+                        reason: p.reason.clone(),
+                    }),
+                None,
+            ),
+        };
+        let retry_at = retry_at.filter(|_| failures > 0);
         let (next_due, due_reason) = match &plan.schedule {
             None => (None, "manual".to_owned()),
             Some(_) if parked.is_some() => (None, "parked".to_owned()),
@@ -144,7 +181,9 @@ pub(super) async fn status(inner: &Inner, plans: &[Plan]) -> Result<Vec<PlanStat
                     &plan.name,
                     schedule,
                     &Known {
-                        last_started: last_started.max(state.as_ref().and_then(|s| s.last_started)),
+                        last_started: last_started
+                            .max(state.as_ref().and_then(|s| s.last_started))
+                            .max(shared_started),
                         active_key_created,
                         baseline: state.as_ref().map_or(now, |s| s.first_seen),
                     },
@@ -186,12 +225,9 @@ pub(super) async fn status(inner: &Inner, plans: &[Plan]) -> Result<Vec<PlanStat
             error,
             schedule: ScheduleStatus {
                 running: None,
-                failures: state.as_ref().map_or(0, |s| s.failures),
+                failures,
                 retry_at,
-                parked: parked.map(|p| ParkedStatus {
-                    at: p.at,
-                    reason: p.reason.clone(),
-                }),
+                parked,
                 findings: Vec::new(),
             },
             lease: view.as_ref().map(|v| v.lease(&plan.storage_account)),

@@ -246,3 +246,61 @@ async fn reads_on_an_empty_state_directory_create_nothing() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(state.join("journal.db").exists() && state.join("fingerprint.key").exists());
 }
+
+/// One rule finds the plans directory for every command: without `plans_dir` in the
+/// file, `$KEYFLIP_PLANS_DIR` is honoured by `plan check`, `status`, `rotate now` and
+/// `doctor` alike; with it, the file wins over the variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_finds_plans_by_the_same_rule() {
+    let cli = Cli::start().await;
+    let with = cli.dir.path().join("keyflip.toml");
+    let text = std::fs::read_to_string(&with).unwrap();
+    let plans = cli.dir.path().join("plans");
+    let line = format!("plans_dir = \"{}\"\n", plans.display());
+    assert!(text.contains(&line), "{text}");
+    let without = cli.dir.path().join("no-plans-dir.toml");
+    std::fs::write(&without, text.replace(&line, "")).unwrap();
+    let elsewhere = cli.dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let plans_env = plans.display().to_string();
+    let elsewhere_env = elsewhere.display().to_string();
+    for args in [
+        vec!["plan", "check"],
+        vec!["status"],
+        vec!["rotate", "now", "demo", "--dry-run"],
+        vec!["doctor", "--plan", "demo"],
+    ] {
+        let args: Vec<&str> = args.into_iter().chain(["--output", "json"]).collect();
+        // The variable, when the file says nothing.
+        let mut cmd = cli.command(&without, &args);
+        cmd.env("KEYFLIP_PLANS_DIR", &plans_env);
+        let run = cli.run_cmd(cmd).await;
+        assert_eq!(
+            run.code,
+            Some(0),
+            "{args:?} with KEYFLIP_PLANS_DIR:\n{}{}",
+            run.stdout,
+            run.stderr
+        );
+        assert!(run.stdout.contains("demo"), "{args:?}: {}", run.stdout);
+        // The file's plans_dir wins over a variable naming an empty directory.
+        let mut cmd = cli.command(&with, &args);
+        cmd.env("KEYFLIP_PLANS_DIR", &elsewhere_env);
+        let run = cli.run_cmd(cmd).await;
+        assert_eq!(
+            run.code,
+            Some(0),
+            "{args:?} with plans_dir and KEYFLIP_PLANS_DIR:\n{}{}",
+            run.stdout,
+            run.stderr
+        );
+        assert!(run.stdout.contains("demo"), "{args:?}: {}", run.stdout);
+        // Neither: the default /etc/keyflip/rotation-plans, which holds no demo plan.
+        let run = cli.run_cmd(cli.command(&without, &args)).await;
+        assert!(
+            run.code != Some(0) || !run.stdout.contains("demo"),
+            "{args:?} found the demo plan without a plans directory:\n{}",
+            run.stdout
+        );
+    }
+}

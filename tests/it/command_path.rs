@@ -451,6 +451,7 @@ async fn a_parked_plan_prints_the_same() {
     })
     .await;
     let status = pair.same_both_ways(&["status", "--plan", "demo"]).await;
+    assert_eq!(status.code, Some(5), "needs attention: {}", status.stdout);
     // Wrapped lines joined again: the words, not where the width broke them.
     let joined = status.stdout.replace("\n    ", " ");
     assert!(
@@ -465,6 +466,7 @@ async fn a_parked_plan_prints_the_same() {
         status.stdout
     );
     let table = pair.same_both_ways(&["status"]).await;
+    assert_eq!(table.code, Some(5), "needs attention: {}", table.stdout);
     assert!(
         table
             .stdout

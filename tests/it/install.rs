@@ -155,3 +155,38 @@ fn man_pages_carry_the_help_texts() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&blocked.display().to_string()));
 }
+
+/// docs/operations.md's table of what the Debian package installs names every file
+/// of `packaging/deb-contents.txt` (the list `.ci/package-test` checks `dpkg -L`
+/// against), so the documented contents cannot fall behind the package.
+#[test]
+fn the_documented_package_contents_name_every_packaged_file() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let contents = std::fs::read_to_string(format!("{root}/packaging/deb-contents.txt")).unwrap();
+    let doc = std::fs::read_to_string(format!("{root}/docs/operations.md")).unwrap();
+    let table = doc
+        .split("### The Debian package")
+        .nth(1)
+        .and_then(|rest| {
+            rest.split("\n## ")
+                .next()
+                .and_then(|s| s.split("\n### ").next())
+        })
+        .expect("docs/operations.md has a section \"The Debian package\"");
+    let mut missing = Vec::new();
+    for path in contents.lines().filter(|l| !l.trim().is_empty()) {
+        // Named in full, or as `name` in its directory's row (examples by their path
+        // below examples/).
+        let relative = path
+            .split_once("/examples/")
+            .map(|(_, rest)| rest)
+            .unwrap_or_else(|| path.rsplit('/').next().unwrap_or(path));
+        if !table.contains(&format!("`{path}`")) && !table.contains(&format!("`{relative}`")) {
+            missing.push(path);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "packaged but not in docs/operations.md's package table: {missing:?}"
+    );
+}

@@ -340,3 +340,288 @@ async fn json_log_lines_have_unique_keys_and_name_the_plan_and_rotation() {
         run.stderr
     );
 }
+
+/// `rotate now` without `--yes` on a terminal, answered with `answer` at the prompt.
+async fn on_a_terminal(cli: &Cli, answer: &'static str) -> crate::support::pty::Screen {
+    let config = cli.dir.path().join("keyflip.toml");
+    let mut cmd = cli.command(&config, &["rotate", "now", "demo", "--grace", "3s"]);
+    cmd.env("COLUMNS", "80");
+    tokio::task::spawn_blocking(move || crate::support::pty::run(cmd, "[y/N]", answer))
+        .await
+        .unwrap()
+}
+
+/// The question comes after the dry run's summary (not its step list); anything but
+/// `y` exits 2 and changes nothing (docs/operations.md, "Exit codes").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prompt_follows_the_summary_and_no_exits_2_with_nothing_changed() {
+    let cli = Cli::start().await;
+    let before = cli.twin.keys("stdatasci001").await;
+    let screen = on_a_terminal(&cli, "n\n").await;
+    let text = &screen.text;
+    assert_eq!(screen.code, Some(2), "{text}");
+    let summary = text.find("  route:").expect("the summary is shown");
+    let grace = text
+        .find("  grace:       3s")
+        .expect("the summary has the grace");
+    let question = text
+        .find("Rotate the keys of stdatasci001 now? [y/N]")
+        .expect("the question");
+    assert!(summary < grace && grace < question, "{text}");
+    assert!(
+        !text.contains("Steps, in order"),
+        "the step list is not shown before the question:\n{text}"
+    );
+    assert!(
+        text[question..].contains("not confirmed; nothing was changed"),
+        "{text}"
+    );
+    assert!(!text.contains("started (safe swap)"), "{text}");
+    assert_eq!(
+        cli.twin.keys("stdatasci001").await,
+        before,
+        "no key changed"
+    );
+    let history = cli.run(&["history", "--output", "json"]).await;
+    assert_eq!(history.json()["rotations"], serde_json::json!([]));
+}
+
+/// Answered `y`: the rotation runs, the grace wait is printed once and the spinner
+/// counts it down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yes_rotates_with_the_grace_counted_down_once_and_no_colour_under_no_color() {
+    let cli = Cli::start().await;
+    let before = cli.twin.keys("stdatasci001").await;
+    let screen = on_a_terminal(&cli, "y\n").await;
+    let text = &screen.text;
+    assert_eq!(screen.code, Some(0), "{text}");
+    assert!(text.contains("Rotation "), "the report: {text}");
+    let after = cli.twin.keys("stdatasci001").await;
+    assert!(
+        after.0 != before.0 && after.1 != before.1,
+        "both keys regenerated"
+    );
+    // Printed once (the spinner's own line says `grace period …: 2s left`).
+    assert_eq!(
+        text.matches("(grace period before the old key is").count(),
+        1,
+        "the wait is printed once:\n{text}"
+    );
+    // The spinner redraws the wait with the time left: more than one value of it.
+    let lefts: std::collections::BTreeSet<&str> = text
+        .match_indices("s left")
+        .map(|(at, _)| {
+            let start = text[..at].rfind(' ').map_or(0, |s| s + 1);
+            &text[start..at]
+        })
+        .collect();
+    assert!(
+        lefts.len() >= 2,
+        "a live countdown of the grace period: {lefts:?}\n{text}"
+    );
+    assert!(has_colour(text), "colour on a terminal:\n{text}");
+
+    // NO_COLOR: a terminal, and still no colour.
+    let config = cli.dir.path().join("keyflip.toml");
+    let mut cmd = cli.command(
+        &config,
+        &["rotate", "now", "demo", "--yes", "--grace", "1s"],
+    );
+    cmd.env("COLUMNS", "80").env("NO_COLOR", "1");
+    let screen = tokio::task::spawn_blocking(move || crate::support::pty::run(cmd, "", ""))
+        .await
+        .unwrap();
+    assert_eq!(screen.code, Some(0), "{}", screen.text);
+    assert!(screen.text.contains("Rotation "), "{}", screen.text);
+    assert!(!has_colour(&screen.text), "NO_COLOR:\n{}", screen.text);
+}
+
+/// An SGR escape sequence (`ESC [ 1;32 m`): colour or weight, not cursor movement.
+fn has_colour(text: &str) -> bool {
+    text.split("\x1b[").skip(1).any(|rest| {
+        let params = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == ';')
+            .count();
+        rest[params..].starts_with('m')
+    })
+}
+
+/// `keyflip daemon` logs one start-up line saying where everything is, and a
+/// routine control request (a `status`) at debug, not info.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_logs_one_start_up_line_and_reads_at_debug() {
+    let cli = Cli::start().await;
+    let config = cli.dir.path().join("keyflip.toml");
+    let socket = cli.dir.path().join("keyflip.sock");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[daemon]\nsocket = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n",
+        socket.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let log = cli.dir.path().join("daemon.log");
+    let mut daemon = cli.command(&config, &["-v", "--log-format", "json", "daemon"]);
+    daemon.stderr(std::fs::File::create(&log).unwrap());
+    let mut child = daemon.spawn().expect("the daemon starts");
+    let started = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the daemon exited:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no control socket:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status = cli.run(&["status", "--output", "json"]).await;
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    assert!(
+        status
+            .stderr
+            .contains("answered by the running keyflip daemon"),
+        "{}",
+        status.stderr
+    );
+    // SAFETY: kill with the pid of the child this test spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(exit.code(), Some(0), "{text}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let start: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "keyflip daemon started")
+        .collect();
+    assert_eq!(start.len(), 1, "one start-up line:\n{text}");
+    let start = start[0];
+    assert_eq!(start["level"], "INFO", "{start}");
+    assert_eq!(start["config"], config.display().to_string(), "{start}");
+    assert_eq!(start["plans"], 1, "{start}");
+    assert_eq!(start["socket"], socket.display().to_string(), "{start}");
+    assert!(
+        start["metrics"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("http://127.0.0.1:") && m.ends_with("/metrics")),
+        "{start}"
+    );
+    assert!(
+        start["credential"].as_str().is_some_and(|c| !c.is_empty()),
+        "{start}"
+    );
+    let requests: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "control request" && l["request"] == "status")
+        .collect();
+    assert!(
+        !requests.is_empty(),
+        "the status request is logged:\n{text}"
+    );
+    for r in requests {
+        assert_eq!(r["level"], "DEBUG", "a read is logged at debug: {r}");
+    }
+}
+
+/// `plan discover`: the plan it writes on stdout is a file, the same whatever the
+/// terminal (snapshotted once), and its summary on stderr reads well at both widths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_discover_reads_well_at_80_and_60_columns() {
+    let cli = Cli::start().await;
+    let account = cli
+        .twin
+        .account_id(crate::support::twin::ACCOUNT)
+        .to_string();
+    let mut plans = Vec::new();
+    for width in WIDTHS {
+        let run = run_at(&cli, &["plan", "discover", &account], width).await;
+        assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+        assert_fits("plan-discover", &run.stderr, width);
+        // `N Azure call(s) in 1.0s over …`: how long the scan took varies.
+        let summary = redacted(&cli, &run.stderr);
+        let summary = match summary.split_once(" Azure call(s) in ") {
+            Some((head, tail)) => format!(
+                "{head} Azure call(s) in SECS{}",
+                &tail[tail.find(" over").unwrap_or(0)..]
+            ),
+            None => summary,
+        };
+        snapshot(&format!("plan-discover-summary-{width}"), &summary);
+        plans.push(redacted(&cli, &run.stdout));
+    }
+    assert_eq!(plans[0], plans[1], "the plan does not depend on COLUMNS");
+    snapshot("plan-discover", &plans[0]);
+}
+
+/// `keyflip demo --keep-running` as a person runs it: it prints the `export
+/// KEYFLIP_CONFIG=…` line, `doctor` run with that variable passes with no warning,
+/// and Ctrl-C (SIGINT) ends it and removes its files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_keep_running_prints_an_export_line_that_doctor_passes() {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyflip"))
+        .env_clear()
+        .env("LANG", "C.UTF-8")
+        .env("COLUMNS", "1000")
+        .args(["demo", "--keep-running"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the demo starts");
+    let stdout = child.stdout.take().unwrap();
+    let (config, lines) = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut seen = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(path) = line.trim().strip_prefix("export KEYFLIP_CONFIG=") {
+                return (std::path::PathBuf::from(path), lines);
+            }
+        }
+        panic!("no export KEYFLIP_CONFIG= line:\n{seen}");
+    })
+    .await
+    .unwrap();
+    assert!(config.is_file(), "{}", config.display());
+    let doctor = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_keyflip"))
+                .env_clear()
+                .env("LANG", "C.UTF-8")
+                .env("KEYFLIP_CONFIG", &config)
+                .arg("doctor")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert_eq!(doctor.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("demo: nothing blocks a rotation, 0 warnings"),
+        "{text}"
+    );
+    // SAFETY: kill with the pid of the child this test spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = tokio::task::spawn_blocking(move || {
+        // Read to the end: the demo may still print while it stops.
+        lines.for_each(drop);
+        child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!config.exists(), "the demo's files are removed at the end");
+}

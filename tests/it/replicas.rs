@@ -9,6 +9,7 @@ mod failover;
 mod fleet;
 mod migrate;
 mod processes;
+mod state;
 mod truth;
 
 use std::path::{Path, PathBuf};

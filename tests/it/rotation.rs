@@ -8,6 +8,7 @@ mod crash;
 mod failure;
 mod gate;
 mod incident;
+mod origin;
 mod swap;
 mod takeover;
 mod ways_out;

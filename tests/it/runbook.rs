@@ -10,7 +10,9 @@ use std::path::Path;
 const OPERATIONS: &str = include_str!("../../docs/operations.md");
 const SECTION: &str = "## When things go wrong";
 
-/// Every `keyflip ...` line of the section's code blocks, without a trailing comment.
+/// Every `keyflip ...` line of the section's code blocks, without a trailing comment,
+/// and every `keyflip ...` in inline code of its prose and tables (the "run" column),
+/// with the plan and key left as the `PLAN` and `KEY` the section uses.
 pub fn commands() -> Vec<String> {
     let start = OPERATIONS
         .find(SECTION)
@@ -25,9 +27,18 @@ pub fn commands() -> Vec<String> {
             continue;
         }
         let line = line.trim();
-        if in_code && line.starts_with("keyflip ") {
-            let command = line.split(" #").next().unwrap_or(line).trim();
-            out.push(command.to_owned());
+        if in_code {
+            if line.starts_with("keyflip ") {
+                let command = line.split(" #").next().unwrap_or(line).trim();
+                out.push(command.to_owned());
+            }
+            continue;
+        }
+        // Inline code: the odd-numbered pieces between backticks.
+        for span in line.split('`').skip(1).step_by(2) {
+            if span.starts_with("keyflip ") && !out.iter().any(|c| c == span) {
+                out.push(span.to_owned());
+            }
         }
     }
     out

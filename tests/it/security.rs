@@ -5,6 +5,7 @@
 
 mod abuse;
 mod bad_input;
+mod credential_file;
 mod kill_loop;
 mod process;
 mod signals;

@@ -320,16 +320,7 @@ pub(crate) fn render(d: &DryRun, term: &Term, detail: Detail) -> String {
 /// regeneration is a revoke, and the last step is the report.
 fn step_words(s: &PlannedStep, mode: Mode) -> String {
     match (s.kind.as_str(), s.key, s.purpose) {
-        ("regenerate", Some(key), Some(purpose)) => {
-            let word = match regeneration_word(mode, key, purpose) {
-                "revoked" => "revoke, it leaked",
-                "staged (its leaked value revoked)" => "stage; its leaked value dies",
-                "staged" => "stage",
-                "retired" => "retire",
-                other => other,
-            };
-            format!("regenerate {key} ({word})")
-        }
+        ("regenerate", Some(key), Some(purpose)) => describe::regenerate(mode, key, purpose),
         ("finish", ..) if mode.is_incident() => {
             "finish: write the rotation and incident reports".to_owned()
         }

@@ -16,10 +16,10 @@ pub fn history(reports: &[RotationReport], term: &Term) -> String {
     }
     for r in reports {
         let refs: Vec<&ConsumerRef> = r.consumers.iter().map(|c| &c.consumer).collect();
-        let outcome = r
-            .outcome
-            .as_ref()
-            .map_or_else(|| "unfinished".to_owned(), ToString::to_string);
+        let outcome = r.outcome.as_ref().map_or_else(
+            || "unfinished".to_owned(),
+            |o| describe::outcome(o, r.mode, &r.plan),
+        );
         out.push_str(&term.wrap(
             "",
             "  ",
@@ -36,11 +36,7 @@ pub fn history(reports: &[RotationReport], term: &Term) -> String {
                     .unwrap_or_default()
             ),
         ));
-        out.push_str(&term.wrap(
-            "  ",
-            "    ",
-            &shorten(describe::for_plan(&outcome, &r.plan), &refs),
-        ));
+        out.push_str(&term.wrap("  ", "    ", &shorten(outcome, &refs)));
         super::rotation::origin_lines(&mut out, r, term);
         for s in &r.steps {
             let mark = match s.ok {
@@ -52,7 +48,7 @@ pub fn history(reports: &[RotationReport], term: &Term) -> String {
                 || "in doubt".to_owned(),
                 |ms| format!("{:.1}s", ms as f64 / 1000.0),
             );
-            let mut text = format!("{} ({took})", describe::step(&s.command));
+            let mut text = format!("{} ({took})", describe::step_in(&s.command, r.mode));
             if let Some(reason) = s.result.as_ref().and_then(|r| r.failure()) {
                 let _ = write!(text, ": {}", shorten(reason, &refs));
             }

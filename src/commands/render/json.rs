@@ -60,7 +60,7 @@ pub fn rotation(report: &RotationReport) -> Value {
         outcome.remove("warnings");
     }
     if let (Some(obj), Some(outcome)) = (value.as_object_mut(), report.outcome.as_ref()) {
-        let summary = crate::rotation::describe::for_plan(&outcome.to_string(), &report.plan);
+        let summary = crate::rotation::describe::outcome(outcome, report.mode, &report.plan);
         obj.insert("summary".into(), Value::String(summary));
     }
     value

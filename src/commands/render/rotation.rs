@@ -81,6 +81,16 @@ pub fn progress(event: &ProgressEvent, term: &Term) -> Option<String> {
     Some(term.wrap("", "  ", &text))
 }
 
+/// The last progress line, `finished: OUTCOME`, in the words of the rotation's mode
+/// and naming its plan in the commands it advises (see [`describe::outcome`]).
+pub(crate) fn finished_line(outcome: &Outcome, mode: Mode, plan: &str, term: &Term) -> String {
+    term.wrap(
+        "",
+        "  ",
+        &format!("finished: {}", describe::outcome(outcome, mode, plan)),
+    )
+}
+
 /// A wait, shown once when it starts: `  …  21 wait until … (grace period …)`.
 pub(crate) fn waiting_line(
     term: &Term,
@@ -140,23 +150,9 @@ fn key_line(name: KeyName, before: &KeyState, after: &KeyState, what: Option<Str
     }
 }
 
-/// What a regeneration did, in the words of the rotation's mode: in an incident a
-/// leaked key's regeneration is a revoke, whatever the machine's purpose calls it.
+/// What a regeneration did, in the words of the rotation's mode.
 pub(crate) fn regeneration_word(mode: Mode, key: KeyName, purpose: Purpose) -> &'static str {
-    let leaked = match mode {
-        Mode::Scheduled | Mode::Adopt { .. } => false,
-        Mode::Leaked { key: leaked, .. } => leaked == key,
-        Mode::LeakedBoth => true,
-        Mode::Retire { .. } => false,
-    };
-    match purpose {
-        Purpose::Revoke => "revoked",
-        Purpose::Retire if leaked => "revoked",
-        Purpose::Retire => "retired",
-        Purpose::Stage if leaked => "staged (its leaked value revoked)",
-        Purpose::Stage => "staged",
-        Purpose::Discard => "discarded",
-    }
+    crate::rotation::describe::regeneration(mode, key, purpose)
 }
 
 /// Where a consumer stands, in words (for the ones not verified on their key).

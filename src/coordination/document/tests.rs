@@ -250,3 +250,78 @@ fn write_marks_are_kept_per_consumer_and_read_back_as_the_journal_holds_them() {
     let old = br#"{"format":1,"schema":1,"account":null,"holder":null,"rotations":[]}"#;
     assert!(AccountDoc::parse(old).unwrap().marks.is_empty());
 }
+
+#[test]
+fn a_plans_start_and_success_move_with_the_journal_and_a_success_unparks_it() {
+    let mut doc = AccountDoc::empty();
+    // A daemon parked the plan after a failed cycle.
+    let parked = PlanDoc {
+        last_started: Some(t(-100)),
+        failures: 3,
+        parked: Some(ParkedDoc {
+            at: t(-50),
+            reason: "3 failed rotation cycles in a row".into(),
+        }),
+        by: Some("a".into()),
+        updated_at: Some(t(-50)),
+        ..PlanDoc::default()
+    };
+    assert!(doc.plans.entry("plan".into()).or_default().merge(&parked));
+    assert!(
+        !doc.plans.get_mut("plan").unwrap().merge(&parked),
+        "the same state again changes nothing"
+    );
+    // `rotate now` on any replica: its begin moves the start, its completion unparks.
+    doc.apply("r1", SharedWrite::Begin(&new("r1"))).unwrap();
+    assert_eq!(doc.plans["plan"].last_started, Some(t(0)));
+    assert!(
+        doc.plans["plan"].parked.is_some(),
+        "still parked while it runs"
+    );
+    doc.apply(
+        "r1",
+        SharedWrite::Finish {
+            outcome: &done(),
+            at: t(9),
+        },
+    )
+    .unwrap();
+    let state = &doc.plans["plan"];
+    assert_eq!(state.last_success, Some(t(9)));
+    assert_eq!((state.failures, state.parked.as_ref()), (0, None));
+    // A park decided before that success (a slow write from another replica) does not
+    // park it again, nor move its times back.
+    let late = PlanDoc {
+        last_started: Some(t(-100)),
+        updated_at: Some(t(5)),
+        ..parked.clone()
+    };
+    doc.plans.get_mut("plan").unwrap().merge(&late);
+    let state = &doc.plans["plan"];
+    assert_eq!(
+        (state.last_started, state.parked.as_ref()),
+        (Some(t(0)), None)
+    );
+    // A refused rotation's finish counts nothing by itself: the daemon that concluded
+    // the cycle writes its count.
+    let mut failed = new("r2");
+    failed.started_at = t(20);
+    doc.apply("r2", SharedWrite::Begin(&failed)).unwrap();
+    doc.apply(
+        "r2",
+        SharedWrite::Finish {
+            outcome: &Outcome::Refused {
+                reasons: Vec::new(),
+            },
+            at: t(25),
+        },
+    )
+    .unwrap();
+    assert_eq!(doc.plans["plan"].last_success, Some(t(9)));
+    assert_eq!(doc.plans["plan"].last_started, Some(t(20)));
+    // It survives the blob, and documents without plans read as having none.
+    let back = AccountDoc::parse(&doc.to_bytes()).unwrap();
+    assert_eq!(back.plans, doc.plans);
+    let old = br#"{"format":1,"schema":1,"account":null,"holder":null,"rotations":[]}"#;
+    assert!(AccountDoc::parse(old).unwrap().plans.is_empty());
+}

@@ -102,8 +102,25 @@ pub enum Outcome {
     },
 }
 
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Outcome {
+    /// The outcome in words, as `Display` says it, with each regeneration of a
+    /// completed rotation named by `why` (`key1 regenerated (WHY)`): a report words a
+    /// leaked key's retire as a revoke, which the machine's purpose does not know.
+    pub fn summary_with(&self, why: &dyn Fn(KeyName, Purpose) -> String) -> String {
+        struct With<'a>(&'a Outcome, &'a dyn Fn(KeyName, Purpose) -> String);
+        impl fmt::Display for With<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.words(f, self.1)
+            }
+        }
+        With(self, why).to_string()
+    }
+
+    fn words(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        why: &dyn Fn(KeyName, Purpose) -> String,
+    ) -> fmt::Result {
         match self {
             Outcome::Completed {
                 active,
@@ -124,7 +141,7 @@ impl fmt::Display for Outcome {
                     )?;
                 }
                 for r in regenerated {
-                    write!(f, "; {} regenerated ({})", r.key, r.purpose)?;
+                    write!(f, "; {} regenerated ({})", r.key, why(r.key, r.purpose))?;
                 }
                 Ok(())
             }
@@ -143,6 +160,12 @@ impl fmt::Display for Outcome {
             }
             Outcome::NeedsAttention { reason, .. } => write!(f, "needs attention: {reason}"),
         }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.words(f, &|_, purpose| purpose.to_string())
     }
 }
 

@@ -289,3 +289,108 @@ async fn a_foreign_secret_version_is_reported_and_repaired_when_the_plan_opts_in
     assert!(!text.contains(&key1) && !text.contains(&key2));
     assert_eq!(daemon.stop().await, Exit::Ok);
 }
+
+/// Issue 12, part 2: with `repair = true`, the active key regenerated behind keyflip's
+/// back (the portal's Regenerate button) leaves every consumer of the demo world on a
+/// dead key; the drift watch moves all of them in **one** `--adopt` rotation (it once
+/// wrote one "rotation" per consumer), ending with every consumer on the active key's
+/// new value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outside_regeneration_of_the_active_key_is_repaired_in_one_rotation() {
+    use keyflip::daemon::control::protocol::{Answer, Request};
+    use keyflip::rotation::machine::Mode;
+
+    let setup = Setup::new(Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap());
+    let settings = "[rotation]\ngrace = \"0s\"\n[drift]\ninterval = \"1m\"\nrepair = true\n";
+    setup.write_plan("demo", &setup.plan_text(Consumers::All, settings));
+    let daemon = setup.start().await;
+    // A rotation, so the journal knows the active key (key2).
+    let rotate = daemon.request(Request::RotateNow {
+        plan: "demo".into(),
+        mode: Mode::Scheduled,
+        grace: None,
+        dry_run: false,
+        by: Default::default(),
+    });
+    let clock = async {
+        loop {
+            daemon.step(&setup).await;
+        }
+    };
+    let answer = tokio::select! {
+        answer = rotate => answer.unwrap(),
+        () = clock => unreachable!(),
+    };
+    assert!(
+        matches!(&answer, Answer::Rotation { report } if report.exit() == Exit::Ok),
+        "{answer:?}"
+    );
+    daemon.finish_jobs(&setup).await;
+    setup.advance(TimeDelta::minutes(1));
+    daemon
+        .wait_for("the observation after the rotation", |s| {
+            s.plan("demo")
+                .is_some_and(|p| p.running.is_none() && p.keys.is_some() && p.drift.is_empty())
+        })
+        .await;
+
+    let dead = setup.twin.keys("stdatasci001").await.1;
+    let fresh = setup
+        .twin
+        .regenerate_behind_our_back("stdatasci001", "key2")
+        .await;
+    assert_ne!(dead, fresh);
+    setup.advance(TimeDelta::minutes(1));
+    daemon
+        .wait_for("the drift to be found", |s| {
+            s.plan("demo").is_some_and(|p| !p.drift.is_empty())
+        })
+        .await;
+    let repaired = async {
+        loop {
+            let history = daemon.history("demo").await;
+            if history.len() == 2 && history[0]["finished_at"].is_string() {
+                return history;
+            }
+            daemon.step(&setup).await;
+        }
+    };
+    let history = tokio::time::timeout(std::time::Duration::from_secs(120), repaired)
+        .await
+        .expect("the repair finishes");
+    daemon.finish_jobs(&setup).await;
+    assert_eq!(
+        history[0]["trigger"]["trigger"], "repair",
+        "{:#}",
+        history[0]
+    );
+    assert_eq!(
+        history[0]["outcome"]["outcome"], "completed",
+        "{:#}",
+        history[0]
+    );
+    // Every consumer the plan lists (the demo world's Function app and Data Factory
+    // are not in it).
+    let state = setup.twin.state().await;
+    let listed: Vec<_> = crate::support::engine::consumer_keys(&state)
+        .into_iter()
+        .filter(|(c, _)| !c.starts_with("app setting") && !c.starts_with("linked service"))
+        .collect();
+    assert_eq!(listed.len(), 8, "{listed:?}");
+    for (consumer, key) in &listed {
+        assert!(
+            *key == fresh,
+            "{consumer} is not on the active key2's new value"
+        );
+    }
+    // Nothing more: one repair, and the next look is clean.
+    setup.advance(TimeDelta::minutes(1));
+    daemon
+        .wait_for("a clean look after the repair", |s| {
+            s.plan("demo")
+                .is_some_and(|p| p.drift.is_empty() && p.running.is_none())
+        })
+        .await;
+    assert_eq!(daemon.history("demo").await.len(), 2);
+    assert_eq!(daemon.stop().await, Exit::Ok);
+}

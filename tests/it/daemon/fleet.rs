@@ -107,7 +107,15 @@ async fn a_plan_due_by_key_age_rotates_once_not_in_a_loop() {
         setup.advance(TimeDelta::seconds(10));
         daemon.settle().await;
     }
-    assert_eq!(outcomes(&daemon.history("aged").await), ["completed"]);
+    let history = daemon.history("aged").await;
+    assert_eq!(outcomes(&history), ["completed"]);
+    // Journaled as the key age's doing, with nobody asking (issue 12, part 4).
+    assert_eq!(
+        history[0]["trigger"]["trigger"], "key_age",
+        "{:#}",
+        history[0]
+    );
+    assert!(history[0]["requested_by"].is_null(), "{:#}", history[0]);
     assert_eq!(
         regenerations(&setup, &account).await,
         2,

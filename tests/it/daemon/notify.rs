@@ -194,7 +194,8 @@ async fn webhooks_hear_failures_parking_and_incidents() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|d| d.as_str().unwrap().contains("key2 regenerated")),
+            // In an incident's words: the leaked standby was revoked at once.
+            .any(|d| d.as_str().unwrap().contains("key2 revoked at ")),
         "{incident}"
     );
     let s = daemon.settle().await;

@@ -52,6 +52,13 @@ async fn the_demo_plan_fires_on_schedule_inside_its_window() {
         "{}",
         history[0]["started_at"]
     );
+    // Journaled as the schedule's doing, with nobody asking (issue 12, part 4).
+    assert_eq!(
+        history[0]["trigger"]["trigger"], "schedule",
+        "{:#}",
+        history[0]
+    );
+    assert!(history[0]["requested_by"].is_null(), "{:#}", history[0]);
     let s = daemon.settle().await;
     let p = s.plan("demo").unwrap();
     assert_eq!(p.last_started, Some(at(2026, 3, 2, 2, 0)));

@@ -112,6 +112,32 @@ fn shipped_expressions() -> Vec<(String, String)> {
     out
 }
 
+/// docs/operations.md's metrics table: (name, type, label names) per metric.
+fn documented_metrics() -> Vec<(String, String, BTreeSet<String>)> {
+    let docs = std::fs::read_to_string(repo("docs/operations.md")).unwrap();
+    let table = docs
+        .split("| metric | type | labels | meaning |")
+        .nth(1)
+        .expect("the metrics table in docs/operations.md");
+    let ticked = |cell: &str| -> Vec<String> {
+        cell.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(ToOwned::to_owned)
+            .collect()
+    };
+    let mut out = Vec::new();
+    for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let labels: BTreeSet<String> = ticked(cells[3]).into_iter().collect();
+        for name in ticked(cells[1]) {
+            out.push((name, cells[2].to_owned(), labels.clone()));
+        }
+    }
+    assert!(out.len() > 20, "{out:#?}");
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_the_rules_and_dashboard_use_only_exported_metrics() {
     let start = Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).unwrap();
@@ -222,6 +248,39 @@ async fn metrics_parse_and_the_rules_and_dashboard_use_only_exported_metrics() {
         value(&family(&after, "keyflip_start_time_seconds"), &[]),
         Some(start.timestamp() as f64)
     );
+
+    // The metrics table of docs/operations.md and the exposition agree: every family
+    // exported is documented with its type and labels, and every documented family
+    // (but the `[coordination]` ones, absent without it) is exported.
+    let documented = documented_metrics();
+    let mut exported_families = BTreeSet::new();
+    for f in parse_metrics(&after) {
+        let name = f["name"].as_str().unwrap().to_owned();
+        let (kind, labels) = documented
+            .iter()
+            .find(|(n, ..)| n.strip_suffix("_total").unwrap_or(n) == name)
+            .map(|(_, kind, labels)| (kind, labels))
+            .unwrap_or_else(|| panic!("{name} is exported but not in docs/operations.md"));
+        assert_eq!(f["type"], kind.as_str(), "{name}: its documented type");
+        for sample in f["samples"].as_array().unwrap() {
+            let names: BTreeSet<String> = sample["labels"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "le")
+                .cloned()
+                .collect();
+            assert_eq!(&names, labels, "{name}: its documented labels ({sample})");
+        }
+        exported_families.insert(name);
+    }
+    for (name, ..) in &documented {
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            name.starts_with("keyflip_coordination_") || exported_families.contains(family),
+            "{name} is documented but not exported:\n{after}"
+        );
+    }
 
     // The shipped rules and dashboard query nothing keyflip does not export.
     let exported: BTreeSet<String> = parse_metrics(&after)

@@ -33,10 +33,7 @@ fn status(config: &std::path::Path) -> serde_json::Value {
 async fn a_plan_whose_account_another_replica_holds_is_retried_not_parked() {
     let shared = Shared::start().await;
     // Due every minute, so it is due within a minute of the daemon's start.
-    let text = crate::support::engine::demo_plan_text(&shared.twin)
-        .replace("cron = \"*/10 * * * *\"", "cron = \"* * * * *\"")
-        .replace("grace = \"30s\"", "grace = \"1s\"");
-    std::fs::write(shared.dir.path().join("plans/demo.toml"), &text).unwrap();
+    let text = super::state::every_minute(&shared);
     let plan = plan_from(&text);
     // "Another replica" holds the account's lease, for as long as it likes.
     let blob = shared.operator_blob();
@@ -57,27 +54,9 @@ async fn a_plan_whose_account_another_replica_holds_is_retried_not_parked() {
         .await
         .unwrap();
 
-    let mut config = shared.config_text("r", 15);
-    let run = shared.dir.path().join("run-r");
-    std::fs::create_dir_all(&run).unwrap();
-    config.push_str(&format!(
-        "\n[daemon]\nsocket = \"{}\"\nmetrics_listen = \"off\"\nretry_backoff = \"10s\"\npark_after_failures = 1\nshutdown_timeout = \"10s\"\n",
-        run.join("keyflip.sock").display()
-    ));
-    let path = shared.dir.path().join("r-daemon.toml");
-    std::fs::write(&path, config).unwrap();
-    let log_path = shared.dir.path().join("r.log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_keyflip"))
-        .arg("--config")
-        .arg(&path)
-        .arg("daemon")
-        .env_remove("KEYFLIP_FAILPOINT")
-        .env("RUST_LOG", "keyflip=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut daemon = super::state::Daemon::start(&shared, "r");
+    let path = daemon.config.clone();
+    let log_path = daemon.log.clone();
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
     // Refused as busy a few times (the first at the next minute, then every 10 s).
@@ -88,7 +67,7 @@ async fn a_plan_whose_account_another_replica_holds_is_retried_not_parked() {
         < 2
     {
         assert!(
-            daemon.try_wait().unwrap().is_none(),
+            daemon.child.try_wait().unwrap().is_none(),
             "the daemon exited:\n{}",
             log()
         );
@@ -139,8 +118,8 @@ async fn a_plan_whose_account_another_replica_holds_is_retried_not_parked() {
     assert!(p["schedule"]["parked"].is_null(), "{s}");
     assert_eq!(p["schedule"]["failures"], 0, "{s}");
     let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
+        .args(["-TERM", &daemon.child.id().to_string()])
         .status();
-    let _ = daemon.wait();
+    let _ = daemon.child.wait();
     assert!(!log().contains("plan parked"), "{}", log());
 }

@@ -177,7 +177,7 @@ async fn a_leaked_active_key_is_swapped_to_a_freshly_staged_standby_and_retired_
     );
     let md = assert_report(&report);
     assert!(
-        md.contains("key2 (stage)") && md.contains("key1 (retire)"),
+        md.contains("key2 staged, was") && md.contains("key1 revoked, was"),
         "{md}"
     );
 }

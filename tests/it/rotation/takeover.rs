@@ -211,3 +211,78 @@ async fn a_grace_period_is_shortened_by_resume_or_refused_never_ignored() {
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
     assert_eq!(on_one_working_key(&cli.twin, "after").await, "key2");
 }
+
+/// "The same happens after a crash": a swap killed (SIGKILL, nothing recorded on the
+/// way out) while it waits out an hour's grace is taken over by the incident just as
+/// after Ctrl-C: the leaked old key retired at once, in the same rotation, the
+/// takeover journaled with who asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_takes_over_a_rotation_a_crash_left_in_its_grace() {
+    let cli = Cli::start().await;
+    let before = keys_of(&cli.twin.state().await);
+    let run = cli.kill_at(GRACE_AN_HOUR, "wait until").await;
+    assert_eq!(run.code, None, "killed: {}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        on_one_working_key(&cli.twin, "crashed in grace").await,
+        "key2"
+    );
+    let started = std::time::Instant::now();
+    let run = cli
+        .runbook("keyflip rotate now PLAN --leaked KEY", &[("KEY", "key1")])
+        .await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the hour's grace was not waited out"
+    );
+    for want in ["taken over at", "incident report:"] {
+        assert!(run.stdout.contains(want), "{want:?} in:\n{}", run.stdout);
+    }
+    assert_ne!(
+        keys_of(&cli.twin.state().await).0,
+        before.0,
+        "the leaked key1 is dead"
+    );
+    assert_eq!(on_one_working_key(&cli.twin, "after").await, "key2");
+    let rotations = history(&cli).await;
+    assert_eq!(rotations.len(), 1, "{rotations:#?}");
+    let r = &rotations[0];
+    assert_eq!(r["outcome"]["outcome"], "completed", "{r:#}");
+    assert_eq!(r["escalation"]["handled_here"], true, "{r:#}");
+    assert_eq!(r["escalation"]["mode"]["key"], "key1");
+    assert!(r["escalation"]["by"]["uid"].is_u64(), "{r:#}");
+    assert!(r["incident_report"]["markdown"].is_string(), "{r:#}");
+}
+
+/// `--revoke-first` on a rotation already moving consumers off the leaked key is not
+/// applied (that swap retires the key at once), and the report says so rather than
+/// dropping the request silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_first_on_a_swap_moving_off_the_leaked_key_is_not_applied_and_says_so() {
+    let (cli, before) = stopped_in_grace().await;
+    let run = cli
+        .run(&[
+            "rotate",
+            "now",
+            "demo",
+            "--yes",
+            "--leaked",
+            "key1",
+            "--revoke-first",
+            "--output",
+            "json",
+        ])
+        .await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let report = run.json();
+    let warned = report["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w["message"].as_str())
+        .any(|m| m.contains("--revoke-first was not applied"));
+    assert!(warned, "{report:#}");
+    assert_eq!(report["escalation"]["handled_here"], true, "{report:#}");
+    assert_ne!(keys_of(&cli.twin.state().await).0, before.0, "key1 retired");
+    assert_eq!(on_one_working_key(&cli.twin, "after").await, "key2");
+}

@@ -443,3 +443,101 @@ async fn key_vault_tags_past_azures_limit_are_refused_before_any_key_changes() {
     assert!(run.stderr.contains("at most 15"), "{}", run.stderr);
     assert_eq!(regenerations(&cli.twin).await, 0, "nothing was regenerated");
 }
+
+/// "After a crash, a kill or Ctrl-C": a swap stopped halfway through binding (some
+/// consumers on the staged key, some not, nothing committed) is finished by either
+/// documented command, as the same rotation: every consumer on the new key, the old
+/// one retired, one rotation in history with no step left in doubt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_stopped_mid_bind_is_finished_by_resume_or_by_rotate_now() {
+    for command in ["keyflip rotate resume PLAN", "keyflip rotate now PLAN"] {
+        let cli = Cli::start().await;
+        let before = keys_of(&cli.twin.state().await);
+        let stopped = cli
+            .interrupt_at(
+                &["rotate", "now", "demo", "--yes", "--grace", "0s"],
+                " bind ",
+            )
+            .await;
+        assert_eq!(
+            stopped.code,
+            Some(130),
+            "{}\n{}",
+            stopped.stdout,
+            stopped.stderr
+        );
+        let status = cli.run(&["status"]).await;
+        assert!(
+            status.stdout.contains("unfinished"),
+            "{command}: {}",
+            status.stdout
+        );
+        let run = ok(cli.runbook(command, &[]).await).await;
+        if command.contains("now") {
+            assert!(
+                run.stdout
+                    .contains("it was resumed instead of starting another"),
+                "{}",
+                run.stdout
+            );
+        }
+        assert_eq!(on_one_working_key(&cli.twin, command).await, "key2");
+        let after = keys_of(&cli.twin.state().await);
+        assert_ne!(after.0, before.0, "{command}: the old key1 was retired");
+        assert_ne!(after.1, before.1, "{command}: key2 was staged");
+        let history = cli.run(&["history", "demo", "--output", "json"]).await;
+        let rotations = history.json()["rotations"].as_array().unwrap().clone();
+        assert_eq!(rotations.len(), 1, "{command}: {rotations:#?}");
+        assert_eq!(rotations[0]["outcome"]["outcome"], "completed");
+        let text = cli.run(&["history", "demo"]).await.stdout;
+        assert!(!text.contains("??") && !text.contains("in doubt"), "{text}");
+        let status = cli.runbook("keyflip status", &[]).await;
+        assert_eq!(status.code, Some(0), "{}", status.stdout);
+    }
+}
+
+/// The other way out of `key_not_accepted` the table names: without an ML workspace
+/// to resync (its resync would take the newest key, the refused one), every consumer
+/// moves at once to the other key, verified before the revoke, while the revoked key's
+/// fresh value is still refused on the data plane. Nothing more is regenerated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_the_data_plane_rejects_parks_and_without_a_workspace_adopt_key_takes_the_other()
+ {
+    let cli = Cli::start_with_plan(|t| {
+        t.replace("retire_attempts = 8", "retire_attempts = 1")
+            .replace("verify_budget = \"30s\"", "verify_budget = \"1s\"")
+            .replace("resync = true", "resync = false")
+    })
+    .await;
+    // A new key is refused on the data plane for longer than the test runs.
+    cli.twin
+        .settings(json!({"propagation_delay_secs": 3600.0}))
+        .await;
+    let report = rotate(&cli, &["--leaked", "key1", "--revoke-first"], 5).await;
+    assert_eq!(attention(&report), "key_not_accepted", "{report:#}");
+    assert!(split_or_down(&cli.twin).await);
+    assert_eq!(regenerations(&cli.twin).await, 1, "the revoke");
+    ok(cli
+        .runbook("keyflip rotate now PLAN --adopt KEY", &[("KEY", "key2")])
+        .await)
+    .await;
+    // Every consumer of the plan on key2, which works; the workspace's own cached key
+    // is not the plan's to move (`resync = false`).
+    let state = cli.twin.state().await;
+    let (_, key2) = keys_of(&state);
+    let held = crate::support::engine::consumer_keys(&state);
+    assert_eq!(
+        held.len(),
+        10,
+        "{:?}",
+        held.iter().map(|h| &h.0).collect::<Vec<_>>()
+    );
+    for (consumer, key) in held.iter().filter(|(c, _)| c != "workspace") {
+        assert!(*key == key2, "{consumer} is not on key2");
+    }
+    assert_eq!(
+        regenerations(&cli.twin).await,
+        1,
+        "adopting regenerates nothing"
+    );
+}

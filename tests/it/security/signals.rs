@@ -110,3 +110,42 @@ async fn sigterm_stops_a_daemon_whose_rotation_waits_for_a_token() {
         "the daemon took {took:?} to stop (shutdown_timeout is 30 s)"
     );
 }
+
+/// A client secret mistyped into keyflip.toml (`client_secret = "..."` instead of
+/// `client_secret_file`) and picked up by SIGHUP: the daemon logs the rejected reload
+/// at ERROR naming the line, never the value, and keeps running.
+#[test]
+fn a_rejected_reload_logs_the_mistake_with_its_value_hidden() {
+    let service = Service::install("");
+    let daemon = service.daemon();
+    let value = "Zq8~mistyped-client-secret-value";
+    let config = std::fs::read_to_string(service.config()).unwrap();
+    let broken = config.replace(
+        "client_secret_file = \"operator.secret\"",
+        &format!("client_secret_file = \"operator.secret\"\nclient_secret = \"{value}\""),
+    );
+    assert_ne!(broken, config);
+    std::fs::write(service.config(), broken).unwrap();
+    // SAFETY: kill with the pid of the daemon this test spawned and a valid signal.
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
+    let started = Instant::now();
+    while !daemon.log().contains("reload rejected") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no rejected reload logged:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = daemon.log();
+    assert!(
+        log.contains("client_secret") && log.contains("<value hidden>"),
+        "{log}"
+    );
+    assert!(!log.contains(value), "the value reached the log:\n{log}");
+    assert!(
+        !log.contains("Zq8~"),
+        "part of the value reached the log:\n{log}"
+    );
+    assert_eq!(daemon.terminate(Duration::from_secs(20)), Some(0));
+}

@@ -155,6 +155,16 @@ impl Cli {
     /// Starts keyflip with `args`, reads its output until a line containing `marker`,
     /// then interrupts it as Ctrl-C does (SIGINT) and waits for it to exit.
     pub async fn interrupt_at(&self, args: &[&str], marker: &str) -> Run {
+        self.signal_at(args, marker, "-INT").await
+    }
+
+    /// As [`Cli::interrupt_at`], but kills it as a crash would (SIGKILL): no chance to
+    /// record anything.
+    pub async fn kill_at(&self, args: &[&str], marker: &str) -> Run {
+        self.signal_at(args, marker, "-KILL").await
+    }
+
+    async fn signal_at(&self, args: &[&str], marker: &str, signal: &'static str) -> Run {
         use std::io::{BufRead as _, BufReader, Read as _};
         let config = self.dir.path().join("keyflip.toml");
         let mut cmd = self.command(&config, args);
@@ -180,7 +190,7 @@ impl Cli {
             }
             let pid = child.id().to_string();
             let killed = Command::new("kill")
-                .args(["-INT", &pid])
+                .args([signal, &pid])
                 .status()
                 .expect("kill runs");
             assert!(killed.success());

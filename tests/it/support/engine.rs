@@ -171,6 +171,26 @@ impl Harness {
 
     /// The same with other Azure options (short timeouts for hung connections).
     pub fn engine_with(&self, principal: &str, options: keyflip::azure::AzureOptions) -> Engine {
+        self.engine_with_clock(principal, options, self.clock.clone())
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine_as(OPERATOR)
+    }
+
+    /// A fresh engine on the state directory with another clock (a [`TwinClock`]).
+    pub fn engine_on(&self, clock: Arc<dyn Clock>) -> Engine {
+        self.engine_with_clock(OPERATOR, fast_options(), clock)
+    }
+
+    /// A fresh engine on the state directory, as `principal`, with these Azure options
+    /// and this clock.
+    pub fn engine_with_clock(
+        &self,
+        principal: &str,
+        options: keyflip::azure::AzureOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Engine {
         // `state_dir` is a top-level key, so it goes before the first table.
         let text = format!(
             "state_dir = \"{}\"\n{}",
@@ -183,37 +203,6 @@ impl Harness {
             &config,
             fingerprinter.clone(),
             options,
-            &|_: &str| None,
-        )
-        .unwrap();
-        let journal = Journal::open(&self.state_dir().join("journal.db"), &fingerprinter).unwrap();
-        Engine::with_options(
-            &config,
-            azure,
-            journal,
-            fingerprinter,
-            self.clock.clone(),
-            engine_options(),
-        )
-    }
-
-    pub fn engine(&self) -> Engine {
-        self.engine_as(OPERATOR)
-    }
-
-    /// A fresh engine on the state directory with another clock (a [`TwinClock`]).
-    pub fn engine_on(&self, clock: Arc<dyn Clock>) -> Engine {
-        let text = format!(
-            "state_dir = \"{}\"\n{}",
-            self.state_dir().display(),
-            self.twin.config_text(OPERATOR)
-        );
-        let config = config(&text, self.twin.dir.path(), &[]);
-        let fingerprinter = fingerprinter();
-        let azure = keyflip::azure::Azure::with_options(
-            &config,
-            fingerprinter.clone(),
-            fast_options(),
             &|_: &str| None,
         )
         .unwrap();

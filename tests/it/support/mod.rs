@@ -6,6 +6,7 @@ pub mod binary;
 pub mod engine;
 pub mod logs;
 pub mod proxy;
+pub mod pty;
 pub mod redact;
 pub mod service;
 pub mod twin;
