@@ -160,7 +160,7 @@ pub(super) async fn dry_run(
     let ctx = Ctx::new(inner, plan, "dry-run");
     let mut observation = observe(&ctx).await?;
     if super::lifecycle::checks_unlisted(request.mode) {
-        super::lifecycle::unlisted(inner, plan, &mut observation).await;
+        super::lifecycle::unlisted(inner, plan, &request.trigger, &mut observation).await;
     }
     let observed: Vec<ConsumerRef> = observation
         .consumers

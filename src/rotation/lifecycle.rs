@@ -193,7 +193,7 @@ async fn begin_and_run(
     let observed_from = Instant::now();
     let mut observation = observe(&ctx).await?;
     if checks_unlisted(request.mode) {
-        unlisted(inner, plan, &mut observation).await;
+        unlisted(inner, plan, &request.trigger, &mut observation).await;
     }
     let options = machine_options(plan, &request);
     let machine = Machine::new(request.mode, options);
@@ -422,20 +422,27 @@ pub(super) fn checks_unlisted(mode: Mode) -> bool {
 /// `obs.unlisted_unchecked`: the machine warns about them, or with
 /// `unlisted = "refuse"` refuses (it never starts on a partial check).
 ///
-/// Whether its calls may be put off: only for a plan that only warns, in an engine
+/// Whether its calls may be put off: only in the daemon's own rotations (not a
+/// person's `rotate now`, `trigger` manual) of a plan that only warns, in an engine
 /// whose owner asked for it ([`super::EngineOptions::defer_unlisted_check`], the
-/// daemon, for its own rotations and the `rotate now` requests it runs). Those calls are
-/// deferrable reads of the budgets' background lane (see `budget::deferrable`): each
-/// goes at once within a quarter of its windows, or not at all, so the check never
-/// makes a scheduled rotation wait for the budget nor spends what the rotation's own
-/// calls need; what was put off is a warning in the report, and the next check
-/// (through the warm `crate::discover::DiscoveryCache`) reads it. Otherwise (a
-/// standalone `rotate now`, and plans that refuse) the calls wait for the budget like
-/// the rotation's own, a few seconds at worst, and the check is complete unless Azure
-/// refuses or fails a read.
-pub(super) async fn unlisted(inner: &Inner, plan: &Plan, obs: &mut Observation) {
+/// daemon). Those calls are deferrable reads of the budgets' background lane (see
+/// `budget::deferrable`): each goes at once within a quarter of its windows, or not
+/// at all, so the check never makes a scheduled rotation wait for the budget nor
+/// spends what the rotation's own calls need; what was put off is a warning in the
+/// report, and the next check (through the warm `crate::discover::DiscoveryCache`)
+/// reads it. Otherwise (`rotate now`, standalone or through the daemon, and plans
+/// that refuse) the calls wait for the budget like the rotation's own, a few seconds
+/// at worst, and the check is complete unless Azure refuses or fails a read: the same
+/// command prints the same report whichever process ran it.
+pub(super) async fn unlisted(
+    inner: &Inner,
+    plan: &Plan,
+    trigger: &super::origin::Trigger,
+    obs: &mut Observation,
+) {
     use crate::azure::budget;
-    let checked = if defers_unlisted_reads(inner.options.defer_unlisted_check, plan) {
+    let defers = defers_unlisted_reads(inner.options.defer_unlisted_check, plan, trigger);
+    let checked = if defers {
         budget::in_lane(
             budget::Lane::Background,
             budget::deferrable(unlisted_now(inner, plan, obs)),
@@ -448,13 +455,19 @@ pub(super) async fn unlisted(inner: &Inner, plan: &Plan, obs: &mut Observation) 
     obs.unlisted_unchecked = checked.unchecked;
 }
 
-/// Whether the unlisted-consumer check of `request` may put its reads off (see
-/// [`unlisted`]).
-fn defers_unlisted_reads(engine_defers: bool, plan: &Plan) -> bool {
-    // An operator's `rotate now` that the daemon runs shares its budget with the
-    // daemon's own rotations and defers like them (its report then says what was put
-    // off): waiting there could hold it behind the whole fleet's queue.
-    engine_defers && plan.unlisted != crate::plan::UnlistedPolicy::Refuse
+/// Whether the unlisted-consumer check of a rotation for `trigger` may put its reads
+/// off (see [`unlisted`]).
+fn defers_unlisted_reads(
+    engine_defers: bool,
+    plan: &Plan,
+    trigger: &super::origin::Trigger,
+) -> bool {
+    // A person's `rotate now` checks everything whichever process runs it (one truth:
+    // the daemon's run must not print a warning the standalone run does not); the
+    // daemon's own rotations never wait for discovery.
+    engine_defers
+        && plan.unlisted != crate::plan::UnlistedPolicy::Refuse
+        && *trigger != super::origin::Trigger::Manual
 }
 
 async fn unlisted_now(

@@ -245,6 +245,24 @@ impl Daemon {
         .await
     }
 
+    /// Waits until no plan runs or is being checked, moving the clock whenever the
+    /// work waits for it (a check started while the clock moved may wait for the
+    /// write budget).
+    pub async fn settle_moving(&self, setup: &Setup) -> Snapshot {
+        let settled = async {
+            loop {
+                let s = self.snapshot().await;
+                if s.plans.iter().all(|p| p.running.is_none() && !p.checking) {
+                    return s;
+                }
+                self.step(setup).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(120), settled)
+            .await
+            .expect("the daemon settles")
+    }
+
     /// Lets running jobs finish, moving the clock whenever they wait for it (the
     /// shared write budget allows ten ARM writes per second of daemon time, and a full
     /// rotation of the demo world makes more), then settles.

@@ -134,6 +134,21 @@ async fn an_engine_that_does_not_defer_and_a_refusing_plan_wait_for_the_budget_a
         text.contains("func-datasci-ingest AzureWebJobsStorage (holds"),
         "{text}"
     );
+    // The daemon's engine running a person's `rotate now` (its dry run here): not put
+    // off either, so it prints what the standalone run prints.
+    let dry = daemon_engine(&h)
+        .dry_run(&h.plan, RotateRequest::manual())
+        .await
+        .unwrap();
+    let through_daemon = serde_json::to_string(&dry).unwrap();
+    assert!(
+        !through_daemon.contains("unlisted_check_incomplete"),
+        "{through_daemon}"
+    );
+    assert!(
+        through_daemon.contains("func-datasci-ingest AzureWebJobsStorage (holds"),
+        "{through_daemon}"
+    );
     // The daemon's own rotation of a plan that refuses: not put off either, so it is
     // refused over every unlisted consumer, the Function app's included, and never
     // over an incomplete check.
