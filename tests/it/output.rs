@@ -170,6 +170,7 @@ async fn ascii_without_a_utf8_locale_and_json_documents_carry_a_version() {
         vec!["rotate", "now", "demo", "--dry-run"],
         vec!["rotate", "now", "nosuchplan", "--dry-run"],
         vec!["plan", "check"],
+        vec!["version"],
     ] {
         let args: Vec<&str> = args.into_iter().chain(["--output", "json"]).collect();
         let run = cli.run(&args).await;
