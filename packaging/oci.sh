@@ -19,7 +19,7 @@ if [ "${1:-}" = "--debug-binary" ]; then
 else
   cargo build --release --locked
   bin=target/release/keyflip
-  tag=keyflip:$("$bin" version --output json | sed -n 's/^  "version": "\(.*\)",$/\1/p')
+  tag=keyflip:$("$bin" version --output json | sed -n 's/^  "package_version": "\(.*\)",$/\1/p')
 fi
 command -v podman >/dev/null || { echo "packaging/oci.sh: podman is not installed (apt-get install podman runc)" >&2; exit 1; }
 

@@ -16,6 +16,9 @@ pub(crate) const LONG_VERSION: &str = generated::LONG_VERSION;
 /// This build's facts. Values the build could not learn are `"unknown"`.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct BuildInfo {
+    /// The package version (`0.1.0`). Named `package_version` in JSON, where every
+    /// keyflip document's `version` is the document's own (see `render::json`).
+    #[serde(rename = "package_version")]
     pub version: &'static str,
     /// The full commit id, or `"unknown"` when built outside a git checkout.
     pub commit: &'static str,

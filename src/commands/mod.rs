@@ -62,11 +62,27 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
 /// Prints `error` the way `output` wants, and returns its exit code.
 pub fn fail(output: Output, error: &CommandError) -> Exit {
     let (line, doc) = render::error(error, output);
-    eprintln!("{line}");
+    eprintln!("{}", error_text(&line, error_term()));
     if let Some(doc) = doc {
         print!("{doc}");
     }
     error.exit
+}
+
+/// The terminal an error is wrapped for: stderr's when its width is known (stderr is
+/// a terminal, or `COLUMNS` is set). On a pipe or in a log without `COLUMNS` an error
+/// stays one line, whole for grep and journald.
+fn error_term() -> Option<Term> {
+    (std::io::stderr().is_terminal() || crate::config::process_env("COLUMNS").is_some())
+        .then(Term::stderr)
+}
+
+/// `keyflip: MESSAGE`, wrapped to `term`'s width under its first line.
+fn error_text(line: &str, term: Option<Term>) -> String {
+    match term {
+        Some(term) => term.wrap("", "  ", line).trim_end().to_owned(),
+        None => line.to_owned(),
+    }
 }
 
 /// Whether a person is at the keyboard (stdin and stdout are terminals).

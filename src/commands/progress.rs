@@ -51,8 +51,8 @@ pub(crate) struct Order {
     waiting: Option<u32>,
     /// Waits already shown by their `Waiting` line.
     shown_waits: BTreeSet<u32>,
-    /// The rotation's plan and mode, from its `Started` event: the last line words
-    /// the outcome with them.
+    /// The rotation's plan and mode, from its `Started` or `Resuming` event: the last
+    /// line words the outcome with them.
     rotation: Option<(String, Mode)>,
 }
 
@@ -110,8 +110,14 @@ impl Order {
                 lines
             }
             other => {
-                if let ProgressEvent::Started { plan, mode, .. } = other {
-                    self.rotation = Some((plan.clone(), *mode));
+                match other {
+                    ProgressEvent::Started { plan, mode, .. }
+                    | ProgressEvent::Resuming {
+                        plan,
+                        mode: Some(mode),
+                        ..
+                    } => self.rotation = Some((plan.clone(), *mode)),
+                    _ => {}
                 }
                 // A boundary (start, decision, end): everything before it is out.
                 let mut lines = self.flush();
@@ -301,6 +307,61 @@ mod tests {
         out.extend(order.event(&started(6, "bind")));
         out.extend(order.event(&finished(6, "bind")));
         assert_eq!(seqs(&out), [4, 5, 6, 7]);
+    }
+
+    /// A resumed incident's last line calls the leaked key's regeneration a revoke and
+    /// names the plan, as one that started in this process does; an event from a peer
+    /// that predates `mode` still decodes and keeps the machine's words.
+    #[test]
+    fn a_resumed_incident_finishes_in_its_own_words() {
+        use crate::key::KeyName;
+        use crate::rotation::machine::{Outcome, Purpose, Regeneration};
+        let fp = |n: u32| {
+            crate::secret::Fingerprint::from_hex(&format!("{n:032x}")).expect("32 hex digits")
+        };
+        let finished = ProgressEvent::Finished {
+            rotation_id: "r".into(),
+            outcome: Outcome::Completed {
+                active: KeyName::Key2,
+                regenerated: vec![Regeneration {
+                    key: KeyName::Key1,
+                    purpose: Purpose::Retire,
+                    at: chrono::DateTime::UNIX_EPOCH,
+                    before: fp(1),
+                    after: fp(2),
+                }],
+                warnings: Vec::new(),
+            },
+        };
+        let resuming = ProgressEvent::Resuming {
+            rotation_id: "r".into(),
+            plan: "demo".into(),
+            in_doubt: 1,
+            mode: Some(Mode::Leaked {
+                key: KeyName::Key1,
+                revoke_first: false,
+            }),
+        };
+        // Across the daemon's socket, as the client reads it.
+        let resuming: ProgressEvent =
+            serde_json::from_str(&serde_json::to_string(&resuming).unwrap()).unwrap();
+        let mut order = Order::new(Term::PLAIN);
+        order.event(&resuming);
+        let last = order.event(&finished).concat();
+        assert!(last.contains("key1 regenerated (revoke)"), "{last}");
+
+        let older: ProgressEvent = serde_json::from_str(
+            r#"{"event":"resuming","rotation_id":"r","plan":"demo","in_doubt":1}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(older, ProgressEvent::Resuming { mode: None, .. }),
+            "{older:?}"
+        );
+        let mut order = Order::new(Term::PLAIN);
+        order.event(&older);
+        let last = order.event(&finished).concat();
+        assert!(last.contains("key1 regenerated (retire)"), "{last}");
     }
 
     #[test]

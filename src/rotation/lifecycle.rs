@@ -359,6 +359,7 @@ async fn resume_one(
         rotation_id: stored.id.clone(),
         plan: plan.name.clone(),
         in_doubt: in_doubt.len(),
+        mode: Some(machine.mode()),
     });
     let mut run = Run::new(&ctx, machine, progress, cancel);
     run.decided = run.machine.view().route.is_some();

@@ -42,6 +42,11 @@ pub enum ProgressEvent {
         plan: String,
         /// Commands whose intent was recorded without a result: reconciled first.
         in_doubt: usize,
+        /// The rotation's mode, so the last line words its outcome as `Started`'s
+        /// does (a leaked key's regeneration is a revoke). Optional on the wire: a
+        /// peer that predates it sends none and one that reads none gets `None`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<Mode>,
     },
     /// The precheck passed: which key consumers hold and which they move to.
     Decided {

@@ -427,6 +427,41 @@ async fn resumes_print_the_same() {
     pair.stop().await;
 }
 
+/// A resumed incident finishes in the incident's words: its last line calls the leaked
+/// key's regeneration a revoke, as its step lines do, whether the resuming event came
+/// over the daemon's socket or from this process.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_incident_calls_its_revoke_a_revoke() {
+    let pair = Pair::start().await;
+    for (cli, config) in [
+        (&pair.standalone, "keyflip.toml"),
+        (&pair.daemon, "beside.toml"),
+    ] {
+        // key1 is the active key: its regeneration is the retire the incident revokes.
+        let mut cmd = cli.command(
+            &cli.dir.path().join(config),
+            &["rotate", "now", "demo", "--yes", "--leaked", "key1"],
+        );
+        cmd.env("KEYFLIP_FAILPOINT", "intent:regenerate");
+        let run = cli.run_cmd(cmd).await;
+        assert_eq!(run.code, None, "killed by SIGABRT\n{}", run.stderr);
+    }
+    let (resumed, _) = pair.same(&["rotate", "resume"]).await;
+    assert_eq!(resumed.code, Some(0), "{}", resumed.stderr);
+    let last = resumed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("finished: "))
+        .unwrap_or_default();
+    assert!(
+        last.contains("key1 regenerated (revoke)") && !last.contains("(retire)"),
+        "{}",
+        resumed.stdout
+    );
+    pair.stop().await;
+}
+
 /// The daemon's memory of a plan (parked after failed cycles) shows in `status`
 /// whichever process reads it: the daemon from its scheduler, a standalone run from
 /// the journal's `plan_state`.

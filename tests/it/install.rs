@@ -33,7 +33,9 @@ fn version_names_commit_target_and_azure_sdk_and_json_says_the_same() {
     let human = stdout(&keyflip(&["version"]));
     assert_eq!(human, long, "`keyflip version` prints what --version does");
 
-    let version = json["version"].as_str().unwrap();
+    // `version` is the document's, as in every keyflip JSON document.
+    assert_eq!(json["version"], 1, "{json:#}");
+    let version = json["package_version"].as_str().unwrap();
     assert!(long.starts_with(&format!("keyflip {version}\n")), "{long}");
     let commit = json["commit"].as_str().unwrap();
     // Built inside this repository's checkout: the commit is known.

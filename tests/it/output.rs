@@ -131,6 +131,47 @@ async fn every_command_reads_well_at_80_and_60_columns() {
         assert_fits("refused", &run.stdout, width);
         snapshot(&format!("refused-{width}"), &redacted(&cli, &run.stdout));
     }
+
+    for width in WIDTHS {
+        // The build, with what changes from build to build (the commit, the
+        // toolchain, the features tests are built with, the lock file's versions) as
+        // placeholders.
+        let run = run_at(&cli, &["version"], width).await;
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        assert_fits("version", &run.stdout, width);
+        snapshot(&format!("version-{width}"), &build_redacted(&run.stdout));
+
+        // A refusal is a person's too: on stderr, wrapped to the width.
+        let run = run_at(&cli, &["coordination", "import-journal"], width).await;
+        assert_eq!(run.code, Some(2), "{}\n{}", run.stdout, run.stderr);
+        assert_eq!(run.stdout, "", "the refusal is on stderr");
+        assert_fits("import-journal-refused", &run.stderr, width);
+        snapshot(
+            &format!("import-journal-refused-{width}"),
+            &redacted(&cli, &run.stderr),
+        );
+    }
+}
+
+/// `keyflip version`'s text with the values that differ between builds replaced by
+/// their label: `keyflip PACKAGE_VERSION`, `rustc:    RUSTC`, `azure_core: VERSION`.
+fn build_redacted(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.split_once(':') {
+            Some((label, value)) if !value.trim().is_empty() => {
+                let pad = value.len() - value.trim_start().len();
+                let placeholder = match label {
+                    "commit" | "target" | "rustc" | "features" => label.to_uppercase(),
+                    _ => "VERSION".to_owned(),
+                };
+                format!("{label}:{}{placeholder}\n", " ".repeat(pad))
+            }
+            _ => format!(
+                "{}\n",
+                line.replace(env!("CARGO_PKG_VERSION"), "PACKAGE_VERSION")
+            ),
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,6 +211,7 @@ async fn ascii_without_a_utf8_locale_and_json_documents_carry_a_version() {
         vec!["rotate", "now", "demo", "--dry-run"],
         vec!["rotate", "now", "nosuchplan", "--dry-run"],
         vec!["plan", "check"],
+        vec!["version"],
     ] {
         let args: Vec<&str> = args.into_iter().chain(["--output", "json"]).collect();
         let run = cli.run(&args).await;

@@ -9,6 +9,7 @@
 //! | `status` | `{version, at, plans: [plan status]}` |
 //! | `history` | `{version, rotations: [rotation]}` |
 //! | `plan check` | `{version, valid, plans, errors}` (in `plan::check`) |
+//! | `version` | `{version, package_version, commit, ...}` (in `commands::version`) |
 //! | an error | `{version, error, exit}` |
 //!
 //! A rotation is the engine's report, except that its `outcome` does not repeat the
@@ -118,6 +119,13 @@ mod tests {
         .unwrap();
         assert_eq!(doc["version"], VERSION);
         assert!(doc["rotations"].as_array().unwrap().is_empty());
+        // `keyflip version`'s `version` is the document's too; the package's has its
+        // own name.
+        let info = crate::build_info::BuildInfo::current();
+        let doc: Value = serde_json::from_str(&crate::commands::version::json(&info)).unwrap();
+        assert_eq!(doc["version"], VERSION);
+        assert_eq!(doc["package_version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(doc["commit"], info.commit);
         let doc: Value = serde_json::from_str(&error("boom", Exit::Usage)).unwrap();
         assert_eq!(
             doc,

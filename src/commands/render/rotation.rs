@@ -35,6 +35,7 @@ pub fn progress(event: &ProgressEvent, term: &Term) -> Option<String> {
             rotation_id,
             plan,
             in_doubt,
+            ..
         } => format!(
             "resuming rotation {rotation_id} of plan {plan} ({in_doubt} step(s) in doubt, reconciled with Azure first)"
         ),

@@ -21,6 +21,9 @@
 //! `retire` mode, `check_usage` steps, their outcomes, notes and refusals, the
 //! `unlisted_consumers` refusal); 6 adds the `unlisted_check_incomplete` warning and
 //! refusal (reports of an unlisted-consumer check that could not read everything).
+//! Within 6, the `resuming` event gained an optional `mode` (`#[serde(default)]`: a
+//! peer without it ignores it, one with it reads its absence as unknown), so an
+//! added optional field does not bump the version.
 //! The error line's shape is the same
 //! in both, so either side can read the other's version refusal.
 //!
