@@ -36,7 +36,9 @@ fn outcome_kind(outcome: &Outcome) -> &'static str {
 /// `history` and `status` query it exactly as they query the local one.
 pub(super) struct SharedView {
     journal: Journal,
-    accounts: Vec<SharedAccount>,
+    /// Each account's document by its blob name, so a status of many plans looks
+    /// each up once, not by a scan of every account.
+    accounts: std::collections::HashMap<String, SharedAccount>,
 }
 
 impl SharedView {
@@ -55,7 +57,13 @@ impl SharedView {
                 journal.import(rotation)?;
             }
         }
+        let accounts = accounts.into_iter().map(|a| (a.blob.clone(), a)).collect();
         Ok(Some(SharedView { journal, accounts }))
+    }
+
+    /// `account`'s document, when coordination storage has one.
+    fn account(&self, account: &ResourceId) -> Option<&SharedAccount> {
+        self.accounts.get(&blob_name(account))
     }
 
     /// The shared state of `plan` (of `account`), if its document has one.
@@ -64,17 +72,13 @@ impl SharedView {
         account: &ResourceId,
         plan: &str,
     ) -> Option<crate::coordination::document::PlanDoc> {
-        let blob = blob_name(account);
-        self.accounts
-            .iter()
-            .find(|a| a.blob == blob)
+        self.account(account)
             .and_then(|a| a.plans.get(plan).cloned())
     }
 
     /// The lease of `account`, as coordination storage shows it.
     fn lease(&self, account: &ResourceId) -> LeaseStatus {
-        let blob = blob_name(account);
-        match self.accounts.iter().find(|a| a.blob == blob) {
+        match self.account(account) {
             Some(a) => LeaseStatus {
                 held: a.leased,
                 replica: a.holder.as_ref().map(|h| h.replica.clone()),
