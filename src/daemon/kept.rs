@@ -7,7 +7,10 @@
 //! Plans are loaded one at a time ([`load_plans`]): each is parsed, checked against
 //! the plans before it, kept, and its parsed form dropped, so loading ten thousand
 //! plans never holds ten thousand parsed plans. Identical schedules (a fleet mostly
-//! repeats a few) are shared.
+//! repeats a few) and the plans directory's path are shared, and a text that differs
+//! from an earlier plan's in a few lines is kept as those differences
+//! ([`super::plan_text`]): a fleet written from a template costs tens of bytes of text
+//! per plan instead of its whole file.
 //!
 //! Promise: [`KeptPlan::load`] gives the plan that was loaded (and checked against the
 //! other plans) at start or at the last reload, never a newer version of its file:
@@ -18,6 +21,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::plan_text::{Bases, PlanText};
 use crate::plan::{self, Drift, Plan, PlanErrors, Webhook};
 use crate::schedule::Schedule;
 
@@ -34,14 +38,23 @@ impl LoadedPlan {
 
 #[derive(Clone, Debug)]
 pub(super) struct KeptPlan {
-    pub name: String,
+    /// Shared with the scheduler's timers and queues (`Entry::key`).
+    pub name: Arc<str>,
     pub schedule: Option<Arc<Schedule>>,
     pub drift: Drift,
     /// The plan's webhooks (usually none), kept for notifications.
     pub notify: Box<[Webhook]>,
     account: Account,
-    origin: Box<str>,
-    text: Arc<str>,
+    origin: Origin,
+    text: PlanText,
+}
+
+/// The path the plan was read from: `{dir}/{name}.toml` with the directory shared
+/// between the plans of one load (as `plan_files` lists them), or its own copy.
+#[derive(Clone, Debug)]
+enum Origin {
+    InDir(Arc<str>),
+    Own(Box<str>),
 }
 
 /// The storage account's ARM id: where it stands in the text, or a copy when it does
@@ -52,13 +65,56 @@ enum Account {
     Own(Box<str>),
 }
 
-/// Shares identical schedules between the plans of one load.
+/// Shares identical schedules, and the plans directory's path, between the plans of
+/// one load.
 #[derive(Default)]
-pub(super) struct Schedules(HashMap<String, Arc<Schedule>>);
+pub(super) struct Schedules {
+    /// The directory of the last plan kept, as its origin spells it.
+    dir: Option<Arc<str>>,
+    /// The first [`FEW`] distinct schedules, compared with `==` (a fleet mostly repeats
+    /// a few; formatting each plan's schedule as a key cost more than parsing it).
+    few: Vec<Arc<Schedule>>,
+    /// Any further ones, by their `Debug` text.
+    many: HashMap<String, Arc<Schedule>>,
+    /// The texts other plans' texts are kept as patches of.
+    bases: Bases,
+}
+
+/// Distinct schedules compared one by one before [`Schedules`] falls back to a map.
+const FEW: usize = 16;
 
 impl Schedules {
+    /// `origin` as `{dir}/{name}.toml` with `dir` shared, when it is spelled so.
+    fn origin(&mut self, origin: &str, name: &str) -> Origin {
+        let dir = origin
+            .strip_suffix(".toml")
+            .and_then(|o| o.strip_suffix(name))
+            .and_then(|o| o.strip_suffix('/'));
+        match dir {
+            Some(dir) => self.origin_dir(dir),
+            None => Origin::Own(origin.into()),
+        }
+    }
+
+    /// `dir`, shared with the other plans kept through `self`.
+    fn origin_dir(&mut self, dir: &str) -> Origin {
+        let shared = match &self.dir {
+            Some(last) if &**last == dir => last.clone(),
+            _ => self.dir.insert(Arc::from(dir)).clone(),
+        };
+        Origin::InDir(shared)
+    }
+
     fn share(&mut self, schedule: &Schedule) -> Arc<Schedule> {
-        self.0
+        if let Some(same) = self.few.iter().find(|s| ***s == *schedule) {
+            return same.clone();
+        }
+        if self.few.len() < FEW {
+            let shared = Arc::new(schedule.clone());
+            self.few.push(shared.clone());
+            return shared;
+        }
+        self.many
             .entry(format!("{schedule:?}"))
             .or_insert_with(|| Arc::new(schedule.clone()))
             .clone()
@@ -69,7 +125,14 @@ impl KeptPlan {
     pub fn new(plan: &Plan, schedules: &mut Schedules) -> KeptPlan {
         let text = plan.source_text().clone();
         let id = plan.storage_account.as_str();
-        let account = match text.find(id) {
+        // Where the id stands: inside the quotes of its TOML string (unless written
+        // with escapes), else wherever it appears verbatim.
+        let span = plan.account_span();
+        let quoted = span
+            .start
+            .checked_add(1)
+            .filter(|start| text.get(*start..span.end.saturating_sub(1)) == Some(id));
+        let account = match quoted.or_else(|| text.find(id)) {
             Some(at) => match (u32::try_from(at), u32::try_from(at + id.len())) {
                 (Ok(start), Ok(end)) => Account::InText(start..end),
                 _ => Account::Own(id.into()),
@@ -77,13 +140,13 @@ impl KeptPlan {
             None => Account::Own(id.into()),
         };
         KeptPlan {
-            name: plan.name.clone(),
+            name: plan.name.as_str().into(),
             schedule: plan.schedule.as_ref().map(|s| schedules.share(s)),
             drift: plan.drift,
             notify: plan.notify.clone().into_boxed_slice(),
             account,
-            origin: plan.origin().into(),
-            text,
+            origin: schedules.origin(plan.origin(), &plan.name),
+            text: PlanText::Whole(text),
         }
     }
 
@@ -93,7 +156,7 @@ impl KeptPlan {
     /// workers' arenas empty completely and go back to the kernel.
     fn rehome(&self, schedules: &mut Schedules) -> KeptPlan {
         KeptPlan {
-            name: self.name.as_str().to_owned(),
+            name: Arc::from(&*self.name),
             schedule: self.schedule.as_deref().map(|s| schedules.share(s)),
             drift: self.drift,
             notify: self.notify.to_vec().into_boxed_slice(),
@@ -101,26 +164,39 @@ impl KeptPlan {
                 Account::InText(range) => Account::InText(range.clone()),
                 Account::Own(id) => Account::Own(id.as_ref().into()),
             },
-            origin: self.origin.as_ref().into(),
-            text: Arc::from(self.text.as_ref()),
+            origin: match &self.origin {
+                Origin::InDir(dir) => schedules.origin_dir(dir),
+                Origin::Own(origin) => Origin::Own(origin.as_ref().into()),
+            },
+            text: schedules.bases.keep(&self.text.text()),
+        }
+    }
+
+    /// The path the plan was read from, as given.
+    pub fn origin(&self) -> String {
+        match &self.origin {
+            Origin::InDir(dir) => format!("{dir}/{}.toml", self.name),
+            Origin::Own(origin) => origin.to_string(),
         }
     }
 
     /// The storage account's ARM id.
-    pub fn account(&self) -> &str {
+    pub fn account(&self) -> String {
         match &self.account {
             Account::InText(range) => self
                 .text
+                .text()
                 .get(range.start as usize..range.end as usize)
-                .unwrap_or_default(),
-            Account::Own(id) => id,
+                .unwrap_or_default()
+                .to_owned(),
+            Account::Own(id) => id.to_string(),
         }
     }
 
     /// The whole plan, parsed from the text it was validated from. An error would mean
     /// parsing is not deterministic; it is reported rather than trusted.
     pub fn load(&self) -> Result<Arc<Plan>, String> {
-        plan::parse(&self.text, &self.origin)
+        plan::parse(&self.text.text(), &self.origin())
             .map(Arc::new)
             .map_err(|e| {
                 format!(
@@ -171,7 +247,7 @@ pub(super) fn load_plans(dir: &Path) -> (Vec<LoadedPlan>, Vec<PlanErrors>) {
                     match kept.load() {
                         Ok(full) => errors.extend(conflicts.admit(&full).err()),
                         Err(e) => errors.push(PlanErrors::Unreadable {
-                            path: kept.origin.to_string(),
+                            path: kept.origin(),
                             reason: e,
                         }),
                     }
@@ -211,7 +287,7 @@ mod tests {
         let plan = plan::parse(TEXT, "plans/lake.toml").unwrap();
         let mut schedules = Schedules::default();
         let kept = KeptPlan::new(&plan, &mut schedules);
-        assert_eq!(kept.name, "lake");
+        assert_eq!(&*kept.name, "lake");
         assert_eq!(kept.account(), plan.storage_account.as_str());
         assert_eq!(kept.drift.interval, std::time::Duration::from_secs(7_200));
         let again = kept.load().unwrap();
@@ -229,6 +305,87 @@ mod tests {
             kept.schedule.as_ref().unwrap(),
             other.schedule.as_ref().unwrap()
         ));
+        // ... and the directory of its path, which it gives back as it was read.
+        assert_eq!(other.origin(), "plans/pond.toml");
+        match (&kept.origin, &other.origin) {
+            (Origin::InDir(a), Origin::InDir(b)) => assert!(Arc::ptr_eq(a, b)),
+            o => panic!("the plans directory is not shared: {o:?}"),
+        }
+        // A path without a directory is kept as it is.
+        let bare = KeptPlan::new(&plan::parse(TEXT, "lake.toml").unwrap(), &mut schedules);
+        assert!(matches!(bare.origin, Origin::Own(_)));
+        assert_eq!(bare.origin(), "lake.toml");
+        assert_eq!(bare.load().unwrap().origin(), "lake.toml");
+    }
+
+    #[test]
+    fn a_plan_edited_on_disk_without_a_reload_still_loads_as_it_was_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // The second plan differs from the first in its account and secret: kept as
+        // a patch of the first one's text.
+        let second = TEXT.replace("acct", "acct2").replace("\"s\"", "\"s2\"");
+        std::fs::write(dir.path().join("a.toml"), TEXT).unwrap();
+        std::fs::write(dir.path().join("b.toml"), &second).unwrap();
+        let (plans, errors) = load_plans(dir.path());
+        assert!(errors.is_empty(), "{errors:?}");
+        let kept = &plans[1].0;
+        assert!(
+            matches!(kept.text, PlanText::Patched { .. }),
+            "{:?}",
+            kept.text
+        );
+        // Edited (a consumer removed, another account) and not reloaded.
+        std::fs::write(
+            dir.path().join("b.toml"),
+            second
+                .replace("acct2", "acct3")
+                .replace("[[key_vault]]", "[[databricks]]"),
+        )
+        .unwrap();
+        let loaded = kept.load().unwrap();
+        assert_eq!(loaded.name, "b");
+        assert!(loaded.storage_account.as_str().ends_with("/acct2"));
+        assert_eq!(kept.account(), loaded.storage_account.as_str());
+        assert_eq!(loaded.consumer_ids().len(), 1);
+        assert_eq!(
+            loaded.consumer_ids()[0].to_string(),
+            plan::parse(&second, "b.toml").unwrap().consumer_ids()[0].to_string()
+        );
+        assert_eq!(
+            loaded.origin(),
+            dir.path().join("b.toml").display().to_string()
+        );
+        assert_eq!(
+            plans[0].0.load().unwrap().storage_account.as_str(),
+            plan::parse(TEXT, "a.toml")
+                .unwrap()
+                .storage_account
+                .as_str()
+        );
+    }
+
+    #[test]
+    fn schedules_are_shared_by_value_past_the_first_few() {
+        let mut schedules = Schedules::default();
+        let mut kept = Vec::new();
+        for round in 0..2 {
+            for minute in 0..FEW + 4 {
+                let text = TEXT.replace("0 3 * * *", &format!("{minute} 3 * * *"));
+                let plan = plan::parse(&text, &format!("plans/p{round}-{minute}.toml")).unwrap();
+                kept.push(KeptPlan::new(&plan, &mut schedules));
+            }
+        }
+        let (first, second) = kept.split_at(FEW + 4);
+        for (a, b) in first.iter().zip(second) {
+            let (a, b) = (a.schedule.as_ref().unwrap(), b.schedule.as_ref().unwrap());
+            assert!(Arc::ptr_eq(a, b));
+        }
+        assert!(!Arc::ptr_eq(
+            first[0].schedule.as_ref().unwrap(),
+            first[FEW + 1].schedule.as_ref().unwrap()
+        ));
+        assert_eq!(schedules.few.len(), FEW);
+        assert_eq!(schedules.many.len(), 4);
     }
 
     #[test]

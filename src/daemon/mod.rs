@@ -23,6 +23,7 @@ mod lifecycle;
 pub mod metrics;
 pub mod notify;
 mod observe;
+mod plan_text;
 mod progress;
 mod requests;
 mod scheduler;

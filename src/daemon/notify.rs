@@ -167,7 +167,7 @@ impl Notification {
             severity,
             title: format!("{}: {what}", plan.name),
             summary,
-            plan: plan.name.clone(),
+            plan: plan.name.to_string(),
             account: plan.account().to_owned(),
             at,
             rotation_id: None,

@@ -44,7 +44,7 @@ impl Scheduler {
                     .plans
                     .values()
                     .filter(|e| !e.retired)
-                    .map(|e| e.plan.name.clone())
+                    .map(|e| e.plan.name.to_string())
                     .collect(),
             })),
         }

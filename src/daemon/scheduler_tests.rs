@@ -94,12 +94,14 @@ fn parked_running_and_unobserved_key_age_plans_do_not_start() {
 
 /// What every plan costs the daemon in place (its text and names come on top): kept in
 /// bytes, not kilobytes, so 10,000 plans fit the memory budget (docs/performance.md).
+/// `KeptPlan` holds its text as a shared base and a patch (32 bytes in place, tens on
+/// the heap, where the whole text took hundreds).
 #[test]
 fn an_idle_plan_stays_small() {
     let entry = std::mem::size_of::<Entry>();
     let kept = std::mem::size_of::<KeptPlan>();
     assert!(
-        entry <= 560 && kept <= 128,
+        entry <= 512 && kept <= 136,
         "Entry is {entry} bytes and KeptPlan {kept}: box what idle plans do not use"
     );
 }

@@ -139,9 +139,11 @@ fn no_duplicates(spans: &[(ConsumerId, Range<usize>)], d: &mut Diagnostics<'_>) 
     let mut first: HashMap<String, (usize, &ConsumerId)> = HashMap::new();
     let mut ok = true;
     for (id, span) in spans {
-        let line = line_of(d.source, span.start);
-        match first.get(&id.same_target_key()) {
-            Some((first_line, first_id)) => {
+        // The key is formatted once per consumer: at fleet scale this check runs for
+        // every plan at every start and reload.
+        match first.entry(id.same_target_key()) {
+            std::collections::hash_map::Entry::Occupied(seen) => {
+                let (first_line, first_id) = *seen.get();
                 d.error(
                     span.clone(),
                     id.kind().listed_twice(id, first_id),
@@ -149,8 +151,8 @@ fn no_duplicates(spans: &[(ConsumerId, Range<usize>)], d: &mut Diagnostics<'_>) 
                 );
                 ok = false;
             }
-            None => {
-                first.insert(id.same_target_key(), (line, id));
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((line_of(d.source, span.start), id));
             }
         }
     }

@@ -731,3 +731,30 @@ fn webhooks_take_a_format_a_signing_key_file_and_the_new_events() {
         "{err}"
     );
 }
+
+#[test]
+fn plan_files_are_listed_in_path_order() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "b.toml",
+        "a.toml",
+        "a-b.toml",
+        "A.toml",
+        "a_b.toml",
+        "notes.txt",
+    ] {
+        std::fs::write(dir.path().join(name), "").unwrap();
+    }
+    let files = super::plan_files(dir.path()).unwrap();
+    let mut by_path = files.clone();
+    by_path.sort();
+    assert_eq!(files, by_path);
+    let names: Vec<_> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["A.toml", "a-b.toml", "a.toml", "a_b.toml", "b.toml"]
+    );
+}
