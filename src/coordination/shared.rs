@@ -633,11 +633,11 @@ impl Coordinator {
                                 .map(|(_, at)| (*at, i)),
                         );
                     }
-                    starts.sort_by(|a, b| b.0.cmp(&a.0));
-                    let cutoff = match limit.checked_sub(1) {
-                        None => None,
-                        Some(last) => Some(starts.get(last).map(|s| s.0)),
-                    };
+                    starts.sort_by_key(|s| std::cmp::Reverse(s.0));
+                    // None: print nothing; Some(None): fewer than `limit`, read all.
+                    let cutoff = limit
+                        .checked_sub(1)
+                        .map(|last| starts.get(last).map(|s| s.0));
                     let mut read: Vec<usize> = match cutoff {
                         None => Vec::new(),
                         Some(None) => starts.iter().map(|s| s.1).collect(),

@@ -326,15 +326,16 @@ fn a_plans_start_and_success_move_with_the_journal_and_a_success_unparks_it() {
     assert!(AccountDoc::parse(old).unwrap().plans.is_empty());
 }
 
-/// What `status` reads of a plan from a journal: its latest rotation (id, start,
-/// finished or not) and its last finished one (id, times, outcome in words).
-fn status_part(
-    doc: &AccountDoc,
-    plan: &str,
-) -> (
+/// A plan's latest rotation (id, start, finished) and last finished one (id, end and
+/// outcome in words).
+type StatusPart = (
     Option<(String, DateTime<Utc>, bool)>,
     Option<(String, String)>,
-) {
+);
+
+/// What `status` reads of a plan from a journal: its latest rotation (id, start,
+/// finished or not) and its last finished one (id, times, outcome in words).
+fn status_part(doc: &AccountDoc, plan: &str) -> StatusPart {
     let fingerprinter = crate::secret::Fingerprinter::from_bytes(b"summary tests");
     let mut journal = crate::journal::Journal::in_memory(&fingerprinter).unwrap();
     for r in &doc.rotations {

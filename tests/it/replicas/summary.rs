@@ -379,7 +379,13 @@ fn with_history(doc: &AccountDoc, keep: usize) -> AccountDoc {
     out
 }
 
-fn timed(program: &std::path::Path, config: &std::path::Path, args: &[&str]) -> Duration {
+/// Runs `keyflip ARGS --output json`; its wall time, and what went wrong (exit code
+/// and the first plan error) when it did not exit 0.
+fn timed(
+    program: &std::path::Path,
+    config: &std::path::Path,
+    args: &[&str],
+) -> (Duration, Option<String>) {
     let started = Instant::now();
     let out = std::process::Command::new(program)
         .arg("--config")
@@ -392,13 +398,24 @@ fn timed(program: &std::path::Path, config: &std::path::Path, args: &[&str]) -> 
         .output()
         .unwrap();
     let took = started.elapsed();
-    assert!(
-        out.status.success(),
-        "{} {args:?}: {}",
-        program.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    took
+    let trouble = (!out.status.success()).then(|| {
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let errors: Vec<&Value> = json["plans"]
+            .as_array()
+            .map(|p| p.iter().filter(|p| !p["error"].is_null()).collect())
+            .unwrap_or_default();
+        format!(
+            "exit {:?}, {} plan(s) with an error, first: {}; stderr: {}",
+            out.status.code(),
+            errors.len(),
+            errors.first().map_or(Value::Null, |p| p["error"].clone()),
+            String::from_utf8_lossy(&out.stderr)
+                .chars()
+                .take(300)
+                .collect::<String>()
+        )
+    });
+    (took, trouble)
 }
 
 fn median(mut times: Vec<Duration>) -> String {
@@ -478,7 +495,12 @@ async fn measure_status_and_history_at_fleet_scale() {
     for (label, program) in &binaries {
         for args in [&["status"][..], &["history"][..]] {
             let start = shared.azurite.requests().len();
-            let times: Vec<Duration> = (0..runs).map(|_| timed(program, &config, args)).collect();
+            let runs_done: Vec<(Duration, Option<String>)> =
+                (0..runs).map(|_| timed(program, &config, args)).collect();
+            for trouble in runs_done.iter().filter_map(|r| r.1.as_ref()) {
+                println!("  {label} {args:?}: {trouble}");
+            }
+            let times: Vec<Duration> = runs_done.into_iter().map(|r| r.0).collect();
             let requests = shared.azurite.requests();
             let new = &requests[start..];
             let lists = new.iter().filter(|r| r.contains("comp=list")).count();
@@ -496,9 +518,13 @@ async fn measure_status_and_history_at_fleet_scale() {
             );
         }
     }
-    let times: Vec<Duration> = (0..runs)
+    let runs_done: Vec<(Duration, Option<String>)> = (0..runs)
         .map(|_| timed(&after, &alone, &["status"]))
         .collect();
+    for trouble in runs_done.iter().filter_map(|r| r.1.as_ref()) {
+        println!("  without [coordination]: {trouble}");
+    }
+    let times: Vec<Duration> = runs_done.into_iter().map(|r| r.0).collect();
     println!(
         "this build: keyflip status of the same plans without [coordination]: {}",
         median(times)
