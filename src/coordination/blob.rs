@@ -87,6 +87,65 @@ fn elements<'a>(xml: &'a str, tag: &'a str) -> impl Iterator<Item = &'a str> + '
     })
 }
 
+/// One blob of a List Blobs answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    /// Its entity tag as listed (List Blobs gives it without the quotes Get Blob's
+    /// `ETag` header has).
+    pub etag: String,
+    /// `Content-Length` (0 when the answer lacks it).
+    pub len: u64,
+    /// Whether someone holds its lease now (`LeaseState` leased or breaking, as
+    /// [`BlobRead::leased`]).
+    pub leased: bool,
+    /// Its metadata, by name (empty unless listed with `include=metadata`).
+    pub metadata: Vec<(String, String)>,
+}
+
+/// The blobs of a List Blobs answer (`<Blob>` elements: `Name`, then `Properties` and
+/// `Metadata`, whose elements are the metadata names).
+fn listed(xml: &str) -> Vec<Listed> {
+    elements(xml, "Blob")
+        .filter_map(|blob| {
+            let name = unescape(elements(blob, "Name").next()?);
+            let properties = elements(blob, "Properties").next().unwrap_or_default();
+            let len = elements(properties, "Content-Length")
+                .next()
+                .and_then(|l| l.trim().parse().ok())
+                .unwrap_or(0);
+            let leased = matches!(
+                elements(properties, "LeaseState").next().map(str::trim),
+                Some("leased" | "breaking")
+            );
+            let metadata = elements(blob, "Metadata")
+                .next()
+                .map(|m| {
+                    [super::document::SUMMARY_METADATA]
+                        .iter()
+                        .filter_map(|n| {
+                            elements(m, n)
+                                .next()
+                                .map(|v| ((*n).to_owned(), unescape(v)))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(Listed {
+                name,
+                etag: elements(properties, "Etag")
+                    .next()
+                    .unwrap_or_default()
+                    .trim_matches('"')
+                    .to_owned(),
+                len,
+                leased,
+                metadata,
+            })
+        })
+        .collect()
+}
+
 /// XML's five predefined entities (blob names keyflip writes never need them).
 fn unescape(text: &str) -> String {
     text.replace("&lt;", "<")
@@ -239,6 +298,21 @@ impl BlobClient {
     /// The names of the container's blobs starting with `prefix`, every page (List
     /// Blobs, 5,000 a page).
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, CoordError> {
+        Ok(self
+            .list_blobs(prefix, false)
+            .await?
+            .into_iter()
+            .map(|b| b.name)
+            .collect())
+    }
+
+    /// The container's blobs starting with `prefix` with their length, lease state and
+    /// metadata, every page (List Blobs with `include=metadata`, 5,000 a page).
+    pub async fn list_with_metadata(&self, prefix: &str) -> Result<Vec<Listed>, CoordError> {
+        self.list_blobs(prefix, true).await
+    }
+
+    async fn list_blobs(&self, prefix: &str, metadata: bool) -> Result<Vec<Listed>, CoordError> {
         let mut names = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -250,6 +324,9 @@ impl BlobClient {
                     .append_pair("restype", "container")
                     .append_pair("comp", "list")
                     .append_pair("prefix", prefix);
+                if metadata {
+                    query.append_pair("include", "metadata");
+                }
                 if let Some(m) = &marker {
                     query.append_pair("marker", m);
                 }
@@ -267,7 +344,7 @@ impl BlobClient {
                 Err(e) => return Err(e),
             };
             let body = String::from_utf8_lossy(&answer.body);
-            names.extend(elements(&body, "Name").map(unescape));
+            names.extend(listed(&body));
             marker = elements(&body, "NextMarker")
                 .next()
                 .map(unescape)
@@ -278,12 +355,26 @@ impl BlobClient {
         }
     }
 
-    /// Writes a block blob under `conditions`; returns its new ETag. Sent once: after a
+    /// Writes a block blob under `conditions`, with no metadata (Put Blob replaces
+    /// whatever metadata the blob had); returns its new ETag. Sent once: after a
     /// network error the caller reads the blob back to learn whether it landed.
     pub async fn put(
         &self,
         blob: &str,
         body: &[u8],
+        conditions: &Conditions<'_>,
+    ) -> Result<ETag, CoordError> {
+        self.put_with(blob, body, &[], conditions).await
+    }
+
+    /// [`BlobClient::put`] with `metadata` (`x-ms-meta-NAME: VALUE`, names lower-case
+    /// C# identifiers, values ASCII) in the same request, so the blob's content and
+    /// metadata change together or not at all.
+    pub async fn put_with(
+        &self,
+        blob: &str,
+        body: &[u8],
+        metadata: &[(&str, &str)],
         conditions: &Conditions<'_>,
     ) -> Result<ETag, CoordError> {
         let url = self.url(blob, None)?;
@@ -293,6 +384,9 @@ impl BlobClient {
                 r.insert_header("x-ms-blob-type", "BlockBlob");
                 r.insert_header("content-type", "application/json");
                 r.insert_header("content-length", body.len().to_string());
+                for (name, value) in metadata {
+                    r.insert_header(format!("x-ms-meta-{name}"), (*value).to_owned());
+                }
                 if let Some(lease) = conditions.lease {
                     r.insert_header("x-ms-lease-id", lease.0.clone());
                 }
@@ -417,6 +511,26 @@ mod tests {
         assert_eq!(names, ["accounts/ab.json", "accounts/c&d.json"]);
         assert_eq!(elements(xml, "NextMarker").next(), Some("2!x"));
         assert_eq!(elements("<NextMarker />", "NextMarker").next(), None);
+    }
+
+    #[test]
+    fn listings_with_metadata_give_length_lease_and_the_summary() {
+        // Shaped as Microsoft Learn's "List Blobs" sample answer (version 2023-11-03).
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="https://a/" ContainerName="k"><Prefix>accounts/</Prefix><Blobs><Blob><Name>accounts/ab.json</Name><Properties><Creation-Time>Sun, 06 Dec 2026 10:00:00 GMT</Creation-Time><Etag>0x1</Etag><Content-Length>1234</Content-Length><Content-Type>application/json</Content-Type><BlobType>BlockBlob</BlobType><LeaseStatus>locked</LeaseStatus><LeaseState>leased</LeaseState><LeaseDuration>fixed</LeaseDuration></Properties><Metadata><keyflipsummary>eyJ2Ijox+fQ==</keyflipsummary><other>x</other></Metadata></Blob><Blob><Name>accounts/cd.json</Name><Properties><Content-Length>7</Content-Length><LeaseState>available</LeaseState></Properties><Metadata /></Blob></Blobs><NextMarker /></EnumerationResults>"#;
+        let blobs = listed(xml);
+        assert_eq!(blobs.len(), 2);
+        assert_eq!(blobs[0].name, "accounts/ab.json");
+        assert_eq!(blobs[0].len, 1234);
+        assert_eq!(blobs[0].etag, "0x1");
+        assert!(blobs[0].leased);
+        assert_eq!(
+            blobs[0].metadata,
+            [("keyflipsummary".to_owned(), "eyJ2Ijox+fQ==".to_owned())]
+        );
+        assert_eq!(blobs[1].name, "accounts/cd.json");
+        assert_eq!(blobs[1].len, 7);
+        assert!(!blobs[1].leased);
+        assert!(blobs[1].metadata.is_empty());
     }
 
     #[test]

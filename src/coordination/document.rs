@@ -330,6 +330,131 @@ impl AccountDoc {
     }
 }
 
+/// The blob metadata entry (`x-ms-meta-keyflipsummary`) that carries a document's
+/// [`Summary`].
+pub const SUMMARY_METADATA: &str = "keyflipsummary";
+/// The [`Summary`] format's version.
+pub(crate) const SUMMARY_FORMAT: u32 = 1;
+/// The largest summary written, in bytes of its metadata value. Azure allows 8 KB of
+/// metadata per blob, names and values together (Microsoft Learn, "Setting and
+/// retrieving properties and metadata for Blob service resources"); the rest is left
+/// for the name and whatever else an operator sets. A larger summary is not written,
+/// and readers read the body instead.
+pub(crate) const SUMMARY_MAX: usize = 6 * 1024;
+
+/// What `status` and `history` need of a document without reading it: written as blob
+/// metadata in the same Put Blob as the document (so both change together: Put Blob
+/// replaces a block blob's metadata with the request's, Microsoft Learn, "Put Blob"),
+/// and returned for 5,000 blobs per List Blobs page (`include=metadata`).
+///
+/// Promise: `status` rendered from the summary prints exactly what it prints from
+/// the body. A blob without a summary (written by an older keyflip, whose Put Blob
+/// cleared it), with one of another format, or whose length does not match its
+/// `len` is read in full.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub v: u32,
+    /// The byte length of the body it was made from (checked against the listing's
+    /// `Content-Length`).
+    pub len: u64,
+    /// The document as `status` reads it: account, holder, plans' shared state, and per
+    /// plan its latest rotation and its last finished one, without their steps and
+    /// events.
+    pub doc: AccountDoc,
+    /// Every rotation's plan and start, oldest first: `history` reads the body only of
+    /// accounts whose rotations it prints.
+    pub starts: Vec<(String, DateTime<Utc>)>,
+}
+
+impl Summary {
+    /// Reads a summary from its metadata value; `None` when it is not one this keyflip
+    /// can trust for a body of `len` bytes (then the body is read).
+    pub fn decode(value: &str, len: u64) -> Option<Summary> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .ok()?;
+        let summary: Summary = serde_json::from_slice(&bytes).ok()?;
+        (summary.v == SUMMARY_FORMAT
+            && summary.len == len
+            && summary.doc.format == FORMAT
+            && summary.doc.schema <= SCHEMA)
+            .then_some(summary)
+    }
+}
+
+impl AccountDoc {
+    /// The document's bytes and, when it fits in [`SUMMARY_MAX`], the metadata value
+    /// of its [`Summary`]: what every write of a document sends, together.
+    pub fn encode(&self) -> (Vec<u8>, Option<String>) {
+        use base64::Engine as _;
+        let bytes = self.to_bytes();
+        let summary = Summary {
+            v: SUMMARY_FORMAT,
+            len: bytes.len() as u64,
+            doc: self.reduced(),
+            starts: self
+                .rotations
+                .iter()
+                .map(|r| (r.plan.clone(), r.started_at))
+                .collect(),
+        };
+        let value = serde_json::to_vec(&summary)
+            .ok()
+            .map(|json| base64::engine::general_purpose::STANDARD.encode(json))
+            .filter(|v| v.len() <= SUMMARY_MAX);
+        (bytes, value)
+    }
+
+    /// This document as `status` reads it (see [`Summary::doc`]): per plan, the latest
+    /// rotation (the journal's `history(plan, 1)`) and the last finished one
+    /// (`last_finished`), in document order, without steps, events or write marks.
+    fn reduced(&self) -> AccountDoc {
+        let mut keep = vec![false; self.rotations.len()];
+        let plans: std::collections::BTreeSet<&str> =
+            self.rotations.iter().map(|r| r.plan.as_str()).collect();
+        for plan in plans {
+            // Oldest first, so the last of equal times is the later one, as the
+            // journal's `rowid DESC` tie-break picks it.
+            let of_plan = || {
+                self.rotations
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, r)| r.plan == plan)
+            };
+            if let Some((i, _)) = of_plan().max_by_key(|(i, r)| (r.started_at, *i)) {
+                keep[i] = true;
+            }
+            if let Some((i, _)) = of_plan()
+                .filter_map(|(i, r)| r.finished.as_ref().map(|f| (i, f.at)))
+                .max_by_key(|(i, at)| (*at, *i))
+            {
+                keep[i] = true;
+            }
+        }
+        AccountDoc {
+            format: self.format,
+            schema: self.schema,
+            account: self.account.clone(),
+            holder: self.holder.clone(),
+            fingerprint_check: None,
+            rotations: self
+                .rotations
+                .iter()
+                .zip(keep)
+                .filter(|(_, k)| *k)
+                .map(|(r, _)| RotationDoc {
+                    steps: Vec::new(),
+                    events: Vec::new(),
+                    ..r.clone()
+                })
+                .collect(),
+            marks: Default::default(),
+            plans: self.plans.clone(),
+        }
+    }
+}
+
 impl AccountDoc {
     /// The write marks as the local journal imports them (consumer id, mark).
     pub fn marks_imported(&self) -> Result<Vec<(String, WriteMark)>, String> {

@@ -27,11 +27,13 @@ mod error;
 pub mod lease;
 mod shared;
 
-pub use blob::{BlobClient, BlobRead, Conditions, ETag, LeaseDuration, LeaseId, STORAGE_AUDIENCE};
+pub use blob::{
+    BlobClient, BlobRead, Conditions, ETag, LeaseDuration, LeaseId, Listed, STORAGE_AUDIENCE,
+};
 pub use error::CoordError;
 pub use shared::{
-    ACCOUNTS_PREFIX, AccountImport, AccountLease, Coordinator, LeaseInfo, READ_CONCURRENCY,
-    RENEWAL_BUCKETS, SharedAccount, Stats, Taken, blob_name, refuses,
+    ACCOUNTS_PREFIX, AccountImport, AccountLease, Coordinator, FEW_ACCOUNTS, LeaseInfo,
+    READ_CONCURRENCY, RENEWAL_BUCKETS, SharedAccount, SharedRead, Stats, Taken, blob_name, refuses,
 };
 
 /// Who holds an account another replica's lease keeps busy (`EngineError::Busy`'s

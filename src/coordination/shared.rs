@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use ring::digest;
 use tokio_util::sync::CancellationToken;
 
-use super::blob::{BlobClient, Conditions, ETag};
-use super::document::{AccountDoc, Holder, PlanDoc};
+use super::blob::{BlobClient, Conditions, ETag, Listed};
+use super::document::{AccountDoc, Holder, PlanDoc, SUMMARY_METADATA, Summary};
 use super::error::CoordError;
 use super::lease::Lease;
 use crate::azure::Azure;
@@ -85,6 +85,52 @@ pub struct SharedAccount {
     pub rotations: Vec<ImportedRotation>,
     /// The daemon state of the account's plans, by plan name.
     pub plans: std::collections::BTreeMap<String, PlanDoc>,
+}
+
+/// What [`Coordinator::read_shared`] reads.
+#[derive(Clone, Debug)]
+pub enum SharedRead {
+    /// What `status` shows of these accounts (every account when `None`): their
+    /// summaries from the listing, a body only where no summary can be trusted.
+    Status(Option<Vec<ResourceId>>),
+    /// What `history` prints: the bodies of the accounts holding the newest `limit`
+    /// rotations of `plan` (any plan when `None`) started at or after `since`.
+    History {
+        plan: Option<String>,
+        since: Option<DateTime<Utc>>,
+        limit: usize,
+    },
+}
+
+/// Up to this many accounts, `status` lists each account's blob by its own name (one
+/// small answer each) instead of the whole container.
+pub const FEW_ACCOUNTS: usize = 8;
+
+/// An account's shared journal as `history` and `status` read it, from a document (a
+/// body, or a summary's reduced one).
+fn shared_account(
+    blob: String,
+    leased: bool,
+    doc: AccountDoc,
+) -> Result<SharedAccount, CoordError> {
+    let rotations = doc
+        .rotations
+        .iter()
+        .map(|r| {
+            r.to_imported().map_err(|detail| CoordError::Format {
+                blob: blob.clone(),
+                detail,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SharedAccount {
+        blob,
+        account: doc.account,
+        leased,
+        holder: doc.holder,
+        rotations,
+        plans: doc.plans,
+    })
 }
 
 /// An account's lease just taken, with what its shared journal holds for the local
@@ -204,6 +250,27 @@ pub fn blob_name(account: &ResourceId) -> String {
     format!("{ACCOUNTS_PREFIX}{hex}.json")
 }
 
+/// Writes a document's bytes and its summary (see [`super::document::Summary`]) in one
+/// Put Blob: every write of an account document goes through here, so the summary
+/// never describes another version of the body. Without a summary (too large) the
+/// blob is left with none, and readers read the body.
+async fn put_doc(
+    client: &BlobClient,
+    blob: &str,
+    bytes: &[u8],
+    summary: Option<&str>,
+    conditions: &Conditions<'_>,
+) -> Result<ETag, CoordError> {
+    match summary {
+        Some(summary) => {
+            client
+                .put_with(blob, bytes, &[(SUMMARY_METADATA, summary)], conditions)
+                .await
+        }
+        None => client.put(blob, bytes, conditions).await,
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -289,13 +356,13 @@ impl Coordinator {
     /// Creates the account's blob when it does not exist yet (and the container on
     /// first use). A blob that exists, leased or not, is left as it is.
     async fn ensure_blob(&self, blob: &str) -> Result<(), CoordError> {
-        let empty = AccountDoc::empty().to_bytes();
+        let (empty, summary) = AccountDoc::empty().encode();
         let create = Conditions {
             if_none: true,
             ..Conditions::default()
         };
         for attempt in 0..2 {
-            match self.client.put(blob, &empty, &create).await {
+            match put_doc(&self.client, blob, &empty, summary.as_deref(), &create).await {
                 Ok(_) | Err(CoordError::Changed { .. } | CoordError::Lost { .. }) => return Ok(()),
                 Err(CoordError::Azure(crate::azure::Error::NotFound { .. })) if attempt == 0 => {
                     self.client.ensure_container().await?;
@@ -390,17 +457,19 @@ impl Coordinator {
                 doc.holder = Some(holder);
                 doc.account
                     .get_or_insert_with(|| account.as_str().to_owned());
-                self.client
-                    .put(
-                        &blob,
-                        &doc.to_bytes(),
-                        &Conditions {
-                            lease: Some(lease.id()),
-                            if_match: Some(&etag),
-                            if_none: false,
-                        },
-                    )
-                    .await?
+                let (bytes, summary) = doc.encode();
+                put_doc(
+                    &self.client,
+                    &blob,
+                    &bytes,
+                    summary.as_deref(),
+                    &Conditions {
+                        lease: Some(lease.id()),
+                        if_match: Some(&etag),
+                        if_none: false,
+                    },
+                )
+                .await?
             };
             Ok::<_, CoordError>((doc, etag, imported, marks))
         };
@@ -489,56 +558,119 @@ impl Coordinator {
             .collect()
     }
 
-    /// The shared journal of `accounts` (every account in the container when `None`),
-    /// read without leases: what `history` and `status` print on every replica.
-    /// Reads [`READ_CONCURRENCY`] blobs at a time; an account without a blob is absent.
-    pub async fn read_shared(
-        &self,
-        accounts: Option<Vec<ResourceId>>,
-    ) -> Result<Vec<SharedAccount>, CoordError> {
+    /// The shared journal as `status` and `history` print it on every replica, read
+    /// without leases (see [`SharedRead`]). An account without a blob is absent.
+    ///
+    /// Cost: one List Blobs (`include=metadata`) page per 5,000 accounts (or, for at
+    /// most [`FEW_ACCOUNTS`] accounts, one listing of each blob's own name), plus one
+    /// Get Blob for each account whose summary is missing or untrusted (written by an
+    /// older keyflip) and, for `history`, for each account holding a rotation it prints;
+    /// [`READ_CONCURRENCY`] Get Blobs at a time.
+    pub async fn read_shared(&self, what: SharedRead) -> Result<Vec<SharedAccount>, CoordError> {
         let client = self.client.clone();
         self.run(async move {
             use futures::{StreamExt as _, TryStreamExt as _};
-            let blobs = match accounts {
-                Some(accounts) => {
-                    let mut blobs: Vec<String> = accounts.iter().map(blob_name).collect();
-                    blobs.sort();
-                    blobs.dedup();
-                    blobs
+            let wanted: Option<std::collections::BTreeSet<String>> = match &what {
+                SharedRead::Status(Some(accounts)) => {
+                    Some(accounts.iter().map(blob_name).collect())
                 }
-                None => client.list(ACCOUNTS_PREFIX).await?,
+                _ => None,
             };
-            let reads = futures::stream::iter(blobs)
+            let listed = match &wanted {
+                Some(blobs) if blobs.len() <= FEW_ACCOUNTS => {
+                    let mut listed = Vec::with_capacity(blobs.len());
+                    for blob in blobs {
+                        listed.extend(client.list_with_metadata(blob).await?);
+                    }
+                    listed
+                }
+                _ => client.list_with_metadata(ACCOUNTS_PREFIX).await?,
+            };
+            let listed: Vec<(Listed, Option<Summary>)> = listed
+                .into_iter()
+                .filter(|l| wanted.as_ref().is_none_or(|w| w.contains(&l.name)))
+                .map(|l| {
+                    let summary = l
+                        .metadata
+                        .iter()
+                        .find(|(name, _)| name == SUMMARY_METADATA)
+                        .and_then(|(_, value)| Summary::decode(value, l.len));
+                    (l, summary)
+                })
+                .collect();
+            let mut accounts = Vec::new();
+            let mut bodies = Vec::new();
+            match &what {
+                SharedRead::Status(_) => {
+                    for (l, summary) in listed {
+                        match summary {
+                            Some(summary) => {
+                                accounts.push(shared_account(l.name, l.leased, summary.doc)?)
+                            }
+                            None => bodies.push(l.name),
+                        }
+                    }
+                }
+                SharedRead::History { plan, since, limit } => {
+                    // The starts `history` may print, newest first; every account with
+                    // a start at or after the `limit`-th is read (ties included), so
+                    // the query over what is read picks exactly what it would over
+                    // every account.
+                    let mut starts: Vec<(DateTime<Utc>, usize)> = Vec::new();
+                    for (i, (l, summary)) in listed.iter().enumerate() {
+                        let Some(summary) = summary else {
+                            bodies.push(l.name.clone());
+                            continue;
+                        };
+                        starts.extend(
+                            summary
+                                .starts
+                                .iter()
+                                .filter(|(p, at)| {
+                                    plan.as_ref().is_none_or(|plan| plan == p)
+                                        && since.is_none_or(|since| *at >= since)
+                                })
+                                .map(|(_, at)| (*at, i)),
+                        );
+                    }
+                    starts.sort_by_key(|s| std::cmp::Reverse(s.0));
+                    // None: print nothing; Some(None): fewer than `limit`, read all.
+                    let cutoff = limit
+                        .checked_sub(1)
+                        .map(|last| starts.get(last).map(|s| s.0));
+                    let mut read: Vec<usize> = match cutoff {
+                        None => Vec::new(),
+                        Some(None) => starts.iter().map(|s| s.1).collect(),
+                        Some(Some(cutoff)) => starts
+                            .iter()
+                            .take_while(|s| s.0 >= cutoff)
+                            .map(|s| s.1)
+                            .collect(),
+                    };
+                    read.sort_unstable();
+                    read.dedup();
+                    bodies.extend(read.into_iter().map(|i| listed[i].0.name.clone()));
+                }
+            }
+            let reads = futures::stream::iter(bodies)
                 .map(|blob| {
                     let client = client.clone();
                     async move {
                         let Some(read) = client.read(&blob).await? else {
                             return Ok(None);
                         };
-                        let format = |detail| CoordError::Format {
-                            blob: blob.clone(),
-                            detail,
-                        };
-                        let doc = AccountDoc::parse(&read.body).map_err(format)?;
-                        let rotations = doc
-                            .rotations
-                            .iter()
-                            .map(|r| r.to_imported().map_err(format))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        Ok::<_, CoordError>(Some(SharedAccount {
-                            blob,
-                            account: doc.account,
-                            leased: read.leased,
-                            holder: doc.holder,
-                            rotations,
-                            plans: doc.plans,
-                        }))
+                        let doc =
+                            AccountDoc::parse(&read.body).map_err(|detail| CoordError::Format {
+                                blob: blob.clone(),
+                                detail,
+                            })?;
+                        shared_account(blob, read.leased, doc).map(Some)
                     }
                 })
                 .buffer_unordered(READ_CONCURRENCY)
                 .try_collect::<Vec<_>>()
                 .await?;
-            let mut accounts: Vec<SharedAccount> = reads.into_iter().flatten().collect();
+            accounts.extend(reads.into_iter().flatten());
             accounts.sort_by(|a, b| a.blob.cmp(&b.blob));
             Ok(accounts)
         })
@@ -713,17 +845,19 @@ impl Coordinator {
     ) -> Result<(), CoordError> {
         doc.fingerprint_check = Some(self.fingerprint_check.clone());
         lease.ensure()?;
-        self.client
-            .put(
-                blob,
-                &doc.to_bytes(),
-                &Conditions {
-                    lease: Some(lease.id()),
-                    if_match: Some(etag),
-                    if_none: false,
-                },
-            )
-            .await?;
+        let (bytes, summary) = doc.encode();
+        put_doc(
+            &self.client,
+            blob,
+            &bytes,
+            summary.as_deref(),
+            &Conditions {
+                lease: Some(lease.id()),
+                if_match: Some(etag),
+                if_none: false,
+            },
+        )
+        .await?;
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -777,7 +911,7 @@ impl Coordinator {
             since: held.lease.since,
         });
         doc.fingerprint_check = Some(self.fingerprint_check.clone());
-        let bytes = doc.to_bytes();
+        let (bytes, summary) = doc.encode();
         let client = self.client.clone();
         let (lease, if_match) = (held.lease.id().clone(), current.1.clone());
         let result = self.wait(async move {
@@ -786,7 +920,7 @@ impl Coordinator {
                 if_match: Some(&if_match),
                 if_none: false,
             };
-            match client.put(&blob, &bytes, &conditions).await {
+            match put_doc(&client, &blob, &bytes, summary.as_deref(), &conditions).await {
                 Ok(etag) => Ok(etag),
                 Err(CoordError::Azure(e)) if e.is_transient() => {
                     // Sent once; learn whether it landed.

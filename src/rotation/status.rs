@@ -16,7 +16,7 @@ use super::report::{
     IncidentReportPaths, LastRotation, LeaseStatus, ParkedStatus, PlanStatus, RotationReport,
     ScheduleStatus,
 };
-use crate::coordination::{SharedAccount, blob_name};
+use crate::coordination::{SharedAccount, SharedRead, blob_name};
 use crate::journal::{Journal, RotationRecord};
 use crate::plan::Plan;
 use crate::resource_id::ResourceId;
@@ -42,15 +42,15 @@ pub(super) struct SharedView {
 }
 
 impl SharedView {
-    /// `None` without `[coordination]`. `accounts: None` reads every account.
+    /// `None` without `[coordination]`.
     pub(super) async fn read(
         inner: &Inner,
-        accounts: Option<Vec<ResourceId>>,
+        what: SharedRead,
     ) -> Result<Option<SharedView>, EngineError> {
         let Some(coordinator) = &inner.coordination else {
             return Ok(None);
         };
-        let accounts = coordinator.read_shared(accounts).await?;
+        let accounts = coordinator.read_shared(what).await?;
         let mut journal = Journal::in_memory(&inner.fingerprinter)?;
         for account in &accounts {
             for rotation in &account.rotations {
@@ -99,7 +99,7 @@ pub(super) async fn status(inner: &Inner, plans: &[Plan]) -> Result<Vec<PlanStat
         join_all(plans.iter().map(|p| {
             tracing::Instrument::instrument(inventory(inner, p), crate::logging::plan_span(&p.name))
         })),
-        SharedView::read(inner, Some(accounts))
+        SharedView::read(inner, SharedRead::Status(Some(accounts)))
     );
     // Storage unreachable: the local journal, said so on every plan (an operator in
     // an outage still needs keys and consumers).
@@ -276,7 +276,12 @@ pub(super) async fn history(
     since: Option<chrono::DateTime<chrono::Utc>>,
     limit: usize,
 ) -> Result<Vec<RotationReport>, EngineError> {
-    if let Some(view) = SharedView::read(inner, None).await? {
+    let what = SharedRead::History {
+        plan: plan.map(str::to_owned),
+        since,
+        limit,
+    };
+    if let Some(view) = SharedView::read(inner, what).await? {
         let records = view.journal.history_since(plan, since, limit)?;
         return records
             .iter()

@@ -10,6 +10,7 @@ mod fleet;
 mod migrate;
 mod processes;
 mod state;
+mod summary;
 mod truth;
 
 use std::path::{Path, PathBuf};

@@ -325,3 +325,133 @@ fn a_plans_start_and_success_move_with_the_journal_and_a_success_unparks_it() {
     let old = br#"{"format":1,"schema":1,"account":null,"holder":null,"rotations":[]}"#;
     assert!(AccountDoc::parse(old).unwrap().plans.is_empty());
 }
+
+/// A plan's latest rotation (id, start, finished) and last finished one (id, end and
+/// outcome in words).
+type StatusPart = (
+    Option<(String, DateTime<Utc>, bool)>,
+    Option<(String, String)>,
+);
+
+/// What `status` reads of a plan from a journal: its latest rotation (id, start,
+/// finished or not) and its last finished one (id, times, outcome in words).
+fn status_part(doc: &AccountDoc, plan: &str) -> StatusPart {
+    let fingerprinter = crate::secret::Fingerprinter::from_bytes(b"summary tests");
+    let mut journal = crate::journal::Journal::in_memory(&fingerprinter).unwrap();
+    for r in &doc.rotations {
+        journal.import(&r.to_imported().unwrap()).unwrap();
+    }
+    let latest = journal
+        .history(Some(plan), 1)
+        .unwrap()
+        .first()
+        .map(|r| (r.id.clone(), r.started_at, r.finished_at.is_some()));
+    let last = journal.last_finished(plan).unwrap().map(|r| {
+        (
+            r.id.clone(),
+            format!("{:?} {}", r.finished_at, r.outcome.unwrap()),
+        )
+    });
+    (latest, last)
+}
+
+fn summary_of(doc: &AccountDoc) -> Summary {
+    let (bytes, value) = doc.encode();
+    Summary::decode(&value.expect("a summary fits"), bytes.len() as u64).expect("it decodes")
+}
+
+#[test]
+fn a_summary_gives_status_what_the_body_gives_it_and_history_every_start() {
+    let mut doc = AccountDoc::empty();
+    // Two plans of one account (a renamed plan), finished rotations of both, and one
+    // unfinished: each summary must answer what the full document answers.
+    for i in 0..9i64 {
+        let id = format!("r{i}");
+        let mut n = new(&id);
+        n.plan = if i % 3 == 0 {
+            "old".into()
+        } else {
+            "plan".into()
+        };
+        n.started_at = t(i * 100);
+        doc.apply(&id, SharedWrite::Begin(&n)).unwrap();
+        let summary = summary_of(&doc);
+        for plan in ["plan", "old"] {
+            assert_eq!(
+                status_part(&summary.doc, plan),
+                status_part(&doc, plan),
+                "{id} {plan}"
+            );
+        }
+        if i == 8 {
+            break;
+        }
+        let outcome = if i % 2 == 0 {
+            done()
+        } else {
+            Outcome::Refused {
+                reasons: Vec::new(),
+            }
+        };
+        doc.apply(
+            &id,
+            SharedWrite::Finish {
+                outcome: &outcome,
+                at: t(i * 100 + 50),
+            },
+        )
+        .unwrap();
+    }
+    let summary = summary_of(&doc);
+    assert!(summary.doc.unfinished().is_some_and(|r| r.id == "r8"));
+    assert!(
+        summary
+            .doc
+            .rotations
+            .iter()
+            .all(|r| r.steps.is_empty() && r.events.is_empty())
+    );
+    assert_eq!(summary.doc.plans, doc.plans);
+    assert_eq!(summary.doc.holder, doc.holder);
+    assert_eq!(
+        summary.starts,
+        doc.rotations
+            .iter()
+            .map(|r| (r.plan.clone(), r.started_at))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_summary_is_trusted_only_for_the_body_it_was_made_from() {
+    let mut doc = AccountDoc::empty();
+    doc.apply("r1", SharedWrite::Begin(&new("r1"))).unwrap();
+    let (bytes, value) = doc.encode();
+    let value = value.unwrap();
+    let len = bytes.len() as u64;
+    assert!(Summary::decode(&value, len).is_some());
+    // A body of another length (rewritten by something that kept the metadata).
+    assert!(Summary::decode(&value, len + 1).is_none());
+    // Not a summary, or one of another format.
+    assert!(Summary::decode("not base64!", len).is_none());
+    let mut other = summary_of(&doc);
+    other.v = SUMMARY_FORMAT + 1;
+    use base64::Engine as _;
+    let other =
+        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&other).unwrap());
+    assert!(Summary::decode(&other, len).is_none());
+}
+
+#[test]
+fn a_summary_too_large_for_azure_metadata_is_not_written() {
+    let mut doc = AccountDoc::empty();
+    let mut n = new("r1");
+    n.plan = "p".repeat(SUMMARY_MAX);
+    doc.apply("r1", SharedWrite::Begin(&n)).unwrap();
+    let (bytes, value) = doc.encode();
+    assert!(
+        value.is_none(),
+        "a summary over {SUMMARY_MAX} bytes is left out"
+    );
+    assert_eq!(bytes, doc.to_bytes());
+}

@@ -1,7 +1,8 @@
 //! Webhooks: a local receiver gets `rolled-back` (a webhook listing `failure` receives
 //! rollbacks too) and `needs-attention` when a plan's rotations fail until it is
 //! parked, each starting with the root cause, and `incident` when an incident
-//! rotation completes; each body follows the documented schema and holds no key. And
+//! rotation completes; `usage-gate-hold` naming the caller when the usage gate parks a
+//! rotation; each body follows the documented schema and holds no key. And
 //! every format: keyflip's JSON signed with HMAC-SHA256, a Slack message and a Teams
 //! Adaptive Card, each delivered to a local receiver.
 
@@ -369,6 +370,116 @@ async fn each_format_reaches_its_receiver_and_json_is_signed() {
     assert!(
         metrics
             .contains("keyflip_notifications_total{event=\"completed\",result=\"delivered\"} 3\n"),
+        "{metrics}"
+    );
+    assert_eq!(daemon.stop().await, Exit::Ok);
+}
+
+/// Moves the twin's clock up to the daemon's manual clock, so the twin's simulated
+/// clients have signed (and its logs hold) what the skipped time would have put there.
+async fn twin_catches_up(setup: &Setup) {
+    use keyflip::clock::Clock as _;
+    let twin_now = Utc::now() + setup.twin.clock_offset().await;
+    let behind = setup.clock.now() - twin_now;
+    if behind > TimeDelta::zero() {
+        setup
+            .twin
+            .advance_clock(behind.num_milliseconds() as f64 / 1000.0)
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_the_usage_gate_parks_sends_usage_gate_hold_naming_the_caller() {
+    // The daemon's clock starts at the twin's, and the twin's follows it: the demo
+    // world's forgotten client (legacy-nightly-export, 10.42.7.19, in no plan) signs
+    // with key1 every 30 s of twin time, so the gate sees it while it holds.
+    let twin = crate::support::twin::TestTwin::start();
+    let start = Utc::now() + twin.clock_offset().await;
+    let setup = Setup::with_twin(twin, start);
+    let hook = Receiver::start().await;
+    let settings = format!(
+        "[rotation]\ngrace = \"0s\"\n[drift]\ninterval = \"7d\"\n\n[usage_gate]\nworkspace = \"/subscriptions/3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a/resourceGroups/rg-datascience/providers/Microsoft.OperationalInsights/workspaces/log-datasci\"\nworkspace_id = \"4e1d2c3b-5a6f-4b7c-8d9e-0f1a2b3c4d5e\"\nservices = [\"blob\"]\ningestion_latency = \"3m\"\nquiet_period = \"1m\"\nrecheck = \"1m\"\ndeadline = \"5m\"\n\n[[notify]]\nwebhook = \"{}\"\nevents = [\"usage-gate-hold\", \"needs-attention\"]\n",
+        hook.url
+    );
+    setup.write_plan("demo", &setup.plan_text(Consumers::KeyVault, &settings));
+    let (key1, _) = setup.twin.keys("stdatasci001").await;
+    let daemon = setup.start().await;
+
+    let rotate = daemon.request(Request::RotateNow {
+        plan: "demo".into(),
+        mode: Mode::Scheduled,
+        grace: None,
+        dry_run: false,
+        by: Default::default(),
+    });
+    let drive = async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if hook.all().iter().any(|b| b["event"] == "usage-gate-hold") {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gate never parked the rotation: {:?}",
+                hook.all()
+            );
+            // Twenty seconds at a time: the gate waits minutes (ingestion latency,
+            // quiet period, rechecks), and the twin's clock follows.
+            setup.advance(TimeDelta::seconds(20));
+            twin_catches_up(&setup).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (reply, ()) = tokio::join!(rotate, drive);
+    let reply = reply.expect("the rotation runs");
+    assert!(
+        matches!(&reply, Answer::Rotation { report } if report.exit() == Exit::NeedsAttention),
+        "{reply:?}"
+    );
+
+    let bodies = hook.wait_for("usage-gate-hold", 1).await;
+    let held = bodies
+        .iter()
+        .find(|b| b["event"] == "usage-gate-hold")
+        .unwrap();
+    assert_eq!(held["schema"], "keyflip.notification/v1");
+    assert_eq!(held["plan"], "demo");
+    assert_eq!(held["severity"], "critical");
+    assert_eq!(held["outcome"], "needs_attention");
+    assert!(held["rotation_id"].is_string());
+    // The root cause first, then who: one line per caller, named by address and agent.
+    assert!(
+        held["summary"].as_str().unwrap().starts_with(
+            "The usage gate holds the retire: 1 caller(s) still sign with the old key"
+        ),
+        "{held:#}"
+    );
+    let details = held["details"].as_array().unwrap();
+    assert_eq!(details.len(), 1, "{held:#}");
+    let caller = details[0].as_str().unwrap();
+    assert!(caller.contains("10.42.7.19"), "{caller}");
+    assert!(caller.contains("nightly-export/2.3"), "{caller}");
+    assert!(
+        held["next_step"]
+            .as_str()
+            .unwrap()
+            .contains("keyflip rotate resume demo"),
+        "{held:#}"
+    );
+    // A needs-attention is sent too, as documented.
+    assert!(
+        bodies.iter().any(|b| b["event"] == "needs-attention"),
+        "{bodies:?}"
+    );
+    // Held, not retired: the old key still works for the caller.
+    let (key1_now, _) = setup.twin.keys("stdatasci001").await;
+    assert_eq!(key1_now, key1, "the old key was not retired");
+    let all = serde_json::to_string(&hook.all()).unwrap();
+    assert!(!all.contains(&key1), "no key in a notification");
+    let (_, metrics) = daemon.http_get("/metrics").await;
+    assert!(
+        metrics.contains("keyflip_usage_gate_callers{plan=\"demo\"} 1\n"),
         "{metrics}"
     );
     assert_eq!(daemon.stop().await, Exit::Ok);

@@ -18,11 +18,11 @@ const REPLICAS: [&str; 3] = ["r1", "r2", "r3"];
 const SUBSCRIPTION: &str = "3c9e5b1d-2a4f-4e6b-9c8d-0f1e2d3c4b5a";
 const GROUP: &str = "rg-datascience";
 
-fn name(i: usize) -> String {
+pub(super) fn name(i: usize) -> String {
     format!("stfleet{i:03}")
 }
 
-fn account_id(i: usize) -> String {
+pub(super) fn account_id(i: usize) -> String {
     format!(
         "/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microsoft.Storage/storageAccounts/{}",
         name(i)
@@ -32,15 +32,20 @@ fn account_id(i: usize) -> String {
 /// 30 accounts, each with a raw-key secret in the demo vault, and the operator's key
 /// role on each.
 fn world() -> String {
+    world_of(ACCOUNTS)
+}
+
+/// [`world`] of `accounts` accounts.
+pub(super) fn world_of(accounts: usize) -> String {
     let mut text = String::new();
-    for i in 0..ACCOUNTS {
+    for i in 0..accounts {
         let n = name(i);
         text.push_str(&format!(
             "\n[[storage_account]]\nname = \"{n}\"\nresource_group = \"{GROUP}\"\nsku = \"Standard_LRS\"\nkind = \"StorageV2\"\nallow_shared_key_access = true\ncontainers = [\"data\"]\n\n[[role_assignment]]\nprincipal = \"keyflip-operator\"\nrole = \"Storage Account Key Operator Service Role\"\nscope = \"{}\"\n",
             account_id(i)
         ));
     }
-    for i in 0..ACCOUNTS {
+    for i in 0..accounts {
         let n = name(i);
         text.push_str(&format!(
             "\n[[key_vault.secret]]\nname = \"{n}-key\"\ncontent_type = \"text/plain\"\nvalue_from = {{ account = \"{n}\", key = \"key1\", format = \"raw-key\" }}\n"

@@ -8,7 +8,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use keyflip::secret::StorageKey;
@@ -24,6 +24,9 @@ pub struct Azurite {
     pub ca_pem_path: PathBuf,
     /// The command line, for [`Azurite::restart`].
     args: Vec<String>,
+    /// Azurite's own access log (one line a request, `"METHOD /path?query HTTP/1.1"
+    /// status`, printed on its console), in the order it answered them.
+    access: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -130,7 +133,8 @@ impl Azurite {
         }
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         let env = format!("{account}:{}:{}", key1.expose(), key2.expose());
-        let child = spawn(&args, &env, dir.path());
+        let access = Arc::new(Mutex::new(Vec::new()));
+        let child = spawn(&args, &env, dir.path(), &access);
         Azurite {
             child,
             blob_endpoint: Url::parse(&format!("https://127.0.0.1:{port}/{account}/")).unwrap(),
@@ -139,6 +143,7 @@ impl Azurite {
             key2,
             ca_pem_path,
             args,
+            access,
             _dir: dir,
         }
     }
@@ -171,11 +176,33 @@ impl Azurite {
             self.key1.expose(),
             self.key2.expose()
         );
-        self.child = spawn(&self.args, &env, self._dir.path());
+        self.child = spawn(&self.args, &env, self._dir.path(), &self.access);
+    }
+
+    /// The requests Azurite answered so far, as its access log names them
+    /// (`METHOD /account/container/blob?query`): the service's own count, not keyflip's.
+    /// Waits until no new line arrived for 300 ms (it logs each request once answered).
+    pub fn requests(&self) -> Vec<String> {
+        let mut seen = usize::MAX;
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let access = self.access.lock().unwrap();
+            if access.len() == seen {
+                return access
+                    .iter()
+                    .filter_map(|line| {
+                        let request = line.split('"').nth(1)?;
+                        let mut words = request.split(' ');
+                        Some(format!("{} {}", words.next()?, words.next()?))
+                    })
+                    .collect();
+            }
+            seen = access.len();
+        }
     }
 }
 
-fn spawn(args: &[String], accounts: &str, dir: &Path) -> Child {
+fn spawn(args: &[String], accounts: &str, dir: &Path, access: &Arc<Mutex<Vec<String>>>) -> Child {
     let mut child = Command::new(binary())
         .args(args)
         .env("AZURITE_ACCOUNTS", accounts)
@@ -187,10 +214,13 @@ fn spawn(args: &[String], accounts: &str, dir: &Path) -> Child {
         .expect("cannot start azurite-blob (run .ci/setup; it needs node)");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
+    let log = access.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if line.contains("successfully listens") {
                 let _ = tx.send(());
+            } else if line.contains(" HTTP/1.1\" ") || line.contains(" HTTP/2.0\" ") {
+                log.lock().unwrap().push(line);
             }
         }
     });
