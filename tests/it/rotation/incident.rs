@@ -534,3 +534,67 @@ async fn revoke_first_revokes_after_three_round_trips_and_reads_no_consumer_befo
     assert!(after.iter().any(|e| e["operation"] == "keyvault.get"));
     assert!(first(&log, "keyvault.set") > revoke);
 }
+
+/// One truth: `--dry-run` of a revoke first lists the steps the real run then takes,
+/// in the same order: the keys read, the revoke, the consumers read, then the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_first_dry_run_lists_the_order_the_real_run_takes() {
+    let cli = crate::support::binary::Cli::start().await;
+    // After an incident without revoke first, consumers are on key2.
+    let first = cli
+        .run(&[
+            "rotate", "now", "demo", "--leaked", "key1", "--yes", "--output", "json",
+        ])
+        .await;
+    assert_eq!(first.code, Some(0), "{}\n{}", first.stdout, first.stderr);
+    let args = [
+        "rotate",
+        "now",
+        "demo",
+        "--leaked",
+        "key2",
+        "--revoke-first",
+        "--yes",
+        "--output",
+        "json",
+    ];
+    let kinds = |doc: &serde_json::Value| -> Vec<String> {
+        doc["steps"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{doc:#}"))
+            .iter()
+            .map(|s| s["kind"].as_str().unwrap().to_owned())
+            .filter(|k| k != "finish")
+            .collect()
+    };
+    let mut dry_args = args.to_vec();
+    dry_args.push("--dry-run");
+    let dry = cli.run(&dry_args).await;
+    assert_eq!(dry.code, Some(0), "{}\n{}", dry.stdout, dry.stderr);
+    let planned = kinds(&dry.json());
+    assert_eq!(
+        &planned[..4],
+        [
+            "observe_keys",
+            "regenerate",
+            "observe_after_revoke",
+            "verify_key"
+        ],
+        "{planned:?}"
+    );
+    assert_eq!(
+        regenerations(&cli.twin).await,
+        2,
+        "a dry run changes nothing"
+    );
+    let real = cli.run(&args).await;
+    assert_eq!(real.code, Some(0), "{}\n{}", real.stdout, real.stderr);
+    assert_eq!(kinds(&real.json()), planned);
+    // And the plan rotates as usual from there.
+    let next = cli
+        .run(&[
+            "rotate", "now", "demo", "--yes", "--grace", "0s", "--output", "json",
+        ])
+        .await;
+    assert_eq!(next.code, Some(0), "{}\n{}", next.stdout, next.stderr);
+}
