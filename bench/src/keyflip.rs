@@ -104,8 +104,18 @@ impl Workdir {
 
     /// Writes the built-in demo plan, pointed at this twin.
     pub fn write_demo_plan(&self, twin: &BenchTwin) -> anyhow::Result<()> {
-        let text = include_str!("../../rotation-plans/demo.toml")
+        let mut text = include_str!("../../rotation-plans/demo.toml")
             .replace("https://127.0.0.1:47443", &twin.endpoints.base_url);
+        // Without its usage gate: the gate holds a swap's retire for the ingestion
+        // latency plus the quiet period (minutes), which the rotation rows do not
+        // measure, and the bench's cloud names no Log Analytics endpoint, so the gate
+        // would refuse every scheduled rotation (usage unknown).
+        if let Some(start) = text.find("\n[usage_gate]\n") {
+            let end = text[start + 1..]
+                .find("\n[")
+                .map_or(text.len(), |n| start + 1 + n);
+            text.replace_range(start..end, "");
+        }
         std::fs::write(self.plans.join("demo.toml"), text)?;
         Ok(())
     }

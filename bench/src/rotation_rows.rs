@@ -156,10 +156,15 @@ async fn run_keyflip(twin: &BenchTwin, work: &Workdir, args: &[&str]) -> anyhow:
     let seq = twin.last_seq().await?;
     let offset = twin.clock_offset().await?;
     let started_twin = Utc::now() + offset;
-    let (took, code, _out, err) = work.run(args).await?;
+    let (took, code, out, err) = work.run(args).await?;
     if code != 0 {
+        // A refusal or a park is in the JSON report on stdout, not on stderr.
+        let outcome = serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .map(|report| report["outcome"].to_string())
+            .unwrap_or_default();
         eprintln!(
-            "keyflip {} exited {code}: {}",
+            "keyflip {} exited {code}: {} {outcome}",
             args.join(" "),
             err.lines().last().unwrap_or_default()
         );
@@ -327,6 +332,9 @@ pub async fn rotations(twin: &BenchTwin, o: &Options) -> anyhow::Result<Vec<Row>
         .samples(revoke_waves)
         .calls(revoke_calls.0, revoke_calls.1)
         .note(format!("revoke after {:.0} ms (median)", med(&revoke_ms))),
+        Row::new("--revoke-first: time to the revoke", Target::None, Unit::Millis)
+            .samples(revoke_ms.iter().copied())
+            .note(format!("{rtt:.0} ms per round trip")),
         Row::new("demo rotation (no grace): ARM writes", Target::None, Unit::Count)
             .samples(plain_writes.iter().copied())
             .note(format!("Microsoft's runbook: {:.0}", med(&ms_writes))),

@@ -17,7 +17,12 @@
 //! everything (`Observation::unlisted_unchecked`, the `unlisted_check_incomplete`
 //! warning and refusal), which a keyflip of 5 would call corrupt or, resuming a
 //! rotation whose first observation was its last step, start on a partial check that
-//! `unlisted = "refuse"` forbids. Old rows need nothing: every new field has a default
+//! `unlisted = "refuse"` forbids. 7 changes no table: it marks journals whose rows may
+//! hold a revoke first that revokes before reading any consumer (`observe_keys` and
+//! `observe_after_revoke` steps, `Options::revoke_before_reads`, the
+//! `not_moved_after_revoke` park), which a keyflip of 6 would replay in its old order
+//! (every consumer read and the standby probed before the revoke) and call the rows
+//! corrupt, stranding an unfinished incident. Old rows need nothing: every new field has a default
 //! that means "as before". A new journal is created at 1 and
 //! migrated like an old one, so the migration path is the one every file takes.
 
@@ -28,7 +33,7 @@ use crate::secret::{Fingerprinter, StorageKey};
 
 /// The schema this build writes. Older journals are migrated on open; a newer one is
 /// refused (an older keyflip must not write rows it does not understand).
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 
 /// Fingerprinted to make the `meta` check value. Not a secret: the value only proves
 /// which fingerprint key wrote the journal.
@@ -183,7 +188,7 @@ fn migrate(tx: &rusqlite::Transaction<'_>, from: u32) -> Result<(), rusqlite::Er
     if from < 4 {
         tx.execute_batch(MIGRATION_V4)?;
     }
-    // Versions 5 and 6 change no table (see the module docs): only the version below.
+    // Versions 5, 6 and 7 change no table (see the module docs): only the version below.
     if from < VERSION {
         tx.execute(
             "UPDATE meta SET value = ?1 WHERE name = 'schema_version'",

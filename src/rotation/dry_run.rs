@@ -12,8 +12,11 @@ use super::observe::observe;
 use super::report::{DecisionReport, DryRun, PlannedCall, PlannedEffect, PlannedStep};
 use super::step::Ctx;
 use crate::consumer::{self, resolve};
+use crate::key::KeyName;
 use crate::plan::Plan;
-use crate::rotation::machine::{Action, Command, ConsumerRef, Event, Machine, Outcome, StepResult};
+use crate::rotation::machine::{
+    Action, Command, ConsumerRef, Event, KeyState, Machine, Observation, Outcome, StepResult,
+};
 use crate::secret::{Fingerprint, StorageKey};
 
 /// A placeholder for the n-th value a regeneration would produce: the fingerprint of
@@ -53,6 +56,23 @@ fn call_texts(plan: &Plan, observed: &[ConsumerRef], cmd: &Command) -> Vec<Strin
     let consumer = |c: &crate::rotation::machine::ConsumerRef| resolve(plan, &c.id).ok();
     match &cmd.action {
         Action::Observe => {
+            let mut out = vec![
+                format!(
+                    "GET {account}/providers/Microsoft.Authorization/permissions (and at each consumer's scope)"
+                ),
+                format!("GET {account}"),
+                keys,
+            ];
+            out.extend(consumer::observe_calls(plan));
+            out.extend(observed.iter().filter_map(consumer).map(|t| t.read_call()));
+            out
+        }
+        Action::ObserveKeys => vec![
+            format!("GET {account}/providers/Microsoft.Authorization/permissions"),
+            format!("GET {account}"),
+            keys,
+        ],
+        Action::ObserveAfterRevoke { .. } => {
             let mut out = vec![
                 format!(
                     "GET {account}/providers/Microsoft.Authorization/permissions (and at each consumer's scope)"
@@ -173,12 +193,36 @@ pub(super) async fn dry_run(
     let mut queue: VecDeque<Command> = machine.outstanding().into();
     let mut steps = Vec::new();
     let mut fresh = 0u32;
+    let mut regenerated = Vec::new();
     while let Some(cmd) = queue.pop_front() {
         steps.push(planned(plan, &observed, &cmd));
         let result = match &cmd.action {
             Action::Observe => StepResult::Observed(observation.clone()),
-            Action::Regenerate { .. } => {
+            // The same live observation answers the keys-only one (without the
+            // consumers) and the one after a revoke first: what consumers hold now is
+            // what they held before the revoke, and the key revoked has its
+            // simulated new value.
+            Action::ObserveKeys => StepResult::Observed(Observation {
+                consumers: Vec::new(),
+                ..observation.clone()
+            }),
+            Action::ObserveAfterRevoke { key, .. } => {
+                let mut after = observation.clone();
+                if let Some((_, fingerprint)) = regenerated.iter().rev().find(|(k, _)| k == key) {
+                    let state = KeyState {
+                        fingerprint: *fingerprint,
+                        created: Some(now),
+                    };
+                    match key {
+                        KeyName::Key1 => after.key1 = state,
+                        KeyName::Key2 => after.key2 = state,
+                    }
+                }
+                StepResult::Observed(after)
+            }
+            Action::Regenerate { key, .. } => {
                 fresh += 1;
+                regenerated.push((*key, simulated(inner, fresh)));
                 StepResult::Regenerated {
                     fingerprint: simulated(inner, fresh),
                     created: Some(now),

@@ -602,6 +602,7 @@ pub(super) fn machine_options(plan: &Plan, request: &RotateRequest) -> Options {
             lookback: delta(g.lookback),
         }),
         refuse_unlisted: plan.unlisted == crate::plan::UnlistedPolicy::Refuse,
+        revoke_before_reads: true,
     }
 }
 

@@ -41,13 +41,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{EngineError, Inner};
 use super::incident;
-use super::observe::observe;
+use super::observe::{observe, observe_against, observe_keys};
 use super::progress::{Progress, ProgressEvent};
 use super::report::{IncidentReportPaths, RotationReport};
 use super::step::{Ctx, Done};
 use crate::consumer::ConsumerId;
 use crate::rotation::machine::{
-    Action, Command, Event, Failure, FailureKind, Machine, Outcome, Phase, StepResult,
+    Action, Command, Event, Failure, FailureKind, Machine, Outcome, Phase, Purpose, StepResult,
 };
 
 /// Called after every durable journal write; with the `failpoints` feature a test can
@@ -93,6 +93,8 @@ fn abandonable(action: &Action) -> bool {
     matches!(
         action,
         Action::Observe
+            | Action::ObserveKeys
+            | Action::ObserveAfterRevoke { .. }
             | Action::VerifyKey { .. }
             | Action::VerifyConsumer { .. }
             | Action::CheckUsage { .. }
@@ -521,7 +523,22 @@ async fn perform(
     }
     match &cmd.action {
         Action::Observe => Ok(Done::ok(StepResult::Observed(observe(ctx).await?))),
-        Action::Regenerate { key, before, .. } => ctx.regenerate(*key, *before, in_doubt).await,
+        Action::ObserveKeys => Ok(Done::ok(StepResult::Observed(observe_keys(ctx).await?))),
+        Action::ObserveAfterRevoke { key, leaked } => Ok(Done::ok(StepResult::Observed(
+            observe_against(ctx, Some((*key, *leaked))).await?,
+        ))),
+        Action::Regenerate {
+            key,
+            before,
+            purpose,
+        } => {
+            if *purpose == Purpose::Revoke {
+                // The incident's usage report asks about the leaked value after it
+                // died (a revoke first): keep it in memory for that one query.
+                ctx.keep_revoked(*key, before.fingerprint).await;
+            }
+            ctx.regenerate(*key, *before, in_doubt).await
+        }
         Action::VerifyKey {
             key,
             fingerprint,

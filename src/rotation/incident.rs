@@ -112,6 +112,10 @@ fn happening(what: &Happening) -> String {
             format!("started step {}: {}", command.seq, command.action)
         }
         Happening::Answered { seq, result } => match result {
+            // A revoke first's first read has no consumer in it.
+            StepResult::Observed(obs) if obs.consumers.is_empty() => {
+                format!("step {seq}: read the account's keys")
+            }
             StepResult::Observed(_) => {
                 format!("step {seq}: observed the account and its consumers")
             }

@@ -21,7 +21,7 @@ use tracing::Instrument as _;
 
 use super::engine::{Amend, EngineError, Inner, RotateRequest, machine_options};
 use super::executor::{Run, durable};
-use super::observe::observe;
+use super::observe::{observe, observe_keys};
 use super::progress::{Progress, ProgressEvent};
 use super::report::RotationReport;
 use super::step::{Ctx, Done};
@@ -190,13 +190,23 @@ async fn begin_and_run(
     let ctx = Ctx::new(inner, plan, &id);
     // Reads only: observed before the rotation is recorded, so a plan that points at
     // something missing, or an unreachable Azure, leaves no unfinished rotation behind.
+    let options = machine_options(plan, &request);
+    let machine = Machine::new(request.mode, options);
     let observed_from = Instant::now();
-    let mut observation = observe(&ctx).await?;
+    // The machine's first command says what to read: everything, or with a revoke
+    // first only the keys.
+    let keys_only = matches!(
+        machine.outstanding().first().map(|c| &c.action),
+        Some(Action::ObserveKeys)
+    );
+    let mut observation = if keys_only {
+        observe_keys(&ctx).await?
+    } else {
+        observe(&ctx).await?
+    };
     if checks_unlisted(request.mode) {
         unlisted(inner, plan, &request.trigger, &mut observation).await;
     }
-    let options = machine_options(plan, &request);
-    let machine = Machine::new(request.mode, options);
     let started_at = inner.clock.now();
     inner.journal().begin(&NewRotation {
         id: id.clone(),

@@ -10,10 +10,10 @@
 //!
 //! | phase | what is in flight |
 //! |---|---|
-//! | `Prechecking` | `Observe` |
+//! | `Prechecking` | `Observe` (with `revoke_first`: `ObserveKeys`, and after the revoke `ObserveAfterRevoke`, with a usage gate beside `CheckUsage(leaked, incident)`) |
 //! | `Staging` | `Regenerate(standby, stage)` |
 //! | `VerifyingKey` | `VerifyKey(standby)`; with `revoke_first` after the revoke `VerifyKey(active, fresh value)`, or a backoff wait |
-//! | `Revoking` | `Regenerate(leaked, revoke)`, or the backoff `WaitUntil` before a retry |
+//! | `Revoking` | `Regenerate(leaked, revoke)`, or the backoff `WaitUntil` before a retry (with `revoke_first` before the route is decided: see "Revoke first") |
 //! | `Binding` | one `Bind(consumer, target)` per consumer of the round (where the round only goes forward: or a backoff wait) |
 //! | `VerifyingConsumers` | one `VerifyConsumer(consumer, target)` per consumer bound in the round |
 //! | `Committing` | `Commit` |
@@ -34,7 +34,8 @@
 //! | `Leaked { key }`, `key` is the standby | `LeakedStandby` |
 //! | `Leaked { key }`, `key` is active, no consumer takes the newest key on resync | `LeakedActive` |
 //! | `Leaked { key }`, `key` is active, a consumer takes the newest key on resync (an ML workspace) | `LeakedActive { stage_standby }` |
-//! | `Leaked { key, revoke_first }`, `key` is active | `LeakedActive { revoke_first }` |
+//! | `Leaked { key, revoke_first }`, `key` is active (decided after the revoke, see "Revoke first") | `LeakedActive { revoke_first }` |
+//! | `Leaked { key, revoke_first }`, `key` is the standby (decided after the revoke) | `LeakedStandby` |
 //! | `LeakedBoth` (`--leaked both` or `unknown`) | `LeakedBoth` |
 //! | `Retire { key, expect, since, force }` (`rotate resume` of a swap parked at the usage gate) | `Retire` |
 //! | `Adopt { key }` (`rotate now --adopt [KEY]`, the daemon's drift repair) | `Adopt` |
@@ -62,11 +63,13 @@
 //!   VerifyingKey → swap (the workspace's resync last) → Committing → Retiring (no
 //!   grace) → Cleanup (the leaked fingerprint) → Completed. A workspace resync takes
 //!   the account's newest key, which the existing standby may not be; a staged one is.
-//! - `LeakedActive { revoke_first }`: VerifyingKey (the standby, so the only working
-//!   key is never killed when the other does not work) → Revoking → VerifyingKey (the
-//!   revoked key's fresh value) → Binding (to that value: the same key name as
-//!   before) → VerifyingConsumers → Committing → Cleanup (the leaked, pre-revoke
-//!   fingerprint) → Completed. The standby is left as it was: after the revoke the
+//! - `LeakedActive { revoke_first }`: (see "Revoke first": the keys read, Revoking,
+//!   the consumers read) → VerifyingKey (the revoked key's fresh value) → Binding (to
+//!   that value: the same key name as before) → VerifyingConsumers → Committing →
+//!   Cleanup (the leaked, pre-revoke fingerprint) → Completed. A rotation journaled
+//!   before the revoke came first (`Options::revoke_before_reads` unset) read every
+//!   consumer and checked the standby on the data plane (VerifyingKey) before the
+//!   revoke, and replays so. The standby is left as it was: after the revoke the
 //!   fresh value is the newest key, the one a workspace resync takes. After the revoke
 //!   nothing can roll back: a rejected fresh value, failed binds and verifications are
 //!   retried (backoff, up to `retire_attempts` rounds), then the rotation parks. So
@@ -90,7 +93,16 @@
 //! |---|---|---|---|
 //! | T1 | Prechecking | `Observed`, precheck refuses | `Finish(Refused)` |
 //! | T2 | Prechecking | `Observed`, route stages (`Scheduled`, `LeakedBoth`, `LeakedActive { stage_standby }`) | `Regenerate(standby, stage)` → Staging |
-//! | T3 | Prechecking | `Observed`, route `LeakedActive` without `stage_standby` | `VerifyKey(standby)` → VerifyingKey |
+//! | T3 | Prechecking | `Observed`, route `LeakedActive` without `stage_standby` (and `revoke_first` journaled before the revoke came first) | `VerifyKey(standby)` → VerifyingKey |
+//! | R1 | Prechecking (`revoke_first`) | `Observed` (keys only), the revoke impossible or wrong (a missing permission on the account, identical keys) | `Finish(Refused)` |
+//! | R2 | Prechecking (`revoke_first`) | `Observed` (keys only), otherwise | `Regenerate(leaked, revoke)` → Revoking (undecided; T12-T14 retry it) |
+//! | R3 | Revoking (undecided) | `Regenerated` | `ObserveAfterRevoke(leaked, its leaked value)`, with a usage gate and `CheckUsage(leaked value, incident)` beside it → Prechecking (undecided) |
+//! | R4 | Prechecking (undecided) | `UsageChecked`/`UsageUnknown` | a warning naming who breaks (as G9), wait for the read |
+//! | R5 | Prechecking (undecided) | both answered, the consumers held the leaked value | the route `LeakedActive { revoke_first }`: `VerifyKey(leaked key, fresh value)` → VerifyingKey (T11 on) |
+//! | R6 | Prechecking (undecided) | both answered, the consumers held the other key | the route `LeakedStandby`: Cleanup (T26) |
+//! | R7 | Prechecking (undecided) | both answered, what the precheck would refuse (split, neither, unusable, a missing permission, no key known) | `Finish(NeedsAttention: NotMovedAfterRevoke)` with the reasons and `--adopt` |
+//! | R8 | Revoking, Prechecking (undecided) | `Reobserved`, the leaked key changed other than by the revoke in flight (or again after it) | `Finish(NeedsAttention: Drift)`; the other key changed: note it, go on |
+//! | R9 | Prechecking (undecided) | `Observed` after the revoke whose leaked key is not the revoke's value | `Finish(NeedsAttention: Drift)` |
 //! | T4 | Prechecking | `Observed`, route `LeakedStandby` | `Regenerate(leaked, revoke)` → Revoking |
 //! | T5 | Staging | `Regenerated` | `VerifyKey(standby, new fp)` → VerifyingKey |
 //! | T6 | Staging | `RegenerateFailed` | roll back (nothing to undo) |
@@ -152,11 +164,27 @@
 //! | G6 | Gating | the same, `at + recheck` past the deadline | `Finish(NeedsAttention: UsageGateHeld)` with the callers; both keys still work |
 //! | G7 | Gating | `UsageUnknown` | as G5/G6: unreadable logs never count as quiet |
 //! | G8 | Committing (`LeakedBoth`, `LeakedActive` without `revoke_first`), a usage gate | `Committed` | `CheckUsage(active, incident, since at − lookback)` → Reporting; any answer: a warning naming who breaks, then `Regenerate(active, retire)` (T24 on) |
-//! | G9 | Prechecking (`LeakedStandby`), VerifyingKey before the revoke (`revoke_first`), a usage gate | `Observed` / `KeyVerified` | `CheckUsage(leaked, incident)` → Reporting; any answer: the warning, then `Regenerate(leaked, revoke)` (T4/T8 on) |
+//! | G9 | Prechecking (`LeakedStandby`), VerifyingKey before the revoke (`revoke_first` journaled before the revoke came first), a usage gate | `Observed` / `KeyVerified` | `CheckUsage(leaked, incident)` → Reporting; any answer: the warning, then `Regenerate(leaked, revoke)` (T4/T8 on). A `revoke_first` asks after its revoke instead (R3) |
 //! | G10 | Prechecking (`Mode::Retire`) | `Observed`: every consumer holds the key the parked swap moved them to, the key to retire is the value it left | `Commit` (its proof from the observation) → Committing; `Committed`: forced → `Regenerate(active, retire)`, else `CheckUsage(active, retire, since the parked swap)` → Gating (deadline: now + deadline) |
 //! | G11 | Prechecking (`Mode::Retire`) | `Observed`, a consumer elsewhere or the key changed | `Finish(Refused: NotAllOn / RetireKeyChanged)` |
 //! | G12 | Prechecking | `Observed` with unlisted consumers | a warning each; with `refuse_unlisted` in a `Scheduled` rotation, `Finish(Refused: UnlistedConsumers)` over those whose value was read (probable ones only warn); incidents only warn |
 //! | G13 | Prechecking | `Observed` whose unlisted-consumer check could not make some reads (`unlisted_unchecked`: put off by the daemon's budget, refused or failed) | a warning naming them and `doctor --strict`; with `refuse_unlisted` in a `Scheduled` rotation, `Finish(Refused: UnlistedCheckIncomplete)` before any effect; incidents only warn |
+//!
+//! # Revoke first
+//!
+//! `--leaked KEY --revoke-first` asks for the leaked value dead before anything else,
+//! accepting that consumers on it break until they are moved. So the first read is
+//! of the keys alone (`ObserveKeys`: the account's permissions, the account,
+//! `listKeys`, one round trip), the revoke follows it (R1, R2), and only then are the
+//! consumers read (`ObserveAfterRevoke`, against the keys as they were before the
+//! revoke) and the route decided (R5-R7): consumers on the leaked value move to its
+//! fresh value, which is itself verified on the data plane before any of them is
+//! bound (a check of the standby before the revoke would add no safety: nobody moves
+//! to it); with the leaked key the standby, nobody moves. What would have refused
+//! before any effect parks after the revoke with `--adopt` as the way out: it cannot
+//! refuse any more. An incident's usage report asks about the leaked value after it
+//! died, beside the consumer read, so it never delays the revoke. See the
+//! `revoke_first` module.
 //!
 //! # The usage gate
 //!
@@ -257,6 +285,7 @@ mod gate;
 mod outcome;
 mod precheck;
 mod proof;
+mod revoke_first;
 mod rollback;
 mod types;
 mod view;
@@ -413,6 +442,10 @@ impl Decided {
 enum State {
     /// `Observe` is in flight; nothing is decided yet.
     Prechecking,
+    /// `revoke_first`: the keys-only precheck passed and the leaked key is being
+    /// revoked, or the consumers are being read after it; the route is not decided
+    /// until they are (see `revoke_first`).
+    Revoking(Box<revoke_first::Early>),
     /// The precheck passed: what it decided, and the stage reached since.
     Decided { decided: Box<Decided>, stage: Stage },
     /// Finished before anything was decided (refused).
@@ -627,7 +660,12 @@ impl Machine {
             warnings: Vec::new(),
             timeline: Vec::with_capacity(32),
         };
-        machine.issue(None, Action::Observe, None, &mut Vec::new());
+        let first = if machine.revokes_before_reads() {
+            Action::ObserveKeys
+        } else {
+            Action::Observe
+        };
+        machine.issue(None, first, None, &mut Vec::new());
         machine
     }
 
@@ -737,7 +775,10 @@ impl Machine {
                 let state = std::mem::replace(&mut self.state, State::Ended);
                 self.state = match (state, result) {
                     (State::Prechecking, StepResult::Observed(obs)) => {
-                        self.precheck(*at, obs, &mut out)
+                        self.first_observed(i, *at, obs, &mut out)
+                    }
+                    (State::Revoking(early), _) => {
+                        self.early_answer(*early, i, *at, result, &mut out)
                     }
                     (State::Decided { mut decided, stage }, _) => {
                         let kind = self.record(&mut decided, i, *at, result);
@@ -791,7 +832,7 @@ impl Machine {
                 decided,
                 stage: Stage::Finished,
             },
-            _ => State::Ended,
+            State::Prechecking | State::Revoking(_) | State::Ended => State::Ended,
         };
     }
 

@@ -98,6 +98,17 @@ fn unreadable_key(ctx: &Ctx<'_>, key: KeyName) -> KeyState {
 
 /// Observes the plan's account and consumers.
 pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
+    observe_against(ctx, None).await
+}
+
+/// Observes the plan's account and consumers; with `revoked` (a key and the leaked
+/// value a `revoke_first` revoke just replaced), what each consumer holds is said
+/// against the keys as they were before that revoke (`Action::ObserveAfterRevoke`):
+/// a consumer still on the leaked value holds that key.
+pub(super) async fn observe_against(
+    ctx: &Ctx<'_>,
+    revoked: Option<(KeyName, Fingerprint)>,
+) -> Result<Observation, EngineError> {
     let plan = ctx.plan;
     let azure = &ctx.inner.azure;
     let account_scope = plan.storage_account.to_string();
@@ -201,12 +212,11 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
     };
 
     let consumers = consumers?;
-    let holdings = join_all(
-        consumers
-            .iter()
-            .map(|c| holding(ctx, c, [key1.fingerprint, key2.fingerprint], &lacking)),
-    )
-    .await;
+    let mut against = [key1.fingerprint, key2.fingerprint];
+    if let Some((key, leaked)) = revoked {
+        against[usize::from(key == KeyName::Key2)] = leaked;
+    }
+    let holdings = join_all(consumers.iter().map(|c| holding(ctx, c, against, &lacking))).await;
     let mut observed = Vec::with_capacity(consumers.len());
     for (consumer, answer) in consumers.into_iter().zip(holdings) {
         let (holding, denial) = answer?;
@@ -214,10 +224,7 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
         match &holding {
             Holding::Key(k) => ctx.observed_holding(
                 &consumer.id,
-                Some(match k {
-                    KeyName::Key1 => key1.fingerprint,
-                    KeyName::Key2 => key2.fingerprint,
-                }),
+                Some(against[usize::from(*k == KeyName::Key2)]),
             ),
             // Unknown: a read the bind's own check could not make either (a value
             // that cannot be read back), so that check would write anyway.
@@ -234,6 +241,101 @@ pub(super) async fn observe(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
         shared_key_access: account.as_ref().is_none_or(|a| a.shared_key_allowed()),
         missing_permissions: missing,
         consumers: observed,
+        unlisted: Vec::new(),
+        unlisted_unchecked: Vec::new(),
+    })
+}
+
+/// What a revoke needs and nothing more (`Action::ObserveKeys`, `revoke_first`): the
+/// permissions on the storage account, the account and both keys, in one wave after
+/// ARM's token (the consumers' services' tokens are requested in that wave, so the
+/// reads after the revoke do not wait for them). No consumer is read.
+pub(super) async fn observe_keys(ctx: &Ctx<'_>) -> Result<Observation, EngineError> {
+    let plan = ctx.plan;
+    let azure = &ctx.inner.azure;
+    let scope = plan.storage_account.to_string();
+    let audiences: Vec<String> = consumer::tokens(plan, azure.cloud())
+        .into_iter()
+        .filter_map(|(_, audience)| audience.ok())
+        .collect();
+    // ARM's token only: the consumers' tokens are fetched in the same wave as the
+    // reads, for the observation after the revoke, and never delay the revoke.
+    azure.acquire_tokens(&[]).await?;
+    let needed = account_actions();
+    let (answer, account, keys, _) = tokio::join!(
+        azure.missing_permissions(&scope, &needed),
+        ctx.account(),
+        ctx.keys(),
+        azure.acquire_tokens(&audiences),
+    );
+    let mut missing: Vec<MissingPermission> = Vec::new();
+    let mut lacking = HashSet::new();
+    for m in answer? {
+        lacking.insert((
+            scope.to_ascii_lowercase(),
+            m.action.name().to_ascii_lowercase(),
+        ));
+        missing.push(MissingPermission {
+            action: m.action.name().to_owned(),
+            scope: scope.clone(),
+            role_hint: m.role.map(|r| r.name.to_owned()),
+        });
+    }
+    let lacking = Lacking(lacking);
+    let account = if lacking.has(&scope, &actions::STORAGE_READ) {
+        None
+    } else {
+        match account {
+            Ok(account) => Some(account.clone()),
+            Err(e) => match denied(&e, &actions::STORAGE_READ, &scope) {
+                Some(m) => {
+                    missing.push(m);
+                    None
+                }
+                None => return Err(e.into()),
+            },
+        }
+    };
+    let created = |key| account.as_ref().and_then(|a| a.key_created(key));
+    let unreadable = || {
+        (
+            unreadable_key(ctx, KeyName::Key1),
+            unreadable_key(ctx, KeyName::Key2),
+        )
+    };
+    let (key1, key2) = if lacking.has(&scope, &actions::STORAGE_LIST_KEYS) {
+        unreadable()
+    } else {
+        match keys {
+            Ok(keys) => {
+                let states = (
+                    KeyState {
+                        fingerprint: ctx.fingerprint_of(&keys, KeyName::Key1),
+                        created: created(KeyName::Key1),
+                    },
+                    KeyState {
+                        fingerprint: ctx.fingerprint_of(&keys, KeyName::Key2),
+                        created: created(KeyName::Key2),
+                    },
+                );
+                ctx.carry_keys(keys).await;
+                states
+            }
+            Err(e) => match denied(&e, &actions::STORAGE_LIST_KEYS, &scope) {
+                Some(m) => {
+                    missing.push(m);
+                    unreadable()
+                }
+                None => return Err(e.into()),
+            },
+        }
+    };
+    Ok(Observation {
+        key1,
+        key2,
+        shared_key_access: account.as_ref().is_none_or(|a| a.shared_key_allowed()),
+        missing_permissions: missing,
+        consumers: Vec::new(),
         unlisted: Vec::new(),
         unlisted_unchecked: Vec::new(),
     })

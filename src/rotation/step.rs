@@ -129,6 +129,11 @@ pub(crate) struct Ctx<'a> {
     /// Data Factory linked services as this run last read them, so a bind writes from
     /// the read (the etag guards the PUT); taken once.
     linked_services: std::sync::Mutex<HashMap<ConsumerId, LinkedService>>,
+    /// The keys as they were before a revoke, when the plan has a usage gate: a
+    /// revoke first asks the logs who signed with the leaked value after it died, and
+    /// Azure no longer has it. Taken by that one query (or dropped with the run); a
+    /// restarted run does not have it, and its query answers usage unknown.
+    revoked: std::sync::Mutex<Option<(KeyName, Arc<AccountKeys>)>>,
 }
 
 /// Keys in [`Ctx`]'s cache, and over how many more batch boundaries they survive.
@@ -148,6 +153,7 @@ impl<'a> Ctx<'a> {
             datastores: std::sync::Mutex::default(),
             observed: std::sync::Mutex::default(),
             linked_services: std::sync::Mutex::default(),
+            revoked: std::sync::Mutex::default(),
         }
     }
 
@@ -270,6 +276,31 @@ impl<'a> Ctx<'a> {
                 _ => *cached = None,
             }
         }
+    }
+
+    /// Before revoking `key` (whose value is `fingerprint`), with a usage gate: keeps
+    /// the keys this run already holds (never read for it) for the incident's usage
+    /// query after the revoke (see `revoked` above).
+    pub(super) async fn keep_revoked(&self, key: KeyName, fingerprint: Fingerprint) {
+        if self.plan.usage_gate.is_none() {
+            return;
+        }
+        let carried = self.keys.lock().await.as_ref().map(|c| c.keys.clone());
+        if let Some(keys) = carried.filter(|k| self.fingerprint_of(k, key) == fingerprint)
+            && let Ok(mut kept) = self.revoked.lock()
+        {
+            *kept = Some((key, keys));
+        }
+    }
+
+    /// The revoked value of `key` with `fingerprint`, once (see `revoked` above).
+    pub(crate) fn take_revoked(
+        &self,
+        key: KeyName,
+        fingerprint: Fingerprint,
+    ) -> Option<Arc<AccountKeys>> {
+        let (k, keys) = self.revoked.lock().ok()?.take()?;
+        (k == key && self.fingerprint_of(&keys, key) == fingerprint).then_some(keys)
     }
 
     /// Remembers what the observation saw `consumer` hold (see `observed` above).

@@ -127,7 +127,7 @@ fn route_text(d: &DryRun) -> String {
         Route::LeakedActive {
             revoke_first: true, ..
         } => format!(
-            "incident, revoke first: {active} (leaked, in use) is revoked before consumers move, so they are down until re-bound to its new value"
+            "incident, revoke first: {active} (leaked, in use) is revoked right after the keys are read, before any consumer is read, so consumers are down until re-bound to its new value"
         ),
         Route::LeakedActive { .. } => format!(
             "incident: consumers move off the leaked {active} to {standby}, then {active} is revoked at once"

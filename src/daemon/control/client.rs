@@ -160,7 +160,7 @@ mod tests {
         assert!(matches!(err, ClientError::Version { daemon: 1 }), "{err:?}");
         let text = err.to_string();
         assert!(
-            text.contains("version 1") && text.contains("version 6"),
+            text.contains("version 1") && text.contains("version 7"),
             "{text}"
         );
         assert_eq!(CommandError::from(err).exit, Exit::Usage);
@@ -169,9 +169,9 @@ mod tests {
     #[tokio::test]
     async fn progress_reaches_the_caller_in_order_before_the_answer() {
         let (_dir, path) = daemon_saying(concat!(
-            "{\"v\":6,\"progress\":{\"event\":\"resuming\",\"rotation_id\":\"r1\",\"plan\":\"demo\",\"in_doubt\":1}}\n",
-            "{\"v\":6,\"progress\":{\"event\":\"waiting\",\"rotation_id\":\"r1\",\"until\":\"2026-03-01T00:00:00Z\",\"why\":\"grace\"}}\n",
-            "{\"v\":6,\"error\":{\"code\":\"busy\",\"message\":\"plan `demo` is busy\",\"exit\":6}}\n",
+            "{\"v\":7,\"progress\":{\"event\":\"resuming\",\"rotation_id\":\"r1\",\"plan\":\"demo\",\"in_doubt\":1}}\n",
+            "{\"v\":7,\"progress\":{\"event\":\"waiting\",\"rotation_id\":\"r1\",\"until\":\"2026-03-01T00:00:00Z\",\"why\":\"grace\"}}\n",
+            "{\"v\":7,\"error\":{\"code\":\"busy\",\"message\":\"plan `demo` is busy\",\"exit\":6}}\n",
         ))
         .await;
         let stream = connect(&path).await.unwrap().expect("listening");

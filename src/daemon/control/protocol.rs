@@ -1,10 +1,10 @@
 //! The control socket's wire format, version [`VERSION`]: one JSON object per line.
 //!
 //! The client sends one request line: the version and a [`Request`], the very value
-//! the command line became (`{"v":6,"request":"status","plan":null}`). It reads lines
-//! until a final one: zero or more `{"v":6,"progress":{...}}` (the rotation's
-//! [`ProgressEvent`]s, while it runs), then `{"v":6,"ok":{"daemon":{...},"answer":
-//! {...}}}` (an [`Answer`] with the daemon's [`DaemonInfo`]) or `{"v":6,"error":
+//! the command line became (`{"v":7,"request":"status","plan":null}`). It reads lines
+//! until a final one: zero or more `{"v":7,"progress":{...}}` (the rotation's
+//! [`ProgressEvent`]s, while it runs), then `{"v":7,"ok":{"daemon":{...},"answer":
+//! {...}}}` (an [`Answer`] with the daemon's [`DaemonInfo`]) or `{"v":7,"error":
 //! {"code":...,"message":...,"exit":N}}` (a [`CommandError`]). Requests, answers,
 //! progress events and errors are the typed values the standalone command uses, so
 //! one renderer prints both. A refused peer gets the error line without the server
@@ -20,7 +20,9 @@
 //! 5 adds the usage gate and unlisted consumers (`resume`'s `force_retire`, the
 //! `retire` mode, `check_usage` steps, their outcomes, notes and refusals, the
 //! `unlisted_consumers` refusal); 6 adds the `unlisted_check_incomplete` warning and
-//! refusal (reports of an unlisted-consumer check that could not read everything).
+//! refusal (reports of an unlisted-consumer check that could not read everything);
+//! 7 adds a revoke first that revokes on the keys alone (the `observe_keys` and
+//! `observe_after_revoke` steps, the `not_moved_after_revoke` park).
 //! Within 6, the `resuming` event gained an optional `mode` (`#[serde(default)]`: a
 //! peer without it ignores it, one with it reads its absence as unknown), so an
 //! added optional field does not bump the version.
@@ -40,7 +42,7 @@ pub use crate::commands::request::Request;
 use crate::rotation::ProgressEvent;
 
 /// The protocol version this build speaks. A server answers only its own version.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 
 /// Longest request line the server reads.
 pub(crate) const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -204,11 +206,11 @@ mod tests {
             let back: Envelope = serde_json::from_str(&text).unwrap();
             assert_eq!(back.request, request, "{text}");
         }
-        let text = r#"{"v":6,"request":"status","plan":null}"#;
+        let text = r#"{"v":7,"request":"status","plan":null}"#;
         assert!(serde_json::from_str::<Envelope>(text).is_ok());
         for bad in [
-            r#"{"v":6,"request":"delete_everything"}"#,
-            r#"{"v":6,"request":"status","plan":null,"extra":1}"#,
+            r#"{"v":7,"request":"delete_everything"}"#,
+            r#"{"v":7,"request":"status","plan":null,"extra":1}"#,
             r#"{"request":"status","plan":null}"#,
         ] {
             assert!(serde_json::from_str::<Envelope>(bad).is_err(), "{bad}");
@@ -229,7 +231,7 @@ mod tests {
         };
         let text = ServerLine::ok(done.clone()).text();
         assert!(
-            text.ends_with('\n') && text.starts_with("{\"v\":6,\"ok\":"),
+            text.ends_with('\n') && text.starts_with("{\"v\":7,\"ok\":"),
             "{text}"
         );
         let parsed: ServerLine = serde_json::from_str(&text).unwrap();
@@ -240,7 +242,7 @@ mod tests {
         let text = ServerLine::error(error.clone()).text();
         assert_eq!(
             text,
-            "{\"v\":6,\"error\":{\"code\":\"busy\",\"message\":\"busy\",\"exit\":6}}\n"
+            "{\"v\":7,\"error\":{\"code\":\"busy\",\"message\":\"busy\",\"exit\":6}}\n"
         );
         let parsed: ServerLine = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed.error, Some(error));

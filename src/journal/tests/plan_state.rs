@@ -85,7 +85,7 @@ fn a_version_1_journal_is_migrated_and_its_rotations_stay_readable() {
         )
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION.to_string());
-    assert_eq!(SCHEMA_VERSION, 6);
+    assert_eq!(SCHEMA_VERSION, 7);
     let unfinished = journal.unfinished().unwrap();
     assert_eq!(unfinished.len(), 1);
     assert_eq!(unfinished[0].id, "r1");

@@ -209,7 +209,7 @@ fn what_a_write_only_consumer_was_last_bound_to_is_found_by_its_typed_id() {
 }
 
 #[test]
-fn a_version_4_journal_opens_at_version_6_and_its_rows_replay_as_they_ran() {
+fn a_version_4_journal_opens_at_version_7_and_its_rows_replay_as_they_ran() {
     let f = loaded();
     // What a keyflip of schema 4 left: its rows, and the version it wrote.
     f.journal
@@ -234,7 +234,7 @@ fn a_version_4_journal_opens_at_version_6_and_its_rows_replay_as_they_ran() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(version, "6");
+    assert_eq!(version, "7");
     let f = Fixture {
         _dir,
         path,
@@ -246,6 +246,9 @@ fn a_version_4_journal_opens_at_version_6_and_its_rows_replay_as_they_ran() {
         // Rows from before the usage gate ran without one, and replay so.
         assert_eq!(record.options.usage_gate, None, "{}", record.id);
         assert!(!record.options.refuse_unlisted, "{}", record.id);
+        // Rows from before a revoke first revoked on the keys alone replay in the
+        // order they ran (every consumer read, the standby probed, then the revoke).
+        assert!(!record.options.revoke_before_reads, "{}", record.id);
         let machine = replayed(&f, record);
         let (Some(stored), Some(replayed)) = (&record.outcome, machine.outcome()) else {
             panic!("{}: {:?}", record.id, record.outcome)

@@ -372,12 +372,8 @@ impl Machine {
         }
     }
 
-    pub(super) fn precheck(
-        &mut self,
-        at: DateTime<Utc>,
-        obs: &Observation,
-        out: &mut Vec<Command>,
-    ) -> State {
+    /// The consumers the machine tracks, as `obs` found them.
+    pub(super) fn track(&mut self, obs: &Observation) {
         self.consumers = obs
             .consumers
             .iter()
@@ -389,6 +385,15 @@ impl Machine {
                 disabled: Vec::new(),
             })
             .collect();
+    }
+
+    pub(super) fn precheck(
+        &mut self,
+        at: DateTime<Utc>,
+        obs: &Observation,
+        out: &mut Vec<Command>,
+    ) -> State {
+        self.track(obs);
         let decision = match precheck::precheck(self.mode, obs, self.options.refuse_unlisted) {
             Ok(decision) => decision,
             Err(reasons) => {

@@ -114,6 +114,9 @@ impl Machine {
                     (State::Decided { decided, stage }, false)
                 }
             }
+            // A revoke first, before its route is decided: the revoke is issued and
+            // nothing rolls back; it goes on to the end, then the follow-up.
+            State::Revoking(early) => (State::Revoking(early), false),
             State::Ended => (State::Ended, true),
         };
         self.note(
@@ -172,6 +175,9 @@ impl Machine {
                                 .to_owned(),
                         ),
                     },
+                    State::Revoking(_) => {
+                        refuse("it is an incident, with no grace period".to_owned())
+                    }
                     State::Ended => refuse("it has finished".to_owned()),
                 }
             }

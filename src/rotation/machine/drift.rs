@@ -48,6 +48,10 @@ impl Machine {
         obs: &Observation,
         out: &mut Vec<Command>,
     ) -> State {
+        let state = match state {
+            State::Revoking(early) => return self.early_reobserved(*early, at, obs, out),
+            other => other,
+        };
         let State::Decided { mut decided, stage } = state else {
             // Observe is still outstanding: there is nothing recorded to compare with.
             self.note(at, Note::Reobserved { drifts: vec![] });

@@ -331,6 +331,24 @@ impl Machine {
             Some(k) => k,
             None => d.active,
         };
+        if !self.incident_callers(key, result, at) {
+            return self.impossible(
+                at,
+                format!("`{}` answered while asking who breaks", result.name()),
+                out,
+            );
+        }
+        self.go_on(d, then, at, out)
+    }
+
+    /// An incident's usage answer about the leaked `key`, as a warning naming who
+    /// breaks (or that the logs could not say); `false` for an answer that is not one.
+    pub(super) fn incident_callers(
+        &mut self,
+        key: KeyName,
+        result: &StepResult,
+        at: DateTime<Utc>,
+    ) -> bool {
         match result {
             StepResult::UsageChecked { callers, .. } if callers.is_empty() => {}
             StepResult::UsageChecked { callers, .. } => self.warn(
@@ -353,15 +371,9 @@ impl Machine {
                     ),
                 ),
             ),
-            other => {
-                return self.impossible(
-                    at,
-                    format!("`{}` answered while asking who breaks", other.name()),
-                    out,
-                );
-            }
+            _ => return false,
         }
-        self.go_on(d, then, at, out)
+        true
     }
 
     fn go_on(

@@ -412,6 +412,15 @@ pub enum Attention {
         attempts: u32,
         last_reason: Failure,
     },
+    /// With `revoke_first`: the leaked `key` was revoked before any consumer was read,
+    /// as asked, and the consumers read after the revoke cannot be moved to its fresh
+    /// value for `reasons` (what would have refused the rotation before any effect:
+    /// consumers split across keys or on neither, unusable as listed, a missing
+    /// permission). Consumers that held the leaked value are down.
+    NotMovedAfterRevoke {
+        key: KeyName,
+        reasons: Vec<RefusalReason>,
+    },
     /// Every other consumer was verified on `key`, but these consumers, whose key Azure
     /// picks when they resync (ML workspaces), were not after `attempts` rounds. A
     /// resync cannot be steered back, so nothing rolled back; nothing was retired. In
@@ -513,9 +522,22 @@ impl fmt::Display for Attention {
                 last_reason,
             } => write!(
                 f,
-                "{key} was regenerated to revoke the leaked value, but its new value {fingerprint} was rejected on the data plane {attempts} times (last: {last_reason}), so no consumer was moved and they are down; check the account's network rules and shared-key access, then move every consumer to a key that works: to {key} once the data plane accepts it, with {ADOPT}, or to {other}, which was verified before the revoke, with `keyflip rotate now PLAN --adopt {other}` (not with an ML workspace, whose resync takes the newest key, {key})",
+                "{key} was regenerated to revoke the leaked value, but its new value {fingerprint} was rejected on the data plane {attempts} times (last: {last_reason}), so no consumer was moved and they are down; check the account's network rules and shared-key access, then move every consumer to a key that works: to {key} once the data plane accepts it, with {ADOPT}, or to {other}, which this rotation did not touch, with `keyflip rotate now PLAN --adopt {other}` (it is verified on the data plane before anyone moves; not with an ML workspace, whose resync takes the newest key, {key})",
                 other = key.other()
             ),
+            Attention::NotMovedAfterRevoke { key, reasons } => {
+                write!(
+                    f,
+                    "the leaked {key} was revoked first, as asked, but the consumers read after the revoke cannot be moved to its new value: "
+                )?;
+                for (i, r) in reasons.iter().enumerate() {
+                    write!(f, "{}{r}", if i == 0 { "" } else { "; " })?;
+                }
+                write!(
+                    f,
+                    ". Consumers that held the leaked value are down; nothing else was changed. Fix that, then {ADOPT} moves every consumer to a key that works now"
+                )
+            }
             Attention::ResyncFailed {
                 key,
                 consumers,

@@ -314,6 +314,66 @@ pub fn precheck(
     })
 }
 
+/// `revoke_first` (with `Options::revoke_before_reads`), before the revoke, from the
+/// keys alone: refuse only what makes the revoke itself impossible or wrong. A
+/// permission the account's actions need (read, `listKeys`, `regenerateKey`) is
+/// missing, or both keys have one fingerprint (the leaked value could not be told
+/// apart, nor consumers on it afterwards). What the consumers hold is read after the
+/// revoke ([`after_revoke`]); shared-key access turned off only warns, since the
+/// leaked value dies whatever it is.
+pub fn before_revoke(
+    leaked: KeyName,
+    obs: &Observation,
+) -> Result<Vec<Warning>, Vec<RefusalReason>> {
+    let mut reasons = Vec::new();
+    // A full observation (an incident that took over a rotation still observing)
+    // names the consumers' permissions too; those are the business of after the revoke.
+    let missing: Vec<_> = obs
+        .missing_permissions
+        .iter()
+        .filter(|m| {
+            m.action
+                .to_ascii_lowercase()
+                .starts_with("microsoft.storage/storageaccounts/")
+        })
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        reasons.push(RefusalReason::MissingPermissions { missing });
+    }
+    if obs.key1.fingerprint == obs.key2.fingerprint {
+        reasons.push(RefusalReason::KeysIdentical);
+    }
+    let mut warnings = Vec::new();
+    if !obs.shared_key_access {
+        warnings.push(Warning::new(
+            WarningKind::SharedKeyAccessDisabled,
+            format!(
+                "shared-key access is disabled on the account; the leaked {leaked} is revoked anyway"
+            ),
+        ));
+    }
+    refuse_or(reasons, || warnings)
+}
+
+/// `revoke_first`, after the revoke: the route from what the consumers held, read
+/// against the keys as they were before it (`obs`: the leaked key with its leaked
+/// value). The rules are the precheck's for `--leaked KEY --revoke-first`: consumers
+/// on the leaked value move to its fresh one (`LeakedActive { revoke_first }`), none
+/// moves when they were on the other key (`LeakedStandby`). What would have refused
+/// before any effect is returned as reasons, which the machine parks on: the revoke
+/// is done.
+pub fn after_revoke(leaked: KeyName, obs: &Observation) -> Result<Decision, Vec<RefusalReason>> {
+    precheck(
+        Mode::Leaked {
+            key: leaked,
+            revoke_first: true,
+        },
+        obs,
+        false,
+    )
+}
+
 /// `Mode::Retire`: every consumer on the key the parked swap moved them to, and the
 /// key to retire still the value that swap left.
 fn retire(
@@ -454,10 +514,10 @@ fn adopt(asked: Option<KeyName>, obs: &Observation) -> Result<Decision, Vec<Refu
     })
 }
 
-fn refuse_or(
+fn refuse_or<T>(
     reasons: Vec<RefusalReason>,
-    decision: impl FnOnce() -> Decision,
-) -> Result<Decision, Vec<RefusalReason>> {
+    decision: impl FnOnce() -> T,
+) -> Result<T, Vec<RefusalReason>> {
     if reasons.is_empty() {
         Ok(decision())
     } else {

@@ -9,6 +9,7 @@ mod incident;
 mod leaked_active;
 mod restart;
 mod resync;
+mod revoke_first;
 mod rollback;
 mod swap;
 
@@ -116,6 +117,15 @@ pub(super) fn with_workspace() -> Observation {
     obs
 }
 
+/// A revoke first journaled before the revoke came first (no
+/// `revoke_before_reads`): everything read, the standby probed, then the revoke.
+pub(super) fn legacy() -> Options {
+    Options {
+        revoke_before_reads: false,
+        ..Options::default()
+    }
+}
+
 pub(super) fn opts(grace_secs: i64) -> Options {
     Options {
         grace: TimeDelta::seconds(grace_secs),
@@ -220,6 +230,24 @@ impl Run {
 pub(super) fn success(c: &Command) -> StepResult {
     match &c.action {
         Action::Observe => StepResult::Observed(on_key1()),
+        Action::ObserveKeys => StepResult::Observed(Observation {
+            consumers: vec![],
+            ..on_key1()
+        }),
+        // The usual world read after a revoke first of `key`: consumers on its leaked
+        // value, `key` with the value `success` gave its revoke.
+        Action::ObserveAfterRevoke { key, .. } => {
+            let mut obs = on_key1();
+            let state = KeyState {
+                fingerprint: fp(100 + 10 * (*key as u32) + Purpose::Revoke as u32),
+                created: Some(t(1000)),
+            };
+            match key {
+                KeyName::Key1 => obs.key1 = state,
+                KeyName::Key2 => obs.key2 = state,
+            }
+            StepResult::Observed(obs)
+        }
         Action::Regenerate { key, purpose, .. } => StepResult::Regenerated {
             fingerprint: fp(100 + 10 * (*key as u32) + *purpose as u32),
             created: Some(t(1000)),

@@ -402,6 +402,13 @@ pub struct Options {
     /// Unlisted consumers refuse the rotation (`unlisted = "refuse"`) rather than warn.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub refuse_unlisted: bool,
+    /// With `revoke_first`: the leaked key is revoked after a keys-only observation,
+    /// before any consumer is read, and the route is decided from the consumers read
+    /// after it (see the machine's module docs, "Revoke first"). A row without it was
+    /// journaled by a keyflip that read every consumer and probed the standby before
+    /// the revoke, and replays and resumes that way.
+    #[serde(default)]
+    pub revoke_before_reads: bool,
 }
 
 impl Default for Options {
@@ -413,6 +420,7 @@ impl Default for Options {
             resync: ResyncOrder::Last,
             usage_gate: None,
             refuse_unlisted: false,
+            revoke_before_reads: true,
         }
     }
 }
@@ -476,6 +484,18 @@ pub enum Action {
     /// Read both keys (fingerprints, `keyCreationTime`), what each consumer holds,
     /// shared-key access and permissions. Answered by [`StepResult::Observed`].
     Observe,
+    /// Read only what a revoke needs (`revoke_first`): the permissions on the storage
+    /// account, the account (shared-key access, `keyCreationTime`) and both keys, in
+    /// one round trip; no consumer. Answered by [`StepResult::Observed`] with no
+    /// consumers.
+    ObserveKeys,
+    /// After a `revoke_first` revoke: read everything [`Action::Observe`] reads, but say
+    /// what each consumer holds against the keys as they were before the revoke: a
+    /// consumer whose value is `leaked` (the value `key` had until this rotation
+    /// revoked it) is reported as holding `key`; one holding `key`'s fresh value as
+    /// holding neither. The answer's keys are as they are now. Answered by
+    /// [`StepResult::Observed`].
+    ObserveAfterRevoke { key: KeyName, leaked: Fingerprint },
     /// `regenerateKey`. `before` is the key as last known, so an outcome lost in a
     /// crash is reconciled from Azure (a different fingerprint or creation time means
     /// it happened), never re-sent blindly.
@@ -533,6 +553,8 @@ impl Action {
     pub fn name(&self) -> &'static str {
         match self {
             Action::Observe => "observe",
+            Action::ObserveKeys => "observe_keys",
+            Action::ObserveAfterRevoke { .. } => "observe_after_revoke",
             Action::Regenerate { .. } => "regenerate",
             Action::VerifyKey { .. } => "verify_key",
             Action::Bind { .. } => "bind",
@@ -560,6 +582,11 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::Observe => f.write_str("observe the account and its consumers"),
+            Action::ObserveKeys => f.write_str("read the account's keys"),
+            Action::ObserveAfterRevoke { key, leaked } => write!(
+                f,
+                "observe the consumers: which held the leaked {key} ({leaked})"
+            ),
             Action::Regenerate { key, purpose, .. } => write!(f, "regenerate {key} ({purpose})"),
             Action::VerifyKey {
                 key, fingerprint, ..
@@ -723,32 +750,28 @@ impl StepResult {
     pub fn answers(&self, action: &Action) -> bool {
         matches!(
             (action, self),
-            (Action::Observe, StepResult::Observed(_))
-                | (
-                    Action::Regenerate { .. },
-                    StepResult::Regenerated { .. } | StepResult::RegenerateFailed { .. }
-                )
-                | (
-                    Action::VerifyKey { .. },
-                    StepResult::KeyVerified | StepResult::KeyRejected { .. }
-                )
-                | (
-                    Action::Bind { .. },
-                    StepResult::Bound | StepResult::BindFailed { .. }
-                )
-                | (
-                    Action::VerifyConsumer { .. },
-                    StepResult::ConsumerVerified | StepResult::ConsumerMismatch { .. }
-                )
-                | (
-                    Action::DisableVersions { .. },
-                    StepResult::VersionsDisabled { .. } | StepResult::DisableFailed { .. }
-                )
-                | (
-                    Action::CheckUsage { .. },
-                    StepResult::UsageChecked { .. } | StepResult::UsageUnknown { .. }
-                )
-                | (Action::Commit, StepResult::Committed)
+            (
+                Action::Observe | Action::ObserveKeys | Action::ObserveAfterRevoke { .. },
+                StepResult::Observed(_)
+            ) | (
+                Action::Regenerate { .. },
+                StepResult::Regenerated { .. } | StepResult::RegenerateFailed { .. }
+            ) | (
+                Action::VerifyKey { .. },
+                StepResult::KeyVerified | StepResult::KeyRejected { .. }
+            ) | (
+                Action::Bind { .. },
+                StepResult::Bound | StepResult::BindFailed { .. }
+            ) | (
+                Action::VerifyConsumer { .. },
+                StepResult::ConsumerVerified | StepResult::ConsumerMismatch { .. }
+            ) | (
+                Action::DisableVersions { .. },
+                StepResult::VersionsDisabled { .. } | StepResult::DisableFailed { .. }
+            ) | (
+                Action::CheckUsage { .. },
+                StepResult::UsageChecked { .. } | StepResult::UsageUnknown { .. }
+            ) | (Action::Commit, StepResult::Committed)
                 | (Action::WaitUntil { .. }, StepResult::Waited)
         )
     }

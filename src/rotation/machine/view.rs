@@ -172,6 +172,13 @@ impl Machine {
     pub(crate) fn phase(&self) -> Phase {
         let stage = match &self.state {
             State::Prechecking => return Phase::Prechecking,
+            State::Revoking(early) => {
+                return match early.stage {
+                    super::revoke_first::EarlyStage::Revoking { .. } => Phase::Revoking,
+                    // Reading the consumers after the revoke, to decide the route.
+                    super::revoke_first::EarlyStage::Observing { .. } => Phase::Prechecking,
+                };
+            }
             State::Ended => return self.end_phase(),
             State::Decided { stage, .. } => stage,
         };
@@ -204,7 +211,7 @@ impl Machine {
     fn decided(&self) -> Option<&Decided> {
         match &self.state {
             State::Decided { decided, .. } => Some(decided),
-            State::Prechecking | State::Ended => None,
+            State::Prechecking | State::Revoking(_) | State::Ended => None,
         }
     }
 

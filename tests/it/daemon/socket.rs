@@ -102,7 +102,7 @@ async fn another_uid_is_refused_before_the_server_reads() {
     );
 
     // A client that asks for a rotation is refused the same way, and nothing runs.
-    let rotate = r#"{"v":6,"request":"rotate_now","plan":"manual","mode":{"mode":"scheduled"},"grace_ms":null,"dry_run":false}"#;
+    let rotate = r#"{"v":7,"request":"rotate_now","plan":"manual","mode":{"mode":"scheduled"},"grace_ms":null,"dry_run":false}"#;
     let answer = as_nobody(&socket, Some(rotate));
     assert!(answer.contains("\"permission_denied\""), "{answer}");
     let s = daemon.settle().await;

@@ -309,8 +309,9 @@ async fn revoke_first_kills_the_leaked_key_then_moves_every_consumer_to_its_fres
             c.consumer
         );
     }
-    // The standby was checked before the revoke, and the fresh value on the data
-    // plane before anyone was bound to it; every bind names that value.
+    // The keys alone were read before the revoke, the consumers after it, and the
+    // fresh value was checked on the data plane before anyone was bound to it; the
+    // standby was never probed (nobody moves to it); every bind names that value.
     let at = |what: fn(&Action) -> bool| {
         report
             .steps
@@ -318,15 +319,19 @@ async fn revoke_first_kills_the_leaked_key_then_moves_every_consumer_to_its_fres
             .position(|s| what(&s.command))
             .expect("such a step")
     };
-    let verify_standby = at(|a| {
-        matches!(
-            a,
+    assert!(
+        !report.steps.iter().any(|s| matches!(
+            s.command,
             Action::VerifyKey {
                 key: KeyName::Key2,
                 ..
-            }
-        )
-    });
+            } | Action::Observe
+        )),
+        "{:#?}",
+        report.steps
+    );
+    let keys_read = at(|a| matches!(a, Action::ObserveKeys));
+    let consumers_read = at(|a| matches!(a, Action::ObserveAfterRevoke { .. }));
     let revoke = at(|a| {
         matches!(
             a,
@@ -346,7 +351,12 @@ async fn revoke_first_kills_the_leaked_key_then_moves_every_consumer_to_its_fres
         )
     });
     let first_bind = at(|a| matches!(a, Action::Bind { .. }));
-    assert!(verify_standby < revoke && revoke < verify_fresh && verify_fresh < first_bind);
+    assert!(
+        keys_read < revoke
+            && revoke < consumers_read
+            && consumers_read < verify_fresh
+            && verify_fresh < first_bind
+    );
     for s in &report.steps {
         if let Action::Bind {
             key, fingerprint, ..
@@ -449,4 +459,142 @@ async fn a_workspace_ends_on_the_staged_standby_even_when_the_leaked_key_is_the_
         ConsumerStatus::Verified { key: KeyName::Key2 }
     );
     assert_consumers_valid(&state, "after");
+}
+
+/// Injected latency on every call the path up to the revoke may make, so concurrent
+/// calls answer together and sequential ones `LATENCY` apart.
+const LATENCY_MS: u64 = 200;
+
+/// `--revoke-first` kills the leaked key in three sequential round trips, counted from
+/// the twin's request log as the bench counts them (answers less than half the
+/// injected latency apart are one wave): the tokens; the account's permissions, the
+/// account and `listKeys` together; the revoke. No consumer is read before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_first_revokes_after_three_round_trips_and_reads_no_consumer_before() {
+    let h = Harness::start().await;
+    for op in [
+        "entra.token",
+        "entra.discovery",
+        "authz.permissions",
+        "authz.roleDefinition",
+        "storage.get",
+        "storage.listKeys",
+        "storage.regenerateKey",
+    ] {
+        h.twin
+            .fault(serde_json::json!({"operation": op, "count": 0,
+                "action": {"kind": "latency", "ms": LATENCY_MS}}))
+            .await;
+    }
+    let report = run(
+        &h,
+        Mode::Leaked {
+            key: KeyName::Key1,
+            revoke_first: true,
+        },
+    )
+    .await;
+    assert!(
+        matches!(report.outcome, Some(Outcome::Completed { .. })),
+        "{:#?}",
+        report.outcome
+    );
+    let log = h.twin.requests().await;
+    let revoke = first(&log, "storage.regenerateKey");
+    let before = &log[..=revoke];
+    let allowed = [
+        "entra.token",
+        "entra.discovery",
+        "authz.permissions",
+        "authz.roleDefinition",
+        "storage.get",
+        "storage.listKeys",
+        "storage.regenerateKey",
+    ];
+    for e in before {
+        assert!(
+            allowed.contains(&e["operation"].as_str().unwrap_or("")),
+            "{} before the revoke: {before:#?}",
+            e["operation"]
+        );
+    }
+    for needed in ["authz.permissions", "storage.get", "storage.listKeys"] {
+        assert!(before.iter().any(|e| e["operation"] == needed), "{needed}");
+    }
+    let mut times: Vec<chrono::DateTime<chrono::Utc>> = before
+        .iter()
+        .map(|e| e["at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    times.sort();
+    let gap = chrono::TimeDelta::milliseconds((LATENCY_MS / 2) as i64);
+    let waves = times.windows(2).filter(|w| w[1] - w[0] > gap).count() + 1;
+    assert_eq!(waves, 3, "{before:#?}");
+    // The consumers were read after the revoke, and the usual path followed it.
+    let after = &log[revoke..];
+    assert!(after.iter().any(|e| e["operation"] == "keyvault.get"));
+    assert!(first(&log, "keyvault.set") > revoke);
+}
+
+/// One truth: `--dry-run` of a revoke first lists the steps the real run then takes,
+/// in the same order: the keys read, the revoke, the consumers read, then the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_first_dry_run_lists_the_order_the_real_run_takes() {
+    let cli = crate::support::binary::Cli::start().await;
+    // After an incident without revoke first, consumers are on key2.
+    let first = cli
+        .run(&[
+            "rotate", "now", "demo", "--leaked", "key1", "--yes", "--output", "json",
+        ])
+        .await;
+    assert_eq!(first.code, Some(0), "{}\n{}", first.stdout, first.stderr);
+    let args = [
+        "rotate",
+        "now",
+        "demo",
+        "--leaked",
+        "key2",
+        "--revoke-first",
+        "--yes",
+        "--output",
+        "json",
+    ];
+    let kinds = |doc: &serde_json::Value| -> Vec<String> {
+        doc["steps"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{doc:#}"))
+            .iter()
+            .map(|s| s["kind"].as_str().unwrap().to_owned())
+            .filter(|k| k != "finish")
+            .collect()
+    };
+    let mut dry_args = args.to_vec();
+    dry_args.push("--dry-run");
+    let dry = cli.run(&dry_args).await;
+    assert_eq!(dry.code, Some(0), "{}\n{}", dry.stdout, dry.stderr);
+    let planned = kinds(&dry.json());
+    assert_eq!(
+        &planned[..4],
+        [
+            "observe_keys",
+            "regenerate",
+            "observe_after_revoke",
+            "verify_key"
+        ],
+        "{planned:?}"
+    );
+    assert_eq!(
+        regenerations(&cli.twin).await,
+        2,
+        "a dry run changes nothing"
+    );
+    let real = cli.run(&args).await;
+    assert_eq!(real.code, Some(0), "{}\n{}", real.stdout, real.stderr);
+    assert_eq!(kinds(&real.json()), planned);
+    // And the plan rotates as usual from there.
+    let next = cli
+        .run(&[
+            "rotate", "now", "demo", "--yes", "--grace", "0s", "--output", "json",
+        ])
+        .await;
+    assert_eq!(next.code, Some(0), "{}\n{}", next.stdout, next.stderr);
 }

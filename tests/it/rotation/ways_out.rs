@@ -381,6 +381,48 @@ async fn consumers_split_across_keys_are_refused_then_adopted() {
     assert_eq!(regenerations(&cli.twin).await, 0);
 }
 
+/// `--revoke-first` reads the consumers only after the revoke, so consumers split
+/// across keys can no longer refuse it: the leaked key dies, the rotation parks naming
+/// the split and `--adopt`, and that brings everyone onto one working key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_consumers_found_after_a_revoke_first_park_then_adopt_reunites_them() {
+    let cli = Cli::start().await;
+    let (key1, key2) = cli.twin.keys(ACCOUNT).await;
+    cli.twin
+        .azure(OPERATOR)
+        .set_ml_datastore_key(
+            &cli.twin.workspace_id(WORKSPACE),
+            "feature_snapshots",
+            &keyflip::secret::StorageKey::new(key2),
+        )
+        .await
+        .unwrap();
+    let report = rotate(&cli, &["--leaked", "key1", "--revoke-first"], 5).await;
+    assert_eq!(attention(&report), "not_moved_after_revoke", "{report:#}");
+    assert_eq!(
+        report["outcome"]["reason"]["reasons"][0]["reason"], "consumers_split",
+        "{report:#}"
+    );
+    assert_eq!(
+        regenerations(&cli.twin).await,
+        1,
+        "the revoke, nothing else"
+    );
+    assert_ne!(
+        cli.twin.keys(ACCOUNT).await.0,
+        key1,
+        "the leaked key1 is dead"
+    );
+    assert!(split_or_down(&cli.twin).await);
+    ok(cli.runbook("keyflip rotate now PLAN --adopt", &[]).await).await;
+    assert_eq!(on_one_working_key(&cli.twin, "after").await, "key1");
+    assert_eq!(
+        regenerations(&cli.twin).await,
+        1,
+        "adopting regenerates nothing"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_consumer_key_known_is_refused_then_adopted() {
     // Only the Databricks secret, which keyflip never wrote and cannot read back.
@@ -498,7 +540,7 @@ async fn a_swap_stopped_mid_bind_is_finished_by_resume_or_by_rotate_now() {
 
 /// The other way out of `key_not_accepted` the table names: without an ML workspace
 /// to resync (its resync would take the newest key, the refused one), every consumer
-/// moves at once to the other key, verified before the revoke, while the revoked key's
+/// moves at once to the other key, which the revoke left as it was, while the revoked key's
 /// fresh value is still refused on the data plane. Nothing more is regenerated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_key_the_data_plane_rejects_parks_and_without_a_workspace_adopt_key_takes_the_other()

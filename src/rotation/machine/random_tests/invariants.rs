@@ -49,6 +49,35 @@ pub(super) fn check_new_commands(
             "seed {seed}: seqs are consecutive"
         );
         let revoke_first = view.route.is_some_and(Route::revoke_first);
+        // A revoke first after a keys-only read: the leaked key is the only key ever
+        // regenerated, and nothing is read about a consumer, verified or bound before
+        // its revoke succeeded.
+        if let (
+            Mode::Leaked {
+                key: leaked,
+                revoke_first: true,
+            },
+            true,
+        ) = (m.mode(), m.options().revoke_before_reads)
+        {
+            match &c.action {
+                Action::Regenerate { key, purpose, .. } => assert!(
+                    *key == leaked && *purpose == Purpose::Revoke,
+                    "seed {seed}: revoke first regenerated {key} ({purpose})"
+                ),
+                Action::Observe
+                | Action::ObserveAfterRevoke { .. }
+                | Action::VerifyKey { .. }
+                | Action::Bind { .. }
+                | Action::VerifyConsumer { .. }
+                | Action::CheckUsage { .. }
+                | Action::DisableVersions { .. } => assert!(
+                    seen.succeeded.contains_key(&(leaked, Purpose::Revoke)),
+                    "seed {seed}: {c:?} before the revoke succeeded"
+                ),
+                _ => {}
+            }
+        }
         match &c.action {
             Action::Regenerate { key, purpose, .. } => {
                 if Some(*key) == view.active && view.route != Some(Route::LeakedStandby) {
@@ -159,8 +188,28 @@ pub(super) fn check_new_commands(
 
 fn check_outcome(seed: u64, view: &View, outcome: &Outcome) {
     let (Some(route), Some(active), Some(standby)) = (view.route, view.active, view.standby) else {
+        // Undecided: refused, or a revoke first that stopped before its route was
+        // decided (the revoke failed, a key changed, or the consumers read after it
+        // cannot be moved).
+        let revoke_first = matches!(
+            view.mode,
+            Mode::Leaked {
+                revoke_first: true,
+                ..
+            }
+        );
         assert!(
-            matches!(outcome, Outcome::Refused { .. }),
+            matches!(outcome, Outcome::Refused { .. })
+                || (revoke_first
+                    && matches!(
+                        outcome,
+                        Outcome::NeedsAttention {
+                            reason: Attention::RetriesExhausted { .. }
+                                | Attention::Drift { .. }
+                                | Attention::NotMovedAfterRevoke { .. },
+                            ..
+                        }
+                    )),
             "seed {seed}: {outcome:?}"
         );
         return;

@@ -118,6 +118,27 @@ impl World {
         let reason = || Failure::new(FailureKind::Transient, "injected");
         match &c.action {
             Action::Observe => StepResult::Observed(obs.clone()),
+            Action::ObserveKeys => StepResult::Observed(Observation {
+                consumers: Vec::new(),
+                ..self.observation(obs)
+            }),
+            // What consumers hold, against the keys as they were before the revoke:
+            // the revoked key with its leaked value.
+            Action::ObserveAfterRevoke { key, leaked } => {
+                let mut now = self.observation(obs);
+                let mut against = self.keys;
+                against[index(*key)] = *leaked;
+                for c in &mut now.consumers {
+                    if matches!(c.holding, Holding::Key(_) | Holding::Neither) {
+                        c.holding = match self.holds.get(&c.consumer.id).copied().flatten() {
+                            Some(h) if h == against[0] => Holding::Key(KeyName::Key1),
+                            Some(h) if h == against[1] => Holding::Key(KeyName::Key2),
+                            _ => Holding::Neither,
+                        };
+                    }
+                }
+                StepResult::Observed(now)
+            }
             Action::Regenerate { key, .. } if !fail => StepResult::Regenerated {
                 fingerprint: self.regenerate(index(*key), at),
                 created: Some(at),

@@ -119,7 +119,7 @@ fn a_backoff_with_nothing_to_retry_parks_instead_of_stalling() {
             key: K1,
             revoke_first: true,
         },
-        Options::default(),
+        legacy(),
     );
     let c = r.observe(on_key1());
     let binds = r.succeed_until(c, |a| matches!(a, Action::Bind { .. }));

@@ -326,12 +326,17 @@ fn g9_the_leaked_standby_and_revoke_first_ask_before_the_revoke() {
             ..
         }
     ));
+    // A revoke first journaled before the revoke came first asked before its revoke
+    // too (a new one asks after it: `tests::revoke_first`).
     let mut r = Run::new(
         Mode::Leaked {
             key: K1,
             revoke_first: true,
         },
-        gated(0),
+        Options {
+            revoke_before_reads: false,
+            ..gated(0)
+        },
     );
     let c = r.observe(on_key1());
     let c = r.answer(c[0].seq, StepResult::KeyVerified);

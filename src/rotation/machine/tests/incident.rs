@@ -54,6 +54,29 @@ fn t4_t10_t28_leaked_standby_is_revoked_without_touching_consumers() {
 
 #[test]
 fn leaked_key_held_by_some_consumers_is_a_split_and_refused() {
+    let split = || {
+        observation(vec![
+            (kv("a"), Holding::Key(K1)),
+            (ds("b"), Holding::Key(K2)),
+        ])
+    };
+    // Read before any effect (without revoke first, and a revoke first journaled
+    // before the revoke came first): refused, nothing changed.
+    for (revoke_first, options) in [(false, Options::default()), (true, legacy())] {
+        let mut r = Run::new(
+            Mode::Leaked {
+                key: K2,
+                revoke_first,
+            },
+            options,
+        );
+        r.observe(split());
+        assert!(
+            matches!(r.outcome(), Outcome::Refused { reasons } if matches!(reasons[0], RefusalReason::ConsumersSplit { .. }))
+        );
+    }
+    // A revoke first reads the consumers only after the revoke, so the split parks
+    // there, naming `--adopt`.
     let mut r = Run::new(
         Mode::Leaked {
             key: K2,
@@ -61,13 +84,16 @@ fn leaked_key_held_by_some_consumers_is_a_split_and_refused() {
         },
         Options::default(),
     );
-    r.observe(observation(vec![
-        (kv("a"), Holding::Key(K1)),
-        (ds("b"), Holding::Key(K2)),
-    ]));
-    assert!(
-        matches!(r.outcome(), Outcome::Refused { reasons } if matches!(reasons[0], RefusalReason::ConsumersSplit { .. }))
-    );
+    let c = r.observe(split());
+    let c = r.succeed(c);
+    let mut after = split();
+    after.key2.fingerprint = fp(100 + 10 * (K2 as u32) + Purpose::Revoke as u32);
+    r.answer(c[0].seq, StepResult::Observed(after));
+    assert!(matches!(
+        r.outcome(),
+        Outcome::NeedsAttention { reason: Attention::NotMovedAfterRevoke { reasons, .. }, .. }
+            if matches!(reasons[0], RefusalReason::ConsumersSplit { .. })
+    ));
 }
 
 #[test]

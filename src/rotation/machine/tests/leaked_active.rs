@@ -170,7 +170,7 @@ fn t9_t34a_a_staged_standby_that_fails_verification_is_discarded_and_the_leak_re
 
 #[test]
 fn t3_t8_t11_t7_t26_revoke_first_binds_consumers_to_the_revoked_keys_fresh_value() {
-    let mut r = Run::new(REVOKE_K1, Options::default());
+    let mut r = Run::new(REVOKE_K1, legacy());
     let c = r.observe(with_workspace());
     assert_eq!(
         r.m.view().route,
@@ -241,7 +241,7 @@ fn t3_t8_t11_t7_t26_revoke_first_binds_consumers_to_the_revoked_keys_fresh_value
 fn t11a_t11b_t11c_a_rejected_fresh_value_is_retried_then_parks_without_binding() {
     let options = Options {
         retire_attempts: 3,
-        ..Options::default()
+        ..legacy()
     };
     let mut r = Run::new(REVOKE_K1, options);
     let c = r.observe(on_key1());
@@ -290,7 +290,7 @@ fn t11a_t11b_t11c_a_rejected_fresh_value_is_retried_then_parks_without_binding()
     assert!(
         outcome
             .to_string()
-            .contains("or to key2, which was verified before the revoke"),
+            .contains("or to key2, which this rotation did not touch"),
         "{outcome}"
     );
 
@@ -310,7 +310,7 @@ fn t11a_t11b_t11c_a_rejected_fresh_value_is_retried_then_parks_without_binding()
 fn t20_t21_t22_revoke_first_retries_binds_forward_then_parks() {
     let options = Options {
         retire_attempts: 3,
-        ..Options::default()
+        ..legacy()
     };
     let mut r = Run::new(REVOKE_K1, options);
     let c = r.observe(on_key1());
@@ -369,7 +369,7 @@ fn t20_t21_t22_revoke_first_retries_binds_forward_then_parks() {
 
 #[test]
 fn t37_before_the_revoke_a_changed_standby_rolls_back_and_reports_the_leak() {
-    let mut r = Run::new(REVOKE_K1, Options::default());
+    let mut r = Run::new(REVOKE_K1, legacy());
     let c = r.observe(on_key1());
     assert!(reobserve(&mut r, fp(1), fp(66)).is_empty(), "drains first");
     let c = r.answer(c[0].seq, StepResult::KeyVerified);
@@ -391,7 +391,7 @@ fn t37_before_the_revoke_a_changed_standby_rolls_back_and_reports_the_leak() {
 #[test]
 fn t36_t38_after_the_revoke_only_the_revoked_key_changing_parks() {
     // The standby changing is noted and ignored: consumers never move to it.
-    let mut r = Run::new(REVOKE_K1, Options::default());
+    let mut r = Run::new(REVOKE_K1, legacy());
     let c = r.observe(on_key1());
     let binds = r.succeed_until(c, |a| matches!(a, Action::Bind { .. }));
     assert!(reobserve(&mut r, fresh_k1(), fp(77)).is_empty());
@@ -400,7 +400,7 @@ fn t36_t38_after_the_revoke_only_the_revoked_key_changing_parks() {
     assert!(matches!(r.outcome(), Outcome::Completed { active: K1, .. }));
 
     // The fresh value changing again breaks what consumers are moving to.
-    let mut r = Run::new(REVOKE_K1, Options::default());
+    let mut r = Run::new(REVOKE_K1, legacy());
     let c = r.observe(on_key1());
     let binds = r.succeed_until(c, |a| matches!(a, Action::Bind { .. }));
     let c = reobserve(&mut r, fp(88), fp(2));
@@ -427,7 +427,7 @@ fn t36_t38_after_the_revoke_only_the_revoked_key_changing_parks() {
 #[test]
 fn both_routes_replay_to_the_same_machine_at_every_step() {
     for (mode, obs) in [(LEAKED_K1, with_workspace()), (REVOKE_K1, with_workspace())] {
-        let mut r = Run::new(mode, Options::default());
+        let mut r = Run::new(mode, legacy());
         let mut c = r.observe(obs);
         while !r.m.is_finished() {
             assert_eq!(r.replayed(), r.m, "{mode:?}");

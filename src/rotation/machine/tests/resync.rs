@@ -265,7 +265,7 @@ fn with_revoke_first_the_workspace_moves_with_everyone_else() {
             key: K1,
             revoke_first: true,
         },
-        Options::default(),
+        legacy(),
     );
     let c = r.observe(with_workspace());
     let binds = r.succeed_until(c, |a| matches!(a, Action::Bind { .. }));
