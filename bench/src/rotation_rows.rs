@@ -265,7 +265,8 @@ pub async fn rotations(twin: &BenchTwin, o: &Options) -> anyhow::Result<Vec<Row>
         revoke_calls = (before.len() as u64, arm_writes(&run.calls));
     }
 
-    // A plain rotation, no grace.
+    // A plain rotation, no grace (and no usage gate: see `write_demo_plan_ungated`).
+    work.write_demo_plan_ungated(twin)?;
     let mut plain = Vec::new();
     let mut plain_writes = Vec::new();
     let mut plain_calls = 0;

@@ -259,3 +259,47 @@ async fn a_write_that_undoes_keyflips_right_after_its_put_fails_the_verification
         "the deployer's setting survived"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_one_after_another_then_a_plain_rotation_all_complete() {
+    // The bench's sequence on one world: each ends with every consumer on one
+    // working key, so the next one starts from a clean observation.
+    let h = Harness::start().await;
+    for request in [
+        leaked_key1(),
+        RotateRequest {
+            mode: Mode::Leaked {
+                key: KeyName::Key2,
+                revoke_first: false,
+            },
+            ..leaked_key1()
+        },
+        RotateRequest {
+            mode: Mode::Leaked {
+                key: KeyName::Key1,
+                revoke_first: true,
+            },
+            ..leaked_key1()
+        },
+        RotateRequest {
+            mode: Mode::Leaked {
+                key: KeyName::Key1,
+                revoke_first: true,
+            },
+            ..leaked_key1()
+        },
+        RotateRequest {
+            grace: Some(std::time::Duration::ZERO),
+            ..RotateRequest::manual()
+        },
+    ] {
+        let mode = format!("{:?}", request.mode);
+        let report = rotate(&h, request).await;
+        assert!(
+            matches!(report.outcome, Some(Outcome::Completed { .. })),
+            "{mode}: {:#?}",
+            report.outcome
+        );
+        assert_consumers_valid(&h.twin.state().await, &mode);
+    }
+}
