@@ -34,8 +34,9 @@ pub async fn dry_run(
 
 /// `status` of `plans`, as of the engine's clock.
 pub async fn status(engine: &Engine, plans: &[Plan]) -> Result<Answer, CommandError> {
-    let at = engine.clock().now();
     let plans = engine.status(plans).await?;
+    // Taken after the plans' own reads, so a plan found due is never shown due "later".
+    let at = engine.clock().now();
     Ok(Answer::Status { at, plans })
 }
 

@@ -14,6 +14,8 @@
 //! `max_concurrent_rotations`: an operator responding to a leak must not queue behind
 //! a fleet rotation.
 
+use std::collections::HashMap;
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::control::protocol::{Answer, CommandError, ErrorCode, Request};
@@ -314,8 +316,12 @@ impl Scheduler {
             };
             let answer = answer.map(|answer| match answer {
                 Answer::Status { at, mut plans } => {
+                    // By name in a map: a status of 10,000 plans must not scan every
+                    // row for every plan.
+                    let rows: HashMap<&str, &PlanSnapshot> =
+                        rows.iter().map(|r| (r.name.as_str(), r)).collect();
                     for status in &mut plans {
-                        if let Some(p) = rows.iter().find(|r| r.name == status.plan) {
+                        if let Some(p) = rows.get(status.plan.as_str()) {
                             overlay(status, p);
                         }
                     }

@@ -194,7 +194,9 @@ pub(super) async fn status(inner: &Inner, plans: &[Plan]) -> Result<Vec<PlanStat
                     now,
                 );
                 let at = match decision {
-                    Decision::Due { .. } => Some(now),
+                    // When it became due, as the daemon's scheduler shows it: any
+                    // time not after the status's own `at` reads "now".
+                    Decision::Due { since, .. } => Some(since.min(now)),
                     Decision::Wait { until, .. } => Some(until),
                     Decision::Never => None,
                 };
