@@ -120,6 +120,19 @@ impl Workdir {
         Ok(())
     }
 
+    /// The demo plan without its `[usage_gate]` (the last section): the bench's
+    /// configuration names no Log Analytics API, so a scheduled rotation's check of the
+    /// standby could not ask the logs and would be refused; with one, the world's
+    /// forgotten client and keyflip's own probe of the standby in the incident rows
+    /// before it would hold or refuse it. The rows measure the swap, not the gate.
+    pub fn write_demo_plan_ungated(&self, twin: &BenchTwin) -> anyhow::Result<()> {
+        let text = include_str!("../../rotation-plans/demo.toml")
+            .replace("https://127.0.0.1:47443", &twin.endpoints.base_url);
+        let ungated = text.split("\n[usage_gate]").next().unwrap_or(&text);
+        std::fs::write(self.plans.join("demo.toml"), ungated)?;
+        Ok(())
+    }
+
     /// Runs `keyflip --config ... args`; (wall time, exit code, stdout, stderr).
     pub async fn run(&self, args: &[&str]) -> anyhow::Result<(Duration, i32, String, String)> {
         let started = Instant::now();

@@ -267,7 +267,9 @@ pub struct Azure {
     interrupt: CancellationToken,
 }
 
-type WebLocks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+/// Per collection: the lock its writes take, holding how many PUTs this process sent
+/// to it (a listing made before one of them is stale).
+type WebLocks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<u64>>>>;
 
 impl Azure {
     /// Builds the facade from the configuration with default options and the process

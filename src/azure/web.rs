@@ -14,7 +14,14 @@
 //! its own value did not stay (a writer that read before the PUT overwrote it). What
 //! no client can detect is a write that lands between the second listing and the PUT:
 //! the PUT overwrites it and leaves no trace. Writes of one collection from this
-//! process are serialized, so keyflip never races itself. Every PUT restarts the site
+//! process are serialized, so keyflip never races itself.
+//!
+//! A rotation splits that sequence over its waves ([`Azure::write_web_setting`]): the
+//! first listing is made while the other consumers are being bound
+//! ([`Azure::web_settings_before_write`]; stale, and not used, once this process PUT
+//! the collection since), the second right before the PUT as always, and the listing
+//! after the PUT is the consumer's verification (which fails the rotation, and rolls
+//! it back, when keyflip's value did not stay) instead of a round trip of its own. Every PUT restarts the site
 //! or slot ("Any configuration change to the app causes an app restart", Microsoft
 //! Learn, "Use Key Vault references as app settings"), so it is sent once, never
 //! retried blindly.
@@ -231,6 +238,43 @@ pub struct SettingWritten {
     /// Settings another writer changed right after keyflip's PUT, with keyflip's value
     /// kept (so that writer had read it).
     pub(crate) changed_after: Vec<String>,
+    /// What was PUT, when the caller checks afterwards that it stayed
+    /// ([`Azure::write_web_setting`] without its own check).
+    pub(crate) put: Option<PutSettings>,
+}
+
+/// A collection as keyflip PUT it: every setting, and the name of the one it changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PutSettings {
+    pub name: String,
+    pub settings: Settings,
+}
+
+impl PutSettings {
+    /// The value keyflip wrote.
+    pub(crate) fn value(&self) -> Option<&StorageKey> {
+        self.settings.0.get(&self.name).map(|s| &s.value)
+    }
+
+    /// Whether `listed` still holds keyflip's value exactly, and which other settings
+    /// changed since (whoever changed them kept keyflip's value, so read after it).
+    pub(crate) fn stayed(&self, listed: &Settings) -> (bool, Vec<String>) {
+        let stayed = self.value().is_some_and(|written| {
+            listed
+                .0
+                .get(&self.name)
+                .is_some_and(|s| &s.value == written)
+        });
+        (stayed, listed.changed(&self.settings, &self.name))
+    }
+}
+
+/// A collection listed before a write, with how many PUTs of it this process had sent
+/// then ([`Azure::web_settings_before_write`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Listed {
+    settings: Settings,
+    puts: u64,
 }
 
 static LIST_APP: Operation = Operation::read("web.appSettings.list", actions::WEB_CONFIG_LIST);
@@ -380,6 +424,22 @@ impl Azure {
         parse(&answer, collection)
     }
 
+    /// The first listing of a write to come (the one the listing right before the PUT
+    /// is compared with), made ahead of it; `None` while this process is writing the
+    /// collection (it would be stale at once).
+    pub(crate) async fn web_settings_before_write(
+        &self,
+        site: &SiteRef,
+        collection: Collection,
+    ) -> Result<Option<Listed>, Error> {
+        let puts = match self.web_lock(site, collection).try_lock() {
+            Ok(puts) => *puts,
+            Err(_) => return Ok(None),
+        };
+        let settings = self.web_settings(site, collection).await?;
+        Ok(Some(Listed { settings, puts }))
+    }
+
     /// Sets the one setting `name` of a site or slot to `replace(current value)`,
     /// keeping every other setting as it is, by the read-modify-write the module docs
     /// describe. An absent setting is an error (keyflip changes settings, it does not
@@ -391,8 +451,25 @@ impl Azure {
         name: &str,
         replace: impl Fn(&StorageKey) -> Result<StorageKey, Error>,
     ) -> Result<SettingWritten, Error> {
+        self.write_web_setting(site, collection, name, None, true, replace)
+            .await
+    }
+
+    /// [`Azure::update_web_setting`], starting from `listed` (a first listing made
+    /// ahead, used when this process has not PUT the collection since) and, without
+    /// `check_after`, leaving the listing after the PUT to the caller: the answer's
+    /// `put` is what it must find.
+    pub(crate) async fn write_web_setting(
+        &self,
+        site: &SiteRef,
+        collection: Collection,
+        name: &str,
+        mut listed: Option<Listed>,
+        check_after: bool,
+        replace: impl Fn(&StorageKey) -> Result<StorageKey, Error>,
+    ) -> Result<SettingWritten, Error> {
         let lock = self.web_lock(site, collection);
-        let _held = lock.lock().await;
+        let mut puts = lock.lock().await;
         let what = format!("{} '{name}' of {}", collection.noun(), site.short());
         let mut last_conflict = String::new();
         for attempt in 1..=ATTEMPTS {
@@ -400,7 +477,10 @@ impl Azure {
                 self.web_wait(site, collection, self.options.retry.backoff(attempt - 1))
                     .await?;
             }
-            let first = self.web_settings(site, collection).await?;
+            let first = match listed.take().filter(|l| l.puts == *puts) {
+                Some(listed) => listed.settings,
+                None => self.web_settings(site, collection).await?,
+            };
             let Some((key, current)) = first.find(name) else {
                 return Err(Error::Invalid(format!(
                     "{} has no {} '{name}'; keyflip changes existing settings and does not add them: check the name in the plan",
@@ -415,6 +495,7 @@ impl Azure {
                     written: false,
                     attempts: attempt,
                     changed_after: Vec::new(),
+                    put: None,
                 });
             }
             let mut desired = first.clone();
@@ -433,7 +514,23 @@ impl Azure {
                 continue;
             }
             drop(again);
-            match self.put_web_settings(site, collection, &desired).await {
+            let sent = self.put_web_settings(site, collection, &desired).await;
+            if !matches!(sent, Err(Error::Throttled { .. })) {
+                // Sent (or perhaps sent): listings from before are stale now.
+                *puts += 1;
+            }
+            match sent {
+                Ok(_) if !check_after => {
+                    return Ok(SettingWritten {
+                        written: true,
+                        attempts: attempt,
+                        changed_after: Vec::new(),
+                        put: Some(PutSettings {
+                            name: key,
+                            settings: desired,
+                        }),
+                    });
+                }
                 Ok(_) => {}
                 // A 429 is Azure refusing before doing anything: nothing was written, so
                 // start over from a fresh listing once the wait Azure asked for is up
@@ -469,6 +566,7 @@ impl Azure {
                 written: true,
                 attempts: attempt,
                 changed_after,
+                put: None,
             });
         }
         Err(Error::Invalid(format!(
@@ -499,7 +597,7 @@ impl Azure {
     }
 
     /// The lock that serializes this process's writes of one collection.
-    fn web_lock(&self, site: &SiteRef, collection: Collection) -> Arc<tokio::sync::Mutex<()>> {
+    fn web_lock(&self, site: &SiteRef, collection: Collection) -> Arc<tokio::sync::Mutex<u64>> {
         let key = format!("{}/config/{}", site.id(), collection.segment()).to_ascii_lowercase();
         let mut locks = match self.web_writes.lock() {
             Ok(locks) => locks,

@@ -36,7 +36,7 @@ use super::{
 };
 use crate::azure::probe::ProbeOutcome;
 use crate::azure::roles::{Action, actions};
-use crate::azure::web::{Collection, KeyVaultReference, Settings, SiteRef};
+use crate::azure::web::{Collection, KeyVaultReference, PutSettings, Settings, SiteRef};
 use crate::azure::{self, Azure, Cloud};
 use crate::doctor::report::{Resource, Service};
 use crate::key::KeyName;
@@ -449,7 +449,83 @@ pub(super) fn resolve<'p>(plan: &'p Plan, id: &SettingId) -> Option<Target<'p>> 
     })
 }
 
+/// Whether `key`, a connection string's, works on the account's blob endpoint (`None`:
+/// it does).
+async fn probe(ctx: &Ctx<'_>, key: &StorageKey) -> Option<Confirmation> {
+    let account = match ctx.account().await {
+        Ok(account) => account,
+        Err(e) => return Some(Confirmation::Unreadable(e)),
+    };
+    match ctx.azure().probe_account_key(account, key).await {
+        Ok(probe) if probe.outcome == ProbeOutcome::Works => None,
+        Ok(probe) => Some(Confirmation::Mismatch(Failure::new(
+            FailureKind::WrongValue,
+            format!(
+                "the key in its connection string does not work on the blob data plane: {} ({})",
+                probe.outcome, probe.detail
+            ),
+        ))),
+        Err(e) => Some(Confirmation::Unreadable(e)),
+    }
+}
+
 impl Target<'_> {
+    fn consumer(&self) -> ConsumerId {
+        ConsumerId::AppService(Box::new(self.id.clone()))
+    }
+
+    /// The verification after this run's PUT: the listing (is keyflip's value still
+    /// there, exactly?) and, for a connection string, the written key on the data
+    /// plane, at once.
+    async fn confirm_put(&self, ctx: &Ctx<'_>, put: &PutSettings) -> Option<Confirmation> {
+        let written_key = put
+            .value()
+            .map(|v| stored(v, ctx.plan.storage_account.name()))
+            .and_then(|found| match found {
+                (
+                    Stored::Key {
+                        connection_string: true,
+                    },
+                    Some(key),
+                ) => Some(key),
+                _ => None,
+            });
+        let (listed, probed) = tokio::join!(
+            ctx.azure().web_settings(&self.id.site, self.id.collection),
+            async {
+                match &written_key {
+                    Some(key) => probe(ctx, key).await,
+                    None => None,
+                }
+            }
+        );
+        drop(written_key);
+        let listed = match listed {
+            Ok(listed) => listed,
+            Err(e) => return Some(Confirmation::Unreadable(e)),
+        };
+        let (stayed, changed_after) = put.stayed(&listed);
+        drop(listed);
+        if !stayed {
+            tracing::warn!(rotation = ctx.rotation_id, site = %self.id.site, setting = %self.id.name, "keyflip's value was overwritten right after its write");
+            return Some(Confirmation::Mismatch(Failure::new(
+                FailureKind::WrongValue,
+                format!(
+                    "another writer replaced the {}s of {} right after keyflip's PUT without keyflip's value of '{}' (App Service settings have no concurrency control: a deployment or a person writing them at the same time?)",
+                    self.id.collection.noun(),
+                    self.id.site.short(),
+                    put.name
+                ),
+            )));
+        }
+        if !changed_after.is_empty() {
+            // Whoever wrote these kept keyflip's value, so they read after keyflip's
+            // PUT: nothing of theirs was lost.
+            tracing::warn!(rotation = ctx.rotation_id, site = %self.id.site, setting = %self.id.name, changed = ?changed_after, "other settings changed right after keyflip's write; keyflip's value stayed");
+        }
+        probed
+    }
+
     /// The site or slot a write restarts, in words.
     fn place(&self) -> String {
         match &self.id.site.slot {
@@ -508,6 +584,27 @@ impl Kind for Target<'_> {
         })
     }
 
+    /// The first listing of the read-modify-write, made while the other consumers are
+    /// bound (the setting binds last): the listing right before the PUT is compared
+    /// with it, as in [`crate::azure::web`].
+    async fn prepare_write(&self, ctx: &Ctx<'_>) {
+        match ctx
+            .azure()
+            .web_settings_before_write(&self.id.site, self.id.collection)
+            .await
+        {
+            Ok(Some(listed)) => ctx.listed_settings(&self.consumer(), listed),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(rotation = ctx.rotation_id, site = %self.id.site, error = %e, "listing the settings ahead failed; the bind lists them itself");
+            }
+        }
+    }
+
+    /// The read-modify-write of [`crate::azure::web`], from the listing made ahead
+    /// when there is one; the listing after the PUT is left to the verification that
+    /// follows every bind ([`Kind::confirm_write`]), which fails when keyflip's value
+    /// did not stay.
     async fn write(
         &self,
         ctx: &Ctx<'_>,
@@ -515,12 +612,15 @@ impl Kind for Target<'_> {
         value: &StorageKey,
     ) -> Result<(), azure::Error> {
         let account = ctx.plan.storage_account.name();
+        let consumer = self.consumer();
         let written = ctx
             .azure()
-            .update_web_setting(
+            .write_web_setting(
                 &self.id.site,
                 self.id.collection,
                 &self.id.name,
+                ctx.take_listed_settings(&consumer),
+                false,
                 |current| with_key(current, value, account),
             )
             .await?;
@@ -532,17 +632,27 @@ impl Kind for Target<'_> {
             attempts = written.attempts,
             "App Service setting updated; the app restarts"
         );
+        if let Some(put) = written.put {
+            ctx.put_settings(&consumer, put);
+        }
         Ok(())
     }
 
     /// For a connection string, also what the app does with it: it must name the
     /// plan's account, and its key must work on the account's blob endpoint. Then the
-    /// fingerprint is compared as for every kind (`None`).
+    /// fingerprint is compared as for every kind (`None`). After this run's own PUT,
+    /// the listing must hold exactly the value keyflip wrote (else another writer
+    /// replaced the collection right after keyflip: the lost update the
+    /// read-modify-write checks for), and that written value's key is probed in the
+    /// same round trip.
     async fn confirm_write(
         &self,
         ctx: &Ctx<'_>,
         _bound_at: Option<DateTime<Utc>>,
     ) -> Option<Confirmation> {
+        if let Some(put) = ctx.take_put_settings(&self.consumer()) {
+            return self.confirm_put(ctx, &put).await;
+        }
         let value = match self.value(ctx).await {
             Ok(Ok(v)) => v,
             Ok(Err(why)) => {
@@ -563,21 +673,7 @@ impl Kind for Target<'_> {
             return None;
         };
         drop(value);
-        let account = match ctx.account().await {
-            Ok(account) => account,
-            Err(e) => return Some(Confirmation::Unreadable(e)),
-        };
-        match ctx.azure().probe_account_key(account, &key).await {
-            Ok(probe) if probe.outcome == ProbeOutcome::Works => None,
-            Ok(probe) => Some(Confirmation::Mismatch(Failure::new(
-                FailureKind::WrongValue,
-                format!(
-                    "the key in its connection string does not work on the blob data plane: {} ({})",
-                    probe.outcome, probe.detail
-                ),
-            ))),
-            Err(e) => Some(Confirmation::Unreadable(e)),
-        }
+        probe(ctx, &key).await
     }
 
     fn write_effect(&self) -> Option<String> {
@@ -595,12 +691,13 @@ impl Kind for Target<'_> {
         let base = self.base();
         let place = self.place();
         vec![
-            format!("POST {base}/list, twice (a change between the two starts over)"),
+            format!(
+                "POST {base}/list, twice: beside the other binds and right before the PUT (a change between the two starts over)"
+            ),
             format!(
                 "PUT {base} (the whole collection, only {} set to {key}: RESTARTS {place})",
                 self.id.name
             ),
-            format!("POST {base}/list (keyflip's value must have stayed)"),
         ]
     }
 }

@@ -47,7 +47,7 @@ use crate::plan::fragment::{Diagnostics, Text, arm_id, required};
 use crate::resource_id::ResourceId;
 use crate::rotation::EngineError;
 use crate::rotation::machine::{Failure, FailureKind, Holding, MissingPermission};
-use crate::rotation::observe::{Lacking, denied, of, unknown};
+use crate::rotation::observe::{Basis, Lacking, denied, of, unknown};
 use crate::rotation::step::Ctx;
 use crate::secret::{Fingerprint, StorageKey};
 
@@ -394,18 +394,20 @@ impl Kind for Target<'_> {
         &self,
         ctx: &Ctx<'_>,
         _id: &ConsumerId,
-        keys: [Fingerprint; 2],
-        lacking: &Lacking,
+        basis: &Basis,
     ) -> Result<(Holding, Option<MissingPermission>), EngineError> {
         let (scope, action) = self.read_permission();
-        if lacking.has(&scope, &action) {
-            return Ok((
-                unknown(format!("keyflip may not read it: it lacks {action}")),
-                None,
-            ));
+        let unread = || unknown(format!("keyflip may not read it: it lacks {action}"));
+        if basis.lacks_now(&scope, &action) {
+            return Ok((unread(), None));
         }
-        match self.found(ctx).await {
-            Ok(Found::Key(fp)) => Ok((of(fp, keys), None)),
+        let found = self.found(ctx).await;
+        // Sent before the permission check answered: unread if the check says it may not.
+        if basis.lacks(&scope, &action).await? {
+            return Ok((unread(), None));
+        }
+        match found {
+            Ok(Found::Key(fp)) => Ok((of(fp, basis.keys().await?), None)),
             Ok(Found::Unknown(why)) => Ok((unknown(why), None)),
             Ok(Found::Unusable(fix)) => Ok((Holding::Unusable { fix }, None)),
             Err(e) => match denied(&e, &action, &scope) {

@@ -39,9 +39,9 @@ use crate::plan::fragment::{Diagnostics, Text, arm_id, https_url, name, optional
 use crate::resource_id::ResourceId;
 use crate::rotation::EngineError;
 use crate::rotation::machine::{Failure, FailureKind, Holding, MissingPermission};
-use crate::rotation::observe::{Lacking, denied, of, unknown};
+use crate::rotation::observe::{Basis, Lacking, denied, of, unknown};
 use crate::rotation::step::Ctx;
-use crate::secret::{Fingerprint, StorageKey};
+use crate::secret::StorageKey;
 
 pub(super) const PROFILE: Profile = Profile {
     prefix: "databricks",
@@ -269,8 +269,7 @@ impl Kind for Target<'_> {
         &self,
         ctx: &Ctx<'_>,
         id: &ConsumerId,
-        keys: [Fingerprint; 2],
-        _lacking: &Lacking,
+        basis: &Basis,
     ) -> Result<(Holding, Option<MissingPermission>), EngineError> {
         let azure = ctx.azure();
         let secret = self.secret;
@@ -352,7 +351,7 @@ impl Kind for Target<'_> {
                 None,
             ));
         }
-        Ok((of(fingerprint, keys), None))
+        Ok((of(fingerprint, basis.keys().await?), None))
     }
 
     async fn write(

@@ -22,7 +22,7 @@ use crate::plan::fragment::{Diagnostics, Text, name, tables_of};
 use crate::resource_id::ResourceId;
 use crate::rotation::EngineError;
 use crate::rotation::machine::{Failure, Holding, MissingPermission};
-use crate::rotation::observe::Lacking;
+use crate::rotation::observe::{Basis, Lacking};
 use crate::rotation::step::Ctx;
 use crate::secret::{Fingerprint, StorageKey};
 
@@ -167,17 +167,21 @@ pub(crate) trait Kind {
         }
     }
 
-    /// What observation reports it holds, and the permission its read lacked. `keys`
-    /// are the fingerprints of key1 and key2.
+    /// What observation reports it holds, and the permission its read lacked. `basis`
+    /// gives the fingerprints of key1 and key2 and the permissions found missing, once
+    /// known: the read goes out before (see `rotation::observe`).
     async fn observe(
         &self,
         ctx: &Ctx<'_>,
         _id: &ConsumerId,
-        keys: [Fingerprint; 2],
-        lacking: &Lacking,
+        basis: &Basis,
     ) -> Result<(Holding, Option<MissingPermission>), EngineError> {
-        crate::rotation::observe::by_reading(self, ctx, keys, lacking).await
+        crate::rotation::observe::by_reading(self, ctx, basis).await
     }
+
+    /// Reads ahead, while other steps run, what [`Kind::write`] would read first, and
+    /// keeps it in `ctx` for the write (reads only; most kinds read nothing ahead).
+    async fn prepare_write(&self, _ctx: &Ctx<'_>) {}
 
     /// Writes `value`, the value of `key`.
     async fn write(

@@ -58,7 +58,7 @@ use crate::plan::fragment::Diagnostics;
 use crate::resource_id::ResourceId;
 use crate::rotation::EngineError;
 use crate::rotation::machine::{ConsumerRef, Holding, MissingPermission};
-use crate::rotation::observe::Lacking;
+use crate::rotation::observe::{Basis, Lacking};
 use crate::rotation::step::Ctx;
 use crate::secret::{Fingerprint, StorageKey};
 
@@ -428,6 +428,16 @@ pub(crate) async fn consumers(
     Ok(out)
 }
 
+/// The consumers the plan names itself, in plan order (not those a discovery finds at
+/// rotation time): what they hold can be read before anything else is known.
+pub(crate) fn named(plan: &Plan) -> Vec<ConsumerId> {
+    plan.consumers
+        .iter()
+        .flat_map(Entry::claims)
+        .filter_map(|(id, own)| own.then_some(id))
+        .collect()
+}
+
 /// The plan's id for a consumer named by its id text, when the plan lists it or finds
 /// it at rotation time (a discovered datastore).
 pub fn listed(plan: &Plan, id: &str) -> Option<ConsumerId> {
@@ -585,10 +595,13 @@ impl Target<'_> {
         &self,
         ctx: &Ctx<'_>,
         id: &ConsumerId,
-        keys: [Fingerprint; 2],
-        lacking: &Lacking,
+        basis: &Basis,
     ) -> Result<(Holding, Option<MissingPermission>), EngineError> {
-        each_target!(self, t => t.observe(ctx, id, keys, lacking).await)
+        each_target!(self, t => t.observe(ctx, id, basis).await)
+    }
+
+    pub(crate) async fn prepare_write(&self, ctx: &Ctx<'_>) {
+        each_target!(self, t => t.prepare_write(ctx).await)
     }
 
     pub(crate) async fn write(

@@ -218,42 +218,30 @@ impl Journal {
         command: &Command,
         at: DateTime<Utc>,
     ) -> Result<(), JournalError> {
+        self.record_intents(rotation_id, &[command], at)
+    }
+
+    /// Records the intents of commands about to be performed together, in one
+    /// transaction (one fsync for a batch of concurrent steps). Durable when it
+    /// returns; all or none. With a [`Mirror`] (replicas), one transaction each, so a
+    /// refused mirror write never leaves intents shared that the local journal lacks.
+    pub(crate) fn record_intents(
+        &mut self,
+        rotation_id: &str,
+        commands: &[&Command],
+        at: DateTime<Utc>,
+    ) -> Result<(), JournalError> {
+        if self.mirror.is_some() && commands.len() > 1 {
+            for command in commands {
+                self.record_intents(rotation_id, &[command], at)?;
+            }
+            return Ok(());
+        }
         let tx = write(&mut self.conn, &self.path, "record an intent")?;
         running(&tx, &self.path, rotation_id)?;
-        let json = encode(command);
-        let stored: Option<String> = tx
-            .query_row(
-                "SELECT command FROM steps WHERE rotation_id = ?1 AND seq = ?2",
-                (rotation_id, command.seq),
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| sql(&self.path, "read the step", e))?;
-        match stored {
-            Some(stored) if stored == json => return Ok(()),
-            Some(_) => {
-                return Err(JournalError::IntentConflict {
-                    rotation_id: rotation_id.to_owned(),
-                    seq: command.seq,
-                });
-            }
-            None => {}
+        for command in commands {
+            intent(&tx, &self.path, &self.mirror, rotation_id, command, at)?;
         }
-        tx.execute(
-            "INSERT INTO steps (rotation_id, seq, kind, consumer, command, intent_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            (
-                rotation_id,
-                command.seq,
-                command.action.name(),
-                command.action.consumer().map(|c| c.id.to_string()),
-                json,
-                time_text(at),
-            ),
-        )
-        .map_err(|e| sql(&self.path, "record the intent", e))?;
-        let write = SharedWrite::Intent { command, at };
-        shared::mirror(&self.mirror, rotation_id, write)?;
         tx.commit().map_err(|e| sql(&self.path, "commit", e))
     }
 
@@ -265,51 +253,28 @@ impl Journal {
         event: &Event,
         at: DateTime<Utc>,
     ) -> Result<(), JournalError> {
+        self.record_events(rotation_id, &[(event, at)])
+    }
+
+    /// Appends events the machine accepted one after another, in that order, in one
+    /// transaction (results of concurrent steps that answered together); all or none.
+    /// With a [`Mirror`] (replicas), one transaction each, as for intents.
+    pub(crate) fn record_events(
+        &mut self,
+        rotation_id: &str,
+        events: &[(&Event, DateTime<Utc>)],
+    ) -> Result<(), JournalError> {
+        if self.mirror.is_some() && events.len() > 1 {
+            for one in events {
+                self.record_events(rotation_id, std::slice::from_ref(one))?;
+            }
+            return Ok(());
+        }
         let tx = write(&mut self.conn, &self.path, "record an event")?;
         running(&tx, &self.path, rotation_id)?;
-        if let Event::Answer { seq, result, .. } = event {
-            let updated = tx
-                .execute(
-                    "UPDATE steps SET result_kind = ?3, result = ?4, result_at = ?5
-                     WHERE rotation_id = ?1 AND seq = ?2 AND result IS NULL",
-                    (
-                        rotation_id,
-                        seq,
-                        result.name(),
-                        encode(result),
-                        time_text(at),
-                    ),
-                )
-                .map_err(|e| sql(&self.path, "record the result", e))?;
-            if updated == 0 {
-                let exists = tx
-                    .query_row(
-                        "SELECT 1 FROM steps WHERE rotation_id = ?1 AND seq = ?2",
-                        (rotation_id, seq),
-                        |_| Ok(()),
-                    )
-                    .optional()
-                    .map_err(|e| sql(&self.path, "read the step", e))?;
-                let rotation_id = rotation_id.to_owned();
-                return Err(match exists {
-                    Some(()) => JournalError::AlreadyAnswered {
-                        rotation_id,
-                        seq: *seq,
-                    },
-                    None => JournalError::NoIntent {
-                        rotation_id,
-                        seq: *seq,
-                    },
-                });
-            }
+        for (event, at) in events {
+            record(&tx, &self.path, &self.mirror, rotation_id, event, *at)?;
         }
-        tx.execute(
-            "INSERT INTO events (rotation_id, n, event, at)
-             VALUES (?1, (SELECT COALESCE(MAX(n), 0) + 1 FROM events WHERE rotation_id = ?1), ?2, ?3)",
-            (rotation_id, encode(event), time_text(at)),
-        )
-        .map_err(|e| sql(&self.path, "record the event", e))?;
-        shared::mirror(&self.mirror, rotation_id, SharedWrite::Event { event, at })?;
         tx.commit().map_err(|e| sql(&self.path, "commit", e))
     }
 
@@ -347,6 +312,105 @@ fn write<'c>(
 ) -> Result<Transaction<'c>, JournalError> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| sql(path, action, e))
+}
+
+/// One event, inside the caller's transaction.
+fn record(
+    tx: &Transaction<'_>,
+    path: &str,
+    mirror: &Option<std::sync::Arc<dyn Mirror>>,
+    rotation_id: &str,
+    event: &Event,
+    at: DateTime<Utc>,
+) -> Result<(), JournalError> {
+    if let Event::Answer { seq, result, .. } = event {
+        let updated = tx
+            .execute(
+                "UPDATE steps SET result_kind = ?3, result = ?4, result_at = ?5
+                 WHERE rotation_id = ?1 AND seq = ?2 AND result IS NULL",
+                (
+                    rotation_id,
+                    seq,
+                    result.name(),
+                    encode(result),
+                    time_text(at),
+                ),
+            )
+            .map_err(|e| sql(path, "record the result", e))?;
+        if updated == 0 {
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM steps WHERE rotation_id = ?1 AND seq = ?2",
+                    (rotation_id, seq),
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(|e| sql(path, "read the step", e))?;
+            let rotation_id = rotation_id.to_owned();
+            return Err(match exists {
+                Some(()) => JournalError::AlreadyAnswered {
+                    rotation_id,
+                    seq: *seq,
+                },
+                None => JournalError::NoIntent {
+                    rotation_id,
+                    seq: *seq,
+                },
+            });
+        }
+    }
+    tx.execute(
+        "INSERT INTO events (rotation_id, n, event, at)
+         VALUES (?1, (SELECT COALESCE(MAX(n), 0) + 1 FROM events WHERE rotation_id = ?1), ?2, ?3)",
+        (rotation_id, encode(event), time_text(at)),
+    )
+    .map_err(|e| sql(path, "record the event", e))?;
+    shared::mirror(mirror, rotation_id, SharedWrite::Event { event, at })
+}
+
+/// One intent, inside the caller's transaction (a repeated identical one is a no-op).
+fn intent(
+    tx: &Transaction<'_>,
+    path: &str,
+    mirror: &Option<std::sync::Arc<dyn Mirror>>,
+    rotation_id: &str,
+    command: &Command,
+    at: DateTime<Utc>,
+) -> Result<(), JournalError> {
+    let json = encode(command);
+    let stored: Option<String> = tx
+        .query_row(
+            "SELECT command FROM steps WHERE rotation_id = ?1 AND seq = ?2",
+            (rotation_id, command.seq),
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| sql(path, "read the step", e))?;
+    match stored {
+        Some(stored) if stored == json => return Ok(()),
+        Some(_) => {
+            return Err(JournalError::IntentConflict {
+                rotation_id: rotation_id.to_owned(),
+                seq: command.seq,
+            });
+        }
+        None => {}
+    }
+    tx.execute(
+        "INSERT INTO steps (rotation_id, seq, kind, consumer, command, intent_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        (
+            rotation_id,
+            command.seq,
+            command.action.name(),
+            command.action.consumer().map(|c| c.id.to_string()),
+            json,
+            time_text(at),
+        ),
+    )
+    .map_err(|e| sql(path, "record the intent", e))?;
+    let write = SharedWrite::Intent { command, at };
+    shared::mirror(mirror, rotation_id, write)
 }
 
 /// Fails unless the rotation exists and is unfinished.

@@ -27,6 +27,19 @@ impl Ctx<'_> {
         }
     }
 
+    /// Reads ahead what the bind of `consumer` to `fingerprint` will read first, while
+    /// other steps run (a bind held back until the rest of its batch answered). Only
+    /// when this run's observation saw it hold another value, so the bind will write;
+    /// reads only, and a failed read is simply made again by the bind.
+    pub(crate) async fn prepare_bind(&self, consumer: &ConsumerRef, fingerprint: Fingerprint) {
+        if !self.saw_without(&consumer.id, fingerprint) {
+            return;
+        }
+        if let Ok(target) = resolve(self.plan, &consumer.id) {
+            target.prepare_write(self).await;
+        }
+    }
+
     /// Makes the consumer hold `key`, whose value must have `fingerprint`.
     pub async fn bind(
         &self,
@@ -35,6 +48,8 @@ impl Ctx<'_> {
         fingerprint: Fingerprint,
     ) -> Result<Done, EngineError> {
         let target = resolve(self.plan, &consumer.id)?;
+        // What an earlier write of it left for its verification is not this bind's.
+        drop(self.take_put_settings(&consumer.id));
         let failed = |reason: Failure| Done::ok(StepResult::BindFailed { reason });
         // What it holds and the keys are independent reads: one round trip. When this
         // run's observation saw it hold something else, it is not read again.

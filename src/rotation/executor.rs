@@ -35,6 +35,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt as _;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +69,10 @@ pub(super) fn durable(_: &Inner, _: impl FnOnce() -> String) -> Result<(), Engin
 type Running<'f> = Pin<
     Box<dyn Future<Output = (Command, Instant, Option<Result<Done, EngineError>>)> + Send + 'f>,
 >;
+
+/// Reads made ahead for a bind held back to the end of its batch (no intent: they
+/// change nothing).
+type Preparing<'f> = Pin<Box<dyn Future<Output = ()> + Send + 'f>>;
 
 /// One rotation being driven.
 pub(super) struct Run<'c, 'a> {
@@ -245,32 +250,51 @@ impl<'c, 'a> Run<'c, 'a> {
         done: Done,
         took: Duration,
     ) -> Result<(), EngineError> {
-        let at = self.inner().clock.now();
-        let note = done.note;
-        let event = Event::Answer {
-            seq: cmd.seq,
-            at,
-            result: done.result,
-        };
-        self.accept(&event)?;
-        self.inner().journal().record_event(self.id(), &event, at)?;
-        let Event::Answer { result, .. } = &event else {
-            return Ok(());
-        };
-        durable(self.inner(), || {
-            format!("result:{}:{}", result.name(), cmd.seq)
-        })?;
-        self.progress.event(&ProgressEvent::StepFinished {
-            rotation_id: self.id().to_owned(),
-            seq: cmd.seq,
-            kind: cmd.action.name().to_owned(),
-            step: super::describe::step_in(&cmd.action, self.machine.mode()),
-            ok: result.failure().is_none(),
-            detail: note.or_else(|| detail(result)),
-            duration: took,
-            request_id: done.request_id,
-        });
-        Ok(())
+        self.answer_all(vec![(cmd.clone(), done, took)])
+    }
+
+    /// Results of steps that answered together: each to the machine, in order, then
+    /// all into the journal in one transaction, then progress. Nothing the machine
+    /// issued meanwhile has started yet.
+    fn answer_all(&mut self, answers: Vec<(Command, Done, Duration)>) -> Result<(), EngineError> {
+        let mut accepted = Vec::with_capacity(answers.len());
+        let mut refused = None;
+        for (cmd, done, took) in answers {
+            let event = Event::Answer {
+                seq: cmd.seq,
+                at: self.inner().clock.now(),
+                result: done.result,
+            };
+            if let Err(e) = self.accept(&event) {
+                refused = Some(e);
+                break;
+            }
+            accepted.push((cmd, event, done.note, done.request_id, took));
+        }
+        if !accepted.is_empty() {
+            let events: Vec<(&Event, DateTime<Utc>)> =
+                accepted.iter().map(|(_, e, ..)| (e, e.at())).collect();
+            self.inner().journal().record_events(self.id(), &events)?;
+        }
+        for (cmd, event, note, request_id, took) in accepted {
+            let Event::Answer { result, .. } = &event else {
+                continue;
+            };
+            durable(self.inner(), || {
+                format!("result:{}:{}", result.name(), cmd.seq)
+            })?;
+            self.progress.event(&ProgressEvent::StepFinished {
+                rotation_id: self.id().to_owned(),
+                seq: cmd.seq,
+                kind: cmd.action.name().to_owned(),
+                step: super::describe::step_in(&cmd.action, self.machine.mode()),
+                ok: result.failure().is_none(),
+                detail: note.or_else(|| detail(result)),
+                duration: took,
+                request_id,
+            });
+        }
+        refused.map_or(Ok(()), Err)
     }
 
     pub(super) fn progress_started(&self, cmd: &Command) {
@@ -297,7 +321,37 @@ impl<'c, 'a> Run<'c, 'a> {
         }
     }
 
-    /// Records the intent and starts performing `cmd`.
+    /// Records the intents of `cmds` (one journal transaction) and starts performing
+    /// them.
+    fn start_all(
+        &mut self,
+        cmds: Vec<Command>,
+        running: &mut FuturesUnordered<Running<'c>>,
+    ) -> Result<(), EngineError> {
+        let new: Vec<&Command> = cmds
+            .iter()
+            .filter(|c| !self.intents.contains(&c.seq))
+            .collect();
+        if !new.is_empty() {
+            let at = self.inner().clock.now();
+            self.inner().journal().record_intents(self.id(), &new, at)?;
+            for cmd in new {
+                durable(self.inner(), || {
+                    format!("intent:{}:{}", cmd.action.name(), cmd.seq)
+                })?;
+                self.intents.insert(cmd.seq);
+                if let Action::Bind { consumer, .. } = &cmd.action {
+                    self.bound_at.insert(consumer.id.clone(), at);
+                }
+            }
+        }
+        for cmd in cmds {
+            self.start(cmd, running)?;
+        }
+        Ok(())
+    }
+
+    /// Records the intent (unless recorded) and starts performing `cmd`.
     fn start(
         &mut self,
         cmd: Command,
@@ -337,21 +391,34 @@ impl<'c, 'a> Run<'c, 'a> {
     /// journaled is left in flight.
     pub(super) async fn drive(&mut self) -> Result<Outcome, EngineError> {
         let mut running: FuturesUnordered<Running<'c>> = FuturesUnordered::new();
+        let mut preparing: FuturesUnordered<Preparing<'c>> = FuturesUnordered::new();
         let mut deferred: Vec<Command> = Vec::new();
         let mut cancelled = self.cancel.is_cancelled();
+        // Whether the batch since the last boundary did anything in Azure.
+        let mut reached_azure = true;
         loop {
             if running.is_empty() && deferred.is_empty() {
                 // A batch boundary (a bind deferred to the end of its batch is still
                 // in it). Consumer verification reads the keys afresh; other steps may
-                // use keys Azure gave just before (see `Ctx::keys`).
+                // use keys Azure gave just before (see `Ctx::keys`). A batch that was
+                // only a `Commit` (a journal marker) is no boundary for them.
                 let verifying = matches!(
                     self.queue.front().map(|c| &c.action),
                     Some(Action::VerifyConsumer { .. })
                 );
-                self.ctx.forget_keys(verifying);
+                if reached_azure || verifying {
+                    self.ctx.forget_keys(verifying);
+                }
+                reached_azure = self
+                    .queue
+                    .iter()
+                    .any(|c| !matches!(c.action, Action::Commit));
             }
+            // Started together once popped: their intents go in one transaction.
+            let mut starting: Vec<Command> = Vec::new();
             while !cancelled && let Some(cmd) = self.queue.pop_front() {
                 if matches!(cmd.action, Action::Finish { .. }) {
+                    self.start_all(std::mem::take(&mut starting), &mut running)?;
                     if !running.is_empty() {
                         tracing::warn!(rotation_id = %self.id(), in_flight = running.len(), "the rotation finished with commands in flight; their results are not recorded");
                     }
@@ -361,30 +428,47 @@ impl<'c, 'a> Run<'c, 'a> {
                     self.skip(&cmd)?;
                     continue;
                 }
+                let other_bind =
+                    |c: &Command| matches!(c.action, Action::Bind { .. }) && !binds_last(&c.action);
                 let other_binds = self.binds_running > 0
-                    || self
-                        .queue
-                        .iter()
-                        .any(|c| matches!(c.action, Action::Bind { .. }) && !binds_last(&c.action));
+                    || starting.iter().any(other_bind)
+                    || self.queue.iter().any(other_bind);
                 if binds_last(&cmd.action) && other_binds {
+                    // What its write reads first is read now, beside the other binds.
+                    if let Action::Bind {
+                        consumer,
+                        fingerprint,
+                        ..
+                    } = &cmd.action
+                    {
+                        let (ctx, consumer, fingerprint) =
+                            (self.ctx, consumer.clone(), *fingerprint);
+                        preparing.push(Box::pin(async move {
+                            ctx.prepare_bind(&consumer, fingerprint).await;
+                        }));
+                    }
                     deferred.push(cmd);
                     continue;
                 }
-                self.start(cmd, &mut running)?;
+                starting.push(cmd);
             }
+            self.start_all(starting, &mut running)?;
             if running.is_empty() {
                 if cancelled {
                     return Err(EngineError::Interrupted {
                         rotation_id: self.id().to_owned(),
                     });
                 }
-                if !deferred.is_empty() {
+                if deferred.is_empty() {
+                    return Err(EngineError::Stalled {
+                        rotation_id: self.id().to_owned(),
+                    });
+                }
+                // Released once what was read ahead for them is in.
+                if preparing.is_empty() {
                     self.release(&mut deferred, &mut running)?;
                     continue;
                 }
-                return Err(EngineError::Stalled {
-                    rotation_id: self.id().to_owned(),
-                });
             }
             tokio::select! {
                 biased;
@@ -392,24 +476,42 @@ impl<'c, 'a> Run<'c, 'a> {
                     tracing::info!(rotation_id = %self.id(), "cancelled; letting the steps in flight finish");
                     cancelled = true;
                 }
-                Some((cmd, started, done)) = running.next() => {
-                    if matches!(cmd.action, Action::Bind { .. }) {
-                        self.binds_running -= 1;
+                Some(first) = running.next() => {
+                    // Every step that has answered by now is recorded with it: one
+                    // journal transaction for results that came in together.
+                    let mut finished = vec![first];
+                    while let Some(Some(next)) = running.next().now_or_never() {
+                        finished.push(next);
                     }
-                    match done {
-                        // Abandoned: `cancel` fired. The branch above may not have seen
-                        // it yet (it can fire between the two polls), so note it here;
-                        // otherwise an empty loop would read as a stalled machine.
-                        None => cancelled = true,
-                        Some(Err(e)) => return Err(e),
-                        // Stopped by the interruption, not by Azure: left in doubt.
-                        Some(Ok(done)) if done.interrupted => {
-                            tracing::info!(rotation = %self.id(), seq = cmd.seq, "interrupted; the step stays in doubt until the rotation resumes");
-                            cancelled = true;
+                    let mut answers = Vec::with_capacity(finished.len());
+                    let mut failed = None;
+                    for (cmd, started, done) in finished {
+                        if matches!(cmd.action, Action::Bind { .. }) {
+                            self.binds_running -= 1;
                         }
-                        Some(Ok(done)) => self.answer(&cmd, done, started.elapsed())?,
+                        match done {
+                            // Abandoned: `cancel` fired. The branch above may not have
+                            // seen it yet (it can fire between the two polls), so note it
+                            // here; otherwise an empty loop would read as a stalled
+                            // machine.
+                            None => cancelled = true,
+                            Some(Err(e)) => {
+                                failed.get_or_insert(e);
+                            }
+                            // Stopped by the interruption, not by Azure: left in doubt.
+                            Some(Ok(done)) if done.interrupted => {
+                                tracing::info!(rotation = %self.id(), seq = cmd.seq, "interrupted; the step stays in doubt until the rotation resumes");
+                                cancelled = true;
+                            }
+                            Some(Ok(done)) => answers.push((cmd, done, started.elapsed())),
+                        }
+                    }
+                    self.answer_all(answers)?;
+                    if let Some(e) = failed {
+                        return Err(e);
                     }
                 }
+                Some(()) = preparing.next() => {}
             }
         }
     }

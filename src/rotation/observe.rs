@@ -2,30 +2,37 @@
 //! only.
 //!
 //! The ARM token first (the tokens of the consumers' services are requested
-//! beside it), then two waves of concurrent reads (each a round trip on the
-//! incident's critical path): first keyflip's own permissions at every scope it will write (the storage account;
-//! each ML workspace; each vault with a `vault_id`), the account (shared key access,
-//! `keyCreationTime`), both keys (`listKeys`) and the consumers (datastores discovered
-//! when the plan says `discover = true`), all at once; then what each consumer holds.
+//! beside it), then concurrent reads: keyflip's own permissions at every scope it will
+//! write (the storage account; each ML workspace; each vault with a `vault_id`), the
+//! account (shared key access, `keyCreationTime`), both keys (`listKeys`), the
+//! consumers (datastores discovered when the plan says `discover = true`) and what each
+//! consumer the plan names holds, all at once. What a consumer holds is read without
+//! the keys and compared with their fingerprints once both answered ([`Basis`]), so
+//! only a consumer found by reading (a discovered datastore's `listSecrets`) waits for
+//! the first wave; a Key Vault's 401 challenge (the SDK's first request to a vault
+//! goes without a token) is answered while the first wave is still out.
 //! A read that Azure refuses with 403 becomes a [`MissingPermission`] (so the precheck
-//! refuses with what to grant) and is never an error; a first-wave read whose
-//! permission the check finds missing is treated as unread, and a consumer read whose
-//! permission is known to be missing is not even sent. Other failures (an account or
-//! a secret that does not exist, Azure unreachable) are errors: nothing can be decided.
+//! refuses with what to grant) and is never an error; a read sent before the
+//! permission check answered whose permission the check finds missing is treated as
+//! unread, and a consumer read whose permission is known to be missing is not even
+//! sent. Other failures (an account or a secret that does not exist, Azure
+//! unreachable) are errors: nothing can be decided.
 //!
 //! What each consumer holds is its kind's to say (`crate::consumer`); most read it
 //! ([`by_reading`]), a kind whose value cannot be read back answers from the journal.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use futures::future::join_all;
+use tokio::sync::watch;
 
 use super::engine::{EngineError, Inner};
 use super::report::Inventory;
 use super::step::Ctx;
 use crate::azure::Error;
 use crate::azure::roles::{Action, actions};
-use crate::consumer::{self, Held, Kind};
+use crate::consumer::{self, ConsumerId, Held, Kind};
 use crate::key::KeyName;
 use crate::plan::Plan;
 use crate::rotation::machine::{
@@ -72,6 +79,7 @@ pub(crate) fn denied(error: &Error, action: &Action, scope: &str) -> Option<Miss
 }
 
 /// Known-missing permissions, so reads that would be refused are not sent.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Lacking(HashSet<(String, String)>);
 
 impl Lacking {
@@ -82,6 +90,55 @@ impl Lacking {
     fn has_named(&self, scope: &str, action: &str) -> bool {
         self.0
             .contains(&(scope.to_ascii_lowercase(), action.to_ascii_lowercase()))
+    }
+}
+
+/// What a consumer's holding is judged against: both keys' fingerprints and the
+/// permissions the check found missing. The reads of the consumers the plan names go
+/// out beside the first wave that learns these, and wait here only to be judged.
+pub(crate) struct Basis {
+    known: watch::Receiver<Option<Arc<Known>>>,
+    rotation_id: String,
+}
+
+#[derive(Debug)]
+struct Known {
+    keys: [Fingerprint; 2],
+    lacking: Lacking,
+}
+
+impl Basis {
+    /// The keys and missing permissions once known; an error when the first wave
+    /// failed (the observation then fails with that wave's error, not this one).
+    async fn known(&self) -> Result<Arc<Known>, EngineError> {
+        let mut known = self.known.clone();
+        let seen = known
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|k| k.clone());
+        seen.ok_or_else(|| EngineError::Stalled {
+            rotation_id: self.rotation_id.clone(),
+        })
+    }
+
+    /// Both keys' fingerprints (key1, key2).
+    pub(crate) async fn keys(&self) -> Result<[Fingerprint; 2], EngineError> {
+        Ok(self.known().await?.keys)
+    }
+
+    /// Whether the permission check found `action` missing at `scope`.
+    pub(crate) async fn lacks(&self, scope: &str, action: &Action) -> Result<bool, EngineError> {
+        Ok(self.known().await?.lacking.has(scope, action))
+    }
+
+    /// Whether `action` at `scope` is already known to be missing (a read is then
+    /// not sent at all); `false` while the check has not answered.
+    pub(crate) fn lacks_now(&self, scope: &str, action: &Action) -> bool {
+        self.known
+            .borrow()
+            .as_ref()
+            .is_some_and(|k| k.lacking.has(scope, action))
     }
 }
 
@@ -111,16 +168,6 @@ pub(super) async fn observe_against(
 ) -> Result<Observation, EngineError> {
     let plan = ctx.plan;
     let azure = &ctx.inner.azure;
-    let account_scope = plan.storage_account.to_string();
-    let mut missing: Vec<MissingPermission> = Vec::new();
-
-    // One wave: the permission check, the account, both keys and the consumers (a
-    // discovery lists datastores) are independent reads, so they go out together. A
-    // read whose permission the check finds missing is answered as if it had not been
-    // sent (its 403, if any, adds nothing the check did not already say).
-    let checks = required_permissions(plan);
-    let nothing_known = Lacking(HashSet::new());
-    let mut found_missing = Vec::new();
     // The consumers' services' tokens (a vault's, a workspace's) are requested beside
     // ARM's, so reading the consumers does not wait for them.
     // ARM's token comes first (and fails once, not once per queued read).
@@ -129,6 +176,125 @@ pub(super) async fn observe_against(
         .filter_map(|(_, audience)| audience.ok())
         .collect();
     azure.acquire_tokens(&audiences).await?;
+
+    // What the consumers the plan names hold is read beside the first wave (the
+    // permissions, the account, the keys, the discoveries) and judged once that wave
+    // has answered: reading a value does not need the keys, comparing it does.
+    let (tell, known) = watch::channel(None);
+    let basis = Basis {
+        known,
+        rotation_id: ctx.rotation_id.to_owned(),
+    };
+    let named = consumer::named(plan);
+    let named_ids: HashSet<&ConsumerId> = named.iter().collect();
+    // The rest (datastores a discovery found, and a consumer listed twice, which the
+    // precheck refuses) are read as soon as the first wave is in. `tell` goes with
+    // the first wave, so that a failed one ends every wait for it.
+    let first_then_rest = async {
+        let first = first_wave(ctx, tell, revoked).await?;
+        let mut taken = HashSet::new();
+        let read_early: Vec<bool> = first
+            .consumers
+            .iter()
+            .map(|c| named_ids.contains(&c.id) && taken.insert(&c.id))
+            .collect();
+        let late = join_all(
+            first
+                .consumers
+                .iter()
+                .zip(&read_early)
+                .filter(|(_, early)| !**early)
+                .map(|(c, _)| holding(ctx, &c.id, &basis)),
+        )
+        .await;
+        Ok::<_, EngineError>((first, read_early, late))
+    };
+    let (first, early) = tokio::join!(
+        first_then_rest,
+        join_all(named.iter().map(|id| holding(ctx, id, &basis)))
+    );
+    let (
+        First {
+            key1,
+            key2,
+            account,
+            mut missing,
+            consumers,
+        },
+        read_early,
+        late,
+    ) = first?;
+    let mut early: HashMap<&ConsumerId, _> = named.iter().zip(early).collect();
+    let mut late = late.into_iter();
+    let mut observed = Vec::with_capacity(consumers.len());
+    for (consumer, read_early) in consumers.into_iter().zip(read_early) {
+        let answer = if read_early {
+            early.remove(&consumer.id)
+        } else {
+            late.next()
+        };
+        let answer = answer.ok_or_else(|| EngineError::Stalled {
+            rotation_id: ctx.rotation_id.to_owned(),
+        })?;
+        let (holding, denial) = answer?;
+        missing.extend(denial);
+        match &holding {
+            Holding::Key(k) => ctx.observed_holding(
+                &consumer.id,
+                Some(match (*k, revoked) {
+                    // The leaked value the consumer still holds, not the revoked key's
+                    // fresh one.
+                    (k, Some((key, leaked))) if k == key => leaked,
+                    (KeyName::Key1, _) => key1.fingerprint,
+                    (KeyName::Key2, _) => key2.fingerprint,
+                }),
+            ),
+            // Unknown: a read the bind's own check could not make either (a value
+            // that cannot be read back), so that check would write anyway.
+            Holding::Neither | Holding::Unknown { .. } => {
+                ctx.observed_holding(&consumer.id, None);
+            }
+            Holding::Unusable { .. } => {}
+        }
+        observed.push(ObservedConsumer { consumer, holding });
+    }
+    Ok(Observation {
+        key1,
+        key2,
+        shared_key_access: account.as_ref().is_none_or(|a| a.shared_key_allowed()),
+        missing_permissions: missing,
+        consumers: observed,
+        unlisted: Vec::new(),
+        unlisted_unchecked: Vec::new(),
+    })
+}
+
+/// What the first wave learned.
+struct First {
+    key1: KeyState,
+    key2: KeyState,
+    account: Option<crate::azure::storage::StorageAccount>,
+    missing: Vec<MissingPermission>,
+    consumers: Vec<ConsumerRef>,
+}
+
+/// The first wave: the permission check, the account, both keys and the consumers (a
+/// discovery lists datastores) are independent reads, so they go out together. A read
+/// whose permission the check finds missing is answered as if it had not been sent
+/// (its 403, if any, adds nothing the check did not already say). What it learns about
+/// the keys and permissions goes to `tell` as soon as it is known.
+async fn first_wave(
+    ctx: &Ctx<'_>,
+    tell: watch::Sender<Option<Arc<Known>>>,
+    revoked: Option<(KeyName, Fingerprint)>,
+) -> Result<First, EngineError> {
+    let plan = ctx.plan;
+    let azure = &ctx.inner.azure;
+    let account_scope = plan.storage_account.to_string();
+    let mut missing: Vec<MissingPermission> = Vec::new();
+    let checks = required_permissions(plan);
+    let nothing_known = Lacking(HashSet::new());
+    let mut found_missing = Vec::new();
     let (answers, account, keys, consumers) = tokio::join!(
         join_all(
             checks
@@ -210,39 +376,21 @@ pub(super) async fn observe_against(
             },
         }
     };
-
     let consumers = consumers?;
-    let mut against = [key1.fingerprint, key2.fingerprint];
+    // Kept by the channel after `tell` is dropped: later reads still see it.
+    // After a revoke first, consumers are judged against the keys as they were
+    // before it: one still on the leaked value holds the revoked key.
+    let mut keys = [key1.fingerprint, key2.fingerprint];
     if let Some((key, leaked)) = revoked {
-        against[usize::from(key == KeyName::Key2)] = leaked;
+        keys[usize::from(key == KeyName::Key2)] = leaked;
     }
-    let holdings = join_all(consumers.iter().map(|c| holding(ctx, c, against, &lacking))).await;
-    let mut observed = Vec::with_capacity(consumers.len());
-    for (consumer, answer) in consumers.into_iter().zip(holdings) {
-        let (holding, denial) = answer?;
-        missing.extend(denial);
-        match &holding {
-            Holding::Key(k) => ctx.observed_holding(
-                &consumer.id,
-                Some(against[usize::from(*k == KeyName::Key2)]),
-            ),
-            // Unknown: a read the bind's own check could not make either (a value
-            // that cannot be read back), so that check would write anyway.
-            Holding::Neither | Holding::Unknown { .. } => {
-                ctx.observed_holding(&consumer.id, None);
-            }
-            Holding::Unusable { .. } => {}
-        }
-        observed.push(ObservedConsumer { consumer, holding });
-    }
-    Ok(Observation {
+    tell.send_replace(Some(Arc::new(Known { keys, lacking })));
+    Ok(First {
         key1,
         key2,
-        shared_key_access: account.as_ref().is_none_or(|a| a.shared_key_allowed()),
-        missing_permissions: missing,
-        consumers: observed,
-        unlisted: Vec::new(),
-        unlisted_unchecked: Vec::new(),
+        account,
+        missing,
+        consumers,
     })
 }
 
@@ -348,12 +496,11 @@ pub(crate) fn unknown(why: impl Into<String>) -> Holding {
 /// What one consumer holds, and the permission its read lacked, if any.
 async fn holding(
     ctx: &Ctx<'_>,
-    consumer: &ConsumerRef,
-    keys: [Fingerprint; 2],
-    lacking: &Lacking,
+    id: &ConsumerId,
+    basis: &Basis,
 ) -> Result<(Holding, Option<MissingPermission>), EngineError> {
-    let target = consumer::resolve(ctx.plan, &consumer.id)?;
-    target.observe(ctx, &consumer.id, keys, lacking).await
+    let target = consumer::resolve(ctx.plan, id)?;
+    target.observe(ctx, id, basis).await
 }
 
 /// What a consumer whose value can be read holds: not read when its permission is
@@ -361,17 +508,20 @@ async fn holding(
 pub(crate) async fn by_reading<K: Kind + ?Sized>(
     target: &K,
     ctx: &Ctx<'_>,
-    keys: [Fingerprint; 2],
-    lacking: &Lacking,
+    basis: &Basis,
 ) -> Result<(Holding, Option<MissingPermission>), EngineError> {
     let (scope, action) = target.read_permission();
-    if lacking.has(&scope, &action) {
-        return Ok((
-            unknown(format!("keyflip may not read it: it lacks {action}")),
-            None,
-        ));
+    let unread = || unknown(format!("keyflip may not read it: it lacks {action}"));
+    if basis.lacks_now(&scope, &action) {
+        return Ok((unread(), None));
     }
-    match target.held(ctx).await {
+    let read = target.held(ctx).await;
+    // Sent before the permission check answered: unread if the check says it may not.
+    if basis.lacks(&scope, &action).await? {
+        return Ok((unread(), None));
+    }
+    let keys = basis.keys().await?;
+    match read {
         Ok(Held::Key(fp)) => Ok((of(fp, keys), None)),
         Ok(Held::NoKey(why)) => Ok((target.holding_without_key(why), None)),
         Ok(Held::WriteOnly) => Ok((unknown("its value cannot be read back"), None)),

@@ -17,6 +17,7 @@ use super::engine::{EngineError, Inner};
 use crate::azure::datafactory::LinkedService;
 use crate::azure::datastore::Datastore;
 use crate::azure::storage::{AccountKeys, KeyBefore, RegenerateOutcome, StorageAccount};
+use crate::azure::web::{Listed, PutSettings};
 use crate::azure::{self, Azure, probe::ProbeOutcome};
 use crate::consumer::{AccountAddress, ConsumerId};
 use crate::journal::{JournalError, WriteMark};
@@ -107,7 +108,8 @@ pub(crate) struct Ctx<'a> {
     /// Both keys as Azure last answered them, shared by the steps in flight together:
     /// a batch of binds or verifications reads the same two keys, and `listKeys`
     /// counts against the subscription's ARM write budget. The executor calls
-    /// [`Ctx::forget_keys`] at every batch boundary. Keys a step read survive into the
+    /// [`Ctx::forget_keys`] at every batch boundary (a batch that was only a `Commit`,
+    /// which neither reads nor changes Azure, is none). Keys a step read survive into the
     /// next batch; keys an observation or a `regenerateKey` answered with survive two
     /// (into the data-plane check of the key consumers move to, where the probe, not
     /// the cache, proves the value works, and into the binds that write that verified
@@ -134,6 +136,12 @@ pub(crate) struct Ctx<'a> {
     /// Azure no longer has it. Taken by that one query (or dropped with the run); a
     /// restarted run does not have it, and its query answers usage unknown.
     revoked: std::sync::Mutex<Option<(KeyName, Arc<AccountKeys>)>>,
+    /// App Service settings listed while the other consumers were being bound, for the
+    /// bind that comes after them (the first of its two listings); taken once.
+    settings_listed: std::sync::Mutex<HashMap<ConsumerId, Listed>>,
+    /// App Service settings as this run's bind PUT them, for the verification that
+    /// follows (whose listing is the check that keyflip's value stayed); taken once.
+    settings_put: std::sync::Mutex<HashMap<ConsumerId, PutSettings>>,
 }
 
 /// Keys in [`Ctx`]'s cache, and over how many more batch boundaries they survive.
@@ -154,6 +162,8 @@ impl<'a> Ctx<'a> {
             observed: std::sync::Mutex::default(),
             linked_services: std::sync::Mutex::default(),
             revoked: std::sync::Mutex::default(),
+            settings_listed: std::sync::Mutex::default(),
+            settings_put: std::sync::Mutex::default(),
         }
     }
 
@@ -330,6 +340,40 @@ impl<'a> Ctx<'a> {
     /// The linked service as this run last read it, once.
     pub(crate) fn take_read_linked_service(&self, consumer: &ConsumerId) -> Option<LinkedService> {
         self.linked_services.lock().ok()?.remove(consumer)
+    }
+
+    /// Remembers a settings listing made ahead of `consumer`'s bind.
+    pub(crate) fn listed_settings(&self, consumer: &ConsumerId, listed: Listed) {
+        if let Ok(mut cache) = self.settings_listed.lock() {
+            cache.insert(consumer.clone(), listed);
+        }
+    }
+
+    /// The settings listing made ahead of `consumer`'s bind, once.
+    pub(crate) fn take_listed_settings(&self, consumer: &ConsumerId) -> Option<Listed> {
+        self.settings_listed.lock().ok()?.remove(consumer)
+    }
+
+    /// Remembers the settings `consumer`'s bind PUT, for its verification.
+    pub(crate) fn put_settings(&self, consumer: &ConsumerId, put: PutSettings) {
+        if let Ok(mut cache) = self.settings_put.lock() {
+            cache.insert(consumer.clone(), put);
+        }
+    }
+
+    /// The settings this run's bind of `consumer` PUT, once.
+    pub(crate) fn take_put_settings(&self, consumer: &ConsumerId) -> Option<PutSettings> {
+        self.settings_put.lock().ok()?.remove(consumer)
+    }
+
+    /// Whether this run's observation showed that `consumer` did not hold
+    /// `fingerprint`, without using that up (see [`Ctx::observed_without`]).
+    pub(super) fn saw_without(&self, consumer: &ConsumerId, fingerprint: Fingerprint) -> bool {
+        self.observed
+            .lock()
+            .ok()
+            .and_then(|observed| observed.get(consumer).copied())
+            .is_some_and(|held| held != Some(fingerprint))
     }
 
     /// Remembers a datastore body the observation listed (see `datastores` above).

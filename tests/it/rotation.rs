@@ -11,4 +11,5 @@ mod incident;
 mod origin;
 mod swap;
 mod takeover;
+mod waves;
 mod ways_out;
