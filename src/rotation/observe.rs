@@ -326,56 +326,8 @@ async fn first_wave(
             .filter(|m| !lacking.has_named(&m.scope, &m.action)),
     );
 
-    let account = if lacking.has(&account_scope, &actions::STORAGE_READ) {
-        None
-    } else {
-        match account {
-            Ok(account) => Some(account.clone()),
-            Err(e) => match denied(&e, &actions::STORAGE_READ, &account_scope) {
-                Some(m) => {
-                    missing.push(m);
-                    None
-                }
-                None => return Err(e.into()),
-            },
-        }
-    };
-    let created = |key| account.as_ref().and_then(|a| a.key_created(key));
-    let (key1, key2) = if lacking.has(&account_scope, &actions::STORAGE_LIST_KEYS) {
-        (
-            unreadable_key(ctx, KeyName::Key1),
-            unreadable_key(ctx, KeyName::Key2),
-        )
-    } else {
-        match keys {
-            Ok(keys) => {
-                let states = (
-                    KeyState {
-                        fingerprint: ctx.fingerprint_of(&keys, KeyName::Key1),
-                        created: created(KeyName::Key1),
-                    },
-                    KeyState {
-                        fingerprint: ctx.fingerprint_of(&keys, KeyName::Key2),
-                        created: created(KeyName::Key2),
-                    },
-                );
-                // The key check and binds that may follow use these, not another
-                // listKeys (see `Ctx::keys`).
-                ctx.carry_keys(keys).await;
-                states
-            }
-            Err(e) => match denied(&e, &actions::STORAGE_LIST_KEYS, &account_scope) {
-                Some(m) => {
-                    missing.push(m);
-                    (
-                        unreadable_key(ctx, KeyName::Key1),
-                        unreadable_key(ctx, KeyName::Key2),
-                    )
-                }
-                None => return Err(e.into()),
-            },
-        }
-    };
+    let (account, key1, key2) =
+        account_and_keys(ctx, &account_scope, &lacking, account, keys, &mut missing).await?;
     let consumers = consumers?;
     // Kept by the channel after `tell` is dropped: later reads still see it.
     // After a revoke first, consumers are judged against the keys as they were
@@ -430,12 +382,45 @@ pub(super) async fn observe_keys(ctx: &Ctx<'_>) -> Result<Observation, EngineErr
         });
     }
     let lacking = Lacking(lacking);
-    let account = if lacking.has(&scope, &actions::STORAGE_READ) {
+    let (account, key1, key2) =
+        account_and_keys(ctx, &scope, &lacking, account, keys, &mut missing).await?;
+    Ok(Observation {
+        key1,
+        key2,
+        shared_key_access: account.as_ref().is_none_or(|a| a.shared_key_allowed()),
+        missing_permissions: missing,
+        consumers: Vec::new(),
+        unlisted: Vec::new(),
+        unlisted_unchecked: Vec::new(),
+    })
+}
+
+/// The account and both keys' states from their answers: a read the permission check
+/// found missing, or one Azure refused (added to `missing`), leaves the account unknown
+/// and the keys unreadable; any other failure is an error. The keys read are carried
+/// for the steps that follow (see `Ctx::keys`), so the key check and binds need no
+/// second `listKeys`.
+async fn account_and_keys(
+    ctx: &Ctx<'_>,
+    scope: &str,
+    lacking: &Lacking,
+    account: Result<&crate::azure::storage::StorageAccount, Error>,
+    keys: Result<Arc<crate::azure::storage::AccountKeys>, Error>,
+    missing: &mut Vec<MissingPermission>,
+) -> Result<
+    (
+        Option<crate::azure::storage::StorageAccount>,
+        KeyState,
+        KeyState,
+    ),
+    EngineError,
+> {
+    let account = if lacking.has(scope, &actions::STORAGE_READ) {
         None
     } else {
         match account {
             Ok(account) => Some(account.clone()),
-            Err(e) => match denied(&e, &actions::STORAGE_READ, &scope) {
+            Err(e) => match denied(&e, &actions::STORAGE_READ, scope) {
                 Some(m) => {
                     missing.push(m);
                     None
@@ -451,7 +436,7 @@ pub(super) async fn observe_keys(ctx: &Ctx<'_>) -> Result<Observation, EngineErr
             unreadable_key(ctx, KeyName::Key2),
         )
     };
-    let (key1, key2) = if lacking.has(&scope, &actions::STORAGE_LIST_KEYS) {
+    let (key1, key2) = if lacking.has(scope, &actions::STORAGE_LIST_KEYS) {
         unreadable()
     } else {
         match keys {
@@ -469,7 +454,7 @@ pub(super) async fn observe_keys(ctx: &Ctx<'_>) -> Result<Observation, EngineErr
                 ctx.carry_keys(keys).await;
                 states
             }
-            Err(e) => match denied(&e, &actions::STORAGE_LIST_KEYS, &scope) {
+            Err(e) => match denied(&e, &actions::STORAGE_LIST_KEYS, scope) {
                 Some(m) => {
                     missing.push(m);
                     unreadable()
@@ -478,15 +463,7 @@ pub(super) async fn observe_keys(ctx: &Ctx<'_>) -> Result<Observation, EngineErr
             },
         }
     };
-    Ok(Observation {
-        key1,
-        key2,
-        shared_key_access: account.as_ref().is_none_or(|a| a.shared_key_allowed()),
-        missing_permissions: missing,
-        consumers: Vec::new(),
-        unlisted: Vec::new(),
-        unlisted_unchecked: Vec::new(),
-    })
+    Ok((account, key1, key2))
 }
 
 pub(crate) fn unknown(why: impl Into<String>) -> Holding {

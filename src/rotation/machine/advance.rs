@@ -387,6 +387,35 @@ impl Machine {
             .collect();
     }
 
+    /// Takes a precheck's decision: its warnings and a note in the journal, and what
+    /// the rest of the rotation works from (`last`: the keys as `obs` read them).
+    pub(super) fn take_decision(
+        &mut self,
+        at: DateTime<Utc>,
+        decision: precheck::Decision,
+        obs: &Observation,
+    ) -> Decided {
+        for text in &decision.warnings {
+            self.warn(at, text.clone());
+        }
+        self.note(
+            at,
+            Note::Decided {
+                route: decision.route,
+                active: decision.active,
+                standby: decision.standby,
+            },
+        );
+        Decided {
+            route: decision.route,
+            active: decision.active,
+            standby: decision.standby,
+            leaked: decision.leaked,
+            last: [obs.key1, obs.key2],
+            resync: self.options.resync,
+        }
+    }
+
     pub(super) fn precheck(
         &mut self,
         at: DateTime<Utc>,
@@ -401,25 +430,7 @@ impl Machine {
                 return State::Ended;
             }
         };
-        for text in &decision.warnings {
-            self.warn(at, text.clone());
-        }
-        self.note(
-            at,
-            Note::Decided {
-                route: decision.route,
-                active: decision.active,
-                standby: decision.standby,
-            },
-        );
-        let d = Decided {
-            route: decision.route,
-            active: decision.active,
-            standby: decision.standby,
-            leaked: decision.leaked,
-            last: [obs.key1, obs.key2],
-            resync: self.options.resync,
-        };
+        let d = self.take_decision(at, decision, obs);
         let existing = d.last(d.standby).fingerprint;
         let stage = match d.route {
             Route::Scheduled if self.options.usage_gate.is_some() => {

@@ -35,7 +35,7 @@ use super::outcome::*;
 use super::precheck::{self, Route};
 use super::types::*;
 use super::view::Note;
-use super::{Decided, KeyCheck, Machine, State, index};
+use super::{KeyCheck, Machine, State, index};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
 
@@ -324,25 +324,7 @@ impl Machine {
                 return State::Ended;
             }
         };
-        for w in &decision.warnings {
-            self.warn(at, w.clone());
-        }
-        self.note(
-            at,
-            Note::Decided {
-                route: decision.route,
-                active: decision.active,
-                standby: decision.standby,
-            },
-        );
-        let d = Decided {
-            route: decision.route,
-            active: decision.active,
-            standby: decision.standby,
-            leaked: decision.leaked,
-            last: [obs.key1, obs.key2],
-            resync: self.options.resync,
-        };
+        let d = self.take_decision(at, decision, &obs);
         let stage = match d.route {
             // The leaked key was the standby: no consumer moves.
             Route::LeakedStandby => self.cleanup(&d, at, out),
