@@ -41,6 +41,34 @@ impl Machine {
         })
     }
 
+    /// The keys `obs` found changed from `expected` (a regeneration of keyflip's own in
+    /// flight excepted), noted in the journal as a re-observation.
+    pub(super) fn note_drifts(
+        &mut self,
+        at: DateTime<Utc>,
+        expected: impl Fn(KeyName) -> crate::secret::Fingerprint,
+        obs: &Observation,
+    ) -> Vec<Drift> {
+        let mut drifts = Vec::new();
+        for key in KeyName::BOTH {
+            let (expected, found) = (expected(key), obs.key(key).fingerprint);
+            if found != expected && !self.regenerate_in_flight(key) {
+                drifts.push(Drift {
+                    key,
+                    expected,
+                    found,
+                });
+            }
+        }
+        self.note(
+            at,
+            Note::Reobserved {
+                drifts: drifts.clone(),
+            },
+        );
+        drifts
+    }
+
     pub(super) fn reobserved(
         &mut self,
         state: State,
@@ -57,24 +85,7 @@ impl Machine {
             self.note(at, Note::Reobserved { drifts: vec![] });
             return state;
         };
-        let mut drifts = Vec::new();
-        for key in KeyName::BOTH {
-            let expected = decided.last(key).fingerprint;
-            let found = obs.key(key).fingerprint;
-            if found != expected && !self.regenerate_in_flight(key) {
-                drifts.push(Drift {
-                    key,
-                    expected,
-                    found,
-                });
-            }
-        }
-        self.note(
-            at,
-            Note::Reobserved {
-                drifts: drifts.clone(),
-            },
-        );
+        let drifts = self.note_drifts(at, |key| decided.last(key).fingerprint, obs);
         if drifts.is_empty() {
             return State::Decided { decided, stage };
         }

@@ -34,7 +34,6 @@ use chrono::{DateTime, Utc};
 use super::outcome::*;
 use super::precheck::{self, Route};
 use super::types::*;
-use super::view::Note;
 use super::{KeyCheck, Machine, State, index};
 use crate::key::KeyName;
 use crate::secret::Fingerprint;
@@ -355,24 +354,7 @@ impl Machine {
         obs: &Observation,
         out: &mut Vec<Command>,
     ) -> State {
-        let mut drifts = Vec::new();
-        for key in KeyName::BOTH {
-            let expected = e.last[index(key)].fingerprint;
-            let found = obs.key(key).fingerprint;
-            if found != expected && !self.regenerate_in_flight(key) {
-                drifts.push(Drift {
-                    key,
-                    expected,
-                    found,
-                });
-            }
-        }
-        self.note(
-            at,
-            Note::Reobserved {
-                drifts: drifts.clone(),
-            },
-        );
+        let drifts = self.note_drifts(at, |key| e.last[index(key)].fingerprint, obs);
         if drifts.iter().any(|d| d.key == e.key) {
             let detail = match e.stage {
                 EarlyStage::Revoking { .. } => format!(
