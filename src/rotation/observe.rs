@@ -307,17 +307,7 @@ async fn first_wave(
     );
     let mut lacking = HashSet::new();
     for ((scope, _), answer) in checks.iter().zip(answers) {
-        for m in answer? {
-            lacking.insert((
-                scope.to_ascii_lowercase(),
-                m.action.name().to_ascii_lowercase(),
-            ));
-            missing.push(MissingPermission {
-                action: m.action.name().to_owned(),
-                scope: scope.clone(),
-                role_hint: m.role.map(|r| r.name.to_owned()),
-            });
-        }
+        tally(scope, answer?, &mut lacking, &mut missing);
     }
     let lacking = Lacking(lacking);
     missing.extend(
@@ -370,17 +360,7 @@ pub(super) async fn observe_keys(ctx: &Ctx<'_>) -> Result<Observation, EngineErr
     );
     let mut missing: Vec<MissingPermission> = Vec::new();
     let mut lacking = HashSet::new();
-    for m in answer? {
-        lacking.insert((
-            scope.to_ascii_lowercase(),
-            m.action.name().to_ascii_lowercase(),
-        ));
-        missing.push(MissingPermission {
-            action: m.action.name().to_owned(),
-            scope: scope.clone(),
-            role_hint: m.role.map(|r| r.name.to_owned()),
-        });
-    }
+    tally(&scope, answer?, &mut lacking, &mut missing);
     let lacking = Lacking(lacking);
     let (account, key1, key2) =
         account_and_keys(ctx, &scope, &lacking, account, keys, &mut missing).await?;
@@ -393,6 +373,28 @@ pub(super) async fn observe_keys(ctx: &Ctx<'_>) -> Result<Observation, EngineErr
         unlisted: Vec::new(),
         unlisted_unchecked: Vec::new(),
     })
+}
+
+/// The permission check's answer at `scope`: each missing action into `lacking` (by
+/// lower-case scope and action, as [`Lacking`] looks them up) and `missing` (for the
+/// precheck's refusal, with the role that grants it).
+fn tally(
+    scope: &str,
+    answer: Vec<crate::azure::authorization::MissingAction>,
+    lacking: &mut HashSet<(String, String)>,
+    missing: &mut Vec<MissingPermission>,
+) {
+    for m in answer {
+        lacking.insert((
+            scope.to_ascii_lowercase(),
+            m.action.name().to_ascii_lowercase(),
+        ));
+        missing.push(MissingPermission {
+            action: m.action.name().to_owned(),
+            scope: scope.to_owned(),
+            role_hint: m.role.map(|r| r.name.to_owned()),
+        });
+    }
 }
 
 /// The account and both keys' states from their answers: a read the permission check

@@ -296,6 +296,16 @@ async fn the_demo_reads_well_at_80_and_60_columns() {
             .expect("the demo names its twin")
             .to_owned();
         let text = redact(&text, &[(&dir, "DIR"), (&port, "https://TWIN")]);
+        // The demo jumps its clock minutes ahead, so whether the plan's `*/10` cron
+        // fired meanwhile (its last table then says NEXT DUE "now", and with that
+        // narrower column fits longer times) depends on the minute the run started.
+        // The table is left out here; `status` has width snapshots of its own.
+        let text = match (text.find("keyflip status:\n"), text.find("\n1 plan.")) {
+            (Some(start), Some(end)) if start < end => {
+                format!("{}keyflip status:\nTABLE{}", &text[..start], &text[end..])
+            }
+            _ => panic!("the demo ends with a status table:\n{text}"),
+        };
         snapshot(&format!("demo-{width}"), &text);
     }
 }
