@@ -106,6 +106,20 @@ pub enum SharedRead {
 /// small answer each) instead of the whole container.
 pub const FEW_ACCOUNTS: usize = 8;
 
+/// A document's rotations as the journal imports them; one that does not read is a
+/// format error naming the blob.
+fn imported_rotations(doc: &AccountDoc, blob: &str) -> Result<Vec<ImportedRotation>, CoordError> {
+    doc.rotations
+        .iter()
+        .map(|r| {
+            r.to_imported().map_err(|detail| CoordError::Format {
+                blob: blob.to_owned(),
+                detail,
+            })
+        })
+        .collect()
+}
+
 /// An account's shared journal as `history` and `status` read it, from a document (a
 /// body, or a summary's reduced one).
 fn shared_account(
@@ -113,16 +127,7 @@ fn shared_account(
     leased: bool,
     doc: AccountDoc,
 ) -> Result<SharedAccount, CoordError> {
-    let rotations = doc
-        .rotations
-        .iter()
-        .map(|r| {
-            r.to_imported().map_err(|detail| CoordError::Format {
-                blob: blob.clone(),
-                detail,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let rotations = imported_rotations(&doc, &blob)?;
     Ok(SharedAccount {
         blob,
         account: doc.account,
@@ -430,16 +435,7 @@ impl Coordinator {
         self.stats.acquisitions.fetch_add(1, Ordering::Relaxed);
         let read = async {
             let (doc, etag) = self.read_leased(&blob).await?;
-            let imported = doc
-                .rotations
-                .iter()
-                .map(|r| {
-                    r.to_imported().map_err(|detail| CoordError::Format {
-                        blob: blob.clone(),
-                        detail,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let imported = imported_rotations(&doc, &blob)?;
             let marks = doc.marks_imported().map_err(|detail| CoordError::Format {
                 blob: blob.clone(),
                 detail,
